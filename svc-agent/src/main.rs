@@ -1,0 +1,1 @@
+fn main() { println!("{}", svc_agent::EBPF_OBJECT.len()); }

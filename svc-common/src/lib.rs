@@ -1,0 +1,272 @@
+//! Map keys, values, names and sizes shared by the eBPF programs (svc-ebpf), the agent and
+//! svcctl. Every type is `#[repr(C)]` with explicit padding and derives bytemuck's
+//! Pod/Zeroable, so a layout with a hole fails to compile instead of leaking stack bytes
+//! into a map key.
+//!
+//! Byte order: fields that end in `_be` hold network byte order exactly as the packet
+//! carries them (the kernel side compares them against packet bytes without converting).
+//! Everything else is host order. Conversion happens in one place on the user side
+//! (`svc_agent::dataplane`).
+//!
+//! IPv4 and IPv6 get separate maps (as in Cilium: `lb4_*` / `lb6_*`); this file defines the
+//! `*4` types. IPv6 will add `*6` types and maps beside them without touching these.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// IP protocol numbers as they appear in the IPv4 header.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+// ---------------------------------------------------------------------------------------
+// Map names (also the file names of the pins under the agent's bpffs directory) and sizes.
+// BPF object names are limited to 15 characters.
+// ---------------------------------------------------------------------------------------
+
+pub const SVC4_MAP: &str = "SVC4_SERVICES";
+pub const BACKEND4_MAP: &str = "SVC4_BACKENDS";
+pub const REVNAT4_MAP: &str = "SVC4_REVNAT";
+pub const CT4_MAP: &str = "SVC4_CT";
+pub const STATS_MAP: &str = "SVC_STATS";
+
+/// Frontend slots plus one slot per backend of every service port.
+pub const SVC4_MAP_SIZE: u32 = 65536;
+pub const BACKEND4_MAP_SIZE: u32 = 65536;
+pub const REVNAT4_MAP_SIZE: u32 = 65536;
+/// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
+/// are full, so this is sized well above the flows we expect to hold.
+pub const CT4_MAP_SIZE: u32 = 262144;
+
+/// Program names as they appear in the object file (and in `bpftool prog`).
+pub const TC_PROG: &str = "svc_tc_ingress";
+pub const XDP_PROG: &str = "svc_xdp";
+
+// ---------------------------------------------------------------------------------------
+// Services map: one frontend entry (slot 0) and `count` backend-slot entries (1..=count)
+// per {VIP, port, protocol}. Cilium's lb4_key / lb4_service model.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct Svc4Key {
+    /// Service address (ClusterIP), network order.
+    pub vip_be: u32,
+    /// Service port, network order.
+    pub port_be: u16,
+    /// 0 = the frontend entry; 1..=count = backend slots.
+    pub slot: u16,
+    /// PROTO_TCP or PROTO_UDP.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Svc4Value {
+    /// Backend slots: the id in SVC4_BACKENDS. Frontend: 0.
+    pub backend_id: u32,
+    /// Frontend: number of backend slots (0 = no endpoints: reject). Backend slots: 0.
+    pub count: u16,
+    /// Frontend and slots: the id in SVC4_REVNAT, unique per {VIP, port, protocol}.
+    pub rev_nat_id: u16,
+    /// Frontend: SVC_F_* bits.
+    pub flags: u16,
+    pub _pad: [u8; 2],
+}
+
+// Flag bits of Svc4Value::flags. None are defined by datapath v1; policy and affinity bits
+// come with the Service-types issue. Kept here so svcctl decodes what the kernel reads.
+
+// ---------------------------------------------------------------------------------------
+// Backends map: id -> pod address and target port.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Backend4 {
+    /// Pod (endpoint) address, network order.
+    pub addr_be: u32,
+    /// Target port, network order.
+    pub port_be: u16,
+    pub proto: u8,
+    /// BACKEND_STATE_*.
+    pub state: u8,
+}
+
+pub const BACKEND_STATE_ACTIVE: u8 = 0;
+
+// ---------------------------------------------------------------------------------------
+// Reverse NAT map: rev_nat_id (widened to u32) -> the service address replies must carry.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct RevNat4 {
+    pub vip_be: u32,
+    pub port_be: u16,
+    pub _pad: [u8; 2],
+}
+
+// ---------------------------------------------------------------------------------------
+// Conntrack (LRU hash). Every translated flow has two entries:
+// - CT_KIND_SERVICE keyed by the client's original tuple {client, VIP, client port,
+//   service port}: which backend the flow was given. The VIP in the key keeps entries
+//   unique per service (Cilium #11810).
+// - CT_KIND_REPLY keyed by the reply tuple as it leaves the backend {backend, client,
+//   target port, client port}: which service address replies are reverse-translated to.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Ct4Key {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    /// CT_KIND_*.
+    pub kind: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const CT_KIND_SERVICE: u8 = 1;
+pub const CT_KIND_REPLY: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Ct4Value {
+    /// bpf_ktime_get_ns() when the flow was created (CLOCK_MONOTONIC).
+    pub created_ns: u64,
+    /// bpf_ktime_get_ns() of the last packet in either direction.
+    pub last_seen_ns: u64,
+    /// The backend chosen for this flow (service entries); 0 in reply entries.
+    pub backend_id: u32,
+    /// The translated destination (service entries) / the original client (reply
+    /// entries), network order.
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub rev_nat_id: u16,
+    /// CT_F_* bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A FIN or RST was seen: the entry expires after CT_CLOSING_TIMEOUT_NS.
+pub const CT_F_CLOSING: u8 = 1;
+/// The flow has seen a reply (TCP: SYN-ACK; UDP: any reply).
+pub const CT_F_REPLIED: u8 = 2;
+
+/// Lifetimes after the last packet (Cilium's defaults).
+pub const CT_TCP_TIMEOUT_NS: u64 = 21_600 * 1_000_000_000;
+pub const CT_TCP_SYN_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
+pub const CT_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
+pub const CT_UDP_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
+
+/// Seconds an entry may live after its last packet, as the kernel side decides it.
+pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
+    if flags & CT_F_CLOSING != 0 {
+        CT_CLOSING_TIMEOUT_NS
+    } else if proto == PROTO_TCP {
+        if flags & CT_F_REPLIED != 0 {
+            CT_TCP_TIMEOUT_NS
+        } else {
+            CT_TCP_SYN_TIMEOUT_NS
+        }
+    } else {
+        CT_UDP_TIMEOUT_NS
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every program exit bumps
+// exactly one counter.
+// ---------------------------------------------------------------------------------------
+
+macro_rules! verdicts {
+    ($($(#[doc = $doc:literal])* $name:ident = $idx:literal, $label:literal;)*) => {
+        /// Why a program returned what it returned. Indexes SVC_STATS.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Verdict {
+            $($(#[doc = $doc])* $name = $idx,)*
+        }
+        impl Verdict {
+            pub const ALL: &'static [Verdict] = &[$(Verdict::$name,)*];
+            /// Stable snake_case name, used by svcctl and metrics.
+            pub const fn label(self) -> &'static str {
+                match self { $(Verdict::$name => $label,)* }
+            }
+        }
+    };
+}
+
+verdicts! {
+    /// Not IPv4 (ARP, IPv6, VLAN, ...): passed untouched.
+    PassNotIpv4 = 0, "pass_not_ipv4";
+    /// IPv4 but not addressed to a Service and not a reply of a translated flow.
+    PassNotService = 1, "pass_not_service";
+    /// An IPv4 fragment (MF set or offset > 0): passed untouched, never translated.
+    PassFragment = 2, "pass_fragment";
+    /// Neither TCP nor UDP (ICMP, SCTP, ...): passed untouched.
+    PassOtherProto = 3, "pass_other_proto";
+    /// Headers cut short (Ethernet, IPv4 or the TCP/UDP header): dropped.
+    DropTruncated = 4, "drop_truncated";
+    /// A new flow to a Service: backend chosen, destination translated.
+    DnatNew = 5, "dnat_new";
+    /// A packet of a known flow: destination translated to its backend.
+    DnatEstablished = 6, "dnat_established";
+    /// A reply from a backend: source translated back to the Service address.
+    RevNat = 7, "rev_nat";
+    /// TCP to a Service without endpoints: answered with a RST.
+    RejectTcpRst = 8, "reject_tcp_rst";
+    /// UDP to a Service without endpoints: answered with ICMP port unreachable.
+    RejectIcmp = 9, "reject_icmp";
+    /// The frontend points at a slot or backend that is not there (a sync in progress).
+    DropNoBackend = 10, "drop_no_backend";
+    /// The conntrack entry could not be written.
+    DropCtFailed = 11, "drop_ct_failed";
+    /// A rewrite helper failed.
+    DropRewriteFailed = 12, "drop_rewrite_failed";
+    /// XDP: a packet XDP does not translate itself (reject, IPv4 options) handed to TC.
+    XdpPassToTc = 13, "xdp_pass_to_tc";
+}
+
+pub const STATS_MAP_SIZE: u32 = 16;
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, with explicit padding (checked by bytemuck's
+    // Pod derive), so any bit pattern is valid and none has uninitialised bytes.
+    unsafe impl aya::Pod for Svc4Key {}
+    unsafe impl aya::Pod for Svc4Value {}
+    unsafe impl aya::Pod for Backend4 {}
+    unsafe impl aya::Pod for RevNat4 {}
+    unsafe impl aya::Pod for Ct4Key {}
+    unsafe impl aya::Pod for Ct4Value {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_are_stable() {
+        // The sizes are part of the pinned-map ABI: changing one needs a migration.
+        assert_eq!(size_of::<Svc4Key>(), 12);
+        assert_eq!(size_of::<Svc4Value>(), 12);
+        assert_eq!(size_of::<Backend4>(), 8);
+        assert_eq!(size_of::<RevNat4>(), 8);
+        assert_eq!(size_of::<Ct4Key>(), 16);
+        assert_eq!(size_of::<Ct4Value>(), 32);
+    }
+
+    #[test]
+    fn verdict_indexes_fit_the_stats_map() {
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+            assert!((*v as u32) < STATS_MAP_SIZE);
+        }
+    }
+}
