@@ -1,1 +1,9 @@
-pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));
+//! svc-agent: keeps the Service maps of svc-ebpf in sync with the desired state, and the
+//! library behind svcctl. Data flows one way: sources (the manifest directory) -> `model`
+//! -> `desired` -> `reconcile` -> `dataplane` (the only module that touches BPF).
+pub mod alloc;
+pub mod dataplane;
+pub mod desired;
+pub mod manifest;
+pub mod model;
+pub mod reconcile;

@@ -209,8 +209,8 @@ verdicts! {
     PassFragment = 2, "pass_fragment";
     /// Neither TCP nor UDP (ICMP, SCTP, ...): passed untouched.
     PassOtherProto = 3, "pass_other_proto";
-    /// Headers cut short (Ethernet, IPv4 or the TCP/UDP header): dropped.
-    DropTruncated = 4, "drop_truncated";
+    /// Headers cut short (Ethernet, IPv4, TCP/UDP) or an invalid IPv4 version/IHL: dropped.
+    DropMalformed = 4, "drop_malformed";
     /// A new flow to a Service: backend chosen, destination translated.
     DnatNew = 5, "dnat_new";
     /// A packet of a known flow: destination translated to its backend.

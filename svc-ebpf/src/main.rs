@@ -1,10 +1,30 @@
-#![no_std]
+//! svc-ebpf: the kernel side of the Service dataplane. Two programs share one set of maps:
+//! `svc_tc_ingress` (TC ingress on pod-facing interfaces and the external interface) and
+//! `svc_xdp` (XDP on the external interface). See README.md "Datapath" for the verdicts.
+#![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+mod csum;
+mod lb;
+mod maps;
+mod parse;
+mod reject;
+mod tc;
+mod xdp;
+
+use aya_ebpf::{
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+#[classifier]
+pub fn svc_tc_ingress(ctx: TcContext) -> i32 {
+    tc::run(&ctx)
+}
 
 #[xdp]
-pub fn svc_xdp(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn svc_xdp(ctx: XdpContext) -> u32 {
+    xdp::run(&ctx)
 }
 
 #[cfg(not(test))]

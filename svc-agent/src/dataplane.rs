@@ -1,0 +1,335 @@
+//! The one module that touches the BPF side from userspace: loads the object, pins and
+//! adopts maps, attaches programs, and gives typed access to every map. The agent writes
+//! through it and svcctl reads through it; names and layouts come from svc-common.
+use std::{
+    collections::BTreeMap,
+    mem::size_of,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
+};
+use svc_common::{
+    BACKEND4_MAP, BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP,
+    REVNAT4_MAP_SIZE, RevNat4, STATS_MAP, STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE, Svc4Key,
+    Svc4Value, TC_PROG, Verdict, XDP_PROG,
+};
+
+/// The eBPF object built by build.rs (aya-build) from svc-ebpf.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));
+
+/// Default bpffs directory for the pins.
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/svc-ebpf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "this build has no eBPF object (it was built with AYA_BUILD_SKIP=1); rebuild without it"
+    )]
+    NoObject,
+    #[error("{dir} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`")]
+    NotBpffs { dir: PathBuf },
+    #[error("cannot create {dir}: {source}")]
+    PinDir { dir: PathBuf, source: std::io::Error },
+    #[error(
+        "nothing is pinned at {path}: is svc-agent running with --bpffs {dir}?",
+        dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    NotPinned { path: PathBuf },
+    #[error(
+        "pinned map {path} does not match this build ({what}: pinned {pinned}, expected \
+         {expected}); it comes from an incompatible version. Stop the agent and remove the \
+         pins (`rm -r {dir}`) to start with empty maps (established flows lose their state).",
+        dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    IncompatiblePin { path: PathBuf, what: &'static str, pinned: u32, expected: u32 },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: MapError },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name} on {iface}: {source}")]
+    Program { name: &'static str, iface: String, source: ProgramError },
+}
+
+/// What each map must look like; checked against existing pins before they are reused,
+/// because aya reuses a pin without comparing its attributes (aya #837).
+pub struct MapSpec {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+pub const MAP_SPECS: [MapSpec; 5] = [
+    MapSpec { name: SVC4_MAP, key_size: size_of::<Svc4Key>() as u32, value_size: size_of::<Svc4Value>() as u32, max_entries: SVC4_MAP_SIZE },
+    MapSpec { name: BACKEND4_MAP, key_size: 4, value_size: size_of::<Backend4>() as u32, max_entries: BACKEND4_MAP_SIZE },
+    MapSpec { name: REVNAT4_MAP, key_size: 4, value_size: size_of::<RevNat4>() as u32, max_entries: REVNAT4_MAP_SIZE },
+    MapSpec { name: CT4_MAP, key_size: size_of::<Ct4Key>() as u32, value_size: size_of::<Ct4Value>() as u32, max_entries: CT4_MAP_SIZE },
+    MapSpec { name: STATS_MAP, key_size: 4, value_size: 8, max_entries: STATS_MAP_SIZE },
+];
+
+/// Typed handles on every map.
+pub struct Maps {
+    pub services: HashMap<MapData, Svc4Key, Svc4Value>,
+    pub backends: HashMap<MapData, u32, Backend4>,
+    pub revnat: HashMap<MapData, u32, RevNat4>,
+    pub ct: HashMap<MapData, Ct4Key, Ct4Value>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// True if `dir` (or its closest existing ancestor) is on a bpf filesystem.
+fn is_bpffs(dir: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let mut probe = dir;
+    loop {
+        if probe.exists() {
+            return nix::sys::statfs::statfs(probe)
+                .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+                .unwrap_or(false);
+        }
+        match probe.parent() {
+            Some(parent) => probe = parent,
+            None => return false,
+        }
+    }
+}
+
+fn check_pin(dir: &Path, spec: &MapSpec) -> Result<(), DataplaneError> {
+    let path = dir.join(spec.name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let data = MapData::from_pin(&path).map_err(map_err(spec.name))?;
+    let info = data.info().map_err(map_err(spec.name))?;
+    for (what, pinned, expected) in [
+        ("key size", info.key_size(), spec.key_size),
+        ("value size", info.value_size(), spec.value_size),
+        ("max entries", info.max_entries(), spec.max_entries),
+    ] {
+        if pinned != expected {
+            return Err(DataplaneError::IncompatiblePin { path, what, pinned, expected });
+        }
+    }
+    Ok(())
+}
+
+impl Maps {
+    /// Opens the maps a running (or exited) agent pinned under `dir`, checking each
+    /// against this build's layout. Used by svcctl; needs no agent process.
+    pub fn open_pinned(dir: &Path) -> Result<Maps, DataplaneError> {
+        for spec in &MAP_SPECS {
+            let path = dir.join(spec.name);
+            if !path.exists() {
+                return Err(DataplaneError::NotPinned { path });
+            }
+            check_pin(dir, spec)?;
+        }
+        let open = |name: &'static str| -> Result<Map, DataplaneError> {
+            let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+            Map::from_map_data(data).map_err(map_err(name))
+        };
+        Self::from_maps(|name| open(name))
+    }
+
+    fn from_maps(mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>) -> Result<Maps, DataplaneError> {
+        Ok(Maps {
+            services: take(SVC4_MAP)?.try_into().map_err(map_err(SVC4_MAP))?,
+            backends: take(BACKEND4_MAP)?.try_into().map_err(map_err(BACKEND4_MAP))?,
+            revnat: take(REVNAT4_MAP)?.try_into().map_err(map_err(REVNAT4_MAP))?,
+            ct: take(CT4_MAP)?.try_into().map_err(map_err(CT4_MAP))?,
+            stats: take(STATS_MAP)?.try_into().map_err(map_err(STATS_MAP))?,
+        })
+    }
+
+    /// Verdict counters summed over CPUs, in `Verdict::ALL` order.
+    pub fn verdict_totals(&self) -> Result<Vec<(Verdict, u64)>, DataplaneError> {
+        Verdict::ALL
+            .iter()
+            .map(|v| {
+                let per_cpu = self.stats.get(&(*v as u32), 0).map_err(map_err(STATS_MAP))?;
+                Ok((*v, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+/// The loaded programs and where they are attached. Dropping it detaches them (TCX and
+/// XDP links are owned by this process); the pinned maps stay.
+pub struct Datapath {
+    ebpf: Ebpf,
+    tc_links: BTreeMap<String, SchedClassifierLinkId>,
+    xdp_links: BTreeMap<String, XdpLinkId>,
+}
+
+impl Datapath {
+    /// Loads the object with every map pinned under `dir` (reusing compatible pins, so
+    /// conntrack and services survive a restart) and loads both programs into the kernel.
+    /// Returns the datapath and the typed maps.
+    pub fn load(dir: &Path) -> Result<(Datapath, Maps), DataplaneError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        if !is_bpffs(dir) {
+            return Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() });
+        }
+        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir { dir: dir.to_path_buf(), source })?;
+        for spec in &MAP_SPECS {
+            check_pin(dir, spec)?;
+        }
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(dir).load(EBPF_OBJECT)?;
+        let prog_err = |name: &'static str| move |source| DataplaneError::Program { name, iface: String::new(), source };
+        let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
+        tc.load().map_err(prog_err(TC_PROG))?;
+        let xdp: &mut Xdp = program(&mut ebpf, XDP_PROG)?;
+        xdp.load().map_err(prog_err(XDP_PROG))?;
+        let maps = Maps::from_maps(|name| {
+            ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_string() } })
+        })?;
+        Ok((Datapath { ebpf, tc_links: BTreeMap::new(), xdp_links: BTreeMap::new() }, maps))
+    }
+
+    /// Attaches the TC program to `iface`'s ingress (idempotent).
+    pub fn attach_tc(&mut self, iface: &str) -> Result<bool, DataplaneError> {
+        if self.tc_links.contains_key(iface) {
+            return Ok(false);
+        }
+        let tc: &mut SchedClassifier = program(&mut self.ebpf, TC_PROG)?;
+        let link = tc.attach(iface, TcAttachType::Ingress).map_err(|source| DataplaneError::Program {
+            name: TC_PROG,
+            iface: iface.to_string(),
+            source,
+        })?;
+        self.tc_links.insert(iface.to_string(), link);
+        Ok(true)
+    }
+
+    /// Attaches the XDP program to `iface` (native mode where the driver has it).
+    pub fn attach_xdp(&mut self, iface: &str) -> Result<bool, DataplaneError> {
+        if self.xdp_links.contains_key(iface) {
+            return Ok(false);
+        }
+        let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROG)?;
+        let link = xdp.attach(iface, XdpMode::Default).map_err(|source| DataplaneError::Program {
+            name: XDP_PROG,
+            iface: iface.to_string(),
+            source,
+        })?;
+        self.xdp_links.insert(iface.to_string(), link);
+        Ok(true)
+    }
+
+    /// Forgets interfaces that no longer exist (their links went with them).
+    pub fn forget_missing(&mut self, present: &dyn Fn(&str) -> bool) {
+        self.tc_links.retain(|iface, _| present(iface));
+        self.xdp_links.retain(|iface, _| present(iface));
+    }
+
+    pub fn tc_interfaces(&self) -> impl Iterator<Item = &str> {
+        self.tc_links.keys().map(String::as_str)
+    }
+
+    /// The loaded programs, for BPF_PROG_TEST_RUN (tests, svcctl trace, benchmarks).
+    pub fn tc_program(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        program(&mut self.ebpf, TC_PROG)
+    }
+
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program(&mut self.ebpf, XDP_PROG)
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
+        name,
+        iface: String::new(),
+        source: ProgramError::InvalidName { name: name.to_string() },
+    })?;
+    prog.try_into().map_err(|source| DataplaneError::Program { name, iface: String::new(), source })
+}
+
+fn store_err(map: &'static str) -> impl Fn(MapError) -> crate::reconcile::StoreError {
+    move |e| {
+        use crate::reconcile::StoreError;
+        // A full hash map refuses new keys with E2BIG.
+        if let MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) = &e {
+            if io_error.raw_os_error() == Some(libc::E2BIG) {
+                return StoreError::Full { map };
+            }
+        }
+        StoreError::Other { map, message: e.to_string() }
+    }
+}
+
+fn read_all<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, crate::reconcile::StoreError> {
+    // Keys deleted while we iterate show up as errors of single lookups; skip them.
+    let mut out = Vec::new();
+    for item in map.iter() {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(store_err(name)(e)),
+        }
+    }
+    Ok(out)
+}
+
+impl crate::reconcile::MapStore for Maps {
+    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), crate::reconcile::StoreError> {
+        self.services.insert(key, value, 0).map_err(store_err(SVC4_MAP))
+    }
+    fn del_service(&mut self, key: &Svc4Key) -> Result<(), crate::reconcile::StoreError> {
+        ignore_missing(self.services.remove(key)).map_err(store_err(SVC4_MAP))
+    }
+    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), crate::reconcile::StoreError> {
+        self.backends.insert(id, value, 0).map_err(store_err(BACKEND4_MAP))
+    }
+    fn del_backend(&mut self, id: u32) -> Result<(), crate::reconcile::StoreError> {
+        ignore_missing(self.backends.remove(&id)).map_err(store_err(BACKEND4_MAP))
+    }
+    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), crate::reconcile::StoreError> {
+        self.revnat.insert(id, value, 0).map_err(store_err(REVNAT4_MAP))
+    }
+    fn del_revnat(&mut self, id: u32) -> Result<(), crate::reconcile::StoreError> {
+        ignore_missing(self.revnat.remove(&id)).map_err(store_err(REVNAT4_MAP))
+    }
+    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, crate::reconcile::StoreError> {
+        read_all(&self.services, SVC4_MAP)
+    }
+    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, crate::reconcile::StoreError> {
+        read_all(&self.backends, BACKEND4_MAP)
+    }
+    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, crate::reconcile::StoreError> {
+        read_all(&self.revnat, REVNAT4_MAP)
+    }
+}
+
+/// Deleting a key that is already gone is success: the map is as we want it.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+impl Maps {
+    /// Every conntrack entry (a snapshot; the LRU map changes under us).
+    pub fn read_conntrack(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, crate::reconcile::StoreError> {
+        read_all(&self.ct, CT4_MAP)
+    }
+}

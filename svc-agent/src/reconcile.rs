@@ -1,0 +1,538 @@
+//! The one reconciler: diffs the desired state against what the maps hold and writes only
+//! the difference, in an order that is safe while packets flow:
+//!   1. new backends;  2. removed frontends: slot 0 first, then their slots and rev-NAT
+//!   entry (first, so a full map has room for what follows);  3. rev-NAT entries of the
+//!   wanted frontends;  4. per frontend: backend slots 1..=n, then the frontend (slot 0,
+//!   count n), then slots past n;  5. backends nothing points at any more.
+//! A packet therefore never reads a count that points past the slots that exist, nor a slot
+//! whose backend is missing.
+//!
+//! The reconciler keeps a mirror of what it wrote (rebuilt from the maps at start, so a
+//! restarted agent adopts existing state) and updates it only for writes that succeeded:
+//! a failed write (e.g. a full map) leaves that frontend as it was, is reported, and is
+//! retried on the next sync; nothing else is lost.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use svc_common::{BACKEND4_MAP_SIZE, Backend4, BACKEND_STATE_ACTIVE, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key, Svc4Value};
+
+use crate::alloc::IdAllocator;
+use crate::desired::{BackendAddr, DesiredState, Frontend};
+use crate::model::Protocol;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("map {map} is full")]
+    Full { map: &'static str },
+    #[error("map {map}: {message}")]
+    Other { map: &'static str, message: String },
+}
+
+/// The writes and reads the reconciler needs. Implemented by the real pinned maps
+/// (`dataplane::Maps`) and by an in-memory fake in tests.
+pub trait MapStore {
+    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError>;
+    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError>;
+    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError>;
+    fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError>;
+    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError>;
+    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError>;
+    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
+    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    pub frontends_written: usize,
+    pub frontends_removed: usize,
+    pub slots_written: usize,
+    pub slots_removed: usize,
+    /// Writes that failed, with the frontend they belong to (if any). Each is retried on
+    /// the next sync.
+    pub errors: Vec<(Option<Frontend>, StoreError)>,
+}
+
+impl SyncReport {
+    pub fn changed(&self) -> bool {
+        self.backends_added + self.backends_removed + self.frontends_written + self.frontends_removed
+            + self.slots_written + self.slots_removed
+            > 0
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Installed {
+    rev_nat_id: u16,
+    /// The count in the frontend entry.
+    count: u16,
+    /// slot -> backend id, as written.
+    slots: BTreeMap<u16, u32>,
+}
+
+pub struct Reconciler {
+    backend_ids: IdAllocator<BackendAddr>,
+    revnat_ids: IdAllocator<Frontend>,
+    frontends: BTreeMap<Frontend, Installed>,
+    backends: BTreeMap<u32, BackendAddr>,
+    revnats: BTreeSet<u32>,
+    /// Slot entries found at adoption without a frontend; deleted on the first sync.
+    orphan_slots: Vec<Svc4Key>,
+}
+
+fn proto_from_u8(p: u8) -> Option<Protocol> {
+    match p {
+        PROTO_TCP => Some(Protocol::Tcp),
+        PROTO_UDP => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+fn frontend_of(key: &Svc4Key) -> Option<Frontend> {
+    Some(Frontend {
+        vip: Ipv4Addr::from(u32::from_be(key.vip_be)),
+        port: u16::from_be(key.port_be),
+        proto: proto_from_u8(key.proto)?,
+    })
+}
+
+fn svc_key(f: &Frontend, slot: u16) -> Svc4Key {
+    Svc4Key {
+        vip_be: u32::from(f.vip).to_be(),
+        port_be: f.port.to_be(),
+        slot,
+        proto: f.proto.as_u8(),
+        _pad: [0; 3],
+    }
+}
+
+fn backend_value(b: &BackendAddr) -> Backend4 {
+    Backend4 {
+        addr_be: u32::from(b.addr).to_be(),
+        port_be: b.port.to_be(),
+        proto: b.proto.as_u8(),
+        state: BACKEND_STATE_ACTIVE,
+    }
+}
+
+impl Reconciler {
+    /// Rebuilds the mirror and the id allocators from what the maps hold.
+    pub fn adopt(store: &impl MapStore) -> Result<Reconciler, StoreError> {
+        let mut r = Reconciler {
+            backend_ids: IdAllocator::new(u32::MAX),
+            revnat_ids: IdAllocator::new(u16::MAX as u32),
+            frontends: BTreeMap::new(),
+            backends: BTreeMap::new(),
+            revnats: BTreeSet::new(),
+            orphan_slots: Vec::new(),
+        };
+        for (id, b) in store.read_backends()? {
+            let Some(proto) = proto_from_u8(b.proto) else { continue };
+            let addr = BackendAddr { addr: Ipv4Addr::from(u32::from_be(b.addr_be)), port: u16::from_be(b.port_be), proto };
+            r.backend_ids.adopt(addr, id);
+            r.backends.insert(id, addr);
+        }
+        r.revnats = store.read_revnats()?.into_iter().map(|(id, _)| id).collect();
+        let services = store.read_services()?;
+        for (key, value) in services.iter().filter(|(k, _)| k.slot == 0) {
+            let Some(frontend) = frontend_of(key) else { continue };
+            r.revnat_ids.adopt(frontend, value.rev_nat_id as u32);
+            r.frontends.insert(frontend, Installed { rev_nat_id: value.rev_nat_id, count: value.count, slots: BTreeMap::new() });
+        }
+        for (key, value) in services.iter().filter(|(k, _)| k.slot != 0) {
+            match frontend_of(key).and_then(|f| r.frontends.get_mut(&f)) {
+                Some(installed) => {
+                    installed.slots.insert(key.slot, value.backend_id);
+                }
+                None => r.orphan_slots.push(*key),
+            }
+        }
+        Ok(r)
+    }
+
+    /// Number of frontends and backends the maps hold, as the mirror knows it.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.frontends.len(), self.backends.len())
+    }
+
+    pub fn sync(&mut self, desired: &DesiredState, store: &mut impl MapStore) -> SyncReport {
+        let mut report = SyncReport::default();
+
+        for key in std::mem::take(&mut self.orphan_slots) {
+            match store.del_service(&key) {
+                Ok(()) => report.slots_removed += 1,
+                Err(e) => {
+                    report.errors.push((None, e));
+                    self.orphan_slots.push(key);
+                }
+            }
+        }
+
+        // 1. Backends.
+        let wanted: BTreeSet<BackendAddr> = desired.frontends.values().flat_map(|f| f.backends.iter().copied()).collect();
+        let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
+        for addr in &wanted {
+            if self.backends.len() >= BACKEND4_MAP_SIZE as usize && self.backend_ids.get(addr).is_none() {
+                report.errors.push((None, StoreError::Full { map: svc_common::BACKEND4_MAP }));
+                continue;
+            }
+            let id = match self.backend_ids.get_or_alloc(addr) {
+                Ok(id) => id,
+                Err(e) => {
+                    report.errors.push((None, StoreError::Other { map: svc_common::BACKEND4_MAP, message: e.to_string() }));
+                    continue;
+                }
+            };
+            if self.backends.get(&id) != Some(addr) {
+                match store.put_backend(id, &backend_value(addr)) {
+                    Ok(()) => {
+                        self.backends.insert(id, *addr);
+                        report.backends_added += 1;
+                    }
+                    Err(e) => {
+                        report.errors.push((None, e));
+                        continue;
+                    }
+                }
+            }
+            ready.insert(*addr, id);
+        }
+
+        // 2. Frontends no longer wanted go first, freeing room in full maps.
+        let stale: Vec<Frontend> = self.frontends.keys().filter(|f| !desired.frontends.contains_key(f)).copied().collect();
+        for frontend in stale {
+            if let Err(e) = self.remove_frontend(&frontend, store, &mut report) {
+                report.errors.push((Some(frontend), e));
+            }
+        }
+
+        // 3 + 4. Frontends.
+        for (frontend, state) in &desired.frontends {
+            if let Err(e) = self.sync_frontend(frontend, &state.backends, &ready, store, &mut report) {
+                report.errors.push((Some(*frontend), e));
+            }
+        }
+
+        // 5. Backends no installed slot points at.
+        let referenced: BTreeSet<u32> = self.frontends.values().flat_map(|i| i.slots.values().copied()).collect();
+        let unused: Vec<(u32, BackendAddr)> =
+            self.backends.iter().filter(|(id, _)| !referenced.contains(id)).map(|(id, a)| (*id, *a)).collect();
+        for (id, addr) in unused {
+            match store.del_backend(id) {
+                Ok(()) => {
+                    self.backends.remove(&id);
+                    self.backend_ids.release(&addr);
+                    report.backends_removed += 1;
+                }
+                Err(e) => report.errors.push((None, e)),
+            }
+        }
+        report
+    }
+
+    fn sync_frontend(
+        &mut self,
+        frontend: &Frontend,
+        backends: &[BackendAddr],
+        ready: &BTreeMap<BackendAddr, u32>,
+        store: &mut impl MapStore,
+        report: &mut SyncReport,
+    ) -> Result<(), StoreError> {
+        let rev_nat_id = self
+            .revnat_ids
+            .get_or_alloc(frontend)
+            .map_err(|e| StoreError::Other { map: svc_common::REVNAT4_MAP, message: e.to_string() })? as u16;
+        if !self.revnats.contains(&(rev_nat_id as u32)) {
+            let value = RevNat4 { vip_be: u32::from(frontend.vip).to_be(), port_be: frontend.port.to_be(), _pad: [0; 2] };
+            store.put_revnat(rev_nat_id as u32, &value)?;
+            self.revnats.insert(rev_nat_id as u32);
+        }
+        // Backends whose write failed are left out; the frontend serves the others.
+        let ids: Vec<u32> = backends.iter().filter_map(|b| ready.get(b).copied()).collect();
+        let count = u16::try_from(ids.len())
+            .map_err(|_| StoreError::Other { map: svc_common::SVC4_MAP, message: "more than 65535 backends".into() })?;
+
+        let installed = self.frontends.entry(*frontend).or_default();
+        for (i, id) in ids.iter().enumerate() {
+            let slot = i as u16 + 1;
+            if installed.slots.get(&slot) != Some(id) || installed.rev_nat_id != rev_nat_id {
+                let value = Svc4Value { backend_id: *id, count: 0, rev_nat_id, flags: 0, _pad: [0; 2] };
+                store.put_service(&svc_key(frontend, slot), &value)?;
+                installed.slots.insert(slot, *id);
+                report.slots_written += 1;
+            }
+        }
+        let fresh = installed.slots.is_empty() && installed.count == 0 && installed.rev_nat_id == 0;
+        if fresh || installed.count != count || installed.rev_nat_id != rev_nat_id {
+            let value = Svc4Value { backend_id: 0, count, rev_nat_id, flags: 0, _pad: [0; 2] };
+            store.put_service(&svc_key(frontend, 0), &value)?;
+            installed.count = count;
+            installed.rev_nat_id = rev_nat_id;
+            report.frontends_written += 1;
+        }
+        let extra: Vec<u16> = installed.slots.range(count + 1..).map(|(s, _)| *s).collect();
+        for slot in extra {
+            store.del_service(&svc_key(frontend, slot))?;
+            installed.slots.remove(&slot);
+            report.slots_removed += 1;
+        }
+        Ok(())
+    }
+
+    fn remove_frontend(&mut self, frontend: &Frontend, store: &mut impl MapStore, report: &mut SyncReport) -> Result<(), StoreError> {
+        let Some(installed) = self.frontends.get_mut(frontend) else { return Ok(()) };
+        if installed.count != 0 || !installed.slots.is_empty() || installed.rev_nat_id != 0 {
+            store.del_service(&svc_key(frontend, 0))?;
+            installed.count = 0;
+        }
+        let slots: Vec<u16> = installed.slots.keys().copied().collect();
+        for slot in slots {
+            store.del_service(&svc_key(frontend, slot))?;
+            installed.slots.remove(&slot);
+            report.slots_removed += 1;
+        }
+        let rev = installed.rev_nat_id as u32;
+        if rev != 0 && self.revnats.contains(&rev) {
+            store.del_revnat(rev)?;
+            self.revnats.remove(&rev);
+        }
+        self.revnat_ids.release(frontend);
+        self.frontends.remove(frontend);
+        report.frontends_removed += 1;
+        Ok(())
+    }
+}
+
+/// An in-memory MapStore with the kernel's capacity behaviour, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct FakeMaps {
+    pub services: BTreeMap<Svc4Key, Svc4Value>,
+    pub backends: BTreeMap<u32, Backend4>,
+    pub revnats: BTreeMap<u32, RevNat4>,
+    /// Capacity of the services map (None: unlimited).
+    pub services_capacity: Option<usize>,
+    /// Every write, in order, for checking the write order.
+    pub log: Vec<String>,
+}
+
+impl MapStore for FakeMaps {
+    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError> {
+        if let Some(cap) = self.services_capacity {
+            if !self.services.contains_key(key) && self.services.len() >= cap {
+                return Err(StoreError::Full { map: svc_common::SVC4_MAP });
+            }
+        }
+        self.log.push(format!("put svc slot {} count {} backend {}", key.slot, value.count, value.backend_id));
+        self.services.insert(*key, *value);
+        Ok(())
+    }
+    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
+        self.log.push(format!("del svc slot {}", key.slot));
+        self.services.remove(key);
+        Ok(())
+    }
+    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError> {
+        self.log.push(format!("put backend {id}"));
+        self.backends.insert(id, *value);
+        Ok(())
+    }
+    fn del_backend(&mut self, id: u32) -> Result<(), StoreError> {
+        self.log.push(format!("del backend {id}"));
+        self.backends.remove(&id);
+        Ok(())
+    }
+    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError> {
+        self.log.push(format!("put revnat {id}"));
+        self.revnats.insert(id, *value);
+        Ok(())
+    }
+    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError> {
+        self.log.push(format!("del revnat {id}"));
+        self.revnats.remove(&id);
+        Ok(())
+    }
+    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
+        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
+        Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError> {
+        Ok(self.revnats.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::FrontendState;
+    use crate::model::ObjectRef;
+
+    fn fe(vip: [u8; 4], port: u16) -> Frontend {
+        Frontend { vip: Ipv4Addr::from(vip), port, proto: Protocol::Tcp }
+    }
+    fn be(last: u8) -> BackendAddr {
+        BackendAddr { addr: Ipv4Addr::new(10, 244, 1, last), port: 8080, proto: Protocol::Tcp }
+    }
+    fn desired(entries: &[(Frontend, Vec<BackendAddr>)]) -> DesiredState {
+        let mut d = DesiredState::default();
+        for (f, b) in entries {
+            d.frontends.insert(*f, FrontendState { service: ObjectRef::new("default", "svc"), port_name: String::new(), backends: b.clone() });
+        }
+        d
+    }
+
+    /// Checks the invariant a packet relies on: every frontend's count points at existing
+    /// slots whose backends exist, with a rev-NAT entry.
+    fn assert_consistent(m: &FakeMaps) {
+        for (k, v) in m.services.iter().filter(|(k, _)| k.slot == 0) {
+            assert!(m.revnats.contains_key(&(v.rev_nat_id as u32)), "frontend without revnat");
+            for slot in 1..=v.count {
+                let s = m.services.get(&Svc4Key { slot, ..*k }).expect("count points past the slots");
+                assert!(m.backends.contains_key(&s.backend_id), "slot points at a missing backend");
+            }
+        }
+    }
+
+    fn backends_of(m: &FakeMaps, f: &Frontend) -> Vec<Ipv4Addr> {
+        let front = m.services[&svc_key(f, 0)];
+        let mut v: Vec<Ipv4Addr> = (1..=front.count)
+            .map(|s| Ipv4Addr::from(u32::from_be(m.backends[&m.services[&svc_key(f, s)].backend_id].addr_be)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn installs_then_writes_nothing_when_unchanged() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(13)])]);
+        let rep = r.sync(&d, &mut maps);
+        assert!(rep.errors.is_empty());
+        assert_eq!((rep.backends_added, rep.frontends_written, rep.slots_written), (3, 1, 3));
+        assert_consistent(&maps);
+        assert_eq!(backends_of(&maps, &fe([10, 96, 0, 10], 80)).len(), 3);
+        maps.log.clear();
+        let rep = r.sync(&d, &mut maps);
+        assert!(!rep.changed(), "{rep:?}");
+        assert!(maps.log.is_empty());
+    }
+
+    #[test]
+    fn write_order_is_safe_for_growth_and_shrink() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let f = fe([10, 96, 0, 10], 80);
+        r.sync(&desired(&[(f, vec![be(11)])]), &mut maps);
+        maps.log.clear();
+        r.sync(&desired(&[(f, vec![be(11), be(12), be(13)])]), &mut maps);
+        // Backends, then new slots, then the frontend's count.
+        assert_eq!(
+            maps.log,
+            vec!["put backend 2", "put backend 3", "put svc slot 2 count 0 backend 2", "put svc slot 3 count 0 backend 3", "put svc slot 0 count 3 backend 0"]
+        );
+        maps.log.clear();
+        r.sync(&desired(&[(f, vec![be(13)])]), &mut maps);
+        // Slot 1 rewritten, count lowered, then extra slots removed, then unused backends.
+        assert_eq!(
+            maps.log,
+            vec![
+                "put svc slot 1 count 0 backend 3",
+                "put svc slot 0 count 1 backend 0",
+                "del svc slot 2",
+                "del svc slot 3",
+                "del backend 1",
+                "del backend 2"
+            ]
+        );
+        assert_consistent(&maps);
+    }
+
+    #[test]
+    fn removal_deletes_frontend_first_and_everything_after() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let f = fe([10, 96, 0, 10], 80);
+        r.sync(&desired(&[(f, vec![be(11), be(12)])]), &mut maps);
+        maps.log.clear();
+        r.sync(&DesiredState::default(), &mut maps);
+        assert_eq!(maps.log[0], "del svc slot 0");
+        assert!(maps.services.is_empty() && maps.backends.is_empty() && maps.revnats.is_empty(), "{maps:?}");
+    }
+
+    #[test]
+    fn no_endpoints_gives_count_zero() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let f = fe([10, 96, 0, 11], 80);
+        r.sync(&desired(&[(f, vec![])]), &mut maps);
+        assert_eq!(maps.services[&svc_key(&f, 0)].count, 0);
+        assert_eq!(maps.services.len(), 1);
+        assert_consistent(&maps);
+    }
+
+    #[test]
+    fn shared_backend_is_kept_until_no_frontend_uses_it() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+        r.sync(&desired(&[(a, vec![be(11)]), (b, vec![be(11)])]), &mut maps);
+        assert_eq!(maps.backends.len(), 1);
+        r.sync(&desired(&[(b, vec![be(11)])]), &mut maps);
+        assert_eq!(maps.backends.len(), 1);
+        assert_consistent(&maps);
+        r.sync(&DesiredState::default(), &mut maps);
+        assert!(maps.backends.is_empty());
+    }
+
+    #[test]
+    fn full_map_skips_one_frontend_and_keeps_the_rest() {
+        let mut maps = FakeMaps { services_capacity: Some(4), ..Default::default() };
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+        // a needs 3 entries, b needs 3: only a fits.
+        let rep = r.sync(&desired(&[(a, vec![be(11), be(12)]), (b, vec![be(13), be(14)])]), &mut maps);
+        assert_eq!(rep.errors.len(), 1);
+        assert!(matches!(rep.errors[0], (Some(f), StoreError::Full { .. }) if f == b));
+        assert_eq!(backends_of(&maps, &a).len(), 2);
+        assert!(!maps.services.contains_key(&svc_key(&b, 0)), "b must not have a frontend pointing at missing slots");
+        assert_consistent(&maps);
+        // Room appears (a removed): b is installed on the next sync.
+        let rep = r.sync(&desired(&[(b, vec![be(13), be(14)])]), &mut maps);
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        assert_eq!(backends_of(&maps, &b).len(), 2);
+        assert_consistent(&maps);
+    }
+
+    #[test]
+    fn adoption_after_restart_rewrites_nothing() {
+        let mut maps = FakeMaps::default();
+        let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12)]), (fe([10, 96, 0, 10], 53), vec![be(13)])]);
+        Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
+        let before = maps.clone();
+        maps.log.clear();
+        let mut restarted = Reconciler::adopt(&maps).unwrap();
+        let rep = restarted.sync(&d, &mut maps);
+        assert!(!rep.changed(), "{rep:?}");
+        assert_eq!(maps.services, before.services);
+        // New ids continue after the adopted ones.
+        let rep = restarted.sync(&desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(20)])]), &mut maps);
+        assert!(rep.errors.is_empty());
+        assert!(maps.backends.contains_key(&4), "{:?}", maps.backends.keys());
+        assert_consistent(&maps);
+    }
+
+    #[test]
+    fn orphan_slots_are_removed_on_first_sync() {
+        let mut maps = FakeMaps::default();
+        let f = fe([10, 96, 0, 10], 80);
+        maps.services.insert(svc_key(&f, 3), Svc4Value { backend_id: 9, ..Default::default() });
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        r.sync(&DesiredState::default(), &mut maps);
+        assert!(maps.services.is_empty());
+    }
+}

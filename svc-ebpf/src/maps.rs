@@ -1,0 +1,41 @@
+//! Every map the programs use. Names, sizes and layouts come from svc-common, which the
+//! agent and svcctl share. All maps are pinned by name under the directory the agent passes
+//! to the loader, so svcctl can read them and a restarted agent can adopt them.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use svc_common::{
+    BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4,
+    STATS_MAP_SIZE, SVC4_MAP_SIZE, Svc4Key, Svc4Value,
+};
+
+/// {VIP, port, proto, slot} -> frontend (slot 0) or backend slot (1..=count).
+#[map(name = "SVC4_SERVICES")]
+pub static SVC4_SERVICES: HashMap<Svc4Key, Svc4Value> = HashMap::pinned(SVC4_MAP_SIZE, 0);
+
+/// Backend id -> pod address and target port.
+#[map(name = "SVC4_BACKENDS")]
+pub static SVC4_BACKENDS: HashMap<u32, Backend4> = HashMap::pinned(BACKEND4_MAP_SIZE, 0);
+
+/// rev_nat_id -> the Service address replies are translated back to.
+#[map(name = "SVC4_REVNAT")]
+pub static SVC4_REVNAT: HashMap<u32, RevNat4> = HashMap::pinned(REVNAT4_MAP_SIZE, 0);
+
+/// Per-flow state: which backend a flow was given, and how to reverse-translate replies.
+/// LRU so a flood of new flows evicts the oldest instead of failing inserts.
+#[map(name = "SVC4_CT")]
+pub static SVC4_CT: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(CT4_MAP_SIZE, 0);
+
+/// Verdict counters, indexed by `svc_common::Verdict`.
+#[map(name = "SVC_STATS")]
+pub static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STATS_MAP_SIZE, 0);
+
+/// Counts one program exit. Per-CPU, so no atomics are needed.
+#[inline(always)]
+pub fn count(verdict: svc_common::Verdict) {
+    if let Some(counter) = SVC_STATS.get_ptr_mut(verdict as u32) {
+        // SAFETY: the pointer comes from the map lookup and is valid for this CPU.
+        unsafe { *counter += 1 };
+    }
+}

@@ -1,0 +1,149 @@
+//! Packet parsing shared by the TC and XDP programs: bounds-checked header access and the
+//! parsed view of an IPv4 TCP/UDP packet.
+use core::mem::size_of;
+use svc_common::{PROTO_TCP, PROTO_UDP, Verdict};
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+/// Offsets of IPv4 header fields from the start of the frame.
+pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
+pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
+pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub proto_be: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub vihl: u8,
+    pub tos: u8,
+    pub tot_len_be: u16,
+    pub id_be: u16,
+    pub frag_off_be: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub csum: u16,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TcpHdr {
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub seq_be: u32,
+    pub ack_seq_be: u32,
+    /// Data offset in the high nibble.
+    pub doff_res: u8,
+    pub flags: u8,
+    pub window_be: u16,
+    pub csum: u16,
+    pub urg_ptr_be: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UdpHdr {
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub len_be: u16,
+    pub csum: u16,
+}
+
+/// A `T` at `offset` in [start, end), or None if the packet is too short. The one place
+/// packet bounds are checked: the verifier needs this comparison before every access.
+#[inline(always)]
+pub fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Option<*mut T> {
+    if start + offset + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+/// The parts of an IPv4 TCP/UDP packet the translation needs. Addresses and ports are
+/// in network order, as on the wire.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// TCP flags; 0 for UDP.
+    pub tcp_flags: u8,
+    /// Offset of the TCP/UDP header: 14 + IHL * 4 (IPv4 options move it).
+    pub l4_off: usize,
+    /// The IPv4 header carries options (IHL > 5).
+    pub has_ip_options: bool,
+}
+
+impl Packet {
+    /// Offset of the TCP or UDP checksum field.
+    #[inline(always)]
+    pub fn l4_csum_off(&self) -> usize {
+        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+    }
+}
+
+/// Parses Ethernet + IPv4 + TCP/UDP. The error is the verdict for packets that are not
+/// candidates for translation:
+/// - not IPv4: PassNotIpv4;
+/// - IPv4 header cut short, version != 4 or IHL < 5, or the TCP/UDP header cut short:
+///   DropMalformed (no valid packet looks like this; the kernel would drop it too);
+/// - a fragment (MF set or a fragment offset): PassFragment. Non-first fragments carry no
+///   L4 header, so translating only the first would split the datagram; datapath v1 does
+///   not reassemble and leaves all fragments untouched;
+/// - neither TCP nor UDP: PassOtherProto.
+#[inline(always)]
+pub fn parse(start: usize, end: usize) -> Result<Packet, Verdict> {
+    let eth: *mut EthHdr = ptr_at(start, end, 0).ok_or(Verdict::DropMalformed)?;
+    // SAFETY: bounds checked by ptr_at.
+    if unsafe { (*eth).proto_be } != ETH_P_IP_BE {
+        return Err(Verdict::PassNotIpv4);
+    }
+    let ip: *mut Ipv4Hdr = ptr_at(start, end, ETH_HLEN).ok_or(Verdict::DropMalformed)?;
+    let ip = unsafe { *ip };
+    let ihl = (ip.vihl & 0x0f) as usize;
+    if ip.vihl >> 4 != 4 || ihl < 5 {
+        return Err(Verdict::DropMalformed);
+    }
+    if u16::from_be(ip.frag_off_be) & 0x3fff != 0 {
+        return Err(Verdict::PassFragment);
+    }
+    let l4_off = ETH_HLEN + ihl * 4;
+    let (sport, dport, tcp_flags) = match ip.proto {
+        PROTO_TCP => {
+            let tcp: *mut TcpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
+            let tcp = unsafe { *tcp };
+            (tcp.sport_be, tcp.dport_be, tcp.flags)
+        }
+        PROTO_UDP => {
+            let udp: *mut UdpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
+            let udp = unsafe { *udp };
+            (udp.sport_be, udp.dport_be, 0)
+        }
+        _ => return Err(Verdict::PassOtherProto),
+    };
+    Ok(Packet {
+        saddr: ip.saddr_be,
+        daddr: ip.daddr_be,
+        sport,
+        dport,
+        proto: ip.proto,
+        tcp_flags,
+        l4_off,
+        has_ip_options: ihl > 5,
+    })
+}

@@ -1,0 +1,102 @@
+//! TC ingress program on pod-facing interfaces (and the external interface, behind XDP):
+//! translates packets to Service addresses, reverse-translates replies, rejects for Services
+//! without endpoints. Rewrites go through the kernel's store/csum helpers, which keep
+//! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_ktime_get_ns,
+    programs::TcContext,
+};
+use svc_common::{PROTO_UDP, Verdict};
+
+use crate::{
+    lb::{self, Action},
+    maps::count,
+    parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
+    reject,
+};
+
+/// Longest header stack we read: Ethernet, IPv4 with options, TCP without options.
+const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let (verdict, action) = try_run(ctx);
+    count(verdict);
+    action
+}
+
+#[inline(always)]
+pub fn action_for(verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::DropMalformed | Verdict::DropNoBackend | Verdict::DropCtFailed | Verdict::DropRewriteFailed => {
+            TC_ACT_SHOT
+        }
+        _ => TC_ACT_OK,
+    }
+}
+
+#[inline(always)]
+fn try_run(ctx: &TcContext) -> (Verdict, i32) {
+    let pkt = match parse_skb(ctx) {
+        Ok(pkt) => pkt,
+        Err(verdict) => return (verdict, action_for(verdict)),
+    };
+    // SAFETY: helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match lb::decide(&pkt, now) {
+        Action::Dnat { addr, port, verdict } => match rewrite(ctx, &pkt, IP_DADDR_OFF, pkt.daddr, addr, pkt.l4_off + 2, pkt.dport, port) {
+            Ok(()) => (verdict, TC_ACT_OK),
+            Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
+        },
+        Action::RevNat { addr, port } => match rewrite(ctx, &pkt, IP_SADDR_OFF, pkt.saddr, addr, pkt.l4_off, pkt.sport, port) {
+            Ok(()) => (Verdict::RevNat, TC_ACT_OK),
+            Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
+        },
+        Action::Reject => reject::reject(ctx, &pkt),
+        Action::Done(verdict) => (verdict, action_for(verdict)),
+    }
+}
+
+/// Parses the headers in the skb's linear area; if they are not all there (a non-linear
+/// skb), pulls them in once and parses again.
+#[inline(always)]
+fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
+    match parse::parse(ctx.data(), ctx.data_end()) {
+        Err(Verdict::DropMalformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
+            let want = if ctx.len() < MAX_HEADERS { ctx.len() } else { MAX_HEADERS };
+            ctx.pull_data(want).map_err(|_| Verdict::DropMalformed)?;
+            parse::parse(ctx.data(), ctx.data_end())
+        }
+        result => result,
+    }
+}
+
+/// Replaces one address and one port (destination for DNAT, source for reverse NAT) and
+/// fixes the IPv4 and L4 checksums. The address is part of the L4 pseudo-header, hence
+/// BPF_F_PSEUDO_HDR; BPF_F_MARK_MANGLED_0 keeps a zero (absent) UDP checksum zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    ctx: &TcContext,
+    pkt: &Packet,
+    addr_off: usize,
+    old_addr: u32,
+    new_addr: u32,
+    port_off: usize,
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), i64> {
+    let l4_csum = pkt.l4_csum_off();
+    let mangled = if pkt.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+    if old_addr != new_addr {
+        ctx.l4_csum_replace(l4_csum, old_addr as u64, new_addr as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+        ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, new_addr as u64, 4)?;
+        ctx.store(addr_off, &new_addr, 0)?;
+    }
+    if old_port != new_port {
+        ctx.l4_csum_replace(l4_csum, old_port as u64, new_port as u64, mangled | 2)?;
+        ctx.store(port_off, &new_port, 0)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! XDP program on the node's external interface: translates traffic arriving from outside
+//! to Service addresses before the stack sees it. It rewrites in place with incremental
+//! checksums (XDP has no csum helpers), so it relies on complete checksums from the wire.
+//! What it does not handle itself (rejects, IPv4 options) it passes to the TC program on
+//! the same interface.
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
+use svc_common::{PROTO_TCP, Verdict};
+
+use crate::{
+    csum,
+    lb::{self, Action},
+    maps::count,
+    parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+};
+
+const L4_OFF: usize = ETH_HLEN + 20;
+
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    let (verdict, action) = try_run(ctx);
+    count(verdict);
+    action
+}
+
+#[inline(always)]
+fn action_for(verdict: Verdict) -> u32 {
+    match verdict {
+        Verdict::DropMalformed | Verdict::DropNoBackend | Verdict::DropCtFailed | Verdict::DropRewriteFailed => XDP_DROP,
+        _ => XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
+    let pkt = match parse::parse(ctx.data(), ctx.data_end()) {
+        Ok(pkt) => pkt,
+        Err(verdict) => return (verdict, action_for(verdict)),
+    };
+    if pkt.has_ip_options {
+        return (Verdict::XdpPassToTc, XDP_PASS);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    match lb::decide(&pkt, now) {
+        Action::Dnat { addr, port, verdict } => match rewrite(ctx, &pkt, true, addr, port) {
+            Some(()) => (verdict, XDP_PASS),
+            None => (Verdict::DropRewriteFailed, XDP_DROP),
+        },
+        Action::RevNat { addr, port } => match rewrite(ctx, &pkt, false, addr, port) {
+            Some(()) => (Verdict::RevNat, XDP_PASS),
+            None => (Verdict::DropRewriteFailed, XDP_DROP),
+        },
+        Action::Reject => (Verdict::XdpPassToTc, XDP_PASS),
+        Action::Done(verdict) => (verdict, action_for(verdict)),
+    }
+}
+
+/// Rewrites the destination (`dst`) or source address and port of an option-less IPv4
+/// packet and updates the IPv4 and L4 checksums incrementally. A zero UDP checksum means
+/// "none" and stays zero; a computed zero is sent as 0xffff (RFC 768).
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: u32, port: u16) -> Option<()> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ip: *mut Ipv4Hdr = ptr_at(start, end, ETH_HLEN)?;
+    let (old_addr, old_port) = if dst { (pkt.daddr, pkt.dport) } else { (pkt.saddr, pkt.sport) };
+    // SAFETY: every pointer below was bounds-checked by ptr_at.
+    unsafe {
+        (*ip).csum = csum::replace4((*ip).csum, old_addr, addr);
+        if dst { (*ip).daddr_be = addr } else { (*ip).saddr_be = addr }
+        if pkt.proto == PROTO_TCP {
+            let tcp: *mut TcpHdr = ptr_at(start, end, L4_OFF)?;
+            let c = csum::replace4((*tcp).csum, old_addr, addr);
+            (*tcp).csum = csum::replace2(c, old_port, port);
+            if dst { (*tcp).dport_be = port } else { (*tcp).sport_be = port }
+        } else {
+            let udp: *mut UdpHdr = ptr_at(start, end, L4_OFF)?;
+            if (*udp).csum != 0 {
+                let c = csum::replace2(csum::replace4((*udp).csum, old_addr, addr), old_port, port);
+                (*udp).csum = if c == 0 { 0xffff } else { c };
+            }
+            if dst { (*udp).dport_be = port } else { (*udp).sport_be = port }
+        }
+    }
+    Some(())
+}

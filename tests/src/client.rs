@@ -1,0 +1,237 @@
+//! Client helpers: talk to echo servers (directly or via a Service VIP) from inside a namespace.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use crate::echo::EchoReply;
+use crate::netns::try_in_netns;
+
+/// A TCP connection opened inside a namespace. The socket keeps that namespace for its
+/// whole life, so it is used from the caller's thread after the namespace thread returns.
+pub struct TcpSession {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    timeout: Duration,
+}
+
+impl TcpSession {
+    /// Connect from namespace `ns` to `to`. A refused connection (RST) is reported as
+    /// `io::ErrorKind::ConnectionRefused`, no answer as `TimedOut`.
+    pub fn connect(ns: &str, to: SocketAddrV4, timeout: Duration) -> io::Result<TcpSession> {
+        let stream = try_in_netns(ns, || {
+            TcpStream::connect_timeout(&SocketAddr::V4(to), timeout)
+        })??;
+        Self::from_stream(stream, timeout)
+    }
+
+    /// Like [`connect`](Self::connect) but binds the local address first (e.g. a fixed
+    /// source port, to reproduce a 5-tuple).
+    pub fn connect_from(
+        ns: &str,
+        local: SocketAddrV4,
+        to: SocketAddrV4,
+        timeout: Duration,
+    ) -> io::Result<TcpSession> {
+        let stream = try_in_netns(ns, || connect_bound(local, to, timeout))??;
+        Self::from_stream(stream, timeout)
+    }
+
+    fn from_stream(stream: TcpStream, timeout: Duration) -> io::Result<TcpSession> {
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let _ = stream.set_nodelay(true);
+        let writer = stream.try_clone()?;
+        Ok(TcpSession {
+            reader: BufReader::new(stream),
+            writer,
+            timeout,
+        })
+    }
+
+    /// Send one line (a newline is appended) and read the one-line reply.
+    pub fn exchange(&mut self, line: &str) -> io::Result<EchoReply> {
+        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        let reply = self.read_line()?;
+        EchoReply::parse(&reply)
+    }
+
+    /// Read one raw line (with its newline); EOF is reported as `UnexpectedEof`.
+    pub fn read_line(&mut self) -> io::Result<String> {
+        let mut s = String::new();
+        let n = self.reader.read_line(&mut s)?;
+        if n == 0 || !s.ends_with('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a full reply line",
+            ));
+        }
+        Ok(s)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        as_v4(self.writer.local_addr()?)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddrV4> {
+        as_v4(self.writer.peer_addr()?)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The underlying stream (e.g. to send raw bytes or shut down one direction).
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+}
+
+fn as_v4(a: SocketAddr) -> io::Result<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected IPv6 address",
+        )),
+    }
+}
+
+/// Blocking connect with a bound local address and a timeout, via libc because std cannot
+/// bind before connect.
+fn connect_bound(
+    local: SocketAddrV4,
+    to: SocketAddrV4,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket syscalls on an fd we own; it is wrapped in TcpStream (which
+    // closes it) right away.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sa = sockaddr(local);
+        if libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of_val(&sa) as libc::socklen_t,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // Bound connect timeout: SO_SNDTIMEO limits a blocking connect(2).
+        s.set_write_timeout(Some(timeout))?;
+        let sa = sockaddr(to);
+        if libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of_val(&sa) as libc::socklen_t,
+        ) != 0
+        {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock
+            {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+            }
+            return Err(e);
+        }
+        s
+    };
+    Ok(stream)
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = a.port().to_be();
+    sa.sin_addr = libc::in_addr {
+        s_addr: u32::from(*a.ip()).to_be(),
+    };
+    sa
+}
+
+/// One-shot TCP exchange from `ns`: connect, send `line`, read one reply line, close.
+pub fn tcp_request(
+    ns: &str,
+    to: SocketAddrV4,
+    line: &str,
+    timeout: Duration,
+) -> io::Result<EchoReply> {
+    TcpSession::connect(ns, to, timeout)?.exchange(line)
+}
+
+/// A UDP socket bound inside a namespace; reusing it keeps the same source port.
+pub struct UdpSession {
+    sock: UdpSocket,
+}
+
+impl UdpSession {
+    /// Bind an ephemeral port on 0.0.0.0 in `ns`.
+    pub fn bind(ns: &str) -> io::Result<UdpSession> {
+        Self::bind_to(ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+    }
+
+    pub fn bind_to(ns: &str, local: SocketAddrV4) -> io::Result<UdpSession> {
+        let sock = try_in_netns(ns, || UdpSocket::bind(local))??;
+        Ok(UdpSession { sock })
+    }
+
+    /// Send one datagram to `to` and wait for one reply from that same address
+    /// (datagrams from elsewhere are skipped, bounded by `timeout`).
+    pub fn request(&self, to: SocketAddrV4, timeout: Duration) -> io::Result<EchoReply> {
+        self.sock.send_to(b"ping\n", to)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        let mut stray: Option<SocketAddr> = None;
+        for _ in 0..64 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.sock.set_read_timeout(Some(left))?;
+            let (n, from) = match self.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            // A reply from another address (e.g. the pod IP when reverse NAT is broken) is
+            // not the answer; remember it so the timeout error says what did arrive.
+            if from == SocketAddr::V4(to) {
+                return EchoReply::parse(&String::from_utf8_lossy(&buf[..n]));
+            }
+            stray = Some(from);
+        }
+        let extra = stray
+            .map(|s| format!(" (a datagram came from {s} instead)"))
+            .unwrap_or_default();
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no UDP reply from {to}{extra}"),
+        ))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddrV4> {
+        as_v4(self.sock.local_addr()?)
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+}
+
+/// One-shot UDP exchange from `ns` with a fresh ephemeral source port.
+pub fn udp_request(ns: &str, to: SocketAddrV4, timeout: Duration) -> io::Result<EchoReply> {
+    UdpSession::bind(ns)?.request(to, timeout)
+}
