@@ -1,7 +1,111 @@
-fn main() {
-    let dir = std::path::Path::new("/sys/fs/bpf/svc-probe");
-    match svc_agent::dataplane::Datapath::load(dir) {
-        Ok(_) => println!("loaded"),
-        Err(e) => println!("error: {e}\n{e:?}"),
+//! svc-agent: keeps the eBPF Service maps in sync with the Services and endpoints it reads.
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use svc_agent::{
+    agent::{Agent, Config},
+    dataplane::DEFAULT_BPFFS_DIR,
+};
+use tracing::info;
+
+/// A Kubernetes Service dataplane on eBPF (a kube-proxy replacement).
+///
+/// Loads the TC and XDP programs, pins their maps under --bpffs, and keeps the maps in
+/// sync with the Services, EndpointSlices and Endpoints in --manifests (multi-document
+/// YAML or JSON files, as `kubectl apply -f` takes them). The directory is re-read when a
+/// file in it changes; an invalid object is reported with its namespace/name and the
+/// reason and skipped, leaving the others untouched. Inspect the maps with `svcctl dump`.
+#[derive(Debug, Parser)]
+#[command(name = "svc-agent", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Directory of Service / EndpointSlice / Endpoints manifests to serve.
+    #[arg(long, value_name = "DIR", env = "SVC_MANIFESTS")]
+    manifests: PathBuf,
+
+    /// The node's external interface: traffic arriving from outside. Gets the XDP program
+    /// (native mode where the driver supports it) and the TC ingress program, which answers
+    /// for Services without endpoints.
+    #[arg(long, value_name = "IFACE")]
+    device: Option<String>,
+
+    /// Pod-facing interfaces (host side of pod veths) that get the TC ingress program.
+    /// An exact name, or a prefix ending in `*` (quote it in the shell). Repeatable.
+    /// Interfaces that appear later are picked up on the next poll.
+    #[arg(long = "pod-device", value_name = "PATTERN", default_values_t = ["lxc*".to_string()])]
+    pod_devices: Vec<String>,
+
+    /// This node's IPv4 addresses. Repeatable. Recorded for NodePort and masquerading,
+    /// which datapath v1 does not do yet.
+    #[arg(long = "node-ip", value_name = "IP")]
+    node_ips: Vec<Ipv4Addr>,
+
+    /// The cluster's pod CIDR (e.g. 10.244.0.0/16). Recorded for masquerading decisions,
+    /// which datapath v1 does not make yet.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    cluster_cidr: Option<String>,
+
+    /// bpffs directory where the maps are pinned (svcctl reads them there).
+    #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
+    bpffs: PathBuf,
+
+    /// How often the manifest directory and the interfaces are checked for changes.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    poll_interval_ms: u64,
+
+    /// Full resync period: manifests are re-read and the maps reconciled even when
+    /// nothing seems to have changed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    resync_interval: u64,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  svc-agent --manifests examples/ --device eth0 --pod-device 'lxc*'
+  svc-agent --manifests /etc/svc --device ens3 --pod-device 'cali*' --bpffs /sys/fs/bpf/svc
+
+Logging: RUST_LOG=debug for more detail (default: info).
+The programs stay attached while the agent runs and are detached when it exits; the maps
+stay pinned, so a restarted agent adopts their state.";
+
+fn parse_cidr(s: &str) -> Result<String, String> {
+    let (addr, len) = s.split_once('/').ok_or("expected ADDRESS/PREFIX, e.g. 10.244.0.0/16")?;
+    addr.parse::<Ipv4Addr>().map_err(|e| format!("{addr}: {e}"))?;
+    match len.parse::<u8>() {
+        Ok(l) if l <= 32 => Ok(s.to_string()),
+        _ => Err(format!("prefix length {len} is not 0-32")),
     }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        manifests: args.manifests,
+        bpffs: args.bpffs,
+        device: args.device,
+        pod_devices: args.pod_devices,
+        node_ips: args.node_ips,
+        cluster_cidr: args.cluster_cidr,
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
+        resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+    };
+    let mut agent = Agent::start(config)?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut ticker = tokio::time::interval(agent.poll_interval());
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => agent.tick(),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    info!("stopping: programs detach, maps stay pinned");
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! Pods are routed like Calico/Cilium: `<ip>/32` on the pod's eth0, gateway 10.244.1.1 as a
 //! link-scope route; the node holds 10.244.1.1/32 on every lxc-* and a /32 route per pod.
 
+pub mod agent;
 pub mod client;
 pub mod echo;
 pub mod netns;

@@ -2,10 +2,12 @@
 //! (`.cargo/config.toml` aliases `xtask` to `run --quiet --package xtask --`).
 //!
 //! Each subcommand lives in its own module and is one variant of [`Cmd`]; to add one, add
-//! `mod <name>;`, a variant `Name(<name>::Opts)` and a match arm in `main`. Commands that need
+//! `mod <name>;`, a variant `Name(<name>::Opts)` and a match arm in `dispatch`. Commands that need
 //! the BPF toolchain can call [`setup::ensure`] first.
 
+mod run;
 mod setup;
+mod test;
 
 use std::process::ExitCode;
 
@@ -26,15 +28,31 @@ struct Cli {
 enum Cmd {
     /// Install (only what is missing) the BPF toolchain and lab tools on Debian 12, as root.
     Setup(setup::Opts),
-    // Run(run::Opts),     -- `cargo xtask run`:   to be added (module `run`)
-    // Test(test::Opts),   -- `cargo xtask test`:  to be added (module `test`; .ci/run calls it)
-    // Bench(bench::Opts), -- `cargo xtask bench`: to be added (module `bench`)
+    /// Try it: a lab node with three echo pods, svc-agent serving examples/, until Ctrl-C.
+    Run(run::Opts),
+    /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially.
+    Test(test::Opts),
 }
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Setup(opts) => setup::ensure(&opts),
+        Cmd::Run(opts) => run::run(&opts),
+        Cmd::Test(opts) => test::run(&opts),
     }
+}
+
+/// Runs cargo (the one that runs xtask) from the workspace root; fails if it fails.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running cargo {}: {e}", args.join(" ")))?;
+    anyhow::ensure!(status.success(), "cargo {} failed ({status})", args.join(" "));
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,1 +1,112 @@
-fn main() {}
+//! svcctl: reads the maps svc-agent pinned and shows what the datapath sees. It never
+//! writes a map and needs no running agent, only the pins (and root / CAP_BPF).
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use svc_agent::dataplane::{DEFAULT_BPFFS_DIR, Maps};
+use svc_agent::inspect;
+
+const EXAMPLES: &str = "\
+Examples:
+  svcctl dump                     services with their backends, then the conntrack table
+  svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
+  svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and .expired | not)'
+  svcctl dump stats               packets per verdict, summed over CPUs
+  svcctl --bpffs /sys/fs/bpf/svc-test dump
+  SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats --json
+
+Exit status: 0 on success, 1 on any error (nothing pinned, incompatible pins, no
+permission to open the maps, ...). The JSON schema is documented in svc_agent::inspect.";
+
+/// Inspect the eBPF Service dataplane (the maps svc-agent pinned).
+#[derive(Debug, Parser)]
+#[command(name = "svcctl", version, after_help = EXAMPLES)]
+struct Cli {
+    /// bpffs directory where svc-agent pinned its maps (svc-agent's --bpffs).
+    #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR, global = true)]
+    bpffs: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the map contents: without a section, the services with their backends, then
+    /// the conntrack table (with --json: everything, as one document).
+    Dump(Dump),
+}
+
+#[derive(Debug, Args)]
+struct Dump {
+    /// Print one JSON document instead of tables (schema: svc_agent::inspect; stable field
+    /// names, for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    section: Option<Section>,
+}
+
+/// One part of the dump. More sections (services, backends, conntrack) will come here.
+#[derive(Debug, Subcommand)]
+enum Section {
+    /// Packets per verdict (why the programs returned what they did), summed over CPUs.
+    Stats,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `svcctl dump | head` closes the pipe early: that is not an error.
+            if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("svcctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Dump(dump) => {
+            // DataplaneError already says what is wrong and what to do about it.
+            let maps = Maps::open_pinned(&cli.bpffs)?;
+            let out = render_dump(&maps, dump)?;
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(out.as_bytes())?;
+            stdout.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
+    let mut out = match (&dump.section, dump.json) {
+        (None, false) => {
+            let snap = inspect::snapshot(maps).context("reading the maps")?;
+            format!("{}\n{}", inspect::render_services(&snap), inspect::render_conntrack(&snap))
+        }
+        (None, true) => {
+            let snap = inspect::snapshot(maps).context("reading the maps")?;
+            serde_json::to_string_pretty(&snap)?
+        }
+        (Some(Section::Stats), false) => {
+            inspect::render_stats(&inspect::verdict_totals(maps).context("reading the verdict counters")?)
+        }
+        (Some(Section::Stats), true) => {
+            let stats = inspect::verdict_totals(maps).context("reading the verdict counters")?;
+            serde_json::to_string_pretty(&serde_json::json!({ "version": inspect::SCHEMA_VERSION, "stats": stats }))?
+        }
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,932 @@
+//! Ethernet + IPv4 + TCP/UDP/ICMP frames as bytes, for BPF_PROG_TEST_RUN fixtures,
+//! `svcctl trace` and benchmarks.
+//!
+//! [`PacketBuilder`] builds well-formed frames with correct checksums by default, and odd
+//! ones on request: IPv4 options, fragment bits, a zero UDP checksum, a frame cut short,
+//! an overridden protocol or version. Checksums are always computed over the complete
+//! packet before it is cut, as a packet truncated on the wire would carry them.
+//!
+//! [`verify_checksums`] and [`parse_summary`] read arbitrary bytes and never panic.
+//!
+//! ```
+//! use std::net::SocketAddrV4;
+//! use svc_agent::packet::{PacketBuilder, SYN, verify_checksums};
+//! let src: SocketAddrV4 = "10.244.1.20:40000".parse().unwrap();
+//! let dst: SocketAddrV4 = "10.96.0.10:80".parse().unwrap();
+//! let frame = PacketBuilder::tcp(src, dst).flags(SYN).seq(1000).build();
+//! assert_eq!(frame.len(), 14 + 20 + 20);
+//! verify_checksums(&frame).unwrap();
+//! ```
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// EtherTypes.
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+
+/// IP protocol numbers.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// TCP flag bits (the 14th byte of the TCP header).
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+
+pub const ETH_HLEN: usize = 14;
+const IPV4_HLEN: usize = 20;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+const ICMP_HLEN: usize = 8;
+
+/// IPv4 flag bits in the flags/fragment-offset field.
+const IP_DF: u16 = 0x4000;
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// The MACs frames get unless [`PacketBuilder::macs`] says otherwise (locally administered).
+pub const DEFAULT_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+pub const DEFAULT_DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+
+/// One's complement sum of big-endian 16-bit words (an odd trailing byte is padded with 0).
+fn sum_be_words(data: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+    }
+    if let [last] = chunks.remainder() {
+        sum = sum.wrapping_add(u32::from(*last) << 8);
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The Internet checksum (RFC 1071) of `data`, as it is stored in a header (big-endian).
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !fold(sum_be_words(data))
+}
+
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4_len: usize) -> u32 {
+    sum_be_words(&src.octets())
+        + sum_be_words(&dst.octets())
+        + u32::from(proto)
+        + (l4_len as u32 & 0xffff)
+}
+
+/// TCP or UDP checksum over the IPv4 pseudo-header and the L4 segment.
+fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    !fold(pseudo_header_sum(src, dst, proto, segment.len()) + sum_be_words(segment))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        urgent: u16,
+        options: Vec<u8>,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+        zero_checksum: bool,
+    },
+    Icmp {
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+    },
+    /// No L4 header of our own: the payload is all there is (non-first fragments, or any
+    /// protocol the builder has no header for).
+    Raw { proto: u8 },
+}
+
+/// Builds one Ethernet + IPv4 frame. Defaults: MACs [`DEFAULT_SRC_MAC`] ->
+/// [`DEFAULT_DST_MAC`], TOS 0, IPv4 id 0, DF clear, TTL 64, no options, not a fragment;
+/// TCP seq 0, ack 0, flags 0, window 65535; no payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketBuilder {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    tos: u8,
+    id: u16,
+    ttl: u8,
+    dont_fragment: bool,
+    more_fragments: bool,
+    frag_offset: u16,
+    ip_options: Vec<u8>,
+    version: u8,
+    proto_override: Option<u8>,
+    l4: L4,
+    payload: Vec<u8>,
+    truncate: Option<usize>,
+}
+
+impl PacketBuilder {
+    fn new(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
+        PacketBuilder {
+            src_mac: DEFAULT_SRC_MAC,
+            dst_mac: DEFAULT_DST_MAC,
+            src,
+            dst,
+            tos: 0,
+            id: 0,
+            ttl: 64,
+            dont_fragment: false,
+            more_fragments: false,
+            frag_offset: 0,
+            ip_options: Vec::new(),
+            version: 4,
+            proto_override: None,
+            l4,
+            payload: Vec::new(),
+            truncate: None,
+        }
+    }
+
+    /// A TCP segment (flags 0 until [`flags`](Self::flags) sets them).
+    pub fn tcp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Self::new(
+            *src.ip(),
+            *dst.ip(),
+            L4::Tcp {
+                sport: src.port(),
+                dport: dst.port(),
+                seq: 0,
+                ack: 0,
+                flags: 0,
+                window: 65535,
+                urgent: 0,
+                options: Vec::new(),
+            },
+        )
+    }
+
+    /// A UDP datagram with a computed checksum.
+    pub fn udp(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
+        Self::new(
+            *src.ip(),
+            *dst.ip(),
+            L4::Udp { sport: src.port(), dport: dst.port(), zero_checksum: false },
+        )
+    }
+
+    /// An ICMP echo request with the given identifier and sequence number.
+    pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, seq: u16) -> Self {
+        let [a, b] = ident.to_be_bytes();
+        let [c, d] = seq.to_be_bytes();
+        Self::icmp(src, dst, 8, 0, [a, b, c, d])
+    }
+
+    /// Any ICMP message: type, code and the 4 bytes after the checksum ("rest of header":
+    /// id/seq for echo, unused or next-hop MTU for unreachables). The body is the payload.
+    pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4]) -> Self {
+        Self::new(src, dst, L4::Icmp { kind, code, rest })
+    }
+
+    /// An IPv4 packet whose protocol field is `proto` and whose body is only the payload
+    /// (e.g. a non-first fragment of a TCP segment).
+    pub fn ipv4_raw(src: Ipv4Addr, dst: Ipv4Addr, proto: u8) -> Self {
+        Self::new(src, dst, L4::Raw { proto })
+    }
+
+    /// Ethernet source and destination.
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    pub fn tos(mut self, tos: u8) -> Self {
+        self.tos = tos;
+        self
+    }
+
+    /// The IPv4 identification field.
+    pub fn ip_id(mut self, id: u16) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The IPv4 don't-fragment bit.
+    pub fn dont_fragment(mut self, df: bool) -> Self {
+        self.dont_fragment = df;
+        self
+    }
+
+    /// The more-fragments bit and the fragment offset in 8-byte units, as the header
+    /// carries it (masked to 13 bits).
+    pub fn fragment(mut self, more_fragments: bool, offset_units: u16) -> Self {
+        self.more_fragments = more_fragments;
+        self.frag_offset = offset_units & IP_OFFSET_MASK;
+        self
+    }
+
+    /// IPv4 options, padded with zero bytes (end of option list) to a multiple of 4; IHL
+    /// grows to match.
+    ///
+    /// # Panics
+    /// If the padded options are longer than 40 bytes, which IHL cannot express.
+    pub fn ip_options(mut self, options: &[u8]) -> Self {
+        let mut opts = options.to_vec();
+        opts.resize(options.len().div_ceil(4) * 4, 0);
+        assert!(opts.len() <= 40, "IPv4 options are at most 40 bytes, got {}", opts.len());
+        self.ip_options = opts;
+        self
+    }
+
+    /// Overrides the IPv4 version nibble (for malformed packets).
+    pub fn ip_version(mut self, version: u8) -> Self {
+        self.version = version & 0x0f;
+        self
+    }
+
+    /// Overrides the IPv4 protocol field while keeping the L4 header the builder made.
+    pub fn ip_proto(mut self, proto: u8) -> Self {
+        self.proto_override = Some(proto);
+        self
+    }
+
+    /// Sets the TCP flags (no effect on non-TCP packets).
+    pub fn flags(mut self, flags: u8) -> Self {
+        if let L4::Tcp { flags: f, .. } = &mut self.l4 {
+            *f = flags;
+        }
+        self
+    }
+
+    /// Sets the TCP sequence number (no effect on non-TCP packets).
+    pub fn seq(mut self, seq: u32) -> Self {
+        if let L4::Tcp { seq: s, .. } = &mut self.l4 {
+            *s = seq;
+        }
+        self
+    }
+
+    /// Sets the TCP acknowledgment number (no effect on non-TCP packets).
+    pub fn ack(mut self, ack: u32) -> Self {
+        if let L4::Tcp { ack: a, .. } = &mut self.l4 {
+            *a = ack;
+        }
+        self
+    }
+
+    /// Sets the TCP window (no effect on non-TCP packets).
+    pub fn window(mut self, window: u16) -> Self {
+        if let L4::Tcp { window: w, .. } = &mut self.l4 {
+            *w = window;
+        }
+        self
+    }
+
+    /// Sets the TCP urgent pointer (no effect on non-TCP packets).
+    pub fn urgent(mut self, urgent: u16) -> Self {
+        if let L4::Tcp { urgent: u, .. } = &mut self.l4 {
+            *u = urgent;
+        }
+        self
+    }
+
+    /// TCP options, padded with zero bytes to a multiple of 4; the data offset grows to
+    /// match (no effect on non-TCP packets).
+    ///
+    /// # Panics
+    /// If the padded options are longer than 40 bytes.
+    pub fn tcp_options(mut self, options: &[u8]) -> Self {
+        let mut opts = options.to_vec();
+        opts.resize(options.len().div_ceil(4) * 4, 0);
+        assert!(opts.len() <= 40, "TCP options are at most 40 bytes, got {}", opts.len());
+        if let L4::Tcp { options: o, .. } = &mut self.l4 {
+            *o = opts;
+        }
+        self
+    }
+
+    /// Sends the UDP datagram without a checksum (field 0, "none"; no effect on non-UDP).
+    pub fn udp_checksum_zero(mut self) -> Self {
+        if let L4::Udp { zero_checksum, .. } = &mut self.l4 {
+            *zero_checksum = true;
+        }
+        self
+    }
+
+    pub fn payload(mut self, payload: &[u8]) -> Self {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// Cuts the finished frame at `len` bytes (headers keep the lengths and checksums of
+    /// the whole packet). A `len` beyond the frame has no effect.
+    pub fn truncate(mut self, len: usize) -> Self {
+        self.truncate = Some(len);
+        self
+    }
+
+    /// The IPv4 protocol number the header will carry.
+    pub fn protocol(&self) -> u8 {
+        self.proto_override.unwrap_or(match self.l4 {
+            L4::Tcp { .. } => PROTO_TCP,
+            L4::Udp { .. } => PROTO_UDP,
+            L4::Icmp { .. } => PROTO_ICMP,
+            L4::Raw { proto } => proto,
+        })
+    }
+
+    /// The L4 header and payload, checksummed.
+    fn l4_bytes(&self) -> Vec<u8> {
+        let proto = self.protocol();
+        match &self.l4 {
+            L4::Tcp { sport, dport, seq, ack, flags, window, urgent, options } => {
+                let hlen = TCP_HLEN + options.len();
+                let mut seg = Vec::with_capacity(hlen + self.payload.len());
+                seg.extend_from_slice(&sport.to_be_bytes());
+                seg.extend_from_slice(&dport.to_be_bytes());
+                seg.extend_from_slice(&seq.to_be_bytes());
+                seg.extend_from_slice(&ack.to_be_bytes());
+                seg.push(((hlen / 4) as u8) << 4);
+                seg.push(*flags);
+                seg.extend_from_slice(&window.to_be_bytes());
+                seg.extend_from_slice(&[0, 0]);
+                seg.extend_from_slice(&urgent.to_be_bytes());
+                seg.extend_from_slice(options);
+                seg.extend_from_slice(&self.payload);
+                let csum = l4_checksum(self.src, self.dst, proto, &seg);
+                seg[16..18].copy_from_slice(&csum.to_be_bytes());
+                seg
+            }
+            L4::Udp { sport, dport, zero_checksum } => {
+                let len = UDP_HLEN + self.payload.len();
+                let mut seg = Vec::with_capacity(len);
+                seg.extend_from_slice(&sport.to_be_bytes());
+                seg.extend_from_slice(&dport.to_be_bytes());
+                seg.extend_from_slice(&(len as u16).to_be_bytes());
+                seg.extend_from_slice(&[0, 0]);
+                seg.extend_from_slice(&self.payload);
+                if !zero_checksum {
+                    let csum = match l4_checksum(self.src, self.dst, proto, &seg) {
+                        // RFC 768: a computed zero is sent as all ones.
+                        0 => 0xffff,
+                        c => c,
+                    };
+                    seg[6..8].copy_from_slice(&csum.to_be_bytes());
+                }
+                seg
+            }
+            L4::Icmp { kind, code, rest } => {
+                let mut msg = Vec::with_capacity(ICMP_HLEN + self.payload.len());
+                msg.extend_from_slice(&[*kind, *code, 0, 0]);
+                msg.extend_from_slice(rest);
+                msg.extend_from_slice(&self.payload);
+                let csum = internet_checksum(&msg);
+                msg[2..4].copy_from_slice(&csum.to_be_bytes());
+                msg
+            }
+            L4::Raw { .. } => self.payload.clone(),
+        }
+    }
+
+    /// The frame.
+    pub fn build(&self) -> Vec<u8> {
+        let l4 = self.l4_bytes();
+        let ihl = (IPV4_HLEN + self.ip_options.len()) / 4;
+        let tot_len = ihl * 4 + l4.len();
+        let mut frame = Vec::with_capacity(ETH_HLEN + tot_len);
+        frame.extend_from_slice(&self.dst_mac);
+        frame.extend_from_slice(&self.src_mac);
+        frame.extend_from_slice(&ETH_P_IP.to_be_bytes());
+
+        let mut frag = self.frag_offset & IP_OFFSET_MASK;
+        if self.dont_fragment {
+            frag |= IP_DF;
+        }
+        if self.more_fragments {
+            frag |= IP_MF;
+        }
+        let ip_start = frame.len();
+        frame.push((self.version << 4) | ihl as u8);
+        frame.push(self.tos);
+        frame.extend_from_slice(&(tot_len as u16).to_be_bytes());
+        frame.extend_from_slice(&self.id.to_be_bytes());
+        frame.extend_from_slice(&frag.to_be_bytes());
+        frame.push(self.ttl);
+        frame.push(self.protocol());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&self.src.octets());
+        frame.extend_from_slice(&self.dst.octets());
+        frame.extend_from_slice(&self.ip_options);
+        let csum = internet_checksum(&frame[ip_start..]);
+        frame[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
+
+        frame.extend_from_slice(&l4);
+        if let Some(len) = self.truncate {
+            frame.truncate(len);
+        }
+        frame
+    }
+}
+
+/// An ARP request (who-has `target` tell `sender`), broadcast.
+pub fn arp_request(sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(ETH_HLEN + 28);
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&sender_mac);
+    frame.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    frame.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+    frame.extend_from_slice(&sender_mac);
+    frame.extend_from_slice(&sender.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
+}
+
+fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    be32(b, at).map(Ipv4Addr::from)
+}
+
+/// Checks the IPv4 header checksum and, unless the packet is a fragment, the TCP, UDP
+/// (a zero UDP checksum means "none" and passes) or ICMP checksum. The L4 data is the
+/// IPv4 total length's worth (Ethernet padding after it is ignored). Errors name what is
+/// wrong: not IPv4, cut short, bad IHL, or which checksum is off (stored vs. computed).
+pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
+    let ethertype = be16(frame, 12).ok_or_else(|| format!("frame of {} bytes has no Ethernet header", frame.len()))?;
+    if ethertype != ETH_P_IP {
+        return Err(format!("ethertype {ethertype:#06x} is not IPv4"));
+    }
+    let ip = &frame[ETH_HLEN..];
+    let vihl = *ip.first().ok_or("no IPv4 header")?;
+    if vihl >> 4 != 4 {
+        return Err(format!("IPv4 version {} is not 4", vihl >> 4));
+    }
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if ihl < IPV4_HLEN {
+        return Err(format!("IHL {} is below 5", ihl / 4));
+    }
+    if ip.len() < ihl {
+        return Err(format!("IPv4 header cut short: {} of {ihl} bytes", ip.len()));
+    }
+    let ip_sum = fold(sum_be_words(&ip[..ihl]));
+    if ip_sum != 0xffff {
+        let stored = be16(ip, 10).unwrap_or(0);
+        let mut hdr = ip[..ihl].to_vec();
+        hdr[10] = 0;
+        hdr[11] = 0;
+        return Err(format!("IPv4 header checksum {stored:#06x}, expected {:#06x}", internet_checksum(&hdr)));
+    }
+    let tot_len = usize::from(be16(ip, 2).unwrap_or(0));
+    if tot_len < ihl {
+        return Err(format!("IPv4 total length {tot_len} is shorter than the header ({ihl})"));
+    }
+    if ip.len() < tot_len {
+        return Err(format!("packet cut short: {} of {tot_len} IPv4 bytes", ip.len()));
+    }
+    let frag = be16(ip, 6).unwrap_or(0);
+    if frag & (IP_MF | IP_OFFSET_MASK) != 0 {
+        // The L4 checksum covers the reassembled datagram: nothing to check here.
+        return Ok(());
+    }
+    let proto = ip[9];
+    let src = ipv4_at(ip, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let dst = ipv4_at(ip, 16).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let l4 = &ip[ihl..tot_len];
+    let (name, sum, stored_at) = match proto {
+        PROTO_TCP => {
+            if l4.len() < TCP_HLEN {
+                return Err(format!("TCP header cut short: {} bytes", l4.len()));
+            }
+            ("TCP", fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)), 16)
+        }
+        PROTO_UDP => {
+            if l4.len() < UDP_HLEN {
+                return Err(format!("UDP header cut short: {} bytes", l4.len()));
+            }
+            if be16(l4, 6) == Some(0) {
+                return Ok(());
+            }
+            ("UDP", fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)), 6)
+        }
+        PROTO_ICMP => {
+            if l4.len() < 4 {
+                return Err(format!("ICMP header cut short: {} bytes", l4.len()));
+            }
+            ("ICMP", fold(sum_be_words(l4)), 2)
+        }
+        _ => return Ok(()),
+    };
+    if sum != 0xffff {
+        let stored = be16(l4, stored_at).unwrap_or(0);
+        // The sum with the stored field taken out, complemented: what it should hold.
+        let expected = !fold(u32::from(sum) + u32::from(!stored));
+        return Err(format!("{name} checksum {stored:#06x}, expected {expected:#06x}"));
+    }
+    Ok(())
+}
+
+/// What [`parse_summary`] reads from a frame. Ports, TCP fields and ICMP type/code are
+/// present only when the frame carries that header (not for non-first fragments).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub ttl: u8,
+    /// IPv4 header length in bytes (20 without options).
+    pub ip_header_len: usize,
+    pub total_len: u16,
+    /// MF set or a fragment offset.
+    pub fragment: bool,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub tcp_flags: Option<u8>,
+    pub seq: Option<u32>,
+    pub ack: Option<u32>,
+    /// ICMP (type, code).
+    pub icmp: Option<(u8, u8)>,
+}
+
+impl Summary {
+    pub fn src_socket(&self) -> Option<SocketAddrV4> {
+        self.sport.map(|p| SocketAddrV4::new(self.src, p))
+    }
+
+    pub fn dst_socket(&self) -> Option<SocketAddrV4> {
+        self.dport.map(|p| SocketAddrV4::new(self.dst, p))
+    }
+}
+
+/// TCP flags as tcpdump prints them: `S`, `S.`, `R.`, `F.`, `P.`...; `.` alone for ACK.
+pub fn tcp_flags_label(flags: u8) -> String {
+    let mut s = String::new();
+    for (bit, c) in [(SYN, 'S'), (FIN, 'F'), (RST, 'R'), (PSH, 'P'), (URG, 'U')] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    if flags & ACK != 0 {
+        s.push('.');
+    }
+    if s.is_empty() {
+        s.push_str("none");
+    }
+    s
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.proto {
+            PROTO_TCP => "TCP".to_string(),
+            PROTO_UDP => "UDP".to_string(),
+            PROTO_ICMP => "ICMP".to_string(),
+            p => format!("proto {p}"),
+        };
+        match (self.sport, self.dport) {
+            (Some(s), Some(d)) => write!(f, "{name} {}:{s} > {}:{d}", self.src, self.dst)?,
+            _ => write!(f, "{name} {} > {}", self.src, self.dst)?,
+        }
+        if let Some(flags) = self.tcp_flags {
+            write!(f, " [{}] seq {} ack {}", tcp_flags_label(flags), self.seq.unwrap_or(0), self.ack.unwrap_or(0))?;
+        }
+        if let Some((t, c)) = self.icmp {
+            write!(f, " type {t} code {c}")?;
+        }
+        if self.fragment {
+            f.write_str(" (fragment)")?;
+        }
+        if self.ip_header_len > IPV4_HLEN {
+            write!(f, " (IPv4 options, {} bytes)", self.ip_header_len - IPV4_HLEN)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the Ethernet, IPv4 and (where present) TCP/UDP/ICMP headers. None for a frame
+/// that is not IPv4 or whose IPv4 header is cut short or invalid; L4 fields are None when
+/// their header is missing or cut short. Checksums are not checked.
+pub fn parse_summary(frame: &[u8]) -> Option<Summary> {
+    if be16(frame, 12)? != ETH_P_IP {
+        return None;
+    }
+    let mut dst_mac = [0u8; 6];
+    dst_mac.copy_from_slice(frame.get(0..6)?);
+    let mut src_mac = [0u8; 6];
+    src_mac.copy_from_slice(frame.get(6..12)?);
+    let ip = frame.get(ETH_HLEN..)?;
+    let vihl = *ip.first()?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || ip.len() < ihl {
+        return None;
+    }
+    let frag = be16(ip, 6)?;
+    let fragment = frag & (IP_MF | IP_OFFSET_MASK) != 0;
+    let mut s = Summary {
+        src_mac,
+        dst_mac,
+        src: ipv4_at(ip, 12)?,
+        dst: ipv4_at(ip, 16)?,
+        proto: ip[9],
+        ttl: ip[8],
+        ip_header_len: ihl,
+        total_len: be16(ip, 2)?,
+        fragment,
+        sport: None,
+        dport: None,
+        tcp_flags: None,
+        seq: None,
+        ack: None,
+        icmp: None,
+    };
+    // A non-first fragment starts with payload bytes, not a header.
+    if frag & IP_OFFSET_MASK != 0 {
+        return Some(s);
+    }
+    let l4 = &ip[ihl..];
+    match s.proto {
+        PROTO_TCP if l4.len() >= TCP_HLEN => {
+            s.sport = be16(l4, 0);
+            s.dport = be16(l4, 2);
+            s.seq = be32(l4, 4);
+            s.ack = be32(l4, 8);
+            s.tcp_flags = l4.get(13).copied();
+        }
+        PROTO_UDP if l4.len() >= UDP_HLEN => {
+            s.sport = be16(l4, 0);
+            s.dport = be16(l4, 2);
+        }
+        PROTO_ICMP if l4.len() >= 2 => s.icmp = Some((l4[0], l4[1])),
+        _ => {}
+    }
+    Some(s)
+}
+
+/// A side-by-side hex dump of two frames, 16 bytes a row, with differing rows marked `*`
+/// and differing bytes bracketed in the `got` column. For test failure messages.
+pub fn hex_diff(expected: &[u8], got: &[u8]) -> String {
+    let mut out = format!("expected {} bytes, got {} bytes\n", expected.len(), got.len());
+    let rows = expected.len().max(got.len()).div_ceil(16);
+    for row in 0..rows {
+        let range = row * 16..(row + 1) * 16;
+        let cell = |data: &[u8], other: &[u8], i: usize, mark: bool| match data.get(i) {
+            Some(b) if mark && other.get(i) != Some(b) => format!("[{b:02x}]"),
+            Some(b) => format!(" {b:02x} "),
+            None => "    ".to_string(),
+        };
+        let e: String = range.clone().map(|i| cell(expected, got, i, false)).collect();
+        let g: String = range.clone().map(|i| cell(got, expected, i, true)).collect();
+        let differs = range.clone().any(|i| expected.get(i) != got.get(i));
+        out.push_str(&format!("{} {:04x} exp {e}\n       got {g}\n", if differs { '*' } else { ' ' }, row * 16));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_header_checksum_matches_the_textbook_example() {
+        // 4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7: the worked example of the
+        // IPv4 header checksum (total length 0x73 = 20 + 8 + 87, DF, TTL 64, UDP).
+        let frame = PacketBuilder::udp(sa("192.168.0.1:1"), sa("192.168.0.199:2"))
+            .dont_fragment(true)
+            .payload(&[0; 87])
+            .build();
+        assert_eq!(
+            &frame[14..34],
+            &[
+                0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+                0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7
+            ]
+        );
+        verify_checksums(&frame).unwrap();
+    }
+
+    #[test]
+    fn udp_checksum_matches_a_hand_computed_value() {
+        // Pseudo-header 0a00+0001 + 0a00+0002 + 0011 + 0008 = 0x141c; header
+        // 0001+0002+0008+0000 = 0x000b; sum 0x1427; checksum !0x1427 = 0xebd8.
+        let frame = PacketBuilder::udp(sa("10.0.0.1:1"), sa("10.0.0.2:2")).build();
+        assert_eq!(&frame[34..42], &[0x00, 0x01, 0x00, 0x02, 0x00, 0x08, 0xeb, 0xd8]);
+        verify_checksums(&frame).unwrap();
+    }
+
+    #[test]
+    fn icmp_echo_checksum_matches_a_hand_computed_value() {
+        // 0800 + 0000 + 0001 + 0001 = 0x0802; checksum 0xf7fd.
+        let frame = PacketBuilder::icmp_echo(ip("10.0.0.1"), ip("10.0.0.2"), 1, 1).build();
+        assert_eq!(&frame[34..42], &[0x08, 0x00, 0xf7, 0xfd, 0x00, 0x01, 0x00, 0x01]);
+        verify_checksums(&frame).unwrap();
+    }
+
+    #[test]
+    fn tcp_layout_and_checksum() {
+        let frame = PacketBuilder::tcp(sa("10.244.1.20:40000"), sa("10.96.0.10:80"))
+            .macs([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])
+            .flags(SYN | ACK)
+            .seq(0x01020304)
+            .ack(0x0a0b0c0d)
+            .window(1024)
+            .payload(b"hello")
+            .build();
+        assert_eq!(frame.len(), 14 + 20 + 20 + 5);
+        assert_eq!(&frame[0..6], &[7, 8, 9, 10, 11, 12]);
+        assert_eq!(&frame[6..12], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(&frame[12..14], &[0x08, 0x00]);
+        assert_eq!(frame[14], 0x45);
+        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 45);
+        assert_eq!(frame[23], PROTO_TCP);
+        assert_eq!(&frame[34..38], &[0x9c, 0x40, 0x00, 0x50]);
+        assert_eq!(&frame[38..42], &[1, 2, 3, 4]);
+        assert_eq!(&frame[42..46], &[0x0a, 0x0b, 0x0c, 0x0d]);
+        assert_eq!(frame[46], 0x50);
+        assert_eq!(frame[47], SYN | ACK);
+        assert_eq!(&frame[48..50], &[0x04, 0x00]);
+        assert_eq!(&frame[54..], b"hello");
+        verify_checksums(&frame).unwrap();
+
+        let s = parse_summary(&frame).unwrap();
+        assert_eq!(s.src_socket(), Some(sa("10.244.1.20:40000")));
+        assert_eq!(s.dst_socket(), Some(sa("10.96.0.10:80")));
+        assert_eq!(s.tcp_flags, Some(SYN | ACK));
+        assert_eq!((s.seq, s.ack), (Some(0x01020304), Some(0x0a0b0c0d)));
+        assert_eq!(s.to_string(), "TCP 10.244.1.20:40000 > 10.96.0.10:80 [S.] seq 16909060 ack 168496141");
+    }
+
+    #[test]
+    fn odd_lengths_and_options_checksum_correctly() {
+        for len in 0..40 {
+            let payload: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+            let tcp = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+                .ip_options(&[1, 1, 1, 1])
+                .tcp_options(&[2, 4, 5, 0xb4])
+                .payload(&payload)
+                .build();
+            verify_checksums(&tcp).unwrap_or_else(|e| panic!("tcp len {len}: {e}"));
+            let udp = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).payload(&payload).build();
+            verify_checksums(&udp).unwrap_or_else(|e| panic!("udp len {len}: {e}"));
+            let icmp = PacketBuilder::icmp_echo(ip("1.2.3.4"), ip("6.7.8.9"), 7, len).payload(&payload).build();
+            verify_checksums(&icmp).unwrap_or_else(|e| panic!("icmp len {len}: {e}"));
+        }
+    }
+
+    #[test]
+    fn ip_options_set_ihl_and_move_l4() {
+        let frame = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_options(&[1, 1, 1, 1]).build();
+        assert_eq!(frame[14], 0x46);
+        assert_eq!(&frame[34..38], &[1, 1, 1, 1]);
+        assert_eq!(&frame[38..42], &[0, 5, 0, 10]);
+        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 44);
+        // Padded to a multiple of 4 with end-of-options.
+        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_options(&[1]).build();
+        assert_eq!(frame[14], 0x46);
+        assert_eq!(&frame[34..38], &[1, 0, 0, 0]);
+        let s = parse_summary(&frame).unwrap();
+        assert_eq!((s.ip_header_len, s.sport, s.dport), (24, Some(5), Some(10)));
+    }
+
+    #[test]
+    fn fragment_bits() {
+        let first = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).fragment(true, 0).build();
+        assert_eq!(&first[20..22], &[0x20, 0x00]);
+        let later = PacketBuilder::ipv4_raw(ip("1.2.3.4"), ip("6.7.8.9"), PROTO_UDP)
+            .dont_fragment(false)
+            .fragment(false, 185)
+            .payload(&[0xab; 16])
+            .build();
+        assert_eq!(&later[20..22], &[0x00, 185]);
+        assert_eq!(later.len(), 14 + 20 + 16);
+        verify_checksums(&first).unwrap();
+        verify_checksums(&later).unwrap();
+        let s = parse_summary(&later).unwrap();
+        assert!(s.fragment);
+        assert_eq!(s.sport, None);
+        let df = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).dont_fragment(true).build();
+        assert_eq!(&df[20..22], &[0x40, 0x00]);
+        assert!(!parse_summary(&df).unwrap().fragment);
+    }
+
+    #[test]
+    fn udp_checksum_zero_stays_zero_and_verifies() {
+        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).payload(b"x").udp_checksum_zero().build();
+        assert_eq!(&frame[40..42], &[0, 0]);
+        verify_checksums(&frame).unwrap();
+    }
+
+    #[test]
+    fn truncation_keeps_header_lengths() {
+        let full = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).build();
+        let cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).truncate(40).build();
+        assert_eq!(cut.len(), 40);
+        assert_eq!(&cut[..], &full[..40]);
+        assert!(verify_checksums(&cut).unwrap_err().contains("cut short"));
+        let ip_cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).truncate(24).build();
+        assert!(verify_checksums(&ip_cut).unwrap_err().contains("IPv4 header cut short"));
+        assert_eq!(parse_summary(&ip_cut), None);
+        // An L4 header cut short still parses at L3.
+        let s = parse_summary(&cut).unwrap();
+        assert_eq!((s.proto, s.sport), (PROTO_TCP, None));
+    }
+
+    #[test]
+    fn verify_reports_corruption() {
+        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80")).flags(SYN).build();
+        frame[30] ^= 0x01; // destination address: both checksums cover it
+        let err = verify_checksums(&frame).unwrap_err();
+        assert!(err.starts_with("IPv4 header checksum"), "{err}");
+        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80")).flags(SYN).build();
+        let good = frame.clone();
+        frame[36] ^= 0x01; // destination port: only the TCP checksum
+        let err = verify_checksums(&frame).unwrap_err();
+        let stored = u16::from_be_bytes([good[50], good[51]]);
+        assert_eq!(err, format!("TCP checksum {stored:#06x}, expected {:#06x}", {
+            let mut fixed = frame.clone();
+            fixed[50] = 0;
+            fixed[51] = 0;
+            l4_checksum(ip("10.0.0.1"), ip("10.0.0.2"), PROTO_TCP, &fixed[34..])
+        }));
+        let mut udp = PacketBuilder::udp(sa("10.0.0.1:1000"), sa("10.0.0.2:53")).payload(b"q").build();
+        udp[42] ^= 0xff;
+        assert!(verify_checksums(&udp).unwrap_err().starts_with("UDP checksum"));
+        let mut icmp = PacketBuilder::icmp_echo(ip("10.0.0.1"), ip("10.0.0.2"), 1, 2).build();
+        icmp[40] ^= 0xff;
+        assert!(verify_checksums(&icmp).unwrap_err().starts_with("ICMP checksum"));
+    }
+
+    #[test]
+    fn verify_and_parse_never_panic_on_odd_input() {
+        let arp = arp_request([2, 0, 0, 0, 0, 1], ip("10.0.0.1"), ip("10.0.0.2"));
+        assert_eq!(arp.len(), 42);
+        assert!(verify_checksums(&arp).unwrap_err().contains("not IPv4"));
+        assert_eq!(parse_summary(&arp), None);
+        let base = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80"))
+            .ip_options(&[1, 1, 1, 1])
+            .payload(&[9; 7])
+            .build();
+        for len in 0..=base.len() {
+            let _ = verify_checksums(&base[..len]);
+            let _ = parse_summary(&base[..len]);
+        }
+        // Every IHL/version nibble combination and a garbage total length.
+        for vihl in 0..=255u8 {
+            let mut f = base.clone();
+            f[14] = vihl;
+            let _ = verify_checksums(&f);
+            let _ = parse_summary(&f);
+            f[16] = 0xff;
+            let _ = verify_checksums(&f);
+            f[16] = 0;
+            f[17] = 3;
+            let _ = verify_checksums(&f);
+        }
+        let v6 = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_version(6).build();
+        assert!(verify_checksums(&v6).unwrap_err().contains("version 6"));
+        assert_eq!(parse_summary(&v6), None);
+    }
+
+    #[test]
+    fn hex_diff_marks_differences() {
+        let d = hex_diff(&[1, 2, 3], &[1, 9, 3, 4]);
+        assert!(d.starts_with("expected 3 bytes, got 4 bytes\n"));
+        assert!(d.contains("[09]"), "{d}");
+        assert!(d.contains("[04]"), "{d}");
+        assert!(d.lines().nth(1).unwrap().starts_with('*'));
+    }
+}

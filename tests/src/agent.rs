@@ -1,0 +1,104 @@
+//! Running the real svc-agent (and svcctl) inside a lab's node namespace, and waiting for
+//! it to have programmed the maps. Shared by the e2e tests and `cargo xtask run`.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{HashMap, Map, MapData};
+use svc_common::{SVC4_MAP, Svc4Key, Svc4Value};
+
+use crate::{Lab, NODE_EXT_IF, NodeProcess};
+
+/// Finds a binary of this workspace: `$SVC_BIN_DIR/<name>` if set, else next to the
+/// running executable or one directory up (cargo puts test executables in target/*/deps).
+/// `cargo xtask test` and `cargo xtask run` build the binaries before using them.
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SVC_BIN_DIR") {
+        let p = Path::new(&dir).join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+        bail!("{} does not exist (SVC_BIN_DIR)", p.display());
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("cannot find the `{name}` binary near {}; build it first (`cargo build -p svc-agent`), or set SVC_BIN_DIR", exe.display())
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running svc-agent in a lab node.
+pub struct LabAgent {
+    pub process: NodeProcess,
+    pub log: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl LabAgent {
+    /// Starts svc-agent in the node namespace serving `manifests`, with the XDP program on
+    /// the node's external interface and TC on every lxc-* pod interface.
+    pub fn start(lab: &mut Lab, manifests: &Path, log: &Path) -> anyhow::Result<LabAgent> {
+        let bin = workspace_bin("svc-agent")?;
+        let bpffs = lab.bpffs_dir();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--manifests")
+            .arg(manifests)
+            .args(["--device", NODE_EXT_IF, "--pod-device", "lxc*", "--node-ip", "192.0.2.1"])
+            .args(["--cluster-cidr", crate::CLUSTER_POD_CIDR, "--poll-interval-ms", "100"])
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let process = lab.spawn_in_node_logged(cmd, log).context("starting svc-agent")?;
+        Ok(LabAgent { process, log: log.to_path_buf(), bpffs })
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
+    /// Reads the pinned services map directly (this crate does not depend on svc-agent).
+    pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
+        let data = MapData::from_pin(self.bpffs.join(SVC4_MAP)).ok()?;
+        let services: HashMap<MapData, Svc4Key, Svc4Value> = Map::from_map_data(data).ok()?.try_into().ok()?;
+        let key = Svc4Key { vip_be: u32::from(vip).to_be(), port_be: port.to_be(), slot: 0, proto, _pad: [0; 3] };
+        services.get(&key, 0).ok().map(|v| v.count)
+    }
+
+    /// Waits until the frontend has exactly `count` backends; fails with the agent's log.
+    pub fn wait_backends(&self, vip: Ipv4Addr, port: u16, proto: u8, count: u16, timeout: Duration) -> anyhow::Result<()> {
+        if wait_for(timeout, || self.backend_count(vip, port, proto) == Some(count)) {
+            return Ok(());
+        }
+        if !self.process.is_running() {
+            bail!("svc-agent exited early; its log:\n{}", self.log_text());
+        }
+        bail!(
+            "{vip}:{port}/{proto} did not get {count} backends within {timeout:?} (has {:?}); agent log:\n{}",
+            self.backend_count(vip, port, proto),
+            self.log_text()
+        )
+    }
+}

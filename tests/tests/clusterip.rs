@@ -1,0 +1,231 @@
+//! End to end: the real svc-agent programs a lab node from manifests, and real packets
+//! from pods (TC path) and from outside (XDP path) reach the ClusterIP's backends.
+//! Each test builds its own lab; they touch kernel state, so they run one at a time.
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use svc_common::{PROTO_TCP, PROTO_UDP};
+use svc_lab::{
+    CLIENT_IP, EXT_IP, Lab, TcpSession, UdpSession,
+    agent::{LabAgent, workspace_bin},
+    in_netns, tcp_request,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const SVC: SocketAddrV4 = SocketAddrV4::new(VIP, 80);
+const EMPTY_SVC: SocketAddrV4 = SocketAddrV4::new(EMPTY_VIP, 80);
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A lab with the agent running on a private copy of examples/.
+struct Env {
+    agent: LabAgent,
+    manifests: PathBuf,
+    // Dropped last: tears the namespaces down after the agent is stopped.
+    lab: Lab,
+}
+
+impl Env {
+    fn up() -> Env {
+        let mut lab = Lab::up().expect("lab up");
+        let manifests = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
+        std::fs::create_dir_all(&manifests).unwrap();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for f in ["echo-clusterip.yaml", "no-endpoints.yaml"] {
+            std::fs::copy(examples.join(f), manifests.join(f)).expect("copy example");
+        }
+        let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
+        let agent = LabAgent::start(&mut lab, &manifests, &log).expect("start agent");
+        agent.wait_backends(VIP, 80, PROTO_TCP, 3, Duration::from_secs(20)).unwrap();
+        agent.wait_backends(VIP, 80, PROTO_UDP, 3, Duration::from_secs(5)).unwrap();
+        agent.wait_backends(EMPTY_VIP, 80, PROTO_TCP, 0, Duration::from_secs(5)).unwrap();
+        Env { agent, manifests, lab }
+    }
+
+    /// Rewrites the echo Service's EndpointSlice to hold exactly these pods.
+    fn set_endpoints(&self, pods: &[&str]) {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo-clusterip.yaml")).unwrap();
+        let (head, _) = text.split_once("endpoints:\n").unwrap();
+        let mut out = format!("{head}endpoints:\n");
+        for pod in pods {
+            let ip = self.lab.pod_ip(pod);
+            out += &format!("  - addresses: [\"{ip}\"]\n    conditions: {{ready: true}}\n");
+        }
+        if pods.is_empty() {
+            out = format!("{head}endpoints: []\n");
+        }
+        // Write-then-rename so the agent never reads half a file.
+        let tmp = self.manifests.join(".echo.tmp");
+        std::fs::write(&tmp, out).unwrap();
+        std::fs::rename(&tmp, self.manifests.join("echo-clusterip.yaml")).unwrap();
+        self.agent.wait_backends(VIP, 80, PROTO_TCP, pods.len() as u16, Duration::from_secs(10)).unwrap();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- svc-agent log ---\n{}", self.agent.log_text());
+        }
+        let _ = self.agent.process.stop();
+        let _ = std::fs::remove_dir_all(&self.manifests);
+        let _ = std::fs::remove_file(&self.agent.log);
+    }
+}
+
+fn assert_spread(hits: &BTreeMap<String, usize>, min_each: usize, what: &str) {
+    assert_eq!(hits.len(), 3, "{what}: not all three pods answered: {hits:?}");
+    for (pod, n) in hits {
+        assert!(*n >= min_each, "{what}: {pod} got {n} < {min_each} of the connections: {hits:?}");
+    }
+}
+
+#[test]
+fn tcp_and_udp_new_flows_reach_all_three_pods() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let client = env.lab.client_ns().to_string();
+
+    let mut tcp_hits = BTreeMap::new();
+    for i in 0..100 {
+        let reply = tcp_request(&client, SVC, &format!("hello {i}"), TIMEOUT).unwrap_or_else(|e| panic!("TCP connection {i}: {e}"));
+        assert_eq!(*reply.client.ip(), CLIENT_IP, "the pod must see the client's own address (no masquerade)");
+        *tcp_hits.entry(reply.pod).or_insert(0) += 1;
+    }
+    assert_spread(&tcp_hits, 15, "TCP");
+
+    let mut udp_hits = BTreeMap::new();
+    for i in 0..100 {
+        // A new socket per flow: a new source port, so a new conntrack entry.
+        let reply = UdpSession::bind(&client).unwrap().request(SVC, TIMEOUT).unwrap_or_else(|e| panic!("UDP flow {i}: {e}"));
+        assert_eq!(*reply.client.ip(), CLIENT_IP);
+        *udp_hits.entry(reply.pod).or_insert(0) += 1;
+    }
+    assert_spread(&udp_hits, 15, "UDP");
+}
+
+#[test]
+fn service_without_endpoints_refuses_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+
+    // TCP: the RST arrives before any retransmission (the first SYN retry is at 1 s).
+    let started = Instant::now();
+    let result = in_netns(env.lab.client_ns(), || TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT));
+    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "TCP to a Service without endpoints");
+    assert!(started.elapsed() < Duration::from_millis(500), "refusal took {:?}", started.elapsed());
+
+    // UDP: a connected socket reports the ICMP port unreachable as ECONNREFUSED.
+    let result = in_netns(env.lab.client_ns(), || -> io::Result<()> {
+        let sock = UdpSocket::bind("0.0.0.0:0")?;
+        sock.connect(EMPTY_SVC)?;
+        sock.set_read_timeout(Some(TIMEOUT))?;
+        sock.send(b"ping\n")?;
+        let mut buf = [0u8; 64];
+        sock.recv(&mut buf).map(|_| ())
+    });
+    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "UDP to a Service without endpoints");
+
+    // From outside, through XDP (which hands rejects to TC on the same interface).
+    let result = in_netns(env.lab.ext_ns(), || TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT));
+    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "TCP from outside");
+
+    // 0 -> N endpoints: answers at once once the agent has synced.
+    env.set_endpoints(&["p1", "p2", "p3"]);
+    env.set_endpoints(&[]);
+    assert!(tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).is_err(), "no endpoints: refused");
+    env.set_endpoints(&["p2"]);
+    let reply = tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).expect("after 0 -> 1 endpoints");
+    assert_eq!(reply.pod, "p2");
+}
+
+#[test]
+fn long_lived_connection_keeps_its_backend_while_the_set_changes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let client = env.lab.client_ns().to_string();
+
+    let mut tcp = TcpSession::connect(&client, SVC, TIMEOUT).expect("connect");
+    let first = tcp.exchange("one").expect("first exchange");
+    let pinned = first.pod.clone();
+    let udp = UdpSession::bind(&client).unwrap();
+    let mut udp_pod = udp.request(SVC, TIMEOUT).expect("udp").pod;
+
+    let others: Vec<&str> = ["p1", "p2", "p3"].into_iter().filter(|p| *p != pinned).collect();
+    // Remove the other two, add them back in another order, shrink again: the flow's
+    // backend stays in the set throughout, so the flow must stay on it.
+    for set in [vec![pinned.as_str()], vec![others[1], others[0], pinned.as_str()], vec![others[0], pinned.as_str()]] {
+        env.set_endpoints(&set);
+        for i in 0..5 {
+            let reply = tcp.exchange(&format!("after change {set:?} #{i}")).unwrap_or_else(|e| panic!("exchange after {set:?}: {e}"));
+            assert_eq!(reply.pod, pinned, "the TCP flow moved after the set became {set:?}");
+            assert_eq!(reply.client, first.client, "same client address and port");
+        }
+        let udp_now = udp.request(SVC, TIMEOUT).expect("udp").pod;
+        if set.contains(&udp_pod.as_str()) {
+            assert_eq!(udp_now, udp_pod, "UDP flow moved after {set:?} although its backend stayed");
+        } else {
+            // Its backend is gone: the flow moves at once to one that exists, and stays there.
+            assert!(set.contains(&udp_now.as_str()), "UDP flow went to {udp_now}, not in {set:?}");
+            udp_pod = udp_now;
+        }
+    }
+}
+
+#[test]
+fn traffic_from_outside_goes_through_xdp() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let mut hits = BTreeMap::new();
+    for i in 0..30 {
+        let reply = tcp_request(env.lab.ext_ns(), SVC, "from outside", TIMEOUT).unwrap_or_else(|e| panic!("outside TCP {i}: {e}"));
+        assert_eq!(*reply.client.ip(), EXT_IP, "the backend sees the outside client's address");
+        *hits.entry(reply.pod).or_insert(0) += 1;
+    }
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    let reply = UdpSession::bind(env.lab.ext_ns()).unwrap().request(SVC, TIMEOUT).expect("outside UDP");
+    assert_eq!(*reply.client.ip(), EXT_IP);
+}
+
+#[test]
+fn svcctl_dump_shows_the_service_backends_and_live_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let mut tcp = TcpSession::connect(env.lab.client_ns(), SVC, TIMEOUT).expect("connect");
+    let reply = tcp.exchange("hi").unwrap();
+    let local = tcp.local_addr().unwrap();
+
+    let out = std::process::Command::new(workspace_bin("svcctl").unwrap())
+        .arg("--bpffs")
+        .arg(&env.agent.bpffs)
+        .args(["dump", "--json"])
+        .output()
+        .expect("run svcctl");
+    assert!(out.status.success(), "svcctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("svcctl dump --json is JSON");
+    let text = json.to_string();
+    assert!(text.contains("10.96.0.10"), "service missing: {text}");
+    for ip in ["10.244.1.11", "10.244.1.12", "10.244.1.13"] {
+        assert!(text.contains(ip), "backend {ip} missing: {text}");
+    }
+    let pod_ip = env.lab.pod_ip(&reply.pod).to_string();
+    assert!(text.contains(&local.to_string()), "the live connection {local} is not in conntrack: {text}");
+    assert!(text.contains(&format!("{pod_ip}:8080")), "its backend {pod_ip} is not in conntrack: {text}");
+
+    let table = std::process::Command::new(workspace_bin("svcctl").unwrap())
+        .arg("--bpffs")
+        .arg(&env.agent.bpffs)
+        .arg("dump")
+        .output()
+        .expect("run svcctl");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("10.96.0.10:80") && table.contains(&local.to_string()), "table output:\n{table}");
+}
