@@ -49,8 +49,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use svc_common::{
-    BACKEND_STATE_ACTIVE, Backend4, CT_F_CLOSING, CT_F_REPLIED, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Ct4Value,
-    PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key, Svc4Value, Verdict, ct_timeout_ns,
+    BACKEND_STATE_ACTIVE, Backend4, CT_F_CLOSING, CT_F_REPLIED, CT_KIND_REPLY, CT_KIND_SERVICE,
+    Ct4Key, Ct4Value, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key, Svc4Value, Verdict, ct_timeout_ns,
 };
 
 use crate::dataplane::{DataplaneError, Maps};
@@ -78,7 +78,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// From network-order fields.
     pub fn from_be(addr_be: u32, port_be: u16) -> Endpoint {
-        Endpoint { addr: Ipv4Addr::from(u32::from_be(addr_be)), port: u16::from_be(port_be) }
+        Endpoint {
+            addr: Ipv4Addr::from(u32::from_be(addr_be)),
+            port: u16::from_be(port_be),
+        }
     }
 }
 
@@ -170,7 +173,10 @@ pub struct RawMaps {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC always exists.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
@@ -234,7 +240,11 @@ pub fn ct_flag_words(flags: u8) -> Vec<String> {
 }
 
 fn frontend_name(key: &Svc4Key) -> String {
-    format!("{}/{}", Endpoint::from_be(key.vip_be, key.port_be), protocol_name(key.proto))
+    format!(
+        "{}/{}",
+        Endpoint::from_be(key.vip_be, key.port_be),
+        protocol_name(key.proto)
+    )
 }
 
 /// Decodes one conntrack entry as seen at `now_ns`.
@@ -269,7 +279,13 @@ pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64) -> CtEntry {
 }
 
 fn decode_stats(totals: &[(Verdict, u64)]) -> Vec<VerdictTotal> {
-    totals.iter().map(|(v, total)| VerdictTotal { verdict: v.label(), total: *total }).collect()
+    totals
+        .iter()
+        .map(|(v, total)| VerdictTotal {
+            verdict: v.label(),
+            total: *total,
+        })
+        .collect()
 }
 
 /// Decodes raw map contents; never fails: what does not fit together is listed in
@@ -281,7 +297,11 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     // (vip, port, proto) -> slot -> value
     let mut slots: BTreeMap<(Ipv4Addr, u16, u8), BTreeMap<u16, Svc4Value>> = BTreeMap::new();
     for (key, value) in &raw.services {
-        let id = (Ipv4Addr::from(u32::from_be(key.vip_be)), u16::from_be(key.port_be), key.proto);
+        let id = (
+            Ipv4Addr::from(u32::from_be(key.vip_be)),
+            u16::from_be(key.port_be),
+            key.proto,
+        );
         if key.slot == 0 {
             frontends.insert(id, (*key, *value));
         } else {
@@ -309,7 +329,10 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
                 ));
                 continue;
             };
-            references.entry(slot_value.backend_id).or_default().insert(*id);
+            references
+                .entry(slot_value.backend_id)
+                .or_default()
+                .insert(*id);
             let ep = Endpoint::from_be(b.addr_be, b.port_be);
             list.push(ServiceBackend {
                 slot,
@@ -348,7 +371,8 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             flags: value.flags,
             rejects,
             note: rejects.then(|| {
-                "no endpoints: new connections are rejected (TCP RST / ICMP port unreachable)".to_string()
+                "no endpoints: new connections are rejected (TCP RST / ICMP port unreachable)"
+                    .to_string()
             }),
             backends: list,
         });
@@ -382,7 +406,11 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         })
         .collect();
 
-    let mut ct: Vec<(Ct4Key, CtEntry)> = raw.conntrack.iter().map(|(k, v)| (*k, decode_ct(k, v, now_ns))).collect();
+    let mut ct: Vec<(Ct4Key, CtEntry)> = raw
+        .conntrack
+        .iter()
+        .map(|(k, v)| (*k, decode_ct(k, v, now_ns)))
+        .collect();
     ct.sort_by_key(|(k, e)| (k.kind, e.src, e.dst, k.proto));
 
     Snapshot {
@@ -449,16 +477,32 @@ pub fn render_services(snap: &Snapshot) -> String {
             } else if s.backends.is_empty() {
                 "<none usable: see inconsistencies>".to_string()
             } else {
-                s.backends.iter().map(|b| format!("{}:{}", b.addr, b.port)).collect::<Vec<_>>().join(", ")
+                s.backends
+                    .iter()
+                    .map(|b| format!("{}:{}", b.addr, b.port))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            vec![format!("{}:{}", s.vip, s.port), s.protocol.clone(), s.rev_nat_id.to_string(), backends]
+            vec![
+                format!("{}:{}", s.vip, s.port),
+                s.protocol.clone(),
+                s.rev_nat_id.to_string(),
+                backends,
+            ]
         })
         .collect();
-    let mut out = format!("SERVICES ({} frontends, {} backends)\n", snap.services.len(), snap.backends.len());
+    let mut out = format!(
+        "SERVICES ({} frontends, {} backends)\n",
+        snap.services.len(),
+        snap.backends.len()
+    );
     if rows.is_empty() {
         out.push_str("(none)\n");
     } else {
-        out.push_str(&render_table(&["FRONTEND", "PROTO", "REVNAT", "BACKENDS"], &rows));
+        out.push_str(&render_table(
+            &["FRONTEND", "PROTO", "REVNAT", "BACKENDS"],
+            &rows,
+        ));
     }
     if !snap.inconsistencies.is_empty() {
         let _ = writeln!(out, "\nINCONSISTENCIES ({})", snap.inconsistencies.len());
@@ -493,14 +537,28 @@ pub fn render_conntrack(snap: &Snapshot) -> String {
                 e.rev_nat_id.to_string(),
                 human_duration(e.age_secs),
                 human_duration(e.idle_secs),
-                if flags.is_empty() { "-".into() } else { flags.join(",") },
+                if flags.is_empty() {
+                    "-".into()
+                } else {
+                    flags.join(",")
+                },
             ]
         })
         .collect();
     let mut out = format!("CONNTRACK ({} entries)\n", snap.conntrack.len());
     if !rows.is_empty() {
         out.push_str(&render_table(
-            &["KIND", "PROTO", "ORIGINAL", "TRANSLATED", "BACKEND", "REVNAT", "AGE", "IDLE", "FLAGS"],
+            &[
+                "KIND",
+                "PROTO",
+                "ORIGINAL",
+                "TRANSLATED",
+                "BACKEND",
+                "REVNAT",
+                "AGE",
+                "IDLE",
+                "FLAGS",
+            ],
             &rows,
         ));
     }
@@ -509,7 +567,10 @@ pub fn render_conntrack(snap: &Snapshot) -> String {
 
 /// The STATS section: every verdict with its total.
 pub fn render_stats(stats: &[VerdictTotal]) -> String {
-    let rows: Vec<Vec<String>> = stats.iter().map(|s| vec![s.verdict.to_string(), s.total.to_string()]).collect();
+    let rows: Vec<Vec<String>> = stats
+        .iter()
+        .map(|s| vec![s.verdict.to_string(), s.total.to_string()])
+        .collect();
     format!("STATS\n{}", render_table(&["VERDICT", "PACKETS"], &rows))
 }
 
@@ -521,19 +582,46 @@ mod tests {
         u32::from(Ipv4Addr::from(a)).to_be()
     }
     fn svc(vip: [u8; 4], port: u16, slot: u16) -> Svc4Key {
-        Svc4Key { vip_be: ip(vip), port_be: port.to_be(), slot, proto: PROTO_TCP, _pad: [0; 3] }
+        Svc4Key {
+            vip_be: ip(vip),
+            port_be: port.to_be(),
+            slot,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        }
     }
     fn backend(last: u8) -> Backend4 {
-        Backend4 { addr_be: ip([10, 244, 1, last]), port_be: 8080u16.to_be(), proto: PROTO_TCP, state: BACKEND_STATE_ACTIVE }
+        Backend4 {
+            addr_be: ip([10, 244, 1, last]),
+            port_be: 8080u16.to_be(),
+            proto: PROTO_TCP,
+            state: BACKEND_STATE_ACTIVE,
+        }
     }
     fn front(count: u16, rev: u16) -> Svc4Value {
-        Svc4Value { backend_id: 0, count, rev_nat_id: rev, flags: 0, _pad: [0; 2] }
+        Svc4Value {
+            backend_id: 0,
+            count,
+            rev_nat_id: rev,
+            flags: 0,
+            _pad: [0; 2],
+        }
     }
     fn slot(id: u32, rev: u16) -> Svc4Value {
-        Svc4Value { backend_id: id, count: 0, rev_nat_id: rev, flags: 0, _pad: [0; 2] }
+        Svc4Value {
+            backend_id: id,
+            count: 0,
+            rev_nat_id: rev,
+            flags: 0,
+            _pad: [0; 2],
+        }
     }
     fn revnat(vip: [u8; 4], port: u16) -> RevNat4 {
-        RevNat4 { vip_be: ip(vip), port_be: port.to_be(), _pad: [0; 2] }
+        RevNat4 {
+            vip_be: ip(vip),
+            port_be: port.to_be(),
+            _pad: [0; 2],
+        }
     }
 
     const S: u64 = NS_PER_SEC;
@@ -567,7 +655,11 @@ mod tests {
             kind: CT_KIND_REPLY,
             _pad: [0; 2],
         };
-        let rep = Ct4Value { addr_be: ip([10, 96, 0, 10]), port_be: 80u16.to_be(), ..fwd };
+        let rep = Ct4Value {
+            addr_be: ip([10, 96, 0, 10]),
+            port_be: 80u16.to_be(),
+            ..fwd
+        };
         [(rep_key, rep), (fwd_key, fwd)]
     }
 
@@ -592,7 +684,10 @@ mod tests {
         let [(k, v), _] = flow();
         let e = decode_ct(&k, &v, 112 * S);
         assert_eq!(e.kind, "reply");
-        assert_eq!(format!("{} -> {}", e.src, e.dst), "10.244.1.11:8080 -> 10.244.1.20:40000");
+        assert_eq!(
+            format!("{} -> {}", e.src, e.dst),
+            "10.244.1.11:8080 -> 10.244.1.20:40000"
+        );
         assert_eq!(e.translated_src.unwrap().to_string(), "10.96.0.10:80");
         assert_eq!(e.translated_dst, None);
     }
@@ -621,7 +716,10 @@ mod tests {
                 (svc([10, 96, 0, 10], 80, 1), slot(1, 1)),
             ],
             backends: vec![(2, backend(12)), (1, backend(11)), (3, backend(13))],
-            revnats: vec![(1, revnat([10, 96, 0, 10], 80)), (2, revnat([10, 96, 0, 11], 80))],
+            revnats: vec![
+                (1, revnat([10, 96, 0, 10], 80)),
+                (2, revnat([10, 96, 0, 11], 80)),
+            ],
             conntrack: flow().to_vec(),
             stats: vec![(Verdict::PassNotIpv4, 3), (Verdict::DnatNew, 1)],
         }
@@ -630,18 +728,50 @@ mod tests {
     #[test]
     fn decodes_services_sorted_with_backends_in_slot_order() {
         let snap = decode(&sample(), 112 * S);
-        assert!(snap.inconsistencies.is_empty(), "{:?}", snap.inconsistencies);
-        let names: Vec<String> = snap.services.iter().map(|s| format!("{}:{}", s.vip, s.port)).collect();
+        assert!(
+            snap.inconsistencies.is_empty(),
+            "{:?}",
+            snap.inconsistencies
+        );
+        let names: Vec<String> = snap
+            .services
+            .iter()
+            .map(|s| format!("{}:{}", s.vip, s.port))
+            .collect();
         assert_eq!(names, ["10.96.0.10:80", "10.96.0.11:80"]);
         let s = &snap.services[0];
-        assert_eq!(s.backends.iter().map(|b| (b.slot, b.backend_id)).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
+        assert_eq!(
+            s.backends
+                .iter()
+                .map(|b| (b.slot, b.backend_id))
+                .collect::<Vec<_>>(),
+            [(1, 1), (2, 2)]
+        );
         assert_eq!(s.backends[0].addr, Ipv4Addr::new(10, 244, 1, 11));
         assert!(!s.rejects);
         let empty = &snap.services[1];
         assert!(empty.rejects && empty.backends.is_empty() && empty.note.is_some());
-        assert_eq!(snap.backends.iter().map(|b| (b.id, b.frontends)).collect::<Vec<_>>(), [(1, 1), (2, 1), (3, 0)]);
-        assert_eq!(snap.conntrack.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["service", "reply"]);
-        assert_eq!(snap.stats[1], VerdictTotal { verdict: "dnat_new", total: 1 });
+        assert_eq!(
+            snap.backends
+                .iter()
+                .map(|b| (b.id, b.frontends))
+                .collect::<Vec<_>>(),
+            [(1, 1), (2, 1), (3, 0)]
+        );
+        assert_eq!(
+            snap.conntrack
+                .iter()
+                .map(|e| e.kind.as_str())
+                .collect::<Vec<_>>(),
+            ["service", "reply"]
+        );
+        assert_eq!(
+            snap.stats[1],
+            VerdictTotal {
+                verdict: "dnat_new",
+                total: 1
+            }
+        );
     }
 
     #[test]
@@ -649,16 +779,34 @@ mod tests {
         let mut raw = sample();
         raw.services.push((svc([10, 96, 0, 11], 80, 1), slot(3, 2))); // beyond count 0
         raw.services.push((svc([10, 96, 0, 12], 80, 1), slot(3, 3))); // no frontend
-        raw.services.retain(|(k, _)| !(k.vip_be == ip([10, 96, 0, 10]) && k.slot == 2));
-        raw.services.push((svc([10, 96, 0, 13], 80, 0), front(1, 9)));
-        raw.services.push((svc([10, 96, 0, 13], 80, 1), slot(42, 9)));
+        raw.services
+            .retain(|(k, _)| !(k.vip_be == ip([10, 96, 0, 10]) && k.slot == 2));
+        raw.services
+            .push((svc([10, 96, 0, 13], 80, 0), front(1, 9)));
+        raw.services
+            .push((svc([10, 96, 0, 13], 80, 1), slot(42, 9)));
         let snap = decode(&raw, 0);
         let text = snap.inconsistencies.join("\n");
-        assert!(text.contains("10.96.0.10:80/TCP: slot 2 of 2 is missing"), "{text}");
-        assert!(text.contains("10.96.0.11:80/TCP: slot 1 (backend 3) is beyond count 0"), "{text}");
-        assert!(text.contains("10.96.0.12:80/TCP: slot 1 (backend 3) has no frontend entry"), "{text}");
-        assert!(text.contains("10.96.0.13:80/TCP: slot 1 points at backend 42"), "{text}");
-        assert!(text.contains("10.96.0.13:80/TCP: rev_nat_id 9 has no SVC4_REVNAT entry"), "{text}");
+        assert!(
+            text.contains("10.96.0.10:80/TCP: slot 2 of 2 is missing"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.96.0.11:80/TCP: slot 1 (backend 3) is beyond count 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.96.0.12:80/TCP: slot 1 (backend 3) has no frontend entry"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.96.0.13:80/TCP: slot 1 points at backend 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("10.96.0.13:80/TCP: rev_nat_id 9 has no SVC4_REVNAT entry"),
+            "{text}"
+        );
         assert_eq!(snap.services[0].backends.len(), 1);
         assert!(render_services(&snap).contains("INCONSISTENCIES (5)"));
     }
@@ -685,7 +833,10 @@ mod tests {
         let text = render_services(&snap);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "FRONTEND       PROTO  REVNAT  BACKENDS");
-        assert_eq!(lines[2], "10.96.0.10:80  TCP    1       10.244.1.11:8080, 10.244.1.12:8080");
+        assert_eq!(
+            lines[2],
+            "10.96.0.10:80  TCP    1       10.244.1.11:8080, 10.244.1.12:8080"
+        );
         assert_eq!(lines[3], "10.96.0.11:80  TCP    2       <none: rejects>");
         let ct = render_conntrack(&snap);
         let lines: Vec<&str> = ct.lines().collect();
@@ -708,52 +859,5 @@ mod tests {
     fn monotonic_clock_moves_forward() {
         let a = monotonic_now_ns();
         assert!(monotonic_now_ns() >= a && a > 0);
-    }
-}
-
-#[cfg(test)]
-mod tmp_kernel_probe {
-    use super::*;
-    use crate::dataplane::Datapath;
-    use crate::desired::{BackendAddr, DesiredState, Frontend, FrontendState};
-    use crate::model::{ObjectRef, Protocol};
-    use crate::reconcile::Reconciler;
-
-    #[test]
-    #[ignore]
-    fn fill_pins() {
-        let dir = std::path::PathBuf::from(std::env::var("PROBE_DIR").unwrap());
-        let (_dp, mut maps) = Datapath::load(&dir).unwrap();
-        let be = |l: u8| BackendAddr { addr: Ipv4Addr::new(10, 244, 1, l), port: 8080, proto: Protocol::Tcp };
-        let mut d = DesiredState::default();
-        for (f, b) in [
-            (Frontend { vip: Ipv4Addr::new(10, 96, 0, 10), port: 80, proto: Protocol::Tcp }, vec![be(11), be(12), be(13)]),
-            (Frontend { vip: Ipv4Addr::new(10, 96, 0, 11), port: 80, proto: Protocol::Tcp }, vec![]),
-            (Frontend { vip: Ipv4Addr::new(10, 96, 0, 10), port: 53, proto: Protocol::Udp }, vec![BackendAddr { addr: Ipv4Addr::new(10, 244, 2, 5), port: 5353, proto: Protocol::Udp }]),
-        ] {
-            d.frontends.insert(f, FrontendState { service: ObjectRef::new("default", "svc"), port_name: String::new(), backends: b });
-        }
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let rep = r.sync(&d, &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        let now = monotonic_now_ns();
-        for (k, mut v) in tests_flow() {
-            v.created_ns = now - 12 * NS_PER_SEC;
-            v.last_seen_ns = now - NS_PER_SEC;
-            maps.ct.insert(k, v, 0).unwrap();
-        }
-        // an expired UDP flow
-        let k = Ct4Key { saddr_be: u32::from(Ipv4Addr::new(10, 244, 1, 30)).to_be(), daddr_be: u32::from(Ipv4Addr::new(10, 96, 0, 10)).to_be(), sport_be: 5000u16.to_be(), dport_be: 53u16.to_be(), proto: PROTO_UDP, kind: CT_KIND_SERVICE, _pad: [0; 2] };
-        let v = Ct4Value { created_ns: now - 4000 * NS_PER_SEC, last_seen_ns: now - 3700 * NS_PER_SEC, backend_id: 4, addr_be: u32::from(Ipv4Addr::new(10, 244, 2, 5)).to_be(), port_be: 5353u16.to_be(), rev_nat_id: 3, flags: 0, _pad: [0; 3] };
-        maps.ct.insert(k, v, 0).unwrap();
-    }
-
-    fn tests_flow() -> Vec<(Ct4Key, Ct4Value)> {
-        let ip = |a: [u8; 4]| u32::from(Ipv4Addr::from(a)).to_be();
-        let fwd_key = Ct4Key { saddr_be: ip([10, 244, 1, 20]), daddr_be: ip([10, 96, 0, 10]), sport_be: 40000u16.to_be(), dport_be: 80u16.to_be(), proto: PROTO_TCP, kind: CT_KIND_SERVICE, _pad: [0; 2] };
-        let fwd = Ct4Value { created_ns: 0, last_seen_ns: 0, backend_id: 1, addr_be: ip([10, 244, 1, 11]), port_be: 8080u16.to_be(), rev_nat_id: 1, flags: CT_F_REPLIED, _pad: [0; 3] };
-        let rep_key = Ct4Key { saddr_be: ip([10, 244, 1, 11]), daddr_be: ip([10, 244, 1, 20]), sport_be: 8080u16.to_be(), dport_be: 40000u16.to_be(), proto: PROTO_TCP, kind: CT_KIND_REPLY, _pad: [0; 2] };
-        let rep = Ct4Value { addr_be: ip([10, 96, 0, 10]), port_be: 80u16.to_be(), ..fwd };
-        vec![(fwd_key, fwd), (rep_key, rep)]
     }
 }

@@ -13,13 +13,13 @@ const EXAMPLES: &str = "\
 Examples:
   svcctl dump                     services with their backends, then the conntrack table
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
-  svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and .expired | not)'
+  svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and (.expired | not))'
   svcctl dump stats               packets per verdict, summed over CPUs
   svcctl --bpffs /sys/fs/bpf/svc-test dump
   SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats --json
 
-Exit status: 0 on success, 1 on any error (nothing pinned, incompatible pins, no
-permission to open the maps, ...). The JSON schema is documented in svc_agent::inspect.";
+Exit status: 0 on success, 1 on an error (nothing pinned, incompatible pins, no
+permission to open the maps, ...), 2 on a usage error. The JSON schema is documented in svc_agent::inspect.";
 
 /// Inspect the eBPF Service dataplane (the maps svc-agent pinned).
 #[derive(Debug, Parser)]
@@ -35,8 +35,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the map contents: without a section, the services with their backends, then
-    /// the conntrack table (with --json: everything, as one document).
+    /// Print the map contents.
+    ///
+    /// Without a section: the services with their backends, then the conntrack table; with
+    /// --json, the whole snapshot (services, backends, conntrack, stats, inconsistencies) as
+    /// one document.
     Dump(Dump),
 }
 
@@ -64,7 +67,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `svcctl dump | head` closes the pipe early: that is not an error.
-            if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("svcctl: {e:#}");
@@ -87,22 +92,36 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `dump stats --json`: the `version` and `stats` fields of the full snapshot.
+#[derive(serde::Serialize)]
+struct StatsDocument {
+    version: u32,
+    stats: Vec<inspect::VerdictTotal>,
+}
+
 fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
     let mut out = match (&dump.section, dump.json) {
         (None, false) => {
             let snap = inspect::snapshot(maps).context("reading the maps")?;
-            format!("{}\n{}", inspect::render_services(&snap), inspect::render_conntrack(&snap))
+            format!(
+                "{}\n{}",
+                inspect::render_services(&snap),
+                inspect::render_conntrack(&snap)
+            )
         }
         (None, true) => {
             let snap = inspect::snapshot(maps).context("reading the maps")?;
             serde_json::to_string_pretty(&snap)?
         }
-        (Some(Section::Stats), false) => {
-            inspect::render_stats(&inspect::verdict_totals(maps).context("reading the verdict counters")?)
-        }
+        (Some(Section::Stats), false) => inspect::render_stats(
+            &inspect::verdict_totals(maps).context("reading the verdict counters")?,
+        ),
         (Some(Section::Stats), true) => {
             let stats = inspect::verdict_totals(maps).context("reading the verdict counters")?;
-            serde_json::to_string_pretty(&serde_json::json!({ "version": inspect::SCHEMA_VERSION, "stats": stats }))?
+            serde_json::to_string_pretty(&StatsDocument {
+                version: inspect::SCHEMA_VERSION,
+                stats,
+            })?
         }
     };
     if !out.ends_with('\n') {
