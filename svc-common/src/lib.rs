@@ -139,10 +139,11 @@ pub struct Ct4Value {
     pub created_ns: u64,
     /// bpf_ktime_get_ns() of the last packet in either direction.
     pub last_seen_ns: u64,
-    /// The backend chosen for this flow (service entries); 0 in reply entries.
+    /// The backend chosen for this flow (both entries of the flow).
     pub backend_id: u32,
-    /// The translated destination (service entries) / the original client (reply
-    /// entries), network order.
+    /// Service entries: the backend the destination is translated to. Reply entries: the
+    /// Service address the source is translated back to (for display: the datapath takes
+    /// it from SVC4_REVNAT by rev_nat_id). Network order.
     pub addr_be: u32,
     pub port_be: u16,
     pub rev_nat_id: u16,

@@ -212,13 +212,24 @@ fn svcctl_dump_shows_the_service_backends_and_live_flows() {
     assert!(out.status.success(), "svcctl failed: {}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("svcctl dump --json is JSON");
     let text = json.to_string();
-    assert!(text.contains("10.96.0.10"), "service missing: {text}");
-    for ip in ["10.244.1.11", "10.244.1.12", "10.244.1.13"] {
-        assert!(text.contains(ip), "backend {ip} missing: {text}");
-    }
+    let echo = json["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["vip"] == "10.96.0.10" && s["port"] == 80 && s["protocol"] == "TCP"))
+        .unwrap_or_else(|| panic!("service 10.96.0.10:80/TCP missing: {text}"));
+    let mut backends: Vec<&str> = echo["backends"].as_array().unwrap().iter().map(|b| b["addr"].as_str().unwrap()).collect();
+    backends.sort();
+    assert_eq!(backends, ["10.244.1.11", "10.244.1.12", "10.244.1.13"], "{text}");
     let pod_ip = env.lab.pod_ip(&reply.pod).to_string();
-    assert!(text.contains(&local.to_string()), "the live connection {local} is not in conntrack: {text}");
-    assert!(text.contains(&format!("{pod_ip}:8080")), "its backend {pod_ip} is not in conntrack: {text}");
+    let flows = json["conntrack"].as_array().expect("conntrack list");
+    let forward = flows.iter().find(|e| {
+        e["kind"] == "service" && e["src"]["addr"] == local.ip().to_string() && e["src"]["port"] == local.port()
+    });
+    let forward = forward.unwrap_or_else(|| panic!("the live connection {local} is not in conntrack: {text}"));
+    assert_eq!(forward["dst"]["addr"], "10.96.0.10");
+    assert_eq!(forward["translated_dst"]["addr"], pod_ip.as_str(), "{forward}");
+    assert_eq!(forward["translated_dst"]["port"], 8080);
+    let reply_entry = flows.iter().find(|e| e["kind"] == "reply" && e["dst"]["port"] == local.port() && e["src"]["addr"] == pod_ip.as_str());
+    assert!(reply_entry.is_some(), "no reply entry for {local}: {text}");
 
     let table = std::process::Command::new(workspace_bin("svcctl").unwrap())
         .arg("--bpffs")
