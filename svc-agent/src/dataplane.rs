@@ -94,7 +94,7 @@ fn is_bpffs(dir: &Path) -> bool {
     loop {
         if probe.exists() {
             return nix::sys::statfs::statfs(probe)
-                .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+                .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
                 .unwrap_or(false);
         }
         match probe.parent() {
@@ -138,7 +138,7 @@ impl Maps {
             let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
             Map::from_map_data(data).map_err(map_err(name))
         };
-        Self::from_maps(|name| open(name))
+        Self::from_maps(open)
     }
 
     fn from_maps(mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>) -> Result<Maps, DataplaneError> {
@@ -264,10 +264,10 @@ fn store_err(map: &'static str) -> impl Fn(MapError) -> crate::reconcile::StoreE
     move |e| {
         use crate::reconcile::StoreError;
         // A full hash map refuses new keys with E2BIG.
-        if let MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) = &e {
-            if io_error.raw_os_error() == Some(libc::E2BIG) {
-                return StoreError::Full { map };
-            }
+        if let MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) = &e
+            && io_error.raw_os_error() == Some(libc::E2BIG)
+        {
+            return StoreError::Full { map };
         }
         StoreError::Other { map, message: e.to_string() }
     }

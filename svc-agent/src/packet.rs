@@ -113,7 +113,9 @@ enum L4 {
     },
     /// No L4 header of our own: the payload is all there is (non-first fragments, or any
     /// protocol the builder has no header for).
-    Raw { proto: u8 },
+    Raw {
+        proto: u8,
+    },
 }
 
 /// Builds one Ethernet + IPv4 frame. Defaults: MACs [`DEFAULT_SRC_MAC`] ->
@@ -137,6 +139,7 @@ pub struct PacketBuilder {
     l4: L4,
     payload: Vec<u8>,
     truncate: Option<usize>,
+    pad_to: usize,
 }
 
 impl PacketBuilder {
@@ -158,6 +161,7 @@ impl PacketBuilder {
             l4,
             payload: Vec::new(),
             truncate: None,
+            pad_to: 0,
         }
     }
 
@@ -184,7 +188,11 @@ impl PacketBuilder {
         Self::new(
             *src.ip(),
             *dst.ip(),
-            L4::Udp { sport: src.port(), dport: dst.port(), zero_checksum: false },
+            L4::Udp {
+                sport: src.port(),
+                dport: dst.port(),
+                zero_checksum: false,
+            },
         )
     }
 
@@ -252,7 +260,11 @@ impl PacketBuilder {
     pub fn ip_options(mut self, options: &[u8]) -> Self {
         let mut opts = options.to_vec();
         opts.resize(options.len().div_ceil(4) * 4, 0);
-        assert!(opts.len() <= 40, "IPv4 options are at most 40 bytes, got {}", opts.len());
+        assert!(
+            opts.len() <= 40,
+            "IPv4 options are at most 40 bytes, got {}",
+            opts.len()
+        );
         self.ip_options = opts;
         self
     }
@@ -317,7 +329,11 @@ impl PacketBuilder {
     pub fn tcp_options(mut self, options: &[u8]) -> Self {
         let mut opts = options.to_vec();
         opts.resize(options.len().div_ceil(4) * 4, 0);
-        assert!(opts.len() <= 40, "TCP options are at most 40 bytes, got {}", opts.len());
+        assert!(
+            opts.len() <= 40,
+            "TCP options are at most 40 bytes, got {}",
+            opts.len()
+        );
         if let L4::Tcp { options: o, .. } = &mut self.l4 {
             *o = opts;
         }
@@ -344,6 +360,14 @@ impl PacketBuilder {
         self
     }
 
+    /// Appends zero bytes after the IPv4 packet until the frame is `len` bytes long, as
+    /// Ethernet pads short frames (to 60 bytes without FCS); the IPv4 total length does not
+    /// count them. Applied before [`truncate`](Self::truncate).
+    pub fn pad_to(mut self, len: usize) -> Self {
+        self.pad_to = len;
+        self
+    }
+
     /// The IPv4 protocol number the header will carry.
     pub fn protocol(&self) -> u8 {
         self.proto_override.unwrap_or(match self.l4 {
@@ -358,7 +382,16 @@ impl PacketBuilder {
     fn l4_bytes(&self) -> Vec<u8> {
         let proto = self.protocol();
         match &self.l4 {
-            L4::Tcp { sport, dport, seq, ack, flags, window, urgent, options } => {
+            L4::Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                window,
+                urgent,
+                options,
+            } => {
                 let hlen = TCP_HLEN + options.len();
                 let mut seg = Vec::with_capacity(hlen + self.payload.len());
                 seg.extend_from_slice(&sport.to_be_bytes());
@@ -376,7 +409,11 @@ impl PacketBuilder {
                 seg[16..18].copy_from_slice(&csum.to_be_bytes());
                 seg
             }
-            L4::Udp { sport, dport, zero_checksum } => {
+            L4::Udp {
+                sport,
+                dport,
+                zero_checksum,
+            } => {
                 let len = UDP_HLEN + self.payload.len();
                 let mut seg = Vec::with_capacity(len);
                 seg.extend_from_slice(&sport.to_be_bytes());
@@ -440,6 +477,9 @@ impl PacketBuilder {
         frame[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
 
         frame.extend_from_slice(&l4);
+        if frame.len() < self.pad_to {
+            frame.resize(self.pad_to, 0);
+        }
         if let Some(len) = self.truncate {
             frame.truncate(len);
         }
@@ -466,7 +506,12 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
+    Some(u32::from_be_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+        *b.get(at + 2)?,
+        *b.get(at + 3)?,
+    ]))
 }
 
 fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
@@ -478,7 +523,8 @@ fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
 /// IPv4 total length's worth (Ethernet padding after it is ignored). Errors name what is
 /// wrong: not IPv4, cut short, bad IHL, or which checksum is off (stored vs. computed).
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
-    let ethertype = be16(frame, 12).ok_or_else(|| format!("frame of {} bytes has no Ethernet header", frame.len()))?;
+    let ethertype = be16(frame, 12)
+        .ok_or_else(|| format!("frame of {} bytes has no Ethernet header", frame.len()))?;
     if ethertype != ETH_P_IP {
         return Err(format!("ethertype {ethertype:#06x} is not IPv4"));
     }
@@ -492,7 +538,10 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
         return Err(format!("IHL {} is below 5", ihl / 4));
     }
     if ip.len() < ihl {
-        return Err(format!("IPv4 header cut short: {} of {ihl} bytes", ip.len()));
+        return Err(format!(
+            "IPv4 header cut short: {} of {ihl} bytes",
+            ip.len()
+        ));
     }
     let ip_sum = fold(sum_be_words(&ip[..ihl]));
     if ip_sum != 0xffff {
@@ -500,14 +549,22 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
         let mut hdr = ip[..ihl].to_vec();
         hdr[10] = 0;
         hdr[11] = 0;
-        return Err(format!("IPv4 header checksum {stored:#06x}, expected {:#06x}", internet_checksum(&hdr)));
+        return Err(format!(
+            "IPv4 header checksum {stored:#06x}, expected {:#06x}",
+            internet_checksum(&hdr)
+        ));
     }
     let tot_len = usize::from(be16(ip, 2).unwrap_or(0));
     if tot_len < ihl {
-        return Err(format!("IPv4 total length {tot_len} is shorter than the header ({ihl})"));
+        return Err(format!(
+            "IPv4 total length {tot_len} is shorter than the header ({ihl})"
+        ));
     }
     if ip.len() < tot_len {
-        return Err(format!("packet cut short: {} of {tot_len} IPv4 bytes", ip.len()));
+        return Err(format!(
+            "packet cut short: {} of {tot_len} IPv4 bytes",
+            ip.len()
+        ));
     }
     let frag = be16(ip, 6).unwrap_or(0);
     if frag & (IP_MF | IP_OFFSET_MASK) != 0 {
@@ -523,7 +580,11 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
             if l4.len() < TCP_HLEN {
                 return Err(format!("TCP header cut short: {} bytes", l4.len()));
             }
-            ("TCP", fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)), 16)
+            (
+                "TCP",
+                fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)),
+                16,
+            )
         }
         PROTO_UDP => {
             if l4.len() < UDP_HLEN {
@@ -532,7 +593,11 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
             if be16(l4, 6) == Some(0) {
                 return Ok(());
             }
-            ("UDP", fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)), 6)
+            (
+                "UDP",
+                fold(pseudo_header_sum(src, dst, proto, l4.len()) + sum_be_words(l4)),
+                6,
+            )
         }
         PROTO_ICMP => {
             if l4.len() < 4 {
@@ -546,7 +611,9 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
         let stored = be16(l4, stored_at).unwrap_or(0);
         // The sum with the stored field taken out, complemented: what it should hold.
         let expected = !fold(u32::from(sum) + u32::from(!stored));
-        return Err(format!("{name} checksum {stored:#06x}, expected {expected:#06x}"));
+        return Err(format!(
+            "{name} checksum {stored:#06x}, expected {expected:#06x}"
+        ));
     }
     Ok(())
 }
@@ -615,7 +682,13 @@ impl fmt::Display for Summary {
             _ => write!(f, "{name} {} > {}", self.src, self.dst)?,
         }
         if let Some(flags) = self.tcp_flags {
-            write!(f, " [{}] seq {} ack {}", tcp_flags_label(flags), self.seq.unwrap_or(0), self.ack.unwrap_or(0))?;
+            write!(
+                f,
+                " [{}] seq {} ack {}",
+                tcp_flags_label(flags),
+                self.seq.unwrap_or(0),
+                self.ack.unwrap_or(0)
+            )?;
         }
         if let Some((t, c)) = self.icmp {
             write!(f, " type {t} code {c}")?;
@@ -624,7 +697,11 @@ impl fmt::Display for Summary {
             f.write_str(" (fragment)")?;
         }
         if self.ip_header_len > IPV4_HLEN {
-            write!(f, " (IPv4 options, {} bytes)", self.ip_header_len - IPV4_HLEN)?;
+            write!(
+                f,
+                " (IPv4 options, {} bytes)",
+                self.ip_header_len - IPV4_HLEN
+            )?;
         }
         Ok(())
     }
@@ -692,7 +769,11 @@ pub fn parse_summary(frame: &[u8]) -> Option<Summary> {
 /// A side-by-side hex dump of two frames, 16 bytes a row, with differing rows marked `*`
 /// and differing bytes bracketed in the `got` column. For test failure messages.
 pub fn hex_diff(expected: &[u8], got: &[u8]) -> String {
-    let mut out = format!("expected {} bytes, got {} bytes\n", expected.len(), got.len());
+    let mut out = format!(
+        "expected {} bytes, got {} bytes\n",
+        expected.len(),
+        got.len()
+    );
     let rows = expected.len().max(got.len()).div_ceil(16);
     for row in 0..rows {
         let range = row * 16..(row + 1) * 16;
@@ -701,10 +782,20 @@ pub fn hex_diff(expected: &[u8], got: &[u8]) -> String {
             Some(b) => format!(" {b:02x} "),
             None => "    ".to_string(),
         };
-        let e: String = range.clone().map(|i| cell(expected, got, i, false)).collect();
-        let g: String = range.clone().map(|i| cell(got, expected, i, true)).collect();
+        let e: String = range
+            .clone()
+            .map(|i| cell(expected, got, i, false))
+            .collect();
+        let g: String = range
+            .clone()
+            .map(|i| cell(got, expected, i, true))
+            .collect();
         let differs = range.clone().any(|i| expected.get(i) != got.get(i));
-        out.push_str(&format!("{} {:04x} exp {e}\n       got {g}\n", if differs { '*' } else { ' ' }, row * 16));
+        out.push_str(&format!(
+            "{} {:04x} exp {e}\n       got {g}\n",
+            if differs { '*' } else { ' ' },
+            row * 16
+        ));
     }
     out
 }
@@ -744,7 +835,10 @@ mod tests {
         // Pseudo-header 0a00+0001 + 0a00+0002 + 0011 + 0008 = 0x141c; header
         // 0001+0002+0008+0000 = 0x000b; sum 0x1427; checksum !0x1427 = 0xebd8.
         let frame = PacketBuilder::udp(sa("10.0.0.1:1"), sa("10.0.0.2:2")).build();
-        assert_eq!(&frame[34..42], &[0x00, 0x01, 0x00, 0x02, 0x00, 0x08, 0xeb, 0xd8]);
+        assert_eq!(
+            &frame[34..42],
+            &[0x00, 0x01, 0x00, 0x02, 0x00, 0x08, 0xeb, 0xd8]
+        );
         verify_checksums(&frame).unwrap();
     }
 
@@ -752,7 +846,10 @@ mod tests {
     fn icmp_echo_checksum_matches_a_hand_computed_value() {
         // 0800 + 0000 + 0001 + 0001 = 0x0802; checksum 0xf7fd.
         let frame = PacketBuilder::icmp_echo(ip("10.0.0.1"), ip("10.0.0.2"), 1, 1).build();
-        assert_eq!(&frame[34..42], &[0x08, 0x00, 0xf7, 0xfd, 0x00, 0x01, 0x00, 0x01]);
+        assert_eq!(
+            &frame[34..42],
+            &[0x08, 0x00, 0xf7, 0xfd, 0x00, 0x01, 0x00, 0x01]
+        );
         verify_checksums(&frame).unwrap();
     }
 
@@ -787,7 +884,10 @@ mod tests {
         assert_eq!(s.dst_socket(), Some(sa("10.96.0.10:80")));
         assert_eq!(s.tcp_flags, Some(SYN | ACK));
         assert_eq!((s.seq, s.ack), (Some(0x01020304), Some(0x0a0b0c0d)));
-        assert_eq!(s.to_string(), "TCP 10.244.1.20:40000 > 10.96.0.10:80 [S.] seq 16909060 ack 168496141");
+        assert_eq!(
+            s.to_string(),
+            "TCP 10.244.1.20:40000 > 10.96.0.10:80 [S.] seq 16909060 ack 168496141"
+        );
     }
 
     #[test]
@@ -800,22 +900,30 @@ mod tests {
                 .payload(&payload)
                 .build();
             verify_checksums(&tcp).unwrap_or_else(|e| panic!("tcp len {len}: {e}"));
-            let udp = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).payload(&payload).build();
+            let udp = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+                .payload(&payload)
+                .build();
             verify_checksums(&udp).unwrap_or_else(|e| panic!("udp len {len}: {e}"));
-            let icmp = PacketBuilder::icmp_echo(ip("1.2.3.4"), ip("6.7.8.9"), 7, len).payload(&payload).build();
+            let icmp = PacketBuilder::icmp_echo(ip("1.2.3.4"), ip("6.7.8.9"), 7, len)
+                .payload(&payload)
+                .build();
             verify_checksums(&icmp).unwrap_or_else(|e| panic!("icmp len {len}: {e}"));
         }
     }
 
     #[test]
     fn ip_options_set_ihl_and_move_l4() {
-        let frame = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_options(&[1, 1, 1, 1]).build();
+        let frame = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .ip_options(&[1, 1, 1, 1])
+            .build();
         assert_eq!(frame[14], 0x46);
         assert_eq!(&frame[34..38], &[1, 1, 1, 1]);
         assert_eq!(&frame[38..42], &[0, 5, 0, 10]);
         assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 44);
         // Padded to a multiple of 4 with end-of-options.
-        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_options(&[1]).build();
+        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .ip_options(&[1])
+            .build();
         assert_eq!(frame[14], 0x46);
         assert_eq!(&frame[34..38], &[1, 0, 0, 0]);
         let s = parse_summary(&frame).unwrap();
@@ -824,7 +932,9 @@ mod tests {
 
     #[test]
     fn fragment_bits() {
-        let first = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).fragment(true, 0).build();
+        let first = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .fragment(true, 0)
+            .build();
         assert_eq!(&first[20..22], &[0x20, 0x00]);
         let later = PacketBuilder::ipv4_raw(ip("1.2.3.4"), ip("6.7.8.9"), PROTO_UDP)
             .dont_fragment(false)
@@ -838,14 +948,40 @@ mod tests {
         let s = parse_summary(&later).unwrap();
         assert!(s.fragment);
         assert_eq!(s.sport, None);
-        let df = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).dont_fragment(true).build();
+        let df = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .dont_fragment(true)
+            .build();
         assert_eq!(&df[20..22], &[0x40, 0x00]);
         assert!(!parse_summary(&df).unwrap().fragment);
     }
 
     #[test]
+    fn padding_is_not_part_of_the_ipv4_packet() {
+        let frame = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .flags(RST)
+            .pad_to(60)
+            .build();
+        assert_eq!(frame.len(), 60);
+        assert_eq!(u16::from_be_bytes([frame[16], frame[17]]), 40);
+        assert_eq!(&frame[54..], &[0; 6]);
+        verify_checksums(&frame).unwrap();
+        // Longer frames are not cut.
+        assert_eq!(
+            PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+                .payload(&[1; 20])
+                .pad_to(60)
+                .build()
+                .len(),
+            74
+        );
+    }
+
+    #[test]
     fn udp_checksum_zero_stays_zero_and_verifies() {
-        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).payload(b"x").udp_checksum_zero().build();
+        let frame = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .payload(b"x")
+            .udp_checksum_zero()
+            .build();
         assert_eq!(&frame[40..42], &[0, 0]);
         verify_checksums(&frame).unwrap();
     }
@@ -853,12 +989,20 @@ mod tests {
     #[test]
     fn truncation_keeps_header_lengths() {
         let full = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).build();
-        let cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).truncate(40).build();
+        let cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .truncate(40)
+            .build();
         assert_eq!(cut.len(), 40);
         assert_eq!(&cut[..], &full[..40]);
         assert!(verify_checksums(&cut).unwrap_err().contains("cut short"));
-        let ip_cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).truncate(24).build();
-        assert!(verify_checksums(&ip_cut).unwrap_err().contains("IPv4 header cut short"));
+        let ip_cut = PacketBuilder::tcp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .truncate(24)
+            .build();
+        assert!(
+            verify_checksums(&ip_cut)
+                .unwrap_err()
+                .contains("IPv4 header cut short")
+        );
         assert_eq!(parse_summary(&ip_cut), None);
         // An L4 header cut short still parses at L3.
         let s = parse_summary(&cut).unwrap();
@@ -867,27 +1011,44 @@ mod tests {
 
     #[test]
     fn verify_reports_corruption() {
-        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80")).flags(SYN).build();
+        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80"))
+            .flags(SYN)
+            .build();
         frame[30] ^= 0x01; // destination address: both checksums cover it
         let err = verify_checksums(&frame).unwrap_err();
         assert!(err.starts_with("IPv4 header checksum"), "{err}");
-        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80")).flags(SYN).build();
+        let mut frame = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80"))
+            .flags(SYN)
+            .build();
         let good = frame.clone();
         frame[36] ^= 0x01; // destination port: only the TCP checksum
         let err = verify_checksums(&frame).unwrap_err();
         let stored = u16::from_be_bytes([good[50], good[51]]);
-        assert_eq!(err, format!("TCP checksum {stored:#06x}, expected {:#06x}", {
-            let mut fixed = frame.clone();
-            fixed[50] = 0;
-            fixed[51] = 0;
-            l4_checksum(ip("10.0.0.1"), ip("10.0.0.2"), PROTO_TCP, &fixed[34..])
-        }));
-        let mut udp = PacketBuilder::udp(sa("10.0.0.1:1000"), sa("10.0.0.2:53")).payload(b"q").build();
+        assert_eq!(
+            err,
+            format!("TCP checksum {stored:#06x}, expected {:#06x}", {
+                let mut fixed = frame.clone();
+                fixed[50] = 0;
+                fixed[51] = 0;
+                l4_checksum(ip("10.0.0.1"), ip("10.0.0.2"), PROTO_TCP, &fixed[34..])
+            })
+        );
+        let mut udp = PacketBuilder::udp(sa("10.0.0.1:1000"), sa("10.0.0.2:53"))
+            .payload(b"q")
+            .build();
         udp[42] ^= 0xff;
-        assert!(verify_checksums(&udp).unwrap_err().starts_with("UDP checksum"));
+        assert!(
+            verify_checksums(&udp)
+                .unwrap_err()
+                .starts_with("UDP checksum")
+        );
         let mut icmp = PacketBuilder::icmp_echo(ip("10.0.0.1"), ip("10.0.0.2"), 1, 2).build();
         icmp[40] ^= 0xff;
-        assert!(verify_checksums(&icmp).unwrap_err().starts_with("ICMP checksum"));
+        assert!(
+            verify_checksums(&icmp)
+                .unwrap_err()
+                .starts_with("ICMP checksum")
+        );
     }
 
     #[test]
@@ -916,7 +1077,9 @@ mod tests {
             f[17] = 3;
             let _ = verify_checksums(&f);
         }
-        let v6 = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).ip_version(6).build();
+        let v6 = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .ip_version(6)
+            .build();
         assert!(verify_checksums(&v6).unwrap_err().contains("version 6"));
         assert_eq!(parse_summary(&v6), None);
     }

@@ -1,9 +1,14 @@
 //! The one reconciler: diffs the desired state against what the maps hold and writes only
 //! the difference, in an order that is safe while packets flow:
-//!   1. new backends;  2. removed frontends: slot 0 first, then their slots and rev-NAT
-//!   entry (first, so a full map has room for what follows);  3. rev-NAT entries of the
-//!   wanted frontends;  4. per frontend: backend slots 1..=n, then the frontend (slot 0,
-//!   count n), then slots past n;  5. backends nothing points at any more.
+//!
+//! 1. new backends;
+//! 2. removed frontends: slot 0 first, then their slots and rev-NAT entry (first, so a full
+//!    map has room for what follows);
+//! 3. rev-NAT entries of the wanted frontends;
+//! 4. per frontend: backend slots 1..=n, then the frontend (slot 0, count n), then slots
+//!    past n;
+//! 5. backends nothing points at any more.
+//!
 //! A packet therefore never reads a count that points past the slots that exist, nor a slot
 //! whose backend is missing.
 //!
@@ -320,10 +325,11 @@ pub struct FakeMaps {
 
 impl MapStore for FakeMaps {
     fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError> {
-        if let Some(cap) = self.services_capacity {
-            if !self.services.contains_key(key) && self.services.len() >= cap {
-                return Err(StoreError::Full { map: svc_common::SVC4_MAP });
-            }
+        if let Some(cap) = self.services_capacity
+            && !self.services.contains_key(key)
+            && self.services.len() >= cap
+        {
+            return Err(StoreError::Full { map: svc_common::SVC4_MAP });
         }
         self.log.push(format!("put svc slot {} count {} backend {}", key.slot, value.count, value.backend_id));
         self.services.insert(*key, *value);

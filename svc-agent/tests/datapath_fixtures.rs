@@ -47,20 +47,18 @@ struct PinDir(PathBuf);
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("warning: cannot remove {}: {e}", self.0.display());
-            }
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("warning: cannot remove {}: {e}", self.0.display());
         }
     }
 }
 
 fn ensure_bpffs() {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
     let root = Path::new("/sys/fs/bpf");
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
-    };
+    let is_bpffs = |p: &Path| statfs(p).map(|s| s.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false);
     if !is_bpffs(root) {
         std::fs::create_dir_all(root).ok();
         nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
@@ -91,6 +89,8 @@ fn desired() -> DesiredState {
             frontend("10.96.0.10", 80, Protocol::Tcp, "one", &["10.244.1.11:8080"]),
             frontend("10.96.0.10", 80, Protocol::Udp, "one", &["10.244.1.11:8080"]),
             frontend("10.96.0.20", 80, Protocol::Tcp, "three", &three),
+            // Service port = target port: DNAT rewrites the address only.
+            frontend("10.96.0.30", 8080, Protocol::Tcp, "same-port", &["10.244.1.11:8080"]),
             frontend("10.96.0.11", 80, Protocol::Tcp, "empty", &[]),
             frontend("10.96.0.11", 80, Protocol::Udp, "empty", &[]),
         ]),
@@ -172,7 +172,7 @@ impl Harness {
                 verify_checksums(&r.out).unwrap_or_else(|e| panic!("case {name:?}: output checksum: {e}"));
             }
             Output::OneOf(candidates) => {
-                if !candidates.iter().any(|f| *f == r.out) {
+                if !candidates.contains(&r.out) {
                     let diffs: Vec<String> = candidates.iter().map(|f| hex_diff(f, &r.out)).collect();
                     panic!("case {name:?}: output is none of the {} expected frames:\n{}", candidates.len(), diffs.join("\n"));
                 }
@@ -243,7 +243,7 @@ fn datapath_fixture_table() {
     let mut reconciler = Reconciler::adopt(&maps).expect("adopting the new (empty) maps");
     let report = reconciler.sync(&desired, &mut maps);
     assert!(report.errors.is_empty(), "sync errors: {:?}", report.errors);
-    assert_eq!(report.frontends_written, 5, "{report:?}");
+    assert_eq!(report.frontends_written, 6, "{report:?}");
     assert_eq!(report.backends_added, 4, "{report:?}"); // .11/TCP, .11/UDP, .12, .13
     let mut h = Harness { datapath, maps };
 
@@ -285,6 +285,14 @@ fn datapath_fixture_table() {
     let udp_b_reply = PacketBuilder::udp(sa("10.244.1.11:8080"), sa("10.244.1.20:40001")).macs(NODE_MAC, CLIENT_MAC).payload(b"pong");
     let udp_b_reply_nat =
         PacketBuilder::udp(sa("10.96.0.10:80"), sa("10.244.1.20:40001")).macs(NODE_MAC, CLIENT_MAC).payload(b"pong").build();
+    let udp_padded = udp("10.244.1.20:40003", "10.96.0.10:80").payload(b"hi").pad_to(60);
+    let udp_padded_dnat = udp("10.244.1.20:40003", "10.244.1.11:8080").payload(b"hi").pad_to(60).build();
+    // Client port reuse: a bare SYN on a flow whose conntrack entry is closing is a new flow.
+    let reuse = |flags: u8, seq: u32, dst: &str| tcp("10.244.1.20:40040", dst).flags(flags).seq(seq).build();
+    let udp_c_reply = |src: &str| {
+        PacketBuilder::udp(sa(src), sa("10.244.1.20:40002")).macs(NODE_MAC, CLIENT_MAC).payload(b"zero back").udp_checksum_zero().build()
+    };
+    let same_port = |dst: &str| tcp("10.244.1.20:40041", dst).flags(SYN).seq(8).build();
     let udp_c = udp("10.244.1.20:40002", "10.96.0.10:80").payload(b"no checksum").udp_checksum_zero();
     let udp_c_dnat = udp("10.244.1.20:40002", "10.244.1.11:8080").payload(b"no checksum").udp_checksum_zero().build();
 
@@ -306,6 +314,21 @@ fn datapath_fixture_table() {
     let rej_fin = tcp("10.244.1.20:40022", "10.96.0.11:80").flags(FIN).seq(100).payload(&[1; 10]).build();
     let rej_fin_rst = expected_rst("10.96.0.11:80", "10.244.1.20:40022", 0, 111, RST | ACK);
     let rej_rst = tcp("10.244.1.20:40023", "10.96.0.11:80").flags(RST).seq(5).build();
+    let rej_plain_ack = tcp("10.244.1.20:40027", "10.96.0.11:80").flags(ACK).seq(1).ack(77).build();
+    let rej_plain_ack_rst = expected_rst("10.96.0.11:80", "10.244.1.20:40027", 77, 0, RST);
+    // TCP options (data offset 8) are header, not payload: ack = seq + 1.
+    let rej_syn_tcpopts = tcp("10.244.1.20:40028", "10.96.0.11:80")
+        .flags(SYN)
+        .seq(0xffff_ffff)
+        .tcp_options(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])
+        .build();
+    let rej_syn_tcpopts_rst = expected_rst("10.96.0.11:80", "10.244.1.20:40028", 0, 0, RST | ACK);
+    // IPv4 options move the TCP header; the RST has none.
+    let rej_syn_ipopts = tcp("10.244.1.20:40029", "10.96.0.11:80").flags(SYN).seq(10).ip_options(&[1, 1, 1, 1]).build();
+    let rej_syn_ipopts_rst = expected_rst("10.96.0.11:80", "10.244.1.20:40029", 0, 11, RST | ACK);
+    // A 54-byte SYN padded to the Ethernet minimum of 60: the padding is not payload.
+    let rej_syn_padded = tcp("10.244.1.20:40019", "10.96.0.11:80").flags(SYN).seq(500).pad_to(60).build();
+    let rej_syn_padded_rst = expected_rst("10.96.0.11:80", "10.244.1.20:40019", 0, 501, RST | ACK);
     let rej_udp = udp("10.244.1.20:40024", "10.96.0.11:80").payload(b"dns?").build();
     let rej_udp_icmp = expected_port_unreachable(ip("10.96.0.11"), ip("10.244.1.20"), &rej_udp);
     // A bare UDP header (42 bytes): the reply grows the frame to 70 bytes.
@@ -356,6 +379,10 @@ fn datapath_fixture_table() {
     let x_udp_dnat = udp("192.0.2.100:50001", "10.244.1.11:8080").payload(b"xdp udp").build();
     let x_udp0 = udp("192.0.2.100:50002", "10.96.0.10:80").payload(b"xdp no csum").udp_checksum_zero();
     let x_udp0_dnat = udp("192.0.2.100:50002", "10.244.1.11:8080").payload(b"xdp no csum").udp_checksum_zero().build();
+    let x_udp_reply = |dst_src: &str, zero: bool| {
+        let b = PacketBuilder::udp(sa(dst_src), sa("192.0.2.100:50002")).macs(NODE_MAC, CLIENT_MAC).payload(b"reply");
+        if zero { b.udp_checksum_zero().build() } else { b.build() }
+    };
     let x_rej = tcp("192.0.2.100:50003", "10.96.0.11:80").flags(SYN).build();
     let x_opts = tcp("192.0.2.100:50004", "10.96.0.10:80").flags(SYN).ip_options(&[1, 1, 1, 1]).build();
     let x_cut = tcp("192.0.2.100:50005", "10.96.0.10:80").flags(SYN).truncate(14 + 10).build();
@@ -373,10 +400,21 @@ fn datapath_fixture_table() {
         case("tc: UDP again, same flow", Tc, udp_b.build(), TC_ACT_OK, Exact(udp("10.244.1.20:40001", "10.244.1.11:8080").payload(b"ping-udp").build()), Verdict::DnatEstablished),
         case("tc: UDP reply from the backend -> from 10.96.0.10:80", Tc, udp_b_reply.build(), TC_ACT_OK, Exact(udp_b_reply_nat), Verdict::RevNat),
         case("tc: UDP with checksum 0 translated, checksum stays 0", Tc, udp_c.build(), TC_ACT_OK, Exact(udp_c_dnat), Verdict::DnatNew),
+        case("tc: UDP reply with checksum 0 -> from 10.96.0.10:80, stays 0", Tc, udp_c_reply("10.244.1.11:8080"), TC_ACT_OK, Exact(udp_c_reply("10.96.0.10:80")), Verdict::RevNat),
+        case("tc: SYN to 10.96.0.30:8080 -> address-only DNAT", Tc, same_port("10.96.0.30:8080"), TC_ACT_OK, Exact(same_port("10.244.1.11:8080")), Verdict::DnatNew),
+        case("tc: UDP padded to 60 bytes -> DNAT, padding kept", Tc, udp_padded.build(), TC_ACT_OK, Exact(udp_padded_dnat), Verdict::DnatNew),
+        case("tc: port reuse: SYN", Tc, reuse(SYN, 1, "10.96.0.10:80"), TC_ACT_OK, Exact(reuse(SYN, 1, "10.244.1.11:8080")), Verdict::DnatNew),
+        case("tc: port reuse: FIN|ACK closes the flow", Tc, reuse(FIN | ACK, 2, "10.96.0.10:80"), TC_ACT_OK, Exact(reuse(FIN | ACK, 2, "10.244.1.11:8080")), Verdict::DnatEstablished),
+        case("tc: port reuse: ACK on the closing flow", Tc, reuse(ACK, 3, "10.96.0.10:80"), TC_ACT_OK, Exact(reuse(ACK, 3, "10.244.1.11:8080")), Verdict::DnatEstablished),
+        case("tc: port reuse: new SYN from the same port is a new flow", Tc, reuse(SYN, 1000, "10.96.0.10:80"), TC_ACT_OK, Exact(reuse(SYN, 1000, "10.244.1.11:8080")), Verdict::DnatNew),
         case("tc: SYN to 10.96.0.20:80 -> one of three backends", Tc, multi_syn.build(), TC_ACT_OK, OneOf(multi_candidates), Verdict::DnatNew),
         case("tc: SYN to 10.96.0.11 (no endpoints) -> RST|ACK", Tc, rej_syn, TC_ACT_REDIRECT, Exact(rej_syn_rst), Verdict::RejectTcpRst),
         case("tc: ACK with payload to 10.96.0.11 -> RST seq=ack", Tc, rej_ack, TC_ACT_REDIRECT, Exact(rej_ack_rst), Verdict::RejectTcpRst),
         case("tc: FIN with payload to 10.96.0.11 -> RST|ACK ack=seq+len+1", Tc, rej_fin, TC_ACT_REDIRECT, Exact(rej_fin_rst), Verdict::RejectTcpRst),
+        case("tc: pure ACK to 10.96.0.11 -> RST seq=ack", Tc, rej_plain_ack, TC_ACT_REDIRECT, Exact(rej_plain_ack_rst), Verdict::RejectTcpRst),
+        case("tc: SYN with TCP options to 10.96.0.11 -> ack=seq+1 (wraps)", Tc, rej_syn_tcpopts, TC_ACT_REDIRECT, Exact(rej_syn_tcpopts_rst), Verdict::RejectTcpRst),
+        case("tc: SYN with IPv4 options to 10.96.0.11 -> RST without options", Tc, rej_syn_ipopts, TC_ACT_REDIRECT, Exact(rej_syn_ipopts_rst), Verdict::RejectTcpRst),
+        case("tc: SYN padded to 60 bytes to 10.96.0.11 -> 54-byte RST", Tc, rej_syn_padded, TC_ACT_REDIRECT, Exact(rej_syn_padded_rst), Verdict::RejectTcpRst),
         case("tc: RST to 10.96.0.11 is not answered", Tc, rej_rst, TC_ACT_SHOT, Unchanged, Verdict::DropNoBackend),
         case("tc: UDP to 10.96.0.11 -> ICMP port unreachable", Tc, rej_udp, TC_ACT_REDIRECT, Exact(rej_udp_icmp), Verdict::RejectIcmp),
         case("tc: bare UDP header to 10.96.0.11 -> ICMP (frame grows)", Tc, rej_udp_bare, TC_ACT_REDIRECT, Exact(rej_udp_bare_icmp), Verdict::RejectIcmp),
@@ -397,6 +435,8 @@ fn datapath_fixture_table() {
         case("xdp: SYN-ACK from the backend -> from 10.96.0.10:80", Xdp, x_reply.build(), XDP_PASS, Exact(x_reply_nat), Verdict::RevNat),
         case("xdp: UDP to 10.96.0.10:80 DNAT", Xdp, x_udp.build(), XDP_PASS, Exact(x_udp_dnat), Verdict::DnatNew),
         case("xdp: UDP with checksum 0, stays 0", Xdp, x_udp0.build(), XDP_PASS, Exact(x_udp0_dnat), Verdict::DnatNew),
+        case("xdp: UDP reply (checksum 0) -> from 10.96.0.10:80, stays 0", Xdp, x_udp_reply("10.244.1.11:8080", true), XDP_PASS, Exact(x_udp_reply("10.96.0.10:80", true)), Verdict::RevNat),
+        case("xdp: UDP reply (checksum) -> from 10.96.0.10:80", Xdp, x_udp_reply("10.244.1.11:8080", false), XDP_PASS, Exact(x_udp_reply("10.96.0.10:80", false)), Verdict::RevNat),
         case("xdp: SYN to 10.96.0.11 -> passed to TC unchanged", Xdp, x_rej, XDP_PASS, Unchanged, Verdict::XdpPassToTc),
         case("xdp: SYN with IPv4 options to the VIP -> passed to TC unchanged", Xdp, x_opts, XDP_PASS, Unchanged, Verdict::XdpPassToTc),
         case("xdp: IPv4 header cut short", Xdp, x_cut, XDP_DROP, Unchanged, Verdict::DropMalformed),
@@ -438,6 +478,8 @@ fn datapath_fixture_table() {
     })
     .unwrap_or_else(|| panic!("no CT_KIND_REPLY entry for 10.244.1.11:8080 -> 10.244.1.20:40000 in {ct:#?}"));
     assert_eq!(rev.rev_nat_id, fwd.rev_nat_id, "reply entry: {rev:?}");
+    assert_eq!(rev.backend_id, fwd.backend_id, "reply entry: {rev:?}");
+    assert_eq!((rev.addr_be, rev.port_be), (be32("10.96.0.10"), be16(80)), "reply entry holds the Service address: {rev:?}");
     assert!(rev.flags & CT_F_REPLIED != 0, "reply entry: {rev:?}");
     // Every translated flow of the table has both entries; none of the passed, dropped or
     // rejected packets left one.
@@ -447,6 +489,9 @@ fn datapath_fixture_table() {
         ("10.244.1.20", 40000, 6),
         ("10.244.1.20", 40001, 17),
         ("10.244.1.20", 40002, 17),
+        ("10.244.1.20", 40003, 17),
+        ("10.244.1.20", 40040, 6),
+        ("10.244.1.20", 40041, 6),
         ("10.244.1.20", 40010, 6),
         ("10.244.1.20", 40036, 6),
         ("192.0.2.100", 50000, 6),
