@@ -15,7 +15,9 @@ fn nightly_has_rust_src() -> bool {
         .filter(|o| o.status.success())
         .map(|o| {
             let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").exists()
+            Path::new(&sysroot)
+                .join("lib/rustlib/src/rust/library/core")
+                .exists()
         })
         .unwrap_or(false)
 }

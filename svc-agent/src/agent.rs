@@ -46,7 +46,10 @@ pub fn matches_pattern(patterns: &[String], iface: &str) -> bool {
 /// Interfaces of the agent's network namespace.
 fn interfaces() -> BTreeSet<String> {
     match nix::net::if_::if_nameindex() {
-        Ok(list) => list.iter().map(|i| i.name().to_string_lossy().into_owned()).collect(),
+        Ok(list) => list
+            .iter()
+            .map(|i| i.name().to_string_lossy().into_owned())
+            .collect(),
         Err(e) => {
             warn!(error = %e, "cannot list interfaces");
             BTreeSet::new()
@@ -62,7 +65,11 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
         .flatten()
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), meta.len(), meta.modified().ok()))
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                meta.modified().ok(),
+            ))
         })
         .collect();
     out.sort();
@@ -86,8 +93,12 @@ impl Agent {
     pub fn start(config: Config) -> anyhow::Result<Agent> {
         let (mut datapath, maps) = Datapath::load(&config.bpffs)?;
         if let Some(dev) = &config.device {
-            datapath.attach_xdp(dev).with_context(|| format!("--device {dev}"))?;
-            datapath.attach_tc(dev).with_context(|| format!("--device {dev}"))?;
+            datapath
+                .attach_xdp(dev)
+                .with_context(|| format!("--device {dev}"))?;
+            datapath
+                .attach_tc(dev)
+                .with_context(|| format!("--device {dev}"))?;
             info!(device = %dev, "attached XDP and TC ingress to the external interface");
         }
         let reconciler = Reconciler::adopt(&maps).context("reading the pinned maps")?;
@@ -171,7 +182,10 @@ impl Agent {
     fn attach_pod_devices(&mut self) {
         let present = interfaces();
         self.datapath.forget_missing(&|i| present.contains(i));
-        for iface in present.iter().filter(|i| matches_pattern(&self.config.pod_devices, i)) {
+        for iface in present
+            .iter()
+            .filter(|i| matches_pattern(&self.config.pod_devices, i))
+        {
             match self.datapath.attach_tc(iface) {
                 Ok(true) => info!(iface = %iface, "attached TC ingress to pod interface"),
                 Ok(false) => {}

@@ -22,13 +22,19 @@ pub struct IdAllocator<T: Ord + Clone> {
 impl<T: Ord + Clone> IdAllocator<T> {
     pub fn new(max: u32) -> Self {
         assert!(max >= 1);
-        Self { max, next: 1, by_value: BTreeMap::new(), used: BTreeSet::new() }
+        Self {
+            max,
+            next: 1,
+            by_value: BTreeMap::new(),
+            used: BTreeSet::new(),
+        }
     }
 
     /// Records an id already present in the maps (adoption after a restart). Allocation
     /// continues after the highest adopted id.
     pub fn adopt(&mut self, value: T, id: u32) {
-        if id == 0 || id > self.max || self.used.contains(&id) || self.by_value.contains_key(&value) {
+        if id == 0 || id > self.max || self.used.contains(&id) || self.by_value.contains_key(&value)
+        {
             return;
         }
         self.by_value.insert(value, id);

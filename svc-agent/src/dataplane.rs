@@ -16,9 +16,9 @@ use aya::{
     },
 };
 use svc_common::{
-    BACKEND4_MAP, BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP,
-    REVNAT4_MAP_SIZE, RevNat4, STATS_MAP, STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE, Svc4Key,
-    Svc4Value, TC_PROG, Verdict, XDP_PROG,
+    BACKEND4_MAP, BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value,
+    REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, STATS_MAP, STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE,
+    Svc4Key, Svc4Value, TC_PROG, Verdict, XDP_PROG,
 };
 
 /// The eBPF object built by build.rs (aya-build) from svc-ebpf.
@@ -36,7 +36,10 @@ pub enum DataplaneError {
     #[error("{dir} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`")]
     NotBpffs { dir: PathBuf },
     #[error("cannot create {dir}: {source}")]
-    PinDir { dir: PathBuf, source: std::io::Error },
+    PinDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "nothing is pinned at {path}: is svc-agent running with --bpffs {dir}?",
         dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default()
@@ -48,13 +51,25 @@ pub enum DataplaneError {
          pins (`rm -r {dir}`) to start with empty maps (established flows lose their state).",
         dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default()
     )]
-    IncompatiblePin { path: PathBuf, what: &'static str, pinned: u32, expected: u32 },
+    IncompatiblePin {
+        path: PathBuf,
+        what: &'static str,
+        pinned: u32,
+        expected: u32,
+    },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name} on {iface}: {source}")]
-    Program { name: &'static str, iface: String, source: ProgramError },
+    Program {
+        name: &'static str,
+        iface: String,
+        source: ProgramError,
+    },
 }
 
 /// What each map must look like; checked against existing pins before they are reused,
@@ -67,11 +82,36 @@ pub struct MapSpec {
 }
 
 pub const MAP_SPECS: [MapSpec; 5] = [
-    MapSpec { name: SVC4_MAP, key_size: size_of::<Svc4Key>() as u32, value_size: size_of::<Svc4Value>() as u32, max_entries: SVC4_MAP_SIZE },
-    MapSpec { name: BACKEND4_MAP, key_size: 4, value_size: size_of::<Backend4>() as u32, max_entries: BACKEND4_MAP_SIZE },
-    MapSpec { name: REVNAT4_MAP, key_size: 4, value_size: size_of::<RevNat4>() as u32, max_entries: REVNAT4_MAP_SIZE },
-    MapSpec { name: CT4_MAP, key_size: size_of::<Ct4Key>() as u32, value_size: size_of::<Ct4Value>() as u32, max_entries: CT4_MAP_SIZE },
-    MapSpec { name: STATS_MAP, key_size: 4, value_size: 8, max_entries: STATS_MAP_SIZE },
+    MapSpec {
+        name: SVC4_MAP,
+        key_size: size_of::<Svc4Key>() as u32,
+        value_size: size_of::<Svc4Value>() as u32,
+        max_entries: SVC4_MAP_SIZE,
+    },
+    MapSpec {
+        name: BACKEND4_MAP,
+        key_size: 4,
+        value_size: size_of::<Backend4>() as u32,
+        max_entries: BACKEND4_MAP_SIZE,
+    },
+    MapSpec {
+        name: REVNAT4_MAP,
+        key_size: 4,
+        value_size: size_of::<RevNat4>() as u32,
+        max_entries: REVNAT4_MAP_SIZE,
+    },
+    MapSpec {
+        name: CT4_MAP,
+        key_size: size_of::<Ct4Key>() as u32,
+        value_size: size_of::<Ct4Value>() as u32,
+        max_entries: CT4_MAP_SIZE,
+    },
+    MapSpec {
+        name: STATS_MAP,
+        key_size: 4,
+        value_size: 8,
+        max_entries: STATS_MAP_SIZE,
+    },
 ];
 
 /// Typed handles on every map.
@@ -117,7 +157,12 @@ fn check_pin(dir: &Path, spec: &MapSpec) -> Result<(), DataplaneError> {
         ("max entries", info.max_entries(), spec.max_entries),
     ] {
         if pinned != expected {
-            return Err(DataplaneError::IncompatiblePin { path, what, pinned, expected });
+            return Err(DataplaneError::IncompatiblePin {
+                path,
+                what,
+                pinned,
+                expected,
+            });
         }
     }
     Ok(())
@@ -141,11 +186,17 @@ impl Maps {
         Self::from_maps(open)
     }
 
-    fn from_maps(mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>) -> Result<Maps, DataplaneError> {
+    fn from_maps(
+        mut take: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Maps, DataplaneError> {
         Ok(Maps {
             services: take(SVC4_MAP)?.try_into().map_err(map_err(SVC4_MAP))?,
-            backends: take(BACKEND4_MAP)?.try_into().map_err(map_err(BACKEND4_MAP))?,
-            revnat: take(REVNAT4_MAP)?.try_into().map_err(map_err(REVNAT4_MAP))?,
+            backends: take(BACKEND4_MAP)?
+                .try_into()
+                .map_err(map_err(BACKEND4_MAP))?,
+            revnat: take(REVNAT4_MAP)?
+                .try_into()
+                .map_err(map_err(REVNAT4_MAP))?,
             ct: take(CT4_MAP)?.try_into().map_err(map_err(CT4_MAP))?,
             stats: take(STATS_MAP)?.try_into().map_err(map_err(STATS_MAP))?,
         })
@@ -156,7 +207,10 @@ impl Maps {
         Verdict::ALL
             .iter()
             .map(|v| {
-                let per_cpu = self.stats.get(&(*v as u32), 0).map_err(map_err(STATS_MAP))?;
+                let per_cpu = self
+                    .stats
+                    .get(&(*v as u32), 0)
+                    .map_err(map_err(STATS_MAP))?;
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()
@@ -180,22 +234,47 @@ impl Datapath {
             return Err(DataplaneError::NoObject);
         }
         if !is_bpffs(dir) {
-            return Err(DataplaneError::NotBpffs { dir: dir.to_path_buf() });
+            return Err(DataplaneError::NotBpffs {
+                dir: dir.to_path_buf(),
+            });
         }
-        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir { dir: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         for spec in &MAP_SPECS {
             check_pin(dir, spec)?;
         }
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(dir).load(EBPF_OBJECT)?;
-        let prog_err = |name: &'static str| move |source| DataplaneError::Program { name, iface: String::new(), source };
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(EBPF_OBJECT)?;
+        let prog_err = |name: &'static str| {
+            move |source| DataplaneError::Program {
+                name,
+                iface: String::new(),
+                source,
+            }
+        };
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
         tc.load().map_err(prog_err(TC_PROG))?;
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROG)?;
         xdp.load().map_err(prog_err(XDP_PROG))?;
         let maps = Maps::from_maps(|name| {
-            ebpf.take_map(name).ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_string() } })
+            ebpf.take_map(name).ok_or(DataplaneError::Map {
+                name,
+                source: MapError::InvalidName {
+                    name: name.to_string(),
+                },
+            })
         })?;
-        Ok((Datapath { ebpf, tc_links: BTreeMap::new(), xdp_links: BTreeMap::new() }, maps))
+        Ok((
+            Datapath {
+                ebpf,
+                tc_links: BTreeMap::new(),
+                xdp_links: BTreeMap::new(),
+            },
+            maps,
+        ))
     }
 
     /// Attaches the TC program to `iface`'s ingress (idempotent).
@@ -204,11 +283,13 @@ impl Datapath {
             return Ok(false);
         }
         let tc: &mut SchedClassifier = program(&mut self.ebpf, TC_PROG)?;
-        let link = tc.attach(iface, TcAttachType::Ingress).map_err(|source| DataplaneError::Program {
-            name: TC_PROG,
-            iface: iface.to_string(),
-            source,
-        })?;
+        let link =
+            tc.attach(iface, TcAttachType::Ingress)
+                .map_err(|source| DataplaneError::Program {
+                    name: TC_PROG,
+                    iface: iface.to_string(),
+                    source,
+                })?;
         self.tc_links.insert(iface.to_string(), link);
         Ok(true)
     }
@@ -219,11 +300,13 @@ impl Datapath {
             return Ok(false);
         }
         let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROG)?;
-        let link = xdp.attach(iface, XdpMode::Default).map_err(|source| DataplaneError::Program {
-            name: XDP_PROG,
-            iface: iface.to_string(),
-            source,
-        })?;
+        let link =
+            xdp.attach(iface, XdpMode::Default)
+                .map_err(|source| DataplaneError::Program {
+                    name: XDP_PROG,
+                    iface: iface.to_string(),
+                    source,
+                })?;
         self.xdp_links.insert(iface.to_string(), link);
         Ok(true)
     }
@@ -255,9 +338,15 @@ where
     let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
         name,
         iface: String::new(),
-        source: ProgramError::InvalidName { name: name.to_string() },
+        source: ProgramError::InvalidName {
+            name: name.to_string(),
+        },
     })?;
-    prog.try_into().map_err(|source| DataplaneError::Program { name, iface: String::new(), source })
+    prog.try_into().map_err(|source| DataplaneError::Program {
+        name,
+        iface: String::new(),
+        source,
+    })
 }
 
 fn store_err(map: &'static str) -> impl Fn(MapError) -> crate::reconcile::StoreError {
@@ -269,7 +358,10 @@ fn store_err(map: &'static str) -> impl Fn(MapError) -> crate::reconcile::StoreE
         {
             return StoreError::Full { map };
         }
-        StoreError::Other { map, message: e.to_string() }
+        StoreError::Other {
+            map,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -290,20 +382,34 @@ fn read_all<K: aya::Pod, V: aya::Pod>(
 }
 
 impl crate::reconcile::MapStore for Maps {
-    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), crate::reconcile::StoreError> {
-        self.services.insert(key, value, 0).map_err(store_err(SVC4_MAP))
+    fn put_service(
+        &mut self,
+        key: &Svc4Key,
+        value: &Svc4Value,
+    ) -> Result<(), crate::reconcile::StoreError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(store_err(SVC4_MAP))
     }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), crate::reconcile::StoreError> {
         ignore_missing(self.services.remove(key)).map_err(store_err(SVC4_MAP))
     }
-    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), crate::reconcile::StoreError> {
-        self.backends.insert(id, value, 0).map_err(store_err(BACKEND4_MAP))
+    fn put_backend(
+        &mut self,
+        id: u32,
+        value: &Backend4,
+    ) -> Result<(), crate::reconcile::StoreError> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(store_err(BACKEND4_MAP))
     }
     fn del_backend(&mut self, id: u32) -> Result<(), crate::reconcile::StoreError> {
         ignore_missing(self.backends.remove(&id)).map_err(store_err(BACKEND4_MAP))
     }
     fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), crate::reconcile::StoreError> {
-        self.revnat.insert(id, value, 0).map_err(store_err(REVNAT4_MAP))
+        self.revnat
+            .insert(id, value, 0)
+            .map_err(store_err(REVNAT4_MAP))
     }
     fn del_revnat(&mut self, id: u32) -> Result<(), crate::reconcile::StoreError> {
         ignore_missing(self.revnat.remove(&id)).map_err(store_err(REVNAT4_MAP))

@@ -68,8 +68,11 @@ The programs stay attached while the agent runs and are detached when it exits; 
 stay pinned, so a restarted agent adopts their state.";
 
 fn parse_cidr(s: &str) -> Result<String, String> {
-    let (addr, len) = s.split_once('/').ok_or("expected ADDRESS/PREFIX, e.g. 10.244.0.0/16")?;
-    addr.parse::<Ipv4Addr>().map_err(|e| format!("{addr}: {e}"))?;
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or("expected ADDRESS/PREFIX, e.g. 10.244.0.0/16")?;
+    addr.parse::<Ipv4Addr>()
+        .map_err(|e| format!("{addr}: {e}"))?;
     match len.parse::<u8>() {
         Ok(l) if l <= 32 => Ok(s.to_string()),
         _ => Err(format!("prefix length {len} is not 0-32")),

@@ -19,7 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use svc_common::{BACKEND4_MAP_SIZE, Backend4, BACKEND_STATE_ACTIVE, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key, Svc4Value};
+use svc_common::{
+    BACKEND_STATE_ACTIVE, BACKEND4_MAP_SIZE, Backend4, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key,
+    Svc4Value,
+};
 
 use crate::alloc::IdAllocator;
 use crate::desired::{BackendAddr, DesiredState, Frontend};
@@ -63,8 +66,12 @@ pub struct SyncReport {
 
 impl SyncReport {
     pub fn changed(&self) -> bool {
-        self.backends_added + self.backends_removed + self.frontends_written + self.frontends_removed
-            + self.slots_written + self.slots_removed
+        self.backends_added
+            + self.backends_removed
+            + self.frontends_written
+            + self.frontends_removed
+            + self.slots_written
+            + self.slots_removed
             > 0
     }
 }
@@ -135,17 +142,36 @@ impl Reconciler {
             orphan_slots: Vec::new(),
         };
         for (id, b) in store.read_backends()? {
-            let Some(proto) = proto_from_u8(b.proto) else { continue };
-            let addr = BackendAddr { addr: Ipv4Addr::from(u32::from_be(b.addr_be)), port: u16::from_be(b.port_be), proto };
+            let Some(proto) = proto_from_u8(b.proto) else {
+                continue;
+            };
+            let addr = BackendAddr {
+                addr: Ipv4Addr::from(u32::from_be(b.addr_be)),
+                port: u16::from_be(b.port_be),
+                proto,
+            };
             r.backend_ids.adopt(addr, id);
             r.backends.insert(id, addr);
         }
-        r.revnats = store.read_revnats()?.into_iter().map(|(id, _)| id).collect();
+        r.revnats = store
+            .read_revnats()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let services = store.read_services()?;
         for (key, value) in services.iter().filter(|(k, _)| k.slot == 0) {
-            let Some(frontend) = frontend_of(key) else { continue };
+            let Some(frontend) = frontend_of(key) else {
+                continue;
+            };
             r.revnat_ids.adopt(frontend, value.rev_nat_id as u32);
-            r.frontends.insert(frontend, Installed { rev_nat_id: value.rev_nat_id, count: value.count, slots: BTreeMap::new() });
+            r.frontends.insert(
+                frontend,
+                Installed {
+                    rev_nat_id: value.rev_nat_id,
+                    count: value.count,
+                    slots: BTreeMap::new(),
+                },
+            );
         }
         for (key, value) in services.iter().filter(|(k, _)| k.slot != 0) {
             match frontend_of(key).and_then(|f| r.frontends.get_mut(&f)) {
@@ -177,17 +203,34 @@ impl Reconciler {
         }
 
         // 1. Backends.
-        let wanted: BTreeSet<BackendAddr> = desired.frontends.values().flat_map(|f| f.backends.iter().copied()).collect();
+        let wanted: BTreeSet<BackendAddr> = desired
+            .frontends
+            .values()
+            .flat_map(|f| f.backends.iter().copied())
+            .collect();
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
         for addr in &wanted {
-            if self.backends.len() >= BACKEND4_MAP_SIZE as usize && self.backend_ids.get(addr).is_none() {
-                report.errors.push((None, StoreError::Full { map: svc_common::BACKEND4_MAP }));
+            if self.backends.len() >= BACKEND4_MAP_SIZE as usize
+                && self.backend_ids.get(addr).is_none()
+            {
+                report.errors.push((
+                    None,
+                    StoreError::Full {
+                        map: svc_common::BACKEND4_MAP,
+                    },
+                ));
                 continue;
             }
             let id = match self.backend_ids.get_or_alloc(addr) {
                 Ok(id) => id,
                 Err(e) => {
-                    report.errors.push((None, StoreError::Other { map: svc_common::BACKEND4_MAP, message: e.to_string() }));
+                    report.errors.push((
+                        None,
+                        StoreError::Other {
+                            map: svc_common::BACKEND4_MAP,
+                            message: e.to_string(),
+                        },
+                    ));
                     continue;
                 }
             };
@@ -207,7 +250,12 @@ impl Reconciler {
         }
 
         // 2. Frontends no longer wanted go first, freeing room in full maps.
-        let stale: Vec<Frontend> = self.frontends.keys().filter(|f| !desired.frontends.contains_key(f)).copied().collect();
+        let stale: Vec<Frontend> = self
+            .frontends
+            .keys()
+            .filter(|f| !desired.frontends.contains_key(f))
+            .copied()
+            .collect();
         for frontend in stale {
             if let Err(e) = self.remove_frontend(&frontend, store, &mut report) {
                 report.errors.push((Some(frontend), e));
@@ -216,15 +264,25 @@ impl Reconciler {
 
         // 3 + 4. Frontends.
         for (frontend, state) in &desired.frontends {
-            if let Err(e) = self.sync_frontend(frontend, &state.backends, &ready, store, &mut report) {
+            if let Err(e) =
+                self.sync_frontend(frontend, &state.backends, &ready, store, &mut report)
+            {
                 report.errors.push((Some(*frontend), e));
             }
         }
 
         // 5. Backends no installed slot points at.
-        let referenced: BTreeSet<u32> = self.frontends.values().flat_map(|i| i.slots.values().copied()).collect();
-        let unused: Vec<(u32, BackendAddr)> =
-            self.backends.iter().filter(|(id, _)| !referenced.contains(id)).map(|(id, a)| (*id, *a)).collect();
+        let referenced: BTreeSet<u32> = self
+            .frontends
+            .values()
+            .flat_map(|i| i.slots.values().copied())
+            .collect();
+        let unused: Vec<(u32, BackendAddr)> = self
+            .backends
+            .iter()
+            .filter(|(id, _)| !referenced.contains(id))
+            .map(|(id, a)| (*id, *a))
+            .collect();
         for (id, addr) in unused {
             match store.del_backend(id) {
                 Ok(()) => {
@@ -249,22 +307,40 @@ impl Reconciler {
         let rev_nat_id = self
             .revnat_ids
             .get_or_alloc(frontend)
-            .map_err(|e| StoreError::Other { map: svc_common::REVNAT4_MAP, message: e.to_string() })? as u16;
+            .map_err(|e| StoreError::Other {
+                map: svc_common::REVNAT4_MAP,
+                message: e.to_string(),
+            })? as u16;
         if !self.revnats.contains(&(rev_nat_id as u32)) {
-            let value = RevNat4 { vip_be: u32::from(frontend.vip).to_be(), port_be: frontend.port.to_be(), _pad: [0; 2] };
+            let value = RevNat4 {
+                vip_be: u32::from(frontend.vip).to_be(),
+                port_be: frontend.port.to_be(),
+                _pad: [0; 2],
+            };
             store.put_revnat(rev_nat_id as u32, &value)?;
             self.revnats.insert(rev_nat_id as u32);
         }
         // Backends whose write failed are left out; the frontend serves the others.
-        let ids: Vec<u32> = backends.iter().filter_map(|b| ready.get(b).copied()).collect();
-        let count = u16::try_from(ids.len())
-            .map_err(|_| StoreError::Other { map: svc_common::SVC4_MAP, message: "more than 65535 backends".into() })?;
+        let ids: Vec<u32> = backends
+            .iter()
+            .filter_map(|b| ready.get(b).copied())
+            .collect();
+        let count = u16::try_from(ids.len()).map_err(|_| StoreError::Other {
+            map: svc_common::SVC4_MAP,
+            message: "more than 65535 backends".into(),
+        })?;
 
         let installed = self.frontends.entry(*frontend).or_default();
         for (i, id) in ids.iter().enumerate() {
             let slot = i as u16 + 1;
             if installed.slots.get(&slot) != Some(id) || installed.rev_nat_id != rev_nat_id {
-                let value = Svc4Value { backend_id: *id, count: 0, rev_nat_id, flags: 0, _pad: [0; 2] };
+                let value = Svc4Value {
+                    backend_id: *id,
+                    count: 0,
+                    rev_nat_id,
+                    flags: 0,
+                    _pad: [0; 2],
+                };
                 store.put_service(&svc_key(frontend, slot), &value)?;
                 installed.slots.insert(slot, *id);
                 report.slots_written += 1;
@@ -272,13 +348,23 @@ impl Reconciler {
         }
         let fresh = installed.slots.is_empty() && installed.count == 0 && installed.rev_nat_id == 0;
         if fresh || installed.count != count || installed.rev_nat_id != rev_nat_id {
-            let value = Svc4Value { backend_id: 0, count, rev_nat_id, flags: 0, _pad: [0; 2] };
+            let value = Svc4Value {
+                backend_id: 0,
+                count,
+                rev_nat_id,
+                flags: 0,
+                _pad: [0; 2],
+            };
             store.put_service(&svc_key(frontend, 0), &value)?;
             installed.count = count;
             installed.rev_nat_id = rev_nat_id;
             report.frontends_written += 1;
         }
-        let extra: Vec<u16> = installed.slots.range(count + 1..).map(|(s, _)| *s).collect();
+        let extra: Vec<u16> = installed
+            .slots
+            .range(count + 1..)
+            .map(|(s, _)| *s)
+            .collect();
         for slot in extra {
             store.del_service(&svc_key(frontend, slot))?;
             installed.slots.remove(&slot);
@@ -287,8 +373,15 @@ impl Reconciler {
         Ok(())
     }
 
-    fn remove_frontend(&mut self, frontend: &Frontend, store: &mut impl MapStore, report: &mut SyncReport) -> Result<(), StoreError> {
-        let Some(installed) = self.frontends.get_mut(frontend) else { return Ok(()) };
+    fn remove_frontend(
+        &mut self,
+        frontend: &Frontend,
+        store: &mut impl MapStore,
+        report: &mut SyncReport,
+    ) -> Result<(), StoreError> {
+        let Some(installed) = self.frontends.get_mut(frontend) else {
+            return Ok(());
+        };
         if installed.count != 0 || !installed.slots.is_empty() || installed.rev_nat_id != 0 {
             store.del_service(&svc_key(frontend, 0))?;
             installed.count = 0;
@@ -329,9 +422,14 @@ impl MapStore for FakeMaps {
             && !self.services.contains_key(key)
             && self.services.len() >= cap
         {
-            return Err(StoreError::Full { map: svc_common::SVC4_MAP });
+            return Err(StoreError::Full {
+                map: svc_common::SVC4_MAP,
+            });
         }
-        self.log.push(format!("put svc slot {} count {} backend {}", key.slot, value.count, value.backend_id));
+        self.log.push(format!(
+            "put svc slot {} count {} backend {}",
+            key.slot, value.count, value.backend_id
+        ));
         self.services.insert(*key, *value);
         Ok(())
     }
@@ -378,15 +476,30 @@ mod tests {
     use crate::model::ObjectRef;
 
     fn fe(vip: [u8; 4], port: u16) -> Frontend {
-        Frontend { vip: Ipv4Addr::from(vip), port, proto: Protocol::Tcp }
+        Frontend {
+            vip: Ipv4Addr::from(vip),
+            port,
+            proto: Protocol::Tcp,
+        }
     }
     fn be(last: u8) -> BackendAddr {
-        BackendAddr { addr: Ipv4Addr::new(10, 244, 1, last), port: 8080, proto: Protocol::Tcp }
+        BackendAddr {
+            addr: Ipv4Addr::new(10, 244, 1, last),
+            port: 8080,
+            proto: Protocol::Tcp,
+        }
     }
     fn desired(entries: &[(Frontend, Vec<BackendAddr>)]) -> DesiredState {
         let mut d = DesiredState::default();
         for (f, b) in entries {
-            d.frontends.insert(*f, FrontendState { service: ObjectRef::new("default", "svc"), port_name: String::new(), backends: b.clone() });
+            d.frontends.insert(
+                *f,
+                FrontendState {
+                    service: ObjectRef::new("default", "svc"),
+                    port_name: String::new(),
+                    backends: b.clone(),
+                },
+            );
         }
         d
     }
@@ -395,10 +508,19 @@ mod tests {
     /// slots whose backends exist, with a rev-NAT entry.
     fn assert_consistent(m: &FakeMaps) {
         for (k, v) in m.services.iter().filter(|(k, _)| k.slot == 0) {
-            assert!(m.revnats.contains_key(&(v.rev_nat_id as u32)), "frontend without revnat");
+            assert!(
+                m.revnats.contains_key(&(v.rev_nat_id as u32)),
+                "frontend without revnat"
+            );
             for slot in 1..=v.count {
-                let s = m.services.get(&Svc4Key { slot, ..*k }).expect("count points past the slots");
-                assert!(m.backends.contains_key(&s.backend_id), "slot points at a missing backend");
+                let s = m
+                    .services
+                    .get(&Svc4Key { slot, ..*k })
+                    .expect("count points past the slots");
+                assert!(
+                    m.backends.contains_key(&s.backend_id),
+                    "slot points at a missing backend"
+                );
             }
         }
     }
@@ -406,7 +528,11 @@ mod tests {
     fn backends_of(m: &FakeMaps, f: &Frontend) -> Vec<Ipv4Addr> {
         let front = m.services[&svc_key(f, 0)];
         let mut v: Vec<Ipv4Addr> = (1..=front.count)
-            .map(|s| Ipv4Addr::from(u32::from_be(m.backends[&m.services[&svc_key(f, s)].backend_id].addr_be)))
+            .map(|s| {
+                Ipv4Addr::from(u32::from_be(
+                    m.backends[&m.services[&svc_key(f, s)].backend_id].addr_be,
+                ))
+            })
             .collect();
         v.sort();
         v
@@ -419,7 +545,10 @@ mod tests {
         let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(13)])]);
         let rep = r.sync(&d, &mut maps);
         assert!(rep.errors.is_empty());
-        assert_eq!((rep.backends_added, rep.frontends_written, rep.slots_written), (3, 1, 3));
+        assert_eq!(
+            (rep.backends_added, rep.frontends_written, rep.slots_written),
+            (3, 1, 3)
+        );
         assert_consistent(&maps);
         assert_eq!(backends_of(&maps, &fe([10, 96, 0, 10], 80)).len(), 3);
         maps.log.clear();
@@ -439,7 +568,13 @@ mod tests {
         // Backends, then new slots, then the frontend's count.
         assert_eq!(
             maps.log,
-            vec!["put backend 2", "put backend 3", "put svc slot 2 count 0 backend 2", "put svc slot 3 count 0 backend 3", "put svc slot 0 count 3 backend 0"]
+            vec![
+                "put backend 2",
+                "put backend 3",
+                "put svc slot 2 count 0 backend 2",
+                "put svc slot 3 count 0 backend 3",
+                "put svc slot 0 count 3 backend 0"
+            ]
         );
         maps.log.clear();
         r.sync(&desired(&[(f, vec![be(13)])]), &mut maps);
@@ -467,7 +602,10 @@ mod tests {
         maps.log.clear();
         r.sync(&DesiredState::default(), &mut maps);
         assert_eq!(maps.log[0], "del svc slot 0");
-        assert!(maps.services.is_empty() && maps.backends.is_empty() && maps.revnats.is_empty(), "{maps:?}");
+        assert!(
+            maps.services.is_empty() && maps.backends.is_empty() && maps.revnats.is_empty(),
+            "{maps:?}"
+        );
     }
 
     #[test]
@@ -497,15 +635,24 @@ mod tests {
 
     #[test]
     fn full_map_skips_one_frontend_and_keeps_the_rest() {
-        let mut maps = FakeMaps { services_capacity: Some(4), ..Default::default() };
+        let mut maps = FakeMaps {
+            services_capacity: Some(4),
+            ..Default::default()
+        };
         let mut r = Reconciler::adopt(&maps).unwrap();
         let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
         // a needs 3 entries, b needs 3: only a fits.
-        let rep = r.sync(&desired(&[(a, vec![be(11), be(12)]), (b, vec![be(13), be(14)])]), &mut maps);
+        let rep = r.sync(
+            &desired(&[(a, vec![be(11), be(12)]), (b, vec![be(13), be(14)])]),
+            &mut maps,
+        );
         assert_eq!(rep.errors.len(), 1);
         assert!(matches!(rep.errors[0], (Some(f), StoreError::Full { .. }) if f == b));
         assert_eq!(backends_of(&maps, &a).len(), 2);
-        assert!(!maps.services.contains_key(&svc_key(&b, 0)), "b must not have a frontend pointing at missing slots");
+        assert!(
+            !maps.services.contains_key(&svc_key(&b, 0)),
+            "b must not have a frontend pointing at missing slots"
+        );
         assert_consistent(&maps);
         // Room appears (a removed): b is installed on the next sync.
         let rep = r.sync(&desired(&[(b, vec![be(13), be(14)])]), &mut maps);
@@ -517,7 +664,10 @@ mod tests {
     #[test]
     fn adoption_after_restart_rewrites_nothing() {
         let mut maps = FakeMaps::default();
-        let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12)]), (fe([10, 96, 0, 10], 53), vec![be(13)])]);
+        let d = desired(&[
+            (fe([10, 96, 0, 10], 80), vec![be(11), be(12)]),
+            (fe([10, 96, 0, 10], 53), vec![be(13)]),
+        ]);
         Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
         let before = maps.clone();
         maps.log.clear();
@@ -526,7 +676,10 @@ mod tests {
         assert!(!rep.changed(), "{rep:?}");
         assert_eq!(maps.services, before.services);
         // New ids continue after the adopted ones.
-        let rep = restarted.sync(&desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(20)])]), &mut maps);
+        let rep = restarted.sync(
+            &desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(20)])]),
+            &mut maps,
+        );
         assert!(rep.errors.is_empty());
         assert!(maps.backends.contains_key(&4), "{:?}", maps.backends.keys());
         assert_consistent(&maps);
@@ -536,7 +689,13 @@ mod tests {
     fn orphan_slots_are_removed_on_first_sync() {
         let mut maps = FakeMaps::default();
         let f = fe([10, 96, 0, 10], 80);
-        maps.services.insert(svc_key(&f, 3), Svc4Value { backend_id: 9, ..Default::default() });
+        maps.services.insert(
+            svc_key(&f, 3),
+            Svc4Value {
+                backend_id: 9,
+                ..Default::default()
+            },
+        );
         let mut r = Reconciler::adopt(&maps).unwrap();
         r.sync(&DesiredState::default(), &mut maps);
         assert!(maps.services.is_empty());

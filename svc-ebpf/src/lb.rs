@@ -14,7 +14,11 @@ use crate::{
 
 pub enum Action {
     /// Rewrite the destination to addr:port (network order).
-    Dnat { addr: u32, port: u16, verdict: Verdict },
+    Dnat {
+        addr: u32,
+        port: u16,
+        verdict: Verdict,
+    },
     /// Rewrite the source to addr:port (network order): a reply leaving a backend.
     RevNat { addr: u32, port: u16 },
     /// The destination is a Service with no endpoints: answer with RST / ICMP unreachable.
@@ -25,7 +29,11 @@ pub enum Action {
 
 #[inline(always)]
 fn closing_flags(tcp_flags: u8) -> u8 {
-    if tcp_flags & (TCP_FIN | TCP_RST) != 0 { CT_F_CLOSING } else { 0 }
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        CT_F_CLOSING
+    } else {
+        0
+    }
 }
 
 #[inline(always)]
@@ -80,7 +88,11 @@ fn forward(pkt: &Packet, frontend_key: &Svc4Key, count: u16, rev_nat_id: u16, no
                 if backend.addr_be == ct.addr_be && backend.port_be == ct.port_be {
                     ct.last_seen_ns = now;
                     ct.flags |= closing_flags(pkt.tcp_flags);
-                    return Action::Dnat { addr: ct.addr_be, port: ct.port_be, verdict: Verdict::DnatEstablished };
+                    return Action::Dnat {
+                        addr: ct.addr_be,
+                        port: ct.port_be,
+                        verdict: Verdict::DnatEstablished,
+                    };
                 }
             }
         }
@@ -91,7 +103,10 @@ fn forward(pkt: &Packet, frontend_key: &Svc4Key, count: u16, rev_nat_id: u16, no
     }
     // SAFETY: helper call without arguments.
     let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
-    let slot_key = Svc4Key { slot, ..*frontend_key };
+    let slot_key = Svc4Key {
+        slot,
+        ..*frontend_key
+    };
     let Some(slot_value) = (unsafe { SVC4_SERVICES.get(&slot_key) }) else {
         return Action::Done(Verdict::DropNoBackend);
     };
@@ -126,12 +141,20 @@ fn forward(pkt: &Packet, frontend_key: &Svc4Key, count: u16, rev_nat_id: u16, no
     };
     // Reply entries remember the service address for display; the datapath takes it
     // from SVC4_REVNAT by rev_nat_id, which the agent owns.
-    let reply_entry = Ct4Value { addr_be: pkt.daddr, port_be: pkt.dport, ..forward_entry };
+    let reply_entry = Ct4Value {
+        addr_be: pkt.daddr,
+        port_be: pkt.dport,
+        ..forward_entry
+    };
     if SVC4_CT.insert(&reply_key, &reply_entry, 0).is_err() {
         let _ = SVC4_CT.remove(&ct_key);
         return Action::Done(Verdict::DropCtFailed);
     }
-    Action::Dnat { addr: baddr, port: bport, verdict: Verdict::DnatNew }
+    Action::Dnat {
+        addr: baddr,
+        port: bport,
+        verdict: Verdict::DnatNew,
+    }
 }
 
 /// A packet that is not to a Service address: a reply of a translated flow, or not ours.
@@ -178,5 +201,8 @@ fn reply(pkt: &Packet, now: u64) -> Action {
             unsafe { (*fwd).flags |= new_flags & (CT_F_REPLIED | CT_F_CLOSING) };
         }
     }
-    Action::RevNat { addr: vip, port: vport }
+    Action::RevNat {
+        addr: vip,
+        port: vport,
+    }
 }

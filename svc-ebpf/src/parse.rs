@@ -93,7 +93,11 @@ impl Packet {
     /// Offset of the TCP or UDP checksum field.
     #[inline(always)]
     pub fn l4_csum_off(&self) -> usize {
-        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+        if self.proto == PROTO_TCP {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
     }
 }
 

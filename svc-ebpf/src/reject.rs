@@ -2,7 +2,7 @@
 //! sent back out of the interface it came in on (as kube-proxy's REJECT rule does):
 //! TCP gets a RST, UDP an ICMP port unreachable. The reply comes from the Service address.
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_SHOT},
     helpers::{bpf_redirect, bpf_skb_change_tail, bpf_skb_load_bytes},
     programs::TcContext,
 };
@@ -10,7 +10,9 @@ use svc_common::{PROTO_TCP, Verdict};
 
 use crate::{
     csum,
-    parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, ptr_at},
+    parse::{
+        ETH_HLEN, EthHdr, Ipv4Hdr, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr, ptr_at,
+    },
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -32,7 +34,11 @@ struct IcmpUnreach {
 
 #[inline(always)]
 pub fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
-    let result = if pkt.proto == PROTO_TCP { tcp_rst(ctx, pkt) } else { icmp_unreachable(ctx, pkt) };
+    let result = if pkt.proto == PROTO_TCP {
+        tcp_rst(ctx, pkt)
+    } else {
+        icmp_unreachable(ctx, pkt)
+    };
     match result {
         Ok(verdict) => {
             // SAFETY: reading the ifindex of the skb we were given.
@@ -49,7 +55,11 @@ pub fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
 fn swapped_eth(ctx: &TcContext) -> Result<EthHdr, Verdict> {
     let eth: *mut EthHdr = ptr_at(ctx.data(), ctx.data_end(), 0).ok_or(Verdict::DropMalformed)?;
     let eth = unsafe { *eth };
-    Ok(EthHdr { dst: eth.src, src: eth.dst, proto_be: eth.proto_be })
+    Ok(EthHdr {
+        dst: eth.src,
+        src: eth.dst,
+        proto_be: eth.proto_be,
+    })
 }
 
 #[inline(always)]
@@ -79,9 +89,11 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         return Err(Verdict::DropNoBackend);
     }
     let eth = swapped_eth(ctx)?;
-    let ip: *mut Ipv4Hdr = ptr_at(ctx.data(), ctx.data_end(), ETH_HLEN).ok_or(Verdict::DropMalformed)?;
+    let ip: *mut Ipv4Hdr =
+        ptr_at(ctx.data(), ctx.data_end(), ETH_HLEN).ok_or(Verdict::DropMalformed)?;
     let tot_len = u16::from_be(unsafe { (*ip).tot_len_be }) as u32;
-    let tcp: *mut TcpHdr = ptr_at(ctx.data(), ctx.data_end(), pkt.l4_off).ok_or(Verdict::DropMalformed)?;
+    let tcp: *mut TcpHdr =
+        ptr_at(ctx.data(), ctx.data_end(), pkt.l4_off).ok_or(Verdict::DropMalformed)?;
     let tcp = unsafe { *tcp };
     let headers = (pkt.l4_off - ETH_HLEN) as u32 + ((tcp.doff_res >> 4) as u32) * 4;
     let payload = tot_len.saturating_sub(headers);
@@ -90,7 +102,13 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         (u32::from_be(tcp.ack_seq_be), 0, TCP_RST)
     } else {
         let syn_fin = (tcp.flags & TCP_SYN != 0) as u32 + (tcp.flags & TCP_FIN != 0) as u32;
-        (0, u32::from_be(tcp.seq_be).wrapping_add(payload).wrapping_add(syn_fin), TCP_RST | TCP_ACK)
+        (
+            0,
+            u32::from_be(tcp.seq_be)
+                .wrapping_add(payload)
+                .wrapping_add(syn_fin),
+            TCP_RST | TCP_ACK,
+        )
     };
     let ip = reply_ip(pkt, PROTO_TCP, (IP_HLEN + TCP_HLEN) as u16, IP_DF_BE);
     let mut rst = TcpHdr {
@@ -104,7 +122,8 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         csum: 0,
         urg_ptr_be: 0,
     };
-    let sum = csum::pseudo_header(ip.saddr_be, ip.daddr_be, PROTO_TCP, TCP_HLEN as u16) + csum::sum_words::<_, 10>(&rst);
+    let sum = csum::pseudo_header(ip.saddr_be, ip.daddr_be, PROTO_TCP, TCP_HLEN as u16)
+        + csum::sum_words::<_, 10>(&rst);
     rst.csum = !csum::fold(sum);
 
     resize(ctx, ETH_HLEN + IP_HLEN + TCP_HLEN)?;
@@ -122,12 +141,23 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         return Err(Verdict::DropRewriteFailed);
     }
     let eth = swapped_eth(ctx)?;
-    let mut icmp = IcmpUnreach { kind: 3, code: 3, csum: 0, unused: 0, quote: [0; ICMP_QUOTE] };
+    let mut icmp = IcmpUnreach {
+        kind: 3,
+        code: 3,
+        csum: 0,
+        unused: 0,
+        quote: [0; ICMP_QUOTE],
+    };
     // The raw helper with a constant length: aya's load_bytes clamps the length to the
     // packet, which the verifier sees as a possibly zero-sized read and rejects.
     // SAFETY: writes exactly ICMP_QUOTE bytes into the stack buffer.
     let ret = unsafe {
-        bpf_skb_load_bytes(ctx.skb.skb as *const _, ETH_HLEN as u32, icmp.quote.as_mut_ptr() as *mut _, ICMP_QUOTE as u32)
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            ETH_HLEN as u32,
+            icmp.quote.as_mut_ptr() as *mut _,
+            ICMP_QUOTE as u32,
+        )
     };
     if ret < 0 {
         return Err(Verdict::DropMalformed);
@@ -146,10 +176,15 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
 fn resize(ctx: &TcContext, len: usize) -> Result<(), Verdict> {
     // SAFETY: helper on our own skb.
     let ret = unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) };
-    if ret < 0 { Err(Verdict::DropRewriteFailed) } else { Ok(()) }
+    if ret < 0 {
+        Err(Verdict::DropRewriteFailed)
+    } else {
+        Ok(())
+    }
 }
 
 #[inline(always)]
 fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), Verdict> {
-    ctx.store(offset, value, 0).map_err(|_| Verdict::DropRewriteFailed)
+    ctx.store(offset, value, 0)
+        .map_err(|_| Verdict::DropRewriteFailed)
 }

@@ -29,9 +29,10 @@ pub fn run(ctx: &TcContext) -> i32 {
 #[inline(always)]
 pub fn action_for(verdict: Verdict) -> i32 {
     match verdict {
-        Verdict::DropMalformed | Verdict::DropNoBackend | Verdict::DropCtFailed | Verdict::DropRewriteFailed => {
-            TC_ACT_SHOT
-        }
+        Verdict::DropMalformed
+        | Verdict::DropNoBackend
+        | Verdict::DropCtFailed
+        | Verdict::DropRewriteFailed => TC_ACT_SHOT,
         _ => TC_ACT_OK,
     }
 }
@@ -45,11 +46,33 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     match lb::decide(&pkt, now) {
-        Action::Dnat { addr, port, verdict } => match rewrite(ctx, &pkt, IP_DADDR_OFF, pkt.daddr, addr, pkt.l4_off + 2, pkt.dport, port) {
+        Action::Dnat {
+            addr,
+            port,
+            verdict,
+        } => match rewrite(
+            ctx,
+            &pkt,
+            IP_DADDR_OFF,
+            pkt.daddr,
+            addr,
+            pkt.l4_off + 2,
+            pkt.dport,
+            port,
+        ) {
             Ok(()) => (verdict, TC_ACT_OK),
             Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
         },
-        Action::RevNat { addr, port } => match rewrite(ctx, &pkt, IP_SADDR_OFF, pkt.saddr, addr, pkt.l4_off, pkt.sport, port) {
+        Action::RevNat { addr, port } => match rewrite(
+            ctx,
+            &pkt,
+            IP_SADDR_OFF,
+            pkt.saddr,
+            addr,
+            pkt.l4_off,
+            pkt.sport,
+            port,
+        ) {
             Ok(()) => (Verdict::RevNat, TC_ACT_OK),
             Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
         },
@@ -64,7 +87,11 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
 fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
     match parse::parse(ctx.data(), ctx.data_end()) {
         Err(Verdict::DropMalformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
-            let want = if ctx.len() < MAX_HEADERS { ctx.len() } else { MAX_HEADERS };
+            let want = if ctx.len() < MAX_HEADERS {
+                ctx.len()
+            } else {
+                MAX_HEADERS
+            };
             ctx.pull_data(want).map_err(|_| Verdict::DropMalformed)?;
             parse::parse(ctx.data(), ctx.data_end())
         }
@@ -88,9 +115,18 @@ fn rewrite(
     new_port: u16,
 ) -> Result<(), i64> {
     let l4_csum = pkt.l4_csum_off();
-    let mangled = if pkt.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+    let mangled = if pkt.proto == PROTO_UDP {
+        BPF_F_MARK_MANGLED_0 as u64
+    } else {
+        0
+    };
     if old_addr != new_addr {
-        ctx.l4_csum_replace(l4_csum, old_addr as u64, new_addr as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+        ctx.l4_csum_replace(
+            l4_csum,
+            old_addr as u64,
+            new_addr as u64,
+            BPF_F_PSEUDO_HDR as u64 | mangled | 4,
+        )?;
         ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, new_addr as u64, 4)?;
         ctx.store(addr_off, &new_addr, 0)?;
     }

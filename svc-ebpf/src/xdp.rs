@@ -29,7 +29,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn action_for(verdict: Verdict) -> u32 {
     match verdict {
-        Verdict::DropMalformed | Verdict::DropNoBackend | Verdict::DropCtFailed | Verdict::DropRewriteFailed => XDP_DROP,
+        Verdict::DropMalformed
+        | Verdict::DropNoBackend
+        | Verdict::DropCtFailed
+        | Verdict::DropRewriteFailed => XDP_DROP,
         _ => XDP_PASS,
     }
 }
@@ -45,7 +48,11 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     match lb::decide(&pkt, now) {
-        Action::Dnat { addr, port, verdict } => match rewrite(ctx, &pkt, true, addr, port) {
+        Action::Dnat {
+            addr,
+            port,
+            verdict,
+        } => match rewrite(ctx, &pkt, true, addr, port) {
             Some(()) => (verdict, XDP_PASS),
             None => (Verdict::DropRewriteFailed, XDP_DROP),
         },
@@ -65,23 +72,39 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
 fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: u32, port: u16) -> Option<()> {
     let (start, end) = (ctx.data(), ctx.data_end());
     let ip: *mut Ipv4Hdr = ptr_at(start, end, ETH_HLEN)?;
-    let (old_addr, old_port) = if dst { (pkt.daddr, pkt.dport) } else { (pkt.saddr, pkt.sport) };
+    let (old_addr, old_port) = if dst {
+        (pkt.daddr, pkt.dport)
+    } else {
+        (pkt.saddr, pkt.sport)
+    };
     // SAFETY: every pointer below was bounds-checked by ptr_at.
     unsafe {
         (*ip).csum = csum::replace4((*ip).csum, old_addr, addr);
-        if dst { (*ip).daddr_be = addr } else { (*ip).saddr_be = addr }
+        if dst {
+            (*ip).daddr_be = addr
+        } else {
+            (*ip).saddr_be = addr
+        }
         if pkt.proto == PROTO_TCP {
             let tcp: *mut TcpHdr = ptr_at(start, end, L4_OFF)?;
             let c = csum::replace4((*tcp).csum, old_addr, addr);
             (*tcp).csum = csum::replace2(c, old_port, port);
-            if dst { (*tcp).dport_be = port } else { (*tcp).sport_be = port }
+            if dst {
+                (*tcp).dport_be = port
+            } else {
+                (*tcp).sport_be = port
+            }
         } else {
             let udp: *mut UdpHdr = ptr_at(start, end, L4_OFF)?;
             if (*udp).csum != 0 {
                 let c = csum::replace2(csum::replace4((*udp).csum, old_addr, addr), old_port, port);
                 (*udp).csum = if c == 0 { 0xffff } else { c };
             }
-            if dst { (*udp).dport_be = port } else { (*udp).sport_be = port }
+            if dst {
+                (*udp).dport_be = port
+            } else {
+                (*udp).sport_be = port
+            }
         }
     }
     Some(())

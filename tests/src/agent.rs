@@ -31,7 +31,10 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("cannot find the `{name}` binary near {}; build it first (`cargo build -p svc-agent`), or set SVC_BIN_DIR", exe.display())
+    bail!(
+        "cannot find the `{name}` binary near {}; build it first (`cargo build -p svc-agent`), or set SVC_BIN_DIR",
+        exe.display()
+    )
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
@@ -64,13 +67,34 @@ impl LabAgent {
         let mut cmd = Command::new(bin);
         cmd.arg("--manifests")
             .arg(manifests)
-            .args(["--device", NODE_EXT_IF, "--pod-device", "lxc*", "--node-ip", "192.0.2.1"])
-            .args(["--cluster-cidr", crate::CLUSTER_POD_CIDR, "--poll-interval-ms", "100"])
+            .args([
+                "--device",
+                NODE_EXT_IF,
+                "--pod-device",
+                "lxc*",
+                "--node-ip",
+                "192.0.2.1",
+            ])
+            .args([
+                "--cluster-cidr",
+                crate::CLUSTER_POD_CIDR,
+                "--poll-interval-ms",
+                "100",
+            ])
             .arg("--bpffs")
             .arg(&bpffs)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        let process = lab.spawn_in_node_logged(cmd, log).context("starting svc-agent")?;
-        Ok(LabAgent { process, log: log.to_path_buf(), bpffs })
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        let process = lab
+            .spawn_in_node_logged(cmd, log)
+            .context("starting svc-agent")?;
+        Ok(LabAgent {
+            process,
+            log: log.to_path_buf(),
+            bpffs,
+        })
     }
 
     /// The agent's log so far (for failure messages).
@@ -82,14 +106,30 @@ impl LabAgent {
     /// Reads the pinned services map directly (this crate does not depend on svc-agent).
     pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
         let data = MapData::from_pin(self.bpffs.join(SVC4_MAP)).ok()?;
-        let services: HashMap<MapData, Svc4Key, Svc4Value> = Map::from_map_data(data).ok()?.try_into().ok()?;
-        let key = Svc4Key { vip_be: u32::from(vip).to_be(), port_be: port.to_be(), slot: 0, proto, _pad: [0; 3] };
+        let services: HashMap<MapData, Svc4Key, Svc4Value> =
+            Map::from_map_data(data).ok()?.try_into().ok()?;
+        let key = Svc4Key {
+            vip_be: u32::from(vip).to_be(),
+            port_be: port.to_be(),
+            slot: 0,
+            proto,
+            _pad: [0; 3],
+        };
         services.get(&key, 0).ok().map(|v| v.count)
     }
 
     /// Waits until the frontend has exactly `count` backends; fails with the agent's log.
-    pub fn wait_backends(&self, vip: Ipv4Addr, port: u16, proto: u8, count: u16, timeout: Duration) -> anyhow::Result<()> {
-        if wait_for(timeout, || self.backend_count(vip, port, proto) == Some(count)) {
+    pub fn wait_backends(
+        &self,
+        vip: Ipv4Addr,
+        port: u16,
+        proto: u8,
+        count: u16,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        if wait_for(timeout, || {
+            self.backend_count(vip, port, proto) == Some(count)
+        }) {
             return Ok(());
         }
         if !self.process.is_running() {

@@ -44,15 +44,28 @@ impl Env {
         }
         let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
         let agent = LabAgent::start(&mut lab, &manifests, &log).expect("start agent");
-        agent.wait_backends(VIP, 80, PROTO_TCP, 3, Duration::from_secs(20)).unwrap();
-        agent.wait_backends(VIP, 80, PROTO_UDP, 3, Duration::from_secs(5)).unwrap();
-        agent.wait_backends(EMPTY_VIP, 80, PROTO_TCP, 0, Duration::from_secs(5)).unwrap();
-        Env { agent, manifests, lab }
+        agent
+            .wait_backends(VIP, 80, PROTO_TCP, 3, Duration::from_secs(20))
+            .unwrap();
+        agent
+            .wait_backends(VIP, 80, PROTO_UDP, 3, Duration::from_secs(5))
+            .unwrap();
+        agent
+            .wait_backends(EMPTY_VIP, 80, PROTO_TCP, 0, Duration::from_secs(5))
+            .unwrap();
+        Env {
+            agent,
+            manifests,
+            lab,
+        }
     }
 
     /// Rewrites the echo Service's EndpointSlice to hold exactly these pods.
     fn set_endpoints(&self, pods: &[&str]) {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo-clusterip.yaml")).unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/echo-clusterip.yaml"),
+        )
+        .unwrap();
         let (head, _) = text.split_once("endpoints:\n").unwrap();
         let mut out = format!("{head}endpoints:\n");
         for pod in pods {
@@ -66,7 +79,15 @@ impl Env {
         let tmp = self.manifests.join(".echo.tmp");
         std::fs::write(&tmp, out).unwrap();
         std::fs::rename(&tmp, self.manifests.join("echo-clusterip.yaml")).unwrap();
-        self.agent.wait_backends(VIP, 80, PROTO_TCP, pods.len() as u16, Duration::from_secs(10)).unwrap();
+        self.agent
+            .wait_backends(
+                VIP,
+                80,
+                PROTO_TCP,
+                pods.len() as u16,
+                Duration::from_secs(10),
+            )
+            .unwrap();
     }
 }
 
@@ -82,9 +103,16 @@ impl Drop for Env {
 }
 
 fn assert_spread(hits: &BTreeMap<String, usize>, min_each: usize, what: &str) {
-    assert_eq!(hits.len(), 3, "{what}: not all three pods answered: {hits:?}");
+    assert_eq!(
+        hits.len(),
+        3,
+        "{what}: not all three pods answered: {hits:?}"
+    );
     for (pod, n) in hits {
-        assert!(*n >= min_each, "{what}: {pod} got {n} < {min_each} of the connections: {hits:?}");
+        assert!(
+            *n >= min_each,
+            "{what}: {pod} got {n} < {min_each} of the connections: {hits:?}"
+        );
     }
 }
 
@@ -96,8 +124,13 @@ fn tcp_and_udp_new_flows_reach_all_three_pods() {
 
     let mut tcp_hits = BTreeMap::new();
     for i in 0..100 {
-        let reply = tcp_request(&client, SVC, &format!("hello {i}"), TIMEOUT).unwrap_or_else(|e| panic!("TCP connection {i}: {e}"));
-        assert_eq!(*reply.client.ip(), CLIENT_IP, "the pod must see the client's own address (no masquerade)");
+        let reply = tcp_request(&client, SVC, &format!("hello {i}"), TIMEOUT)
+            .unwrap_or_else(|e| panic!("TCP connection {i}: {e}"));
+        assert_eq!(
+            *reply.client.ip(),
+            CLIENT_IP,
+            "the pod must see the client's own address (no masquerade)"
+        );
         *tcp_hits.entry(reply.pod).or_insert(0) += 1;
     }
     assert_spread(&tcp_hits, 15, "TCP");
@@ -105,7 +138,10 @@ fn tcp_and_udp_new_flows_reach_all_three_pods() {
     let mut udp_hits = BTreeMap::new();
     for i in 0..100 {
         // A new socket per flow: a new source port, so a new conntrack entry.
-        let reply = UdpSession::bind(&client).unwrap().request(SVC, TIMEOUT).unwrap_or_else(|e| panic!("UDP flow {i}: {e}"));
+        let reply = UdpSession::bind(&client)
+            .unwrap()
+            .request(SVC, TIMEOUT)
+            .unwrap_or_else(|e| panic!("UDP flow {i}: {e}"));
         assert_eq!(*reply.client.ip(), CLIENT_IP);
         *udp_hits.entry(reply.pod).or_insert(0) += 1;
     }
@@ -119,9 +155,19 @@ fn service_without_endpoints_refuses_at_once() {
 
     // TCP: the RST arrives before any retransmission (the first SYN retry is at 1 s).
     let started = Instant::now();
-    let result = in_netns(env.lab.client_ns(), || TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT));
-    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "TCP to a Service without endpoints");
-    assert!(started.elapsed() < Duration::from_millis(500), "refusal took {:?}", started.elapsed());
+    let result = in_netns(env.lab.client_ns(), || {
+        TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT)
+    });
+    assert_eq!(
+        result.err().map(|e| e.kind()),
+        Some(io::ErrorKind::ConnectionRefused),
+        "TCP to a Service without endpoints"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refusal took {:?}",
+        started.elapsed()
+    );
 
     // UDP: a connected socket reports the ICMP port unreachable as ECONNREFUSED.
     let result = in_netns(env.lab.client_ns(), || -> io::Result<()> {
@@ -132,18 +178,32 @@ fn service_without_endpoints_refuses_at_once() {
         let mut buf = [0u8; 64];
         sock.recv(&mut buf).map(|_| ())
     });
-    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "UDP to a Service without endpoints");
+    assert_eq!(
+        result.err().map(|e| e.kind()),
+        Some(io::ErrorKind::ConnectionRefused),
+        "UDP to a Service without endpoints"
+    );
 
     // From outside, through XDP (which hands rejects to TC on the same interface).
-    let result = in_netns(env.lab.ext_ns(), || TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT));
-    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "TCP from outside");
+    let result = in_netns(env.lab.ext_ns(), || {
+        TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT)
+    });
+    assert_eq!(
+        result.err().map(|e| e.kind()),
+        Some(io::ErrorKind::ConnectionRefused),
+        "TCP from outside"
+    );
 
     // 0 -> N endpoints: answers at once once the agent has synced.
     env.set_endpoints(&["p1", "p2", "p3"]);
     env.set_endpoints(&[]);
-    assert!(tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).is_err(), "no endpoints: refused");
+    assert!(
+        tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).is_err(),
+        "no endpoints: refused"
+    );
     env.set_endpoints(&["p2"]);
-    let reply = tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).expect("after 0 -> 1 endpoints");
+    let reply =
+        tcp_request(env.lab.client_ns(), SVC, "x", TIMEOUT).expect("after 0 -> 1 endpoints");
     assert_eq!(reply.pod, "p2");
 }
 
@@ -159,22 +219,40 @@ fn long_lived_connection_keeps_its_backend_while_the_set_changes() {
     let udp = UdpSession::bind(&client).unwrap();
     let mut udp_pod = udp.request(SVC, TIMEOUT).expect("udp").pod;
 
-    let others: Vec<&str> = ["p1", "p2", "p3"].into_iter().filter(|p| *p != pinned).collect();
+    let others: Vec<&str> = ["p1", "p2", "p3"]
+        .into_iter()
+        .filter(|p| *p != pinned)
+        .collect();
     // Remove the other two, add them back in another order, shrink again: the flow's
     // backend stays in the set throughout, so the flow must stay on it.
-    for set in [vec![pinned.as_str()], vec![others[1], others[0], pinned.as_str()], vec![others[0], pinned.as_str()]] {
+    for set in [
+        vec![pinned.as_str()],
+        vec![others[1], others[0], pinned.as_str()],
+        vec![others[0], pinned.as_str()],
+    ] {
         env.set_endpoints(&set);
         for i in 0..5 {
-            let reply = tcp.exchange(&format!("after change {set:?} #{i}")).unwrap_or_else(|e| panic!("exchange after {set:?}: {e}"));
-            assert_eq!(reply.pod, pinned, "the TCP flow moved after the set became {set:?}");
+            let reply = tcp
+                .exchange(&format!("after change {set:?} #{i}"))
+                .unwrap_or_else(|e| panic!("exchange after {set:?}: {e}"));
+            assert_eq!(
+                reply.pod, pinned,
+                "the TCP flow moved after the set became {set:?}"
+            );
             assert_eq!(reply.client, first.client, "same client address and port");
         }
         let udp_now = udp.request(SVC, TIMEOUT).expect("udp").pod;
         if set.contains(&udp_pod.as_str()) {
-            assert_eq!(udp_now, udp_pod, "UDP flow moved after {set:?} although its backend stayed");
+            assert_eq!(
+                udp_now, udp_pod,
+                "UDP flow moved after {set:?} although its backend stayed"
+            );
         } else {
             // Its backend is gone: the flow moves at once to one that exists, and stays there.
-            assert!(set.contains(&udp_now.as_str()), "UDP flow went to {udp_now}, not in {set:?}");
+            assert!(
+                set.contains(&udp_now.as_str()),
+                "UDP flow went to {udp_now}, not in {set:?}"
+            );
             udp_pod = udp_now;
         }
     }
@@ -186,12 +264,20 @@ fn traffic_from_outside_goes_through_xdp() {
     let env = Env::up();
     let mut hits = BTreeMap::new();
     for i in 0..30 {
-        let reply = tcp_request(env.lab.ext_ns(), SVC, "from outside", TIMEOUT).unwrap_or_else(|e| panic!("outside TCP {i}: {e}"));
-        assert_eq!(*reply.client.ip(), EXT_IP, "the backend sees the outside client's address");
+        let reply = tcp_request(env.lab.ext_ns(), SVC, "from outside", TIMEOUT)
+            .unwrap_or_else(|e| panic!("outside TCP {i}: {e}"));
+        assert_eq!(
+            *reply.client.ip(),
+            EXT_IP,
+            "the backend sees the outside client's address"
+        );
         *hits.entry(reply.pod).or_insert(0) += 1;
     }
     assert_eq!(hits.len(), 3, "{hits:?}");
-    let reply = UdpSession::bind(env.lab.ext_ns()).unwrap().request(SVC, TIMEOUT).expect("outside UDP");
+    let reply = UdpSession::bind(env.lab.ext_ns())
+        .unwrap()
+        .request(SVC, TIMEOUT)
+        .expect("outside UDP");
     assert_eq!(*reply.client.ip(), EXT_IP);
 }
 
@@ -209,26 +295,54 @@ fn svcctl_dump_shows_the_service_backends_and_live_flows() {
         .args(["dump", "--json"])
         .output()
         .expect("run svcctl");
-    assert!(out.status.success(), "svcctl failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("svcctl dump --json is JSON");
+    assert!(
+        out.status.success(),
+        "svcctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("svcctl dump --json is JSON");
     let text = json.to_string();
     let echo = json["services"]
         .as_array()
-        .and_then(|s| s.iter().find(|s| s["vip"] == "10.96.0.10" && s["port"] == 80 && s["protocol"] == "TCP"))
+        .and_then(|s| {
+            s.iter()
+                .find(|s| s["vip"] == "10.96.0.10" && s["port"] == 80 && s["protocol"] == "TCP")
+        })
         .unwrap_or_else(|| panic!("service 10.96.0.10:80/TCP missing: {text}"));
-    let mut backends: Vec<&str> = echo["backends"].as_array().unwrap().iter().map(|b| b["addr"].as_str().unwrap()).collect();
+    let mut backends: Vec<&str> = echo["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["addr"].as_str().unwrap())
+        .collect();
     backends.sort();
-    assert_eq!(backends, ["10.244.1.11", "10.244.1.12", "10.244.1.13"], "{text}");
+    assert_eq!(
+        backends,
+        ["10.244.1.11", "10.244.1.12", "10.244.1.13"],
+        "{text}"
+    );
     let pod_ip = env.lab.pod_ip(&reply.pod).to_string();
     let flows = json["conntrack"].as_array().expect("conntrack list");
     let forward = flows.iter().find(|e| {
-        e["kind"] == "service" && e["src"]["addr"] == local.ip().to_string() && e["src"]["port"] == local.port()
+        e["kind"] == "service"
+            && e["src"]["addr"] == local.ip().to_string()
+            && e["src"]["port"] == local.port()
     });
-    let forward = forward.unwrap_or_else(|| panic!("the live connection {local} is not in conntrack: {text}"));
+    let forward = forward
+        .unwrap_or_else(|| panic!("the live connection {local} is not in conntrack: {text}"));
     assert_eq!(forward["dst"]["addr"], "10.96.0.10");
-    assert_eq!(forward["translated_dst"]["addr"], pod_ip.as_str(), "{forward}");
+    assert_eq!(
+        forward["translated_dst"]["addr"],
+        pod_ip.as_str(),
+        "{forward}"
+    );
     assert_eq!(forward["translated_dst"]["port"], 8080);
-    let reply_entry = flows.iter().find(|e| e["kind"] == "reply" && e["dst"]["port"] == local.port() && e["src"]["addr"] == pod_ip.as_str());
+    let reply_entry = flows.iter().find(|e| {
+        e["kind"] == "reply"
+            && e["dst"]["port"] == local.port()
+            && e["src"]["addr"] == pod_ip.as_str()
+    });
     assert!(reply_entry.is_some(), "no reply entry for {local}: {text}");
 
     let table = std::process::Command::new(workspace_bin("svcctl").unwrap())
@@ -238,7 +352,10 @@ fn svcctl_dump_shows_the_service_backends_and_live_flows() {
         .output()
         .expect("run svcctl");
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("10.96.0.10:80") && table.contains(&local.to_string()), "table output:\n{table}");
+    assert!(
+        table.contains("10.96.0.10:80") && table.contains(&local.to_string()),
+        "table output:\n{table}"
+    );
 }
 
 /// Over veth, receivers trust the checksum of CHECKSUM_PARTIAL / UNNECESSARY skbs, so a
@@ -253,19 +370,40 @@ fn rewritten_packets_carry_correct_checksums() {
     namespaces.push(env.lab.client_ns().to_string());
     namespaces.push(env.lab.ext_ns().to_string());
     for ns in &namespaces {
-        let out = env.lab.exec(ns, &["ethtool", "-K", "eth0", "tx", "off", "rx", "off"]).expect("ethtool");
-        assert!(out.status.success(), "ethtool in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = env
+            .lab
+            .exec(ns, &["ethtool", "-K", "eth0", "tx", "off", "rx", "off"])
+            .expect("ethtool");
+        assert!(
+            out.status.success(),
+            "ethtool in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let short = Duration::from_secs(2);
     for i in 0..20 {
-        tcp_request(env.lab.client_ns(), SVC, "csum", short).unwrap_or_else(|e| panic!("TCP {i} from a pod: {e}"));
-        UdpSession::bind(env.lab.client_ns()).unwrap().request(SVC, short).unwrap_or_else(|e| panic!("UDP {i} from a pod: {e}"));
-        tcp_request(env.lab.ext_ns(), SVC, "csum", short).unwrap_or_else(|e| panic!("TCP {i} from outside: {e}"));
-        UdpSession::bind(env.lab.ext_ns()).unwrap().request(SVC, short).unwrap_or_else(|e| panic!("UDP {i} from outside: {e}"));
+        tcp_request(env.lab.client_ns(), SVC, "csum", short)
+            .unwrap_or_else(|e| panic!("TCP {i} from a pod: {e}"));
+        UdpSession::bind(env.lab.client_ns())
+            .unwrap()
+            .request(SVC, short)
+            .unwrap_or_else(|e| panic!("UDP {i} from a pod: {e}"));
+        tcp_request(env.lab.ext_ns(), SVC, "csum", short)
+            .unwrap_or_else(|e| panic!("TCP {i} from outside: {e}"));
+        UdpSession::bind(env.lab.ext_ns())
+            .unwrap()
+            .request(SVC, short)
+            .unwrap_or_else(|e| panic!("UDP {i} from outside: {e}"));
     }
     // The rejects are built from scratch: the client's stack must accept them too.
-    let result = in_netns(env.lab.client_ns(), || TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT));
-    assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::ConnectionRefused), "RST with a verified checksum");
+    let result = in_netns(env.lab.client_ns(), || {
+        TcpStream::connect_timeout(&EMPTY_SVC.into(), TIMEOUT)
+    });
+    assert_eq!(
+        result.err().map(|e| e.kind()),
+        Some(io::ErrorKind::ConnectionRefused),
+        "RST with a verified checksum"
+    );
 }
 
 /// A broken manifest is reported and skipped; the Services already served keep working and
@@ -280,8 +418,21 @@ fn invalid_manifest_is_reported_and_leaves_the_rest_alone() {
         let log = env.agent.log_text();
         log.contains("shop/broken") && log.contains("70000") && log.contains("not an IP")
     });
-    assert!(logged, "the agent did not report both objects with their reasons:\n{}", env.agent.log_text());
-    assert_eq!(env.agent.backend_count(VIP, 80, PROTO_TCP), Some(3), "the echo Service was touched");
-    assert_eq!(env.agent.backend_count(Ipv4Addr::new(10, 96, 0, 12), 80, PROTO_TCP), None, "an invalid Service got an entry");
+    assert!(
+        logged,
+        "the agent did not report both objects with their reasons:\n{}",
+        env.agent.log_text()
+    );
+    assert_eq!(
+        env.agent.backend_count(VIP, 80, PROTO_TCP),
+        Some(3),
+        "the echo Service was touched"
+    );
+    assert_eq!(
+        env.agent
+            .backend_count(Ipv4Addr::new(10, 96, 0, 12), 80, PROTO_TCP),
+        None,
+        "an invalid Service got an entry"
+    );
     tcp_request(env.lab.client_ns(), SVC, "still there", TIMEOUT).expect("echo still answers");
 }

@@ -51,7 +51,11 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
         .current_dir(root)
         .status()
         .map_err(|e| anyhow::anyhow!("running cargo {}: {e}", args.join(" ")))?;
-    anyhow::ensure!(status.success(), "cargo {} failed ({status})", args.join(" "));
+    anyhow::ensure!(
+        status.success(),
+        "cargo {} failed ({status})",
+        args.join(" ")
+    );
     Ok(())
 }
 

@@ -1,13 +1,7 @@
 //! `cargo xtask run`: the demo. Builds, brings a lab up (network namespaces only), starts
 //! svc-agent on examples/, shows that the ClusterIP answers from all three pods, prints
 //! commands to try, and tears everything down on Ctrl-C (or after --for SECONDS).
-use std::{
-    collections::BTreeMap,
-    net::SocketAddrV4,
-    path::Path,
-    sync::mpsc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddrV4, path::Path, sync::mpsc, time::Duration};
 
 use anyhow::Context as _;
 use svc_common::PROTO_TCP;
@@ -25,7 +19,9 @@ pub struct Opts {
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::ensure(&setup::Opts::default())?;
     cargo(&["build", "--package", "svc-agent", "--bins"])?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
     let bin_dir = root.join("target/debug");
     // SAFETY: single-threaded at this point; the lab reads it to find the binaries.
     unsafe { std::env::set_var("SVC_BIN_DIR", &bin_dir) };
@@ -45,7 +41,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
 
     let mut hits = BTreeMap::new();
     for _ in 0..30 {
-        let reply = tcp_request(lab.client_ns(), SocketAddrV4::new(vip, 80), "hello", Duration::from_secs(2))?;
+        let reply = tcp_request(
+            lab.client_ns(),
+            SocketAddrV4::new(vip, 80),
+            "hello",
+            Duration::from_secs(2),
+        )?;
         *hits.entry(reply.pod).or_insert(0usize) += 1;
     }
     let svcctl = bin_dir.join("svcctl");

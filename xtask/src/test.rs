@@ -13,7 +13,15 @@ pub struct Opts {
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::ensure(&setup::Opts::default())?;
     cargo(&["build", "--workspace", "--exclude", "svc-ebpf", "--bins"])?;
-    let mut args = vec!["test", "--workspace", "--exclude", "svc-ebpf", "--no-fail-fast", "--", "--test-threads=1"];
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--exclude",
+        "svc-ebpf",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ];
     args.extend(opts.filter.iter().map(String::as_str));
     cargo(&args)
 }
