@@ -42,13 +42,17 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
+/// The workspace's top directory.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Runs cargo (the one that runs xtask) from the workspace root; fails if it fails.
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = std::process::Command::new(&cargo)
         .args(args)
-        .current_dir(root)
+        .current_dir(workspace_root())
         .status()
         .map_err(|e| anyhow::anyhow!("running cargo {}: {e}", args.join(" ")))?;
     anyhow::ensure!(

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use svc_common::PROTO_TCP;
 use svc_lab::{Lab, agent::LabAgent, tcp_request};
 
-use crate::{cargo, setup};
+use crate::{cargo, setup, workspace_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
@@ -19,10 +19,10 @@ pub struct Opts {
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::ensure(&setup::Opts::default())?;
     cargo(&["build", "--package", "svc-agent", "--bins"])?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let bin_dir = root.join("target/debug");
+    let root = workspace_root().canonicalize()?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let bin_dir = target.join("debug");
     // SAFETY: single-threaded at this point; the lab reads it to find the binaries.
     unsafe { std::env::set_var("SVC_BIN_DIR", &bin_dir) };
 
