@@ -1,7 +1,7 @@
 //! `cargo xtask run`: the demo. Builds, brings a lab up (network namespaces only), starts
 //! svc-agent on examples/, shows that the ClusterIP answers from all three pods, prints
 //! commands to try, and tears everything down on Ctrl-C (or after --for SECONDS).
-use std::{collections::BTreeMap, net::SocketAddrV4, path::Path, sync::mpsc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddrV4, sync::mpsc, time::Duration};
 
 use anyhow::Context as _;
 use svc_common::PROTO_TCP;
