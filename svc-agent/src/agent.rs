@@ -5,7 +5,6 @@
 //! seems to have changed.
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -14,8 +13,8 @@ use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
 use crate::{
-    dataplane::{Datapath, Maps},
-    desired::{self, DesiredState},
+    dataplane::{Datapath, DatapathConfig, Maps},
+    desired::{self, DesiredState, NodeContext},
     manifest,
     reconcile::Reconciler,
 };
@@ -29,8 +28,11 @@ pub struct Config {
     pub device: Option<String>,
     /// Pod-facing interfaces: exact names, or prefixes ending in `*`.
     pub pod_devices: Vec<String>,
-    pub node_ips: Vec<Ipv4Addr>,
-    pub cluster_cidr: Option<String>,
+    /// Node name, addresses and nodePortAddresses: what decides NodePort frontends and
+    /// which endpoints are local.
+    pub node: NodeContext,
+    /// Pod CIDR, masquerade address: the programs' load-time globals.
+    pub datapath: DatapathConfig,
     pub poll_interval: Duration,
     pub resync_interval: Duration,
 }
@@ -41,6 +43,17 @@ pub fn matches_pattern(patterns: &[String], iface: &str) -> bool {
         Some(prefix) => iface.starts_with(prefix),
         None => iface == p,
     })
+}
+
+/// Sets net.ipv4.conf.<iface>.accept_local=1. Masqueraded packets carry the node's own
+/// address as their source when XDP or TC hands them to the stack (an SNATed flow from
+/// outside on the external interface, a hairpinned one on a pod interface), and the kernel
+/// drops such packets as martians unless the interface accepts local sources.
+fn enable_accept_local(iface: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+    if let Err(e) = std::fs::write(&path, "1") {
+        warn!(iface = %iface, error = %e, "cannot set accept_local; masqueraded flows through this interface will be dropped");
+    }
 }
 
 /// Interfaces of the agent's network namespace.
@@ -91,7 +104,7 @@ impl Agent {
     /// Loads the programs (adopting pinned maps), attaches them, and rebuilds the
     /// reconciler's view from the maps.
     pub fn start(config: Config) -> anyhow::Result<Agent> {
-        let (mut datapath, maps) = Datapath::load(&config.bpffs)?;
+        let (mut datapath, maps) = Datapath::load(&config.bpffs, &config.datapath)?;
         if let Some(dev) = &config.device {
             datapath
                 .attach_xdp(dev)
@@ -99,14 +112,13 @@ impl Agent {
             datapath
                 .attach_tc(dev)
                 .with_context(|| format!("--device {dev}"))?;
+            enable_accept_local(dev);
             info!(device = %dev, "attached XDP and TC ingress to the external interface");
         }
         let reconciler = Reconciler::adopt(&maps).context("reading the pinned maps")?;
         let (frontends, backends) = reconciler.sizes();
         info!(bpffs = %config.bpffs.display(), frontends, backends, "maps ready (pinned state adopted)");
-        if !config.node_ips.is_empty() || config.cluster_cidr.is_some() {
-            info!(node_ips = ?config.node_ips, cluster_cidr = ?config.cluster_cidr, "node facts");
-        }
+        info!(node = ?config.node, datapath = ?config.datapath, "node facts");
         Ok(Agent {
             config,
             datapath,
@@ -132,7 +144,7 @@ impl Agent {
         self.last_resync = Instant::now();
         match manifest::load_dir(&self.config.manifests) {
             Ok(set) => {
-                let (desired, compute_problems) = desired::compute(&set.cluster);
+                let (desired, compute_problems) = desired::compute(&set.cluster, &self.config.node);
                 let problems: Vec<String> = set
                     .problems
                     .iter()
@@ -187,7 +199,10 @@ impl Agent {
             .filter(|i| matches_pattern(&self.config.pod_devices, i))
         {
             match self.datapath.attach_tc(iface) {
-                Ok(true) => info!(iface = %iface, "attached TC ingress to pod interface"),
+                Ok(true) => {
+                    enable_accept_local(iface);
+                    info!(iface = %iface, "attached TC ingress to pod interface");
+                }
                 Ok(false) => {}
                 Err(e) => warn!(iface = %iface, error = %e, "cannot attach to pod interface"),
             }

@@ -9,16 +9,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
         xdp::XdpLinkId,
     },
 };
 use svc_common::{
-    BACKEND4_MAP, BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value,
-    REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, STATS_MAP, STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE,
-    Svc4Key, Svc4Value, TC_PROG, Verdict, XDP_PROG,
+    AFFINITY4_MAP, AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP,
+    BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP,
+    REVNAT4_MAP_SIZE, RevNat4, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP, STATS_MAP_SIZE,
+    SVC4_MAP, SVC4_MAP_SIZE, SrcRange4, Svc4Key, Svc4Value, TC_PROG, Verdict, XDP_PROG,
 };
 
 /// The eBPF object built by build.rs (aya-build) from svc-ebpf.
@@ -81,7 +82,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAP_SPECS: [MapSpec; 5] = [
+pub const MAP_SPECS: [MapSpec; 7] = [
     MapSpec {
         name: SVC4_MAP,
         key_size: size_of::<Svc4Key>() as u32,
@@ -107,6 +108,18 @@ pub const MAP_SPECS: [MapSpec; 5] = [
         max_entries: CT4_MAP_SIZE,
     },
     MapSpec {
+        name: AFFINITY4_MAP,
+        key_size: size_of::<Affinity4Key>() as u32,
+        value_size: size_of::<Affinity4Value>() as u32,
+        max_entries: AFFINITY4_MAP_SIZE,
+    },
+    MapSpec {
+        name: SRC_RANGE4_MAP,
+        key_size: 4 + size_of::<SrcRange4>() as u32,
+        value_size: 1,
+        max_entries: SRC_RANGE4_MAP_SIZE,
+    },
+    MapSpec {
         name: STATS_MAP,
         key_size: 4,
         value_size: 8,
@@ -120,6 +133,8 @@ pub struct Maps {
     pub backends: HashMap<MapData, u32, Backend4>,
     pub revnat: HashMap<MapData, u32, RevNat4>,
     pub ct: HashMap<MapData, Ct4Key, Ct4Value>,
+    pub affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
+    pub src_ranges: LpmTrie<MapData, SrcRange4, u8>,
     pub stats: PerCpuArray<MapData, u64>,
 }
 
@@ -198,6 +213,12 @@ impl Maps {
                 .try_into()
                 .map_err(map_err(REVNAT4_MAP))?,
             ct: take(CT4_MAP)?.try_into().map_err(map_err(CT4_MAP))?,
+            affinity: take(AFFINITY4_MAP)?
+                .try_into()
+                .map_err(map_err(AFFINITY4_MAP))?,
+            src_ranges: take(SRC_RANGE4_MAP)?
+                .try_into()
+                .map_err(map_err(SRC_RANGE4_MAP))?,
             stats: take(STATS_MAP)?.try_into().map_err(map_err(STATS_MAP))?,
         })
     }
@@ -217,6 +238,18 @@ impl Maps {
     }
 }
 
+/// Node facts the programs read as load-time globals (svc-ebpf/src/config.rs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DatapathConfig {
+    /// The cluster's pod CIDR: sources inside it are pods. None: unknown, and ClusterIP
+    /// traffic is then never masqueraded.
+    pub cluster_cidr: Option<crate::desired::Ipv4Cidr>,
+    /// The source address of masqueraded flows (the node's IP). None: never masquerade.
+    pub masquerade_addr: Option<std::net::Ipv4Addr>,
+    /// Masquerade every translated flow (kube-proxy's --masquerade-all).
+    pub masquerade_all: bool,
+}
+
 /// The loaded programs and where they are attached. Dropping it detaches them (TCX and
 /// XDP links are owned by this process); the pinned maps stay.
 pub struct Datapath {
@@ -229,7 +262,7 @@ impl Datapath {
     /// Loads the object with every map pinned under `dir` (reusing compatible pins, so
     /// conntrack and services survive a restart) and loads both programs into the kernel.
     /// Returns the datapath and the typed maps.
-    pub fn load(dir: &Path) -> Result<(Datapath, Maps), DataplaneError> {
+    pub fn load(dir: &Path, config: &DatapathConfig) -> Result<(Datapath, Maps), DataplaneError> {
         if EBPF_OBJECT.is_empty() {
             return Err(DataplaneError::NoObject);
         }
@@ -245,8 +278,22 @@ impl Datapath {
         for spec in &MAP_SPECS {
             check_pin(dir, spec)?;
         }
+        let (cidr, mask) = match config.cluster_cidr {
+            Some(c) => {
+                let len = c.prefix_len.min(32);
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                ((u32::from(c.addr) & mask).to_be(), mask.to_be())
+            }
+            None => (0, 0),
+        };
+        let masq = config.masquerade_addr.map_or(0, |a| u32::from(a).to_be());
+        let masq_all = u32::from(config.masquerade_all);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
+            .override_global("CLUSTER_CIDR_BE", &cidr, true)
+            .override_global("CLUSTER_MASK_BE", &mask, true)
+            .override_global("MASQ_ADDR_BE", &masq, true)
+            .override_global("MASQUERADE_ALL", &masq_all, true)
             .load(EBPF_OBJECT)?;
         let prog_err = |name: &'static str| {
             move |source| DataplaneError::Program {
@@ -413,6 +460,34 @@ impl crate::reconcile::MapStore for Maps {
     }
     fn del_revnat(&mut self, id: u32) -> Result<(), crate::reconcile::StoreError> {
         ignore_missing(self.revnat.remove(&id)).map_err(store_err(REVNAT4_MAP))
+    }
+    fn put_src_range(
+        &mut self,
+        key: &crate::reconcile::SrcRangeKey,
+    ) -> Result<(), crate::reconcile::StoreError> {
+        self.src_ranges
+            .insert(&LpmKey::new(key.0, key.1), 1, 0)
+            .map_err(store_err(SRC_RANGE4_MAP))
+    }
+    fn del_src_range(
+        &mut self,
+        key: &crate::reconcile::SrcRangeKey,
+    ) -> Result<(), crate::reconcile::StoreError> {
+        ignore_missing(self.src_ranges.remove(&LpmKey::new(key.0, key.1)))
+            .map_err(store_err(SRC_RANGE4_MAP))
+    }
+    fn read_src_ranges(
+        &self,
+    ) -> Result<Vec<crate::reconcile::SrcRangeKey>, crate::reconcile::StoreError> {
+        let mut out = Vec::new();
+        for key in self.src_ranges.keys() {
+            match key {
+                Ok(k) => out.push((k.prefix_len(), k.data())),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(SRC_RANGE4_MAP)(e)),
+            }
+        }
+        Ok(out)
     }
     fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, crate::reconcile::StoreError> {
         read_all(&self.services, SVC4_MAP)

@@ -7,39 +7,74 @@
 //! removed without bumping `version`. Addresses are dotted-quad strings, ports host-order
 //! numbers, protocols `"TCP"` / `"UDP"` (anything else: `"proto-<number>"`).
 //!
+//! Version 2 (from 1): services gained `kind`, `affinity_timeout_secs`, `source_ranges`,
+//! `local_count`, `local_backends`; their `flags` became words (the number is
+//! `flags_raw`); conntrack reply entries take `translated_src` from SVC4_REVNAT and carry
+//! the masquerade translation; backends can be `"terminating"`; `affinity` was added.
+//!
 //! ```text
 //! {
-//!   "version": 1,                      // schema version
+//!   "version": 2,                      // schema version
 //!   "now_ns": u64,                     // CLOCK_MONOTONIC when the snapshot was taken
-//!   "services": [                      // one per frontend (slot 0 entry), sorted by vip, port, protocol
+//!   "services": [                      // one per frontend (the SCOPE_ALL slot-0 entry),
+//!                                      // sorted by vip, port, protocol
 //!     { "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
-//!       "rev_nat_id": u16, "count": u16, "flags": u16,
+//!       "kind": "clusterip" | "nodeport" | "externalip" | "loadbalancer",
+//!       "rev_nat_id": u16, "count": u16,
+//!       "flags": [ "external", "policy-local", "nodeport", "loadbalancer", "source-ranges",
+//!                  "affinity", "externalip", "unknown(0x..)" ],  // every SVC_F_* bit set
+//!       "flags_raw": u16,
+//!       "affinity_timeout_secs": u32 | null,   // sessionAffinity ClientIP timeout
+//!       "source_ranges": [ "203.0.113.0/24" ], // SVC4_SRC_RANGE entries of this rev_nat_id
 //!       "rejects": bool,               // count == 0: new flows get TCP RST / ICMP port unreachable
-//!       "note": string | null,         // human-readable remark (set when rejects)
+//!       "note": string | null,         // human-readable remarks (rejects, no local endpoint)
 //!       "backends": [                  // the valid slots 1..=count, in slot order
 //!         { "slot": u16, "backend_id": u32, "addr": "10.244.1.11", "port": 8080,
-//!           "protocol": "TCP", "state": "active" } ] } ],
+//!           "protocol": "TCP", "state": "active" } ],
+//!       "local_count": u16 | null,     // count of the SCOPE_LOCAL entry (null: there is none)
+//!       "local_backends": [ ... ] } ], // this node's backends (traffic policy Local), as
+//!                                      // "backends": the valid SCOPE_LOCAL slots
 //!   "backends": [                      // every SVC4_BACKENDS entry, sorted by id
 //!     { "id": u32, "addr": "10.244.1.11", "port": 8080, "protocol": "TCP",
-//!       "state": "active",             // or "unknown(<n>)"
-//!       "frontends": usize } ],        // how many frontends have it in a valid slot
+//!       "state": "active" | "terminating" | "unknown(<n>)",  // terminating: only kept for
+//!                                                            // the flows it already has
+//!       "frontends": usize } ],        // how many frontends have it in a valid slot (any scope)
 //!   "conntrack": [                     // sorted by kind (service first), src, dst, protocol
 //!     { "kind": "service" | "reply" | "unknown(<n>)", "protocol": "TCP",
-//!       "src": { "addr": "...", "port": u16 },   // the tuple of the map key:
-//!       "dst": { "addr": "...", "port": u16 },   //   service: client -> VIP; reply: backend -> client
-//!       "translated_dst": { "addr", "port" } | null,  // service: the backend the VIP becomes
-//!       "translated_src": { "addr", "port" } | null,  // reply: the service address the backend becomes
+//!       "src": { "addr": "...", "port": u16 },   // the tuple of the map key. service:
+//!       "dst": { "addr": "...", "port": u16 },   //   client -> VIP; reply: backend -> client
+//!                                                //   (or -> the masquerade address:port)
+//!       "translated_dst": { "addr", "port" } | null,  // service: the backend the VIP becomes;
+//!                                                     // reply: the original client (masqueraded
+//!                                                     // flows only, else null)
+//!       "translated_src": { "addr", "port" } | null,  // service: the masquerade address:port
+//!                                                     // (masqueraded flows only, else null);
+//!                                                     // reply: the service address (from
+//!                                                     // SVC4_REVNAT; null if it is missing)
 //!       "backend_id": u32, "rev_nat_id": u16,
-//!       "flags": ["closing", "replied", "unknown(0x..)"], "flags_raw": u8,
+//!       "flags": ["closing", "replied", "snat", "unknown(0x..)"], "flags_raw": u8,
 //!       "created_ns": u64, "last_seen_ns": u64,  // bpf_ktime_get_ns() (CLOCK_MONOTONIC)
 //!       "age_secs": u64,               // now - created (0 if in the future)
 //!       "idle_secs": u64,              // now - last_seen
 //!       "timeout_secs": u64,           // svc_common::ct_timeout_ns(protocol, flags)
 //!       "expired": bool } ],           // idle longer than timeout: the datapath ignores it
+//!   "affinity": [                      // session affinity (SVC4_AFFINITY), sorted by
+//!                                      // rev_nat_id, client
+//!     { "client": "10.244.1.20", "rev_nat_id": u16,
+//!       "service": { "addr", "port" } | null,   // from SVC4_REVNAT
+//!       "backend_id": u32, "backend": { "addr", "port" } | null,
+//!       "scope": "all" | "local" | "unknown(<n>)", "slot": u16,
+//!       "last_used_ns": u64, "idle_secs": u64,
+//!       "timeout_secs": u32 | null,    // the frontend's affinity timeout (null: the frontend is
+//!                                      // gone or has no affinity)
+//!       "expired": bool,               // idle longer than timeout, or no timeout
+//!       "current": bool } ],           // its slot still holds that backend, active: a new
+//!                                      // flow that is not expired reuses it
 //!   "stats": [                         // every Verdict, in index order
 //!     { "verdict": "dnat_new", "total": u64 } ],
 //!   "inconsistencies": [ string ]      // map states a packet could trip over (missing slots,
-//!                                      // missing backends, stale slots, rev-NAT mismatches);
+//!                                      // missing backends, stale slots, rev-NAT mismatches,
+//!                                      // scope/flag mismatches, orphan source ranges);
 //!                                      // transiently non-empty while the agent syncs
 //! }
 //! ```
@@ -49,15 +84,18 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use svc_common::{
-    BACKEND_STATE_ACTIVE, Backend4, CT_F_CLOSING, CT_F_REPLIED, CT_KIND_REPLY, CT_KIND_SERVICE,
-    Ct4Key, Ct4Value, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key, Svc4Value, Verdict, ct_timeout_ns,
+    AFFINITY4_MAP, Affinity4Key, Affinity4Value, BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING,
+    Backend4, CT_F_CLOSING, CT_F_REPLIED, CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key,
+    Ct4Value, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE,
+    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL,
+    SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Svc4Key, Svc4Value, Verdict, ct_timeout_ns,
 };
 
 use crate::dataplane::{DataplaneError, Maps};
-use crate::reconcile::{MapStore, StoreError};
+use crate::reconcile::{MapStore, SrcRangeKey, StoreError};
 
 /// Version of the JSON schema documented above.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -98,6 +136,7 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub backends: Vec<Backend>,
     pub conntrack: Vec<CtEntry>,
+    pub affinity: Vec<AffinityEntry>,
     pub stats: Vec<VerdictTotal>,
     pub inconsistencies: Vec<String>,
 }
@@ -107,12 +146,18 @@ pub struct Service {
     pub vip: Ipv4Addr,
     pub port: u16,
     pub protocol: String,
+    pub kind: &'static str,
     pub rev_nat_id: u16,
     pub count: u16,
-    pub flags: u16,
+    pub flags: Vec<String>,
+    pub flags_raw: u16,
+    pub affinity_timeout_secs: Option<u32>,
+    pub source_ranges: Vec<String>,
     pub rejects: bool,
     pub note: Option<String>,
     pub backends: Vec<ServiceBackend>,
+    pub local_count: Option<u16>,
+    pub local_backends: Vec<ServiceBackend>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -156,6 +201,22 @@ pub struct CtEntry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AffinityEntry {
+    pub client: Ipv4Addr,
+    pub rev_nat_id: u16,
+    pub service: Option<Endpoint>,
+    pub backend_id: u32,
+    pub backend: Option<Endpoint>,
+    pub scope: String,
+    pub slot: u16,
+    pub last_used_ns: u64,
+    pub idle_secs: u64,
+    pub timeout_secs: Option<u32>,
+    pub expired: bool,
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerdictTotal {
     pub verdict: &'static str,
     pub total: u64,
@@ -168,6 +229,8 @@ pub struct RawMaps {
     pub backends: Vec<(u32, Backend4)>,
     pub revnats: Vec<(u32, RevNat4)>,
     pub conntrack: Vec<(Ct4Key, Ct4Value)>,
+    pub src_ranges: Vec<SrcRangeKey>,
+    pub affinity: Vec<(Affinity4Key, Affinity4Value)>,
     pub stats: Vec<(Verdict, u64)>,
 }
 
@@ -183,6 +246,25 @@ pub fn monotonic_now_ns() -> u64 {
     ts.tv_sec as u64 * NS_PER_SEC + ts.tv_nsec as u64
 }
 
+fn read_affinity(maps: &Maps) -> Result<Vec<(Affinity4Key, Affinity4Value)>, InspectError> {
+    // Entries evicted while we iterate show up as errors of single lookups; skip them.
+    let mut out = Vec::new();
+    for item in maps.affinity.iter() {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(source) => {
+                return Err(DataplaneError::Map {
+                    name: AFFINITY4_MAP,
+                    source,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads every map and decodes it.
 pub fn snapshot(maps: &Maps) -> Result<Snapshot, InspectError> {
     let raw = RawMaps {
@@ -190,9 +272,25 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot, InspectError> {
         backends: maps.read_backends()?,
         revnats: maps.read_revnats()?,
         conntrack: maps.read_conntrack()?,
+        src_ranges: maps.read_src_ranges()?,
+        affinity: read_affinity(maps)?,
         stats: maps.verdict_totals()?,
     };
     Ok(decode(&raw, monotonic_now_ns()))
+}
+
+/// The session affinity table only (no walk over the conntrack table). Returns the time
+/// it was decoded at and the entries.
+pub fn affinity(maps: &Maps) -> Result<(u64, Vec<AffinityEntry>), InspectError> {
+    let raw = RawMaps {
+        services: maps.read_services()?,
+        backends: maps.read_backends()?,
+        revnats: maps.read_revnats()?,
+        affinity: read_affinity(maps)?,
+        ..Default::default()
+    };
+    let snap = decode(&raw, monotonic_now_ns());
+    Ok((snap.now_ns, snap.affinity))
 }
 
 /// Verdict totals only (no walk over the conntrack table).
@@ -211,6 +309,7 @@ pub fn protocol_name(proto: u8) -> String {
 fn backend_state_name(state: u8) -> String {
     match state {
         BACKEND_STATE_ACTIVE => "active".into(),
+        BACKEND_STATE_TERMINATING => "terminating".into(),
         other => format!("unknown({other})"),
     }
 }
@@ -223,36 +322,108 @@ fn ct_kind_name(kind: u8) -> String {
     }
 }
 
+fn scope_name(scope: u8) -> String {
+    match scope {
+        SCOPE_ALL => "all".into(),
+        SCOPE_LOCAL => "local".into(),
+        other => format!("unknown({other})"),
+    }
+}
+
 /// CT_F_* bits as words.
 pub fn ct_flag_words(flags: u8) -> Vec<String> {
     let mut words = Vec::new();
-    if flags & CT_F_CLOSING != 0 {
-        words.push("closing".to_string());
+    for (bit, word) in [
+        (CT_F_CLOSING, "closing"),
+        (CT_F_REPLIED, "replied"),
+        (CT_F_SNAT, "snat"),
+    ] {
+        if flags & bit != 0 {
+            words.push(word.to_string());
+        }
     }
-    if flags & CT_F_REPLIED != 0 {
-        words.push("replied".to_string());
-    }
-    let rest = flags & !(CT_F_CLOSING | CT_F_REPLIED);
+    let rest = flags & !(CT_F_CLOSING | CT_F_REPLIED | CT_F_SNAT);
     if rest != 0 {
         words.push(format!("unknown({rest:#x})"));
     }
     words
 }
 
-fn frontend_name(key: &Svc4Key) -> String {
-    format!(
-        "{}/{}",
-        Endpoint::from_be(key.vip_be, key.port_be),
-        protocol_name(key.proto)
+/// SVC_F_* bits and their words, in bit order.
+const SVC_FLAG_WORDS: [(u16, &str); 7] = [
+    (SVC_F_EXTERNAL, "external"),
+    (SVC_F_LOCAL, "policy-local"),
+    (SVC_F_NODEPORT, "nodeport"),
+    (SVC_F_LOADBALANCER, "loadbalancer"),
+    (SVC_F_SOURCE_RANGES, "source-ranges"),
+    (SVC_F_AFFINITY, "affinity"),
+    (SVC_F_EXTERNAL_IP, "externalip"),
+];
+
+/// The bits that make up the kind (shown in TYPE, not in the table's FLAGS).
+const SVC_KIND_BITS: u16 = SVC_F_EXTERNAL | SVC_F_NODEPORT | SVC_F_LOADBALANCER | SVC_F_EXTERNAL_IP;
+
+/// Every SVC_F_* bit of a frontend as a word.
+pub fn svc_flag_words(flags: u16) -> Vec<String> {
+    let mut words: Vec<String> = SVC_FLAG_WORDS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, w)| w.to_string())
+        .collect();
+    let known = SVC_FLAG_WORDS.iter().fold(0, |acc, (bit, _)| acc | bit);
+    let rest = flags & !known;
+    if rest != 0 {
+        words.push(format!("unknown({rest:#x})"));
+    }
+    words
+}
+
+/// The frontend's kind from its flags: nodeport, loadbalancer, externalip, or clusterip
+/// when none of those is set (a mix is reported as an inconsistency; the first wins).
+pub fn frontend_kind(flags: u16) -> &'static str {
+    if flags & SVC_F_NODEPORT != 0 {
+        "nodeport"
+    } else if flags & SVC_F_LOADBALANCER != 0 {
+        "loadbalancer"
+    } else if flags & SVC_F_EXTERNAL_IP != 0 {
+        "externalip"
+    } else {
+        "clusterip"
+    }
+}
+
+type FrontendId = (Ipv4Addr, u16, u8);
+
+fn frontend_id(key: &Svc4Key) -> FrontendId {
+    (
+        Ipv4Addr::from(u32::from_be(key.vip_be)),
+        u16::from_be(key.port_be),
+        key.proto,
     )
 }
 
-/// Decodes one conntrack entry as seen at `now_ns`.
-pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64) -> CtEntry {
-    let nat = Endpoint::from_be(value.addr_be, value.port_be);
+fn id_name(id: &FrontendId) -> String {
+    format!("{}:{}/{}", id.0, id.1, protocol_name(id.2))
+}
+
+/// Decodes one conntrack entry as seen at `now_ns`. `revnat` is the SVC4_REVNAT entry of
+/// the entry's rev_nat_id (used by reply entries: the address replies get as source).
+pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64, revnat: Option<&RevNat4>) -> CtEntry {
+    let target = Endpoint::from_be(value.addr_be, value.port_be);
+    let snat = value.flags & CT_F_SNAT != 0;
     let (translated_dst, translated_src) = match key.kind {
-        CT_KIND_SERVICE => (Some(nat), None),
-        CT_KIND_REPLY => (None, Some(nat)),
+        // Forward: the VIP becomes the backend; a masqueraded client becomes the NAT
+        // endpoint.
+        CT_KIND_SERVICE => (
+            Some(target),
+            snat.then(|| Endpoint::from_be(value.nat_addr_be, value.nat_port_be)),
+        ),
+        // Reply: the backend becomes the service address; the destination goes back to
+        // the original client when masqueraded (else it already is the client).
+        CT_KIND_REPLY => (
+            snat.then_some(target),
+            revnat.map(|r| Endpoint::from_be(r.vip_be, r.port_be)),
+        ),
         _ => (None, None),
     };
     let idle_ns = now_ns.saturating_sub(value.last_seen_ns);
@@ -288,104 +459,295 @@ fn decode_stats(totals: &[(Verdict, u64)]) -> Vec<VerdictTotal> {
         .collect()
 }
 
+/// `a.b.c.d/len` for a SVC4_SRC_RANGE key; None if the prefix length is not one the agent
+/// writes (32 + 0..=32).
+fn src_range_cidr(key: &SrcRangeKey) -> Option<(Ipv4Addr, u32)> {
+    let len = key
+        .0
+        .checked_sub(SRC_RANGE_PREFIX_BASE)
+        .filter(|l| *l <= 32)?;
+    Some((Ipv4Addr::from(u32::from_be(key.1.addr_be)), len))
+}
+
+/// The valid slots 1..=count of one scope of a frontend, reporting missing slots, missing
+/// backends, terminating backends in slots and slots past the count.
+#[allow(clippy::too_many_arguments)]
+fn decode_slots(
+    name: &str,
+    what: &str,
+    count: u16,
+    slots: &BTreeMap<u16, Svc4Value>,
+    backends: &BTreeMap<u32, Backend4>,
+    id: FrontendId,
+    references: &mut BTreeMap<u32, BTreeSet<FrontendId>>,
+    inconsistencies: &mut Vec<String>,
+) -> Vec<ServiceBackend> {
+    let mut list = Vec::new();
+    for slot in 1..=count {
+        let Some(slot_value) = slots.get(&slot) else {
+            inconsistencies.push(format!("{name}: {what} {slot} of {count} is missing"));
+            continue;
+        };
+        let Some(b) = backends.get(&slot_value.backend_id) else {
+            inconsistencies.push(format!(
+                "{name}: {what} {slot} points at backend {}, which is not in SVC4_BACKENDS",
+                slot_value.backend_id
+            ));
+            continue;
+        };
+        references
+            .entry(slot_value.backend_id)
+            .or_default()
+            .insert(id);
+        if b.state == BACKEND_STATE_TERMINATING {
+            inconsistencies.push(format!(
+                "{name}: {what} {slot} points at backend {}, which is terminating (new flows may get it)",
+                slot_value.backend_id
+            ));
+        }
+        let ep = Endpoint::from_be(b.addr_be, b.port_be);
+        list.push(ServiceBackend {
+            slot,
+            backend_id: slot_value.backend_id,
+            addr: ep.addr,
+            port: ep.port,
+            protocol: protocol_name(b.proto),
+            state: backend_state_name(b.state),
+        });
+    }
+    for (slot, slot_value) in slots.range(count.saturating_add(1)..) {
+        inconsistencies.push(format!(
+            "{name}: {what} {slot} (backend {}) is beyond count {count}",
+            slot_value.backend_id
+        ));
+    }
+    list
+}
+
 /// Decodes raw map contents; never fails: what does not fit together is listed in
 /// `inconsistencies`.
 pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     let backends: BTreeMap<u32, Backend4> = raw.backends.iter().copied().collect();
     let revnats: BTreeMap<u32, RevNat4> = raw.revnats.iter().copied().collect();
-    let mut frontends: BTreeMap<(Ipv4Addr, u16, u8), (Svc4Key, Svc4Value)> = BTreeMap::new();
-    // (vip, port, proto) -> slot -> value
-    let mut slots: BTreeMap<(Ipv4Addr, u16, u8), BTreeMap<u16, Svc4Value>> = BTreeMap::new();
+    let mut inconsistencies = Vec::new();
+
+    // [SCOPE_ALL, SCOPE_LOCAL]: (vip, port, proto) -> slot -> value. Frontends are the
+    // SCOPE_ALL slot-0 entries.
+    let mut scopes: [BTreeMap<FrontendId, BTreeMap<u16, Svc4Value>>; 2] = Default::default();
     for (key, value) in &raw.services {
-        let id = (
-            Ipv4Addr::from(u32::from_be(key.vip_be)),
-            u16::from_be(key.port_be),
-            key.proto,
-        );
-        if key.slot == 0 {
-            frontends.insert(id, (*key, *value));
-        } else {
-            slots.entry(id).or_default().insert(key.slot, *value);
+        let id = frontend_id(key);
+        match key.scope {
+            SCOPE_ALL | SCOPE_LOCAL => {
+                scopes[key.scope as usize]
+                    .entry(id)
+                    .or_default()
+                    .insert(key.slot, *value);
+            }
+            other => inconsistencies.push(format!(
+                "{}: slot {} has unknown scope {other} (the datapath never reads it)",
+                id_name(&id),
+                key.slot
+            )),
+        }
+    }
+    let [all_scope, local_scope] = &scopes;
+    let frontends: BTreeMap<FrontendId, Svc4Value> = all_scope
+        .iter()
+        .filter_map(|(id, slots)| slots.get(&0).map(|v| (*id, *v)))
+        .collect();
+
+    // rev_nat_id -> source ranges, as (address, length) for numeric sorting.
+    let mut ranges: BTreeMap<u16, BTreeSet<(Ipv4Addr, u32)>> = BTreeMap::new();
+    for key in &raw.src_ranges {
+        match src_range_cidr(key) {
+            Some(cidr) => {
+                ranges.entry(key.1.rev_nat_id).or_default().insert(cidr);
+            }
+            None => inconsistencies.push(format!(
+                "source range {} (prefix length {}) for rev_nat_id {} has an invalid prefix length",
+                Ipv4Addr::from(u32::from_be(key.1.addr_be)),
+                key.0,
+                key.1.rev_nat_id
+            )),
         }
     }
 
-    let mut inconsistencies = Vec::new();
-    let mut references: BTreeMap<u32, BTreeSet<(Ipv4Addr, u16, u8)>> = BTreeMap::new();
+    let mut references: BTreeMap<u32, BTreeSet<FrontendId>> = BTreeMap::new();
     let mut services = Vec::new();
-    for (id, (key, value)) in &frontends {
-        let name = frontend_name(key);
-        let empty = BTreeMap::new();
-        let my_slots = slots.get(id).unwrap_or(&empty);
-        let mut list = Vec::new();
-        for slot in 1..=value.count {
-            let Some(slot_value) = my_slots.get(&slot) else {
-                inconsistencies.push(format!("{name}: slot {slot} of {} is missing", value.count));
-                continue;
-            };
-            let Some(b) = backends.get(&slot_value.backend_id) else {
-                inconsistencies.push(format!(
-                    "{name}: slot {slot} points at backend {}, which is not in SVC4_BACKENDS",
-                    slot_value.backend_id
-                ));
-                continue;
-            };
-            references
-                .entry(slot_value.backend_id)
-                .or_default()
-                .insert(*id);
-            let ep = Endpoint::from_be(b.addr_be, b.port_be);
-            list.push(ServiceBackend {
-                slot,
-                backend_id: slot_value.backend_id,
-                addr: ep.addr,
-                port: ep.port,
-                protocol: protocol_name(b.proto),
-                state: backend_state_name(b.state),
-            });
-        }
-        for (slot, slot_value) in my_slots.range(value.count.saturating_add(1)..) {
-            inconsistencies.push(format!(
-                "{name}: slot {slot} (backend {}) is beyond count {}",
-                slot_value.backend_id, value.count
-            ));
-        }
+    let empty = BTreeMap::new();
+    for (id, value) in &frontends {
+        let name = id_name(id);
+        let my_slots = all_scope.get(id).unwrap_or(&empty);
+        let mut all_slots = my_slots.clone();
+        all_slots.remove(&0);
+        let list = decode_slots(
+            &name,
+            "slot",
+            value.count,
+            &all_slots,
+            &backends,
+            *id,
+            &mut references,
+            &mut inconsistencies,
+        );
+
         match revnats.get(&(value.rev_nat_id as u32)) {
             None => inconsistencies.push(format!(
                 "{name}: rev_nat_id {} has no SVC4_REVNAT entry (replies are not reverse-translated)",
                 value.rev_nat_id
             )),
-            Some(rev) if rev.vip_be != key.vip_be || rev.port_be != key.port_be => inconsistencies.push(format!(
-                "{name}: rev_nat_id {} translates replies to {}, not to the frontend",
-                value.rev_nat_id,
-                Endpoint::from_be(rev.vip_be, rev.port_be)
-            )),
+            Some(rev)
+                if Endpoint::from_be(rev.vip_be, rev.port_be) != Endpoint { addr: id.0, port: id.1 } =>
+            {
+                inconsistencies.push(format!(
+                    "{name}: rev_nat_id {} translates replies to {}, not to the frontend",
+                    value.rev_nat_id,
+                    Endpoint::from_be(rev.vip_be, rev.port_be)
+                ))
+            }
             Some(_) => {}
         }
+
+        let flags = value.flags;
+        let kind_bits = flags & (SVC_F_NODEPORT | SVC_F_LOADBALANCER | SVC_F_EXTERNAL_IP);
+        if kind_bits.count_ones() > 1 {
+            inconsistencies.push(format!(
+                "{name}: flags {flags:#x} name more than one kind ({})",
+                svc_flag_words(kind_bits).join(", ")
+            ));
+        }
+        if (kind_bits != 0) != (flags & SVC_F_EXTERNAL != 0) {
+            inconsistencies.push(format!(
+                "{name}: flags {flags:#x}: the external bit does not match the kind {}",
+                frontend_kind(flags)
+            ));
+        }
+
+        // Traffic policy Local: the SCOPE_LOCAL entries.
+        let local = flags & SVC_F_LOCAL != 0;
+        let local_entries = local_scope.get(id);
+        let local_head = local_entries.and_then(|s| s.get(&0)).copied();
+        let mut local_backends = Vec::new();
+        if let Some(entries) = local_entries {
+            if !local {
+                inconsistencies.push(format!(
+                    "{name}: has SCOPE_LOCAL entries but not the policy-local flag (they are unused)"
+                ));
+            }
+            let mut slots = entries.clone();
+            slots.remove(&0);
+            match &local_head {
+                Some(head) => {
+                    local_backends = decode_slots(
+                        &name,
+                        "local slot",
+                        head.count,
+                        &slots,
+                        &backends,
+                        *id,
+                        &mut references,
+                        &mut inconsistencies,
+                    );
+                    if head.count > value.count {
+                        inconsistencies.push(format!(
+                            "{name}: {} local backends but only {} in all",
+                            head.count, value.count
+                        ));
+                    }
+                }
+                None => {
+                    for (slot, v) in &slots {
+                        inconsistencies.push(format!(
+                            "{name}: local slot {slot} (backend {}) has no local slot 0",
+                            v.backend_id
+                        ));
+                    }
+                }
+            }
+        }
+        if local && local_head.is_none() {
+            inconsistencies.push(format!(
+                "{name}: policy Local but no SCOPE_LOCAL entry (new flows that need a local backend are dropped)"
+            ));
+        }
+
+        // loadBalancerSourceRanges.
+        let my_ranges: Vec<String> = ranges
+            .get(&value.rev_nat_id)
+            .into_iter()
+            .flatten()
+            .map(|(addr, len)| format!("{addr}/{len}"))
+            .collect();
+        if flags & SVC_F_SOURCE_RANGES != 0 && my_ranges.is_empty() {
+            inconsistencies.push(format!(
+                "{name}: source-ranges flag without SVC4_SRC_RANGE entries (every new flow is dropped)"
+            ));
+        }
+        if flags & SVC_F_SOURCE_RANGES == 0 && !my_ranges.is_empty() {
+            inconsistencies.push(format!(
+                "{name}: SVC4_SRC_RANGE entries without the source-ranges flag (they are ignored)"
+            ));
+        }
+
         let rejects = value.count == 0;
+        let mut notes = Vec::new();
+        if rejects {
+            notes.push(
+                "no endpoints: new connections are rejected (TCP RST / ICMP port unreachable)"
+                    .to_string(),
+            );
+        } else if local && local_head.is_some_and(|h| h.count == 0) {
+            notes.push(if flags & SVC_F_EXTERNAL != 0 {
+                "policy Local and no endpoint on this node: new flows from outside the cluster are dropped".to_string()
+            } else {
+                "policy Local and no endpoint on this node: new flows are dropped".to_string()
+            });
+        }
         services.push(Service {
             vip: id.0,
             port: id.1,
             protocol: protocol_name(id.2),
+            kind: frontend_kind(flags),
             rev_nat_id: value.rev_nat_id,
             count: value.count,
-            flags: value.flags,
+            flags: svc_flag_words(flags),
+            flags_raw: flags,
+            affinity_timeout_secs: (flags & SVC_F_AFFINITY != 0).then_some(value.backend_id),
+            source_ranges: my_ranges,
             rejects,
-            note: rejects.then(|| {
-                "no endpoints: new connections are rejected (TCP RST / ICMP port unreachable)"
-                    .to_string()
-            }),
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
             backends: list,
+            local_count: local_head.map(|h| h.count),
+            local_backends,
         });
     }
-    for (id, my_slots) in &slots {
-        if !frontends.contains_key(id) {
+    for (scope, what) in [(all_scope, "slot"), (local_scope, "local slot")] {
+        for (id, my_slots) in scope {
+            if frontends.contains_key(id) {
+                continue;
+            }
             for (slot, v) in my_slots {
+                if *slot == 0 && what == "slot" {
+                    continue; // would be a frontend
+                }
+                let detail = if *slot == 0 {
+                    format!("count {}", v.count)
+                } else {
+                    format!("backend {}", v.backend_id)
+                };
                 inconsistencies.push(format!(
-                    "{}:{}/{}: slot {slot} (backend {}) has no frontend entry",
-                    id.0,
-                    id.1,
-                    protocol_name(id.2),
-                    v.backend_id
+                    "{}: {what} {slot} ({detail}) has no frontend entry",
+                    id_name(id)
+                ));
+            }
+        }
+    }
+    let frontend_revs: BTreeSet<u16> = frontends.values().map(|v| v.rev_nat_id).collect();
+    for (rev, cidrs) in &ranges {
+        if !frontend_revs.contains(rev) {
+            for (addr, len) in cidrs {
+                inconsistencies.push(format!(
+                    "source range {addr}/{len} for rev_nat_id {rev} belongs to no frontend"
                 ));
             }
         }
@@ -409,9 +771,71 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     let mut ct: Vec<(Ct4Key, CtEntry)> = raw
         .conntrack
         .iter()
-        .map(|(k, v)| (*k, decode_ct(k, v, now_ns)))
+        .map(|(k, v)| {
+            let rev = revnats.get(&(v.rev_nat_id as u32));
+            let e = decode_ct(k, v, now_ns, rev);
+            if k.kind == CT_KIND_REPLY && rev.is_none() && !e.expired {
+                inconsistencies.push(format!(
+                    "conntrack reply {} -> {}/{}: rev_nat_id {} has no SVC4_REVNAT entry (replies pass untranslated)",
+                    e.src, e.dst, e.protocol, v.rev_nat_id
+                ));
+            }
+            (*k, e)
+        })
         .collect();
     ct.sort_by_key(|(k, e)| (k.kind, e.src, e.dst, k.proto));
+
+    let by_rev: BTreeMap<u16, (FrontendId, Svc4Value)> = frontends
+        .iter()
+        .map(|(id, v)| (v.rev_nat_id, (*id, *v)))
+        .collect();
+    let mut affinity: Vec<AffinityEntry> = raw
+        .affinity
+        .iter()
+        .map(|(k, v)| {
+            let frontend = by_rev.get(&k.rev_nat_id);
+            let timeout_secs = frontend
+                .filter(|(_, f)| f.flags & SVC_F_AFFINITY != 0)
+                .map(|(_, f)| f.backend_id);
+            let idle_ns = now_ns.saturating_sub(v.last_used_ns);
+            let expired = timeout_secs.is_none_or(|t| idle_ns > t as u64 * NS_PER_SEC);
+            // The datapath's test: the slot of that scope (within its count) still holds
+            // the backend, and the backend is active.
+            let current = frontend.is_some_and(|(id, _)| {
+                let Some(entries) = scopes.get(v.scope as usize).and_then(|s| s.get(id)) else {
+                    return false;
+                };
+                let count = entries.get(&0).map_or(0, |h| h.count);
+                v.slot >= 1
+                    && v.slot <= count
+                    && entries
+                        .get(&v.slot)
+                        .is_some_and(|s| s.backend_id == v.backend_id)
+                    && backends
+                        .get(&v.backend_id)
+                        .is_some_and(|b| b.state == BACKEND_STATE_ACTIVE)
+            });
+            AffinityEntry {
+                client: Ipv4Addr::from(u32::from_be(k.client_be)),
+                rev_nat_id: k.rev_nat_id,
+                service: revnats
+                    .get(&(k.rev_nat_id as u32))
+                    .map(|r| Endpoint::from_be(r.vip_be, r.port_be)),
+                backend_id: v.backend_id,
+                backend: backends
+                    .get(&v.backend_id)
+                    .map(|b| Endpoint::from_be(b.addr_be, b.port_be)),
+                scope: scope_name(v.scope),
+                slot: v.slot,
+                last_used_ns: v.last_used_ns,
+                idle_secs: idle_ns / NS_PER_SEC,
+                timeout_secs,
+                expired,
+                current,
+            }
+        })
+        .collect();
+    affinity.sort_by_key(|a| (a.rev_nat_id, a.client));
 
     Snapshot {
         version: SCHEMA_VERSION,
@@ -419,6 +843,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         services,
         backends: backend_list,
         conntrack: ct.into_iter().map(|(_, e)| e).collect(),
+        affinity,
         stats: decode_stats(&raw.stats),
         inconsistencies,
     }
@@ -466,27 +891,66 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-/// The SERVICES section (and INCONSISTENCIES, when there are any).
+fn backend_list(list: &[ServiceBackend]) -> String {
+    list.iter()
+        .map(|b| {
+            if b.state == "active" {
+                format!("{}:{}", b.addr, b.port)
+            } else {
+                format!("{}:{} ({})", b.addr, b.port, b.state)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table's FLAGS cell: the frontend's flags other than its kind.
+fn service_flags_cell(s: &Service) -> String {
+    let words: Vec<String> = svc_flag_words(s.flags_raw & !SVC_KIND_BITS)
+        .into_iter()
+        .map(|w| match (w.as_str(), s.affinity_timeout_secs) {
+            ("affinity", Some(t)) => format!("affinity({t}s)"),
+            _ => w,
+        })
+        .collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(",")
+    }
+}
+
+/// The SERVICES section (then TERMINATING BACKENDS and INCONSISTENCIES, when there are
+/// any).
 pub fn render_services(snap: &Snapshot) -> String {
     let rows: Vec<Vec<String>> = snap
         .services
         .iter()
         .map(|s| {
-            let backends = if s.rejects {
+            let mut backends = if s.rejects {
                 "<none: rejects>".to_string()
             } else if s.backends.is_empty() {
                 "<none usable: see inconsistencies>".to_string()
             } else {
-                s.backends
-                    .iter()
-                    .map(|b| format!("{}:{}", b.addr, b.port))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                backend_list(&s.backends)
             };
+            if s.flags_raw & SVC_F_LOCAL != 0 || s.local_count.is_some() {
+                let local = match s.local_count {
+                    None => "<missing>".to_string(),
+                    Some(_) if s.local_backends.is_empty() => "none".to_string(),
+                    Some(_) => backend_list(&s.local_backends),
+                };
+                let _ = write!(backends, " (local: {local})");
+            }
+            if !s.source_ranges.is_empty() {
+                let _ = write!(backends, " (from: {})", s.source_ranges.join(", "));
+            }
             vec![
                 format!("{}:{}", s.vip, s.port),
                 s.protocol.clone(),
+                s.kind.to_string(),
                 s.rev_nat_id.to_string(),
+                service_flags_cell(s),
                 backends,
             ]
         })
@@ -500,9 +964,22 @@ pub fn render_services(snap: &Snapshot) -> String {
         out.push_str("(none)\n");
     } else {
         out.push_str(&render_table(
-            &["FRONTEND", "PROTO", "REVNAT", "BACKENDS"],
+            &["FRONTEND", "PROTO", "TYPE", "REVNAT", "FLAGS", "BACKENDS"],
             &rows,
         ));
+    }
+    let terminating: Vec<String> = snap
+        .backends
+        .iter()
+        .filter(|b| b.state != "active")
+        .map(|b| format!("{}:{} (id {}, {})", b.addr, b.port, b.id, b.state))
+        .collect();
+    if !terminating.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNOT ACTIVE BACKENDS (kept for established flows only)\n{}",
+            terminating.join("\n")
+        );
     }
     if !snap.inconsistencies.is_empty() {
         let _ = writeln!(out, "\nINCONSISTENCIES ({})", snap.inconsistencies.len());
@@ -519,10 +996,19 @@ pub fn render_conntrack(snap: &Snapshot) -> String {
         .conntrack
         .iter()
         .map(|e| {
-            let translated = match (e.translated_dst, e.translated_src) {
-                (Some(dst), _) => format!("dst -> {dst}"),
-                (None, Some(src)) => format!("src -> {src}"),
-                (None, None) => "-".to_string(),
+            let show = |ep: Option<Endpoint>| ep.map_or("?".to_string(), |ep| ep.to_string());
+            // The main translation first: service entries rewrite the destination, reply
+            // entries the source.
+            let translated = match e.kind.as_str() {
+                "service" => match e.translated_src {
+                    Some(src) => format!("dst -> {}, src -> {src}", show(e.translated_dst)),
+                    None => format!("dst -> {}", show(e.translated_dst)),
+                },
+                "reply" => match e.translated_dst {
+                    Some(dst) => format!("src -> {}, dst -> {dst}", show(e.translated_src)),
+                    None => format!("src -> {}", show(e.translated_src)),
+                },
+                _ => "-".to_string(),
             };
             let mut flags = e.flags.clone();
             if e.expired {
@@ -565,6 +1051,51 @@ pub fn render_conntrack(snap: &Snapshot) -> String {
     out
 }
 
+/// The AFFINITY section (`svcctl dump affinity`).
+pub fn render_affinity(entries: &[AffinityEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|a| {
+            let mut flags = Vec::new();
+            if a.expired {
+                flags.push("expired");
+            }
+            if !a.current {
+                flags.push("stale");
+            }
+            vec![
+                a.client.to_string(),
+                a.service
+                    .map_or_else(|| format!("? (rev {})", a.rev_nat_id), |s| s.to_string()),
+                a.rev_nat_id.to_string(),
+                match a.backend {
+                    Some(b) => format!("{b} (id {})", a.backend_id),
+                    None => format!("? (id {})", a.backend_id),
+                },
+                format!("{}/{}", a.scope, a.slot),
+                human_duration(a.idle_secs),
+                a.timeout_secs
+                    .map_or("-".to_string(), |t| human_duration(t as u64)),
+                if flags.is_empty() {
+                    "-".into()
+                } else {
+                    flags.join(",")
+                },
+            ]
+        })
+        .collect();
+    let mut out = format!("AFFINITY ({} entries)\n", entries.len());
+    if !rows.is_empty() {
+        out.push_str(&render_table(
+            &[
+                "CLIENT", "SERVICE", "REVNAT", "BACKEND", "SLOT", "IDLE", "TIMEOUT", "FLAGS",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
 /// The STATS section: every verdict with its total.
 pub fn render_stats(stats: &[VerdictTotal]) -> String {
     let rows: Vec<Vec<String>> = stats
@@ -581,14 +1112,18 @@ mod tests {
     fn ip(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a)).to_be()
     }
-    fn svc(vip: [u8; 4], port: u16, slot: u16) -> Svc4Key {
+    fn scoped(vip: [u8; 4], port: u16, scope: u8, slot: u16) -> Svc4Key {
         Svc4Key {
             vip_be: ip(vip),
             port_be: port.to_be(),
             slot,
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            scope,
+            _pad: [0; 2],
         }
+    }
+    fn svc(vip: [u8; 4], port: u16, slot: u16) -> Svc4Key {
+        scoped(vip, port, SCOPE_ALL, slot)
     }
     fn backend(last: u8) -> Backend4 {
         Backend4 {
@@ -607,6 +1142,13 @@ mod tests {
             _pad: [0; 2],
         }
     }
+    fn front_flags(count: u16, rev: u16, flags: u16, timeout: u32) -> Svc4Value {
+        Svc4Value {
+            backend_id: timeout,
+            flags,
+            ..front(count, rev)
+        }
+    }
     fn slot(id: u32, rev: u16) -> Svc4Value {
         Svc4Value {
             backend_id: id,
@@ -623,9 +1165,32 @@ mod tests {
             _pad: [0; 2],
         }
     }
+    fn src_range(rev: u16, addr: [u8; 4], len: u32) -> SrcRangeKey {
+        (
+            SRC_RANGE_PREFIX_BASE + len,
+            svc_common::SrcRange4 {
+                rev_nat_id: rev,
+                _pad: [0; 2],
+                addr_be: ip(addr),
+            },
+        )
+    }
 
     const S: u64 = NS_PER_SEC;
 
+    fn ct_key(src: ([u8; 4], u16), dst: ([u8; 4], u16), kind: u8) -> Ct4Key {
+        Ct4Key {
+            saddr_be: ip(src.0),
+            daddr_be: ip(dst.0),
+            sport_be: src.1.to_be(),
+            dport_be: dst.1.to_be(),
+            proto: PROTO_TCP,
+            kind,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A pod-to-ClusterIP flow, not masqueraded: [reply, service].
     fn flow() -> [(Ct4Key, Ct4Value); 2] {
         let fwd = Ct4Value {
             created_ns: 100 * S,
@@ -635,29 +1200,54 @@ mod tests {
             port_be: 8080u16.to_be(),
             rev_nat_id: 1,
             flags: CT_F_REPLIED,
-            _pad: [0; 3],
+            ..Default::default()
         };
-        let fwd_key = Ct4Key {
-            saddr_be: ip([10, 244, 1, 20]),
-            daddr_be: ip([10, 96, 0, 10]),
-            sport_be: 40000u16.to_be(),
-            dport_be: 80u16.to_be(),
-            proto: PROTO_TCP,
-            kind: CT_KIND_SERVICE,
-            _pad: [0; 2],
-        };
-        let rep_key = Ct4Key {
-            saddr_be: ip([10, 244, 1, 11]),
-            daddr_be: ip([10, 244, 1, 20]),
-            sport_be: 8080u16.to_be(),
-            dport_be: 40000u16.to_be(),
-            proto: PROTO_TCP,
-            kind: CT_KIND_REPLY,
-            _pad: [0; 2],
-        };
+        let fwd_key = ct_key(
+            ([10, 244, 1, 20], 40000),
+            ([10, 96, 0, 10], 80),
+            CT_KIND_SERVICE,
+        );
+        let rep_key = ct_key(
+            ([10, 244, 1, 11], 8080),
+            ([10, 244, 1, 20], 40000),
+            CT_KIND_REPLY,
+        );
+        // Reply entries hold the original client.
         let rep = Ct4Value {
-            addr_be: ip([10, 96, 0, 10]),
-            port_be: 80u16.to_be(),
+            addr_be: ip([10, 244, 1, 20]),
+            port_be: 40000u16.to_be(),
+            ..fwd
+        };
+        [(rep_key, rep), (fwd_key, fwd)]
+    }
+
+    /// An outside client to a NodePort, masqueraded to 192.0.2.1:41000: [reply, service].
+    fn snat_flow() -> [(Ct4Key, Ct4Value); 2] {
+        let fwd = Ct4Value {
+            created_ns: 100 * S,
+            last_seen_ns: 111 * S,
+            backend_id: 2,
+            addr_be: ip([10, 244, 1, 12]),
+            port_be: 8080u16.to_be(),
+            rev_nat_id: 3,
+            flags: CT_F_REPLIED | CT_F_SNAT,
+            nat_addr_be: ip([192, 0, 2, 1]),
+            nat_port_be: 41000u16.to_be(),
+            ..Default::default()
+        };
+        let fwd_key = ct_key(
+            ([198, 51, 100, 7], 50000),
+            ([192, 0, 2, 1], 30080),
+            CT_KIND_SERVICE,
+        );
+        let rep_key = ct_key(
+            ([10, 244, 1, 12], 8080),
+            ([192, 0, 2, 1], 41000),
+            CT_KIND_REPLY,
+        );
+        let rep = Ct4Value {
+            addr_be: ip([198, 51, 100, 7]),
+            port_be: 50000u16.to_be(),
             ..fwd
         };
         [(rep_key, rep), (fwd_key, fwd)]
@@ -666,7 +1256,7 @@ mod tests {
     #[test]
     fn decodes_a_service_entry() {
         let [_, (k, v)] = flow();
-        let e = decode_ct(&k, &v, 112 * S + 5);
+        let e = decode_ct(&k, &v, 112 * S + 5, None);
         assert_eq!(e.kind, "service");
         assert_eq!(e.protocol, "TCP");
         assert_eq!(e.src.to_string(), "10.244.1.20:40000");
@@ -680,31 +1270,84 @@ mod tests {
     }
 
     #[test]
-    fn decodes_a_reply_entry() {
+    fn decodes_a_reply_entry_with_the_service_address_from_revnat() {
         let [(k, v), _] = flow();
-        let e = decode_ct(&k, &v, 112 * S);
+        let rev = revnat([10, 96, 0, 10], 80);
+        let e = decode_ct(&k, &v, 112 * S, Some(&rev));
         assert_eq!(e.kind, "reply");
         assert_eq!(
             format!("{} -> {}", e.src, e.dst),
             "10.244.1.11:8080 -> 10.244.1.20:40000"
         );
         assert_eq!(e.translated_src.unwrap().to_string(), "10.96.0.10:80");
+        // Not masqueraded: the destination already is the client.
         assert_eq!(e.translated_dst, None);
+        // Without the rev-NAT entry the service address is unknown.
+        assert_eq!(decode_ct(&k, &v, 112 * S, None).translated_src, None);
+    }
+
+    #[test]
+    fn decodes_masqueraded_entries() {
+        let [(rk, rv), (fk, fv)] = snat_flow();
+        let fwd = decode_ct(&fk, &fv, 112 * S, None);
+        assert_eq!(
+            format!("{} -> {}", fwd.src, fwd.dst),
+            "198.51.100.7:50000 -> 192.0.2.1:30080"
+        );
+        assert_eq!(fwd.translated_dst.unwrap().to_string(), "10.244.1.12:8080");
+        assert_eq!(fwd.translated_src.unwrap().to_string(), "192.0.2.1:41000");
+        assert_eq!(fwd.flags, vec!["replied", "snat"]);
+        let rev = revnat([192, 0, 2, 1], 30080);
+        let rep = decode_ct(&rk, &rv, 112 * S, Some(&rev));
+        assert_eq!(
+            format!("{} -> {}", rep.src, rep.dst),
+            "10.244.1.12:8080 -> 192.0.2.1:41000"
+        );
+        assert_eq!(rep.translated_src.unwrap().to_string(), "192.0.2.1:30080");
+        assert_eq!(
+            rep.translated_dst.unwrap().to_string(),
+            "198.51.100.7:50000"
+        );
     }
 
     #[test]
     fn expiry_follows_the_datapath_timeouts() {
         let [_, (k, mut v)] = flow();
         v.flags = 0; // SYN only: 60s
-        assert!(!decode_ct(&k, &v, v.last_seen_ns + 60 * S).expired);
-        assert!(decode_ct(&k, &v, v.last_seen_ns + 60 * S + 1).expired);
+        assert!(!decode_ct(&k, &v, v.last_seen_ns + 60 * S, None).expired);
+        assert!(decode_ct(&k, &v, v.last_seen_ns + 60 * S + 1, None).expired);
         v.flags = CT_F_CLOSING | CT_F_REPLIED | 0x80;
-        let e = decode_ct(&k, &v, v.last_seen_ns + 11 * S);
+        let e = decode_ct(&k, &v, v.last_seen_ns + 11 * S, None);
         assert!(e.expired);
         assert_eq!(e.flags, vec!["closing", "replied", "unknown(0x80)"]);
         // Timestamps after "now" (clock skew between reads) give 0, not an underflow.
-        let e = decode_ct(&k, &v, 0);
+        let e = decode_ct(&k, &v, 0, None);
         assert_eq!((e.age_secs, e.idle_secs, e.expired), (0, 0, false));
+    }
+
+    #[test]
+    fn flag_words_and_kinds() {
+        assert_eq!(frontend_kind(0), "clusterip");
+        assert_eq!(frontend_kind(SVC_F_EXTERNAL | SVC_F_NODEPORT), "nodeport");
+        assert_eq!(
+            frontend_kind(SVC_F_EXTERNAL | SVC_F_LOADBALANCER),
+            "loadbalancer"
+        );
+        assert_eq!(
+            frontend_kind(SVC_F_EXTERNAL | SVC_F_EXTERNAL_IP),
+            "externalip"
+        );
+        assert_eq!(
+            svc_flag_words(SVC_F_LOCAL | SVC_F_SOURCE_RANGES | SVC_F_AFFINITY | 0x8000),
+            [
+                "policy-local",
+                "source-ranges",
+                "affinity",
+                "unknown(0x8000)"
+            ]
+        );
+        assert!(svc_flag_words(0).is_empty());
+        assert_eq!(ct_flag_words(CT_F_SNAT), ["snat"]);
     }
 
     fn sample() -> RawMaps {
@@ -722,6 +1365,69 @@ mod tests {
             ],
             conntrack: flow().to_vec(),
             stats: vec![(Verdict::PassNotIpv4, 3), (Verdict::DnatNew, 1)],
+            ..Default::default()
+        }
+    }
+
+    /// A LoadBalancer with policy Local, source ranges and affinity: two backends, one of
+    /// them on this node; plus a terminating backend (id 3) that no slot holds.
+    fn lb_sample() -> RawMaps {
+        let lb = [192, 0, 2, 100];
+        let flags = SVC_F_EXTERNAL
+            | SVC_F_LOADBALANCER
+            | SVC_F_LOCAL
+            | SVC_F_SOURCE_RANGES
+            | SVC_F_AFFINITY;
+        let mut terminating = backend(13);
+        terminating.state = BACKEND_STATE_TERMINATING;
+        RawMaps {
+            services: vec![
+                (svc(lb, 443, 0), front_flags(2, 5, flags, 10800)),
+                (svc(lb, 443, 1), slot(1, 5)),
+                (svc(lb, 443, 2), slot(2, 5)),
+                (
+                    scoped(lb, 443, SCOPE_LOCAL, 0),
+                    front_flags(1, 5, flags, 10800),
+                ),
+                (scoped(lb, 443, SCOPE_LOCAL, 1), slot(2, 5)),
+            ],
+            backends: vec![(1, backend(11)), (2, backend(12)), (3, terminating)],
+            revnats: vec![(5, revnat(lb, 443))],
+            src_ranges: vec![
+                src_range(5, [203, 0, 113, 0], 24),
+                src_range(5, [198, 51, 100, 7], 32),
+            ],
+            affinity: vec![
+                (
+                    Affinity4Key {
+                        client_be: ip([198, 51, 100, 7]),
+                        rev_nat_id: 5,
+                        _pad: [0; 2],
+                    },
+                    Affinity4Value {
+                        last_used_ns: 100 * S,
+                        backend_id: 2,
+                        slot: 1,
+                        scope: SCOPE_LOCAL,
+                        _pad: 0,
+                    },
+                ),
+                (
+                    Affinity4Key {
+                        client_be: ip([203, 0, 113, 9]),
+                        rev_nat_id: 5,
+                        _pad: [0; 2],
+                    },
+                    Affinity4Value {
+                        last_used_ns: 100 * S,
+                        backend_id: 1,
+                        slot: 2,
+                        scope: SCOPE_ALL,
+                        _pad: 0,
+                    },
+                ),
+            ],
+            ..Default::default()
         }
     }
 
@@ -749,6 +1455,9 @@ mod tests {
         );
         assert_eq!(s.backends[0].addr, Ipv4Addr::new(10, 244, 1, 11));
         assert!(!s.rejects);
+        assert_eq!(s.kind, "clusterip");
+        assert!(s.flags.is_empty() && s.local_backends.is_empty());
+        assert_eq!((s.local_count, s.affinity_timeout_secs), (None, None));
         let empty = &snap.services[1];
         assert!(empty.rejects && empty.backends.is_empty() && empty.note.is_some());
         assert_eq!(
@@ -765,6 +1474,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["service", "reply"]
         );
+        // The reply entry's service address comes from SVC4_REVNAT.
+        assert_eq!(
+            snap.conntrack[1].translated_src.unwrap().to_string(),
+            "10.96.0.10:80"
+        );
         assert_eq!(
             snap.stats[1],
             VerdictTotal {
@@ -772,6 +1486,172 @@ mod tests {
                 total: 1
             }
         );
+    }
+
+    #[test]
+    fn decodes_scopes_flags_ranges_and_states() {
+        let snap = decode(&lb_sample(), 110 * S);
+        assert!(
+            snap.inconsistencies.is_empty(),
+            "{:?}",
+            snap.inconsistencies
+        );
+        assert_eq!(
+            snap.services.len(),
+            1,
+            "SCOPE_LOCAL slot 0 is not a frontend"
+        );
+        let s = &snap.services[0];
+        assert_eq!(s.kind, "loadbalancer");
+        assert_eq!(
+            s.flags,
+            [
+                "external",
+                "policy-local",
+                "loadbalancer",
+                "source-ranges",
+                "affinity"
+            ]
+        );
+        assert_eq!(s.affinity_timeout_secs, Some(10800));
+        assert_eq!(s.source_ranges, ["198.51.100.7/32", "203.0.113.0/24"]);
+        assert_eq!(s.backends.len(), 2);
+        assert_eq!(s.local_count, Some(1));
+        assert_eq!(
+            s.local_backends
+                .iter()
+                .map(|b| (b.slot, b.backend_id, b.addr.to_string()))
+                .collect::<Vec<_>>(),
+            [(1, 2, "10.244.1.12".to_string())]
+        );
+        assert_eq!(s.note, None);
+        assert_eq!(
+            snap.backends
+                .iter()
+                .map(|b| (b.id, b.state.as_str(), b.frontends))
+                .collect::<Vec<_>>(),
+            [(1, "active", 1), (2, "active", 1), (3, "terminating", 0)]
+        );
+        // Affinity: the SCOPE_LOCAL entry still matches its slot; the other one's slot 2
+        // holds backend 2, not 1.
+        let a = &snap.affinity;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].client, Ipv4Addr::new(198, 51, 100, 7));
+        assert_eq!(a[0].service.unwrap().to_string(), "192.0.2.100:443");
+        assert_eq!(a[0].backend.unwrap().to_string(), "10.244.1.12:8080");
+        assert_eq!(
+            (a[0].scope.as_str(), a[0].current, a[0].expired),
+            ("local", true, false)
+        );
+        assert_eq!((a[0].idle_secs, a[0].timeout_secs), (10, Some(10800)));
+        assert_eq!((a[1].scope.as_str(), a[1].current), ("all", false));
+        assert!(decode(&lb_sample(), 100 * S + 10801 * S).affinity[0].expired);
+    }
+
+    #[test]
+    fn policy_local_without_local_endpoints_is_noted() {
+        let mut raw = lb_sample();
+        raw.services
+            .retain(|(k, _)| !(k.scope == SCOPE_LOCAL && k.slot == 1));
+        for (k, v) in &mut raw.services {
+            if k.scope == SCOPE_LOCAL {
+                v.count = 0;
+            }
+        }
+        let snap = decode(&raw, 110 * S);
+        assert!(
+            snap.inconsistencies.is_empty(),
+            "{:?}",
+            snap.inconsistencies
+        );
+        let s = &snap.services[0];
+        assert_eq!(s.local_count, Some(0));
+        assert!(s.local_backends.is_empty());
+        assert!(
+            s.note
+                .as_deref()
+                .unwrap()
+                .contains("no endpoint on this node"),
+            "{:?}",
+            s.note
+        );
+        assert!(render_services(&snap).contains("(local: none)"));
+    }
+
+    #[test]
+    fn scope_and_flag_mismatches_are_reported() {
+        let mut raw = lb_sample();
+        let lb = [192, 0, 2, 100];
+        // Policy Local without its SCOPE_LOCAL head; a local slot past it; ranges without
+        // the flag; a terminating backend in a slot; an orphan range; an unknown scope.
+        raw.services
+            .retain(|(k, _)| !(k.scope == SCOPE_LOCAL && k.slot == 0));
+        for (k, v) in &mut raw.services {
+            if k.slot == 0 {
+                v.flags &= !SVC_F_SOURCE_RANGES;
+            }
+        }
+        raw.backends[0].1.state = BACKEND_STATE_TERMINATING;
+        raw.src_ranges.push(src_range(77, [10, 0, 0, 0], 8));
+        raw.services.push((scoped(lb, 443, 7, 1), slot(1, 5)));
+        raw.services
+            .push((scoped([10, 96, 0, 99], 53, SCOPE_LOCAL, 0), front(1, 9)));
+        let snap = decode(&raw, 110 * S);
+        let text = snap.inconsistencies.join("\n");
+        for want in [
+            "192.0.2.100:443/TCP: slot 1 has unknown scope 7",
+            "192.0.2.100:443/TCP: slot 1 points at backend 1, which is terminating",
+            "192.0.2.100:443/TCP: local slot 1 (backend 2) has no local slot 0",
+            "192.0.2.100:443/TCP: policy Local but no SCOPE_LOCAL entry",
+            "192.0.2.100:443/TCP: SVC4_SRC_RANGE entries without the source-ranges flag",
+            "10.96.0.99:53/TCP: local slot 0 (count 1) has no frontend entry",
+            "source range 10.0.0.0/8 for rev_nat_id 77 belongs to no frontend",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(snap.inconsistencies.len(), 7, "{text}");
+        let s = &snap.services[0];
+        assert_eq!(s.backends[0].state, "terminating");
+        assert_eq!(s.local_count, None);
+        // Ranges are listed even when the flag is off.
+        assert_eq!(s.source_ranges.len(), 2);
+        assert!(render_services(&snap).contains("(local: <missing>)"));
+
+        // SCOPE_LOCAL entries of a frontend without the flag, and the flag without ranges.
+        let mut raw = lb_sample();
+        raw.src_ranges.clear();
+        for (k, v) in &mut raw.services {
+            if k.slot == 0 && k.scope == SCOPE_ALL {
+                v.flags &= !SVC_F_LOCAL;
+            }
+        }
+        let text = decode(&raw, 110 * S).inconsistencies.join("\n");
+        assert!(
+            text.contains("has SCOPE_LOCAL entries but not the policy-local flag"),
+            "{text}"
+        );
+        assert!(
+            text.contains("source-ranges flag without SVC4_SRC_RANGE entries"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reply_entries_without_revnat_are_reported_while_live() {
+        let mut raw = sample();
+        raw.revnats.retain(|(id, _)| *id != 1);
+        let snap = decode(&raw, 112 * S);
+        let reply = snap.conntrack.iter().find(|e| e.kind == "reply").unwrap();
+        assert_eq!(reply.translated_src, None);
+        let text = snap.inconsistencies.join("\n");
+        assert!(
+            text.contains("conntrack reply 10.244.1.11:8080 -> 10.244.1.20:40000/TCP: rev_nat_id 1 has no SVC4_REVNAT entry"),
+            "{text}"
+        );
+        assert!(render_conntrack(&snap).contains("src -> ?"));
+        // Expired entries are left alone.
+        let snap = decode(&raw, 112 * S + 30_000 * S);
+        assert!(!snap.inconsistencies.join("\n").contains("conntrack reply"));
     }
 
     #[test]
@@ -814,17 +1694,50 @@ mod tests {
     #[test]
     fn json_field_names_are_stable() {
         let v = serde_json::to_value(decode(&sample(), 112 * S)).unwrap();
-        assert_eq!(v["version"], 1);
+        assert_eq!(v["version"], 2);
         assert_eq!(v["services"][0]["vip"], "10.96.0.10");
+        assert_eq!(v["services"][0]["kind"], "clusterip");
+        assert_eq!(v["services"][0]["flags"], serde_json::json!([]));
+        assert_eq!(v["services"][0]["flags_raw"], 0);
+        assert_eq!(
+            v["services"][0]["affinity_timeout_secs"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["services"][0]["source_ranges"], serde_json::json!([]));
+        assert_eq!(v["services"][0]["local_count"], serde_json::Value::Null);
+        assert_eq!(v["services"][0]["local_backends"], serde_json::json!([]));
         assert_eq!(v["services"][0]["backends"][1]["addr"], "10.244.1.12");
+        assert_eq!(v["services"][0]["backends"][1]["state"], "active");
         assert_eq!(v["services"][1]["backends"], serde_json::json!([]));
         assert_eq!(v["services"][1]["rejects"], true);
         assert_eq!(v["conntrack"][0]["translated_dst"]["port"], 8080);
         assert_eq!(v["conntrack"][0]["translated_src"], serde_json::Value::Null);
         assert_eq!(v["conntrack"][0]["age_secs"], 12);
         assert_eq!(v["conntrack"][1]["translated_src"]["addr"], "10.96.0.10");
+        assert_eq!(v["conntrack"][1]["translated_dst"], serde_json::Value::Null);
+        assert_eq!(v["affinity"], serde_json::json!([]));
         assert_eq!(v["stats"][0]["verdict"], "pass_not_ipv4");
         assert_eq!(v["backends"][2]["frontends"], 0);
+
+        let mut raw = lb_sample();
+        raw.conntrack = snat_flow().to_vec();
+        let v = serde_json::to_value(decode(&raw, 110 * S)).unwrap();
+        let s = &v["services"][0];
+        assert_eq!(s["kind"], "loadbalancer");
+        assert_eq!(s["flags_raw"], 0x3b);
+        assert_eq!(s["affinity_timeout_secs"], 10800);
+        assert_eq!(s["source_ranges"][1], "203.0.113.0/24");
+        assert_eq!(s["local_count"], 1);
+        assert_eq!(s["local_backends"][0]["addr"], "10.244.1.12");
+        assert_eq!(v["backends"][2]["state"], "terminating");
+        assert_eq!(v["conntrack"][0]["translated_src"]["port"], 41000);
+        assert_eq!(
+            v["conntrack"][0]["flags"],
+            serde_json::json!(["replied", "snat"])
+        );
+        assert_eq!(v["affinity"][0]["client"], "198.51.100.7");
+        assert_eq!(v["affinity"][0]["scope"], "local");
+        assert_eq!(v["affinity"][0]["timeout_secs"], 10800);
     }
 
     #[test]
@@ -832,12 +1745,18 @@ mod tests {
         let snap = decode(&sample(), 112 * S);
         let text = render_services(&snap);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[1], "FRONTEND       PROTO  REVNAT  BACKENDS");
+        assert_eq!(
+            lines[1],
+            "FRONTEND       PROTO  TYPE       REVNAT  FLAGS  BACKENDS"
+        );
         assert_eq!(
             lines[2],
-            "10.96.0.10:80  TCP    1       10.244.1.11:8080, 10.244.1.12:8080"
+            "10.96.0.10:80  TCP    clusterip  1       -      10.244.1.11:8080, 10.244.1.12:8080"
         );
-        assert_eq!(lines[3], "10.96.0.11:80  TCP    2       <none: rejects>");
+        assert_eq!(
+            lines[3],
+            "10.96.0.11:80  TCP    clusterip  2       -      <none: rejects>"
+        );
         let ct = render_conntrack(&snap);
         let lines: Vec<&str> = ct.lines().collect();
         assert_eq!(lines[0], "CONNTRACK (2 entries)");
@@ -845,6 +1764,66 @@ mod tests {
         assert_eq!(&lines[2][col..col + 6], "dst ->");
         assert_eq!(&lines[3][col..col + 6], "src ->");
         assert!(lines[2].ends_with("12s  1s    replied"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn lb_tables_show_type_flags_local_backends_and_snat() {
+        let mut raw = lb_sample();
+        raw.conntrack = snat_flow().to_vec();
+        raw.revnats.push((3, revnat([192, 0, 2, 1], 30080)));
+        let snap = decode(&raw, 112 * S);
+        let text = render_services(&snap);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            "FRONTEND         PROTO  TYPE          REVNAT  FLAGS                                        BACKENDS"
+        );
+        assert_eq!(
+            lines[2],
+            "192.0.2.100:443  TCP    loadbalancer  5       policy-local,source-ranges,affinity(10800s)  \
+             10.244.1.11:8080, 10.244.1.12:8080 (local: 10.244.1.12:8080) \
+             (from: 198.51.100.7/32, 203.0.113.0/24)"
+        );
+        assert!(
+            text.contains("NOT ACTIVE BACKENDS (kept for established flows only)\n10.244.1.13:8080 (id 3, terminating)"),
+            "{text}"
+        );
+        let ct = render_conntrack(&snap);
+        assert!(
+            ct.contains("198.51.100.7:50000 -> 192.0.2.1:30080  dst -> 10.244.1.12:8080, src -> 192.0.2.1:41000"),
+            "{ct}"
+        );
+        assert!(
+            ct.contains("10.244.1.12:8080 -> 192.0.2.1:41000    src -> 192.0.2.1:30080, dst -> 198.51.100.7:50000"),
+            "{ct}"
+        );
+        assert!(ct.contains("replied,snat"), "{ct}");
+        let aff = render_affinity(&snap.affinity);
+        let lines: Vec<&str> = aff.lines().collect();
+        assert_eq!(lines[0], "AFFINITY (2 entries)");
+        assert!(lines[1].starts_with("CLIENT"), "{aff}");
+        assert!(
+            lines[2].starts_with(
+                "198.51.100.7  192.0.2.100:443  5       10.244.1.12:8080 (id 2)  local/1"
+            ),
+            "{aff}"
+        );
+        assert!(lines[2].ends_with("3h0m     -"), "{aff}");
+        assert!(lines[3].ends_with("stale"), "{aff}");
+    }
+
+    #[test]
+    fn every_verdict_is_listed() {
+        let totals: Vec<(Verdict, u64)> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
+        let text = render_stats(&decode_stats(&totals));
+        for label in [
+            "drop_no_local_backend",
+            "drop_source_range",
+            "drop_nat_failed",
+        ] {
+            assert!(text.contains(label), "{text}");
+        }
+        assert_eq!(text.lines().count(), Verdict::ALL.len() + 2);
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 use clap::Parser;
 use svc_agent::{
     agent::{Agent, Config},
-    dataplane::DEFAULT_BPFFS_DIR,
+    dataplane::{DEFAULT_BPFFS_DIR, DatapathConfig},
+    desired::{Ipv4Cidr, NodeContext},
 };
 use tracing::info;
 
@@ -34,15 +35,29 @@ struct Args {
     #[arg(long = "pod-device", value_name = "PATTERN", default_values_t = ["lxc*".to_string()])]
     pod_devices: Vec<String>,
 
-    /// This node's IPv4 addresses. Repeatable. Recorded for NodePort and masquerading,
-    /// which datapath v1 does not do yet.
+    /// This node's name (the Node object's name). Endpoints whose nodeName matches are
+    /// local: traffic policy Local uses only those.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    node_name: Option<String>,
+
+    /// This node's IPv4 addresses. Repeatable. NodePort Services answer on them (see
+    /// --node-port-addresses); the first is the source address of masqueraded flows.
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<Ipv4Addr>,
 
-    /// The cluster's pod CIDR (e.g. 10.244.0.0/16). Recorded for masquerading decisions,
-    /// which datapath v1 does not make yet.
+    /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
+    /// inside these CIDRs. Repeatable; default: on every --node-ip.
+    #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
+    node_port_addresses: Vec<Ipv4Cidr>,
+
+    /// The cluster's pod CIDR (e.g. 10.244.0.0/16): sources inside it are pods. ClusterIP
+    /// traffic from outside it is masqueraded; without it, ClusterIP traffic never is.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    cluster_cidr: Option<String>,
+    cluster_cidr: Option<Ipv4Cidr>,
+
+    /// Masquerade every translated flow to the node address (kube-proxy's --masquerade-all).
+    #[arg(long)]
+    masquerade_all: bool,
 
     /// bpffs directory where the maps are pinned (svcctl reads them there).
     #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
@@ -67,14 +82,16 @@ Logging: RUST_LOG=debug for more detail (default: info).
 The programs stay attached while the agent runs and are detached when it exits; the maps
 stay pinned, so a restarted agent adopts their state.";
 
-fn parse_cidr(s: &str) -> Result<String, String> {
+fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
     let (addr, len) = s
+        .trim()
         .split_once('/')
         .ok_or("expected ADDRESS/PREFIX, e.g. 10.244.0.0/16")?;
-    addr.parse::<Ipv4Addr>()
+    let addr = addr
+        .parse::<Ipv4Addr>()
         .map_err(|e| format!("{addr}: {e}"))?;
     match len.parse::<u8>() {
-        Ok(l) if l <= 32 => Ok(s.to_string()),
+        Ok(prefix_len) if prefix_len <= 32 => Ok(Ipv4Cidr { addr, prefix_len }),
         _ => Err(format!("prefix length {len} is not 0-32")),
     }
 }
@@ -94,8 +111,16 @@ async fn main() -> anyhow::Result<()> {
         bpffs: args.bpffs,
         device: args.device,
         pod_devices: args.pod_devices,
-        node_ips: args.node_ips,
-        cluster_cidr: args.cluster_cidr,
+        datapath: DatapathConfig {
+            cluster_cidr: args.cluster_cidr,
+            masquerade_addr: args.node_ips.first().copied(),
+            masquerade_all: args.masquerade_all,
+        },
+        node: NodeContext {
+            node_name: args.node_name,
+            node_ips: args.node_ips,
+            node_port_addresses: args.node_port_addresses,
+        },
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
     };
@@ -111,4 +136,59 @@ async fn main() -> anyhow::Result<()> {
     }
     info!("stopping: programs detach, maps stay pinned");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_parses_into_its_type() {
+        let args = Args::try_parse_from([
+            "svc-agent",
+            "--manifests",
+            "examples",
+            "--device",
+            "eth0",
+            "--pod-device",
+            "lxc*",
+            "--node-name",
+            "node1",
+            "--node-ip",
+            "192.0.2.1",
+            "--node-port-addresses",
+            "192.0.2.0/24",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--masquerade-all",
+            "--bpffs",
+            "/sys/fs/bpf/x",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.cluster_cidr,
+            Some(Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 244, 0, 0),
+                prefix_len: 16
+            })
+        );
+        assert_eq!(args.node_port_addresses.len(), 1);
+        assert!(args.masquerade_all);
+        assert!(
+            Args::try_parse_from([
+                "svc-agent",
+                "--manifests",
+                "x",
+                "--cluster-cidr",
+                "10.0.0.0/33"
+            ])
+            .is_err()
+        );
+    }
 }

@@ -556,7 +556,7 @@ endpoints:
         assert_eq!(set.cluster.services.len(), 1);
         assert_eq!(set.cluster.endpoints[&id].len(), 1);
 
-        let (state, problems) = desired::compute(&set.cluster);
+        let (state, problems) = desired::compute(&set.cluster, &desired::NodeContext::default());
         assert!(problems.is_empty());
         let vip = Ipv4Addr::new(10, 96, 1, 1);
         assert_eq!(state.frontends.len(), 3);
@@ -735,7 +735,7 @@ endpoints: [{addresses: [192.0.2.50]}]
         };
         let set = load_str(EXTERNAL_DB, "db.yaml");
         assert!(set.problems.is_empty(), "{:?}", reasons(&set));
-        let (state, _) = desired::compute(&set.cluster);
+        let (state, _) = desired::compute(&set.cluster, &desired::NodeContext::default());
         assert_eq!(
             state.frontends[&vip].backends,
             vec![BackendAddr {
@@ -746,7 +746,7 @@ endpoints: [{addresses: [192.0.2.50]}]
         );
 
         let set = load_str(&format!("{EXTERNAL_DB}{DB_SLICE}"), "db.yaml");
-        let (state, _) = desired::compute(&set.cluster);
+        let (state, _) = desired::compute(&set.cluster, &desired::NodeContext::default());
         assert_eq!(
             state.frontends[&vip].backends,
             vec![BackendAddr {
@@ -877,7 +877,7 @@ endpoints: [{addresses: ["fd00::1"]}]
                 ("40-garbage.yaml#1".to_string(), None),
             ]
         );
-        let (state, problems) = desired::compute(&set.cluster);
+        let (state, problems) = desired::compute(&set.cluster, &desired::NodeContext::default());
         assert!(problems.is_empty());
         let web = &state.frontends[&Frontend {
             vip: Ipv4Addr::new(10, 96, 10, 10),
@@ -913,6 +913,163 @@ endpoints: [{addresses: ["fd00::1"]}]
                 .to_string()
                 .starts_with("cannot read manifest directory "),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn examples_load_without_problems() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let set = load_dir(&dir).unwrap();
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        assert!(!set.cluster.services.is_empty());
+        let (state, problems) = desired::compute(&set.cluster, &desired::NodeContext::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        // Every proxied Service port of the examples has a frontend per cluster IP.
+        let expected: usize = set
+            .cluster
+            .services
+            .values()
+            .filter(|s| s.is_proxied())
+            .map(|s| s.ports.len() * s.cluster_ips.len())
+            .sum();
+        assert_eq!(state.frontends.len(), expected);
+        // Each file on its own, too (the examples are meant to be applied one by one).
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let set = load_str(&text, &path.display().to_string());
+                assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+            }
+        }
+    }
+
+    const LOAD_BALANCER: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: web}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.3.3
+  externalIPs: [203.0.113.7]
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Cluster
+  healthCheckNodePort: 32001
+  allocateLoadBalancerNodePorts: true
+  loadBalancerSourceRanges: [" 10.0.0.0/8 ", 192.0.2.0/24]
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 300}}
+  ports: [{name: https, port: 443, targetPort: 8443, nodePort: 30443}]
+status:
+  loadBalancer:
+    ingress:
+    - {ip: 198.51.100.1}
+    - {ip: 198.51.100.2, ipMode: Proxy}
+    - {hostname: shop.example.com}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: shop-1
+  namespace: web
+  labels: {kubernetes.io/service-name: shop}
+addressType: IPv4
+ports: [{name: https, port: 8443}]
+endpoints:
+- {addresses: [10.244.1.5], nodeName: node-a}
+- {addresses: [10.244.2.5], nodeName: node-b}
+- {addresses: [10.244.1.6], nodeName: node-a, conditions: {ready: false, serving: true, terminating: true}}
+"#;
+
+    #[test]
+    fn load_balancer_manifest_end_to_end() {
+        use crate::desired::{FrontendKind, HealthCheck, Ipv4Cidr, NodeContext};
+        let set = load_str(LOAD_BALANCER, "lb.yaml");
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        let node = NodeContext {
+            node_name: Some("node-a".into()),
+            node_ips: vec![Ipv4Addr::new(192, 168, 1, 10)],
+            node_port_addresses: vec![],
+        };
+        let (state, problems) = desired::compute(&set.cluster, &node);
+        assert!(problems.is_empty(), "{problems:?}");
+        let got: Vec<(String, FrontendKind, bool)> = state
+            .frontends
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.kind, s.local_policy))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "10.96.3.3:443/TCP".to_string(),
+                    FrontendKind::ClusterIp,
+                    false
+                ),
+                (
+                    "192.168.1.10:30443/TCP".to_string(),
+                    FrontendKind::NodePort,
+                    true
+                ),
+                (
+                    "198.51.100.1:443/TCP".to_string(),
+                    FrontendKind::LoadBalancer,
+                    true
+                ),
+                (
+                    "203.0.113.7:443/TCP".to_string(),
+                    FrontendKind::ExternalIp,
+                    true
+                ),
+            ]
+        );
+        let be = |a: [u8; 4]| BackendAddr {
+            addr: Ipv4Addr::from(a),
+            port: 8443,
+            proto: Protocol::Tcp,
+        };
+        for s in state.frontends.values() {
+            assert_eq!(s.backends, vec![be([10, 244, 1, 5]), be([10, 244, 2, 5])]);
+            assert_eq!(s.local_backends, vec![be([10, 244, 1, 5])]);
+            assert_eq!(s.terminating, vec![be([10, 244, 1, 6])]);
+            assert_eq!(s.affinity_timeout, Some(300));
+        }
+        let lb = state
+            .frontends
+            .values()
+            .find(|s| s.kind == FrontendKind::LoadBalancer)
+            .unwrap();
+        assert_eq!(
+            lb.source_ranges,
+            vec![
+                Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8),
+                Ipv4Cidr::new(Ipv4Addr::new(192, 0, 2, 0), 24)
+            ]
+        );
+        assert_eq!(
+            state.health_checks,
+            vec![HealthCheck {
+                service: ObjectRef::new("web", "shop"),
+                port: 32001,
+                local_endpoints: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn invalid_semantics_fields_are_problems_naming_the_field() {
+        let text = LOAD_BALANCER
+            .replace("192.0.2.0/24", "192.0.2.0/40")
+            .replace("name: shop,", "name: shop2,");
+        let bad_policy = svc_yaml("p", "10.96.0.9", "  - port: 80\n")
+            .replace("spec:\n", "spec:\n  internalTrafficPolicy: Nearest\n");
+        let set = load_str(&format!("{text}---\n{bad_policy}"), "bad.yaml");
+        assert_eq!(
+            reasons(&set),
+            vec![
+                "bad.yaml#1 Service web/shop2: spec.loadBalancerSourceRanges[1] \"192.0.2.0/40\" is not a CIDR",
+                "bad.yaml#3 Service default/p: spec.internalTrafficPolicy \"Nearest\" is not Cluster or Local",
+            ]
         );
     }
 }

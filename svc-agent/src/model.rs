@@ -10,10 +10,16 @@
 //! interpreted) with an [`InvalidObject`] whose message names the offending field, and return
 //! non-fatal warnings (e.g. an SCTP port, which datapath v1 cannot serve, is dropped while
 //! the Service's other ports are kept) alongside the converted object.
+//!
+//! What each Service field means for the dataplane is described in
+//! `/work/shared/notes/service-semantics.md` (the behaviour of kube-proxy); the field
+//! documentation of [`Service`] says which part of that note it implements and which
+//! choices were made where the note is silent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
@@ -39,6 +45,24 @@ pub enum InvalidObject {
     NotAnIp { field: String, value: String },
     #[error("{field} {value:?} is not an IPv4 address")]
     NotAnIpv4 { field: String, value: String },
+    /// A number outside the range the API server accepts, e.g. a session affinity timeout.
+    #[error("{field} {value} is out of range {min}-{max}")]
+    OutOfRange {
+        field: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error("{field} {value:?} is not a CIDR")]
+    NotACidr { field: String, value: String },
+    /// An enumerated field with a value the API server does not accept; `allowed` lists the
+    /// accepted values, e.g. `Cluster or Local`.
+    #[error("{field} {value:?} is not {allowed}")]
+    NotOneOf {
+        field: String,
+        value: String,
+        allowed: &'static str,
+    },
     #[error("{field} {value:?} is not TCP, UDP or SCTP")]
     BadProtocol { field: String, value: String },
     #[error("spec.type {0:?} is not ClusterIP, NodePort, LoadBalancer or ExternalName")]
@@ -116,7 +140,7 @@ fn parse_port(value: i64, field: &str) -> Result<u16, InvalidObject> {
 }
 
 /// Namespace and name of an object. Ordered by namespace, then name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
     pub namespace: String,
     pub name: String,
@@ -197,6 +221,181 @@ impl fmt::Display for TargetPort {
     }
 }
 
+/// An IPv4 CIDR (`addr/prefix_len`). `addr` is always the network address (host bits are
+/// cleared on construction through [`Ipv4Cidr::new`] or parsing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// The CIDR containing `addr` with `prefix_len` bits (clamped to 32); host bits of
+    /// `addr` are cleared, as Go's `net.ParseCIDR` does for kube-proxy.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Self {
+        let prefix_len = prefix_len.min(32);
+        Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::from(addr) & Self::mask(prefix_len)),
+            prefix_len,
+        }
+    }
+
+    fn mask(prefix_len: u8) -> u32 {
+        if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix_len.min(32)))
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = Self::mask(self.prefix_len);
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Why a string is not an IPv4 CIDR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CidrError {
+    /// A valid IPv6 CIDR (datapath v1 ignores these).
+    Ipv6,
+    /// Not a CIDR at all.
+    Invalid,
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CidrError::Ipv6 => "an IPv6 CIDR",
+            CidrError::Invalid => "not a CIDR",
+        })
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    /// `a.b.c.d/n` with 0 <= n <= 32. The prefix length is required (as in Go's
+    /// `net.ParseCIDR`); host bits are allowed and cleared. Surrounding whitespace is NOT
+    /// trimmed here: callers that tolerate it (loadBalancerSourceRanges) trim first.
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (addr, len) = s.split_once('/').ok_or(CidrError::Invalid)?;
+        // Go accepts only decimal digits, without sign, for the prefix length.
+        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CidrError::Invalid);
+        }
+        let len: u8 = len.parse().map_err(|_| CidrError::Invalid)?;
+        if let Ok(v4) = addr.parse::<Ipv4Addr>() {
+            if len > 32 {
+                return Err(CidrError::Invalid);
+            }
+            return Ok(Ipv4Cidr::new(v4, len));
+        }
+        match addr.parse::<Ipv6Addr>() {
+            Ok(_) if len <= 128 => Err(CidrError::Ipv6),
+            _ => Err(CidrError::Invalid),
+        }
+    }
+}
+
+/// `spec.externalTrafficPolicy` / `spec.internalTrafficPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TrafficPolicy {
+    /// All of the Service's endpoints (the Kubernetes default for both policies).
+    #[default]
+    Cluster,
+    /// Only the endpoints on the node that received the traffic.
+    Local,
+}
+
+impl TrafficPolicy {
+    pub fn is_local(self) -> bool {
+        self == TrafficPolicy::Local
+    }
+}
+
+impl fmt::Display for TrafficPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        })
+    }
+}
+
+/// Reads a traffic policy field. Unset (or `""`, which is what an unset Go string
+/// serializes to in some tools) is Cluster, the API default. `legacy_global` accepts
+/// `Global`, the pre-1.23 spelling of Cluster for externalTrafficPolicy, as Cluster.
+fn parse_traffic_policy(
+    value: Option<&str>,
+    field: &str,
+    legacy_global: bool,
+) -> Result<TrafficPolicy, InvalidObject> {
+    match value {
+        None | Some("") | Some("Cluster") => Ok(TrafficPolicy::Cluster),
+        Some("Global") if legacy_global => Ok(TrafficPolicy::Cluster),
+        Some("Local") => Ok(TrafficPolicy::Local),
+        Some(other) => Err(InvalidObject::NotOneOf {
+            field: field.into(),
+            value: other.into(),
+            allowed: "Cluster or Local",
+        }),
+    }
+}
+
+/// `status.loadBalancer.ingress[].ipMode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum IpMode {
+    /// Traffic arrives with the load balancer IP as destination: the node must answer on it
+    /// (the default when unset).
+    #[default]
+    Vip,
+    /// The load balancer proxies to the node (destination rewritten): the node must NOT
+    /// capture the IP, or in-cluster clients would bypass the load balancer.
+    Proxy,
+}
+
+/// One `status.loadBalancer.ingress[]` entry with an IPv4 address or a hostname only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LoadBalancerIngress {
+    /// `None` for a hostname-only entry (e.g. AWS ELB), which gets no dataplane entry.
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub ip_mode: IpMode,
+}
+
+/// `spec.sessionAffinity` with its `sessionAffinityConfig`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    /// Keep a client IP on one backend for `timeout_seconds` after its last packet.
+    ClientIp { timeout_seconds: u32 },
+}
+
+impl SessionAffinity {
+    /// Default of `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+    pub const DEFAULT_TIMEOUT_SECONDS: u32 = 10800;
+    /// Largest timeout the API server accepts (1 day).
+    pub const MAX_TIMEOUT_SECONDS: u32 = 86400;
+
+    /// The ClientIP timeout, `None` without affinity.
+    pub fn timeout(self) -> Option<u32> {
+        match self {
+            SessionAffinity::None => None,
+            SessionAffinity::ClientIp { timeout_seconds } => Some(timeout_seconds),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// `""` when unset (only allowed on single-port Services).
@@ -204,7 +403,11 @@ pub struct ServicePort {
     pub port: u16,
     pub protocol: Protocol,
     pub target_port: TargetPort,
-    /// `None` when unset or 0 (0 asks the API server to allocate one).
+    /// `None` when unset or 0 (0 asks the API server to allocate one). Any 1-65535 is
+    /// accepted: the 30000-32767 default range is an API server flag, not an API rule.
+    /// Used for NodePort and LoadBalancer Services only; a value present in the manifest is
+    /// used even with `allocateLoadBalancerNodePorts: false` (that flag only stops the API
+    /// server from allocating one, an explicit nodePort is still honoured by kube-proxy).
     pub node_port: Option<u16>,
 }
 
@@ -220,6 +423,32 @@ pub struct Service {
     /// Value of the `service.kubernetes.io/service-proxy-name` label: another proxy owns
     /// this Service, it is kept for display but gets no dataplane state.
     pub proxy_name_label: Option<String>,
+    /// `spec.externalTrafficPolicy` (legacy `Global` = Cluster). Applies to NodePort,
+    /// externalIP and LoadBalancer addresses (semantics note, "Traffic policies").
+    /// Accepted on any type (the API server only allows it on externally reachable
+    /// Services): it has no effect where there is no external address.
+    pub external_traffic_policy: TrafficPolicy,
+    /// `spec.internalTrafficPolicy`. Applies to ClusterIP addresses only.
+    pub internal_traffic_policy: TrafficPolicy,
+    /// The IPv4 addresses of `spec.externalIPs`, deduplicated, in manifest order (IPv6 ones
+    /// are dropped with a warning). Served for every proxied type, as kube-proxy does.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress` entries with an IPv4 IP or only a hostname (IPv6 IPs
+    /// are dropped with a warning), deduplicated. Only type LoadBalancer uses them, and only
+    /// the entries with an IP and `ipMode` VIP.
+    pub load_balancer_ingress: Vec<LoadBalancerIngress>,
+    /// The IPv4 CIDRs of `spec.loadBalancerSourceRanges` (whitespace around entries
+    /// tolerated, IPv6 ones dropped with a warning), deduplicated. Empty: every source.
+    /// Applies to LoadBalancer addresses only (not NodePort, not externalIPs).
+    pub load_balancer_source_ranges: Vec<Ipv4Cidr>,
+    /// `spec.sessionAffinity` with its timeout (default 10800 s, valid 1-86400).
+    pub session_affinity: SessionAffinity,
+    /// `spec.healthCheckNodePort` (`None` when unset or 0). kube-proxy serves it only for a
+    /// LoadBalancer Service with externalTrafficPolicy Local (a warning says so otherwise).
+    pub health_check_node_port: Option<u16>,
+    /// `spec.allocateLoadBalancerNodePorts` (default true). Informational: it only tells the
+    /// API server whether to allocate node ports; explicit `nodePort`s are used either way.
+    pub allocate_load_balancer_node_ports: bool,
 }
 
 /// Checks an IANA service name as Kubernetes does for a named targetPort: 1-15 lowercase
@@ -403,6 +632,39 @@ impl Service {
             });
         }
 
+        let external_traffic_policy = parse_traffic_policy(
+            spec.external_traffic_policy.as_deref(),
+            "spec.externalTrafficPolicy",
+            true,
+        )?;
+        let internal_traffic_policy = parse_traffic_policy(
+            spec.internal_traffic_policy.as_deref(),
+            "spec.internalTrafficPolicy",
+            false,
+        )?;
+        let external_ips = parse_external_ips(spec, &mut warnings)?;
+        let load_balancer_ingress = parse_lb_ingress(svc.status.as_ref(), &mut warnings)?;
+        let load_balancer_source_ranges = parse_source_ranges(spec, kind, &mut warnings)?;
+        let session_affinity = parse_session_affinity(spec, &mut warnings)?;
+        let health_check_node_port = match spec.health_check_node_port {
+            None | Some(0) => None,
+            Some(n) => Some(parse_port(n.into(), "spec.healthCheckNodePort")?),
+        };
+        let needs_health_check =
+            kind == ServiceKind::LoadBalancer && external_traffic_policy.is_local();
+        if health_check_node_port.is_some() && !needs_health_check {
+            warnings.push(
+                "spec.healthCheckNodePort ignored: it is only served for type LoadBalancer with externalTrafficPolicy Local"
+                    .to_string(),
+            );
+        }
+        if needs_health_check && health_check_node_port.is_none() {
+            warnings.push(
+                "spec.healthCheckNodePort is not set (the API server allocates it): no health check is served for externalTrafficPolicy Local"
+                    .to_string(),
+            );
+        }
+
         Ok((
             Service {
                 id,
@@ -410,9 +672,24 @@ impl Service {
                 kind,
                 ports,
                 proxy_name_label,
+                external_traffic_policy,
+                internal_traffic_policy,
+                external_ips,
+                load_balancer_ingress,
+                load_balancer_source_ranges,
+                session_affinity,
+                health_check_node_port,
+                allocate_load_balancer_node_ports: spec
+                    .allocate_load_balancer_node_ports
+                    .unwrap_or(true),
             },
             warnings,
         ))
+    }
+
+    /// The ClientIP affinity timeout, `None` without session affinity.
+    pub fn affinity_timeout(&self) -> Option<u32> {
+        self.session_affinity.timeout()
     }
 
     /// Whether this Service gets dataplane state (ClusterIP, NodePort or LoadBalancer, not
@@ -423,6 +700,192 @@ impl Service {
                 self.kind,
                 ServiceKind::ClusterIp | ServiceKind::NodePort | ServiceKind::LoadBalancer
             )
+    }
+}
+
+/// `spec.externalIPs`: IPv4 kept (deduplicated), IPv6 dropped with a warning, anything
+/// else rejected. No whitespace tolerance: the API server validates these strictly.
+fn parse_external_ips(
+    spec: &corev1::ServiceSpec,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Ipv4Addr>, InvalidObject> {
+    let mut ips = Vec::new();
+    for (i, s) in spec
+        .external_ips
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let field = format!("spec.externalIPs[{i}]");
+        match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => {
+                if !ips.contains(&v4) {
+                    ips.push(v4);
+                }
+            }
+            Ok(IpAddr::V6(_)) => warnings.push(format!(
+                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
+            )),
+            Err(_) => {
+                return Err(InvalidObject::NotAnIp {
+                    field,
+                    value: s.clone(),
+                });
+            }
+        }
+    }
+    Ok(ips)
+}
+
+/// `status.loadBalancer.ingress`. `ipMode` must be VIP or Proxy (unset = VIP); an IP must be
+/// an IP address; an IPv6 entry is dropped with a warning; an entry with neither IP nor
+/// hostname is dropped silently (nothing to serve nor to show).
+fn parse_lb_ingress(
+    status: Option<&corev1::ServiceStatus>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<LoadBalancerIngress>, InvalidObject> {
+    let entries = status
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    let mut out: Vec<LoadBalancerIngress> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let ip_mode = match e.ip_mode.as_deref() {
+            None | Some("") | Some("VIP") => IpMode::Vip,
+            Some("Proxy") => IpMode::Proxy,
+            Some(other) => {
+                return Err(InvalidObject::NotOneOf {
+                    field: format!("status.loadBalancer.ingress[{i}].ipMode"),
+                    value: other.into(),
+                    allowed: "VIP or Proxy",
+                });
+            }
+        };
+        let hostname = e.hostname.clone().filter(|h| !h.is_empty());
+        let ip = match e.ip.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => match s.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) => Some(v4),
+                Ok(IpAddr::V6(_)) => {
+                    warnings.push(format!(
+                        "status.loadBalancer.ingress[{i}].ip {s:?} skipped: IPv6 is not supported by datapath v1"
+                    ));
+                    continue;
+                }
+                Err(_) => {
+                    return Err(InvalidObject::NotAnIp {
+                        field: format!("status.loadBalancer.ingress[{i}].ip"),
+                        value: s.into(),
+                    });
+                }
+            },
+        };
+        if ip.is_none() && hostname.is_none() {
+            continue;
+        }
+        let entry = LoadBalancerIngress {
+            ip,
+            hostname,
+            ip_mode,
+        };
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// `spec.loadBalancerSourceRanges`: each entry is trimmed (the API server and kube-proxy
+/// both `TrimSpace` it; the semantics note asks to tolerate whitespace), then must be a
+/// CIDR. IPv6 CIDRs are dropped with a warning. As in kube-proxy, which filters the ranges
+/// by IP family, a list with IPv6 ranges only leaves the IPv4 addresses unrestricted: a
+/// warning says so. On a type other than LoadBalancer the ranges have no effect (the API
+/// server forbids them there): they are validated, kept, and a warning says they are unused.
+fn parse_source_ranges(
+    spec: &corev1::ServiceSpec,
+    kind: ServiceKind,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Ipv4Cidr>, InvalidObject> {
+    let raw = spec
+        .load_balancer_source_ranges
+        .as_deref()
+        .unwrap_or_default();
+    let mut ranges = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let field = format!("spec.loadBalancerSourceRanges[{i}]");
+        match s.trim().parse::<Ipv4Cidr>() {
+            Ok(c) => {
+                if !ranges.contains(&c) {
+                    ranges.push(c);
+                }
+            }
+            Err(CidrError::Ipv6) => warnings.push(format!(
+                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
+            )),
+            Err(CidrError::Invalid) => {
+                return Err(InvalidObject::NotACidr {
+                    field,
+                    value: s.clone(),
+                });
+            }
+        }
+    }
+    if !raw.is_empty() && kind != ServiceKind::LoadBalancer {
+        warnings.push(format!(
+            "spec.loadBalancerSourceRanges has no effect on a {kind} Service (LoadBalancer addresses only)"
+        ));
+    } else if !raw.is_empty() && ranges.is_empty() {
+        warnings.push(
+            "spec.loadBalancerSourceRanges has no IPv4 range: IPv4 load balancer addresses accept every source (as with kube-proxy)"
+                .to_string(),
+        );
+    }
+    Ok(ranges)
+}
+
+/// `spec.sessionAffinity` (`None` | `ClientIP`, unset = None) and, for ClientIP,
+/// `spec.sessionAffinityConfig.clientIP.timeoutSeconds` (unset = 10800, valid 1-86400, as
+/// the API server validates). A config given with affinity None is ignored with a warning.
+fn parse_session_affinity(
+    spec: &corev1::ServiceSpec,
+    warnings: &mut Vec<String>,
+) -> Result<SessionAffinity, InvalidObject> {
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds);
+    match spec.session_affinity.as_deref() {
+        None | Some("") | Some("None") => {
+            if timeout.is_some() {
+                warnings.push(
+                    "spec.sessionAffinityConfig ignored: spec.sessionAffinity is not ClientIP"
+                        .to_string(),
+                );
+            }
+            Ok(SessionAffinity::None)
+        }
+        Some("ClientIP") => {
+            let timeout_seconds = match timeout {
+                None => SessionAffinity::DEFAULT_TIMEOUT_SECONDS,
+                Some(t) => u32::try_from(t)
+                    .ok()
+                    .filter(|t| (1..=SessionAffinity::MAX_TIMEOUT_SECONDS).contains(t))
+                    .ok_or(InvalidObject::OutOfRange {
+                        field: "spec.sessionAffinityConfig.clientIP.timeoutSeconds".into(),
+                        value: t.into(),
+                        min: 1,
+                        max: SessionAffinity::MAX_TIMEOUT_SECONDS.into(),
+                    })?,
+            };
+            Ok(SessionAffinity::ClientIp { timeout_seconds })
+        }
+        Some(other) => Err(InvalidObject::NotOneOf {
+            field: "spec.sessionAffinity".into(),
+            value: other.into(),
+            allowed: "None or ClientIP",
+        }),
     }
 }
 
@@ -442,6 +905,9 @@ pub struct Endpoint {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// The node the endpoint runs on (EndpointSlice `nodeName`, legacy Endpoints
+    /// `addresses[].nodeName`). An endpoint is local when this equals the agent's node name;
+    /// `None` is never local.
     pub node_name: Option<String>,
 }
 
@@ -832,5 +1298,388 @@ mod tests {
                 .to_string(),
             "EndpointSlice has no kubernetes.io/service-name label"
         );
+    }
+
+    // ---- Service semantics fields ----
+
+    fn lb_service() -> corev1::Service {
+        let mut s = k8s_service(vec![KPort {
+            node_port: Some(30080),
+            ..kport("http", 80, "TCP")
+        }]);
+        s.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+        s
+    }
+
+    fn spec_mut(s: &mut corev1::Service) -> &mut ServiceSpec {
+        s.spec.as_mut().unwrap()
+    }
+
+    fn ingress(
+        ip: Option<&str>,
+        hostname: Option<&str>,
+        mode: Option<&str>,
+    ) -> corev1::LoadBalancerIngress {
+        corev1::LoadBalancerIngress {
+            ip: ip.map(Into::into),
+            hostname: hostname.map(Into::into),
+            ip_mode: mode.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn with_ingress(
+        mut s: corev1::Service,
+        entries: Vec<corev1::LoadBalancerIngress>,
+    ) -> corev1::Service {
+        s.status = Some(corev1::ServiceStatus {
+            load_balancer: Some(corev1::LoadBalancerStatus {
+                ingress: Some(entries),
+            }),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn err(s: &corev1::Service) -> String {
+        Service::from_k8s(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_of_the_semantics_fields() {
+        let (svc, w) = Service::from_k8s(&k8s_service(vec![kport("a", 80, "TCP")])).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(svc.internal_traffic_policy, TrafficPolicy::Cluster);
+        assert!(svc.external_ips.is_empty());
+        assert!(svc.load_balancer_ingress.is_empty());
+        assert!(svc.load_balancer_source_ranges.is_empty());
+        assert_eq!(svc.session_affinity, SessionAffinity::None);
+        assert_eq!(svc.affinity_timeout(), None);
+        assert_eq!(svc.health_check_node_port, None);
+        assert!(svc.allocate_load_balancer_node_ports);
+    }
+
+    #[test]
+    fn traffic_policies_parse_and_reject_unknown_values() {
+        let parse = |etp: Option<&str>, itp: Option<&str>| {
+            let mut s = lb_service();
+            spec_mut(&mut s).external_traffic_policy = etp.map(Into::into);
+            spec_mut(&mut s).internal_traffic_policy = itp.map(Into::into);
+            spec_mut(&mut s).health_check_node_port = Some(32000);
+            Service::from_k8s(&s)
+        };
+        let (svc, w) = parse(Some("Local"), Some("Local")).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(svc.internal_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(svc.health_check_node_port, Some(32000));
+        let (svc, _) = parse(Some("Global"), Some("Cluster")).unwrap();
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(svc.internal_traffic_policy, TrafficPolicy::Cluster);
+        let (svc, _) = parse(Some("Cluster"), None).unwrap();
+        assert_eq!(svc.external_traffic_policy, TrafficPolicy::Cluster);
+        assert_eq!(
+            parse(Some("local"), None).unwrap_err().to_string(),
+            "spec.externalTrafficPolicy \"local\" is not Cluster or Local"
+        );
+        // Global is a legacy spelling of externalTrafficPolicy only.
+        assert_eq!(
+            parse(None, Some("Global")).unwrap_err().to_string(),
+            "spec.internalTrafficPolicy \"Global\" is not Cluster or Local"
+        );
+        assert_eq!(TrafficPolicy::Local.to_string(), "Local");
+    }
+
+    #[test]
+    fn health_check_node_port_rules() {
+        let mut s = lb_service();
+        spec_mut(&mut s).external_traffic_policy = Some("Local".into());
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert_eq!(svc.health_check_node_port, None);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("no health check is served"), "{w:?}");
+
+        spec_mut(&mut s).health_check_node_port = Some(70000);
+        assert_eq!(
+            err(&s),
+            "spec.healthCheckNodePort 70000 is out of range 1-65535"
+        );
+
+        // Set where kube-proxy does not serve it: kept but a warning says it is unused.
+        let mut s = lb_service();
+        spec_mut(&mut s).health_check_node_port = Some(32000);
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert_eq!(svc.health_check_node_port, Some(32000));
+        assert_eq!(
+            w,
+            vec![
+                "spec.healthCheckNodePort ignored: it is only served for type LoadBalancer with externalTrafficPolicy Local"
+            ]
+        );
+    }
+
+    #[test]
+    fn external_ips_keep_ipv4_warn_on_ipv6_reject_garbage() {
+        let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
+        spec_mut(&mut s).external_ips = Some(vec![
+            "203.0.113.7".into(),
+            "2001:db8::7".into(),
+            "203.0.113.8".into(),
+            "203.0.113.7".into(),
+        ]);
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert_eq!(
+            svc.external_ips,
+            vec![Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(203, 0, 113, 8)]
+        );
+        assert_eq!(
+            w,
+            vec![
+                "spec.externalIPs[1] \"2001:db8::7\" skipped: IPv6 is not supported by datapath v1"
+            ]
+        );
+        spec_mut(&mut s).external_ips = Some(vec!["203.0.113.7".into(), "example.com".into()]);
+        assert_eq!(
+            err(&s),
+            "spec.externalIPs[1] \"example.com\" is not an IP address"
+        );
+    }
+
+    #[test]
+    fn load_balancer_ingress_ip_mode_and_hostnames() {
+        let s = with_ingress(
+            lb_service(),
+            vec![
+                ingress(Some("198.51.100.1"), None, None),
+                ingress(Some("198.51.100.2"), None, Some("Proxy")),
+                ingress(Some("198.51.100.3"), None, Some("VIP")),
+                ingress(None, Some("lb.example.com"), None),
+                ingress(Some("2001:db8::1"), None, None),
+                ingress(None, None, None),
+                ingress(Some("198.51.100.1"), None, None),
+            ],
+        );
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            svc.load_balancer_ingress,
+            vec![
+                LoadBalancerIngress {
+                    ip: ip("198.51.100.1"),
+                    hostname: None,
+                    ip_mode: IpMode::Vip
+                },
+                LoadBalancerIngress {
+                    ip: ip("198.51.100.2"),
+                    hostname: None,
+                    ip_mode: IpMode::Proxy
+                },
+                LoadBalancerIngress {
+                    ip: ip("198.51.100.3"),
+                    hostname: None,
+                    ip_mode: IpMode::Vip
+                },
+                LoadBalancerIngress {
+                    ip: None,
+                    hostname: Some("lb.example.com".into()),
+                    ip_mode: IpMode::Vip
+                },
+            ]
+        );
+        assert_eq!(
+            w,
+            vec![
+                "status.loadBalancer.ingress[4].ip \"2001:db8::1\" skipped: IPv6 is not supported by datapath v1"
+            ]
+        );
+        let bad_mode = with_ingress(
+            lb_service(),
+            vec![ingress(Some("198.51.100.1"), None, Some("Direct"))],
+        );
+        assert_eq!(
+            err(&bad_mode),
+            "status.loadBalancer.ingress[0].ipMode \"Direct\" is not VIP or Proxy"
+        );
+        let bad_ip = with_ingress(
+            lb_service(),
+            vec![ingress(Some("198.51.100.300"), None, None)],
+        );
+        assert_eq!(
+            err(&bad_ip),
+            "status.loadBalancer.ingress[0].ip \"198.51.100.300\" is not an IP address"
+        );
+    }
+
+    #[test]
+    fn source_ranges_tolerate_whitespace_and_name_bad_entries() {
+        let mut s = lb_service();
+        spec_mut(&mut s).load_balancer_source_ranges = Some(vec![
+            " 10.0.0.0/8 ".into(),
+            "192.168.1.77/24".into(),
+            "\t2001:db8::/32".into(),
+            "10.0.0.0/8".into(),
+        ]);
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert_eq!(
+            svc.load_balancer_source_ranges,
+            vec![
+                Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8),
+                Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 0), 24),
+            ]
+        );
+        assert_eq!(
+            svc.load_balancer_source_ranges[1].to_string(),
+            "192.168.1.0/24"
+        );
+        assert_eq!(
+            w,
+            vec![
+                "spec.loadBalancerSourceRanges[2] \"\\t2001:db8::/32\" skipped: IPv6 is not supported by datapath v1"
+            ]
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0",
+            "10.0.0/8",
+            "10.0.0.0/ 8",
+            "",
+            "10.0.0.0/+8",
+            "fd00::/129",
+        ] {
+            spec_mut(&mut s).load_balancer_source_ranges =
+                Some(vec!["10.0.0.0/8".into(), bad.into()]);
+            assert_eq!(
+                err(&s),
+                format!("spec.loadBalancerSourceRanges[1] {bad:?} is not a CIDR")
+            );
+        }
+        // Only IPv6 ranges: IPv4 addresses stay open, as with kube-proxy; a warning says so.
+        spec_mut(&mut s).load_balancer_source_ranges = Some(vec!["fd00::/8".into()]);
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert!(svc.load_balancer_source_ranges.is_empty());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[1].contains("accept every source"), "{w:?}");
+        // On a ClusterIP Service: validated, kept, warned about.
+        let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
+        spec_mut(&mut s).load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
+        let (_, w) = Service::from_k8s(&s).unwrap();
+        assert_eq!(
+            w,
+            vec![
+                "spec.loadBalancerSourceRanges has no effect on a ClusterIP Service (LoadBalancer addresses only)"
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_parsing_and_matching() {
+        let c: Ipv4Cidr = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(c, Ipv4Cidr::new(Ipv4Addr::new(10, 1, 0, 0), 16));
+        assert!(c.contains(Ipv4Addr::new(10, 1, 255, 1)));
+        assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(203, 0, 113, 1)));
+        let host: Ipv4Cidr = "192.0.2.1/32".parse().unwrap();
+        assert!(host.contains(Ipv4Addr::new(192, 0, 2, 1)));
+        assert!(!host.contains(Ipv4Addr::new(192, 0, 2, 2)));
+        assert_eq!("fd00::/64".parse::<Ipv4Cidr>(), Err(CidrError::Ipv6));
+        assert_eq!(" 10.0.0.0/8".parse::<Ipv4Cidr>(), Err(CidrError::Invalid));
+    }
+
+    #[test]
+    fn session_affinity_default_explicit_and_out_of_range() {
+        let affinity = |kind: Option<&str>, timeout: Option<i32>| {
+            let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
+            spec_mut(&mut s).session_affinity = kind.map(Into::into);
+            spec_mut(&mut s).session_affinity_config =
+                timeout.map(|t| corev1::SessionAffinityConfig {
+                    client_ip: Some(corev1::ClientIPConfig {
+                        timeout_seconds: Some(t),
+                    }),
+                });
+            Service::from_k8s(&s)
+        };
+        let (svc, w) = affinity(Some("ClientIP"), None).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(
+            svc.session_affinity,
+            SessionAffinity::ClientIp {
+                timeout_seconds: 10800
+            }
+        );
+        assert_eq!(svc.affinity_timeout(), Some(10800));
+        let (svc, _) = affinity(Some("ClientIP"), Some(60)).unwrap();
+        assert_eq!(svc.affinity_timeout(), Some(60));
+        let (svc, _) = affinity(Some("ClientIP"), Some(86400)).unwrap();
+        assert_eq!(svc.affinity_timeout(), Some(86400));
+        for bad in [0, -5, 86401] {
+            assert_eq!(
+                affinity(Some("ClientIP"), Some(bad))
+                    .unwrap_err()
+                    .to_string(),
+                format!(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds {bad} is out of range 1-86400"
+                )
+            );
+        }
+        let (svc, w) = affinity(Some("None"), Some(60)).unwrap();
+        assert_eq!(svc.affinity_timeout(), None);
+        assert_eq!(
+            w,
+            vec!["spec.sessionAffinityConfig ignored: spec.sessionAffinity is not ClientIP"]
+        );
+        assert_eq!(
+            affinity(Some("Cookie"), None).unwrap_err().to_string(),
+            "spec.sessionAffinity \"Cookie\" is not None or ClientIP"
+        );
+    }
+
+    #[test]
+    fn node_ports_any_range_and_allocate_flag() {
+        let mut s = lb_service();
+        spec_mut(&mut s).ports.as_mut().unwrap()[0].node_port = Some(80);
+        spec_mut(&mut s).allocate_load_balancer_node_ports = Some(false);
+        let (svc, w) = Service::from_k8s(&s).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(svc.ports[0].node_port, Some(80));
+        assert!(!svc.allocate_load_balancer_node_ports);
+        spec_mut(&mut s).ports.as_mut().unwrap()[0].node_port = Some(65536);
+        assert_eq!(
+            err(&s),
+            "spec.ports[0].nodePort 65536 is out of range 1-65535"
+        );
+    }
+
+    #[test]
+    fn legacy_endpoints_keep_node_name() {
+        let ep = corev1::Endpoints {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            subsets: Some(vec![corev1::EndpointSubset {
+                addresses: Some(vec![corev1::EndpointAddress {
+                    ip: "10.1.0.5".into(),
+                    node_name: Some("node-a".into()),
+                    ..Default::default()
+                }]),
+                not_ready_addresses: Some(vec![corev1::EndpointAddress {
+                    ip: "10.1.0.6".into(),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![corev1::EndpointPort {
+                    port: 8080,
+                    ..Default::default()
+                }]),
+            }]),
+        };
+        let (_, groups, w) = endpoint_groups_from_endpoints(&ep).unwrap();
+        assert!(w.is_empty());
+        let e = &groups[0].endpoints;
+        assert_eq!(e[0].node_name.as_deref(), Some("node-a"));
+        assert!(e[0].ready);
+        assert_eq!(e[1].node_name, None);
+        assert!(!e[1].ready && !e[1].serving);
     }
 }

@@ -20,12 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    BACKEND_STATE_ACTIVE, BACKEND4_MAP_SIZE, Backend4, PROTO_TCP, PROTO_UDP, RevNat4, Svc4Key,
-    Svc4Value,
+    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, BACKEND4_MAP_SIZE, Backend4, PROTO_TCP,
+    PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY,
+    SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL, SVC_F_NODEPORT,
+    SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key, Svc4Value,
 };
 
 use crate::alloc::IdAllocator;
-use crate::desired::{BackendAddr, DesiredState, Frontend};
+use crate::desired::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr};
 use crate::model::Protocol;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum StoreError {
     Other { map: &'static str, message: String },
 }
 
+/// A loadBalancerSourceRanges entry: (prefix length as the LPM trie counts it, data).
+pub type SrcRangeKey = (u32, SrcRange4);
+
 /// The writes and reads the reconciler needs. Implemented by the real pinned maps
 /// (`dataplane::Maps`) and by an in-memory fake in tests.
 pub trait MapStore {
@@ -45,9 +50,12 @@ pub trait MapStore {
     fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
     fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError>;
     fn del_revnat(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
+    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
     fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError>;
     fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
     fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
+    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError>;
 }
 
 /// What one sync did.
@@ -76,23 +84,40 @@ impl SyncReport {
     }
 }
 
+/// One scope's entries of a frontend as written: slot 0's value and slot -> backend id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ScopeEntries {
+    /// The slot-0 value; None if slot 0 of this scope is not in the map.
+    head: Option<Svc4Value>,
+    slots: BTreeMap<u16, u32>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Installed {
     rev_nat_id: u16,
-    /// The count in the frontend entry.
-    count: u16,
-    /// slot -> backend id, as written.
-    slots: BTreeMap<u16, u32>,
+    /// [SCOPE_ALL, SCOPE_LOCAL].
+    scopes: [ScopeEntries; 2],
+    src_ranges: BTreeSet<SrcRangeKey>,
+}
+
+impl Installed {
+    fn is_empty(&self) -> bool {
+        self.scopes
+            .iter()
+            .all(|s| s.head.is_none() && s.slots.is_empty())
+            && self.src_ranges.is_empty()
+    }
 }
 
 pub struct Reconciler {
     backend_ids: IdAllocator<BackendAddr>,
     revnat_ids: IdAllocator<Frontend>,
     frontends: BTreeMap<Frontend, Installed>,
-    backends: BTreeMap<u32, BackendAddr>,
+    backends: BTreeMap<u32, Backend4>,
     revnats: BTreeSet<u32>,
-    /// Slot entries found at adoption without a frontend; deleted on the first sync.
+    /// Entries found at adoption that belong to no frontend; deleted on the first sync.
     orphan_slots: Vec<Svc4Key>,
+    orphan_ranges: Vec<SrcRangeKey>,
 }
 
 fn proto_from_u8(p: u8) -> Option<Protocol> {
@@ -111,23 +136,71 @@ fn frontend_of(key: &Svc4Key) -> Option<Frontend> {
     })
 }
 
-fn svc_key(f: &Frontend, slot: u16) -> Svc4Key {
+fn svc_key(f: &Frontend, scope: u8, slot: u16) -> Svc4Key {
     Svc4Key {
         vip_be: u32::from(f.vip).to_be(),
         port_be: f.port.to_be(),
         slot,
         proto: f.proto.as_u8(),
-        _pad: [0; 3],
+        scope,
+        _pad: [0; 2],
     }
 }
 
-fn backend_value(b: &BackendAddr) -> Backend4 {
+fn backend_value(b: &BackendAddr, state: u8) -> Backend4 {
     Backend4 {
         addr_be: u32::from(b.addr).to_be(),
         port_be: b.port.to_be(),
         proto: b.proto.as_u8(),
-        state: BACKEND_STATE_ACTIVE,
+        state,
     }
+}
+
+fn backend_addr(b: &Backend4) -> Option<BackendAddr> {
+    Some(BackendAddr {
+        addr: Ipv4Addr::from(u32::from_be(b.addr_be)),
+        port: u16::from_be(b.port_be),
+        proto: proto_from_u8(b.proto)?,
+    })
+}
+
+fn src_range_key(rev_nat_id: u16, cidr: &Ipv4Cidr) -> SrcRangeKey {
+    let len = cidr.prefix_len.min(32);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    (
+        SRC_RANGE_PREFIX_BASE + len as u32,
+        // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
+        // always match exactly, so only the two sides' agreement matters.
+        SrcRange4 {
+            rev_nat_id,
+            _pad: [0; 2],
+            addr_be: (u32::from(cidr.addr) & mask).to_be(),
+        },
+    )
+}
+
+/// The frontend's flags (svc-common SVC_F_*) for what the desired state says.
+fn frontend_flags(state: &FrontendState) -> u16 {
+    let mut flags = 0;
+    if state.kind.is_external() {
+        flags |= SVC_F_EXTERNAL;
+    }
+    match state.kind {
+        FrontendKind::NodePort => flags |= SVC_F_NODEPORT,
+        FrontendKind::LoadBalancer => flags |= SVC_F_LOADBALANCER,
+        FrontendKind::ExternalIp => flags |= SVC_F_EXTERNAL_IP,
+        FrontendKind::ClusterIp => {}
+    }
+    if state.local_policy {
+        flags |= SVC_F_LOCAL;
+    }
+    if state.kind == FrontendKind::LoadBalancer && !state.source_ranges.is_empty() {
+        flags |= SVC_F_SOURCE_RANGES;
+    }
+    if state.affinity_timeout.is_some() {
+        flags |= SVC_F_AFFINITY;
+    }
+    flags
 }
 
 impl Reconciler {
@@ -140,18 +213,14 @@ impl Reconciler {
             backends: BTreeMap::new(),
             revnats: BTreeSet::new(),
             orphan_slots: Vec::new(),
+            orphan_ranges: Vec::new(),
         };
         for (id, b) in store.read_backends()? {
-            let Some(proto) = proto_from_u8(b.proto) else {
+            let Some(addr) = backend_addr(&b) else {
                 continue;
             };
-            let addr = BackendAddr {
-                addr: Ipv4Addr::from(u32::from_be(b.addr_be)),
-                port: u16::from_be(b.port_be),
-                proto,
-            };
             r.backend_ids.adopt(addr, id);
-            r.backends.insert(id, addr);
+            r.backends.insert(id, b);
         }
         r.revnats = store
             .read_revnats()?
@@ -159,26 +228,54 @@ impl Reconciler {
             .map(|(id, _)| id)
             .collect();
         let services = store.read_services()?;
-        for (key, value) in services.iter().filter(|(k, _)| k.slot == 0) {
+        // Frontends are the SCOPE_ALL slot-0 entries; everything else hangs off one.
+        for (key, value) in services
+            .iter()
+            .filter(|(k, _)| k.slot == 0 && k.scope == SCOPE_ALL)
+        {
             let Some(frontend) = frontend_of(key) else {
                 continue;
             };
             r.revnat_ids.adopt(frontend, value.rev_nat_id as u32);
-            r.frontends.insert(
-                frontend,
-                Installed {
-                    rev_nat_id: value.rev_nat_id,
-                    count: value.count,
-                    slots: BTreeMap::new(),
-                },
-            );
+            let mut installed = Installed {
+                rev_nat_id: value.rev_nat_id,
+                ..Default::default()
+            };
+            installed.scopes[0].head = Some(*value);
+            r.frontends.insert(frontend, installed);
         }
-        for (key, value) in services.iter().filter(|(k, _)| k.slot != 0) {
-            match frontend_of(key).and_then(|f| r.frontends.get_mut(&f)) {
+        for (key, value) in services
+            .iter()
+            .filter(|(k, _)| !(k.slot == 0 && k.scope == SCOPE_ALL))
+        {
+            let scope = key.scope as usize;
+            match frontend_of(key)
+                .and_then(|f| r.frontends.get_mut(&f))
+                .filter(|_| scope < 2)
+            {
+                Some(installed) if key.slot == 0 => installed.scopes[scope].head = Some(*value),
                 Some(installed) => {
-                    installed.slots.insert(key.slot, value.backend_id);
+                    installed.scopes[scope]
+                        .slots
+                        .insert(key.slot, value.backend_id);
                 }
                 None => r.orphan_slots.push(*key),
+            }
+        }
+        let by_rev: BTreeMap<u16, Frontend> = r
+            .frontends
+            .iter()
+            .map(|(f, i)| (i.rev_nat_id, *f))
+            .collect();
+        for key in store.read_src_ranges()? {
+            match by_rev
+                .get(&key.1.rev_nat_id)
+                .and_then(|f| r.frontends.get_mut(f))
+            {
+                Some(installed) => {
+                    installed.src_ranges.insert(key);
+                }
+                None => r.orphan_ranges.push(key),
             }
         }
         Ok(r)
@@ -191,27 +288,28 @@ impl Reconciler {
 
     pub fn sync(&mut self, desired: &DesiredState, store: &mut impl MapStore) -> SyncReport {
         let mut report = SyncReport::default();
+        self.remove_orphans(store, &mut report);
 
-        for key in std::mem::take(&mut self.orphan_slots) {
-            match store.del_service(&key) {
-                Ok(()) => report.slots_removed += 1,
-                Err(e) => {
-                    report.errors.push((None, e));
-                    self.orphan_slots.push(key);
-                }
+        // 1. Backends: every backend a new flow may get is active; terminating ones stay
+        //    (state terminating) so established flows keep them.
+        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
+        for state in desired.frontends.values() {
+            for b in &state.terminating {
+                wanted.entry(*b).or_insert(BACKEND_STATE_TERMINATING);
+            }
+            let local: &[BackendAddr] = if state.local_policy {
+                &state.local_backends
+            } else {
+                &[]
+            };
+            for b in state.backends.iter().chain(local) {
+                wanted.insert(*b, BACKEND_STATE_ACTIVE);
             }
         }
-
-        // 1. Backends.
-        let wanted: BTreeSet<BackendAddr> = desired
-            .frontends
-            .values()
-            .flat_map(|f| f.backends.iter().copied())
-            .collect();
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
-        for addr in &wanted {
-            if self.backends.len() >= BACKEND4_MAP_SIZE as usize
-                && self.backend_ids.get(addr).is_none()
+        for (addr, backend_state) in &wanted {
+            if self.backend_ids.get(addr).is_none()
+                && self.backends.len() >= BACKEND4_MAP_SIZE as usize
             {
                 report.errors.push((
                     None,
@@ -234,10 +332,11 @@ impl Reconciler {
                     continue;
                 }
             };
-            if self.backends.get(&id) != Some(addr) {
-                match store.put_backend(id, &backend_value(addr)) {
+            let value = backend_value(addr, *backend_state);
+            if self.backends.get(&id) != Some(&value) {
+                match store.put_backend(id, &value) {
                     Ok(()) => {
-                        self.backends.insert(id, *addr);
+                        self.backends.insert(id, value);
                         report.backends_added += 1;
                     }
                     Err(e) => {
@@ -264,30 +363,30 @@ impl Reconciler {
 
         // 3 + 4. Frontends.
         for (frontend, state) in &desired.frontends {
-            if let Err(e) =
-                self.sync_frontend(frontend, &state.backends, &ready, store, &mut report)
-            {
+            if let Err(e) = self.sync_frontend(frontend, state, &ready, store, &mut report) {
                 report.errors.push((Some(*frontend), e));
             }
         }
 
-        // 5. Backends no installed slot points at.
+        // 5. Backends no installed slot points at, and that no flow may keep.
         let referenced: BTreeSet<u32> = self
             .frontends
             .values()
-            .flat_map(|i| i.slots.values().copied())
+            .flat_map(|i| i.scopes.iter().flat_map(|s| s.slots.values().copied()))
+            .chain(ready.values().copied())
             .collect();
-        let unused: Vec<(u32, BackendAddr)> = self
+        let unused: Vec<u32> = self
             .backends
-            .iter()
-            .filter(|(id, _)| !referenced.contains(id))
-            .map(|(id, a)| (*id, *a))
+            .keys()
+            .filter(|id| !referenced.contains(id))
+            .copied()
             .collect();
-        for (id, addr) in unused {
+        for id in unused {
             match store.del_backend(id) {
                 Ok(()) => {
-                    self.backends.remove(&id);
-                    self.backend_ids.release(&addr);
+                    if let Some(addr) = self.backends.remove(&id).as_ref().and_then(backend_addr) {
+                        self.backend_ids.release(&addr);
+                    }
                     report.backends_removed += 1;
                 }
                 Err(e) => report.errors.push((None, e)),
@@ -296,10 +395,31 @@ impl Reconciler {
         report
     }
 
+    fn remove_orphans(&mut self, store: &mut impl MapStore, report: &mut SyncReport) {
+        for key in std::mem::take(&mut self.orphan_slots) {
+            match store.del_service(&key) {
+                Ok(()) => report.slots_removed += 1,
+                Err(e) => {
+                    report.errors.push((None, e));
+                    self.orphan_slots.push(key);
+                }
+            }
+        }
+        for key in std::mem::take(&mut self.orphan_ranges) {
+            if let Err(e) = store.del_src_range(&key) {
+                report.errors.push((None, e));
+                self.orphan_ranges.push(key);
+            }
+        }
+    }
+
+    /// Writes one frontend: rev-NAT entry, source ranges, then per scope the slots before
+    /// the slot-0 entry that counts them (SCOPE_LOCAL before SCOPE_ALL, whose SVC_F_LOCAL
+    /// flag sends packets to it), then removes what is no longer wanted in reverse.
     fn sync_frontend(
         &mut self,
         frontend: &Frontend,
-        backends: &[BackendAddr],
+        state: &FrontendState,
         ready: &BTreeMap<BackendAddr, u32>,
         store: &mut impl MapStore,
         report: &mut SyncReport,
@@ -320,55 +440,110 @@ impl Reconciler {
             store.put_revnat(rev_nat_id as u32, &value)?;
             self.revnats.insert(rev_nat_id as u32);
         }
-        // Backends whose write failed are left out; the frontend serves the others.
-        let ids: Vec<u32> = backends
-            .iter()
-            .filter_map(|b| ready.get(b).copied())
-            .collect();
-        let count = u16::try_from(ids.len()).map_err(|_| StoreError::Other {
-            map: svc_common::SVC4_MAP,
-            message: "more than 65535 backends".into(),
-        })?;
-
         let installed = self.frontends.entry(*frontend).or_default();
-        for (i, id) in ids.iter().enumerate() {
-            let slot = i as u16 + 1;
-            if installed.slots.get(&slot) != Some(id) || installed.rev_nat_id != rev_nat_id {
-                let value = Svc4Value {
-                    backend_id: *id,
-                    count: 0,
-                    rev_nat_id,
-                    flags: 0,
-                    _pad: [0; 2],
-                };
-                store.put_service(&svc_key(frontend, slot), &value)?;
-                installed.slots.insert(slot, *id);
-                report.slots_written += 1;
+        if installed.rev_nat_id != rev_nat_id {
+            // Every entry carries the rev-NAT id: rewrite them all.
+            installed.scopes = Default::default();
+            installed.rev_nat_id = rev_nat_id;
+        }
+
+        let flags = frontend_flags(state);
+        let ranges: BTreeSet<SrcRangeKey> = if flags & SVC_F_SOURCE_RANGES != 0 {
+            state
+                .source_ranges
+                .iter()
+                .map(|c| src_range_key(rev_nat_id, c))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        for key in ranges.difference(&installed.src_ranges.clone()) {
+            store.put_src_range(key)?;
+            installed.src_ranges.insert(*key);
+        }
+
+        // Backends whose write failed are left out; the frontend serves the others.
+        let ids = |list: &[BackendAddr]| -> Vec<u32> {
+            list.iter().filter_map(|b| ready.get(b).copied()).collect()
+        };
+        let all = ids(&state.backends);
+        let local = if state.local_policy {
+            Some(ids(&state.local_backends))
+        } else {
+            None
+        };
+        let head = |count: usize| -> Result<Svc4Value, StoreError> {
+            Ok(Svc4Value {
+                backend_id: state.affinity_timeout.unwrap_or(0),
+                count: u16::try_from(count).map_err(|_| StoreError::Other {
+                    map: svc_common::SVC4_MAP,
+                    message: "more than 65535 backends".into(),
+                })?,
+                rev_nat_id,
+                flags,
+                _pad: [0; 2],
+            })
+        };
+
+        if let Some(local) = &local {
+            write_scope(
+                store,
+                frontend,
+                SCOPE_LOCAL,
+                &mut installed.scopes[1],
+                local,
+                head(local.len())?,
+                rev_nat_id,
+                report,
+            )?;
+        }
+        write_scope(
+            store,
+            frontend,
+            SCOPE_ALL,
+            &mut installed.scopes[0],
+            &all,
+            head(all.len())?,
+            rev_nat_id,
+            report,
+        )?;
+
+        // Removals, now that slot 0 no longer points at them.
+        trim_scope(
+            store,
+            frontend,
+            SCOPE_ALL,
+            &mut installed.scopes[0],
+            all.len(),
+            report,
+        )?;
+        match &local {
+            Some(local) => trim_scope(
+                store,
+                frontend,
+                SCOPE_LOCAL,
+                &mut installed.scopes[1],
+                local.len(),
+                report,
+            )?,
+            None => {
+                if installed.scopes[1].head.is_some() {
+                    store.del_service(&svc_key(frontend, SCOPE_LOCAL, 0))?;
+                    installed.scopes[1].head = None;
+                }
+                trim_scope(
+                    store,
+                    frontend,
+                    SCOPE_LOCAL,
+                    &mut installed.scopes[1],
+                    0,
+                    report,
+                )?;
             }
         }
-        let fresh = installed.slots.is_empty() && installed.count == 0 && installed.rev_nat_id == 0;
-        if fresh || installed.count != count || installed.rev_nat_id != rev_nat_id {
-            let value = Svc4Value {
-                backend_id: 0,
-                count,
-                rev_nat_id,
-                flags: 0,
-                _pad: [0; 2],
-            };
-            store.put_service(&svc_key(frontend, 0), &value)?;
-            installed.count = count;
-            installed.rev_nat_id = rev_nat_id;
-            report.frontends_written += 1;
-        }
-        let extra: Vec<u16> = installed
-            .slots
-            .range(count + 1..)
-            .map(|(s, _)| *s)
-            .collect();
-        for slot in extra {
-            store.del_service(&svc_key(frontend, slot))?;
-            installed.slots.remove(&slot);
-            report.slots_removed += 1;
+        for key in installed.src_ranges.clone().difference(&ranges) {
+            store.del_src_range(key)?;
+            installed.src_ranges.remove(key);
         }
         Ok(())
     }
@@ -382,16 +557,28 @@ impl Reconciler {
         let Some(installed) = self.frontends.get_mut(frontend) else {
             return Ok(());
         };
-        if installed.count != 0 || !installed.slots.is_empty() || installed.rev_nat_id != 0 {
-            store.del_service(&svc_key(frontend, 0))?;
-            installed.count = 0;
+        // The SCOPE_ALL head first: from then on no packet finds the frontend.
+        for scope in [SCOPE_ALL, SCOPE_LOCAL] {
+            let entries = &mut installed.scopes[scope as usize];
+            if entries.head.is_some() {
+                store.del_service(&svc_key(frontend, scope, 0))?;
+                entries.head = None;
+            }
         }
-        let slots: Vec<u16> = installed.slots.keys().copied().collect();
-        for slot in slots {
-            store.del_service(&svc_key(frontend, slot))?;
-            installed.slots.remove(&slot);
-            report.slots_removed += 1;
+        for scope in [SCOPE_ALL, SCOPE_LOCAL] {
+            trim_scope(
+                store,
+                frontend,
+                scope,
+                &mut installed.scopes[scope as usize],
+                0,
+                report,
+            )?;
         }
+        for key in std::mem::take(&mut installed.src_ranges) {
+            store.del_src_range(&key)?;
+        }
+        debug_assert!(installed.is_empty());
         let rev = installed.rev_nat_id as u32;
         if rev != 0 && self.revnats.contains(&rev) {
             store.del_revnat(rev)?;
@@ -404,12 +591,71 @@ impl Reconciler {
     }
 }
 
+/// Writes slots 1..=n of one scope (only those that differ), then its slot-0 entry.
+#[allow(clippy::too_many_arguments)]
+fn write_scope(
+    store: &mut impl MapStore,
+    frontend: &Frontend,
+    scope: u8,
+    entries: &mut ScopeEntries,
+    ids: &[u32],
+    head: Svc4Value,
+    rev_nat_id: u16,
+    report: &mut SyncReport,
+) -> Result<(), StoreError> {
+    for (i, id) in ids.iter().enumerate() {
+        let slot = i as u16 + 1;
+        if entries.slots.get(&slot) != Some(id) {
+            let value = Svc4Value {
+                backend_id: *id,
+                count: 0,
+                rev_nat_id,
+                flags: 0,
+                _pad: [0; 2],
+            };
+            store.put_service(&svc_key(frontend, scope, slot), &value)?;
+            entries.slots.insert(slot, *id);
+            report.slots_written += 1;
+        }
+    }
+    if entries.head != Some(head) {
+        store.put_service(&svc_key(frontend, scope, 0), &head)?;
+        entries.head = Some(head);
+        report.frontends_written += 1;
+    }
+    Ok(())
+}
+
+/// Deletes the slots of one scope past `count`.
+fn trim_scope(
+    store: &mut impl MapStore,
+    frontend: &Frontend,
+    scope: u8,
+    entries: &mut ScopeEntries,
+    count: usize,
+    report: &mut SyncReport,
+) -> Result<(), StoreError> {
+    let extra: Vec<u16> = entries
+        .slots
+        .keys()
+        .filter(|s| **s as usize > count)
+        .copied()
+        .collect();
+    for slot in extra {
+        store.del_service(&svc_key(frontend, scope, slot))?;
+        entries.slots.remove(&slot);
+        report.slots_removed += 1;
+    }
+    Ok(())
+}
+
 /// An in-memory MapStore with the kernel's capacity behaviour, for tests.
 #[derive(Debug, Default, Clone)]
 pub struct FakeMaps {
     pub services: BTreeMap<Svc4Key, Svc4Value>,
     pub backends: BTreeMap<u32, Backend4>,
     pub revnats: BTreeMap<u32, RevNat4>,
+    pub src_ranges: BTreeSet<SrcRangeKey>,
     /// Capacity of the services map (None: unlimited).
     pub services_capacity: Option<usize>,
     /// Every write, in order, for checking the write order.
@@ -426,15 +672,25 @@ impl MapStore for FakeMaps {
                 map: svc_common::SVC4_MAP,
             });
         }
+        let scope = if key.scope == SCOPE_LOCAL {
+            " local"
+        } else {
+            ""
+        };
         self.log.push(format!(
-            "put svc slot {} count {} backend {}",
+            "put svc{scope} slot {} count {} backend {}",
             key.slot, value.count, value.backend_id
         ));
         self.services.insert(*key, *value);
         Ok(())
     }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
-        self.log.push(format!("del svc slot {}", key.slot));
+        let scope = if key.scope == SCOPE_LOCAL {
+            " local"
+        } else {
+            ""
+        };
+        self.log.push(format!("del svc{scope} slot {}", key.slot));
         self.services.remove(key);
         Ok(())
     }
@@ -458,8 +714,21 @@ impl MapStore for FakeMaps {
         self.revnats.remove(&id);
         Ok(())
     }
+    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+        self.log.push(format!("put range /{}", key.0));
+        self.src_ranges.insert(*key);
+        Ok(())
+    }
+    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+        self.log.push(format!("del range /{}", key.0));
+        self.src_ranges.remove(key);
+        Ok(())
+    }
     fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
         Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError> {
+        Ok(self.src_ranges.iter().copied().collect())
     }
     fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
         Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
@@ -496,8 +765,8 @@ mod tests {
                 *f,
                 FrontendState {
                     service: ObjectRef::new("default", "svc"),
-                    port_name: String::new(),
                     backends: b.clone(),
+                    ..Default::default()
                 },
             );
         }
@@ -526,11 +795,11 @@ mod tests {
     }
 
     fn backends_of(m: &FakeMaps, f: &Frontend) -> Vec<Ipv4Addr> {
-        let front = m.services[&svc_key(f, 0)];
+        let front = m.services[&svc_key(f, SCOPE_ALL, 0)];
         let mut v: Vec<Ipv4Addr> = (1..=front.count)
             .map(|s| {
                 Ipv4Addr::from(u32::from_be(
-                    m.backends[&m.services[&svc_key(f, s)].backend_id].addr_be,
+                    m.backends[&m.services[&svc_key(f, SCOPE_ALL, s)].backend_id].addr_be,
                 ))
             })
             .collect();
@@ -614,7 +883,7 @@ mod tests {
         let mut r = Reconciler::adopt(&maps).unwrap();
         let f = fe([10, 96, 0, 11], 80);
         r.sync(&desired(&[(f, vec![])]), &mut maps);
-        assert_eq!(maps.services[&svc_key(&f, 0)].count, 0);
+        assert_eq!(maps.services[&svc_key(&f, SCOPE_ALL, 0)].count, 0);
         assert_eq!(maps.services.len(), 1);
         assert_consistent(&maps);
     }
@@ -650,7 +919,7 @@ mod tests {
         assert!(matches!(rep.errors[0], (Some(f), StoreError::Full { .. }) if f == b));
         assert_eq!(backends_of(&maps, &a).len(), 2);
         assert!(
-            !maps.services.contains_key(&svc_key(&b, 0)),
+            !maps.services.contains_key(&svc_key(&b, SCOPE_ALL, 0)),
             "b must not have a frontend pointing at missing slots"
         );
         assert_consistent(&maps);
@@ -690,7 +959,7 @@ mod tests {
         let mut maps = FakeMaps::default();
         let f = fe([10, 96, 0, 10], 80);
         maps.services.insert(
-            svc_key(&f, 3),
+            svc_key(&f, SCOPE_ALL, 3),
             Svc4Value {
                 backend_id: 9,
                 ..Default::default()

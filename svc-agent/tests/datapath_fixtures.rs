@@ -104,8 +104,8 @@ fn frontend(
         },
         FrontendState {
             service: ObjectRef::new("default", name),
-            port_name: String::new(),
             backends,
+            ..Default::default()
         },
     )
 }
@@ -140,6 +140,7 @@ fn desired() -> DesiredState {
             frontend("10.96.0.11", 80, Protocol::Tcp, "empty", &[]),
             frontend("10.96.0.11", 80, Protocol::Udp, "empty", &[]),
         ]),
+        ..Default::default()
     }
 }
 
@@ -349,7 +350,7 @@ fn datapath_fixture_table() {
         "/sys/fs/bpf/svc-fixtures-{}-{nanos}",
         std::process::id()
     )));
-    let (datapath, mut maps) = Datapath::load(&dir.0).unwrap_or_else(|e| {
+    let (datapath, mut maps) = Datapath::load(&dir.0, &Default::default()).unwrap_or_else(|e| {
         panic!(
             "loading the datapath with pins under {}: {e} (needs root)",
             dir.0.display()
@@ -1095,8 +1096,8 @@ fn datapath_fixture_table() {
     assert_eq!(rev.backend_id, fwd.backend_id, "reply entry: {rev:?}");
     assert_eq!(
         (rev.addr_be, rev.port_be),
-        (be32("10.96.0.10"), be16(80)),
-        "reply entry holds the Service address: {rev:?}"
+        (be32("10.244.1.20"), be16(40000)),
+        "reply entry holds the original client (the reply's destination to restore): {rev:?}"
     );
     assert!(rev.flags & CT_F_REPLIED != 0, "reply entry: {rev:?}");
     // Every translated flow of the table has both entries; none of the passed, dropped or

@@ -28,6 +28,8 @@ pub const BACKEND4_MAP: &str = "SVC4_BACKENDS";
 pub const REVNAT4_MAP: &str = "SVC4_REVNAT";
 pub const CT4_MAP: &str = "SVC4_CT";
 pub const STATS_MAP: &str = "SVC_STATS";
+pub const AFFINITY4_MAP: &str = "SVC4_AFFINITY";
+pub const SRC_RANGE4_MAP: &str = "SVC4_SRC_RANGE";
 
 /// Frontend slots plus one slot per backend of every service port.
 pub const SVC4_MAP_SIZE: u32 = 65536;
@@ -36,6 +38,8 @@ pub const REVNAT4_MAP_SIZE: u32 = 65536;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
 /// are full, so this is sized well above the flows we expect to hold.
 pub const CT4_MAP_SIZE: u32 = 262144;
+pub const AFFINITY4_MAP_SIZE: u32 = 65536;
+pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
 
 /// Program names as they appear in the object file (and in `bpftool prog`).
 pub const TC_PROG: &str = "svc_tc_ingress";
@@ -57,13 +61,20 @@ pub struct Svc4Key {
     pub slot: u16,
     /// PROTO_TCP or PROTO_UDP.
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// SCOPE_ALL: every usable backend. SCOPE_LOCAL: only this node's, present for
+    /// frontends with SVC_F_LOCAL (traffic policy Local); its slot 0 counts them.
+    pub scope: u8,
+    pub _pad: [u8; 2],
 }
+
+pub const SCOPE_ALL: u8 = 0;
+pub const SCOPE_LOCAL: u8 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Svc4Value {
-    /// Backend slots: the id in SVC4_BACKENDS. Frontend: 0.
+    /// Backend slots: the id in SVC4_BACKENDS. Frontend (slot 0): the session affinity
+    /// timeout in seconds when SVC_F_AFFINITY is set (as Cilium's union), else 0.
     pub backend_id: u32,
     /// Frontend: number of backend slots (0 = no endpoints: reject). Backend slots: 0.
     pub count: u16,
@@ -74,8 +85,24 @@ pub struct Svc4Value {
     pub _pad: [u8; 2],
 }
 
-// Flag bits of Svc4Value::flags. None are defined by datapath v1; policy and affinity bits
-// come with the Service-types issue. Kept here so svcctl decodes what the kernel reads.
+// Flag bits of a frontend's Svc4Value::flags (slot 0, SCOPE_ALL entry).
+
+/// A NodePort, externalIP or LoadBalancer address: externalTrafficPolicy applies, and
+/// with policy Cluster every flow is masqueraded.
+pub const SVC_F_EXTERNAL: u16 = 1 << 0;
+/// Traffic policy Local (internalTrafficPolicy for ClusterIPs, externalTrafficPolicy for
+/// external addresses): a SCOPE_LOCAL entry lists this node's backends.
+pub const SVC_F_LOCAL: u16 = 1 << 1;
+/// The address is one of the node's (NodePort).
+pub const SVC_F_NODEPORT: u16 = 1 << 2;
+/// A status.loadBalancer.ingress IP.
+pub const SVC_F_LOADBALANCER: u16 = 1 << 3;
+/// loadBalancerSourceRanges apply: sources not in SVC4_SRC_RANGE are dropped.
+pub const SVC_F_SOURCE_RANGES: u16 = 1 << 4;
+/// sessionAffinity: ClientIP; the timeout is in backend_id.
+pub const SVC_F_AFFINITY: u16 = 1 << 5;
+/// A spec.externalIPs address.
+pub const SVC_F_EXTERNAL_IP: u16 = 1 << 6;
 
 // ---------------------------------------------------------------------------------------
 // Backends map: id -> pod address and target port.
@@ -94,6 +121,8 @@ pub struct Backend4 {
 }
 
 pub const BACKEND_STATE_ACTIVE: u8 = 0;
+/// Terminating: kept for the flows it already has, never chosen for a new one.
+pub const BACKEND_STATE_TERMINATING: u8 = 1;
 
 // ---------------------------------------------------------------------------------------
 // Reverse NAT map: rev_nat_id (widened to u32) -> the service address replies must carry.
@@ -142,20 +171,28 @@ pub struct Ct4Value {
     /// The backend chosen for this flow (both entries of the flow).
     pub backend_id: u32,
     /// Service entries: the backend the destination is translated to. Reply entries: the
-    /// Service address the source is translated back to (for display: the datapath takes
-    /// it from SVC4_REVNAT by rev_nat_id). Network order.
+    /// original client, which the destination of a reply is translated back to (it differs
+    /// from the key's destination when the flow is masqueraded). The source goes back to
+    /// the Service address from SVC4_REVNAT by rev_nat_id. Network order.
     pub addr_be: u32,
     pub port_be: u16,
     pub rev_nat_id: u16,
     /// CT_F_* bits.
     pub flags: u8,
     pub _pad: [u8; 3],
+    /// Service entries of masqueraded flows (CT_F_SNAT): the source the flow is translated
+    /// to (the node address and a port). Network order; 0 otherwise.
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    pub _pad2: [u8; 2],
 }
 
 /// A FIN or RST was seen: the entry expires after CT_CLOSING_TIMEOUT_NS.
 pub const CT_F_CLOSING: u8 = 1;
 /// The flow has seen a reply (TCP: SYN-ACK; UDP: any reply).
 pub const CT_F_REPLIED: u8 = 2;
+/// The flow is masqueraded: its source is translated to nat_addr:nat_port.
+pub const CT_F_SNAT: u8 = 4;
 
 /// Lifetimes after the last packet (Cilium's defaults).
 pub const CT_TCP_TIMEOUT_NS: u64 = 21_600 * 1_000_000_000;
@@ -179,6 +216,47 @@ pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------
+// Session affinity (LRU): {client address, rev_nat_id} -> the backend it was last given.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Affinity4Key {
+    pub client_be: u32,
+    pub rev_nat_id: u16,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Affinity4Value {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    /// The slot the backend had when chosen: a new flow checks the slot still holds it,
+    /// so a backend removed from this Service (but alive for another) is not reused.
+    pub slot: u16,
+    pub scope: u8,
+    pub _pad: u8,
+}
+
+// ---------------------------------------------------------------------------------------
+// loadBalancerSourceRanges (LPM trie): {prefix length, {rev_nat_id, source prefix}} -> 1.
+// The prefix length (aya's lpm_trie::Key) counts the 32 bits of rev_nat_id + padding, then
+// the address bits (Cilium's lb4_src_range_key).
+// ---------------------------------------------------------------------------------------
+
+/// The data part of a SVC4_SRC_RANGE key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct SrcRange4 {
+    pub rev_nat_id: u16,
+    pub _pad: [u8; 2],
+    pub addr_be: u32,
+}
+
+pub const SRC_RANGE_PREFIX_BASE: u32 = 32;
+
+// ---------------------------------------------------------------------------------------
 // Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every program exit bumps
 // exactly one counter.
 // ---------------------------------------------------------------------------------------
@@ -196,6 +274,19 @@ macro_rules! verdicts {
             /// Stable snake_case name, used by svcctl and metrics.
             pub const fn label(self) -> &'static str {
                 match self { $(Verdict::$name => $label,)* }
+            }
+            /// The program drops the packet (TC_ACT_SHOT / XDP_DROP) for this verdict.
+            pub const fn is_drop(self) -> bool {
+                matches!(
+                    self,
+                    Verdict::DropMalformed
+                        | Verdict::DropNoBackend
+                        | Verdict::DropCtFailed
+                        | Verdict::DropRewriteFailed
+                        | Verdict::DropNoLocalBackend
+                        | Verdict::DropSourceRange
+                        | Verdict::DropNatFailed
+                )
             }
         }
     };
@@ -230,9 +321,15 @@ verdicts! {
     DropRewriteFailed = 12, "drop_rewrite_failed";
     /// XDP: a packet XDP does not translate itself (reject, IPv4 options) handed to TC.
     XdpPassToTc = 13, "xdp_pass_to_tc";
+    /// Traffic policy Local and this node has none of the Service's endpoints.
+    DropNoLocalBackend = 14, "drop_no_local_backend";
+    /// A LoadBalancer address with loadBalancerSourceRanges, from a source outside them.
+    DropSourceRange = 15, "drop_source_range";
+    /// No free source port to masquerade the flow with.
+    DropNatFailed = 16, "drop_nat_failed";
 }
 
-pub const STATS_MAP_SIZE: u32 = 16;
+pub const STATS_MAP_SIZE: u32 = 32;
 
 #[cfg(feature = "user")]
 mod user {
@@ -245,6 +342,9 @@ mod user {
     unsafe impl aya::Pod for RevNat4 {}
     unsafe impl aya::Pod for Ct4Key {}
     unsafe impl aya::Pod for Ct4Value {}
+    unsafe impl aya::Pod for Affinity4Key {}
+    unsafe impl aya::Pod for Affinity4Value {}
+    unsafe impl aya::Pod for SrcRange4 {}
 }
 
 #[cfg(test)]
@@ -260,7 +360,17 @@ mod tests {
         assert_eq!(size_of::<Backend4>(), 8);
         assert_eq!(size_of::<RevNat4>(), 8);
         assert_eq!(size_of::<Ct4Key>(), 16);
-        assert_eq!(size_of::<Ct4Value>(), 32);
+        assert_eq!(size_of::<Ct4Value>(), 40);
+        assert_eq!(size_of::<Affinity4Key>(), 8);
+        assert_eq!(size_of::<Affinity4Value>(), 16);
+        assert_eq!(size_of::<SrcRange4>(), 8);
+    }
+
+    #[test]
+    fn drop_verdicts_are_the_drop_labels() {
+        for v in Verdict::ALL {
+            assert_eq!(v.is_drop(), v.label().starts_with("drop_"), "{v:?}");
+        }
     }
 
     #[test]

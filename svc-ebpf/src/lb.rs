@@ -1,31 +1,52 @@
 //! The load-balancing decision shared by TC and XDP: service lookup, backend choice for a
-//! new flow, conntrack for established flows and replies. It reads and writes maps but
-//! never the packet; the callers apply the returned action with their own rewrite code.
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+//! new flow (traffic policy, session affinity, source ranges, masquerade), conntrack for
+//! established flows and replies. It reads and writes maps but never the packet; the
+//! callers apply the returned action with their own rewrite code.
+use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
 use svc_common::{
-    CT_F_CLOSING, CT_F_REPLIED, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Ct4Value, PROTO_TCP,
-    Svc4Key, Verdict, ct_timeout_ns,
+    Affinity4Key, Affinity4Value, BACKEND_STATE_ACTIVE, CT_F_CLOSING, CT_F_REPLIED, CT_F_SNAT,
+    CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Ct4Value, PROTO_TCP, SCOPE_ALL, SCOPE_LOCAL,
+    SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES,
+    SrcRange4, Svc4Key, Verdict, ct_timeout_ns,
 };
 
 use crate::{
-    maps::{SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES},
+    config,
+    maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
+/// An address and port, network order.
+#[derive(Clone, Copy)]
+pub struct Endpoint {
+    pub addr: u32,
+    pub port: u16,
+}
+
 pub enum Action {
-    /// Rewrite the destination to addr:port (network order).
-    Dnat {
-        addr: u32,
-        port: u16,
+    /// A packet to a Service: rewrite the destination, and the source if masqueraded.
+    Forward {
+        dst: Endpoint,
+        src: Option<Endpoint>,
         verdict: Verdict,
     },
-    /// Rewrite the source to addr:port (network order): a reply leaving a backend.
-    RevNat { addr: u32, port: u16 },
+    /// A reply leaving a backend: the source goes back to the Service address, and the
+    /// destination back to the original client if the flow was masqueraded.
+    Reply {
+        src: Endpoint,
+        dst: Option<Endpoint>,
+    },
     /// The destination is a Service with no endpoints: answer with RST / ICMP unreachable.
     Reject,
     /// Nothing to translate; the verdict says why.
     Done(Verdict),
 }
+
+/// Ephemeral range masquerade ports are picked from when the client's own port is taken.
+const NAT_PORT_MIN: u32 = 32768;
+const NAT_PORT_SPAN: u32 = 28232;
+/// Bounded retries for a free masquerade port (the verifier needs a constant bound).
+const NAT_PORT_TRIES: u32 = 6;
 
 #[inline(always)]
 fn closing_flags(tcp_flags: u8) -> u8 {
@@ -42,38 +63,73 @@ fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
 }
 
 #[inline(always)]
+fn ct_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, kind: u8) -> Ct4Key {
+    Ct4Key {
+        saddr_be: saddr,
+        daddr_be: daddr,
+        sport_be: sport,
+        dport_be: dport,
+        proto,
+        kind,
+        _pad: [0; 2],
+    }
+}
+
+#[inline(always)]
 pub fn decide(pkt: &Packet, now: u64) -> Action {
+    // Replies to masqueraded flows are addressed to the node, where NodePorts live too: a
+    // kept client port can equal a NodePort, so such a reply must not be taken for a new
+    // connection to it. Conntrack decides first for packets to the masquerade address.
+    if pkt.daddr == config::masq_addr() {
+        if let Some(action) = reply_entry(pkt, now) {
+            return action;
+        }
+    }
     let frontend_key = Svc4Key {
         vip_be: pkt.daddr,
         port_be: pkt.dport,
         slot: 0,
         proto: pkt.proto,
-        _pad: [0; 3],
+        scope: SCOPE_ALL,
+        _pad: [0; 2],
     };
     // SAFETY: values are copied out at once; a concurrent update can at worst give us a
     // value from just before or after it, which the slot/backend checks below tolerate.
     match unsafe { SVC4_SERVICES.get(&frontend_key) } {
         Some(frontend) => {
-            let (count, rev_nat_id) = (frontend.count, frontend.rev_nat_id);
-            forward(pkt, &frontend_key, count, rev_nat_id, now)
+            let f = Frontend {
+                key: frontend_key,
+                count: frontend.count,
+                rev_nat_id: frontend.rev_nat_id,
+                flags: frontend.flags,
+                affinity_timeout: frontend.backend_id,
+            };
+            forward(pkt, &f, now)
         }
         None => reply(pkt, now),
     }
 }
 
+struct Frontend {
+    key: Svc4Key,
+    count: u16,
+    rev_nat_id: u16,
+    flags: u16,
+    affinity_timeout: u32,
+}
+
 /// A packet to a Service address.
 #[inline(always)]
-fn forward(pkt: &Packet, frontend_key: &Svc4Key, count: u16, rev_nat_id: u16, now: u64) -> Action {
-    let ct_key = Ct4Key {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        sport_be: pkt.sport,
-        dport_be: pkt.dport,
-        proto: pkt.proto,
-        kind: CT_KIND_SERVICE,
-        _pad: [0; 2],
-    };
-    if let Some(ct) = SVC4_CT.get_ptr_mut(&ct_key) {
+fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
+    let key = ct_key(
+        pkt.saddr,
+        pkt.daddr,
+        pkt.sport,
+        pkt.dport,
+        pkt.proto,
+        CT_KIND_SERVICE,
+    );
+    if let Some(ct) = SVC4_CT.get_ptr_mut(&key) {
         // SAFETY: a pointer into the LRU map's value; fields are written individually.
         let ct = unsafe { &mut *ct };
         // A bare SYN on a closing entry is a new connection reusing the client port.
@@ -82,127 +138,311 @@ fn forward(pkt: &Packet, frontend_key: &Svc4Key, count: u16, rev_nat_id: u16, no
             && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         if !reused && !expired(ct, pkt.proto, now) {
             // The flow keeps its backend while that backend exists with the same address,
-            // whether or not it is still among the Service's slots. A freed and reused id
-            // has another address: the flow is then stale and gets a new backend.
+            // whether or not it is still among the Service's slots (a terminating backend
+            // keeps its flows). A freed and reused id has another address: the flow is
+            // then stale and gets a new backend.
             if let Some(backend) = unsafe { SVC4_BACKENDS.get(&ct.backend_id) } {
                 if backend.addr_be == ct.addr_be && backend.port_be == ct.port_be {
                     ct.last_seen_ns = now;
                     ct.flags |= closing_flags(pkt.tcp_flags);
-                    return Action::Dnat {
+                    let src = if ct.flags & CT_F_SNAT != 0 {
+                        Some(Endpoint {
+                            addr: ct.nat_addr_be,
+                            port: ct.nat_port_be,
+                        })
+                    } else {
+                        None
+                    };
+                    let dst = Endpoint {
                         addr: ct.addr_be,
                         port: ct.port_be,
+                    };
+                    return Action::Forward {
+                        dst,
+                        src,
                         verdict: Verdict::DnatEstablished,
                     };
                 }
             }
         }
     }
+    new_flow(pkt, f, &key, now)
+}
 
-    if count == 0 {
+/// Picks a backend for a new flow and records the flow. Rules (kube-proxy's, see
+/// shared service-semantics): source ranges first; no endpoints at all rejects; policy
+/// Local uses this node's backends (ClusterIP: internalTrafficPolicy, always; external
+/// addresses: externalTrafficPolicy, for sources outside the cluster) and drops when there
+/// are none; masquerade per `needs_masquerade`.
+#[inline(always)]
+fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
+    if f.flags & SVC_F_SOURCE_RANGES != 0 {
+        let probe = Key::new(
+            SRC_RANGE_PREFIX_BASE + 32,
+            SrcRange4 {
+                rev_nat_id: f.rev_nat_id,
+                _pad: [0; 2],
+                addr_be: pkt.saddr,
+            },
+        );
+        if SVC4_SRC_RANGE.get(&probe).is_none() {
+            return Action::Done(Verdict::DropSourceRange);
+        }
+    }
+    if f.count == 0 {
         return Action::Reject;
+    }
+    let (cidr_known, from_pod) = config::pod_source(pkt.saddr);
+    let external = f.flags & SVC_F_EXTERNAL != 0;
+    let local = f.flags & SVC_F_LOCAL != 0;
+    let (scope, count) = if local && (!external || !from_pod) {
+        let local_key = Svc4Key {
+            scope: SCOPE_LOCAL,
+            ..f.key
+        };
+        match unsafe { SVC4_SERVICES.get(&local_key) } {
+            Some(v) if v.count > 0 => (SCOPE_LOCAL, v.count),
+            _ => return Action::Done(Verdict::DropNoLocalBackend),
+        }
+    } else {
+        (SCOPE_ALL, f.count)
+    };
+
+    let Some((backend_id, backend_addr, backend_port)) = choose_backend(pkt, f, scope, count, now)
+    else {
+        return Action::Done(Verdict::DropNoBackend);
+    };
+
+    let hairpin = backend_addr == pkt.saddr;
+    let masq_addr = config::masq_addr();
+    let masquerade = masq_addr != 0
+        && (hairpin
+            || config::masquerade_all()
+            || if external {
+                !local
+            } else {
+                cidr_known && !from_pod
+            });
+
+    let mut flags = closing_flags(pkt.tcp_flags);
+    let (reply_daddr, reply_dport) = if masquerade {
+        match nat_port(pkt, backend_addr, backend_port, masq_addr, now) {
+            Some(port) => {
+                flags |= CT_F_SNAT;
+                (masq_addr, port)
+            }
+            None => return Action::Done(Verdict::DropNatFailed),
+        }
+    } else {
+        (pkt.saddr, pkt.sport)
+    };
+
+    let forward_entry = Ct4Value {
+        created_ns: now,
+        last_seen_ns: now,
+        backend_id,
+        addr_be: backend_addr,
+        port_be: backend_port,
+        rev_nat_id: f.rev_nat_id,
+        flags,
+        _pad: [0; 3],
+        nat_addr_be: if masquerade { reply_daddr } else { 0 },
+        nat_port_be: if masquerade { reply_dport } else { 0 },
+        _pad2: [0; 2],
+    };
+    if SVC4_CT.insert(key, &forward_entry, 0).is_err() {
+        return Action::Done(Verdict::DropCtFailed);
+    }
+    let reply_key = ct_key(
+        backend_addr,
+        reply_daddr,
+        backend_port,
+        reply_dport,
+        pkt.proto,
+        CT_KIND_REPLY,
+    );
+    let reply_entry = Ct4Value {
+        addr_be: pkt.saddr,
+        port_be: pkt.sport,
+        ..forward_entry
+    };
+    if SVC4_CT.insert(&reply_key, &reply_entry, 0).is_err() {
+        let _ = SVC4_CT.remove(key);
+        return Action::Done(Verdict::DropCtFailed);
+    }
+    let dst = Endpoint {
+        addr: backend_addr,
+        port: backend_port,
+    };
+    let src = if masquerade {
+        Some(Endpoint {
+            addr: reply_daddr,
+            port: reply_dport,
+        })
+    } else {
+        None
+    };
+    Action::Forward {
+        dst,
+        src,
+        verdict: Verdict::DnatNew,
+    }
+}
+
+/// The backend for a new flow: the client's affinity backend while it is fresh and still
+/// in the same slot, else a random slot of `scope`. Returns (id, address, port).
+#[inline(always)]
+fn choose_backend(
+    pkt: &Packet,
+    f: &Frontend,
+    scope: u8,
+    count: u16,
+    now: u64,
+) -> Option<(u32, u32, u16)> {
+    let affinity = f.flags & SVC_F_AFFINITY != 0;
+    let aff_key = Affinity4Key {
+        client_be: pkt.saddr,
+        rev_nat_id: f.rev_nat_id,
+        _pad: [0; 2],
+    };
+    if affinity {
+        if let Some(a) = SVC4_AFFINITY.get_ptr_mut(&aff_key) {
+            let a = unsafe { &mut *a };
+            let timeout_ns = f.affinity_timeout as u64 * 1_000_000_000;
+            if a.scope == scope
+                && a.slot >= 1
+                && a.slot <= count
+                && now.saturating_sub(a.last_used_ns) <= timeout_ns
+            {
+                let slot_key = Svc4Key {
+                    slot: a.slot,
+                    scope,
+                    ..f.key
+                };
+                if let Some(slot) = unsafe { SVC4_SERVICES.get(&slot_key) } {
+                    if slot.backend_id == a.backend_id {
+                        if let Some(b) = unsafe { SVC4_BACKENDS.get(&a.backend_id) } {
+                            if b.state == BACKEND_STATE_ACTIVE {
+                                a.last_used_ns = now;
+                                return Some((a.backend_id, b.addr_be, b.port_be));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
     // SAFETY: helper call without arguments.
     let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
     let slot_key = Svc4Key {
         slot,
-        ..*frontend_key
+        scope,
+        ..f.key
     };
-    let Some(slot_value) = (unsafe { SVC4_SERVICES.get(&slot_key) }) else {
-        return Action::Done(Verdict::DropNoBackend);
-    };
-    let backend_id = slot_value.backend_id;
-    let Some(backend) = (unsafe { SVC4_BACKENDS.get(&backend_id) }) else {
-        return Action::Done(Verdict::DropNoBackend);
-    };
-    let (baddr, bport) = (backend.addr_be, backend.port_be);
+    let backend_id = unsafe { SVC4_SERVICES.get(&slot_key) }?.backend_id;
+    let backend = unsafe { SVC4_BACKENDS.get(&backend_id) }?;
+    if affinity {
+        let value = Affinity4Value {
+            last_used_ns: now,
+            backend_id,
+            slot,
+            scope,
+            _pad: 0,
+        };
+        let _ = SVC4_AFFINITY.insert(&aff_key, &value, 0);
+    }
+    Some((backend_id, backend.addr_be, backend.port_be))
+}
 
-    let flags = closing_flags(pkt.tcp_flags);
-    let forward_entry = Ct4Value {
-        created_ns: now,
-        last_seen_ns: now,
-        backend_id,
-        addr_be: baddr,
-        port_be: bport,
-        rev_nat_id,
-        flags,
-        _pad: [0; 3],
-    };
-    if SVC4_CT.insert(&ct_key, &forward_entry, 0).is_err() {
-        return Action::Done(Verdict::DropCtFailed);
+/// A source port for masquerading to `masq_addr`: the client's own port if no live flow
+/// to the same backend uses it, else one of a few pseudo-random ports of the ephemeral
+/// range. None if all are taken.
+#[inline(always)]
+fn nat_port(
+    pkt: &Packet,
+    backend_addr: u32,
+    backend_port: u16,
+    masq_addr: u32,
+    now: u64,
+) -> Option<u16> {
+    let mut port = pkt.sport;
+    for _ in 0..NAT_PORT_TRIES {
+        let probe = ct_key(
+            backend_addr,
+            masq_addr,
+            backend_port,
+            port,
+            pkt.proto,
+            CT_KIND_REPLY,
+        );
+        match unsafe { SVC4_CT.get(&probe) } {
+            None => return Some(port),
+            // Our own earlier flow (a retransmitted first packet) or a dead one: reuse.
+            Some(ct)
+                if (ct.addr_be == pkt.saddr && ct.port_be == pkt.sport)
+                    || expired(ct, pkt.proto, now) =>
+            {
+                return Some(port);
+            }
+            Some(_) => {}
+        }
+        let r = unsafe { bpf_get_prandom_u32() };
+        port = ((NAT_PORT_MIN + r % NAT_PORT_SPAN) as u16).to_be();
     }
-    let reply_key = Ct4Key {
-        saddr_be: baddr,
-        daddr_be: pkt.saddr,
-        sport_be: bport,
-        dport_be: pkt.sport,
-        proto: pkt.proto,
-        kind: CT_KIND_REPLY,
-        _pad: [0; 2],
-    };
-    // Reply entries remember the service address for display; the datapath takes it
-    // from SVC4_REVNAT by rev_nat_id, which the agent owns.
-    let reply_entry = Ct4Value {
-        addr_be: pkt.daddr,
-        port_be: pkt.dport,
-        ..forward_entry
-    };
-    if SVC4_CT.insert(&reply_key, &reply_entry, 0).is_err() {
-        let _ = SVC4_CT.remove(&ct_key);
-        return Action::Done(Verdict::DropCtFailed);
-    }
-    Action::Dnat {
-        addr: baddr,
-        port: bport,
-        verdict: Verdict::DnatNew,
-    }
+    None
 }
 
 /// A packet that is not to a Service address: a reply of a translated flow, or not ours.
 #[inline(always)]
 fn reply(pkt: &Packet, now: u64) -> Action {
-    let key = Ct4Key {
-        saddr_be: pkt.saddr,
-        daddr_be: pkt.daddr,
-        sport_be: pkt.sport,
-        dport_be: pkt.dport,
-        proto: pkt.proto,
-        kind: CT_KIND_REPLY,
-        _pad: [0; 2],
-    };
-    let Some(ct) = SVC4_CT.get_ptr_mut(&key) else {
-        return Action::Done(Verdict::PassNotService);
-    };
-    let ct = unsafe { &mut *ct };
+    reply_entry(pkt, now).unwrap_or(Action::Done(Verdict::PassNotService))
+}
+
+/// The reverse translation for a reply of a live translated flow, if `pkt` is one.
+#[inline(always)]
+fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
+    let key = ct_key(
+        pkt.saddr,
+        pkt.daddr,
+        pkt.sport,
+        pkt.dport,
+        pkt.proto,
+        CT_KIND_REPLY,
+    );
+    // SAFETY: a pointer into the LRU map's value; fields are written individually.
+    let ct = unsafe { &mut *SVC4_CT.get_ptr_mut(&key)? };
     if expired(ct, pkt.proto, now) {
-        return Action::Done(Verdict::PassNotService);
+        return None;
     }
     let rev_nat_id = ct.rev_nat_id as u32;
-    let Some(rev) = (unsafe { SVC4_REVNAT.get(&rev_nat_id) }) else {
-        // The Service is gone: leave the packet as it is.
-        return Action::Done(Verdict::PassNotService);
-    };
+    // None if the Service is gone: the packet is then left as it is.
+    let rev = unsafe { SVC4_REVNAT.get(&rev_nat_id) }?;
     let (vip, vport) = (rev.vip_be, rev.port_be);
+    let (client, client_port) = (ct.addr_be, ct.port_be);
     ct.last_seen_ns = now;
     let new_flags = ct.flags | CT_F_REPLIED | closing_flags(pkt.tcp_flags);
     if new_flags != ct.flags {
         ct.flags = new_flags;
         // First reply (or a close): the forward entry moves from the short SYN lifetime to
         // the established one (or to closing), as the reply entry does.
-        let forward_key = Ct4Key {
-            saddr_be: pkt.daddr,
-            daddr_be: vip,
-            sport_be: pkt.dport,
-            dport_be: vport,
-            proto: pkt.proto,
-            kind: CT_KIND_SERVICE,
-            _pad: [0; 2],
-        };
+        let forward_key = ct_key(client, vip, client_port, vport, pkt.proto, CT_KIND_SERVICE);
         if let Some(fwd) = SVC4_CT.get_ptr_mut(&forward_key) {
             unsafe { (*fwd).flags |= new_flags & (CT_F_REPLIED | CT_F_CLOSING) };
         }
     }
-    Action::RevNat {
-        addr: vip,
-        port: vport,
-    }
+    let dst = if ct.flags & CT_F_SNAT != 0 {
+        Some(Endpoint {
+            addr: client,
+            port: client_port,
+        })
+    } else {
+        None
+    };
+    Some(Action::Reply {
+        src: Endpoint {
+            addr: vip,
+            port: vport,
+        },
+        dst,
+    })
 }

@@ -3,11 +3,12 @@
 //! to the loader, so svcctl can read them and a restarted agent can adopt them.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use svc_common::{
-    BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4,
-    STATS_MAP_SIZE, SVC4_MAP_SIZE, Svc4Key, Svc4Value,
+    AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE,
+    Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4, SRC_RANGE4_MAP_SIZE, STATS_MAP_SIZE,
+    SVC4_MAP_SIZE, SrcRange4, Svc4Key, Svc4Value,
 };
 
 /// {VIP, port, proto, slot} -> frontend (slot 0) or backend slot (1..=count).
@@ -26,6 +27,15 @@ pub static SVC4_REVNAT: HashMap<u32, RevNat4> = HashMap::pinned(REVNAT4_MAP_SIZE
 /// LRU so a flood of new flows evicts the oldest instead of failing inserts.
 #[map(name = "SVC4_CT")]
 pub static SVC4_CT: LruHashMap<Ct4Key, Ct4Value> = LruHashMap::pinned(CT4_MAP_SIZE, 0);
+
+/// sessionAffinity ClientIP: the backend a client was last given, per Service port.
+#[map(name = "SVC4_AFFINITY")]
+pub static SVC4_AFFINITY: LruHashMap<Affinity4Key, Affinity4Value> =
+    LruHashMap::pinned(AFFINITY4_MAP_SIZE, 0);
+
+/// loadBalancerSourceRanges: the source prefixes allowed per rev_nat_id.
+#[map(name = "SVC4_SRC_RANGE")]
+pub static SVC4_SRC_RANGE: LpmTrie<SrcRange4, u8> = LpmTrie::pinned(SRC_RANGE4_MAP_SIZE, 0);
 
 /// Verdict counters, indexed by `svc_common::Verdict`.
 #[map(name = "SVC_STATS")]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_UDP, Verdict};
 
 use crate::{
-    lb::{self, Action},
+    lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
     reject,
@@ -28,12 +28,10 @@ pub fn run(ctx: &TcContext) -> i32 {
 
 #[inline(always)]
 pub fn action_for(verdict: Verdict) -> i32 {
-    match verdict {
-        Verdict::DropMalformed
-        | Verdict::DropNoBackend
-        | Verdict::DropCtFailed
-        | Verdict::DropRewriteFailed => TC_ACT_SHOT,
-        _ => TC_ACT_OK,
+    if verdict.is_drop() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
     }
 }
 
@@ -45,40 +43,48 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     };
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    match lb::decide(&pkt, now) {
-        Action::Dnat {
-            addr,
-            port,
-            verdict,
-        } => match rewrite(
-            ctx,
-            &pkt,
-            IP_DADDR_OFF,
-            pkt.daddr,
-            addr,
-            pkt.l4_off + 2,
-            pkt.dport,
-            port,
-        ) {
-            Ok(()) => (verdict, TC_ACT_OK),
-            Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
-        },
-        Action::RevNat { addr, port } => match rewrite(
-            ctx,
-            &pkt,
-            IP_SADDR_OFF,
-            pkt.saddr,
-            addr,
-            pkt.l4_off,
-            pkt.sport,
-            port,
-        ) {
-            Ok(()) => (Verdict::RevNat, TC_ACT_OK),
-            Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
-        },
-        Action::Reject => reject::reject(ctx, &pkt),
-        Action::Done(verdict) => (verdict, action_for(verdict)),
+    let result = match lb::decide(&pkt, now) {
+        Action::Forward { dst, src, verdict } => set_dst(ctx, &pkt, dst)
+            .and_then(|()| src.map_or(Ok(()), |src| set_src(ctx, &pkt, src)))
+            .map(|()| verdict),
+        Action::Reply { src, dst } => set_src(ctx, &pkt, src)
+            .and_then(|()| dst.map_or(Ok(()), |dst| set_dst(ctx, &pkt, dst)))
+            .map(|()| Verdict::RevNat),
+        Action::Reject => return reject::reject(ctx, &pkt),
+        Action::Done(verdict) => return (verdict, action_for(verdict)),
+    };
+    match result {
+        Ok(verdict) => (verdict, TC_ACT_OK),
+        Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
     }
+}
+
+#[inline(always)]
+fn set_dst(ctx: &TcContext, pkt: &Packet, to: Endpoint) -> Result<(), i64> {
+    rewrite(
+        ctx,
+        pkt,
+        IP_DADDR_OFF,
+        pkt.daddr,
+        to.addr,
+        pkt.l4_off + 2,
+        pkt.dport,
+        to.port,
+    )
+}
+
+#[inline(always)]
+fn set_src(ctx: &TcContext, pkt: &Packet, to: Endpoint) -> Result<(), i64> {
+    rewrite(
+        ctx,
+        pkt,
+        IP_SADDR_OFF,
+        pkt.saddr,
+        to.addr,
+        pkt.l4_off,
+        pkt.sport,
+        to.port,
+    )
 }
 
 /// Parses the headers in the skb's linear area; if they are not all there (a non-linear

@@ -12,7 +12,7 @@ use svc_common::{PROTO_TCP, Verdict};
 
 use crate::{
     csum,
-    lb::{self, Action},
+    lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
 };
@@ -28,12 +28,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 fn action_for(verdict: Verdict) -> u32 {
-    match verdict {
-        Verdict::DropMalformed
-        | Verdict::DropNoBackend
-        | Verdict::DropCtFailed
-        | Verdict::DropRewriteFailed => XDP_DROP,
-        _ => XDP_PASS,
+    if verdict.is_drop() {
+        XDP_DROP
+    } else {
+        XDP_PASS
     }
 }
 
@@ -47,29 +45,28 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    match lb::decide(&pkt, now) {
-        Action::Dnat {
-            addr,
-            port,
-            verdict,
-        } => match rewrite(ctx, &pkt, true, addr, port) {
-            Some(()) => (verdict, XDP_PASS),
-            None => (Verdict::DropRewriteFailed, XDP_DROP),
-        },
-        Action::RevNat { addr, port } => match rewrite(ctx, &pkt, false, addr, port) {
-            Some(()) => (Verdict::RevNat, XDP_PASS),
-            None => (Verdict::DropRewriteFailed, XDP_DROP),
-        },
-        Action::Reject => (Verdict::XdpPassToTc, XDP_PASS),
-        Action::Done(verdict) => (verdict, action_for(verdict)),
+    let done = match lb::decide(&pkt, now) {
+        Action::Forward { dst, src, verdict } => rewrite(ctx, &pkt, true, dst)
+            .and_then(|()| src.map_or(Some(()), |src| rewrite(ctx, &pkt, false, src)))
+            .map(|()| verdict),
+        Action::Reply { src, dst } => rewrite(ctx, &pkt, false, src)
+            .and_then(|()| dst.map_or(Some(()), |dst| rewrite(ctx, &pkt, true, dst)))
+            .map(|()| Verdict::RevNat),
+        Action::Reject => return (Verdict::XdpPassToTc, XDP_PASS),
+        Action::Done(verdict) => return (verdict, action_for(verdict)),
+    };
+    match done {
+        Some(verdict) => (verdict, XDP_PASS),
+        None => (Verdict::DropRewriteFailed, XDP_DROP),
     }
 }
 
 /// Rewrites the destination (`dst`) or source address and port of an option-less IPv4
-/// packet and updates the IPv4 and L4 checksums incrementally. A zero UDP checksum means
+/// packet (called once per side; each call reads the checksums the previous one left) and updates the IPv4 and L4 checksums incrementally. A zero UDP checksum means
 /// "none" and stays zero; a computed zero is sent as 0xffff (RFC 768).
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, addr: u32, port: u16) -> Option<()> {
+fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()> {
+    let (addr, port) = (to.addr, to.port);
     let (start, end) = (ctx.data(), ctx.data_end());
     let ip: *mut Ipv4Hdr = ptr_at(start, end, ETH_HLEN)?;
     let (old_addr, old_port) = if dst {

@@ -1,4 +1,4 @@
-//! Running the real svc-agent (and svcctl) inside a lab's node namespace, and waiting for
+//! Running the real svc-agent (and svcctl) inside a lab node's namespace, and waiting for
 //! it to have programmed the maps. Shared by the e2e tests and `cargo xtask run`.
 use std::{
     net::Ipv4Addr,
@@ -55,15 +55,35 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub struct LabAgent {
     pub process: NodeProcess,
     pub log: PathBuf,
+    /// The node's bpffs dir the agent pins its maps in.
     pub bpffs: PathBuf,
+    /// Number (1-based) of the node the agent runs on.
+    pub node: usize,
 }
 
 impl LabAgent {
-    /// Starts svc-agent in the node namespace serving `manifests`, with the XDP program on
-    /// the node's external interface and TC on every lxc-* pod interface.
+    /// Starts svc-agent in node 1 (the single-node lab's node) serving `manifests`; see
+    /// [`start_in`](Self::start_in).
     pub fn start(lab: &mut Lab, manifests: &Path, log: &Path) -> anyhow::Result<LabAgent> {
+        Self::start_in(lab, 1, manifests, log, &[])
+    }
+
+    /// Starts svc-agent in node `node` (1-based) serving `manifests`, with the XDP program
+    /// on the node's eth0, TC on every lxc-* pod interface, that node's bpffs dir and
+    /// `--node-ip` its eth0 address, then `extra_args` verbatim (e.g.
+    /// `["--node-name", "node2"]`: the caller decides what the agent accepts).
+    pub fn start_in(
+        lab: &mut Lab,
+        node: usize,
+        manifests: &Path,
+        log: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<LabAgent> {
         let bin = workspace_bin("svc-agent")?;
-        let bpffs = lab.bpffs_dir();
+        let (bpffs, node_ip, name) = {
+            let n = lab.node(node);
+            (n.bpffs_dir.clone(), n.ip.to_string(), n.name.clone())
+        };
         let mut cmd = Command::new(bin);
         cmd.arg("--manifests")
             .arg(manifests)
@@ -73,7 +93,7 @@ impl LabAgent {
                 "--pod-device",
                 "lxc*",
                 "--node-ip",
-                "192.0.2.1",
+                &node_ip,
             ])
             .args([
                 "--cluster-cidr",
@@ -83,17 +103,19 @@ impl LabAgent {
             ])
             .arg("--bpffs")
             .arg(&bpffs)
+            .args(extra_args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             );
         let process = lab
-            .spawn_in_node_logged(cmd, log)
-            .context("starting svc-agent")?;
+            .spawn_in_logged(node, cmd, log)
+            .with_context(|| format!("starting svc-agent in {name}"))?;
         Ok(LabAgent {
             process,
             log: log.to_path_buf(),
             bpffs,
+            node,
         })
     }
 
@@ -113,7 +135,8 @@ impl LabAgent {
             port_be: port.to_be(),
             slot: 0,
             proto,
-            _pad: [0; 3],
+            // scope SCOPE_ALL (0) and padding, whatever the layout's remaining fields are.
+            ..Default::default()
         };
         services.get(&key, 0).ok().map(|v| v.count)
     }

@@ -1,7 +1,9 @@
-//! svc-lab: a throw-away Kubernetes-like node built from network namespaces, for e2e tests,
+//! svc-lab: throw-away Kubernetes-like nodes built from network namespaces, for e2e tests,
 //! the `cargo xtask run` demo and benchmarks. Nothing is created in the root network namespace.
 //!
-//! Topology (every address lives only inside the lab's namespaces):
+//! # Single-node lab ([`Lab::up`])
+//!
+//! Every address lives only inside the lab's namespaces:
 //!
 //! ```text
 //!   client (10.244.1.20) ──lxc-client─┐
@@ -13,6 +15,35 @@
 //!
 //! Pods are routed like Calico/Cilium: `<ip>/32` on the pod's eth0, gateway 10.244.1.1 as a
 //! link-scope route; the node holds 10.244.1.1/32 on every lxc-* and a /32 route per pod.
+//! ext routes the service range 10.96.0.0/12 and the pod range 10.244.0.0/16 to the node.
+//!
+//! # Two-node lab ([`Lab::up_two_nodes`])
+//!
+//! A "physical" L2 segment (bridge `br0` in namespace `svl-<id>-phys`, no IP) joins the two
+//! nodes' eth0 and the outside host ext; each node routes the other's pod CIDR via the
+//! other's eth0 address:
+//!
+//! ```text
+//!  a1 10.244.1.11 ─lxc-a1─┐                                           ┌─lxc-b1─ b1 10.244.2.11
+//!  a2 10.244.1.12 ─lxc-a2─┼ node1 svl-<id>-n1          svl-<id>-n2 node2 ┼─lxc-b2─ b2 10.244.2.12
+//!  ca 10.244.1.20 ─lxc-ca─┘ gw 10.244.1.1               gw 10.244.2.1  └─lxc-cb─ cb 10.244.2.20
+//!                           10.244.2.0/24 via .2       10.244.1.0/24 via .1
+//!                           eth0 192.0.2.1/24          eth0 192.0.2.2/24
+//!                                 │                          │
+//!                                 n1 ────────── br0 ──────── n2      (svl-<id>-phys, L2 only)
+//!                                                │
+//!                                               ext
+//!                                                │
+//!                                 ext eth0 192.0.2.100/24  (svl-<id>-ext)
+//!                                 routes only what tests add with Lab::ext_route
+//! ```
+//!
+//! Nodes have ip_forward=1, rp_filter=0 everywhere and send_redirects=0 (a node forwards
+//! ext's traffic for the other node's pods back out of eth0). Transmit checksum offload is
+//! off on ext's and both nodes' eth0, so the XDP program on a node's eth0 only ever sees
+//! complete checksums. Backend pods a1 a2 b1 b2 run the echo servers; ca and cb are clients.
+//! Node numbers are 1-based everywhere (`node(1)` is node1); the single-node lab's node is
+//! node 1.
 
 pub mod agent;
 pub mod client;
@@ -35,7 +66,7 @@ pub use netns::{in_netns, try_in_netns};
 
 /// Prefix of every namespace and bpffs dir the lab creates; `cleanup_stale` keys on it.
 pub const PREFIX: &str = "svl-";
-/// Pod network of the (single) node.
+/// Pod network of the (single) node, and of node1 in the two-node lab.
 pub const POD_CIDR: &str = "10.244.1.0/24";
 /// Cluster-wide pod range, routed by ext towards the node.
 pub const CLUSTER_POD_CIDR: &str = "10.244.0.0/16";
@@ -48,29 +79,69 @@ pub const P2_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 12);
 pub const P3_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 13);
 /// The client pod (not a backend).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
-/// Node address on its "external" interface eth0.
+/// Node address on its "external" interface eth0 (node1's in the two-node lab).
 pub const NODE_EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// node2's eth0 address in the two-node lab.
+pub const NODE2_EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// node2's pod network in the two-node lab.
+pub const NODE2_POD_CIDR: &str = "10.244.2.0/24";
+/// node2's pod gateway in the two-node lab.
+pub const NODE2_POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 1);
 /// The outside host.
 pub const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const EXT_PREFIX_LEN: u8 = 24;
 /// Interface name of the node's external link (and of the ext host's link).
 pub const NODE_EXT_IF: &str = "eth0";
+/// The bridge in the two-node lab's phys namespace.
+pub const PHYS_BRIDGE: &str = "br0";
 /// Port of the TCP and UDP echo servers in every backend pod.
 pub const ECHO_PORT: u16 = 8080;
 /// Backend pod names, in order.
 pub const BACKENDS: [&str; 3] = ["p1", "p2", "p3"];
 pub const CLIENT_POD: &str = "client";
 
+/// The two-node lab's pods: `(node number, name, ip, is a backend running echo servers)`.
+pub const TWO_NODE_PODS: [(usize, &str, Ipv4Addr, bool); 6] = [
+    (1, "a1", Ipv4Addr::new(10, 244, 1, 11), true),
+    (1, "a2", Ipv4Addr::new(10, 244, 1, 12), true),
+    (1, "ca", Ipv4Addr::new(10, 244, 1, 20), false),
+    (2, "b1", Ipv4Addr::new(10, 244, 2, 11), true),
+    (2, "b2", Ipv4Addr::new(10, 244, 2, 12), true),
+    (2, "cb", Ipv4Addr::new(10, 244, 2, 20), false),
+];
+
+/// One node of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// 1-based node number (node1 is 1).
+    pub index: usize,
+    /// Kubernetes-style node name: "node1", "node2" (the single-node lab's node is "node1").
+    pub name: String,
+    /// Network namespace name (`svl-<id>-node` for the single-node lab, `svl-<id>-n<N>`).
+    pub ns: String,
+    /// Address on the node's eth0.
+    pub ip: Ipv4Addr,
+    /// The node's pod CIDR, e.g. "10.244.1.0/24".
+    pub pod_cidr: String,
+    /// Pod gateway the node holds (/32) on every lxc-* interface.
+    pub gateway: Ipv4Addr,
+    /// Per-node bpffs directory for the agent's pins, removed on drop.
+    pub bpffs_dir: PathBuf,
+}
+
 /// One pod of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
-    /// Short name: "p1", "p2", "p3" or "client"; also what the echo servers report.
+    /// Short name: "p1", "p2", "p3" or "client" (single node), "a1" "a2" "ca" "b1" "b2" "cb"
+    /// (two nodes); also what the echo servers report.
     pub name: String,
     pub ip: Ipv4Addr,
     /// Network namespace name (`svl-<id>-<name>`).
     pub ns: String,
     /// Node-side veth name (`lxc-<name>`).
     pub node_if: String,
+    /// Number (1-based) of the node the pod runs on.
+    pub node: usize,
 }
 
 impl Pod {
@@ -80,7 +151,7 @@ impl Pod {
     }
 }
 
-/// A process started in the node namespace; shared with the [`Lab`], which kills it on drop.
+/// A process started in a node namespace; shared with the [`Lab`], which kills it on drop.
 #[derive(Clone)]
 pub struct NodeProcess {
     pid: u32,
@@ -189,18 +260,23 @@ fn process_tree(root: u32) -> Vec<(u32, u64)> {
     tree
 }
 
-/// The lab: namespaces, veths, routes, echo servers, bpffs dir and node processes.
+/// The lab: namespaces, veths, routes, echo servers, bpffs dirs and node processes.
 /// Everything is torn down on drop (also when unwinding from a panic).
 pub struct Lab {
     id: String,
-    node_ns: String,
+    /// Node 1 first; one entry for [`Lab::up`], two for [`Lab::up_two_nodes`].
+    nodes: Vec<Node>,
+    /// The L2 segment's namespace (two-node lab only).
+    phys_ns: Option<String>,
     ext_ns: String,
+    /// Backend pods (echo servers), in node order.
     pods: Vec<Pod>,
-    client: Pod,
+    /// Client pods, in node order.
+    clients: Vec<Pod>,
     /// Namespaces actually created, so a half-built lab tears down exactly what exists.
     created_ns: Vec<String>,
-    bpffs_dir: PathBuf,
-    bpffs_created: bool,
+    /// bpffs dirs actually created.
+    created_dirs: Vec<PathBuf>,
     echo: Option<EchoServers>,
     children: Vec<NodeProcess>,
     torn_down: bool,
@@ -220,7 +296,10 @@ fn new_run_id() -> String {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let tag = (nanos >> 10).wrapping_add(seq.wrapping_mul(0x9e37)) & 0xffff;
         let id = format!("{pid}-{tag:04x}");
-        if !netns::netns_path(&format!("{PREFIX}{id}-node")).exists() {
+        let taken = ["node", "phys", "ext"]
+            .iter()
+            .any(|t| netns::netns_path(&format!("{PREFIX}{id}-{t}")).exists());
+        if !taken {
             return id;
         }
     }
@@ -261,40 +340,108 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ethtool -K eth0 tx off` in `ns`: an XDP program on the receiving node's eth0 cannot
+/// complete CHECKSUM_PARTIAL packets, so senders on the wire must checksum fully.
+fn tx_csum_off(ns: &str) -> anyhow::Result<()> {
+    let out = netns::exec_in(ns, &["ethtool", "-K", NODE_EXT_IF, "tx", "off"])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ethtool -K {NODE_EXT_IF} tx off in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 impl Lab {
-    /// Build the whole lab. Needs root. Removes leftovers of dead earlier runs first.
-    pub fn up() -> anyhow::Result<Lab> {
+    /// Root check, stale cleanup, bpffs mount; returns a fresh run id.
+    fn prepare() -> anyhow::Result<String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             anyhow::bail!("svc-lab needs root (network namespaces, veths, bpffs); run as root");
         }
         Lab::cleanup_stale();
         ensure_bpffs()?;
+        Ok(new_run_id())
+    }
 
-        let id = new_run_id();
-        let ns = |n: &str| format!("{PREFIX}{id}-{n}");
-        let pod = |name: &str, ip| Pod {
-            name: name.into(),
-            ip,
-            ns: ns(name),
-            node_if: format!("lxc-{name}"),
-        };
-        let mut lab = Lab {
-            node_ns: ns("node"),
-            ext_ns: ns("ext"),
-            pods: vec![pod("p1", P1_IP), pod("p2", P2_IP), pod("p3", P3_IP)],
-            client: pod(CLIENT_POD, CLIENT_IP),
+    fn empty(id: String, nodes: Vec<Node>, phys_ns: Option<String>) -> Lab {
+        Lab {
+            ext_ns: format!("{PREFIX}{id}-ext"),
+            nodes,
+            phys_ns,
+            pods: Vec::new(),
+            clients: Vec::new(),
             created_ns: Vec::new(),
-            bpffs_dir: PathBuf::from(BPFFS).join(format!("{PREFIX}{id}")),
-            bpffs_created: false,
+            created_dirs: Vec::new(),
             echo: None,
             children: Vec::new(),
             torn_down: false,
             id,
+        }
+    }
+
+    fn make_pod(id: &str, node: usize, name: &str, ip: Ipv4Addr) -> Pod {
+        Pod {
+            name: name.into(),
+            ip,
+            ns: format!("{PREFIX}{id}-{name}"),
+            node_if: format!("lxc-{name}"),
+            node,
+        }
+    }
+
+    /// Build the single-node lab. Needs root. Removes leftovers of dead earlier runs first.
+    pub fn up() -> anyhow::Result<Lab> {
+        let id = Lab::prepare()?;
+        let node = Node {
+            index: 1,
+            name: "node1".into(),
+            ns: format!("{PREFIX}{id}-node"),
+            ip: NODE_EXT_IP,
+            pod_cidr: POD_CIDR.into(),
+            gateway: POD_GATEWAY,
+            bpffs_dir: PathBuf::from(BPFFS).join(format!("{PREFIX}{id}")),
         };
+        let mut lab = Lab::empty(id.clone(), vec![node], None);
+        lab.pods = [("p1", P1_IP), ("p2", P2_IP), ("p3", P3_IP)]
+            .iter()
+            .map(|&(n, ip)| Lab::make_pod(&id, 1, n, ip))
+            .collect();
+        lab.clients = vec![Lab::make_pod(&id, 1, CLIENT_POD, CLIENT_IP)];
         // On error `lab` is dropped here and removes whatever was built so far.
-        lab.build()
+        lab.build_single()
             .with_context(|| format!("building lab {}", lab.id))?;
+        Ok(lab)
+    }
+
+    /// Build the two-node lab (see the module docs). Needs root. ext has no routes beyond
+    /// its /24; add them with [`ext_route`](Self::ext_route).
+    pub fn up_two_nodes() -> anyhow::Result<Lab> {
+        let id = Lab::prepare()?;
+        let node = |index: usize, ip, cidr: &str, gateway| Node {
+            index,
+            name: format!("node{index}"),
+            ns: format!("{PREFIX}{id}-n{index}"),
+            ip,
+            pod_cidr: cidr.into(),
+            gateway,
+            bpffs_dir: PathBuf::from(BPFFS).join(format!("{PREFIX}{id}-n{index}")),
+        };
+        let nodes = vec![
+            node(1, NODE_EXT_IP, POD_CIDR, POD_GATEWAY),
+            node(2, NODE2_EXT_IP, NODE2_POD_CIDR, NODE2_POD_GATEWAY),
+        ];
+        let mut lab = Lab::empty(id.clone(), nodes, Some(format!("{PREFIX}{id}-phys")));
+        for &(n, name, ip, backend) in &TWO_NODE_PODS {
+            let p = Lab::make_pod(&id, n, name, ip);
+            if backend {
+                lab.pods.push(p);
+            } else {
+                lab.clients.push(p);
+            }
+        }
+        lab.build_two_nodes()
+            .with_context(|| format!("building two-node lab {}", lab.id))?;
         Ok(lab)
     }
 
@@ -304,66 +451,93 @@ impl Lab {
         netns::ip_in(name, &["link", "set", "lo", "up"])
     }
 
-    fn build(&mut self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.bpffs_dir)
-            .with_context(|| format!("mkdir {}", self.bpffs_dir.display()))?;
-        self.bpffs_created = true;
-
-        let node = self.node_ns.clone();
-        self.add_ns(&node)?;
+    /// The node namespace with forwarding sysctls, and its bpffs dir.
+    fn add_node_ns(&mut self, node: &Node, no_redirects: bool) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&node.bpffs_dir)
+            .with_context(|| format!("mkdir {}", node.bpffs_dir.display()))?;
+        self.created_dirs.push(node.bpffs_dir.clone());
+        self.add_ns(&node.ns)?;
         // Before any interface exists, so new interfaces inherit `default`.
-        for (k, v) in [
+        let mut sysctls = vec![
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
-        ] {
-            netns::sysctl_in(&node, k, v)?;
+        ];
+        if no_redirects {
+            sysctls.extend([
+                ("net.ipv4.conf.all.send_redirects", "0"),
+                ("net.ipv4.conf.default.send_redirects", "0"),
+            ]);
         }
+        for (k, v) in sysctls {
+            netns::sysctl_in(&node.ns, k, v)?;
+        }
+        Ok(())
+    }
 
-        let gw = format!("{POD_GATEWAY}/32");
-        let gw_host = POD_GATEWAY.to_string();
-        for p in self
+    /// Pod namespace + veth, routed Calico/Cilium style through `node`.
+    fn add_pod(&mut self, node: &Node, p: &Pod) -> anyhow::Result<()> {
+        let gw = format!("{}/32", node.gateway);
+        let gw_host = node.gateway.to_string();
+        self.add_ns(&p.ns)?;
+        let ip32 = format!("{}/32", p.ip);
+        // Created from inside the node namespace with the peer moved straight into the
+        // pod, so no end ever shows up in the root namespace.
+        netns::ip_in(
+            &node.ns,
+            &[
+                "link", "add", &p.node_if, "type", "veth", "peer", "name", "eth0", "netns", &p.ns,
+            ],
+        )?;
+        netns::sysctl_in(
+            &node.ns,
+            &format!("net.ipv4.conf.{}.rp_filter", p.node_if),
+            "0",
+        )?;
+        netns::ip_in(&node.ns, &["addr", "add", &gw, "dev", &p.node_if])?;
+        netns::ip_in(&node.ns, &["link", "set", &p.node_if, "up"])?;
+        netns::ip_in(&node.ns, &["route", "add", &ip32, "dev", &p.node_if])?;
+
+        netns::ip_in(&p.ns, &["addr", "add", &ip32, "dev", "eth0"])?;
+        netns::ip_in(&p.ns, &["link", "set", "eth0", "up"])?;
+        netns::ip_in(
+            &p.ns,
+            &["route", "add", &gw_host, "dev", "eth0", "scope", "link"],
+        )?;
+        netns::ip_in(
+            &p.ns,
+            &["route", "add", "default", "via", &gw_host, "dev", "eth0"],
+        )?;
+        Ok(())
+    }
+
+    fn all_pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.iter().chain(self.clients.iter())
+    }
+
+    fn start_echo(&mut self) -> anyhow::Result<()> {
+        let backends: Vec<(String, String)> = self
             .pods
-            .clone()
             .iter()
-            .chain(std::iter::once(&self.client.clone()))
-        {
-            self.add_ns(&p.ns)?;
-            let ip32 = format!("{}/32", p.ip);
-            // Created from inside the node namespace with the peer moved straight into the
-            // pod, so no end ever shows up in the root namespace.
-            netns::ip_in(
-                &node,
-                &[
-                    "link", "add", &p.node_if, "type", "veth", "peer", "name", "eth0", "netns",
-                    &p.ns,
-                ],
-            )?;
-            netns::sysctl_in(
-                &node,
-                &format!("net.ipv4.conf.{}.rp_filter", p.node_if),
-                "0",
-            )?;
-            netns::ip_in(&node, &["addr", "add", &gw, "dev", &p.node_if])?;
-            netns::ip_in(&node, &["link", "set", &p.node_if, "up"])?;
-            netns::ip_in(&node, &["route", "add", &ip32, "dev", &p.node_if])?;
+            .map(|p| (p.name.clone(), p.ns.clone()))
+            .collect();
+        self.echo = Some(EchoServers::start(&backends, ECHO_PORT)?);
+        Ok(())
+    }
 
-            netns::ip_in(&p.ns, &["addr", "add", &ip32, "dev", "eth0"])?;
-            netns::ip_in(&p.ns, &["link", "set", "eth0", "up"])?;
-            netns::ip_in(
-                &p.ns,
-                &["route", "add", &gw_host, "dev", "eth0", "scope", "link"],
-            )?;
-            netns::ip_in(
-                &p.ns,
-                &["route", "add", "default", "via", &gw_host, "dev", "eth0"],
-            )?;
+    fn build_single(&mut self) -> anyhow::Result<()> {
+        let node = self.nodes[0].clone();
+        let node_ns = node.ns.clone();
+        self.add_node_ns(&node, false)?;
+        let pods: Vec<Pod> = self.all_pods().cloned().collect();
+        for p in &pods {
+            self.add_pod(&node, p)?;
         }
 
         let ext = self.ext_ns.clone();
         self.add_ns(&ext)?;
         netns::ip_in(
-            &node,
+            &node_ns,
             &[
                 "link",
                 "add",
@@ -378,21 +552,21 @@ impl Lab {
             ],
         )?;
         netns::sysctl_in(
-            &node,
+            &node_ns,
             &format!("net.ipv4.conf.{NODE_EXT_IF}.rp_filter"),
             "0",
         )?;
         netns::ip_in(
-            &node,
+            &node_ns,
             &[
                 "addr",
                 "add",
-                &format!("{NODE_EXT_IP}/{EXT_PREFIX_LEN}"),
+                &format!("{}/{EXT_PREFIX_LEN}", node.ip),
                 "dev",
                 NODE_EXT_IF,
             ],
         )?;
-        netns::ip_in(&node, &["link", "set", NODE_EXT_IF, "up"])?;
+        netns::ip_in(&node_ns, &["link", "set", NODE_EXT_IF, "up"])?;
         netns::ip_in(
             &ext,
             &[
@@ -404,25 +578,103 @@ impl Lab {
             ],
         )?;
         netns::ip_in(&ext, &["link", "set", "eth0", "up"])?;
-        let via = NODE_EXT_IP.to_string();
+        let via = node.ip.to_string();
         netns::ip_in(&ext, &["route", "add", SERVICE_CIDR, "via", &via])?;
         netns::ip_in(&ext, &["route", "add", CLUSTER_POD_CIDR, "via", &via])?;
-        // An XDP program on the node's eth0 cannot complete CHECKSUM_PARTIAL packets, so
-        // ext must send fully checksummed frames.
-        let out = netns::exec_in(&ext, &["ethtool", "-K", "eth0", "tx", "off"])?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ethtool -K eth0 tx off in {ext}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        tx_csum_off(&ext)?;
+        self.start_echo()
+    }
 
-        let backends: Vec<(String, String)> = self
-            .pods
-            .iter()
-            .map(|p| (p.name.clone(), p.ns.clone()))
-            .collect();
-        self.echo = Some(EchoServers::start(&backends, ECHO_PORT)?);
-        Ok(())
+    fn build_two_nodes(&mut self) -> anyhow::Result<()> {
+        let phys = self.phys_ns.clone().expect("two-node lab has a phys ns");
+        self.add_ns(&phys)?;
+        netns::ip_in(&phys, &["link", "add", PHYS_BRIDGE, "type", "bridge"])?;
+        netns::ip_in(&phys, &["link", "set", PHYS_BRIDGE, "up"])?;
+        // One bridge port per host; the other end becomes that host's eth0.
+        let plug = |port: &str, host_ns: &str| -> anyhow::Result<()> {
+            netns::ip_in(
+                &phys,
+                &[
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    NODE_EXT_IF,
+                    "netns",
+                    host_ns,
+                ],
+            )?;
+            netns::ip_in(&phys, &["link", "set", port, "master", PHYS_BRIDGE])?;
+            netns::ip_in(&phys, &["link", "set", port, "up"])
+        };
+
+        let nodes = self.nodes.clone();
+        for node in &nodes {
+            self.add_node_ns(node, true)?;
+            plug(&format!("n{}", node.index), &node.ns)?;
+            for k in ["rp_filter", "send_redirects"] {
+                netns::sysctl_in(&node.ns, &format!("net.ipv4.conf.{NODE_EXT_IF}.{k}"), "0")?;
+            }
+            netns::ip_in(
+                &node.ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/{EXT_PREFIX_LEN}", node.ip),
+                    "dev",
+                    NODE_EXT_IF,
+                ],
+            )?;
+            netns::ip_in(&node.ns, &["link", "set", NODE_EXT_IF, "up"])?;
+            // Nodes forward pod traffic to each other through eth0: the peer's XDP needs
+            // complete checksums (forwarded CHECKSUM_PARTIAL skbs get completed on xmit).
+            tx_csum_off(&node.ns)?;
+            let pods: Vec<Pod> = self
+                .all_pods()
+                .filter(|p| p.node == node.index)
+                .cloned()
+                .collect();
+            for p in &pods {
+                self.add_pod(node, p)?;
+            }
+        }
+        for node in &nodes {
+            for other in nodes.iter().filter(|o| o.index != node.index) {
+                let via = other.ip.to_string();
+                netns::ip_in(
+                    &node.ns,
+                    &[
+                        "route",
+                        "add",
+                        &other.pod_cidr,
+                        "via",
+                        &via,
+                        "dev",
+                        NODE_EXT_IF,
+                    ],
+                )?;
+            }
+        }
+
+        let ext = self.ext_ns.clone();
+        self.add_ns(&ext)?;
+        plug("ext", &ext)?;
+        netns::ip_in(
+            &ext,
+            &[
+                "addr",
+                "add",
+                &format!("{EXT_IP}/{EXT_PREFIX_LEN}"),
+                "dev",
+                NODE_EXT_IF,
+            ],
+        )?;
+        netns::ip_in(&ext, &["link", "set", NODE_EXT_IF, "up"])?;
+        tx_csum_off(&ext)?;
+        self.start_echo()
     }
 
     /// Short unique run id (`<pid>-<hex>`).
@@ -430,69 +682,159 @@ impl Lab {
         &self.id
     }
 
-    pub fn node_ns(&self) -> &str {
-        &self.node_ns
+    /// All nodes, node 1 first.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
     }
 
+    /// Node number `n` (1-based); panics on a number the lab does not have (a test bug).
+    pub fn node(&self, n: usize) -> &Node {
+        n.checked_sub(1)
+            .and_then(|i| self.nodes.get(i))
+            .unwrap_or_else(|| {
+                panic!(
+                    "svc-lab: no node {n} (nodes are numbered 1..={})",
+                    self.nodes.len()
+                )
+            })
+    }
+
+    /// Namespace of node 1 (the single-node lab's node).
+    pub fn node_ns(&self) -> &str {
+        &self.nodes[0].ns
+    }
+
+    /// Namespace of node `n` (1-based).
+    pub fn node_ns_of(&self, n: usize) -> &str {
+        &self.node(n).ns
+    }
+
+    /// eth0 address of node `n` (1-based).
+    pub fn node_ip(&self, n: usize) -> Ipv4Addr {
+        self.node(n).ip
+    }
+
+    /// bpffs dir of node `n` (1-based): `/sys/fs/bpf/svl-<id>-n<N>` (two nodes), or
+    /// `/sys/fs/bpf/svl-<id>` for the single-node lab's node.
+    pub fn node_bpffs_dir(&self, n: usize) -> PathBuf {
+        self.node(n).bpffs_dir.clone()
+    }
+
+    /// Namespace of the first client pod ("client", or "ca" in the two-node lab).
     pub fn client_ns(&self) -> &str {
-        &self.client.ns
+        &self.clients[0].ns
     }
 
     pub fn ext_ns(&self) -> &str {
         &self.ext_ns
     }
 
-    /// Namespace of a pod by name ("p1", "p2", "p3", "client").
+    /// The L2 segment's namespace (holds br0); `None` for the single-node lab.
+    pub fn phys_ns(&self) -> Option<&str> {
+        self.phys_ns.as_deref()
+    }
+
+    /// Namespace of a pod by name ("p1", "client", "a1", "cb", ...).
     pub fn pod_ns(&self, name: &str) -> &str {
         &self.pod(name).ns
     }
 
-    /// IP of a pod by name ("p1", "p2", "p3", "client").
+    /// IP of a pod by name ("p1", "client", "a1", "cb", ...).
     pub fn pod_ip(&self, name: &str) -> Ipv4Addr {
         self.pod(name).ip
     }
 
-    /// A pod by name; panics on an unknown name (a test bug).
+    /// A pod (backend or client) by name; panics on an unknown name (a test bug).
     pub fn pod(&self, name: &str) -> &Pod {
-        self.pods
-            .iter()
-            .chain(std::iter::once(&self.client))
+        self.all_pods()
             .find(|p| p.name == name)
             .unwrap_or_else(|| panic!("svc-lab: no pod named {name:?}"))
     }
 
-    /// The backend pods p1..p3 (the ones running echo servers).
+    /// The backend pods (the ones running echo servers), in node order.
     pub fn pods(&self) -> &[Pod] {
         &self.pods
     }
 
-    /// The client pod (not a backend).
+    /// The backend pods on node `n` (1-based).
+    pub fn pods_on(&self, n: usize) -> Vec<&Pod> {
+        let n = self.node(n).index;
+        self.pods.iter().filter(|p| p.node == n).collect()
+    }
+
+    /// The first client pod ("client", or "ca" in the two-node lab).
     pub fn client(&self) -> &Pod {
-        &self.client
+        &self.clients[0]
+    }
+
+    /// All client pods, in node order.
+    pub fn clients(&self) -> &[Pod] {
+        &self.clients
+    }
+
+    /// The client pod on node `n` (1-based).
+    pub fn client_on(&self, n: usize) -> &Pod {
+        let n = self.node(n).index;
+        self.clients
+            .iter()
+            .find(|p| p.node == n)
+            .unwrap_or_else(|| panic!("svc-lab: node {n} has no client pod"))
     }
 
     /// All namespaces of this lab.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v = vec![self.node_ns.clone()];
-        v.extend(self.pods.iter().map(|p| p.ns.clone()));
-        v.push(self.client.ns.clone());
+        let mut v: Vec<String> = self.nodes.iter().map(|n| n.ns.clone()).collect();
+        v.extend(self.phys_ns.clone());
+        v.extend(self.all_pods().map(|p| p.ns.clone()));
         v.push(self.ext_ns.clone());
         v
     }
 
-    /// Per-lab bpffs directory `/sys/fs/bpf/svl-<id>`, removed on drop.
+    /// bpffs dir of node 1: `/sys/fs/bpf/svl-<id>` for the single-node lab (see
+    /// [`node_bpffs_dir`](Self::node_bpffs_dir)). Removed on drop.
     pub fn bpffs_dir(&self) -> PathBuf {
-        self.bpffs_dir.clone()
+        self.nodes[0].bpffs_dir.clone()
     }
 
-    /// Start `cmd` in the node's network namespace, keeping the root mount namespace (so
-    /// /sys/fs/bpf is visible). The caller's stdio/env/cwd settings on `cmd` are kept.
-    /// The process is stopped (SIGTERM, 3 s, SIGKILL) when the lab is dropped.
-    pub fn spawn_in_node(&mut self, mut cmd: Command) -> anyhow::Result<NodeProcess> {
-        netns::command_in_netns(&mut cmd, &self.node_ns)?;
+    /// `ip route replace <cidr> via <node n's eth0 ip>` in ext, e.g. a ClusterIP range, an
+    /// externalIP or LoadBalancer range, or pod CIDRs, towards node `n` (1-based).
+    pub fn ext_route(&self, cidr: &str, via_node: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            via_node >= 1 && via_node <= self.nodes.len(),
+            "ext_route({cidr}): no node {via_node} (nodes are numbered 1..={})",
+            self.nodes.len()
+        );
+        let via = self.node(via_node).ip.to_string();
+        netns::ip_in(
+            &self.ext_ns,
+            &["route", "replace", cidr, "via", &via, "dev", NODE_EXT_IF],
+        )
+        .with_context(|| format!("ext route {cidr} via node{via_node}"))
+    }
+
+    /// Start `cmd` in node 1's network namespace; see [`spawn_in`](Self::spawn_in).
+    pub fn spawn_in_node(&mut self, cmd: Command) -> anyhow::Result<NodeProcess> {
+        self.spawn_in(1, cmd)
+    }
+
+    /// [`spawn_in_node`](Self::spawn_in_node) with stdout and stderr appended to `log`.
+    pub fn spawn_in_node_logged(
+        &mut self,
+        cmd: Command,
+        log: &Path,
+    ) -> anyhow::Result<NodeProcess> {
+        self.spawn_in_logged(1, cmd, log)
+    }
+
+    /// Start `cmd` in node `n`'s (1-based) network namespace, keeping the root mount
+    /// namespace (so /sys/fs/bpf is visible). The caller's stdio/env/cwd settings on `cmd`
+    /// are kept. The process is stopped (SIGTERM, 3 s, SIGKILL) when the lab is dropped.
+    pub fn spawn_in(&mut self, n: usize, mut cmd: Command) -> anyhow::Result<NodeProcess> {
+        let ns = self.node(n).ns.clone();
+        netns::command_in_netns(&mut cmd, &ns)?;
         let child = cmd
             .spawn()
-            .with_context(|| format!("spawning {:?} in {}", cmd.get_program(), self.node_ns))?;
+            .with_context(|| format!("spawning {:?} in {ns}", cmd.get_program()))?;
         let p = NodeProcess {
             pid: child.id(),
             child: Arc::new(Mutex::new(child)),
@@ -501,9 +843,10 @@ impl Lab {
         Ok(p)
     }
 
-    /// [`spawn_in_node`](Self::spawn_in_node) with stdout and stderr appended to `log`.
-    pub fn spawn_in_node_logged(
+    /// [`spawn_in`](Self::spawn_in) with stdout and stderr appended to `log`.
+    pub fn spawn_in_logged(
         &mut self,
+        n: usize,
         mut cmd: Command,
         log: &Path,
     ) -> anyhow::Result<NodeProcess> {
@@ -513,7 +856,7 @@ impl Lab {
             .open(log)
             .with_context(|| format!("opening log {}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
-        self.spawn_in_node(cmd)
+        self.spawn_in(n, cmd)
     }
 
     /// Run `args` in namespace `ns` via `ip netns exec` (ad-hoc checks; note it remounts /sys).
@@ -550,7 +893,7 @@ impl Lab {
             return;
         }
         self.torn_down = true;
-        // Children first: they may hold BPF links and pinned maps in the lab's bpffs dir.
+        // Children first: they may hold BPF links and pinned maps in the lab's bpffs dirs.
         for c in self.children.drain(..) {
             if let Err(e) = c.stop() {
                 eprintln!("svc-lab: stopping pid {}: {e}", c.pid);
@@ -559,17 +902,18 @@ impl Lab {
         if let Some(mut echo) = self.echo.take() {
             echo.stop();
         }
-        // Deleting the node namespace destroys the veths and any programs attached to them.
+        // Deleting a node namespace destroys its veths and any programs attached to them.
         for ns in self.created_ns.drain(..).rev() {
             if let Err(e) = netns::delete_netns(&ns) {
                 eprintln!("svc-lab: deleting netns {ns}: {e:#}");
             }
         }
-        if self.bpffs_created
-            && self.bpffs_dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&self.bpffs_dir)
-        {
-            eprintln!("svc-lab: removing {}: {e}", self.bpffs_dir.display());
+        for dir in self.created_dirs.drain(..) {
+            if dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                eprintln!("svc-lab: removing {}: {e}", dir.display());
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use svc_common::{PROTO_TCP, PROTO_UDP};
 use svc_lab::{
-    CLIENT_IP, EXT_IP, Lab, TcpSession, UdpSession,
+    CLIENT_IP, Lab, NODE_EXT_IP, TcpSession, UdpSession,
     agent::{LabAgent, workspace_bin},
     in_netns, tcp_request,
 };
@@ -268,8 +268,8 @@ fn traffic_from_outside_goes_through_xdp() {
             .unwrap_or_else(|e| panic!("outside TCP {i}: {e}"));
         assert_eq!(
             *reply.client.ip(),
-            EXT_IP,
-            "the backend sees the outside client's address"
+            NODE_EXT_IP,
+            "ClusterIP traffic from outside the cluster is masqueraded to the node address"
         );
         *hits.entry(reply.pod).or_insert(0) += 1;
     }
@@ -278,7 +278,7 @@ fn traffic_from_outside_goes_through_xdp() {
         .unwrap()
         .request(SVC, TIMEOUT)
         .expect("outside UDP");
-    assert_eq!(*reply.client.ip(), EXT_IP);
+    assert_eq!(*reply.client.ip(), NODE_EXT_IP);
 }
 
 #[test]

@@ -14,7 +14,9 @@ Examples:
   svcctl dump                     services with their backends, then the conntrack table
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
   svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and (.expired | not))'
+  svcctl dump --json | jq '.services[] | select(.flags | index(\"policy-local\")) | [.vip, .local_backends[].addr]'
   svcctl dump stats               packets per verdict, summed over CPUs
+  svcctl dump affinity            session affinity: client -> backend per service
   svcctl --bpffs /sys/fs/bpf/svc-test dump
   SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats --json
 
@@ -38,8 +40,8 @@ enum Command {
     /// Print the map contents.
     ///
     /// Without a section: the services with their backends, then the conntrack table; with
-    /// --json, the whole snapshot (services, backends, conntrack, stats, inconsistencies) as
-    /// one document.
+    /// --json, the whole snapshot (services, backends, conntrack, affinity, stats,
+    /// inconsistencies) as one document.
     Dump(Dump),
 }
 
@@ -54,11 +56,14 @@ struct Dump {
     section: Option<Section>,
 }
 
-/// One part of the dump. More sections (services, backends, conntrack) will come here.
+/// One part of the dump. More sections (services, backends, conntrack) may come here.
 #[derive(Debug, Subcommand)]
 enum Section {
     /// Packets per verdict (why the programs returned what they did), summed over CPUs.
     Stats,
+    /// Session affinity entries (sessionAffinity: ClientIP): client and service -> the
+    /// backend new flows reuse, with idle time and timeout.
+    Affinity,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +104,15 @@ struct StatsDocument {
     stats: Vec<inspect::VerdictTotal>,
 }
 
+/// `dump affinity --json`: the `version`, `now_ns` and `affinity` fields of the full
+/// snapshot.
+#[derive(serde::Serialize)]
+struct AffinityDocument {
+    version: u32,
+    now_ns: u64,
+    affinity: Vec<inspect::AffinityEntry>,
+}
+
 fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
     let mut out = match (&dump.section, dump.json) {
         (None, false) => {
@@ -122,6 +136,19 @@ fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
                 version: inspect::SCHEMA_VERSION,
                 stats,
             })?
+        }
+        (Some(Section::Affinity), json) => {
+            let (now_ns, affinity) =
+                inspect::affinity(maps).context("reading the session affinity map")?;
+            if json {
+                serde_json::to_string_pretty(&AffinityDocument {
+                    version: inspect::SCHEMA_VERSION,
+                    now_ns,
+                    affinity,
+                })?
+            } else {
+                inspect::render_affinity(&affinity)
+            }
         }
     };
     if !out.ends_with('\n') {

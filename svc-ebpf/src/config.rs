@@ -1,0 +1,38 @@
+//! Load-time configuration: globals the agent sets with `EbpfLoader::override_global`
+//! before loading (Cilium's DECLARE_CONFIG), so node facts need no recompile. Read with
+//! volatile loads: the compiler must not fold them into the initial zeroes.
+use core::ptr::read_volatile;
+
+/// The cluster's pod CIDR (network order); mask 0 = unknown. Sources inside are pods.
+#[unsafe(no_mangle)]
+static CLUSTER_CIDR_BE: u32 = 0;
+#[unsafe(no_mangle)]
+static CLUSTER_MASK_BE: u32 = 0;
+/// The address masqueraded flows get as their source (the node's IP); 0 = never masquerade.
+#[unsafe(no_mangle)]
+static MASQ_ADDR_BE: u32 = 0;
+/// Non-zero: masquerade every translated flow (kube-proxy's --masquerade-all).
+#[unsafe(no_mangle)]
+static MASQUERADE_ALL: u32 = 0;
+
+#[inline(always)]
+pub fn masq_addr() -> u32 {
+    unsafe { read_volatile(&MASQ_ADDR_BE) }
+}
+
+#[inline(always)]
+pub fn masquerade_all() -> bool {
+    unsafe { read_volatile(&MASQUERADE_ALL) != 0 }
+}
+
+/// (pod CIDR known, `addr` is inside it).
+#[inline(always)]
+pub fn pod_source(addr_be: u32) -> (bool, bool) {
+    let (cidr, mask) = unsafe {
+        (
+            read_volatile(&CLUSTER_CIDR_BE),
+            read_volatile(&CLUSTER_MASK_BE),
+        )
+    };
+    (mask != 0, mask != 0 && addr_be & mask == cidr)
+}

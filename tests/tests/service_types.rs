@@ -1,0 +1,508 @@
+//! End to end on two nodes: every Service type and traffic rule of the semantics note, as
+//! a table of {source, destination, protocol, expected backends and the source address
+//! they see, or REJECT / DROP}. One agent per node serves examples/two-node/services.yaml.
+//!
+//! Not covered, because the dataplane does not handle it yet: traffic originated by a
+//! node itself (kube-proxy's OUTPUT chain; it needs a socket-level or egress hook).
+use std::{
+    collections::BTreeSet,
+    io,
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Duration,
+};
+
+use svc_common::PROTO_TCP;
+use svc_lab::{EchoServers, Lab, UdpSession, agent::LabAgent, in_netns, tcp_request};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a DROP row waits before it counts the silence as a drop.
+const DROP_WAIT: Duration = Duration::from_millis(700);
+
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    Outside,
+    Pod(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Seen {
+    /// The backend sees the client's own address.
+    Client,
+    /// The backend sees node N's address (masquerade).
+    Node(usize),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Backends(&'static [&'static str], Seen),
+    Reject,
+    Dropped,
+    /// The dataplane has no entry: the packet goes wherever routing sends it (here:
+    /// nowhere, so "network unreachable" or silence), and never to a backend.
+    NoEntry,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+struct Row {
+    what: &'static str,
+    from: Src,
+    to: (&'static str, u16),
+    proto: Proto,
+    expect: Expect,
+}
+
+const fn row(
+    what: &'static str,
+    from: Src,
+    to: (&'static str, u16),
+    proto: Proto,
+    expect: Expect,
+) -> Row {
+    Row {
+        what,
+        from,
+        to,
+        proto,
+        expect,
+    }
+}
+
+use Expect::*;
+use Proto::*;
+use Seen::*;
+use Src::*;
+
+/// Node addresses: node1 192.0.2.1, node2 192.0.2.2. ext routes ClusterIPs and the
+/// externalIP via node1, the LoadBalancer IPs via node2.
+const TABLE: &[Row] = &[
+    // ClusterIP: pods see the client's own address, on either node.
+    row(
+        "ClusterIP from a pod on node1",
+        Pod("ca"),
+        ("10.96.1.10", 80),
+        Tcp,
+        Backends(&["a1", "b1"], Client),
+    ),
+    row(
+        "ClusterIP from a pod on node2",
+        Pod("cb"),
+        ("10.96.1.10", 80),
+        Tcp,
+        Backends(&["a1", "b1"], Client),
+    ),
+    row(
+        "ClusterIP UDP from a pod",
+        Pod("cb"),
+        ("10.96.1.10", 80),
+        Udp,
+        Backends(&["a1", "b1"], Client),
+    ),
+    row(
+        "ClusterIP from outside: masquerade",
+        Outside,
+        ("10.96.1.10", 80),
+        Tcp,
+        Backends(&["a1", "b1"], Node(1)),
+    ),
+    // NodePort, externalTrafficPolicy Cluster: any node, any endpoint, masquerade.
+    row(
+        "NodePort on node1 from outside",
+        Outside,
+        ("192.0.2.1", 30080),
+        Tcp,
+        Backends(&["a1", "b1"], Node(1)),
+    ),
+    row(
+        "NodePort on node2 from outside",
+        Outside,
+        ("192.0.2.2", 30080),
+        Tcp,
+        Backends(&["a1", "b1"], Node(2)),
+    ),
+    row(
+        "NodePort UDP on node2 from outside",
+        Outside,
+        ("192.0.2.2", 30080),
+        Udp,
+        Backends(&["a1", "b1"], Node(2)),
+    ),
+    // Only the node that owns the address translates a NodePort (kube-proxy matches local
+    // addresses), so node2 does it, masquerading to its own address.
+    row(
+        "NodePort on node2 from a pod on node1",
+        Pod("ca"),
+        ("192.0.2.2", 30080),
+        Tcp,
+        Backends(&["a1", "b1"], Node(2)),
+    ),
+    // externalTrafficPolicy Local.
+    row(
+        "ETP Local, node with the endpoint: client IP kept",
+        Outside,
+        ("192.0.2.1", 30081),
+        Tcp,
+        Backends(&["a1"], Client),
+    ),
+    row(
+        "ETP Local, node without endpoints: DROP",
+        Outside,
+        ("192.0.2.2", 30081),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "ETP Local from a pod: all endpoints, no masquerade",
+        Pod("cb"),
+        ("192.0.2.2", 30081),
+        Tcp,
+        Backends(&["a1"], Client),
+    ),
+    // LoadBalancer and externalIPs, on every node.
+    row(
+        "LoadBalancer IP from outside (via node2)",
+        Outside,
+        ("203.0.113.10", 80),
+        Tcp,
+        Backends(&["a2", "b2"], Node(2)),
+    ),
+    row(
+        "externalIP from outside (via node1)",
+        Outside,
+        ("198.51.100.10", 80),
+        Tcp,
+        Backends(&["a2", "b2"], Node(1)),
+    ),
+    row(
+        "LoadBalancer ipMode Proxy gets no entry",
+        Outside,
+        ("203.0.113.99", 80),
+        Tcp,
+        NoEntry,
+    ),
+    row(
+        "loadBalancerSourceRanges: outside the ranges",
+        Outside,
+        ("203.0.113.11", 80),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "source ranges apply to the LB IP only, not its NodePort",
+        Outside,
+        ("192.0.2.1", 30088),
+        Tcp,
+        Backends(&["a2"], Node(1)),
+    ),
+    // internalTrafficPolicy Local.
+    row(
+        "ITP Local, no local endpoint: DROP",
+        Pod("ca"),
+        ("10.96.1.13", 80),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "ITP Local, local endpoint",
+        Pod("cb"),
+        ("10.96.1.13", 80),
+        Tcp,
+        Backends(&["b1"], Client),
+    ),
+    // Selector-less Service, endpoint outside the pod CIDR.
+    row(
+        "Endpoints outside the cluster",
+        Pod("ca"),
+        ("10.96.1.15", 3306),
+        Tcp,
+        Backends(&["ext-db"], Client),
+    ),
+    // Hairpin: a pod reaching its own Service lands on itself, masqueraded.
+    row(
+        "hairpin",
+        Pod("a1"),
+        ("10.96.1.16", 80),
+        Tcp,
+        Backends(&["a1"], Node(1)),
+    ),
+    // No endpoints: REJECT everywhere.
+    row(
+        "no endpoints, ClusterIP",
+        Pod("ca"),
+        ("10.96.1.17", 80),
+        Tcp,
+        Reject,
+    ),
+    row(
+        "no endpoints, NodePort from outside",
+        Outside,
+        ("192.0.2.2", 30087),
+        Tcp,
+        Reject,
+    ),
+    // Terminating endpoints.
+    row(
+        "ready endpoints win over terminating ones",
+        Pod("ca"),
+        ("10.96.1.19", 80),
+        Tcp,
+        Backends(&["a2"], Client),
+    ),
+    row(
+        "only serving-terminating endpoints: used",
+        Pod("ca"),
+        ("10.96.1.20", 80),
+        Tcp,
+        Backends(&["b2"], Client),
+    ),
+    // Services another proxy owns get nothing.
+    row(
+        "service-proxy-name: left alone",
+        Pod("ca"),
+        ("10.96.1.21", 80),
+        Tcp,
+        NoEntry,
+    ),
+];
+
+struct Env {
+    agents: Vec<LabAgent>,
+    manifests: PathBuf,
+    _db: EchoServers,
+    lab: Lab,
+}
+
+impl Env {
+    fn up() -> Env {
+        let mut lab = Lab::up_two_nodes().expect("two-node lab");
+        let manifests = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
+        std::fs::create_dir_all(&manifests).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node/services.yaml");
+        std::fs::copy(src, manifests.join("services.yaml")).expect("copy manifests");
+        for (cidr, node) in [
+            ("10.96.0.0/12", 1),
+            ("198.51.100.0/24", 1),
+            ("203.0.113.0/24", 2),
+            ("10.244.1.0/24", 1),
+        ] {
+            lab.ext_route(cidr, node).expect("ext route");
+        }
+        let db = EchoServers::start(&[("ext-db".to_string(), lab.ext_ns().to_string())], 9376)
+            .expect("db server");
+        let mut agents = Vec::new();
+        for n in [1, 2] {
+            let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", lab.id()));
+            let name = lab.node(n).name.clone();
+            let agent = LabAgent::start_in(&mut lab, n, &manifests, &log, &["--node-name", &name])
+                .expect("start agent");
+            agents.push(agent);
+        }
+        for agent in &agents {
+            agent
+                .wait_backends(
+                    Ipv4Addr::new(10, 96, 1, 10),
+                    80,
+                    PROTO_TCP,
+                    2,
+                    Duration::from_secs(20),
+                )
+                .expect("agent synced");
+        }
+        Env {
+            agents,
+            manifests,
+            _db: db,
+            lab,
+        }
+    }
+
+    fn source_ns(&self, from: Src) -> String {
+        match from {
+            Outside => self.lab.ext_ns().to_string(),
+            Pod(p) => self.lab.pod_ns(p).to_string(),
+        }
+    }
+
+    fn source_ip(&self, from: Src) -> Ipv4Addr {
+        match from {
+            Outside => svc_lab::EXT_IP,
+            Pod(p) => self.lab.pod_ip(p),
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for a in &self.agents {
+                eprintln!("--- agent on node{} ---\n{}", a.node, a.log_text());
+            }
+        }
+        for a in &self.agents {
+            let _ = a.process.stop();
+            let _ = std::fs::remove_file(&a.log);
+        }
+        let _ = std::fs::remove_dir_all(&self.manifests);
+    }
+}
+
+/// One attempt: Ok((pod, seen source)) or the error.
+fn attempt(
+    ns: &str,
+    to: SocketAddrV4,
+    proto: Proto,
+    timeout: Duration,
+) -> io::Result<(String, Ipv4Addr)> {
+    match proto {
+        Tcp => tcp_request(ns, to, "table", timeout).map(|r| (r.pod, *r.client.ip())),
+        Udp => UdpSession::bind(ns)?
+            .request(to, timeout)
+            .map(|r| (r.pod, *r.client.ip())),
+    }
+}
+
+fn check(env: &Env, row: &Row) -> Result<(), String> {
+    let ns = env.source_ns(row.from);
+    let to = SocketAddrV4::new(row.to.0.parse().unwrap(), row.to.1);
+    match row.expect {
+        Backends(set, seen) => {
+            let want_src = match seen {
+                Client => env.source_ip(row.from),
+                Node(n) => env.lab.node_ip(n),
+            };
+            let mut hit = BTreeSet::new();
+            // Enough new flows that each of two backends is hit with near certainty.
+            for i in 0..16 {
+                let (pod, src) = attempt(&ns, to, row.proto, TIMEOUT)
+                    .map_err(|e| format!("attempt {i}: {e}"))?;
+                if !set.contains(&pod.as_str()) {
+                    return Err(format!("reached {pod}, expected one of {set:?}"));
+                }
+                if src != want_src {
+                    return Err(format!(
+                        "{pod} saw source {src}, expected {want_src} ({seen:?})"
+                    ));
+                }
+                hit.insert(pod);
+            }
+            if hit.len() != set.len() {
+                return Err(format!("only {hit:?} of {set:?} answered in 16 new flows"));
+            }
+            Ok(())
+        }
+        Reject => match row.proto {
+            Tcp => match in_netns(&ns, || TcpStream::connect_timeout(&to.into(), TIMEOUT)) {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+                other => Err(format!("expected connection refused, got {other:?}")),
+            },
+            Udp => Err("UDP reject rows are covered by the single-node tests".into()),
+        },
+        NoEntry => match attempt(&ns, to, row.proto, DROP_WAIT) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::NetworkUnreachable
+                        | io::ErrorKind::HostUnreachable
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "expected no translation (unreachable or silence), got {other:?}"
+            )),
+        },
+        Dropped => match attempt(&ns, to, row.proto, DROP_WAIT) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("expected silence (DROP), got {other:?}")),
+        },
+    }
+}
+
+#[test]
+fn every_service_type_and_traffic_rule() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let failures: Vec<String> = TABLE
+        .iter()
+        .filter_map(|row| {
+            check(&env, row).err().map(|e| {
+                format!(
+                    "{} ({:?} -> {}:{} {:?}): {e}",
+                    row.what, row.from, row.to.0, row.to.1, row.proto
+                )
+            })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        TABLE.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 96, 1, 14), 80);
+    for client in ["ca", "cb"] {
+        let pods: BTreeSet<String> = (0..20)
+            .map(|i| {
+                attempt(env.lab.pod_ns(client), to, Tcp, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{client} flow {i}: {e}"))
+                    .0
+            })
+            .collect();
+        assert_eq!(
+            pods.len(),
+            1,
+            "{client}'s 20 new connections went to {pods:?}"
+        );
+    }
+}
+
+#[test]
+fn three_replicas_share_300_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    // A 3-replica Service over both nodes, added while the agents run.
+    let extra = "apiVersion: v1\nkind: Service\nmetadata: {name: three, namespace: default}\nspec:\n  clusterIP: 10.96.1.30\n  ports:\n    - {name: http, protocol: TCP, port: 80, targetPort: 8080}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: three-1\n  namespace: default\n  labels: {kubernetes.io/service-name: three}\naddressType: IPv4\nports:\n  - {name: http, protocol: TCP, port: 8080}\nendpoints:\n  - {addresses: [\"10.244.1.11\"], nodeName: node1}\n  - {addresses: [\"10.244.1.12\"], nodeName: node1}\n  - {addresses: [\"10.244.2.11\"], nodeName: node2}\n";
+    std::fs::write(env.manifests.join("three.yaml"), extra).unwrap();
+    let vip = Ipv4Addr::new(10, 96, 1, 30);
+    env.agents[0]
+        .wait_backends(vip, 80, PROTO_TCP, 3, Duration::from_secs(10))
+        .unwrap();
+    let mut hits = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let (pod, _) = attempt(
+            env.lab.pod_ns("ca"),
+            SocketAddrV4::new(vip, 80),
+            Tcp,
+            TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        *hits.entry(pod).or_insert(0) += 1;
+    }
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    for (pod, n) in &hits {
+        assert!(*n >= 60, "{pod} got {n} < 60 of 300: {hits:?}");
+    }
+}
