@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::{
     dataplane::{Datapath, DatapathConfig, Maps},
     desired::{self, DesiredState, NodeContext},
+    health::HealthServers,
     manifest,
     reconcile::Reconciler,
 };
@@ -26,6 +27,9 @@ pub struct Config {
     pub bpffs: PathBuf,
     /// The node's external interface: XDP plus TC ingress.
     pub device: Option<String>,
+    /// cgroup v2 directory whose processes get socket-level load balancing (the node's
+    /// own traffic to Services); None: node-originated traffic is not translated.
+    pub cgroup: Option<PathBuf>,
     /// Pod-facing interfaces: exact names, or prefixes ending in `*`.
     pub pod_devices: Vec<String>,
     /// Node name, addresses and nodePortAddresses: what decides NodePort frontends and
@@ -95,6 +99,8 @@ pub struct Agent {
     maps: Maps,
     reconciler: Reconciler,
     desired: DesiredState,
+    /// healthCheckNodePort listeners, kept in line with `desired.health_checks`.
+    health: HealthServers,
     last_fingerprint: Option<Vec<(String, u64, Option<SystemTime>)>>,
     last_problems: Vec<String>,
     last_resync: Instant,
@@ -115,6 +121,12 @@ impl Agent {
             enable_accept_local(dev);
             info!(device = %dev, "attached XDP and TC ingress to the external interface");
         }
+        if let Some(cgroup) = &config.cgroup {
+            datapath
+                .attach_cgroup(cgroup)
+                .with_context(|| format!("--cgroup {}", cgroup.display()))?;
+            info!(cgroup = %cgroup.display(), "attached socket load balancing for node processes");
+        }
         let reconciler = Reconciler::adopt(&maps).context("reading the pinned maps")?;
         let (frontends, backends) = reconciler.sizes();
         info!(bpffs = %config.bpffs.display(), frontends, backends, "maps ready (pinned state adopted)");
@@ -125,6 +137,7 @@ impl Agent {
             maps,
             reconciler,
             desired: DesiredState::default(),
+            health: HealthServers::new(),
             last_fingerprint: None,
             last_problems: Vec::new(),
             last_resync: Instant::now(),
@@ -162,6 +175,7 @@ impl Agent {
             // The directory itself is unreadable: keep serving the last good state.
             Err(e) => warn!(error = %e, "cannot read manifests; keeping the current state"),
         }
+        self.health.update(&self.desired.health_checks);
         self.sync();
     }
 

@@ -11,15 +11,17 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId,
-        xdp::XdpLinkId,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
+        XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
 use svc_common::{
     AFFINITY4_MAP, AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP,
-    BACKEND4_MAP_SIZE, Backend4, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, REVNAT4_MAP,
-    REVNAT4_MAP_SIZE, RevNat4, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP, STATS_MAP_SIZE,
-    SVC4_MAP, SVC4_MAP_SIZE, SrcRange4, Svc4Key, Svc4Value, TC_PROG, Verdict, XDP_PROG,
+    BACKEND4_MAP_SIZE, Backend4, CONNECT4_PROG, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value,
+    RECVMSG4_PROG, REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, SENDMSG4_PROG, SOCK_REVNAT4_MAP,
+    SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP, STATS_MAP_SIZE,
+    SVC4_MAP, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key, Svc4Value,
+    TC_PROG, Verdict, XDP_PROG,
 };
 
 /// The eBPF object built by build.rs (aya-build) from svc-ebpf.
@@ -63,6 +65,11 @@ pub enum DataplaneError {
         name: &'static str,
         source: MapError,
     },
+    #[error("cannot open the cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name} on {iface}: {source}")]
@@ -82,7 +89,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAP_SPECS: [MapSpec; 7] = [
+pub const MAP_SPECS: [MapSpec; 8] = [
     MapSpec {
         name: SVC4_MAP,
         key_size: size_of::<Svc4Key>() as u32,
@@ -118,6 +125,12 @@ pub const MAP_SPECS: [MapSpec; 7] = [
         key_size: 4 + size_of::<SrcRange4>() as u32,
         value_size: 1,
         max_entries: SRC_RANGE4_MAP_SIZE,
+    },
+    MapSpec {
+        name: SOCK_REVNAT4_MAP,
+        key_size: size_of::<SockRevNat4Key>() as u32,
+        value_size: size_of::<SockRevNat4Value>() as u32,
+        max_entries: SOCK_REVNAT4_MAP_SIZE,
     },
     MapSpec {
         name: STATS_MAP,
@@ -306,6 +319,10 @@ impl Datapath {
         tc.load().map_err(prog_err(TC_PROG))?;
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROG)?;
         xdp.load().map_err(prog_err(XDP_PROG))?;
+        for name in [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG] {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(prog_err(name))?;
+        }
         let maps = Maps::from_maps(|name| {
             ebpf.take_map(name).ok_or(DataplaneError::Map {
                 name,
@@ -356,6 +373,25 @@ impl Datapath {
                 })?;
         self.xdp_links.insert(iface.to_string(), link);
         Ok(true)
+    }
+
+    /// Attaches the socket-level programs (connect4, sendmsg4, recvmsg4) to the cgroup v2
+    /// directory `cgroup`: processes in it (the node's own) reach Services through them.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DataplaneError> {
+        let dir = std::fs::File::open(cgroup).map_err(|source| DataplaneError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        for name in [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG] {
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            prog.attach(&dir, CgroupAttachMode::Single)
+                .map_err(|source| DataplaneError::Program {
+                    name,
+                    iface: cgroup.display().to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Forgets interfaces that no longer exist (their links went with them).

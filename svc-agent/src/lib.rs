@@ -5,6 +5,7 @@ pub mod agent;
 pub mod alloc;
 pub mod dataplane;
 pub mod desired;
+pub mod health;
 pub mod inspect;
 pub mod manifest;
 pub mod model;

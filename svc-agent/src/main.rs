@@ -35,6 +35,14 @@ struct Args {
     #[arg(long = "pod-device", value_name = "PATTERN", default_values_t = ["lxc*".to_string()])]
     pod_devices: Vec<String>,
 
+    /// A cgroup v2 directory: connections and datagrams that processes in it (and in its
+    /// descendants) send to a Service address go straight to a backend (socket-level load
+    /// balancing, for the node's own traffic, which never crosses the TC or XDP hooks). On
+    /// a node that is the host's cgroup root (e.g. /sys/fs/cgroup); not set: the node's own
+    /// traffic to Services is not translated.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+
     /// This node's name (the Node object's name). Endpoints whose nodeName matches are
     /// local: traffic policy Local uses only those.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
@@ -110,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         manifests: args.manifests,
         bpffs: args.bpffs,
         device: args.device,
+        cgroup: args.cgroup,
         pod_devices: args.pod_devices,
         datapath: DatapathConfig {
             cluster_cidr: args.cluster_cidr,

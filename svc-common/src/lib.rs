@@ -29,6 +29,7 @@ pub const REVNAT4_MAP: &str = "SVC4_REVNAT";
 pub const CT4_MAP: &str = "SVC4_CT";
 pub const STATS_MAP: &str = "SVC_STATS";
 pub const AFFINITY4_MAP: &str = "SVC4_AFFINITY";
+pub const SOCK_REVNAT4_MAP: &str = "SVC4_SOCK_RNAT";
 pub const SRC_RANGE4_MAP: &str = "SVC4_SRC_RANGE";
 
 /// Frontend slots plus one slot per backend of every service port.
@@ -39,11 +40,16 @@ pub const REVNAT4_MAP_SIZE: u32 = 65536;
 /// are full, so this is sized well above the flows we expect to hold.
 pub const CT4_MAP_SIZE: u32 = 262144;
 pub const AFFINITY4_MAP_SIZE: u32 = 65536;
+pub const SOCK_REVNAT4_MAP_SIZE: u32 = 65536;
 pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
 
 /// Program names as they appear in the object file (and in `bpftool prog`).
 pub const TC_PROG: &str = "svc_tc_ingress";
 pub const XDP_PROG: &str = "svc_xdp";
+/// Socket-level programs for traffic the node's own processes originate.
+pub const CONNECT4_PROG: &str = "svc_connect4";
+pub const SENDMSG4_PROG: &str = "svc_sendmsg4";
+pub const RECVMSG4_PROG: &str = "svc_recvmsg4";
 
 // ---------------------------------------------------------------------------------------
 // Services map: one frontend entry (slot 0) and `count` backend-slot entries (1..=count)
@@ -257,6 +263,28 @@ pub struct SrcRange4 {
 pub const SRC_RANGE_PREFIX_BASE: u32 = 32;
 
 // ---------------------------------------------------------------------------------------
+// Socket LB reverse NAT (LRU): {socket cookie, backend} -> the Service address a node
+// process sent to, so a reply datagram's source can be shown as that address (recvmsg4).
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SockRevNat4Key {
+    pub cookie: u64,
+    pub backend_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SockRevNat4Value {
+    pub vip_be: u32,
+    pub port_be: u16,
+    pub rev_nat_id: u16,
+}
+
+// ---------------------------------------------------------------------------------------
 // Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every program exit bumps
 // exactly one counter.
 // ---------------------------------------------------------------------------------------
@@ -327,6 +355,12 @@ verdicts! {
     DropSourceRange = 15, "drop_source_range";
     /// No free source port to masquerade the flow with.
     DropNatFailed = 16, "drop_nat_failed";
+    /// Socket LB (a node process): connect/sendmsg to a Service address sent to a backend.
+    SockTranslate = 17, "sock_translate";
+    /// Socket LB: connect/sendmsg to a Service without (local) endpoints refused.
+    SockReject = 18, "sock_reject";
+    /// Socket LB: a reply datagram's source translated back to the Service address.
+    SockRevNat = 19, "sock_rev_nat";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;
@@ -345,6 +379,8 @@ mod user {
     unsafe impl aya::Pod for Affinity4Key {}
     unsafe impl aya::Pod for Affinity4Value {}
     unsafe impl aya::Pod for SrcRange4 {}
+    unsafe impl aya::Pod for SockRevNat4Key {}
+    unsafe impl aya::Pod for SockRevNat4Value {}
 }
 
 #[cfg(test)]
@@ -364,6 +400,8 @@ mod tests {
         assert_eq!(size_of::<Affinity4Key>(), 8);
         assert_eq!(size_of::<Affinity4Value>(), 16);
         assert_eq!(size_of::<SrcRange4>(), 8);
+        assert_eq!(size_of::<SockRevNat4Key>(), 16);
+        assert_eq!(size_of::<SockRevNat4Value>(), 8);
     }
 
     #[test]

@@ -332,15 +332,7 @@ fn choose_backend(
             }
         }
     }
-    // SAFETY: helper call without arguments.
-    let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
-    let slot_key = Svc4Key {
-        slot,
-        scope,
-        ..f.key
-    };
-    let backend_id = unsafe { SVC4_SERVICES.get(&slot_key) }?.backend_id;
-    let backend = unsafe { SVC4_BACKENDS.get(&backend_id) }?;
+    let (slot, backend_id, addr, port) = random_backend(&f.key, scope, count)?;
     if affinity {
         let value = Affinity4Value {
             last_used_ns: now,
@@ -351,7 +343,23 @@ fn choose_backend(
         };
         let _ = SVC4_AFFINITY.insert(&aff_key, &value, 0);
     }
-    Some((backend_id, backend.addr_be, backend.port_be))
+    Some((backend_id, addr, port))
+}
+
+/// A uniformly random slot of `scope` (1..=count) of the frontend `key` and its backend:
+/// (slot, backend id, address, port).
+#[inline(always)]
+pub fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32, u16)> {
+    // SAFETY: helper call without arguments.
+    let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
+    let slot_key = Svc4Key {
+        slot,
+        scope,
+        ..*key
+    };
+    let backend_id = unsafe { SVC4_SERVICES.get(&slot_key) }?.backend_id;
+    let backend = unsafe { SVC4_BACKENDS.get(&backend_id) }?;
+    Some((slot, backend_id, backend.addr_be, backend.port_be))
 }
 
 /// A source port for masquerading to `masq_addr`: the client's own port if no live flow

@@ -1,6 +1,7 @@
 //! svc-ebpf: the kernel side of the Service dataplane. Two programs share one set of maps:
 //! `svc_tc_ingress` (TC ingress on pod-facing interfaces and the external interface) and
-//! `svc_xdp` (XDP on the external interface). See README.md "Datapath" for the verdicts.
+//! `svc_xdp` (XDP on the external interface), plus socket-level programs for the node's own
+//! processes (`svc_connect4`, `svc_sendmsg4`, `svc_recvmsg4`). See README.md for the verdicts.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
 
@@ -10,12 +11,13 @@ mod lb;
 mod maps;
 mod parse;
 mod reject;
+mod sock;
 mod tc;
 mod xdp;
 
 use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 #[classifier]
@@ -26,6 +28,21 @@ pub fn svc_tc_ingress(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn svc_xdp(ctx: XdpContext) -> u32 {
     xdp::run(&ctx)
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn svc_connect4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn svc_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::translate(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn svc_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::reverse(&ctx)
 }
 
 #[cfg(not(test))]

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use svc_common::{
     AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE,
-    Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4, SRC_RANGE4_MAP_SIZE, STATS_MAP_SIZE,
-    SVC4_MAP_SIZE, SrcRange4, Svc4Key, Svc4Value,
+    Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4, SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP_SIZE,
+    STATS_MAP_SIZE, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key, Svc4Value,
 };
 
 /// {VIP, port, proto, slot} -> frontend (slot 0) or backend slot (1..=count).
@@ -36,6 +36,11 @@ pub static SVC4_AFFINITY: LruHashMap<Affinity4Key, Affinity4Value> =
 /// loadBalancerSourceRanges: the source prefixes allowed per rev_nat_id.
 #[map(name = "SVC4_SRC_RANGE")]
 pub static SVC4_SRC_RANGE: LpmTrie<SrcRange4, u8> = LpmTrie::pinned(SRC_RANGE4_MAP_SIZE, 0);
+
+/// Socket LB: {socket cookie, backend} -> the Service address a node process sent to.
+#[map(name = "SVC4_SOCK_RNAT")]
+pub static SVC4_SOCK_RNAT: LruHashMap<SockRevNat4Key, SockRevNat4Value> =
+    LruHashMap::pinned(SOCK_REVNAT4_MAP_SIZE, 0);
 
 /// Verdict counters, indexed by `svc_common::Verdict`.
 #[map(name = "SVC_STATS")]

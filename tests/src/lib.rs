@@ -277,6 +277,8 @@ pub struct Lab {
     created_ns: Vec<String>,
     /// bpffs dirs actually created.
     created_dirs: Vec<PathBuf>,
+    /// cgroup v2 directories made for node processes (removed, empty, on teardown).
+    created_cgroups: Vec<PathBuf>,
     echo: Option<EchoServers>,
     children: Vec<NodeProcess>,
     torn_down: bool,
@@ -373,6 +375,7 @@ impl Lab {
             clients: Vec::new(),
             created_ns: Vec::new(),
             created_dirs: Vec::new(),
+            created_cgroups: Vec::new(),
             echo: None,
             children: Vec::new(),
             torn_down: false,
@@ -866,6 +869,18 @@ impl Lab {
 
     /// Remove namespaces and bpffs dirs of earlier runs whose owning process is gone.
     pub fn cleanup_stale() {
+        if let Ok(root) = cgroup2_root()
+            && let Ok(rd) = std::fs::read_dir(&root)
+        {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = owner_pid(&name)
+                    && !pid_alive(pid)
+                {
+                    remove_cgroup(&e.path());
+                }
+            }
+        }
         for name in netns::list_netns() {
             if let Some(pid) = owner_pid(&name)
                 && !pid_alive(pid)
@@ -887,6 +902,49 @@ impl Lab {
         }
     }
 
+    /// A cgroup v2 directory for node `n`'s own processes, `<cgroup2 root>/svl-<id>-n<n>`;
+    /// made on first use, removed on teardown. The agent's `--cgroup` points here so its
+    /// socket-level programs see only the processes the lab starts as "the node itself".
+    pub fn node_cgroup(&mut self, n: usize) -> anyhow::Result<PathBuf> {
+        let dir = cgroup2_root()?.join(format!("{PREFIX}{}-n{n}", self.id));
+        if !self.created_cgroups.contains(&dir) {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            self.created_cgroups.push(dir.clone());
+        }
+        Ok(dir)
+    }
+
+    /// A command that runs as a process of node `n` itself: in the node's network
+    /// namespace and in its cgroup (see `node_cgroup`), entered before exec so its first
+    /// connect already goes through the node's socket-level programs.
+    /// The cgroup must exist already (`node_cgroup`).
+    pub fn node_command(&self, n: usize, program: &str) -> anyhow::Result<Command> {
+        let dir = cgroup2_root()?.join(format!("{PREFIX}{}-n{n}", self.id));
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .with_context(|| {
+                format!(
+                    "opening {}/cgroup.procs (call node_cgroup first)",
+                    dir.display()
+                )
+            })?;
+        let mut cmd = Command::new(program);
+        netns::command_in_netns(&mut cmd, self.node_ns_of(n))?;
+        // SAFETY: between fork and exec; only write(2) on an fd opened before the fork.
+        unsafe {
+            use std::os::unix::{io::AsRawFd as _, process::CommandExt as _};
+            cmd.pre_exec(move || {
+                // "0" moves the writing process itself.
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
     /// Tear everything down now; idempotent, never panics, logs failures to stderr.
     pub fn teardown(&mut self) {
         if self.torn_down {
@@ -902,6 +960,9 @@ impl Lab {
         if let Some(mut echo) = self.echo.take() {
             echo.stop();
         }
+        for cg in self.created_cgroups.drain(..) {
+            remove_cgroup(&cg);
+        }
         // Deleting a node namespace destroys its veths and any programs attached to them.
         for ns in self.created_ns.drain(..).rev() {
             if let Err(e) = netns::delete_netns(&ns) {
@@ -916,6 +977,34 @@ impl Lab {
             }
         }
     }
+}
+
+/// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on unified systems,
+/// /sys/fs/cgroup/unified on hybrid ones.
+pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .min_by_key(|p| p.as_os_str().len())
+        .context("no cgroup2 filesystem is mounted")
+}
+
+/// Removes a lab cgroup once its processes are gone (rmdir of an empty cgroup).
+fn remove_cgroup(dir: &Path) {
+    for _ in 0..20 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            // Busy: a process is still exiting.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    eprintln!("svc-lab: could not remove cgroup {}", dir.display());
 }
 
 impl Drop for Lab {

@@ -2,8 +2,8 @@
 //! a table of {source, destination, protocol, expected backends and the source address
 //! they see, or REJECT / DROP}. One agent per node serves examples/two-node/services.yaml.
 //!
-//! Not covered, because the dataplane does not handle it yet: traffic originated by a
-//! node itself (kube-proxy's OUTPUT chain; it needs a socket-level or egress hook).
+//! "Node" sources are processes of node 1 itself (curl / nc in its network namespace and
+//! its cgroup): they go through the socket-level programs, not TC or XDP.
 use std::{
     collections::BTreeSet,
     io,
@@ -25,6 +25,8 @@ const DROP_WAIT: Duration = Duration::from_millis(700);
 enum Src {
     Outside,
     Pod(&'static str),
+    /// A process of node N itself.
+    NodeItself(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +35,10 @@ enum Seen {
     Client,
     /// The backend sees node N's address (masquerade).
     Node(usize),
+    /// The backend sees one of node N's own addresses: its eth0, or its pod gateway when
+    /// the backend is a local pod (the source a node socket gets for that route, as
+    /// kube-proxy's MASQUERADE would pick).
+    NodeAny(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -262,6 +268,50 @@ const TABLE: &[Row] = &[
         Tcp,
         Backends(&["b2"], Client),
     ),
+    // The node itself (socket-level load balancing): masqueraded by nature (the node's
+    // own address), all endpoints for external addresses, ITP Local still local.
+    row(
+        "ClusterIP from node1 itself",
+        NodeItself(1),
+        ("10.96.1.10", 80),
+        Tcp,
+        Backends(&["a1", "b1"], NodeAny(1)),
+    ),
+    row(
+        "ClusterIP UDP from node1 itself",
+        NodeItself(1),
+        ("10.96.1.10", 80),
+        Udp,
+        Backends(&["a1", "b1"], NodeAny(1)),
+    ),
+    row(
+        "NodePort from node1 itself",
+        NodeItself(1),
+        ("192.0.2.1", 30080),
+        Tcp,
+        Backends(&["a1", "b1"], NodeAny(1)),
+    ),
+    row(
+        "ETP Local from the node itself: all endpoints",
+        NodeItself(2),
+        ("192.0.2.2", 30081),
+        Tcp,
+        Backends(&["a1"], NodeAny(2)),
+    ),
+    row(
+        "ITP Local from a node without local endpoints",
+        NodeItself(1),
+        ("10.96.1.13", 80),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "no endpoints, from the node itself",
+        NodeItself(1),
+        ("10.96.1.17", 80),
+        Tcp,
+        Reject,
+    ),
     // Services another proxy owns get nothing.
     row(
         "service-proxy-name: left alone",
@@ -300,8 +350,14 @@ impl Env {
         for n in [1, 2] {
             let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", lab.id()));
             let name = lab.node(n).name.clone();
-            let agent = LabAgent::start_in(&mut lab, n, &manifests, &log, &["--node-name", &name])
-                .expect("start agent");
+            let cgroup = lab
+                .node_cgroup(n)
+                .expect("node cgroup")
+                .display()
+                .to_string();
+            let args = ["--node-name", name.as_str(), "--cgroup", cgroup.as_str()];
+            let agent =
+                LabAgent::start_in(&mut lab, n, &manifests, &log, &args).expect("start agent");
             agents.push(agent);
         }
         for agent in &agents {
@@ -327,6 +383,7 @@ impl Env {
         match from {
             Outside => self.lab.ext_ns().to_string(),
             Pod(p) => self.lab.pod_ns(p).to_string(),
+            NodeItself(n) => self.lab.node_ns_of(n).to_string(),
         }
     }
 
@@ -334,7 +391,64 @@ impl Env {
         match from {
             Outside => svc_lab::EXT_IP,
             Pod(p) => self.lab.pod_ip(p),
+            NodeItself(n) => self.lab.node_ip(n),
         }
+    }
+
+    /// One request from a process of node `n` (a python client), mapped to the
+    /// same results as the in-process clients: Ok((pod, seen source)) or an io::Error
+    /// whose kind tells refused / not permitted (dropped by policy) / timed out.
+    fn node_attempt(
+        &self,
+        n: usize,
+        to: SocketAddrV4,
+        proto: Proto,
+        timeout: Duration,
+    ) -> io::Result<(String, Ipv4Addr)> {
+        let lab = &self.lab;
+        let secs = format!("{:.1}", timeout.as_secs_f64());
+        // A tiny client that prints the echo line, or the errno name of the failure.
+        const CLIENT: &str = r#"
+import errno, socket, sys
+host, port, udp, timeout = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp", float(sys.argv[4])
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    s.sendall(b"node\n")
+    print(s.recv(200).decode().splitlines()[0])
+except socket.timeout:
+    print("ERR ETIMEDOUT", file=sys.stderr)
+except OSError as e:
+    print("ERR", errno.errorcode.get(e.errno, e.errno), file=sys.stderr)
+"#;
+        let out = lab
+            .node_command(n, "python3")
+            .map_err(io::Error::other)?
+            .args(["-c", CLIENT, &to.ip().to_string(), &to.port().to_string()])
+            .arg(match proto {
+                Tcp => "tcp",
+                Udp => "udp",
+            })
+            .arg(format!("{:.1}", timeout.as_secs_f64()))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(line) = stdout.lines().find(|l| !l.trim().is_empty()) {
+            let reply = svc_lab::EchoReply::parse(line)?;
+            return Ok((reply.pod, *reply.client.ip()));
+        }
+        let kind = if stderr.contains("ECONNREFUSED") {
+            io::ErrorKind::ConnectionRefused
+        } else if stderr.contains("EPERM") {
+            io::ErrorKind::PermissionDenied
+        } else {
+            io::ErrorKind::TimedOut
+        };
+        Err(io::Error::new(
+            kind,
+            format!("{stderr}(exit {:?})", out.status.code()),
+        ))
     }
 }
 
@@ -371,11 +485,17 @@ fn attempt(
 fn check(env: &Env, row: &Row) -> Result<(), String> {
     let ns = env.source_ns(row.from);
     let to = SocketAddrV4::new(row.to.0.parse().unwrap(), row.to.1);
+    let attempt = |ns: &str, to: SocketAddrV4, proto: Proto, timeout: Duration| match row.from {
+        NodeItself(n) => env.node_attempt(n, to, proto, timeout),
+        _ => attempt(ns, to, proto, timeout),
+    };
     match row.expect {
         Backends(set, seen) => {
-            let want_src = match seen {
-                Client => env.source_ip(row.from),
-                Node(n) => env.lab.node_ip(n),
+            let node_addrs = |n: usize| [env.lab.node_ip(n), env.lab.node(n).gateway];
+            let src_ok = |src: Ipv4Addr| match seen {
+                Client => src == env.source_ip(row.from),
+                Node(n) => src == env.lab.node_ip(n),
+                NodeAny(n) => node_addrs(n).contains(&src),
             };
             let mut hit = BTreeSet::new();
             // Enough new flows that each of two backends is hit with near certainty.
@@ -385,10 +505,8 @@ fn check(env: &Env, row: &Row) -> Result<(), String> {
                 if !set.contains(&pod.as_str()) {
                     return Err(format!("reached {pod}, expected one of {set:?}"));
                 }
-                if src != want_src {
-                    return Err(format!(
-                        "{pod} saw source {src}, expected {want_src} ({seen:?})"
-                    ));
+                if !src_ok(src) {
+                    return Err(format!("{pod} saw source {src}, expected {seen:?}"));
                 }
                 hit.insert(pod);
             }
@@ -398,6 +516,12 @@ fn check(env: &Env, row: &Row) -> Result<(), String> {
             Ok(())
         }
         Reject => match row.proto {
+            Tcp if matches!(row.from, NodeItself(_)) => {
+                match attempt(&ns, to, row.proto, TIMEOUT) {
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+                    other => Err(format!("expected connection refused, got {other:?}")),
+                }
+            }
             Tcp => match in_netns(&ns, || TcpStream::connect_timeout(&to.into(), TIMEOUT)) {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
                 other => Err(format!("expected connection refused, got {other:?}")),
@@ -420,11 +544,15 @@ fn check(env: &Env, row: &Row) -> Result<(), String> {
                 "expected no translation (unreachable or silence), got {other:?}"
             )),
         },
+        // A node process is refused at connect() with EPERM: the socket layer has no packet
+        // to drop, and letting the connect go out untranslated could leak it to a gateway.
         Dropped => match attempt(&ns, to, row.proto, DROP_WAIT) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::PermissionDenied
                 ) =>
             {
                 Ok(())
