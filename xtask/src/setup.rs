@@ -5,7 +5,7 @@
 //!   rustup's `nightly` if it has `rust-src`, else `debian-web` (Debian's rustc-web with a
 //!   prebuilt BPF `core` and its library source, linked into rustup);
 //! - `bpf-linker` (built from crates.io against Debian's LLVM 22);
-//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps);
+//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3);
 //! - bpffs mounted at /sys/fs/bpf.
 //!
 //! Everything is checked first; when nothing is missing it succeeds without root, without
@@ -55,6 +55,8 @@ pub const LAB_PKGS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("netcat-openbsd", "nc"),
     ("procps", "ps"),
+    // The two-node tests' "node itself" client.
+    ("python3-minimal", "python3"),
 ];
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -429,7 +431,7 @@ fn manual_instructions() -> String {
          mount -t bpf bpf {BPFFS}\n\
          or, with internet access, the usual aya set-up instead of Debian's rustc-web \
          (elsewhere, use your distribution's packages for the lab tools: iproute2, bpftool, \
-         ethtool, nsenter (util-linux), curl, netcat, procps):\n  \
+         ethtool, nsenter (util-linux), curl, netcat, procps, python3):\n  \
          rustup toolchain install nightly --component rust-src\n  \
          cargo install bpf-linker",
         pkgs = all_pkgs.join(" ")
