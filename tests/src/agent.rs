@@ -79,6 +79,28 @@ impl LabAgent {
         log: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<LabAgent> {
+        Self::start_impl(lab, node, manifests, log, extra_args, true)
+    }
+
+    /// As [`start_in`](Self::start_in) on node 1, but without `--cluster-cidr`: the agent
+    /// does not know which sources are pods (kube-proxy then never masquerades ClusterIP
+    /// traffic).
+    pub fn start_without_pod_cidr(
+        lab: &mut Lab,
+        manifests: &Path,
+        log: &Path,
+    ) -> anyhow::Result<LabAgent> {
+        Self::start_impl(lab, 1, manifests, log, &[], false)
+    }
+
+    fn start_impl(
+        lab: &mut Lab,
+        node: usize,
+        manifests: &Path,
+        log: &Path,
+        extra_args: &[&str],
+        with_pod_cidr: bool,
+    ) -> anyhow::Result<LabAgent> {
         let bin = workspace_bin("svc-agent")?;
         let (bpffs, node_ip, name) = {
             let n = lab.node(node);
@@ -95,14 +117,14 @@ impl LabAgent {
                 "--node-ip",
                 &node_ip,
             ])
-            .args([
-                "--cluster-cidr",
-                crate::CLUSTER_POD_CIDR,
-                "--poll-interval-ms",
-                "100",
-            ])
+            .args(["--poll-interval-ms", "100"])
             .arg("--bpffs")
             .arg(&bpffs)
+            .args(if with_pod_cidr {
+                &["--cluster-cidr", crate::CLUSTER_POD_CIDR][..]
+            } else {
+                &[]
+            })
             .args(extra_args)
             .env(
                 "RUST_LOG",
