@@ -17,11 +17,11 @@ use aya::{
 };
 use svc_common::{
     AFFINITY4_MAP, AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP,
-    BACKEND4_MAP_SIZE, Backend4, CONNECT4_PROG, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value,
-    RECVMSG4_PROG, REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, SENDMSG4_PROG, SOCK_REVNAT4_MAP,
-    SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP, STATS_MAP_SIZE,
-    SVC4_MAP, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key, Svc4Value,
-    TC_PROG, Verdict, XDP_PROG,
+    BACKEND4_MAP_SIZE, Backend4, CONNECT4_PROG, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, NAMES_MAP,
+    NAMES_MAP_SIZE, RECVMSG4_PROG, REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, SENDMSG4_PROG,
+    SOCK_REVNAT4_MAP, SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP,
+    STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key,
+    Svc4Value, SvcName, TC_PROG, Verdict, XDP_PROG,
 };
 
 /// The eBPF object built by build.rs (aya-build) from svc-ebpf.
@@ -89,7 +89,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAP_SPECS: [MapSpec; 8] = [
+pub const MAP_SPECS: [MapSpec; 9] = [
     MapSpec {
         name: SVC4_MAP,
         key_size: size_of::<Svc4Key>() as u32,
@@ -133,6 +133,12 @@ pub const MAP_SPECS: [MapSpec; 8] = [
         max_entries: SOCK_REVNAT4_MAP_SIZE,
     },
     MapSpec {
+        name: NAMES_MAP,
+        key_size: 4,
+        value_size: size_of::<SvcName>() as u32,
+        max_entries: NAMES_MAP_SIZE,
+    },
+    MapSpec {
         name: STATS_MAP,
         key_size: 4,
         value_size: 8,
@@ -149,6 +155,8 @@ pub struct Maps {
     pub affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
     pub src_ranges: LpmTrie<MapData, SrcRange4, u8>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// Service names for svcctl (the programs never read them): see svc_common::SvcName.
+    pub names: HashMap<MapData, u32, SvcName>,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -233,6 +241,7 @@ impl Maps {
                 .try_into()
                 .map_err(map_err(SRC_RANGE4_MAP))?,
             stats: take(STATS_MAP)?.try_into().map_err(map_err(STATS_MAP))?,
+            names: take(NAMES_MAP)?.try_into().map_err(map_err(NAMES_MAP))?,
         })
     }
 
@@ -252,7 +261,7 @@ impl Maps {
 }
 
 /// Node facts the programs read as load-time globals (svc-ebpf/src/config.rs).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct DatapathConfig {
     /// The cluster's pod CIDR: sources inside it are pods. None: unknown, and ClusterIP
     /// traffic is then never masqueraded.
@@ -261,6 +270,23 @@ pub struct DatapathConfig {
     pub masquerade_addr: Option<std::net::Ipv4Addr>,
     /// Masquerade every translated flow (kube-proxy's --masquerade-all).
     pub masquerade_all: bool,
+    /// Source ports of masqueraded flows (inclusive). Keep it apart from the node's
+    /// ip_local_port_range and the NodePort range: see svc-ebpf/src/config.rs.
+    pub masquerade_ports: (u16, u16),
+}
+
+/// Above Linux's default ip_local_port_range (32768-60999) and the NodePort range.
+pub const DEFAULT_MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            cluster_cidr: None,
+            masquerade_addr: None,
+            masquerade_all: false,
+            masquerade_ports: DEFAULT_MASQUERADE_PORTS,
+        }
+    }
 }
 
 /// The loaded programs and where they are attached. Dropping it detaches them (TCX and
@@ -301,12 +327,18 @@ impl Datapath {
         };
         let masq = config.masquerade_addr.map_or(0, |a| u32::from(a).to_be());
         let masq_all = u32::from(config.masquerade_all);
+        let (nat_min, nat_max) = (
+            u32::from(config.masquerade_ports.0),
+            u32::from(config.masquerade_ports.1),
+        );
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
             .override_global("CLUSTER_CIDR_BE", &cidr, true)
             .override_global("CLUSTER_MASK_BE", &mask, true)
             .override_global("MASQ_ADDR_BE", &masq, true)
             .override_global("MASQUERADE_ALL", &masq_all, true)
+            .override_global("NAT_PORT_MIN", &nat_min, true)
+            .override_global("NAT_PORT_MAX", &nat_max, true)
             .load(EBPF_OBJECT)?;
         let prog_err = |name: &'static str| {
             move |source| DataplaneError::Program {
@@ -533,6 +565,17 @@ impl crate::reconcile::MapStore for Maps {
     }
     fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, crate::reconcile::StoreError> {
         read_all(&self.revnat, REVNAT4_MAP)
+    }
+    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), crate::reconcile::StoreError> {
+        self.names
+            .insert(key, value, 0)
+            .map_err(store_err(NAMES_MAP))
+    }
+    fn del_name(&mut self, key: u32) -> Result<(), crate::reconcile::StoreError> {
+        ignore_missing(self.names.remove(&key)).map_err(store_err(NAMES_MAP))
+    }
+    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, crate::reconcile::StoreError> {
+        read_all(&self.names, NAMES_MAP)
     }
 }
 

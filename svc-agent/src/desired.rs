@@ -13,7 +13,8 @@
 //! - Traffic policies: each frontend says whether its policy is Local; the datapath then
 //!   uses `local_backends` for outside traffic (ETP) or all ClusterIP traffic (ITP).
 //! - Headless, ExternalName and Services labelled `service.kubernetes.io/service-proxy-name`
-//!   get nothing.
+//!   get nothing; they, and proxied Services that end up with no frontend, are listed in
+//!   [`DesiredState::unserved`] with the reason (svcctl shows them).
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,11 +170,49 @@ pub struct HealthCheck {
     pub local_endpoints: usize,
 }
 
+/// Why a Service gets no datapath entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnservedReason {
+    /// `clusterIP: None`: DNS returns the endpoints themselves.
+    Headless,
+    /// type ExternalName: a DNS CNAME only.
+    ExternalName,
+    /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy owns it.
+    OtherProxy,
+    /// No IPv4 cluster IP (IPv6 only, or unset) and no other address to serve.
+    NoIpv4ClusterIp,
+    /// Every port was skipped: none left (e.g. SCTP only), or every address it would
+    /// answer on is already used by another Service.
+    NoPorts,
+}
+
+impl UnservedReason {
+    /// The stable word svcctl shows (text and JSON).
+    pub fn word(self) -> &'static str {
+        match self {
+            UnservedReason::Headless => "headless",
+            UnservedReason::ExternalName => "externalname",
+            UnservedReason::OtherProxy => "other-proxy",
+            UnservedReason::NoIpv4ClusterIp => "no-ipv4-clusterip",
+            UnservedReason::NoPorts => "no-ports",
+        }
+    }
+}
+
+impl fmt::Display for UnservedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
     pub frontends: BTreeMap<Frontend, FrontendState>,
     /// Sorted by service.
     pub health_checks: Vec<HealthCheck>,
+    /// Services that get no frontend at all, with why; sorted by service. Only for display
+    /// (the agent names them in a map svcctl reads); the datapath has nothing for them.
+    pub unserved: Vec<(ObjectRef, UnservedReason)>,
 }
 
 /// Something in the model that could not be turned into dataplane state.
@@ -260,6 +299,12 @@ struct Claim<'a> {
 /// per Service). The losing (Service, port, address) is reported as a [`ComputeProblem`].
 /// The same Service claiming the same address twice through the same kind (e.g. two
 /// ingress entries with one IP) is not a problem.
+///
+/// **Unserved** ([`DesiredState::unserved`]): every Service with no frontend, with the
+/// first reason that applies: type ExternalName, headless, the service-proxy-name label
+/// (the type comes first: no proxy would serve those), then for proxied Services: no
+/// port left ([`UnservedReason::NoPorts`], e.g. SCTP only), no IPv4 cluster IP, or else
+/// every address lost a conflict (also `NoPorts`; the conflicts are reported as problems).
 ///
 /// **Health checks** (note, "healthCheckNodePort"): one per proxied Service of type
 /// LoadBalancer with externalTrafficPolicy Local and a healthCheckNodePort, like
@@ -386,6 +431,21 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
             }
         }
     }
+
+    let served: BTreeSet<&ObjectRef> = state.frontends.values().map(|f| &f.service).collect();
+    for svc in cluster.services.values() {
+        let reason = match svc.kind {
+            ServiceKind::ExternalName => UnservedReason::ExternalName,
+            ServiceKind::Headless => UnservedReason::Headless,
+            _ if svc.proxy_name_label.is_some() => UnservedReason::OtherProxy,
+            _ if served.contains(&svc.id) => continue,
+            _ if svc.ports.is_empty() => UnservedReason::NoPorts,
+            _ if svc.cluster_ips.is_empty() => UnservedReason::NoIpv4ClusterIp,
+            _ => UnservedReason::NoPorts,
+        };
+        state.unserved.push((svc.id.clone(), reason));
+    }
+    state.unserved.sort();
 
     let mut health_ports: BTreeMap<u16, &ObjectRef> = BTreeMap::new();
     for svc in &proxied {
@@ -1502,5 +1562,105 @@ mod tests {
         assert!(state.frontends.is_empty());
         assert!(state.health_checks.is_empty());
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn services_without_frontends_are_listed_with_the_reason() {
+        let tcp80 = || vec![port("http", 80, Protocol::Tcp)];
+        let mut headless = service("default", "headless", &[], tcp80());
+        headless.kind = ServiceKind::Headless;
+        let mut alias = service("default", "alias", &[], vec![]);
+        alias.kind = ServiceKind::ExternalName;
+        let mut foreign = service("default", "foreign", &["10.96.0.30"], tcp80());
+        foreign.proxy_name_label = Some("someone-else".into());
+        // Labelled and headless: the type is the reason.
+        let mut both = service("default", "both", &[], tcp80());
+        both.kind = ServiceKind::Headless;
+        both.proxy_name_label = Some("someone-else".into());
+        // SCTP only: the model dropped every port.
+        let sctp = service("default", "sctp", &["10.96.0.31"], vec![]);
+        let v6only = service("default", "v6only", &[], tcp80());
+        // IPv6-only cluster IP but an externalIP: served (no entry here).
+        let mut v6_external = service("default", "v6ext", &[], tcp80());
+        v6_external.external_ips = vec![ip("198.51.100.7")];
+        // Loses its only address to an earlier Service: every port skipped.
+        let winner = service("alpha", "web", &["10.96.0.50"], tcp80());
+        let loser = service("beta", "web", &["10.96.0.50"], tcp80());
+        let served = service("default", "served", &["10.96.0.40"], tcp80());
+        let (state, problems) = compute(
+            &cluster(
+                vec![
+                    headless,
+                    alias,
+                    foreign,
+                    both,
+                    sctp,
+                    v6only,
+                    v6_external,
+                    winner,
+                    loser,
+                    served,
+                ],
+                vec![],
+            ),
+            &NodeContext::default(),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let r = |ns: &str, n: &str, why| (ObjectRef::new(ns, n), why);
+        use UnservedReason::*;
+        assert_eq!(
+            state.unserved,
+            vec![
+                r("beta", "web", NoPorts),
+                r("default", "alias", ExternalName),
+                r("default", "both", Headless),
+                r("default", "foreign", OtherProxy),
+                r("default", "headless", Headless),
+                r("default", "sctp", NoPorts),
+                r("default", "v6only", NoIpv4ClusterIp),
+            ]
+        );
+        let words: Vec<&str> = state.unserved.iter().map(|(_, w)| w.word()).collect();
+        assert_eq!(
+            words,
+            [
+                "no-ports",
+                "externalname",
+                "headless",
+                "other-proxy",
+                "headless",
+                "no-ports",
+                "no-ipv4-clusterip"
+            ]
+        );
+        // The rules for the served ones are unchanged.
+        assert_eq!(
+            state.frontends.keys().copied().collect::<Vec<_>>(),
+            vec![
+                fe("10.96.0.40", 80, Protocol::Tcp),
+                fe("10.96.0.50", 80, Protocol::Tcp),
+                fe("198.51.100.7", 80, Protocol::Tcp),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_service_with_only_node_ports_is_served() {
+        // No IPv4 cluster IP, but a NodePort on this node: not unserved.
+        let mut svc = service("default", "np", &[], vec![port("http", 80, Protocol::Tcp)]);
+        svc.kind = ServiceKind::NodePort;
+        svc.ports[0].node_port = Some(30080);
+        let (state, _) = compute(&cluster(vec![svc.clone()], vec![]), &node());
+        assert!(state.unserved.is_empty(), "{:?}", state.unserved);
+        assert_eq!(state.frontends.len(), 2, "one per node address");
+        // A node without addresses: nothing to serve, and the reason is the cluster IP.
+        let (state, _) = compute(&cluster(vec![svc], vec![]), &NodeContext::default());
+        assert_eq!(
+            state.unserved,
+            vec![(
+                ObjectRef::new("default", "np"),
+                UnservedReason::NoIpv4ClusterIp
+            )]
+        );
     }
 }

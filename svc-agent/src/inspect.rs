@@ -7,6 +7,9 @@
 //! removed without bumping `version`. Addresses are dotted-quad strings, ports host-order
 //! numbers, protocols `"TCP"` / `"UDP"` (anything else: `"proto-<number>"`).
 //!
+//! Version 3 (from 2): services gained `service` (namespace, name and port name, from
+//! SVC_NAMES); `unserved` was added (Services that get no datapath entries, with why).
+//!
 //! Version 2 (from 1): services gained `kind`, `affinity_timeout_secs`, `source_ranges`,
 //! `local_count`, `local_backends`; their `flags` became words (the number is
 //! `flags_raw`); conntrack reply entries take `translated_src` from SVC4_REVNAT and carry
@@ -14,11 +17,15 @@
 //!
 //! ```text
 //! {
-//!   "version": 2,                      // schema version
+//!   "version": 3,                      // schema version
 //!   "now_ns": u64,                     // CLOCK_MONOTONIC when the snapshot was taken
 //!   "services": [                      // one per frontend (the SCOPE_ALL slot-0 entry),
 //!                                      // sorted by vip, port, protocol
-//!     { "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
+//!     { "service": { "namespace": "default", "name": "echo",
+//!                    "port_name": "http" } | null,  // SVC_NAMES entry of rev_nat_id
+//!                                      // ("port_name": "" when the port has no name;
+//!                                      // null: no name entry)
+//!       "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
 //!       "kind": "clusterip" | "nodeport" | "externalip" | "loadbalancer",
 //!       "rev_nat_id": u16, "count": u16,
 //!       "flags": [ "external", "policy-local", "nodeport", "loadbalancer", "source-ranges",
@@ -34,6 +41,11 @@
 //!       "local_count": u16 | null,     // count of the SCOPE_LOCAL entry (null: there is none)
 //!       "local_backends": [ ... ] } ], // this node's backends (traffic policy Local), as
 //!                                      // "backends": the valid SCOPE_LOCAL slots
+//!   "unserved": [                      // Services with no datapath entries (SVC_NAMES keys
+//!                                      // from 0x10000), sorted by namespace, name
+//!     { "namespace": "default", "name": "headless",
+//!       "reason": "headless" | "externalname" | "other-proxy" | "no-ipv4-clusterip"
+//!                 | "no-ports" | "unknown(<n>)" } ],
 //!   "backends": [                      // every SVC4_BACKENDS entry, sorted by id
 //!     { "id": u32, "addr": "10.244.1.11", "port": 8080, "protocol": "TCP",
 //!       "state": "active" | "terminating" | "unknown(<n>)",  // terminating: only kept for
@@ -74,10 +86,16 @@
 //!     { "verdict": "dnat_new", "total": u64 } ],
 //!   "inconsistencies": [ string ]      // map states a packet could trip over (missing slots,
 //!                                      // missing backends, stale slots, rev-NAT mismatches,
-//!                                      // scope/flag mismatches, orphan source ranges);
+//!                                      // scope/flag mismatches, orphan source ranges,
+//!                                      // names of no frontend or of another kind);
 //!                                      // transiently non-empty while the agent syncs
 //! }
 //! ```
+//!
+//! `svcctl dump -n NAMESPACE [NAME]` keeps the services, unserved Services, conntrack and
+//! affinity entries (by rev_nat_id) of the matching Services, and the backends those
+//! services and flows use; frontends without a name entry are left out. `stats` and
+//! `inconsistencies` are not filtered. See [`Filter`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -86,16 +104,19 @@ use serde::Serialize;
 use svc_common::{
     AFFINITY4_MAP, Affinity4Key, Affinity4Value, BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING,
     Backend4, CT_F_CLOSING, CT_F_REPLIED, CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key,
-    Ct4Value, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE,
-    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL,
-    SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Svc4Key, Svc4Value, Verdict, ct_timeout_ns,
+    Ct4Value, NAME_EXTERNALNAME, NAME_HEADLESS, NAME_KEY_UNSERVED, NAME_KIND_CLUSTERIP,
+    NAME_KIND_EXTERNALIP, NAME_KIND_LOADBALANCER, NAME_KIND_NODEPORT, NAME_NO_IPV4_CLUSTERIP,
+    NAME_NO_PORTS, NAME_OTHER_PROXY, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL,
+    SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER,
+    SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Svc4Key, Svc4Value, SvcName, Verdict,
+    ct_timeout_ns,
 };
 
 use crate::dataplane::{DataplaneError, Maps};
 use crate::reconcile::{MapStore, SrcRangeKey, StoreError};
 
 /// Version of the JSON schema documented above.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -134,6 +155,7 @@ pub struct Snapshot {
     pub version: u32,
     pub now_ns: u64,
     pub services: Vec<Service>,
+    pub unserved: Vec<Unserved>,
     pub backends: Vec<Backend>,
     pub conntrack: Vec<CtEntry>,
     pub affinity: Vec<AffinityEntry>,
@@ -141,8 +163,37 @@ pub struct Snapshot {
     pub inconsistencies: Vec<String>,
 }
 
+/// The Service a frontend belongs to (its SVC_NAMES entry).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+    /// Empty when the Service port has no name.
+    pub port_name: String,
+}
+
+impl std::fmt::Display for ServiceName {
+    /// `namespace/name:port` (`namespace/name` when the port has no name).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)?;
+        if !self.port_name.is_empty() {
+            write!(f, ":{}", self.port_name)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Service that gets no datapath entries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Unserved {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
+    pub service: Option<ServiceName>,
     pub vip: Ipv4Addr,
     pub port: u16,
     pub protocol: String,
@@ -232,6 +283,7 @@ pub struct RawMaps {
     pub src_ranges: Vec<SrcRangeKey>,
     pub affinity: Vec<(Affinity4Key, Affinity4Value)>,
     pub stats: Vec<(Verdict, u64)>,
+    pub names: Vec<(u32, SvcName)>,
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns().
@@ -275,21 +327,24 @@ pub fn snapshot(maps: &Maps) -> Result<Snapshot, InspectError> {
         src_ranges: maps.read_src_ranges()?,
         affinity: read_affinity(maps)?,
         stats: maps.verdict_totals()?,
+        names: maps.read_names()?,
     };
     Ok(decode(&raw, monotonic_now_ns()))
 }
 
-/// The session affinity table only (no walk over the conntrack table). Returns the time
-/// it was decoded at and the entries.
-pub fn affinity(maps: &Maps) -> Result<(u64, Vec<AffinityEntry>), InspectError> {
+/// The session affinity table only (no walk over the conntrack table), of the Services
+/// `filter` selects. Returns the time it was decoded at and the entries.
+pub fn affinity(maps: &Maps, filter: &Filter) -> Result<(u64, Vec<AffinityEntry>), InspectError> {
     let raw = RawMaps {
         services: maps.read_services()?,
         backends: maps.read_backends()?,
         revnats: maps.read_revnats()?,
         affinity: read_affinity(maps)?,
+        names: maps.read_names()?,
         ..Default::default()
     };
-    let snap = decode(&raw, monotonic_now_ns());
+    let mut snap = decode(&raw, monotonic_now_ns());
+    filter.apply(&mut snap);
     Ok((snap.now_ns, snap.affinity))
 }
 
@@ -376,6 +431,41 @@ pub fn svc_flag_words(flags: u16) -> Vec<String> {
         words.push(format!("unknown({rest:#x})"));
     }
     words
+}
+
+/// The word for an unserved Service's SvcName::status.
+pub fn unserved_reason(status: u8) -> String {
+    match status {
+        NAME_HEADLESS => "headless".into(),
+        NAME_EXTERNALNAME => "externalname".into(),
+        NAME_OTHER_PROXY => "other-proxy".into(),
+        NAME_NO_IPV4_CLUSTERIP => "no-ipv4-clusterip".into(),
+        NAME_NO_PORTS => "no-ports".into(),
+        other => format!("unknown({other})"),
+    }
+}
+
+/// What an unserved reason means, for the text table.
+fn unserved_detail(reason: &str) -> &'static str {
+    match reason {
+        "headless" => "clusterIP None: DNS returns the endpoints",
+        "externalname" => "DNS CNAME only",
+        "other-proxy" => "labelled service.kubernetes.io/service-proxy-name: another proxy owns it",
+        "no-ipv4-clusterip" => "no IPv4 cluster IP (IPv6 only or unset)",
+        "no-ports" => "every port skipped (SCTP only, or addresses used by other Services)",
+        _ => "-",
+    }
+}
+
+/// The frontend kind word (as [`frontend_kind`]) of a served SvcName::kind.
+fn name_kind(kind: u8) -> Option<&'static str> {
+    match kind {
+        NAME_KIND_CLUSTERIP => Some("clusterip"),
+        NAME_KIND_NODEPORT => Some("nodeport"),
+        NAME_KIND_EXTERNALIP => Some("externalip"),
+        NAME_KIND_LOADBALANCER => Some("loadbalancer"),
+        _ => None,
+    }
 }
 
 /// The frontend's kind from its flags: nodeport, loadbalancer, externalip, or clusterip
@@ -529,6 +619,7 @@ fn decode_slots(
 pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     let backends: BTreeMap<u32, Backend4> = raw.backends.iter().copied().collect();
     let revnats: BTreeMap<u32, RevNat4> = raw.revnats.iter().copied().collect();
+    let names: BTreeMap<u32, SvcName> = raw.names.iter().copied().collect();
     let mut inconsistencies = Vec::new();
 
     // [SCOPE_ALL, SCOPE_LOCAL]: (vip, port, proto) -> slot -> value. Frontends are the
@@ -689,6 +780,20 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             ));
         }
 
+        let svc_name = names.get(&(value.rev_nat_id as u32));
+        if let Some(n) = svc_name
+            && name_kind(n.kind) != Some(frontend_kind(flags))
+        {
+            inconsistencies.push(format!(
+                "{}: SVC_NAMES entry {} ({}/{}) is for kind {}, not {}",
+                id_name(id),
+                value.rev_nat_id,
+                n.namespace(),
+                n.name(),
+                name_kind(n.kind).map_or_else(|| format!("unknown({})", n.kind), str::to_string),
+                frontend_kind(flags)
+            ));
+        }
         let rejects = value.count == 0;
         let mut notes = Vec::new();
         if rejects {
@@ -704,6 +809,11 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             });
         }
         services.push(Service {
+            service: svc_name.map(|n| ServiceName {
+                namespace: n.namespace().to_string(),
+                name: n.name().to_string(),
+                port_name: n.port_name().to_string(),
+            }),
             vip: id.0,
             port: id.1,
             protocol: protocol_name(id.2),
@@ -743,6 +853,23 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         }
     }
     let frontend_revs: BTreeSet<u16> = frontends.values().map(|v| v.rev_nat_id).collect();
+    let mut unserved = Vec::new();
+    for (key, n) in &names {
+        if *key >= NAME_KEY_UNSERVED {
+            unserved.push(Unserved {
+                namespace: n.namespace().to_string(),
+                name: n.name().to_string(),
+                reason: unserved_reason(n.status),
+            });
+        } else if !u16::try_from(*key).is_ok_and(|rev| frontend_revs.contains(&rev)) {
+            inconsistencies.push(format!(
+                "SVC_NAMES entry {key} ({}/{}) belongs to no frontend",
+                n.namespace(),
+                n.name()
+            ));
+        }
+    }
+    unserved.sort();
     for (rev, cidrs) in &ranges {
         if !frontend_revs.contains(rev) {
             for (addr, len) in cidrs {
@@ -841,11 +968,60 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         version: SCHEMA_VERSION,
         now_ns,
         services,
+        unserved,
         backends: backend_list,
         conntrack: ct.into_iter().map(|(_, e)| e).collect(),
         affinity,
         stats: decode_stats(&raw.stats),
         inconsistencies,
+    }
+}
+
+/// kubectl-style selection of Services: `-n NAMESPACE` and/or a Service name. A name
+/// without a namespace matches that name in every namespace (svcctl shows all namespaces
+/// by default, unlike kubectl).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.name.is_none()
+    }
+
+    pub fn matches(&self, namespace: &str, name: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
+            && self.name.as_deref().is_none_or(|n| n == name)
+    }
+
+    /// Keeps the matching Services' frontends (those without a name entry never match),
+    /// unserved entries, conntrack and affinity entries (by rev_nat_id) and the backends
+    /// they use. Stats and inconsistencies stay as they are.
+    pub fn apply(&self, snap: &mut Snapshot) {
+        if self.is_empty() {
+            return;
+        }
+        snap.services.retain(|s| {
+            s.service
+                .as_ref()
+                .is_some_and(|n| self.matches(&n.namespace, &n.name))
+        });
+        snap.unserved
+            .retain(|u| self.matches(&u.namespace, &u.name));
+        let revs: BTreeSet<u16> = snap.services.iter().map(|s| s.rev_nat_id).collect();
+        snap.conntrack.retain(|e| revs.contains(&e.rev_nat_id));
+        snap.affinity.retain(|a| revs.contains(&a.rev_nat_id));
+        let used: BTreeSet<u32> = snap
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().chain(&s.local_backends))
+            .map(|b| b.backend_id)
+            .chain(snap.conntrack.iter().map(|e| e.backend_id))
+            .chain(snap.affinity.iter().map(|a| a.backend_id))
+            .collect();
+        snap.backends.retain(|b| used.contains(&b.id));
     }
 }
 
@@ -946,6 +1122,9 @@ pub fn render_services(snap: &Snapshot) -> String {
                 let _ = write!(backends, " (from: {})", s.source_ranges.join(", "));
             }
             vec![
+                s.service
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ServiceName::to_string),
                 format!("{}:{}", s.vip, s.port),
                 s.protocol.clone(),
                 s.kind.to_string(),
@@ -964,9 +1143,30 @@ pub fn render_services(snap: &Snapshot) -> String {
         out.push_str("(none)\n");
     } else {
         out.push_str(&render_table(
-            &["FRONTEND", "PROTO", "TYPE", "REVNAT", "FLAGS", "BACKENDS"],
+            &[
+                "SERVICE", "FRONTEND", "PROTO", "TYPE", "REVNAT", "FLAGS", "BACKENDS",
+            ],
             &rows,
         ));
+    }
+    if !snap.unserved.is_empty() {
+        let rows: Vec<Vec<String>> = snap
+            .unserved
+            .iter()
+            .map(|u| {
+                vec![
+                    format!("{}/{}", u.namespace, u.name),
+                    u.reason.clone(),
+                    unserved_detail(&u.reason).to_string(),
+                ]
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "\nNOT SERVED ({} Services without datapath entries)\n{}",
+            rows.len(),
+            render_table(&["SERVICE", "REASON", "WHY"], &rows)
+        );
     }
     let terminating: Vec<String> = snap
         .backends
@@ -1108,6 +1308,7 @@ pub fn render_stats(stats: &[VerdictTotal]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use svc_common::{NAME_KIND_NONE, NAME_SERVED};
 
     fn ip(a: [u8; 4]) -> u32 {
         u32::from(Ipv4Addr::from(a)).to_be()
@@ -1365,6 +1566,21 @@ mod tests {
             ],
             conntrack: flow().to_vec(),
             stats: vec![(Verdict::PassNotIpv4, 3), (Verdict::DnatNew, 1)],
+            // rev 1 is named; rev 2 has no name entry.
+            names: vec![
+                (
+                    1,
+                    SvcName::new("default", "echo", "http", NAME_KIND_CLUSTERIP, NAME_SERVED),
+                ),
+                (
+                    NAME_KEY_UNSERVED + 1,
+                    SvcName::new("default", "db-alias", "", NAME_KIND_NONE, NAME_EXTERNALNAME),
+                ),
+                (
+                    NAME_KEY_UNSERVED,
+                    SvcName::new("default", "headless", "", NAME_KIND_NONE, NAME_HEADLESS),
+                ),
+            ],
             ..Default::default()
         }
     }
@@ -1694,7 +1910,19 @@ mod tests {
     #[test]
     fn json_field_names_are_stable() {
         let v = serde_json::to_value(decode(&sample(), 112 * S)).unwrap();
-        assert_eq!(v["version"], 2);
+        assert_eq!(v["version"], 3);
+        assert_eq!(
+            v["services"][0]["service"],
+            serde_json::json!({"namespace": "default", "name": "echo", "port_name": "http"})
+        );
+        assert_eq!(v["services"][1]["service"], serde_json::Value::Null);
+        assert_eq!(
+            v["unserved"],
+            serde_json::json!([
+                {"namespace": "default", "name": "db-alias", "reason": "externalname"},
+                {"namespace": "default", "name": "headless", "reason": "headless"},
+            ])
+        );
         assert_eq!(v["services"][0]["vip"], "10.96.0.10");
         assert_eq!(v["services"][0]["kind"], "clusterip");
         assert_eq!(v["services"][0]["flags"], serde_json::json!([]));
@@ -1747,15 +1975,25 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "FRONTEND       PROTO  TYPE       REVNAT  FLAGS  BACKENDS"
+            "SERVICE            FRONTEND       PROTO  TYPE       REVNAT  FLAGS  BACKENDS"
         );
         assert_eq!(
             lines[2],
-            "10.96.0.10:80  TCP    clusterip  1       -      10.244.1.11:8080, 10.244.1.12:8080"
+            "default/echo:http  10.96.0.10:80  TCP    clusterip  1       -      10.244.1.11:8080, 10.244.1.12:8080"
         );
         assert_eq!(
             lines[3],
-            "10.96.0.11:80  TCP    clusterip  2       -      <none: rejects>"
+            "-                  10.96.0.11:80  TCP    clusterip  2       -      <none: rejects>"
+        );
+        assert_eq!(
+            &lines[4..],
+            [
+                "",
+                "NOT SERVED (2 Services without datapath entries)",
+                "SERVICE           REASON        WHY",
+                "default/db-alias  externalname  DNS CNAME only",
+                "default/headless  headless      clusterIP None: DNS returns the endpoints",
+            ]
         );
         let ct = render_conntrack(&snap);
         let lines: Vec<&str> = ct.lines().collect();
@@ -1776,11 +2014,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "FRONTEND         PROTO  TYPE          REVNAT  FLAGS                                        BACKENDS"
+            "SERVICE  FRONTEND         PROTO  TYPE          REVNAT  FLAGS                                        BACKENDS"
         );
         assert_eq!(
             lines[2],
-            "192.0.2.100:443  TCP    loadbalancer  5       policy-local,source-ranges,affinity(10800s)  \
+            "-        192.0.2.100:443  TCP    loadbalancer  5       policy-local,source-ranges,affinity(10800s)  \
              10.244.1.11:8080, 10.244.1.12:8080 (local: 10.244.1.12:8080) \
              (from: 198.51.100.7/32, 203.0.113.0/24)"
         );
@@ -1838,5 +2076,65 @@ mod tests {
     fn monotonic_clock_moves_forward() {
         let a = monotonic_now_ns();
         assert!(monotonic_now_ns() >= a && a > 0);
+    }
+
+    #[test]
+    fn names_of_no_frontend_or_another_kind_are_reported() {
+        let mut raw = sample();
+        raw.names.push((
+            2,
+            SvcName::new("default", "empty", "", NAME_KIND_NODEPORT, NAME_SERVED),
+        ));
+        raw.names.push((
+            9,
+            SvcName::new("default", "gone", "", NAME_KIND_CLUSTERIP, NAME_SERVED),
+        ));
+        raw.names.push((
+            NAME_KEY_UNSERVED + 2,
+            SvcName::new("default", "odd", "", NAME_KIND_NONE, 77),
+        ));
+        let snap = decode(&raw, 112 * S);
+        assert_eq!(
+            snap.inconsistencies,
+            vec![
+                "10.96.0.11:80/TCP: SVC_NAMES entry 2 (default/empty) is for kind nodeport, not clusterip",
+                "SVC_NAMES entry 9 (default/gone) belongs to no frontend",
+            ]
+        );
+        assert_eq!(snap.unserved[2].reason, "unknown(77)");
+        assert_eq!(
+            snap.services[1].service.as_ref().unwrap().to_string(),
+            "default/empty"
+        );
+    }
+
+    #[test]
+    fn filter_keeps_the_selected_services_and_their_flows() {
+        let snap = decode(&sample(), 112 * S);
+        let filtered = |namespace: Option<&str>, name: Option<&str>| {
+            let mut s = snap.clone();
+            Filter {
+                namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
+            }
+            .apply(&mut s);
+            s
+        };
+        assert_eq!(filtered(None, None), snap);
+        let echo = filtered(Some("default"), Some("echo"));
+        assert_eq!(echo.services.len(), 1);
+        assert_eq!(echo.services[0].vip, Ipv4Addr::new(10, 96, 0, 10));
+        assert!(echo.unserved.is_empty());
+        assert_eq!(echo.conntrack.len(), 2, "the flow of rev_nat_id 1");
+        assert_eq!(
+            echo.backends.iter().map(|b| b.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let by_name = filtered(None, Some("headless"));
+        assert!(by_name.services.is_empty() && by_name.conntrack.is_empty());
+        assert_eq!(by_name.unserved.len(), 1);
+        let other_ns = filtered(Some("shop"), None);
+        assert!(other_ns.services.is_empty() && other_ns.unserved.is_empty());
+        assert_eq!(other_ns.stats, snap.stats, "stats are not filtered");
     }
 }

@@ -124,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             cluster_cidr: args.cluster_cidr,
             masquerade_addr: args.node_ips.first().copied(),
             masquerade_all: args.masquerade_all,
+            ..DatapathConfig::default()
         },
         node: NodeContext {
             node_name: args.node_name,

@@ -7,7 +7,10 @@
 //! 3. rev-NAT entries of the wanted frontends;
 //! 4. per frontend: backend slots 1..=n, then the frontend (slot 0, count n), then slots
 //!    past n;
-//! 5. backends nothing points at any more.
+//! 5. backends nothing points at any more;
+//! 6. names (SVC_NAMES, read by svcctl only): a frontend's name is written right after its
+//!    rev-NAT entry and deleted with it; then the unserved Services' entries are written
+//!    and every other name entry is deleted.
 //!
 //! A packet therefore never reads a count that points past the slots that exist, nor a slot
 //! whose backend is missing.
@@ -20,15 +23,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, BACKEND4_MAP_SIZE, Backend4, PROTO_TCP,
-    PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY,
-    SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL, SVC_F_NODEPORT,
-    SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key, Svc4Value,
+    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, BACKEND4_MAP_SIZE, Backend4,
+    NAME_EXTERNALNAME, NAME_HEADLESS, NAME_KEY_UNSERVED, NAME_KIND_CLUSTERIP, NAME_KIND_EXTERNALIP,
+    NAME_KIND_LOADBALANCER, NAME_KIND_NODEPORT, NAME_KIND_NONE, NAME_NO_IPV4_CLUSTERIP,
+    NAME_NO_PORTS, NAME_OTHER_PROXY, NAME_SERVED, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL,
+    SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP,
+    SVC_F_LOADBALANCER, SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key,
+    Svc4Value, SvcName,
 };
 
 use crate::alloc::IdAllocator;
-use crate::desired::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr};
-use crate::model::Protocol;
+use crate::desired::{
+    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr, UnservedReason,
+};
+use crate::model::{ObjectRef, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +64,10 @@ pub trait MapStore {
     fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
     fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
     fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError>;
+    /// SVC_NAMES: svcctl's names (key: rev_nat_id, or NAME_KEY_UNSERVED + n).
+    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
+    fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
+    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError>;
 }
 
 /// What one sync did.
@@ -67,6 +79,9 @@ pub struct SyncReport {
     pub frontends_removed: usize,
     pub slots_written: usize,
     pub slots_removed: usize,
+    /// SVC_NAMES entries written / deleted.
+    pub names_written: usize,
+    pub names_removed: usize,
     /// Writes that failed, with the frontend they belong to (if any). Each is retried on
     /// the next sync.
     pub errors: Vec<(Option<Frontend>, StoreError)>,
@@ -80,6 +95,8 @@ impl SyncReport {
             + self.frontends_removed
             + self.slots_written
             + self.slots_removed
+            + self.names_written
+            + self.names_removed
             > 0
     }
 }
@@ -118,6 +135,8 @@ pub struct Reconciler {
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
     orphan_slots: Vec<Svc4Key>,
     orphan_ranges: Vec<SrcRangeKey>,
+    /// SVC_NAMES as written (adopted from the map at start).
+    names: BTreeMap<u32, SvcName>,
 }
 
 fn proto_from_u8(p: u8) -> Option<Protocol> {
@@ -179,6 +198,41 @@ fn src_range_key(rev_nat_id: u16, cidr: &Ipv4Cidr) -> SrcRangeKey {
     )
 }
 
+/// The SVC_NAMES value of a served frontend.
+fn frontend_name(state: &FrontendState) -> SvcName {
+    let kind = match state.kind {
+        FrontendKind::ClusterIp => NAME_KIND_CLUSTERIP,
+        FrontendKind::NodePort => NAME_KIND_NODEPORT,
+        FrontendKind::ExternalIp => NAME_KIND_EXTERNALIP,
+        FrontendKind::LoadBalancer => NAME_KIND_LOADBALANCER,
+    };
+    SvcName::new(
+        &state.service.namespace,
+        &state.service.name,
+        &state.port_name,
+        kind,
+        NAME_SERVED,
+    )
+}
+
+/// The SVC_NAMES value of a Service without entries.
+fn unserved_name(service: &ObjectRef, reason: UnservedReason) -> SvcName {
+    let status = match reason {
+        UnservedReason::Headless => NAME_HEADLESS,
+        UnservedReason::ExternalName => NAME_EXTERNALNAME,
+        UnservedReason::OtherProxy => NAME_OTHER_PROXY,
+        UnservedReason::NoIpv4ClusterIp => NAME_NO_IPV4_CLUSTERIP,
+        UnservedReason::NoPorts => NAME_NO_PORTS,
+    };
+    SvcName::new(
+        &service.namespace,
+        &service.name,
+        "",
+        NAME_KIND_NONE,
+        status,
+    )
+}
+
 /// The frontend's flags (svc-common SVC_F_*) for what the desired state says.
 fn frontend_flags(state: &FrontendState) -> u16 {
     let mut flags = 0;
@@ -214,6 +268,7 @@ impl Reconciler {
             revnats: BTreeSet::new(),
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
+            names: BTreeMap::new(),
         };
         for (id, b) in store.read_backends()? {
             let Some(addr) = backend_addr(&b) else {
@@ -278,6 +333,8 @@ impl Reconciler {
                 None => r.orphan_ranges.push(key),
             }
         }
+        // Names that belong to nothing are deleted by the first sync's name pass.
+        r.names = store.read_names()?.into_iter().collect();
         Ok(r)
     }
 
@@ -392,7 +449,79 @@ impl Reconciler {
                 Err(e) => report.errors.push((None, e)),
             }
         }
+
+        // 6. Names: the unserved Services, then whatever no installed frontend owns.
+        let mut wanted_names: BTreeMap<u32, SvcName> = desired
+            .unserved
+            .iter()
+            .enumerate()
+            .map(|(n, (svc, why))| (NAME_KEY_UNSERVED + n as u32, unserved_name(svc, *why)))
+            .collect();
+        for (frontend, installed) in &self.frontends {
+            let key = installed.rev_nat_id as u32;
+            match desired.frontends.get(frontend) {
+                Some(state) => {
+                    wanted_names.insert(key, frontend_name(state));
+                }
+                // Still installed (its removal failed): keep the name it has.
+                None => {
+                    if let Some(v) = self.names.get(&key) {
+                        wanted_names.insert(key, *v);
+                    }
+                }
+            }
+        }
+        for (key, value) in &wanted_names {
+            if *key >= NAME_KEY_UNSERVED && self.names.get(key) != Some(value) {
+                match store.put_name(*key, value) {
+                    Ok(()) => {
+                        self.names.insert(*key, *value);
+                        report.names_written += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
+            }
+        }
+        let stale: Vec<u32> = self
+            .names
+            .keys()
+            .filter(|k| !wanted_names.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            match store.del_name(key) {
+                Ok(()) => {
+                    self.names.remove(&key);
+                    report.names_removed += 1;
+                }
+                Err(e) => report.errors.push((None, e)),
+            }
+        }
         report
+    }
+
+    /// Writes a frontend's SVC_NAMES entry if it differs. A failure is reported but does
+    /// not stop the frontend: names are for svcctl only. Retried on the next sync.
+    fn sync_name(
+        &mut self,
+        frontend: &Frontend,
+        rev_nat_id: u16,
+        state: &FrontendState,
+        store: &mut impl MapStore,
+        report: &mut SyncReport,
+    ) {
+        let key = rev_nat_id as u32;
+        let value = frontend_name(state);
+        if self.names.get(&key) == Some(&value) {
+            return;
+        }
+        match store.put_name(key, &value) {
+            Ok(()) => {
+                self.names.insert(key, value);
+                report.names_written += 1;
+            }
+            Err(e) => report.errors.push((Some(*frontend), e)),
+        }
     }
 
     fn remove_orphans(&mut self, store: &mut impl MapStore, report: &mut SyncReport) {
@@ -440,6 +569,7 @@ impl Reconciler {
             store.put_revnat(rev_nat_id as u32, &value)?;
             self.revnats.insert(rev_nat_id as u32);
         }
+        self.sync_name(frontend, rev_nat_id, state, store, report);
         let installed = self.frontends.entry(*frontend).or_default();
         if installed.rev_nat_id != rev_nat_id {
             // Every entry carries the rev-NAT id: rewrite them all.
@@ -584,6 +714,17 @@ impl Reconciler {
             store.del_revnat(rev)?;
             self.revnats.remove(&rev);
         }
+        // The name goes with the frontend; if deleting it fails, the name pass of this
+        // sync (or the next) deletes it: nothing wants it any more.
+        if rev != 0 && self.names.contains_key(&rev) {
+            match store.del_name(rev) {
+                Ok(()) => {
+                    self.names.remove(&rev);
+                    report.names_removed += 1;
+                }
+                Err(e) => report.errors.push((Some(*frontend), e)),
+            }
+        }
         self.revnat_ids.release(frontend);
         self.frontends.remove(frontend);
         report.frontends_removed += 1;
@@ -656,6 +797,9 @@ pub struct FakeMaps {
     pub backends: BTreeMap<u32, Backend4>,
     pub revnats: BTreeMap<u32, RevNat4>,
     pub src_ranges: BTreeSet<SrcRangeKey>,
+    pub names: BTreeMap<u32, SvcName>,
+    /// Capacity of the names map (None: unlimited).
+    pub names_capacity: Option<usize>,
     /// Capacity of the services map (None: unlimited).
     pub services_capacity: Option<usize>,
     /// Every write, in order, for checking the write order.
@@ -735,6 +879,27 @@ impl MapStore for FakeMaps {
     }
     fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError> {
         Ok(self.revnats.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError> {
+        if let Some(cap) = self.names_capacity
+            && !self.names.contains_key(&key)
+            && self.names.len() >= cap
+        {
+            return Err(StoreError::Full {
+                map: svc_common::NAMES_MAP,
+            });
+        }
+        self.log.push(format!("put name {key:#x}"));
+        self.names.insert(key, *value);
+        Ok(())
+    }
+    fn del_name(&mut self, key: u32) -> Result<(), StoreError> {
+        self.log.push(format!("del name {key:#x}"));
+        self.names.remove(&key);
+        Ok(())
+    }
+    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
+        Ok(self.names.iter().map(|(k, v)| (*k, *v)).collect())
     }
 }
 
@@ -968,5 +1133,175 @@ mod tests {
         let mut r = Reconciler::adopt(&maps).unwrap();
         r.sync(&DesiredState::default(), &mut maps);
         assert!(maps.services.is_empty());
+    }
+
+    fn named(entries: &[(Frontend, &str, &str, FrontendKind)]) -> DesiredState {
+        let mut d = DesiredState::default();
+        for (f, svc, port, kind) in entries {
+            d.frontends.insert(
+                *f,
+                FrontendState {
+                    service: ObjectRef::new("default", *svc),
+                    port_name: port.to_string(),
+                    kind: *kind,
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    }
+
+    fn name_of(m: &FakeMaps, key: u32) -> (String, String, String, u8, u8) {
+        let n = &m.names[&key];
+        (
+            n.namespace().into(),
+            n.name().into(),
+            n.port_name().into(),
+            n.kind,
+            n.status,
+        )
+    }
+
+    #[test]
+    fn names_follow_frontends_and_unserved_services() {
+        let mut maps = FakeMaps::default();
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let (a, b) = (fe([10, 96, 0, 10], 80), fe([192, 0, 2, 1], 30080));
+        let mut d = named(&[
+            (a, "echo", "http", FrontendKind::ClusterIp),
+            (b, "web", "", FrontendKind::NodePort),
+        ]);
+        d.unserved = vec![
+            (
+                ObjectRef::new("default", "db-alias"),
+                UnservedReason::ExternalName,
+            ),
+            (
+                ObjectRef::new("default", "headless"),
+                UnservedReason::Headless,
+            ),
+        ];
+        let rep = r.sync(&d, &mut maps);
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        assert_eq!(rep.names_written, 4);
+        // The name right after the rev-NAT entry, before any slot of the frontend.
+        let pos = |m: &FakeMaps, s: &str| {
+            m.log
+                .iter()
+                .position(|l| l == s)
+                .unwrap_or_else(|| panic!("{s} not in {:?}", m.log))
+        };
+        assert_eq!(pos(&maps, "put name 0x1"), pos(&maps, "put revnat 1") + 1);
+        let rev_a = maps.services[&svc_key(&a, SCOPE_ALL, 0)].rev_nat_id as u32;
+        let rev_b = maps.services[&svc_key(&b, SCOPE_ALL, 0)].rev_nat_id as u32;
+        assert_eq!(
+            name_of(&maps, rev_a),
+            (
+                "default".into(),
+                "echo".into(),
+                "http".into(),
+                NAME_KIND_CLUSTERIP,
+                NAME_SERVED
+            )
+        );
+        assert_eq!(
+            name_of(&maps, rev_b),
+            (
+                "default".into(),
+                "web".into(),
+                String::new(),
+                NAME_KIND_NODEPORT,
+                NAME_SERVED
+            )
+        );
+        assert_eq!(
+            name_of(&maps, NAME_KEY_UNSERVED),
+            (
+                "default".into(),
+                "db-alias".into(),
+                String::new(),
+                NAME_KIND_NONE,
+                NAME_EXTERNALNAME
+            )
+        );
+        assert_eq!(name_of(&maps, NAME_KEY_UNSERVED + 1).4, NAME_HEADLESS);
+
+        // Unchanged: nothing written.
+        maps.log.clear();
+        assert!(!r.sync(&d, &mut maps).changed());
+        assert!(maps.log.is_empty(), "{:?}", maps.log);
+
+        // A frontend goes: its name goes with it (after its rev-NAT entry); one unserved
+        // Service goes and the other moves to key 0: rewritten by diff.
+        let mut d2 = named(&[(a, "echo", "http", FrontendKind::ClusterIp)]);
+        d2.unserved = vec![(
+            ObjectRef::new("default", "headless"),
+            UnservedReason::Headless,
+        )];
+        maps.log.clear();
+        let rep = r.sync(&d2, &mut maps);
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        assert_eq!(
+            pos(&maps, &format!("del name {rev_b:#x}")),
+            pos(&maps, &format!("del revnat {rev_b}")) + 1
+        );
+        assert_eq!(maps.names.len(), 2);
+        assert_eq!(name_of(&maps, NAME_KEY_UNSERVED).1, "headless");
+        assert!(!maps.names.contains_key(&(NAME_KEY_UNSERVED + 1)));
+
+        // The port is renamed: the entry is rewritten in place.
+        let d3 = named(&[(a, "echo", "web", FrontendKind::ClusterIp)]);
+        r.sync(&d3, &mut maps);
+        assert_eq!(maps.names.len(), 1);
+        assert_eq!(name_of(&maps, rev_a).2, "web");
+        r.sync(&DesiredState::default(), &mut maps);
+        assert!(maps.names.is_empty());
+    }
+
+    #[test]
+    fn names_are_adopted_and_strays_removed() {
+        let mut maps = FakeMaps::default();
+        let f = fe([10, 96, 0, 10], 80);
+        let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
+        d.unserved = vec![(
+            ObjectRef::new("default", "headless"),
+            UnservedReason::Headless,
+        )];
+        Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
+        // A name nothing owns (e.g. left by a crash between writes).
+        maps.names
+            .insert(77, SvcName::new("x", "y", "", 0, NAME_SERVED));
+        maps.log.clear();
+        let mut restarted = Reconciler::adopt(&maps).unwrap();
+        let rep = restarted.sync(&d, &mut maps);
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        assert_eq!(maps.log, vec!["del name 0x4d"]);
+        assert_eq!(maps.names.len(), 2);
+    }
+
+    #[test]
+    fn a_full_names_map_does_not_stop_the_datapath() {
+        let mut maps = FakeMaps {
+            names_capacity: Some(0),
+            ..Default::default()
+        };
+        let mut r = Reconciler::adopt(&maps).unwrap();
+        let f = fe([10, 96, 0, 10], 80);
+        let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
+        d.frontends.get_mut(&f).unwrap().backends = vec![be(11)];
+        d.unserved = vec![(
+            ObjectRef::new("default", "headless"),
+            UnservedReason::Headless,
+        )];
+        let rep = r.sync(&d, &mut maps);
+        assert_eq!(rep.errors.len(), 2, "{rep:?}");
+        assert!(matches!(rep.errors[0], (Some(e), StoreError::Full { .. }) if e == f));
+        assert_eq!(backends_of(&maps, &f).len(), 1);
+        assert_consistent(&maps);
+        // Room appears: both names are written on the next sync.
+        maps.names_capacity = None;
+        let rep = r.sync(&d, &mut maps);
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        assert_eq!((rep.names_written, maps.names.len()), (2, 2));
     }
 }

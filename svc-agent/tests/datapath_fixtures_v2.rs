@@ -44,7 +44,7 @@ const NODE_MAC: [u8; 6] = [0x02, 0xbb, 0x00, 0x00, 0x00, 0x02];
 /// The node's address: masquerade source and NodePort address.
 const NODE_IP: &str = "192.0.2.1";
 /// The masquerade fallback range of svc-ebpf/src/lb.rs (NAT_PORT_MIN .. +NAT_PORT_SPAN).
-const NAT_PORT_RANGE: std::ops::Range<u16> = 32768..61000;
+const NAT_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=65535; // node1_config().masquerade_ports
 
 /// Serialises every test of this file that loads programs or touches maps.
 static KERNEL: Mutex<()> = Mutex::new(());
@@ -108,6 +108,8 @@ fn node1_config(masquerade_all: bool) -> DatapathConfig {
         cluster_cidr: Some(Ipv4Cidr::new(ip("10.244.0.0"), 16)),
         masquerade_addr: Some(ip(NODE_IP)),
         masquerade_all,
+        // Wide, so a client's own port is kept and the expected frames are exact.
+        masquerade_ports: (30000, 65535),
     }
 }
 

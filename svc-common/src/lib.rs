@@ -31,6 +31,8 @@ pub const STATS_MAP: &str = "SVC_STATS";
 pub const AFFINITY4_MAP: &str = "SVC4_AFFINITY";
 pub const SOCK_REVNAT4_MAP: &str = "SVC4_SOCK_RNAT";
 pub const SRC_RANGE4_MAP: &str = "SVC4_SRC_RANGE";
+/// Names of Services for svcctl (never read by the programs): see [`SvcName`].
+pub const NAMES_MAP: &str = "SVC_NAMES";
 
 /// Frontend slots plus one slot per backend of every service port.
 pub const SVC4_MAP_SIZE: u32 = 65536;
@@ -42,6 +44,8 @@ pub const CT4_MAP_SIZE: u32 = 262144;
 pub const AFFINITY4_MAP_SIZE: u32 = 65536;
 pub const SOCK_REVNAT4_MAP_SIZE: u32 = 65536;
 pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
+/// One entry per rev_nat_id (65535 at most) plus the Services that get no entries.
+pub const NAMES_MAP_SIZE: u32 = 65536 + 16384;
 
 /// Program names as they appear in the object file (and in `bpftool prog`).
 pub const TC_PROG: &str = "svc_tc_ingress";
@@ -285,6 +289,109 @@ pub struct SockRevNat4Value {
 }
 
 // ---------------------------------------------------------------------------------------
+// Service names (hash): key -> the Service (namespace/name) and port a frontend belongs to,
+// or a Service that gets no datapath entries and why. Written by the agent for svcctl
+// only; the programs never read it. Keys:
+// - 1..=65535: a served frontend's rev_nat_id;
+// - NAME_KEY_UNSERVED + n: the n-th Service (namespace/name order) without entries.
+// Strings are UTF-8, NUL-padded, truncated at a character boundary when too long.
+// ---------------------------------------------------------------------------------------
+
+/// First key of the unserved Services in SVC_NAMES (above every rev_nat_id).
+pub const NAME_KEY_UNSERVED: u32 = 0x1_0000;
+
+pub const NAME_NAMESPACE_LEN: usize = 64;
+pub const NAME_NAME_LEN: usize = 64;
+pub const NAME_PORT_LEN: usize = 32;
+
+/// SvcName::kind of a served frontend (as FrontendKind), or NAME_KIND_NONE.
+pub const NAME_KIND_CLUSTERIP: u8 = 0;
+pub const NAME_KIND_NODEPORT: u8 = 1;
+pub const NAME_KIND_EXTERNALIP: u8 = 2;
+pub const NAME_KIND_LOADBALANCER: u8 = 3;
+/// A Service without datapath entries (its status says why).
+pub const NAME_KIND_NONE: u8 = 255;
+
+/// SvcName::status.
+pub const NAME_SERVED: u8 = 0;
+/// clusterIP: None.
+pub const NAME_HEADLESS: u8 = 1;
+/// type ExternalName: DNS only.
+pub const NAME_EXTERNALNAME: u8 = 2;
+/// Labelled service.kubernetes.io/service-proxy-name: another proxy owns it.
+pub const NAME_OTHER_PROXY: u8 = 3;
+/// No IPv4 cluster IP (and no other address to serve).
+pub const NAME_NO_IPV4_CLUSTERIP: u8 = 4;
+/// Every port was skipped (SCTP only, or every address already used by another Service).
+pub const NAME_NO_PORTS: u8 = 5;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct SvcName {
+    pub namespace: [u8; NAME_NAMESPACE_LEN],
+    pub name: [u8; NAME_NAME_LEN],
+    /// Empty when the Service port has no name.
+    pub port_name: [u8; NAME_PORT_LEN],
+    /// NAME_KIND_*.
+    pub kind: u8,
+    /// NAME_SERVED or why there are no entries (NAME_HEADLESS, ...).
+    pub status: u8,
+    pub _pad: [u8; 6],
+}
+
+impl Default for SvcName {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Copies `s` into `out`, NUL-padded, cut at the last character boundary that fits.
+fn put_str(out: &mut [u8], s: &str) {
+    let mut len = s.len().min(out.len());
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    out[..len].copy_from_slice(&s.as_bytes()[..len]);
+    for b in &mut out[len..] {
+        *b = 0;
+    }
+}
+
+/// The string in a NUL-padded field: up to the first NUL, and up to the last valid UTF-8
+/// character (a map written by someone else may hold anything).
+fn get_str(field: &[u8]) -> &str {
+    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    match core::str::from_utf8(&field[..end]) {
+        Ok(s) => s,
+        // The prefix up to valid_up_to() is valid UTF-8 by definition.
+        Err(e) => core::str::from_utf8(&field[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+impl SvcName {
+    pub fn new(namespace: &str, name: &str, port_name: &str, kind: u8, status: u8) -> SvcName {
+        let mut v = SvcName {
+            kind,
+            status,
+            ..Default::default()
+        };
+        put_str(&mut v.namespace, namespace);
+        put_str(&mut v.name, name);
+        put_str(&mut v.port_name, port_name);
+        v
+    }
+    pub fn namespace(&self) -> &str {
+        get_str(&self.namespace)
+    }
+    pub fn name(&self) -> &str {
+        get_str(&self.name)
+    }
+    pub fn port_name(&self) -> &str {
+        get_str(&self.port_name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every program exit bumps
 // exactly one counter.
 // ---------------------------------------------------------------------------------------
@@ -381,6 +488,7 @@ mod user {
     unsafe impl aya::Pod for SrcRange4 {}
     unsafe impl aya::Pod for SockRevNat4Key {}
     unsafe impl aya::Pod for SockRevNat4Value {}
+    unsafe impl aya::Pod for SvcName {}
 }
 
 #[cfg(test)]
@@ -402,6 +510,28 @@ mod tests {
         assert_eq!(size_of::<SrcRange4>(), 8);
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
         assert_eq!(size_of::<SockRevNat4Value>(), 8);
+        assert_eq!(size_of::<SvcName>(), 168);
+        assert_eq!(core::mem::align_of::<SvcName>(), 1);
+    }
+
+    #[test]
+    fn names_round_trip_and_truncate_at_a_char_boundary() {
+        let v = SvcName::new("default", "echo", "http", NAME_KIND_CLUSTERIP, NAME_SERVED);
+        assert_eq!(
+            (v.namespace(), v.name(), v.port_name()),
+            ("default", "echo", "http")
+        );
+        assert!(v.namespace[7..].iter().all(|b| *b == 0));
+        // 31 ASCII bytes then a 2-byte character: the character does not fit in 32.
+        let long = "p".repeat(31) + "é";
+        let v = SvcName::new("ns", "n", &long, 0, 0);
+        assert_eq!(v.port_name(), "p".repeat(31));
+        let exact = "n".repeat(64);
+        assert_eq!(SvcName::new("ns", &exact, "", 0, 0).name(), exact);
+        // Garbage from another writer decodes to its valid prefix.
+        let mut v = SvcName::default();
+        v.name[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+        assert_eq!(v.name(), "a");
     }
 
     #[test]

@@ -11,6 +11,14 @@ static CLUSTER_MASK_BE: u32 = 0;
 /// The address masqueraded flows get as their source (the node's IP); 0 = never masquerade.
 #[unsafe(no_mangle)]
 static MASQ_ADDR_BE: u32 = 0;
+/// Source ports masqueraded flows may get (host order, inclusive). Kept apart from the
+/// node's own ephemeral ports (ip_local_port_range) and the NodePort range: a masquerade
+/// port that equals a port of one of the node's own connections to the same backend would
+/// take that connection's replies.
+#[unsafe(no_mangle)]
+static NAT_PORT_MIN: u32 = 61000;
+#[unsafe(no_mangle)]
+static NAT_PORT_MAX: u32 = 65535;
 /// Non-zero: masquerade every translated flow (kube-proxy's --masquerade-all).
 #[unsafe(no_mangle)]
 static MASQUERADE_ALL: u32 = 0;
@@ -18,6 +26,17 @@ static MASQUERADE_ALL: u32 = 0;
 #[inline(always)]
 pub fn masq_addr() -> u32 {
     unsafe { read_volatile(&MASQ_ADDR_BE) }
+}
+
+/// (first port, number of ports) of the masquerade range.
+#[inline(always)]
+pub fn nat_ports() -> (u32, u32) {
+    let (min, max) = unsafe { (read_volatile(&NAT_PORT_MIN), read_volatile(&NAT_PORT_MAX)) };
+    if min == 0 || max < min || max > 65535 {
+        (61000, 4536)
+    } else {
+        (min, max - min + 1)
+    }
 }
 
 #[inline(always)]

@@ -42,9 +42,6 @@ pub enum Action {
     Done(Verdict),
 }
 
-/// Ephemeral range masquerade ports are picked from when the client's own port is taken.
-const NAT_PORT_MIN: u32 = 32768;
-const NAT_PORT_SPAN: u32 = 28232;
 /// Bounded retries for a free masquerade port (the verifier needs a constant bound).
 const NAT_PORT_TRIES: u32 = 6;
 
@@ -362,9 +359,9 @@ pub fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32,
     Some((slot, backend_id, backend.addr_be, backend.port_be))
 }
 
-/// A source port for masquerading to `masq_addr`: the client's own port if no live flow
-/// to the same backend uses it, else one of a few pseudo-random ports of the ephemeral
-/// range. None if all are taken.
+/// A source port for masquerading to `masq_addr`: the client's own port if it is in the
+/// masquerade range and no live flow to the same backend uses it, else one of a few
+/// pseudo-random ports of the range. None if all of those are taken.
 #[inline(always)]
 fn nat_port(
     pkt: &Packet,
@@ -373,7 +370,13 @@ fn nat_port(
     masq_addr: u32,
     now: u64,
 ) -> Option<u16> {
-    let mut port = pkt.sport;
+    let (min, span) = config::nat_ports();
+    let client_port = u16::from_be(pkt.sport) as u32;
+    let mut port = if client_port >= min && client_port - min < span {
+        pkt.sport
+    } else {
+        pick_port(min, span)
+    };
     for _ in 0..NAT_PORT_TRIES {
         let probe = ct_key(
             backend_addr,
@@ -394,10 +397,16 @@ fn nat_port(
             }
             Some(_) => {}
         }
-        let r = unsafe { bpf_get_prandom_u32() };
-        port = ((NAT_PORT_MIN + r % NAT_PORT_SPAN) as u16).to_be();
+        port = pick_port(min, span);
     }
     None
+}
+
+#[inline(always)]
+fn pick_port(min: u32, span: u32) -> u16 {
+    // SAFETY: helper call without arguments.
+    let r = unsafe { bpf_get_prandom_u32() };
+    ((min + r.checked_rem(span).unwrap_or(0)) as u16).to_be()
 }
 
 /// A packet that is not to a Service address: a reply of a translated flow, or not ours.

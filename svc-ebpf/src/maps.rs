@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use svc_common::{
     AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE,
-    Ct4Key, Ct4Value, REVNAT4_MAP_SIZE, RevNat4, SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP_SIZE,
-    STATS_MAP_SIZE, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key, Svc4Value,
+    Ct4Key, Ct4Value, NAMES_MAP_SIZE, REVNAT4_MAP_SIZE, RevNat4, SOCK_REVNAT4_MAP_SIZE,
+    SRC_RANGE4_MAP_SIZE, STATS_MAP_SIZE, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value,
+    SrcRange4, Svc4Key, Svc4Value, SvcName,
 };
 
 /// {VIP, port, proto, slot} -> frontend (slot 0) or backend slot (1..=count).
@@ -41,6 +42,13 @@ pub static SVC4_SRC_RANGE: LpmTrie<SrcRange4, u8> = LpmTrie::pinned(SRC_RANGE4_M
 #[map(name = "SVC4_SOCK_RNAT")]
 pub static SVC4_SOCK_RNAT: LruHashMap<SockRevNat4Key, SockRevNat4Value> =
     LruHashMap::pinned(SOCK_REVNAT4_MAP_SIZE, 0);
+
+/// rev_nat_id (or 0x10000 + n for a Service without entries) -> the Service's
+/// namespace/name and port name, for svcctl. The programs never read it: it is declared
+/// here only so that it is created, pinned and layout-checked with the other maps (aya
+/// creates every map of the object, referenced or not).
+#[map(name = "SVC_NAMES")]
+pub static SVC_NAMES: HashMap<u32, SvcName> = HashMap::pinned(NAMES_MAP_SIZE, 0);
 
 /// Verdict counters, indexed by `svc_common::Verdict`.
 #[map(name = "SVC_STATS")]

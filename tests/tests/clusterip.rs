@@ -310,6 +310,11 @@ fn svcctl_dump_shows_the_service_backends_and_live_flows() {
                 .find(|s| s["vip"] == "10.96.0.10" && s["port"] == 80 && s["protocol"] == "TCP")
         })
         .unwrap_or_else(|| panic!("service 10.96.0.10:80/TCP missing: {text}"));
+    assert_eq!(
+        echo["service"],
+        serde_json::json!({"namespace": "default", "name": "echo", "port_name": "http"}),
+        "{text}"
+    );
     let mut backends: Vec<&str> = echo["backends"]
         .as_array()
         .unwrap()

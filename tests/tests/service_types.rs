@@ -634,3 +634,71 @@ fn three_replicas_share_300_connections() {
         assert!(*n >= 60, "{pod} got {n} < 60 of 300: {hits:?}");
     }
 }
+
+/// svcctl names every frontend and lists the Services that get no entries, with why, from
+/// the pins alone.
+#[test]
+fn svcctl_names_frontends_and_lists_unserved_services() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
+    let dump = || -> serde_json::Value {
+        let out = std::process::Command::new(svc_lab::agent::workspace_bin("svcctl").unwrap())
+            .arg("--bpffs")
+            .arg(&env.agents[0].bpffs)
+            .args(["dump", "--json"])
+            .output()
+            .expect("run svcctl");
+        assert!(
+            out.status.success(),
+            "svcctl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("svcctl dump --json is JSON")
+    };
+    let check = |json: &serde_json::Value| -> Result<(), String> {
+        let text = json.to_string();
+        let unserved = json["unserved"].as_array().ok_or("no unserved list")?;
+        for (name, reason) in [
+            ("headless", "headless"),
+            ("db-alias", "externalname"),
+            ("other-proxy", "other-proxy"),
+        ] {
+            if !unserved
+                .iter()
+                .any(|u| u["namespace"] == "default" && u["name"] == name && u["reason"] == reason)
+            {
+                return Err(format!(
+                    "default/{name} is not listed unserved ({reason}): {text}"
+                ));
+            }
+        }
+        let web = json["services"]
+            .as_array()
+            .and_then(|s| {
+                s.iter().find(|s| {
+                    s["vip"] == "192.0.2.1" && s["port"] == 30080 && s["protocol"] == "TCP"
+                })
+            })
+            .ok_or_else(|| format!("frontend 192.0.2.1:30080/TCP missing: {text}"))?;
+        let want = serde_json::json!({"namespace": "default", "name": "web", "port_name": "http"});
+        if web["service"] != want || web["kind"] != "nodeport" {
+            return Err(format!(
+                "192.0.2.1:30080/TCP is not default/web:http, nodeport: {web}"
+            ));
+        }
+        Ok(())
+    };
+    // The unserved entries are written at the end of the sync that installed the
+    // frontends Env::up waited for: allow that sync to finish.
+    let mut result = check(&dump());
+    for _ in 0..20 {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        result = check(&dump());
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}

@@ -12,6 +12,10 @@ use svc_agent::inspect;
 const EXAMPLES: &str = "\
 Examples:
   svcctl dump                     services with their backends, then the conntrack table
+  svcctl dump -n shop             only the Services of namespace shop (and their flows)
+  svcctl dump -n default echo     only Service default/echo
+  svcctl dump --json | jq '.services[] | select(.service.name == \"echo\") | .vip'
+  svcctl dump --json | jq -r '.unserved[] | [.namespace, .name, .reason] | @tsv'
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
   svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and (.expired | not))'
   svcctl dump --json | jq '.services[] | select(.flags | index(\"policy-local\")) | [.vip, .local_backends[].addr]'
@@ -39,9 +43,10 @@ struct Cli {
 enum Command {
     /// Print the map contents.
     ///
-    /// Without a section: the services with their backends, then the conntrack table; with
-    /// --json, the whole snapshot (services, backends, conntrack, affinity, stats,
-    /// inconsistencies) as one document.
+    /// Without a section: the services (with their Service name) and their backends, the
+    /// Services that get no datapath entries and why, then the conntrack table; with
+    /// --json, the whole snapshot (services, unserved, backends, conntrack, affinity,
+    /// stats, inconsistencies) as one document.
     Dump(Dump),
 }
 
@@ -51,6 +56,14 @@ struct Dump {
     /// names, for scripts).
     #[arg(long, global = true)]
     json: bool,
+
+    /// Only Services of this namespace (and their flows, affinity entries and backends).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", global = true)]
+    namespace: Option<String>,
+
+    /// Only Services with this name (in every namespace unless -n is given).
+    #[arg(value_name = "SERVICE")]
+    service: Option<String>,
 
     #[command(subcommand)]
     section: Option<Section>,
@@ -114,9 +127,18 @@ struct AffinityDocument {
 }
 
 fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
+    let filter = inspect::Filter {
+        namespace: dump.namespace.clone(),
+        name: dump.service.clone(),
+    };
+    let snapshot = || -> anyhow::Result<inspect::Snapshot> {
+        let mut snap = inspect::snapshot(maps).context("reading the maps")?;
+        filter.apply(&mut snap);
+        Ok(snap)
+    };
     let mut out = match (&dump.section, dump.json) {
         (None, false) => {
-            let snap = inspect::snapshot(maps).context("reading the maps")?;
+            let snap = snapshot()?;
             format!(
                 "{}\n{}",
                 inspect::render_services(&snap),
@@ -124,7 +146,7 @@ fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
             )
         }
         (None, true) => {
-            let snap = inspect::snapshot(maps).context("reading the maps")?;
+            let snap = snapshot()?;
             serde_json::to_string_pretty(&snap)?
         }
         (Some(Section::Stats), false) => inspect::render_stats(
@@ -139,7 +161,7 @@ fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
         }
         (Some(Section::Affinity), json) => {
             let (now_ns, affinity) =
-                inspect::affinity(maps).context("reading the session affinity map")?;
+                inspect::affinity(maps, &filter).context("reading the session affinity map")?;
             if json {
                 serde_json::to_string_pretty(&AffinityDocument {
                     version: inspect::SCHEMA_VERSION,
