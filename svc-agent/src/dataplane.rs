@@ -317,14 +317,12 @@ impl Datapath {
         for spec in &MAP_SPECS {
             check_pin(dir, spec)?;
         }
-        let (cidr, mask) = match config.cluster_cidr {
-            Some(c) => {
-                let len = c.prefix_len.min(32);
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                ((u32::from(c.addr) & mask).to_be(), mask.to_be())
-            }
-            None => (0, 0),
-        };
+        let (cidr, mask) = config.cluster_cidr.map_or((0, 0), |c| {
+            (
+                (u32::from(c.addr) & c.netmask()).to_be(),
+                c.netmask().to_be(),
+            )
+        });
         let masq = config.masquerade_addr.map_or(0, |a| u32::from(a).to_be());
         let masq_all = u32::from(config.masquerade_all);
         let (nat_min, nat_max) = (

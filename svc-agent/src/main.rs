@@ -90,18 +90,11 @@ Logging: RUST_LOG=debug for more detail (default: info).
 The programs stay attached while the agent runs and are detached when it exits; the maps
 stay pinned, so a restarted agent adopts their state.";
 
+/// `a.b.c.d/n`, surrounding whitespace tolerated; host bits are cleared.
 fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
-    let (addr, len) = s
-        .trim()
-        .split_once('/')
-        .ok_or("expected ADDRESS/PREFIX, e.g. 10.244.0.0/16")?;
-    let addr = addr
-        .parse::<Ipv4Addr>()
-        .map_err(|e| format!("{addr}: {e}"))?;
-    match len.parse::<u8>() {
-        Ok(prefix_len) if prefix_len <= 32 => Ok(Ipv4Cidr { addr, prefix_len }),
-        _ => Err(format!("prefix length {len} is not 0-32")),
-    }
+    s.trim()
+        .parse()
+        .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.244.0.0/16)"))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -240,6 +240,11 @@ impl Ipv4Cidr {
         }
     }
 
+    /// The netmask, host order.
+    pub fn netmask(&self) -> u32 {
+        Self::mask(self.prefix_len)
+    }
+
     fn mask(prefix_len: u8) -> u32 {
         if prefix_len == 0 {
             0

@@ -184,16 +184,14 @@ fn backend_addr(b: &Backend4) -> Option<BackendAddr> {
 }
 
 fn src_range_key(rev_nat_id: u16, cidr: &Ipv4Cidr) -> SrcRangeKey {
-    let len = cidr.prefix_len.min(32);
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     (
-        SRC_RANGE_PREFIX_BASE + len as u32,
+        SRC_RANGE_PREFIX_BASE + u32::from(cidr.prefix_len.min(32)),
         // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
         // always match exactly, so only the two sides' agreement matters.
         SrcRange4 {
             rev_nat_id,
             _pad: [0; 2],
-            addr_be: (u32::from(cidr.addr) & mask).to_be(),
+            addr_be: (u32::from(cidr.addr) & cidr.netmask()).to_be(),
         },
     )
 }

@@ -8,12 +8,11 @@
 //! case fails. Everything is in one #[test]: the cases share kernel state (conntrack) and
 //! run in order.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aya::programs::{TestRun, TestRunOptions};
-use svc_agent::dataplane::{Datapath, Maps};
+use svc_agent::dataplane::Datapath;
 use svc_agent::desired::{BackendAddr, DesiredState, Frontend, FrontendState};
 use svc_agent::model::{ObjectRef, Protocol};
 use svc_agent::packet::{
@@ -23,59 +22,8 @@ use svc_agent::packet::{
 use svc_agent::reconcile::Reconciler;
 use svc_common::{CT_F_REPLIED, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Verdict};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-/// What `bpf_redirect` returns; the test run does not perform the redirect.
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0xaa, 0x00, 0x00, 0x00, 0x01];
-const NODE_MAC: [u8; 6] = [0x02, 0xbb, 0x00, 0x00, 0x00, 0x02];
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn sa(s: &str) -> SocketAddrV4 {
-    s.parse().unwrap()
-}
-
-/// Removes the pin directory when dropped (declared before the datapath, so dropped after
-/// it, and also on panic).
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            eprintln!("warning: cannot remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-fn ensure_bpffs() {
-    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
-    let root = Path::new("/sys/fs/bpf");
-    let is_bpffs = |p: &Path| {
-        statfs(p)
-            .map(|s| s.filesystem_type() == BPF_FS_MAGIC)
-            .unwrap_or(false)
-    };
-    if !is_bpffs(root) {
-        std::fs::create_dir_all(root).ok();
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap_or_else(|e| panic!("mount -t bpf bpf /sys/fs/bpf: {e} (the test needs root)"));
-        assert!(is_bpffs(root), "/sys/fs/bpf is not bpffs after mounting it");
-    }
-}
+mod support;
+use support::*;
 
 fn frontend(
     vip: &str,
@@ -144,12 +92,6 @@ fn desired() -> DesiredState {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Prog {
-    Tc,
-    Xdp,
-}
-
 enum Output {
     /// The frame comes back as it went in.
     Unchanged,
@@ -186,60 +128,7 @@ fn case(
     }
 }
 
-struct Harness {
-    datapath: Datapath,
-    maps: Maps,
-}
-
-struct RunResult {
-    ret: u32,
-    out: Vec<u8>,
-    /// Counters that changed, with how much.
-    delta: Vec<(Verdict, u64)>,
-}
-
 impl Harness {
-    fn run(&mut self, prog: Prog, input: &[u8]) -> RunResult {
-        let before = self.maps.verdict_totals().expect("reading SVC_STATS");
-        let mut buf = vec![0u8; 4096];
-        let opts = TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut buf),
-            ..TestRunOptions::new()
-        };
-        let result = match prog {
-            Prog::Tc => self
-                .datapath
-                .tc_program()
-                .expect("tc program")
-                .test_run(opts),
-            Prog::Xdp => self
-                .datapath
-                .xdp_program()
-                .expect("xdp program")
-                .test_run(opts),
-        }
-        .unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN ({prog:?}, {} bytes in): {e:?}",
-                input.len()
-            )
-        });
-        let after = self.maps.verdict_totals().expect("reading SVC_STATS");
-        let delta = before
-            .iter()
-            .zip(&after)
-            .filter(|((_, b), (_, a))| a != b)
-            .map(|((v, b), (_, a))| (*v, a.wrapping_sub(*b)))
-            .collect();
-        buf.truncate(result.data_size_out as usize);
-        RunResult {
-            ret: result.return_value,
-            out: buf,
-            delta,
-        }
-    }
-
     /// Runs a case and checks return value, output bytes (and their checksums, for IPv4
     /// frames that went through a rewrite) and the verdict counter. Returns the output.
     fn check(&mut self, c: &Case) -> Vec<u8> {

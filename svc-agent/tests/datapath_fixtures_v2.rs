@@ -14,12 +14,11 @@
 //! load pins its maps under a directory of its own, removed at the end (also on panic).
 //! Tests that touch kernel state hold `KERNEL` so they never run concurrently.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aya::programs::{TestRun, TestRunOptions};
 use svc_agent::dataplane::{Datapath, DatapathConfig, Maps};
 use svc_agent::desired::{
     BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr,
@@ -31,15 +30,8 @@ use svc_agent::packet::{
 use svc_agent::reconcile::Reconciler;
 use svc_common::{CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, PROTO_TCP, Verdict};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-/// What `bpf_redirect` returns; the test run does not perform the redirect.
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0xaa, 0x00, 0x00, 0x00, 0x01];
-const NODE_MAC: [u8; 6] = [0x02, 0xbb, 0x00, 0x00, 0x00, 0x02];
+mod support;
+use support::*;
 
 /// The node's address: masquerade source and NodePort address.
 const NODE_IP: &str = "192.0.2.1";
@@ -54,53 +46,9 @@ fn kernel_lock() -> MutexGuard<'static, ()> {
     KERNEL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-fn sa(s: &str) -> SocketAddrV4 {
-    s.parse().unwrap()
-}
-
 // ---------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------
-
-/// Removes the pin directory when dropped (declared before the datapath, so dropped after
-/// it, and also on panic).
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            eprintln!("warning: cannot remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-fn ensure_bpffs() {
-    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
-    let root = Path::new("/sys/fs/bpf");
-    let is_bpffs = |p: &Path| {
-        statfs(p)
-            .map(|s| s.filesystem_type() == BPF_FS_MAGIC)
-            .unwrap_or(false)
-    };
-    if !is_bpffs(root) {
-        std::fs::create_dir_all(root).ok();
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap_or_else(|e| panic!("mount -t bpf bpf /sys/fs/bpf: {e} (the test needs root)"));
-        assert!(is_bpffs(root), "/sys/fs/bpf is not bpffs after mounting it");
-    }
-}
 
 /// Node 1 of the two-node lab.
 fn node1_config(masquerade_all: bool) -> DatapathConfig {
@@ -284,12 +232,6 @@ fn sync(reconciler: &mut Reconciler, desired: &DesiredState, maps: &mut Maps) {
 // Harness
 // ---------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Prog {
-    Tc,
-    Xdp,
-}
-
 enum Output {
     /// The frame comes back as it went in.
     Unchanged,
@@ -304,8 +246,6 @@ struct Case {
     ret: u32,
     output: Output,
     verdict: Verdict,
-    /// Not run: the program is known to get this case wrong (why, in the string).
-    skip: Option<&'static str>,
 }
 
 fn case(
@@ -323,72 +263,10 @@ fn case(
         ret,
         output,
         verdict,
-        skip: None,
     }
-}
-
-impl Case {
-    /// Marks the case as a known program bug: it is listed, not run.
-    fn skip(mut self, why: &'static str) -> Case {
-        self.skip = Some(why);
-        self
-    }
-}
-
-struct Harness {
-    datapath: Datapath,
-    maps: Maps,
-}
-
-struct RunResult {
-    ret: u32,
-    out: Vec<u8>,
-    /// Counters that changed, with how much.
-    delta: Vec<(Verdict, u64)>,
 }
 
 impl Harness {
-    fn run(&mut self, prog: Prog, input: &[u8]) -> RunResult {
-        let before = self.maps.verdict_totals().expect("reading SVC_STATS");
-        let mut buf = vec![0u8; 4096];
-        let opts = TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut buf),
-            ..TestRunOptions::new()
-        };
-        let result = match prog {
-            Prog::Tc => self
-                .datapath
-                .tc_program()
-                .expect("tc program")
-                .test_run(opts),
-            Prog::Xdp => self
-                .datapath
-                .xdp_program()
-                .expect("xdp program")
-                .test_run(opts),
-        }
-        .unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN ({prog:?}, {} bytes in): {e:?}",
-                input.len()
-            )
-        });
-        let after = self.maps.verdict_totals().expect("reading SVC_STATS");
-        let delta = before
-            .iter()
-            .zip(&after)
-            .filter(|((_, b), (_, a))| a != b)
-            .map(|((v, b), (_, a))| (*v, a.wrapping_sub(*b)))
-            .collect();
-        buf.truncate(result.data_size_out as usize);
-        RunResult {
-            ret: result.return_value,
-            out: buf,
-            delta,
-        }
-    }
-
     /// Runs `input` and checks the return value, that exactly `verdict` went up by one and
     /// (for anything but an unchanged frame) the output's checksums. Returns the output.
     fn expect(
@@ -419,12 +297,8 @@ impl Harness {
         r.out
     }
 
-    /// Runs a table case; false if it was skipped.
-    fn check(&mut self, c: &Case) -> bool {
-        if let Some(why) = c.skip {
-            println!("SKIP {:<72} known program bug: {why}", c.name);
-            return false;
-        }
+    /// Runs a table case.
+    fn check(&mut self, c: &Case) {
         let out = self.expect(c.name, c.prog, &c.input, c.ret, c.verdict);
         match &c.output {
             Output::Unchanged => bytes_eq(c.name, &c.input, &out),
@@ -441,17 +315,12 @@ impl Harness {
             c.verdict,
             summary(&out)
         );
-        true
     }
 
-    fn run_table(&mut self, cases: &[Case]) -> Vec<&'static str> {
-        let mut skipped = Vec::new();
+    fn run_table(&mut self, cases: &[Case]) {
         for c in cases {
-            if !self.check(c) {
-                skipped.push(c.name);
-            }
+            self.check(c);
         }
-        skipped
     }
 }
 
@@ -943,7 +812,7 @@ fn node1_policy_fixtures() {
         // DNATed as a new NodePort connection. Replies to the masquerade address now go
         // to conntrack first.
     ];
-    let mut skipped = h.run_table(&cases);
+    h.run_table(&cases);
 
     // --- Conntrack of a masqueraded flow ------------------------------------------------
     {
@@ -1241,11 +1110,6 @@ fn node1_policy_fixtures() {
             nat.port()
         );
     }
-
-    if !skipped.is_empty() {
-        skipped.sort();
-        println!("skipped (known program bugs): {skipped:?}");
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1291,6 +1155,5 @@ fn node1_masquerade_all() {
             Verdict::DnatNew,
         ),
     ];
-    let skipped = h.run_table(&cases);
-    assert!(skipped.is_empty());
+    h.run_table(&cases);
 }
