@@ -1,11 +1,20 @@
-//! The agent's main loop in manifest mode: watch the manifest directory and the node's
-//! interfaces, recompute the desired state when the manifests change, reconcile it into
-//! the maps, and attach the programs to new pod interfaces. Level-triggered: every pass
-//! computes the whole desired state, and a full resync runs on a timer even when nothing
-//! seems to have changed.
+//! The agent's main loop: read the cluster from its source (the manifest directory or the
+//! Kubernetes watches), recompute the whole desired state when it changed, reconcile it into
+//! the maps, and keep the programs attached to the node's interfaces. Level-triggered: every
+//! pass computes everything, and a full resync runs on a timer even when nothing seems to
+//! have changed.
+//!
+//! Start-up order matters for traffic that is already flowing through pinned programs and
+//! maps of an earlier agent: the status endpoints come up first (livez answers, healthz says
+//! 503), then the source (in Kubernetes mode, this node's addresses come from its Node
+//! object when no --node-ip is given), then the new programs are loaded and swapped into the
+//! pinned links, and the maps are left exactly as they are until the source has a complete
+//! view of the cluster.
 use std::{
     collections::BTreeSet,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -16,14 +25,27 @@ use crate::{
     dataplane::{Datapath, DatapathConfig, Maps},
     desired::{self, DesiredState, NodeContext},
     health::HealthServers,
-    manifest,
+    kubernetes::{self, KubeSource},
+    manifest::{self, ManifestSet},
+    metrics::Metrics,
     reconcile::Reconciler,
+    status::{self, Health, StatusAddrs},
 };
+
+/// Where the cluster's Services and endpoints come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of manifests (see [`manifest`]).
+    Manifests(PathBuf),
+    /// The Kubernetes API: `kubeconfig`, or the in-cluster / KUBECONFIG / ~/.kube/config
+    /// configuration when None.
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
 
 /// Where the programs go and what the agent reads; filled from the command line.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub manifests: PathBuf,
+    pub source: SourceConfig,
     pub bpffs: PathBuf,
     /// The node's external interface: XDP plus TC ingress.
     pub device: Option<String>,
@@ -33,10 +55,14 @@ pub struct Config {
     /// Pod-facing interfaces: exact names, or prefixes ending in `*`.
     pub pod_devices: Vec<String>,
     /// Node name, addresses and nodePortAddresses: what decides NodePort frontends and
-    /// which endpoints are local.
+    /// which endpoints are local. Empty `node_ips` in Kubernetes mode: from the Node object.
     pub node: NodeContext,
-    /// Pod CIDR, masquerade address: the programs' load-time globals.
+    /// Pod CIDR, masquerade flags: the programs' load-time globals. The masquerade address
+    /// is the first node address.
     pub datapath: DatapathConfig,
+    /// Where net.* sysctls are written (a host mount of /proc/sys/net in a container).
+    pub proc_sys_net: PathBuf,
+    pub status: StatusAddrs,
     pub poll_interval: Duration,
     pub resync_interval: Duration,
 }
@@ -53,10 +79,10 @@ pub fn matches_pattern(patterns: &[String], iface: &str) -> bool {
 /// address as their source when XDP or TC hands them to the stack (an SNATed flow from
 /// outside on the external interface, a hairpinned one on a pod interface), and the kernel
 /// drops such packets as martians unless the interface accepts local sources.
-fn enable_accept_local(iface: &str) {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+fn enable_accept_local(proc_sys_net: &Path, iface: &str) {
+    let path = proc_sys_net.join(format!("ipv4/conf/{iface}/accept_local"));
     if let Err(e) = std::fs::write(&path, "1") {
-        warn!(iface = %iface, error = %e, "cannot set accept_local; masqueraded flows through this interface will be dropped");
+        warn!(iface = %iface, path = %path.display(), error = %e, "cannot set accept_local; masqueraded flows through this interface will be dropped");
     }
 }
 
@@ -74,8 +100,10 @@ fn interfaces() -> BTreeSet<String> {
     }
 }
 
+type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+
 /// Cheap change detection for the manifest directory: names, sizes and modification times.
-fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
+fn fingerprint(dir: &Path) -> Fingerprint {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -93,39 +121,145 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
     out
 }
 
+/// A source, with what the agent remembers to tell whether it changed.
+enum Source {
+    Manifests {
+        dir: PathBuf,
+        last: Option<Fingerprint>,
+    },
+    Kubernetes {
+        source: KubeSource,
+        last_generation: Option<u64>,
+    },
+}
+
+impl Source {
+    /// The cluster to serve, if it changed since the last call or `force`; None while
+    /// there is nothing new, or no complete view yet.
+    fn poll(&mut self, force: bool) -> Option<ManifestSet> {
+        match self {
+            Source::Manifests { dir, last } => {
+                let now = fingerprint(dir);
+                if last.as_ref() == Some(&now) && !force {
+                    return None;
+                }
+                *last = Some(now);
+                match manifest::load_dir(dir) {
+                    Ok(set) => Some(set),
+                    // The directory itself is unreadable: keep serving the last good state.
+                    Err(e) => {
+                        warn!(error = %e, "cannot read manifests; keeping the current state");
+                        None
+                    }
+                }
+            }
+            Source::Kubernetes {
+                source,
+                last_generation,
+            } => {
+                if !source.ready() {
+                    return None;
+                }
+                let generation = source.generation();
+                if *last_generation == Some(generation) && !force {
+                    return None;
+                }
+                *last_generation = Some(generation);
+                Some(source.snapshot())
+            }
+        }
+    }
+
+    fn kube(&self) -> Option<&KubeSource> {
+        match self {
+            Source::Kubernetes { source, .. } => Some(source),
+            Source::Manifests { .. } => None,
+        }
+    }
+}
+
 pub struct Agent {
     config: Config,
+    source: Source,
     datapath: Datapath,
     maps: Maps,
     reconciler: Reconciler,
-    desired: DesiredState,
+    /// None until the source gave a complete view: nothing is written before.
+    desired: Option<DesiredState>,
     /// healthCheckNodePort listeners, kept in line with `desired.health_checks`.
-    health: HealthServers,
-    last_fingerprint: Option<Vec<(String, u64, Option<SystemTime>)>>,
+    health_checks: HealthServers,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
     last_problems: Vec<String>,
     last_resync: Instant,
+    /// Pinned links nobody claimed are removed after the first pass over the interfaces.
+    pruned_links: bool,
 }
 
 impl Agent {
-    /// Loads the programs (adopting pinned maps), attaches them, and rebuilds the
-    /// reconciler's view from the maps.
-    pub fn start(config: Config) -> anyhow::Result<Agent> {
+    /// Starts the status endpoints and the source, loads the programs (adopting the pinned
+    /// maps and links), and rebuilds the reconciler's view from the maps. Must run inside a
+    /// multi-threaded tokio runtime (the watches and HTTP servers run on it).
+    pub async fn start(mut config: Config) -> anyhow::Result<Agent> {
+        let metrics = Arc::new(Metrics::new(config.bpffs.clone()));
+        // A change may wait this long for the maps before /healthz fails.
+        let health = Arc::new(Health::new(
+            (2 * config.resync_interval).max(Duration::from_secs(60)),
+        ));
+        status::serve(config.status, health.clone(), metrics.clone()).await?;
+
+        let source = match &config.source {
+            SourceConfig::Manifests(dir) => {
+                if !dir.is_dir() {
+                    anyhow::bail!(
+                        "--manifests {}: not a directory (create it, or run in a cluster)",
+                        dir.display()
+                    );
+                }
+                info!(dir = %dir.display(), "serving Services from manifests");
+                Source::Manifests {
+                    dir: dir.clone(),
+                    last: None,
+                }
+            }
+            SourceConfig::Kubernetes { kubeconfig } => {
+                let (client, url) = kubernetes::client(kubeconfig.as_deref()).await?;
+                info!(
+                    url = %url,
+                    "watching Services and EndpointSlices through the Kubernetes API"
+                );
+                let source = KubeSource::start(client, config.node.node_name.as_deref());
+                if config.node.node_name.is_none() {
+                    warn!(
+                        "no --node-name / NODE_NAME: no endpoint is local, and node addresses come only from --node-ip"
+                    );
+                } else if config.node.node_ips.is_empty() {
+                    config.node.node_ips = wait_for_node_addresses(&source).await?;
+                }
+                Source::Kubernetes {
+                    source,
+                    last_generation: None,
+                }
+            }
+        };
+        config.datapath.masquerade_addr = config.node.node_ips.first().copied();
+
         let (mut datapath, maps) = Datapath::load(&config.bpffs, &config.datapath)?;
         if let Some(dev) = &config.device {
-            datapath
+            let xdp = datapath
                 .attach_xdp(dev)
                 .with_context(|| format!("--device {dev}"))?;
-            datapath
+            let tc = datapath
                 .attach_tc(dev)
                 .with_context(|| format!("--device {dev}"))?;
-            enable_accept_local(dev);
-            info!(device = %dev, "attached XDP and TC ingress to the external interface");
+            enable_accept_local(&config.proc_sys_net, dev);
+            info!(device = %dev, xdp = ?xdp, tc = ?tc, "XDP and TC ingress on the external interface");
         }
         if let Some(cgroup) = &config.cgroup {
-            datapath
+            let how = datapath
                 .attach_cgroup(cgroup)
                 .with_context(|| format!("--cgroup {}", cgroup.display()))?;
-            info!(cgroup = %cgroup.display(), "attached socket load balancing for node processes");
+            info!(cgroup = %cgroup.display(), how = ?how, "socket load balancing for node processes");
         }
         let reconciler = Reconciler::adopt(&maps).context("reading the pinned maps")?;
         let (frontends, backends) = reconciler.sizes();
@@ -133,55 +267,100 @@ impl Agent {
         info!(node = ?config.node, datapath = ?config.datapath, "node facts");
         Ok(Agent {
             config,
+            source,
             datapath,
             maps,
             reconciler,
-            desired: DesiredState::default(),
-            health: HealthServers::new(),
-            last_fingerprint: None,
+            desired: None,
+            health_checks: HealthServers::new(),
+            health,
+            metrics,
             last_problems: Vec::new(),
             last_resync: Instant::now(),
+            pruned_links: false,
         })
     }
 
-    /// One pass: attach to new pod interfaces, reload manifests if they changed (or the
-    /// resync timer expired), reconcile.
+    /// One pass: attach to new pod interfaces, take the source's new view (or all of it
+    /// when the resync timer expired), reconcile.
     pub fn tick(&mut self) {
         self.attach_pod_devices();
-        let fingerprint = fingerprint(&self.config.manifests);
-        let resync_due = self.last_resync.elapsed() >= self.config.resync_interval;
-        if self.last_fingerprint.as_ref() == Some(&fingerprint) && !resync_due {
-            return;
-        }
-        self.last_fingerprint = Some(fingerprint);
-        self.last_resync = Instant::now();
-        match manifest::load_dir(&self.config.manifests) {
-            Ok(set) => {
-                let (desired, compute_problems) = desired::compute(&set.cluster, &self.config.node);
-                let problems: Vec<String> = set
-                    .problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .chain(compute_problems.iter().map(|p| p.to_string()))
-                    .collect();
-                if problems != self.last_problems {
-                    for p in &problems {
-                        warn!(problem = %p, "skipped invalid input");
-                    }
-                    self.last_problems = problems;
-                }
-                self.desired = desired;
+        if !self.pruned_links {
+            self.pruned_links = true;
+            for name in self.datapath.prune_unheld_links() {
+                info!(link = %name, "removed a pinned link this agent is not configured for");
             }
-            // The directory itself is unreadable: keep serving the last good state.
-            Err(e) => warn!(error = %e, "cannot read manifests; keeping the current state"),
         }
-        self.health.update(&self.desired.health_checks);
+        let resync_due = self.last_resync.elapsed() >= self.config.resync_interval;
+        if resync_due {
+            self.last_resync = Instant::now();
+        }
+        if let Some(kube) = self.source.kube() {
+            self.metrics.set_watch_errors(kube.errors());
+            if let Some(node) = kube.node() {
+                self.health.set_node_eligible(node.eligible);
+            }
+        }
+        match self.source.poll(resync_due) {
+            Some(set) => self.take(set),
+            // Nothing new: a resync still rewrites what differs (e.g. an entry removed by
+            // hand), once there is a desired state at all.
+            None if resync_due && self.desired.is_some() => {}
+            None => return,
+        }
         self.sync();
     }
 
+    /// Computes the desired state from a new view of the cluster.
+    fn take(&mut self, set: ManifestSet) {
+        let node = self.node_context();
+        let (desired, compute_problems) = desired::compute(&set.cluster, &node);
+        let problems: Vec<String> = set
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(compute_problems.iter().map(|p| p.to_string()))
+            .collect();
+        if problems != self.last_problems {
+            for p in &problems {
+                warn!(problem = %p, "skipped invalid input");
+            }
+            self.last_problems = problems;
+        }
+        self.metrics
+            .invalid_objects
+            .set(self.last_problems.len() as i64);
+        self.metrics.services.set(set.cluster.services.len() as i64);
+        self.metrics.frontends.set(desired.frontends.len() as i64);
+        self.health_checks.update(&desired.health_checks);
+        self.desired = Some(desired);
+    }
+
+    /// The node facts for this pass: in Kubernetes mode without --node-ip, the Node
+    /// object's current addresses.
+    fn node_context(&self) -> NodeContext {
+        let mut node = self.config.node.clone();
+        if let Some(facts) = self.source.kube().and_then(|k| k.node())
+            && !facts.addresses.is_empty()
+            && self.config.node.node_ips.is_empty()
+        {
+            node.node_ips = facts.addresses;
+        }
+        node
+    }
+
     fn sync(&mut self) {
+        let Some(desired) = &self.desired else { return };
         let started = Instant::now();
-        let report = self.reconciler.sync(&self.desired, &mut self.maps);
+        let report = self.reconciler.sync(desired, &mut self.maps);
+        let took = started.elapsed();
+        let errors: Vec<_> = report.errors.iter().map(|(_, e)| e.clone()).collect();
+        self.metrics.record_sync(took, &errors);
+        if errors.is_empty() {
+            self.health.synced();
+        } else {
+            self.health.sync_failed();
+        }
         for (frontend, error) in &report.errors {
             match frontend {
                 Some(f) => warn!(frontend = %f, error = %error, "map write failed; will retry"),
@@ -190,14 +369,14 @@ impl Agent {
         }
         if report.changed() {
             info!(
-                frontends = self.desired.frontends.len(),
+                frontends = desired.frontends.len(),
                 backends_added = report.backends_added,
                 backends_removed = report.backends_removed,
                 frontends_written = report.frontends_written,
                 frontends_removed = report.frontends_removed,
                 slots_written = report.slots_written,
                 slots_removed = report.slots_removed,
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
+                took_ms = took.as_secs_f64() * 1e3,
                 "synced"
             );
         } else {
@@ -213,11 +392,11 @@ impl Agent {
             .filter(|i| matches_pattern(&self.config.pod_devices, i))
         {
             match self.datapath.attach_tc(iface) {
-                Ok(true) => {
-                    enable_accept_local(iface);
-                    info!(iface = %iface, "attached TC ingress to pod interface");
+                Ok(attached) if attached.changed() => {
+                    enable_accept_local(&self.config.proc_sys_net, iface);
+                    info!(iface = %iface, how = ?attached, "TC ingress on a pod interface");
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(e) => warn!(iface = %iface, error = %e, "cannot attach to pod interface"),
             }
         }
@@ -225,6 +404,42 @@ impl Agent {
 
     pub fn poll_interval(&self) -> Duration {
         self.config.poll_interval
+    }
+
+    /// Resolves when the source has news (Kubernetes mode); never in manifest mode, which
+    /// is polled.
+    pub async fn source_changed(&self) {
+        match self.source.kube() {
+            Some(k) => k.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Waits (for ever, logging every 10 s) for this node's Node object to list its
+/// addresses: NodePorts and the masquerade source depend on them. Pinned programs keep
+/// serving the old state meanwhile.
+async fn wait_for_node_addresses(source: &KubeSource) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        if let Some(facts) = source.node()
+            && !facts.addresses.is_empty()
+        {
+            info!(addresses = ?facts.addresses, "node addresses from the Node object");
+            return Ok(facts.addresses);
+        }
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = Instant::now();
+            warn!(
+                waited_s = started.elapsed().as_secs(),
+                "waiting for this node's Node object (with an InternalIP address); pass --node-ip to skip"
+            );
+        }
+        tokio::select! {
+            _ = source.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! The one module that touches the BPF side from userspace: loads the object, pins and
 //! adopts maps, attaches programs, and gives typed access to every map. The agent writes
 //! through it and svcctl reads through it; names and layouts come from svc-common.
+pub mod links;
+
 use std::{
     collections::BTreeMap,
     mem::size_of,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -12,9 +15,10 @@ use aya::{
     maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
-        XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+        XdpMode, links::FdLink,
     },
 };
+use links::{Hook, LINKS_SUBDIR};
 use svc_common::{
     AFFINITY4_MAP, AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP,
     BACKEND4_MAP_SIZE, Backend4, CONNECT4_PROG, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, NAMES_MAP,
@@ -72,6 +76,11 @@ pub enum DataplaneError {
     },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error("link {hook}: {source}")]
+    Link {
+        hook: String,
+        source: std::io::Error,
+    },
     #[error("program {name} on {iface}: {source}")]
     Program {
         name: &'static str,
@@ -289,18 +298,38 @@ impl Default for DatapathConfig {
     }
 }
 
-/// The loaded programs and where they are attached. Dropping it detaches them (TCX and
-/// XDP links are owned by this process); the pinned maps stay.
+/// What attaching a hook did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// This agent already holds it.
+    AlreadyHeld,
+    /// A link pinned by an earlier agent now runs this agent's program (atomic switch).
+    Adopted { link_id: u32, old_program_id: u32 },
+    /// A new link, now pinned.
+    New,
+}
+
+impl Attached {
+    /// True if this call changed what is attached (for logging once).
+    pub fn changed(self) -> bool {
+        self != Attached::AlreadyHeld
+    }
+}
+
+/// The loaded programs and the hooks this agent holds. Every attachment is a pinned link
+/// (see [`links`]): it outlives the agent process, and the next agent switches it to its
+/// own program instances.
 pub struct Datapath {
     ebpf: Ebpf,
-    tc_links: BTreeMap<String, SchedClassifierLinkId>,
-    xdp_links: BTreeMap<String, XdpLinkId>,
+    links_dir: PathBuf,
+    /// Hooks attached or adopted by this agent, by pin name.
+    held: BTreeMap<String, Hook>,
 }
 
 impl Datapath {
     /// Loads the object with every map pinned under `dir` (reusing compatible pins, so
-    /// conntrack and services survive a restart) and loads both programs into the kernel.
-    /// Returns the datapath and the typed maps.
+    /// conntrack and services survive a restart) and loads the programs into the kernel
+    /// (not attached yet: see the `attach_*` methods). Returns the datapath and the maps.
     pub fn load(dir: &Path, config: &DatapathConfig) -> Result<(Datapath, Maps), DataplaneError> {
         if EBPF_OBJECT.is_empty() {
             return Err(DataplaneError::NoObject);
@@ -310,8 +339,9 @@ impl Datapath {
                 dir: dir.to_path_buf(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
-            dir: dir.to_path_buf(),
+        let links_dir = dir.join(LINKS_SUBDIR);
+        std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::PinDir {
+            dir: links_dir.clone(),
             source,
         })?;
         for spec in &MAP_SPECS {
@@ -338,20 +368,13 @@ impl Datapath {
             .override_global("NAT_PORT_MIN", &nat_min, true)
             .override_global("NAT_PORT_MAX", &nat_max, true)
             .load(EBPF_OBJECT)?;
-        let prog_err = |name: &'static str| {
-            move |source| DataplaneError::Program {
-                name,
-                iface: String::new(),
-                source,
-            }
-        };
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
-        tc.load().map_err(prog_err(TC_PROG))?;
+        tc.load().map_err(prog_err(TC_PROG, ""))?;
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROG)?;
-        xdp.load().map_err(prog_err(XDP_PROG))?;
-        for name in [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG] {
+        xdp.load().map_err(prog_err(XDP_PROG, ""))?;
+        for name in CGROUP_PROGS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(prog_err(name))?;
+            prog.load().map_err(prog_err(name, ""))?;
         }
         let maps = Maps::from_maps(|name| {
             ebpf.take_map(name).ok_or(DataplaneError::Map {
@@ -364,74 +387,153 @@ impl Datapath {
         Ok((
             Datapath {
                 ebpf,
-                tc_links: BTreeMap::new(),
-                xdp_links: BTreeMap::new(),
+                links_dir,
+                held: BTreeMap::new(),
             },
             maps,
         ))
     }
 
-    /// Attaches the TC program to `iface`'s ingress (idempotent).
-    pub fn attach_tc(&mut self, iface: &str) -> Result<bool, DataplaneError> {
-        if self.tc_links.contains_key(iface) {
-            return Ok(false);
+    /// Attaches `hook`: adopts (and switches to this agent's program) the link an earlier
+    /// agent pinned for it, or makes and pins a new one. Idempotent.
+    pub fn attach(&mut self, hook: Hook) -> Result<Attached, DataplaneError> {
+        let name = hook.pin_name();
+        if self.held.contains_key(&name) {
+            return Ok(Attached::AlreadyHeld);
         }
-        let tc: &mut SchedClassifier = program(&mut self.ebpf, TC_PROG)?;
-        let link =
-            tc.attach(iface, TcAttachType::Ingress)
-                .map_err(|source| DataplaneError::Program {
-                    name: TC_PROG,
-                    iface: iface.to_string(),
-                    source,
-                })?;
-        self.tc_links.insert(iface.to_string(), link);
-        Ok(true)
-    }
-
-    /// Attaches the XDP program to `iface` (native mode where the driver has it).
-    pub fn attach_xdp(&mut self, iface: &str) -> Result<bool, DataplaneError> {
-        if self.xdp_links.contains_key(iface) {
-            return Ok(false);
-        }
-        let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROG)?;
-        let link =
-            xdp.attach(iface, XdpMode::Default)
-                .map_err(|source| DataplaneError::Program {
-                    name: XDP_PROG,
-                    iface: iface.to_string(),
-                    source,
-                })?;
-        self.xdp_links.insert(iface.to_string(), link);
-        Ok(true)
-    }
-
-    /// Attaches the socket-level programs (connect4, sendmsg4, recvmsg4) to the cgroup v2
-    /// directory `cgroup`: processes in it (the node's own) reach Services through them.
-    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DataplaneError> {
-        let dir = std::fs::File::open(cgroup).map_err(|source| DataplaneError::Cgroup {
-            path: cgroup.to_path_buf(),
+        let path = self.links_dir.join(&name);
+        let prog_name = match &hook {
+            Hook::TcIngress { .. } => TC_PROG,
+            Hook::Xdp { .. } => XDP_PROG,
+            Hook::Cgroup { program, .. } => *program,
+        };
+        let link_err = |source| DataplaneError::Link {
+            hook: name.clone(),
             source,
-        })?;
-        for name in [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG] {
-            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            prog.attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| DataplaneError::Program {
-                    name,
-                    iface: cgroup.display().to_string(),
+        };
+        let prog_fd = self
+            .ebpf
+            .program(prog_name)
+            .ok_or_else(|| invalid_program(prog_name))?
+            .fd()
+            .map_err(prog_err(prog_name, &name))?;
+        match links::update_pinned(&path, prog_fd.as_fd()).map_err(link_err)? {
+            links::Adopted::Replaced {
+                link_id,
+                old_program_id,
+            } => {
+                self.held.insert(name, hook);
+                return Ok(Attached::Adopted {
+                    link_id,
+                    old_program_id,
+                });
+            }
+            links::Adopted::NoPin | links::Adopted::Defunct => {}
+        }
+        let fd_link: FdLink = match &hook {
+            Hook::TcIngress { iface } => {
+                let tc: &mut SchedClassifier = program(&mut self.ebpf, TC_PROG)?;
+                let id = tc
+                    .attach(iface, TcAttachType::Ingress)
+                    .map_err(prog_err(TC_PROG, iface))?;
+                let link = tc.take_link(id).map_err(prog_err(TC_PROG, iface))?;
+                link.try_into().map_err(|e| link_convert_err(&name, e))?
+            }
+            Hook::Xdp { iface } => {
+                let xdp: &mut Xdp = program(&mut self.ebpf, XDP_PROG)?;
+                let id = xdp
+                    .attach(iface, XdpMode::Default)
+                    .map_err(prog_err(XDP_PROG, iface))?;
+                let link = xdp.take_link(id).map_err(prog_err(XDP_PROG, iface))?;
+                link.try_into().map_err(|e| link_convert_err(&name, e))?
+            }
+            Hook::Cgroup { program: p, cgroup } => {
+                let dir = std::fs::File::open(cgroup).map_err(|source| DataplaneError::Cgroup {
+                    path: cgroup.clone(),
                     source,
                 })?;
-        }
-        Ok(())
+                let target = cgroup.display().to_string();
+                let prog: &mut CgroupSockAddr = program(&mut self.ebpf, p)?;
+                // No flags: bpf_link_create refuses BPF_F_ALLOW_MULTI (EINVAL), and cgroup
+                // links coexist with other links on the same hook anyway.
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::Single)
+                    .map_err(prog_err(p, &target))?;
+                let link = prog.take_link(id).map_err(prog_err(p, &target))?;
+                link.try_into().map_err(|e| link_convert_err(&name, e))?
+            }
+        };
+        // Pinned, the link outlives its fd (dropped here) and this process.
+        fd_link.pin(&path).map_err(|e| DataplaneError::Link {
+            hook: name.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        self.held.insert(name, hook);
+        Ok(Attached::New)
     }
 
-    /// Forgets interfaces that no longer exist (their links went with them).
+    /// TC ingress on `iface`.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<Attached, DataplaneError> {
+        self.attach(Hook::TcIngress {
+            iface: iface.to_string(),
+        })
+    }
+
+    /// XDP on `iface` (native mode where the driver has it).
+    pub fn attach_xdp(&mut self, iface: &str) -> Result<Attached, DataplaneError> {
+        self.attach(Hook::Xdp {
+            iface: iface.to_string(),
+        })
+    }
+
+    /// The socket-level programs (connect4, sendmsg4, recvmsg4) on the cgroup v2 directory
+    /// `cgroup`: processes in it (the node's own) reach Services through them.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Vec<Attached>, DataplaneError> {
+        CGROUP_PROGS
+            .iter()
+            .map(|program| {
+                self.attach(Hook::Cgroup {
+                    program,
+                    cgroup: cgroup.to_path_buf(),
+                })
+            })
+            .collect()
+    }
+
+    /// Drops the hooks on interfaces that no longer exist, and their pins (the kernel
+    /// detached those links with the interface).
     pub fn forget_missing(&mut self, present: &dyn Fn(&str) -> bool) {
-        self.tc_links.retain(|iface, _| present(iface));
-        self.xdp_links.retain(|iface, _| present(iface));
+        let links_dir = &self.links_dir;
+        self.held.retain(|name, hook| match hook.iface() {
+            Some(iface) if !present(iface) => {
+                let _ = std::fs::remove_file(links_dir.join(name));
+                false
+            }
+            _ => true,
+        });
     }
 
+    /// Removes every pinned link this agent does not hold (which detaches it): left by an
+    /// earlier agent for an interface or cgroup this one is not configured for, or whose
+    /// target is gone. Returns their names.
+    pub fn prune_unheld_links(&mut self) -> Vec<String> {
+        let mut removed = Vec::new();
+        for name in links::pinned_names(&self.links_dir) {
+            if !self.held.contains_key(&name)
+                && std::fs::remove_file(self.links_dir.join(&name)).is_ok()
+            {
+                removed.push(name);
+            }
+        }
+        removed
+    }
+
+    /// Interfaces with the TC program, in name order.
     pub fn tc_interfaces(&self) -> impl Iterator<Item = &str> {
-        self.tc_links.keys().map(String::as_str)
+        self.held.values().filter_map(|h| match h {
+            Hook::TcIngress { iface } => Some(iface.as_str()),
+            _ => None,
+        })
     }
 
     /// The loaded programs, for BPF_PROG_TEST_RUN (tests, svcctl trace, benchmarks).
@@ -444,17 +546,85 @@ impl Datapath {
     }
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    let prog = ebpf.program_mut(name).ok_or(DataplaneError::Program {
+/// The cgroup socket programs, attached together.
+const CGROUP_PROGS: [&str; 3] = [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG];
+
+fn prog_err(name: &'static str, target: &str) -> impl FnOnce(ProgramError) -> DataplaneError {
+    let iface = target.to_string();
+    move |source| DataplaneError::Program {
+        name,
+        iface,
+        source,
+    }
+}
+
+fn invalid_program(name: &'static str) -> DataplaneError {
+    DataplaneError::Program {
         name,
         iface: String::new(),
         source: ProgramError::InvalidName {
             name: name.to_string(),
         },
-    })?;
+    }
+}
+
+fn link_convert_err(hook: &str, e: aya::programs::links::LinkError) -> DataplaneError {
+    DataplaneError::Link {
+        hook: hook.to_string(),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// What `svc-agent cleanup` removed.
+#[derive(Debug, Default)]
+pub struct Cleanup {
+    pub links: Vec<String>,
+    pub maps: Vec<String>,
+    /// Files in the directory that are not ours, left alone (the directory stays too).
+    pub left: Vec<String>,
+}
+
+/// Detaches and unpins everything an agent pinned under `dir`: the links first (so no
+/// program runs on maps that are going away), then the maps, then the directories.
+/// Run it with the agent stopped (kube-proxy's `--cleanup`). A missing `dir` is nothing
+/// to clean.
+pub fn cleanup(dir: &Path) -> Result<Cleanup, DataplaneError> {
+    let mut out = Cleanup::default();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let rm_err = |path: PathBuf| move |source| DataplaneError::PinDir { dir: path, source };
+    let links_dir = dir.join(LINKS_SUBDIR);
+    for name in links::pinned_names(&links_dir) {
+        let path = links_dir.join(&name);
+        std::fs::remove_file(&path).map_err(rm_err(path))?;
+        out.links.push(name);
+    }
+    if links_dir.exists() {
+        std::fs::remove_dir(&links_dir).map_err(rm_err(links_dir.clone()))?;
+    }
+    for name in links::pinned_names(dir) {
+        let path = dir.join(&name);
+        if MAP_SPECS.iter().any(|s| s.name == name) {
+            std::fs::remove_file(&path).map_err(rm_err(path))?;
+            out.maps.push(name);
+        } else {
+            out.left.push(name);
+        }
+    }
+    if out.left.is_empty() {
+        std::fs::remove_dir(dir).map_err(rm_err(dir.to_path_buf()))?;
+    }
+    Ok(out)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| invalid_program(name))?;
     prog.try_into().map_err(|source| DataplaneError::Program {
         name,
         iface: String::new(),
@@ -590,4 +760,95 @@ impl Maps {
     pub fn read_conntrack(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, crate::reconcile::StoreError> {
         read_all(&self.ct, CT4_MAP)
     }
+}
+
+/// How full one map is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapUsage {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+/// Counts the entries of `map` by walking its keys (BPF_MAP_GET_NEXT_KEY with a raw key
+/// buffer, so one function serves every key type).
+fn count_keys(map: &MapData, key_size: usize) -> Result<u64, std::io::Error> {
+    use std::os::fd::AsRawFd as _;
+    // union bpf_attr, the BPF_MAP_*_ELEM part; BPF_MAP_GET_NEXT_KEY is cmd 4 in
+    // include/uapi/linux/bpf.h.
+    #[repr(C)]
+    struct NextKeyAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+    }
+    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+    let fd = map.fd().as_fd().as_raw_fd() as u32;
+    let mut key = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut count = 0u64;
+    let mut first = true;
+    // Bounded: an LRU map can change under us, but never holds more than max_entries; twice
+    // that many steps means the walk restarted (a deleted key) often enough to stop.
+    let bound = 2 * u64::from(u32::MAX);
+    while count < bound {
+        let attr = NextKeyAttr {
+            map_fd: fd,
+            _pad: 0,
+            key: if first { 0 } else { key.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+        };
+        // SAFETY: the attr points at two buffers of the map's key size that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_NEXT_KEY,
+                &attr as *const NextKeyAttr,
+                size_of::<NextKeyAttr>(),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(count);
+            }
+            return Err(e);
+        }
+        count += 1;
+        first = false;
+        std::mem::swap(&mut key, &mut next);
+    }
+    Ok(count)
+}
+
+/// Entries and capacity of every pinned map under `dir` (for metrics). A per-CPU array
+/// always holds max_entries entries.
+pub fn map_usage(dir: &Path) -> Result<Vec<MapUsage>, DataplaneError> {
+    MAP_SPECS
+        .iter()
+        .map(|spec| {
+            let path = dir.join(spec.name);
+            if !path.exists() {
+                return Err(DataplaneError::NotPinned { path });
+            }
+            let data = MapData::from_pin(&path).map_err(map_err(spec.name))?;
+            let entries = if spec.name == STATS_MAP {
+                u64::from(spec.max_entries)
+            } else {
+                count_keys(&data, spec.key_size as usize).map_err(|e| DataplaneError::Map {
+                    name: spec.name,
+                    source: MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_get_next_key",
+                        io_error: e,
+                    }),
+                })?
+            };
+            Ok(MapUsage {
+                name: spec.name,
+                entries,
+                capacity: u64::from(spec.max_entries),
+            })
+        })
+        .collect()
 }

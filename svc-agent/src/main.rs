@@ -1,27 +1,76 @@
 //! svc-agent: keeps the eBPF Service maps in sync with the Services and endpoints it reads.
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use svc_agent::{
-    agent::{Agent, Config},
-    dataplane::{DEFAULT_BPFFS_DIR, DatapathConfig},
+    agent::{Agent, Config, SourceConfig},
+    dataplane::{self, DEFAULT_BPFFS_DIR, DatapathConfig},
     desired::{Ipv4Cidr, NodeContext},
+    kubernetes,
+    status::StatusAddrs,
 };
 use tracing::info;
 
+/// Where manifest mode reads when there is neither --manifests nor a cluster.
+const DEFAULT_MANIFESTS_DIR: &str = "/etc/svc-agent/manifests";
+
 /// A Kubernetes Service dataplane on eBPF (a kube-proxy replacement).
 ///
-/// Loads the TC and XDP programs, pins their maps under --bpffs, and keeps the maps in
-/// sync with the Services, EndpointSlices and Endpoints in --manifests (multi-document
-/// YAML or JSON files, as `kubectl apply -f` takes them). The directory is re-read when a
-/// file in it changes; an invalid object is reported with its namespace/name and the
-/// reason and skipped, leaving the others untouched. Inspect the maps with `svcctl dump`.
+/// Loads the TC, XDP and cgroup programs, pins their maps and links under --bpffs, and keeps
+/// the maps in sync with the cluster's Services and EndpointSlices. The source is, in this
+/// order: --manifests DIR (Service / EndpointSlice / Endpoints manifests, as `kubectl apply
+/// -f` takes them, re-read when a file changes); --kubeconfig FILE; the Kubernetes API found
+/// the way kubectl finds it (in-cluster service account, KUBECONFIG, ~/.kube/config); and,
+/// with no cluster at all, manifests in /etc/svc-agent/manifests. Invalid objects are
+/// reported with their namespace/name and the reason and skipped, leaving the others
+/// untouched. Inspect the maps with `svcctl dump`.
 #[derive(Debug, Parser)]
-#[command(name = "svc-agent", version, after_help = AFTER_HELP)]
+#[command(
+    name = "svc-agent",
+    version,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Detach every program and unpin every map and link under --bpffs, like kube-proxy's
+    /// --cleanup. Stop the agent first (on a cluster: delete the DaemonSet); established
+    /// connections through Services break.
+    Cleanup {
+        /// bpffs directory the agent pinned its maps and links in.
+        #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
+        bpffs: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
-    /// Directory of Service / EndpointSlice / Endpoints manifests to serve.
-    #[arg(long, value_name = "DIR", env = "SVC_MANIFESTS")]
-    manifests: PathBuf,
+    /// Serve the Service / EndpointSlice / Endpoints manifests of this directory instead of
+    /// a cluster's (manifest mode).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SVC_MANIFESTS",
+        conflicts_with = "kubeconfig"
+    )]
+    manifests: Option<PathBuf>,
+
+    /// Watch the cluster of this kubeconfig file. Without it (and without --manifests) the
+    /// agent uses the in-cluster service account, then KUBECONFIG, then ~/.kube/config.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
 
     /// The node's external interface: traffic arriving from outside. Gets the XDP program
     /// (native mode where the driver supports it) and the TC ingress program, which answers
@@ -44,17 +93,19 @@ struct Args {
     cgroup: Option<PathBuf>,
 
     /// This node's name (the Node object's name). Endpoints whose nodeName matches are
-    /// local: traffic policy Local uses only those.
+    /// local: traffic policy Local uses only those. In Kubernetes mode the agent also
+    /// watches this Node for its addresses and for /healthz.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     node_name: Option<String>,
 
     /// This node's IPv4 addresses. Repeatable. NodePort Services answer on them (see
-    /// --node-port-addresses); the first is the source address of masqueraded flows.
+    /// --node-port-addresses); the first is the source address of masqueraded flows. Not
+    /// given, in Kubernetes mode: the Node object's InternalIP addresses.
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<Ipv4Addr>,
 
     /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
-    /// inside these CIDRs. Repeatable; default: on every --node-ip.
+    /// inside these CIDRs. Repeatable; default: on every node address.
     #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
     node_port_addresses: Vec<Ipv4Cidr>,
 
@@ -67,16 +118,31 @@ struct Args {
     #[arg(long)]
     masquerade_all: bool,
 
-    /// bpffs directory where the maps are pinned (svcctl reads them there).
+    /// bpffs directory where the maps and links are pinned (svcctl reads them there).
     #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
     bpffs: PathBuf,
 
+    /// Where the agent writes net.ipv4.conf.<iface>.accept_local. In a container, a
+    /// writable host mount of /proc/sys/net (the container's /proc/sys is read-only).
+    #[arg(long, value_name = "DIR", default_value = "/proc/sys/net")]
+    proc_sys_net: PathBuf,
+
+    /// Address of /healthz and /livez (kube-proxy's --healthz-bind-address). Empty: off.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256", value_parser = parse_bind)]
+    healthz_bind_address: BindAddr,
+
+    /// Address of the Prometheus /metrics endpoint (kube-proxy's --metrics-bind-address).
+    /// Empty: off.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249", value_parser = parse_bind)]
+    metrics_bind_address: BindAddr,
+
     /// How often the manifest directory and the interfaces are checked for changes.
+    /// (Kubernetes changes are taken as they arrive.)
     #[arg(long, value_name = "MS", default_value_t = 500)]
     poll_interval_ms: u64,
 
-    /// Full resync period: manifests are re-read and the maps reconciled even when
-    /// nothing seems to have changed.
+    /// Full resync period: the source is re-read and the maps reconciled even when nothing
+    /// seems to have changed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     resync_interval: u64,
 }
@@ -84,11 +150,13 @@ struct Args {
 const AFTER_HELP: &str = "\
 Examples:
   svc-agent --manifests examples/ --device eth0 --pod-device 'lxc*'
-  svc-agent --manifests /etc/svc --device ens3 --pod-device 'cali*' --bpffs /sys/fs/bpf/svc
+  svc-agent --kubeconfig ~/.kube/config --node-name node1 --device ens3 --pod-device 'cali*'
+  svc-agent cleanup --bpffs /sys/fs/bpf/svc-ebpf
 
 Logging: RUST_LOG=debug for more detail (default: info).
-The programs stay attached while the agent runs and are detached when it exits; the maps
-stay pinned, so a restarted agent adopts their state.";
+Programs stay attached when the agent exits or is killed (pinned links), and the maps stay
+pinned: a restarted or upgraded agent adopts both and swaps its programs in atomically, so
+established connections survive. `svc-agent cleanup` removes everything.";
 
 /// `a.b.c.d/n`, surrounding whitespace tolerated; host bits are cleared.
 fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
@@ -97,25 +165,66 @@ fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
         .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.244.0.0/16)"))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = Args::parse();
-    let config = Config {
-        manifests: args.manifests,
+/// A listen address, or none (the empty string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BindAddr(Option<SocketAddr>);
+
+fn parse_bind(s: &str) -> Result<BindAddr, String> {
+    if s.trim().is_empty() {
+        return Ok(BindAddr(None));
+    }
+    s.trim()
+        .parse()
+        .map(|a| BindAddr(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (expected IP:PORT, e.g. 0.0.0.0:10256, or \"\" for off)"))
+}
+
+fn cleanup(bpffs: &std::path::Path) -> anyhow::Result<()> {
+    let done = dataplane::cleanup(bpffs)?;
+    for l in &done.links {
+        info!(link = %l, "detached");
+    }
+    info!(
+        dir = %bpffs.display(),
+        links = done.links.len(),
+        maps = done.maps.len(),
+        "cleaned up"
+    );
+    if !done.left.is_empty() {
+        anyhow::bail!(
+            "{} also holds {:?}, which svc-agent did not create; left alone",
+            bpffs.display(),
+            done.left
+        );
+    }
+    Ok(())
+}
+
+fn config(args: Args) -> Config {
+    let source = match (args.manifests, args.kubeconfig) {
+        (Some(dir), _) => SourceConfig::Manifests(dir),
+        (None, Some(file)) => SourceConfig::Kubernetes {
+            kubeconfig: Some(file),
+        },
+        (None, None) if kubernetes::cluster_config_present() => {
+            SourceConfig::Kubernetes { kubeconfig: None }
+        }
+        (None, None) => {
+            info!(
+                dir = DEFAULT_MANIFESTS_DIR,
+                "no cluster configuration (not in a pod, no KUBECONFIG, no ~/.kube/config): manifest mode"
+            );
+            SourceConfig::Manifests(PathBuf::from(DEFAULT_MANIFESTS_DIR))
+        }
+    };
+    Config {
+        source,
         bpffs: args.bpffs,
         device: args.device,
         cgroup: args.cgroup,
         pod_devices: args.pod_devices,
         datapath: DatapathConfig {
             cluster_cidr: args.cluster_cidr,
-            masquerade_addr: args.node_ips.first().copied(),
             masquerade_all: args.masquerade_all,
             ..DatapathConfig::default()
         },
@@ -124,20 +233,49 @@ async fn main() -> anyhow::Result<()> {
             node_ips: args.node_ips,
             node_port_addresses: args.node_port_addresses,
         },
+        proc_sys_net: args.proc_sys_net,
+        status: StatusAddrs {
+            healthz: args.healthz_bind_address.0,
+            metrics: args.metrics_bind_address.0,
+        },
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
-    };
-    let mut agent = Agent::start(config)?;
+    }
+}
+
+// Two workers: the watches and HTTP servers keep running while a sync blocks one.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Cleanup { bpffs }) = cli.command {
+        return cleanup(&bpffs);
+    }
+    let config = config(cli.run);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut agent = tokio::select! {
+        agent = Agent::start(config) => agent?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = sigterm.recv() => return Ok(()),
+    };
     let mut ticker = tokio::time::interval(agent.poll_interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => agent.tick(),
+            _ = ticker.tick() => {}
+            _ = agent.source_changed() => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
+        tokio::task::block_in_place(|| agent.tick());
     }
-    info!("stopping: programs detach, maps stay pinned");
+    info!("stopping: programs stay attached and maps pinned (`svc-agent cleanup` removes them)");
     Ok(())
 }
 
@@ -148,12 +286,12 @@ mod tests {
 
     #[test]
     fn command_line_is_consistent() {
-        Args::command().debug_assert();
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn every_flag_parses_into_its_type() {
-        let args = Args::try_parse_from([
+        let cli = Cli::try_parse_from([
             "svc-agent",
             "--manifests",
             "examples",
@@ -174,6 +312,8 @@ mod tests {
             "/sys/fs/bpf/x",
         ])
         .expect("parses");
+        assert!(cli.command.is_none());
+        let args = cli.run;
         assert_eq!(
             args.cluster_cidr,
             Some(Ipv4Cidr {
@@ -184,7 +324,7 @@ mod tests {
         assert_eq!(args.node_port_addresses.len(), 1);
         assert!(args.masquerade_all);
         assert!(
-            Args::try_parse_from([
+            Cli::try_parse_from([
                 "svc-agent",
                 "--manifests",
                 "x",
@@ -192,6 +332,34 @@ mod tests {
                 "10.0.0.0/33"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn status_addresses_and_cleanup() {
+        let cli = Cli::try_parse_from([
+            "svc-agent",
+            "--kubeconfig",
+            "/k",
+            "--healthz-bind-address",
+            "127.0.0.1:1234",
+            "--metrics-bind-address",
+            "",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.run.healthz_bind_address,
+            BindAddr(Some("127.0.0.1:1234".parse().unwrap()))
+        );
+        assert_eq!(cli.run.metrics_bind_address, BindAddr(None));
+        assert!(Cli::try_parse_from(["svc-agent", "--healthz-bind-address", "10256"]).is_err());
+        assert!(
+            Cli::try_parse_from(["svc-agent", "--manifests", "d", "--kubeconfig", "k"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["svc-agent", "cleanup", "--bpffs", "/sys/fs/bpf/t"])
+            .expect("parses");
+        assert!(
+            matches!(cli.command, Some(Command::Cleanup { bpffs }) if bpffs == std::path::Path::new("/sys/fs/bpf/t"))
         );
     }
 }

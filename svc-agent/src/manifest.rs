@@ -197,7 +197,7 @@ pub fn parse_str(text: &str, source: &str) -> (Vec<ParsedObject>, Vec<Problem>) 
 }
 
 /// Parsed objects and problems, in document order.
-type Items = Vec<Result<ParsedObject, Problem>>;
+pub type Items = Vec<Result<ParsedObject, Problem>>;
 
 fn partition(items: Items) -> (Vec<ParsedObject>, Vec<Problem>) {
     let mut objects = Vec::new();
@@ -392,7 +392,8 @@ fn convert(
 
 /// Converts parsed objects into the model, in order (a duplicate of an earlier valid object
 /// is a problem and ignored), and assembles the cluster. Problems stay in document order.
-fn build(items: Items) -> ManifestSet {
+/// Every source goes through here: the manifest directory and the Kubernetes watches.
+pub fn build(items: Items) -> ManifestSet {
     let mut problems = Vec::new();
     let mut seen: HashMap<(&'static str, ObjectRef), String> = HashMap::new();
     let mut services = Vec::new();

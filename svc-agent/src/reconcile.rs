@@ -38,7 +38,7 @@ use crate::desired::{
 };
 use crate::model::{ObjectRef, Protocol};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("map {map} is full")]
     Full { map: &'static str },

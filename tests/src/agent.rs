@@ -1,6 +1,8 @@
 //! Running the real svc-agent (and svcctl) inside a lab node's namespace, and waiting for
 //! it to have programmed the maps. Shared by the e2e tests and `cargo xtask run`.
 use std::{
+    collections::BTreeMap,
+    ffi::OsString,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
@@ -8,8 +10,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::maps::{HashMap, Map, MapData};
-use svc_common::{SVC4_MAP, Svc4Key, Svc4Value};
+use aya::{
+    maps::{HashMap, Map, MapData},
+    programs::links::{FdLink, PinnedLink},
+};
+use svc_common::{CT4_MAP, Ct4Key, Ct4Value, SVC4_MAP, Svc4Key, Svc4Value};
 
 use crate::{Lab, NODE_EXT_IF, NodeProcess};
 
@@ -51,10 +56,19 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Where a lab agent reads the cluster from.
+pub enum AgentSource<'a> {
+    Manifests(&'a Path),
+    /// A kubeconfig file (e.g. pointing at a `fake_apiserver::FakeApiServer`).
+    Kubeconfig(&'a Path),
+}
+
 /// A running svc-agent in a lab node.
 pub struct LabAgent {
     pub process: NodeProcess,
     pub log: PathBuf,
+    /// The command line it was started with (for [`restart`](Self::restart)).
+    args: Vec<OsString>,
     /// The node's bpffs dir the agent pins its maps in.
     pub bpffs: PathBuf,
     /// Number (1-based) of the node the agent runs on.
@@ -79,7 +93,27 @@ impl LabAgent {
         log: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<LabAgent> {
-        Self::start_impl(lab, node, manifests, log, extra_args, true)
+        Self::start_impl(
+            lab,
+            node,
+            AgentSource::Manifests(manifests),
+            log,
+            extra_args,
+            true,
+        )
+    }
+
+    /// Starts svc-agent in node `node` reading the cluster from `source`, otherwise as
+    /// [`start_in`](Self::start_in); with a kubeconfig there is no `--node-ip`, so the
+    /// node's addresses come from its Node object (pass `--node-name` in `extra_args`).
+    pub fn start_from(
+        lab: &mut Lab,
+        node: usize,
+        source: AgentSource<'_>,
+        log: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<LabAgent> {
+        Self::start_impl(lab, node, source, log, extra_args, true)
     }
 
     /// As [`start_in`](Self::start_in) on node 1, but without `--cluster-cidr`: the agent
@@ -90,55 +124,111 @@ impl LabAgent {
         manifests: &Path,
         log: &Path,
     ) -> anyhow::Result<LabAgent> {
-        Self::start_impl(lab, 1, manifests, log, &[], false)
+        Self::start_impl(lab, 1, AgentSource::Manifests(manifests), log, &[], false)
     }
 
     fn start_impl(
         lab: &mut Lab,
         node: usize,
-        manifests: &Path,
+        source: AgentSource<'_>,
         log: &Path,
         extra_args: &[&str],
         with_pod_cidr: bool,
     ) -> anyhow::Result<LabAgent> {
-        let bin = workspace_bin("svc-agent")?;
-        let (bpffs, node_ip, name) = {
+        let (bpffs, node_ip) = {
             let n = lab.node(node);
-            (n.bpffs_dir.clone(), n.ip.to_string(), n.name.clone())
+            (n.bpffs_dir.clone(), n.ip.to_string())
         };
-        let mut cmd = Command::new(bin);
-        cmd.arg("--manifests")
-            .arg(manifests)
-            .args([
-                "--device",
-                NODE_EXT_IF,
-                "--pod-device",
-                "lxc*",
-                "--node-ip",
-                &node_ip,
-            ])
-            .args(["--poll-interval-ms", "100"])
-            .arg("--bpffs")
-            .arg(&bpffs)
-            .args(if with_pod_cidr {
-                &["--cluster-cidr", crate::CLUSTER_POD_CIDR][..]
-            } else {
-                &[]
-            })
-            .args(extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        let process = lab
-            .spawn_in_logged(node, cmd, log)
-            .with_context(|| format!("starting svc-agent in {name}"))?;
+        let mut args: Vec<OsString> = Vec::new();
+        match source {
+            AgentSource::Manifests(dir) => {
+                args.extend(["--manifests".into(), dir.into()]);
+                args.extend(["--node-ip".into(), node_ip.into()]);
+            }
+            AgentSource::Kubeconfig(file) => {
+                args.extend(["--kubeconfig".into(), file.into()]);
+            }
+        }
+        args.extend(
+            ["--device", NODE_EXT_IF, "--pod-device", "lxc*"]
+                .into_iter()
+                .map(OsString::from),
+        );
+        args.extend(["--poll-interval-ms".into(), "100".into()]);
+        args.extend(["--bpffs".into(), bpffs.clone().into()]);
+        if with_pod_cidr {
+            args.extend(["--cluster-cidr".into(), crate::CLUSTER_POD_CIDR.into()]);
+        }
+        args.extend(extra_args.iter().map(OsString::from));
+        let process = Self::spawn(lab, node, &args, log)?;
         Ok(LabAgent {
             process,
             log: log.to_path_buf(),
+            args,
             bpffs,
             node,
         })
+    }
+
+    fn spawn(
+        lab: &mut Lab,
+        node: usize,
+        args: &[OsString],
+        log: &Path,
+    ) -> anyhow::Result<NodeProcess> {
+        let bin = workspace_bin("svc-agent")?;
+        let name = lab.node(node).name.clone();
+        let mut cmd = Command::new(bin);
+        cmd.args(args).env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        lab.spawn_in_logged(node, cmd, log)
+            .with_context(|| format!("starting svc-agent in {name}"))
+    }
+
+    /// Starts the agent again with the same command line (after it exited or was killed),
+    /// appending to the same log.
+    pub fn restart(&mut self, lab: &mut Lab) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.process.is_running(),
+            "restart: the agent is still running"
+        );
+        self.process = Self::spawn(lab, self.node, &self.args, &self.log)?;
+        Ok(())
+    }
+
+    /// Every conntrack entry in the pinned map (a snapshot).
+    pub fn conntrack(&self) -> anyhow::Result<BTreeMap<Ct4KeyOrd, Ct4Value>> {
+        let data = MapData::from_pin(self.bpffs.join(CT4_MAP))?;
+        let ct: HashMap<MapData, Ct4Key, Ct4Value> = Map::from_map_data(data)?.try_into()?;
+        let mut out = BTreeMap::new();
+        for kv in ct.iter() {
+            match kv {
+                Ok((k, v)) => {
+                    out.insert(Ct4KeyOrd(k), v);
+                }
+                // Evicted or expired while we walk.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pinned links (`links/` under the bpffs dir): pin name -> (link id, program id).
+    pub fn links(&self) -> BTreeMap<String, (u32, u32)> {
+        let dir = self.bpffs.join("links");
+        let mut out = BTreeMap::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Ok(link) = PinnedLink::from_pin(e.path())
+                && let Ok(info) = FdLink::from(link).info()
+            {
+                out.insert(name, (info.id(), info.program_id()));
+            }
+        }
+        out
     }
 
     /// The agent's log so far (for failure messages).
@@ -185,5 +275,30 @@ impl LabAgent {
             self.backend_count(vip, port, proto),
             self.log_text()
         )
+    }
+}
+
+/// A conntrack key ordered by its fields (for comparing snapshots).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ct4KeyOrd(pub Ct4Key);
+
+impl Ct4KeyOrd {
+    fn tuple(&self) -> (u32, u32, u16, u16, u8, u8) {
+        let k = &self.0;
+        (
+            k.saddr_be, k.daddr_be, k.sport_be, k.dport_be, k.proto, k.kind,
+        )
+    }
+}
+
+impl PartialOrd for Ct4KeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ct4KeyOrd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.tuple().cmp(&other.tuple())
     }
 }

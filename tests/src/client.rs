@@ -235,3 +235,32 @@ impl UdpSession {
 pub fn udp_request(ns: &str, to: SocketAddrV4, timeout: Duration) -> io::Result<EchoReply> {
     UdpSession::bind(ns)?.request(to, timeout)
 }
+
+/// `GET path` over HTTP/1.0 to `to` from namespace `ns`: (status code, body).
+pub fn http_get(
+    ns: &str,
+    to: SocketAddrV4,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    use std::io::Read as _;
+    let mut s = try_in_netns(ns, || {
+        TcpStream::connect_timeout(&SocketAddr::V4(to), timeout)
+    })??;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    // Bounded by the server closing the connection (HTTP/1.0) or the read timeout.
+    s.take(4 << 20).read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not HTTP: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

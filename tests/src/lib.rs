@@ -48,6 +48,7 @@
 pub mod agent;
 pub mod client;
 pub mod echo;
+pub mod fake_apiserver;
 pub mod netns;
 
 use std::io;
@@ -60,7 +61,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-pub use client::{TcpSession, UdpSession, tcp_request, udp_request};
+pub use client::{TcpSession, UdpSession, http_get, tcp_request, udp_request};
 pub use echo::{EchoReply, EchoServers};
 pub use netns::{in_netns, try_in_netns};
 
@@ -187,6 +188,17 @@ impl NodeProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL, as the OOM killer or a node crash would, and reap it: the process gets no
+    /// chance to clean anything up.
+    pub fn kill(&self) -> io::Result<std::process::ExitStatus> {
+        let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(st) = c.try_wait()? {
+            return Ok(st);
+        }
+        c.kill()?;
+        c.wait()
     }
 
     /// SIGTERM, wait up to 3 s, then SIGKILL. Idempotent.

@@ -406,7 +406,6 @@ impl Env {
         timeout: Duration,
     ) -> io::Result<(String, Ipv4Addr)> {
         let lab = &self.lab;
-        let secs = format!("{:.1}", timeout.as_secs_f64());
         // A tiny client that prints the echo line, or the errno name of the failure.
         const CLIENT: &str = r#"
 import errno, socket, sys

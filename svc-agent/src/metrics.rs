@@ -1,0 +1,262 @@
+//! Prometheus metrics of the agent and of the datapath, in the text exposition format.
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `svc_agent_sync_duration_seconds` | histogram | one reconcile pass (desired state computed, delta written) |
+//! | `svc_agent_last_sync_timestamp_seconds` | gauge | Unix time the last pass finished without a map error |
+//! | `svc_agent_syncs_total` | counter | reconcile passes |
+//! | `svc_agent_map_full_errors_total{map}` | counter | writes a full map refused (the frontend keeps its previous state) |
+//! | `svc_agent_map_write_errors_total{map}` | counter | other failed map writes |
+//! | `svc_agent_invalid_objects` | gauge | objects (or parts) skipped as invalid in the last pass, with the reason in the log |
+//! | `svc_agent_services` / `svc_agent_frontends` | gauge | Services in the model / frontends in the desired state |
+//! | `svc_agent_watch_errors_total` | counter | Kubernetes watch errors (connection lost, 410 Gone...) |
+//! | `svc_map_entries{map}` / `svc_map_capacity{map}` | gauge | entries and max_entries of every pinned map, read at scrape time |
+//! | `svc_datapath_packets_total{verdict}` | counter | program exits by verdict (the per-CPU SVC_STATS map summed), read at scrape time |
+//!
+//! The datapath figures are read from the pinned maps when scraped, not from the agent's
+//! memory, so they are right even just after a restart.
+use std::{
+    path::PathBuf,
+    sync::atomic::AtomicU64,
+    time::{Duration, SystemTime},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use svc_common::Verdict;
+use tracing::debug;
+
+use crate::{
+    dataplane::{self, Maps},
+    reconcile::StoreError,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabel {
+    pub map: String,
+}
+
+/// The agent's own metrics (updated by the agent loop) and the registry that also reads
+/// the datapath's maps at scrape time.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub sync_duration: Histogram,
+    pub last_sync: Gauge<f64, AtomicU64>,
+    pub syncs: Counter,
+    pub map_full_errors: Family<MapLabel, Counter>,
+    pub map_write_errors: Family<MapLabel, Counter>,
+    pub invalid_objects: Gauge,
+    pub services: Gauge,
+    pub frontends: Gauge,
+    pub watch_errors: Counter,
+}
+
+impl Metrics {
+    /// `bpffs`: where the maps are pinned, read at every scrape.
+    pub fn new(bpffs: PathBuf) -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            // 100 µs .. ~6.5 s
+            sync_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            last_sync: Gauge::default(),
+            syncs: Counter::default(),
+            map_full_errors: Family::default(),
+            map_write_errors: Family::default(),
+            invalid_objects: Gauge::default(),
+            services: Gauge::default(),
+            frontends: Gauge::default(),
+            watch_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register_with_unit(
+            "svc_agent_sync_duration",
+            "Duration of one reconcile pass",
+            prometheus_client::registry::Unit::Seconds,
+            m.sync_duration.clone(),
+        );
+        registry.register(
+            "svc_agent_last_sync_timestamp_seconds",
+            "Unix time of the last reconcile pass without map errors",
+            m.last_sync.clone(),
+        );
+        registry.register("svc_agent_syncs", "Reconcile passes", m.syncs.clone());
+        registry.register(
+            "svc_agent_map_full_errors",
+            "Map writes refused because the map is full",
+            m.map_full_errors.clone(),
+        );
+        registry.register(
+            "svc_agent_map_write_errors",
+            "Map writes that failed for another reason",
+            m.map_write_errors.clone(),
+        );
+        registry.register(
+            "svc_agent_invalid_objects",
+            "Objects or parts of objects skipped as invalid in the last pass",
+            m.invalid_objects.clone(),
+        );
+        registry.register(
+            "svc_agent_services",
+            "Services in the model",
+            m.services.clone(),
+        );
+        registry.register(
+            "svc_agent_frontends",
+            "Frontends (address, port, protocol) in the desired state",
+            m.frontends.clone(),
+        );
+        registry.register(
+            "svc_agent_watch_errors",
+            "Kubernetes watch errors",
+            m.watch_errors.clone(),
+        );
+        registry.register_collector(Box::new(DatapathCollector { bpffs }));
+        // Every map's error series exists from the start, at 0, so alerts and rate() see
+        // the first error.
+        for spec in &dataplane::MAP_SPECS {
+            let label = MapLabel {
+                map: spec.name.to_string(),
+            };
+            drop(m.map_full_errors.get_or_create(&label));
+            drop(m.map_write_errors.get_or_create(&label));
+        }
+        Metrics { registry, ..m }
+    }
+
+    /// Records one reconcile pass.
+    pub fn record_sync(&self, took: Duration, errors: &[StoreError]) {
+        self.syncs.inc();
+        self.sync_duration.observe(took.as_secs_f64());
+        for e in errors {
+            let (family, map) = match e {
+                StoreError::Full { map } => (&self.map_full_errors, map),
+                StoreError::Other { map, .. } => (&self.map_write_errors, map),
+            };
+            family
+                .get_or_create(&MapLabel {
+                    map: map.to_string(),
+                })
+                .inc();
+        }
+        if errors.is_empty() {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_sync.set(now.as_secs_f64());
+        }
+    }
+
+    /// Brings the watch error counter up to `total` (the source counts them).
+    pub fn set_watch_errors(&self, total: u64) {
+        let seen = self.watch_errors.get();
+        if total > seen {
+            self.watch_errors.inc_by(total - seen);
+        }
+    }
+
+    /// The whole exposition, as `/metrics` serves it.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            debug!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// Reads the pinned maps at scrape time.
+#[derive(Debug)]
+struct DatapathCollector {
+    bpffs: PathBuf,
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A scrape before the maps exist (or after `svc-agent cleanup`) shows no datapath
+        // series rather than failing the whole scrape.
+        if let Ok(usage) = dataplane::map_usage(&self.bpffs) {
+            for (name, help, pick) in [
+                (
+                    "svc_map_entries",
+                    "Entries in a pinned map",
+                    (|u: &dataplane::MapUsage| u.entries) as fn(&dataplane::MapUsage) -> u64,
+                ),
+                (
+                    "svc_map_capacity",
+                    "max_entries of a pinned map",
+                    |u: &dataplane::MapUsage| u.capacity,
+                ),
+            ] {
+                let gauge = ConstGauge::new(0i64);
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+                for u in &usage {
+                    let labels = [("map", u.name)];
+                    let value = i64::try_from(pick(u)).unwrap_or(i64::MAX);
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        if let Ok(maps) = Maps::open_pinned(&self.bpffs)
+            && let Ok(totals) = maps.verdict_totals()
+        {
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
+                "svc_datapath_packets",
+                "Program runs by verdict (every run ends in exactly one)",
+                None,
+                counter.metric_type(),
+            )?;
+            for (verdict, n) in totals {
+                let labels = [("verdict", Verdict::label(verdict))];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_metrics_are_exposed_with_their_names() {
+        let m = Metrics::new(PathBuf::from("/nonexistent"));
+        m.record_sync(
+            Duration::from_millis(3),
+            &[StoreError::Full {
+                map: "SVC4_SERVICES",
+            }],
+        );
+        m.record_sync(Duration::from_millis(1), &[]);
+        m.invalid_objects.set(2);
+        m.set_watch_errors(3);
+        m.set_watch_errors(2);
+        let text = m.encode();
+        for want in [
+            "svc_agent_sync_duration_seconds_count 2",
+            "svc_agent_syncs_total 2",
+            "svc_agent_map_full_errors_total{map=\"SVC4_SERVICES\"} 1",
+            "svc_agent_map_full_errors_total{map=\"SVC4_CT\"} 0",
+            "svc_agent_invalid_objects 2",
+            "svc_agent_watch_errors_total 3",
+            "svc_agent_last_sync_timestamp_seconds ",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in:\n{text}");
+        }
+        // Nothing pinned: no datapath series, and the scrape still succeeds.
+        assert!(!text.contains("svc_map_entries"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,649 @@
+//! The manifests in `deploy/` parse, and say what they mean to say.
+//!
+//! Kubernetes drops fields it does not know (kubectl only warns), so a misspelt key in a
+//! manifest (`mountPropogation`, `capabilites`) silently loses a setting. k8s-openapi
+//! ignores unknown fields too; so every document is deserialized into its k8s-openapi type,
+//! serialized back, and must come out equal to what the file says: a key k8s-openapi
+//! dropped, or a required one it had to default, shows up as a difference, with its path.
+//!
+//! Then the settings that matter are checked: the ClusterRole is read-only on exactly what
+//! the agent watches; the DaemonSet's pod is host-network and unprivileged, with the
+//! capability set deploy/README.md explains; its probes, ports and volume paths agree with its
+//! own arguments; and every flag in those arguments is one `svc-agent --help` lists.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use k8s_openapi::api::{
+    apps::v1::DaemonSet,
+    core::v1::{Container, Namespace, PodSpec, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+/// The capabilities the agent's container adds (deploy/README.md says why each). Changing
+/// the set means changing it here too, on purpose.
+const CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON"];
+
+/// What the ClusterRole grants: exactly these (API group, resource) pairs, each with exactly
+/// these verbs.
+const RBAC_RESOURCES: &[(&str, &str)] = &[
+    ("", "nodes"),
+    ("", "services"),
+    ("discovery.k8s.io", "endpointslices"),
+];
+const RBAC_VERBS: &[&str] = &["get", "list", "watch"];
+
+/// Flags whose value is a path inside the container: each must lie on a volume mount.
+const PATH_FLAGS: &[&str] = &["--bpffs", "--cgroup", "--proc-sys-net"];
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// One object of a manifest file, as its k8s-openapi type.
+enum Object {
+    // Parsed and round-tripped; there is nothing more to check in a Namespace.
+    #[allow(dead_code)]
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    DaemonSet(Box<DaemonSet>),
+}
+
+struct Document {
+    /// `file.yaml#N` (N counts documents from 1), for messages.
+    source: String,
+    /// The document as the file has it, as JSON.
+    json: Value,
+    /// The document through k8s-openapi and back.
+    round_trip: Value,
+    object: Object,
+}
+
+/// Every `*.yaml` (and `*.yml`) in deploy/, sorted by name.
+fn manifest_files() -> Vec<PathBuf> {
+    let dir = deploy_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("reading deploy/").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.yaml in {}", dir.display());
+    files
+}
+
+/// `json` as a `T`, and `T` serialized back to JSON.
+fn typed<T: DeserializeOwned + Serialize>(source: &str, json: &Value) -> (T, Value) {
+    let object: T = serde_json::from_value(json.clone())
+        .unwrap_or_else(|e| panic!("{source}: does not deserialize: {e}"));
+    let back = serde_json::to_value(&object)
+        .unwrap_or_else(|e| panic!("{source}: does not serialize back: {e}"));
+    (object, back)
+}
+
+/// Parses every document of every manifest into its k8s-openapi type. Panics, naming the
+/// document, on YAML that does not parse, an apiVersion/kind this test does not know, or a
+/// document that does not deserialize.
+fn load() -> Vec<Document> {
+    let mut docs = Vec::new();
+    for path in manifest_files() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let source = format!("{name}#{}", i + 1);
+            let yaml = serde_yaml::Value::deserialize(de)
+                .unwrap_or_else(|e| panic!("{source}: not YAML: {e}"));
+            // An empty document (a `---` with nothing after it), as kubectl skips it.
+            if yaml.is_null() {
+                continue;
+            }
+            let json = serde_json::to_value(&yaml)
+                .unwrap_or_else(|e| panic!("{source}: not representable as JSON: {e}"));
+            let api_version = json["apiVersion"].as_str().unwrap_or_default().to_string();
+            let kind = json["kind"].as_str().unwrap_or_default().to_string();
+            let (object, round_trip) = match (api_version.as_str(), kind.as_str()) {
+                ("v1", "Namespace") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::Namespace(o), v)
+                }
+                ("v1", "ServiceAccount") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::ServiceAccount(o), v)
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::ClusterRole(o), v)
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::ClusterRoleBinding(o), v)
+                }
+                ("apps/v1", "DaemonSet") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::DaemonSet(Box::new(o)), v)
+                }
+                _ => panic!(
+                    "{source}: apiVersion {api_version:?} kind {kind:?} is not one this test \
+                     knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, \
+                     DaemonSet): add it to load() so its fields are checked too"
+                ),
+            };
+            docs.push(Document {
+                source,
+                json,
+                round_trip,
+                object,
+            });
+        }
+    }
+    docs
+}
+
+/// Where `file` and `typed` differ, as `path: what` lines. Objects compare key by key (so
+/// key order does not matter), arrays element by element, scalars by value (YAML and
+/// k8s-openapi numbers compare as numbers).
+fn differences(path: &str, file: &Value, typed: &Value, out: &mut Vec<String>) {
+    match (file, typed) {
+        (Value::Object(f), Value::Object(t)) => {
+            for (k, fv) in f {
+                let p = format!("{path}.{k}");
+                match t.get(k) {
+                    Some(tv) => differences(&p, fv, tv, out),
+                    None => out.push(format!(
+                        "{p}: not a field k8s-openapi knows here (misspelt? wrong level?)"
+                    )),
+                }
+            }
+            for (k, tv) in t {
+                if !f.contains_key(k) {
+                    out.push(format!(
+                        "{path}.{k}: missing from the file, k8s-openapi defaulted it to {tv} \
+                         (a required field that is misspelt or absent?)"
+                    ));
+                }
+            }
+        }
+        (Value::Array(f), Value::Array(t)) if f.len() == t.len() => {
+            for (i, (fv, tv)) in f.iter().zip(t).enumerate() {
+                differences(&format!("{path}[{i}]"), fv, tv, out);
+            }
+        }
+        _ if file == typed => {}
+        _ => out.push(format!(
+            "{path}: the file has {file}, k8s-openapi reads it as {typed}"
+        )),
+    }
+}
+
+#[test]
+fn every_document_round_trips_through_k8s_openapi() {
+    let docs = load();
+    let mut problems = Vec::new();
+    for doc in &docs {
+        // No normalisation is needed: k8s-openapi serializes exactly the fields it read
+        // (absent optional fields stay absent), IntOrString and Quantity keep the form they
+        // were written in (1 stays 1, "100m" stays "100m"), and numbers compare as numbers.
+        let mut diffs = Vec::new();
+        differences("", &doc.json, &doc.round_trip, &mut diffs);
+        problems.extend(diffs.into_iter().map(|d| format!("{}: {d}", doc.source)));
+    }
+    assert!(
+        problems.is_empty(),
+        "manifests in deploy/ with fields Kubernetes would not read as written:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn daemonset(docs: &[Document]) -> (&str, &DaemonSet) {
+    let sets: Vec<(&str, &DaemonSet)> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::DaemonSet(ds) => Some((d.source.as_str(), &**ds)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sets.len(), 1, "expected exactly one DaemonSet in deploy/");
+    sets[0]
+}
+
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec
+        .template
+        .spec
+        .as_ref()
+        .expect("DaemonSet without spec.template.spec")
+}
+
+fn agent_container(ds: &DaemonSet) -> &Container {
+    let spec = pod_spec(ds);
+    assert_eq!(
+        spec.containers.len(),
+        1,
+        "expected one container in the DaemonSet"
+    );
+    &spec.containers[0]
+}
+
+/// The container's arguments as flag -> values, from both `--flag=value` and
+/// `--flag value`; a bare `--flag` (a switch) has no value.
+fn parse_args(c: &Container) -> BTreeMap<String, Vec<String>> {
+    let words: Vec<&String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .collect();
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        i += 1;
+        let Some(rest) = w.strip_prefix("--") else {
+            // The command's program name, or a stray value: neither is a flag.
+            continue;
+        };
+        match rest.split_once('=') {
+            Some((flag, value)) => flags
+                .entry(format!("--{flag}"))
+                .or_default()
+                .push(value.to_string()),
+            None => {
+                let values = flags.entry(w.clone()).or_default();
+                if let Some(next) = words.get(i).filter(|n| !n.starts_with('-')) {
+                    values.push((*next).clone());
+                    i += 1;
+                }
+            }
+        }
+    }
+    flags
+}
+
+/// The single value of `flag`, which must be given exactly once.
+fn arg<'a>(flags: &'a BTreeMap<String, Vec<String>>, flag: &str) -> &'a str {
+    match flags.get(flag).map(Vec::as_slice) {
+        Some([v]) => v,
+        other => panic!("expected {flag} exactly once with a value in the args, got {other:?}"),
+    }
+}
+
+/// The port of a `host:port` bind address.
+fn port_of(addr: &str) -> i32 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr:?} is not host:port"))
+}
+
+#[test]
+fn cluster_role_is_read_only_on_exactly_what_the_agent_watches() {
+    let docs = load();
+    let roles: Vec<(&str, &ClusterRole)> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::ClusterRole(r) => Some((d.source.as_str(), r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        roles.len(),
+        1,
+        "expected exactly one ClusterRole in deploy/"
+    );
+    let (source, role) = roles[0];
+    assert!(
+        role.aggregation_rule.is_none(),
+        "{source}: an aggregated ClusterRole grants whatever other roles add"
+    );
+    let want_verbs: BTreeSet<&str> = RBAC_VERBS.iter().copied().collect();
+    let mut granted = BTreeSet::new();
+    for (i, rule) in role.rules.iter().flatten().enumerate() {
+        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        assert_eq!(verbs, want_verbs, "{source}: rules[{i}] verbs");
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{source}: rules[{i}] has resourceNames or nonResourceURLs"
+        );
+        let groups = rule.api_groups.as_deref().unwrap_or_default();
+        let resources = rule.resources.as_deref().unwrap_or_default();
+        assert!(
+            !groups.is_empty() && !resources.is_empty(),
+            "{source}: rules[{i}] without apiGroups or resources"
+        );
+        for g in groups {
+            for r in resources {
+                granted.insert((g.as_str(), r.as_str()));
+            }
+        }
+    }
+    let want: BTreeSet<(&str, &str)> = RBAC_RESOURCES.iter().copied().collect();
+    assert_eq!(
+        granted, want,
+        "{source}: (apiGroup, resource) pairs granted vs wanted"
+    );
+
+    // The binding gives that role to the DaemonSet's ServiceAccount.
+    let (ds_source, ds) = daemonset(&docs);
+    let sa_name = pod_spec(ds)
+        .service_account_name
+        .as_deref()
+        .unwrap_or_else(|| panic!("{ds_source}: no serviceAccountName"));
+    let ds_ns = ds
+        .metadata
+        .namespace
+        .as_deref()
+        .expect("DaemonSet namespace");
+    assert!(
+        docs.iter()
+            .any(|d| matches!(&d.object, Object::ServiceAccount(sa)
+            if sa.metadata.name.as_deref() == Some(sa_name)
+                && sa.metadata.namespace.as_deref() == Some(ds_ns))),
+        "no ServiceAccount {ds_ns}/{sa_name} in deploy/"
+    );
+    let bound = docs.iter().any(|d| match &d.object {
+        Object::ClusterRoleBinding(b) => {
+            b.role_ref.api_group.as_deref() == Some("rbac.authorization.k8s.io")
+                && b.role_ref.kind == "ClusterRole"
+                && Some(b.role_ref.name.as_str()) == role.metadata.name.as_deref()
+                && b.subjects.iter().flatten().any(|s| {
+                    s.kind == "ServiceAccount"
+                        && s.name == sa_name
+                        && s.namespace.as_deref() == Some(ds_ns)
+                })
+        }
+        _ => false,
+    });
+    assert!(
+        bound,
+        "no ClusterRoleBinding gives ClusterRole {:?} to ServiceAccount {ds_ns}/{sa_name}",
+        role.metadata.name
+    );
+}
+
+#[test]
+fn daemonset_is_host_network_and_unprivileged_with_the_listed_capabilities() {
+    let docs = load();
+    let (source, ds) = daemonset(&docs);
+    let spec = &ds.spec;
+    let pod = pod_spec(ds);
+
+    // The selector selects the template (the API server refuses the DaemonSet otherwise).
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
+    for (k, v) in spec.selector.match_labels.iter().flatten() {
+        assert_eq!(
+            labels.and_then(|l| l.get(k)),
+            Some(v),
+            "{source}: selector {k}={v} does not match the pod template's labels"
+        );
+    }
+
+    assert_eq!(pod.host_network, Some(true), "{source}: hostNetwork");
+    assert_eq!(
+        pod.dns_policy.as_deref(),
+        Some("ClusterFirstWithHostNet"),
+        "{source}: dnsPolicy"
+    );
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical"),
+        "{source}: priorityClassName"
+    );
+    assert!(
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "{source}: no toleration of every taint (operator: Exists, no key, no effect)"
+    );
+    assert!(
+        pod.host_pid.is_none_or(|p| !p) && pod.host_ipc.is_none_or(|p| !p),
+        "{source}: hostPID / hostIPC"
+    );
+    let strategy = spec.update_strategy.as_ref().expect("updateStrategy");
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        strategy
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.as_ref()),
+        Some(&IntOrString::Int(1)),
+        "{source}: maxUnavailable"
+    );
+
+    let c = agent_container(ds);
+    let node_name = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .unwrap_or_else(|| panic!("{source}: no NODE_NAME env"));
+    assert_eq!(
+        node_name
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("spec.nodeName"),
+        "{source}: NODE_NAME must come from the downward API's spec.nodeName"
+    );
+    assert!(
+        node_name.value.is_none(),
+        "{source}: NODE_NAME has a fixed value too"
+    );
+
+    let sc = c
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("{source}: no container securityContext"));
+    assert_eq!(
+        sc.privileged,
+        Some(false),
+        "{source}: privileged must be false"
+    );
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(false),
+        "{source}: allowPrivilegeEscalation"
+    );
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{source}: readOnlyRootFilesystem"
+    );
+    let caps = sc
+        .capabilities
+        .as_ref()
+        .unwrap_or_else(|| panic!("{source}: no capabilities"));
+    assert_eq!(
+        caps.drop.as_deref(),
+        Some(&["ALL".to_string()][..]),
+        "{source}: capabilities.drop must be exactly [ALL]"
+    );
+    let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+    let want: BTreeSet<&str> = CAPABILITIES.iter().copied().collect();
+    assert_eq!(
+        added, want,
+        "{source}: capabilities.add (change CAPABILITIES in this test, and the README, on purpose)"
+    );
+    assert_eq!(
+        caps.add.as_ref().map(Vec::len),
+        Some(want.len()),
+        "{source}: a capability is added twice"
+    );
+    for profile in [
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(
+            ["RuntimeDefault", "Unconfined", "Localhost"].contains(&profile),
+            "{source}: unknown profile type {profile:?}"
+        );
+    }
+
+    // Values Kubernetes would reject or misread, which the round trip cannot see (they are
+    // plain strings to k8s-openapi).
+    let volumes: BTreeMap<&str, _> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    for v in volumes.values() {
+        if let Some(t) = v.host_path.as_ref().and_then(|h| h.type_.as_deref()) {
+            assert!(
+                [
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice"
+                ]
+                .contains(&t),
+                "{source}: volume {}: unknown hostPath type {t:?}",
+                v.name
+            );
+        }
+    }
+    for m in c.volume_mounts.iter().flatten() {
+        assert!(
+            volumes.contains_key(m.name.as_str()),
+            "{source}: volumeMount {} names no volume",
+            m.name
+        );
+        if let Some(p) = m.mount_propagation.as_deref() {
+            assert!(
+                ["None", "HostToContainer", "Bidirectional"].contains(&p),
+                "{source}: volumeMount {}: unknown mountPropagation {p:?}",
+                m.name
+            );
+        }
+    }
+}
+
+#[test]
+fn probes_ports_and_paths_follow_the_agents_arguments() {
+    let docs = load();
+    let (source, ds) = daemonset(&docs);
+    let c = agent_container(ds);
+    let flags = parse_args(c);
+
+    let healthz = port_of(arg(&flags, "--healthz-bind-address"));
+    let metrics = port_of(arg(&flags, "--metrics-bind-address"));
+    for (what, probe, path) in [
+        ("readinessProbe", c.readiness_probe.as_ref(), "/healthz"),
+        ("livenessProbe", c.liveness_probe.as_ref(), "/livez"),
+    ] {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{source}: no {what}.httpGet"));
+        assert_eq!(get.path.as_deref(), Some(path), "{source}: {what} path");
+        assert_eq!(
+            get.port,
+            IntOrString::Int(healthz),
+            "{source}: {what} port must be --healthz-bind-address's"
+        );
+    }
+
+    let ports: BTreeMap<&str, i32> = c
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref().unwrap_or_default(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports.get("healthz"),
+        Some(&healthz),
+        "{source}: port healthz"
+    );
+    assert_eq!(
+        ports.get("metrics"),
+        Some(&metrics),
+        "{source}: port metrics"
+    );
+
+    let annotations = ds
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .unwrap_or_else(|| panic!("{source}: no pod template annotations"));
+    assert_eq!(
+        annotations.get("prometheus.io/scrape").map(String::as_str),
+        Some("true"),
+        "{source}: prometheus.io/scrape"
+    );
+    assert_eq!(
+        annotations.get("prometheus.io/port"),
+        Some(&metrics.to_string()),
+        "{source}: prometheus.io/port must be --metrics-bind-address's"
+    );
+
+    // Every path the agent is pointed at lies on one of the container's volume mounts.
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    for flag in PATH_FLAGS {
+        let path = Path::new(arg(&flags, flag));
+        assert!(
+            mounts.iter().any(|m| path.starts_with(m)),
+            "{source}: {flag}={} is on none of the volume mounts {mounts:?}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_flag_in_the_args_is_one_svc_agent_knows() {
+    let docs = load();
+    let (source, ds) = daemonset(&docs);
+    let flags = parse_args(agent_container(ds));
+    assert!(
+        !flags.is_empty(),
+        "{source}: no --flags in the container's args"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_svc-agent"))
+        .arg("--help")
+        .output()
+        .expect("running svc-agent --help");
+    assert!(
+        out.status.success(),
+        "svc-agent --help failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    // `--flag` words of the help text (clap lists each as `--flag <VALUE>` or `--flag`).
+    let known: BTreeSet<String> = help
+        .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_string)
+        .collect();
+    let unknown: Vec<&String> = flags.keys().filter(|f| !known.contains(*f)).collect();
+    assert!(
+        unknown.is_empty(),
+        "{source}: flags svc-agent --help does not list: {unknown:?}\n(it lists {known:?})"
+    );
+}
