@@ -54,8 +54,10 @@ pub enum DataplaneError {
     NotPinned { path: PathBuf },
     #[error(
         "pinned map {path} does not match this build ({what}: pinned {pinned}, expected \
-         {expected}); it comes from an incompatible version. Stop the agent and remove the \
-         pins (`rm -r {dir}`) to start with empty maps (established flows lose their state).",
+         {expected}); it comes from an incompatible version of svc-agent. Either run the \
+         version that made it, or start afresh: stop the agent, run `svc-agent cleanup \
+         --bpffs {dir}` (detaches the programs and unpins the maps; established connections \
+         through Services break) and start this version.",
         dir = .path.parent().map(|p| p.display().to_string()).unwrap_or_default()
     )]
     IncompatiblePin {
@@ -339,14 +341,15 @@ impl Datapath {
                 dir: dir.to_path_buf(),
             });
         }
+        // Refuse an incompatible set before creating anything next to it.
+        for spec in &MAP_SPECS {
+            check_pin(dir, spec)?;
+        }
         let links_dir = dir.join(LINKS_SUBDIR);
         std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::PinDir {
             dir: links_dir.clone(),
             source,
         })?;
-        for spec in &MAP_SPECS {
-            check_pin(dir, spec)?;
-        }
         let (cidr, mask) = config.cluster_cidr.map_or((0, 0), |c| {
             (
                 (u32::from(c.addr) & c.netmask()).to_be(),
