@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key as LpmKey},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
         XdpMode, links::FdLink,
@@ -21,11 +21,12 @@ use aya::{
 use links::{Hook, LINKS_SUBDIR};
 use svc_common::{
     AFFINITY4_MAP, AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP,
-    BACKEND4_MAP_SIZE, Backend4, CONNECT4_PROG, CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, NAMES_MAP,
-    NAMES_MAP_SIZE, RECVMSG4_PROG, REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, SENDMSG4_PROG,
-    SOCK_REVNAT4_MAP, SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP,
-    STATS_MAP_SIZE, SVC4_MAP, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key,
-    Svc4Value, SvcName, TC_PROG, Verdict, XDP_PROG,
+    BACKEND4_MAP_SIZE, BENCH_PASS_PROG, Backend4, CONFIG_MAP, CONFIG_MAP_SIZE, CONNECT4_PROG,
+    CT4_MAP, CT4_MAP_SIZE, Ct4Key, Ct4Value, DatapathConfig4, NAMES_MAP, NAMES_MAP_SIZE,
+    RECVMSG4_PROG, REVNAT4_MAP, REVNAT4_MAP_SIZE, RevNat4, SENDMSG4_PROG, SOCK_REVNAT4_MAP,
+    SOCK_REVNAT4_MAP_SIZE, SRC_RANGE4_MAP, SRC_RANGE4_MAP_SIZE, STATS_MAP, STATS_MAP_SIZE,
+    SVC4_MAP, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value, SrcRange4, Svc4Key, Svc4Value,
+    SvcName, TC_PROG, Verdict, XDP_PROG,
 };
 
 /// The eBPF object built by build.rs (aya-build) from svc-ebpf.
@@ -100,7 +101,7 @@ pub struct MapSpec {
     pub max_entries: u32,
 }
 
-pub const MAP_SPECS: [MapSpec; 9] = [
+pub const MAP_SPECS: [MapSpec; 10] = [
     MapSpec {
         name: SVC4_MAP,
         key_size: size_of::<Svc4Key>() as u32,
@@ -155,6 +156,12 @@ pub const MAP_SPECS: [MapSpec; 9] = [
         value_size: 8,
         max_entries: STATS_MAP_SIZE,
     },
+    MapSpec {
+        name: CONFIG_MAP,
+        key_size: 4,
+        value_size: size_of::<DatapathConfig4>() as u32,
+        max_entries: CONFIG_MAP_SIZE,
+    },
 ];
 
 /// Typed handles on every map.
@@ -168,6 +175,8 @@ pub struct Maps {
     pub stats: PerCpuArray<MapData, u64>,
     /// Service names for svcctl (the programs never read them): see svc_common::SvcName.
     pub names: HashMap<MapData, u32, SvcName>,
+    /// The load-time globals the programs were loaded with (for svcctl trace).
+    pub config: Array<MapData, DatapathConfig4>,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -253,6 +262,7 @@ impl Maps {
                 .map_err(map_err(SRC_RANGE4_MAP))?,
             stats: take(STATS_MAP)?.try_into().map_err(map_err(STATS_MAP))?,
             names: take(NAMES_MAP)?.try_into().map_err(map_err(NAMES_MAP))?,
+            config: take(CONFIG_MAP)?.try_into().map_err(map_err(CONFIG_MAP))?,
         })
     }
 
@@ -288,6 +298,44 @@ pub struct DatapathConfig {
 
 /// Above Linux's default ip_local_port_range (32768-60999) and the NodePort range.
 pub const DEFAULT_MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
+
+impl DatapathConfig {
+    /// The globals' values, as the programs read them.
+    pub fn to_raw(&self) -> DatapathConfig4 {
+        let (cidr, mask) = self.cluster_cidr.map_or((0, 0), |c| {
+            (
+                (u32::from(c.addr) & c.netmask()).to_be(),
+                c.netmask().to_be(),
+            )
+        });
+        DatapathConfig4 {
+            cluster_cidr_be: cidr,
+            cluster_mask_be: mask,
+            masq_addr_be: self.masquerade_addr.map_or(0, |a| u32::from(a).to_be()),
+            masquerade_all: u32::from(self.masquerade_all),
+            nat_port_min: u32::from(self.masquerade_ports.0),
+            nat_port_max: u32::from(self.masquerade_ports.1),
+        }
+    }
+
+    /// Back from the globals' values (SVC_CONFIG).
+    pub fn from_raw(raw: &DatapathConfig4) -> DatapathConfig {
+        let mask = u32::from_be(raw.cluster_mask_be);
+        DatapathConfig {
+            cluster_cidr: (mask != 0).then(|| crate::desired::Ipv4Cidr {
+                addr: std::net::Ipv4Addr::from(u32::from_be(raw.cluster_cidr_be)),
+                prefix_len: mask.count_ones() as u8,
+            }),
+            masquerade_addr: (raw.masq_addr_be != 0)
+                .then(|| std::net::Ipv4Addr::from(u32::from_be(raw.masq_addr_be))),
+            masquerade_all: raw.masquerade_all != 0,
+            masquerade_ports: (
+                u16::try_from(raw.nat_port_min).unwrap_or(DEFAULT_MASQUERADE_PORTS.0),
+                u16::try_from(raw.nat_port_max).unwrap_or(DEFAULT_MASQUERADE_PORTS.1),
+            ),
+        }
+    }
+}
 
 impl Default for DatapathConfig {
     fn default() -> Self {
@@ -350,26 +398,15 @@ impl Datapath {
             dir: links_dir.clone(),
             source,
         })?;
-        let (cidr, mask) = config.cluster_cidr.map_or((0, 0), |c| {
-            (
-                (u32::from(c.addr) & c.netmask()).to_be(),
-                c.netmask().to_be(),
-            )
-        });
-        let masq = config.masquerade_addr.map_or(0, |a| u32::from(a).to_be());
-        let masq_all = u32::from(config.masquerade_all);
-        let (nat_min, nat_max) = (
-            u32::from(config.masquerade_ports.0),
-            u32::from(config.masquerade_ports.1),
-        );
+        let raw = config.to_raw();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(dir)
-            .override_global("CLUSTER_CIDR_BE", &cidr, true)
-            .override_global("CLUSTER_MASK_BE", &mask, true)
-            .override_global("MASQ_ADDR_BE", &masq, true)
-            .override_global("MASQUERADE_ALL", &masq_all, true)
-            .override_global("NAT_PORT_MIN", &nat_min, true)
-            .override_global("NAT_PORT_MAX", &nat_max, true)
+            .override_global("CLUSTER_CIDR_BE", &raw.cluster_cidr_be, true)
+            .override_global("CLUSTER_MASK_BE", &raw.cluster_mask_be, true)
+            .override_global("MASQ_ADDR_BE", &raw.masq_addr_be, true)
+            .override_global("MASQUERADE_ALL", &raw.masquerade_all, true)
+            .override_global("NAT_PORT_MIN", &raw.nat_port_min, true)
+            .override_global("NAT_PORT_MAX", &raw.nat_port_max, true)
             .load(EBPF_OBJECT)?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
         tc.load().map_err(prog_err(TC_PROG, ""))?;
@@ -379,7 +416,7 @@ impl Datapath {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             prog.load().map_err(prog_err(name, ""))?;
         }
-        let maps = Maps::from_maps(|name| {
+        let mut maps = Maps::from_maps(|name| {
             ebpf.take_map(name).ok_or(DataplaneError::Map {
                 name,
                 source: MapError::InvalidName {
@@ -387,6 +424,10 @@ impl Datapath {
                 },
             })
         })?;
+        // What these programs were loaded with, for svcctl trace. Written before any link
+        // points at them; a program instance of another agent still attached reads its
+        // own globals, never this map.
+        maps.config.set(0, raw, 0).map_err(map_err(CONFIG_MAP))?;
         Ok((
             Datapath {
                 ebpf,
@@ -546,6 +587,16 @@ impl Datapath {
 
     pub fn xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         program(&mut self.ebpf, XDP_PROG)
+    }
+
+    /// The empty XDP program (returns XDP_PASS), loaded on first use: the benchmark's
+    /// per-packet floor. The agent never loads or attaches it.
+    pub fn bench_pass_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let prog: &mut Xdp = program(&mut self.ebpf, BENCH_PASS_PROG)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err(BENCH_PASS_PROG, ""))?;
+        }
+        Ok(prog)
     }
 }
 
@@ -759,6 +810,43 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 impl Maps {
+    /// The configuration the live programs were loaded with (written by the agent).
+    pub fn read_config(&self) -> Result<DatapathConfig, DataplaneError> {
+        let raw = self.config.get(&0, 0).map_err(map_err(CONFIG_MAP))?;
+        Ok(DatapathConfig::from_raw(&raw))
+    }
+
+    /// Copies the datapath state of `live` into these (fresh) maps: services, backends,
+    /// rev-NAT, source ranges, conntrack, affinity and names; not the counters. `live` is
+    /// only read. For svcctl trace, which runs a second program instance on the copies.
+    pub fn copy_state_from(&mut self, live: &Maps) -> Result<(), crate::reconcile::StoreError> {
+        use crate::reconcile::MapStore as _;
+        for (k, v) in live.read_services()? {
+            self.put_service(&k, &v)?;
+        }
+        for (k, v) in live.read_backends()? {
+            self.put_backend(k, &v)?;
+        }
+        for (k, v) in live.read_revnats()? {
+            self.put_revnat(k, &v)?;
+        }
+        for k in live.read_src_ranges()? {
+            self.put_src_range(&k)?;
+        }
+        for (k, v) in live.read_names()? {
+            self.put_name(k, &v)?;
+        }
+        for (k, v) in read_all(&live.affinity, AFFINITY4_MAP)? {
+            self.affinity
+                .insert(k, v, 0)
+                .map_err(store_err(AFFINITY4_MAP))?;
+        }
+        for (k, v) in live.read_conntrack()? {
+            self.ct.insert(k, v, 0).map_err(store_err(CT4_MAP))?;
+        }
+        Ok(())
+    }
+
     /// Every conntrack entry (a snapshot; the LRU map changes under us).
     pub fn read_conntrack(&self) -> Result<Vec<(Ct4Key, Ct4Value)>, crate::reconcile::StoreError> {
         read_all(&self.ct, CT4_MAP)

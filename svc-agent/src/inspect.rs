@@ -1,11 +1,49 @@
 //! Reads the pinned maps into a plain, serializable model ([`Snapshot`]) and renders it as
 //! text tables. svcctl prints one or the other; nothing here writes to a map.
 //!
-//! # JSON schema (`svcctl dump --json`)
+//! # JSON and YAML documents
 //!
-//! One object. Field names are stable; new fields may be added, none are renamed or
-//! removed without bumping `version`. Addresses are dotted-quad strings, ports host-order
-//! numbers, protocols `"TCP"` / `"UDP"` (anything else: `"proto-<number>"`).
+//! svcctl prints one of these documents with `-o json` (or the hidden alias `--json`) and
+//! the same document as YAML with `-o yaml`:
+//!
+//! | command | document |
+//! |---|---|
+//! | `svcctl dump` | the snapshot, below |
+//! | `svcctl dump services` | `{"version", "services", "unserved", "inconsistencies"}` |
+//! | `svcctl dump backends` | `{"version", "backends"}` |
+//! | `svcctl dump conntrack` | `{"version", "now_ns", "conntrack"}` |
+//! | `svcctl dump affinity` | `{"version", "now_ns", "affinity"}` |
+//! | `svcctl dump stats` | `{"version", "stats"}` |
+//! | `svcctl stats` | `{"version", "interval_s", "stats"}`: totals and rates, below |
+//!
+//! Every field of a section document has the meaning and form of the snapshot field of
+//! the same name (the lists are filtered the same way, see the end of this section). All
+//! documents share one `version`, [`SCHEMA_VERSION`]. Field names are stable; new fields
+//! may be added, none are renamed or removed without bumping `version`. Addresses are
+//! dotted-quad strings, ports host-order numbers, protocols `"TCP"` / `"UDP"` (anything
+//! else: `"proto-<number>"`), `{ "addr", "port" }` an object with those two fields.
+//!
+//! `svcctl stats` reads the counters twice, `interval_s` apart, and prints one document
+//! per refresh (under `--watch` one compact JSON document per line, or YAML documents
+//! each starting with `---`). It lists every verdict, in index order, also those at 0:
+//!
+//! ```text
+//! {
+//!   "version": 3,
+//!   "interval_s": f64,                 // seconds between the two readings, as measured
+//!   "stats": [
+//!     { "verdict": "dnat_new",         // svc_common::Verdict::label
+//!       "packets": u64,                // total at the second reading, summed over CPUs
+//!       "per_second": f64 } ]          // (second - first) / interval_s, 3 decimals; 0 if
+//!                                      // the counter went down (maps recreated)
+//! }
+//! ```
+//!
+//! Additions without a version change: backends gained `references` and `flows`;
+//! conntrack entries gained `service`, `translated` and `backend`; the section documents
+//! and `svcctl stats` were added.
+//!
+//! ## The snapshot (`svcctl dump -o json`)
 //!
 //! Version 3 (from 2): services gained `service` (namespace, name and port name, from
 //! SVC_NAMES); `unserved` was added (Services that get no datapath entries, with why).
@@ -50,9 +88,22 @@
 //!     { "id": u32, "addr": "10.244.1.11", "port": 8080, "protocol": "TCP",
 //!       "state": "active" | "terminating" | "unknown(<n>)",  // terminating: only kept for
 //!                                                            // the flows it already has
-//!       "frontends": usize } ],        // how many frontends have it in a valid slot (any scope)
+//!       "frontends": usize,            // how many frontends have it in a valid slot (any
+//!                                      // scope): the length of "references"
+//!       "references": [                // those frontends, sorted as "services"
+//!         { "service": { "namespace", "name", "port_name" } | null,  // as in "services"
+//!           "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
+//!           "kind": "clusterip" | ...,  // as in "services"
+//!           "rev_nat_id": u16,
+//!           "scopes": [ "all", "local" ] } ],  // the slot lists that hold it
+//!       "flows": usize } ],            // live (not expired) service conntrack entries whose
+//!                                      // backend is this one (same id and address); 0 when
+//!                                      // the conntrack table was not read (never in svcctl
+//!                                      // output that shows backends)
 //!   "conntrack": [                     // sorted by kind (service first), src, dst, protocol
-//!     { "kind": "service" | "reply" | "unknown(<n>)", "protocol": "TCP",
+//!     { "service": { "namespace", "name", "port_name" } | null,  // SVC_NAMES entry of
+//!                                      // rev_nat_id (null: none, e.g. the Service is gone)
+//!       "kind": "service" | "reply" | "unknown(<n>)", "protocol": "TCP",
 //!       "src": { "addr": "...", "port": u16 },   // the tuple of the map key. service:
 //!       "dst": { "addr": "...", "port": u16 },   //   client -> VIP; reply: backend -> client
 //!                                                //   (or -> the masquerade address:port)
@@ -63,7 +114,14 @@
 //!                                                     // (masqueraded flows only, else null);
 //!                                                     // reply: the service address (from
 //!                                                     // SVC4_REVNAT; null if it is missing)
-//!       "backend_id": u32, "rev_nat_id": u16,
+//!       "translated": { "src": { "addr", "port" } | null,   // the whole tuple after
+//!                       "dst": { "addr", "port" } | null }, // translation: src/dst with the
+//!                                      // translated_* parts applied (null: unknown, i.e. a
+//!                                      // reply without SVC4_REVNAT entry, or an unknown kind)
+//!       "backend_id": u32,
+//!       "backend": { "addr", "port" }, // the flow's backend as the entry remembers it (service:
+//!                                      // translated_dst; reply: src)
+//!       "rev_nat_id": u16,
 //!       "flags": ["closing", "replied", "snat", "unknown(0x..)"], "flags_raw": u8,
 //!       "created_ns": u64, "last_seen_ns": u64,  // bpf_ktime_get_ns() (CLOCK_MONOTONIC)
 //!       "age_secs": u64,               // now - created (0 if in the future)
@@ -92,10 +150,11 @@
 //! }
 //! ```
 //!
-//! `svcctl dump -n NAMESPACE [NAME]` keeps the services, unserved Services, conntrack and
-//! affinity entries (by rev_nat_id) of the matching Services, and the backends those
-//! services and flows use; frontends without a name entry are left out. `stats` and
-//! `inconsistencies` are not filtered. See [`Filter`].
+//! `svcctl dump [SECTION] -n NAMESPACE [NAME]` keeps the services, unserved Services,
+//! conntrack and affinity entries (by rev_nat_id) of the matching Services, and the
+//! backends those services and flows use (each with all its references); frontends
+//! without a name entry are left out. `stats` and `inconsistencies` are not filtered. See
+//! [`Filter`].
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -228,18 +287,66 @@ pub struct Backend {
     pub port: u16,
     pub protocol: String,
     pub state: String,
+    /// How many frontends hold it in a valid slot (any scope): `references.len()`.
     pub frontends: usize,
+    /// The frontends that hold it, in frontend order.
+    pub references: Vec<BackendRef>,
+    /// Live (not expired) service conntrack entries whose backend is this one (same id
+    /// and address).
+    pub flows: usize,
+}
+
+/// A frontend that holds a backend in one of its valid slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendRef {
+    pub service: Option<ServiceName>,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+    pub kind: &'static str,
+    pub rev_nat_id: u16,
+    /// `"all"` and/or `"local"`: the slot lists it is in.
+    pub scopes: Vec<&'static str>,
+}
+
+impl BackendRef {
+    /// `10.96.0.10:80/TCP`.
+    pub fn frontend(&self) -> String {
+        format!("{}:{}/{}", self.vip, self.port, self.protocol)
+    }
+
+    /// The Service name, or the frontend when it has no name entry.
+    pub fn label(&self) -> String {
+        self.service
+            .as_ref()
+            .map_or_else(|| self.frontend(), ServiceName::to_string)
+    }
+}
+
+/// A packet's addresses after translation; None where they are not known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub src: Option<Endpoint>,
+    pub dst: Option<Endpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CtEntry {
+    /// The Service of the entry's rev_nat_id (its SVC_NAMES entry). [`decode_ct`] leaves
+    /// it None; [`decode`] fills it in.
+    pub service: Option<ServiceName>,
     pub kind: String,
     pub protocol: String,
     pub src: Endpoint,
     pub dst: Endpoint,
     pub translated_dst: Option<Endpoint>,
     pub translated_src: Option<Endpoint>,
+    /// The whole tuple after translation (`src`/`dst` with the translated parts applied).
+    pub translated: Tuple,
     pub backend_id: u32,
+    /// The backend address of the flow: service entries the translated destination, reply
+    /// entries the source of the key.
+    pub backend: Endpoint,
     pub rev_nat_id: u16,
     pub flags: Vec<String>,
     pub flags_raw: u8,
@@ -319,14 +426,57 @@ fn read_affinity(maps: &Maps) -> Result<Vec<(Affinity4Key, Affinity4Value)>, Ins
 
 /// Reads every map and decodes it.
 pub fn snapshot(maps: &Maps) -> Result<Snapshot, InspectError> {
+    snapshot_of(maps, Parts::ALL)
+}
+
+/// Which of the larger maps a snapshot reads. The small ones (services, backends, rev-NAT,
+/// source ranges, names) are always read: every section needs them to name and filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// SVC4_CT: the conntrack list, and the backends' `flows`.
+    pub conntrack: bool,
+    /// SVC4_AFFINITY.
+    pub affinity: bool,
+    /// SVC_STATS.
+    pub stats: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        conntrack: true,
+        affinity: true,
+        stats: true,
+    };
+    pub const NONE: Parts = Parts {
+        conntrack: false,
+        affinity: false,
+        stats: false,
+    };
+}
+
+/// Reads the maps `parts` asks for (and the small ones) and decodes them; what is not read
+/// is empty in the snapshot.
+pub fn snapshot_of(maps: &Maps, parts: Parts) -> Result<Snapshot, InspectError> {
     let raw = RawMaps {
         services: maps.read_services()?,
         backends: maps.read_backends()?,
         revnats: maps.read_revnats()?,
-        conntrack: maps.read_conntrack()?,
+        conntrack: if parts.conntrack {
+            maps.read_conntrack()?
+        } else {
+            Vec::new()
+        },
         src_ranges: maps.read_src_ranges()?,
-        affinity: read_affinity(maps)?,
-        stats: maps.verdict_totals()?,
+        affinity: if parts.affinity {
+            read_affinity(maps)?
+        } else {
+            Vec::new()
+        },
+        stats: if parts.stats {
+            maps.verdict_totals()?
+        } else {
+            Vec::new()
+        },
         names: maps.read_names()?,
     };
     Ok(decode(&raw, monotonic_now_ns()))
@@ -351,6 +501,145 @@ pub fn affinity(maps: &Maps, filter: &Filter) -> Result<(u64, Vec<AffinityEntry>
 /// Verdict totals only (no walk over the conntrack table).
 pub fn verdict_totals(maps: &Maps) -> Result<Vec<VerdictTotal>, InspectError> {
     Ok(decode_stats(&maps.verdict_totals()?))
+}
+
+// ---------------------------------------------------------------------------------------
+// The JSON / YAML documents (schema in the module documentation).
+// ---------------------------------------------------------------------------------------
+
+/// `svcctl dump services -o json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServicesDocument<'a> {
+    pub version: u32,
+    pub services: &'a [Service],
+    pub unserved: &'a [Unserved],
+    pub inconsistencies: &'a [String],
+}
+
+/// `svcctl dump backends -o json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendsDocument<'a> {
+    pub version: u32,
+    pub backends: &'a [Backend],
+}
+
+/// `svcctl dump conntrack -o json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConntrackDocument<'a> {
+    pub version: u32,
+    pub now_ns: u64,
+    pub conntrack: &'a [CtEntry],
+}
+
+/// `svcctl dump affinity -o json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AffinityDocument<'a> {
+    pub version: u32,
+    pub now_ns: u64,
+    pub affinity: &'a [AffinityEntry],
+}
+
+/// `svcctl dump stats -o json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatsDocument<'a> {
+    pub version: u32,
+    pub stats: &'a [VerdictTotal],
+}
+
+impl Snapshot {
+    pub fn services_document(&self) -> ServicesDocument<'_> {
+        ServicesDocument {
+            version: self.version,
+            services: &self.services,
+            unserved: &self.unserved,
+            inconsistencies: &self.inconsistencies,
+        }
+    }
+
+    pub fn backends_document(&self) -> BackendsDocument<'_> {
+        BackendsDocument {
+            version: self.version,
+            backends: &self.backends,
+        }
+    }
+
+    pub fn conntrack_document(&self) -> ConntrackDocument<'_> {
+        ConntrackDocument {
+            version: self.version,
+            now_ns: self.now_ns,
+            conntrack: &self.conntrack,
+        }
+    }
+
+    pub fn affinity_document(&self) -> AffinityDocument<'_> {
+        AffinityDocument {
+            version: self.version,
+            now_ns: self.now_ns,
+            affinity: &self.affinity,
+        }
+    }
+
+    pub fn stats_document(&self) -> StatsDocument<'_> {
+        StatsDocument {
+            version: self.version,
+            stats: &self.stats,
+        }
+    }
+}
+
+/// One verdict of `svcctl stats`: its total and its rate between two readings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VerdictRate {
+    pub verdict: &'static str,
+    pub packets: u64,
+    pub per_second: f64,
+}
+
+/// `svcctl stats -o json`: one refresh.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RatesDocument {
+    pub version: u32,
+    pub interval_s: f64,
+    pub stats: Vec<VerdictRate>,
+}
+
+/// Rounded to 3 decimals (milliseconds, millipackets): enough for people and scripts.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The totals of `after` and the rate of each verdict from `before` to `after`, taken
+/// `interval_s` apart. A verdict missing in `before` counts from 0; a counter that went
+/// down (the maps were recreated) and an interval that is not positive give rate 0.
+pub fn verdict_rates(
+    before: &[VerdictTotal],
+    after: &[VerdictTotal],
+    interval_s: f64,
+) -> RatesDocument {
+    let stats = after
+        .iter()
+        .map(|a| {
+            let b = before
+                .iter()
+                .find(|b| b.verdict == a.verdict)
+                .map_or(0, |b| b.total);
+            let per_second = if interval_s > 0.0 && interval_s.is_finite() {
+                round3(a.total.saturating_sub(b) as f64 / interval_s)
+            } else {
+                0.0
+            };
+            VerdictRate {
+                verdict: a.verdict,
+                packets: a.total,
+                per_second,
+            }
+        })
+        .collect();
+    RatesDocument {
+        version: SCHEMA_VERSION,
+        interval_s: round3(interval_s),
+        stats,
+    }
 }
 
 pub fn protocol_name(proto: u8) -> String {
@@ -518,14 +807,42 @@ pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64, revnat: Option<&Re
     };
     let idle_ns = now_ns.saturating_sub(value.last_seen_ns);
     let timeout_ns = ct_timeout_ns(key.proto, value.flags);
+    let src = Endpoint::from_be(key.saddr_be, key.sport_be);
+    let dst = Endpoint::from_be(key.daddr_be, key.dport_be);
+    let (translated, backend) = match key.kind {
+        CT_KIND_SERVICE => (
+            Tuple {
+                src: Some(translated_src.unwrap_or(src)),
+                dst: translated_dst,
+            },
+            target,
+        ),
+        CT_KIND_REPLY => (
+            Tuple {
+                src: translated_src,
+                dst: Some(translated_dst.unwrap_or(dst)),
+            },
+            src,
+        ),
+        _ => (
+            Tuple {
+                src: None,
+                dst: None,
+            },
+            target,
+        ),
+    };
     CtEntry {
+        service: None,
         kind: ct_kind_name(key.kind),
         protocol: protocol_name(key.proto),
-        src: Endpoint::from_be(key.saddr_be, key.sport_be),
-        dst: Endpoint::from_be(key.daddr_be, key.dport_be),
+        src,
+        dst,
         translated_dst,
         translated_src,
+        translated,
         backend_id: value.backend_id,
+        backend,
         rev_nat_id: value.rev_nat_id,
         flags: ct_flag_words(value.flags),
         flags_raw: value.flags,
@@ -559,19 +876,27 @@ fn src_range_cidr(key: &SrcRangeKey) -> Option<(Ipv4Addr, u32)> {
     Some((Ipv4Addr::from(u32::from_be(key.1.addr_be)), len))
 }
 
+/// backend id -> frontend -> the scopes (SCOPE_ALL, SCOPE_LOCAL) it holds the backend in.
+type References = BTreeMap<u32, BTreeMap<FrontendId, BTreeSet<u8>>>;
+
 /// The valid slots 1..=count of one scope of a frontend, reporting missing slots, missing
 /// backends, terminating backends in slots and slots past the count.
 #[allow(clippy::too_many_arguments)]
 fn decode_slots(
     name: &str,
-    what: &str,
+    scope: u8,
     count: u16,
     slots: &BTreeMap<u16, Svc4Value>,
     backends: &BTreeMap<u32, Backend4>,
     id: FrontendId,
-    references: &mut BTreeMap<u32, BTreeSet<FrontendId>>,
+    references: &mut References,
     inconsistencies: &mut Vec<String>,
 ) -> Vec<ServiceBackend> {
+    let what = if scope == SCOPE_LOCAL {
+        "local slot"
+    } else {
+        "slot"
+    };
     let mut list = Vec::new();
     for slot in 1..=count {
         let Some(slot_value) = slots.get(&slot) else {
@@ -588,7 +913,9 @@ fn decode_slots(
         references
             .entry(slot_value.backend_id)
             .or_default()
-            .insert(id);
+            .entry(id)
+            .or_default()
+            .insert(scope);
         if b.state == BACKEND_STATE_TERMINATING {
             inconsistencies.push(format!(
                 "{name}: {what} {slot} points at backend {}, which is terminating (new flows may get it)",
@@ -663,7 +990,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         }
     }
 
-    let mut references: BTreeMap<u32, BTreeSet<FrontendId>> = BTreeMap::new();
+    let mut references = References::new();
     let mut services = Vec::new();
     let empty = BTreeMap::new();
     for (id, value) in &frontends {
@@ -673,7 +1000,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         all_slots.remove(&0);
         let list = decode_slots(
             &name,
-            "slot",
+            SCOPE_ALL,
             value.count,
             &all_slots,
             &backends,
@@ -731,7 +1058,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
                 Some(head) => {
                     local_backends = decode_slots(
                         &name,
-                        "local slot",
+                        SCOPE_LOCAL,
                         head.count,
                         &slots,
                         &backends,
@@ -880,27 +1207,20 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         }
     }
 
-    let backend_list = backends
-        .iter()
-        .map(|(bid, b)| {
-            let ep = Endpoint::from_be(b.addr_be, b.port_be);
-            Backend {
-                id: *bid,
-                addr: ep.addr,
-                port: ep.port,
-                protocol: protocol_name(b.proto),
-                state: backend_state_name(b.state),
-                frontends: references.get(bid).map_or(0, BTreeSet::len),
-            }
+    let service_name = |rev: u16| {
+        names.get(&u32::from(rev)).map(|n| ServiceName {
+            namespace: n.namespace().to_string(),
+            name: n.name().to_string(),
+            port_name: n.port_name().to_string(),
         })
-        .collect();
-
+    };
     let mut ct: Vec<(Ct4Key, CtEntry)> = raw
         .conntrack
         .iter()
         .map(|(k, v)| {
             let rev = revnats.get(&(v.rev_nat_id as u32));
-            let e = decode_ct(k, v, now_ns, rev);
+            let mut e = decode_ct(k, v, now_ns, rev);
+            e.service = service_name(v.rev_nat_id);
             if k.kind == CT_KIND_REPLY && rev.is_none() && !e.expired {
                 inconsistencies.push(format!(
                     "conntrack reply {} -> {}/{}: rev_nat_id {} has no SVC4_REVNAT entry (replies pass untranslated)",
@@ -911,6 +1231,56 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         })
         .collect();
     ct.sort_by_key(|(k, e)| (k.kind, e.src, e.dst, k.proto));
+
+    // Live flows per backend: service entries whose remembered backend address is still
+    // the one of their backend id (a reused id gives the flow a fresh backend).
+    let mut flows: BTreeMap<u32, usize> = BTreeMap::new();
+    for (k, e) in &ct {
+        if k.kind == CT_KIND_SERVICE
+            && !e.expired
+            && backends
+                .get(&e.backend_id)
+                .is_some_and(|b| Endpoint::from_be(b.addr_be, b.port_be) == e.backend)
+        {
+            *flows.entry(e.backend_id).or_default() += 1;
+        }
+    }
+    let backend_list = backends
+        .iter()
+        .map(|(bid, b)| {
+            let ep = Endpoint::from_be(b.addr_be, b.port_be);
+            let refs: Vec<BackendRef> = references
+                .get(bid)
+                .into_iter()
+                .flatten()
+                .map(|(id, scopes)| {
+                    let front = frontends.get(id);
+                    BackendRef {
+                        service: front.and_then(|f| service_name(f.rev_nat_id)),
+                        vip: id.0,
+                        port: id.1,
+                        protocol: protocol_name(id.2),
+                        kind: front.map_or("clusterip", |f| frontend_kind(f.flags)),
+                        rev_nat_id: front.map_or(0, |f| f.rev_nat_id),
+                        scopes: scopes
+                            .iter()
+                            .map(|s| if *s == SCOPE_LOCAL { "local" } else { "all" })
+                            .collect(),
+                    }
+                })
+                .collect();
+            Backend {
+                id: *bid,
+                addr: ep.addr,
+                port: ep.port,
+                protocol: protocol_name(b.proto),
+                state: backend_state_name(b.state),
+                frontends: refs.len(),
+                references: refs,
+                flows: flows.get(bid).copied().unwrap_or(0),
+            }
+        })
+        .collect();
 
     let by_rev: BTreeMap<u16, (FrontendId, Svc4Value)> = frontends
         .iter()
@@ -1067,14 +1437,33 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-fn backend_list(list: &[ServiceBackend]) -> String {
+/// How much a table shows: `-o table` or `-o wide` (more columns: ids, raw flags, scopes,
+/// timestamps, NAT addresses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Width {
+    #[default]
+    Normal,
+    Wide,
+}
+
+/// `10.244.1.11:8080` (with its state when not active); wide: also `(id 1)`.
+fn backend_list(list: &[ServiceBackend], width: Width) -> String {
     list.iter()
         .map(|b| {
-            if b.state == "active" {
-                format!("{}:{}", b.addr, b.port)
-            } else {
-                format!("{}:{} ({})", b.addr, b.port, b.state)
+            let mut cell = format!("{}:{}", b.addr, b.port);
+            match (width, b.state.as_str()) {
+                (Width::Wide, "active") => {
+                    let _ = write!(cell, " (id {})", b.backend_id);
+                }
+                (Width::Wide, state) => {
+                    let _ = write!(cell, " (id {}, {state})", b.backend_id);
+                }
+                (Width::Normal, "active") => {}
+                (Width::Normal, state) => {
+                    let _ = write!(cell, " ({state})");
+                }
             }
+            cell
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -1096,42 +1485,87 @@ fn service_flags_cell(s: &Service) -> String {
     }
 }
 
-/// The SERVICES section (then TERMINATING BACKENDS and INCONSISTENCIES, when there are
-/// any).
+fn dash_if_empty(cell: String) -> String {
+    if cell.is_empty() { "-".into() } else { cell }
+}
+
+fn service_name_cell(name: Option<&ServiceName>) -> String {
+    name.map_or_else(|| "-".to_string(), ServiceName::to_string)
+}
+
+/// The SERVICES section (then NOT SERVED, NOT ACTIVE BACKENDS and INCONSISTENCIES, when
+/// there are any), as `-o table`.
 pub fn render_services(snap: &Snapshot) -> String {
+    render_services_as(snap, Width::Normal)
+}
+
+/// The SERVICES section. Wide: rev-NAT id, count, every flag word with the raw bits, the
+/// affinity timeout, source ranges and local backends in their own columns, backend ids.
+pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
+    let local_cell = |s: &Service| match s.local_count {
+        None if s.flags_raw & SVC_F_LOCAL != 0 => Some("<missing>".to_string()),
+        None => None,
+        Some(_) if s.local_backends.is_empty() => Some("none".to_string()),
+        Some(_) => Some(backend_list(&s.local_backends, width)),
+    };
+    let backends_cell = |s: &Service| {
+        if s.rejects {
+            "<none: rejects>".to_string()
+        } else if s.backends.is_empty() {
+            "<none usable: see inconsistencies>".to_string()
+        } else {
+            backend_list(&s.backends, width)
+        }
+    };
     let rows: Vec<Vec<String>> = snap
         .services
         .iter()
         .map(|s| {
-            let mut backends = if s.rejects {
-                "<none: rejects>".to_string()
-            } else if s.backends.is_empty() {
-                "<none usable: see inconsistencies>".to_string()
-            } else {
-                backend_list(&s.backends)
-            };
-            if s.flags_raw & SVC_F_LOCAL != 0 || s.local_count.is_some() {
-                let local = match s.local_count {
-                    None => "<missing>".to_string(),
-                    Some(_) if s.local_backends.is_empty() => "none".to_string(),
-                    Some(_) => backend_list(&s.local_backends),
-                };
-                let _ = write!(backends, " (local: {local})");
+            let name = service_name_cell(s.service.as_ref());
+            let frontend = format!("{}:{}", s.vip, s.port);
+            match width {
+                Width::Normal => {
+                    let mut backends = backends_cell(s);
+                    if let Some(local) = local_cell(s) {
+                        let _ = write!(backends, " (local: {local})");
+                    }
+                    if !s.source_ranges.is_empty() {
+                        let _ = write!(backends, " (from: {})", s.source_ranges.join(", "));
+                    }
+                    vec![
+                        name,
+                        frontend,
+                        s.protocol.clone(),
+                        s.kind.to_string(),
+                        service_flags_cell(s),
+                        backends,
+                    ]
+                }
+                Width::Wide => vec![
+                    name,
+                    frontend,
+                    s.protocol.clone(),
+                    s.kind.to_string(),
+                    s.rev_nat_id.to_string(),
+                    s.count.to_string(),
+                    if s.flags_raw == 0 {
+                        "-".to_string()
+                    } else {
+                        format!("{} ({:#x})", s.flags.join(","), s.flags_raw)
+                    },
+                    s.affinity_timeout_secs
+                        .map_or("-".to_string(), |t| format!("{t}s")),
+                    dash_if_empty(s.source_ranges.join(",")),
+                    match local_cell(s) {
+                        None => "-".to_string(),
+                        Some(local) => match s.local_count {
+                            Some(n) => format!("{n}: {local}"),
+                            None => local,
+                        },
+                    },
+                    backends_cell(s),
+                ],
             }
-            if !s.source_ranges.is_empty() {
-                let _ = write!(backends, " (from: {})", s.source_ranges.join(", "));
-            }
-            vec![
-                s.service
-                    .as_ref()
-                    .map_or_else(|| "-".to_string(), ServiceName::to_string),
-                format!("{}:{}", s.vip, s.port),
-                s.protocol.clone(),
-                s.kind.to_string(),
-                s.rev_nat_id.to_string(),
-                service_flags_cell(s),
-                backends,
-            ]
         })
         .collect();
     let mut out = format!(
@@ -1139,15 +1573,26 @@ pub fn render_services(snap: &Snapshot) -> String {
         snap.services.len(),
         snap.backends.len()
     );
+    let header: &[&str] = match width {
+        Width::Normal => &["SERVICE", "FRONTEND", "PROTO", "TYPE", "FLAGS", "BACKENDS"],
+        Width::Wide => &[
+            "SERVICE",
+            "FRONTEND",
+            "PROTO",
+            "TYPE",
+            "REVNAT",
+            "COUNT",
+            "FLAGS",
+            "AFFINITY",
+            "SOURCE-RANGES",
+            "LOCAL-BACKENDS",
+            "BACKENDS",
+        ],
+    };
     if rows.is_empty() {
         out.push_str("(none)\n");
     } else {
-        out.push_str(&render_table(
-            &[
-                "SERVICE", "FRONTEND", "PROTO", "TYPE", "REVNAT", "FLAGS", "BACKENDS",
-            ],
-            &rows,
-        ));
+        out.push_str(&render_table(header, &rows));
     }
     if !snap.unserved.is_empty() {
         let rows: Vec<Vec<String>> = snap
@@ -1190,69 +1635,166 @@ pub fn render_services(snap: &Snapshot) -> String {
     out
 }
 
-/// The CONNTRACK section.
+/// The BACKENDS section (`svcctl dump backends`): every SVC4_BACKENDS entry with the
+/// Services that use it. Wide: the frontends, their rev-NAT ids and slot scopes.
+pub fn render_backends(snap: &Snapshot, width: Width) -> String {
+    let rows: Vec<Vec<String>> = snap
+        .backends
+        .iter()
+        .map(|b| {
+            let mut row = vec![
+                b.id.to_string(),
+                format!("{}:{}", b.addr, b.port),
+                b.protocol.clone(),
+                b.state.clone(),
+                b.flows.to_string(),
+            ];
+            match width {
+                Width::Normal => {
+                    let mut labels: Vec<String> = Vec::new();
+                    for r in &b.references {
+                        let label = r.label();
+                        if !labels.contains(&label) {
+                            labels.push(label);
+                        }
+                    }
+                    row.push(dash_if_empty(labels.join(", ")));
+                }
+                Width::Wide => {
+                    row.push(b.frontends.to_string());
+                    let refs: Vec<String> = b
+                        .references
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "{} {} rev={} scope={}",
+                                r.frontend(),
+                                service_name_cell(r.service.as_ref()),
+                                r.rev_nat_id,
+                                r.scopes.join(",")
+                            )
+                        })
+                        .collect();
+                    row.push(dash_if_empty(refs.join("; ")));
+                }
+            }
+            row
+        })
+        .collect();
+    let mut out = format!("BACKENDS ({} entries)\n", snap.backends.len());
+    let header: &[&str] = match width {
+        Width::Normal => &["ID", "BACKEND", "PROTO", "STATE", "FLOWS", "SERVICES"],
+        Width::Wide => &[
+            "ID",
+            "BACKEND",
+            "PROTO",
+            "STATE",
+            "FLOWS",
+            "FRONTENDS",
+            "REFERENCED-BY",
+        ],
+    };
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    } else {
+        out.push_str(&render_table(header, &rows));
+    }
+    out
+}
+
+/// The CONNTRACK section, as `-o table`.
 pub fn render_conntrack(snap: &Snapshot) -> String {
+    render_conntrack_as(snap, Width::Normal)
+}
+
+/// The CONNTRACK section. Normal: the main rewrite of each entry (service entries: the
+/// destination, reply entries: the source). Wide: the whole translated tuple (with the
+/// masquerade address), backend and rev-NAT ids, timeout and the raw timestamps.
+pub fn render_conntrack_as(snap: &Snapshot, width: Width) -> String {
+    let show = |ep: Option<Endpoint>| ep.map_or("?".to_string(), |ep| ep.to_string());
     let rows: Vec<Vec<String>> = snap
         .conntrack
         .iter()
         .map(|e| {
-            let show = |ep: Option<Endpoint>| ep.map_or("?".to_string(), |ep| ep.to_string());
-            // The main translation first: service entries rewrite the destination, reply
-            // entries the source.
-            let translated = match e.kind.as_str() {
-                "service" => match e.translated_src {
-                    Some(src) => format!("dst -> {}, src -> {src}", show(e.translated_dst)),
-                    None => format!("dst -> {}", show(e.translated_dst)),
+            let translated = match width {
+                Width::Normal => match e.kind.as_str() {
+                    "service" => format!("dst -> {}", show(e.translated_dst)),
+                    "reply" => format!("src -> {}", show(e.translated_src)),
+                    _ => "-".to_string(),
                 },
-                "reply" => match e.translated_dst {
-                    Some(dst) => format!("src -> {}, dst -> {dst}", show(e.translated_src)),
-                    None => format!("src -> {}", show(e.translated_src)),
-                },
-                _ => "-".to_string(),
+                Width::Wide if e.kind == "service" || e.kind == "reply" => {
+                    format!("{} -> {}", show(e.translated.src), show(e.translated.dst))
+                }
+                Width::Wide => "-".to_string(),
             };
             let mut flags = e.flags.clone();
             if e.expired {
                 flags.push("expired".into());
             }
-            vec![
+            let flags = dash_if_empty(flags.join(","));
+            let mut row = vec![
+                service_name_cell(e.service.as_ref()),
                 e.kind.clone(),
                 e.protocol.clone(),
                 format!("{} -> {}", e.src, e.dst),
                 translated,
-                e.backend_id.to_string(),
-                e.rev_nat_id.to_string(),
-                human_duration(e.age_secs),
-                human_duration(e.idle_secs),
-                if flags.is_empty() {
-                    "-".into()
-                } else {
-                    flags.join(",")
-                },
-            ]
+            ];
+            if width == Width::Wide {
+                row.push(e.backend_id.to_string());
+                row.push(e.rev_nat_id.to_string());
+            }
+            row.push(human_duration(e.age_secs));
+            row.push(human_duration(e.idle_secs));
+            if width == Width::Wide {
+                row.push(human_duration(e.timeout_secs));
+                row.push(e.created_ns.to_string());
+                row.push(e.last_seen_ns.to_string());
+            }
+            row.push(flags);
+            row
         })
         .collect();
     let mut out = format!("CONNTRACK ({} entries)\n", snap.conntrack.len());
+    let header: &[&str] = match width {
+        Width::Normal => &[
+            "SERVICE",
+            "KIND",
+            "PROTO",
+            "ORIGINAL",
+            "TRANSLATED",
+            "AGE",
+            "IDLE",
+            "FLAGS",
+        ],
+        Width::Wide => &[
+            "SERVICE",
+            "KIND",
+            "PROTO",
+            "ORIGINAL",
+            "TRANSLATED",
+            "BACKEND",
+            "REVNAT",
+            "AGE",
+            "IDLE",
+            "TIMEOUT",
+            "CREATED-NS",
+            "LAST-SEEN-NS",
+            "FLAGS",
+        ],
+    };
     if !rows.is_empty() {
-        out.push_str(&render_table(
-            &[
-                "KIND",
-                "PROTO",
-                "ORIGINAL",
-                "TRANSLATED",
-                "BACKEND",
-                "REVNAT",
-                "AGE",
-                "IDLE",
-                "FLAGS",
-            ],
-            &rows,
-        ));
+        out.push_str(&render_table(header, &rows));
     }
     out
 }
 
-/// The AFFINITY section (`svcctl dump affinity`).
+/// The AFFINITY section (`svcctl dump affinity`), as `-o table`.
 pub fn render_affinity(entries: &[AffinityEntry]) -> String {
+    render_affinity_as(entries, Width::Normal)
+}
+
+/// The AFFINITY section. Wide: also the last-used timestamp in ns.
+pub fn render_affinity_as(entries: &[AffinityEntry], width: Width) -> String {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|a| {
@@ -1263,7 +1805,7 @@ pub fn render_affinity(entries: &[AffinityEntry]) -> String {
             if !a.current {
                 flags.push("stale");
             }
-            vec![
+            let mut row = vec![
                 a.client.to_string(),
                 a.service
                     .map_or_else(|| format!("? (rev {})", a.rev_nat_id), |s| s.to_string()),
@@ -1276,22 +1818,33 @@ pub fn render_affinity(entries: &[AffinityEntry]) -> String {
                 human_duration(a.idle_secs),
                 a.timeout_secs
                     .map_or("-".to_string(), |t| human_duration(t as u64)),
-                if flags.is_empty() {
-                    "-".into()
-                } else {
-                    flags.join(",")
-                },
-            ]
+            ];
+            if width == Width::Wide {
+                row.push(a.last_used_ns.to_string());
+            }
+            row.push(dash_if_empty(flags.join(",")));
+            row
         })
         .collect();
     let mut out = format!("AFFINITY ({} entries)\n", entries.len());
+    let header: &[&str] = match width {
+        Width::Normal => &[
+            "CLIENT", "SERVICE", "REVNAT", "BACKEND", "SLOT", "IDLE", "TIMEOUT", "FLAGS",
+        ],
+        Width::Wide => &[
+            "CLIENT",
+            "SERVICE",
+            "REVNAT",
+            "BACKEND",
+            "SLOT",
+            "IDLE",
+            "TIMEOUT",
+            "LAST-USED-NS",
+            "FLAGS",
+        ],
+    };
     if !rows.is_empty() {
-        out.push_str(&render_table(
-            &[
-                "CLIENT", "SERVICE", "REVNAT", "BACKEND", "SLOT", "IDLE", "TIMEOUT", "FLAGS",
-            ],
-            &rows,
-        ));
+        out.push_str(&render_table(header, &rows));
     }
     out
 }
@@ -1303,6 +1856,39 @@ pub fn render_stats(stats: &[VerdictTotal]) -> String {
         .map(|s| vec![s.verdict.to_string(), s.total.to_string()])
         .collect();
     format!("STATS\n{}", render_table(&["VERDICT", "PACKETS"], &rows))
+}
+
+/// `svcctl stats`: totals and rates; only the verdicts that counted a packet unless `all`.
+pub fn render_rates(doc: &RatesDocument, all: bool) -> String {
+    let rows: Vec<Vec<String>> = doc
+        .stats
+        .iter()
+        .filter(|s| all || s.packets > 0)
+        .map(|s| {
+            vec![
+                s.verdict.to_string(),
+                s.packets.to_string(),
+                format!("{:.1}", s.per_second),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "STATS (packets per verdict; rates over {:.1}s)\n",
+        doc.interval_s
+    );
+    if rows.is_empty() {
+        out.push_str("(no packets counted yet)\n");
+    } else {
+        out.push_str(&render_table(&["VERDICT", "PACKETS", "PER-SECOND"], &rows));
+    }
+    let hidden = doc.stats.len() - rows.len();
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} verdicts at 0 not shown; --all or -o wide lists them)"
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1975,15 +2561,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "SERVICE            FRONTEND       PROTO  TYPE       REVNAT  FLAGS  BACKENDS"
+            "SERVICE            FRONTEND       PROTO  TYPE       FLAGS  BACKENDS"
         );
         assert_eq!(
             lines[2],
-            "default/echo:http  10.96.0.10:80  TCP    clusterip  1       -      10.244.1.11:8080, 10.244.1.12:8080"
+            "default/echo:http  10.96.0.10:80  TCP    clusterip  -      10.244.1.11:8080, 10.244.1.12:8080"
         );
         assert_eq!(
             lines[3],
-            "-                  10.96.0.11:80  TCP    clusterip  2       -      <none: rejects>"
+            "-                  10.96.0.11:80  TCP    clusterip  -      <none: rejects>"
         );
         assert_eq!(
             &lines[4..],
@@ -2014,11 +2600,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[1],
-            "SERVICE  FRONTEND         PROTO  TYPE          REVNAT  FLAGS                                        BACKENDS"
+            "SERVICE  FRONTEND         PROTO  TYPE          FLAGS                                        BACKENDS"
         );
         assert_eq!(
             lines[2],
-            "-        192.0.2.100:443  TCP    loadbalancer  5       policy-local,source-ranges,affinity(10800s)  \
+            "-        192.0.2.100:443  TCP    loadbalancer  policy-local,source-ranges,affinity(10800s)  \
              10.244.1.11:8080, 10.244.1.12:8080 (local: 10.244.1.12:8080) \
              (from: 198.51.100.7/32, 203.0.113.0/24)"
         );
@@ -2026,16 +2612,31 @@ mod tests {
             text.contains("NOT ACTIVE BACKENDS (kept for established flows only)\n10.244.1.13:8080 (id 3, terminating)"),
             "{text}"
         );
+        // The table shows the main rewrite and the snat flag; wide the whole translated
+        // tuple, with the masquerade address.
         let ct = render_conntrack(&snap);
         assert!(
-            ct.contains("198.51.100.7:50000 -> 192.0.2.1:30080  dst -> 10.244.1.12:8080, src -> 192.0.2.1:41000"),
+            ct.contains("198.51.100.7:50000 -> 192.0.2.1:30080  dst -> 10.244.1.12:8080  "),
             "{ct}"
         );
         assert!(
-            ct.contains("10.244.1.12:8080 -> 192.0.2.1:41000    src -> 192.0.2.1:30080, dst -> 198.51.100.7:50000"),
+            ct.contains("10.244.1.12:8080 -> 192.0.2.1:41000    src -> 192.0.2.1:30080   "),
             "{ct}"
         );
         assert!(ct.contains("replied,snat"), "{ct}");
+        let wide = render_conntrack_as(&snap, Width::Wide);
+        assert!(
+            wide.contains(
+                "198.51.100.7:50000 -> 192.0.2.1:30080  192.0.2.1:41000 -> 10.244.1.12:8080"
+            ),
+            "{wide}"
+        );
+        assert!(
+            wide.contains(
+                "10.244.1.12:8080 -> 192.0.2.1:41000    192.0.2.1:30080 -> 198.51.100.7:50000"
+            ),
+            "{wide}"
+        );
         let aff = render_affinity(&snap.affinity);
         let lines: Vec<&str> = aff.lines().collect();
         assert_eq!(lines[0], "AFFINITY (2 entries)");
@@ -2136,5 +2737,372 @@ mod tests {
         let other_ns = filtered(Some("shop"), None);
         assert!(other_ns.services.is_empty() && other_ns.unserved.is_empty());
         assert_eq!(other_ns.stats, snap.stats, "stats are not filtered");
+    }
+    #[test]
+    fn backends_carry_their_references_scopes_and_live_flows() {
+        let snap = decode(&sample(), 112 * S);
+        let b = &snap.backends;
+        assert_eq!(
+            b.iter()
+                .map(|b| (b.id, b.frontends, b.flows))
+                .collect::<Vec<_>>(),
+            [(1, 1, 1), (2, 1, 0), (3, 0, 0)]
+        );
+        let r = &b[0].references[0];
+        assert_eq!(r.label(), "default/echo:http");
+        assert_eq!(r.frontend(), "10.96.0.10:80/TCP");
+        assert_eq!((r.kind, r.rev_nat_id), ("clusterip", 1));
+        assert_eq!(r.scopes, ["all"]);
+
+        // A LoadBalancer with policy Local: backend 2 is in both scopes; unnamed frontend.
+        let snap = decode(&lb_sample(), 110 * S);
+        let r = &snap.backends[1].references;
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].scopes, ["all", "local"]);
+        assert_eq!(r[0].service, None);
+        assert_eq!(r[0].label(), "192.0.2.100:443/TCP");
+        assert_eq!(r[0].kind, "loadbalancer");
+        assert!(snap.backends[2].references.is_empty());
+
+        // An expired flow, and a flow whose backend id now names another address, are not
+        // live flows of that backend.
+        let mut raw = sample();
+        raw.backends[1].1.addr_be = ip([10, 244, 9, 9]); // id 1
+        assert_eq!(decode(&raw, 112 * S).backends[0].flows, 0);
+        assert_eq!(decode(&sample(), 30_000 * S).backends[0].flows, 0);
+    }
+
+    #[test]
+    fn conntrack_entries_carry_the_service_the_translated_tuple_and_the_backend() {
+        let snap = decode(&sample(), 112 * S);
+        let [fwd, rep] = [&snap.conntrack[0], &snap.conntrack[1]];
+        for e in [fwd, rep] {
+            assert_eq!(e.service.as_ref().unwrap().to_string(), "default/echo:http");
+            assert_eq!(e.backend.to_string(), "10.244.1.11:8080");
+        }
+        assert_eq!(fwd.translated.src.unwrap().to_string(), "10.244.1.20:40000");
+        assert_eq!(fwd.translated.dst.unwrap().to_string(), "10.244.1.11:8080");
+        assert_eq!(rep.translated.src.unwrap().to_string(), "10.96.0.10:80");
+        assert_eq!(rep.translated.dst.unwrap().to_string(), "10.244.1.20:40000");
+
+        // Masqueraded: the forward source becomes the NAT address; the reply goes back to
+        // the client. Without SVC4_REVNAT the reply's new source is unknown.
+        let [(rk, rv), (fk, fv)] = snat_flow();
+        let fwd = decode_ct(&fk, &fv, 112 * S, None);
+        assert_eq!(fwd.service, None, "decode_ct leaves the name to decode");
+        assert_eq!(fwd.translated.src.unwrap().to_string(), "192.0.2.1:41000");
+        assert_eq!(fwd.translated.dst.unwrap().to_string(), "10.244.1.12:8080");
+        let rep = decode_ct(&rk, &rv, 112 * S, None);
+        assert_eq!(rep.translated.src, None);
+        assert_eq!(
+            rep.translated.dst.unwrap().to_string(),
+            "198.51.100.7:50000"
+        );
+        assert_eq!(rep.backend.to_string(), "10.244.1.12:8080");
+        // An unknown kind has no known translation.
+        let mut k = fk;
+        k.kind = 9;
+        let e = decode_ct(&k, &fv, 112 * S, None);
+        assert_eq!(
+            e.translated,
+            Tuple {
+                src: None,
+                dst: None
+            }
+        );
+        assert_eq!(e.kind, "unknown(9)");
+    }
+
+    #[test]
+    fn backends_table_names_the_services_wide_the_frontends_and_scopes() {
+        let snap = decode(&sample(), 112 * S);
+        let text = render_backends(&snap, Width::Normal);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "BACKENDS (3 entries)",
+                "ID  BACKEND           PROTO  STATE   FLOWS  SERVICES",
+                "1   10.244.1.11:8080  TCP    active  1      default/echo:http",
+                "2   10.244.1.12:8080  TCP    active  0      default/echo:http",
+                "3   10.244.1.13:8080  TCP    active  0      -",
+            ]
+        );
+        let mut raw = lb_sample();
+        raw.conntrack = snat_flow().to_vec();
+        let wide = render_backends(&decode(&raw, 112 * S), Width::Wide);
+        let lines: Vec<&str> = wide.lines().collect();
+        assert_eq!(
+            lines[1],
+            "ID  BACKEND           PROTO  STATE        FLOWS  FRONTENDS  REFERENCED-BY"
+        );
+        assert_eq!(
+            lines[3],
+            "2   10.244.1.12:8080  TCP    active       1      1          192.0.2.100:443/TCP - rev=5 scope=all,local"
+        );
+        assert_eq!(
+            lines[4],
+            "3   10.244.1.13:8080  TCP    terminating  0      0          -"
+        );
+        assert_eq!(
+            render_backends(&decode(&RawMaps::default(), 0), Width::Normal),
+            "BACKENDS (0 entries)\n(none)\n"
+        );
+    }
+
+    #[test]
+    fn wide_tables_show_ids_flags_scopes_and_timestamps() {
+        let mut raw = lb_sample();
+        raw.conntrack = snat_flow().to_vec();
+        raw.revnats.push((3, revnat([192, 0, 2, 1], 30080)));
+        let snap = decode(&raw, 112 * S);
+        let text = render_services_as(&snap, Width::Wide);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "SERVICE",
+                "FRONTEND",
+                "PROTO",
+                "TYPE",
+                "REVNAT",
+                "COUNT",
+                "FLAGS",
+                "AFFINITY",
+                "SOURCE-RANGES",
+                "LOCAL-BACKENDS",
+                "BACKENDS"
+            ]
+        );
+        // Cells are separated by two spaces at least.
+        let cells: Vec<&str> = lines[2]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                "-",
+                "192.0.2.100:443",
+                "TCP",
+                "loadbalancer",
+                "5",
+                "2",
+                "external,policy-local,loadbalancer,source-ranges,affinity (0x3b)",
+                "10800s",
+                "198.51.100.7/32,203.0.113.0/24",
+                "1: 10.244.1.12:8080 (id 2)",
+                "10.244.1.11:8080 (id 1), 10.244.1.12:8080 (id 2)"
+            ]
+        );
+        // Aligned: the last column starts at the same place in both lines.
+        assert_eq!(
+            lines[1].rfind("  BACKENDS").unwrap() + 2,
+            lines[2].find("10.244.1.11:8080 (id 1)").unwrap()
+        );
+        let ct = render_conntrack_as(&snap, Width::Wide);
+        let lines: Vec<&str> = ct.lines().collect();
+        assert!(lines[1].starts_with("SERVICE  KIND"), "{ct}");
+        assert!(
+            lines[1].ends_with(
+                "BACKEND  REVNAT  AGE  IDLE  TIMEOUT  CREATED-NS    LAST-SEEN-NS  FLAGS"
+            ),
+            "{ct}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "2        3       12s  1s    6h0m     100000000000  111000000000  replied,snat"
+            ),
+            "{ct}"
+        );
+        let aff = render_affinity_as(&snap.affinity, Width::Wide);
+        assert!(
+            aff.lines().nth(1).unwrap().contains("LAST-USED-NS"),
+            "{aff}"
+        );
+        assert!(aff.contains("100000000000"), "{aff}");
+    }
+
+    #[test]
+    fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
+        let snap = decode(&sample(), 112 * S);
+        let full = serde_json::to_value(&snap).unwrap();
+        let docs = [
+            (
+                serde_json::to_value(snap.services_document()).unwrap(),
+                &["version", "services", "unserved", "inconsistencies"][..],
+            ),
+            (
+                serde_json::to_value(snap.backends_document()).unwrap(),
+                &["version", "backends"][..],
+            ),
+            (
+                serde_json::to_value(snap.conntrack_document()).unwrap(),
+                &["version", "now_ns", "conntrack"][..],
+            ),
+            (
+                serde_json::to_value(snap.affinity_document()).unwrap(),
+                &["version", "now_ns", "affinity"][..],
+            ),
+            (
+                serde_json::to_value(snap.stats_document()).unwrap(),
+                &["version", "stats"][..],
+            ),
+        ];
+        for (doc, keys) in &docs {
+            let have: Vec<&String> = doc.as_object().unwrap().keys().collect();
+            assert_eq!(have.len(), keys.len(), "{doc}");
+            for key in *keys {
+                assert_eq!(doc[key], full[key], "{key}");
+            }
+        }
+        assert_eq!(docs[0].0["version"], 3);
+        // The new fields, by name.
+        let b = &docs[1].0["backends"][0];
+        assert_eq!(b["flows"], 1);
+        assert_eq!(
+            b["references"],
+            serde_json::json!([{
+                "service": {"namespace": "default", "name": "echo", "port_name": "http"},
+                "vip": "10.96.0.10", "port": 80, "protocol": "TCP", "kind": "clusterip",
+                "rev_nat_id": 1, "scopes": ["all"],
+            }])
+        );
+        let e = &docs[2].0["conntrack"][0];
+        assert_eq!(e["service"]["name"], "echo");
+        assert_eq!(
+            e["translated"],
+            serde_json::json!({
+                "src": {"addr": "10.244.1.20", "port": 40000},
+                "dst": {"addr": "10.244.1.11", "port": 8080},
+            })
+        );
+        assert_eq!(
+            e["backend"],
+            serde_json::json!({"addr": "10.244.1.11", "port": 8080})
+        );
+        // YAML is the same document.
+        for doc in [
+            serde_yaml::to_string(&snap).unwrap(),
+            serde_yaml::to_string(&snap.backends_document()).unwrap(),
+        ] {
+            let back: serde_json::Value = serde_yaml::from_str(&doc).unwrap();
+            assert!(back == full || back == docs[1].0, "{doc}");
+        }
+    }
+
+    fn totals(pairs: &[(&'static str, u64)]) -> Vec<VerdictTotal> {
+        pairs
+            .iter()
+            .map(|(verdict, total)| VerdictTotal {
+                verdict,
+                total: *total,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rates_are_the_difference_over_the_interval() {
+        let before = totals(&[("pass_not_ipv4", 10), ("dnat_new", 4), ("rev_nat", 9)]);
+        let after = totals(&[
+            ("pass_not_ipv4", 10),
+            ("dnat_new", 10),
+            ("rev_nat", 3),      // went down: the maps were recreated
+            ("sock_rev_nat", 1), // not in the first reading
+        ]);
+        let doc = verdict_rates(&before, &after, 2.0);
+        assert_eq!(doc.version, SCHEMA_VERSION);
+        assert_eq!(doc.interval_s, 2.0);
+        assert_eq!(
+            doc.stats
+                .iter()
+                .map(|r| (r.verdict, r.packets, r.per_second))
+                .collect::<Vec<_>>(),
+            [
+                ("pass_not_ipv4", 10, 0.0),
+                ("dnat_new", 10, 3.0),
+                ("rev_nat", 3, 0.0),
+                ("sock_rev_nat", 1, 0.5),
+            ]
+        );
+        assert_eq!(verdict_rates(&before, &after, 3.0).stats[1].per_second, 2.0);
+        assert_eq!(verdict_rates(&before, &after, 0.0).stats[1].per_second, 0.0);
+        assert_eq!(
+            round3(verdict_rates(&before, &after, 0.7).stats[1].per_second),
+            8.571
+        );
+        assert_eq!(
+            serde_json::to_value(verdict_rates(&before, &after, 1.0)).unwrap()["stats"][1],
+            serde_json::json!({"verdict": "dnat_new", "packets": 10, "per_second": 6.0})
+        );
+    }
+
+    #[test]
+    fn rates_table_hides_zero_verdicts_unless_all() {
+        let before = totals(&[("pass_not_ipv4", 0), ("dnat_new", 4), ("rev_nat", 0)]);
+        let after = totals(&[("pass_not_ipv4", 0), ("dnat_new", 10), ("rev_nat", 0)]);
+        let doc = verdict_rates(&before, &after, 2.0);
+        assert_eq!(
+            render_rates(&doc, false).lines().collect::<Vec<_>>(),
+            [
+                "STATS (packets per verdict; rates over 2.0s)",
+                "VERDICT   PACKETS  PER-SECOND",
+                "dnat_new  10       3.0",
+                "(2 verdicts at 0 not shown; --all or -o wide lists them)",
+            ]
+        );
+        let all = render_rates(&doc, true);
+        assert_eq!(all.lines().count(), 5, "{all}");
+        assert!(all.contains("pass_not_ipv4  0        0.0"), "{all}");
+        let zero = verdict_rates(&before[..1], &after[..1], 1.0);
+        assert!(render_rates(&zero, false).contains("(no packets counted yet)"));
+    }
+
+    #[test]
+    fn filter_keeps_the_backends_of_the_selected_services_with_all_their_references() {
+        let mut raw = sample();
+        // A second named Service sharing backend 2, and backend 3 used by a flow of echo
+        // only (terminating, in no slot).
+        raw.services
+            .push((svc([10, 96, 0, 12], 80, 0), front(1, 3)));
+        raw.services.push((svc([10, 96, 0, 12], 80, 1), slot(2, 3)));
+        raw.revnats.push((3, revnat([10, 96, 0, 12], 80)));
+        raw.names.push((
+            3,
+            SvcName::new("shop", "cart", "", NAME_KIND_CLUSTERIP, NAME_SERVED),
+        ));
+        raw.backends[2].1.state = BACKEND_STATE_TERMINATING;
+        let [_, (mut k, mut v)] = flow();
+        k.sport_be = 40001u16.to_be();
+        v.backend_id = 3;
+        v.addr_be = ip([10, 244, 1, 13]);
+        raw.conntrack.push((k, v));
+        let mut snap = decode(&raw, 112 * S);
+        assert_eq!(snap.backends[1].references.len(), 2);
+        assert_eq!(snap.backends[2].flows, 1);
+        Filter {
+            namespace: Some("default".into()),
+            name: Some("echo".into()),
+        }
+        .apply(&mut snap);
+        assert_eq!(
+            snap.backends.iter().map(|b| b.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let text = render_backends(&snap, Width::Normal);
+        assert!(
+            text.contains("default/echo:http, shop/cart"),
+            "a backend keeps every reference: {text}"
+        );
+        assert!(
+            text.contains("3   10.244.1.13:8080  TCP    terminating  1      -"),
+            "{text}"
+        );
+        assert_eq!(snap.conntrack.len(), 3);
+        assert!(
+            snap.conntrack
+                .iter()
+                .all(|e| e.service.as_ref().unwrap().name == "echo")
+        );
     }
 }

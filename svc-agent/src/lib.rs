@@ -14,3 +14,4 @@ pub mod model;
 pub mod packet;
 pub mod reconcile;
 pub mod status;
+pub mod trace;

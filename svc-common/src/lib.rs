@@ -33,6 +33,9 @@ pub const SOCK_REVNAT4_MAP: &str = "SVC4_SOCK_RNAT";
 pub const SRC_RANGE4_MAP: &str = "SVC4_SRC_RANGE";
 /// Names of Services for svcctl (never read by the programs): see [`SvcName`].
 pub const NAMES_MAP: &str = "SVC_NAMES";
+/// The load-time configuration the running programs were loaded with (never read by the
+/// programs, which get it as globals): see [`DatapathConfig4`].
+pub const CONFIG_MAP: &str = "SVC_CONFIG";
 
 /// Frontend slots plus one slot per backend of every service port.
 pub const SVC4_MAP_SIZE: u32 = 65536;
@@ -54,6 +57,8 @@ pub const XDP_PROG: &str = "svc_xdp";
 pub const CONNECT4_PROG: &str = "svc_connect4";
 pub const SENDMSG4_PROG: &str = "svc_sendmsg4";
 pub const RECVMSG4_PROG: &str = "svc_recvmsg4";
+/// An XDP program that only passes: the benchmark's per-packet floor (never attached).
+pub const BENCH_PASS_PROG: &str = "svc_bench_pass";
 
 // ---------------------------------------------------------------------------------------
 // Services map: one frontend entry (slot 0) and `count` backend-slot entries (1..=count)
@@ -472,6 +477,29 @@ verdicts! {
 
 pub const STATS_MAP_SIZE: u32 = 32;
 
+// ---------------------------------------------------------------------------------------
+// The load-time globals (svc-ebpf/src/config.rs) as the agent set them, in a one-entry
+// array beside the maps, so svcctl can load a second instance of the programs that decides
+// exactly as the live one (svcctl trace).
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct DatapathConfig4 {
+    /// CLUSTER_CIDR_BE / CLUSTER_MASK_BE: the pod CIDR (mask 0: unknown).
+    pub cluster_cidr_be: u32,
+    pub cluster_mask_be: u32,
+    /// MASQ_ADDR_BE: the masquerade source (0: never masquerade).
+    pub masq_addr_be: u32,
+    /// MASQUERADE_ALL (0 or 1).
+    pub masquerade_all: u32,
+    /// NAT_PORT_MIN / NAT_PORT_MAX (host order).
+    pub nat_port_min: u32,
+    pub nat_port_max: u32,
+}
+
+pub const CONFIG_MAP_SIZE: u32 = 1;
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -489,6 +517,7 @@ mod user {
     unsafe impl aya::Pod for SockRevNat4Key {}
     unsafe impl aya::Pod for SockRevNat4Value {}
     unsafe impl aya::Pod for SvcName {}
+    unsafe impl aya::Pod for DatapathConfig4 {}
 }
 
 #[cfg(test)]
@@ -511,6 +540,7 @@ mod tests {
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
         assert_eq!(size_of::<SockRevNat4Value>(), 8);
         assert_eq!(size_of::<SvcName>(), 168);
+        assert_eq!(size_of::<DatapathConfig4>(), 24);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
     }
 

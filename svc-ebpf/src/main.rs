@@ -1,7 +1,8 @@
 //! svc-ebpf: the kernel side of the Service dataplane. Two programs share one set of maps:
 //! `svc_tc_ingress` (TC ingress on pod-facing interfaces and the external interface) and
 //! `svc_xdp` (XDP on the external interface), plus socket-level programs for the node's own
-//! processes (`svc_connect4`, `svc_sendmsg4`, `svc_recvmsg4`). See README.md for the verdicts.
+//! processes (`svc_connect4`, `svc_sendmsg4`, `svc_recvmsg4`), and `svc_bench_pass`, the
+//! empty program the benchmark measures as the floor. See README.md for the verdicts.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
 
@@ -28,6 +29,13 @@ pub fn svc_tc_ingress(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn svc_xdp(ctx: XdpContext) -> u32 {
     xdp::run(&ctx)
+}
+
+/// The per-packet floor for `cargo xtask bench`: an XDP program that only returns
+/// XDP_PASS. Never attached; loaded only by the benchmark.
+#[xdp]
+pub fn svc_bench_pass(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 
 #[cgroup_sock_addr(connect4)]

@@ -3,10 +3,10 @@
 //! to the loader, so svcctl can read them and a restarted agent can adopt them.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use svc_common::{
-    AFFINITY4_MAP_SIZE, Affinity4Key, Affinity4Value, BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE,
+    AFFINITY4_MAP_SIZE, CONFIG_MAP_SIZE, DatapathConfig4, Affinity4Key, Affinity4Value, BACKEND4_MAP_SIZE, Backend4, CT4_MAP_SIZE,
     Ct4Key, Ct4Value, NAMES_MAP_SIZE, REVNAT4_MAP_SIZE, RevNat4, SOCK_REVNAT4_MAP_SIZE,
     SRC_RANGE4_MAP_SIZE, STATS_MAP_SIZE, SVC4_MAP_SIZE, SockRevNat4Key, SockRevNat4Value,
     SrcRange4, Svc4Key, Svc4Value, SvcName,
@@ -49,6 +49,12 @@ pub static SVC4_SOCK_RNAT: LruHashMap<SockRevNat4Key, SockRevNat4Value> =
 /// creates every map of the object, referenced or not).
 #[map(name = "SVC_NAMES")]
 pub static SVC_NAMES: HashMap<u32, SvcName> = HashMap::pinned(NAMES_MAP_SIZE, 0);
+
+/// The load-time globals as the agent set them, for svcctl trace. Never read by the
+/// programs (they read the globals); declared here, like SVC_NAMES, to be created, pinned
+/// and layout-checked with the other maps.
+#[map(name = "SVC_CONFIG")]
+pub static SVC_CONFIG: Array<DatapathConfig4> = Array::pinned(CONFIG_MAP_SIZE, 0);
 
 /// Verdict counters, indexed by `svc_common::Verdict`.
 #[map(name = "SVC_STATS")]

@@ -1,31 +1,51 @@
 //! svcctl: reads the maps svc-agent pinned and shows what the datapath sees. It never
 //! writes a map and needs no running agent, only the pins (and root / CAP_BPF).
-use std::io::{self, Write};
-use std::path::PathBuf;
+//!
+//! Adding a subcommand: a variant of [`Command`] with its own `Args` struct, and one arm
+//! in [`run`] calling its handler; open the maps with [`open_maps`] (the errors that say
+//! what is wrong with the pins) and print documents with [`print_document`].
+use std::io::{self, IsTerminal as _, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use svc_agent::dataplane::{DEFAULT_BPFFS_DIR, Maps};
-use svc_agent::inspect;
+use svc_agent::inspect::{self, Parts, Width};
 
 const EXAMPLES: &str = "\
 Examples:
   svcctl dump                     services with their backends, then the conntrack table
+  svcctl dump -o wide             the same with ids, raw flags, scopes, timestamps, NAT addresses
   svcctl dump -n shop             only the Services of namespace shop (and their flows)
   svcctl dump -n default echo     only Service default/echo
+  svcctl dump services            Services and their backends, and the Services not served
+  svcctl dump backends -n default echo   the backends of default/echo, with their live flows
+  svcctl dump conntrack echo      the flows of the Services named echo
+  svcctl dump affinity            session affinity: client -> backend per service
+  svcctl dump stats               packets per verdict, summed over CPUs
+  svcctl stats                    totals and per-second rates (two readings 1 s apart)
+  svcctl stats --watch --interval 2    refresh every 2 s until Ctrl-C
   svcctl dump --json | jq '.services[] | select(.service.name == \"echo\") | .vip'
   svcctl dump --json | jq -r '.unserved[] | [.namespace, .name, .reason] | @tsv'
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
   svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and (.expired | not))'
   svcctl dump --json | jq '.services[] | select(.flags | index(\"policy-local\")) | [.vip, .local_backends[].addr]'
-  svcctl dump stats               packets per verdict, summed over CPUs
-  svcctl dump affinity            session affinity: client -> backend per service
+  svcctl dump backends -o json | jq -r '.backends[] | select(.state == \"terminating\") | \"\\(.addr):\\(.port) \\(.flows)\"'
+  svcctl dump conntrack -o json | jq '.conntrack[] | select(.service.name == \"echo\") | .translated'
+  svcctl stats -o json | jq '.stats[] | select(.per_second > 0)'
+  svcctl trace --from 10.244.1.20 --to 10.96.0.10:80      what a pod's new TCP flow gets
+  svcctl trace --from 192.0.2.100:5555 --to 192.0.2.1:30080 --proto udp   a NodePort from outside
+  svcctl trace --from 10.244.1.20 --to 10.96.0.10:80 -o json | jq .backend
+  svcctl dump services -o yaml
   svcctl --bpffs /sys/fs/bpf/svc-test dump
-  SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats --json
+  SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats -o json
 
 Exit status: 0 on success, 1 on an error (nothing pinned, incompatible pins, no
-permission to open the maps, ...), 2 on a usage error. The JSON schema is documented in svc_agent::inspect.";
+permission to open the maps, ...), 2 on a usage error. The JSON and YAML documents are
+documented in svc_agent::inspect (svc-agent/src/inspect.rs).";
 
 /// Inspect the eBPF Service dataplane (the maps svc-agent pinned).
 #[derive(Debug, Parser)]
@@ -45,23 +65,127 @@ enum Command {
     ///
     /// Without a section: the services (with their Service name) and their backends, the
     /// Services that get no datapath entries and why, then the conntrack table; with
-    /// --json, the whole snapshot (services, unserved, backends, conntrack, affinity,
-    /// stats, inconsistencies) as one document.
+    /// -o json or -o yaml, the whole snapshot (services, unserved, backends, conntrack,
+    /// affinity, stats, inconsistencies) as one document. With a section: that part only
+    /// (as a document {"version": N, "<section>": [...]} with -o json / yaml).
+    ///
+    /// A Service named like a section is selected after the section: `svcctl dump
+    /// services stats`.
     Dump(Dump),
+    /// Verdict counters as totals and per-second rates.
+    ///
+    /// Reads the counters, waits --interval, reads them again and prints the totals and
+    /// (second - first) / interval for each verdict. Tables list the verdicts that counted
+    /// a packet (--all or -o wide: every verdict); JSON and YAML always list every verdict.
+    Stats(Stats),
+    /// Where would this packet go, and why? Runs the loaded programs on one crafted packet.
+    ///
+    /// The real program code runs through BPF_PROG_TEST_RUN on a second instance of the
+    /// programs, loaded with the running agent's configuration (SVC_CONFIG) over a copy of
+    /// the live maps: the live conntrack, affinity and counters stay exactly as they were.
+    /// Prints the program(s) the packet meets (a pod's packet: TC ingress on its interface;
+    /// any other source: XDP on the external interface, then TC), the verdict, the chosen
+    /// backend and the set a new flow can get, the translated source and destination (or
+    /// the RST / ICMP answer), and the rule that decided. A TCP packet of a flow conntrack
+    /// knows is traced as its next packet (ACK); else as a SYN.
+    Trace(Trace),
 }
 
 #[derive(Debug, Args)]
-struct Dump {
-    /// Print one JSON document instead of tables (schema: svc_agent::inspect; stable field
-    /// names, for scripts).
-    #[arg(long, global = true)]
-    json: bool,
+struct Trace {
+    /// The packet's source: ADDRESS or ADDRESS:PORT (default port 40000). A pod address
+    /// (inside the agent's --cluster-cidr) enters through a pod interface; another address
+    /// through the external one. The node's own addresses are refused: node processes go
+    /// through the cgroup socket hooks, which BPF_PROG_TEST_RUN cannot run.
+    #[arg(long, value_name = "SRC[:PORT]", value_parser = svc_agent::trace::parse_source)]
+    from: (std::net::Ipv4Addr, Option<u16>),
 
-    /// Only Services of this namespace (and their flows, affinity entries and backends).
+    /// The destination: ADDRESS:PORT (a ClusterIP, NodePort, externalIP, LoadBalancer IP,
+    /// or anything else).
+    #[arg(long, value_name = "DST:PORT", value_parser = svc_agent::trace::parse_destination)]
+    to: std::net::SocketAddrV4,
+
+    /// The protocol.
+    #[arg(long, value_enum, default_value_t = TraceProto::Tcp)]
+    proto: TraceProto,
+
+    /// The interface the packet enters through, instead of deciding from --from: `pod`
+    /// (TC ingress) or `external` (XDP, then TC).
+    #[arg(long, value_enum, value_name = "ENTRY")]
+    via: Option<TraceVia>,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TraceProto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TraceVia {
+    Pod,
+    External,
+}
+
+/// How to print: kubectl's -o.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Readable tables.
+    #[default]
+    Table,
+    /// Tables with more columns (ids, raw flags, scopes, timestamps in ns, NAT addresses).
+    Wide,
+    /// One JSON document (schema: svc_agent::inspect).
+    Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t,
+        global = true
+    )]
+    output: Format,
+
+    /// Same as -o json (kept for scripts).
+    #[arg(long, hide = true, global = true, conflicts_with = "output")]
+    json: bool,
+}
+
+impl OutputArgs {
+    fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.output }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    subcommand_value_name = "SECTION",
+    subcommand_help_heading = "Sections",
+    disable_help_subcommand = true,
+    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [-o table|wide|json|yaml]"
+)]
+struct Dump {
+    #[command(flatten)]
+    output: OutputArgs,
+
+    /// Only Services of this namespace (and their backends and flows). Ignored by the
+    /// stats section.
     #[arg(short = 'n', long, value_name = "NAMESPACE", global = true)]
     namespace: Option<String>,
 
-    /// Only Services with this name (in every namespace unless -n is given).
+    /// Only Services with this name (in every namespace unless -n is given). Ignored by the
+    /// stats section.
     #[arg(value_name = "SERVICE")]
     service: Option<String>,
 
@@ -69,14 +193,70 @@ struct Dump {
     section: Option<Section>,
 }
 
-/// One part of the dump. More sections (services, backends, conntrack) may come here.
+/// One part of the dump. -n NAMESPACE and SERVICE select Services in each (not in stats).
 #[derive(Debug, Subcommand)]
 enum Section {
-    /// Packets per verdict (why the programs returned what they did), summed over CPUs.
-    Stats,
+    /// Services (frontends) with their backends, the Services that get no datapath
+    /// entries and why, backends kept only for established flows, and inconsistencies.
+    Services(SectionArgs),
+    /// Every SVC4_BACKENDS entry: id, address, protocol, state (active / terminating), the
+    /// live flows it serves and the Services (frontends) whose slots hold it. With a
+    /// filter: the backends the matching Services and their flows use.
+    Backends(SectionArgs),
+    /// The conntrack table: original and translated tuples, the Service, age, idle time,
+    /// flags. With a filter: the flows of the matching Services.
+    Conntrack(SectionArgs),
     /// Session affinity entries (sessionAffinity: ClientIP): client and service -> the
     /// backend new flows reuse, with idle time and timeout.
-    Affinity,
+    Affinity(SectionArgs),
+    /// Packets per verdict (why the programs returned what they did), summed over CPUs.
+    /// Counters are per verdict, not per Service: -n and SERVICE are ignored. For rates,
+    /// see `svcctl stats`.
+    Stats(SectionArgs),
+}
+
+#[derive(Debug, Args)]
+struct SectionArgs {
+    /// Only Services with this name (in every namespace unless -n is given).
+    #[arg(value_name = "SERVICE")]
+    service: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Stats {
+    /// Seconds between the two readings a rate is computed from, and between refreshes
+    /// under --watch (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
+    interval: Duration,
+
+    /// Refresh every --interval, like watch(1), until Ctrl-C or --count refreshes. The
+    /// screen is cleared only when stdout is a terminal; when it is not and --count is not
+    /// given, svcctl stops after one refresh.
+    #[arg(short = 'w', long)]
+    watch: bool,
+
+    /// Stop after N refreshes (implies --watch).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
+    /// List every verdict in the table, also those at 0 (as -o wide).
+    #[arg(long)]
+    all: bool,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "the interval must be more than 0 and at most 86400 seconds, not {s}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -98,83 +278,202 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Dump(dump) => {
-            // DataplaneError already says what is wrong and what to do about it.
-            let maps = Maps::open_pinned(&cli.bpffs)?;
-            let out = render_dump(&maps, dump)?;
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(out.as_bytes())?;
-            stdout.flush()?;
-            Ok(())
-        }
+        Command::Dump(dump) => run_dump(&cli.bpffs, dump),
+        Command::Stats(stats) => run_stats(&cli.bpffs, stats),
+        Command::Trace(t) => run_trace(&cli.bpffs, t),
     }
 }
 
-/// `dump stats --json`: the `version` and `stats` fields of the full snapshot.
-#[derive(serde::Serialize)]
-struct StatsDocument {
-    version: u32,
-    stats: Vec<inspect::VerdictTotal>,
+fn run_trace(bpffs: &Path, t: &Trace) -> anyhow::Result<()> {
+    use svc_agent::trace;
+    let maps = open_maps(bpffs)?;
+    let req = trace::TraceRequest {
+        src: t.from.0,
+        src_port: t.from.1,
+        dst: t.to,
+        protocol: match t.proto {
+            TraceProto::Tcp => svc_agent::model::Protocol::Tcp,
+            TraceProto::Udp => svc_agent::model::Protocol::Udp,
+        },
+        entry: t.via.map(|v| match v {
+            TraceVia::Pod => trace::Entry::Pod,
+            TraceVia::External => trace::Entry::External,
+        }),
+    };
+    let result = trace::trace(bpffs, &maps, &req)?;
+    match t.output.format() {
+        Format::Table | Format::Wide => print_text(&trace::render(&result)),
+        format => print_document(&result, format),
+    }
 }
 
-/// `dump affinity --json`: the `version`, `now_ns` and `affinity` fields of the full
-/// snapshot.
-#[derive(serde::Serialize)]
-struct AffinityDocument {
-    version: u32,
-    now_ns: u64,
-    affinity: Vec<inspect::AffinityEntry>,
+/// Every subcommand opens the pins here: `DataplaneError` already says what is wrong
+/// (nothing pinned, pins of an incompatible version) and what to do about it.
+fn open_maps(bpffs: &Path) -> anyhow::Result<Maps> {
+    Ok(Maps::open_pinned(bpffs)?)
 }
 
-fn render_dump(maps: &Maps, dump: &Dump) -> anyhow::Result<String> {
+/// Writes `text` to stdout, with a final newline.
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// A document as pretty JSON or YAML (`format` is json or yaml).
+fn document_text<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Yaml => serde_yaml::to_string(doc)?,
+        _ => serde_json::to_string_pretty(doc)?,
+    })
+}
+
+fn print_document<T: Serialize>(doc: &T, format: Format) -> anyhow::Result<()> {
+    print_text(&document_text(doc, format)?)
+}
+
+fn run_dump(bpffs: &Path, dump: &Dump) -> anyhow::Result<()> {
+    let section_service = match &dump.section {
+        Some(
+            Section::Services(a)
+            | Section::Backends(a)
+            | Section::Conntrack(a)
+            | Section::Affinity(a)
+            | Section::Stats(a),
+        ) => a.service.clone(),
+        None => None,
+    };
+    if section_service.is_some() && dump.service.is_some() {
+        anyhow::bail!("give SERVICE once, after the section (`svcctl dump SECTION SERVICE`)");
+    }
     let filter = inspect::Filter {
         namespace: dump.namespace.clone(),
-        name: dump.service.clone(),
+        name: section_service.or_else(|| dump.service.clone()),
     };
-    let snapshot = || -> anyhow::Result<inspect::Snapshot> {
-        let mut snap = inspect::snapshot(maps).context("reading the maps")?;
-        filter.apply(&mut snap);
-        Ok(snap)
+    let format = dump.output.format();
+    let width = if format == Format::Wide {
+        Width::Wide
+    } else {
+        Width::Normal
     };
-    let mut out = match (&dump.section, dump.json) {
-        (None, false) => {
-            let snap = snapshot()?;
-            format!(
-                "{}\n{}",
-                inspect::render_services(&snap),
-                inspect::render_conntrack(&snap)
+    let structured = matches!(format, Format::Json | Format::Yaml);
+    let maps = open_maps(bpffs)?;
+
+    if let Some(Section::Stats(_)) = dump.section {
+        let stats = inspect::verdict_totals(&maps).context("reading the verdict counters")?;
+        return if structured {
+            print_document(
+                &inspect::StatsDocument {
+                    version: inspect::SCHEMA_VERSION,
+                    stats: &stats,
+                },
+                format,
             )
-        }
-        (None, true) => {
-            let snap = snapshot()?;
-            serde_json::to_string_pretty(&snap)?
-        }
-        (Some(Section::Stats), false) => inspect::render_stats(
-            &inspect::verdict_totals(maps).context("reading the verdict counters")?,
-        ),
-        (Some(Section::Stats), true) => {
-            let stats = inspect::verdict_totals(maps).context("reading the verdict counters")?;
-            serde_json::to_string_pretty(&StatsDocument {
-                version: inspect::SCHEMA_VERSION,
-                stats,
-            })?
-        }
-        (Some(Section::Affinity), json) => {
-            let (now_ns, affinity) =
-                inspect::affinity(maps, &filter).context("reading the session affinity map")?;
-            if json {
-                serde_json::to_string_pretty(&AffinityDocument {
+        } else {
+            print_text(&inspect::render_stats(&stats))
+        };
+    }
+    if let Some(Section::Affinity(_)) = dump.section {
+        let (now_ns, affinity) =
+            inspect::affinity(&maps, &filter).context("reading the session affinity map")?;
+        return if structured {
+            print_document(
+                &inspect::AffinityDocument {
                     version: inspect::SCHEMA_VERSION,
                     now_ns,
-                    affinity,
-                })?
-            } else {
-                inspect::render_affinity(&affinity)
-            }
-        }
-    };
-    if !out.ends_with('\n') {
-        out.push('\n');
+                    affinity: &affinity,
+                },
+                format,
+            )
+        } else {
+            print_text(&inspect::render_affinity_as(&affinity, width))
+        };
     }
-    Ok(out)
+
+    // What each section reads besides the small maps.
+    let parts = match dump.section {
+        None => Parts::ALL,
+        // The backends' live flows, and under a filter the backends the flows still use.
+        Some(Section::Backends(_) | Section::Conntrack(_)) => Parts {
+            conntrack: true,
+            ..Parts::NONE
+        },
+        _ => Parts::NONE,
+    };
+    let mut snap = inspect::snapshot_of(&maps, parts).context("reading the maps")?;
+    filter.apply(&mut snap);
+    match (&dump.section, structured) {
+        (None, true) => print_document(&snap, format),
+        (None, false) => print_text(&format!(
+            "{}\n{}",
+            inspect::render_services_as(&snap, width),
+            inspect::render_conntrack_as(&snap, width)
+        )),
+        (Some(Section::Services(_)), true) => print_document(&snap.services_document(), format),
+        (Some(Section::Services(_)), false) => {
+            print_text(&inspect::render_services_as(&snap, width))
+        }
+        (Some(Section::Backends(_)), true) => print_document(&snap.backends_document(), format),
+        (Some(Section::Backends(_)), false) => print_text(&inspect::render_backends(&snap, width)),
+        (Some(Section::Conntrack(_)), true) => print_document(&snap.conntrack_document(), format),
+        (Some(Section::Conntrack(_)), false) => {
+            print_text(&inspect::render_conntrack_as(&snap, width))
+        }
+        (Some(Section::Affinity(_) | Section::Stats(_)), _) => unreachable!("handled above"),
+    }
+}
+
+/// ANSI: cursor home, clear the screen (what watch(1) does between refreshes).
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+fn run_stats(bpffs: &Path, args: &Stats) -> anyhow::Result<()> {
+    let format = args.output.format();
+    let maps = open_maps(bpffs)?;
+    let tty = io::stdout().is_terminal();
+    let watch = args.watch || args.count.is_some();
+    // Every loop is bounded unless a person is watching it on a terminal.
+    let refreshes = match args.count {
+        Some(n) => n,
+        None if watch && tty => u64::MAX,
+        None => 1,
+    };
+    let read = || inspect::verdict_totals(&maps).context("reading the verdict counters");
+    let mut before = read()?;
+    let mut before_at = Instant::now();
+    for refresh in 0..refreshes {
+        std::thread::sleep((before_at + args.interval).saturating_duration_since(Instant::now()));
+        let after = read()?;
+        let after_at = Instant::now();
+        let doc = inspect::verdict_rates(
+            &before,
+            &after,
+            after_at.duration_since(before_at).as_secs_f64(),
+        );
+        let text = match format {
+            Format::Json if watch => serde_json::to_string(&doc)? + "\n",
+            Format::Yaml if watch => format!("---\n{}", serde_yaml::to_string(&doc)?),
+            Format::Json | Format::Yaml => document_text(&doc, format)?,
+            Format::Table | Format::Wide => {
+                let table = inspect::render_rates(&doc, args.all || format == Format::Wide);
+                if watch && tty {
+                    format!(
+                        "{CLEAR_SCREEN}Every {}s: svcctl stats (Ctrl-C to stop)\n\n{table}",
+                        args.interval.as_secs_f64()
+                    )
+                } else if watch && refresh > 0 {
+                    format!("\n{table}")
+                } else {
+                    table
+                }
+            }
+        };
+        print_text(&text)?;
+        before = after;
+        before_at = after_at;
+    }
+    Ok(())
 }

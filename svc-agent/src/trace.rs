@@ -1,0 +1,744 @@
+//! `svcctl trace`: what the loaded programs do with one packet, and why.
+//!
+//! The real programs run on a crafted frame through BPF_PROG_TEST_RUN, but never on the
+//! live maps: trace loads a second instance of the same object (the build svcctl comes
+//! with, which must be the agent's: the pinned maps' layouts are checked), with the same
+//! load-time globals as the running programs (read from SVC_CONFIG, which the agent writes
+//! when it loads), on fresh maps that it fills with a copy of the live state: services,
+//! backends, rev-NAT, source ranges, conntrack, affinity and names. The copy's maps are
+//! pinned only for the moment of loading (in a sibling directory of the live pins, removed
+//! at once), so nothing trace does (a conntrack insert for a new flow, an affinity update,
+//! the verdict counters) can reach the live datapath; the live maps are only read. The
+//! verdict comes from the copy's counters: every program run counts exactly one.
+//!
+//! Which program runs depends on where the packet comes from, as on a node: a source in
+//! the pod CIDR enters through a pod interface (TC ingress); any other source through the
+//! external interface (XDP, then TC ingress when XDP passes the packet on). The node's own
+//! traffic goes through the cgroup socket hooks, which BPF_PROG_TEST_RUN cannot run: trace
+//! says so instead of guessing.
+//!
+//! Differences from a real packet, by design: a new flow's random backend choice is the
+//! test run's own draw (trace lists the whole set a new flow can get); the conntrack copy is
+//! taken at one moment, so a flow that expires in between behaves as new.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+use serde::Serialize;
+use svc_common::{CT_KIND_SERVICE, Ct4Key, Verdict};
+
+use crate::{
+    dataplane::{self, Datapath, DatapathConfig, DataplaneError, Maps},
+    inspect::{self, Service, ServiceName},
+    model::Protocol,
+    packet::{ACK, PacketBuilder, SYN, parse_summary, tcp_flags_label},
+};
+
+/// JSON schema version of [`Trace`].
+pub const TRACE_SCHEMA_VERSION: u32 = 1;
+
+/// The source port used when the request gives none (an ephemeral port, as a client
+/// would have).
+pub const DEFAULT_SOURCE_PORT: u16 = 40000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("copying the live maps: {0}")]
+    Copy(#[from] crate::reconcile::StoreError),
+    #[error("reading the live maps: {0}")]
+    Inspect(#[from] inspect::InspectError),
+    #[error(
+        "{0} is this node's own address: the node's processes reach Services through the \
+         cgroup socket hooks (connect4/sendmsg4), which BPF_PROG_TEST_RUN cannot run; trace \
+         from a pod or an outside address instead"
+    )]
+    NodeSource(Ipv4Addr),
+    #[error("BPF_PROG_TEST_RUN of {program}: {source}")]
+    TestRun {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot create the scratch pin directory {dir}: {source}")]
+    Scratch {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which interface the packet arrives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entry {
+    /// A pod's interface: TC ingress.
+    Pod,
+    /// The external interface: XDP, then TC ingress.
+    External,
+}
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub struct TraceRequest {
+    pub src: Ipv4Addr,
+    /// None: [`DEFAULT_SOURCE_PORT`].
+    pub src_port: Option<u16>,
+    pub dst: SocketAddrV4,
+    pub protocol: Protocol,
+    /// None: from the source (pod CIDR: pod interface; else the external interface).
+    pub entry: Option<Entry>,
+}
+
+/// One packet as a program got or left it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PacketInfo {
+    pub src: String,
+    pub dst: String,
+    pub protocol: String,
+    /// tcpdump style (`S`, `.`, `R.`), TCP only.
+    pub tcp_flags: Option<String>,
+    /// ICMP type and code, ICMP only.
+    pub icmp: Option<(u8, u8)>,
+}
+
+/// One program run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub program: &'static str,
+    /// `xdp` or `tc`.
+    pub hook: &'static str,
+    /// The program's return code as the kernel names it (`XDP_PASS`, `TC_ACT_SHOT`...).
+    pub result: String,
+    /// The verdict it counted.
+    pub verdict: Option<&'static str>,
+    /// The packet it left (None when dropped).
+    pub output: Option<PacketInfo>,
+}
+
+/// The frontend the destination matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FrontendInfo {
+    pub service: Option<ServiceName>,
+    pub address: String,
+    pub protocol: String,
+    pub kind: &'static str,
+    pub flags: Vec<String>,
+}
+
+/// What the datapath does with the packet. The JSON form of `svcctl trace -o json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Trace {
+    pub version: u32,
+    pub entry: Entry,
+    pub input: PacketInfo,
+    pub steps: Vec<Step>,
+    /// The verdict that decided (the last program's, or XDP's when it did not pass the
+    /// packet on).
+    pub verdict: &'static str,
+    /// `translated`, `reverse-translated`, `passed`, `rejected` or `dropped`.
+    pub action: &'static str,
+    pub frontend: Option<FrontendInfo>,
+    /// `new`, `established` or `reply`, for translated packets.
+    pub flow: Option<&'static str>,
+    /// The backend the packet goes to (translated packets).
+    pub backend: Option<String>,
+    /// The backends a new flow from this source can get (the scope the policy selects,
+    /// ready backends only).
+    pub candidates: Vec<String>,
+    /// The source the backend sees when masqueraded (None: the client's own).
+    pub masquerade: Option<String>,
+    /// The packet that leaves the node's programs: translated, passed, or the RST / ICMP
+    /// answer to the client.
+    pub output: Option<PacketInfo>,
+    /// Why, in words: the rule that decided.
+    pub rule: String,
+}
+
+fn info(frame: &[u8]) -> Option<PacketInfo> {
+    let s = parse_summary(frame)?;
+    let sock = |a: Ipv4Addr, p: Option<u16>| match p {
+        Some(p) => SocketAddrV4::new(a, p).to_string(),
+        None => a.to_string(),
+    };
+    Some(PacketInfo {
+        src: sock(s.src, s.sport),
+        dst: sock(s.dst, s.dport),
+        protocol: inspect::protocol_name(s.proto),
+        tcp_flags: s.tcp_flags.map(tcp_flags_label),
+        icmp: s.icmp,
+    })
+}
+
+fn xdp_result(ret: u32) -> String {
+    match ret {
+        0 => "XDP_ABORTED".into(),
+        1 => "XDP_DROP".into(),
+        2 => "XDP_PASS".into(),
+        3 => "XDP_TX".into(),
+        4 => "XDP_REDIRECT".into(),
+        n => format!("XDP({n})"),
+    }
+}
+
+fn tc_result(ret: u32) -> String {
+    match ret {
+        0 => "TC_ACT_OK".into(),
+        2 => "TC_ACT_SHOT".into(),
+        7 => "TC_ACT_REDIRECT".into(),
+        n => format!("TC_ACT({n})"),
+    }
+}
+
+/// The copy's program instance and maps; the scratch pins are gone once it exists.
+struct Scratch {
+    datapath: Datapath,
+    maps: Maps,
+}
+
+/// A scratch pin directory beside the live one, removed on drop (also on a panic).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = dataplane::cleanup(&self.0);
+    }
+}
+
+const SCRATCH_PREFIX: &str = "svcctl-trace-";
+
+/// Removes scratch directories of svcctl processes that no longer exist (killed while
+/// loading).
+fn remove_stale_scratch(parent: &Path) {
+    for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = dataplane::cleanup(&e.path());
+        }
+    }
+}
+
+fn load_scratch(
+    live_dir: &Path,
+    live: &Maps,
+    config: &DatapathConfig,
+) -> Result<Scratch, TraceError> {
+    let parent = live_dir.parent().unwrap_or(Path::new("/sys/fs/bpf"));
+    remove_stale_scratch(parent);
+    let dir = ScratchDir(parent.join(format!("{SCRATCH_PREFIX}{}", std::process::id())));
+    // A leftover of this very pid (pid reuse) holds nothing anyone uses.
+    let _ = dataplane::cleanup(&dir.0);
+    std::fs::create_dir_all(&dir.0).map_err(|source| TraceError::Scratch {
+        dir: dir.0.clone(),
+        source,
+    })?;
+    let (datapath, mut maps) = Datapath::load(&dir.0, config)?;
+    drop(dir);
+    maps.copy_state_from(live)?;
+    Ok(Scratch { datapath, maps })
+}
+
+/// One test run: return code, output frame, the verdicts it counted.
+fn run(
+    scratch: &mut Scratch,
+    xdp: bool,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>, Vec<Verdict>), TraceError> {
+    let before = scratch.maps.verdict_totals()?;
+    let mut out = vec![0u8; 4096];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::new()
+    };
+    let (program, result) = if xdp {
+        let p = scratch.datapath.xdp_program()?;
+        (svc_common::XDP_PROG, p.test_run(opts))
+    } else {
+        let p = scratch.datapath.tc_program()?;
+        (svc_common::TC_PROG, p.test_run(opts))
+    };
+    let result = result.map_err(|source| TraceError::TestRun { program, source })?;
+    let after = scratch.maps.verdict_totals()?;
+    let counted = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, b), (_, a))| a > b)
+        .map(|((v, _), _)| *v)
+        .collect();
+    out.truncate(result.data_size_out as usize);
+    Ok((result.return_value, out, counted))
+}
+
+fn action_of(v: Verdict) -> &'static str {
+    match v {
+        Verdict::DnatNew | Verdict::DnatEstablished => "translated",
+        Verdict::RevNat => "reverse-translated",
+        Verdict::RejectTcpRst | Verdict::RejectIcmp => "rejected",
+        v if v.is_drop() => "dropped",
+        _ => "passed",
+    }
+}
+
+/// Everything [`explain`] needs.
+struct Context<'a> {
+    req: &'a TraceRequest,
+    config: &'a DatapathConfig,
+    frontend: Option<&'a Service>,
+    from_pod: bool,
+    backend: Option<&'a str>,
+    masquerade: Option<&'a str>,
+    affinity_hit: bool,
+}
+
+fn explain(v: Verdict, c: &Context<'_>) -> String {
+    let svc = c
+        .frontend
+        .map(|f| match &f.service {
+            Some(n) => format!("{n} ({} {}:{}/{})", f.kind, f.vip, f.port, f.protocol),
+            None => format!("{} {}:{}/{}", f.kind, f.vip, f.port, f.protocol),
+        })
+        .unwrap_or_else(|| c.req.dst.to_string());
+    let local = c
+        .frontend
+        .is_some_and(|f| f.flags.iter().any(|w| w == "policy-local"));
+    let external = c
+        .frontend
+        .is_some_and(|f| f.flags.iter().any(|w| w == "external"));
+    match v {
+        Verdict::DnatNew => {
+            let mut s = format!("new flow to {svc}: ");
+            if c.affinity_hit {
+                s += "sessionAffinity ClientIP: the backend this client had";
+            } else if local && (!external || !c.from_pod) {
+                s += if external {
+                    "externalTrafficPolicy Local, from outside the cluster: a random one of this node's backends"
+                } else {
+                    "internalTrafficPolicy Local: a random one of this node's backends"
+                };
+            } else if local {
+                s += "externalTrafficPolicy Local, but from a pod: a random one of all backends";
+            } else {
+                s += "a random ready backend";
+            }
+            if let Some(b) = c.backend {
+                s += &format!(" ({b})");
+            }
+            match c.masquerade {
+                Some(m) => {
+                    let why = if c.backend.is_some_and(|b| b.starts_with(&format!("{}:", c.req.src))) {
+                        "hairpin: the client is its own backend"
+                    } else if c.config.masquerade_all {
+                        "--masquerade-all"
+                    } else if external {
+                        "externalTrafficPolicy Cluster"
+                    } else {
+                        "ClusterIP traffic from outside the pod CIDR"
+                    };
+                    s += &format!("; source masqueraded to {m} ({why})");
+                }
+                None => s += "; the client's source address is kept",
+            }
+            s
+        }
+        Verdict::DnatEstablished => format!(
+            "a packet of a known flow to {svc} (conntrack): the flow's backend{}",
+            c.backend.map(|b| format!(" {b}")).unwrap_or_default()
+        ),
+        Verdict::RevNat => "a reply of a translated flow (conntrack): source back to the Service address, destination back to the client".into(),
+        Verdict::RejectTcpRst => format!("{svc} has no endpoints: rejected with a TCP RST, as kube-proxy's REJECT"),
+        Verdict::RejectIcmp => format!("{svc} has no endpoints: rejected with ICMP port unreachable, as kube-proxy's REJECT"),
+        Verdict::DropNoLocalBackend => format!(
+            "{svc} has traffic policy Local and this node has none of its endpoints: dropped (other nodes may serve it)"
+        ),
+        Verdict::DropSourceRange => format!(
+            "{svc} has loadBalancerSourceRanges and {} is outside them: dropped",
+            c.req.src
+        ),
+        Verdict::PassNotService => format!(
+            "{}/{} is not a Service address, and the packet belongs to no translated flow: passed untouched",
+            c.req.dst, c.req.protocol
+        ),
+        Verdict::DropNoBackend => format!("{svc}: a backend slot is missing (the agent is writing it right now): dropped"),
+        Verdict::DropNatFailed => format!("{svc}: no free masquerade port: dropped"),
+        Verdict::DropCtFailed => "the conntrack entry could not be written: dropped".into(),
+        Verdict::DropRewriteFailed => "a packet rewrite helper failed: dropped".into(),
+        Verdict::DropMalformed => "headers cut short or invalid: dropped".into(),
+        Verdict::PassFragment => "an IPv4 fragment: passed untouched (never translated)".into(),
+        Verdict::PassOtherProto => "neither TCP nor UDP: passed untouched".into(),
+        Verdict::PassNotIpv4 => "not IPv4: passed untouched".into(),
+        other => format!("verdict {}", other.label()),
+    }
+}
+
+/// Traces `req` through the programs, on a copy of the maps pinned at `live_dir`.
+pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, TraceError> {
+    let config = live.read_config()?;
+    let snap = inspect::snapshot(live)?;
+    let node_addrs: Vec<Ipv4Addr> = config
+        .masquerade_addr
+        .into_iter()
+        .chain(
+            snap.services
+                .iter()
+                .filter(|s| s.kind == "nodeport")
+                .map(|s| s.vip),
+        )
+        .collect();
+    if node_addrs.contains(&req.src) {
+        return Err(TraceError::NodeSource(req.src));
+    }
+    let from_pod = config.cluster_cidr.is_some_and(|c| c.contains(req.src));
+    let entry = req.entry.unwrap_or(if from_pod {
+        Entry::Pod
+    } else {
+        Entry::External
+    });
+    let proto = req.protocol.as_u8();
+    let frontend = snap.services.iter().find(|s| {
+        s.vip == *req.dst.ip() && s.port == req.dst.port() && s.protocol == req.protocol.to_string()
+    });
+    let src = SocketAddrV4::new(req.src, req.src_port.unwrap_or(DEFAULT_SOURCE_PORT));
+
+    let mut scratch = load_scratch(live_dir, live, &config)?;
+    // The next packet of this tuple: a SYN if no flow is known, else a plain ACK.
+    let ct_key = Ct4Key {
+        saddr_be: u32::from(*src.ip()).to_be(),
+        daddr_be: u32::from(*req.dst.ip()).to_be(),
+        sport_be: src.port().to_be(),
+        dport_be: req.dst.port().to_be(),
+        proto,
+        kind: CT_KIND_SERVICE,
+        _pad: [0; 2],
+    };
+    let known_flow = scratch.maps.ct.get(&ct_key, 0).is_ok();
+    let frame = match req.protocol {
+        Protocol::Tcp => PacketBuilder::tcp(src, req.dst)
+            .flags(if known_flow { ACK } else { SYN })
+            .seq(1)
+            .build(),
+        Protocol::Udp => PacketBuilder::udp(src, req.dst).payload(b"trace").build(),
+    };
+    let affinity_before = scratch.maps.affinity.iter().filter_map(Result::ok).count();
+    let mut decided_by_xdp: Option<Verdict> = None;
+
+    // As on a node: a pod's packet meets TC ingress on its interface; an outside packet
+    // meets XDP, and then TC ingress on the same interface if XDP passes it. XDP decides,
+    // unless it handed the packet on untouched for TC to decide (a reject, IPv4 options)
+    // or because it was not a Service packet.
+    let mut steps = Vec::new();
+    let tc_input = match entry {
+        Entry::Pod => Some(frame.clone()),
+        Entry::External => {
+            let (ret, out, counted) = run(&mut scratch, true, &frame)?;
+            let verdict = counted.first().copied();
+            steps.push(Step {
+                program: svc_common::XDP_PROG,
+                hook: "xdp",
+                result: xdp_result(ret),
+                verdict: verdict.map(Verdict::label),
+                output: if ret == 2 { info(&out) } else { None },
+            });
+            let defers = matches!(
+                verdict,
+                Some(
+                    Verdict::XdpPassToTc
+                        | Verdict::PassNotService
+                        | Verdict::PassNotIpv4
+                        | Verdict::PassOtherProto
+                        | Verdict::PassFragment
+                )
+            );
+            if ret != 2 || !defers {
+                decided_by_xdp = verdict;
+            }
+            (ret == 2).then_some(out)
+        }
+    };
+    let mut decided = decided_by_xdp;
+    if let Some(input) = tc_input {
+        let (ret, out, counted) = run(&mut scratch, false, &input)?;
+        let verdict = counted.first().copied();
+        let passed = ret == 0 || ret == 7;
+        steps.push(Step {
+            program: svc_common::TC_PROG,
+            hook: "tc",
+            result: tc_result(ret),
+            verdict: verdict.map(Verdict::label),
+            output: if passed { info(&out) } else { None },
+        });
+        if decided.is_none() {
+            decided = verdict;
+        }
+    }
+    let verdict = decided.unwrap_or(Verdict::PassNotService);
+    let output = steps.last().and_then(|s| s.output.clone());
+
+    // The flow entry the run made or used: the backend, and the masquerade source.
+    let ct_after = scratch.maps.ct.get(&ct_key, 0).ok();
+    let (backend, masquerade) = match (verdict, ct_after) {
+        (Verdict::DnatNew | Verdict::DnatEstablished, Some(v)) => (
+            Some(
+                SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(v.addr_be)),
+                    u16::from_be(v.port_be),
+                )
+                .to_string(),
+            ),
+            (v.flags & svc_common::CT_F_SNAT != 0).then(|| {
+                SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(v.nat_addr_be)),
+                    u16::from_be(v.nat_port_be),
+                )
+                .to_string()
+            }),
+        ),
+        _ => (None, None),
+    };
+    let affinity_hit = verdict == Verdict::DnatNew
+        && frontend.is_some_and(|f| f.flags.iter().any(|w| w == "affinity"))
+        && scratch.maps.affinity.iter().filter_map(Result::ok).count() == affinity_before
+        && snap.affinity.iter().any(|a| {
+            a.client == req.src
+                && !a.expired
+                && frontend.is_some_and(|f| f.rev_nat_id == a.rev_nat_id)
+        });
+    let candidates = frontend
+        .map(|f| {
+            let local = f.flags.iter().any(|w| w == "policy-local");
+            let external = f.flags.iter().any(|w| w == "external");
+            let set = if local && (!external || !from_pod) {
+                &f.local_backends
+            } else {
+                &f.backends
+            };
+            set.iter()
+                .filter(|b| b.state == "active")
+                .map(|b| SocketAddrV4::new(b.addr, b.port).to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let flow = match verdict {
+        Verdict::DnatNew => Some("new"),
+        Verdict::DnatEstablished => Some("established"),
+        Verdict::RevNat => Some("reply"),
+        _ => None,
+    };
+    let ctx = Context {
+        req,
+        config: &config,
+        frontend,
+        from_pod,
+        backend: backend.as_deref(),
+        masquerade: masquerade.as_deref(),
+        affinity_hit,
+    };
+    let rule = explain(verdict, &ctx);
+    Ok(Trace {
+        version: TRACE_SCHEMA_VERSION,
+        entry,
+        input: info(&frame).expect("a frame trace built itself"),
+        steps,
+        verdict: verdict.label(),
+        action: action_of(verdict),
+        frontend: frontend.map(|f| FrontendInfo {
+            service: f.service.clone(),
+            address: SocketAddrV4::new(f.vip, f.port).to_string(),
+            protocol: f.protocol.clone(),
+            kind: f.kind,
+            flags: f.flags.clone(),
+        }),
+        flow,
+        backend,
+        candidates,
+        masquerade,
+        output,
+        rule,
+    })
+}
+
+/// The trace as text.
+pub fn render(t: &Trace) -> String {
+    let mut s = String::new();
+    let flags = t
+        .input
+        .tcp_flags
+        .as_deref()
+        .map(|f| format!(" [{f}]"))
+        .unwrap_or_default();
+    s += &format!(
+        "PACKET    {} -> {} {}{flags}, entering through the {} interface\n",
+        t.input.src,
+        t.input.dst,
+        t.input.protocol,
+        match t.entry {
+            Entry::Pod => "pod",
+            Entry::External => "external",
+        }
+    );
+    if let Some(f) = &t.frontend {
+        let name = f
+            .service
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into());
+        s += &format!("SERVICE   {name}  {} {}/{}", f.kind, f.address, f.protocol);
+        if !f.flags.is_empty() {
+            s += &format!("  [{}]", f.flags.join(","));
+        }
+        s.push('\n');
+    }
+    for step in &t.steps {
+        s += &format!(
+            "PROGRAM   {} ({}): {} {}\n",
+            step.program,
+            step.hook,
+            step.result,
+            step.verdict.unwrap_or("-")
+        );
+    }
+    s += &format!("VERDICT   {} ({})\n", t.verdict, t.action);
+    if let Some(b) = &t.backend {
+        s += &format!(
+            "BACKEND   {b}{}\n",
+            t.flow.map(|f| format!(" ({f} flow)")).unwrap_or_default()
+        );
+    }
+    if !t.candidates.is_empty() && t.flow == Some("new") {
+        s += &format!("NEW FLOWS may get any of {}\n", t.candidates.join(", "));
+    }
+    if let Some(m) = &t.masquerade {
+        s += &format!("SOURCE    masqueraded to {m}\n");
+    }
+    if let Some(o) = &t.output {
+        let flags = o
+            .tcp_flags
+            .as_deref()
+            .map(|f| format!(" [{f}]"))
+            .unwrap_or_default();
+        let icmp = o
+            .icmp
+            .map(|(t, c)| format!(" ICMP type {t} code {c}"))
+            .unwrap_or_default();
+        s += &format!(
+            "OUT       {} -> {} {}{flags}{icmp}\n",
+            o.src, o.dst, o.protocol
+        );
+    }
+    s += &format!("WHY       {}\n", t.rule);
+    s
+}
+
+/// `ADDR` or `ADDR:PORT` (svcctl trace --from).
+pub fn parse_source(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddrV4>() {
+        return Ok((*sa.ip(), Some(sa.port())));
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|a| (a, None))
+        .map_err(|_| format!("{s:?} is not an IPv4 address or ADDRESS:PORT"))
+}
+
+/// `ADDR:PORT` (svcctl trace --to).
+pub fn parse_destination(s: &str) -> Result<SocketAddrV4, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not ADDRESS:PORT (e.g. 10.96.0.10:80)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            parse_source("10.244.1.20").unwrap(),
+            (Ipv4Addr::new(10, 244, 1, 20), None)
+        );
+        assert_eq!(
+            parse_source(" 10.244.1.20:4000 ").unwrap(),
+            (Ipv4Addr::new(10, 244, 1, 20), Some(4000))
+        );
+        assert!(parse_source("pod-a").is_err());
+        assert_eq!(
+            parse_destination("10.96.0.10:80").unwrap(),
+            "10.96.0.10:80".parse().unwrap()
+        );
+        assert!(parse_destination("10.96.0.10").is_err());
+    }
+
+    fn sample() -> Trace {
+        Trace {
+            version: TRACE_SCHEMA_VERSION,
+            entry: Entry::Pod,
+            input: PacketInfo {
+                src: "10.244.1.20:40000".into(),
+                dst: "10.96.0.10:80".into(),
+                protocol: "TCP".into(),
+                tcp_flags: Some("S".into()),
+                icmp: None,
+            },
+            steps: vec![Step {
+                program: svc_common::TC_PROG,
+                hook: "tc",
+                result: "TC_ACT_OK".into(),
+                verdict: Some("dnat_new"),
+                output: None,
+            }],
+            verdict: "dnat_new",
+            action: "translated",
+            frontend: None,
+            flow: Some("new"),
+            backend: Some("10.244.1.11:8080".into()),
+            candidates: vec!["10.244.1.11:8080".into(), "10.244.1.12:8080".into()],
+            masquerade: None,
+            output: None,
+            rule: "new flow".into(),
+        }
+    }
+
+    #[test]
+    fn render_says_verdict_backend_and_why() {
+        let text = render(&sample());
+        for want in [
+            "PACKET    10.244.1.20:40000 -> 10.96.0.10:80 TCP [S], entering through the pod interface",
+            "PROGRAM   svc_tc_ingress (tc): TC_ACT_OK dnat_new",
+            "VERDICT   dnat_new (translated)",
+            "BACKEND   10.244.1.11:8080 (new flow)",
+            "NEW FLOWS may get any of 10.244.1.11:8080, 10.244.1.12:8080",
+            "WHY       new flow",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_field_names_are_stable() {
+        let v = serde_json::to_value(sample()).unwrap();
+        for key in [
+            "version",
+            "entry",
+            "input",
+            "steps",
+            "verdict",
+            "action",
+            "frontend",
+            "flow",
+            "backend",
+            "candidates",
+            "masquerade",
+            "output",
+            "rule",
+        ] {
+            assert!(v.get(key).is_some(), "{key} in {v}");
+        }
+        assert_eq!(v["entry"], "pod");
+    }
+}
