@@ -261,7 +261,8 @@ impl Agent {
                 .with_context(|| format!("--cgroup {}", cgroup.display()))?;
             info!(cgroup = %cgroup.display(), how = ?how, "socket load balancing for node processes");
         }
-        let reconciler = Reconciler::adopt(&maps).context("reading the pinned maps")?;
+        let reconciler = Reconciler::adopt_with_capacity(&maps, config.datapath.map_sizes.lb)
+            .context("reading the pinned maps")?;
         let (frontends, backends) = reconciler.sizes();
         info!(bpffs = %config.bpffs.display(), frontends, backends, "maps ready (pinned state adopted)");
         info!(node = ?config.node, datapath = ?config.datapath, "node facts");

@@ -67,6 +67,16 @@ pub enum DataplaneError {
         pinned: u32,
         expected: u32,
     },
+    #[error(
+        "the maps pinned in {dir} have {} (this build: {}): they come from an incompatible \
+         version of svc-agent. Either run the version that made them, or start afresh: stop \
+         the agent, run `svc-agent cleanup --bpffs {dir}` (detaches the programs and unpins \
+         the maps; established connections through Services break) and start this version.",
+        match .pinned { Some(v) => format!("map layout version {v}"), None => "no layout version (an older agent)".to_string() },
+        svc_common::LAYOUT_VERSION,
+        dir = .dir.display()
+    )]
+    IncompatibleLayout { dir: PathBuf, pinned: Option<u32> },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -93,7 +103,8 @@ pub enum DataplaneError {
 }
 
 /// What each map must look like; checked against existing pins before they are reused,
-/// because aya reuses a pin without comparing its attributes (aya #837).
+/// because aya reuses a pin without comparing its attributes (aya #837). `max_entries` is
+/// the default; [`MapSizes`] sets the sizable ones.
 pub struct MapSpec {
     pub name: &'static str,
     pub key_size: u32,
@@ -200,18 +211,54 @@ fn is_bpffs(dir: &Path) -> bool {
     }
 }
 
-fn check_pin(dir: &Path, spec: &MapSpec) -> Result<(), DataplaneError> {
+/// How many entries the sizable maps hold (the agent's --lb-map-max and --ct-map-max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// SVC4_SERVICES, SVC4_BACKENDS, SVC4_REVNAT (and SVC_NAMES, plus room for the
+    /// unserved Services).
+    pub lb: u32,
+    /// SVC4_CT (two entries per flow).
+    pub ct: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes {
+            lb: svc_common::DEFAULT_LB_MAP_MAX,
+            ct: CT4_MAP_SIZE,
+        }
+    }
+}
+
+impl MapSizes {
+    /// The max_entries `spec`'s map gets.
+    pub fn max_entries(&self, spec: &MapSpec) -> u32 {
+        match spec.name {
+            SVC4_MAP | BACKEND4_MAP | REVNAT4_MAP => self.lb,
+            NAMES_MAP => self.lb.saturating_add(svc_common::NAMES_UNSERVED_MAX),
+            CT4_MAP => self.ct,
+            _ => spec.max_entries,
+        }
+    }
+}
+
+/// Checks a pin against `spec`; `max_entries`: what it must hold (None: any size, for
+/// readers such as svcctl).
+fn check_pin(dir: &Path, spec: &MapSpec, max_entries: Option<u32>) -> Result<(), DataplaneError> {
     let path = dir.join(spec.name);
     if !path.exists() {
         return Ok(());
     }
     let data = MapData::from_pin(&path).map_err(map_err(spec.name))?;
     let info = data.info().map_err(map_err(spec.name))?;
-    for (what, pinned, expected) in [
+    let mut checks = vec![
         ("key size", info.key_size(), spec.key_size),
         ("value size", info.value_size(), spec.value_size),
-        ("max entries", info.max_entries(), spec.max_entries),
-    ] {
+    ];
+    if let Some(max) = max_entries {
+        checks.push(("max entries", info.max_entries(), max));
+    }
+    for (what, pinned, expected) in checks {
         if pinned != expected {
             return Err(DataplaneError::IncompatiblePin {
                 path,
@@ -220,6 +267,35 @@ fn check_pin(dir: &Path, spec: &MapSpec) -> Result<(), DataplaneError> {
                 expected,
             });
         }
+    }
+    Ok(())
+}
+
+/// Equal sizes do not make equal layouts: the pins must also carry this build's
+/// LAYOUT_VERSION in SVC_CONFIG. Pins without SVC_CONFIG come from before the version was
+/// recorded. Nothing pinned at all is fine.
+fn check_layout(dir: &Path) -> Result<(), DataplaneError> {
+    let config = dir.join(CONFIG_MAP);
+    if !config.exists() {
+        return match MAP_SPECS.iter().find(|s| dir.join(s.name).exists()) {
+            Some(_) => Err(DataplaneError::IncompatibleLayout {
+                dir: dir.to_path_buf(),
+                pinned: None,
+            }),
+            None => Ok(()),
+        };
+    }
+    let map: Array<MapData, DatapathConfig4> =
+        Map::from_map_data(MapData::from_pin(&config).map_err(map_err(CONFIG_MAP))?)
+            .and_then(|m| m.try_into())
+            .map_err(map_err(CONFIG_MAP))?;
+    let raw = map.get(&0, 0).map_err(map_err(CONFIG_MAP))?;
+    // Zero: the map was created but not written yet (an agent stopped while loading).
+    if raw.layout_version != svc_common::LAYOUT_VERSION && raw.layout_version != 0 {
+        return Err(DataplaneError::IncompatibleLayout {
+            dir: dir.to_path_buf(),
+            pinned: Some(raw.layout_version),
+        });
     }
     Ok(())
 }
@@ -233,8 +309,9 @@ impl Maps {
             if !path.exists() {
                 return Err(DataplaneError::NotPinned { path });
             }
-            check_pin(dir, spec)?;
+            check_pin(dir, spec, None)?;
         }
+        check_layout(dir)?;
         let open = |name: &'static str| -> Result<Map, DataplaneError> {
             let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
             Map::from_map_data(data).map_err(map_err(name))
@@ -294,6 +371,8 @@ pub struct DatapathConfig {
     /// Source ports of masqueraded flows (inclusive). Keep it apart from the node's
     /// ip_local_port_range and the NodePort range: see svc-ebpf/src/config.rs.
     pub masquerade_ports: (u16, u16),
+    /// Capacities of the sizable maps.
+    pub map_sizes: MapSizes,
 }
 
 /// Above Linux's default ip_local_port_range (32768-60999) and the NodePort range.
@@ -309,17 +388,19 @@ impl DatapathConfig {
             )
         });
         DatapathConfig4 {
+            layout_version: svc_common::LAYOUT_VERSION,
             cluster_cidr_be: cidr,
             cluster_mask_be: mask,
             masq_addr_be: self.masquerade_addr.map_or(0, |a| u32::from(a).to_be()),
             masquerade_all: u32::from(self.masquerade_all),
             nat_port_min: u32::from(self.masquerade_ports.0),
             nat_port_max: u32::from(self.masquerade_ports.1),
+            _pad: 0,
         }
     }
 
-    /// Back from the globals' values (SVC_CONFIG).
-    pub fn from_raw(raw: &DatapathConfig4) -> DatapathConfig {
+    /// Back from the globals' values (SVC_CONFIG) and the maps' capacities.
+    pub fn from_raw(raw: &DatapathConfig4, map_sizes: MapSizes) -> DatapathConfig {
         let mask = u32::from_be(raw.cluster_mask_be);
         DatapathConfig {
             cluster_cidr: (mask != 0).then(|| crate::desired::Ipv4Cidr {
@@ -333,6 +414,7 @@ impl DatapathConfig {
                 u16::try_from(raw.nat_port_min).unwrap_or(DEFAULT_MASQUERADE_PORTS.0),
                 u16::try_from(raw.nat_port_max).unwrap_or(DEFAULT_MASQUERADE_PORTS.1),
             ),
+            map_sizes,
         }
     }
 }
@@ -344,6 +426,7 @@ impl Default for DatapathConfig {
             masquerade_addr: None,
             masquerade_all: false,
             masquerade_ports: DEFAULT_MASQUERADE_PORTS,
+            map_sizes: MapSizes::default(),
         }
     }
 }
@@ -391,15 +474,20 @@ impl Datapath {
         }
         // Refuse an incompatible set before creating anything next to it.
         for spec in &MAP_SPECS {
-            check_pin(dir, spec)?;
+            check_pin(dir, spec, Some(config.map_sizes.max_entries(spec)))?;
         }
+        check_layout(dir)?;
         let links_dir = dir.join(LINKS_SUBDIR);
         std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::PinDir {
             dir: links_dir.clone(),
             source,
         })?;
         let raw = config.to_raw();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for spec in &MAP_SPECS {
+            loader.map_max_entries(spec.name, config.map_sizes.max_entries(spec));
+        }
+        let mut ebpf = loader
             .default_map_pin_directory(dir)
             .override_global("CLUSTER_CIDR_BE", &raw.cluster_cidr_be, true)
             .override_global("CLUSTER_MASK_BE", &raw.cluster_mask_be, true)
@@ -813,7 +901,12 @@ impl Maps {
     /// The configuration the live programs were loaded with (written by the agent).
     pub fn read_config(&self) -> Result<DatapathConfig, DataplaneError> {
         let raw = self.config.get(&0, 0).map_err(map_err(CONFIG_MAP))?;
-        Ok(DatapathConfig::from_raw(&raw))
+        let max = |m: &MapData, name| m.info().map(|i| i.max_entries()).map_err(map_err(name));
+        let sizes = MapSizes {
+            lb: max(aya::maps::IterableMap::map(&self.services), SVC4_MAP)?,
+            ct: max(aya::maps::IterableMap::map(&self.ct), CT4_MAP)?,
+        };
+        Ok(DatapathConfig::from_raw(&raw, sizes))
     }
 
     /// Copies the datapath state of `live` into these (fresh) maps: services, backends,

@@ -65,7 +65,7 @@
 //!                                      // null: no name entry)
 //!       "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
 //!       "kind": "clusterip" | "nodeport" | "externalip" | "loadbalancer",
-//!       "rev_nat_id": u16, "count": u16,
+//!       "rev_nat_id": u32, "count": u16,
 //!       "flags": [ "external", "policy-local", "nodeport", "loadbalancer", "source-ranges",
 //!                  "affinity", "externalip", "unknown(0x..)" ],  // every SVC_F_* bit set
 //!       "flags_raw": u16,
@@ -94,7 +94,7 @@
 //!         { "service": { "namespace", "name", "port_name" } | null,  // as in "services"
 //!           "vip": "10.96.0.10", "port": 80, "protocol": "TCP",
 //!           "kind": "clusterip" | ...,  // as in "services"
-//!           "rev_nat_id": u16,
+//!           "rev_nat_id": u32,
 //!           "scopes": [ "all", "local" ] } ],  // the slot lists that hold it
 //!       "flows": usize } ],            // live (not expired) service conntrack entries whose
 //!                                      // backend is this one (same id and address); 0 when
@@ -121,7 +121,7 @@
 //!       "backend_id": u32,
 //!       "backend": { "addr", "port" }, // the flow's backend as the entry remembers it (service:
 //!                                      // translated_dst; reply: src)
-//!       "rev_nat_id": u16,
+//!       "rev_nat_id": u32,
 //!       "flags": ["closing", "replied", "snat", "unknown(0x..)"], "flags_raw": u8,
 //!       "created_ns": u64, "last_seen_ns": u64,  // bpf_ktime_get_ns() (CLOCK_MONOTONIC)
 //!       "age_secs": u64,               // now - created (0 if in the future)
@@ -130,7 +130,7 @@
 //!       "expired": bool } ],           // idle longer than timeout: the datapath ignores it
 //!   "affinity": [                      // session affinity (SVC4_AFFINITY), sorted by
 //!                                      // rev_nat_id, client
-//!     { "client": "10.244.1.20", "rev_nat_id": u16,
+//!     { "client": "10.244.1.20", "rev_nat_id": u32,
 //!       "service": { "addr", "port" } | null,   // from SVC4_REVNAT
 //!       "backend_id": u32, "backend": { "addr", "port" } | null,
 //!       "scope": "all" | "local" | "unknown(<n>)", "slot": u16,
@@ -257,7 +257,7 @@ pub struct Service {
     pub port: u16,
     pub protocol: String,
     pub kind: &'static str,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub count: u16,
     pub flags: Vec<String>,
     pub flags_raw: u16,
@@ -304,7 +304,7 @@ pub struct BackendRef {
     pub port: u16,
     pub protocol: String,
     pub kind: &'static str,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `"all"` and/or `"local"`: the slot lists it is in.
     pub scopes: Vec<&'static str>,
 }
@@ -347,7 +347,7 @@ pub struct CtEntry {
     /// The backend address of the flow: service entries the translated destination, reply
     /// entries the source of the key.
     pub backend: Endpoint,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub flags: Vec<String>,
     pub flags_raw: u8,
     pub created_ns: u64,
@@ -361,7 +361,7 @@ pub struct CtEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AffinityEntry {
     pub client: Ipv4Addr,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub service: Option<Endpoint>,
     pub backend_id: u32,
     pub backend: Option<Endpoint>,
@@ -975,7 +975,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         .collect();
 
     // rev_nat_id -> source ranges, as (address, length) for numeric sorting.
-    let mut ranges: BTreeMap<u16, BTreeSet<(Ipv4Addr, u32)>> = BTreeMap::new();
+    let mut ranges: BTreeMap<u32, BTreeSet<(Ipv4Addr, u32)>> = BTreeMap::new();
     for key in &raw.src_ranges {
         match src_range_cidr(key) {
             Some(cidr) => {
@@ -1179,7 +1179,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             }
         }
     }
-    let frontend_revs: BTreeSet<u16> = frontends.values().map(|v| v.rev_nat_id).collect();
+    let frontend_revs: BTreeSet<u32> = frontends.values().map(|v| v.rev_nat_id).collect();
     let mut unserved = Vec::new();
     for (key, n) in &names {
         if *key >= NAME_KEY_UNSERVED {
@@ -1188,7 +1188,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
                 name: n.name().to_string(),
                 reason: unserved_reason(n.status),
             });
-        } else if !u16::try_from(*key).is_ok_and(|rev| frontend_revs.contains(&rev)) {
+        } else if !frontend_revs.contains(key) {
             inconsistencies.push(format!(
                 "SVC_NAMES entry {key} ({}/{}) belongs to no frontend",
                 n.namespace(),
@@ -1207,7 +1207,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         }
     }
 
-    let service_name = |rev: u16| {
+    let service_name = |rev: u32| {
         names.get(&u32::from(rev)).map(|n| ServiceName {
             namespace: n.namespace().to_string(),
             name: n.name().to_string(),
@@ -1282,7 +1282,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         })
         .collect();
 
-    let by_rev: BTreeMap<u16, (FrontendId, Svc4Value)> = frontends
+    let by_rev: BTreeMap<u32, (FrontendId, Svc4Value)> = frontends
         .iter()
         .map(|(id, v)| (v.rev_nat_id, (*id, *v)))
         .collect();
@@ -1380,7 +1380,7 @@ impl Filter {
         });
         snap.unserved
             .retain(|u| self.matches(&u.namespace, &u.name));
-        let revs: BTreeSet<u16> = snap.services.iter().map(|s| s.rev_nat_id).collect();
+        let revs: BTreeSet<u32> = snap.services.iter().map(|s| s.rev_nat_id).collect();
         snap.conntrack.retain(|e| revs.contains(&e.rev_nat_id));
         snap.affinity.retain(|a| revs.contains(&a.rev_nat_id));
         let used: BTreeSet<u32> = snap
@@ -1920,29 +1920,27 @@ mod tests {
             state: BACKEND_STATE_ACTIVE,
         }
     }
-    fn front(count: u16, rev: u16) -> Svc4Value {
+    fn front(count: u16, rev: u32) -> Svc4Value {
         Svc4Value {
             backend_id: 0,
             count,
             rev_nat_id: rev,
             flags: 0,
-            _pad: [0; 2],
         }
     }
-    fn front_flags(count: u16, rev: u16, flags: u16, timeout: u32) -> Svc4Value {
+    fn front_flags(count: u16, rev: u32, flags: u16, timeout: u32) -> Svc4Value {
         Svc4Value {
             backend_id: timeout,
             flags,
             ..front(count, rev)
         }
     }
-    fn slot(id: u32, rev: u16) -> Svc4Value {
+    fn slot(id: u32, rev: u32) -> Svc4Value {
         Svc4Value {
             backend_id: id,
             count: 0,
             rev_nat_id: rev,
             flags: 0,
-            _pad: [0; 2],
         }
     }
     fn revnat(vip: [u8; 4], port: u16) -> RevNat4 {
@@ -1952,12 +1950,11 @@ mod tests {
             _pad: [0; 2],
         }
     }
-    fn src_range(rev: u16, addr: [u8; 4], len: u32) -> SrcRangeKey {
+    fn src_range(rev: u32, addr: [u8; 4], len: u32) -> SrcRangeKey {
         (
             SRC_RANGE_PREFIX_BASE + len,
             svc_common::SrcRange4 {
                 rev_nat_id: rev,
-                _pad: [0; 2],
                 addr_be: ip(addr),
             },
         )
@@ -2204,7 +2201,6 @@ mod tests {
                     Affinity4Key {
                         client_be: ip([198, 51, 100, 7]),
                         rev_nat_id: 5,
-                        _pad: [0; 2],
                     },
                     Affinity4Value {
                         last_used_ns: 100 * S,
@@ -2218,7 +2214,6 @@ mod tests {
                     Affinity4Key {
                         client_be: ip([203, 0, 113, 9]),
                         rev_nat_id: 5,
-                        _pad: [0; 2],
                     },
                     Affinity4Value {
                         last_used_ns: 100 * S,

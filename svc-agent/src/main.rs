@@ -8,7 +8,7 @@ use std::{
 use clap::{Parser, Subcommand};
 use svc_agent::{
     agent::{Agent, Config, SourceConfig},
-    dataplane::{self, DEFAULT_BPFFS_DIR, DatapathConfig},
+    dataplane::{self, DEFAULT_BPFFS_DIR, DatapathConfig, MapSizes},
     desired::{Ipv4Cidr, NodeContext},
     kubernetes,
     status::StatusAddrs,
@@ -118,6 +118,21 @@ struct Args {
     #[arg(long)]
     masquerade_all: bool,
 
+    /// Capacity of the services, backends and rev-NAT maps (like Cilium's
+    /// --bpf-lb-map-max): the services map holds one entry per frontend plus one per
+    /// backend slot, so 10,000 Services of 10 endpoints need 110,000. These maps are not
+    /// preallocated: a large value costs kernel memory only as entries are written. A
+    /// different value than the pinned maps have is refused at start (see `cleanup`).
+    #[arg(long, value_name = "N", default_value_t = svc_common::DEFAULT_LB_MAP_MAX,
+          value_parser = clap::value_parser!(u32).range(16..=(1 << 30)))]
+    lb_map_max: u32,
+
+    /// Capacity of the conntrack map (two entries per flow; an LRU map, preallocated: about
+    /// 100 bytes of kernel memory per entry).
+    #[arg(long, value_name = "N", default_value_t = svc_common::CT4_MAP_SIZE,
+          value_parser = clap::value_parser!(u32).range(1024..=(1 << 28)))]
+    ct_map_max: u32,
+
     /// bpffs directory where the maps and links are pinned (svcctl reads them there).
     #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
     bpffs: PathBuf,
@@ -226,6 +241,10 @@ fn config(args: Args) -> Config {
         datapath: DatapathConfig {
             cluster_cidr: args.cluster_cidr,
             masquerade_all: args.masquerade_all,
+            map_sizes: MapSizes {
+                lb: args.lb_map_max,
+                ct: args.ct_map_max,
+            },
             ..DatapathConfig::default()
         },
         node: NodeContext {

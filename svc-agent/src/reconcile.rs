@@ -23,13 +23,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, BACKEND4_MAP_SIZE, Backend4,
-    NAME_EXTERNALNAME, NAME_HEADLESS, NAME_KEY_UNSERVED, NAME_KIND_CLUSTERIP, NAME_KIND_EXTERNALIP,
-    NAME_KIND_LOADBALANCER, NAME_KIND_NODEPORT, NAME_KIND_NONE, NAME_NO_IPV4_CLUSTERIP,
-    NAME_NO_PORTS, NAME_OTHER_PROXY, NAME_SERVED, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL,
-    SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP,
-    SVC_F_LOADBALANCER, SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key,
-    Svc4Value, SvcName,
+    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, Backend4, NAME_EXTERNALNAME, NAME_HEADLESS,
+    NAME_KEY_UNSERVED, NAME_KIND_CLUSTERIP, NAME_KIND_EXTERNALIP, NAME_KIND_LOADBALANCER,
+    NAME_KIND_NODEPORT, NAME_KIND_NONE, NAME_NO_IPV4_CLUSTERIP, NAME_NO_PORTS, NAME_OTHER_PROXY,
+    NAME_SERVED, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE,
+    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL,
+    SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key, Svc4Value, SvcName,
 };
 
 use crate::alloc::IdAllocator;
@@ -111,7 +110,7 @@ struct ScopeEntries {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Installed {
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     /// [SCOPE_ALL, SCOPE_LOCAL].
     scopes: [ScopeEntries; 2],
     src_ranges: BTreeSet<SrcRangeKey>,
@@ -137,6 +136,8 @@ pub struct Reconciler {
     orphan_ranges: Vec<SrcRangeKey>,
     /// SVC_NAMES as written (adopted from the map at start).
     names: BTreeMap<u32, SvcName>,
+    /// Capacity of SVC4_BACKENDS and SVC4_REVNAT (the agent's --lb-map-max).
+    lb_capacity: u32,
 }
 
 fn proto_from_u8(p: u8) -> Option<Protocol> {
@@ -183,14 +184,13 @@ fn backend_addr(b: &Backend4) -> Option<BackendAddr> {
     })
 }
 
-fn src_range_key(rev_nat_id: u16, cidr: &Ipv4Cidr) -> SrcRangeKey {
+fn src_range_key(rev_nat_id: u32, cidr: &Ipv4Cidr) -> SrcRangeKey {
     (
         SRC_RANGE_PREFIX_BASE + u32::from(cidr.prefix_len.min(32)),
         // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
         // always match exactly, so only the two sides' agreement matters.
         SrcRange4 {
             rev_nat_id,
-            _pad: [0; 2],
             addr_be: (u32::from(cidr.addr) & cidr.netmask()).to_be(),
         },
     )
@@ -256,11 +256,24 @@ fn frontend_flags(state: &FrontendState) -> u16 {
 }
 
 impl Reconciler {
-    /// Rebuilds the mirror and the id allocators from what the maps hold.
+    /// Rebuilds the mirror and the id allocators from what the maps hold, for maps of the
+    /// default capacity.
     pub fn adopt(store: &impl MapStore) -> Result<Reconciler, StoreError> {
+        Self::adopt_with_capacity(store, svc_common::DEFAULT_LB_MAP_MAX)
+    }
+
+    /// As [`adopt`](Self::adopt), for backends and rev-NAT maps of `lb_capacity` entries:
+    /// rev-NAT ids run from 1 to `lb_capacity` (below NAME_KEY_UNSERVED, the first key of
+    /// the unserved Services in SVC_NAMES).
+    pub fn adopt_with_capacity(
+        store: &impl MapStore,
+        lb_capacity: u32,
+    ) -> Result<Reconciler, StoreError> {
+        let lb_capacity = lb_capacity.min(svc_common::NAME_KEY_UNSERVED - 1);
         let mut r = Reconciler {
+            lb_capacity,
             backend_ids: IdAllocator::new(u32::MAX),
-            revnat_ids: IdAllocator::new(u16::MAX as u32),
+            revnat_ids: IdAllocator::new(lb_capacity),
             frontends: BTreeMap::new(),
             backends: BTreeMap::new(),
             revnats: BTreeSet::new(),
@@ -289,7 +302,7 @@ impl Reconciler {
             let Some(frontend) = frontend_of(key) else {
                 continue;
             };
-            r.revnat_ids.adopt(frontend, value.rev_nat_id as u32);
+            r.revnat_ids.adopt(frontend, value.rev_nat_id);
             let mut installed = Installed {
                 rev_nat_id: value.rev_nat_id,
                 ..Default::default()
@@ -315,7 +328,7 @@ impl Reconciler {
                 None => r.orphan_slots.push(*key),
             }
         }
-        let by_rev: BTreeMap<u16, Frontend> = r
+        let by_rev: BTreeMap<u32, Frontend> = r
             .frontends
             .iter()
             .map(|(f, i)| (i.rev_nat_id, *f))
@@ -364,7 +377,7 @@ impl Reconciler {
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
         for (addr, backend_state) in &wanted {
             if self.backend_ids.get(addr).is_none()
-                && self.backends.len() >= BACKEND4_MAP_SIZE as usize
+                && self.backends.len() >= self.lb_capacity as usize
             {
                 report.errors.push((
                     None,
@@ -503,12 +516,12 @@ impl Reconciler {
     fn sync_name(
         &mut self,
         frontend: &Frontend,
-        rev_nat_id: u16,
+        rev_nat_id: u32,
         state: &FrontendState,
         store: &mut impl MapStore,
         report: &mut SyncReport,
     ) {
-        let key = rev_nat_id as u32;
+        let key = rev_nat_id;
         let value = frontend_name(state);
         if self.names.get(&key) == Some(&value) {
             return;
@@ -557,8 +570,8 @@ impl Reconciler {
             .map_err(|e| StoreError::Other {
                 map: svc_common::REVNAT4_MAP,
                 message: e.to_string(),
-            })? as u16;
-        if !self.revnats.contains(&(rev_nat_id as u32)) {
+            })?;
+        if !self.revnats.contains(&rev_nat_id) {
             let value = RevNat4 {
                 vip_be: u32::from(frontend.vip).to_be(),
                 port_be: frontend.port.to_be(),
@@ -609,7 +622,6 @@ impl Reconciler {
                 })?,
                 rev_nat_id,
                 flags,
-                _pad: [0; 2],
             })
         };
 
@@ -739,7 +751,7 @@ fn write_scope(
     entries: &mut ScopeEntries,
     ids: &[u32],
     head: Svc4Value,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     report: &mut SyncReport,
 ) -> Result<(), StoreError> {
     for (i, id) in ids.iter().enumerate() {
@@ -750,7 +762,6 @@ fn write_scope(
                 count: 0,
                 rev_nat_id,
                 flags: 0,
-                _pad: [0; 2],
             };
             store.put_service(&svc_key(frontend, scope, slot), &value)?;
             entries.slots.insert(slot, *id);

@@ -58,6 +58,7 @@ fn node1_config(masquerade_all: bool) -> DatapathConfig {
         masquerade_all,
         // Wide, so a client's own port is kept and the expected frames are exact.
         masquerade_ports: (30000, 65535),
+        ..Default::default()
     }
 }
 

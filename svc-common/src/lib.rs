@@ -37,18 +37,24 @@ pub const NAMES_MAP: &str = "SVC_NAMES";
 /// programs, which get it as globals): see [`DatapathConfig4`].
 pub const CONFIG_MAP: &str = "SVC_CONFIG";
 
+/// The default capacity of the maps the agent writes (services, backends, rev-NAT; the
+/// agent's --lb-map-max, like Cilium's --bpf-lb-map-max). Those maps are not preallocated,
+/// so a large capacity costs nothing until it is used.
+pub const DEFAULT_LB_MAP_MAX: u32 = 262_144;
 /// Frontend slots plus one slot per backend of every service port.
-pub const SVC4_MAP_SIZE: u32 = 65536;
-pub const BACKEND4_MAP_SIZE: u32 = 65536;
-pub const REVNAT4_MAP_SIZE: u32 = 65536;
+pub const SVC4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
+pub const BACKEND4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
+pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
 /// are full, so this is sized well above the flows we expect to hold.
 pub const CT4_MAP_SIZE: u32 = 262144;
 pub const AFFINITY4_MAP_SIZE: u32 = 65536;
 pub const SOCK_REVNAT4_MAP_SIZE: u32 = 65536;
 pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
-/// One entry per rev_nat_id (65535 at most) plus the Services that get no entries.
-pub const NAMES_MAP_SIZE: u32 = 65536 + 16384;
+/// One entry per rev_nat_id plus the Services that get no entries.
+pub const NAMES_MAP_SIZE: u32 = REVNAT4_MAP_SIZE + NAMES_UNSERVED_MAX;
+/// Room in SVC_NAMES for Services without datapath entries.
+pub const NAMES_UNSERVED_MAX: u32 = 16384;
 
 /// Program names as they appear in the object file (and in `bpftool prog`).
 pub const TC_PROG: &str = "svc_tc_ingress";
@@ -91,13 +97,13 @@ pub struct Svc4Value {
     /// Backend slots: the id in SVC4_BACKENDS. Frontend (slot 0): the session affinity
     /// timeout in seconds when SVC_F_AFFINITY is set (as Cilium's union), else 0.
     pub backend_id: u32,
+    /// Frontend and slots: the id in SVC4_REVNAT, unique per {VIP, port, protocol}. 32
+    /// bits (Cilium's is 16), so more than 65535 frontends fit.
+    pub rev_nat_id: u32,
     /// Frontend: number of backend slots (0 = no endpoints: reject). Backend slots: 0.
     pub count: u16,
-    /// Frontend and slots: the id in SVC4_REVNAT, unique per {VIP, port, protocol}.
-    pub rev_nat_id: u16,
     /// Frontend: SVC_F_* bits.
     pub flags: u16,
-    pub _pad: [u8; 2],
 }
 
 // Flag bits of a frontend's Svc4Value::flags (slot 0, SCOPE_ALL entry).
@@ -191,10 +197,10 @@ pub struct Ct4Value {
     /// the Service address from SVC4_REVNAT by rev_nat_id. Network order.
     pub addr_be: u32,
     pub port_be: u16,
-    pub rev_nat_id: u16,
     /// CT_F_* bits.
     pub flags: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub rev_nat_id: u32,
     /// Service entries of masqueraded flows (CT_F_SNAT): the source the flow is translated
     /// to (the node address and a port). Network order; 0 otherwise.
     pub nat_addr_be: u32,
@@ -238,8 +244,7 @@ pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct Affinity4Key {
     pub client_be: u32,
-    pub rev_nat_id: u16,
-    pub _pad: [u8; 2],
+    pub rev_nat_id: u32,
 }
 
 #[repr(C)]
@@ -264,8 +269,7 @@ pub struct Affinity4Value {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct SrcRange4 {
-    pub rev_nat_id: u16,
-    pub _pad: [u8; 2],
+    pub rev_nat_id: u32,
     pub addr_be: u32,
 }
 
@@ -289,21 +293,22 @@ pub struct SockRevNat4Key {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct SockRevNat4Value {
     pub vip_be: u32,
+    pub rev_nat_id: u32,
     pub port_be: u16,
-    pub rev_nat_id: u16,
+    pub _pad: [u8; 2],
 }
 
 // ---------------------------------------------------------------------------------------
 // Service names (hash): key -> the Service (namespace/name) and port a frontend belongs to,
 // or a Service that gets no datapath entries and why. Written by the agent for svcctl
 // only; the programs never read it. Keys:
-// - 1..=65535: a served frontend's rev_nat_id;
+// - 1..NAME_KEY_UNSERVED: a served frontend's rev_nat_id;
 // - NAME_KEY_UNSERVED + n: the n-th Service (namespace/name order) without entries.
 // Strings are UTF-8, NUL-padded, truncated at a character boundary when too long.
 // ---------------------------------------------------------------------------------------
 
 /// First key of the unserved Services in SVC_NAMES (above every rev_nat_id).
-pub const NAME_KEY_UNSERVED: u32 = 0x1_0000;
+pub const NAME_KEY_UNSERVED: u32 = 0x8000_0000;
 
 pub const NAME_NAMESPACE_LEN: usize = 64;
 pub const NAME_NAME_LEN: usize = 64;
@@ -486,6 +491,8 @@ pub const STATS_MAP_SIZE: u32 = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct DatapathConfig4 {
+    /// [`LAYOUT_VERSION`] of the agent that pinned the maps.
+    pub layout_version: u32,
     /// CLUSTER_CIDR_BE / CLUSTER_MASK_BE: the pod CIDR (mask 0: unknown).
     pub cluster_cidr_be: u32,
     pub cluster_mask_be: u32,
@@ -496,9 +503,16 @@ pub struct DatapathConfig4 {
     /// NAT_PORT_MIN / NAT_PORT_MAX (host order).
     pub nat_port_min: u32,
     pub nat_port_max: u32,
+    pub _pad: u32,
 }
 
 pub const CONFIG_MAP_SIZE: u32 = 1;
+
+/// The version of every map layout together. Bump it whenever a key or value type, or the
+/// meaning of a field, changes: pins of another layout version are refused (equal sizes do
+/// not make equal layouts), and so are pins without a SVC_CONFIG map (made before the
+/// version was recorded).
+pub const LAYOUT_VERSION: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {
@@ -538,9 +552,9 @@ mod tests {
         assert_eq!(size_of::<Affinity4Value>(), 16);
         assert_eq!(size_of::<SrcRange4>(), 8);
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
-        assert_eq!(size_of::<SockRevNat4Value>(), 8);
+        assert_eq!(size_of::<SockRevNat4Value>(), 12);
         assert_eq!(size_of::<SvcName>(), 168);
-        assert_eq!(size_of::<DatapathConfig4>(), 24);
+        assert_eq!(size_of::<DatapathConfig4>(), 32);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
     }
 

@@ -110,7 +110,7 @@ pub fn decide(pkt: &Packet, now: u64) -> Action {
 struct Frontend {
     key: Svc4Key,
     count: u16,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     flags: u16,
     affinity_timeout: u32,
 }
@@ -178,7 +178,6 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
             SRC_RANGE_PREFIX_BASE + 32,
             SrcRange4 {
                 rev_nat_id: f.rev_nat_id,
-                _pad: [0; 2],
                 addr_be: pkt.saddr,
             },
         );
@@ -242,7 +241,7 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
         port_be: backend_port,
         rev_nat_id: f.rev_nat_id,
         flags,
-        _pad: [0; 3],
+        _pad: 0,
         nat_addr_be: if masquerade { reply_daddr } else { 0 },
         nat_port_be: if masquerade { reply_dport } else { 0 },
         _pad2: [0; 2],
@@ -300,7 +299,6 @@ fn choose_backend(
     let aff_key = Affinity4Key {
         client_be: pkt.saddr,
         rev_nat_id: f.rev_nat_id,
-        _pad: [0; 2],
     };
     if affinity {
         if let Some(a) = SVC4_AFFINITY.get_ptr_mut(&aff_key) {
@@ -431,7 +429,7 @@ fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
     if expired(ct, pkt.proto, now) {
         return None;
     }
-    let rev_nat_id = ct.rev_nat_id as u32;
+    let rev_nat_id = ct.rev_nat_id;
     // None if the Service is gone: the packet is then left as it is.
     let rev = unsafe { SVC4_REVNAT.get(&rev_nat_id) }?;
     let (vip, vport) = (rev.vip_be, rev.port_be);

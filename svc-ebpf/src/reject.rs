@@ -32,7 +32,10 @@ struct IcmpUnreach {
     quote: [u8; ICMP_QUOTE],
 }
 
-#[inline(always)]
+// A separate BPF function, not inlined: inlined into the TC program, LLVM carried an
+// undefined register through the no-endpoints path, which the verifier refuses (R3
+// !read_ok). As a call, the arguments and result travel in defined registers.
+#[inline(never)]
 pub fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
     let result = if pkt.proto == PROTO_TCP {
         tcp_rst(ctx, pkt)

@@ -82,8 +82,9 @@ pub fn translate(ctx: &SockAddrContext) -> i32 {
     };
     let value = SockRevNat4Value {
         vip_be: sa.user_ip4,
-        port_be: sa.user_port as u16,
         rev_nat_id,
+        port_be: sa.user_port as u16,
+        _pad: [0; 2],
     };
     let _ = SVC4_SOCK_RNAT.insert(&rkey, &value, 0);
     sa.user_ip4 = addr;
