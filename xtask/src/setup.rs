@@ -5,7 +5,8 @@
 //!   rustup's `nightly` if it has `rust-src`, else `debian-web` (Debian's rustc-web with a
 //!   prebuilt BPF `core` and its library source, linked into rustup);
 //! - `bpf-linker` (built from crates.io against Debian's LLVM 22);
-//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3);
+//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3) and the
+//!   benchmark's (iptables, nftables, nginx);
 //! - bpffs mounted at /sys/fs/bpf.
 //!
 //! Everything is checked first; when nothing is missing it succeeds without root, without
@@ -57,6 +58,11 @@ pub const LAB_PKGS: &[(&str, &str)] = &[
     ("procps", "ps"),
     // The two-node tests' "node itself" client.
     ("python3-minimal", "python3"),
+    // `cargo xtask bench`: kube-proxy's iptables layout (loaded with iptables-legacy-restore),
+    // its nftables layout (nft), and the nginx backends.
+    ("iptables", "iptables-legacy-restore"),
+    ("nftables", "nft"),
+    ("nginx", "nginx"),
 ];
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -431,7 +437,8 @@ fn manual_instructions() -> String {
          mount -t bpf bpf {BPFFS}\n\
          or, with internet access, the usual aya set-up instead of Debian's rustc-web \
          (elsewhere, use your distribution's packages for the lab tools: iproute2, bpftool, \
-         ethtool, nsenter (util-linux), curl, netcat, procps, python3):\n  \
+         ethtool, nsenter (util-linux), curl, netcat, procps, python3, iptables, nftables, \
+         nginx):\n  \
          rustup toolchain install nightly --component rust-src\n  \
          cargo install bpf-linker",
         pkgs = all_pkgs.join(" ")
@@ -602,6 +609,36 @@ pub fn ensure(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// While it lives, /usr/sbin/policy-rc.d refuses every service start (exit 101), so
+/// packages installed meanwhile start no daemon. Only created when none exists; removed on
+/// drop.
+struct NoServiceStarts(Option<PathBuf>);
+
+impl NoServiceStarts {
+    fn new() -> NoServiceStarts {
+        let path = PathBuf::from("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return NoServiceStarts(None);
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        let ok = std::fs::write(
+            &path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while installing\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+        .is_ok();
+        NoServiceStarts(ok.then_some(path))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 fn set_state(items: &mut [Item], kind: &Kind, state: State) {
     if let Some(i) = items.iter_mut().find(|i| &i.kind == kind) {
         i.state = state;
@@ -628,7 +665,21 @@ fn install(items: &mut [Item], rustup: Option<&Path>, toolchain: &Toolchain) {
         }
         let mut cmd = apt(&["install", "-y", "--no-install-recommends"]);
         cmd.args(&missing_pkgs);
-        let err = run(&mut cmd).err();
+        let err = {
+            // Packages such as nginx start a service on install, which would listen in the
+            // root network namespace: the workplace forbids that. Block service starts while
+            // installing, and keep them from starting at boot.
+            let _guard = NoServiceStarts::new();
+            let err = run(&mut cmd).err();
+            if missing_pkgs.iter().any(|p| p == "nginx") && Path::new("/bin/systemctl").exists() {
+                let _ = Command::new("systemctl")
+                    .args(["disable", "--now", "nginx"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            err
+        };
         let refs: Vec<&str> = missing_pkgs.iter().map(String::as_str).collect();
         let status = dpkg_installed(&refs).unwrap_or_default();
         for p in &missing_pkgs {
