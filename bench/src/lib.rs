@@ -13,8 +13,13 @@
 //! the given namespace, sockets are opened from threads that entered it, and nginx is started
 //! in it.
 
+pub mod e2e;
 pub mod load;
 pub mod nginx;
+pub mod prog;
+pub mod programming;
+pub mod report;
+pub mod results;
 pub mod rules;
 pub mod scratch;
 

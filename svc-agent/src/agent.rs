@@ -23,11 +23,12 @@ use tracing::{debug, info, warn};
 
 use crate::{
     dataplane::{Datapath, DatapathConfig, Maps},
-    desired::{self, DesiredState, NodeContext},
+    desired::{self, DesiredState, Frontend, NodeContext},
     health::HealthServers,
-    kubernetes::{self, KubeSource},
+    kubernetes::{self, KubeSource, Model, NodeFacts},
     manifest::{self, ManifestSet},
     metrics::Metrics,
+    model::{Cluster, ObjectRef},
     reconcile::Reconciler,
     status::{self, Health, StatusAddrs},
 };
@@ -126,46 +127,91 @@ enum Source {
     Manifests {
         dir: PathBuf,
         last: Option<Fingerprint>,
+        set: ManifestSet,
     },
     Kubernetes {
         source: KubeSource,
+        model: Box<Model>,
         last_generation: Option<u64>,
+        /// The node facts the last full computation used.
+        last_node: Option<NodeFacts>,
     },
 }
 
+/// What changed since the last pass.
+enum Change {
+    /// Anything may have: compute everything.
+    All,
+    /// Only the endpoints of these Services.
+    Endpoints(BTreeSet<ObjectRef>),
+}
+
+/// A new view of the cluster: the model, what converting it reported, what changed.
+struct View<'a> {
+    cluster: &'a Cluster,
+    problems: Vec<String>,
+    change: Change,
+}
+
 impl Source {
-    /// The cluster to serve, if it changed since the last call or `force`; None while
-    /// there is nothing new, or no complete view yet.
-    fn poll(&mut self, force: bool) -> Option<ManifestSet> {
+    /// The cluster to serve, if it changed since the last call (everything when `force`);
+    /// None while there is nothing new, or no complete view yet.
+    fn poll(&mut self, force: bool) -> Option<View<'_>> {
         match self {
-            Source::Manifests { dir, last } => {
+            Source::Manifests { dir, last, set } => {
                 let now = fingerprint(dir);
                 if last.as_ref() == Some(&now) && !force {
                     return None;
                 }
                 *last = Some(now);
                 match manifest::load_dir(dir) {
-                    Ok(set) => Some(set),
+                    Ok(loaded) => *set = loaded,
                     // The directory itself is unreadable: keep serving the last good state.
                     Err(e) => {
                         warn!(error = %e, "cannot read manifests; keeping the current state");
-                        None
+                        return None;
                     }
                 }
+                Some(View {
+                    cluster: &set.cluster,
+                    problems: set.problems.iter().map(|p| p.to_string()).collect(),
+                    change: Change::All,
+                })
             }
             Source::Kubernetes {
                 source,
+                model,
                 last_generation,
+                last_node,
             } => {
-                if !source.ready() {
-                    return None;
-                }
                 let generation = source.generation();
                 if *last_generation == Some(generation) && !force {
                     return None;
                 }
+                // The events of this pass (a relist is swapped in only when complete).
+                let refresh = source.drain_into(model);
+                if !model.listed() || !source.ready() {
+                    return None;
+                }
+                let first = last_generation.is_none();
                 *last_generation = Some(generation);
-                Some(source.snapshot())
+                let node = source.node();
+                let node_changed = node != *last_node;
+                let change = if first || force || refresh.services_changed || node_changed {
+                    *last_node = node;
+                    Change::All
+                } else if refresh.endpoints_changed.is_empty() {
+                    // An event that changed nothing the model holds (a bookmark, a no-op
+                    // update).
+                    return None;
+                } else {
+                    Change::Endpoints(refresh.endpoints_changed)
+                };
+                Some(View {
+                    cluster: model.cluster(),
+                    problems: model.problems().iter().map(|p| p.to_string()).collect(),
+                    change,
+                })
             }
         }
     }
@@ -176,6 +222,18 @@ impl Source {
             Source::Manifests { .. } => None,
         }
     }
+}
+
+/// What the next sync writes.
+#[derive(Debug, Default)]
+enum Pending {
+    /// Nothing changed.
+    #[default]
+    Nothing,
+    /// Everything (a full reconcile).
+    All,
+    /// Only these frontends' endpoints changed.
+    Frontends(Vec<Frontend>),
 }
 
 pub struct Agent {
@@ -190,10 +248,21 @@ pub struct Agent {
     health_checks: HealthServers,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    last_problems: Vec<String>,
+    last_problems: Problems,
     last_resync: Instant,
     /// Pinned links nobody claimed are removed after the first pass over the interfaces.
     pruned_links: bool,
+    /// Where the last pass that took a new view spent its time (logged with the sync).
+    last_pass: PassTimes,
+    /// What the next sync must write.
+    pending: Pending,
+}
+
+/// Time spent reading the source (building the model) and computing the desired state.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassTimes {
+    source_ms: f64,
+    compute_ms: f64,
 }
 
 impl Agent {
@@ -220,6 +289,7 @@ impl Agent {
                 Source::Manifests {
                     dir: dir.clone(),
                     last: None,
+                    set: ManifestSet::default(),
                 }
             }
             SourceConfig::Kubernetes { kubeconfig } => {
@@ -238,7 +308,9 @@ impl Agent {
                 }
                 Source::Kubernetes {
                     source,
+                    model: Box::default(),
                     last_generation: None,
+                    last_node: None,
                 }
             }
         };
@@ -276,9 +348,11 @@ impl Agent {
             health_checks: HealthServers::new(),
             health,
             metrics,
-            last_problems: Vec::new(),
+            last_problems: Problems::default(),
             last_resync: Instant::now(),
             pruned_links: false,
+            last_pass: PassTimes::default(),
+            pending: Pending::Nothing,
         })
     }
 
@@ -302,39 +376,44 @@ impl Agent {
                 self.health.set_node_eligible(node.eligible);
             }
         }
+        let node = self.node_context();
+        let polled = Instant::now();
         match self.source.poll(resync_due) {
-            Some(set) => self.take(set),
+            Some(view) => {
+                let source_ms = polled.elapsed().as_secs_f64() * 1e3;
+                let computed = Instant::now();
+                let pending = take(
+                    view,
+                    &node,
+                    &mut self.desired,
+                    &mut self.last_problems,
+                    &self.metrics,
+                );
+                self.pending = match (std::mem::take(&mut self.pending), pending) {
+                    // A partial change on top of a pending full sync is in the full sync.
+                    (Pending::All, _) | (_, Pending::All) => Pending::All,
+                    (Pending::Frontends(mut a), Pending::Frontends(b)) => {
+                        a.extend(b);
+                        Pending::Frontends(a)
+                    }
+                    (Pending::Nothing, p) | (p, Pending::Nothing) => p,
+                };
+                if let Some(desired) = &self.desired {
+                    self.health_checks.update(&desired.health_checks);
+                }
+                self.last_pass = PassTimes {
+                    source_ms,
+                    compute_ms: computed.elapsed().as_secs_f64() * 1e3,
+                };
+            }
             // Nothing new: a resync still rewrites what differs (e.g. an entry removed by
             // hand), once there is a desired state at all.
-            None if resync_due && self.desired.is_some() => {}
-            None => return,
+            None if resync_due && self.desired.is_some() => self.pending = Pending::All,
+            None => {}
         }
-        self.sync();
-    }
-
-    /// Computes the desired state from a new view of the cluster.
-    fn take(&mut self, set: ManifestSet) {
-        let node = self.node_context();
-        let (desired, compute_problems) = desired::compute(&set.cluster, &node);
-        let problems: Vec<String> = set
-            .problems
-            .iter()
-            .map(|p| p.to_string())
-            .chain(compute_problems.iter().map(|p| p.to_string()))
-            .collect();
-        if problems != self.last_problems {
-            for p in &problems {
-                warn!(problem = %p, "skipped invalid input");
-            }
-            self.last_problems = problems;
+        if !matches!(self.pending, Pending::Nothing) {
+            self.sync();
         }
-        self.metrics
-            .invalid_objects
-            .set(self.last_problems.len() as i64);
-        self.metrics.services.set(set.cluster.services.len() as i64);
-        self.metrics.frontends.set(desired.frontends.len() as i64);
-        self.health_checks.update(&desired.health_checks);
-        self.desired = Some(desired);
     }
 
     /// The node facts for this pass: in Kubernetes mode without --node-ip, the Node
@@ -353,7 +432,15 @@ impl Agent {
     fn sync(&mut self) {
         let Some(desired) = &self.desired else { return };
         let started = Instant::now();
-        let report = self.reconciler.sync(desired, &mut self.maps);
+        let report = match std::mem::take(&mut self.pending) {
+            Pending::Nothing => return,
+            Pending::All => self.reconciler.sync(desired, &mut self.maps),
+            Pending::Frontends(mut list) => {
+                list.sort();
+                list.dedup();
+                self.reconciler.sync_partial(desired, &list, &mut self.maps)
+            }
+        };
         let took = started.elapsed();
         let errors: Vec<_> = report.errors.iter().map(|(_, e)| e.clone()).collect();
         self.metrics.record_sync(took, &errors);
@@ -361,6 +448,8 @@ impl Agent {
             self.health.synced();
         } else {
             self.health.sync_failed();
+            // Retried as a full sync on the next pass.
+            self.pending = Pending::All;
         }
         for (frontend, error) in &report.errors {
             match frontend {
@@ -377,6 +466,8 @@ impl Agent {
                 frontends_removed = report.frontends_removed,
                 slots_written = report.slots_written,
                 slots_removed = report.slots_removed,
+                source_ms = self.last_pass.source_ms,
+                compute_ms = self.last_pass.compute_ms,
                 took_ms = took.as_secs_f64() * 1e3,
                 "synced"
             );
@@ -415,6 +506,62 @@ impl Agent {
             None => std::future::pending().await,
         }
     }
+}
+
+/// Brings the desired state up to date with `view` (from scratch, or only the changed
+/// Services' endpoints) and says what the next sync must write.
+fn take(
+    view: View<'_>,
+    node: &NodeContext,
+    desired: &mut Option<DesiredState>,
+    last_problems: &mut Problems,
+    metrics: &Metrics,
+) -> Pending {
+    let (pending, problems) = match (view.change, desired.as_mut()) {
+        (Change::Endpoints(services), Some(state)) => {
+            let changed = desired::update_endpoints(state, view.cluster, node, &services);
+            let pending = if changed.is_empty() {
+                Pending::Nothing
+            } else {
+                Pending::Frontends(changed)
+            };
+            // Endpoint changes leave the compute problems (conflicts) as they were.
+            let problems = view
+                .problems
+                .into_iter()
+                .chain(last_problems.compute.iter().cloned())
+                .collect::<Vec<_>>();
+            (pending, problems)
+        }
+        _ => {
+            let (state, compute_problems) = desired::compute(view.cluster, node);
+            last_problems.compute = compute_problems.iter().map(|p| p.to_string()).collect();
+            metrics.frontends.set(state.frontends.len() as i64);
+            *desired = Some(state);
+            let problems = view
+                .problems
+                .into_iter()
+                .chain(last_problems.compute.iter().cloned())
+                .collect();
+            (Pending::All, problems)
+        }
+    };
+    if problems != last_problems.all {
+        for p in &problems {
+            warn!(problem = %p, "skipped invalid input");
+        }
+        last_problems.all = problems;
+    }
+    metrics.invalid_objects.set(last_problems.all.len() as i64);
+    metrics.services.set(view.cluster.services.len() as i64);
+    pending
+}
+
+/// The problems last logged: all of them, and those the desired-state computation found.
+#[derive(Debug, Default)]
+struct Problems {
+    all: Vec<String>,
+    compute: Vec<String>,
 }
 
 /// Waits (for ever, logging every 10 s) for this node's Node object to list its

@@ -484,6 +484,55 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
     (state, problems)
 }
 
+/// Brings `state` (what [`compute`] returned for an earlier `cluster`) up to date after a
+/// change of the endpoints of `services` only (their EndpointSlices; not the Service
+/// objects, and not the node): their frontends' endpoint sets and their health-check
+/// counts are recomputed, nothing else. Endpoints never decide which frontends exist or
+/// who wins a conflict, so the result is what [`compute`] would return, at the cost of the
+/// changed Services alone. Returns the frontends whose state changed.
+pub fn update_endpoints(
+    state: &mut DesiredState,
+    cluster: &Cluster,
+    node: &NodeContext,
+    services: &BTreeSet<ObjectRef>,
+) -> Vec<Frontend> {
+    let mut changed = Vec::new();
+    if services.is_empty() {
+        return changed;
+    }
+    for (frontend, fs) in state.frontends.iter_mut() {
+        if !services.contains(&fs.service) {
+            continue;
+        }
+        let Some(svc) = cluster.services.get(&fs.service) else {
+            continue;
+        };
+        let Some(sp) = svc
+            .ports
+            .iter()
+            .find(|p| p.name == fs.port_name && p.protocol == frontend.proto)
+        else {
+            continue;
+        };
+        let sets = endpoints_for(svc, sp, groups_of(cluster, &svc.id), node);
+        if fs.backends != sets.backends
+            || fs.local_backends != sets.local_backends
+            || fs.terminating != sets.terminating
+        {
+            fs.backends = sets.backends;
+            fs.local_backends = sets.local_backends;
+            fs.terminating = sets.terminating;
+            changed.push(*frontend);
+        }
+    }
+    for hc in state.health_checks.iter_mut() {
+        if services.contains(&hc.service) {
+            hc.local_endpoints = local_ready_endpoints(groups_of(cluster, &hc.service), node);
+        }
+    }
+    changed
+}
+
 fn groups_of<'a>(cluster: &'a Cluster, id: &ObjectRef) -> &'a [EndpointGroup] {
     cluster
         .endpoints
@@ -700,6 +749,119 @@ mod tests {
 
     fn backends(state: &DesiredState, f: Frontend) -> Vec<BackendAddr> {
         state.frontends[&f].backends.clone()
+    }
+
+    /// update_endpoints on a state computed for an earlier cluster equals compute on the
+    /// new one, for endpoint changes (added, removed, terminating, local, no endpoints,
+    /// slice gone) of some Services, with others untouched.
+    #[test]
+    fn update_endpoints_matches_a_full_compute() {
+        let p = || {
+            vec![
+                port("http", 80, Protocol::Tcp),
+                port("dns", 53, Protocol::Udp),
+            ]
+        };
+        let mut lb = lb_service();
+        lb.external_traffic_policy = TrafficPolicy::Local;
+        lb.health_check_node_port = Some(32000);
+        let services = vec![
+            service("default", "a", &["10.96.0.1"], p()),
+            service("default", "b", &["10.96.0.2"], p()),
+            service("shop", "c", &["10.96.0.3"], p()),
+            lb,
+        ];
+        let groups = |addrs: &[(&str, Option<&str>, bool)]| {
+            vec![group(
+                &[("http", 8080, Protocol::Tcp), ("dns", 5353, Protocol::Udp)],
+                addrs
+                    .iter()
+                    .map(|(a, n, term)| {
+                        let e = ep(a, !term, true, *term);
+                        match n {
+                            Some(n) => on(n, e),
+                            None => e,
+                        }
+                    })
+                    .collect(),
+            )]
+        };
+        let http = |addrs: &[(&str, Option<&str>)]| {
+            vec![group(
+                &[("http", 8080, Protocol::Tcp)],
+                addrs
+                    .iter()
+                    .map(|(a, n)| match n {
+                        Some(n) => on(n, ep(a, true, true, false)),
+                        None => ep(a, true, true, false),
+                    })
+                    .collect(),
+            )]
+        };
+        let before = cluster(
+            services.clone(),
+            vec![
+                (
+                    ObjectRef::new("default", "a"),
+                    groups(&[("10.244.1.1", None, false)]),
+                ),
+                (
+                    ObjectRef::new("default", "b"),
+                    groups(&[("10.244.1.2", None, false)]),
+                ),
+                (
+                    ObjectRef::new("shop", "c"),
+                    groups(&[("10.244.1.3", None, false)]),
+                ),
+                (
+                    ObjectRef::new("default", "lb"),
+                    http(&[("10.244.2.1", Some("other"))]),
+                ),
+            ],
+        );
+        let after = cluster(
+            services,
+            vec![
+                (
+                    ObjectRef::new("default", "a"),
+                    groups(&[
+                        ("10.244.1.1", None, true),
+                        ("10.244.1.9", Some(NODE_A), false),
+                    ]),
+                ),
+                // b's slice is gone: no endpoints, rejects.
+                (
+                    ObjectRef::new("shop", "c"),
+                    groups(&[("10.244.1.3", None, false)]),
+                ),
+                (
+                    ObjectRef::new("default", "lb"),
+                    http(&[("10.244.2.1", Some("other")), ("10.244.2.2", Some(NODE_A))]),
+                ),
+            ],
+        );
+        let node = node();
+        let (mut state, _) = compute(&before, &node);
+        let changed: BTreeSet<ObjectRef> = ["a", "b", "lb"]
+            .into_iter()
+            .map(|n| ObjectRef::new("default", n))
+            .collect();
+        let frontends = update_endpoints(&mut state, &after, &node, &changed);
+        let (want, _) = compute(&after, &node);
+        assert_eq!(state, want);
+        // Every frontend of a, b and lb changed; none of c's.
+        assert!(
+            frontends
+                .iter()
+                .all(|f| state.frontends[f].service.name != "c")
+        );
+        assert!(frontends.contains(&fe("10.96.0.2", 80, Protocol::Tcp)));
+        assert_eq!(
+            state.health_checks[0].local_endpoints, 1,
+            "the health check counts the new local endpoint"
+        );
+        // Nothing changed: nothing reported.
+        assert!(update_endpoints(&mut state, &after, &node, &changed).is_empty());
     }
 
     #[test]

@@ -1009,7 +1009,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             &mut inconsistencies,
         );
 
-        match revnats.get(&(value.rev_nat_id as u32)) {
+        match revnats.get(&{ value.rev_nat_id }) {
             None => inconsistencies.push(format!(
                 "{name}: rev_nat_id {} has no SVC4_REVNAT entry (replies are not reverse-translated)",
                 value.rev_nat_id
@@ -1107,7 +1107,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             ));
         }
 
-        let svc_name = names.get(&(value.rev_nat_id as u32));
+        let svc_name = names.get(&{ value.rev_nat_id });
         if let Some(n) = svc_name
             && name_kind(n.kind) != Some(frontend_kind(flags))
         {
@@ -1208,7 +1208,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     }
 
     let service_name = |rev: u32| {
-        names.get(&u32::from(rev)).map(|n| ServiceName {
+        names.get(&rev).map(|n| ServiceName {
             namespace: n.namespace().to_string(),
             name: n.name().to_string(),
             port_name: n.port_name().to_string(),
@@ -1218,7 +1218,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         .conntrack
         .iter()
         .map(|(k, v)| {
-            let rev = revnats.get(&(v.rev_nat_id as u32));
+            let rev = revnats.get(&{ v.rev_nat_id });
             let mut e = decode_ct(k, v, now_ns, rev);
             e.service = service_name(v.rev_nat_id);
             if k.kind == CT_KIND_REPLY && rev.is_none() && !e.expired {
@@ -1316,7 +1316,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
                 client: Ipv4Addr::from(u32::from_be(k.client_be)),
                 rev_nat_id: k.rev_nat_id,
                 service: revnats
-                    .get(&(k.rev_nat_id as u32))
+                    .get(&{ k.rev_nat_id })
                     .map(|r| Endpoint::from_be(r.vip_be, r.port_be)),
                 backend_id: v.backend_id,
                 backend: backends

@@ -1,16 +1,24 @@
-//! Kubernetes mode: watch caches (kube-runtime reflectors) of the cluster's Services and
-//! EndpointSlices and of this node's Node object, turned into the same model the manifest
-//! directory gives ([`manifest::build`]), so both sources share one reconciler.
+//! Kubernetes mode: watches of the cluster's Services and EndpointSlices, converted object
+//! by object into the same model the manifest directory gives (the conversion functions
+//! of [`crate::model`] that [`crate::manifest::build`] uses), so both sources share one
+//! desired-state computation and one reconciler; and a cache of this node's Node object.
 //!
-//! Level-triggered, never event-driven: a watch event only says "something changed"; the
-//! agent then recomputes everything from the caches. kube-runtime's watcher lists first,
-//! then watches from the list's resourceVersion, reconnects with backoff when the
-//! connection breaks, resumes from the last resourceVersion it saw, and relists when the
-//! API server answers 410 Gone; the reflector swaps in a relisted set only when the list is
-//! complete (InitDone), so objects deleted while the connection was down disappear then,
-//! and a half-read list is never served. Until every watch has completed its first list,
-//! [`KubeSource::ready`] is false and the agent does not touch the maps at all (pruning
-//! against a partial view deleted live Services in Cilium #27215).
+//! kube-runtime's watcher lists first, then watches from the list's resourceVersion,
+//! reconnects with backoff when the connection breaks, resumes from the last
+//! resourceVersion it saw, and relists when the API server answers 410 Gone. The watch
+//! tasks convert each object as it arrives and send the result to the agent ([`ModelEvent`]);
+//! the agent keeps no copy of the API's objects, only the [`Model`]. A (re)list is collected
+//! on the side and swapped in only when it is complete (InitDone), as kube-runtime's
+//! reflector does: objects deleted while the connection was down disappear then, and a
+//! half-read list is never served. Until both kinds have been listed once
+//! ([`Model::listed`]) the agent does not touch the maps at all (pruning against a partial
+//! view deleted live Services in Cilium #27215).
+//!
+//! Level-triggered where it matters: a changed or deleted Service, a relist, a change of
+//! the node, or the resync timer recompute the whole desired state from the model; an
+//! EndpointSlice change recomputes only its Service's endpoint sets (the endpoints never
+//! decide which frontends exist), which keeps an endpoint change at 10,000 Services within
+//! milliseconds.
 //!
 //! What is watched, and why:
 //! - Services, every namespace, no label selector: Services that another proxy owns
@@ -22,9 +30,8 @@
 //!   no `--node-ip` is given, and whether it is being removed (for `/healthz`).
 //! - Legacy Endpoints are not watched: the EndpointSlice mirroring controller turns
 //!   hand-made Endpoints into slices, and kube-proxy reads slices only.
-//!
-//! The caches drop what the agent never reads (managedFields, annotations) to save memory.
 use std::{
+    collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
     path::Path,
     sync::{
@@ -39,7 +46,7 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt as _,
+    Api, Client, Resource,
     runtime::{
         WatchStreamExt as _,
         reflector::{self, Store},
@@ -49,7 +56,10 @@ use kube::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::manifest::{self, K8sObject, ManifestSet, ParsedObject};
+use crate::{
+    manifest::Problem,
+    model::{self, Cluster, EndpointGroup, ObjectRef},
+};
 
 /// The label on EndpointSlices of headless Services (kube-proxy filters on it too).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
@@ -139,7 +149,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
 /// Shared between the watch tasks and the agent.
 #[derive(Debug, Default)]
 struct WatchState {
-    /// Bumped by every watch event: the agent recomputes when it moved.
+    /// Bumped by every watch event.
     generation: AtomicU64,
     /// Watch errors (connection refused, decode errors, 410 Gone...) since start.
     errors: AtomicU64,
@@ -147,27 +157,111 @@ struct WatchState {
     changed: Notify,
 }
 
-/// One watched resource: its cache and whether its first list completed.
-struct Watched<K: Resource + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    listed: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+/// What a watch event did to one kind of object, already converted into the model (the
+/// watch task converts each object as it arrives and drops it: the agent keeps no copy of
+/// the API's objects, only the model).
+#[derive(Debug)]
+pub enum Op<T> {
+    /// A (re)list starts: what follows until `InitDone` replaces everything.
+    Init,
+    /// An object of the list.
+    InitApply(ObjectRef, T),
+    /// The list is complete.
+    InitDone,
+    /// Added or changed.
+    Apply(ObjectRef, T),
+    Delete(ObjectRef),
 }
 
-impl<K: Resource + 'static> Drop for Watched<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    fn drop(&mut self) {
-        self.task.abort();
+/// A Service converted: the model, or why it is not one; and the warnings.
+#[derive(Debug, Clone)]
+pub struct ServiceItem {
+    pub model: Option<model::Service>,
+    pub problems: Vec<Problem>,
+}
+
+/// An EndpointSlice converted: the Service it belongs to and its group (None: another
+/// address family), or why it is not usable; and the warnings.
+#[derive(Debug, Clone)]
+pub struct SliceItem {
+    pub service: Option<ObjectRef>,
+    pub group: Option<EndpointGroup>,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug)]
+pub enum ModelEvent {
+    Service(Op<ServiceItem>),
+    Slice(Op<SliceItem>),
+}
+
+fn object_ref<K: Resource>(o: &K) -> ObjectRef {
+    ObjectRef::new(
+        o.meta().namespace.as_deref().unwrap_or("default"),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+/// Where a problem found in the API's objects comes from, in [`Problem::source`].
+const API_SOURCE: &str = "api";
+
+fn problem(kind: &str, id: &ObjectRef, reason: String) -> Problem {
+    Problem {
+        source: API_SOURCE.to_string(),
+        object: Some(format!("{kind} {id}")),
+        reason,
     }
 }
 
-/// Starts a reflector for `api` on the current tokio runtime.
-fn watch<K>(api: Api<K>, config: watcher::Config, state: Arc<WatchState>) -> Watched<K>
+/// The manifest path's conversion of a Service.
+pub fn convert_service(svc: &Service) -> ServiceItem {
+    let id = object_ref(svc);
+    match model::Service::from_k8s(svc) {
+        Ok((model, warnings)) => ServiceItem {
+            model: Some(model),
+            problems: warnings
+                .into_iter()
+                .map(|w| problem("Service", &id, w))
+                .collect(),
+        },
+        Err(e) => ServiceItem {
+            model: None,
+            problems: vec![problem("Service", &id, e.to_string())],
+        },
+    }
+}
+
+/// The manifest path's conversion of an EndpointSlice.
+pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
+    let id = object_ref(slice);
+    match model::endpoint_group_from_slice(slice) {
+        Ok((service, group, warnings)) => SliceItem {
+            service: Some(service),
+            group,
+            problems: warnings
+                .into_iter()
+                .map(|w| problem("EndpointSlice", &id, w))
+                .collect(),
+        },
+        Err(e) => SliceItem {
+            service: None,
+            group: None,
+            problems: vec![problem("EndpointSlice", &id, e.to_string())],
+        },
+    }
+}
+
+/// Runs a watcher for `api` on the current tokio runtime, converting every object with
+/// `convert` into `wrap`ped [`ModelEvent`]s for the agent. Reconnects for ever (backoff).
+fn watch_model<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    state: Arc<WatchState>,
+    listed: Arc<AtomicBool>,
+    events: std::sync::mpsc::Sender<ModelEvent>,
+    convert: fn(&K) -> T,
+    wrap: fn(Op<T>) -> ModelEvent,
+) -> JoinHandle<()>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -176,92 +270,153 @@ where
         + Send
         + Sync
         + 'static,
+    T: Send + 'static,
 {
-    let (store, writer) = reflector::store();
-    let listed = Arc::new(AtomicBool::new(false));
     let kind = K::kind(&()).to_string();
-    let task = tokio::spawn({
-        let listed = listed.clone();
-        async move {
-            let stream = watcher(api, config)
-                .default_backoff()
-                .modify(|o: &mut K| {
-                    o.managed_fields_mut().clear();
-                    o.annotations_mut().clear();
-                })
-                .reflect(writer);
-            futures::pin_mut!(stream);
-            let mut failing = false;
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => {
-                        if failing {
-                            info!(kind = %kind, "watch is back");
-                            failing = false;
-                        }
-                        if let watcher::Event::InitDone = event {
-                            if !listed.swap(true, Ordering::SeqCst) {
-                                info!(kind = %kind, "initial list complete");
-                            } else {
-                                info!(kind = %kind, "relisted");
-                            }
-                        }
+    tokio::spawn(async move {
+        let stream = watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            let op = match event {
+                Ok(event) => {
+                    if failing {
+                        info!(kind = %kind, "watch is back");
+                        failing = false;
                     }
-                    Err(e) => {
-                        state.errors.fetch_add(1, Ordering::Relaxed);
-                        // One line per outage, not per retry: the backoff retries for ever.
-                        if !failing {
-                            warn!(kind = %kind, error = %e, "watch failed; serving the last state and retrying");
-                            failing = true;
-                        }
-                        continue;
+                    match event {
+                        watcher::Event::Init => Op::Init,
+                        watcher::Event::InitApply(o) => Op::InitApply(object_ref(&o), convert(&o)),
+                        watcher::Event::InitDone => Op::InitDone,
+                        watcher::Event::Apply(o) => Op::Apply(object_ref(&o), convert(&o)),
+                        watcher::Event::Delete(o) => Op::Delete(object_ref(&o)),
                     }
                 }
-                state.generation.fetch_add(1, Ordering::SeqCst);
-                state.changed.notify_one();
+                Err(e) => {
+                    state.errors.fetch_add(1, Ordering::Relaxed);
+                    // One line per outage, not per retry: the backoff retries for ever.
+                    if !failing {
+                        warn!(kind = %kind, error = %e, "watch failed; serving the last state and retrying");
+                        failing = true;
+                    }
+                    continue;
+                }
+            };
+            let done = matches!(op, Op::InitDone);
+            if events.send(wrap(op)).is_err() {
+                return;
             }
+            // Only once the InitDone is in the channel: whoever sees the flag finds the
+            // complete list behind it.
+            if done {
+                if !listed.swap(true, Ordering::SeqCst) {
+                    info!(kind = %kind, "initial list complete");
+                } else {
+                    info!(kind = %kind, "relisted");
+                }
+            }
+            state.generation.fetch_add(1, Ordering::SeqCst);
+            state.changed.notify_one();
         }
-    });
-    Watched {
-        store,
-        listed,
-        task,
-    }
+    })
+}
+
+/// This node's Node object, cached (one object): a plain reflector.
+struct NodeWatch {
+    store: Store<Node>,
+    listed: Arc<AtomicBool>,
+    task: JoinHandle<()>,
 }
 
 /// The cluster seen through watches. Dropping it stops them.
 pub struct KubeSource {
-    services: Watched<Service>,
-    slices: Watched<EndpointSlice>,
-    node: Option<Watched<Node>>,
+    events: std::sync::mpsc::Receiver<ModelEvent>,
+    services_listed: Arc<AtomicBool>,
+    slices_listed: Arc<AtomicBool>,
+    node: Option<NodeWatch>,
+    tasks: Vec<JoinHandle<()>>,
     state: Arc<WatchState>,
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(n) = &self.node {
+            n.task.abort();
+        }
+    }
 }
 
 impl KubeSource {
     /// Starts the watches (on the current tokio runtime). `node_name`: also watch that Node.
     pub fn start(client: Client, node_name: Option<&str>) -> KubeSource {
         let state = Arc::new(WatchState::default());
-        let services = watch(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-            state.clone(),
-        );
-        let slices = watch(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(&format!("!{HEADLESS_LABEL}")),
-            state.clone(),
-        );
-        let node = node_name.map(|name| {
-            watch(
-                Api::<Node>::all(client),
-                watcher::Config::default().fields(&format!("metadata.name={name}")),
+        let (tx, rx) = std::sync::mpsc::channel();
+        let services_listed = Arc::new(AtomicBool::new(false));
+        let slices_listed = Arc::new(AtomicBool::new(false));
+        let tasks = vec![
+            watch_model(
+                Api::<Service>::all(client.clone()),
+                watcher::Config::default(),
                 state.clone(),
-            )
+                services_listed.clone(),
+                tx.clone(),
+                convert_service,
+                ModelEvent::Service,
+            ),
+            watch_model(
+                Api::<EndpointSlice>::all(client.clone()),
+                watcher::Config::default().labels(&format!("!{HEADLESS_LABEL}")),
+                state.clone(),
+                slices_listed.clone(),
+                tx,
+                convert_slice,
+                ModelEvent::Slice,
+            ),
+        ];
+        let node = node_name.map(|name| {
+            let (store, writer) = reflector::store();
+            let listed = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn({
+                let (state, listed) = (state.clone(), listed.clone());
+                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                async move {
+                    let stream = watcher(Api::<Node>::all(client), config)
+                        .default_backoff()
+                        .reflect(writer);
+                    futures::pin_mut!(stream);
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(watcher::Event::InitDone) => {
+                                if !listed.swap(true, Ordering::SeqCst) {
+                                    info!(kind = "Node", "initial list complete");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                state.errors.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                        state.generation.fetch_add(1, Ordering::SeqCst);
+                        state.changed.notify_one();
+                    }
+                }
+            });
+            NodeWatch {
+                store,
+                listed,
+                task,
+            }
         });
         KubeSource {
-            services,
-            slices,
+            events: rx,
+            services_listed,
+            slices_listed,
             node,
+            tasks,
             state,
         }
     }
@@ -269,8 +424,8 @@ impl KubeSource {
     /// True once every watch has completed its first list. Before that nothing may be
     /// pruned, so the agent serves what the maps hold.
     pub fn ready(&self) -> bool {
-        self.services.listed.load(Ordering::SeqCst)
-            && self.slices.listed.load(Ordering::SeqCst)
+        self.services_listed.load(Ordering::SeqCst)
+            && self.slices_listed.load(Ordering::SeqCst)
             && self
                 .node
                 .as_ref()
@@ -292,40 +447,224 @@ impl KubeSource {
         self.state.changed.notified().await
     }
 
-    /// The model of what the caches hold now, through the manifest path's conversion
-    /// (problems name the object; their source is `api`).
-    pub fn snapshot(&self) -> ManifestSet {
-        let mut services = self.services.store.state();
-        services.sort_by_key(|s| (s.namespace(), s.name_any()));
-        let mut slices = self.slices.store.state();
-        slices.sort_by_key(|s| (s.namespace(), s.name_any()));
-        let item = |object| {
-            Ok(ParsedObject {
-                source: "api".to_string(),
-                object,
-            })
-        };
-        let items = services
-            .iter()
-            .map(|s| item(K8sObject::Service(Box::new(Service::clone(s)))))
-            .chain(
-                slices
-                    .iter()
-                    .map(|s| item(K8sObject::EndpointSlice(Box::new(EndpointSlice::clone(s))))),
-            )
-            .collect();
-        manifest::build(items)
-    }
-
     /// This node's facts, once its Node object has been seen.
     pub fn node(&self) -> Option<NodeFacts> {
         let node = self.node.as_ref()?.store.state().into_iter().next()?;
         Some(node_facts(&node))
     }
 
-    /// Objects in the caches (Services, EndpointSlices).
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.services.store.len(), self.slices.store.len())
+    /// Applies every event that arrived to `model`.
+    pub fn drain_into(&self, model: &mut Model) -> Refresh {
+        let mut r = Refresh::default();
+        while let Ok(e) = self.events.try_recv() {
+            model.apply(e, &mut r);
+        }
+        r
+    }
+}
+
+/// What applying events changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Refresh {
+    /// A Service object was added, changed or removed, or a list was swapped in:
+    /// everything must be recomputed.
+    pub services_changed: bool,
+    /// Services whose endpoints (EndpointSlices) changed.
+    pub endpoints_changed: std::collections::BTreeSet<ObjectRef>,
+}
+
+impl Refresh {
+    pub fn is_empty(&self) -> bool {
+        !self.services_changed && self.endpoints_changed.is_empty()
+    }
+}
+
+/// A slice as the model remembers it (its group lives in [`Model::groups`]).
+#[derive(Debug, Clone, Default)]
+struct SliceEntry {
+    service: Option<ObjectRef>,
+    problems: Vec<Problem>,
+}
+
+/// The model ([`Cluster`]) of the cluster's Services and EndpointSlices, kept up to date
+/// event by event. A (re)list is collected on the side and swapped in whole when it is
+/// complete (InitDone), as kube-runtime's reflector does, so objects deleted while a watch
+/// was down disappear then and a half-read list is never served. Like
+/// [`Cluster::assemble`], a Service that has EndpointSlices takes its endpoints from them,
+/// in slice namespace/name order.
+#[derive(Debug, Default)]
+pub struct Model {
+    cluster: Cluster,
+    services: HashMap<ObjectRef, Vec<Problem>>,
+    slices: HashMap<ObjectRef, SliceEntry>,
+    /// Per Service, its slices' groups (None: a slice of another address family).
+    groups: BTreeMap<ObjectRef, BTreeMap<ObjectRef, Option<EndpointGroup>>>,
+    /// Lists in progress.
+    listing_services: Option<Vec<(ObjectRef, ServiceItem)>>,
+    listing_slices: Option<Vec<(ObjectRef, SliceItem)>>,
+    /// A complete list of each kind has been swapped in.
+    services_listed: bool,
+    slices_listed: bool,
+}
+
+impl Model {
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// True once a complete list of Services and of EndpointSlices is in: before that
+    /// nothing may be computed from the model (it would prune live Services).
+    pub fn listed(&self) -> bool {
+        self.services_listed && self.slices_listed
+    }
+
+    /// Every problem of the current objects, Services first, each kind in namespace/name
+    /// order.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out: Vec<(u8, &ObjectRef, &Problem)> = self
+            .services
+            .iter()
+            .flat_map(|(id, p)| p.iter().map(move |p| (0, id, p)))
+            .chain(
+                self.slices
+                    .iter()
+                    .flat_map(|(id, c)| c.problems.iter().map(move |p| (1, id, p))),
+            )
+            .collect();
+        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.into_iter().map(|(_, _, p)| p.clone()).collect()
+    }
+
+    /// Applies one event, noting what it changed in `r`.
+    pub fn apply(&mut self, event: ModelEvent, r: &mut Refresh) {
+        match event {
+            ModelEvent::Service(op) => match op {
+                Op::Init => self.listing_services = Some(Vec::new()),
+                Op::InitApply(id, item) => self
+                    .listing_services
+                    .get_or_insert_with(Vec::new)
+                    .push((id, item)),
+                Op::InitDone => {
+                    let list = self.listing_services.take().unwrap_or_default();
+                    self.services.clear();
+                    self.cluster.services.clear();
+                    for (id, item) in list {
+                        self.put_service(id, item);
+                    }
+                    self.services_listed = true;
+                    r.services_changed = true;
+                }
+                Op::Apply(id, item) => {
+                    self.put_service(id, item);
+                    r.services_changed = true;
+                }
+                Op::Delete(id) => {
+                    self.services.remove(&id);
+                    self.cluster.services.remove(&id);
+                    r.services_changed = true;
+                }
+            },
+            ModelEvent::Slice(op) => match op {
+                Op::Init => self.listing_slices = Some(Vec::new()),
+                Op::InitApply(id, item) => self
+                    .listing_slices
+                    .get_or_insert_with(Vec::new)
+                    .push((id, item)),
+                Op::InitDone => {
+                    let list = self.listing_slices.take().unwrap_or_default();
+                    self.slices.clear();
+                    self.groups.clear();
+                    self.cluster.endpoints.clear();
+                    let mut touched = std::collections::BTreeSet::new();
+                    for (id, item) in list {
+                        if let Some(svc) = self.put_slice_quiet(id, item) {
+                            touched.insert(svc);
+                        }
+                    }
+                    for svc in &touched {
+                        self.rebuild_endpoints(svc);
+                    }
+                    self.slices_listed = true;
+                    // A relist may change anything: recompute everything.
+                    r.services_changed = true;
+                }
+                Op::Apply(id, item) => {
+                    for svc in self
+                        .remove_slice(&id)
+                        .into_iter()
+                        .chain(item.service.clone())
+                    {
+                        r.endpoints_changed.insert(svc);
+                    }
+                    if let Some(svc) = self.put_slice_quiet(id, item) {
+                        self.rebuild_endpoints(&svc);
+                    }
+                }
+                Op::Delete(id) => {
+                    if let Some(svc) = self.remove_slice(&id) {
+                        r.endpoints_changed.insert(svc);
+                    }
+                }
+            },
+        }
+    }
+
+    fn put_service(&mut self, id: ObjectRef, item: ServiceItem) {
+        match item.model {
+            Some(m) => {
+                self.cluster.services.insert(id.clone(), m);
+            }
+            None => {
+                self.cluster.services.remove(&id);
+            }
+        }
+        self.services.insert(id, item.problems);
+    }
+
+    /// Records a slice and its group without rebuilding the Service's endpoints; returns
+    /// the Service it belongs to.
+    fn put_slice_quiet(&mut self, id: ObjectRef, item: SliceItem) -> Option<ObjectRef> {
+        let svc = item.service.clone();
+        if let Some(s) = &svc {
+            self.groups
+                .entry(s.clone())
+                .or_default()
+                .insert(id.clone(), item.group);
+        }
+        self.slices.insert(
+            id,
+            SliceEntry {
+                service: item.service,
+                problems: item.problems,
+            },
+        );
+        svc
+    }
+
+    /// Forgets a slice; returns the Service it belonged to (its endpoints rebuilt).
+    fn remove_slice(&mut self, id: &ObjectRef) -> Option<ObjectRef> {
+        let svc = self.slices.remove(id)?.service?;
+        if let Some(g) = self.groups.get_mut(&svc) {
+            g.remove(id);
+            if g.is_empty() {
+                self.groups.remove(&svc);
+            }
+        }
+        self.rebuild_endpoints(&svc);
+        Some(svc)
+    }
+
+    fn rebuild_endpoints(&mut self, svc: &ObjectRef) {
+        match self.groups.get(svc) {
+            Some(groups) => {
+                self.cluster
+                    .endpoints
+                    .insert(svc.clone(), groups.values().flatten().cloned().collect());
+            }
+            None => {
+                self.cluster.endpoints.remove(svc);
+            }
+        }
     }
 }
 
@@ -363,6 +702,139 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// The objects of the two-node example as the API would hold them: Services and
+    /// EndpointSlices (legacy Endpoints are not watched), each with a resourceVersion.
+    fn example_objects() -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node/services.yaml"),
+        )
+        .unwrap();
+        let (objects, problems) = crate::manifest::parse_str(&text, "services.yaml");
+        assert!(problems.is_empty(), "{problems:?}");
+        let (mut services, mut slices) = (Vec::new(), Vec::new());
+        for o in objects {
+            match o.object {
+                crate::manifest::K8sObject::Service(mut s) => {
+                    s.metadata.resource_version = Some("1".into());
+                    services.push(Arc::new(*s));
+                }
+                crate::manifest::K8sObject::EndpointSlice(mut s) => {
+                    s.metadata.resource_version = Some("1".into());
+                    slices.push(Arc::new(*s));
+                }
+                crate::manifest::K8sObject::Endpoints(_) => {}
+            }
+        }
+        (services, slices)
+    }
+
+    /// The manifest path's model of the same objects.
+    fn manifest_model(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Cluster {
+        let items = services
+            .iter()
+            .map(|s| crate::manifest::K8sObject::Service(Box::new(Service::clone(s))))
+            .chain(slices.iter().map(|s| {
+                crate::manifest::K8sObject::EndpointSlice(Box::new(EndpointSlice::clone(s)))
+            }))
+            .map(|object| {
+                Ok(crate::manifest::ParsedObject {
+                    source: "x".into(),
+                    object,
+                })
+            })
+            .collect();
+        crate::manifest::build(items).cluster
+    }
+
+    fn list(m: &mut Model, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Refresh {
+        let mut r = Refresh::default();
+        m.apply(ModelEvent::Service(Op::Init), &mut r);
+        for s in services {
+            m.apply(
+                ModelEvent::Service(Op::InitApply(object_ref(s.as_ref()), convert_service(s))),
+                &mut r,
+            );
+        }
+        m.apply(ModelEvent::Service(Op::InitDone), &mut r);
+        m.apply(ModelEvent::Slice(Op::Init), &mut r);
+        for s in slices {
+            m.apply(
+                ModelEvent::Slice(Op::InitApply(object_ref(s.as_ref()), convert_slice(s))),
+                &mut r,
+            );
+        }
+        m.apply(ModelEvent::Slice(Op::InitDone), &mut r);
+        r
+    }
+
+    #[test]
+    fn the_model_follows_events_as_the_manifest_path_builds_it() {
+        let (mut services, mut slices) = example_objects();
+        let mut m = Model::default();
+        assert!(!m.listed());
+        let r = list(&mut m, &services, &slices);
+        assert!(m.listed() && r.services_changed);
+        assert_eq!(*m.cluster(), manifest_model(&services, &slices));
+
+        // One slice changes (one endpoint fewer): only its Service's endpoints.
+        let i = slices
+            .iter()
+            .position(|s| s.metadata.name.as_deref() == Some("web-1"))
+            .unwrap();
+        let mut web = EndpointSlice::clone(&slices[i]);
+        web.endpoints.as_mut().unwrap().pop();
+        slices[i] = Arc::new(web);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Slice(Op::Apply(
+                object_ref(slices[i].as_ref()),
+                convert_slice(&slices[i]),
+            )),
+            &mut r,
+        );
+        assert!(!r.services_changed);
+        assert_eq!(
+            r.endpoints_changed.iter().cloned().collect::<Vec<_>>(),
+            [ObjectRef::new("default", "web")]
+        );
+        assert_eq!(*m.cluster(), manifest_model(&services, &slices));
+
+        // A slice is deleted; then a Service.
+        let gone = slices.remove(0);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Slice(Op::Delete(object_ref(gone.as_ref()))),
+            &mut r,
+        );
+        assert_eq!(r.endpoints_changed.len(), 1);
+        assert_eq!(*m.cluster(), manifest_model(&services, &slices));
+        let gone = services.remove(0);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Service(Op::Delete(object_ref(gone.as_ref()))),
+            &mut r,
+        );
+        assert!(r.services_changed);
+        assert_eq!(*m.cluster(), manifest_model(&services, &slices));
+
+        // A relist after 410 Gone: while it is being read the old state stays; when it is
+        // complete, what it lacks is gone.
+        let before = m.cluster().clone();
+        let mut r = Refresh::default();
+        m.apply(ModelEvent::Service(Op::Init), &mut r);
+        m.apply(
+            ModelEvent::Service(Op::InitApply(
+                object_ref(services[0].as_ref()),
+                convert_service(&services[0]),
+            )),
+            &mut r,
+        );
+        assert_eq!(*m.cluster(), before, "a half-read list is never served");
+        m.apply(ModelEvent::Service(Op::InitDone), &mut r);
+        assert!(r.services_changed);
+        assert_eq!(*m.cluster(), manifest_model(&services[..1], &slices));
     }
 
     #[test]

@@ -354,28 +354,16 @@ impl Reconciler {
         (self.frontends.len(), self.backends.len())
     }
 
-    pub fn sync(&mut self, desired: &DesiredState, store: &mut impl MapStore) -> SyncReport {
-        let mut report = SyncReport::default();
-        self.remove_orphans(store, &mut report);
-
-        // 1. Backends: every backend a new flow may get is active; terminating ones stay
-        //    (state terminating) so established flows keep them.
-        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
-        for state in desired.frontends.values() {
-            for b in &state.terminating {
-                wanted.entry(*b).or_insert(BACKEND_STATE_TERMINATING);
-            }
-            let local: &[BackendAddr] = if state.local_policy {
-                &state.local_backends
-            } else {
-                &[]
-            };
-            for b in state.backends.iter().chain(local) {
-                wanted.insert(*b, BACKEND_STATE_ACTIVE);
-            }
-        }
+    /// Allocates ids for and writes the `wanted` backends (address -> state) that the maps
+    /// do not hold as wanted; returns the id of every backend that is now in the map.
+    fn ensure_backends(
+        &mut self,
+        wanted: &BTreeMap<BackendAddr, u8>,
+        store: &mut impl MapStore,
+        report: &mut SyncReport,
+    ) -> BTreeMap<BackendAddr, u32> {
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
-        for (addr, backend_state) in &wanted {
+        for (addr, backend_state) in wanted {
             if self.backend_ids.get(addr).is_none()
                 && self.backends.len() >= self.lb_capacity as usize
             {
@@ -415,6 +403,105 @@ impl Reconciler {
             }
             ready.insert(*addr, id);
         }
+        ready
+    }
+
+    /// Syncs only `frontends` (added, changed or removed in `desired`), for a change that
+    /// touches nothing else: an endpoint change of some Services. Their backends are added
+    /// first and the backends only they used are removed last, as in [`sync`](Self::sync);
+    /// a backend that another frontend uses is never downgraded to terminating here (the
+    /// next full sync settles states). What a full sync also does (orphans, unserved
+    /// names) is left to it.
+    pub fn sync_partial(
+        &mut self,
+        desired: &DesiredState,
+        frontends: &[Frontend],
+        store: &mut impl MapStore,
+    ) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
+        for f in frontends {
+            if let Some(state) = desired.frontends.get(f) {
+                add_wanted(&mut wanted, state);
+            }
+        }
+        for (addr, st) in wanted.iter_mut() {
+            let active_elsewhere = self
+                .backend_ids
+                .get(addr)
+                .and_then(|id| self.backends.get(&id))
+                .is_some_and(|b| b.state == BACKEND_STATE_ACTIVE);
+            if *st == BACKEND_STATE_TERMINATING && active_elsewhere {
+                *st = BACKEND_STATE_ACTIVE;
+            }
+        }
+        let ready = self.ensure_backends(&wanted, store, &mut report);
+        // The backends these frontends pointed at: candidates for removal afterwards.
+        let mut candidates: std::collections::HashSet<u32> = frontends
+            .iter()
+            .filter_map(|f| self.frontends.get(f))
+            .flat_map(|i| i.scopes.iter().flat_map(|s| s.slots.values().copied()))
+            .collect();
+        for f in frontends {
+            let result = match desired.frontends.get(f) {
+                Some(state) => self.sync_frontend(f, state, &ready, store, &mut report),
+                None => self.remove_frontend(f, store, &mut report),
+            };
+            if let Err(e) = result {
+                report.errors.push((Some(*f), e));
+            }
+        }
+        for id in ready.values() {
+            candidates.remove(id);
+        }
+        if !candidates.is_empty() {
+            // Still in a slot of any frontend, or kept for the flows of a terminating one.
+            for installed in self.frontends.values() {
+                for scope in &installed.scopes {
+                    for id in scope.slots.values() {
+                        candidates.remove(id);
+                    }
+                }
+            }
+            for state in desired.frontends.values() {
+                for b in &state.terminating {
+                    if let Some(id) = self.backend_ids.get(b) {
+                        candidates.remove(&id);
+                    }
+                }
+            }
+        }
+        let mut unused: Vec<u32> = candidates.into_iter().collect();
+        unused.sort_unstable();
+        self.delete_backends(&unused, store, &mut report);
+        report
+    }
+
+    fn delete_backends(&mut self, ids: &[u32], store: &mut impl MapStore, report: &mut SyncReport) {
+        for &id in ids {
+            match store.del_backend(id) {
+                Ok(()) => {
+                    if let Some(addr) = self.backends.remove(&id).as_ref().and_then(backend_addr) {
+                        self.backend_ids.release(&addr);
+                    }
+                    report.backends_removed += 1;
+                }
+                Err(e) => report.errors.push((None, e)),
+            }
+        }
+    }
+
+    pub fn sync(&mut self, desired: &DesiredState, store: &mut impl MapStore) -> SyncReport {
+        let mut report = SyncReport::default();
+        self.remove_orphans(store, &mut report);
+
+        // 1. Backends: every backend a new flow may get is active; terminating ones stay
+        //    (state terminating) so established flows keep them.
+        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
+        for state in desired.frontends.values() {
+            add_wanted(&mut wanted, state);
+        }
+        let ready = self.ensure_backends(&wanted, store, &mut report);
 
         // 2. Frontends no longer wanted go first, freeing room in full maps.
         let stale: Vec<Frontend> = self
@@ -449,17 +536,7 @@ impl Reconciler {
             .filter(|id| !referenced.contains(id))
             .copied()
             .collect();
-        for id in unused {
-            match store.del_backend(id) {
-                Ok(()) => {
-                    if let Some(addr) = self.backends.remove(&id).as_ref().and_then(backend_addr) {
-                        self.backend_ids.release(&addr);
-                    }
-                    report.backends_removed += 1;
-                }
-                Err(e) => report.errors.push((None, e)),
-            }
-        }
+        self.delete_backends(&unused, store, &mut report);
 
         // 6. Names: the unserved Services, then whatever no installed frontend owns.
         let mut wanted_names: BTreeMap<u32, SvcName> = desired
@@ -469,7 +546,7 @@ impl Reconciler {
             .map(|(n, (svc, why))| (NAME_KEY_UNSERVED + n as u32, unserved_name(svc, *why)))
             .collect();
         for (frontend, installed) in &self.frontends {
-            let key = installed.rev_nat_id as u32;
+            let key = installed.rev_nat_id;
             match desired.frontends.get(frontend) {
                 Some(state) => {
                     wanted_names.insert(key, frontend_name(state));
@@ -577,8 +654,8 @@ impl Reconciler {
                 port_be: frontend.port.to_be(),
                 _pad: [0; 2],
             };
-            store.put_revnat(rev_nat_id as u32, &value)?;
-            self.revnats.insert(rev_nat_id as u32);
+            store.put_revnat(rev_nat_id, &value)?;
+            self.revnats.insert(rev_nat_id);
         }
         self.sync_name(frontend, rev_nat_id, state, store, report);
         let installed = self.frontends.entry(*frontend).or_default();
@@ -719,7 +796,7 @@ impl Reconciler {
             store.del_src_range(&key)?;
         }
         debug_assert!(installed.is_empty());
-        let rev = installed.rev_nat_id as u32;
+        let rev = installed.rev_nat_id;
         if rev != 0 && self.revnats.contains(&rev) {
             store.del_revnat(rev)?;
             self.revnats.remove(&rev);
@@ -797,6 +874,22 @@ fn trim_scope(
         report.slots_removed += 1;
     }
     Ok(())
+}
+
+/// Adds the backends `state` wants to `wanted`: active for those new flows may get,
+/// terminating (unless active for another frontend) for those only established flows keep.
+fn add_wanted(wanted: &mut BTreeMap<BackendAddr, u8>, state: &FrontendState) {
+    for b in &state.terminating {
+        wanted.entry(*b).or_insert(BACKEND_STATE_TERMINATING);
+    }
+    let local: &[BackendAddr] = if state.local_policy {
+        &state.local_backends
+    } else {
+        &[]
+    };
+    for b in state.backends.iter().chain(local) {
+        wanted.insert(*b, BACKEND_STATE_ACTIVE);
+    }
 }
 
 /// An in-memory MapStore with the kernel's capacity behaviour, for tests.
@@ -947,12 +1040,52 @@ mod tests {
         d
     }
 
+    /// A partial sync of the frontends whose backends changed leaves the maps exactly as a
+    /// full sync does: new backends in, the backends only they used out, shared ones kept.
+    #[test]
+    fn partial_sync_equals_a_full_sync_for_endpoint_changes() {
+        let (f1, f2, f3) = (
+            fe([10, 96, 0, 1], 80),
+            fe([10, 96, 0, 2], 80),
+            fe([10, 96, 0, 3], 80),
+        );
+        let before = desired(&[
+            (f1, vec![be(1), be(2)]),
+            (f2, vec![be(2), be(3)]),
+            (f3, vec![be(4)]),
+        ]);
+        let mut after = desired(&[
+            (f1, vec![be(1), be(5)]),
+            (f2, vec![be(3)]),
+            (f3, vec![be(4)]),
+        ]);
+        // be(6) stays for f3's established flows only.
+        after.frontends.get_mut(&f3).unwrap().terminating = vec![be(6)];
+        let mut full = FakeMaps::default();
+        let mut r_full = Reconciler::adopt(&full).unwrap();
+        assert!(r_full.sync(&before, &mut full).errors.is_empty());
+        let mut part = full.clone();
+        let mut r_part = Reconciler::adopt(&part).unwrap();
+        assert!(r_full.sync(&after, &mut full).errors.is_empty());
+        let report = r_part.sync_partial(&after, &[f1, f2, f3], &mut part);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(part.services, full.services);
+        assert_eq!(part.backends, full.backends);
+        assert_eq!(part.revnats, full.revnats);
+        assert_consistent(&part);
+        // be(2) (only f1 and f2 used it) is gone; be(6) is there, terminating.
+        assert_eq!(report.backends_removed, 1);
+        // A second partial sync of the same state writes nothing.
+        let again = r_part.sync_partial(&after, &[f1, f2], &mut part);
+        assert!(!again.changed(), "{again:?}");
+    }
+
     /// Checks the invariant a packet relies on: every frontend's count points at existing
     /// slots whose backends exist, with a rev-NAT entry.
     fn assert_consistent(m: &FakeMaps) {
         for (k, v) in m.services.iter().filter(|(k, _)| k.slot == 0) {
             assert!(
-                m.revnats.contains_key(&(v.rev_nat_id as u32)),
+                m.revnats.contains_key(&{ v.rev_nat_id }),
                 "frontend without revnat"
             );
             for slot in 1..=v.count {
@@ -1201,8 +1334,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{s} not in {:?}", m.log))
         };
         assert_eq!(pos(&maps, "put name 0x1"), pos(&maps, "put revnat 1") + 1);
-        let rev_a = maps.services[&svc_key(&a, SCOPE_ALL, 0)].rev_nat_id as u32;
-        let rev_b = maps.services[&svc_key(&b, SCOPE_ALL, 0)].rev_nat_id as u32;
+        let rev_a = maps.services[&svc_key(&a, SCOPE_ALL, 0)].rev_nat_id;
+        let rev_b = maps.services[&svc_key(&b, SCOPE_ALL, 0)].rev_nat_id;
         assert_eq!(
             name_of(&maps, rev_a),
             (

@@ -5,6 +5,7 @@
 //! `mod <name>;`, a variant `Name(<name>::Opts)` and a match arm in `dispatch`. Commands that need
 //! the BPF toolchain can call [`setup::ensure`] first.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -32,6 +33,8 @@ enum Cmd {
     Run(run::Opts),
     /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially.
     Test(test::Opts),
+    /// Benchmarks next to kube-proxy's iptables and nftables modes: bench/results/.
+    Bench(bench::Opts),
 }
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Setup(opts) => setup::ensure(&opts),
         Cmd::Run(opts) => run::run(&opts),
         Cmd::Test(opts) => test::run(&opts),
+        Cmd::Bench(opts) => bench::run(&opts),
     }
 }
 

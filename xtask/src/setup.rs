@@ -6,7 +6,7 @@
 //!   prebuilt BPF `core` and its library source, linked into rustup);
 //! - `bpf-linker` (built from crates.io against Debian's LLVM 22);
 //! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3) and the
-//!   benchmark's (iptables, nftables, nginx);
+//!   benchmark's (iptables, nftables, nginx, and the DejaVu Sans font of its report's plots);
 //! - bpffs mounted at /sys/fs/bpf.
 //!
 //! Everything is checked first; when nothing is missing it succeeds without root, without
@@ -46,8 +46,9 @@ pub const LINKER_BUILD_PKGS: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
 ];
-/// Tools the lab (and people trying it by hand) use, each with a binary it provides, which is
-/// what is checked where dpkg is not available.
+/// Tools the lab (and people trying it by hand) use, each with a binary it provides (or, for a
+/// path starting with `/`, a file it installs), which is what is checked where dpkg is not
+/// available.
 pub const LAB_PKGS: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("bpftool", "bpftool"),
@@ -63,6 +64,11 @@ pub const LAB_PKGS: &[(&str, &str)] = &[
     ("iptables", "iptables-legacy-restore"),
     ("nftables", "nft"),
     ("nginx", "nginx"),
+    // The font of the benchmark report's plots (read by svc-bench, no font library).
+    (
+        "fonts-dejavu-core",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ),
 ];
 
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -396,6 +402,7 @@ impl Item {
     fn label(&self) -> String {
         match &self.kind {
             Kind::Package(p) => format!("package {p}"),
+            Kind::Tool(t) if t.starts_with('/') => format!("file {t}"),
             Kind::Tool(t) => format!("tool {t}"),
             Kind::BpfLinker => "bpf-linker".into(),
             Kind::LinkerBuildDeps => "bpf-linker build deps".into(),
@@ -438,7 +445,7 @@ fn manual_instructions() -> String {
          or, with internet access, the usual aya set-up instead of Debian's rustc-web \
          (elsewhere, use your distribution's packages for the lab tools: iproute2, bpftool, \
          ethtool, nsenter (util-linux), curl, netcat, procps, python3, iptables, nftables, \
-         nginx):\n  \
+         nginx, and the DejaVu Sans font at /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf):\n  \
          rustup toolchain install nightly --component rust-src\n  \
          cargo install bpf-linker",
         pkgs = all_pkgs.join(" ")
@@ -492,7 +499,12 @@ pub fn ensure(opts: &Opts) -> Result<()> {
         }
     } else {
         for (_, tool) in LAB_PKGS {
-            let state = match find_tool(tool) {
+            let found = if tool.starts_with('/') {
+                Path::new(tool).is_file().then(|| PathBuf::from(tool))
+            } else {
+                find_tool(tool)
+            };
+            let state = match found {
                 Some(p) => State::Ok(p.display().to_string()),
                 None => State::Missing(String::new()),
             };

@@ -1,0 +1,194 @@
+//! svc-bench: the benchmark `cargo xtask bench` runs (as root, in lab namespaces only).
+//! Sections, in this order: 1 per-packet cost (BPF_PROG_TEST_RUN), 3+4 programming time and
+//! agent memory, 2 end to end against kube-proxy's iptables and nftables layouts. A section
+//! that fails is recorded as a note and the others still run. Writes
+//! `<out>/<timestamp>.json`, `.md` and the PNG plots, and prints a summary.
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use clap::Parser;
+use svc_bench::{
+    e2e::{self, E2eOpts},
+    prog::{self, ProgOpts},
+    programming::{self, ProgrammingOpts},
+    report,
+    results::{Machine, RESULTS_VERSION, Results},
+};
+
+/// Benchmarks of svc-ebpf next to kube-proxy's iptables and nftables modes.
+///
+/// Everything runs in network namespaces this program creates and removes; every load is
+/// bounded in count and time. Needs root. `cargo xtask bench` builds it in release mode and
+/// runs it.
+#[derive(Debug, Parser)]
+#[command(name = "svc-bench", version)]
+struct Args {
+    /// Fewer scales and shorter runs: under 5 minutes on 2 cores (end to end at 1 and 1,000
+    /// Services only, one round; no nft -f of 10k Services).
+    #[arg(long)]
+    quick: bool,
+
+    /// Directory for the results (JSON, markdown report, PNG plots).
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    out: PathBuf,
+
+    /// Run only these sections (repeatable): packet, programming, e2e. Default: all.
+    #[arg(long = "only", value_name = "SECTION")]
+    only: Vec<String>,
+
+    /// Services for the programming and memory sections.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    programming_services: usize,
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let meminfo = read("/proc/meminfo");
+    Machine {
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_default(),
+        memory_mib: meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb / 1024),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("svc-bench: needs root (network namespaces, bpffs, BPF programs)");
+        return ExitCode::FAILURE;
+    }
+    let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let log = |line: &str| eprintln!("{line}");
+    let clock = Instant::now();
+    let mut r = Results {
+        version: RESULTS_VERSION,
+        started: now_rfc3339(),
+        quick: args.quick,
+        machine: machine(),
+        ..Default::default()
+    };
+
+    if wanted("packet") {
+        let opts = if args.quick {
+            ProgOpts::quick()
+        } else {
+            ProgOpts::full()
+        };
+        // Its own thread: the section pins the thread it runs on to one CPU.
+        let result = std::thread::spawn(move || prog::run(&opts, &|l| eprintln!("{l}")))
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the packet section panicked")));
+        match result {
+            Ok(costs) => r.packet = costs,
+            Err(e) => r.notes.push(format!("packet section failed: {e:#}")),
+        }
+        log(&format!(
+            "[{:.0} s] packet section done",
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+    if wanted("programming") {
+        let opts = ProgrammingOpts {
+            services: args.programming_services,
+            endpoints_per_service: 10,
+            changes: 100,
+            iptables: true,
+            // nft -f of 10k Services takes about a minute here: only in the full run.
+            nft: !args.quick,
+        };
+        match programming::run(&opts, &log) {
+            Ok(p) => {
+                r.programming.install.extend(p.install);
+                r.programming.endpoint_change = p.change;
+                r.memory.extend(p.memory);
+            }
+            Err(e) => r.notes.push(format!("programming section failed: {e:#}")),
+        }
+        if args.quick {
+            r.notes.push(
+                "--quick: nft -f of 10k Services not measured (about a minute on this machine)"
+                    .into(),
+            );
+        }
+        log(&format!(
+            "[{:.0} s] programming section done",
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+    if wanted("e2e") {
+        let opts = if args.quick {
+            E2eOpts::quick(&log)
+        } else {
+            E2eOpts::full(&log)
+        };
+        match e2e::run(&opts) {
+            Ok((runs, installs)) => {
+                r.e2e = runs;
+                // The programming section measured 10k itself; keep the others.
+                let measured: Vec<(String, usize)> = r
+                    .programming
+                    .install
+                    .iter()
+                    .map(|i| (i.layout.clone(), i.services))
+                    .collect();
+                r.programming.install.extend(
+                    installs
+                        .into_iter()
+                        .filter(|i| !measured.contains(&(i.layout.clone(), i.services))),
+                );
+            }
+            Err(e) => r.notes.push(format!("end-to-end section failed: {e:#}")),
+        }
+        log(&format!(
+            "[{:.0} s] end-to-end section done",
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+
+    r.goals = report::goals(&r);
+    r.finished = now_rfc3339();
+    let stamp = r
+        .started
+        .replace(':', "-")
+        .split('.')
+        .next()
+        .unwrap_or("run")
+        .to_string();
+    match report::write(&r, &args.out, &stamp) {
+        Ok(paths) => {
+            for p in paths {
+                log(&format!("wrote {}", p.display()));
+            }
+        }
+        // The JSON and the report are written; only plots are missing (a font, say).
+        Err(e) if e.downcast_ref::<report::PlotsNotWritten>().is_some() => {
+            eprintln!("svc-bench: warning: {e:#}");
+        }
+        Err(e) => {
+            eprintln!("svc-bench: writing the results: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("{}", report::summary(&r));
+    println!("took {:.0} s", clock.elapsed().as_secs_f64());
+    if r.notes.iter().any(|n| n.contains("failed")) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

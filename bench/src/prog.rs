@@ -1,0 +1,565 @@
+//! Section 1: per-packet cost of the programs through BPF_PROG_TEST_RUN, next to an empty
+//! XDP program (`svc_bench_pass`, which only returns XDP_PASS: the floor).
+//!
+//! The real object is loaded with its maps pinned in a scratch bpffs directory and filled
+//! through the real reconciler with N Services of `endpoints_per_service` endpoints each,
+//! N growing over the scales (10, 1k, 10k, 100k). What is measured, and how each run is
+//! checked so that a repeat cannot take another path unnoticed:
+//!
+//! - **floor**: the empty program on a 64-byte TCP frame, `repeat` times per call.
+//! - **non_service**: `svc_xdp` on a TCP packet to an address that is no Service, `repeat`
+//!   times; every repeat must count `pass_not_service` and the frame must come out as it
+//!   went in.
+//! - **established**: `svc_xdp` on the next packet (ACK) of a known flow. BPF_PROG_TEST_RUN
+//!   runs every repeat on the same buffer, so a rewrite made by the first repeat would be
+//!   what the second one sees. The flows are therefore made with a backend equal to the
+//!   Service address itself (one of each sampled Service's endpoints is its own VIP:port;
+//!   the flow is created by the real program, retried until it picks that endpoint): the
+//!   program does all the work of an established packet (conntrack lookup, backend
+//!   lookup, rewrite, checksum update) and leaves the frame byte for byte as it was. Every
+//!   repeat must count `dnat_established` and the output must equal the input. The flows go
+//!   to Services spread evenly over all N.
+//! - **new_flow**: every packet must be a new flow, so each call runs once (repeat = 1) on
+//!   a new 5-tuple, to Services spread over all N. The kernel times each call; its timer's
+//!   own cost per call (measured the same way on the empty program, minus the floor) is
+//!   subtracted (`harness_ns`, `net_median_ns`). Every call must count `dnat_new` and the
+//!   destination that comes out must be one of that Service's endpoints. The flows'
+//!   conntrack entries are removed after each run so the map stays the same size.
+//! - **new_flow_hot**: the same, but only to the Services of the established case, whose
+//!   map entries stay in the CPU caches: next to `new_flow` it shows what cold service and
+//!   backend entries cost as the maps grow.
+//!
+//! The thread is pinned to one CPU for the whole section; each case is `runs` runs (11 by
+//! default) and the median of their per-packet times is reported. The datapath is loaded
+//! without a pod CIDR and without a masquerade address, so nothing is masqueraded (a
+//! masqueraded flow rewrites its source, which the repeat trick above cannot keep stable).
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::programs::{TestRun, TestRunOptions};
+use svc_agent::{
+    dataplane::{Datapath, DatapathConfig, MapSizes, Maps},
+    desired::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState},
+    model::{ObjectRef, Protocol},
+    packet::{ACK, PacketBuilder, SYN, parse_summary},
+    reconcile::Reconciler,
+};
+use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Verdict};
+
+use crate::results::{PacketCost, median};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct ProgOpts {
+    /// Service counts, ascending.
+    pub scales: Vec<usize>,
+    pub endpoints_per_service: usize,
+    /// Runs per case (the median is reported).
+    pub runs: usize,
+    /// BPF_PROG_TEST_RUN repeat per run for the floor, non-service and established cases.
+    pub repeat: u32,
+    /// New flows per run.
+    pub new_flows_per_run: usize,
+    /// Established flows the repeats are spread over (at most one per Service).
+    pub established_flows: usize,
+    /// The CPU the thread is pinned to.
+    pub cpu: usize,
+}
+
+impl ProgOpts {
+    pub fn full() -> ProgOpts {
+        ProgOpts {
+            scales: vec![10, 1_000, 10_000, 100_000],
+            endpoints_per_service: 10,
+            runs: 11,
+            repeat: 1_000_000,
+            new_flows_per_run: 20_000,
+            established_flows: 100,
+            cpu: 1,
+        }
+    }
+
+    pub fn quick() -> ProgOpts {
+        ProgOpts {
+            new_flows_per_run: 5_000,
+            ..ProgOpts::full()
+        }
+    }
+}
+
+const SERVICE_PORT: u16 = 80;
+const TARGET_PORT: u16 = 8080;
+const XDP_PASS: u32 = 2;
+
+/// The i-th Service's address: 10.96.0.0/12 holds a million.
+fn vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i as u32)
+}
+
+/// The k-th endpoint address: 10.128.0.0/12, far from any Service address.
+fn endpoint(k: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k as u32)
+}
+
+/// The Services whose repeats make up the established case: evenly spread.
+fn sampled(n: usize, flows: usize) -> Vec<usize> {
+    let k = flows.clamp(1, n);
+    (0..k).map(|j| j * n / k).collect()
+}
+
+fn frontend(i: usize) -> Frontend {
+    Frontend {
+        vip: vip(i),
+        port: SERVICE_PORT,
+        proto: Protocol::Tcp,
+    }
+}
+
+/// The endpoints of Service `i`; a sampled Service's first one is its own address.
+fn endpoints(i: usize, per_service: usize, self_backend: bool) -> Vec<BackendAddr> {
+    let mut v: Vec<BackendAddr> = (0..per_service)
+        .map(|e| BackendAddr {
+            addr: endpoint(i * per_service + e),
+            port: TARGET_PORT,
+            proto: Protocol::Tcp,
+        })
+        .collect();
+    if self_backend {
+        v[0] = BackendAddr {
+            addr: vip(i),
+            port: SERVICE_PORT,
+            proto: Protocol::Tcp,
+        };
+    }
+    v.sort();
+    v
+}
+
+fn desired(n: usize, per_service: usize, sampled: &BTreeSet<usize>) -> DesiredState {
+    let mut state = DesiredState::default();
+    for i in 0..n {
+        state.frontends.insert(
+            frontend(i),
+            FrontendState {
+                service: ObjectRef::new("bench", format!("s{i}")),
+                port_name: "http".into(),
+                kind: FrontendKind::ClusterIp,
+                local_policy: false,
+                backends: endpoints(i, per_service, sampled.contains(&i)),
+                local_backends: Vec::new(),
+                terminating: Vec::new(),
+                affinity_timeout: None,
+                source_ranges: Vec::new(),
+            },
+        );
+    }
+    state
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity only touch it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The scratch pin directory, removed (with everything pinned in it) on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = svc_agent::dataplane::cleanup(&self.0);
+    }
+}
+
+/// One test run of `which` on `frame`: (return code, ns per repeat, output frame).
+fn test_run(
+    dp: &mut Datapath,
+    which: Prog,
+    frame: &[u8],
+    repeat: u32,
+) -> anyhow::Result<(u32, f64, Vec<u8>)> {
+    let mut out = vec![0u8; 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..TestRunOptions::new()
+    };
+    let r = match which {
+        Prog::Floor => dp.bench_pass_program()?.test_run(opts),
+        Prog::Xdp => dp.xdp_program()?.test_run(opts),
+    }
+    .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, r.duration.as_nanos() as f64, out))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Prog {
+    Floor,
+    Xdp,
+}
+
+fn count(maps: &Maps, v: Verdict) -> anyhow::Result<u64> {
+    Ok(maps
+        .verdict_totals()?
+        .into_iter()
+        .find(|(x, _)| *x == v)
+        .map_or(0, |(_, n)| n))
+}
+
+/// What a case is, before its runs are summarised into a [`PacketCost`].
+struct Case<'a> {
+    program: &'a str,
+    case: &'a str,
+    services: usize,
+    per_service: usize,
+    repeat: u32,
+    packets_per_run: u64,
+}
+
+fn cost(c: Case<'_>, runs_ns: Vec<f64>, harness_ns: Option<f64>, verified: String) -> PacketCost {
+    let med = median(&runs_ns);
+    PacketCost {
+        program: c.program.into(),
+        case: c.case.into(),
+        services: c.services,
+        endpoints_per_service: c.per_service,
+        repeat: c.repeat,
+        packets_per_run: c.packets_per_run,
+        min_ns: runs_ns.iter().copied().fold(f64::INFINITY, f64::min),
+        max_ns: runs_ns.iter().copied().fold(0.0, f64::max),
+        median_ns: med,
+        net_median_ns: (med - harness_ns.unwrap_or(0.0)).max(0.0),
+        harness_ns,
+        runs_ns,
+        verified,
+    }
+}
+
+/// Runs section 1; `log` gets a line per step.
+pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost>> {
+    ensure!(
+        opts.runs >= 1 && opts.repeat >= 1,
+        "runs and repeat must be at least 1"
+    );
+    svc_lab::ensure_bpffs()?;
+    pin_to(opts.cpu)?;
+    let scratch = Scratch(PathBuf::from(format!(
+        "/sys/fs/bpf/svb-{}-prog",
+        std::process::id()
+    )));
+    let _ = svc_agent::dataplane::cleanup(&scratch.0);
+    std::fs::create_dir_all(&scratch.0)?;
+    let largest = opts.scales.iter().copied().max().unwrap_or(10);
+    let config = DatapathConfig {
+        map_sizes: MapSizes {
+            lb: ((largest * (opts.endpoints_per_service + 1)) as u32 + 1024).max(65_536),
+            ct: 1 << 18,
+        },
+        ..DatapathConfig::default()
+    };
+    let (mut dp, mut maps) = Datapath::load(&scratch.0, &config)?;
+    let mut reconciler = Reconciler::adopt_with_capacity(&maps, config.map_sizes.lb)?;
+    let mut out = Vec::new();
+    let per = opts.endpoints_per_service;
+
+    // The floor, and the kernel timer's own cost per call at repeat = 1.
+    let floor_frame = PacketBuilder::tcp(sa("10.200.0.1:1234"), sa("10.201.0.1:80"))
+        .flags(ACK)
+        .build();
+    let mut floor_runs = Vec::new();
+    for _ in 0..opts.runs {
+        let (ret, ns, _) = test_run(&mut dp, Prog::Floor, &floor_frame, opts.repeat)?;
+        ensure!(ret == XDP_PASS, "the empty program returned {ret}");
+        floor_runs.push(ns);
+    }
+    let floor = median(&floor_runs);
+    let calls = opts.new_flows_per_run.max(1000);
+    let mut single = Vec::new();
+    for _ in 0..opts.runs {
+        let mut sum = 0.0;
+        for _ in 0..calls {
+            sum += test_run(&mut dp, Prog::Floor, &floor_frame, 1)?.1;
+        }
+        single.push(sum / calls as f64);
+    }
+    let harness = (median(&single) - floor).max(0.0);
+    log(&format!(
+        "packet: floor {floor:.1} ns/packet (repeat {}), harness at repeat 1: {harness:.1} ns/call",
+        opts.repeat
+    ));
+    out.push(cost(
+        Case {
+            program: svc_common::BENCH_PASS_PROG,
+            case: "floor",
+            services: 0,
+            per_service: 0,
+            repeat: opts.repeat,
+            packets_per_run: u64::from(opts.repeat),
+        },
+        floor_runs,
+        None,
+        "XDP_PASS every run".into(),
+    ));
+
+    let mut next_client: u32 = 0;
+    let mut scales = opts.scales.clone();
+    scales.sort_unstable();
+    for &n in &scales {
+        let sample = sampled(n, opts.established_flows);
+        let sample_set: BTreeSet<usize> = sample.iter().copied().collect();
+        let started = Instant::now();
+        let report = reconciler.sync(&desired(n, per, &sample_set), &mut maps);
+        ensure!(
+            report.errors.is_empty(),
+            "programming {n} Services: {:?}",
+            &report.errors[..report.errors.len().min(3)]
+        );
+        log(&format!(
+            "packet: {n} Services x {per} endpoints programmed in {:.2} s",
+            started.elapsed().as_secs_f64()
+        ));
+
+        // Not a Service.
+        let mut runs = Vec::new();
+        for _ in 0..opts.runs {
+            let before = count(&maps, Verdict::PassNotService)?;
+            let (ret, ns, frame_out) = test_run(&mut dp, Prog::Xdp, &floor_frame, opts.repeat)?;
+            let counted = count(&maps, Verdict::PassNotService)? - before;
+            ensure!(
+                ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == floor_frame,
+                "non-service run took another path: return {ret}, {counted} of {} counted",
+                opts.repeat
+            );
+            runs.push(ns);
+        }
+        out.push(cost(
+            Case {
+                program: svc_common::XDP_PROG,
+                case: "non_service",
+                services: n,
+                per_service: per,
+                repeat: opts.repeat,
+                packets_per_run: u64::from(opts.repeat),
+            },
+            runs,
+            None,
+            "every repeat counted pass_not_service; frame unchanged".into(),
+        ));
+
+        // Established flows, each pinned to its Service's own address as backend.
+        let mut flows = Vec::new();
+        for &i in &sample {
+            next_client += 1;
+            let client = SocketAddrV4::new(endpoint(0x0f_0000 + next_client as usize), 40000);
+            let to = SocketAddrV4::new(vip(i), SERVICE_PORT);
+            let syn = PacketBuilder::tcp(client, to).flags(SYN).build();
+            let mut made = false;
+            for _ in 0..400 {
+                let (_, _, o) = test_run(&mut dp, Prog::Xdp, &syn, 1)?;
+                let dst = parse_summary(&o).and_then(|s| s.dst_socket());
+                if dst == Some(to) {
+                    made = true;
+                    break;
+                }
+                // Another endpoint: forget the flow and let the program choose again.
+                if let Some(d) = dst {
+                    remove_flow(&mut maps, client, to, d);
+                }
+            }
+            ensure!(made, "flow to {to} never chose the Service's own address");
+            flows.push(PacketBuilder::tcp(client, to).flags(ACK).seq(2).build());
+        }
+        let per_flow = (opts.repeat / flows.len() as u32).max(1);
+        let mut runs = Vec::new();
+        for _ in 0..opts.runs {
+            let before = count(&maps, Verdict::DnatEstablished)?;
+            let mut total = 0.0;
+            for f in &flows {
+                let (ret, ns, o) = test_run(&mut dp, Prog::Xdp, f, per_flow)?;
+                ensure!(
+                    ret == XDP_PASS && o == *f,
+                    "established packet came out changed (return {ret})"
+                );
+                total += ns * f64::from(per_flow);
+            }
+            let packets = u64::from(per_flow) * flows.len() as u64;
+            let counted = count(&maps, Verdict::DnatEstablished)? - before;
+            ensure!(
+                counted == packets,
+                "established run took another path: {counted} of {packets} counted dnat_established"
+            );
+            runs.push(total / packets as f64);
+        }
+        out.push(cost(
+            Case {
+                program: svc_common::XDP_PROG,
+                case: "established",
+                services: n,
+                per_service: per,
+                repeat: per_flow,
+                packets_per_run: u64::from(per_flow) * flows.len() as u64,
+            },
+            runs,
+            None,
+            format!(
+                "{} flows over Services spread across all {n}; every repeat counted dnat_established; frames unchanged",
+                flows.len()
+            ),
+        ));
+
+        // New flows, repeat 1: to Services spread over all n; then only to the sampled
+        // Services, whose entries stay in the CPU caches (the difference is what cold
+        // service and backend entries cost).
+        let spread = |p: usize| (p * n / opts.new_flows_per_run.max(1) + p % 7) % n;
+        let hot = |p: usize| sample[p % sample.len()];
+        for (case, dest, what) in [
+            (
+                "new_flow",
+                &spread as &dyn Fn(usize) -> usize,
+                format!("over all {n} Services"),
+            ),
+            (
+                "new_flow_hot",
+                &hot as &dyn Fn(usize) -> usize,
+                format!("to the same {} Services (cache-warm)", sample.len()),
+            ),
+        ] {
+            let runs = new_flow_runs(&mut dp, &mut maps, opts, &mut next_client, dest, &|i| {
+                endpoints(i, per, sample_set.contains(&i))
+            })?;
+            out.push(cost(
+                Case {
+                    program: svc_common::XDP_PROG,
+                    case,
+                    services: n,
+                    per_service: per,
+                    repeat: 1,
+                    packets_per_run: opts.new_flows_per_run as u64,
+                },
+                runs,
+                Some(harness),
+                format!(
+                    "{} new 5-tuples per run {what}; every call counted dnat_new and went to one of its Service's endpoints",
+                    opts.new_flows_per_run
+                ),
+            ));
+        }
+        for c in out.iter().rev().take(4) {
+            log(&format!(
+                "packet: {n} Services, {}: {:.1} ns/packet (net {:.1})",
+                c.case, c.median_ns, c.net_median_ns
+            ));
+        }
+    }
+    drop(dp);
+    drop(maps);
+    drop(scratch);
+    Ok(out)
+}
+
+/// `opts.runs` runs of `opts.new_flows_per_run` new flows, flow `p` to Service `dest(p)`,
+/// each checked to reach one of `endpoints(i)`; the flows are removed after each run.
+/// Returns ns per packet of each run.
+fn new_flow_runs(
+    dp: &mut Datapath,
+    maps: &mut Maps,
+    opts: &ProgOpts,
+    next_client: &mut u32,
+    dest: &dyn Fn(usize) -> usize,
+    endpoints: &dyn Fn(usize) -> Vec<BackendAddr>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut runs = Vec::new();
+    for _ in 0..opts.runs {
+        let before = count(maps, Verdict::DnatNew)?;
+        let mut total = 0.0;
+        let mut made = Vec::with_capacity(opts.new_flows_per_run);
+        for p in 0..opts.new_flows_per_run {
+            let i = dest(p);
+            *next_client += 1;
+            let client = SocketAddrV4::new(
+                endpoint(0x10_0000 + (*next_client as usize >> 14)),
+                1024 + (*next_client & 0x3fff) as u16,
+            );
+            let to = SocketAddrV4::new(vip(i), SERVICE_PORT);
+            let syn = PacketBuilder::tcp(client, to).flags(SYN).build();
+            let (ret, ns, o) = test_run(dp, Prog::Xdp, &syn, 1)?;
+            let dst = parse_summary(&o).and_then(|s| s.dst_socket());
+            let ok = dst.is_some_and(|d| {
+                endpoints(i)
+                    .iter()
+                    .any(|b| b.addr == *d.ip() && b.port == d.port())
+            });
+            ensure!(ret == XDP_PASS && ok, "new flow to {to} went to {dst:?}");
+            total += ns;
+            made.push((client, to, dst.expect("checked")));
+        }
+        let counted = count(maps, Verdict::DnatNew)? - before;
+        ensure!(
+            counted == opts.new_flows_per_run as u64,
+            "new-flow run took another path: {counted} of {} counted dnat_new",
+            opts.new_flows_per_run
+        );
+        for (c, t, d) in made {
+            remove_flow(maps, c, t, d);
+        }
+        runs.push(total / opts.new_flows_per_run as f64);
+    }
+    Ok(runs)
+}
+
+/// Deletes both conntrack entries of the flow `client -> service` translated to `backend`.
+fn remove_flow(
+    maps: &mut Maps,
+    client: SocketAddrV4,
+    service: SocketAddrV4,
+    backend: SocketAddrV4,
+) {
+    let key = |s: SocketAddrV4, d: SocketAddrV4, kind| Ct4Key {
+        saddr_be: u32::from(*s.ip()).to_be(),
+        daddr_be: u32::from(*d.ip()).to_be(),
+        sport_be: s.port().to_be(),
+        dport_be: d.port().to_be(),
+        proto: svc_common::PROTO_TCP,
+        kind,
+        _pad: [0; 2],
+    };
+    let _ = maps.ct.remove(&key(client, service, CT_KIND_SERVICE));
+    let _ = maps.ct.remove(&key(backend, client, CT_KIND_REPLY));
+}
+
+fn sa(s: &str) -> SocketAddrV4 {
+    s.parse().expect("a literal socket address")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_samples() {
+        assert_eq!(vip(0), Ipv4Addr::new(10, 96, 0, 0));
+        assert_eq!(vip(100_000), Ipv4Addr::new(10, 97, 134, 160));
+        assert_eq!(endpoint(999_999), Ipv4Addr::new(10, 143, 66, 63));
+        assert_eq!(sampled(10, 100), (0..10).collect::<Vec<_>>());
+        let s = sampled(100_000, 100);
+        assert_eq!(s.len(), 100);
+        assert_eq!((s[0], s[1], s[99]), (0, 1000, 99_000));
+        let e = endpoints(3, 10, true);
+        assert_eq!(e.len(), 10);
+        assert!(e.iter().any(|b| b.addr == vip(3) && b.port == SERVICE_PORT));
+    }
+}

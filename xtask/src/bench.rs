@@ -1,0 +1,49 @@
+//! `cargo xtask bench [--quick]`: builds the workspace in release mode and runs svc-bench
+//! (bench/src/main.rs), which writes bench/results/<timestamp>.{json,md} and PNG plots and
+//! prints a summary. As root; everything it creates lives in lab namespaces.
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::{cargo, setup, workspace_root};
+
+#[derive(Debug, clap::Args)]
+pub struct Opts {
+    /// Fewer scales and shorter runs (under 5 minutes on 2 cores); the full run takes
+    /// about 20 minutes.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Only these sections (repeatable): packet, programming, e2e.
+    #[arg(long = "only", value_name = "SECTION")]
+    pub only: Vec<String>,
+}
+
+pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    setup::ensure(&setup::Opts::default())?;
+    // Release binaries: the agent the end-to-end section starts is found next to svc-bench.
+    cargo(&[
+        "build",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "svc-ebpf",
+        "--bins",
+    ])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let mut cmd = Command::new(target.join("release/svc-bench"));
+    cmd.current_dir(workspace_root())
+        .arg("--out")
+        .arg(workspace_root().join("bench/results"));
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    for s in &opts.only {
+        cmd.args(["--only", s]);
+    }
+    let status = cmd.status().context("running svc-bench")?;
+    anyhow::ensure!(status.success(), "svc-bench failed ({status})");
+    Ok(())
+}
