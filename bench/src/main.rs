@@ -35,6 +35,11 @@ struct Args {
     #[arg(long = "only", value_name = "SECTION")]
     only: Vec<String>,
 
+    /// Measure nothing: write the report and plots again from this results file (e.g.
+    /// after a change of the report), into --out, under the file's own name.
+    #[arg(long, value_name = "FILE")]
+    from_json: Option<PathBuf>,
+
     /// Services for the programming and memory sections.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     programming_services: usize,
@@ -66,12 +71,47 @@ fn machine() -> Machine {
     }
 }
 
+/// `--from-json`: the report of an earlier run, written again.
+fn rewrite(file: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    let read = std::fs::read_to_string(file)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| serde_json::from_str::<Results>(&t).map_err(anyhow::Error::from));
+    let mut r = match read {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("svc-bench: {}: {e:#}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    r.goals = report::goals(&r);
+    let stamp = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    match report::write(&r, out, &stamp) {
+        Ok(paths) => {
+            for p in paths {
+                eprintln!("wrote {}", p.display());
+            }
+            println!("{}", report::summary(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("svc-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("svc-bench: needs root (network namespaces, bpffs, BPF programs)");
         return ExitCode::FAILURE;
+    }
+    if let Some(file) = &args.from_json {
+        return rewrite(file, &args.out);
     }
     let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let log = |line: &str| eprintln!("{line}");

@@ -1316,6 +1316,11 @@ fn plot_packet(r: &Results, path: &Path) -> anyhow::Result<()> {
             "new flow (net of harness)",
             RGBColor(214, 39, 40),
         ),
+        (
+            "new_flow_hot",
+            "new flow, same 100 Services (cache-warm)",
+            RGBColor(255, 152, 150),
+        ),
     ];
     let series: Series<&str> = cases
         .iter()
