@@ -983,17 +983,8 @@ fn count_keys(map: &MapData, key_size: usize) -> Result<u64, std::io::Error> {
             key: if first { 0 } else { key.as_ptr() as u64 },
             next_key: next.as_mut_ptr() as u64,
         };
-        // SAFETY: the attr points at two buffers of the map's key size that outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                &attr as *const NextKeyAttr,
-                size_of::<NextKeyAttr>(),
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
+        // The attr points at two buffers of the map's key size that outlive the call.
+        if let Err(e) = links::sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr) {
             if e.raw_os_error() == Some(libc::ENOENT) {
                 return Ok(count);
             }

@@ -89,6 +89,18 @@ pub enum Adopted {
     Defunct,
 }
 
+/// bpf(2) with `attr` as the command's part of `union bpf_attr` (the kernel zero-extends a
+/// shorter attr). Returns the syscall's non-negative result.
+pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: bpf(2) reads size_of::<T>() bytes of `attr`, which outlives the call, and the
+    // pointers inside it (paths, key buffers) are the caller's, valid for the call too.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size_of::<T>()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
 /// Opens a pinned BPF object (BPF_OBJ_GET).
 fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes())
@@ -109,19 +121,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
         path_fd: 0,
         _pad: 0,
     };
-    // SAFETY: bpf(2) reads `size_of::<ObjGetAttr>()` bytes of `attr`, which lives (with the
-    // path it points to) for the whole call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &attr as *const ObjGetAttr,
-            size_of::<ObjGetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = sys_bpf(BPF_OBJ_GET, &attr)?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -142,19 +142,7 @@ fn link_update(link: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> 
         flags: 0,
         old_prog_fd: 0,
     };
-    // SAFETY: as in obj_get; the fds are borrowed for the duration of the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_UPDATE,
-            &attr as *const LinkUpdateAttr,
-            size_of::<LinkUpdateAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys_bpf(BPF_LINK_UPDATE, &attr).map(|_| ())
 }
 
 /// Ids of the link pinned at `path` and of the program it runs (for logs and tests).
