@@ -956,7 +956,7 @@ pub struct MapUsage {
 
 /// Counts the entries of `map` by walking its keys (BPF_MAP_GET_NEXT_KEY with a raw key
 /// buffer, so one function serves every key type).
-fn count_keys(map: &MapData, key_size: usize) -> Result<u64, std::io::Error> {
+fn count_keys(map: &MapData, key_size: usize, max_entries: u32) -> Result<u64, std::io::Error> {
     use std::os::fd::AsRawFd as _;
     // union bpf_attr, the BPF_MAP_*_ELEM part; BPF_MAP_GET_NEXT_KEY is cmd 4 in
     // include/uapi/linux/bpf.h.
@@ -975,7 +975,7 @@ fn count_keys(map: &MapData, key_size: usize) -> Result<u64, std::io::Error> {
     let mut first = true;
     // Bounded: an LRU map can change under us, but never holds more than max_entries; twice
     // that many steps means the walk restarted (a deleted key) often enough to stop.
-    let bound = 2 * u64::from(u32::MAX);
+    let bound = 2 * u64::from(max_entries) + 16;
     while count < bound {
         let attr = NextKeyAttr {
             map_fd: fd,
@@ -1008,21 +1008,25 @@ pub fn map_usage(dir: &Path) -> Result<Vec<MapUsage>, DataplaneError> {
                 return Err(DataplaneError::NotPinned { path });
             }
             let data = MapData::from_pin(&path).map_err(map_err(spec.name))?;
+            // The pinned map's own size: the agent sets some (--lb-map-max, --ct-map-max).
+            let capacity = data.info().map_err(map_err(spec.name))?.max_entries();
             let entries = if spec.name == STATS_MAP {
-                u64::from(spec.max_entries)
+                u64::from(capacity)
             } else {
-                count_keys(&data, spec.key_size as usize).map_err(|e| DataplaneError::Map {
-                    name: spec.name,
-                    source: MapError::SyscallError(aya::sys::SyscallError {
-                        call: "bpf_map_get_next_key",
-                        io_error: e,
-                    }),
+                count_keys(&data, spec.key_size as usize, capacity).map_err(|e| {
+                    DataplaneError::Map {
+                        name: spec.name,
+                        source: MapError::SyscallError(aya::sys::SyscallError {
+                            call: "bpf_map_get_next_key",
+                            io_error: e,
+                        }),
+                    }
                 })?
             };
             Ok(MapUsage {
                 name: spec.name,
                 entries,
-                capacity: u64::from(spec.max_entries),
+                capacity: u64::from(capacity),
             })
         })
         .collect()

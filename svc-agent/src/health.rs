@@ -13,7 +13,8 @@
 //! {"service":{"namespace":"ns","name":"n"},"localEndpoints":1,"serviceProxyHealthy":true}
 //! ```
 //!
-//! Plain std threads (tokio is built without `net` here): one accept loop per port polling
+//! Plain std threads (they predate the agent's tokio HTTP servers in `status`): one accept
+//! loop per port polling
 //! a non-blocking listener and a stop flag, and one short-lived thread per connection
 //! (bounded in number, size and time). [`HealthServers::update`] starts listeners for new
 //! ports, stops removed ones and changes the served counts in place, without rebinding.

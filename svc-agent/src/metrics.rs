@@ -64,8 +64,7 @@ pub struct Metrics {
 impl Metrics {
     /// `bpffs`: where the maps are pinned, read at every scrape.
     pub fn new(bpffs: PathBuf) -> Metrics {
-        let mut registry = Registry::default();
-        let m = Metrics {
+        let mut m = Metrics {
             // 100 µs .. ~6.5 s
             sync_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             last_sync: Gauge::default(),
@@ -78,49 +77,51 @@ impl Metrics {
             watch_errors: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register_with_unit(
+        m.registry.register_with_unit(
             "svc_agent_sync_duration",
             "Duration of one reconcile pass",
             prometheus_client::registry::Unit::Seconds,
             m.sync_duration.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_last_sync_timestamp_seconds",
             "Unix time of the last reconcile pass without map errors",
             m.last_sync.clone(),
         );
-        registry.register("svc_agent_syncs", "Reconcile passes", m.syncs.clone());
-        registry.register(
+        m.registry
+            .register("svc_agent_syncs", "Reconcile passes", m.syncs.clone());
+        m.registry.register(
             "svc_agent_map_full_errors",
             "Map writes refused because the map is full",
             m.map_full_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_map_write_errors",
             "Map writes that failed for another reason",
             m.map_write_errors.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_invalid_objects",
             "Objects or parts of objects skipped as invalid in the last pass",
             m.invalid_objects.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_services",
             "Services in the model",
             m.services.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_frontends",
             "Frontends (address, port, protocol) in the desired state",
             m.frontends.clone(),
         );
-        registry.register(
+        m.registry.register(
             "svc_agent_watch_errors",
             "Kubernetes watch errors",
             m.watch_errors.clone(),
         );
-        registry.register_collector(Box::new(DatapathCollector { bpffs }));
+        m.registry
+            .register_collector(Box::new(DatapathCollector { bpffs }));
         // Every map's error series exists from the start, at 0, so alerts and rate() see
         // the first error.
         for spec in &dataplane::MAP_SPECS {
@@ -130,7 +131,7 @@ impl Metrics {
             drop(m.map_full_errors.get_or_create(&label));
             drop(m.map_write_errors.get_or_create(&label));
         }
-        Metrics { registry, ..m }
+        m
     }
 
     /// Records one reconcile pass.

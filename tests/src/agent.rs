@@ -302,3 +302,16 @@ impl Ord for Ct4KeyOrd {
         self.tuple().cmp(&other.tuple())
     }
 }
+
+/// A manifests directory for `lab` (`$TMP/svl-<id>-manifests`) holding copies of these
+/// files of examples/, for tests to serve and edit. The caller removes it.
+pub fn example_manifests(lab: &Lab, files: &[&str]) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for f in files {
+        std::fs::copy(examples.join(f), dir.join(f))
+            .with_context(|| format!("copying examples/{f}"))?;
+    }
+    Ok(dir)
+}

@@ -6,7 +6,6 @@
 //! removes everything.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -17,7 +16,7 @@ use std::{
 use svc_common::{CT_KIND_SERVICE, PROTO_TCP, PROTO_UDP};
 use svc_lab::{
     CLIENT_IP, Lab, TcpSession, UdpSession,
-    agent::{LabAgent, wait_for, workspace_bin},
+    agent::{LabAgent, example_manifests, wait_for, workspace_bin},
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -39,14 +38,7 @@ struct Tally {
 fn flows_survive_sigkill_and_restart_of_the_agent() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = Lab::up().expect("lab up");
-    let manifests = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
-    std::fs::create_dir_all(&manifests).unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    std::fs::copy(
-        examples.join("echo-clusterip.yaml"),
-        manifests.join("echo-clusterip.yaml"),
-    )
-    .unwrap();
+    let manifests = example_manifests(&lab, &["echo-clusterip.yaml"]).unwrap();
     let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
     let mut agent = LabAgent::start(&mut lab, &manifests, &log).expect("start agent");
     agent

@@ -139,7 +139,7 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
         1,
         AgentSource::Kubeconfig(&kc),
         &log,
-        &["--node-name", "node1"],
+        &["--node-name", "node1", "--lb-map-max", "100000"],
     )
     .expect("start agent");
     agent
@@ -262,6 +262,7 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
     for want in [
         "svc_map_entries{map=\"SVC4_SERVICES\"}",
         "svc_map_capacity{map=\"SVC4_CT\"} 262144",
+        "svc_map_capacity{map=\"SVC4_SERVICES\"} 100000",
         "svc_datapath_packets_total{verdict=\"dnat_new\"}",
         "svc_agent_sync_duration_seconds_bucket",
         "svc_agent_last_sync_timestamp_seconds",

@@ -15,7 +15,7 @@ use serde_json::Value;
 use svc_common::{PROTO_TCP, PROTO_UDP};
 use svc_lab::{
     CLIENT_IP, Lab, TcpSession, UdpSession,
-    agent::{LabAgent, workspace_bin},
+    agent::{LabAgent, example_manifests, workspace_bin},
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -38,12 +38,8 @@ struct Env {
 impl Env {
     fn up() -> Env {
         let mut lab = Lab::up().expect("lab up");
-        let manifests = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
-        std::fs::create_dir_all(&manifests).unwrap();
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        for f in ["echo-clusterip.yaml", "no-endpoints.yaml"] {
-            std::fs::copy(examples.join(f), manifests.join(f)).expect("copy example");
-        }
+        let manifests =
+            example_manifests(&lab, &["echo-clusterip.yaml", "no-endpoints.yaml"]).unwrap();
         let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
         let agent = LabAgent::start(&mut lab, &manifests, &log).expect("start agent");
         for (vip, proto, n) in [
