@@ -26,69 +26,11 @@ use crate::model::{
     ServicePort,
 };
 
-/// The CIDR type lives in the model (Services carry loadBalancerSourceRanges); re-exported
-/// here because [`FrontendState`] and [`NodeContext`] use it.
-pub use crate::model::Ipv4Cidr;
-
-/// An address a Service answers on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Frontend {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub proto: Protocol,
-}
-
-impl fmt::Display for Frontend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.vip, self.port, self.proto)
-    }
-}
-
-/// A backend a frontend translates to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackendAddr {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub proto: Protocol,
-}
-
-impl fmt::Display for BackendAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.addr, self.port, self.proto)
-    }
-}
-
-/// How a frontend address came to be.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FrontendKind {
-    /// spec.clusterIP(s).
-    #[default]
-    ClusterIp,
-    /// A node address (chosen like kube-proxy's nodePortAddresses) and spec.ports[].nodePort.
-    NodePort,
-    /// spec.externalIPs.
-    ExternalIp,
-    /// status.loadBalancer.ingress[].ip (not `ipMode: Proxy`).
-    LoadBalancer,
-}
-
-impl FrontendKind {
-    /// NodePort, externalIP and LoadBalancer addresses: externalTrafficPolicy applies.
-    pub fn is_external(self) -> bool {
-        self != FrontendKind::ClusterIp
-    }
-}
-
-impl fmt::Display for FrontendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FrontendKind::ClusterIp => "ClusterIP",
-            FrontendKind::NodePort => "NodePort",
-            FrontendKind::ExternalIp => "externalIP",
-            FrontendKind::LoadBalancer => "LoadBalancer IP",
-        })
-    }
-}
+pub use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
+/// How a frontend address came to be (svc-common's word: the maps record it).
+pub use svc_common::FrontendKind;
+/// Why a Service gets no datapath entries (svc-common's word: the names map records it).
+pub use svc_common::UnservedReason;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FrontendState {
@@ -168,41 +110,6 @@ pub struct HealthCheck {
     /// endpoints do not count, so a node draining its last pod fails the check and the load
     /// balancer stops sending new traffic.
     pub local_endpoints: usize,
-}
-
-/// Why a Service gets no datapath entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum UnservedReason {
-    /// `clusterIP: None`: DNS returns the endpoints themselves.
-    Headless,
-    /// type ExternalName: a DNS CNAME only.
-    ExternalName,
-    /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy owns it.
-    OtherProxy,
-    /// No IPv4 cluster IP (IPv6 only, or unset) and no other address to serve.
-    NoIpv4ClusterIp,
-    /// Every port was skipped: none left (e.g. SCTP only), or every address it would
-    /// answer on is already used by another Service.
-    NoPorts,
-}
-
-impl UnservedReason {
-    /// The stable word svcctl shows (text and JSON).
-    pub fn word(self) -> &'static str {
-        match self {
-            UnservedReason::Headless => "headless",
-            UnservedReason::ExternalName => "externalname",
-            UnservedReason::OtherProxy => "other-proxy",
-            UnservedReason::NoIpv4ClusterIp => "no-ipv4-clusterip",
-            UnservedReason::NoPorts => "no-ports",
-        }
-    }
-}
-
-impl fmt::Display for UnservedReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.word())
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -555,7 +462,10 @@ fn conflict_reason(
     let (mine, theirs) = if both_cluster_ip {
         (String::new(), String::new())
     } else {
-        (format!("{kind} "), format!(" ({})", owner.kind))
+        (
+            format!("{} ", kind.title()),
+            format!(" ({})", owner.kind.title()),
+        )
     };
     format!(
         "port {} ({mine}{fe}) skipped: already used by Service {}{theirs}",
@@ -1272,7 +1182,7 @@ mod tests {
                 s.kind
             );
         }
-        assert_eq!(FrontendKind::ClusterIp.to_string(), "ClusterIP");
+        assert_eq!(FrontendKind::ClusterIp.title(), "ClusterIP");
         assert!(!FrontendKind::ClusterIp.is_external());
         assert!(FrontendKind::NodePort.is_external());
         assert!(FrontendKind::ExternalIp.is_external());
@@ -1782,7 +1692,7 @@ mod tests {
                 r("default", "v6only", NoIpv4ClusterIp),
             ]
         );
-        let words: Vec<&str> = state.unserved.iter().map(|(_, w)| w.word()).collect();
+        let words: Vec<&str> = state.unserved.iter().map(|(_, w)| w.label()).collect();
         assert_eq!(
             words,
             [

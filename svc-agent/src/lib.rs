@@ -1,6 +1,7 @@
 //! svc-agent: keeps the Service maps of svc-ebpf in sync with the desired state, and the
 //! library behind svcctl. Data flows one way: sources (the manifest directory) -> `model`
 //! -> `desired` -> `reconcile` -> `dataplane` (the only module that touches BPF).
+pub mod addr;
 pub mod agent;
 pub mod alloc;
 pub mod dataplane;

@@ -35,10 +35,7 @@ use prometheus_client::{
 use svc_common::Verdict;
 use tracing::debug;
 
-use crate::{
-    dataplane::{self, Maps},
-    reconcile::StoreError,
-};
+use crate::dataplane::{self, Maps, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabel {
@@ -124,7 +121,7 @@ impl Metrics {
             .register_collector(Box::new(DatapathCollector { bpffs }));
         // Every map's error series exists from the start, at 0, so alerts and rate() see
         // the first error.
-        for spec in &dataplane::MAP_SPECS {
+        for spec in dataplane::MAP_SPECS {
             let label = MapLabel {
                 map: spec.name.to_string(),
             };

@@ -18,13 +18,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+pub use crate::addr::{CidrError, Ipv4Cidr};
 
 /// Label that hands a Service to another proxy; such Services get no dataplane state.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -83,32 +84,10 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidObject
     }
 }
 
-/// Transport protocol of a service port. SCTP is valid in Kubernetes but not supported by
-/// datapath v1, so it has no variant: conversions drop SCTP ports with a warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The IP protocol number (IPPROTO_TCP = 6, IPPROTO_UDP = 17).
-    pub fn as_u8(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        })
-    }
-}
+/// Transport protocol of a service port (svc-common's word). SCTP is valid in Kubernetes but
+/// not supported by the datapath yet, so it has no variant: conversions drop SCTP ports
+/// with a warning.
+pub use crate::addr::Protocol;
 
 /// Result of reading a Kubernetes `protocol` field.
 enum ParsedProtocol {
@@ -217,96 +196,6 @@ impl fmt::Display for TargetPort {
         match self {
             TargetPort::Number(n) => write!(f, "{n}"),
             TargetPort::Name(s) => f.write_str(s),
-        }
-    }
-}
-
-/// An IPv4 CIDR (`addr/prefix_len`). `addr` is always the network address (host bits are
-/// cleared on construction through [`Ipv4Cidr::new`] or parsing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-}
-
-impl Ipv4Cidr {
-    /// The CIDR containing `addr` with `prefix_len` bits (clamped to 32); host bits of
-    /// `addr` are cleared, as Go's `net.ParseCIDR` does for kube-proxy.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Self {
-        let prefix_len = prefix_len.min(32);
-        Ipv4Cidr {
-            addr: Ipv4Addr::from(u32::from(addr) & Self::mask(prefix_len)),
-            prefix_len,
-        }
-    }
-
-    /// The netmask, host order.
-    pub fn netmask(&self) -> u32 {
-        Self::mask(self.prefix_len)
-    }
-
-    fn mask(prefix_len: u8) -> u32 {
-        if prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix_len.min(32)))
-        }
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = Self::mask(self.prefix_len);
-        u32::from(ip) & mask == u32::from(self.addr) & mask
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-/// Why a string is not an IPv4 CIDR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CidrError {
-    /// A valid IPv6 CIDR (datapath v1 ignores these).
-    Ipv6,
-    /// Not a CIDR at all.
-    Invalid,
-}
-
-impl fmt::Display for CidrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CidrError::Ipv6 => "an IPv6 CIDR",
-            CidrError::Invalid => "not a CIDR",
-        })
-    }
-}
-
-impl std::error::Error for CidrError {}
-
-impl FromStr for Ipv4Cidr {
-    type Err = CidrError;
-
-    /// `a.b.c.d/n` with 0 <= n <= 32. The prefix length is required (as in Go's
-    /// `net.ParseCIDR`); host bits are allowed and cleared. Surrounding whitespace is NOT
-    /// trimmed here: callers that tolerate it (loadBalancerSourceRanges) trim first.
-    fn from_str(s: &str) -> Result<Self, CidrError> {
-        let (addr, len) = s.split_once('/').ok_or(CidrError::Invalid)?;
-        // Go accepts only decimal digits, without sign, for the prefix length.
-        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(CidrError::Invalid);
-        }
-        let len: u8 = len.parse().map_err(|_| CidrError::Invalid)?;
-        if let Ok(v4) = addr.parse::<Ipv4Addr>() {
-            if len > 32 {
-                return Err(CidrError::Invalid);
-            }
-            return Ok(Ipv4Cidr::new(v4, len));
-        }
-        match addr.parse::<Ipv6Addr>() {
-            Ok(_) if len <= 128 => Err(CidrError::Ipv6),
-            _ => Err(CidrError::Invalid),
         }
     }
 }
@@ -1147,8 +1036,8 @@ mod tests {
 
     #[test]
     fn protocol_numbers_and_names() {
-        assert_eq!(Protocol::Tcp.as_u8(), 6);
-        assert_eq!(Protocol::Udp.as_u8(), 17);
+        assert_eq!(Protocol::Tcp.raw(), 6);
+        assert_eq!(Protocol::Udp.raw(), 17);
         assert_eq!(Protocol::Tcp.to_string(), "TCP");
         assert_eq!(Protocol::Udp.to_string(), "UDP");
         assert_eq!(

@@ -20,54 +20,14 @@
 //! a failed write (e.g. a full map) leaves that frontend as it was, is reported, and is
 //! retried on the next sync; nothing else is lost.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
-use svc_common::{
-    BACKEND_STATE_ACTIVE, BACKEND_STATE_TERMINATING, Backend4, NAME_EXTERNALNAME, NAME_HEADLESS,
-    NAME_KEY_UNSERVED, NAME_KIND_CLUSTERIP, NAME_KIND_EXTERNALIP, NAME_KIND_LOADBALANCER,
-    NAME_KIND_NODEPORT, NAME_KIND_NONE, NAME_NO_IPV4_CLUSTERIP, NAME_NO_PORTS, NAME_OTHER_PROXY,
-    NAME_SERVED, PROTO_TCP, PROTO_UDP, RevNat4, SCOPE_ALL, SCOPE_LOCAL, SRC_RANGE_PREFIX_BASE,
-    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER, SVC_F_LOCAL,
-    SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, SrcRange4, Svc4Key, Svc4Value, SvcName,
-};
+use svc_common::{Backend4, BackendState, Scope, Svc4Value, SvcName, map_names};
 
+use crate::addr::{BackendAddr, Frontend};
 use crate::alloc::IdAllocator;
-use crate::desired::{
-    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr, UnservedReason,
-};
-use crate::model::{ObjectRef, Protocol};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("map {map} is full")]
-    Full { map: &'static str },
-    #[error("map {map}: {message}")]
-    Other { map: &'static str, message: String },
-}
-
-/// A loadBalancerSourceRanges entry: (prefix length as the LPM trie counts it, data).
-pub type SrcRangeKey = (u32, SrcRange4);
-
-/// The writes and reads the reconciler needs. Implemented by the real pinned maps
-/// (`dataplane::Maps`) and by an in-memory fake in tests.
-pub trait MapStore {
-    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError>;
-    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError>;
-    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError>;
-    fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
-    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError>;
-    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError>;
-    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
-    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
-    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError>;
-    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
-    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
-    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError>;
-    /// SVC_NAMES: svcctl's names (key: rev_nat_id, or NAME_KEY_UNSERVED + n).
-    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
-    fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
-    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError>;
-}
+use crate::dataplane::layout::{self, FrontendHead, SrcRangeKey};
+use crate::dataplane::{MapStore, StoreError};
+use crate::desired::{DesiredState, FrontendState};
 
 /// What one sync did.
 #[derive(Debug, Default)]
@@ -111,7 +71,7 @@ struct ScopeEntries {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Installed {
     rev_nat_id: u32,
-    /// [SCOPE_ALL, SCOPE_LOCAL].
+    /// Indexed by [`Scope`]: [all, local].
     scopes: [ScopeEntries; 2],
     src_ranges: BTreeSet<SrcRangeKey>,
 }
@@ -123,6 +83,10 @@ impl Installed {
             .all(|s| s.head.is_none() && s.slots.is_empty())
             && self.src_ranges.is_empty()
     }
+
+    fn scope(&mut self, scope: Scope) -> &mut ScopeEntries {
+        &mut self.scopes[usize::from(scope.raw())]
+    }
 }
 
 pub struct Reconciler {
@@ -132,7 +96,7 @@ pub struct Reconciler {
     backends: BTreeMap<u32, Backend4>,
     revnats: BTreeSet<u32>,
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
-    orphan_slots: Vec<Svc4Key>,
+    orphan_slots: Vec<svc_common::Svc4Key>,
     orphan_ranges: Vec<SrcRangeKey>,
     /// SVC_NAMES as written (adopted from the map at start).
     names: BTreeMap<u32, SvcName>,
@@ -140,119 +104,35 @@ pub struct Reconciler {
     lb_capacity: u32,
 }
 
-fn proto_from_u8(p: u8) -> Option<Protocol> {
-    match p {
-        PROTO_TCP => Some(Protocol::Tcp),
-        PROTO_UDP => Some(Protocol::Udp),
-        _ => None,
-    }
-}
-
-fn frontend_of(key: &Svc4Key) -> Option<Frontend> {
-    Some(Frontend {
-        vip: Ipv4Addr::from(u32::from_be(key.vip_be)),
-        port: u16::from_be(key.port_be),
-        proto: proto_from_u8(key.proto)?,
-    })
-}
-
-fn svc_key(f: &Frontend, scope: u8, slot: u16) -> Svc4Key {
-    Svc4Key {
-        vip_be: u32::from(f.vip).to_be(),
-        port_be: f.port.to_be(),
-        slot,
-        proto: f.proto.as_u8(),
-        scope,
-        _pad: [0; 2],
-    }
-}
-
-fn backend_value(b: &BackendAddr, state: u8) -> Backend4 {
-    Backend4 {
-        addr_be: u32::from(b.addr).to_be(),
-        port_be: b.port.to_be(),
-        proto: b.proto.as_u8(),
-        state,
-    }
-}
-
-fn backend_addr(b: &Backend4) -> Option<BackendAddr> {
-    Some(BackendAddr {
-        addr: Ipv4Addr::from(u32::from_be(b.addr_be)),
-        port: u16::from_be(b.port_be),
-        proto: proto_from_u8(b.proto)?,
-    })
-}
-
-fn src_range_key(rev_nat_id: u32, cidr: &Ipv4Cidr) -> SrcRangeKey {
-    (
-        SRC_RANGE_PREFIX_BASE + u32::from(cidr.prefix_len.min(32)),
-        // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
-        // always match exactly, so only the two sides' agreement matters.
-        SrcRange4 {
-            rev_nat_id,
-            addr_be: (u32::from(cidr.addr) & cidr.netmask()).to_be(),
-        },
-    )
-}
-
 /// The SVC_NAMES value of a served frontend.
 fn frontend_name(state: &FrontendState) -> SvcName {
-    let kind = match state.kind {
-        FrontendKind::ClusterIp => NAME_KIND_CLUSTERIP,
-        FrontendKind::NodePort => NAME_KIND_NODEPORT,
-        FrontendKind::ExternalIp => NAME_KIND_EXTERNALIP,
-        FrontendKind::LoadBalancer => NAME_KIND_LOADBALANCER,
-    };
-    SvcName::new(
+    layout::served_name(
         &state.service.namespace,
         &state.service.name,
         &state.port_name,
-        kind,
-        NAME_SERVED,
+        state.kind,
     )
 }
 
-/// The SVC_NAMES value of a Service without entries.
-fn unserved_name(service: &ObjectRef, reason: UnservedReason) -> SvcName {
-    let status = match reason {
-        UnservedReason::Headless => NAME_HEADLESS,
-        UnservedReason::ExternalName => NAME_EXTERNALNAME,
-        UnservedReason::OtherProxy => NAME_OTHER_PROXY,
-        UnservedReason::NoIpv4ClusterIp => NAME_NO_IPV4_CLUSTERIP,
-        UnservedReason::NoPorts => NAME_NO_PORTS,
-    };
-    SvcName::new(
-        &service.namespace,
-        &service.name,
-        "",
-        NAME_KIND_NONE,
-        status,
-    )
-}
-
-/// The frontend's flags (svc-common SVC_F_*) for what the desired state says.
-fn frontend_flags(state: &FrontendState) -> u16 {
-    let mut flags = 0;
-    if state.kind.is_external() {
-        flags |= SVC_F_EXTERNAL;
+/// The frontend entry (slot 0) of one scope, as the desired state wants it.
+fn frontend_head(
+    state: &FrontendState,
+    rev_nat_id: u32,
+    count: usize,
+) -> Result<Svc4Value, StoreError> {
+    Ok(FrontendHead {
+        count: u16::try_from(count).map_err(|_| StoreError::Other {
+            map: map_names::SVC4_SERVICES,
+            message: "more than 65535 backends".into(),
+        })?,
+        rev_nat_id,
+        kind: state.kind,
+        local: state.local_policy,
+        source_ranges: state.kind == svc_common::FrontendKind::LoadBalancer
+            && !state.source_ranges.is_empty(),
+        affinity_timeout: state.affinity_timeout,
     }
-    match state.kind {
-        FrontendKind::NodePort => flags |= SVC_F_NODEPORT,
-        FrontendKind::LoadBalancer => flags |= SVC_F_LOADBALANCER,
-        FrontendKind::ExternalIp => flags |= SVC_F_EXTERNAL_IP,
-        FrontendKind::ClusterIp => {}
-    }
-    if state.local_policy {
-        flags |= SVC_F_LOCAL;
-    }
-    if state.kind == FrontendKind::LoadBalancer && !state.source_ranges.is_empty() {
-        flags |= SVC_F_SOURCE_RANGES;
-    }
-    if state.affinity_timeout.is_some() {
-        flags |= SVC_F_AFFINITY;
-    }
-    flags
+    .encode())
 }
 
 impl Reconciler {
@@ -282,7 +162,7 @@ impl Reconciler {
             names: BTreeMap::new(),
         };
         for (id, b) in store.read_backends()? {
-            let Some(addr) = backend_addr(&b) else {
+            let Some(addr) = layout::backend_addr(&b) else {
                 continue;
             };
             r.backend_ids.adopt(addr, id);
@@ -294,12 +174,10 @@ impl Reconciler {
             .map(|(id, _)| id)
             .collect();
         let services = store.read_services()?;
-        // Frontends are the SCOPE_ALL slot-0 entries; everything else hangs off one.
-        for (key, value) in services
-            .iter()
-            .filter(|(k, _)| k.slot == 0 && k.scope == SCOPE_ALL)
-        {
-            let Some(frontend) = frontend_of(key) else {
+        // Frontends are the slot-0 entries of scope all; everything else hangs off one.
+        let is_frontend = |k: &svc_common::Svc4Key| k.slot == 0 && k.scope == Scope::All.raw();
+        for (key, value) in services.iter().filter(|(k, _)| is_frontend(k)) {
+            let Some(frontend) = layout::frontend_of(key) else {
                 continue;
             };
             r.revnat_ids.adopt(frontend, value.rev_nat_id);
@@ -310,22 +188,22 @@ impl Reconciler {
             installed.scopes[0].head = Some(*value);
             r.frontends.insert(frontend, installed);
         }
-        for (key, value) in services
-            .iter()
-            .filter(|(k, _)| !(k.slot == 0 && k.scope == SCOPE_ALL))
-        {
-            let scope = key.scope as usize;
-            match frontend_of(key)
-                .and_then(|f| r.frontends.get_mut(&f))
-                .filter(|_| scope < 2)
-            {
-                Some(installed) if key.slot == 0 => installed.scopes[scope].head = Some(*value),
-                Some(installed) => {
-                    installed.scopes[scope]
+        for (key, value) in services.iter().filter(|(k, _)| !is_frontend(k)) {
+            let scope = Scope::from_raw(key.scope);
+            match (
+                layout::frontend_of(key).and_then(|f| r.frontends.get_mut(&f)),
+                scope,
+            ) {
+                (Some(installed), Some(scope)) if key.slot == 0 => {
+                    installed.scope(scope).head = Some(*value)
+                }
+                (Some(installed), Some(scope)) => {
+                    installed
+                        .scope(scope)
                         .slots
                         .insert(key.slot, value.backend_id);
                 }
-                None => r.orphan_slots.push(*key),
+                _ => r.orphan_slots.push(*key),
             }
         }
         let by_rev: BTreeMap<u32, Frontend> = r
@@ -358,7 +236,7 @@ impl Reconciler {
     /// do not hold as wanted; returns the id of every backend that is now in the map.
     fn ensure_backends(
         &mut self,
-        wanted: &BTreeMap<BackendAddr, u8>,
+        wanted: &BTreeMap<BackendAddr, BackendState>,
         store: &mut impl MapStore,
         report: &mut SyncReport,
     ) -> BTreeMap<BackendAddr, u32> {
@@ -370,7 +248,7 @@ impl Reconciler {
                 report.errors.push((
                     None,
                     StoreError::Full {
-                        map: svc_common::BACKEND4_MAP,
+                        map: map_names::SVC4_BACKENDS,
                     },
                 ));
                 continue;
@@ -381,14 +259,14 @@ impl Reconciler {
                     report.errors.push((
                         None,
                         StoreError::Other {
-                            map: svc_common::BACKEND4_MAP,
+                            map: map_names::SVC4_BACKENDS,
                             message: e.to_string(),
                         },
                     ));
                     continue;
                 }
             };
-            let value = backend_value(addr, *backend_state);
+            let value = layout::backend_value(addr, *backend_state);
             if self.backends.get(&id) != Some(&value) {
                 match store.put_backend(id, &value) {
                     Ok(()) => {
@@ -419,7 +297,7 @@ impl Reconciler {
         store: &mut impl MapStore,
     ) -> SyncReport {
         let mut report = SyncReport::default();
-        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
+        let mut wanted: BTreeMap<BackendAddr, BackendState> = BTreeMap::new();
         for f in frontends {
             if let Some(state) = desired.frontends.get(f) {
                 add_wanted(&mut wanted, state);
@@ -430,9 +308,9 @@ impl Reconciler {
                 .backend_ids
                 .get(addr)
                 .and_then(|id| self.backends.get(&id))
-                .is_some_and(|b| b.state == BACKEND_STATE_ACTIVE);
-            if *st == BACKEND_STATE_TERMINATING && active_elsewhere {
-                *st = BACKEND_STATE_ACTIVE;
+                .is_some_and(|b| layout::backend_state(b) == Some(BackendState::Active));
+            if *st == BackendState::Terminating && active_elsewhere {
+                *st = BackendState::Active;
             }
         }
         let ready = self.ensure_backends(&wanted, store, &mut report);
@@ -481,7 +359,12 @@ impl Reconciler {
         for &id in ids {
             match store.del_backend(id) {
                 Ok(()) => {
-                    if let Some(addr) = self.backends.remove(&id).as_ref().and_then(backend_addr) {
+                    if let Some(addr) = self
+                        .backends
+                        .remove(&id)
+                        .as_ref()
+                        .and_then(layout::backend_addr)
+                    {
                         self.backend_ids.release(&addr);
                     }
                     report.backends_removed += 1;
@@ -497,7 +380,7 @@ impl Reconciler {
 
         // 1. Backends: every backend a new flow may get is active; terminating ones stay
         //    (state terminating) so established flows keep them.
-        let mut wanted: BTreeMap<BackendAddr, u8> = BTreeMap::new();
+        let mut wanted: BTreeMap<BackendAddr, BackendState> = BTreeMap::new();
         for state in desired.frontends.values() {
             add_wanted(&mut wanted, state);
         }
@@ -543,7 +426,12 @@ impl Reconciler {
             .unserved
             .iter()
             .enumerate()
-            .map(|(n, (svc, why))| (NAME_KEY_UNSERVED + n as u32, unserved_name(svc, *why)))
+            .map(|(n, (svc, why))| {
+                (
+                    layout::unserved_key(n),
+                    layout::unserved_name(&svc.namespace, &svc.name, *why),
+                )
+            })
             .collect();
         for (frontend, installed) in &self.frontends {
             let key = installed.rev_nat_id;
@@ -560,7 +448,7 @@ impl Reconciler {
             }
         }
         for (key, value) in &wanted_names {
-            if *key >= NAME_KEY_UNSERVED && self.names.get(key) != Some(value) {
+            if layout::is_unserved_key(*key) && self.names.get(key) != Some(value) {
                 match store.put_name(*key, value) {
                     Ok(()) => {
                         self.names.insert(*key, *value);
@@ -631,8 +519,8 @@ impl Reconciler {
     }
 
     /// Writes one frontend: rev-NAT entry, source ranges, then per scope the slots before
-    /// the slot-0 entry that counts them (SCOPE_LOCAL before SCOPE_ALL, whose SVC_F_LOCAL
-    /// flag sends packets to it), then removes what is no longer wanted in reverse.
+    /// the slot-0 entry that counts them (local before all, whose SVC_F_LOCAL flag
+    /// sends packets to it), then removes what is no longer wanted in reverse.
     fn sync_frontend(
         &mut self,
         frontend: &Frontend,
@@ -645,16 +533,11 @@ impl Reconciler {
             .revnat_ids
             .get_or_alloc(frontend)
             .map_err(|e| StoreError::Other {
-                map: svc_common::REVNAT4_MAP,
+                map: map_names::SVC4_REVNAT,
                 message: e.to_string(),
             })?;
         if !self.revnats.contains(&rev_nat_id) {
-            let value = RevNat4 {
-                vip_be: u32::from(frontend.vip).to_be(),
-                port_be: frontend.port.to_be(),
-                _pad: [0; 2],
-            };
-            store.put_revnat(rev_nat_id, &value)?;
+            store.put_revnat(rev_nat_id, &layout::revnat_value(frontend))?;
             self.revnats.insert(rev_nat_id);
         }
         self.sync_name(frontend, rev_nat_id, state, store, report);
@@ -665,12 +548,12 @@ impl Reconciler {
             installed.rev_nat_id = rev_nat_id;
         }
 
-        let flags = frontend_flags(state);
-        let ranges: BTreeSet<SrcRangeKey> = if flags & SVC_F_SOURCE_RANGES != 0 {
+        let head = |count: usize| frontend_head(state, rev_nat_id, count);
+        let ranges: BTreeSet<SrcRangeKey> = if FrontendHead::decode(&head(0)?).source_ranges {
             state
                 .source_ranges
                 .iter()
-                .map(|c| src_range_key(rev_nat_id, c))
+                .map(|c| layout::src_range_key(rev_nat_id, c))
                 .collect()
         } else {
             BTreeSet::new()
@@ -690,38 +573,27 @@ impl Reconciler {
         } else {
             None
         };
-        let head = |count: usize| -> Result<Svc4Value, StoreError> {
-            Ok(Svc4Value {
-                backend_id: state.affinity_timeout.unwrap_or(0),
-                count: u16::try_from(count).map_err(|_| StoreError::Other {
-                    map: svc_common::SVC4_MAP,
-                    message: "more than 65535 backends".into(),
-                })?,
-                rev_nat_id,
-                flags,
-            })
-        };
 
         if let Some(local) = &local {
+            let entries = installed.scope(Scope::Local);
             write_scope(
                 store,
                 frontend,
-                SCOPE_LOCAL,
-                &mut installed.scopes[1],
+                Scope::Local,
+                entries,
                 local,
                 head(local.len())?,
-                rev_nat_id,
                 report,
             )?;
         }
+        let entries = installed.scope(Scope::All);
         write_scope(
             store,
             frontend,
-            SCOPE_ALL,
-            &mut installed.scopes[0],
+            Scope::All,
+            entries,
             &all,
             head(all.len())?,
-            rev_nat_id,
             report,
         )?;
 
@@ -729,33 +601,20 @@ impl Reconciler {
         trim_scope(
             store,
             frontend,
-            SCOPE_ALL,
-            &mut installed.scopes[0],
+            Scope::All,
+            installed.scope(Scope::All),
             all.len(),
             report,
         )?;
+        let entries = installed.scope(Scope::Local);
         match &local {
-            Some(local) => trim_scope(
-                store,
-                frontend,
-                SCOPE_LOCAL,
-                &mut installed.scopes[1],
-                local.len(),
-                report,
-            )?,
+            Some(local) => trim_scope(store, frontend, Scope::Local, entries, local.len(), report)?,
             None => {
-                if installed.scopes[1].head.is_some() {
-                    store.del_service(&svc_key(frontend, SCOPE_LOCAL, 0))?;
-                    installed.scopes[1].head = None;
+                if entries.head.is_some() {
+                    store.del_service(&layout::service_key(frontend, Scope::Local, 0))?;
+                    entries.head = None;
                 }
-                trim_scope(
-                    store,
-                    frontend,
-                    SCOPE_LOCAL,
-                    &mut installed.scopes[1],
-                    0,
-                    report,
-                )?;
+                trim_scope(store, frontend, Scope::Local, entries, 0, report)?;
             }
         }
         for key in installed.src_ranges.clone().difference(&ranges) {
@@ -774,23 +633,16 @@ impl Reconciler {
         let Some(installed) = self.frontends.get_mut(frontend) else {
             return Ok(());
         };
-        // The SCOPE_ALL head first: from then on no packet finds the frontend.
-        for scope in [SCOPE_ALL, SCOPE_LOCAL] {
-            let entries = &mut installed.scopes[scope as usize];
+        // The head of scope all first: from then on no packet finds the frontend.
+        for scope in [Scope::All, Scope::Local] {
+            let entries = installed.scope(scope);
             if entries.head.is_some() {
-                store.del_service(&svc_key(frontend, scope, 0))?;
+                store.del_service(&layout::service_key(frontend, scope, 0))?;
                 entries.head = None;
             }
         }
-        for scope in [SCOPE_ALL, SCOPE_LOCAL] {
-            trim_scope(
-                store,
-                frontend,
-                scope,
-                &mut installed.scopes[scope as usize],
-                0,
-                report,
-            )?;
+        for scope in [Scope::All, Scope::Local] {
+            trim_scope(store, frontend, scope, installed.scope(scope), 0, report)?;
         }
         for key in std::mem::take(&mut installed.src_ranges) {
             store.del_src_range(&key)?;
@@ -820,33 +672,26 @@ impl Reconciler {
 }
 
 /// Writes slots 1..=n of one scope (only those that differ), then its slot-0 entry.
-#[allow(clippy::too_many_arguments)]
 fn write_scope(
     store: &mut impl MapStore,
     frontend: &Frontend,
-    scope: u8,
+    scope: Scope,
     entries: &mut ScopeEntries,
     ids: &[u32],
     head: Svc4Value,
-    rev_nat_id: u32,
     report: &mut SyncReport,
 ) -> Result<(), StoreError> {
     for (i, id) in ids.iter().enumerate() {
         let slot = i as u16 + 1;
         if entries.slots.get(&slot) != Some(id) {
-            let value = Svc4Value {
-                backend_id: *id,
-                count: 0,
-                rev_nat_id,
-                flags: 0,
-            };
-            store.put_service(&svc_key(frontend, scope, slot), &value)?;
+            let value = layout::slot_value(*id, head.rev_nat_id);
+            store.put_service(&layout::service_key(frontend, scope, slot), &value)?;
             entries.slots.insert(slot, *id);
             report.slots_written += 1;
         }
     }
     if entries.head != Some(head) {
-        store.put_service(&svc_key(frontend, scope, 0), &head)?;
+        store.put_service(&layout::service_key(frontend, scope, 0), &head)?;
         entries.head = Some(head);
         report.frontends_written += 1;
     }
@@ -857,7 +702,7 @@ fn write_scope(
 fn trim_scope(
     store: &mut impl MapStore,
     frontend: &Frontend,
-    scope: u8,
+    scope: Scope,
     entries: &mut ScopeEntries,
     count: usize,
     report: &mut SyncReport,
@@ -869,7 +714,7 @@ fn trim_scope(
         .copied()
         .collect();
     for slot in extra {
-        store.del_service(&svc_key(frontend, scope, slot))?;
+        store.del_service(&layout::service_key(frontend, scope, slot))?;
         entries.slots.remove(&slot);
         report.slots_removed += 1;
     }
@@ -878,9 +723,9 @@ fn trim_scope(
 
 /// Adds the backends `state` wants to `wanted`: active for those new flows may get,
 /// terminating (unless active for another frontend) for those only established flows keep.
-fn add_wanted(wanted: &mut BTreeMap<BackendAddr, u8>, state: &FrontendState) {
+fn add_wanted(wanted: &mut BTreeMap<BackendAddr, BackendState>, state: &FrontendState) {
     for b in &state.terminating {
-        wanted.entry(*b).or_insert(BACKEND_STATE_TERMINATING);
+        wanted.entry(*b).or_insert(BackendState::Terminating);
     }
     let local: &[BackendAddr] = if state.local_policy {
         &state.local_backends
@@ -888,562 +733,9 @@ fn add_wanted(wanted: &mut BTreeMap<BackendAddr, u8>, state: &FrontendState) {
         &[]
     };
     for b in state.backends.iter().chain(local) {
-        wanted.insert(*b, BACKEND_STATE_ACTIVE);
-    }
-}
-
-/// An in-memory MapStore with the kernel's capacity behaviour, for tests.
-#[derive(Debug, Default, Clone)]
-pub struct FakeMaps {
-    pub services: BTreeMap<Svc4Key, Svc4Value>,
-    pub backends: BTreeMap<u32, Backend4>,
-    pub revnats: BTreeMap<u32, RevNat4>,
-    pub src_ranges: BTreeSet<SrcRangeKey>,
-    pub names: BTreeMap<u32, SvcName>,
-    /// Capacity of the names map (None: unlimited).
-    pub names_capacity: Option<usize>,
-    /// Capacity of the services map (None: unlimited).
-    pub services_capacity: Option<usize>,
-    /// Every write, in order, for checking the write order.
-    pub log: Vec<String>,
-}
-
-impl MapStore for FakeMaps {
-    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError> {
-        if let Some(cap) = self.services_capacity
-            && !self.services.contains_key(key)
-            && self.services.len() >= cap
-        {
-            return Err(StoreError::Full {
-                map: svc_common::SVC4_MAP,
-            });
-        }
-        let scope = if key.scope == SCOPE_LOCAL {
-            " local"
-        } else {
-            ""
-        };
-        self.log.push(format!(
-            "put svc{scope} slot {} count {} backend {}",
-            key.slot, value.count, value.backend_id
-        ));
-        self.services.insert(*key, *value);
-        Ok(())
-    }
-    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
-        let scope = if key.scope == SCOPE_LOCAL {
-            " local"
-        } else {
-            ""
-        };
-        self.log.push(format!("del svc{scope} slot {}", key.slot));
-        self.services.remove(key);
-        Ok(())
-    }
-    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError> {
-        self.log.push(format!("put backend {id}"));
-        self.backends.insert(id, *value);
-        Ok(())
-    }
-    fn del_backend(&mut self, id: u32) -> Result<(), StoreError> {
-        self.log.push(format!("del backend {id}"));
-        self.backends.remove(&id);
-        Ok(())
-    }
-    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError> {
-        self.log.push(format!("put revnat {id}"));
-        self.revnats.insert(id, *value);
-        Ok(())
-    }
-    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError> {
-        self.log.push(format!("del revnat {id}"));
-        self.revnats.remove(&id);
-        Ok(())
-    }
-    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
-        self.log.push(format!("put range /{}", key.0));
-        self.src_ranges.insert(*key);
-        Ok(())
-    }
-    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
-        self.log.push(format!("del range /{}", key.0));
-        self.src_ranges.remove(key);
-        Ok(())
-    }
-    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
-        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
-    }
-    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError> {
-        Ok(self.src_ranges.iter().copied().collect())
-    }
-    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
-        Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
-    }
-    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError> {
-        Ok(self.revnats.iter().map(|(k, v)| (*k, *v)).collect())
-    }
-    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError> {
-        if let Some(cap) = self.names_capacity
-            && !self.names.contains_key(&key)
-            && self.names.len() >= cap
-        {
-            return Err(StoreError::Full {
-                map: svc_common::NAMES_MAP,
-            });
-        }
-        self.log.push(format!("put name {key:#x}"));
-        self.names.insert(key, *value);
-        Ok(())
-    }
-    fn del_name(&mut self, key: u32) -> Result<(), StoreError> {
-        self.log.push(format!("del name {key:#x}"));
-        self.names.remove(&key);
-        Ok(())
-    }
-    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
-        Ok(self.names.iter().map(|(k, v)| (*k, *v)).collect())
+        wanted.insert(*b, BackendState::Active);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::desired::FrontendState;
-    use crate::model::ObjectRef;
-
-    fn fe(vip: [u8; 4], port: u16) -> Frontend {
-        Frontend {
-            vip: Ipv4Addr::from(vip),
-            port,
-            proto: Protocol::Tcp,
-        }
-    }
-    fn be(last: u8) -> BackendAddr {
-        BackendAddr {
-            addr: Ipv4Addr::new(10, 244, 1, last),
-            port: 8080,
-            proto: Protocol::Tcp,
-        }
-    }
-    fn desired(entries: &[(Frontend, Vec<BackendAddr>)]) -> DesiredState {
-        let mut d = DesiredState::default();
-        for (f, b) in entries {
-            d.frontends.insert(
-                *f,
-                FrontendState {
-                    service: ObjectRef::new("default", "svc"),
-                    backends: b.clone(),
-                    ..Default::default()
-                },
-            );
-        }
-        d
-    }
-
-    /// A partial sync of the frontends whose backends changed leaves the maps exactly as a
-    /// full sync does: new backends in, the backends only they used out, shared ones kept.
-    #[test]
-    fn partial_sync_equals_a_full_sync_for_endpoint_changes() {
-        let (f1, f2, f3) = (
-            fe([10, 96, 0, 1], 80),
-            fe([10, 96, 0, 2], 80),
-            fe([10, 96, 0, 3], 80),
-        );
-        let before = desired(&[
-            (f1, vec![be(1), be(2)]),
-            (f2, vec![be(2), be(3)]),
-            (f3, vec![be(4)]),
-        ]);
-        let mut after = desired(&[
-            (f1, vec![be(1), be(5)]),
-            (f2, vec![be(3)]),
-            (f3, vec![be(4)]),
-        ]);
-        // be(6) stays for f3's established flows only.
-        after.frontends.get_mut(&f3).unwrap().terminating = vec![be(6)];
-        let mut full = FakeMaps::default();
-        let mut r_full = Reconciler::adopt(&full).unwrap();
-        assert!(r_full.sync(&before, &mut full).errors.is_empty());
-        let mut part = full.clone();
-        let mut r_part = Reconciler::adopt(&part).unwrap();
-        assert!(r_full.sync(&after, &mut full).errors.is_empty());
-        let report = r_part.sync_partial(&after, &[f1, f2, f3], &mut part);
-        assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert_eq!(part.services, full.services);
-        assert_eq!(part.backends, full.backends);
-        assert_eq!(part.revnats, full.revnats);
-        assert_consistent(&part);
-        // be(2) (only f1 and f2 used it) is gone; be(6) is there, terminating.
-        assert_eq!(report.backends_removed, 1);
-        // A second partial sync of the same state writes nothing.
-        let again = r_part.sync_partial(&after, &[f1, f2], &mut part);
-        assert!(!again.changed(), "{again:?}");
-    }
-
-    /// Checks the invariant a packet relies on: every frontend's count points at existing
-    /// slots whose backends exist, with a rev-NAT entry.
-    fn assert_consistent(m: &FakeMaps) {
-        for (k, v) in m.services.iter().filter(|(k, _)| k.slot == 0) {
-            assert!(
-                m.revnats.contains_key(&{ v.rev_nat_id }),
-                "frontend without revnat"
-            );
-            for slot in 1..=v.count {
-                let s = m
-                    .services
-                    .get(&Svc4Key { slot, ..*k })
-                    .expect("count points past the slots");
-                assert!(
-                    m.backends.contains_key(&s.backend_id),
-                    "slot points at a missing backend"
-                );
-            }
-        }
-    }
-
-    fn backends_of(m: &FakeMaps, f: &Frontend) -> Vec<Ipv4Addr> {
-        let front = m.services[&svc_key(f, SCOPE_ALL, 0)];
-        let mut v: Vec<Ipv4Addr> = (1..=front.count)
-            .map(|s| {
-                Ipv4Addr::from(u32::from_be(
-                    m.backends[&m.services[&svc_key(f, SCOPE_ALL, s)].backend_id].addr_be,
-                ))
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn installs_then_writes_nothing_when_unchanged() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(13)])]);
-        let rep = r.sync(&d, &mut maps);
-        assert!(rep.errors.is_empty());
-        assert_eq!(
-            (rep.backends_added, rep.frontends_written, rep.slots_written),
-            (3, 1, 3)
-        );
-        assert_consistent(&maps);
-        assert_eq!(backends_of(&maps, &fe([10, 96, 0, 10], 80)).len(), 3);
-        maps.log.clear();
-        let rep = r.sync(&d, &mut maps);
-        assert!(!rep.changed(), "{rep:?}");
-        assert!(maps.log.is_empty());
-    }
-
-    #[test]
-    fn write_order_is_safe_for_growth_and_shrink() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let f = fe([10, 96, 0, 10], 80);
-        r.sync(&desired(&[(f, vec![be(11)])]), &mut maps);
-        maps.log.clear();
-        r.sync(&desired(&[(f, vec![be(11), be(12), be(13)])]), &mut maps);
-        // Backends, then new slots, then the frontend's count.
-        assert_eq!(
-            maps.log,
-            vec![
-                "put backend 2",
-                "put backend 3",
-                "put svc slot 2 count 0 backend 2",
-                "put svc slot 3 count 0 backend 3",
-                "put svc slot 0 count 3 backend 0"
-            ]
-        );
-        maps.log.clear();
-        r.sync(&desired(&[(f, vec![be(13)])]), &mut maps);
-        // Slot 1 rewritten, count lowered, then extra slots removed, then unused backends.
-        assert_eq!(
-            maps.log,
-            vec![
-                "put svc slot 1 count 0 backend 3",
-                "put svc slot 0 count 1 backend 0",
-                "del svc slot 2",
-                "del svc slot 3",
-                "del backend 1",
-                "del backend 2"
-            ]
-        );
-        assert_consistent(&maps);
-    }
-
-    #[test]
-    fn removal_deletes_frontend_first_and_everything_after() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let f = fe([10, 96, 0, 10], 80);
-        r.sync(&desired(&[(f, vec![be(11), be(12)])]), &mut maps);
-        maps.log.clear();
-        r.sync(&DesiredState::default(), &mut maps);
-        assert_eq!(maps.log[0], "del svc slot 0");
-        assert!(
-            maps.services.is_empty() && maps.backends.is_empty() && maps.revnats.is_empty(),
-            "{maps:?}"
-        );
-    }
-
-    #[test]
-    fn no_endpoints_gives_count_zero() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let f = fe([10, 96, 0, 11], 80);
-        r.sync(&desired(&[(f, vec![])]), &mut maps);
-        assert_eq!(maps.services[&svc_key(&f, SCOPE_ALL, 0)].count, 0);
-        assert_eq!(maps.services.len(), 1);
-        assert_consistent(&maps);
-    }
-
-    #[test]
-    fn shared_backend_is_kept_until_no_frontend_uses_it() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
-        r.sync(&desired(&[(a, vec![be(11)]), (b, vec![be(11)])]), &mut maps);
-        assert_eq!(maps.backends.len(), 1);
-        r.sync(&desired(&[(b, vec![be(11)])]), &mut maps);
-        assert_eq!(maps.backends.len(), 1);
-        assert_consistent(&maps);
-        r.sync(&DesiredState::default(), &mut maps);
-        assert!(maps.backends.is_empty());
-    }
-
-    #[test]
-    fn full_map_skips_one_frontend_and_keeps_the_rest() {
-        let mut maps = FakeMaps {
-            services_capacity: Some(4),
-            ..Default::default()
-        };
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
-        // a needs 3 entries, b needs 3: only a fits.
-        let rep = r.sync(
-            &desired(&[(a, vec![be(11), be(12)]), (b, vec![be(13), be(14)])]),
-            &mut maps,
-        );
-        assert_eq!(rep.errors.len(), 1);
-        assert!(matches!(rep.errors[0], (Some(f), StoreError::Full { .. }) if f == b));
-        assert_eq!(backends_of(&maps, &a).len(), 2);
-        assert!(
-            !maps.services.contains_key(&svc_key(&b, SCOPE_ALL, 0)),
-            "b must not have a frontend pointing at missing slots"
-        );
-        assert_consistent(&maps);
-        // Room appears (a removed): b is installed on the next sync.
-        let rep = r.sync(&desired(&[(b, vec![be(13), be(14)])]), &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        assert_eq!(backends_of(&maps, &b).len(), 2);
-        assert_consistent(&maps);
-    }
-
-    #[test]
-    fn adoption_after_restart_rewrites_nothing() {
-        let mut maps = FakeMaps::default();
-        let d = desired(&[
-            (fe([10, 96, 0, 10], 80), vec![be(11), be(12)]),
-            (fe([10, 96, 0, 10], 53), vec![be(13)]),
-        ]);
-        Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
-        let before = maps.clone();
-        maps.log.clear();
-        let mut restarted = Reconciler::adopt(&maps).unwrap();
-        let rep = restarted.sync(&d, &mut maps);
-        assert!(!rep.changed(), "{rep:?}");
-        assert_eq!(maps.services, before.services);
-        // New ids continue after the adopted ones.
-        let rep = restarted.sync(
-            &desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(20)])]),
-            &mut maps,
-        );
-        assert!(rep.errors.is_empty());
-        assert!(maps.backends.contains_key(&4), "{:?}", maps.backends.keys());
-        assert_consistent(&maps);
-    }
-
-    #[test]
-    fn orphan_slots_are_removed_on_first_sync() {
-        let mut maps = FakeMaps::default();
-        let f = fe([10, 96, 0, 10], 80);
-        maps.services.insert(
-            svc_key(&f, SCOPE_ALL, 3),
-            Svc4Value {
-                backend_id: 9,
-                ..Default::default()
-            },
-        );
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        r.sync(&DesiredState::default(), &mut maps);
-        assert!(maps.services.is_empty());
-    }
-
-    fn named(entries: &[(Frontend, &str, &str, FrontendKind)]) -> DesiredState {
-        let mut d = DesiredState::default();
-        for (f, svc, port, kind) in entries {
-            d.frontends.insert(
-                *f,
-                FrontendState {
-                    service: ObjectRef::new("default", *svc),
-                    port_name: port.to_string(),
-                    kind: *kind,
-                    ..Default::default()
-                },
-            );
-        }
-        d
-    }
-
-    fn name_of(m: &FakeMaps, key: u32) -> (String, String, String, u8, u8) {
-        let n = &m.names[&key];
-        (
-            n.namespace().into(),
-            n.name().into(),
-            n.port_name().into(),
-            n.kind,
-            n.status,
-        )
-    }
-
-    #[test]
-    fn names_follow_frontends_and_unserved_services() {
-        let mut maps = FakeMaps::default();
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let (a, b) = (fe([10, 96, 0, 10], 80), fe([192, 0, 2, 1], 30080));
-        let mut d = named(&[
-            (a, "echo", "http", FrontendKind::ClusterIp),
-            (b, "web", "", FrontendKind::NodePort),
-        ]);
-        d.unserved = vec![
-            (
-                ObjectRef::new("default", "db-alias"),
-                UnservedReason::ExternalName,
-            ),
-            (
-                ObjectRef::new("default", "headless"),
-                UnservedReason::Headless,
-            ),
-        ];
-        let rep = r.sync(&d, &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        assert_eq!(rep.names_written, 4);
-        // The name right after the rev-NAT entry, before any slot of the frontend.
-        let pos = |m: &FakeMaps, s: &str| {
-            m.log
-                .iter()
-                .position(|l| l == s)
-                .unwrap_or_else(|| panic!("{s} not in {:?}", m.log))
-        };
-        assert_eq!(pos(&maps, "put name 0x1"), pos(&maps, "put revnat 1") + 1);
-        let rev_a = maps.services[&svc_key(&a, SCOPE_ALL, 0)].rev_nat_id;
-        let rev_b = maps.services[&svc_key(&b, SCOPE_ALL, 0)].rev_nat_id;
-        assert_eq!(
-            name_of(&maps, rev_a),
-            (
-                "default".into(),
-                "echo".into(),
-                "http".into(),
-                NAME_KIND_CLUSTERIP,
-                NAME_SERVED
-            )
-        );
-        assert_eq!(
-            name_of(&maps, rev_b),
-            (
-                "default".into(),
-                "web".into(),
-                String::new(),
-                NAME_KIND_NODEPORT,
-                NAME_SERVED
-            )
-        );
-        assert_eq!(
-            name_of(&maps, NAME_KEY_UNSERVED),
-            (
-                "default".into(),
-                "db-alias".into(),
-                String::new(),
-                NAME_KIND_NONE,
-                NAME_EXTERNALNAME
-            )
-        );
-        assert_eq!(name_of(&maps, NAME_KEY_UNSERVED + 1).4, NAME_HEADLESS);
-
-        // Unchanged: nothing written.
-        maps.log.clear();
-        assert!(!r.sync(&d, &mut maps).changed());
-        assert!(maps.log.is_empty(), "{:?}", maps.log);
-
-        // A frontend goes: its name goes with it (after its rev-NAT entry); one unserved
-        // Service goes and the other moves to key 0: rewritten by diff.
-        let mut d2 = named(&[(a, "echo", "http", FrontendKind::ClusterIp)]);
-        d2.unserved = vec![(
-            ObjectRef::new("default", "headless"),
-            UnservedReason::Headless,
-        )];
-        maps.log.clear();
-        let rep = r.sync(&d2, &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        assert_eq!(
-            pos(&maps, &format!("del name {rev_b:#x}")),
-            pos(&maps, &format!("del revnat {rev_b}")) + 1
-        );
-        assert_eq!(maps.names.len(), 2);
-        assert_eq!(name_of(&maps, NAME_KEY_UNSERVED).1, "headless");
-        assert!(!maps.names.contains_key(&(NAME_KEY_UNSERVED + 1)));
-
-        // The port is renamed: the entry is rewritten in place.
-        let d3 = named(&[(a, "echo", "web", FrontendKind::ClusterIp)]);
-        r.sync(&d3, &mut maps);
-        assert_eq!(maps.names.len(), 1);
-        assert_eq!(name_of(&maps, rev_a).2, "web");
-        r.sync(&DesiredState::default(), &mut maps);
-        assert!(maps.names.is_empty());
-    }
-
-    #[test]
-    fn names_are_adopted_and_strays_removed() {
-        let mut maps = FakeMaps::default();
-        let f = fe([10, 96, 0, 10], 80);
-        let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
-        d.unserved = vec![(
-            ObjectRef::new("default", "headless"),
-            UnservedReason::Headless,
-        )];
-        Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
-        // A name nothing owns (e.g. left by a crash between writes).
-        maps.names
-            .insert(77, SvcName::new("x", "y", "", 0, NAME_SERVED));
-        maps.log.clear();
-        let mut restarted = Reconciler::adopt(&maps).unwrap();
-        let rep = restarted.sync(&d, &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        assert_eq!(maps.log, vec!["del name 0x4d"]);
-        assert_eq!(maps.names.len(), 2);
-    }
-
-    #[test]
-    fn a_full_names_map_does_not_stop_the_datapath() {
-        let mut maps = FakeMaps {
-            names_capacity: Some(0),
-            ..Default::default()
-        };
-        let mut r = Reconciler::adopt(&maps).unwrap();
-        let f = fe([10, 96, 0, 10], 80);
-        let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
-        d.frontends.get_mut(&f).unwrap().backends = vec![be(11)];
-        d.unserved = vec![(
-            ObjectRef::new("default", "headless"),
-            UnservedReason::Headless,
-        )];
-        let rep = r.sync(&d, &mut maps);
-        assert_eq!(rep.errors.len(), 2, "{rep:?}");
-        assert!(matches!(rep.errors[0], (Some(e), StoreError::Full { .. }) if e == f));
-        assert_eq!(backends_of(&maps, &f).len(), 1);
-        assert_consistent(&maps);
-        // Room appears: both names are written on the next sync.
-        maps.names_capacity = None;
-        let rep = r.sync(&d, &mut maps);
-        assert!(rep.errors.is_empty(), "{rep:?}");
-        assert_eq!((rep.names_written, maps.names.len()), (2, 2));
-    }
-}
+mod tests;

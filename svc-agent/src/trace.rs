@@ -27,10 +27,12 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use serde::Serialize;
-use svc_common::{CT_KIND_SERVICE, Ct4Key, Verdict};
+use svc_common::{
+    BackendState, CT_KIND_SERVICE, Ct4Key, FrontendKind, SVC_F_EXTERNAL, SVC_F_LOCAL, Verdict,
+};
 
 use crate::{
-    dataplane::{self, Datapath, DatapathConfig, DataplaneError, Maps},
+    dataplane::{self, Datapath, DatapathConfig, DataplaneError, Maps, layout},
     inspect::{self, Service, ServiceName},
     model::Protocol,
     packet::{ACK, PacketBuilder, SYN, parse_summary, tcp_flags_label},
@@ -48,7 +50,7 @@ pub enum TraceError {
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error("copying the live maps: {0}")]
-    Copy(#[from] crate::reconcile::StoreError),
+    Copy(#[from] crate::dataplane::StoreError),
     #[error("reading the live maps: {0}")]
     Inspect(#[from] inspect::InspectError),
     #[error(
@@ -165,7 +167,7 @@ fn info(frame: &[u8]) -> Option<PacketInfo> {
     Some(PacketInfo {
         src: sock(s.src, s.sport),
         dst: sock(s.dst, s.dport),
-        protocol: inspect::protocol_name(s.proto),
+        protocol: layout::protocol_label(s.proto),
         tcp_flags: s.tcp_flags.map(tcp_flags_label),
         icmp: s.icmp,
     })
@@ -304,12 +306,10 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
             None => format!("{} {}:{}/{}", f.kind, f.vip, f.port, f.protocol),
         })
         .unwrap_or_else(|| c.req.dst.to_string());
-    let local = c
-        .frontend
-        .is_some_and(|f| f.flags.iter().any(|w| w == "policy-local"));
+    let local = c.frontend.is_some_and(|f| f.flags_raw & SVC_F_LOCAL != 0);
     let external = c
         .frontend
-        .is_some_and(|f| f.flags.iter().any(|w| w == "external"));
+        .is_some_and(|f| f.flags_raw & SVC_F_EXTERNAL != 0);
     match v {
         Verdict::DnatNew => {
             let mut s = format!("new flow to {svc}: ");
@@ -386,7 +386,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         .chain(
             snap.services
                 .iter()
-                .filter(|s| s.kind == "nodeport")
+                .filter(|s| s.kind == FrontendKind::NodePort.label())
                 .map(|s| s.vip),
         )
         .collect();
@@ -399,7 +399,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     } else {
         Entry::External
     });
-    let proto = req.protocol.as_u8();
+    let proto = req.protocol.raw();
     let frontend = snap.services.iter().find(|s| {
         s.vip == *req.dst.ip() && s.port == req.dst.port() && s.protocol == req.protocol.to_string()
     });
@@ -501,7 +501,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         _ => (None, None),
     };
     let affinity_hit = verdict == Verdict::DnatNew
-        && frontend.is_some_and(|f| f.flags.iter().any(|w| w == "affinity"))
+        && frontend.is_some_and(|f| f.affinity_timeout_secs.is_some())
         && scratch.maps.affinity.iter().filter_map(Result::ok).count() == affinity_before
         && snap.affinity.iter().any(|a| {
             a.client == req.src
@@ -510,15 +510,15 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         });
     let candidates = frontend
         .map(|f| {
-            let local = f.flags.iter().any(|w| w == "policy-local");
-            let external = f.flags.iter().any(|w| w == "external");
+            let local = f.flags_raw & SVC_F_LOCAL != 0;
+            let external = f.flags_raw & SVC_F_EXTERNAL != 0;
             let set = if local && (!external || !from_pod) {
                 &f.local_backends
             } else {
                 &f.backends
             };
             set.iter()
-                .filter(|b| b.state == "active")
+                .filter(|b| b.state == BackendState::Active.label())
                 .map(|b| SocketAddrV4::new(b.addr, b.port).to_string())
                 .collect()
         })

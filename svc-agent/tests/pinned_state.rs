@@ -5,7 +5,7 @@ mod support;
 use support::*;
 
 use svc_agent::dataplane::{self, Datapath, DataplaneError};
-use svc_common::BACKEND4_MAP;
+use svc_common::map_names::SVC4_BACKENDS;
 
 fn pin_dir(name: &str) -> PinDir {
     ensure_bpffs();
@@ -23,11 +23,11 @@ fn a_pinned_map_of_another_layout_is_refused_with_the_reason() {
     // What an older build could have pinned: the backends map with 12-byte values (this build: 8).
     let out = std::process::Command::new("bpftool")
         .args(["map", "create"])
-        .arg(dir.0.join(BACKEND4_MAP))
+        .arg(dir.0.join(SVC4_BACKENDS))
         .args([
             "type", "hash", "key", "4", "value", "12", "entries", "65536",
         ])
-        .args(["name", BACKEND4_MAP])
+        .args(["name", SVC4_BACKENDS])
         .output()
         .expect("bpftool (installed by cargo xtask setup)");
     assert!(
@@ -53,7 +53,7 @@ fn a_pinned_map_of_another_layout_is_refused_with_the_reason() {
     );
     let text = err.to_string();
     for want in [
-        BACKEND4_MAP,
+        SVC4_BACKENDS,
         "value size",
         "pinned 12",
         "svc-agent cleanup --bpffs",
@@ -78,7 +78,7 @@ fn a_compatible_set_is_adopted_and_cleanup_removes_it() {
     let dir = pin_dir("adopt");
     {
         let (_datapath, mut maps) = Datapath::load(&dir.0, &Default::default()).expect("load");
-        use svc_agent::reconcile::MapStore as _;
+        use svc_agent::dataplane::MapStore as _;
         maps.put_backend(
             7,
             &svc_common::Backend4 {

@@ -5,8 +5,19 @@
 //!
 //! Byte order: fields that end in `_be` hold network byte order exactly as the packet
 //! carries them (the kernel side compares them against packet bytes without converting).
-//! Everything else is host order. Conversion happens in one place on the user side
-//! (`svc_agent::dataplane`).
+//! Everything else is host order. On the user side every conversion between these raw
+//! structs and typed values happens in one module (`svc_agent::dataplane::layout`).
+//!
+//! Words: every small enumeration a map field holds (scope, backend state, conntrack kind,
+//! frontend kind, why a Service is unserved, the IP protocol, the verdicts) is declared
+//! once here with [`words!`]: its number and its stable label (what svcctl, the JSON
+//! documents and the metrics show). Map fields stay plain integers (any bit pattern is a
+//! valid map value, and a map written by another version may hold a number this build
+//! does not know); `from_raw` tells which word a number is.
+//!
+//! Maps: [`for_each_map!`] lists every map once (name, kind, key and value types, size);
+//! the kernel side declares the maps from it and the agent derives its typed handles and
+//! layout checks from it.
 //!
 //! IPv4 and IPv6 get separate maps (as in Cilium: `lb4_*` / `lb6_*`); this file defines the
 //! `*4` types. IPv6 will add `*6` types and maps beside them without touching these.
@@ -14,28 +25,143 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// IP protocol numbers as they appear in the IPv4 header.
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+/// Declares a word: a `#[repr]` enum of the numbers a map field may hold, each with its
+/// stable label. Generates `ALL`, `raw()`, `from_raw()`, `label()` and `Display` (the
+/// label).
+macro_rules! words {
+    ($(#[$meta:meta])* pub enum $name:ident: $repr:ty {
+        $($(#[doc = $doc:literal])* $var:ident = $val:literal => $label:literal,)*
+    }) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[doc = $doc])* $var = $val,)*
+        }
+        impl $name {
+            /// Every word, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$var,)*];
+            /// The number the maps hold.
+            pub const fn raw(self) -> $repr {
+                self as $repr
+            }
+            /// The word of a number read from a map; None for a number no word has.
+            pub const fn from_raw(raw: $repr) -> Option<$name> {
+                match raw {
+                    $($val => Some($name::$var),)*
+                    _ => None,
+                }
+            }
+            /// The stable label (svcctl, JSON documents, metrics).
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $($name::$var => $label,)*
+                }
+            }
+        }
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.label())
+            }
+        }
+    };
+}
+
+words! {
+    /// The IP protocols a Service port can have in the datapath (the protocol number of
+    /// the IPv4 header).
+    pub enum Protocol: u8 {
+        Tcp = 6 => "TCP",
+        Udp = 17 => "UDP",
+    }
+}
+
+/// The protocol numbers, for `match` arms on the kernel side.
+pub const PROTO_TCP: u8 = Protocol::Tcp.raw();
+pub const PROTO_UDP: u8 = Protocol::Udp.raw();
 
 // ---------------------------------------------------------------------------------------
-// Map names (also the file names of the pins under the agent's bpffs directory) and sizes.
-// BPF object names are limited to 15 characters.
+// The maps, listed once.
 // ---------------------------------------------------------------------------------------
 
-pub const SVC4_MAP: &str = "SVC4_SERVICES";
-pub const BACKEND4_MAP: &str = "SVC4_BACKENDS";
-pub const REVNAT4_MAP: &str = "SVC4_REVNAT";
-pub const CT4_MAP: &str = "SVC4_CT";
-pub const STATS_MAP: &str = "SVC_STATS";
-pub const AFFINITY4_MAP: &str = "SVC4_AFFINITY";
-pub const SOCK_REVNAT4_MAP: &str = "SVC4_SOCK_RNAT";
-pub const SRC_RANGE4_MAP: &str = "SVC4_SRC_RANGE";
-/// Names of Services for svcctl (never read by the programs): see [`SvcName`].
-pub const NAMES_MAP: &str = "SVC_NAMES";
-/// The load-time configuration the running programs were loaded with (never read by the
-/// programs, which get it as globals): see [`DatapathConfig4`].
-pub const CONFIG_MAP: &str = "SVC_CONFIG";
+/// Calls `$callback!` with every map of the datapath, once: the kernel side declares the
+/// maps from it (svc-ebpf/src/maps.rs) and the agent derives its typed handles, the pins'
+/// layout checks and the map sizes from it (svc-agent/src/dataplane/maps.rs). Each entry:
+///
+/// `field: NAME = kind<types>, size DEFAULT_SIZE, sized by SIZING;`
+///
+/// - `field`: the agent's name for its handle; `NAME`: the map's name in the object file,
+///   in `bpftool map` and as the pin's file name (BPF object names have at most 15
+///   characters);
+/// - `kind`: `hash` (not preallocated: the agent writes it and sizes it for the largest
+///   cluster), `lru` (preallocated LRU hash: the programs insert into it, and inserting
+///   from a program must not allocate), `lpm` (LPM trie), `array`, `percpu_array`;
+/// - `types`: key and value (arrays: value only; their key is the u32 index);
+/// - `DEFAULT_SIZE`: max_entries in the object file; `SIZING`: what the agent sets at
+///   load time (`lb`: --lb-map-max, `names`: --lb-map-max plus room for the unserved
+///   Services, `ct`: --ct-map-max, `fixed`: the default).
+#[macro_export]
+macro_rules! for_each_map {
+    ($callback:ident) => {
+        $callback! {
+            /// {VIP, port, proto, scope, slot} -> frontend (slot 0) or backend slot
+            /// (1..=count).
+            services: SVC4_SERVICES = hash<$crate::Svc4Key, $crate::Svc4Value>,
+                size $crate::SVC4_MAP_SIZE, sized by lb;
+            /// Backend id -> pod address and target port.
+            backends: SVC4_BACKENDS = hash<u32, $crate::Backend4>,
+                size $crate::BACKEND4_MAP_SIZE, sized by lb;
+            /// rev_nat_id -> the Service address replies are translated back to.
+            revnat: SVC4_REVNAT = hash<u32, $crate::RevNat4>,
+                size $crate::REVNAT4_MAP_SIZE, sized by lb;
+            /// Per-flow state: which backend a flow was given, and how to reverse-translate
+            /// replies. LRU, so a flood of new flows evicts the oldest instead of failing.
+            ct: SVC4_CT = lru<$crate::Ct4Key, $crate::Ct4Value>,
+                size $crate::CT4_MAP_SIZE, sized by ct;
+            /// sessionAffinity ClientIP: the backend a client was last given, per Service
+            /// port.
+            affinity: SVC4_AFFINITY = lru<$crate::Affinity4Key, $crate::Affinity4Value>,
+                size $crate::AFFINITY4_MAP_SIZE, sized by fixed;
+            /// loadBalancerSourceRanges: the source prefixes allowed per rev_nat_id.
+            src_ranges: SVC4_SRC_RANGE = lpm<$crate::SrcRange4, u8>,
+                size $crate::SRC_RANGE4_MAP_SIZE, sized by fixed;
+            /// Socket LB: {socket cookie, backend} -> the Service address a node process
+            /// sent to.
+            sock_revnat: SVC4_SOCK_RNAT = lru<$crate::SockRevNat4Key, $crate::SockRevNat4Value>,
+                size $crate::SOCK_REVNAT4_MAP_SIZE, sized by fixed;
+            /// rev_nat_id (or NAME_KEY_UNSERVED + n for a Service without entries) -> the
+            /// Service's namespace/name and port name, for svcctl. The programs never read
+            /// it: it is declared on the kernel side only so that it is created, pinned and
+            /// layout-checked with the other maps.
+            names: SVC_NAMES = hash<u32, $crate::SvcName>,
+                size $crate::NAMES_MAP_SIZE, sized by names;
+            /// The load-time globals as the agent set them, for svcctl trace (never read by
+            /// the programs, which read the globals).
+            config: SVC_CONFIG = array<$crate::DatapathConfig4>,
+                size $crate::CONFIG_MAP_SIZE, sized by fixed;
+            /// Verdict counters, indexed by `Verdict`.
+            stats: SVC_STATS = percpu_array<u64>,
+                size $crate::STATS_MAP_SIZE, sized by fixed;
+        }
+    };
+}
+
+macro_rules! map_name_consts {
+    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),+>,
+        size $size:expr, sized by $sizing:ident;)*) => {
+        /// The maps' names (also the file names of the pins under the agent's bpffs
+        /// directory), from [`for_each_map!`].
+        pub mod map_names {
+            $(
+                #[allow(missing_docs)]
+                pub const $name: &str = stringify!($name);
+            )*
+            /// Every map, in [`for_each_map!`](crate::for_each_map) order.
+            pub const ALL: &[&str] = &[$($name,)*];
+        }
+    };
+}
+for_each_map!(map_name_consts);
 
 /// The default capacity of the maps the agent writes (services, backends, rev-NAT; the
 /// agent's --lb-map-max, like Cilium's --bpf-lb-map-max). Those maps are not preallocated,
@@ -80,16 +206,27 @@ pub struct Svc4Key {
     pub port_be: u16,
     /// 0 = the frontend entry; 1..=count = backend slots.
     pub slot: u16,
-    /// PROTO_TCP or PROTO_UDP.
+    /// A [`Protocol`].
     pub proto: u8,
-    /// SCOPE_ALL: every usable backend. SCOPE_LOCAL: only this node's, present for
-    /// frontends with SVC_F_LOCAL (traffic policy Local); its slot 0 counts them.
+    /// A [`Scope`].
     pub scope: u8,
     pub _pad: [u8; 2],
 }
 
-pub const SCOPE_ALL: u8 = 0;
-pub const SCOPE_LOCAL: u8 = 1;
+words! {
+    /// Svc4Key::scope: which slot list of a frontend an entry belongs to.
+    pub enum Scope: u8 {
+        /// Every usable backend.
+        All = 0 => "all",
+        /// Only this node's backends; present for frontends with SVC_F_LOCAL (traffic
+        /// policy Local), its slot 0 counts them.
+        Local = 1 => "local",
+    }
+}
+
+/// The scope numbers, for the kernel side.
+pub const SCOPE_ALL: u8 = Scope::All.raw();
+pub const SCOPE_LOCAL: u8 = Scope::Local.raw();
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -125,6 +262,85 @@ pub const SVC_F_AFFINITY: u16 = 1 << 5;
 /// A spec.externalIPs address.
 pub const SVC_F_EXTERNAL_IP: u16 = 1 << 6;
 
+/// Every SVC_F_* bit with its label, in bit order.
+pub const SVC_FLAG_LABELS: [(u16, &str); 7] = [
+    (SVC_F_EXTERNAL, "external"),
+    (SVC_F_LOCAL, "policy-local"),
+    (SVC_F_NODEPORT, "nodeport"),
+    (SVC_F_LOADBALANCER, "loadbalancer"),
+    (SVC_F_SOURCE_RANGES, "source-ranges"),
+    (SVC_F_AFFINITY, "affinity"),
+    (SVC_F_EXTERNAL_IP, "externalip"),
+];
+
+words! {
+    /// How a frontend address came to be: a frontend's kind (its SVC_F_* kind bits, see
+    /// [`FrontendKind::flags`]) and SvcName::kind of a served frontend.
+    pub enum FrontendKind: u8 {
+        /// spec.clusterIP(s).
+        ClusterIp = 0 => "clusterip",
+        /// A node address (nodePortAddresses) at spec.ports[].nodePort.
+        NodePort = 1 => "nodeport",
+        /// spec.externalIPs.
+        ExternalIp = 2 => "externalip",
+        /// status.loadBalancer.ingress[].ip.
+        LoadBalancer = 3 => "loadbalancer",
+    }
+}
+
+impl FrontendKind {
+    /// The kind as Kubernetes users write it, for messages (`ClusterIP`, `NodePort`, ...).
+    pub const fn title(self) -> &'static str {
+        match self {
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::ExternalIp => "externalIP",
+            FrontendKind::LoadBalancer => "LoadBalancer IP",
+        }
+    }
+
+    /// NodePort, externalIP and LoadBalancer addresses: externalTrafficPolicy applies.
+    pub const fn is_external(self) -> bool {
+        !matches!(self, FrontendKind::ClusterIp)
+    }
+
+    /// The SVC_F_* bits that say this kind.
+    pub const fn flags(self) -> u16 {
+        match self {
+            FrontendKind::ClusterIp => 0,
+            FrontendKind::NodePort => SVC_F_EXTERNAL | SVC_F_NODEPORT,
+            FrontendKind::ExternalIp => SVC_F_EXTERNAL | SVC_F_EXTERNAL_IP,
+            FrontendKind::LoadBalancer => SVC_F_EXTERNAL | SVC_F_LOADBALANCER,
+        }
+    }
+
+    /// The kind a frontend's flags say: the first of nodeport, loadbalancer, externalip
+    /// that is set, else clusterip (a mix is an inconsistency svcctl reports).
+    pub const fn of_flags(flags: u16) -> FrontendKind {
+        if flags & SVC_F_NODEPORT != 0 {
+            FrontendKind::NodePort
+        } else if flags & SVC_F_LOADBALANCER != 0 {
+            FrontendKind::LoadBalancer
+        } else if flags & SVC_F_EXTERNAL_IP != 0 {
+            FrontendKind::ExternalIp
+        } else {
+            FrontendKind::ClusterIp
+        }
+    }
+}
+
+// Written out: `words!` declares the enum, so it cannot carry `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for FrontendKind {
+    fn default() -> Self {
+        FrontendKind::ClusterIp
+    }
+}
+
+/// The SVC_F_* bits that make up a frontend's kind.
+pub const SVC_KIND_FLAGS: u16 =
+    SVC_F_EXTERNAL | SVC_F_NODEPORT | SVC_F_LOADBALANCER | SVC_F_EXTERNAL_IP;
+
 // ---------------------------------------------------------------------------------------
 // Backends map: id -> pod address and target port.
 // ---------------------------------------------------------------------------------------
@@ -136,14 +352,25 @@ pub struct Backend4 {
     pub addr_be: u32,
     /// Target port, network order.
     pub port_be: u16,
+    /// A [`Protocol`].
     pub proto: u8,
-    /// BACKEND_STATE_*.
+    /// A [`BackendState`].
     pub state: u8,
 }
 
-pub const BACKEND_STATE_ACTIVE: u8 = 0;
-/// Terminating: kept for the flows it already has, never chosen for a new one.
-pub const BACKEND_STATE_TERMINATING: u8 = 1;
+words! {
+    /// Backend4::state.
+    pub enum BackendState: u8 {
+        /// New flows may get it.
+        Active = 0 => "active",
+        /// Kept for the flows it already has, never chosen for a new one.
+        Terminating = 1 => "terminating",
+    }
+}
+
+/// The backend state numbers, for the kernel side.
+pub const BACKEND_STATE_ACTIVE: u8 = BackendState::Active.raw();
+pub const BACKEND_STATE_TERMINATING: u8 = BackendState::Terminating.raw();
 
 // ---------------------------------------------------------------------------------------
 // Reverse NAT map: rev_nat_id (widened to u32) -> the service address replies must carry.
@@ -174,13 +401,24 @@ pub struct Ct4Key {
     pub sport_be: u16,
     pub dport_be: u16,
     pub proto: u8,
-    /// CT_KIND_*.
+    /// A [`CtKind`].
     pub kind: u8,
     pub _pad: [u8; 2],
 }
 
-pub const CT_KIND_SERVICE: u8 = 1;
-pub const CT_KIND_REPLY: u8 = 2;
+words! {
+    /// Ct4Key::kind: which of a flow's two entries this is.
+    pub enum CtKind: u8 {
+        /// Keyed by the client's original tuple: the backend the flow was given.
+        Service = 1 => "service",
+        /// Keyed by the tuple replies leave the backend with: how to translate them back.
+        Reply = 2 => "reply",
+    }
+}
+
+/// The conntrack kind numbers, for the kernel side.
+pub const CT_KIND_SERVICE: u8 = CtKind::Service.raw();
+pub const CT_KIND_REPLY: u8 = CtKind::Reply.raw();
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -214,6 +452,13 @@ pub const CT_F_CLOSING: u8 = 1;
 pub const CT_F_REPLIED: u8 = 2;
 /// The flow is masqueraded: its source is translated to nat_addr:nat_port.
 pub const CT_F_SNAT: u8 = 4;
+
+/// Every CT_F_* bit with its label, in bit order.
+pub const CT_FLAG_LABELS: [(u8, &str); 3] = [
+    (CT_F_CLOSING, "closing"),
+    (CT_F_REPLIED, "replied"),
+    (CT_F_SNAT, "snat"),
+];
 
 /// Lifetimes after the last packet (Cilium's defaults).
 pub const CT_TCP_TIMEOUT_NS: u64 = 21_600 * 1_000_000_000;
@@ -255,6 +500,7 @@ pub struct Affinity4Value {
     /// The slot the backend had when chosen: a new flow checks the slot still holds it,
     /// so a backend removed from this Service (but alive for another) is not reused.
     pub slot: u16,
+    /// The [`Scope`] of that slot.
     pub scope: u8,
     pub _pad: u8,
 }
@@ -314,26 +560,47 @@ pub const NAME_NAMESPACE_LEN: usize = 64;
 pub const NAME_NAME_LEN: usize = 64;
 pub const NAME_PORT_LEN: usize = 32;
 
-/// SvcName::kind of a served frontend (as FrontendKind), or NAME_KIND_NONE.
-pub const NAME_KIND_CLUSTERIP: u8 = 0;
-pub const NAME_KIND_NODEPORT: u8 = 1;
-pub const NAME_KIND_EXTERNALIP: u8 = 2;
-pub const NAME_KIND_LOADBALANCER: u8 = 3;
-/// A Service without datapath entries (its status says why).
+/// SvcName::kind of a Service without entries (a served frontend's is its
+/// [`FrontendKind`]).
 pub const NAME_KIND_NONE: u8 = 255;
 
-/// SvcName::status.
+/// SvcName::status of a served frontend (an unserved Service's is its
+/// [`UnservedReason`]).
 pub const NAME_SERVED: u8 = 0;
-/// clusterIP: None.
-pub const NAME_HEADLESS: u8 = 1;
-/// type ExternalName: DNS only.
-pub const NAME_EXTERNALNAME: u8 = 2;
-/// Labelled service.kubernetes.io/service-proxy-name: another proxy owns it.
-pub const NAME_OTHER_PROXY: u8 = 3;
-/// No IPv4 cluster IP (and no other address to serve).
-pub const NAME_NO_IPV4_CLUSTERIP: u8 = 4;
-/// Every port was skipped (SCTP only, or every address already used by another Service).
-pub const NAME_NO_PORTS: u8 = 5;
+
+words! {
+    /// SvcName::status of a Service that gets no datapath entries: why.
+    pub enum UnservedReason: u8 {
+        /// clusterIP: None: DNS returns the endpoints themselves.
+        Headless = 1 => "headless",
+        /// type ExternalName: a DNS CNAME only.
+        ExternalName = 2 => "externalname",
+        /// Labelled service.kubernetes.io/service-proxy-name: another proxy owns it.
+        OtherProxy = 3 => "other-proxy",
+        /// No IPv4 cluster IP (IPv6 only, or unset) and no other address to serve.
+        NoIpv4ClusterIp = 4 => "no-ipv4-clusterip",
+        /// Every port was skipped: none left (e.g. SCTP only), or every address it would
+        /// answer on is already used by another Service.
+        NoPorts = 5 => "no-ports",
+    }
+}
+
+impl UnservedReason {
+    /// What the reason means, for people (svcctl's table).
+    pub const fn description(self) -> &'static str {
+        match self {
+            UnservedReason::Headless => "clusterIP None: DNS returns the endpoints",
+            UnservedReason::ExternalName => "DNS CNAME only",
+            UnservedReason::OtherProxy => {
+                "labelled service.kubernetes.io/service-proxy-name: another proxy owns it"
+            }
+            UnservedReason::NoIpv4ClusterIp => "no IPv4 cluster IP (IPv6 only or unset)",
+            UnservedReason::NoPorts => {
+                "every port skipped (SCTP only, or addresses used by other Services)"
+            }
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -342,9 +609,9 @@ pub struct SvcName {
     pub name: [u8; NAME_NAME_LEN],
     /// Empty when the Service port has no name.
     pub port_name: [u8; NAME_PORT_LEN],
-    /// NAME_KIND_*.
+    /// A served frontend's [`FrontendKind`], or NAME_KIND_NONE.
     pub kind: u8,
-    /// NAME_SERVED or why there are no entries (NAME_HEADLESS, ...).
+    /// NAME_SERVED, or the [`UnservedReason`] of a Service without entries.
     pub status: u8,
     pub _pad: [u8; 6],
 }
@@ -402,8 +669,9 @@ impl SvcName {
 }
 
 // ---------------------------------------------------------------------------------------
-// Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every program exit bumps
-// exactly one counter.
+// Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every run of the TC and XDP
+// programs ends in exactly one verdict and bumps its counter; the socket programs count
+// only what they do to a Service address (a call to any other address counts nothing).
 // ---------------------------------------------------------------------------------------
 
 macro_rules! verdicts {
@@ -560,7 +828,13 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_truncate_at_a_char_boundary() {
-        let v = SvcName::new("default", "echo", "http", NAME_KIND_CLUSTERIP, NAME_SERVED);
+        let v = SvcName::new(
+            "default",
+            "echo",
+            "http",
+            FrontendKind::ClusterIp.raw(),
+            NAME_SERVED,
+        );
         assert_eq!(
             (v.namespace(), v.name(), v.port_name()),
             ("default", "echo", "http")
@@ -583,6 +857,27 @@ mod tests {
         for v in Verdict::ALL {
             assert_eq!(v.is_drop(), v.label().starts_with("drop_"), "{v:?}");
         }
+    }
+
+    #[test]
+    fn words_round_trip_and_unknown_numbers_have_no_word() {
+        for w in Scope::ALL {
+            assert_eq!(Scope::from_raw(w.raw()), Some(*w));
+        }
+        for w in UnservedReason::ALL {
+            assert_eq!(UnservedReason::from_raw(w.raw()), Some(*w));
+            assert_ne!(w.raw(), NAME_SERVED);
+        }
+        for w in FrontendKind::ALL {
+            assert_eq!(FrontendKind::from_raw(w.raw()), Some(*w));
+            assert_eq!(FrontendKind::of_flags(w.flags()), *w);
+            assert_eq!(w.flags() & !SVC_KIND_FLAGS, 0);
+            assert_ne!(w.raw(), NAME_KIND_NONE);
+        }
+        assert_eq!(Protocol::from_raw(6), Some(Protocol::Tcp));
+        assert_eq!(Protocol::from_raw(132), None);
+        assert_eq!(CtKind::from_raw(0), None);
+        assert_eq!(BackendState::Terminating.label(), "terminating");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use aya::{
     maps::{HashMap, Map, MapData},
     programs::links::{FdLink, PinnedLink},
 };
-use svc_common::{CT4_MAP, Ct4Key, Ct4Value, SVC4_MAP, Svc4Key, Svc4Value};
+use svc_common::map_names::{SVC4_CT, SVC4_SERVICES};
+use svc_common::{Ct4Key, Ct4Value, Svc4Key, Svc4Value};
 
 use crate::{Lab, NODE_EXT_IF, NodeProcess};
 
@@ -200,7 +201,7 @@ impl LabAgent {
 
     /// Every conntrack entry in the pinned map (a snapshot).
     pub fn conntrack(&self) -> anyhow::Result<BTreeMap<Ct4KeyOrd, Ct4Value>> {
-        let data = MapData::from_pin(self.bpffs.join(CT4_MAP))?;
+        let data = MapData::from_pin(self.bpffs.join(SVC4_CT))?;
         let ct: HashMap<MapData, Ct4Key, Ct4Value> = Map::from_map_data(data)?.try_into()?;
         let mut out = BTreeMap::new();
         for kv in ct.iter() {
@@ -239,7 +240,7 @@ impl LabAgent {
     /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
     /// Reads the pinned services map directly (this crate does not depend on svc-agent).
     pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
-        let data = MapData::from_pin(self.bpffs.join(SVC4_MAP)).ok()?;
+        let data = MapData::from_pin(self.bpffs.join(SVC4_SERVICES)).ok()?;
         let services: HashMap<MapData, Svc4Key, Svc4Value> =
             Map::from_map_data(data).ok()?.try_into().ok()?;
         let key = Svc4Key {

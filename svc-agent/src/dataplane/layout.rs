@@ -1,0 +1,437 @@
+//! The encoding of every map key and value: typed values (addresses, words, flags) to the raw
+//! `#[repr(C)]` structs of svc-common and back. The only place in userspace that knows byte
+//! orders, bit layouts and the numbering of words; the reconciler writes through these
+//! functions and svcctl, trace and the metrics read through them.
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+use svc_common::{
+    Backend4, BackendState, CT_FLAG_LABELS, DatapathConfig4, FrontendKind, NAME_KEY_UNSERVED,
+    NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY,
+    SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope, SrcRange4, Svc4Key,
+    Svc4Value, SvcName, UnservedReason,
+};
+
+use super::{DatapathConfig, MapSizes, config::DEFAULT_MASQUERADE_PORTS};
+use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
+
+/// An address and port as a map holds them, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// From network-order fields.
+    pub fn from_be(addr_be: u32, port_be: u16) -> Endpoint {
+        Endpoint {
+            addr: ip_from_be(addr_be),
+            port: u16::from_be(port_be),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+/// An IPv4 address from a network-order field.
+pub fn ip_from_be(addr_be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(addr_be))
+}
+
+/// An IPv4 address as a network-order field.
+pub fn ip_to_be(addr: Ipv4Addr) -> u32 {
+    u32::from(addr).to_be()
+}
+
+/// The label of a word read from a map, or `unknown(<n>)` for a number no word has (a map
+/// written by another version may hold anything).
+pub fn word_label<W: std::fmt::Display>(word: Option<W>, raw: impl std::fmt::Display) -> String {
+    word.map_or_else(|| format!("unknown({raw})"), |w| w.to_string())
+}
+
+/// A protocol number's label: `TCP`, `UDP`, else `proto-<n>`.
+pub fn protocol_label(proto: u8) -> String {
+    Protocol::from_raw(proto).map_or_else(|| format!("proto-{proto}"), |p| p.to_string())
+}
+
+/// The labels of the bits set in `flags`, in bit order; bits without a label as one
+/// `unknown(0x..)`.
+fn flag_labels<T>(flags: T, table: &[(T, &str)]) -> Vec<String>
+where
+    T: Copy
+        + PartialEq
+        + Default
+        + std::ops::BitAnd<Output = T>
+        + std::ops::BitOr<Output = T>
+        + std::ops::Not<Output = T>
+        + std::fmt::LowerHex,
+{
+    let zero = T::default();
+    let mut words: Vec<String> = table
+        .iter()
+        .filter(|(bit, _)| flags & *bit != zero)
+        .map(|(_, w)| w.to_string())
+        .collect();
+    let known = table.iter().fold(zero, |acc, (bit, _)| acc | *bit);
+    let rest = flags & !known;
+    if rest != zero {
+        words.push(format!("unknown({rest:#x})"));
+    }
+    words
+}
+
+/// A frontend's SVC_F_* bits as labels.
+pub fn frontend_flag_labels(flags: u16) -> Vec<String> {
+    flag_labels(flags, &SVC_FLAG_LABELS)
+}
+
+/// A conntrack entry's CT_F_* bits as labels.
+pub fn ct_flag_labels(flags: u8) -> Vec<String> {
+    flag_labels(flags, &CT_FLAG_LABELS)
+}
+
+// ---------------------------------------------------------------------------------------
+// SVC4_SERVICES
+// ---------------------------------------------------------------------------------------
+
+/// The key of `slot` of `scope` of a frontend (slot 0: the frontend entry itself).
+pub fn service_key(f: &Frontend, scope: Scope, slot: u16) -> Svc4Key {
+    Svc4Key {
+        vip_be: ip_to_be(f.vip),
+        port_be: f.port.to_be(),
+        slot,
+        proto: f.proto.raw(),
+        scope: scope.raw(),
+        _pad: [0; 2],
+    }
+}
+
+/// The frontend a services-map key belongs to; None for a protocol this build does not
+/// serve.
+pub fn frontend_of(key: &Svc4Key) -> Option<Frontend> {
+    Some(Frontend {
+        vip: ip_from_be(key.vip_be),
+        port: u16::from_be(key.port_be),
+        proto: Protocol::from_raw(key.proto)?,
+    })
+}
+
+/// A frontend entry (slot 0 of a scope): everything a packet needs to choose a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontendHead {
+    /// Backend slots of this scope (0 = no endpoints: reject).
+    pub count: u16,
+    pub rev_nat_id: u32,
+    pub kind: FrontendKind,
+    /// Traffic policy Local: the frontend has a SCOPE_LOCAL list.
+    pub local: bool,
+    /// loadBalancerSourceRanges apply (SVC4_SRC_RANGE holds them).
+    pub source_ranges: bool,
+    /// sessionAffinity ClientIP: the timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+}
+
+impl FrontendHead {
+    /// The SVC_F_* bits.
+    pub fn flags(&self) -> u16 {
+        let mut flags = self.kind.flags();
+        if self.local {
+            flags |= SVC_F_LOCAL;
+        }
+        if self.source_ranges {
+            flags |= SVC_F_SOURCE_RANGES;
+        }
+        if self.affinity_timeout.is_some() {
+            flags |= SVC_F_AFFINITY;
+        }
+        flags
+    }
+
+    pub fn encode(&self) -> Svc4Value {
+        Svc4Value {
+            // The affinity timeout shares the field with a slot's backend id (Cilium's
+            // union): slot 0 has no backend.
+            backend_id: self.affinity_timeout.unwrap_or(0),
+            rev_nat_id: self.rev_nat_id,
+            count: self.count,
+            flags: self.flags(),
+        }
+    }
+
+    pub fn decode(v: &Svc4Value) -> FrontendHead {
+        FrontendHead {
+            count: v.count,
+            rev_nat_id: v.rev_nat_id,
+            kind: FrontendKind::of_flags(v.flags),
+            local: v.flags & SVC_F_LOCAL != 0,
+            source_ranges: v.flags & SVC_F_SOURCE_RANGES != 0,
+            affinity_timeout: (v.flags & SVC_F_AFFINITY != 0).then_some(v.backend_id),
+        }
+    }
+}
+
+/// True if a frontend's flags say it is external (NodePort, externalIP, LoadBalancer):
+/// externalTrafficPolicy applies.
+pub fn is_external(flags: u16) -> bool {
+    flags & SVC_F_EXTERNAL != 0
+}
+
+/// A backend slot (1..=count) of a frontend.
+pub fn slot_value(backend_id: u32, rev_nat_id: u32) -> Svc4Value {
+    Svc4Value {
+        backend_id,
+        rev_nat_id,
+        count: 0,
+        flags: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SVC4_BACKENDS and SVC4_REVNAT
+// ---------------------------------------------------------------------------------------
+
+pub fn backend_value(b: &BackendAddr, state: BackendState) -> Backend4 {
+    Backend4 {
+        addr_be: ip_to_be(b.addr),
+        port_be: b.port.to_be(),
+        proto: b.proto.raw(),
+        state: state.raw(),
+    }
+}
+
+/// The address of a backend entry; None for a protocol this build does not serve.
+pub fn backend_addr(v: &Backend4) -> Option<BackendAddr> {
+    Some(BackendAddr {
+        addr: ip_from_be(v.addr_be),
+        port: u16::from_be(v.port_be),
+        proto: Protocol::from_raw(v.proto)?,
+    })
+}
+
+pub fn backend_endpoint(v: &Backend4) -> Endpoint {
+    Endpoint::from_be(v.addr_be, v.port_be)
+}
+
+pub fn backend_state(v: &Backend4) -> Option<BackendState> {
+    BackendState::from_raw(v.state)
+}
+
+/// The rev-NAT entry of a frontend: the address replies get as their source.
+pub fn revnat_value(f: &Frontend) -> RevNat4 {
+    RevNat4 {
+        vip_be: ip_to_be(f.vip),
+        port_be: f.port.to_be(),
+        _pad: [0; 2],
+    }
+}
+
+pub fn revnat_endpoint(v: &RevNat4) -> Endpoint {
+    Endpoint::from_be(v.vip_be, v.port_be)
+}
+
+// ---------------------------------------------------------------------------------------
+// SVC4_SRC_RANGE (LPM trie)
+// ---------------------------------------------------------------------------------------
+
+/// A loadBalancerSourceRanges entry as the LPM trie holds it: (prefix length as the trie
+/// counts it, data). The prefix length counts the 32 bits of rev_nat_id, then the address
+/// bits (Cilium's lb4_src_range_key).
+pub type SrcRangeKey = (u32, SrcRange4);
+
+pub fn src_range_key(rev_nat_id: u32, cidr: &Ipv4Cidr) -> SrcRangeKey {
+    (
+        SRC_RANGE_PREFIX_BASE + u32::from(cidr.prefix_len.min(32)),
+        // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
+        // always match exactly, so only the two sides' agreement matters.
+        SrcRange4 {
+            rev_nat_id,
+            addr_be: ip_to_be(Ipv4Cidr::new(cidr.addr, cidr.prefix_len).addr),
+        },
+    )
+}
+
+/// The CIDR of a source-range key; None if its prefix length is not one the agent writes
+/// (32 + 0..=32).
+pub fn src_range_cidr(key: &SrcRangeKey) -> Option<Ipv4Cidr> {
+    let len = key
+        .0
+        .checked_sub(SRC_RANGE_PREFIX_BASE)
+        .filter(|l| *l <= 32)?;
+    Some(Ipv4Cidr::new(ip_from_be(key.1.addr_be), len as u8))
+}
+
+// ---------------------------------------------------------------------------------------
+// SVC_NAMES (svcctl only)
+// ---------------------------------------------------------------------------------------
+
+/// The SVC_NAMES key of the `n`-th Service without datapath entries.
+pub fn unserved_key(n: usize) -> u32 {
+    NAME_KEY_UNSERVED.saturating_add(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// True for keys of Services without entries (above every rev_nat_id).
+pub fn is_unserved_key(key: u32) -> bool {
+    key >= NAME_KEY_UNSERVED
+}
+
+/// The name entry of a served frontend (key: its rev_nat_id).
+pub fn served_name(namespace: &str, name: &str, port_name: &str, kind: FrontendKind) -> SvcName {
+    SvcName::new(namespace, name, port_name, kind.raw(), NAME_SERVED)
+}
+
+/// The name entry of a Service without datapath entries (key: [`unserved_key`]).
+pub fn unserved_name(namespace: &str, name: &str, reason: UnservedReason) -> SvcName {
+    SvcName::new(namespace, name, "", NAME_KIND_NONE, reason.raw())
+}
+
+/// The kind recorded in a served frontend's name entry (None: not a kind this build knows).
+pub fn name_kind(v: &SvcName) -> Option<FrontendKind> {
+    FrontendKind::from_raw(v.kind)
+}
+
+/// The label of an unserved Service's reason (`unknown(<n>)` for a number no reason has).
+pub fn unserved_reason(v: &SvcName) -> Result<UnservedReason, String> {
+    UnservedReason::from_raw(v.status).ok_or_else(|| format!("unknown({})", v.status))
+}
+
+// ---------------------------------------------------------------------------------------
+// The load-time globals, and SVC_CONFIG (the same values, for svcctl trace)
+// ---------------------------------------------------------------------------------------
+
+impl DatapathConfig {
+    /// The globals' values, as the programs read them.
+    pub fn to_raw(&self) -> DatapathConfig4 {
+        let (cidr, mask) = self.cluster_cidr.map_or((0, 0), |c| {
+            (
+                (u32::from(c.addr) & c.netmask()).to_be(),
+                c.netmask().to_be(),
+            )
+        });
+        DatapathConfig4 {
+            layout_version: svc_common::LAYOUT_VERSION,
+            cluster_cidr_be: cidr,
+            cluster_mask_be: mask,
+            masq_addr_be: self.masquerade_addr.map_or(0, ip_to_be),
+            masquerade_all: u32::from(self.masquerade_all),
+            nat_port_min: u32::from(self.masquerade_ports.0),
+            nat_port_max: u32::from(self.masquerade_ports.1),
+            _pad: 0,
+        }
+    }
+
+    /// Back from the globals' values (SVC_CONFIG) and the maps' capacities.
+    pub fn from_raw(raw: &DatapathConfig4, map_sizes: MapSizes) -> DatapathConfig {
+        let mask = u32::from_be(raw.cluster_mask_be);
+        DatapathConfig {
+            cluster_cidr: (mask != 0)
+                .then(|| Ipv4Cidr::new(ip_from_be(raw.cluster_cidr_be), mask.count_ones() as u8)),
+            masquerade_addr: (raw.masq_addr_be != 0).then(|| ip_from_be(raw.masq_addr_be)),
+            masquerade_all: raw.masquerade_all != 0,
+            masquerade_ports: (
+                u16::try_from(raw.nat_port_min).unwrap_or(DEFAULT_MASQUERADE_PORTS.0),
+                u16::try_from(raw.nat_port_max).unwrap_or(DEFAULT_MASQUERADE_PORTS.1),
+            ),
+            map_sizes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontend_heads_round_trip() {
+        for kind in FrontendKind::ALL {
+            let head = FrontendHead {
+                count: 3,
+                rev_nat_id: 7,
+                kind: *kind,
+                local: true,
+                source_ranges: *kind == FrontendKind::LoadBalancer,
+                affinity_timeout: Some(10800),
+            };
+            assert_eq!(FrontendHead::decode(&head.encode()), head);
+        }
+        let plain = FrontendHead::default();
+        assert_eq!(plain.encode().flags, 0);
+        assert_eq!(FrontendHead::decode(&plain.encode()), plain);
+    }
+
+    #[test]
+    fn keys_and_addresses_round_trip() {
+        let f = Frontend {
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: Protocol::Udp,
+        };
+        let k = service_key(&f, Scope::Local, 2);
+        assert_eq!((k.slot, k.scope, k.proto), (2, 1, 17));
+        assert_eq!(k.vip_be.to_ne_bytes(), [10, 96, 0, 10]);
+        assert_eq!(frontend_of(&k), Some(f));
+        assert_eq!(frontend_of(&Svc4Key { proto: 132, ..k }), None);
+        let b = BackendAddr {
+            addr: Ipv4Addr::new(10, 244, 1, 11),
+            port: 8080,
+            proto: Protocol::Tcp,
+        };
+        let v = backend_value(&b, BackendState::Terminating);
+        assert_eq!(backend_addr(&v), Some(b));
+        assert_eq!(backend_state(&v), Some(BackendState::Terminating));
+        assert_eq!(backend_endpoint(&v).to_string(), "10.244.1.11:8080");
+        assert_eq!(
+            revnat_endpoint(&revnat_value(&f)).to_string(),
+            "10.96.0.10:80"
+        );
+    }
+
+    #[test]
+    fn source_ranges_round_trip_and_bad_lengths_are_refused() {
+        let cidr: Ipv4Cidr = "203.0.113.0/24".parse().unwrap();
+        let key = src_range_key(5, &cidr);
+        assert_eq!(key.0, 32 + 24);
+        assert_eq!(src_range_cidr(&key), Some(cidr));
+        assert_eq!(src_range_cidr(&(31, key.1)), None);
+        assert_eq!(src_range_cidr(&(65, key.1)), None);
+    }
+
+    #[test]
+    fn flag_labels_name_unknown_bits() {
+        assert_eq!(
+            frontend_flag_labels(SVC_F_EXTERNAL | SVC_F_LOCAL | 0x8000),
+            vec!["external", "policy-local", "unknown(0x8000)"]
+        );
+        assert_eq!(ct_flag_labels(0), Vec::<String>::new());
+        assert_eq!(protocol_label(132), "proto-132");
+        assert_eq!(word_label(Scope::from_raw(9), 9), "unknown(9)");
+    }
+
+    #[test]
+    fn the_config_round_trips() {
+        let c = DatapathConfig {
+            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            masquerade_addr: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            masquerade_all: true,
+            masquerade_ports: (30000, 40000),
+            map_sizes: MapSizes { lb: 10, ct: 20 },
+        };
+        assert_eq!(DatapathConfig::from_raw(&c.to_raw(), c.map_sizes), c);
+        let d = DatapathConfig::default();
+        assert_eq!(DatapathConfig::from_raw(&d.to_raw(), d.map_sizes), d);
+    }
+
+    #[test]
+    fn names_carry_their_words() {
+        let n = served_name("default", "echo", "http", FrontendKind::NodePort);
+        assert_eq!(name_kind(&n), Some(FrontendKind::NodePort));
+        let u = unserved_name("default", "db", UnservedReason::ExternalName);
+        assert_eq!(unserved_reason(&u), Ok(UnservedReason::ExternalName));
+        assert_eq!(name_kind(&u), None);
+        assert!(is_unserved_key(unserved_key(0)) && !is_unserved_key(1));
+    }
+}

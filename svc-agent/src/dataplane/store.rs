@@ -1,0 +1,353 @@
+//! The reads and writes the reconciler needs, as a small trait ([`MapStore`]) over raw map
+//! entries: implemented by the pinned maps ([`Maps`]) and, for unit tests, by an in-memory
+//! fake with the kernel's capacity behaviour (Katran's `testing` mode). Also the raw
+//! contents of the maps in one value ([`RawMaps`]), which svcctl decodes and the
+//! consistency checks read.
+use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
+use svc_common::{
+    Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, RevNat4, Svc4Key, Svc4Value, SvcName,
+    Verdict, map_names,
+};
+
+use super::{Maps, layout::SrcRangeKey};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("map {map} is full")]
+    Full { map: &'static str },
+    #[error("map {map}: {message}")]
+    Other { map: &'static str, message: String },
+}
+
+impl StoreError {
+    /// The map the failed write was for.
+    pub fn map(&self) -> &'static str {
+        match self {
+            StoreError::Full { map } | StoreError::Other { map, .. } => map,
+        }
+    }
+}
+
+/// The writes and reads the reconciler needs.
+pub trait MapStore {
+    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError>;
+    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError>;
+    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError>;
+    fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError>;
+    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
+    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError>;
+    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError>;
+    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
+    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
+    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError>;
+    /// SVC_NAMES: svcctl's names (key: rev_nat_id, or NAME_KEY_UNSERVED + n).
+    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
+    fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
+    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError>;
+}
+
+/// The raw contents of the maps, as read at one moment (each map on its own: a map that
+/// changes while it is read may show an entry twice or not at all).
+#[derive(Clone, Debug, Default)]
+pub struct RawMaps {
+    pub services: Vec<(Svc4Key, Svc4Value)>,
+    pub backends: Vec<(u32, Backend4)>,
+    pub revnats: Vec<(u32, RevNat4)>,
+    pub conntrack: Vec<(Ct4Key, Ct4Value)>,
+    pub src_ranges: Vec<SrcRangeKey>,
+    pub affinity: Vec<(Affinity4Key, Affinity4Value)>,
+    pub stats: Vec<(Verdict, u64)>,
+    pub names: Vec<(u32, SvcName)>,
+}
+
+/// Which of the larger maps a read of [`RawMaps`] includes. The small ones (services,
+/// backends, rev-NAT, source ranges, names) are always read: everything that shows the
+/// maps needs them to name and filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// SVC4_CT.
+    pub conntrack: bool,
+    /// SVC4_AFFINITY.
+    pub affinity: bool,
+    /// SVC_STATS.
+    pub stats: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts {
+        conntrack: true,
+        affinity: true,
+        stats: true,
+    };
+    pub const NONE: Parts = Parts {
+        conntrack: false,
+        affinity: false,
+        stats: false,
+    };
+}
+
+/// A failed map call as the reconciler reports it: a full hash map refuses new keys with
+/// E2BIG, which is worth its own error (and metric).
+pub(super) fn store_err(map: &'static str) -> impl Fn(MapError) -> StoreError {
+    move |e| {
+        if let MapError::SyscallError(aya::sys::SyscallError { io_error, .. }) = &e
+            && io_error.raw_os_error() == Some(libc::E2BIG)
+        {
+            return StoreError::Full { map };
+        }
+        StoreError::Other {
+            map,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Every entry of a hash map (a snapshot; the map may change under us).
+pub(super) fn read_all<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, StoreError> {
+    // Keys deleted while we iterate show up as errors of single lookups; skip them.
+    let mut out = Vec::new();
+    for item in map.iter() {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(store_err(name)(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Deleting a key that is already gone is success: the map is as we want it.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+impl MapStore for Maps {
+    fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC4_SERVICES))
+    }
+    fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
+        ignore_missing(self.services.remove(key)).map_err(store_err(map_names::SVC4_SERVICES))
+    }
+    fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(store_err(map_names::SVC4_BACKENDS))
+    }
+    fn del_backend(&mut self, id: u32) -> Result<(), StoreError> {
+        ignore_missing(self.backends.remove(&id)).map_err(store_err(map_names::SVC4_BACKENDS))
+    }
+    fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError> {
+        self.revnat
+            .insert(id, value, 0)
+            .map_err(store_err(map_names::SVC4_REVNAT))
+    }
+    fn del_revnat(&mut self, id: u32) -> Result<(), StoreError> {
+        ignore_missing(self.revnat.remove(&id)).map_err(store_err(map_names::SVC4_REVNAT))
+    }
+    fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+        self.src_ranges
+            .insert(&LpmKey::new(key.0, key.1), 1, 0)
+            .map_err(store_err(map_names::SVC4_SRC_RANGE))
+    }
+    fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+        ignore_missing(self.src_ranges.remove(&LpmKey::new(key.0, key.1)))
+            .map_err(store_err(map_names::SVC4_SRC_RANGE))
+    }
+    fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.src_ranges.keys() {
+            match key {
+                Ok(k) => out.push((k.prefix_len(), k.data())),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(map_names::SVC4_SRC_RANGE)(e)),
+            }
+        }
+        Ok(out)
+    }
+    fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
+        read_all(&self.services, map_names::SVC4_SERVICES)
+    }
+    fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
+        read_all(&self.backends, map_names::SVC4_BACKENDS)
+    }
+    fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError> {
+        read_all(&self.revnat, map_names::SVC4_REVNAT)
+    }
+    fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError> {
+        self.names
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC_NAMES))
+    }
+    fn del_name(&mut self, key: u32) -> Result<(), StoreError> {
+        ignore_missing(self.names.remove(&key)).map_err(store_err(map_names::SVC_NAMES))
+    }
+    fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
+        read_all(&self.names, map_names::SVC_NAMES)
+    }
+}
+
+#[cfg(test)]
+pub use fake::FakeMaps;
+
+#[cfg(test)]
+mod fake {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use svc_common::{Backend4, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName, map_names};
+
+    use super::{MapStore, RawMaps, StoreError};
+    use crate::dataplane::layout::SrcRangeKey;
+
+    /// An in-memory MapStore with the kernel's capacity behaviour, for unit tests.
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeMaps {
+        pub services: BTreeMap<Svc4Key, Svc4Value>,
+        pub backends: BTreeMap<u32, Backend4>,
+        pub revnats: BTreeMap<u32, RevNat4>,
+        pub src_ranges: BTreeSet<SrcRangeKey>,
+        pub names: BTreeMap<u32, SvcName>,
+        /// Capacity of the names map (None: unlimited).
+        pub names_capacity: Option<usize>,
+        /// Capacity of the services map (None: unlimited).
+        pub services_capacity: Option<usize>,
+        /// Every write, in order, for checking the write order.
+        pub log: Vec<String>,
+        /// Run after every write on what the fake then holds; what it returns is recorded
+        /// in `violations` with the write that caused it. Tests of the reconciler set it to
+        /// the packet-hazard check, so the write order is checked write by write.
+        pub after_every_write: Option<fn(&RawMaps) -> Vec<String>>,
+        /// What `after_every_write` found, as `after <write>: <problem>`.
+        pub violations: Vec<String>,
+    }
+
+    impl FakeMaps {
+        /// Records a write and checks the state it left.
+        fn wrote(&mut self, what: String) {
+            if let Some(check) = self.after_every_write {
+                for problem in check(&self.raw()) {
+                    self.violations.push(format!("after {what:?}: {problem}"));
+                }
+            }
+            self.log.push(what);
+        }
+
+        /// What the fake holds, as a read of the real maps returns it.
+        pub fn raw(&self) -> RawMaps {
+            RawMaps {
+                services: self.services.iter().map(|(k, v)| (*k, *v)).collect(),
+                backends: self.backends.iter().map(|(k, v)| (*k, *v)).collect(),
+                revnats: self.revnats.iter().map(|(k, v)| (*k, *v)).collect(),
+                src_ranges: self.src_ranges.iter().copied().collect(),
+                names: self.names.iter().map(|(k, v)| (*k, *v)).collect(),
+                ..Default::default()
+            }
+        }
+    }
+
+    impl MapStore for FakeMaps {
+        fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError> {
+            if let Some(cap) = self.services_capacity
+                && !self.services.contains_key(key)
+                && self.services.len() >= cap
+            {
+                return Err(StoreError::Full {
+                    map: map_names::SVC4_SERVICES,
+                });
+            }
+            let scope = if key.scope == SCOPE_LOCAL {
+                " local"
+            } else {
+                ""
+            };
+            self.services.insert(*key, *value);
+            self.wrote(format!(
+                "put svc{scope} slot {} count {} backend {}",
+                key.slot, value.count, value.backend_id
+            ));
+            Ok(())
+        }
+        fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
+            let scope = if key.scope == SCOPE_LOCAL {
+                " local"
+            } else {
+                ""
+            };
+            self.services.remove(key);
+            self.wrote(format!("del svc{scope} slot {}", key.slot));
+            Ok(())
+        }
+        fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError> {
+            self.backends.insert(id, *value);
+            self.wrote(format!("put backend {id}"));
+            Ok(())
+        }
+        fn del_backend(&mut self, id: u32) -> Result<(), StoreError> {
+            self.backends.remove(&id);
+            self.wrote(format!("del backend {id}"));
+            Ok(())
+        }
+        fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError> {
+            self.revnats.insert(id, *value);
+            self.wrote(format!("put revnat {id}"));
+            Ok(())
+        }
+        fn del_revnat(&mut self, id: u32) -> Result<(), StoreError> {
+            self.revnats.remove(&id);
+            self.wrote(format!("del revnat {id}"));
+            Ok(())
+        }
+        fn put_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+            self.src_ranges.insert(*key);
+            self.wrote(format!("put range /{}", key.0));
+            Ok(())
+        }
+        fn del_src_range(&mut self, key: &SrcRangeKey) -> Result<(), StoreError> {
+            self.src_ranges.remove(key);
+            self.wrote(format!("del range /{}", key.0));
+            Ok(())
+        }
+        fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
+            Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError> {
+            Ok(self.src_ranges.iter().copied().collect())
+        }
+        fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
+            Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError> {
+            Ok(self.revnats.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError> {
+            if let Some(cap) = self.names_capacity
+                && !self.names.contains_key(&key)
+                && self.names.len() >= cap
+            {
+                return Err(StoreError::Full {
+                    map: map_names::SVC_NAMES,
+                });
+            }
+            self.names.insert(key, *value);
+            self.wrote(format!("put name {key:#x}"));
+            Ok(())
+        }
+        fn del_name(&mut self, key: u32) -> Result<(), StoreError> {
+            self.names.remove(&key);
+            self.wrote(format!("del name {key:#x}"));
+            Ok(())
+        }
+        fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
+            Ok(self.names.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The map states a packet could trip over, in words: the reconciler's write-order
+//! invariant (every frontend's count points at existing slots whose backends exist, with a
+//! rev-NAT entry; see `reconcile`) and the agreement of flags, scopes, source ranges and
+//! names with the entries they describe. svcctl lists them (`inconsistencies`), and the
+//! reconciler's tests assert that none exists after every write.
+use svc_common::{
+    BackendState, CtKind, FrontendKind, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER,
+    SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Scope,
+};
+
+use super::decode::{FrontendId, SlotState, Tables, decode_ct, id_name};
+use crate::dataplane::RawMaps;
+use crate::dataplane::layout::{self, frontend_flag_labels, word_label};
+
+/// Every inconsistency of `raw` as seen at `now_ns` (conntrack entries that expired are
+/// ignored, as the datapath ignores them).
+pub fn inconsistencies(raw: &RawMaps, now_ns: u64) -> Vec<String> {
+    check(&Tables::new(raw), now_ns)
+        .into_iter()
+        .map(|f| f.message)
+        .collect()
+}
+
+/// The inconsistencies a new flow trips over (a count past the existing slots, a slot
+/// whose backend is missing, a frontend without its rev-NAT entry, a policy or
+/// source-range flag without the entries it sends packets to). The reconciler's write
+/// order keeps this empty after every single write, not only at the end of a sync; the
+/// rest (slots past the count, orphans, names) may show while a sync is half done.
+pub fn packet_hazards(raw: &RawMaps) -> Vec<String> {
+    check(&Tables::new(raw), 0)
+        .into_iter()
+        .filter(|f| f.hazard)
+        .map(|f| f.message)
+        .collect()
+}
+
+/// One inconsistency.
+pub(super) struct Finding {
+    /// A packet can trip over it (see [`packet_hazards`]).
+    hazard: bool,
+    pub message: String,
+}
+
+fn hazard(message: String) -> Finding {
+    Finding {
+        hazard: true,
+        message,
+    }
+}
+
+fn note(message: String) -> Finding {
+    Finding {
+        hazard: false,
+        message,
+    }
+}
+
+/// Problems of the slots of one scope of a frontend: missing slots and backends,
+/// terminating backends new flows may get, slots past the count.
+fn slot_problems(
+    t: &Tables<'_>,
+    id: &FrontendId,
+    scope: Scope,
+    count: u16,
+    out: &mut Vec<Finding>,
+) {
+    let name = id_name(id);
+    let what = match scope {
+        Scope::All => "slot",
+        Scope::Local => "local slot",
+    };
+    let Some(entries) = t.slots(scope, id) else {
+        return;
+    };
+    let mut entries = entries.clone();
+    entries.remove(&0);
+    for state in t.walk_slots(count, &entries) {
+        match state {
+            SlotState::Missing { slot } => {
+                out.push(hazard(format!("{name}: {what} {slot} of {count} is missing")))
+            }
+            SlotState::NoBackend { slot, backend_id } => out.push(hazard(format!(
+                "{name}: {what} {slot} points at backend {backend_id}, which is not in SVC4_BACKENDS"
+            ))),
+            SlotState::Valid {
+                slot,
+                backend_id,
+                backend,
+            } if layout::backend_state(&backend) == Some(BackendState::Terminating) => {
+                out.push(note(format!(
+                    "{name}: {what} {slot} points at backend {backend_id}, which is terminating (new flows may get it)"
+                )))
+            }
+            SlotState::Valid { .. } => {}
+            SlotState::Beyond { slot, backend_id } => out.push(note(format!(
+                "{name}: {what} {slot} (backend {backend_id}) is beyond count {count}"
+            ))),
+        }
+    }
+}
+
+pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (id, slot, scope) in &t.unknown_scope {
+        out.push(note(format!(
+            "{}: slot {slot} has unknown scope {scope} (the datapath never reads it)",
+            id_name(id)
+        )));
+    }
+    for key in &t.bad_ranges {
+        out.push(note(format!(
+            "source range {} (prefix length {}) for rev_nat_id {} has an invalid prefix length",
+            layout::ip_from_be(key.1.addr_be),
+            key.0,
+            key.1.rev_nat_id
+        )));
+    }
+
+    for (id, value) in &t.frontends {
+        let name = id_name(id);
+        slot_problems(t, id, Scope::All, value.count, &mut out);
+
+        match t.revnats.get(&{ value.rev_nat_id }) {
+            None => out.push(hazard(format!(
+                "{name}: rev_nat_id {} has no SVC4_REVNAT entry (replies are not reverse-translated)",
+                value.rev_nat_id
+            ))),
+            Some(rev)
+                if layout::revnat_endpoint(rev)
+                    != layout::Endpoint {
+                        addr: id.0,
+                        port: id.1,
+                    } =>
+            {
+                out.push(note(format!(
+                    "{name}: rev_nat_id {} translates replies to {}, not to the frontend",
+                    value.rev_nat_id,
+                    layout::revnat_endpoint(rev)
+                )))
+            }
+            Some(_) => {}
+        }
+
+        let flags = value.flags;
+        let kind = FrontendKind::of_flags(flags);
+        let kind_bits = flags & (SVC_F_NODEPORT | SVC_F_LOADBALANCER | SVC_F_EXTERNAL_IP);
+        if kind_bits.count_ones() > 1 {
+            out.push(note(format!(
+                "{name}: flags {flags:#x} name more than one kind ({})",
+                frontend_flag_labels(kind_bits).join(", ")
+            )));
+        }
+        if (kind_bits != 0) != (flags & SVC_F_EXTERNAL != 0) {
+            out.push(note(format!(
+                "{name}: flags {flags:#x}: the external bit does not match the kind {kind}"
+            )));
+        }
+
+        // Traffic policy Local: the scope-local entries.
+        let local = flags & SVC_F_LOCAL != 0;
+        let local_entries = t.slots(Scope::Local, id);
+        let local_head = local_entries.and_then(|s| s.get(&0));
+        if let Some(entries) = local_entries {
+            if !local {
+                out.push(note(format!(
+                    "{name}: has SCOPE_LOCAL entries but not the policy-local flag (they are unused)"
+                )));
+            }
+            match local_head {
+                Some(head) => {
+                    slot_problems(t, id, Scope::Local, head.count, &mut out);
+                    if head.count > value.count {
+                        out.push(note(format!(
+                            "{name}: {} local backends but only {} in all",
+                            head.count, value.count
+                        )));
+                    }
+                }
+                None => {
+                    for (slot, v) in entries.range(1..) {
+                        out.push(note(format!(
+                            "{name}: local slot {slot} (backend {}) has no local slot 0",
+                            v.backend_id
+                        )));
+                    }
+                }
+            }
+        }
+        if local && local_head.is_none() {
+            out.push(hazard(format!(
+                "{name}: policy Local but no SCOPE_LOCAL entry (new flows that need a local backend are dropped)"
+            )));
+        }
+
+        // loadBalancerSourceRanges.
+        let has_ranges = t
+            .ranges
+            .get(&value.rev_nat_id)
+            .is_some_and(|r| !r.is_empty());
+        if flags & SVC_F_SOURCE_RANGES != 0 && !has_ranges {
+            out.push(hazard(format!(
+                "{name}: source-ranges flag without SVC4_SRC_RANGE entries (every new flow is dropped)"
+            )));
+        }
+        if flags & SVC_F_SOURCE_RANGES == 0 && has_ranges {
+            out.push(note(format!(
+                "{name}: SVC4_SRC_RANGE entries without the source-ranges flag (they are ignored)"
+            )));
+        }
+
+        if let Some(n) = t.names.get(&{ value.rev_nat_id })
+            && layout::name_kind(n) != Some(kind)
+        {
+            out.push(note(format!(
+                "{name}: SVC_NAMES entry {} ({}/{}) is for kind {}, not {kind}",
+                value.rev_nat_id,
+                n.namespace(),
+                n.name(),
+                word_label(layout::name_kind(n), n.kind),
+            )));
+        }
+    }
+
+    // Entries of frontends that do not exist: no packet reads them.
+    for scope in [Scope::All, Scope::Local] {
+        let what = match scope {
+            Scope::All => "slot",
+            Scope::Local => "local slot",
+        };
+        for (id, entries) in &t.scopes[usize::from(scope.raw())] {
+            if t.frontends.contains_key(id) {
+                continue;
+            }
+            for (slot, v) in entries {
+                let detail = if *slot == 0 {
+                    format!("count {}", v.count)
+                } else {
+                    format!("backend {}", v.backend_id)
+                };
+                out.push(note(format!(
+                    "{}: {what} {slot} ({detail}) has no frontend entry",
+                    id_name(id)
+                )));
+            }
+        }
+    }
+
+    let frontend_revs: std::collections::BTreeSet<u32> =
+        t.frontends.values().map(|v| v.rev_nat_id).collect();
+    for (key, n) in &t.names {
+        if !layout::is_unserved_key(*key) && !frontend_revs.contains(key) {
+            out.push(note(format!(
+                "SVC_NAMES entry {key} ({}/{}) belongs to no frontend",
+                n.namespace(),
+                n.name()
+            )));
+        }
+    }
+    for (rev, cidrs) in &t.ranges {
+        if !frontend_revs.contains(rev) {
+            for cidr in cidrs {
+                out.push(note(format!(
+                    "source range {cidr} for rev_nat_id {rev} belongs to no frontend"
+                )));
+            }
+        }
+    }
+
+    for (k, v) in &t.raw.conntrack {
+        if k.kind != CtKind::Reply.raw() || t.revnats.contains_key(&{ v.rev_nat_id }) {
+            continue;
+        }
+        let e = decode_ct(k, v, now_ns, None);
+        if !e.expired {
+            out.push(note(format!(
+                "conntrack reply {} -> {}/{}: rev_nat_id {} has no SVC4_REVNAT entry (replies pass untranslated)",
+                e.src, e.dst, e.protocol, v.rev_nat_id
+            )));
+        }
+    }
+    out
+}

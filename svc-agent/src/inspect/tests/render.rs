@@ -1,0 +1,247 @@
+use super::*;
+
+#[test]
+fn tables_are_aligned() {
+    let snap = decode(&sample(), 112 * S);
+    let text = render_services(&snap);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1],
+        "SERVICE            FRONTEND       PROTO  TYPE       FLAGS  BACKENDS"
+    );
+    assert_eq!(
+        lines[2],
+        "default/echo:http  10.96.0.10:80  TCP    clusterip  -      10.244.1.11:8080, 10.244.1.12:8080"
+    );
+    assert_eq!(
+        lines[3],
+        "-                  10.96.0.11:80  TCP    clusterip  -      <none: rejects>"
+    );
+    assert_eq!(
+        &lines[4..],
+        [
+            "",
+            "NOT SERVED (2 Services without datapath entries)",
+            "SERVICE           REASON        WHY",
+            "default/db-alias  externalname  DNS CNAME only",
+            "default/headless  headless      clusterIP None: DNS returns the endpoints",
+        ]
+    );
+    let ct = render_conntrack(&snap);
+    let lines: Vec<&str> = ct.lines().collect();
+    assert_eq!(lines[0], "CONNTRACK (2 entries)");
+    let col = lines[1].find("TRANSLATED").unwrap();
+    assert_eq!(&lines[2][col..col + 6], "dst ->");
+    assert_eq!(&lines[3][col..col + 6], "src ->");
+    assert!(lines[2].ends_with("12s  1s    replied"), "{}", lines[2]);
+}
+
+#[test]
+fn lb_tables_show_type_flags_local_backends_and_snat() {
+    let mut raw = lb_sample();
+    raw.conntrack = snat_flow().to_vec();
+    raw.revnats.push((3, revnat([192, 0, 2, 1], 30080)));
+    let snap = decode(&raw, 112 * S);
+    let text = render_services(&snap);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1],
+        "SERVICE  FRONTEND         PROTO  TYPE          FLAGS                                        BACKENDS"
+    );
+    assert_eq!(
+        lines[2],
+        "-        192.0.2.100:443  TCP    loadbalancer  policy-local,source-ranges,affinity(10800s)  \
+         10.244.1.11:8080, 10.244.1.12:8080 (local: 10.244.1.12:8080) \
+         (from: 198.51.100.7/32, 203.0.113.0/24)"
+    );
+    assert!(
+        text.contains("NOT ACTIVE BACKENDS (kept for established flows only)\n10.244.1.13:8080 (id 3, terminating)"),
+        "{text}"
+    );
+    // The table shows the main rewrite and the snat flag; wide the whole translated
+    // tuple, with the masquerade address.
+    let ct = render_conntrack(&snap);
+    assert!(
+        ct.contains("198.51.100.7:50000 -> 192.0.2.1:30080  dst -> 10.244.1.12:8080  "),
+        "{ct}"
+    );
+    assert!(
+        ct.contains("10.244.1.12:8080 -> 192.0.2.1:41000    src -> 192.0.2.1:30080   "),
+        "{ct}"
+    );
+    assert!(ct.contains("replied,snat"), "{ct}");
+    let wide = render_conntrack_as(&snap, Width::Wide);
+    assert!(
+        wide.contains("198.51.100.7:50000 -> 192.0.2.1:30080  192.0.2.1:41000 -> 10.244.1.12:8080"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains(
+            "10.244.1.12:8080 -> 192.0.2.1:41000    192.0.2.1:30080 -> 198.51.100.7:50000"
+        ),
+        "{wide}"
+    );
+    let aff = render_affinity(&snap.affinity);
+    let lines: Vec<&str> = aff.lines().collect();
+    assert_eq!(lines[0], "AFFINITY (2 entries)");
+    assert!(lines[1].starts_with("CLIENT"), "{aff}");
+    assert!(
+        lines[2]
+            .starts_with("198.51.100.7  192.0.2.100:443  5       10.244.1.12:8080 (id 2)  local/1"),
+        "{aff}"
+    );
+    assert!(lines[2].ends_with("3h0m     -"), "{aff}");
+    assert!(lines[3].ends_with("stale"), "{aff}");
+}
+
+#[test]
+fn every_verdict_is_listed() {
+    let totals: Vec<(Verdict, u64)> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
+    let text = render_stats(&decode_stats(&totals));
+    for label in [
+        "drop_no_local_backend",
+        "drop_source_range",
+        "drop_nat_failed",
+    ] {
+        assert!(text.contains(label), "{text}");
+    }
+    assert_eq!(text.lines().count(), Verdict::ALL.len() + 2);
+}
+
+#[test]
+fn durations_read_like_kubectl() {
+    assert_eq!(human_duration(0), "0s");
+    assert_eq!(human_duration(192), "3m12s");
+    assert_eq!(human_duration(5 * 3600 + 4 * 60 + 9), "5h4m");
+    assert_eq!(human_duration(2 * 86400 + 3 * 3600), "2d3h");
+}
+
+#[test]
+fn backends_table_names_the_services_wide_the_frontends_and_scopes() {
+    let snap = decode(&sample(), 112 * S);
+    let text = render_backends(&snap, Width::Normal);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "BACKENDS (3 entries)",
+            "ID  BACKEND           PROTO  STATE   FLOWS  SERVICES",
+            "1   10.244.1.11:8080  TCP    active  1      default/echo:http",
+            "2   10.244.1.12:8080  TCP    active  0      default/echo:http",
+            "3   10.244.1.13:8080  TCP    active  0      -",
+        ]
+    );
+    let mut raw = lb_sample();
+    raw.conntrack = snat_flow().to_vec();
+    let wide = render_backends(&decode(&raw, 112 * S), Width::Wide);
+    let lines: Vec<&str> = wide.lines().collect();
+    assert_eq!(
+        lines[1],
+        "ID  BACKEND           PROTO  STATE        FLOWS  FRONTENDS  REFERENCED-BY"
+    );
+    assert_eq!(
+        lines[3],
+        "2   10.244.1.12:8080  TCP    active       1      1          192.0.2.100:443/TCP - rev=5 scope=all,local"
+    );
+    assert_eq!(
+        lines[4],
+        "3   10.244.1.13:8080  TCP    terminating  0      0          -"
+    );
+    assert_eq!(
+        render_backends(&decode(&RawMaps::default(), 0), Width::Normal),
+        "BACKENDS (0 entries)\n(none)\n"
+    );
+}
+
+#[test]
+fn wide_tables_show_ids_flags_scopes_and_timestamps() {
+    let mut raw = lb_sample();
+    raw.conntrack = snat_flow().to_vec();
+    raw.revnats.push((3, revnat([192, 0, 2, 1], 30080)));
+    let snap = decode(&raw, 112 * S);
+    let text = render_services_as(&snap, Width::Wide);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "SERVICE",
+            "FRONTEND",
+            "PROTO",
+            "TYPE",
+            "REVNAT",
+            "COUNT",
+            "FLAGS",
+            "AFFINITY",
+            "SOURCE-RANGES",
+            "LOCAL-BACKENDS",
+            "BACKENDS"
+        ]
+    );
+    // Cells are separated by two spaces at least.
+    let cells: Vec<&str> = lines[2]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "-",
+            "192.0.2.100:443",
+            "TCP",
+            "loadbalancer",
+            "5",
+            "2",
+            "external,policy-local,loadbalancer,source-ranges,affinity (0x3b)",
+            "10800s",
+            "198.51.100.7/32,203.0.113.0/24",
+            "1: 10.244.1.12:8080 (id 2)",
+            "10.244.1.11:8080 (id 1), 10.244.1.12:8080 (id 2)"
+        ]
+    );
+    // Aligned: the last column starts at the same place in both lines.
+    assert_eq!(
+        lines[1].rfind("  BACKENDS").unwrap() + 2,
+        lines[2].find("10.244.1.11:8080 (id 1)").unwrap()
+    );
+    let ct = render_conntrack_as(&snap, Width::Wide);
+    let lines: Vec<&str> = ct.lines().collect();
+    assert!(lines[1].starts_with("SERVICE  KIND"), "{ct}");
+    assert!(
+        lines[1]
+            .ends_with("BACKEND  REVNAT  AGE  IDLE  TIMEOUT  CREATED-NS    LAST-SEEN-NS  FLAGS"),
+        "{ct}"
+    );
+    assert!(
+        lines[2].ends_with(
+            "2        3       12s  1s    6h0m     100000000000  111000000000  replied,snat"
+        ),
+        "{ct}"
+    );
+    let aff = render_affinity_as(&snap.affinity, Width::Wide);
+    assert!(
+        aff.lines().nth(1).unwrap().contains("LAST-USED-NS"),
+        "{aff}"
+    );
+    assert!(aff.contains("100000000000"), "{aff}");
+}
+
+#[test]
+fn rates_table_hides_zero_verdicts_unless_all() {
+    let before = totals(&[("pass_not_ipv4", 0), ("dnat_new", 4), ("rev_nat", 0)]);
+    let after = totals(&[("pass_not_ipv4", 0), ("dnat_new", 10), ("rev_nat", 0)]);
+    let doc = verdict_rates(&before, &after, 2.0);
+    assert_eq!(
+        render_rates(&doc, false).lines().collect::<Vec<_>>(),
+        [
+            "STATS (packets per verdict; rates over 2.0s)",
+            "VERDICT   PACKETS  PER-SECOND",
+            "dnat_new  10       3.0",
+            "(2 verdicts at 0 not shown; --all or -o wide lists them)",
+        ]
+    );
+    let all = render_rates(&doc, true);
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(all.contains("pass_not_ipv4  0        0.0"), "{all}");
+    let zero = verdict_rates(&before[..1], &after[..1], 1.0);
+    assert!(render_rates(&zero, false).contains("(no packets counted yet)"));
+}

@@ -1,0 +1,475 @@
+//! The reconciler's unit tests, on the in-memory maps.
+use std::net::Ipv4Addr;
+
+use svc_common::{
+    FrontendKind, NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol, Svc4Key, UnservedReason,
+};
+
+use super::*;
+use crate::dataplane::FakeMaps;
+use crate::desired::FrontendState;
+use crate::model::ObjectRef;
+
+fn svc_key(f: &Frontend, scope: Scope, slot: u16) -> Svc4Key {
+    layout::service_key(f, scope, slot)
+}
+
+fn fe(vip: [u8; 4], port: u16) -> Frontend {
+    Frontend {
+        vip: Ipv4Addr::from(vip),
+        port,
+        proto: Protocol::Tcp,
+    }
+}
+fn be(last: u8) -> BackendAddr {
+    BackendAddr {
+        addr: Ipv4Addr::new(10, 244, 1, last),
+        port: 8080,
+        proto: Protocol::Tcp,
+    }
+}
+fn desired(entries: &[(Frontend, Vec<BackendAddr>)]) -> DesiredState {
+    let mut d = DesiredState::default();
+    for (f, b) in entries {
+        d.frontends.insert(
+            *f,
+            FrontendState {
+                service: ObjectRef::new("default", "svc"),
+                backends: b.clone(),
+                ..Default::default()
+            },
+        );
+    }
+    d
+}
+
+/// A partial sync of the frontends whose backends changed leaves the maps exactly as a
+/// full sync does: new backends in, the backends only they used out, shared ones kept.
+#[test]
+fn partial_sync_equals_a_full_sync_for_endpoint_changes() {
+    let (f1, f2, f3) = (
+        fe([10, 96, 0, 1], 80),
+        fe([10, 96, 0, 2], 80),
+        fe([10, 96, 0, 3], 80),
+    );
+    let before = desired(&[
+        (f1, vec![be(1), be(2)]),
+        (f2, vec![be(2), be(3)]),
+        (f3, vec![be(4)]),
+    ]);
+    let mut after = desired(&[
+        (f1, vec![be(1), be(5)]),
+        (f2, vec![be(3)]),
+        (f3, vec![be(4)]),
+    ]);
+    // be(6) stays for f3's established flows only.
+    after.frontends.get_mut(&f3).unwrap().terminating = vec![be(6)];
+    let mut full = maps();
+    let mut r_full = Reconciler::adopt(&full).unwrap();
+    assert!(r_full.sync(&before, &mut full).errors.is_empty());
+    let mut part = full.clone();
+    let mut r_part = Reconciler::adopt(&part).unwrap();
+    assert!(r_full.sync(&after, &mut full).errors.is_empty());
+    let report = r_part.sync_partial(&after, &[f1, f2, f3], &mut part);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(part.services, full.services);
+    assert_eq!(part.backends, full.backends);
+    assert_eq!(part.revnats, full.revnats);
+    assert_consistent(&part);
+    // be(2) (only f1 and f2 used it) is gone; be(6) is there, terminating.
+    assert_eq!(report.backends_removed, 1);
+    // A second partial sync of the same state writes nothing.
+    let again = r_part.sync_partial(&after, &[f1, f2], &mut part);
+    assert!(!again.changed(), "{again:?}");
+}
+
+/// Maps that check, after every single write, that no packet can trip over what they
+/// hold (svcctl's packet hazards: counts past the slots, missing backends, a frontend
+/// without its rev-NAT entry, a policy flag without its entries).
+fn maps() -> FakeMaps {
+    FakeMaps {
+        after_every_write: Some(crate::inspect::consistency::packet_hazards),
+        ..Default::default()
+    }
+}
+
+/// Checks the invariant write by write, and that the sync left nothing svcctl would
+/// report.
+fn assert_consistent(m: &FakeMaps) {
+    assert!(m.violations.is_empty(), "{:#?}", m.violations);
+    let found = crate::inspect::consistency::inconsistencies(&m.raw(), 0);
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+fn backends_of(m: &FakeMaps, f: &Frontend) -> Vec<Ipv4Addr> {
+    let front = m.services[&svc_key(f, Scope::All, 0)];
+    let mut v: Vec<Ipv4Addr> = (1..=front.count)
+        .map(|s| {
+            Ipv4Addr::from(u32::from_be(
+                m.backends[&m.services[&svc_key(f, Scope::All, s)].backend_id].addr_be,
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn installs_then_writes_nothing_when_unchanged() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let d = desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(13)])]);
+    let rep = r.sync(&d, &mut maps);
+    assert!(rep.errors.is_empty());
+    assert_eq!(
+        (rep.backends_added, rep.frontends_written, rep.slots_written),
+        (3, 1, 3)
+    );
+    assert_consistent(&maps);
+    assert_eq!(backends_of(&maps, &fe([10, 96, 0, 10], 80)).len(), 3);
+    maps.log.clear();
+    let rep = r.sync(&d, &mut maps);
+    assert!(!rep.changed(), "{rep:?}");
+    assert!(maps.log.is_empty());
+}
+
+#[test]
+fn write_order_is_safe_for_growth_and_shrink() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let f = fe([10, 96, 0, 10], 80);
+    r.sync(&desired(&[(f, vec![be(11)])]), &mut maps);
+    maps.log.clear();
+    r.sync(&desired(&[(f, vec![be(11), be(12), be(13)])]), &mut maps);
+    // Backends, then new slots, then the frontend's count.
+    assert_eq!(
+        maps.log,
+        vec![
+            "put backend 2",
+            "put backend 3",
+            "put svc slot 2 count 0 backend 2",
+            "put svc slot 3 count 0 backend 3",
+            "put svc slot 0 count 3 backend 0"
+        ]
+    );
+    maps.log.clear();
+    r.sync(&desired(&[(f, vec![be(13)])]), &mut maps);
+    // Slot 1 rewritten, count lowered, then extra slots removed, then unused backends.
+    assert_eq!(
+        maps.log,
+        vec![
+            "put svc slot 1 count 0 backend 3",
+            "put svc slot 0 count 1 backend 0",
+            "del svc slot 2",
+            "del svc slot 3",
+            "del backend 1",
+            "del backend 2"
+        ]
+    );
+    assert_consistent(&maps);
+}
+
+#[test]
+fn removal_deletes_frontend_first_and_everything_after() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let f = fe([10, 96, 0, 10], 80);
+    r.sync(&desired(&[(f, vec![be(11), be(12)])]), &mut maps);
+    maps.log.clear();
+    r.sync(&DesiredState::default(), &mut maps);
+    assert_eq!(maps.log[0], "del svc slot 0");
+    assert!(
+        maps.services.is_empty() && maps.backends.is_empty() && maps.revnats.is_empty(),
+        "{maps:?}"
+    );
+}
+
+#[test]
+fn no_endpoints_gives_count_zero() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let f = fe([10, 96, 0, 11], 80);
+    r.sync(&desired(&[(f, vec![])]), &mut maps);
+    assert_eq!(maps.services[&svc_key(&f, Scope::All, 0)].count, 0);
+    assert_eq!(maps.services.len(), 1);
+    assert_consistent(&maps);
+}
+
+#[test]
+fn shared_backend_is_kept_until_no_frontend_uses_it() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+    r.sync(&desired(&[(a, vec![be(11)]), (b, vec![be(11)])]), &mut maps);
+    assert_eq!(maps.backends.len(), 1);
+    r.sync(&desired(&[(b, vec![be(11)])]), &mut maps);
+    assert_eq!(maps.backends.len(), 1);
+    assert_consistent(&maps);
+    r.sync(&DesiredState::default(), &mut maps);
+    assert!(maps.backends.is_empty());
+}
+
+#[test]
+fn full_map_skips_one_frontend_and_keeps_the_rest() {
+    let mut maps = FakeMaps {
+        services_capacity: Some(4),
+        ..maps()
+    };
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+    // a needs 3 entries, b needs 3: only a fits.
+    let rep = r.sync(
+        &desired(&[(a, vec![be(11), be(12)]), (b, vec![be(13), be(14)])]),
+        &mut maps,
+    );
+    assert_eq!(rep.errors.len(), 1);
+    assert!(matches!(rep.errors[0], (Some(f), StoreError::Full { .. }) if f == b));
+    assert_eq!(backends_of(&maps, &a).len(), 2);
+    assert!(
+        !maps.services.contains_key(&svc_key(&b, Scope::All, 0)),
+        "b must not have a frontend pointing at missing slots"
+    );
+    // What b wrote before the map was full (a slot, its name) stays until the retry: no
+    // packet can reach it, though svcctl lists it.
+    assert!(maps.violations.is_empty(), "{:#?}", maps.violations);
+    // Room appears (a removed): b is installed on the next sync.
+    let rep = r.sync(&desired(&[(b, vec![be(13), be(14)])]), &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(backends_of(&maps, &b).len(), 2);
+    assert_consistent(&maps);
+}
+
+#[test]
+fn adoption_after_restart_rewrites_nothing() {
+    let mut maps = maps();
+    let d = desired(&[
+        (fe([10, 96, 0, 10], 80), vec![be(11), be(12)]),
+        (fe([10, 96, 0, 10], 53), vec![be(13)]),
+    ]);
+    Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
+    let before = maps.clone();
+    maps.log.clear();
+    let mut restarted = Reconciler::adopt(&maps).unwrap();
+    let rep = restarted.sync(&d, &mut maps);
+    assert!(!rep.changed(), "{rep:?}");
+    assert_eq!(maps.services, before.services);
+    // New ids continue after the adopted ones.
+    let rep = restarted.sync(
+        &desired(&[(fe([10, 96, 0, 10], 80), vec![be(11), be(12), be(20)])]),
+        &mut maps,
+    );
+    assert!(rep.errors.is_empty());
+    assert!(maps.backends.contains_key(&4), "{:?}", maps.backends.keys());
+    assert_consistent(&maps);
+}
+
+#[test]
+fn orphan_slots_are_removed_on_first_sync() {
+    let mut maps = maps();
+    let f = fe([10, 96, 0, 10], 80);
+    maps.services.insert(
+        svc_key(&f, Scope::All, 3),
+        Svc4Value {
+            backend_id: 9,
+            ..Default::default()
+        },
+    );
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    r.sync(&DesiredState::default(), &mut maps);
+    assert!(maps.services.is_empty());
+}
+
+fn named(entries: &[(Frontend, &str, &str, FrontendKind)]) -> DesiredState {
+    let mut d = DesiredState::default();
+    for (f, svc, port, kind) in entries {
+        d.frontends.insert(
+            *f,
+            FrontendState {
+                service: ObjectRef::new("default", *svc),
+                port_name: port.to_string(),
+                kind: *kind,
+                ..Default::default()
+            },
+        );
+    }
+    d
+}
+
+fn name_of(m: &FakeMaps, key: u32) -> (String, String, String, u8, u8) {
+    let n = &m.names[&key];
+    (
+        n.namespace().into(),
+        n.name().into(),
+        n.port_name().into(),
+        n.kind,
+        n.status,
+    )
+}
+
+#[test]
+fn names_follow_frontends_and_unserved_services() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe([10, 96, 0, 10], 80), fe([192, 0, 2, 1], 30080));
+    let mut d = named(&[
+        (a, "echo", "http", FrontendKind::ClusterIp),
+        (b, "web", "", FrontendKind::NodePort),
+    ]);
+    d.unserved = vec![
+        (
+            ObjectRef::new("default", "db-alias"),
+            UnservedReason::ExternalName,
+        ),
+        (
+            ObjectRef::new("default", "headless"),
+            UnservedReason::Headless,
+        ),
+    ];
+    let rep = r.sync(&d, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(rep.names_written, 4);
+    // The name right after the rev-NAT entry, before any slot of the frontend.
+    let pos = |m: &FakeMaps, s: &str| {
+        m.log
+            .iter()
+            .position(|l| l == s)
+            .unwrap_or_else(|| panic!("{s} not in {:?}", m.log))
+    };
+    assert_eq!(pos(&maps, "put name 0x1"), pos(&maps, "put revnat 1") + 1);
+    let rev_a = maps.services[&svc_key(&a, Scope::All, 0)].rev_nat_id;
+    let rev_b = maps.services[&svc_key(&b, Scope::All, 0)].rev_nat_id;
+    assert_eq!(
+        name_of(&maps, rev_a),
+        (
+            "default".into(),
+            "echo".into(),
+            "http".into(),
+            FrontendKind::ClusterIp.raw(),
+            NAME_SERVED
+        )
+    );
+    assert_eq!(
+        name_of(&maps, rev_b),
+        (
+            "default".into(),
+            "web".into(),
+            String::new(),
+            FrontendKind::NodePort.raw(),
+            NAME_SERVED
+        )
+    );
+    assert_eq!(
+        name_of(&maps, NAME_KEY_UNSERVED),
+        (
+            "default".into(),
+            "db-alias".into(),
+            String::new(),
+            NAME_KIND_NONE,
+            UnservedReason::ExternalName.raw()
+        )
+    );
+    assert_eq!(
+        name_of(&maps, NAME_KEY_UNSERVED + 1).4,
+        UnservedReason::Headless.raw()
+    );
+
+    // Unchanged: nothing written.
+    maps.log.clear();
+    assert!(!r.sync(&d, &mut maps).changed());
+    assert!(maps.log.is_empty(), "{:?}", maps.log);
+
+    // A frontend goes: its name goes with it (after its rev-NAT entry); one unserved
+    // Service goes and the other moves to key 0: rewritten by diff.
+    let mut d2 = named(&[(a, "echo", "http", FrontendKind::ClusterIp)]);
+    d2.unserved = vec![(
+        ObjectRef::new("default", "headless"),
+        UnservedReason::Headless,
+    )];
+    maps.log.clear();
+    let rep = r.sync(&d2, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(
+        pos(&maps, &format!("del name {rev_b:#x}")),
+        pos(&maps, &format!("del revnat {rev_b}")) + 1
+    );
+    assert_eq!(maps.names.len(), 2);
+    assert_eq!(name_of(&maps, NAME_KEY_UNSERVED).1, "headless");
+    assert!(!maps.names.contains_key(&(NAME_KEY_UNSERVED + 1)));
+
+    // The port is renamed: the entry is rewritten in place.
+    let d3 = named(&[(a, "echo", "web", FrontendKind::ClusterIp)]);
+    r.sync(&d3, &mut maps);
+    assert_eq!(maps.names.len(), 1);
+    assert_eq!(name_of(&maps, rev_a).2, "web");
+    r.sync(&DesiredState::default(), &mut maps);
+    assert!(maps.names.is_empty());
+}
+
+#[test]
+fn names_are_adopted_and_strays_removed() {
+    let mut maps = maps();
+    let f = fe([10, 96, 0, 10], 80);
+    let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
+    d.unserved = vec![(
+        ObjectRef::new("default", "headless"),
+        UnservedReason::Headless,
+    )];
+    Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
+    // A name nothing owns (e.g. left by a crash between writes).
+    maps.names
+        .insert(77, SvcName::new("x", "y", "", 0, NAME_SERVED));
+    maps.log.clear();
+    let mut restarted = Reconciler::adopt(&maps).unwrap();
+    let rep = restarted.sync(&d, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(maps.log, vec!["del name 0x4d"]);
+    assert_eq!(maps.names.len(), 2);
+}
+
+#[test]
+fn a_full_names_map_does_not_stop_the_datapath() {
+    let mut maps = FakeMaps {
+        names_capacity: Some(0),
+        ..maps()
+    };
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let f = fe([10, 96, 0, 10], 80);
+    let mut d = named(&[(f, "echo", "http", FrontendKind::ClusterIp)]);
+    d.frontends.get_mut(&f).unwrap().backends = vec![be(11)];
+    d.unserved = vec![(
+        ObjectRef::new("default", "headless"),
+        UnservedReason::Headless,
+    )];
+    let rep = r.sync(&d, &mut maps);
+    assert_eq!(rep.errors.len(), 2, "{rep:?}");
+    assert!(matches!(rep.errors[0], (Some(e), StoreError::Full { .. }) if e == f));
+    assert_eq!(backends_of(&maps, &f).len(), 1);
+    assert_consistent(&maps);
+    // Room appears: both names are written on the next sync.
+    maps.names_capacity = None;
+    let rep = r.sync(&d, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!((rep.names_written, maps.names.len()), (2, 2));
+}
+
+/// The per-write check is not vacuous: a frontend written before its slot is caught.
+#[test]
+fn the_per_write_check_catches_a_count_written_before_its_slots() {
+    let mut maps = maps();
+    let f = fe([10, 96, 0, 10], 80);
+    maps.put_revnat(1, &layout::revnat_value(&f)).unwrap();
+    assert!(maps.violations.is_empty(), "{:#?}", maps.violations);
+    let head = FrontendHead {
+        count: 1,
+        rev_nat_id: 1,
+        ..Default::default()
+    };
+    maps.put_service(&svc_key(&f, Scope::All, 0), &head.encode())
+        .unwrap();
+    assert_eq!(
+        maps.violations,
+        vec![
+            "after \"put svc slot 0 count 1 backend 0\": 10.96.0.10:80/TCP: slot 1 of 1 is missing"
+        ]
+    );
+}
