@@ -78,6 +78,13 @@ pub(super) fn layout_key(l: &str) -> (u8, String) {
     (rank, l.to_string())
 }
 
+/// The distinct layouts among `names`, in [`layout_key`] order (ours first).
+pub(super) fn layouts<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut l = distinct(names.into_iter().map(String::from));
+    l.sort_by_key(|x| layout_key(x));
+    l
+}
+
 pub(super) fn distinct<T: Ord + Clone>(it: impl IntoIterator<Item = T>) -> Vec<T> {
     it.into_iter()
         .collect::<BTreeSet<T>>()
@@ -128,5 +135,13 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
                 duration_s: med(&|e| e.report.duration.as_secs_f64()),
             }
         })
+        .collect()
+}
+
+/// The groups of the `new_connections` runs (one request per connection).
+pub(super) fn new_conn_groups(r: &Results) -> Vec<E2eGroup> {
+    e2e_groups(r)
+        .into_iter()
+        .filter(|g| g.mode == "new_connections")
         .collect()
 }

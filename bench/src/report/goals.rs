@@ -38,6 +38,17 @@ fn not_measured(mut g: Goal, note: String) -> Goal {
     g
 }
 
+/// What a ratio goal measured: `2.10x (61.0 ns vs 29.0 ns)`, the ratio and the two figures
+/// it is of, ours first.
+fn compared(ratio: f64, ours: &str, theirs: &str) -> String {
+    format!("{} ({ours} vs {theirs})", fmt_ratio(ratio))
+}
+
+/// A rate as the goals write it: `13,900/s`.
+fn per_s(rate: f64) -> String {
+    format!("{}/s", fmt_count(rate.round() as usize))
+}
+
 fn cost_goal(r: &Results, name: &str, case: &str, limit: f64) -> Goal {
     let g = goal(name, format!("<= {limit:.1}x the empty program"));
     let Some(fl) = floor(r) else {
@@ -49,11 +60,10 @@ fn cost_goal(r: &Results, name: &str, case: &str, limit: f64) -> Goal {
     };
     let ratio = p.net_median_ns / fl.median_ns;
     let mut g = g;
-    g.measured = format!(
-        "{} ({} ns vs {} ns)",
-        fmt_ratio(ratio),
-        fmt_ns(p.net_median_ns),
-        fmt_ns(fl.median_ns)
+    g.measured = compared(
+        ratio,
+        &format!("{} ns", fmt_ns(p.net_median_ns)),
+        &format!("{} ns", fmt_ns(fl.median_ns)),
     );
     g.met = Some(ratio <= limit);
     g.note = format!("{XDP}, {} Services", fmt_count(services));
@@ -88,13 +98,14 @@ fn scale_goal(r: &Results, name: &str, case: &str) -> Goal {
     }
     let ratio = hi_p.net_median_ns / lo_p.net_median_ns;
     let mut g = g;
-    g.measured = format!(
-        "{} ({} ns at {} vs {} ns at {} Services)",
-        fmt_ratio(ratio),
-        fmt_ns(hi_p.net_median_ns),
-        fmt_count(hi),
-        fmt_ns(lo_p.net_median_ns),
-        fmt_count(lo)
+    g.measured = compared(
+        ratio,
+        &format!("{} ns at {}", fmt_ns(hi_p.net_median_ns), fmt_count(hi)),
+        &format!(
+            "{} ns at {} Services",
+            fmt_ns(lo_p.net_median_ns),
+            fmt_count(lo)
+        ),
     );
     if hi < FULL_SCALE {
         g.met = None;
@@ -168,12 +179,7 @@ fn rate_goal(r: &Results, services: usize, other: &str, limit: f64) -> Goal {
     };
     let ratio = ours.rate / theirs.rate;
     let mut g = g;
-    g.measured = format!(
-        "{} ({}/s vs {}/s)",
-        fmt_ratio(ratio),
-        fmt_count(ours.rate.round() as usize),
-        fmt_count(theirs.rate.round() as usize)
-    );
+    g.measured = compared(ratio, &per_s(ours.rate), &per_s(theirs.rate));
     g.met = Some(ratio >= limit);
     g.note = rate_note(&[("ebpf", &ours), (other, &theirs)]);
     g
@@ -197,12 +203,12 @@ fn one_service_goal(r: &Results) -> Goal {
     let (a, b) = (ours.rate / ipt.rate, ours.rate / nft.rate);
     let mut g = g;
     g.measured = format!(
-        "{} iptables, {} nftables ({}/s vs {}/s, {}/s)",
+        "{} iptables, {} nftables ({} vs {}, {})",
         fmt_ratio(a),
         fmt_ratio(b),
-        fmt_count(ours.rate.round() as usize),
-        fmt_count(ipt.rate.round() as usize),
-        fmt_count(nft.rate.round() as usize)
+        per_s(ours.rate),
+        per_s(ipt.rate),
+        per_s(nft.rate)
     );
     g.met = Some(a >= 1.0 && b >= 1.0);
     g.note = rate_note(&[("ebpf", &ours), ("iptables", &ipt), ("nftables", &nft)]);
@@ -226,12 +232,7 @@ fn install_goal(r: &Results, other: &str, limit: f64) -> Goal {
     }
     let ratio = theirs / ours;
     let mut g = g;
-    g.measured = format!(
-        "{} ({} vs {})",
-        fmt_ratio(ratio),
-        fmt_secs(ours),
-        fmt_secs(theirs)
-    );
+    g.measured = compared(ratio, &fmt_secs(ours), &fmt_secs(theirs));
     g.met = Some(ratio >= limit);
     g.note = if eps == 10 && their_eps == 10 {
         "ebpf: agent start to every frontend in the maps, including the initial lists over HTTP"

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::PlotOutcome;
-use super::figures::{distinct, e2e_groups, layout_key};
+use super::figures::{distinct, e2e_groups, layout_key, layouts};
 use super::format::{date_of, fmt_count, fmt_mb, fmt_ns, fmt_sig, fmt_trim, join_counts};
 use super::goals::goals_of;
 use crate::results::{InstallTime, Memory, PacketCost, Results, median};
@@ -182,11 +182,7 @@ fn how_measured(o: &mut String, r: &Results) {
 
     if !r.e2e.is_empty() {
         let counts = distinct(r.e2e.iter().map(|e| e.services));
-        let layouts = {
-            let mut l = distinct(r.e2e.iter().map(|e| e.layout.clone()));
-            l.sort_by_key(|x| layout_key(x));
-            l
-        };
+        let layouts = layouts(r.e2e.iter().map(|e| e.layout.as_str()));
         let rounds = r.e2e.iter().map(|e| e.round + 1).max().unwrap_or(0);
         let dur = median(
             &r.e2e

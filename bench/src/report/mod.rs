@@ -9,15 +9,17 @@
 //! fails with a [`PlotsNotWritten`] naming what was written.
 //!
 //! One concern a file: `goals` (the goals and their verdicts), `markdown` (the report),
-//! `plots` (the three PNGs), `summary` (the terminal text), with what they share in
-//! `figures` (the run's figures they read: floor, rows of a case, medians over rounds) and
-//! `format` (numbers and dates as the report writes them). This file writes the files.
+//! `plots` (what the three PNGs show), `chart` (the one chart helper that draws them),
+//! `summary` (the terminal text), with what they share in `figures` (the run's figures they
+//! read: floor, rows of a case, medians over rounds) and `format` (numbers and dates as the
+//! report writes them). This file writes the files.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::results::Results;
 
+mod chart;
 mod figures;
 mod format;
 mod goals;

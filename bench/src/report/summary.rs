@@ -2,9 +2,7 @@
 //! figures.
 use std::fmt::Write as _;
 
-use super::figures::{
-    E2eGroup, XDP, agent_memory, distinct, e2e_groups, floor, install_time, layout_key, xdp_case,
-};
+use super::figures::{XDP, agent_memory, floor, install_time, layouts, new_conn_groups, xdp_case};
 use super::format::{date_of, fmt_count, fmt_mb, fmt_ns, fmt_secs, fmt_trim};
 use super::goals::goals_of;
 use crate::results::{Goal, Results};
@@ -65,10 +63,7 @@ pub fn summary(r: &Results) -> String {
         let _ = writeln!(o, "  per packet ({XDP}{at}): {}", parts.join(", "));
     }
     // New connections at the largest count measured.
-    let groups: Vec<E2eGroup> = e2e_groups(r)
-        .into_iter()
-        .filter(|g| g.mode == "new_connections")
-        .collect();
+    let groups = new_conn_groups(r);
     if let Some(max) = groups.iter().map(|g| g.services).max() {
         let parts: Vec<String> = groups
             .iter()
@@ -84,15 +79,8 @@ pub fn summary(r: &Results) -> String {
     }
     // Install at the largest count measured.
     if let Some(max) = r.programming.install.iter().map(|i| i.services).max() {
-        let mut layouts = distinct(
-            r.programming
-                .install
-                .iter()
-                .filter(|i| i.services == max)
-                .map(|i| i.layout.clone()),
-        );
-        layouts.sort_by_key(|l| layout_key(l));
-        let parts: Vec<String> = layouts
+        let at_max = r.programming.install.iter().filter(|i| i.services == max);
+        let parts: Vec<String> = layouts(at_max.map(|i| i.layout.as_str()))
             .iter()
             .filter_map(|l| install_time(r, l, max).map(|(t, _)| format!("{l} {}", fmt_secs(t))))
             .collect();
