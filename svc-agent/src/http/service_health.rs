@@ -21,8 +21,8 @@
 //! the clients (cloud load balancers' health checkers, Go's net/http) read them so. One
 //! request per connection (`Connection: close`): a probe needs no more, and it keeps the
 //! bound below simple. Bounded: hyper's request limits (malformed requests get 400, header
-//! sections over its size or count limits 431), at most [`LIMITS`] connections at once,
-//! each for a short time.
+//! sections over its size or count limits 431), at most 64 connections at once per port
+//! (`LIMITS`), each for at most 2 s.
 //!
 //! [`ServiceHealthServers::update`] starts servers for new ports, stops removed ones (the
 //! port is free when it returns) and changes the served counts in place, without rebinding.
