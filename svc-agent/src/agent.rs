@@ -24,13 +24,12 @@ use tracing::{debug, info, warn};
 use crate::{
     dataplane::{Datapath, DatapathConfig, Maps},
     desired::{self, DesiredState, Frontend, NodeContext},
-    health::HealthServers,
+    http::{ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource, Model, NodeFacts},
     manifest::{self, ManifestSet},
     metrics::Metrics,
     model::{Cluster, ObjectRef},
     reconcile::Reconciler,
-    status::{self, Health, StatusAddrs},
 };
 
 /// Where the cluster's Services and endpoints come from.
@@ -245,8 +244,8 @@ pub struct Agent {
     /// None until the source gave a complete view: nothing is written before.
     desired: Option<DesiredState>,
     /// healthCheckNodePort listeners, kept in line with `desired.health_checks`.
-    health_checks: HealthServers,
-    health: Arc<Health>,
+    health_checks: ServiceHealthServers,
+    health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
     last_problems: Problems,
     last_resync: Instant,
@@ -272,10 +271,10 @@ impl Agent {
     pub async fn start(mut config: Config) -> anyhow::Result<Agent> {
         let metrics = Arc::new(Metrics::new(config.bpffs.clone()));
         // A change may wait this long for the maps before /healthz fails.
-        let health = Arc::new(Health::new(
+        let health = Arc::new(ProxyHealth::new(
             (2 * config.resync_interval).max(Duration::from_secs(60)),
         ));
-        status::serve(config.status, health.clone(), metrics.clone()).await?;
+        proxy_health::serve(config.status, health.clone(), metrics.clone()).await?;
 
         let source = match &config.source {
             SourceConfig::Manifests(dir) => {
@@ -345,7 +344,7 @@ impl Agent {
             maps,
             reconciler,
             desired: None,
-            health_checks: HealthServers::new(),
+            health_checks: ServiceHealthServers::new(),
             health,
             metrics,
             last_problems: Problems::default(),

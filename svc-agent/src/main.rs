@@ -10,8 +10,8 @@ use svc_agent::{
     agent::{Agent, Config, SourceConfig},
     dataplane::{self, DEFAULT_BPFFS_DIR, DatapathConfig, MapSizes},
     desired::{Ipv4Cidr, NodeContext},
+    http::StatusAddrs,
     kubernetes,
-    status::StatusAddrs,
 };
 use tracing::info;
 

@@ -1,4 +1,5 @@
-//! The agent's own HTTP endpoints, as kube-proxy serves them:
+//! The agent's own health endpoints (kube-proxy's ProxyHealthServer) and the `/metrics`
+//! route, as kube-proxy serves them:
 //!
 //! - `/healthz` (default `0.0.0.0:10256`, `--healthz-bind-address`): `200` once the agent has
 //!   programmed the maps from a complete view of the cluster and no change has been waiting
@@ -22,13 +23,15 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::metrics::Metrics;
 
-/// What `/healthz` and `/livez` answer from; updated by the agent loop.
+/// What `/healthz` and `/livez` answer from; updated by the agent loop. kube-proxy's
+/// ProxyHealthServer: the health of the agent itself, not of a Service (that is
+/// [`super::ServiceHealthServers`]).
 #[derive(Debug)]
-pub struct Health {
+pub struct ProxyHealth {
     timeout: Duration,
     state: Mutex<HealthState>,
 }
@@ -43,10 +46,10 @@ struct HealthState {
     node_ineligible: bool,
 }
 
-impl Health {
+impl ProxyHealth {
     /// `timeout`: how long a change may wait for the maps before the agent is unhealthy.
-    pub fn new(timeout: Duration) -> Health {
-        Health {
+    pub fn new(timeout: Duration) -> ProxyHealth {
+        ProxyHealth {
             timeout,
             state: Mutex::new(HealthState {
                 pending_since: Some(Instant::now()),
@@ -111,7 +114,7 @@ impl Health {
 
 #[derive(Clone)]
 struct AppState {
-    health: Arc<Health>,
+    health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
 }
 
@@ -149,7 +152,8 @@ async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Where to serve what; `None` turns a server off.
+/// Where to serve the status endpoints (`/healthz` and `/livez`, `/metrics`); `None` turns
+/// a server off.
 #[derive(Debug, Clone, Copy)]
 pub struct StatusAddrs {
     pub healthz: Option<SocketAddr>,
@@ -157,10 +161,14 @@ pub struct StatusAddrs {
 }
 
 /// Binds the listeners now (so a port in use fails the start with a clear error) and
-/// serves them on the current tokio runtime until it stops.
+/// serves them on the current tokio runtime until it stops. Returns the bound addresses.
+///
+/// No connection limits here, unlike the healthCheckNodePorts: Prometheus keeps its
+/// connection open between scrapes, and a cap on open connections would let idle clients
+/// starve `/healthz`.
 pub async fn serve(
     addrs: StatusAddrs,
-    health: Arc<Health>,
+    health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<Vec<SocketAddr>> {
     let state = AppState { health, metrics };
@@ -185,17 +193,16 @@ pub async fn serve(
     }
     let mut bound = Vec::new();
     for (addr, router) in servers {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
+        let listener = super::bind(addr)?;
         let local = listener.local_addr()?;
         bound.push(local);
-        let app = router.with_state(state.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                warn!(addr = %local, error = %e, "status server stopped");
-            }
-        });
+        super::spawn(
+            listener,
+            router.with_state(state.clone()),
+            // The agent's lifetime: the runtime stopping ends them.
+            std::future::pending(),
+            "status server",
+        );
         info!(addr = %local, "serving status endpoints");
     }
     Ok(bound)
@@ -203,11 +210,78 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{Ipv4Addr, TcpStream},
+    };
+
     use super::*;
+
+    /// `GET path` on `addr` (HTTP/1.1, Connection: close): (status code, lowercased
+    /// header lines, body).
+    fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<String>, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").expect("headers end");
+        let mut lines = head.split("\r\n");
+        let code = lines.next().unwrap()[9..12].parse().unwrap();
+        (
+            code,
+            lines.map(str::to_ascii_lowercase).collect(),
+            body.to_string(),
+        )
+    }
+
+    #[test]
+    fn status_endpoints_answer_over_http() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let health = Arc::new(ProxyHealth::new(Duration::from_secs(60)));
+        let metrics = Arc::new(Metrics::new("/nonexistent".into()));
+        let addrs = StatusAddrs {
+            healthz: Some(any),
+            metrics: Some(any),
+        };
+        let bound = rt.block_on(serve(addrs, health.clone(), metrics)).unwrap();
+        assert_eq!(bound.len(), 1, "equal addresses share one listener");
+        let addr = bound[0];
+
+        let (code, headers, body) = http_get(addr, "/healthz");
+        assert_eq!(code, 503, "no sync yet: {body}");
+        assert!(
+            headers.contains(&"content-type: application/json".into()),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&"x-content-type-options: nosniff".into()),
+            "{headers:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["nodeEligible"], true, "{body}");
+        assert_eq!(http_get(addr, "/livez").0, 200);
+        health.synced();
+        assert_eq!(http_get(addr, "/healthz").0, 200);
+
+        let (code, _, body) = http_get(addr, "/metrics");
+        assert_eq!(code, 200);
+        assert!(body.contains("svc_agent_syncs_total"), "{body}");
+        assert_eq!(http_get(addr, "/other").0, 404);
+    }
 
     #[test]
     fn unhealthy_until_synced_then_healthy_then_node_draining() {
-        let h = Health::new(Duration::from_secs(60));
+        let h = ProxyHealth::new(Duration::from_secs(60));
         assert_eq!(h.answer(true).0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             h.answer(false).0,
@@ -230,7 +304,7 @@ mod tests {
 
     #[test]
     fn failing_writes_turn_unhealthy_after_the_timeout() {
-        let h = Health::new(Duration::from_millis(50));
+        let h = ProxyHealth::new(Duration::from_millis(50));
         h.synced();
         h.sync_failed();
         assert_eq!(h.answer(true).0, StatusCode::OK, "within the timeout");
