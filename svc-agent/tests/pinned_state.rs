@@ -7,18 +7,16 @@ use support::*;
 use svc_agent::dataplane::{self, Datapath, DataplaneError};
 use svc_common::map_names::SVC4_BACKENDS;
 
+/// A new, empty pin directory (removed on drop).
 fn pin_dir(name: &str) -> PinDir {
-    ensure_bpffs();
-    let dir = PinDir(std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/svl-{}-{name}",
-        std::process::id()
-    )));
+    let dir = PinDir::unique(name);
     std::fs::create_dir_all(&dir.0).expect("pin dir");
     dir
 }
 
 #[test]
 fn a_pinned_map_of_another_layout_is_refused_with_the_reason() {
+    let _kernel = kernel_lock();
     let dir = pin_dir("incompatible");
     // What an older build could have pinned: the backends map with 12-byte values (this build: 8).
     let out = std::process::Command::new("bpftool")
@@ -75,6 +73,7 @@ fn a_pinned_map_of_another_layout_is_refused_with_the_reason() {
 
 #[test]
 fn a_compatible_set_is_adopted_and_cleanup_removes_it() {
+    let _kernel = kernel_lock();
     let dir = pin_dir("adopt");
     {
         let (_datapath, mut maps) = Datapath::load(&dir.0, &Default::default()).expect("load");

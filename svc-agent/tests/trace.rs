@@ -8,29 +8,21 @@ use support::*;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use svc_agent::{
-    dataplane::{Datapath, DatapathConfig, Maps},
-    desired::{self, Ipv4Cidr, NodeContext},
+    dataplane::Maps,
+    desired::{self, NodeContext},
     manifest,
     model::Protocol,
     packet::{PacketBuilder, SYN},
-    reconcile::Reconciler,
     trace::{Entry, Trace, TraceError, TraceRequest, trace},
 };
 
-fn node1() -> DatapathConfig {
-    DatapathConfig {
-        cluster_cidr: Some(Ipv4Cidr::new(ip("10.244.0.0"), 16)),
-        masquerade_addr: Some(ip("192.0.2.1")),
-        ..Default::default()
-    }
-}
-
-fn program(dir: &Path) -> Harness {
-    let (datapath, mut maps) = Datapath::load(dir, &node1()).expect("load (needs root)");
+/// Node 1's datapath with the two-node lab's Services, as node1's agent programs them.
+fn program() -> Harness {
+    let mut h = Harness::load("trace", &node1_config());
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node/services.yaml"),
     )
@@ -39,15 +31,13 @@ fn program(dir: &Path) -> Harness {
     assert!(set.problems.is_empty(), "{:?}", set.problems);
     let node = NodeContext {
         node_name: Some("node1".into()),
-        node_ips: vec![ip("192.0.2.1")],
+        node_ips: vec![ip(NODE_IP)],
         node_port_addresses: vec![],
     };
     let (state, problems) = desired::compute(&set.cluster, &node);
     assert!(problems.is_empty(), "{problems:?}");
-    let mut reconciler = Reconciler::adopt(&maps).unwrap();
-    let report = reconciler.sync(&state, &mut maps);
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    Harness { datapath, maps }
+    h.sync(&state);
+    h
 }
 
 /// The live state trace must not touch.
@@ -100,18 +90,13 @@ fn run(dir: &Path, maps: &Maps, r: TraceRequest) -> Trace {
 
 #[test]
 fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
-    ensure_bpffs();
-    let dir = PinDir(PathBuf::from(format!(
-        "/sys/fs/bpf/svl-{}-trace",
-        std::process::id()
-    )));
-    let _ = svc_agent::dataplane::cleanup(&dir.0);
-    let mut h = program(&dir.0);
+    let mut h = program();
+    let dir = h.pin_dir().to_path_buf();
     let maps = &h.maps;
     use Protocol::{Tcp, Udp};
 
     // A new flow from a pod: a random one of the two ready backends, client address kept.
-    let t = run(&dir.0, maps, req("10.244.1.20", "10.96.1.10:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.1.10:80", Tcp));
     assert_eq!(
         (t.verdict, t.action, t.flow),
         ("dnat_new", "translated", Some("new"))
@@ -128,11 +113,7 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
 
     // From outside to a NodePort (externalTrafficPolicy Cluster): XDP translates and
     // masquerades to the node.
-    let t = run(
-        &dir.0,
-        maps,
-        req("192.0.2.100:5555", "192.0.2.1:30080", Tcp),
-    );
+    let t = run(&dir, maps, req("192.0.2.100:5555", "192.0.2.1:30080", Tcp));
     assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::External));
     assert_eq!(t.steps[0].hook, "xdp");
     assert_eq!(t.steps[0].verdict, Some("dnat_new"));
@@ -147,14 +128,14 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     );
 
     // externalTrafficPolicy Local from outside: this node's endpoint, client IP kept.
-    let t = run(&dir.0, maps, req("192.0.2.100", "192.0.2.1:30081", Tcp));
+    let t = run(&dir, maps, req("192.0.2.100", "192.0.2.1:30081", Tcp));
     assert_eq!(t.verdict, "dnat_new");
     assert_eq!(t.backend.as_deref(), Some("10.244.1.11:8080"));
     assert_eq!(t.candidates, ["10.244.1.11:8080"]);
     assert_eq!(t.masquerade, None);
 
     // Hairpin: the pod reaches its own Service and is its backend: masqueraded.
-    let t = run(&dir.0, maps, req("10.244.1.11", "10.96.1.16:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.11", "10.96.1.16:80", Tcp));
     assert_eq!(t.backend.as_deref(), Some("10.244.1.11:8080"));
     assert!(
         t.masquerade.is_some() && t.rule.contains("hairpin"),
@@ -162,18 +143,18 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     );
 
     // internalTrafficPolicy Local with the only endpoint on node2.
-    let t = run(&dir.0, maps, req("10.244.1.20", "10.96.1.13:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.1.13:80", Tcp));
     assert_eq!((t.verdict, t.action), ("drop_no_local_backend", "dropped"));
     assert_eq!(t.output, None);
 
     // loadBalancerSourceRanges.
-    let t = run(&dir.0, maps, req("192.0.2.100", "203.0.113.11:80", Tcp));
+    let t = run(&dir, maps, req("192.0.2.100", "203.0.113.11:80", Tcp));
     assert_eq!((t.verdict, t.action), ("drop_source_range", "dropped"));
     assert!(t.rule.contains("192.0.2.100 is outside"), "{}", t.rule);
 
     // No endpoints: TCP RST back to the client (from a pod: TC; from outside: XDP hands
     // it to TC, which answers).
-    let t = run(&dir.0, maps, req("10.244.1.20:40001", "10.96.1.17:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.20:40001", "10.96.1.17:80", Tcp));
     assert_eq!((t.verdict, t.action), ("reject_tcp_rst", "rejected"));
     let out = t.output.as_ref().unwrap();
     assert_eq!(
@@ -181,7 +162,7 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
         ("10.96.1.17:80", "10.244.1.20:40001")
     );
     assert!(out.tcp_flags.as_deref().unwrap().contains('R'), "{out:?}");
-    let t = run(&dir.0, maps, req("192.0.2.100", "192.0.2.1:30087", Tcp));
+    let t = run(&dir, maps, req("192.0.2.100", "192.0.2.1:30087", Tcp));
     assert_eq!(t.verdict, "reject_tcp_rst");
     assert_eq!(
         t.steps
@@ -192,11 +173,11 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     );
     // UDP without endpoints: the web Service has UDP; the empty one only TCP, so UDP to it
     // is no Service at all.
-    let t = run(&dir.0, maps, req("10.244.1.20", "10.96.1.17:80", Udp));
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.1.17:80", Udp));
     assert_eq!((t.verdict, t.action), ("pass_not_service", "passed"));
 
     // Not a Service.
-    let t = run(&dir.0, maps, req("10.244.1.20", "10.96.9.9:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.9.9:80", Tcp));
     assert_eq!(t.verdict, "pass_not_service");
     assert!(t.rule.contains("not a Service address"), "{}", t.rule);
 
@@ -213,7 +194,7 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
         .unwrap()
         .to_string();
     let maps = &h.maps;
-    let t = run(&dir.0, maps, req("10.244.1.20:41000", "10.96.1.10:80", Tcp));
+    let t = run(&dir, maps, req("10.244.1.20:41000", "10.96.1.10:80", Tcp));
     assert_eq!(
         (t.verdict, t.flow),
         ("dnat_established", Some("established"))
@@ -224,17 +205,17 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
         Some("."),
         "the flow's next packet"
     );
-    let t = run(&dir.0, maps, req(&real_backend, "10.244.1.20:41000", Tcp));
+    let t = run(&dir, maps, req(&real_backend, "10.244.1.20:41000", Tcp));
     assert_eq!((t.verdict, t.action), ("rev_nat", "reverse-translated"));
     assert_eq!(t.output.as_ref().unwrap().src, "10.96.1.10:80");
 
     // Session affinity: the client's backend is reused (sticky, 4 replicas).
-    let t1 = run(&dir.0, maps, req("10.244.1.20:42000", "10.96.1.14:80", Tcp));
+    let t1 = run(&dir, maps, req("10.244.1.20:42000", "10.96.1.14:80", Tcp));
     assert_eq!(t1.verdict, "dnat_new");
     assert_eq!(t1.candidates.len(), 4);
 
     // The node's own address: refused with the reason.
-    match trace(&dir.0, maps, &req("192.0.2.1", "10.96.1.10:80", Tcp)) {
+    match trace(&dir, maps, &req("192.0.2.1", "10.96.1.10:80", Tcp)) {
         Err(e @ TraceError::NodeSource(_)) => assert!(e.to_string().contains("cgroup")),
         other => panic!("{other:?}"),
     }

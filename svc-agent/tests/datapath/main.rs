@@ -1,0 +1,36 @@
+//! BPF_PROG_TEST_RUN fixtures, as Katran's: the real TC and XDP programs run on tables of
+//! frames built with `svc_agent::packet`, on maps filled by the real reconciler. Each case
+//! names the program, the input frame, the return value, the exact output frame (checksums
+//! verified) and the verdict counter that must go up by exactly one; a table is one
+//! #[test] on a datapath of its own, its cases run in order (later ones may depend on the
+//! conntrack state of earlier ones). The harness is tests/support/; the Services and the
+//! two datapaths the tables load are in `services`; one file per concern:
+//!
+//! - `clusterip`: TC DNAT and reverse NAT of ClusterIP flows
+//! - `xdp`: the same on XDP from outside, nothing masqueraded
+//! - `reject`: Services without endpoints (RST, ICMP port unreachable, passed on by XDP)
+//! - `malformed`: odd packets (ARP, cut headers, bad version/IHL, fragments, ICMP, IPv4
+//!   options, non-Service addresses)
+//! - `conntrack`: what the tables leave in SVC4_CT, port reuse, stickiness
+//! - `masquerade`: SNAT to the node, hairpin, masquerade_all, NAT port collisions
+//! - `policy`: NodePorts, externalTrafficPolicy and internalTrafficPolicy Local
+//! - `source_ranges`: loadBalancerSourceRanges
+//! - `affinity`: sessionAffinity ClientIP
+//! - `terminating`: a terminating backend keeps its flows
+//!
+//! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
+//! tests hold a lock while a datapath is loaded, so they never run concurrently.
+#[path = "../support/mod.rs"]
+mod support;
+
+mod affinity;
+mod clusterip;
+mod conntrack;
+mod malformed;
+mod masquerade;
+mod policy;
+mod reject;
+mod services;
+mod source_ranges;
+mod terminating;
+mod xdp;
