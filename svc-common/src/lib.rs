@@ -481,10 +481,15 @@ verdicts! {
     DropNatFailed = 16, "drop_nat_failed";
     /// Socket LB (a node process): connect/sendmsg to a Service address sent to a backend.
     SockTranslate = 17, "sock_translate";
-    /// Socket LB: connect/sendmsg to a Service without (local) endpoints refused.
+    /// Socket LB: connect/sendmsg to a Service refused: no endpoints (ECONNREFUSED), policy
+    /// Local without a local one, or a source outside loadBalancerSourceRanges (EPERM).
     SockReject = 18, "sock_reject";
     /// Socket LB: a reply datagram's source translated back to the Service address.
     SockRevNat = 19, "sock_rev_nat";
+    /// Socket LB: connect/sendmsg to a Service whose frontend points at a slot or backend
+    /// that is not there (a sync in progress) failed with EHOSTUNREACH, never sent
+    /// untranslated.
+    SockNoBackend = 20, "sock_no_backend";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;
