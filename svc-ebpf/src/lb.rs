@@ -363,13 +363,7 @@ fn select_scope(f: &Frontend, source: Source) -> Option<(u8, u16)> {
 /// random slot of `scope` (recorded as the client's affinity backend). None when the slot
 /// or its backend is missing (mid-update).
 #[inline(always)]
-fn choose_backend(
-    f: &Frontend,
-    client: u32,
-    scope: u8,
-    count: u16,
-    now: u64,
-) -> Option<Picked> {
+fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) -> Option<Picked> {
     let affinity = f.flags & SVC_F_AFFINITY != 0;
     let aff_key = Affinity4Key {
         client_be: client,
