@@ -466,6 +466,13 @@ pub const CT_TCP_SYN_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 pub const CT_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
 pub const CT_UDP_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 
+/// Source ports masqueraded flows get by default (host order, inclusive); the agent's
+/// configuration may narrow or move it. Above Linux's default ip_local_port_range
+/// (32768-60999) and the NodePort range (30000-32767): a masquerade port equal to a port of
+/// one of the node's own connections to the same backend would take that connection's
+/// replies. The one definition: the kernel side's defaults and the agent's come from here.
+pub const MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
+
 /// Seconds an entry may live after its last packet, as the kernel side decides it.
 pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
     if flags & CT_F_CLOSING != 0 {
@@ -742,10 +749,15 @@ verdicts! {
     DropNatFailed = 16, "drop_nat_failed";
     /// Socket LB (a node process): connect/sendmsg to a Service address sent to a backend.
     SockTranslate = 17, "sock_translate";
-    /// Socket LB: connect/sendmsg to a Service without (local) endpoints refused.
+    /// Socket LB: connect/sendmsg to a Service refused: no endpoints (ECONNREFUSED), policy
+    /// Local without a local one, or a source outside loadBalancerSourceRanges (EPERM).
     SockReject = 18, "sock_reject";
     /// Socket LB: a reply datagram's source translated back to the Service address.
     SockRevNat = 19, "sock_rev_nat";
+    /// Socket LB: connect/sendmsg to a Service whose frontend points at a slot or backend
+    /// that is not there (a sync in progress) failed with EHOSTUNREACH, never sent
+    /// untranslated.
+    SockNoBackend = 20, "sock_no_backend";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;

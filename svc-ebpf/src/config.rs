@@ -3,6 +3,8 @@
 //! volatile loads: the compiler must not fold them into the initial zeroes.
 use core::ptr::read_volatile;
 
+use svc_common::MASQUERADE_PORTS;
+
 /// The cluster's pod CIDR (network order); mask 0 = unknown. Sources inside are pods.
 #[unsafe(no_mangle)]
 static CLUSTER_CIDR_BE: u32 = 0;
@@ -11,14 +13,12 @@ static CLUSTER_MASK_BE: u32 = 0;
 /// The address masqueraded flows get as their source (the node's IP); 0 = never masquerade.
 #[unsafe(no_mangle)]
 static MASQ_ADDR_BE: u32 = 0;
-/// Source ports masqueraded flows may get (host order, inclusive). Kept apart from the
-/// node's own ephemeral ports (ip_local_port_range) and the NodePort range: a masquerade
-/// port that equals a port of one of the node's own connections to the same backend would
-/// take that connection's replies.
+/// Source ports masqueraded flows may get (host order, inclusive); the default and why it
+/// sits where it does: svc_common::MASQUERADE_PORTS.
 #[unsafe(no_mangle)]
-static NAT_PORT_MIN: u32 = 61000;
+static NAT_PORT_MIN: u32 = MASQUERADE_PORTS.0 as u32;
 #[unsafe(no_mangle)]
-static NAT_PORT_MAX: u32 = 65535;
+static NAT_PORT_MAX: u32 = MASQUERADE_PORTS.1 as u32;
 /// Non-zero: masquerade every translated flow (kube-proxy's --masquerade-all).
 #[unsafe(no_mangle)]
 static MASQUERADE_ALL: u32 = 0;
@@ -33,7 +33,8 @@ pub fn masq_addr() -> u32 {
 pub fn nat_ports() -> (u32, u32) {
     let (min, max) = unsafe { (read_volatile(&NAT_PORT_MIN), read_volatile(&NAT_PORT_MAX)) };
     if min == 0 || max < min || max > 65535 {
-        (61000, 4536)
+        let (min, max) = (MASQUERADE_PORTS.0 as u32, MASQUERADE_PORTS.1 as u32);
+        (min, max - min + 1)
     } else {
         (min, max - min + 1)
     }

@@ -1,7 +1,8 @@
-//! The load-balancing decision shared by TC and XDP: service lookup, backend choice for a
-//! new flow (traffic policy, session affinity, source ranges, masquerade), conntrack for
-//! established flows and replies. It reads and writes maps but never the packet; the
-//! callers apply the returned action with their own rewrite code.
+//! The load-balancing decision: service lookup and backend choice for a new flow (source
+//! ranges, traffic policy, session affinity: `pick`, shared by TC, XDP and the socket
+//! programs of sock.rs, as Cilium's bpf_sock.c reuses lib/lb.h), and for TC and XDP also
+//! masquerade and conntrack for established flows and replies. It reads and writes maps
+//! but never the packet; the callers apply the returned action with their own rewrite code.
 use aya_ebpf::{helpers::bpf_get_prandom_u32, maps::lpm_trie::Key};
 use svc_common::{
     Affinity4Key, Affinity4Value, BACKEND_STATE_ACTIVE, CT_F_CLOSING, CT_F_REPLIED, CT_F_SNAT,
@@ -82,37 +83,77 @@ pub fn decide(pkt: &Packet, now: u64) -> Action {
             return action;
         }
     }
-    let frontend_key = Svc4Key {
-        vip_be: pkt.daddr,
-        port_be: pkt.dport,
-        slot: 0,
-        proto: pkt.proto,
-        scope: SCOPE_ALL,
-        _pad: [0; 2],
-    };
-    // SAFETY: values are copied out at once; a concurrent update can at worst give us a
-    // value from just before or after it, which the slot/backend checks below tolerate.
-    match unsafe { SVC4_SERVICES.get(&frontend_key) } {
-        Some(frontend) => {
-            let f = Frontend {
-                key: frontend_key,
-                count: frontend.count,
-                rev_nat_id: frontend.rev_nat_id,
-                flags: frontend.flags,
-                affinity_timeout: frontend.backend_id,
-            };
-            forward(pkt, &f, now)
-        }
+    match frontend(pkt.daddr, pkt.dport, pkt.proto) {
+        Some(f) => forward(pkt, &f, now),
         None => reply(pkt, now),
     }
 }
 
-struct Frontend {
+/// A Service address's frontend entry (slot 0, SCOPE_ALL) as looked up, copied out.
+#[derive(Clone, Copy)]
+pub struct Frontend {
     key: Svc4Key,
     count: u16,
-    rev_nat_id: u32,
+    pub rev_nat_id: u32,
     flags: u16,
     affinity_timeout: u32,
+}
+
+/// The frontend of `vip:port/proto` (network order), if that is a Service address.
+#[inline(always)]
+pub fn frontend(vip: u32, port: u16, proto: u8) -> Option<Frontend> {
+    let key = Svc4Key {
+        vip_be: vip,
+        port_be: port,
+        slot: 0,
+        proto,
+        scope: SCOPE_ALL,
+        _pad: [0; 2],
+    };
+    // SAFETY: values are copied out at once; a concurrent update can at worst give us a
+    // value from just before or after it, which the slot/backend checks of `pick` tolerate.
+    let v = unsafe { SVC4_SERVICES.get(&key) }?;
+    Some(Frontend {
+        key,
+        count: v.count,
+        rev_nat_id: v.rev_nat_id,
+        flags: v.flags,
+        affinity_timeout: v.backend_id,
+    })
+}
+
+/// Where a new flow comes from, as the traffic policies tell sources apart
+/// (shared service-semantics: "pod", "node", "outside").
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Inside the cluster's pod CIDR.
+    Pod,
+    /// A process of this node itself (socket LB; TC and XDP never classify a packet so).
+    Node,
+    /// Anything else.
+    Outside,
+}
+
+/// The backend a new flow gets: id in SVC4_BACKENDS, address and port (network order).
+#[derive(Clone, Copy)]
+pub struct Picked {
+    pub id: u32,
+    pub addr: u32,
+    pub port: u16,
+}
+
+/// Why a new flow gets no backend. Each caller turns it into its own verdict.
+#[derive(Clone, Copy)]
+pub enum NoPick {
+    /// loadBalancerSourceRanges apply and the client is outside them (kube-proxy: DROP).
+    SourceRange,
+    /// The Service has no usable endpoint at all (kube-proxy: REJECT).
+    NoEndpoints,
+    /// Traffic policy Local applies and this node has none of the endpoints (DROP).
+    NoLocalEndpoint,
+    /// The frontend counts a slot, or a slot names a backend, that is not there: the agent
+    /// is between two writes of an update.
+    MidUpdate,
 }
 
 /// A packet to a Service address.
@@ -166,49 +207,28 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
     new_flow(pkt, f, &key, now)
 }
 
-/// Picks a backend for a new flow and records the flow. Rules (kube-proxy's, see
-/// shared service-semantics): source ranges first; no endpoints at all rejects; policy
-/// Local uses this node's backends (ClusterIP: internalTrafficPolicy, always; external
-/// addresses: externalTrafficPolicy, for sources outside the cluster) and drops when there
-/// are none; masquerade per `needs_masquerade`.
+/// Picks a backend for a new flow (`pick`, the rules every hook shares) and records the
+/// flow; masquerade per kube-proxy's rules: ClusterIP from outside the pod CIDR (when it is
+/// known), external addresses with policy Cluster, hairpin, --masquerade-all.
 #[inline(always)]
 fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
-    if f.flags & SVC_F_SOURCE_RANGES != 0 {
-        let probe = Key::new(
-            SRC_RANGE_PREFIX_BASE + 32,
-            SrcRange4 {
-                rev_nat_id: f.rev_nat_id,
-                addr_be: pkt.saddr,
-            },
-        );
-        if SVC4_SRC_RANGE.get(&probe).is_none() {
-            return Action::Done(Verdict::DropSourceRange);
-        }
-    }
-    if f.count == 0 {
-        return Action::Reject;
-    }
     let (cidr_known, from_pod) = config::pod_source(pkt.saddr);
+    // A packet never comes from the node itself here: node processes go through the
+    // cgroup socket programs (sock.rs) and their packets never reach these hooks.
+    let source = if from_pod {
+        Source::Pod
+    } else {
+        Source::Outside
+    };
+    let (backend_id, backend_addr, backend_port) = match pick(f, pkt.saddr, source, now) {
+        Ok(b) => (b.id, b.addr, b.port),
+        Err(NoPick::SourceRange) => return Action::Done(Verdict::DropSourceRange),
+        Err(NoPick::NoEndpoints) => return Action::Reject,
+        Err(NoPick::NoLocalEndpoint) => return Action::Done(Verdict::DropNoLocalBackend),
+        Err(NoPick::MidUpdate) => return Action::Done(Verdict::DropNoBackend),
+    };
     let external = f.flags & SVC_F_EXTERNAL != 0;
     let local = f.flags & SVC_F_LOCAL != 0;
-    let (scope, count) = if local && (!external || !from_pod) {
-        let local_key = Svc4Key {
-            scope: SCOPE_LOCAL,
-            ..f.key
-        };
-        match unsafe { SVC4_SERVICES.get(&local_key) } {
-            Some(v) if v.count > 0 => (SCOPE_LOCAL, v.count),
-            _ => return Action::Done(Verdict::DropNoLocalBackend),
-        }
-    } else {
-        (SCOPE_ALL, f.count)
-    };
-
-    let Some((backend_id, backend_addr, backend_port)) = choose_backend(pkt, f, scope, count, now)
-    else {
-        return Action::Done(Verdict::DropNoBackend);
-    };
-
     let hairpin = backend_addr == pkt.saddr;
     let masq_addr = config::masq_addr();
     let masquerade = masq_addr != 0
@@ -285,19 +305,68 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
     }
 }
 
-/// The backend for a new flow: the client's affinity backend while it is fresh and still
-/// in the same slot, else a random slot of `scope`. Returns (id, address, port).
+/// The backend for a new flow to `f` from `client` (the address source ranges and session
+/// affinity key on), the one decision TC, XDP and the socket programs share. Rules
+/// (kube-proxy's, see shared service-semantics): source ranges first; no endpoints at all
+/// rejects; traffic policy Local narrows to this node's endpoints (`scope`); then the
+/// client's affinity backend, else a random slot.
 #[inline(always)]
-fn choose_backend(
-    pkt: &Packet,
-    f: &Frontend,
-    scope: u8,
-    count: u16,
-    now: u64,
-) -> Option<(u32, u32, u16)> {
+pub fn pick(f: &Frontend, client: u32, source: Source, now: u64) -> Result<Picked, NoPick> {
+    if !source_allowed(f, client) {
+        return Err(NoPick::SourceRange);
+    }
+    if f.count == 0 {
+        return Err(NoPick::NoEndpoints);
+    }
+    let (scope, count) = select_scope(f, source).ok_or(NoPick::NoLocalEndpoint)?;
+    choose_backend(f, client, scope, count, now).ok_or(NoPick::MidUpdate)
+}
+
+/// loadBalancerSourceRanges: true unless the frontend has ranges and `client` is in none.
+#[inline(always)]
+fn source_allowed(f: &Frontend, client: u32) -> bool {
+    if f.flags & SVC_F_SOURCE_RANGES == 0 {
+        return true;
+    }
+    let probe = Key::new(
+        SRC_RANGE_PREFIX_BASE + 32,
+        SrcRange4 {
+            rev_nat_id: f.rev_nat_id,
+            addr_be: client,
+        },
+    );
+    SVC4_SRC_RANGE.get(&probe).is_some()
+}
+
+/// The slots a new flow from `source` chooses among: (scope, slot count), or None when
+/// policy Local leaves no endpoint. Local applies to ClusterIPs (internalTrafficPolicy)
+/// from every source, the node itself included; to external addresses
+/// (externalTrafficPolicy) only from outside: pods and the node itself use every endpoint.
+#[inline(always)]
+fn select_scope(f: &Frontend, source: Source) -> Option<(u8, u16)> {
+    let external = f.flags & SVC_F_EXTERNAL != 0;
+    let local = f.flags & SVC_F_LOCAL != 0;
+    if !(local && (!external || source == Source::Outside)) {
+        return Some((SCOPE_ALL, f.count));
+    }
+    let local_key = Svc4Key {
+        scope: SCOPE_LOCAL,
+        ..f.key
+    };
+    match unsafe { SVC4_SERVICES.get(&local_key) } {
+        Some(v) if v.count > 0 => Some((SCOPE_LOCAL, v.count)),
+        _ => None,
+    }
+}
+
+/// The client's affinity backend while it is fresh and still in the same slot, else a
+/// random slot of `scope` (recorded as the client's affinity backend). None when the slot
+/// or its backend is missing (mid-update).
+#[inline(always)]
+fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) -> Option<Picked> {
     let affinity = f.flags & SVC_F_AFFINITY != 0;
     let aff_key = Affinity4Key {
-        client_be: pkt.saddr,
+        client_be: client,
         rev_nat_id: f.rev_nat_id,
     };
     if affinity {
@@ -319,7 +388,11 @@ fn choose_backend(
                         if let Some(b) = unsafe { SVC4_BACKENDS.get(&a.backend_id) } {
                             if b.state == BACKEND_STATE_ACTIVE {
                                 a.last_used_ns = now;
-                                return Some((a.backend_id, b.addr_be, b.port_be));
+                                return Some(Picked {
+                                    id: a.backend_id,
+                                    addr: b.addr_be,
+                                    port: b.port_be,
+                                });
                             }
                         }
                     }
@@ -338,13 +411,17 @@ fn choose_backend(
         };
         let _ = SVC4_AFFINITY.insert(&aff_key, &value, 0);
     }
-    Some((backend_id, addr, port))
+    Some(Picked {
+        id: backend_id,
+        addr,
+        port,
+    })
 }
 
 /// A uniformly random slot of `scope` (1..=count) of the frontend `key` and its backend:
 /// (slot, backend id, address, port).
 #[inline(always)]
-pub fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32, u16)> {
+fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32, u16)> {
     // SAFETY: helper call without arguments.
     let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
     let slot_key = Svc4Key {

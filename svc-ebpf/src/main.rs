@@ -40,12 +40,12 @@ pub fn svc_bench_pass(_ctx: XdpContext) -> u32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn svc_connect4(ctx: SockAddrContext) -> i32 {
-    sock::translate(&ctx)
+    sock::connect4(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn svc_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock::translate(&ctx)
+    sock::sendmsg4(&ctx)
 }
 
 #[cgroup_sock_addr(recvmsg4)]

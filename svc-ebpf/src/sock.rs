@@ -1,96 +1,136 @@
 //! Socket-level load balancing for the node's own processes (cgroup connect4 / sendmsg4 /
 //! recvmsg4), as Cilium's socket LB does: their packets never cross the TC or XDP hooks on
 //! the way out, so the Service address is swapped for a backend when the socket connects
-//! or sends. The flow then leaves with the node's own address, which is the masquerade
-//! kube-proxy applies to node-originated traffic. Replies to unconnected UDP sockets get
-//! their source turned back into the Service address on receive.
+//! or sends. The backend is chosen by `lb::pick`, the same code (source ranges, traffic
+//! policy, session affinity, random slot) TC and XDP use for a packet. The flow then
+//! leaves with the node's own address, which is the masquerade kube-proxy applies to
+//! node-originated traffic. Replies to unconnected UDP sockets get their source turned
+//! back into the Service address on receive.
+//!
+//! # Who the client is
+//!
+//! Source ranges and session affinity key on a client address. For a node process that is
+//! the socket's bound source address when the hook shows one (connect4: the socket's
+//! `src_ip4`, set by bind(); sendmsg4: `msg_src_ip4`, the bound address or IP_PKTINFO's),
+//! else the masquerade address (the node's primary IP, `--node-ip`). That is the source
+//! kube-proxy's rules see for the same call: an unbound socket gets the node's address
+//! from routing. Cilium keys socket affinity on the network namespace cookie instead,
+//! because its socket LB also serves pods, each in its own namespace; here only the
+//! node's own namespace is served, so a cookie would be one constant, would not fit
+//! SVC4_AFFINITY's client-address key (a layout change), and could not be checked
+//! against loadBalancerSourceRanges, which are address prefixes.
+//!
+//! # Never out untranslated
+//!
+//! Once the destination is a Service address (its frontend exists), the call either goes
+//! to a backend or fails: letting it out with the Service address could leak it to a
+//! gateway, or to whatever else answers on that address. Failures, as `errno`:
+//! - no endpoints at all: ECONNREFUSED, as after kube-proxy's REJECT (`sock_reject`);
+//! - policy Local without a local endpoint, or a source outside loadBalancerSourceRanges:
+//!   kube-proxy DROPs; a socket has no packet to drop, so EPERM, the kernel's answer for a
+//!   denying cgroup program (`sock_reject`);
+//! - the frontend counts a slot, or a slot names a backend, that is not there (the agent
+//!   is between two writes of an update): EHOSTUNREACH (`sock_no_backend`), as for a
+//!   route that is briefly missing: a transient failure callers already retry, and what
+//!   Cilium's socket LB answers for a Service without a backend.
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval},
     programs::SockAddrContext,
 };
-use svc_common::{
-    SCOPE_ALL, SCOPE_LOCAL, SVC_F_EXTERNAL, SVC_F_LOCAL, SockRevNat4Key, SockRevNat4Value, Svc4Key,
-    Verdict,
-};
+use svc_common::{SockRevNat4Key, SockRevNat4Value, Verdict};
 
 use crate::{
-    lb,
-    maps::{SVC4_SERVICES, SVC4_SOCK_RNAT, count},
+    config,
+    lb::{self, NoPick, Source},
+    maps::{SVC4_SOCK_RNAT, count},
 };
 
-/// What a cgroup sock_addr program returns: 1 lets the call go on, 0 fails it.
+/// What a cgroup sock_addr program returns: 1 lets the call go on, 0 fails it (EPERM unless
+/// the program set another error with bpf_set_retval).
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 const ECONNREFUSED: i32 = 111;
+const EHOSTUNREACH: i32 = 113;
 
-/// connect4 and sendmsg4: a Service address becomes one of its backends.
+/// connect4: the client is the socket's bound address (bind() before connect()), if any.
 #[inline(always)]
-pub fn translate(ctx: &SockAddrContext) -> i32 {
+pub fn connect4(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: the context the kernel passed; `sk` is always a valid socket for sock_addr
+    // programs (PTR_TO_SOCKET), and src_ip4 is one of its readable fields.
+    let bound = unsafe { (*(*ctx.sock_addr).__bindgen_anon_1.sk).src_ip4 };
+    translate(ctx, bound)
+}
+
+/// sendmsg4 (unconnected UDP): the client is `msg_src_ip4` (the socket's bound address, or
+/// the one IP_PKTINFO asks for), if any. connect4 may not read that field.
+#[inline(always)]
+pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: the context the kernel passed; msg_src_ip4 is readable in sendmsg4.
+    let bound = unsafe { (*ctx.sock_addr).msg_src_ip4 };
+    translate(ctx, bound)
+}
+
+/// A Service address becomes one of its backends, or the call fails (see the module docs).
+/// `bound`: the socket's source address, 0 if it has none yet.
+#[inline(always)]
+fn translate(ctx: &SockAddrContext, bound: u32) -> i32 {
     // SAFETY: the context pointer the kernel passed; fields read and written are those a
     // sock_addr program may access.
     let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
-    let proto = sa.protocol as u8;
-    let key = Svc4Key {
-        vip_be: sa.user_ip4,
-        port_be: sa.user_port as u16,
-        slot: 0,
-        proto,
-        scope: SCOPE_ALL,
-        _pad: [0; 2],
-    };
-    let Some(frontend) = (unsafe { SVC4_SERVICES.get(&key) }) else {
+    let (vip, vport) = (sa.user_ip4, sa.user_port as u16);
+    let Some(f) = lb::frontend(vip, vport, sa.protocol as u8) else {
         return ALLOW;
     };
-    let (all, flags, rev_nat_id) = (frontend.count, frontend.flags, frontend.rev_nat_id);
-    // From the node: internalTrafficPolicy Local keeps ClusterIP traffic on this node's
-    // endpoints; for external addresses the node uses every endpoint (kube-proxy).
-    let (scope, n) = if flags & SVC_F_LOCAL != 0 && flags & SVC_F_EXTERNAL == 0 {
-        let local_key = Svc4Key {
-            scope: SCOPE_LOCAL,
-            ..key
-        };
-        (
-            SCOPE_LOCAL,
-            unsafe { SVC4_SERVICES.get(&local_key) }.map_or(0, |v| v.count),
-        )
+    let client = if bound != 0 {
+        bound
     } else {
-        (SCOPE_ALL, all)
+        config::masq_addr()
     };
-    if all == 0 {
-        // No endpoints: the caller sees "connection refused", as after kube-proxy's REJECT.
-        count(Verdict::SockReject);
-        unsafe { bpf_set_retval(-ECONNREFUSED) };
-        return DENY;
-    }
-    if n == 0 {
-        // Policy Local without a local endpoint: kube-proxy DROPs. A socket has no packet
-        // to drop, and letting it go out untranslated could leak it to a gateway, so the
-        // call fails with EPERM (the kernel's answer for a denying cgroup program).
-        count(Verdict::SockReject);
-        return DENY;
-    }
-    let Some((_, _, addr, port)) = lb::random_backend(&key, scope, n) else {
-        return ALLOW;
+    // SAFETY: helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let b = match lb::pick(&f, client, Source::Node, now) {
+        Ok(b) => b,
+        Err(why) => return refuse(why),
     };
+    // SAFETY: the context pointer is the socket-address context this helper takes.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
     let rkey = SockRevNat4Key {
         cookie,
-        backend_be: addr,
-        backend_port_be: port,
+        backend_be: b.addr,
+        backend_port_be: b.port,
         _pad: [0; 2],
     };
     let value = SockRevNat4Value {
-        vip_be: sa.user_ip4,
-        rev_nat_id,
-        port_be: sa.user_port as u16,
+        vip_be: vip,
+        rev_nat_id: f.rev_nat_id,
+        port_be: vport,
         _pad: [0; 2],
     };
+    // A full LRU map evicts rather than fails; losing this entry only affects how an
+    // unconnected UDP socket sees a reply's source, never where the datagram goes.
     let _ = SVC4_SOCK_RNAT.insert(&rkey, &value, 0);
-    sa.user_ip4 = addr;
-    sa.user_port = port as u32;
+    sa.user_ip4 = b.addr;
+    sa.user_port = b.port as u32;
     count(Verdict::SockTranslate);
     ALLOW
+}
+
+/// Fails the call for `why` with the errno the module docs give, and counts it.
+#[inline(always)]
+fn refuse(why: NoPick) -> i32 {
+    let (verdict, errno) = match why {
+        NoPick::NoEndpoints => (Verdict::SockReject, ECONNREFUSED),
+        // DENY alone already means EPERM.
+        NoPick::NoLocalEndpoint | NoPick::SourceRange => (Verdict::SockReject, 0),
+        NoPick::MidUpdate => (Verdict::SockNoBackend, EHOSTUNREACH),
+    };
+    count(verdict);
+    if errno != 0 {
+        // SAFETY: helper with a plain integer argument; allowed in cgroup sock_addr programs.
+        unsafe { bpf_set_retval(-errno) };
+    }
+    DENY
 }
 
 /// recvmsg4 (UDP): a datagram from a backend this socket sent to through a Service reads

@@ -26,7 +26,7 @@ pub struct DatapathConfig {
 }
 
 /// Above Linux's default ip_local_port_range (32768-60999) and the NodePort range.
-pub const DEFAULT_MASQUERADE_PORTS: (u16, u16) = (61000, 65535);
+pub const DEFAULT_MASQUERADE_PORTS: (u16, u16) = svc_common::MASQUERADE_PORTS;
 
 impl Default for DatapathConfig {
     fn default() -> Self {
