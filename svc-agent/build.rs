@@ -1,5 +1,5 @@
 //! Builds svc-ebpf for the BPF target with aya-build and leaves the object in OUT_DIR, where
-//! `dataplane::loader` includes it. Which toolchain builds it:
+//! `dataplane::loader` includes it (`EBPF_OBJECT`). Which toolchain builds it:
 //! - `SVC_EBPF_TOOLCHAIN=<rustup toolchain>` if set;
 //! - else rustup's `nightly` if it has the `rust-src` component (the usual aya set-up);
 //! - else `debian-web`: Debian's rustc-web linked as a rustup toolchain by

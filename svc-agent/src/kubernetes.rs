@@ -7,11 +7,11 @@
 //! reconnects with backoff when the connection breaks, resumes from the last
 //! resourceVersion it saw, and relists when the API server answers 410 Gone. The watch
 //! tasks convert each object as it arrives and send the result to the agent ([`ModelEvent`]);
-//! the agent keeps no copy of the API's objects, only the [`Model`]. A (re)list is collected
+//! the agent keeps no copy of the API's objects, only the [`WatchedCluster`]. A (re)list is collected
 //! on the side and swapped in only when it is complete (InitDone), as kube-runtime's
 //! reflector does: objects deleted while the connection was down disappear then, and a
 //! half-read list is never served. Until both kinds have been listed once
-//! ([`Model::listed`]) the agent does not touch the maps at all (pruning against a partial
+//! ([`WatchedCluster::listed`]) the agent does not touch the maps at all (pruning against a partial
 //! view deleted live Services in Cilium #27215).
 //!
 //! Level-triggered where it matters: a changed or deleted Service, a relist, a change of
@@ -56,10 +56,7 @@ use kube::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::{
-    manifest::Problem,
-    model::{self, Cluster, EndpointGroup, ObjectRef},
-};
+use crate::model::{self, Cluster, EndpointGroup, ObjectRef, Problem};
 
 /// The label on EndpointSlices of headless Services (kube-proxy filters on it too).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
@@ -454,7 +451,7 @@ impl KubeSource {
     }
 
     /// Applies every event that arrived to `model`.
-    pub fn drain_into(&self, model: &mut Model) -> Refresh {
+    pub fn drain_into(&self, model: &mut WatchedCluster) -> Refresh {
         let mut r = Refresh::default();
         while let Ok(e) = self.events.try_recv() {
             model.apply(e, &mut r);
@@ -479,7 +476,7 @@ impl Refresh {
     }
 }
 
-/// A slice as the model remembers it (its group lives in [`Model::groups`]).
+/// A slice as the model remembers it (its group lives in [`WatchedCluster::groups`]).
 #[derive(Debug, Clone, Default)]
 struct SliceEntry {
     service: Option<ObjectRef>,
@@ -493,7 +490,7 @@ struct SliceEntry {
 /// [`Cluster::assemble`], a Service that has EndpointSlices takes its endpoints from them,
 /// in slice namespace/name order.
 #[derive(Debug, Default)]
-pub struct Model {
+pub struct WatchedCluster {
     cluster: Cluster,
     services: HashMap<ObjectRef, Vec<Problem>>,
     slices: HashMap<ObjectRef, SliceEntry>,
@@ -507,7 +504,7 @@ pub struct Model {
     slices_listed: bool,
 }
 
-impl Model {
+impl WatchedCluster {
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
@@ -748,7 +745,11 @@ mod tests {
         crate::manifest::build(items).cluster
     }
 
-    fn list(m: &mut Model, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Refresh {
+    fn list(
+        m: &mut WatchedCluster,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> Refresh {
         let mut r = Refresh::default();
         m.apply(ModelEvent::Service(Op::Init), &mut r);
         for s in services {
@@ -772,7 +773,7 @@ mod tests {
     #[test]
     fn the_model_follows_events_as_the_manifest_path_builds_it() {
         let (mut services, mut slices) = example_objects();
-        let mut m = Model::default();
+        let mut m = WatchedCluster::default();
         assert!(!m.listed());
         let r = list(&mut m, &services, &slices);
         assert!(m.listed() && r.services_changed);

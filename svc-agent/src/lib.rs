@@ -1,8 +1,19 @@
-//! svc-agent: keeps the Service maps of svc-ebpf in sync with the desired state, and the
-//! library behind svcctl. Data flows one way: sources (the manifest directory) -> `model`
-//! -> `desired` -> `reconcile` -> `dataplane` (the only module that touches BPF). Beside
-//! it, `http` serves the agent's own health and metrics endpoints and the Services'
-//! healthCheckNodePorts (`metrics` is the registry).
+//! svc-agent: keeps the Service maps of svc-ebpf in sync with the cluster, and the library
+//! behind svcctl. Data flows one way, top to bottom; no module imports one above it:
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | sources | [`kubernetes`], [`manifest`] | the Kubernetes watches and the manifest directory, each converting what it reads into the model |
+//! | model | [`model`] | Services and endpoints, typed and validated; the [`Problem`](model::Problem)s of what was skipped |
+//! | desired state | [`desired`] | the frontends, backends and policies this node must serve |
+//! | reconciler | [`reconcile`] (with [`alloc`]) | the difference against what the maps hold, written in a safe order |
+//! | dataplane | [`dataplane`] | the only module that touches BPF: map list and layouts, the store, loading and attaching |
+//!
+//! Beside the flow: [`agent`] runs it (the loop), [`http`] serves the agent's health and
+//! metrics endpoints and the Services' healthCheckNodePorts ([`metrics`] is the registry),
+//! and svcctl's views [`inspect`] and [`trace`] read through the dataplane. [`addr`] (the
+//! address types every layer shares) and [`packet`] (a frame builder for tests, trace and
+//! benchmarks) are leaves.
 pub mod addr;
 pub mod agent;
 pub mod alloc;

@@ -16,35 +16,13 @@
 //! - The namespace defaults to `default` when absent.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 use serde_json::Value;
 
-use crate::model::{self, Cluster, ObjectRef};
-
-/// Something in the manifests that was skipped (or partly skipped), and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// Where: `dir/file.yaml#3` (3rd document), `dir/file.yaml#1.items[2]` inside a List,
-    /// or just the file name for a file-level problem.
-    pub source: String,
-    /// What: `Service default/foo`, or just the kind when the object has no name.
-    pub object: Option<String>,
-    pub reason: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)?;
-        if let Some(object) = &self.object {
-            write!(f, " {object}")?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
+use crate::model::{self, Cluster, ObjectRef, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

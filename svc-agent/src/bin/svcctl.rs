@@ -45,7 +45,7 @@ Examples:
 
 Exit status: 0 on success, 1 on an error (nothing pinned, incompatible pins, no
 permission to open the maps, ...), 2 on a usage error. The JSON and YAML documents are
-documented in svc_agent::inspect (svc-agent/src/inspect.rs).";
+documented in svc_agent::inspect::schema (svc-agent/src/inspect/schema.rs).";
 
 /// Inspect the eBPF Service dataplane (the maps svc-agent pinned).
 #[derive(Debug, Parser)]
@@ -138,7 +138,7 @@ enum Format {
     Table,
     /// Tables with more columns (ids, raw flags, scopes, timestamps in ns, NAT addresses).
     Wide,
-    /// One JSON document (schema: svc_agent::inspect).
+    /// One JSON document (schema: svc_agent::inspect::schema).
     Json,
     /// The same document as YAML.
     Yaml,

@@ -21,11 +21,14 @@ use svc_common::{
 };
 
 use super::{
-    DatapathConfig, DataplaneError, EBPF_OBJECT, Maps,
+    DatapathConfig, DataplaneError, Maps,
     links::{self, Hook, LINKS_SUBDIR},
     map_err,
     maps::{MAP_SPECS, check_layout, check_pin},
 };
+
+/// The eBPF object built by build.rs (aya-build) from svc-ebpf.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));
 
 /// What attaching a hook did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

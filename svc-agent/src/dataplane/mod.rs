@@ -29,16 +29,13 @@ use aya::programs::ProgramError;
 use svc_common::map_names;
 
 pub use config::{DEFAULT_MASQUERADE_PORTS, DatapathConfig};
-pub use loader::{Attached, Datapath};
+pub use loader::{Attached, Datapath, EBPF_OBJECT};
 pub use maps::{MAP_SPECS, MapSizes, MapSpec, MapUsage, Maps, Sizing, map_usage};
 #[cfg(test)]
 pub use store::FakeMaps;
 pub use store::{MapStore, Parts, RawMaps, StoreError};
 
 use links::LINKS_SUBDIR;
-
-/// The eBPF object built by build.rs (aya-build) from svc-ebpf.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));
 
 /// Default bpffs directory for the pins.
 pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/svc-ebpf";

@@ -1,3 +1,4 @@
+//! The inconsistencies svcctl reports.
 use super::*;
 
 #[test]

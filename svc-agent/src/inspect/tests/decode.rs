@@ -1,3 +1,4 @@
+//! Decoding the maps into the snapshot and its documents; filters; rates.
 use super::*;
 
 #[test]

@@ -1,3 +1,4 @@
+//! svcctl's text tables.
 use super::*;
 
 #[test]

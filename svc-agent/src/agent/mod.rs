@@ -1,0 +1,470 @@
+//! The agent's main loop, shaped like a kube-rs controller (controller-rs): every pass
+//! observes the source (the manifest directory or the Kubernetes watches) and brings the
+//! desired state up to date, runs one reconcile step that writes what is pending to the
+//! maps, and hands a step that left writes undone to one error policy, which retries it as
+//! a full sync on the next pass. Level-triggered: a change of Services, of the node or a
+//! relist recomputes the whole desired state, an endpoint change recomputes only its
+//! Services' frontends (endpoints never decide which frontends exist), and a full resync
+//! runs on a timer even when nothing seems to have changed.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`Config`], [`Agent`]: start-up, the pass, the reconcile step, the error policy |
+//! | `source.rs` | the two sources and how their changes are noticed |
+//! | `node.rs` | the node's interfaces, accept_local, waiting for the Node's addresses |
+//!
+//! Start-up order matters for traffic that is already flowing through pinned programs and
+//! maps of an earlier agent: the status endpoints come up first (livez answers, healthz says
+//! 503), then the source (in Kubernetes mode, this node's addresses come from its Node
+//! object when no --node-ip is given), then the new programs are loaded and swapped into the
+//! pinned links, and the maps are left exactly as they are until the source has a complete
+//! view of the cluster.
+mod node;
+mod source;
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tracing::{debug, info, warn};
+
+use node::{enable_accept_local, interfaces, matches_pattern, wait_for_node_addresses};
+use source::{Change, Source, View};
+
+use crate::{
+    addr::Frontend,
+    dataplane::{Datapath, DatapathConfig, Maps, StoreError},
+    desired::{self, ComputeProblem, DesiredState, NodeContext},
+    http::{ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
+    kubernetes::{self, KubeSource},
+    metrics::Metrics,
+    model::Problem,
+    reconcile::{Reconciler, SyncReport},
+};
+
+/// Where the cluster's Services and endpoints come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of manifests (see [`crate::manifest`]).
+    Manifests(PathBuf),
+    /// The Kubernetes API: `kubeconfig`, or the in-cluster / KUBECONFIG / ~/.kube/config
+    /// configuration when None.
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
+
+/// Where the programs go and what the agent reads; filled from the command line.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub bpffs: PathBuf,
+    /// The node's external interface: XDP plus TC ingress.
+    pub device: Option<String>,
+    /// cgroup v2 directory whose processes get socket-level load balancing (the node's
+    /// own traffic to Services); None: node-originated traffic is not translated.
+    pub cgroup: Option<PathBuf>,
+    /// Pod-facing interfaces: exact names, or prefixes ending in `*`.
+    pub pod_devices: Vec<String>,
+    /// Node name, addresses and nodePortAddresses: what decides NodePort frontends and
+    /// which endpoints are local. Empty `node_ips` in Kubernetes mode: from the Node object.
+    pub node: NodeContext,
+    /// Pod CIDR, masquerade flags: the programs' load-time globals. The masquerade address
+    /// is the first node address.
+    pub datapath: DatapathConfig,
+    /// Where net.* sysctls are written (a host mount of /proc/sys/net in a container).
+    pub proc_sys_net: PathBuf,
+    pub status: StatusAddrs,
+    pub poll_interval: Duration,
+    pub resync_interval: Duration,
+}
+
+/// What the next reconcile step writes.
+#[derive(Debug, Default)]
+enum Pending {
+    /// Nothing changed.
+    #[default]
+    Nothing,
+    /// Everything (a full reconcile).
+    All,
+    /// Only these frontends' endpoints changed.
+    Frontends(Vec<Frontend>),
+}
+
+impl Pending {
+    /// Both: a partial change on top of a pending full sync is in the full sync.
+    fn merge(self, other: Pending) -> Pending {
+        match (self, other) {
+            (Pending::All, _) | (_, Pending::All) => Pending::All,
+            (Pending::Frontends(mut a), Pending::Frontends(b)) => {
+                a.extend(b);
+                Pending::Frontends(a)
+            }
+            (Pending::Nothing, p) | (p, Pending::Nothing) => p,
+        }
+    }
+}
+
+/// The problems the input has, as last reported: of the source's objects, and of the
+/// desired-state computation (address clashes). Logged when they change, counted in
+/// `svc_agent_invalid_objects`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Problems {
+    source: Vec<Problem>,
+    compute: Vec<ComputeProblem>,
+}
+
+impl Problems {
+    fn len(&self) -> usize {
+        self.source.len() + self.compute.len()
+    }
+}
+
+/// A reconcile step that wrote everything it had to.
+struct Synced {
+    report: SyncReport,
+    took: Duration,
+}
+
+/// A reconcile step that left writes undone (a full map, a failed write): what it did
+/// write, and what failed, by frontend.
+struct SyncFailed {
+    report: SyncReport,
+    took: Duration,
+}
+
+pub struct Agent {
+    config: Config,
+    source: Source,
+    datapath: Datapath,
+    maps: Maps,
+    reconciler: Reconciler,
+    /// None until the source gave a complete view: nothing is written before.
+    desired: Option<DesiredState>,
+    /// healthCheckNodePort listeners, kept in line with `desired.health_checks`.
+    service_health: ServiceHealthServers,
+    /// What /healthz and /livez answer.
+    health: Arc<ProxyHealth>,
+    metrics: Arc<Metrics>,
+    problems: Problems,
+    last_resync: Instant,
+    /// Pinned links nobody claimed are removed after the first pass over the interfaces.
+    pruned_links: bool,
+    /// Where the last pass that took a new view spent its time (logged with the sync).
+    last_pass: PassTimes,
+    /// What the next reconcile step must write.
+    pending: Pending,
+}
+
+/// Time spent reading the source (building the model) and computing the desired state.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassTimes {
+    source_ms: f64,
+    compute_ms: f64,
+}
+
+impl Agent {
+    /// Starts the status endpoints and the source, loads the programs (adopting the pinned
+    /// maps and links), and rebuilds the reconciler's view from the maps. Must run inside a
+    /// multi-threaded tokio runtime (the watches and HTTP servers run on it).
+    pub async fn start(mut config: Config) -> anyhow::Result<Agent> {
+        let metrics = Arc::new(Metrics::new(config.bpffs.clone()));
+        // A change may wait this long for the maps before /healthz fails.
+        let health = Arc::new(ProxyHealth::new(
+            (2 * config.resync_interval).max(Duration::from_secs(60)),
+        ));
+        proxy_health::serve(config.status, health.clone(), metrics.clone()).await?;
+
+        let source = match &config.source {
+            SourceConfig::Manifests(dir) => {
+                if !dir.is_dir() {
+                    anyhow::bail!(
+                        "--manifests {}: not a directory (create it, or run in a cluster)",
+                        dir.display()
+                    );
+                }
+                info!(dir = %dir.display(), "serving Services from manifests");
+                Source::manifests(dir.clone())
+            }
+            SourceConfig::Kubernetes { kubeconfig } => {
+                let (client, url) = kubernetes::client(kubeconfig.as_deref()).await?;
+                info!(
+                    url = %url,
+                    "watching Services and EndpointSlices through the Kubernetes API"
+                );
+                let source = KubeSource::start(client, config.node.node_name.as_deref());
+                if config.node.node_name.is_none() {
+                    warn!(
+                        "no --node-name / NODE_NAME: no endpoint is local, and node addresses come only from --node-ip"
+                    );
+                } else if config.node.node_ips.is_empty() {
+                    config.node.node_ips = wait_for_node_addresses(&source).await;
+                }
+                Source::kubernetes(source)
+            }
+        };
+        config.datapath.masquerade_addr = config.node.node_ips.first().copied();
+
+        let (mut datapath, maps) = Datapath::load(&config.bpffs, &config.datapath)?;
+        if let Some(dev) = &config.device {
+            let xdp = datapath
+                .attach_xdp(dev)
+                .with_context(|| format!("--device {dev}"))?;
+            let tc = datapath
+                .attach_tc(dev)
+                .with_context(|| format!("--device {dev}"))?;
+            enable_accept_local(&config.proc_sys_net, dev);
+            info!(device = %dev, xdp = ?xdp, tc = ?tc, "XDP and TC ingress on the external interface");
+        }
+        if let Some(cgroup) = &config.cgroup {
+            let how = datapath
+                .attach_cgroup(cgroup)
+                .with_context(|| format!("--cgroup {}", cgroup.display()))?;
+            info!(cgroup = %cgroup.display(), how = ?how, "socket load balancing for node processes");
+        }
+        let reconciler = Reconciler::adopt_with_capacity(&maps, config.datapath.map_sizes.lb)
+            .context("reading the pinned maps")?;
+        let (frontends, backends) = reconciler.sizes();
+        info!(bpffs = %config.bpffs.display(), frontends, backends, "maps ready (pinned state adopted)");
+        info!(node = ?config.node, datapath = ?config.datapath, "node facts");
+        Ok(Agent {
+            config,
+            source,
+            datapath,
+            maps,
+            reconciler,
+            desired: None,
+            service_health: ServiceHealthServers::new(),
+            health,
+            metrics,
+            problems: Problems::default(),
+            last_resync: Instant::now(),
+            pruned_links: false,
+            last_pass: PassTimes::default(),
+            pending: Pending::Nothing,
+        })
+    }
+
+    /// One pass: attach to new pod interfaces, observe the source, and run the reconcile
+    /// step if anything is pending; a step that left writes undone goes to the error
+    /// policy.
+    pub fn tick(&mut self) {
+        self.attach_pod_devices();
+        if !self.pruned_links {
+            self.pruned_links = true;
+            for name in self.datapath.prune_unheld_links() {
+                info!(link = %name, "removed a pinned link this agent is not configured for");
+            }
+        }
+        self.observe();
+        // Nothing is written before the source gave a complete view (a desired state).
+        if matches!(self.pending, Pending::Nothing) || self.desired.is_none() {
+            return;
+        }
+        match self.reconcile() {
+            Ok(synced) => self.synced(synced),
+            Err(failed) => self.error_policy(failed),
+        }
+    }
+
+    /// Takes the source's news (or all of it when the resync timer expired) into the
+    /// desired state, and notes what the next reconcile step must write.
+    fn observe(&mut self) {
+        let resync_due = self.last_resync.elapsed() >= self.config.resync_interval;
+        if resync_due {
+            self.last_resync = Instant::now();
+        }
+        if let Some(kube) = self.source.kube() {
+            self.metrics.set_watch_errors(kube.errors());
+            if let Some(node) = kube.node() {
+                self.health.set_node_eligible(node.eligible);
+            }
+        }
+        let node = self.node_context();
+        let polled = Instant::now();
+        match self.source.poll(resync_due) {
+            Some(view) => {
+                let source_ms = polled.elapsed().as_secs_f64() * 1e3;
+                let computed = Instant::now();
+                let pending = update_desired(
+                    view,
+                    &node,
+                    &mut self.desired,
+                    &mut self.problems,
+                    &self.metrics,
+                );
+                self.pending = std::mem::take(&mut self.pending).merge(pending);
+                if let Some(desired) = &self.desired {
+                    self.service_health.update(&desired.health_checks);
+                }
+                self.last_pass = PassTimes {
+                    source_ms,
+                    compute_ms: computed.elapsed().as_secs_f64() * 1e3,
+                };
+            }
+            // Nothing new: a resync still rewrites what differs, once there is a desired
+            // state at all.
+            None if resync_due && self.desired.is_some() => self.pending = Pending::All,
+            None => {}
+        }
+    }
+
+    /// The node facts for this pass: in Kubernetes mode without --node-ip, the Node
+    /// object's current addresses.
+    fn node_context(&self) -> NodeContext {
+        let mut node = self.config.node.clone();
+        if let Some(facts) = self.source.kube().and_then(|k| k.node())
+            && !facts.addresses.is_empty()
+            && self.config.node.node_ips.is_empty()
+        {
+            node.node_ips = facts.addresses;
+        }
+        node
+    }
+
+    /// The reconcile step: writes what is pending to the maps, in the reconciler's safe
+    /// order.
+    fn reconcile(&mut self) -> Result<Synced, SyncFailed> {
+        let pending = std::mem::take(&mut self.pending);
+        let started = Instant::now();
+        let report = match (pending, &self.desired) {
+            (Pending::Nothing, _) | (_, None) => SyncReport::default(),
+            (Pending::All, Some(desired)) => self.reconciler.sync(desired, &mut self.maps),
+            (Pending::Frontends(mut list), Some(desired)) => {
+                list.sort();
+                list.dedup();
+                self.reconciler.sync_partial(desired, &list, &mut self.maps)
+            }
+        };
+        let took = started.elapsed();
+        if report.errors.is_empty() {
+            Ok(Synced { report, took })
+        } else {
+            Err(SyncFailed { report, took })
+        }
+    }
+
+    /// A step that wrote everything: healthy, and what it changed logged.
+    fn synced(&mut self, Synced { report, took }: Synced) {
+        self.metrics.record_sync(took, &[]);
+        self.health.synced();
+        self.log_sync(&report, took);
+    }
+
+    /// The one error policy: every failed write is counted by map and kind
+    /// (`svc_agent_map_full_errors_total`, `svc_agent_map_write_errors_total`) and logged
+    /// with its frontend; the health clock runs from the first failure (/healthz and
+    /// /livez fail once it has run too long); and the whole desired state is written again
+    /// on the next pass (a frontend whose write failed kept its previous entries).
+    fn error_policy(&mut self, SyncFailed { report, took }: SyncFailed) {
+        let errors: Vec<StoreError> = report.errors.iter().map(|(_, e)| e.clone()).collect();
+        self.metrics.record_sync(took, &errors);
+        self.health.sync_failed();
+        for (frontend, error) in &report.errors {
+            match frontend {
+                Some(f) => warn!(frontend = %f, error = %error, "map write failed; will retry"),
+                None => warn!(error = %error, "map write failed; will retry"),
+            }
+        }
+        self.pending = std::mem::take(&mut self.pending).merge(Pending::All);
+        self.log_sync(&report, took);
+    }
+
+    fn log_sync(&self, report: &SyncReport, took: Duration) {
+        if report.changed() {
+            info!(
+                frontends = self.desired.as_ref().map_or(0, |d| d.frontends.len()),
+                backends_added = report.backends_added,
+                backends_removed = report.backends_removed,
+                frontends_written = report.frontends_written,
+                frontends_removed = report.frontends_removed,
+                slots_written = report.slots_written,
+                slots_removed = report.slots_removed,
+                source_ms = self.last_pass.source_ms,
+                compute_ms = self.last_pass.compute_ms,
+                took_ms = took.as_secs_f64() * 1e3,
+                "synced"
+            );
+        } else {
+            debug!("in sync");
+        }
+    }
+
+    fn attach_pod_devices(&mut self) {
+        let present = interfaces();
+        self.datapath.forget_missing(&|i| present.contains(i));
+        for iface in present
+            .iter()
+            .filter(|i| matches_pattern(&self.config.pod_devices, i))
+        {
+            match self.datapath.attach_tc(iface) {
+                Ok(attached) if attached.changed() => {
+                    enable_accept_local(&self.config.proc_sys_net, iface);
+                    info!(iface = %iface, how = ?attached, "TC ingress on a pod interface");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(iface = %iface, error = %e, "cannot attach to pod interface"),
+            }
+        }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.config.poll_interval
+    }
+
+    /// Resolves when the source has news (Kubernetes mode); never in manifest mode, which
+    /// is polled.
+    pub async fn source_changed(&self) {
+        match self.source.kube() {
+            Some(k) => k.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Brings the desired state up to date with `view` (from scratch, or only the changed
+/// Services' endpoints) and says what the next reconcile step must write. Problems are
+/// logged when they change.
+fn update_desired(
+    view: View<'_>,
+    node: &NodeContext,
+    desired: &mut Option<DesiredState>,
+    problems: &mut Problems,
+    metrics: &Metrics,
+) -> Pending {
+    let (pending, compute) = match (view.change, desired.as_mut()) {
+        (Change::Endpoints(services), Some(state)) => {
+            let changed = desired::update_endpoints(state, view.cluster, node, &services);
+            let pending = if changed.is_empty() {
+                Pending::Nothing
+            } else {
+                Pending::Frontends(changed)
+            };
+            // Endpoint changes leave the compute problems (clashes) as they were.
+            (pending, problems.compute.clone())
+        }
+        _ => {
+            let (state, compute) = desired::compute(view.cluster, node);
+            metrics.frontends.set(state.frontends.len() as i64);
+            *desired = Some(state);
+            (Pending::All, compute)
+        }
+    };
+    let now = Problems {
+        source: view.problems,
+        compute,
+    };
+    if now != *problems {
+        for p in &now.source {
+            warn!(problem = %p, "skipped invalid input");
+        }
+        for p in &now.compute {
+            warn!(problem = %p, "skipped invalid input");
+        }
+        *problems = now;
+    }
+    metrics.invalid_objects.set(problems.len() as i64);
+    metrics.services.set(view.cluster.services.len() as i64);
+    pending
+}

@@ -1,0 +1,159 @@
+//! Where the loop reads the cluster from, and what it remembers to tell whether it changed:
+//! the manifest directory (polled: names, sizes, modification times) or the Kubernetes
+//! watches (a generation that moves on every event). Each gives a [`View`]: the model, the
+//! problems its objects have, and whether everything or only some Services' endpoints
+//! changed.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use tracing::warn;
+
+use crate::{
+    kubernetes::{KubeSource, NodeFacts, WatchedCluster},
+    manifest::{self, ManifestSet},
+    model::{Cluster, ObjectRef, Problem},
+};
+
+type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+
+/// Cheap change detection for the manifest directory: names, sizes and modification times.
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                meta.len(),
+                meta.modified().ok(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A source, with what the agent remembers to tell whether it changed.
+pub enum Source {
+    Manifests {
+        dir: PathBuf,
+        last: Option<Fingerprint>,
+        set: ManifestSet,
+    },
+    Kubernetes {
+        source: KubeSource,
+        cluster: Box<WatchedCluster>,
+        last_generation: Option<u64>,
+        /// The node facts the last full computation used.
+        last_node: Option<NodeFacts>,
+    },
+}
+
+/// What changed since the last view.
+pub enum Change {
+    /// Anything may have: compute everything.
+    All,
+    /// Only the endpoints of these Services.
+    Endpoints(BTreeSet<ObjectRef>),
+}
+
+/// A new view of the cluster: the model, what converting its objects reported, what
+/// changed.
+pub struct View<'a> {
+    pub cluster: &'a Cluster,
+    pub problems: Vec<Problem>,
+    pub change: Change,
+}
+
+impl Source {
+    pub fn manifests(dir: PathBuf) -> Source {
+        Source::Manifests {
+            dir,
+            last: None,
+            set: ManifestSet::default(),
+        }
+    }
+
+    pub fn kubernetes(source: KubeSource) -> Source {
+        Source::Kubernetes {
+            source,
+            cluster: Box::default(),
+            last_generation: None,
+            last_node: None,
+        }
+    }
+
+    /// The cluster to serve, if it changed since the last call (everything when `force`);
+    /// None while there is nothing new, or no complete view yet.
+    pub fn poll(&mut self, force: bool) -> Option<View<'_>> {
+        match self {
+            Source::Manifests { dir, last, set } => {
+                let now = fingerprint(dir);
+                if last.as_ref() == Some(&now) && !force {
+                    return None;
+                }
+                *last = Some(now);
+                match manifest::load_dir(dir) {
+                    Ok(loaded) => *set = loaded,
+                    // The directory itself is unreadable: keep serving the last good state.
+                    Err(e) => {
+                        warn!(error = %e, "cannot read manifests; keeping the current state");
+                        return None;
+                    }
+                }
+                Some(View {
+                    cluster: &set.cluster,
+                    problems: set.problems.clone(),
+                    change: Change::All,
+                })
+            }
+            Source::Kubernetes {
+                source,
+                cluster,
+                last_generation,
+                last_node,
+            } => {
+                let generation = source.generation();
+                if *last_generation == Some(generation) && !force {
+                    return None;
+                }
+                // The events of this pass (a relist is swapped in only when complete).
+                let refresh = source.drain_into(cluster);
+                if !cluster.listed() || !source.ready() {
+                    return None;
+                }
+                let first = last_generation.is_none();
+                *last_generation = Some(generation);
+                let node = source.node();
+                let node_changed = node != *last_node;
+                let change = if first || force || refresh.services_changed || node_changed {
+                    *last_node = node;
+                    Change::All
+                } else if refresh.endpoints_changed.is_empty() {
+                    // An event that changed nothing the model holds (a bookmark, a no-op
+                    // update).
+                    return None;
+                } else {
+                    Change::Endpoints(refresh.endpoints_changed)
+                };
+                Some(View {
+                    cluster: cluster.cluster(),
+                    problems: cluster.problems(),
+                    change,
+                })
+            }
+        }
+    }
+
+    pub fn kube(&self) -> Option<&KubeSource> {
+        match self {
+            Source::Kubernetes { source, .. } => Some(source),
+            Source::Manifests { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! EndpointSlices and legacy Endpoints.
+use super::*;
+
+#[test]
+fn unset_slice_conditions_count_as_ready() {
+    let slice = discoveryv1::EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some("web-abc".into()),
+            namespace: Some("shop".into()),
+            labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![
+            discoveryv1::Endpoint {
+                addresses: vec!["10.1.0.5".into()],
+                ..Default::default()
+            },
+            discoveryv1::Endpoint {
+                addresses: vec!["10.1.0.6".into()],
+                conditions: Some(discoveryv1::EndpointConditions {
+                    ready: Some(false),
+                    serving: None,
+                    terminating: Some(true),
+                }),
+                ..Default::default()
+            },
+        ]),
+        ports: Some(vec![discoveryv1::EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            ..Default::default()
+        }]),
+    };
+    let (svc, group, w) = endpoint_group_from_slice(&slice).unwrap();
+    assert!(w.is_empty());
+    assert_eq!(svc, ObjectRef::new("shop", "web"));
+    let group = group.unwrap();
+    assert_eq!(
+        group.ports,
+        vec![EndpointPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: Protocol::Tcp
+        }]
+    );
+    let e = &group.endpoints;
+    assert!(e[0].ready && e[0].serving && !e[0].terminating);
+    assert!(!e[1].ready && !e[1].serving && e[1].terminating);
+
+    let mut v6 = slice.clone();
+    v6.address_type = "IPv6".into();
+    assert_eq!(endpoint_group_from_slice(&v6).unwrap().1, None);
+    let mut unlabelled = slice;
+    unlabelled.metadata.labels = None;
+    assert_eq!(
+        endpoint_group_from_slice(&unlabelled)
+            .unwrap_err()
+            .to_string(),
+        "EndpointSlice has no kubernetes.io/service-name label"
+    );
+}
+
+#[test]
+fn legacy_endpoints_keep_node_name() {
+    let ep = corev1::Endpoints {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        subsets: Some(vec![corev1::EndpointSubset {
+            addresses: Some(vec![corev1::EndpointAddress {
+                ip: "10.1.0.5".into(),
+                node_name: Some("node-a".into()),
+                ..Default::default()
+            }]),
+            not_ready_addresses: Some(vec![corev1::EndpointAddress {
+                ip: "10.1.0.6".into(),
+                ..Default::default()
+            }]),
+            ports: Some(vec![corev1::EndpointPort {
+                port: 8080,
+                ..Default::default()
+            }]),
+        }]),
+    };
+    let (_, groups, w) = endpoint_groups_from_endpoints(&ep).unwrap();
+    assert!(w.is_empty());
+    let e = &groups[0].endpoints;
+    assert_eq!(e[0].node_name.as_deref(), Some("node-a"));
+    assert!(e[0].ready);
+    assert_eq!(e[1].node_name, None);
+    assert!(!e[1].ready && !e[1].serving);
+}
