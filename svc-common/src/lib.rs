@@ -135,6 +135,10 @@ macro_rules! for_each_map {
             /// layout-checked with the other maps.
             names: SVC_NAMES = hash<u32, $crate::SvcName>,
                 size $crate::NAMES_MAP_SIZE, sized by names;
+            /// Index -> one problem of the agent's input (what was skipped, where, why), for
+            /// svcctl. Never read by the programs, like SVC_NAMES.
+            problems: SVC_PROBLEMS = hash<u32, $crate::ProblemText>,
+                size $crate::PROBLEMS_MAP_SIZE, sized by fixed;
             /// The load-time globals as the agent set them, for svcctl trace (never read by
             /// the programs, which read the globals).
             config: SVC_CONFIG = array<$crate::DatapathConfig4>,
@@ -181,6 +185,9 @@ pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
 pub const NAMES_MAP_SIZE: u32 = REVNAT4_MAP_SIZE + NAMES_UNSERVED_MAX;
 /// Room in SVC_NAMES for Services without datapath entries.
 pub const NAMES_UNSERVED_MAX: u32 = 16384;
+/// Problems svcctl can show; the agent writes the first PROBLEMS_MAP_SIZE - 1 and a last
+/// entry that counts the rest.
+pub const PROBLEMS_MAP_SIZE: u32 = 4096;
 
 /// Program names as they appear in the object file (and in `bpftool prog`).
 pub const TC_PROG: &str = "svc_tc_ingress";
@@ -676,6 +683,33 @@ impl SvcName {
 }
 
 // ---------------------------------------------------------------------------------------
+// Problems (hash): index -> one problem of the agent's input as the agent logs it (`source
+// object: reason`), written by the agent for svcctl only; the programs never read it.
+// ---------------------------------------------------------------------------------------
+
+pub const PROBLEM_TEXT_LEN: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ProblemText {
+    /// UTF-8, NUL-padded, cut at a character boundary when too long.
+    pub text: [u8; PROBLEM_TEXT_LEN],
+}
+
+impl ProblemText {
+    pub fn new(text: &str) -> ProblemText {
+        let mut v = ProblemText {
+            text: [0; PROBLEM_TEXT_LEN],
+        };
+        put_str(&mut v.text, text);
+        v
+    }
+    pub fn text(&self) -> &str {
+        get_str(&self.text)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every run of the TC and XDP
 // programs ends in exactly one verdict and bumps its counter; the socket programs count
 // only what they do to a Service address (a call to any other address counts nothing).
@@ -811,6 +845,7 @@ mod user {
     unsafe impl aya::Pod for SockRevNat4Key {}
     unsafe impl aya::Pod for SockRevNat4Value {}
     unsafe impl aya::Pod for SvcName {}
+    unsafe impl aya::Pod for ProblemText {}
     unsafe impl aya::Pod for DatapathConfig4 {}
 }
 
@@ -834,6 +869,7 @@ mod tests {
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
         assert_eq!(size_of::<SockRevNat4Value>(), 12);
         assert_eq!(size_of::<SvcName>(), 168);
+        assert_eq!(size_of::<ProblemText>(), 256);
         assert_eq!(size_of::<DatapathConfig4>(), 32);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
     }

@@ -436,4 +436,29 @@ fn invalid_manifest_is_reported_and_leaves_the_rest_alone() {
         "an invalid Service got an entry"
     );
     tcp_request(env.lab.client_ns(), SVC, "still there", TIMEOUT).expect("echo still answers");
+    // svcctl shows the problems as the agent logged them, read from the pins.
+    let listed = svc_lab::agent::wait_for(Duration::from_secs(5), || {
+        let out = std::process::Command::new(svc_lab::agent::workspace_bin("svcctl").unwrap())
+            .args([
+                "--bpffs",
+                &env.agent.bpffs.display().to_string(),
+                "dump",
+                "services",
+            ])
+            .args(["-o", "json"])
+            .output()
+            .expect("svcctl");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let problems: Vec<String> = doc["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        problems
+            .iter()
+            .any(|p| p.contains("zz-bad.yaml") && p.contains("shop/broken"))
+            && problems.iter().any(|p| p.contains("70000"))
+    });
+    assert!(listed, "svcctl dump does not list the problems");
 }

@@ -178,7 +178,13 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
     let doc = json(&bpffs, &["dump", "services"]);
     assert_eq!(
         keys(&doc),
-        ["inconsistencies", "services", "unserved", "version"],
+        [
+            "inconsistencies",
+            "problems",
+            "services",
+            "unserved",
+            "version"
+        ],
         "{doc}"
     );
     assert_eq!(doc["version"], 3);

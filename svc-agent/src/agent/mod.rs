@@ -119,6 +119,14 @@ impl Problems {
     fn len(&self) -> usize {
         self.source.len() + self.compute.len()
     }
+
+    /// As logged, for svcctl.
+    fn texts(&self) -> Vec<String> {
+        let source = self.source.iter().map(|p| p.to_string());
+        source
+            .chain(self.compute.iter().map(|p| p.to_string()))
+            .collect()
+    }
 }
 
 /// A reconcile step that wrote everything it had to.
@@ -148,6 +156,8 @@ pub struct Agent {
     health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
     problems: Problems,
+    /// The problems changed since they were last written for svcctl.
+    problems_dirty: bool,
     last_resync: Instant,
     /// Pinned links nobody claimed are removed after the first pass over the interfaces.
     pruned_links: bool,
@@ -239,6 +249,7 @@ impl Agent {
             health,
             metrics,
             problems: Problems::default(),
+            problems_dirty: true,
             last_resync: Instant::now(),
             pruned_links: false,
             last_pass: PassTimes::default(),
@@ -259,7 +270,8 @@ impl Agent {
         }
         self.observe();
         // Nothing is written before the source gave a complete view (a desired state).
-        if matches!(self.pending, Pending::Nothing) || self.desired.is_none() {
+        let nothing = matches!(self.pending, Pending::Nothing) && !self.problems_dirty;
+        if nothing || self.desired.is_none() {
             return;
         }
         match self.reconcile() {
@@ -287,13 +299,14 @@ impl Agent {
             Some(view) => {
                 let source_ms = polled.elapsed().as_secs_f64() * 1e3;
                 let computed = Instant::now();
-                let pending = update_desired(
+                let (pending, problems_changed) = update_desired(
                     view,
                     &node,
                     &mut self.desired,
                     &mut self.problems,
                     &self.metrics,
                 );
+                self.problems_dirty |= problems_changed;
                 self.pending = std::mem::take(&mut self.pending).merge(pending);
                 if let Some(desired) = &self.desired {
                     self.service_health.update(&desired.health_checks);
@@ -337,6 +350,16 @@ impl Agent {
                 self.reconciler.sync_partial(desired, &list, &mut self.maps)
             }
         };
+        let mut report = report;
+        if self.problems_dirty {
+            let written = self
+                .reconciler
+                .sync_problems(&self.problems.texts(), &mut self.maps);
+            self.problems_dirty = !written.errors.is_empty();
+            report.problems_written = written.problems_written;
+            report.problems_removed = written.problems_removed;
+            report.errors.extend(written.errors);
+        }
         let took = started.elapsed();
         if report.errors.is_empty() {
             Ok(Synced { report, took })
@@ -424,15 +447,15 @@ impl Agent {
 }
 
 /// Brings the desired state up to date with `view` (from scratch, or only the changed
-/// Services' endpoints) and says what the next reconcile step must write. Problems are
-/// logged when they change.
+/// Services' endpoints) and says what the next reconcile step must write, and whether the
+/// problems changed (they are logged when they do).
 fn update_desired(
     view: View<'_>,
     node: &NodeContext,
     desired: &mut Option<DesiredState>,
     problems: &mut Problems,
     metrics: &Metrics,
-) -> Pending {
+) -> (Pending, bool) {
     let (pending, compute) = match (view.change, desired.as_mut()) {
         (Change::Endpoints(services), Some(state)) => {
             let changed = desired::update_endpoints(state, view.cluster, node, &services);
@@ -455,7 +478,8 @@ fn update_desired(
         source: view.problems,
         compute,
     };
-    if now != *problems {
+    let changed = now != *problems;
+    if changed {
         for p in &now.source {
             warn!(problem = %p, "skipped invalid input");
         }
@@ -466,5 +490,5 @@ fn update_desired(
     }
     metrics.invalid_objects.set(problems.len() as i64);
     metrics.services.set(view.cluster.services.len() as i64);
-    pending
+    (pending, changed)
 }

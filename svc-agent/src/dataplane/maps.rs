@@ -273,6 +273,7 @@ impl Maps {
                 Vec::new()
             },
             names: self.read_names().map_err(store)?,
+            problems: self.read_problems().map_err(store)?,
         })
     }
 
@@ -294,6 +295,9 @@ impl Maps {
         }
         for (k, v) in live.read_names()? {
             self.put_name(k, &v)?;
+        }
+        for (k, v) in live.read_problems()? {
+            self.put_problem(k, &v)?;
         }
         for (k, v) in live.read_affinity()? {
             self.affinity

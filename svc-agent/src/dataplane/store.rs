@@ -5,8 +5,8 @@
 //! consistency checks read.
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
-    Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, RevNat4, Svc4Key, Svc4Value, SvcName,
-    Verdict, map_names,
+    Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, ProblemText, RevNat4, Svc4Key,
+    Svc4Value, SvcName, Verdict, map_names,
 };
 
 use super::{Maps, layout::SrcRangeKey};
@@ -46,6 +46,10 @@ pub trait MapStore {
     fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
     fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
     fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError>;
+    /// SVC_PROBLEMS: svcctl's list of the input's problems (key: index).
+    fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError>;
+    fn del_problem(&mut self, key: u32) -> Result<(), StoreError>;
+    fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError>;
 }
 
 /// The raw contents of the maps, as read at one moment (each map on its own: a map that
@@ -60,6 +64,7 @@ pub struct RawMaps {
     pub affinity: Vec<(Affinity4Key, Affinity4Value)>,
     pub stats: Vec<(Verdict, u64)>,
     pub names: Vec<(u32, SvcName)>,
+    pub problems: Vec<(u32, ProblemText)>,
 }
 
 /// Which of the larger maps a read of [`RawMaps`] includes. The small ones (services,
@@ -194,6 +199,17 @@ impl MapStore for Maps {
     fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
         read_all(&self.names, map_names::SVC_NAMES)
     }
+    fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError> {
+        self.problems
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC_PROBLEMS))
+    }
+    fn del_problem(&mut self, key: u32) -> Result<(), StoreError> {
+        ignore_missing(self.problems.remove(&key)).map_err(store_err(map_names::SVC_PROBLEMS))
+    }
+    fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError> {
+        read_all(&self.problems, map_names::SVC_PROBLEMS)
+    }
 }
 
 #[cfg(test)]
@@ -203,7 +219,9 @@ pub use fake::FakeMaps;
 mod fake {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use svc_common::{Backend4, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName, map_names};
+    use svc_common::{
+        Backend4, ProblemText, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName, map_names,
+    };
 
     use super::{MapStore, RawMaps, StoreError};
     use crate::dataplane::layout::SrcRangeKey;
@@ -216,6 +234,7 @@ mod fake {
         pub revnats: BTreeMap<u32, RevNat4>,
         pub src_ranges: BTreeSet<SrcRangeKey>,
         pub names: BTreeMap<u32, SvcName>,
+        pub problems: BTreeMap<u32, ProblemText>,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -249,6 +268,7 @@ mod fake {
                 revnats: self.revnats.iter().map(|(k, v)| (*k, *v)).collect(),
                 src_ranges: self.src_ranges.iter().copied().collect(),
                 names: self.names.iter().map(|(k, v)| (*k, *v)).collect(),
+                problems: self.problems.iter().map(|(k, v)| (*k, *v)).collect(),
                 ..Default::default()
             }
         }
@@ -348,6 +368,19 @@ mod fake {
         }
         fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
             Ok(self.names.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError> {
+            self.problems.insert(key, *value);
+            self.wrote(format!("put problem {key}"));
+            Ok(())
+        }
+        fn del_problem(&mut self, key: u32) -> Result<(), StoreError> {
+            self.problems.remove(&key);
+            self.wrote(format!("del problem {key}"));
+            Ok(())
+        }
+        fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError> {
+            Ok(self.problems.iter().map(|(k, v)| (*k, *v)).collect())
         }
     }
 }

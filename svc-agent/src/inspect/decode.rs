@@ -466,11 +466,14 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         .collect();
     affinity.sort_by_key(|a| (a.rev_nat_id, a.client));
 
+    let mut problems = raw.problems.clone();
+    problems.sort_by_key(|(k, _)| *k);
     Snapshot {
         version: SCHEMA_VERSION,
         now_ns,
         services,
         unserved,
+        problems: problems.iter().map(|(_, p)| p.text().to_string()).collect(),
         backends: backend_list,
         conntrack: ct.into_iter().map(|(_, e)| e).collect(),
         affinity,

@@ -102,7 +102,7 @@ fn service_name_cell(name: Option<&ServiceName>) -> String {
     name.map_or_else(|| "-".to_string(), ServiceName::to_string)
 }
 
-/// The SERVICES section (then NOT SERVED, NOT ACTIVE BACKENDS and INCONSISTENCIES, when
+/// The SERVICES section (then NOT SERVED, PROBLEMS, NOT ACTIVE BACKENDS and INCONSISTENCIES, when
 /// there are any), as `-o table`.
 pub fn render_services(snap: &Snapshot) -> String {
     render_services_as(snap, Width::Normal)
@@ -221,6 +221,16 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
             rows.len(),
             render_table(&["SERVICE", "REASON", "WHY"], &rows)
         );
+    }
+    if !snap.problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPROBLEMS ({}: input the agent skipped, as it logged them)",
+            snap.problems.len()
+        );
+        for line in &snap.problems {
+            let _ = writeln!(out, "- {line}");
+        }
     }
     let terminating: Vec<String> = snap
         .backends

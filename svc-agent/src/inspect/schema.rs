@@ -15,7 +15,8 @@
 //! `translated_src` from SVC4_REVNAT and carry the masquerade translation; backends can be
 //! `"terminating"`; `affinity` was added. Additions without a version change: backends
 //! gained `references` and `flows`; conntrack entries gained `service`, `translated` and
-//! `backend`; the section documents and `svcctl stats` were added.
+//! `backend`; the section documents and `svcctl stats` were added; the snapshot and the
+//! services document gained `problems`.
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -37,6 +38,10 @@ pub struct Snapshot {
     /// Services with no datapath entries (SVC_NAMES keys from NAME_KEY_UNSERVED), sorted by
     /// namespace, name.
     pub unserved: Vec<Unserved>,
+    /// The problems of the agent's input as it logged them (`<source> <object>: <reason>`,
+    /// e.g. a file that does not parse, an invalid field, an address another Service
+    /// holds), in the agent's order (SVC_PROBLEMS).
+    pub problems: Vec<String>,
     /// Every SVC4_BACKENDS entry, sorted by id.
     pub backends: Vec<Backend>,
     /// Sorted by kind (service first), src, dst, protocol.
@@ -269,6 +274,7 @@ pub struct ServicesDocument<'a> {
     pub version: u32,
     pub services: &'a [Service],
     pub unserved: &'a [Unserved],
+    pub problems: &'a [String],
     pub inconsistencies: &'a [String],
 }
 
@@ -308,6 +314,7 @@ impl Snapshot {
             version: self.version,
             services: &self.services,
             unserved: &self.unserved,
+            problems: &self.problems,
             inconsistencies: &self.inconsistencies,
         }
     }

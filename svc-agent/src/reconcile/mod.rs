@@ -21,7 +21,9 @@
 //! retried on the next sync; nothing else is lost.
 use std::collections::{BTreeMap, BTreeSet};
 
-use svc_common::{Backend4, BackendState, Scope, Svc4Value, SvcName, map_names};
+use svc_common::{
+    Backend4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName, map_names,
+};
 
 use crate::addr::{BackendAddr, Frontend};
 use crate::alloc::IdAllocator;
@@ -41,6 +43,9 @@ pub struct SyncReport {
     /// SVC_NAMES entries written / deleted.
     pub names_written: usize,
     pub names_removed: usize,
+    /// SVC_PROBLEMS entries written / deleted.
+    pub problems_written: usize,
+    pub problems_removed: usize,
     /// Writes that failed, with the frontend they belong to (if any). Each is retried on
     /// the next sync.
     pub errors: Vec<(Option<Frontend>, StoreError)>,
@@ -56,6 +61,8 @@ impl SyncReport {
             + self.slots_removed
             + self.names_written
             + self.names_removed
+            + self.problems_written
+            + self.problems_removed
             > 0
     }
 }
@@ -100,6 +107,8 @@ pub struct Reconciler {
     orphan_ranges: Vec<SrcRangeKey>,
     /// SVC_NAMES as written (adopted from the map at start).
     names: BTreeMap<u32, SvcName>,
+    /// SVC_PROBLEMS as written (adopted from the map at start).
+    problems: BTreeMap<u32, ProblemText>,
     /// Capacity of SVC4_BACKENDS and SVC4_REVNAT (the agent's --lb-map-max).
     lb_capacity: u32,
 }
@@ -160,6 +169,7 @@ impl Reconciler {
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
             names: BTreeMap::new(),
+            problems: BTreeMap::new(),
         };
         for (id, b) in store.read_backends()? {
             let Some(addr) = layout::backend_addr(&b) else {
@@ -224,6 +234,7 @@ impl Reconciler {
         }
         // Names that belong to nothing are deleted by the first sync's name pass.
         r.names = store.read_names()?.into_iter().collect();
+        r.problems = store.read_problems()?.into_iter().collect();
         Ok(r)
     }
 
@@ -469,6 +480,57 @@ impl Reconciler {
                 Ok(()) => {
                     self.names.remove(&key);
                     report.names_removed += 1;
+                }
+                Err(e) => report.errors.push((None, e)),
+            }
+        }
+        report
+    }
+
+    /// Writes the problems svcctl lists (SVC_PROBLEMS, for svcctl only): `texts` in order
+    /// under keys 0.., only the entries that differ; when there are more than the map holds,
+    /// the last entry counts the rest. Entries past them are deleted. A failed write is
+    /// reported and retried on the next call.
+    pub fn sync_problems(&mut self, texts: &[String], store: &mut impl MapStore) -> SyncReport {
+        let mut report = SyncReport::default();
+        let room = PROBLEMS_MAP_SIZE as usize;
+        let mut wanted: BTreeMap<u32, ProblemText> = BTreeMap::new();
+        for (i, text) in texts.iter().enumerate() {
+            let text = if i + 1 == room && texts.len() > room {
+                format!(
+                    "... and {} more problems (see the agent's log)",
+                    texts.len() - i
+                )
+            } else {
+                text.clone()
+            };
+            wanted.insert(i as u32, ProblemText::new(&text));
+            if i + 1 == room {
+                break;
+            }
+        }
+        for (key, value) in &wanted {
+            if self.problems.get(key) != Some(value) {
+                match store.put_problem(*key, value) {
+                    Ok(()) => {
+                        self.problems.insert(*key, *value);
+                        report.problems_written += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
+            }
+        }
+        let stale: Vec<u32> = self
+            .problems
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            match store.del_problem(key) {
+                Ok(()) => {
+                    self.problems.remove(&key);
+                    report.problems_removed += 1;
                 }
                 Err(e) => report.errors.push((None, e)),
             }

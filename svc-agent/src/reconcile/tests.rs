@@ -473,3 +473,29 @@ fn the_per_write_check_catches_a_count_written_before_its_slots() {
         ]
     );
 }
+
+#[test]
+fn problems_are_written_in_order_rewritten_by_diff_and_capped() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let texts = vec!["a.yaml: bad".to_string(), "b.yaml: worse".to_string()];
+    let rep = r.sync_problems(&texts, &mut maps);
+    assert_eq!((rep.problems_written, rep.problems_removed), (2, 0));
+    assert_eq!(maps.problems[&1].text(), "b.yaml: worse");
+    // Unchanged: nothing written. One fixed: the rest shifts, the tail goes.
+    assert!(!r.sync_problems(&texts, &mut maps).changed());
+    let rep = r.sync_problems(&texts[1..], &mut maps);
+    assert_eq!((rep.problems_written, rep.problems_removed), (1, 1));
+    assert_eq!(maps.problems.len(), 1);
+    // A restarted agent adopts them.
+    let mut again = Reconciler::adopt(&maps).unwrap();
+    assert!(!again.sync_problems(&texts[1..], &mut maps).changed());
+    // More than the map holds: the last entry counts the rest.
+    let many: Vec<String> = (0..PROBLEMS_MAP_SIZE + 5)
+        .map(|i| format!("p{i}"))
+        .collect();
+    r.sync_problems(&many, &mut maps);
+    assert_eq!(maps.problems.len(), PROBLEMS_MAP_SIZE as usize);
+    let last = maps.problems[&(PROBLEMS_MAP_SIZE - 1)].text().to_string();
+    assert_eq!(last, "... and 6 more problems (see the agent's log)");
+}

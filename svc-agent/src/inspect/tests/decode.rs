@@ -423,7 +423,13 @@ fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
     let docs = [
         (
             serde_json::to_value(snap.services_document()).unwrap(),
-            &["version", "services", "unserved", "inconsistencies"][..],
+            &[
+                "version",
+                "services",
+                "unserved",
+                "problems",
+                "inconsistencies",
+            ][..],
         ),
         (
             serde_json::to_value(snap.backends_document()).unwrap(),

@@ -246,3 +246,27 @@ fn rates_table_hides_zero_verdicts_unless_all() {
     let zero = verdict_rates(&before[..1], &after[..1], 1.0);
     assert!(render_rates(&zero, false).contains("(no packets counted yet)"));
 }
+
+#[test]
+fn problems_are_listed_in_the_agents_order() {
+    let mut raw = sample();
+    raw.problems = vec![
+        (
+            1,
+            svc_common::ProblemText::new("b.yaml Service x/y: second"),
+        ),
+        (0, svc_common::ProblemText::new("a.yaml: first")),
+    ];
+    let snap = decode(&raw, 112 * S);
+    assert_eq!(
+        snap.problems,
+        ["a.yaml: first", "b.yaml Service x/y: second"]
+    );
+    let text = render_services(&snap);
+    assert!(
+        text.contains("PROBLEMS (2: input the agent skipped, as it logged them)\n- a.yaml: first\n- b.yaml Service x/y: second\n"),
+        "{text}"
+    );
+    // None: no section.
+    assert!(!render_services(&decode(&sample(), 112 * S)).contains("PROBLEMS"));
+}
