@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     ffi::OsString,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -14,8 +14,8 @@ use aya::{
     maps::{HashMap, Map, MapData},
     programs::links::{FdLink, PinnedLink},
 };
-use svc_common::map_names::{SVC4_CT, SVC4_SERVICES};
-use svc_common::{Ct4Key, Ct4Value, Svc4Key, Svc4Value};
+use svc_common::map_names::{SVC4_BACKENDS, SVC4_CT, SVC4_SERVICES};
+use svc_common::{Backend4, Ct4Key, Ct4Value, Svc4Key, Svc4Value};
 
 use crate::{Lab, NODE_EXT_IF, NodeProcess};
 
@@ -252,6 +252,39 @@ impl LabAgent {
             ..Default::default()
         };
         services.get(&key, 0).ok().map(|v| v.count)
+    }
+
+    /// The backends (pod address and target port) of the frontend vip:port/proto, in slot
+    /// order, if it is installed and every slot resolves (None while a write is half done).
+    pub fn backends(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<Vec<SocketAddrV4>> {
+        let open = |name: &str| MapData::from_pin(self.bpffs.join(name)).ok();
+        let services: HashMap<MapData, Svc4Key, Svc4Value> =
+            Map::from_map_data(open(SVC4_SERVICES)?)
+                .ok()?
+                .try_into()
+                .ok()?;
+        let backends: HashMap<MapData, u32, Backend4> = Map::from_map_data(open(SVC4_BACKENDS)?)
+            .ok()?
+            .try_into()
+            .ok()?;
+        let key = Svc4Key {
+            vip_be: u32::from(vip).to_be(),
+            port_be: port.to_be(),
+            slot: 0,
+            proto,
+            ..Default::default()
+        };
+        let count = services.get(&key, 0).ok()?.count;
+        (1..=count)
+            .map(|slot| {
+                let id = services.get(&Svc4Key { slot, ..key }, 0).ok()?.backend_id;
+                let b = backends.get(&id, 0).ok()?;
+                Some(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(b.addr_be)),
+                    u16::from_be(b.port_be),
+                ))
+            })
+            .collect()
     }
 
     /// Waits until the frontend has exactly `count` backends; fails with the agent's log.

@@ -8,6 +8,7 @@
 mod bench;
 mod run;
 mod setup;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Cmd {
     Test(test::Opts),
     /// Benchmarks next to kube-proxy's iptables and nftables modes: bench/results/.
     Bench(bench::Opts),
+    /// The soak test (traffic through Services whose endpoints churn while the agent is
+    /// killed and restarted) for as long as asked; prints what failed or misrouted.
+    Soak(soak::Opts),
 }
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run(opts) => run::run(&opts),
         Cmd::Test(opts) => test::run(&opts),
         Cmd::Bench(opts) => bench::run(&opts),
+        Cmd::Soak(opts) => soak::run(&opts),
     }
 }
 
