@@ -10,7 +10,7 @@
 //!
 //! Words: every small enumeration a map field holds (scope, backend state, conntrack kind,
 //! frontend kind, why a Service is unserved, the IP protocol, the verdicts) is declared
-//! once here with [`words!`]: its number and its stable label (what svcctl, the JSON
+//! once here with `words!`: its number and its stable label (what svcctl, the JSON
 //! documents and the metrics show). Map fields stay plain integers (any bit pattern is a
 //! valid map value, and a map written by another version may hold a number this build
 //! does not know); `from_raw` tells which word a number is.

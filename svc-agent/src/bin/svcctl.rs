@@ -67,7 +67,7 @@ enum Command {
     /// Services that get no datapath entries and why, then the conntrack table; with
     /// -o json or -o yaml, the whole snapshot (services, unserved, backends, conntrack,
     /// affinity, stats, inconsistencies) as one document. With a section: that part only
-    /// (as a document {"version": N, "<section>": [...]} with -o json / yaml).
+    /// (as a document `{"version": N, "<section>": [...]}` with -o json / yaml).
     ///
     /// A Service named like a section is selected after the section: `svcctl dump
     /// services stats`.
