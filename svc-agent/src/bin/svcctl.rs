@@ -64,10 +64,11 @@ enum Command {
     /// Print the map contents.
     ///
     /// Without a section: the services (with their Service name) and their backends, the
-    /// Services that get no datapath entries and why, then the conntrack table; with
-    /// -o json or -o yaml, the whole snapshot (services, unserved, backends, conntrack,
-    /// affinity, stats, inconsistencies) as one document. With a section: that part only
-    /// (as a document `{"version": N, "<section>": [...]}` with -o json / yaml).
+    /// Services that get no datapath entries and why, the problems of the agent's input,
+    /// then the conntrack table; with -o json or -o yaml, the whole snapshot (services,
+    /// unserved, problems, backends, conntrack, affinity, stats, inconsistencies) as one
+    /// document. With a section: that part only (as a document
+    /// `{"version": N, "<section>": [...]}` with -o json / yaml).
     ///
     /// A Service named like a section is selected after the section: `svcctl dump
     /// services stats`.
