@@ -256,7 +256,11 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
 
     // --- dump conntrack: the live TCP connection and the UDP flow, translated to a pod.
     let doc = json(&bpffs, &["dump", "conntrack"]);
-    assert_eq!(keys(&doc), ["conntrack", "now_ns", "version"], "{doc}");
+    assert_eq!(
+        keys(&doc),
+        ["conntrack", "expired_hidden", "now_ns", "version"],
+        "{doc}"
+    );
     let flows = list(&doc, "conntrack");
     for (protocol, port, pod) in [("TCP", tcp_port, &tcp_pod), ("UDP", udp_port, &udp_pod)] {
         let e = service_entry(flows, protocol, port);
@@ -295,7 +299,11 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
 
     // --- dump affinity and dump stats (echo has no session affinity).
     let doc = json(&bpffs, &["dump", "affinity"]);
-    assert_eq!(keys(&doc), ["affinity", "now_ns", "version"], "{doc}");
+    assert_eq!(
+        keys(&doc),
+        ["affinity", "expired_hidden", "now_ns", "version"],
+        "{doc}"
+    );
     assert_eq!(doc["affinity"], serde_json::json!([]));
     let doc = json(&bpffs, &["dump", "stats"]);
     assert_eq!(keys(&doc), ["stats", "version"], "{doc}");
