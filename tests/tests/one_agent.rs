@@ -75,24 +75,33 @@ fn a_second_agent_is_refused_and_cleanup_waits_for_the_agent_to_stop() {
     tcp.exchange("before").expect("exchange");
 
     // --- A second agent on the same directory: exit 1, the holder's pid, nothing changed.
-    // It has the first one's health and metrics ports too: the lock must come first, or it
-    // would fail on those instead.
-    let second = LabAgent::start(&mut lab, &manifests, &log2).expect("start second agent");
-    let status = second
-        .process
-        .wait_timeout(Duration::from_secs(15))
-        .unwrap()
-        .unwrap_or_else(|| panic!("the second agent still runs:\n{}", second.log_text()));
-    let second_log = second.log_text();
-    assert_eq!(status.code(), Some(1), "{second_log}");
-    let want = format!(
-        "error: another svc-agent (pid {}) holds {}",
-        first.process.pid(),
-        bpffs.display()
-    );
-    assert!(second_log.contains(&want), "no {want:?} in:\n{second_log}");
-    assert!(!second_log.contains("address in use"), "{second_log}");
-    assert_no_backtrace(&second_log);
+    // Once without status ports (without the lock it would run, and swap its programs into
+    // the first one's links), once with the first one's ports (the lock comes first, or it
+    // would fail on those instead).
+    let no_ports: &[&str] = &["--healthz-bind-address", "", "--metrics-bind-address", ""];
+    for extra in [no_ports, &[][..]] {
+        let _ = std::fs::remove_file(&log2);
+        let second =
+            LabAgent::start_in(&mut lab, 1, &manifests, &log2, extra).expect("start second agent");
+        let status = second
+            .process
+            .wait_timeout(Duration::from_secs(15))
+            .unwrap()
+            .unwrap_or_else(|| {
+                let _ = second.process.stop();
+                panic!("{extra:?}: the second agent still runs:\n{}", second.log_text())
+            });
+        let second_log = second.log_text();
+        assert_eq!(status.code(), Some(1), "{second_log}");
+        let want = format!(
+            "error: another svc-agent (pid {}) holds {}",
+            first.process.pid(),
+            bpffs.display()
+        );
+        assert!(second_log.contains(&want), "no {want:?} in:\n{second_log}");
+        assert!(!second_log.contains("address in use"), "{second_log}");
+        assert_no_backtrace(&second_log);
+    }
     assert!(first.process.is_running(), "the first agent keeps running");
     assert_eq!(
         first.links(),
