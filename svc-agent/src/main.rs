@@ -486,6 +486,9 @@ mod tests {
             matches!(cli.command, Some(Command::Cleanup { bpffs, force: false }) if bpffs == std::path::Path::new("/sys/fs/bpf/t"))
         );
         let cli = Cli::try_parse_from(["svc-agent", "cleanup", "--force"]).expect("parses");
-        assert!(matches!(cli.command, Some(Command::Cleanup { force: true, .. })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cleanup { force: true, .. })
+        ));
     }
 }

@@ -139,13 +139,20 @@ fn cleanup_of_nothing_is_an_error_naming_the_path_and_touches_nothing() {
         .args(["name", "foreign"])
         .output()
         .expect("bpftool");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = dataplane::cleanup(&dir.0).expect_err("nothing of ours");
     assert!(
         matches!(err, DataplaneError::NothingToClean { missing: false, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("none of svc-agent's pins"), "{err}");
+    assert!(
+        err.to_string().contains("none of svc-agent's pins"),
+        "{err}"
+    );
     assert!(foreign.exists() && dir.0.exists(), "nothing was removed");
 }
 

@@ -52,7 +52,12 @@ fn cleanup(dir: &Path, extra: &[&str]) -> Output {
 
 /// What every user-facing failure must look like: a message, no backtrace.
 fn assert_no_backtrace(stderr: &str) {
-    for word in ["Stack backtrace", "stack backtrace", "Caused by:", "panicked"] {
+    for word in [
+        "Stack backtrace",
+        "stack backtrace",
+        "Caused by:",
+        "panicked",
+    ] {
         assert!(!stderr.contains(word), "{word:?} in:\n{stderr}");
     }
 }
@@ -89,7 +94,10 @@ fn a_second_agent_is_refused_and_cleanup_waits_for_the_agent_to_stop() {
             .unwrap()
             .unwrap_or_else(|| {
                 let _ = second.process.stop();
-                panic!("{extra:?}: the second agent still runs:\n{}", second.log_text())
+                panic!(
+                    "{extra:?}: the second agent still runs:\n{}",
+                    second.log_text()
+                )
             });
         let second_log = second.log_text();
         assert_eq!(status.code(), Some(1), "{second_log}");
@@ -123,11 +131,18 @@ fn a_second_agent_is_refused_and_cleanup_waits_for_the_agent_to_stop() {
         first.process.pid(),
         bpffs.display()
     );
-    assert!(stderr.contains(&want) && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains(&want) && stderr.contains("--force"),
+        "{stderr}"
+    );
     assert_no_backtrace(&stderr);
     assert!(stdout.is_empty(), "{stdout}");
     assert!(bpffs.join(map_names::SVC4_CT).exists(), "maps still pinned");
-    assert_eq!(first.links().len(), links_before.len(), "links still pinned");
+    assert_eq!(
+        first.links().len(),
+        links_before.len(),
+        "links still pinned"
+    );
     let dump = Command::new(workspace_bin("svcctl").unwrap())
         .arg("--bpffs")
         .arg(&bpffs)
@@ -150,7 +165,11 @@ fn a_second_agent_is_refused_and_cleanup_waits_for_the_agent_to_stop() {
         "detached and unpinned link tc-ingress@lxc-client".to_string(),
         format!("unpinned map {}", map_names::SVC4_SERVICES),
         format!("unpinned map {}", map_names::SVC4_CT),
-        format!("removed {} ({} links, ", bpffs.display(), links_before.len()),
+        format!(
+            "removed {} ({} links, ",
+            bpffs.display(),
+            links_before.len()
+        ),
     ] {
         assert!(stdout.contains(&want), "no {want:?} in:\n{stdout}");
     }
@@ -161,7 +180,11 @@ fn a_second_agent_is_refused_and_cleanup_waits_for_the_agent_to_stop() {
     for dir in [&bpffs, &never] {
         let out = cleanup(dir, &[]);
         let (stdout, stderr) = text(&out);
-        assert_eq!(out.status.code(), Some(NOTHING_TO_CLEAN), "{stdout}{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(NOTHING_TO_CLEAN),
+            "{stdout}{stderr}"
+        );
         assert!(
             stderr.contains(&format!(
                 "nothing to clean up at {}: the directory does not exist",
@@ -224,7 +247,9 @@ fn root_pins(tag: &str, mode: u32) -> BpffsDir {
     let out = Command::new("bpftool")
         .args(["map", "create"])
         .arg(dir.0.join(map_names::SVC4_SERVICES))
-        .args(["type", "hash", "key", &key, "value", &value, "entries", "16"])
+        .args([
+            "type", "hash", "key", &key, "value", &value, "entries", "16",
+        ])
         .args(["name", "svl_test"])
         .output()
         .expect("bpftool (installed by cargo xtask setup)");
@@ -236,7 +261,14 @@ fn root_pins(tag: &str, mode: u32) -> BpffsDir {
 /// RUST_BACKTRACE=1.
 fn as_nobody(program: &str, args: &[&str]) -> Output {
     Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
         .arg(workspace_bin(program).unwrap())
         .args(args)
         .env("RUST_BACKTRACE", "1")
@@ -255,8 +287,7 @@ fn fails_naming(out: &Output, want: &[&str]) {
         assert!(stderr.contains(w), "no {w:?} in:\n{stderr}");
     }
     assert!(
-        stderr.matches("Permission denied").count() + stderr.matches("not permitted").count()
-            <= 1,
+        stderr.matches("Permission denied").count() + stderr.matches("not permitted").count() <= 1,
         "the cause is said once:\n{stderr}"
     );
     assert!(
@@ -285,7 +316,11 @@ fn without_privileges_every_command_names_what_is_missing() {
             need_root,
         ],
     );
-    assert!(!text(&out).1.contains("nothing is pinned"), "{}", text(&out).1);
+    assert!(
+        !text(&out).1.contains("nothing is pinned"),
+        "{}",
+        text(&out).1
+    );
 
     // svcctl on a directory others may enter: the pin itself (mode 0600) is refused, by
     // BPF_OBJ_GET, said once.
@@ -359,7 +394,11 @@ fn without_privileges_every_command_names_what_is_missing() {
     )));
     let args = agent_args(fresh.0.to_str().unwrap());
     let out = Command::new("setpriv")
-        .args(["--bounding-set", "-bpf,-net_admin,-perfmon,-sys_admin", "--"])
+        .args([
+            "--bounding-set",
+            "-bpf,-net_admin,-perfmon,-sys_admin",
+            "--",
+        ])
         .arg(workspace_bin("svc-agent").unwrap())
         .args(&args)
         .env("RUST_BACKTRACE", "1")

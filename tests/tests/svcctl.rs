@@ -528,10 +528,8 @@ fn put_expired_flow(bpffs: &Path, client: Ipv4Addr, rev_nat_id: u32) {
     use aya::maps::{HashMap, Map, MapData};
     use svc_common::{CT_KIND_SERVICE, Ct4Key, Ct4Value, map_names::SVC4_CT};
     let data = MapData::from_pin(bpffs.join(SVC4_CT)).expect("open SVC4_CT");
-    let mut ct: HashMap<MapData, Ct4Key, Ct4Value> = Map::from_map_data(data)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let mut ct: HashMap<MapData, Ct4Key, Ct4Value> =
+        Map::from_map_data(data).unwrap().try_into().unwrap();
     let key = Ct4Key {
         saddr_be: u32::from(client).to_be(),
         daddr_be: u32::from(VIP).to_be(),

@@ -409,8 +409,7 @@ fn run_dump(bpffs: &Path, dump: &Dump) -> anyhow::Result<()> {
         };
     }
     if let Some(Section::Affinity(_)) = dump.section {
-        let snap =
-            inspect::affinity(&maps, &filter).context("reading the session affinity map")?;
+        let snap = inspect::affinity(&maps, &filter).context("reading the session affinity map")?;
         return if structured {
             print_document(&snap.affinity_document(), format)
         } else {

@@ -17,7 +17,9 @@ use std::{
     io,
     os::{
         fd::AsRawFd,
-        unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _},
+        unix::fs::{
+            DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+        },
     },
     path::{Path, PathBuf},
 };

@@ -62,10 +62,7 @@ pub enum DataplaneError {
     #[error("{dir} is not on a bpf filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf`")]
     NotBpffs { dir: PathBuf },
     #[error("cannot create {dir}")]
-    PinDir {
-        dir: PathBuf,
-        source: io::Error,
-    },
+    PinDir { dir: PathBuf, source: io::Error },
     #[error("cannot open {path}")]
     Open { path: PathBuf, source: io::Error },
     #[error("cannot remove {path}")]
@@ -315,7 +312,12 @@ fn read_names(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     };
     let mut names = Vec::new();
     for e in entries {
-        names.push(e.map_err(open_err)?.file_name().to_string_lossy().into_owned());
+        names.push(
+            e.map_err(open_err)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
     }
     names.sort();
     Ok(names)

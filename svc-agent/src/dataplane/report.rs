@@ -126,7 +126,9 @@ fn needs(task: Task) -> &'static str {
         Task::Cleanup => {
             "svc-agent cleanup needs root (uid 0): the pins and their directory belong to root"
         }
-        Task::Read => "svcctl needs root (uid 0): the pins belong to root and only root may open them",
+        Task::Read => {
+            "svcctl needs root (uid 0): the pins belong to root and only root may open them"
+        }
         Task::Trace => {
             "svcctl trace needs root: uid 0 with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (it \
              loads a copy of the programs); CAP_SYS_ADMIN also counts for CAP_BPF and \
@@ -179,7 +181,10 @@ mod tests {
         let text = chain_text(&err);
         assert_eq!(
             text,
-            format!("map SVC4_CT: map error: {}", io::Error::from_raw_os_error(1))
+            format!(
+                "map SVC4_CT: map error: {}",
+                io::Error::from_raw_os_error(1)
+            )
         );
         assert_eq!(text.matches("os error 1").count(), 1, "{text}");
         // A permission error anywhere in the chain is found.
@@ -198,19 +203,27 @@ mod tests {
         let root = Privileges::parse(ROOT).unwrap();
         assert_eq!(root.euid, 0);
         assert!(root.missing(Task::Agent).is_empty());
-        assert!(privilege_hint_for(Task::Agent, root).is_none(), "root lacks nothing");
+        assert!(
+            privilege_hint_for(Task::Agent, root).is_none(),
+            "root lacks nothing"
+        );
 
-        let nobody = Privileges::parse(
-            "Uid:\t65534\t65534\t65534\t65534\nCapEff:\t0000000000000000\n",
-        )
-        .unwrap();
+        let nobody =
+            Privileges::parse("Uid:\t65534\t65534\t65534\t65534\nCapEff:\t0000000000000000\n")
+                .unwrap();
         assert_eq!(
             nobody.missing(Task::Agent),
             ["root (uid 0)", "CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]
         );
         assert_eq!(nobody.missing(Task::Read), ["root (uid 0)"]);
         let hint = privilege_hint_for(Task::Agent, nobody).unwrap();
-        for want in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "uid 65534", "lacks"] {
+        for want in [
+            "CAP_BPF",
+            "CAP_NET_ADMIN",
+            "CAP_PERFMON",
+            "uid 65534",
+            "lacks",
+        ] {
             assert!(hint.contains(want), "{want:?} in {hint}");
         }
 

@@ -458,8 +458,14 @@ fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
             assert_eq!(doc[key], full[key], "{key}");
         }
     }
-    assert_eq!(docs[2].0["expired_hidden"], full["expired_hidden"]["conntrack"]);
-    assert_eq!(docs[3].0["expired_hidden"], full["expired_hidden"]["affinity"]);
+    assert_eq!(
+        docs[2].0["expired_hidden"],
+        full["expired_hidden"]["conntrack"]
+    );
+    assert_eq!(
+        docs[3].0["expired_hidden"],
+        full["expired_hidden"]["affinity"]
+    );
     assert_eq!(docs[0].0["version"], 3);
     // The new fields, by name.
     let b = &docs[1].0["backends"][0];
@@ -601,7 +607,11 @@ fn expired_entries_are_hidden_and_counted_unless_asked_for() {
     raw.conntrack.push((k, v));
     let snap = decode(&raw, 112 * S);
     assert_eq!(snap.conntrack.iter().filter(|e| e.expired).count(), 1);
-    assert_eq!(snap.expired_hidden, ExpiredHidden::default(), "decode hides nothing");
+    assert_eq!(
+        snap.expired_hidden,
+        ExpiredHidden::default(),
+        "decode hides nothing"
+    );
 
     let shown = |filter: Filter| {
         let mut s = snap.clone();
@@ -621,7 +631,9 @@ fn expired_entries_are_hidden_and_counted_unless_asked_for() {
     );
     let table = render_conntrack(&live);
     assert!(
-        table.starts_with("CONNTRACK (2 entries; 1 expired not shown (--show-expired lists them))\n"),
+        table.starts_with(
+            "CONNTRACK (2 entries; 1 expired not shown (--show-expired lists them))\n"
+        ),
         "{table}"
     );
     assert!(!table.contains("10.244.1.20:40001"), "{table}");
@@ -660,7 +672,11 @@ fn expired_entries_are_hidden_and_counted_unless_asked_for() {
     };
     assert_eq!(echo(false).expired_hidden.conntrack, 1);
     assert_eq!(
-        echo(false).backends.iter().map(|b| b.id).collect::<Vec<_>>(),
+        echo(false)
+            .backends
+            .iter()
+            .map(|b| b.id)
+            .collect::<Vec<_>>(),
         [1, 2]
     );
     assert_eq!(
@@ -686,7 +702,8 @@ fn expired_entries_are_hidden_and_counted_unless_asked_for() {
     assert_eq!(live.expired_hidden.affinity, 1);
     let table = render_affinity(&live);
     assert!(
-        table.starts_with("AFFINITY (1 entries; 1 expired not shown (--show-expired lists them))\n"),
+        table
+            .starts_with("AFFINITY (1 entries; 1 expired not shown (--show-expired lists them))\n"),
         "{table}"
     );
     assert_eq!(
