@@ -187,7 +187,7 @@ impl OutputArgs {
     subcommand_value_name = "SECTION",
     subcommand_help_heading = "Sections",
     disable_help_subcommand = true,
-    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [-o table|wide|json|yaml]"
+    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [--show-expired] [-o table|wide|json|yaml]"
 )]
 struct Dump {
     #[command(flatten)]
