@@ -2,13 +2,17 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    process::ExitCode,
     time::Duration,
 };
 
 use clap::{Parser, Subcommand};
 use svc_agent::{
     agent::{Agent, Config, SourceConfig},
-    dataplane::{self, DEFAULT_BPFFS_DIR, DatapathConfig, MapSizes},
+    dataplane::{
+        self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
+        report::{self, Task},
+    },
     desired::{Ipv4Cidr, NodeContext},
     http::StatusAddrs,
     kubernetes,
@@ -46,14 +50,36 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Detach every program and unpin every map and link under --bpffs, like kube-proxy's
-    /// --cleanup. Stop the agent first (on a cluster: delete the DaemonSet); established
-    /// connections through Services break.
+    /// --cleanup, and list what was removed. Stop the agent first (on a cluster: delete the
+    /// DaemonSet); established connections through Services break.
+    ///
+    /// Refuses while an svc-agent runs on --bpffs (it holds the directory's lock; the
+    /// message names its pid), unless --force. Exit status: 0 when something was removed; 3
+    /// when there was nothing to clean up (the directory does not exist, or holds none of
+    /// svc-agent's pins: a mistyped path is not a successful uninstall); 1 on an error
+    /// (an agent running, permissions, ...); 2 on a usage error.
+    #[command(after_help = CLEANUP_AFTER_HELP)]
     Cleanup {
         /// bpffs directory the agent pinned its maps and links in.
         #[arg(long, value_name = "DIR", env = "SVC_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
         bpffs: PathBuf,
+
+        /// Unpin even while an svc-agent runs on --bpffs. Its programs are detached, and it
+        /// keeps running on maps nobody can see (svcctl says nothing is pinned): stop it too.
+        #[arg(long)]
+        force: bool,
     },
 }
+
+/// `svc-agent cleanup`'s exit status when there was nothing to clean up.
+const EXIT_NOTHING_TO_CLEAN: u8 = 3;
+
+const CLEANUP_AFTER_HELP: &str = "\
+Exit status: 0 removed; 1 error (e.g. an agent still runs on --bpffs); 2 usage error;
+3 nothing to clean up (no such directory, or none of svc-agent's pins in it).
+
+Example:
+  svc-agent cleanup --bpffs /sys/fs/bpf/svc-ebpf";
 
 #[derive(Debug, clap::Args)]
 struct Args {
@@ -171,7 +197,17 @@ Examples:
 Logging: RUST_LOG=debug for more detail (default: info).
 Programs stay attached when the agent exits or is killed (pinned links), and the maps stay
 pinned: a restarted or upgraded agent adopts both and swaps its programs in atomically, so
-established connections survive. `svc-agent cleanup` removes everything.";
+established connections survive. `svc-agent cleanup` removes everything.
+
+One agent per --bpffs directory: the agent locks it (flock, released by the kernel when the
+agent exits, even on SIGKILL) before anything else; a second agent on the same directory
+exits with `another svc-agent (pid N) holds DIR`. svcctl only reads and takes no lock.
+
+Privileges: root, or uid 0 with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (what
+deploy/svc-agent.yaml grants). A failure for lack of one names what is missing.
+
+Exit status: 0 stopped by SIGTERM / Ctrl-C; 1 on an error (printed as `error: ...`); 2 on a
+usage error. `svc-agent cleanup --help` for its own.";
 
 /// `a.b.c.d/n`, surrounding whitespace tolerated; host bits are cleared.
 fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
@@ -194,25 +230,86 @@ fn parse_bind(s: &str) -> Result<BindAddr, String> {
         .map_err(|e| format!("{s:?}: {e} (expected IP:PORT, e.g. 0.0.0.0:10256, or \"\" for off)"))
 }
 
-fn cleanup(bpffs: &std::path::Path) -> anyhow::Result<()> {
-    let done = dataplane::cleanup(bpffs)?;
-    for l in &done.links {
-        info!(link = %l, "detached");
-    }
-    info!(
-        dir = %bpffs.display(),
-        links = done.links.len(),
-        maps = done.maps.len(),
-        "cleaned up"
-    );
-    if !done.left.is_empty() {
-        anyhow::bail!(
-            "{} also holds {:?}, which svc-agent did not create; left alone",
-            bpffs.display(),
-            done.left
+/// `svc-agent cleanup`: what it removed goes to stdout, one line each.
+fn cleanup(bpffs: &std::path::Path, force: bool) -> Result<(), Failure> {
+    let if_running = if force {
+        IfRunning::Force
+    } else {
+        IfRunning::Refuse
+    };
+    let done = match dataplane::cleanup_with(bpffs, if_running) {
+        Ok(done) => done,
+        Err(e @ dataplane::DataplaneError::NothingToClean { .. }) => {
+            return Err(Failure {
+                code: EXIT_NOTHING_TO_CLEAN,
+                task: Task::Cleanup,
+                error: e.into(),
+            });
+        }
+        Err(e) => return Err(Failure::of(Task::Cleanup, e.into())),
+    };
+    if done.forced {
+        eprintln!(
+            "warning: svc-agent ({}) still runs on {}: its programs are detached now and it \
+             runs on maps nobody can see; stop it",
+            done.holder
+                .map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")),
+            bpffs.display()
         );
     }
+    for l in &done.links {
+        println!("detached and unpinned link {l}");
+    }
+    for m in &done.maps {
+        println!("unpinned map {m}");
+    }
+    if !done.left.is_empty() {
+        return Err(Failure::of(
+            Task::Cleanup,
+            anyhow::anyhow!(
+                "{} also holds {:?}, which svc-agent did not create; left them, and the \
+                 directory, alone",
+                bpffs.display(),
+                done.left
+            ),
+        ));
+    }
+    println!(
+        "removed {} ({} links, {} maps)",
+        bpffs.display(),
+        done.links.len(),
+        done.maps.len()
+    );
     Ok(())
+}
+
+/// A failed command: the exit status, and the error with what it was doing (for the
+/// privilege hint).
+struct Failure {
+    code: u8,
+    task: Task,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn of(task: Task, error: anyhow::Error) -> Failure {
+        Failure {
+            code: 1,
+            task,
+            error,
+        }
+    }
+
+    /// `error: <the chain, each cause once>`, then what privilege is missing if that is
+    /// the reason. No backtrace: this is for people (RUST_BACKTRACE is for developers, and
+    /// anyhow would print one when main returned the error).
+    fn report(&self) -> ExitCode {
+        eprintln!("error: {}", report::chain_text(self.error.as_ref()));
+        if let Some(hint) = report::privilege_hint(self.task, self.error.chain()) {
+            eprintln!("{hint}");
+        }
+        ExitCode::from(self.code)
+    }
 }
 
 fn config(args: Args) -> Config {
@@ -262,9 +359,7 @@ fn config(args: Args) -> Config {
     }
 }
 
-// Two workers: the watches and HTTP servers keep running while a sync blocks one.
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -273,10 +368,20 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Cleanup { bpffs }) = cli.command {
-        return cleanup(&bpffs);
+    let result = match cli.command {
+        Some(Command::Cleanup { bpffs, force }) => cleanup(&bpffs, force),
+        None => run(cli.run).map_err(|e| Failure::of(Task::Agent, e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
     }
-    let config = config(cli.run);
+}
+
+// Two workers: the watches and HTTP servers keep running while a sync blocks one.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = config(args);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut agent = tokio::select! {
         agent = Agent::start(config) => agent?,
@@ -378,7 +483,12 @@ mod tests {
         let cli = Cli::try_parse_from(["svc-agent", "cleanup", "--bpffs", "/sys/fs/bpf/t"])
             .expect("parses");
         assert!(
-            matches!(cli.command, Some(Command::Cleanup { bpffs }) if bpffs == std::path::Path::new("/sys/fs/bpf/t"))
+            matches!(cli.command, Some(Command::Cleanup { bpffs, force: false }) if bpffs == std::path::Path::new("/sys/fs/bpf/t"))
         );
+        let cli = Cli::try_parse_from(["svc-agent", "cleanup", "--force"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cleanup { force: true, .. })
+        ));
     }
 }

@@ -256,7 +256,11 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
 
     // --- dump conntrack: the live TCP connection and the UDP flow, translated to a pod.
     let doc = json(&bpffs, &["dump", "conntrack"]);
-    assert_eq!(keys(&doc), ["conntrack", "now_ns", "version"], "{doc}");
+    assert_eq!(
+        keys(&doc),
+        ["conntrack", "expired_hidden", "now_ns", "version"],
+        "{doc}"
+    );
     let flows = list(&doc, "conntrack");
     for (protocol, port, pod) in [("TCP", tcp_port, &tcp_pod), ("UDP", udp_port, &udp_pod)] {
         let e = service_entry(flows, protocol, port);
@@ -295,7 +299,11 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
 
     // --- dump affinity and dump stats (echo has no session affinity).
     let doc = json(&bpffs, &["dump", "affinity"]);
-    assert_eq!(keys(&doc), ["affinity", "now_ns", "version"], "{doc}");
+    assert_eq!(
+        keys(&doc),
+        ["affinity", "expired_hidden", "now_ns", "version"],
+        "{doc}"
+    );
     assert_eq!(doc["affinity"], serde_json::json!([]));
     let doc = json(&bpffs, &["dump", "stats"]);
     assert_eq!(keys(&doc), ["stats", "version"], "{doc}");
@@ -468,6 +476,79 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
     }
     let all = stdout_of(&bpffs, &["stats", "--interval", "0.2", "--all"]);
     assert!(all.contains("drop_nat_failed"), "{all}");
+
+    // --- An expired flow (a UDP service entry last seen at boot, written here; the
+    // datapath ignores it) is left out by default and counted, and listed with
+    // --show-expired (alias --all).
+    let echo_udp = frontend(
+        list(&json(&bpffs, &["dump", "services"]), "services"),
+        "10.96.0.10",
+        "UDP",
+    )
+    .clone();
+    let stale_client = Ipv4Addr::new(10, 244, 1, 99);
+    put_expired_flow(
+        &bpffs,
+        stale_client,
+        echo_udp["rev_nat_id"].as_u64().unwrap() as u32,
+    );
+    let is_stale = |e: &Value| e["src"]["addr"] == stale_client.to_string();
+    let doc = json(&bpffs, &["dump", "conntrack"]);
+    assert!(!list(&doc, "conntrack").iter().any(is_stale), "{doc}");
+    assert_eq!(doc["expired_hidden"], 1, "{doc}");
+    service_entry(list(&doc, "conntrack"), "TCP", tcp_port);
+    let doc = json(&bpffs, &["dump"]);
+    assert_eq!(doc["expired_hidden"]["conntrack"], 1, "{doc}");
+    let table = stdout_of(&bpffs, &["dump", "conntrack"]);
+    assert!(
+        table.contains("; 1 expired not shown (--show-expired lists them))"),
+        "{table}"
+    );
+    assert!(!table.contains(&stale_client.to_string()), "{table}");
+    for flag in ["--show-expired", "--all"] {
+        let doc = json(&bpffs, &["dump", "conntrack", flag]);
+        let stale = list(&doc, "conntrack")
+            .iter()
+            .find(|e| is_stale(e))
+            .unwrap_or_else(|| panic!("{flag}: the expired flow is listed: {doc}"));
+        assert_eq!(stale["expired"], true);
+        assert_eq!(doc["expired_hidden"], 0);
+    }
+    let table = stdout_of(&bpffs, &["dump", "--show-expired"]);
+    let row = table
+        .lines()
+        .find(|l| l.contains(&format!("{stale_client}:4242")))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.ends_with("expired"), "{row}");
+}
+
+/// Writes a UDP service conntrack entry from `client`:4242 to the echo Service, last seen
+/// at boot: long expired.
+fn put_expired_flow(bpffs: &Path, client: Ipv4Addr, rev_nat_id: u32) {
+    use aya::maps::{HashMap, Map, MapData};
+    use svc_common::{CT_KIND_SERVICE, Ct4Key, Ct4Value, map_names::SVC4_CT};
+    let data = MapData::from_pin(bpffs.join(SVC4_CT)).expect("open SVC4_CT");
+    let mut ct: HashMap<MapData, Ct4Key, Ct4Value> =
+        Map::from_map_data(data).unwrap().try_into().unwrap();
+    let key = Ct4Key {
+        saddr_be: u32::from(client).to_be(),
+        daddr_be: u32::from(VIP).to_be(),
+        sport_be: 4242u16.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: PROTO_UDP,
+        kind: CT_KIND_SERVICE,
+        ..Default::default()
+    };
+    let value = Ct4Value {
+        created_ns: 1,
+        last_seen_ns: 1,
+        backend_id: 1,
+        addr_be: u32::from(Ipv4Addr::new(10, 244, 1, 11)).to_be(),
+        port_be: 8080u16.to_be(),
+        rev_nat_id,
+        ..Default::default()
+    };
+    ct.insert(key, value, 0).expect("write the expired entry");
 }
 
 /// A bpffs directory of this test (`svl-<pid>-...`, so a crashed run's leftover is removed by
@@ -581,23 +662,53 @@ fn every_subcommand_fails(dir: &Path, want: &[&str]) {
 #[test]
 fn svcctl_says_what_is_wrong_when_nothing_or_something_incompatible_is_pinned() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // An empty directory (not even a bpffs).
+    // An empty directory, not on a bpffs: what `ip netns exec` (a fresh /sys) shows.
     let empty = std::env::temp_dir().join(format!("svl-{}-svcctl-empty", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let dir = empty.display().to_string();
     every_subcommand_fails(
         &empty,
         &[
-            &format!("nothing is pinned at {dir}/SVC4_SERVICES"),
-            &format!("is svc-agent running with --bpffs {dir}?"),
+            &format!("nothing is pinned at {dir}: {dir} is not on a bpf filesystem here"),
+            "Under `ip netns exec`, which mounts a fresh /sys",
+            "run svcctl outside the network namespace",
+            "pass --bpffs",
         ],
     );
     std::fs::remove_dir(&empty).unwrap();
-    // A directory that does not exist.
-    every_subcommand_fails(&empty, &["nothing is pinned at"]);
+    // A directory that does not exist, below one that is not a bpffs.
+    every_subcommand_fails(
+        &empty,
+        &[&format!(
+            "nothing is pinned at {dir}: {} is not on a bpf filesystem here",
+            empty.parent().unwrap().display()
+        )],
+    );
+
+    // On the bpffs: a directory that does not exist, and an empty one.
+    svc_lab::ensure_bpffs().expect("bpffs");
+    let on_bpffs = BpffsDir(PathBuf::from(format!(
+        "/sys/fs/bpf/svl-{}-svcctl-empty",
+        std::process::id()
+    )));
+    let dir = on_bpffs.0.display().to_string();
+    every_subcommand_fails(
+        &on_bpffs.0,
+        &[
+            &format!("nothing is pinned at {dir}: the directory does not exist"),
+            "Is svc-agent running, with this --bpffs?",
+        ],
+    );
+    std::fs::create_dir_all(&on_bpffs.0).unwrap();
+    every_subcommand_fails(
+        &on_bpffs.0,
+        &[&format!(
+            "nothing is pinned at {dir}: it holds none of svc-agent's maps"
+        )],
+    );
+    drop(on_bpffs);
 
     // A map of another layout where this build expects SVC4_SERVICES.
-    svc_lab::ensure_bpffs().expect("bpffs");
     let pins = BpffsDir(PathBuf::from(format!(
         "/sys/fs/bpf/svl-{}-svcctl-incompatible",
         std::process::id()

@@ -36,7 +36,7 @@ use source::{Change, Source, View};
 
 use crate::{
     addr::Frontend,
-    dataplane::{Datapath, DatapathConfig, Maps, StoreError},
+    dataplane::{BpffsLock, Datapath, DatapathConfig, Maps, StoreError, report::chain_text},
     desired::{self, ComputeProblem, DesiredState, NodeContext},
     http::{ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource},
@@ -179,6 +179,9 @@ impl Agent {
     /// maps and links), and rebuilds the reconciler's view from the maps. Must run inside a
     /// multi-threaded tokio runtime (the watches and HTTP servers run on it).
     pub async fn start(mut config: Config) -> anyhow::Result<Agent> {
+        // Before anything else (even the status ports): a second agent on the same pins
+        // must change nothing. Held by the datapath for the agent's life.
+        let lock = BpffsLock::acquire(&config.bpffs)?;
         let metrics = Arc::new(Metrics::new(config.bpffs.clone()));
         // A change may wait this long for the maps before /healthz fails.
         let health = Arc::new(ProxyHealth::new(
@@ -216,7 +219,7 @@ impl Agent {
         };
         config.datapath.masquerade_addr = config.node.node_ips.first().copied();
 
-        let (mut datapath, maps) = Datapath::load(&config.bpffs, &config.datapath)?;
+        let (mut datapath, maps) = Datapath::load_locked(lock, &config.datapath)?;
         if let Some(dev) = &config.device {
             let xdp = datapath
                 .attach_xdp(dev)
@@ -427,7 +430,9 @@ impl Agent {
                     info!(iface = %iface, how = ?attached, "TC ingress on a pod interface");
                 }
                 Ok(_) => {}
-                Err(e) => warn!(iface = %iface, error = %e, "cannot attach to pod interface"),
+                Err(e) => {
+                    warn!(iface = %iface, error = %chain_text(&e), "cannot attach to pod interface")
+                }
             }
         }
     }

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use svc_agent::dataplane::{DEFAULT_BPFFS_DIR, Maps};
+use svc_agent::dataplane::{
+    DEFAULT_BPFFS_DIR, Maps,
+    report::{self, Task},
+};
 use svc_agent::inspect::{self, Parts, Width};
 
 const EXAMPLES: &str = "\
@@ -31,7 +34,8 @@ Examples:
   svcctl dump --json | jq '.services[] | select(.service.name == \"echo\") | .vip'
   svcctl dump --json | jq -r '.unserved[] | [.namespace, .name, .reason] | @tsv'
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
-  svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\" and (.expired | not))'
+  svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\") | .translated'
+  svcctl dump conntrack --show-expired   also the flows that expired (flag `expired`)
   svcctl dump --json | jq '.services[] | select(.flags | index(\"policy-local\")) | [.vip, .local_backends[].addr]'
   svcctl dump backends -o json | jq -r '.backends[] | select(.state == \"terminating\") | \"\\(.addr):\\(.port) \\(.flows)\"'
   svcctl dump conntrack -o json | jq '.conntrack[] | select(.service.name == \"echo\") | .translated'
@@ -43,9 +47,19 @@ Examples:
   svcctl --bpffs /sys/fs/bpf/svc-test dump
   SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats -o json
 
-Exit status: 0 on success, 1 on an error (nothing pinned, incompatible pins, no
-permission to open the maps, ...), 2 on a usage error. The JSON and YAML documents are
-documented in svc_agent::inspect::schema (svc-agent/src/inspect/schema.rs).";
+Expired conntrack and affinity entries (idle past their timeout; the LRU maps keep them
+until reused) are left out unless --show-expired; the headers (JSON: expired_hidden) count
+them.
+
+svcctl only reads: it takes no lock and works while svc-agent runs (or after it stopped).
+It needs root (uid 0: the pins are root's); `svcctl trace` also CAP_BPF, CAP_NET_ADMIN and
+CAP_PERFMON (it loads a copy of the programs). Run it in the host's mount namespace: under
+`ip netns exec`, which mounts a fresh /sys, /sys/fs/bpf is empty (or pass --bpffs with a
+path on the host's bpffs).
+
+Exit status: 0 on success, 1 on an error (nothing pinned and why, incompatible pins, a
+missing privilege, ...), 2 on a usage error. The JSON and YAML documents are documented in
+svc_agent::inspect::schema (svc-agent/src/inspect/schema.rs).";
 
 /// Inspect the eBPF Service dataplane (the maps svc-agent pinned).
 #[derive(Debug, Parser)]
@@ -174,7 +188,7 @@ impl OutputArgs {
     subcommand_value_name = "SECTION",
     subcommand_help_heading = "Sections",
     disable_help_subcommand = true,
-    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [-o table|wide|json|yaml]"
+    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [--show-expired] [-o table|wide|json|yaml]"
 )]
 struct Dump {
     #[command(flatten)]
@@ -189,6 +203,13 @@ struct Dump {
     /// stats section.
     #[arg(value_name = "SERVICE")]
     service: Option<String>,
+
+    /// Also list the conntrack and affinity entries that expired (idle past their timeout:
+    /// the datapath ignores them, but the LRU maps keep them until they are reused). By
+    /// default they are left out and the section headers (JSON: `expired_hidden`) say how
+    /// many.
+    #[arg(long, visible_alias = "all", global = true)]
+    show_expired: bool,
 
     #[command(subcommand)]
     section: Option<Section>,
@@ -271,7 +292,16 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("svcctl: {e:#}");
+            // Each cause once, no backtrace (whatever RUST_BACKTRACE says), and the
+            // privilege this process lacks when that is why.
+            eprintln!("svcctl: {}", report::chain_text(e.as_ref()));
+            let task = match cli.command {
+                Command::Trace(_) => Task::Trace,
+                Command::Dump(_) | Command::Stats(_) => Task::Read,
+            };
+            if let Some(hint) = report::privilege_hint(task, e.chain()) {
+                eprintln!("svcctl: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -354,6 +384,7 @@ fn run_dump(bpffs: &Path, dump: &Dump) -> anyhow::Result<()> {
     let filter = inspect::Filter {
         namespace: dump.namespace.clone(),
         name: section_service.or_else(|| dump.service.clone()),
+        show_expired: dump.show_expired,
     };
     let format = dump.output.format();
     let width = if format == Format::Wide {
@@ -379,19 +410,11 @@ fn run_dump(bpffs: &Path, dump: &Dump) -> anyhow::Result<()> {
         };
     }
     if let Some(Section::Affinity(_)) = dump.section {
-        let (now_ns, affinity) =
-            inspect::affinity(&maps, &filter).context("reading the session affinity map")?;
+        let snap = inspect::affinity(&maps, &filter).context("reading the session affinity map")?;
         return if structured {
-            print_document(
-                &inspect::AffinityDocument {
-                    version: inspect::SCHEMA_VERSION,
-                    now_ns,
-                    affinity: &affinity,
-                },
-                format,
-            )
+            print_document(&snap.affinity_document(), format)
         } else {
-            print_text(&inspect::render_affinity_as(&affinity, width))
+            print_text(&inspect::render_affinity_as(&snap, width))
         };
     }
 

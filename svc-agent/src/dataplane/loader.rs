@@ -21,7 +21,7 @@ use svc_common::{
 };
 
 use super::{
-    DatapathConfig, DataplaneError, Maps,
+    BpffsLock, DatapathConfig, DataplaneError, Maps,
     links::{self, Hook, LINKS_SUBDIR},
     map_err,
     maps::{MAP_SPECS, check_layout, check_pin},
@@ -53,24 +53,37 @@ impl Attached {
 /// own program instances.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The pin directory's lock, for a datapath loaded by the agent ([`Datapath::load_locked`]):
+    /// held as long as these programs are the agent's.
+    _lock: Option<BpffsLock>,
     links_dir: PathBuf,
     /// Hooks attached or adopted by this agent, by pin name.
     held: BTreeMap<String, Hook>,
 }
 
 impl Datapath {
+    /// The agent's load: [`load`](Self::load) on the directory `lock` holds, keeping the
+    /// lock for as long as the datapath lives (so no second agent adopts the same pins).
+    pub fn load_locked(
+        lock: BpffsLock,
+        config: &DatapathConfig,
+    ) -> Result<(Datapath, Maps), DataplaneError> {
+        let dir = lock.dir().to_path_buf();
+        let (mut datapath, maps) = Datapath::load(&dir, config)?;
+        datapath._lock = Some(lock);
+        Ok((datapath, maps))
+    }
+
     /// Loads the object with every map pinned under `dir` (reusing compatible pins, so
     /// conntrack and services survive a restart) and loads the programs into the kernel
     /// (not attached yet: see the `attach_*` methods). Returns the datapath and the maps.
+    /// Takes no lock: for directories of one process (tests, svcctl trace's scratch copy,
+    /// benchmarks); the agent locks its directory first ([`load_locked`](Self::load_locked)).
     pub fn load(dir: &Path, config: &DatapathConfig) -> Result<(Datapath, Maps), DataplaneError> {
         if EBPF_OBJECT.is_empty() {
             return Err(DataplaneError::NoObject);
         }
-        if !is_bpffs(dir) {
-            return Err(DataplaneError::NotBpffs {
-                dir: dir.to_path_buf(),
-            });
-        }
+        check_bpffs(dir)?;
         // Refuse an incompatible set before creating anything next to it.
         for spec in MAP_SPECS {
             check_pin(dir, spec, Some(config.map_sizes.max_entries(spec)))?;
@@ -120,6 +133,7 @@ impl Datapath {
         Ok((
             Datapath {
                 ebpf,
+                _lock: None,
                 links_dir,
                 held: BTreeMap::new(),
             },
@@ -318,20 +332,43 @@ fn link_convert_err(hook: &str, e: aya::programs::links::LinkError) -> Dataplane
     }
 }
 
-/// True if `dir` (or its closest existing ancestor) is on a bpf filesystem.
-fn is_bpffs(dir: &Path) -> bool {
+/// `dir`, or its closest existing ancestor, and whether it is on a bpf filesystem. An
+/// error (EACCES) is an error, not "no bpffs": the difference is what a person must fix.
+pub(super) fn bpffs_of(dir: &Path) -> Result<(PathBuf, bool), DataplaneError> {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let mut probe = dir;
+    // Bounded by the path's depth.
     loop {
-        if probe.exists() {
-            return nix::sys::statfs::statfs(probe)
-                .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-                .unwrap_or(false);
+        match std::fs::symlink_metadata(probe) {
+            Ok(_) => {
+                let fs = nix::sys::statfs::statfs(probe).map_err(|e| DataplaneError::Open {
+                    path: probe.to_path_buf(),
+                    source: e.into(),
+                })?;
+                return Ok((probe.to_path_buf(), fs.filesystem_type().0 == BPF_FS_MAGIC));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DataplaneError::Open {
+                    path: probe.to_path_buf(),
+                    source,
+                });
+            }
         }
         match probe.parent() {
             Some(parent) => probe = parent,
-            None => return false,
+            None => return Ok((probe.to_path_buf(), false)),
         }
+    }
+}
+
+/// Refuses `dir` unless it (or its closest existing ancestor) is on a bpf filesystem.
+pub(super) fn check_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    match bpffs_of(dir)? {
+        (_, true) => Ok(()),
+        (_, false) => Err(DataplaneError::NotBpffs {
+            dir: dir.to_path_buf(),
+        }),
     }
 }
 

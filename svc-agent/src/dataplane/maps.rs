@@ -11,7 +11,7 @@ use svc_common::{
 };
 
 use super::{
-    DataplaneError, links, map_err,
+    DataplaneError, NotPinnedWhy, links, map_err,
     store::{MapStore as _, Parts, RawMaps, StoreError, read_all, store_err},
 };
 use crate::dataplane::DatapathConfig;
@@ -159,6 +159,48 @@ pub(super) fn check_pin(
     Ok(())
 }
 
+/// The maps of this build missing in `dir`; an error if none is pinned at all, with the
+/// likely reason (no directory, no bpffs here, an empty directory). A pin that cannot be
+/// looked at (EACCES) is that error, never "nothing is pinned".
+pub(super) fn pinned_maps(dir: &Path) -> Result<Vec<&'static str>, DataplaneError> {
+    let mut missing = Vec::new();
+    for spec in MAP_SPECS {
+        let path = dir.join(spec.name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(spec.name),
+            Err(source) => return Err(DataplaneError::Open { path, source }),
+        }
+    }
+    if missing.len() < MAP_SPECS.len() {
+        return Ok(missing);
+    }
+    let (found, on_bpffs) = super::loader::bpffs_of(dir)?;
+    let why = if !on_bpffs {
+        NotPinnedWhy::NoBpffs { mount: found }
+    } else if found != dir {
+        NotPinnedWhy::NoDir
+    } else {
+        NotPinnedWhy::Empty
+    };
+    Err(DataplaneError::NotPinned {
+        dir: dir.to_path_buf(),
+        why,
+    })
+}
+
+/// Every map of this build is pinned in `dir` (see [`pinned_maps`]).
+fn check_pinned(dir: &Path) -> Result<(), DataplaneError> {
+    let missing = pinned_maps(dir)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(DataplaneError::MissingMaps {
+        dir: dir.to_path_buf(),
+        missing,
+    })
+}
+
 /// Equal sizes do not make equal layouts: the pins must also carry this build's
 /// LAYOUT_VERSION in SVC_CONFIG. Pins without SVC_CONFIG come from before the version was
 /// recorded. Nothing pinned at all is fine.
@@ -193,12 +235,16 @@ impl Maps {
     /// Opens the maps a running (or exited) agent pinned under `dir`, checking each
     /// against this build's layout. Used by svcctl; needs no agent process.
     pub fn open_pinned(dir: &Path) -> Result<Maps, DataplaneError> {
+        let missing = pinned_maps(dir)?;
+        // A pin of another layout says more than the maps that are missing next to it.
         for spec in MAP_SPECS {
-            let path = dir.join(spec.name);
-            if !path.exists() {
-                return Err(DataplaneError::NotPinned { path });
-            }
             check_pin(dir, spec, None)?;
+        }
+        if !missing.is_empty() {
+            return Err(DataplaneError::MissingMaps {
+                dir: dir.to_path_buf(),
+                missing,
+            });
         }
         check_layout(dir)?;
         let open = |name: &'static str| -> Result<Map, DataplaneError> {
@@ -367,13 +413,11 @@ fn count_keys(map: &MapData, key_size: usize, max_entries: u32) -> Result<u64, s
 /// Entries and capacity of every pinned map under `dir` (for metrics). A per-CPU array
 /// always holds max_entries entries.
 pub fn map_usage(dir: &Path) -> Result<Vec<MapUsage>, DataplaneError> {
+    check_pinned(dir)?;
     MAP_SPECS
         .iter()
         .map(|spec| {
             let path = dir.join(spec.name);
-            if !path.exists() {
-                return Err(DataplaneError::NotPinned { path });
-            }
             let data = MapData::from_pin(&path).map_err(map_err(spec.name))?;
             // The pinned map's own size: the agent sets some (--lb-map-max, --ct-map-max).
             let capacity = data.info().map_err(map_err(spec.name))?.max_entries();

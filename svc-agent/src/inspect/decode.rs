@@ -477,6 +477,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         backends: backend_list,
         conntrack: ct.into_iter().map(|(_, e)| e).collect(),
         affinity,
+        expired_hidden: ExpiredHidden::default(),
         stats: decode_stats(&raw.stats),
         inconsistencies: super::consistency::check(&t, now_ns)
             .into_iter()

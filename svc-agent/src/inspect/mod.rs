@@ -30,7 +30,8 @@
 //! services, unserved Services, conntrack and affinity entries (by rev_nat_id) of the
 //! matching Services, and the backends those services and flows use (each with all its
 //! references); frontends without a name entry are left out. `stats`, `problems` and
-//! `inconsistencies` are not filtered. See [`Filter`].
+//! `inconsistencies` are not filtered. Expired conntrack and affinity entries are left out
+//! (and counted in `expired_hidden`) unless `--show-expired`. See [`Filter`].
 pub mod consistency;
 mod decode;
 mod filter;
@@ -75,15 +76,15 @@ pub fn snapshot_of(maps: &Maps, parts: Parts) -> Result<Snapshot, InspectError> 
 }
 
 /// The session affinity table only (no walk over the conntrack table), of the Services
-/// `filter` selects. Returns the time it was decoded at and the entries.
-pub fn affinity(maps: &Maps, filter: &Filter) -> Result<(u64, Vec<AffinityEntry>), InspectError> {
+/// `filter` selects: a snapshot whose conntrack and stats are empty.
+pub fn affinity(maps: &Maps, filter: &Filter) -> Result<Snapshot, InspectError> {
     let parts = Parts {
         affinity: true,
         ..Parts::NONE
     };
     let mut snap = decode(&maps.read_raw(parts)?, monotonic_now_ns());
     filter.apply(&mut snap);
-    Ok((snap.now_ns, snap.affinity))
+    Ok(snap)
 }
 
 /// Verdict totals only (no walk over the conntrack table).

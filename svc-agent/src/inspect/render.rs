@@ -377,7 +377,11 @@ pub fn render_conntrack_as(snap: &Snapshot, width: Width) -> String {
             row
         })
         .collect();
-    let mut out = format!("CONNTRACK ({} entries)\n", snap.conntrack.len());
+    let mut out = format!(
+        "CONNTRACK ({} entries{})\n",
+        snap.conntrack.len(),
+        expired_note(snap.expired_hidden.conntrack)
+    );
     let header: &[&str] = match width {
         Width::Normal => &[
             "SERVICE",
@@ -411,13 +415,23 @@ pub fn render_conntrack_as(snap: &Snapshot, width: Width) -> String {
     out
 }
 
+/// `; 3 expired not shown (--show-expired lists them)` when entries were left out.
+fn expired_note(hidden: usize) -> String {
+    if hidden == 0 {
+        String::new()
+    } else {
+        format!("; {hidden} expired not shown (--show-expired lists them)")
+    }
+}
+
 /// The AFFINITY section (`svcctl dump affinity`), as `-o table`.
-pub fn render_affinity(entries: &[AffinityEntry]) -> String {
-    render_affinity_as(entries, Width::Normal)
+pub fn render_affinity(snap: &Snapshot) -> String {
+    render_affinity_as(snap, Width::Normal)
 }
 
 /// The AFFINITY section. Wide: also the last-used timestamp in ns.
-pub fn render_affinity_as(entries: &[AffinityEntry], width: Width) -> String {
+pub fn render_affinity_as(snap: &Snapshot, width: Width) -> String {
+    let entries = &snap.affinity;
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|a| {
@@ -449,7 +463,11 @@ pub fn render_affinity_as(entries: &[AffinityEntry], width: Width) -> String {
             row
         })
         .collect();
-    let mut out = format!("AFFINITY ({} entries)\n", entries.len());
+    let mut out = format!(
+        "AFFINITY ({} entries{})\n",
+        entries.len(),
+        expired_note(snap.expired_hidden.affinity)
+    );
     let header: &[&str] = match width {
         Width::Normal => &[
             "CLIENT", "SERVICE", "REVNAT", "BACKEND", "SLOT", "IDLE", "TIMEOUT", "FLAGS",

@@ -16,7 +16,11 @@
 //! `"terminating"`; `affinity` was added. Additions without a version change: backends
 //! gained `references` and `flows`; conntrack entries gained `service`, `translated` and
 //! `backend`; the section documents and `svcctl stats` were added; the snapshot and the
-//! services document gained `problems`.
+//! services document gained `problems`. Expired conntrack and affinity entries are left
+//! out unless `--show-expired` (a filter, like `-n`: every field keeps its meaning, and
+//! `expired` is still there, true only with the flag), counted in the new
+//! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
+//! affinity documents: a number).
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -48,6 +52,10 @@ pub struct Snapshot {
     pub conntrack: Vec<CtEntry>,
     /// Session affinity (SVC4_AFFINITY), sorted by rev_nat_id, client.
     pub affinity: Vec<AffinityEntry>,
+    /// How many expired conntrack and affinity entries (of the selected Services) were
+    /// left out of `conntrack` and `affinity`: svcctl shows only live ones unless
+    /// `--show-expired`, which keeps them (with `"expired": true`) and makes both 0.
+    pub expired_hidden: ExpiredHidden,
     /// Every verdict, in index order.
     pub stats: Vec<VerdictTotal>,
     /// Map states a packet could trip over (missing slots, missing backends, stale slots,
@@ -55,6 +63,14 @@ pub struct Snapshot {
     /// frontend or of another kind), in words; transiently non-empty while the agent
     /// syncs. See [`super::consistency`].
     pub inconsistencies: Vec<String>,
+}
+
+/// Expired entries left out of a snapshot (see [`Snapshot::expired_hidden`]):
+/// `{"conntrack": 12, "affinity": 0}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExpiredHidden {
+    pub conntrack: usize,
+    pub affinity: usize,
 }
 
 /// The Service a frontend belongs to (its SVC_NAMES entry): `{"namespace": "default",
@@ -291,6 +307,8 @@ pub struct ConntrackDocument<'a> {
     pub version: u32,
     pub now_ns: u64,
     pub conntrack: &'a [CtEntry],
+    /// Expired entries left out of `conntrack` (0 with `--show-expired`).
+    pub expired_hidden: usize,
 }
 
 /// `svcctl dump affinity -o json`.
@@ -299,6 +317,8 @@ pub struct AffinityDocument<'a> {
     pub version: u32,
     pub now_ns: u64,
     pub affinity: &'a [AffinityEntry],
+    /// Expired entries left out of `affinity` (0 with `--show-expired`).
+    pub expired_hidden: usize,
 }
 
 /// `svcctl dump stats -o json`.
@@ -331,6 +351,7 @@ impl Snapshot {
             version: self.version,
             now_ns: self.now_ns,
             conntrack: &self.conntrack,
+            expired_hidden: self.expired_hidden.conntrack,
         }
     }
 
@@ -339,6 +360,7 @@ impl Snapshot {
             version: self.version,
             now_ns: self.now_ns,
             affinity: &self.affinity,
+            expired_hidden: self.expired_hidden.affinity,
         }
     }
 

@@ -150,8 +150,9 @@ impl Harness {
         let dir = PinDir::unique(tag);
         let (datapath, maps) = Datapath::load(&dir.0, config).unwrap_or_else(|e| {
             panic!(
-                "loading the datapath with pins under {}: {e} (needs root)",
-                dir.0.display()
+                "loading the datapath with pins under {}: {} (needs root)",
+                dir.0.display(),
+                svc_agent::dataplane::report::chain_text(&e)
             )
         });
         Harness {

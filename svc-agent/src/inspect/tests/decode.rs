@@ -320,6 +320,7 @@ fn filter_keeps_the_selected_services_and_their_flows() {
         Filter {
             namespace: namespace.map(Into::into),
             name: name.map(Into::into),
+            ..Filter::default()
         }
         .apply(&mut s);
         s
@@ -448,13 +449,23 @@ fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
             &["version", "stats"][..],
         ),
     ];
-    for (doc, keys) in &docs {
+    for (i, (doc, keys)) in docs.iter().enumerate() {
         let have: Vec<&String> = doc.as_object().unwrap().keys().collect();
-        assert_eq!(have.len(), keys.len(), "{doc}");
+        // The conntrack and affinity documents also count their hidden expired entries.
+        let extra = usize::from(i == 2 || i == 3);
+        assert_eq!(have.len(), keys.len() + extra, "{doc}");
         for key in *keys {
             assert_eq!(doc[key], full[key], "{key}");
         }
     }
+    assert_eq!(
+        docs[2].0["expired_hidden"],
+        full["expired_hidden"]["conntrack"]
+    );
+    assert_eq!(
+        docs[3].0["expired_hidden"],
+        full["expired_hidden"]["affinity"]
+    );
     assert_eq!(docs[0].0["version"], 3);
     // The new fields, by name.
     let b = &docs[1].0["backends"][0];
@@ -557,6 +568,7 @@ fn filter_keeps_the_backends_of_the_selected_services_with_all_their_references(
     Filter {
         namespace: Some("default".into()),
         name: Some("echo".into()),
+        ..Filter::default()
     }
     .apply(&mut snap);
     assert_eq!(
@@ -578,4 +590,132 @@ fn filter_keeps_the_backends_of_the_selected_services_with_all_their_references(
             .iter()
             .all(|e| e.service.as_ref().unwrap().name == "echo")
     );
+}
+
+#[test]
+fn expired_entries_are_hidden_and_counted_unless_asked_for() {
+    // sample()'s live flow (rev 1, backend 1), plus a flow of the same Service to backend 3
+    // that never got a reply and was last seen 102 s ago: past the 60 s of an unreplied
+    // flow, so the datapath ignores it.
+    let mut raw = sample();
+    let [_, (mut k, mut v)] = flow();
+    k.sport_be = 40001u16.to_be();
+    v.backend_id = 3;
+    v.addr_be = ip([10, 244, 1, 13]);
+    v.flags = 0;
+    v.last_seen_ns = 10 * S;
+    raw.conntrack.push((k, v));
+    let snap = decode(&raw, 112 * S);
+    assert_eq!(snap.conntrack.iter().filter(|e| e.expired).count(), 1);
+    assert_eq!(
+        snap.expired_hidden,
+        ExpiredHidden::default(),
+        "decode hides nothing"
+    );
+
+    let shown = |filter: Filter| {
+        let mut s = snap.clone();
+        filter.apply(&mut s);
+        s
+    };
+    // By default: only the live flow's two entries, and a count of the one left out.
+    let live = shown(Filter::default());
+    assert_eq!(live.conntrack.len(), 2);
+    assert!(live.conntrack.iter().all(|e| !e.expired));
+    assert_eq!(
+        live.expired_hidden,
+        ExpiredHidden {
+            conntrack: 1,
+            affinity: 0
+        }
+    );
+    let table = render_conntrack(&live);
+    assert!(
+        table.starts_with(
+            "CONNTRACK (2 entries; 1 expired not shown (--show-expired lists them))\n"
+        ),
+        "{table}"
+    );
+    assert!(!table.contains("10.244.1.20:40001"), "{table}");
+    let doc = serde_json::to_value(live.conntrack_document()).unwrap();
+    assert_eq!(doc["expired_hidden"], 1);
+    assert_eq!(doc["conntrack"].as_array().unwrap().len(), 2);
+    let full = serde_json::to_value(&live).unwrap();
+    assert_eq!(
+        full["expired_hidden"],
+        serde_json::json!({"conntrack": 1, "affinity": 0})
+    );
+
+    // --show-expired: everything, flagged, nothing counted as hidden.
+    let all = shown(Filter {
+        show_expired: true,
+        ..Filter::default()
+    });
+    assert_eq!(all.conntrack, snap.conntrack);
+    assert_eq!(all.expired_hidden, ExpiredHidden::default());
+    let table = render_conntrack(&all);
+    assert!(table.starts_with("CONNTRACK (3 entries)\n"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("10.244.1.20:40001"))
+        .unwrap_or_else(|| panic!("the expired flow is listed: {table}"));
+    assert!(row.ends_with("expired"), "{row}");
+
+    // With a Service selected, the count is of its entries, and a backend only the expired
+    // flow remembers is not one it uses.
+    let echo = |show_expired| {
+        shown(Filter {
+            namespace: Some("default".into()),
+            name: Some("echo".into()),
+            show_expired,
+        })
+    };
+    assert_eq!(echo(false).expired_hidden.conntrack, 1);
+    assert_eq!(
+        echo(false)
+            .backends
+            .iter()
+            .map(|b| b.id)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        echo(true).backends.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let other = shown(Filter {
+        name: Some("nothing".into()),
+        ..Filter::default()
+    });
+    assert_eq!(other.expired_hidden, ExpiredHidden::default());
+
+    // Affinity: of lb_sample's two clients, one used 3 h ago (past the 10800 s timeout of
+    // its frontend) and one 10 s ago.
+    let mut raw = lb_sample();
+    raw.affinity[1].1.last_used_ns = 10_890 * S;
+    let snap = decode(&raw, 10_900 * S + 1);
+    assert_eq!(snap.affinity.iter().filter(|a| a.expired).count(), 1);
+    let mut live = snap.clone();
+    Filter::default().apply(&mut live);
+    assert_eq!(live.affinity.len(), 1);
+    assert_eq!(live.affinity[0].client, Ipv4Addr::new(203, 0, 113, 9));
+    assert_eq!(live.expired_hidden.affinity, 1);
+    let table = render_affinity(&live);
+    assert!(
+        table
+            .starts_with("AFFINITY (1 entries; 1 expired not shown (--show-expired lists them))\n"),
+        "{table}"
+    );
+    assert_eq!(
+        serde_json::to_value(live.affinity_document()).unwrap()["expired_hidden"],
+        1
+    );
+    let mut all = snap.clone();
+    Filter {
+        show_expired: true,
+        ..Filter::default()
+    }
+    .apply(&mut all);
+    assert_eq!(all.affinity.len(), 2);
+    assert!(render_affinity(&all).starts_with("AFFINITY (2 entries)\n"));
 }

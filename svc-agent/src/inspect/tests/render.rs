@@ -82,7 +82,7 @@ fn lb_tables_show_type_flags_local_backends_and_snat() {
         ),
         "{wide}"
     );
-    let aff = render_affinity(&snap.affinity);
+    let aff = render_affinity(&snap);
     let lines: Vec<&str> = aff.lines().collect();
     assert_eq!(lines[0], "AFFINITY (2 entries)");
     assert!(lines[1].starts_with("CLIENT"), "{aff}");
@@ -218,7 +218,7 @@ fn wide_tables_show_ids_flags_scopes_and_timestamps() {
         ),
         "{ct}"
     );
-    let aff = render_affinity_as(&snap.affinity, Width::Wide);
+    let aff = render_affinity_as(&snap, Width::Wide);
     assert!(
         aff.lines().nth(1).unwrap().contains("LAST-USED-NS"),
         "{aff}"
