@@ -5,7 +5,8 @@
 //! clash made it refuse. Now echo keeps answering (real TCP connections from a pod), the
 //! losers are named in `svcctl dump -o json`, in the agent's log and in the metrics, and a
 //! restarted agent (which learns who serves what from the pinned maps) still gives the
-//! address to echo.
+//! address to echo. And `--external-ip-cidrs`: an externalIP outside is not served and is
+//! reported, one inside answers.
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddrV4},
@@ -265,4 +266,81 @@ fn a_served_address_stays_with_its_service_across_new_claims_and_restarts() {
     );
     wait_decided(&env, "after the restart");
     assert_eq!(env.echo_answers(30, "restarted"), pods);
+}
+
+/// Two externalIPs, one inside `--external-ip-cidrs`, one outside.
+const EXT: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  externalIPs: [198.51.100.10, 203.0.113.10]
+  ports: [{name: http, protocol: TCP, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ext-1
+  namespace: default
+  labels: {kubernetes.io/service-name: ext}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints:
+  - addresses: [10.244.1.11]
+    conditions: {ready: true}
+";
+
+#[test]
+fn external_ips_outside_the_allowed_cidrs_are_not_served() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::up().expect("lab up");
+    let manifests = example_manifests(&lab, &[]).unwrap();
+    std::fs::write(manifests.join("ext.yaml"), EXT).unwrap();
+    let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
+    let agent = LabAgent::start_in(
+        &mut lab,
+        1,
+        &manifests,
+        &log,
+        &["--external-ip-cidrs", "198.51.100.0/24"],
+    )
+    .expect("start agent");
+    let env = Env {
+        agent,
+        manifests,
+        lab,
+    };
+    let allowed = Ipv4Addr::new(198, 51, 100, 10);
+    env.agent
+        .wait_backends(allowed, 80, PROTO_TCP, 1, Duration::from_secs(20))
+        .unwrap();
+    let reply = tcp_request(
+        env.lab.client_ns(),
+        SocketAddrV4::new(allowed, 80),
+        "allowed",
+        TIMEOUT,
+    )
+    .expect("the allowed externalIP answers");
+    assert_eq!(reply.pod, "p1");
+    let denied = Ipv4Addr::new(203, 0, 113, 10);
+    assert_eq!(env.agent.backend_count(denied, 80, PROTO_TCP), None);
+    let want = "Service default/ext: externalIP 203.0.113.10 skipped: not allowed on this node (--external-ip-cidrs 198.51.100.0/24)";
+    let mut dump = Value::Null;
+    let listed = wait_for(Duration::from_secs(10), || {
+        dump = env.dump();
+        dump["problems"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == want))
+    });
+    assert!(
+        listed,
+        "{want:?} not in svcctl's problems:\n{}",
+        summary(&dump)
+    );
+    assert!(owner(&dump, denied, 80).is_none());
+    assert_eq!(
+        owner(&dump, allowed, 80),
+        Some(("default/ext".into(), "externalip".into()))
+    );
 }
