@@ -2,8 +2,8 @@
 //! of this node ([`NodeContext`]) alone.
 //!
 //! The rules are those of `/work/shared/notes/service-semantics.md` (kube-proxy's
-//! behaviour); [`compute`] documents each of them and the choices made where the note is
-//! silent. In short:
+//! behaviour); [`compute_with_incumbents`] documents each of them and the choices made
+//! where the note is silent. In short:
 //!
 //! - Addresses ("Addresses a Service answers on"): every IPv4 cluster IP, every node
 //!   address selected by nodePortAddresses at each nodePort, every externalIP and every
@@ -768,7 +768,7 @@ fn to_backends(chosen: &[&(&Endpoint, u16)], proto: Protocol) -> Vec<BackendAddr
     out
 }
 
-/// The cluster, local and terminating endpoint sets of one service port (see [`compute`]).
+/// The cluster, local and terminating endpoint sets of one service port (see [`compute_with_incumbents`]).
 fn endpoints_for(
     svc: &Service,
     sp: &ServicePort,

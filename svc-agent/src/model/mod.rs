@@ -336,7 +336,7 @@ pub struct Service {
     pub id: ObjectRef,
     /// `metadata.creationTimestamp`: set by the API server, usually absent in manifests.
     /// Decides who keeps an address two Services claim at the same rank (the older one;
-    /// see [`crate::desired::compute`], "Conflicts").
+    /// see [`crate::desired::compute_with_incumbents`], "Conflicts").
     pub created: Option<jiff::Timestamp>,
     /// `metadata.uid` (set by the API server; the tie-break after `created`).
     pub uid: Option<String>,
