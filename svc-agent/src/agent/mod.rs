@@ -317,6 +317,10 @@ impl Agent {
                     &self.metrics,
                 );
                 self.problems_dirty |= problems_changed;
+                if self.desired.is_some() {
+                    // Only the first desired state needs them; later ones have the previous.
+                    self.pinned_incumbents = Incumbents::default();
+                }
                 self.pending = std::mem::take(&mut self.pending).merge(pending);
                 if let Some(desired) = &self.desired {
                     self.service_health.update(&desired.health_checks);
