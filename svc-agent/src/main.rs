@@ -13,7 +13,7 @@ use svc_agent::{
         self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
         report::{self, Task},
     },
-    desired::{Ipv4Cidr, NodeContext},
+    desired::{ExternalIpPolicy, Ipv4Cidr, NodeContext},
     http::StatusAddrs,
     kubernetes,
 };
@@ -135,6 +135,17 @@ struct Args {
     #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
     node_port_addresses: Vec<Ipv4Cidr>,
 
+    /// Serve a Service's spec.externalIPs only inside these CIDRs (comma-separated), or
+    /// not at all (`none`); an externalIP outside is skipped with a problem naming the
+    /// Service (log, svcctl dump), its other addresses are served. Default (`all`): every
+    /// externalIP, as kube-proxy. Whoever may create a Service can otherwise claim any
+    /// address with an externalIP (CVE-2020-8554); in a cluster the DenyServiceExternalIPs
+    /// admission plugin (or a policy engine) stops that at the API server, and kube-proxy
+    /// has no such flag: this is the same idea at the node. LoadBalancer ingress IPs (set
+    /// by a controller) are not affected.
+    #[arg(long, value_name = "CIDR,...|none", value_parser = parse_external_ip_cidrs)]
+    external_ip_cidrs: Option<ExternalIpPolicy>,
+
     /// The cluster's pod CIDR (e.g. 10.244.0.0/16): sources inside it are pods. ClusterIP
     /// traffic from outside it is masqueraded; without it, ClusterIP traffic never is.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
@@ -214,6 +225,20 @@ fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
     s.trim()
         .parse()
         .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.244.0.0/16)"))
+}
+
+/// `none`, `all`, or CIDRs separated by commas (whitespace around each tolerated).
+fn parse_external_ip_cidrs(s: &str) -> Result<ExternalIpPolicy, String> {
+    match s.trim() {
+        "none" => return Ok(ExternalIpPolicy::deny_all()),
+        "all" => return Ok(ExternalIpPolicy::AllowAll),
+        _ => {}
+    }
+    let cidrs = s
+        .split(',')
+        .map(parse_cidr)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ExternalIpPolicy::AllowIn(cidrs))
 }
 
 /// A listen address, or none (the empty string).
@@ -348,6 +373,7 @@ fn config(args: Args) -> Config {
             node_name: args.node_name,
             node_ips: args.node_ips,
             node_port_addresses: args.node_port_addresses,
+            external_ips: args.external_ip_cidrs.unwrap_or_default(),
         },
         proc_sys_net: args.proc_sys_net,
         status: StatusAddrs {
@@ -432,6 +458,8 @@ mod tests {
             "--cluster-cidr",
             "10.244.0.0/16",
             "--masquerade-all",
+            "--external-ip-cidrs",
+            "203.0.113.0/24, 198.51.100.0/24",
             "--bpffs",
             "/sys/fs/bpf/x",
         ])
@@ -447,6 +475,26 @@ mod tests {
         );
         assert_eq!(args.node_port_addresses.len(), 1);
         assert!(args.masquerade_all);
+        assert_eq!(
+            args.external_ip_cidrs,
+            Some(ExternalIpPolicy::AllowIn(vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap()
+            ]))
+        );
+        let policy = |v: &str| {
+            Cli::try_parse_from(["svc-agent", "--manifests", "x", "--external-ip-cidrs", v])
+                .map(|c| config(c.run).node.external_ips)
+        };
+        assert_eq!(policy("none").unwrap(), ExternalIpPolicy::deny_all());
+        assert_eq!(policy("all").unwrap(), ExternalIpPolicy::AllowAll);
+        assert!(policy("10.0.0.0/8,bogus").is_err());
+        assert!(policy("").is_err());
+        let default = Cli::try_parse_from(["svc-agent", "--manifests", "x"]).unwrap();
+        assert_eq!(
+            config(default.run).node.external_ips,
+            ExternalIpPolicy::AllowAll
+        );
         assert!(
             Cli::try_parse_from([
                 "svc-agent",

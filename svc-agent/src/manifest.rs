@@ -969,6 +969,7 @@ endpoints:
             node_name: Some("node-a".into()),
             node_ips: vec![Ipv4Addr::new(192, 168, 1, 10)],
             node_port_addresses: vec![],
+            ..Default::default()
         };
         let (state, problems) = desired::compute(&set.cluster, &node);
         assert!(problems.is_empty(), "{problems:?}");

@@ -8,6 +8,7 @@
 //! | `svc_agent_map_full_errors_total{map}` | counter | writes a full map refused (the frontend keeps its previous state) |
 //! | `svc_agent_map_write_errors_total{map}` | counter | other failed map writes |
 //! | `svc_agent_invalid_objects` | gauge | objects (or parts) skipped as invalid in the last pass, with the reason in the log |
+//! | `svc_agent_address_conflicts` | gauge | addresses a Service claimed that another Service keeps (both named in the log and in `svcctl dump`'s problems) |
 //! | `svc_agent_services` / `svc_agent_frontends` | gauge | Services in the model / frontends in the desired state |
 //! | `svc_agent_watch_errors_total` | counter | Kubernetes watch errors (connection lost, 410 Gone...) |
 //! | `svc_map_entries{map}` / `svc_map_capacity{map}` | gauge | entries and max_entries of every pinned map, read at scrape time |
@@ -53,6 +54,7 @@ pub struct Metrics {
     pub map_full_errors: Family<MapLabel, Counter>,
     pub map_write_errors: Family<MapLabel, Counter>,
     pub invalid_objects: Gauge,
+    pub address_conflicts: Gauge,
     pub services: Gauge,
     pub frontends: Gauge,
     pub watch_errors: Counter,
@@ -69,6 +71,7 @@ impl Metrics {
             map_full_errors: Family::default(),
             map_write_errors: Family::default(),
             invalid_objects: Gauge::default(),
+            address_conflicts: Gauge::default(),
             services: Gauge::default(),
             frontends: Gauge::default(),
             watch_errors: Counter::default(),
@@ -101,6 +104,11 @@ impl Metrics {
             "svc_agent_invalid_objects",
             "Objects or parts of objects skipped as invalid in the last pass",
             m.invalid_objects.clone(),
+        );
+        m.registry.register(
+            "svc_agent_address_conflicts",
+            "Addresses a Service claimed that another Service keeps, in the last pass",
+            m.address_conflicts.clone(),
         );
         m.registry.register(
             "svc_agent_services",

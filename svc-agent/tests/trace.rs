@@ -33,6 +33,7 @@ fn program() -> Harness {
         node_name: Some("node1".into()),
         node_ips: vec![ip(NODE_IP)],
         node_port_addresses: vec![],
+        ..Default::default()
     };
     let (state, problems) = desired::compute(&set.cluster, &node);
     assert!(problems.is_empty(), "{problems:?}");

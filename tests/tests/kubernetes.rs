@@ -8,7 +8,9 @@
 //! - an agent restarted while the API server is down leaves the pinned state alone (no
 //!   pruning before a complete list) and serves /healthz 503 (/livez 200) until it has
 //!   synced;
-//! - /healthz, /livez and /metrics answer as documented.
+//! - /healthz, /livez and /metrics answer as documented;
+//! - two Services a buggy controller gave one ClusterIP: the older keeps it whatever the
+//!   names, and a served address stays with the Service serving it (issue 11).
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
@@ -358,6 +360,87 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
     );
     let (code, _) = http_get(lab.node_ns(), HEALTHZ, "/livez", TIMEOUT).unwrap();
     assert_eq!(code, 200);
+
+    drop(agent);
+    drop(lab);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Objects the API server would never produce (one ClusterIP for two Services), as a buggy
+/// controller might write them: the older Service keeps the address although its name
+/// sorts last; a third one, older still, does not take it from the Service serving it;
+/// once that one is deleted, the oldest remaining one gets it.
+#[test]
+fn the_older_service_keeps_a_clashing_cluster_ip() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    const CLASH_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+    let mut lab = Lab::up().expect("lab up");
+    let server = in_netns(lab.node_ns(), FakeApiServer::start_local).expect("fake API server");
+    let dir = std::env::temp_dir().join(format!("svl-{}-kube-clash", lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = kubeconfig(&dir, &server.url());
+    let created = |name: &str, at: &str| {
+        let mut s = service(name, CLASH_VIP);
+        s["metadata"]["creationTimestamp"] = json!(at);
+        s
+    };
+    server.apply(node(lab.node_ip(1)));
+    server.apply(created("aaa-young", "2025-06-01T00:00:00Z"));
+    server.apply(slice("aaa-young", &[lab.pod_ip("p1")]));
+    server.apply(created("zzz-old", "2020-01-01T00:00:00Z"));
+    server.apply(slice("zzz-old", &[lab.pod_ip("p2")]));
+
+    let log = dir.join("agent.log");
+    let agent = LabAgent::start_from(
+        &mut lab,
+        1,
+        AgentSource::Kubeconfig(&kc),
+        &log,
+        &["--node-name", "node1"],
+    )
+    .expect("start agent");
+    agent
+        .wait_backends(CLASH_VIP, 80, PROTO_TCP, 1, Duration::from_secs(20))
+        .unwrap();
+    let only = |pod: &str| std::collections::BTreeSet::from([pod.to_string()]);
+    assert_eq!(
+        answering_pods(&lab, CLASH_VIP, 10),
+        only("p2"),
+        "the older Service (zzz-old) answers:\n{}",
+        agent.log_text()
+    );
+    let logged = |want: &str| wait_for(Duration::from_secs(10), || agent.log_text().contains(want));
+    assert!(
+        logged("service=default/aaa-young owner=default/zzz-old"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(agent.log_text().contains("keeps it: it is older"));
+
+    // Older still, but zzz-old serves the address: it stays.
+    server.apply(created("aaa-ancient", "2010-01-01T00:00:00Z"));
+    server.apply(slice("aaa-ancient", &[lab.pod_ip("p3")]));
+    assert!(
+        logged("service=default/aaa-ancient owner=default/zzz-old"),
+        "{}",
+        agent.log_text()
+    );
+    assert!(agent.log_text().contains("keeps it: it serves it already"));
+    assert_eq!(answering_pods(&lab, CLASH_VIP, 10), only("p2"));
+
+    // The owner is deleted: the oldest remaining claim (aaa-ancient) gets the address.
+    server.delete("Service", Some("default"), "zzz-old");
+    assert!(
+        wait_for(Duration::from_secs(10), || answering_pods(
+            &lab, CLASH_VIP, 3
+        ) == only("p3")),
+        "{}",
+        agent.log_text()
+    );
+    assert!(logged(
+        "service=default/aaa-young owner=default/aaa-ancient"
+    ));
 
     drop(agent);
     drop(lab);

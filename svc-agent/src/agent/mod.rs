@@ -36,12 +36,14 @@ use source::{Change, Source, View};
 
 use crate::{
     addr::Frontend,
-    dataplane::{BpffsLock, Datapath, DatapathConfig, Maps, StoreError, report::chain_text},
-    desired::{self, ComputeProblem, DesiredState, NodeContext},
+    dataplane::{
+        BpffsLock, Datapath, DatapathConfig, MapStore, Maps, StoreError, layout, report::chain_text,
+    },
+    desired::{self, ComputeProblem, DesiredState, Incumbents, NodeContext},
     http::{ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource},
     metrics::Metrics,
-    model::Problem,
+    model::{ObjectRef, Problem},
     reconcile::{Reconciler, SyncReport},
 };
 
@@ -150,6 +152,10 @@ pub struct Agent {
     reconciler: Reconciler,
     /// None until the source gave a complete view: nothing is written before.
     desired: Option<DesiredState>,
+    /// Who serves each frontend according to the pinned maps at start: the incumbents of
+    /// the first desired state (later ones take the previous desired state's owners), so a
+    /// restart never moves an address (see `desired::compute_with_incumbents`).
+    pinned_incumbents: Incumbents,
     /// healthCheckNodePort listeners, kept in line with `desired.health_checks`.
     service_health: ServiceHealthServers,
     /// What /healthz and /livez answer.
@@ -240,6 +246,10 @@ impl Agent {
             .context("reading the pinned maps")?;
         let (frontends, backends) = reconciler.sizes();
         info!(bpffs = %config.bpffs.display(), frontends, backends, "maps ready (pinned state adopted)");
+        let pinned_incumbents = pinned_incumbents(&maps).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read who serves the pinned frontends; address conflicts are decided as on a fresh node");
+            Incumbents::default()
+        });
         info!(node = ?config.node, datapath = ?config.datapath, "node facts");
         Ok(Agent {
             config,
@@ -248,6 +258,7 @@ impl Agent {
             maps,
             reconciler,
             desired: None,
+            pinned_incumbents,
             service_health: ServiceHealthServers::new(),
             health,
             metrics,
@@ -305,11 +316,16 @@ impl Agent {
                 let (pending, problems_changed) = update_desired(
                     view,
                     &node,
+                    &self.pinned_incumbents,
                     &mut self.desired,
                     &mut self.problems,
                     &self.metrics,
                 );
                 self.problems_dirty |= problems_changed;
+                if self.desired.is_some() {
+                    // Only the first desired state needs them; later ones have the previous.
+                    self.pinned_incumbents = Incumbents::default();
+                }
                 self.pending = std::mem::take(&mut self.pending).merge(pending);
                 if let Some(desired) = &self.desired {
                     self.service_health.update(&desired.health_checks);
@@ -451,12 +467,37 @@ impl Agent {
     }
 }
 
+/// Who serves each frontend according to the pinned maps (an earlier agent's work): each
+/// frontend entry (slot 0 of scope all) with the Service SVC_NAMES names for its rev-NAT
+/// id. A frontend without a name entry (the agent stopped between the two writes) has no
+/// incumbent.
+fn pinned_incumbents(maps: &impl MapStore) -> Result<Incumbents, StoreError> {
+    let names: std::collections::BTreeMap<u32, ObjectRef> = maps
+        .read_names()?
+        .into_iter()
+        .filter(|(key, _)| !layout::is_unserved_key(*key))
+        .map(|(key, name)| (key, ObjectRef::new(name.namespace(), name.name())))
+        .collect();
+    Ok(maps
+        .read_services()?
+        .into_iter()
+        .filter(|(key, _)| key.slot == 0 && key.scope == svc_common::Scope::All.raw())
+        .filter_map(|(key, value)| {
+            let owner = names.get(&value.rev_nat_id)?;
+            Some((layout::frontend_of(&key)?, owner.clone()))
+        })
+        .collect())
+}
+
 /// Brings the desired state up to date with `view` (from scratch, or only the changed
 /// Services' endpoints) and says what the next reconcile step must write, and whether the
-/// problems changed (they are logged when they do).
+/// problems changed (they are logged when they do). A full computation keeps served
+/// addresses with their owners: the previous desired state's, or before the first one
+/// `pinned` (what the maps held at start).
 fn update_desired(
     view: View<'_>,
     node: &NodeContext,
+    pinned: &Incumbents,
     desired: &mut Option<DesiredState>,
     problems: &mut Problems,
     metrics: &Metrics,
@@ -473,7 +514,11 @@ fn update_desired(
             (pending, problems.compute.clone())
         }
         _ => {
-            let (state, compute) = desired::compute(view.cluster, node);
+            let incumbents = desired
+                .as_ref()
+                .map_or_else(|| pinned.clone(), Incumbents::of);
+            let (state, compute) =
+                desired::compute_with_incumbents(view.cluster, node, &incumbents);
             metrics.frontends.set(state.frontends.len() as i64);
             *desired = Some(state);
             (Pending::All, compute)
@@ -489,11 +534,88 @@ fn update_desired(
             warn!(problem = %p, "skipped invalid input");
         }
         for p in &now.compute {
-            warn!(problem = %p, "skipped invalid input");
+            match &p.conflict {
+                Some(c) => warn!(
+                    problem = %p,
+                    service = %p.service,
+                    owner = %c.owner,
+                    address = %c.frontend,
+                    "address conflict: the owner keeps the address"
+                ),
+                None => warn!(problem = %p, "skipped invalid input"),
+            }
         }
         *problems = now;
     }
     metrics.invalid_objects.set(problems.len() as i64);
+    let conflicts = problems.compute.iter().filter(|p| p.conflict.is_some());
+    metrics.address_conflicts.set(conflicts.count() as i64);
     metrics.services.set(view.cluster.services.len() as i64);
     (pending, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{
+        dataplane::FakeMaps,
+        desired::FrontendState,
+        model::{ObjectRef, Protocol},
+    };
+
+    fn frontend(vip: [u8; 4], port: u16) -> Frontend {
+        Frontend {
+            vip: Ipv4Addr::from(vip),
+            port,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    /// What a synced desired state names as owners is what a restarted agent reads back.
+    #[test]
+    fn incumbents_survive_a_restart_through_the_pinned_maps() {
+        let mut state = DesiredState::default();
+        for (fe, ns, name) in [
+            (frontend([10, 96, 0, 10], 80), "default", "echo"),
+            (frontend([10, 96, 0, 10], 81), "default", "echo"),
+            (
+                frontend([203, 0, 113, 7], 80),
+                "kube-system",
+                "a-long-name-of-63-characters-abcdefghijklmnopqrstuvwxyz-0123456",
+            ),
+        ] {
+            state.frontends.insert(
+                fe,
+                FrontendState {
+                    service: ObjectRef::new(ns, name),
+                    port_name: "http".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        state.unserved.push((
+            ObjectRef::new("default", "clash"),
+            desired::UnservedReason::AddressTaken,
+        ));
+        let mut maps = FakeMaps::default();
+        let mut reconciler = Reconciler::adopt(&maps).unwrap();
+        let report = reconciler.sync(&state, &mut maps);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let pinned = pinned_incumbents(&maps).unwrap();
+        assert_eq!(pinned, Incumbents::of(&state));
+        assert_eq!(pinned.len(), 3);
+        // A frontend whose name entry is missing has no incumbent; nothing else is lost.
+        let rev = maps
+            .names
+            .iter()
+            .find(|(_, n)| n.name() == "echo")
+            .map(|(k, _)| *k)
+            .unwrap();
+        maps.names.remove(&rev);
+        assert_eq!(pinned_incumbents(&maps).unwrap().len(), 2);
+        // Nothing pinned: no incumbent.
+        assert!(pinned_incumbents(&FakeMaps::default()).unwrap().is_empty());
+    }
 }

@@ -2,8 +2,8 @@
 //! of this node ([`NodeContext`]) alone.
 //!
 //! The rules are those of `/work/shared/notes/service-semantics.md` (kube-proxy's
-//! behaviour); [`compute`] documents each of them and the choices made where the note is
-//! silent. In short:
+//! behaviour); [`compute_with_incumbents`] documents each of them and the choices made
+//! where the note is silent. In short:
 //!
 //! - Addresses ("Addresses a Service answers on"): every IPv4 cluster IP, every node
 //!   address selected by nodePortAddresses at each nodePort, every externalIP and every
@@ -15,7 +15,13 @@
 //! - Headless, ExternalName and Services labelled `service.kubernetes.io/service-proxy-name`
 //!   get nothing; they, and proxied Services that end up with no frontend, are listed in
 //!   [`DesiredState::unserved`] with the reason (svcctl shows them).
+//! - Address ownership (issue 11; the note is silent): an address:port/protocol two
+//!   Services claim goes to the higher kind (ClusterIP, then externalIP / LoadBalancer IP,
+//!   then NodePort), then to the Service that serves it now ([`Incumbents`]), then to the
+//!   older Service; the other is reported with both names. externalIPs can be restricted
+//!   to CIDRs ([`ExternalIpPolicy`]). See [`compute_with_incumbents`], "Conflicts".
 
+use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -77,6 +83,92 @@ pub struct NodeContext {
     /// kube-proxy's nodePortAddresses: NodePorts answer on the node addresses inside these
     /// CIDRs; empty = on every node address.
     pub node_port_addresses: Vec<Ipv4Cidr>,
+    /// Which `spec.externalIPs` this node serves (default: all, as kube-proxy).
+    pub external_ips: ExternalIpPolicy,
+}
+
+/// Which `spec.externalIPs` the node serves: the idea of the DenyServiceExternalIPs
+/// admission plugin (and of restricting externalIPs to known ranges), applied at the node.
+/// Anyone who may create a Service can otherwise claim any address with an externalIP
+/// (CVE-2020-8554); kube-proxy has no such switch, the API server's admission does it.
+/// LoadBalancer ingress IPs are not affected: they are written to the status by a
+/// controller, not by whoever creates the Service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ExternalIpPolicy {
+    /// Every externalIP is served (kube-proxy's behaviour).
+    #[default]
+    AllowAll,
+    /// Only externalIPs inside these CIDRs; an empty list: none at all.
+    AllowIn(Vec<Ipv4Cidr>),
+}
+
+impl ExternalIpPolicy {
+    /// No externalIP at all.
+    pub fn deny_all() -> ExternalIpPolicy {
+        ExternalIpPolicy::AllowIn(Vec::new())
+    }
+
+    pub fn allows(&self, ip: Ipv4Addr) -> bool {
+        match self {
+            ExternalIpPolicy::AllowAll => true,
+            ExternalIpPolicy::AllowIn(cidrs) => cidrs.iter().any(|c| c.contains(ip)),
+        }
+    }
+}
+
+/// `all`, `none`, or the CIDRs separated by commas (the value of `--external-ip-cidrs`).
+impl fmt::Display for ExternalIpPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExternalIpPolicy::AllowAll => f.write_str("all"),
+            ExternalIpPolicy::AllowIn(cidrs) if cidrs.is_empty() => f.write_str("none"),
+            ExternalIpPolicy::AllowIn(cidrs) => {
+                for (i, c) in cidrs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Who serves each frontend now: within a rank, the incumbent keeps its address (see
+/// [`compute_with_incumbents`], "Conflicts"). The agent passes the owners of its previous
+/// desired state ([`Incumbents::of`]) and, at start, those the pinned maps name, so that a
+/// new Service, a restart or the order of names never moves an address that is served.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Incumbents(BTreeMap<Frontend, ObjectRef>);
+
+impl Incumbents {
+    /// The owners of every frontend of `state`.
+    pub fn of(state: &DesiredState) -> Incumbents {
+        state
+            .frontends
+            .iter()
+            .map(|(f, s)| (*f, s.service.clone()))
+            .collect()
+    }
+
+    pub fn get(&self, frontend: &Frontend) -> Option<&ObjectRef> {
+        self.0.get(frontend)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(Frontend, ObjectRef)> for Incumbents {
+    fn from_iter<I: IntoIterator<Item = (Frontend, ObjectRef)>>(iter: I) -> Self {
+        Incumbents(iter.into_iter().collect())
+    }
 }
 
 impl NodeContext {
@@ -127,6 +219,54 @@ pub struct DesiredState {
 pub struct ComputeProblem {
     pub service: ObjectRef,
     pub reason: String,
+    /// For an address another Service (or another kind of the same Service) keeps: who,
+    /// and why. Counted in `svc_agent_address_conflicts`.
+    pub conflict: Option<AddressConflict>,
+}
+
+/// An address:port/protocol `service` claimed and lost: `owner` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressConflict {
+    pub frontend: Frontend,
+    /// How the losing Service claimed it.
+    pub kind: FrontendKind,
+    pub owner: ObjectRef,
+    /// How the owner serves it.
+    pub owner_kind: FrontendKind,
+    pub why: Precedence,
+}
+
+/// The rule that decided a conflict, in the order the rules apply (see
+/// [`compute_with_incumbents`], "Conflicts").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precedence {
+    /// The owner's kind ranks higher (ClusterIP > externalIP, LoadBalancer IP > NodePort).
+    Rank,
+    /// Both claims are the same Service's, with two kinds of one rank: the kind listed
+    /// first (externalIP before LoadBalancer IP).
+    ListedFirst,
+    /// The owner serves it now.
+    Incumbent,
+    /// The owner's creationTimestamp is older (or the other has none).
+    Older,
+    /// Same age: the owner's uid is smaller (or the other has none).
+    SmallerUid,
+    /// Nothing else differs (manifests without timestamps): namespace/name order.
+    Name,
+}
+
+impl Precedence {
+    /// Why the owner keeps the address, for the problem text.
+    fn describe(self, owner_kind: FrontendKind, kind: FrontendKind) -> String {
+        match self {
+            Precedence::Rank => format!("{} outranks {}", owner_kind.title(), kind.title()),
+            Precedence::ListedFirst => format!("{} comes first", owner_kind.title()),
+            Precedence::Incumbent => "it serves it already".into(),
+            Precedence::Older => "it is older".into(),
+            Precedence::SmallerUid => "same age, smaller uid".into(),
+            Precedence::Name => "first by namespace/name".into(),
+        }
+    }
 }
 
 impl fmt::Display for ComputeProblem {
@@ -145,6 +285,8 @@ struct PortEndpoints {
 
 /// A frontend one Service wants, before conflicts are resolved.
 struct Claim<'a> {
+    /// Position in the list of claims: the order a Service lists its own addresses in.
+    order: usize,
     svc: &'a Service,
     /// Index of `sp` in `svc.ports`.
     index: usize,
@@ -153,7 +295,13 @@ struct Claim<'a> {
     kind: FrontendKind,
 }
 
-/// Computes the desired dataplane state for the node described by `node`.
+/// [`compute_with_incumbents`] for a node that serves nothing yet (no incumbents).
+pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<ComputeProblem>) {
+    compute_with_incumbents(cluster, node, &Incumbents::default())
+}
+
+/// Computes the desired dataplane state for the node described by `node`, the frontends
+/// `incumbents` names staying with their owner where the conflict rule lets them.
 ///
 /// Only proxied Services ([`Service::is_proxied`]: ClusterIP, NodePort and LoadBalancer
 /// without the service-proxy-name label) get state. For each of their service ports:
@@ -195,30 +343,55 @@ struct Claim<'a> {
 ///   deduplicated). A Service with no usable endpoint still gets its frontends, with empty
 ///   backends: the datapath rejects.
 ///
-/// **Conflicts** (the note is silent; two owners of one address cannot both be served):
-/// explicit addresses (ClusterIP, externalIP, LoadBalancer IP) of all Services are claimed
-/// first, then node ports. This is what kube-proxy does in effect: its per-address rules
-/// (`KUBE-SERVICES` rules, the nftables `service-ips` map) are matched before the NodePort
-/// catch-all (`KUBE-NODEPORTS`, `service-nodeports`), so an externalIP or LoadBalancer IP
-/// equal to a node IP wins over a nodePort with the same number. Within each of the two
-/// rounds, the first Service in [`ObjectRef`] order wins, and within one Service the kinds
-/// are taken in the order ClusterIP, externalIP, LoadBalancer IP (kube-proxy's rule order
-/// per Service). The losing (Service, port, address) is reported as a [`ComputeProblem`].
-/// The same Service claiming the same address twice through the same kind (e.g. two
-/// ingress entries with one IP) is not a problem.
+/// **externalIPs the node does not allow** ([`NodeContext::external_ips`], the
+/// DenyServiceExternalIPs idea at the node): skipped, one [`ComputeProblem`] per Service and
+/// address; the Service's other addresses are served.
+///
+/// **Conflicts** (issue 11; the note is silent): one address:port/protocol has one owner,
+/// and a served one stays with it. Before, the first Service by namespace/name won, so a
+/// Service named to sort early (`aaa/evil` with `externalIPs: [<kube-dns's ClusterIP>]`)
+/// took the address from the Service serving it (the CVE-2020-8554 pattern, made
+/// deterministic). Among the claims on one frontend, the owner is decided by, in order:
+/// 1. the kind's rank: ClusterIP (allocated by the API server, unique there), then the
+///    explicit external addresses (externalIP, LoadBalancer IP; one rank), then NodePort.
+///    Explicit addresses before node ports is what kube-proxy does in effect: its
+///    per-address rules (`KUBE-SERVICES`, the nftables `service-ips` map) are matched
+///    before the NodePort catch-all (`KUBE-NODEPORTS`, `service-nodeports`), so an
+///    externalIP or LoadBalancer IP equal to a node IP wins over a nodePort of that number;
+/// 2. within a rank, the incumbent: the Service `incumbents` names for the frontend (the
+///    one serving it now) keeps it, whatever its name or age. So in manifest mode the
+///    Service served first keeps it, also across restarts (the agent learns the incumbents
+///    from the pinned maps at start);
+/// 3. the older `metadata.creationTimestamp` (a Service without one counts as newest),
+///    then the smaller `metadata.uid` (without one: last): in Kubernetes mode the API server
+///    never lets two Services have one ClusterIP, but a buggy controller could write
+///    clashing objects, and the older one has been serving longer;
+/// 4. [`ObjectRef`] order, the last tie-break (manifests have no timestamps).
+///
+/// Claims of one Service of one rank (an externalIP equal to its LoadBalancer IP) go by
+/// listing order: ClusterIP, externalIP, LoadBalancer IP (kube-proxy's rule order per
+/// Service). A Service claiming one address twice through the same kind (e.g. two ingress
+/// entries with one IP) is not a problem. Every other losing (Service, port, address) is a
+/// [`ComputeProblem`] with an [`AddressConflict`] naming both Services, both kinds and the
+/// rule that decided; the loser keeps its other addresses.
 ///
 /// **Unserved** ([`DesiredState::unserved`]): every Service with no frontend, with the
 /// first reason that applies: type ExternalName, headless, the service-proxy-name label
 /// (the type comes first: no proxy would serve those), then for proxied Services: no
-/// port left ([`UnservedReason::NoPorts`], e.g. SCTP only), no IPv4 cluster IP, or else
-/// every address lost a conflict (also `NoPorts`; the conflicts are reported as problems).
+/// port left ([`UnservedReason::NoPorts`], e.g. SCTP only), every address it claimed kept
+/// by another Service ([`UnservedReason::AddressTaken`]; the conflicts are the problems),
+/// no IPv4 cluster IP (nor an address it may serve), else `NoPorts`.
 ///
 /// **Health checks** (note, "healthCheckNodePort"): one per proxied Service of type
 /// LoadBalancer with externalTrafficPolicy Local and a healthCheckNodePort, like
 /// kube-proxy's `NeedsHealthCheck`; `local_endpoints` counts distinct addresses of ready
 /// local endpoints (see [`HealthCheck`]). Two Services with the same healthCheckNodePort:
 /// the first in ObjectRef order keeps it, the other is reported. Sorted by Service.
-pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<ComputeProblem>) {
+pub fn compute_with_incumbents(
+    cluster: &Cluster,
+    node: &NodeContext,
+    incumbents: &Incumbents,
+) -> (DesiredState, Vec<ComputeProblem>) {
     let mut state = DesiredState::default();
     let mut problems = Vec::new();
     let node_port_ips = node.node_port_ips();
@@ -237,12 +410,33 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
         }
     }
 
-    // Round 1: explicit addresses; round 2: node ports (see the conflict rule above).
+    // Every claim, explicit addresses first, then node ports (the order only matters
+    // between claims of one Service; see the conflict rule above).
     let mut claims: Vec<Claim> = Vec::new();
     for svc in &proxied {
+        let external_ips: Vec<Ipv4Addr> = svc
+            .external_ips
+            .iter()
+            .copied()
+            .filter(|&ip| {
+                let allowed = node.external_ips.allows(ip);
+                if !allowed {
+                    problems.push(ComputeProblem {
+                        service: svc.id.clone(),
+                        reason: format!(
+                            "externalIP {ip} skipped: not allowed on this node (--external-ip-cidrs {})",
+                            node.external_ips
+                        ),
+                        conflict: None,
+                    });
+                }
+                allowed
+            })
+            .collect();
         for (index, sp) in svc.ports.iter().enumerate() {
             let mut add = |vip: Ipv4Addr, port: u16, kind: FrontendKind| {
                 claims.push(Claim {
+                    order: claims.len(),
                     svc,
                     index,
                     sp,
@@ -257,7 +451,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
             for &vip in &svc.cluster_ips {
                 add(vip, sp.port, FrontendKind::ClusterIp);
             }
-            for &vip in &svc.external_ips {
+            for &vip in &external_ips {
                 add(vip, sp.port, FrontendKind::ExternalIp);
             }
             if svc.kind == ServiceKind::LoadBalancer {
@@ -279,6 +473,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
             };
             for &vip in &node_port_ips {
                 claims.push(Claim {
+                    order: claims.len(),
                     svc,
                     index,
                     sp,
@@ -293,23 +488,43 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
         }
     }
 
-    for Claim {
-        svc,
-        index,
-        sp,
-        fe,
-        kind,
-    } in claims
-    {
-        match state.frontends.entry(fe) {
+    // The owner of each frontend: the claim that precedes every other one on it.
+    let mut owners: BTreeMap<Frontend, usize> = BTreeMap::new();
+    for claim in &claims {
+        match owners.entry(claim.fe) {
             Entry::Vacant(e) => {
-                let sets = &port_sets[&(&svc.id, index)];
-                let local_policy = if kind.is_external() {
-                    svc.external_traffic_policy.is_local()
-                } else {
-                    svc.internal_traffic_policy.is_local()
-                };
-                e.insert(FrontendState {
+                e.insert(claim.order);
+            }
+            Entry::Occupied(mut e) => {
+                if precedence(claim, &claims[*e.get()], incumbents).0 == Ordering::Less {
+                    e.insert(claim.order);
+                }
+            }
+        }
+    }
+
+    // Services that lost an address to another Service (for the unserved reason).
+    let mut lost: BTreeSet<&ObjectRef> = BTreeSet::new();
+    for claim in &claims {
+        let owner = &claims[owners[&claim.fe]];
+        if owner.order == claim.order {
+            let Claim {
+                svc,
+                index,
+                sp,
+                fe,
+                kind,
+                ..
+            } = *claim;
+            let sets = &port_sets[&(&svc.id, index)];
+            let local_policy = if kind.is_external() {
+                svc.external_traffic_policy.is_local()
+            } else {
+                svc.internal_traffic_policy.is_local()
+            };
+            state.frontends.insert(
+                fe,
+                FrontendState {
                     service: svc.id.clone(),
                     port_name: sp.name.clone(),
                     kind,
@@ -323,20 +538,29 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
                     } else {
                         Vec::new()
                     },
-                });
-            }
-            Entry::Occupied(e) => {
-                let owner = e.get();
-                if owner.service == svc.id && owner.kind == kind {
-                    // The same address listed twice by one Service: nothing is lost.
-                    continue;
-                }
-                problems.push(ComputeProblem {
-                    service: svc.id.clone(),
-                    reason: conflict_reason(sp, fe, kind, owner),
-                });
-            }
+                },
+            );
+            continue;
         }
+        if owner.svc.id == claim.svc.id && owner.kind == claim.kind {
+            // The same address listed twice by one Service: nothing is lost.
+            continue;
+        }
+        if owner.svc.id != claim.svc.id {
+            lost.insert(&claim.svc.id);
+        }
+        let conflict = AddressConflict {
+            frontend: claim.fe,
+            kind: claim.kind,
+            owner: owner.svc.id.clone(),
+            owner_kind: owner.kind,
+            why: precedence(owner, claim, incumbents).1,
+        };
+        problems.push(ComputeProblem {
+            service: claim.svc.id.clone(),
+            reason: conflict_reason(claim.sp, &conflict),
+            conflict: Some(conflict),
+        });
     }
 
     let served: BTreeSet<&ObjectRef> = state.frontends.values().map(|f| &f.service).collect();
@@ -347,6 +571,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
             _ if svc.proxy_name_label.is_some() => UnservedReason::OtherProxy,
             _ if served.contains(&svc.id) => continue,
             _ if svc.ports.is_empty() => UnservedReason::NoPorts,
+            _ if lost.contains(&svc.id) => UnservedReason::AddressTaken,
             _ if svc.cluster_ips.is_empty() => UnservedReason::NoIpv4ClusterIp,
             _ => UnservedReason::NoPorts,
         };
@@ -370,6 +595,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
                         "healthCheckNodePort {port} skipped: already used by Service {}",
                         e.get()
                     ),
+                    conflict: None,
                 });
                 continue;
             }
@@ -448,29 +674,55 @@ fn groups_of<'a>(cluster: &'a Cluster, id: &ObjectRef) -> &'a [EndpointGroup] {
         .unwrap_or_default()
 }
 
-/// `port "http" (10.96.0.1:80/TCP) skipped: already used by Service ns/name` for two
-/// ClusterIPs (the historical text); other kinds are named on the side they apply to, e.g.
-/// `port "http" (NodePort 192.168.1.10:30080/TCP) skipped: already used by Service ns/name
-/// (externalIP)`.
-fn conflict_reason(
-    sp: &ServicePort,
-    fe: Frontend,
-    kind: FrontendKind,
-    owner: &FrontendState,
-) -> String {
-    let both_cluster_ip = kind == FrontendKind::ClusterIp && owner.kind == FrontendKind::ClusterIp;
-    let (mine, theirs) = if both_cluster_ip {
-        (String::new(), String::new())
-    } else {
-        (
-            format!("{} ", kind.title()),
-            format!(" ({})", owner.kind.title()),
-        )
+/// The precedence of two claims on one frontend: `Less` when `a` keeps it, and the rule
+/// that decided (see [`compute_with_incumbents`], "Conflicts"). A total order: the
+/// Service-level keys are compared lexicographically, and claims of one Service by their
+/// listing order.
+fn precedence(a: &Claim, b: &Claim, incumbents: &Incumbents) -> (Ordering, Precedence) {
+    let rank = |k: FrontendKind| match k {
+        FrontendKind::ClusterIp => 0,
+        FrontendKind::ExternalIp | FrontendKind::LoadBalancer => 1,
+        FrontendKind::NodePort => 2,
     };
+    let by_rank = rank(a.kind).cmp(&rank(b.kind));
+    if by_rank != Ordering::Equal {
+        return (by_rank, Precedence::Rank);
+    }
+    if a.svc.id == b.svc.id {
+        return (a.order.cmp(&b.order), Precedence::ListedFirst);
+    }
+    let incumbent = incumbents.get(&a.fe);
+    let is_incumbent = |c: &Claim| incumbent == Some(&c.svc.id);
+    // `true` sorts after `false`: the incumbent first.
+    let by_incumbent = (!is_incumbent(a)).cmp(&!is_incumbent(b));
+    if by_incumbent != Ordering::Equal {
+        return (by_incumbent, Precedence::Incumbent);
+    }
+    // A missing timestamp or uid sorts last (unknown age: newest).
+    let by_age =
+        (a.svc.created.is_none(), a.svc.created).cmp(&(b.svc.created.is_none(), b.svc.created));
+    if by_age != Ordering::Equal {
+        return (by_age, Precedence::Older);
+    }
+    let by_uid = (a.svc.uid.is_none(), &a.svc.uid).cmp(&(b.svc.uid.is_none(), &b.svc.uid));
+    if by_uid != Ordering::Equal {
+        return (by_uid, Precedence::SmallerUid);
+    }
+    (a.svc.id.cmp(&b.svc.id), Precedence::Name)
+}
+
+/// `port "http" (ClusterIP 10.96.0.10:80/TCP) skipped: Service default/echo (ClusterIP)
+/// keeps it: it serves it already`: the loser's port, kind and address, the owner and its
+/// kind, and the rule that decided.
+fn conflict_reason(sp: &ServicePort, c: &AddressConflict) -> String {
     format!(
-        "port {} ({mine}{fe}) skipped: already used by Service {}{theirs}",
+        "port {} ({} {}) skipped: Service {} ({}) keeps it: {}",
         port_label(sp),
-        owner.service
+        c.kind.title(),
+        c.frontend,
+        c.owner,
+        c.owner_kind.title(),
+        c.why.describe(c.owner_kind, c.kind)
     )
 }
 
@@ -516,7 +768,7 @@ fn to_backends(chosen: &[&(&Endpoint, u16)], proto: Protocol) -> Vec<BackendAddr
     out
 }
 
-/// The cluster, local and terminating endpoint sets of one service port (see [`compute`]).
+/// The cluster, local and terminating endpoint sets of one service port (see [`compute_with_incumbents`]).
 fn endpoints_for(
     svc: &Service,
     sp: &ServicePort,

@@ -334,6 +334,12 @@ pub struct ServicePort {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub id: ObjectRef,
+    /// `metadata.creationTimestamp`: set by the API server, usually absent in manifests.
+    /// Decides who keeps an address two Services claim at the same rank (the older one;
+    /// see [`crate::desired::compute_with_incumbents`], "Conflicts").
+    pub created: Option<jiff::Timestamp>,
+    /// `metadata.uid` (set by the API server; the tie-break after `created`).
+    pub uid: Option<String>,
     /// The IPv4 addresses among `spec.clusterIPs` (or `spec.clusterIP` when clusterIPs is
     /// unset). Empty for headless and ExternalName Services.
     pub cluster_ips: Vec<Ipv4Addr>,
@@ -588,6 +594,8 @@ impl Service {
         Ok((
             Service {
                 id,
+                created: svc.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                uid: svc.metadata.uid.clone().filter(|u| !u.is_empty()),
                 cluster_ips,
                 kind,
                 ports,

@@ -71,8 +71,10 @@ fn headless_external_name_and_foreign_proxy_produce_nothing() {
     );
 }
 
+/// Two ClusterIPs, no incumbent, no timestamps (manifests on a fresh node): the last
+/// tie-break, namespace/name order, decides. (Before issue 11 this was the only rule.)
 #[test]
-fn conflicting_vips_first_by_object_ref_wins() {
+fn conflicting_vips_without_incumbent_or_age_go_by_object_ref() {
     let a = service(
         "alpha",
         "web",
@@ -100,7 +102,17 @@ fn conflicting_vips_first_by_object_ref_wins() {
     assert_eq!(problems.len(), 1);
     assert_eq!(
         problems[0].to_string(),
-        "Service beta/web: port \"http\" (10.96.0.50:80/TCP) skipped: already used by Service alpha/web"
+        "Service beta/web: port \"http\" (ClusterIP 10.96.0.50:80/TCP) skipped: Service alpha/web (ClusterIP) keeps it: first by namespace/name"
+    );
+    let c = problems[0].conflict.as_ref().expect("a conflict");
+    assert_eq!(
+        (&c.owner, c.owner_kind, c.kind, c.why),
+        (
+            &ObjectRef::new("alpha", "web"),
+            FrontendKind::ClusterIp,
+            FrontendKind::ClusterIp,
+            Precedence::Name
+        )
     );
 }
 
@@ -374,7 +386,7 @@ fn conflicts_across_kinds() {
     assert_eq!(
         problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
-            "Service default/self: port \"http\" (NodePort 192.168.1.10:30080/TCP) skipped: already used by Service default/self (externalIP)"
+            "Service default/self: port \"http\" (NodePort 192.168.1.10:30080/TCP) skipped: Service default/self (externalIP) keeps it: externalIP outranks NodePort"
         ]
     );
 
@@ -416,9 +428,9 @@ fn conflicts_across_kinds() {
     assert_eq!(
         problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         vec![
-            "Service default/c: port 30080/TCP (10.96.0.2:30080/TCP) skipped: already used by Service default/b",
-            "Service default/c: port 30080/TCP (externalIP 10.0.0.10:30080/TCP) skipped: already used by Service default/b (LoadBalancer IP)",
-            "Service default/a: port 80/TCP (NodePort 10.0.0.10:30080/TCP) skipped: already used by Service default/b (LoadBalancer IP)",
+            "Service default/c: port 30080/TCP (ClusterIP 10.96.0.2:30080/TCP) skipped: Service default/b (ClusterIP) keeps it: first by namespace/name",
+            "Service default/c: port 30080/TCP (externalIP 10.0.0.10:30080/TCP) skipped: Service default/b (LoadBalancer IP) keeps it: first by namespace/name",
+            "Service default/a: port 80/TCP (NodePort 10.0.0.10:30080/TCP) skipped: Service default/b (LoadBalancer IP) keeps it: LoadBalancer IP outranks NodePort",
         ]
     );
 }
@@ -458,7 +470,8 @@ fn services_without_frontends_are_listed_with_the_reason() {
     // IPv6-only cluster IP but an externalIP: served (no entry here).
     let mut v6_external = service("default", "v6ext", &[], tcp80());
     v6_external.external_ips = vec![ip("198.51.100.7")];
-    // Loses its only address to an earlier Service: every port skipped.
+    // Loses its only address to an earlier Service (no incumbent, no timestamps): unserved,
+    // the address is taken.
     let winner = service("alpha", "web", &["10.96.0.50"], tcp80());
     let loser = service("beta", "web", &["10.96.0.50"], tcp80());
     let served = service("default", "served", &["10.96.0.40"], tcp80());
@@ -486,7 +499,7 @@ fn services_without_frontends_are_listed_with_the_reason() {
     assert_eq!(
         state.unserved,
         vec![
-            r("beta", "web", NoPorts),
+            r("beta", "web", AddressTaken),
             r("default", "alias", ExternalName),
             r("default", "both", Headless),
             r("default", "foreign", OtherProxy),
@@ -499,7 +512,7 @@ fn services_without_frontends_are_listed_with_the_reason() {
     assert_eq!(
         words,
         [
-            "no-ports",
+            "address-taken",
             "externalname",
             "headless",
             "other-proxy",

@@ -21,6 +21,8 @@ fn port(name: &str, port: u16, protocol: Protocol) -> ServicePort {
 fn service(ns: &str, name: &str, vips: &[&str], ports: Vec<ServicePort>) -> Service {
     Service {
         id: ObjectRef::new(ns, name),
+        created: None,
+        uid: None,
         cluster_ips: vips.iter().map(|v| ip(v)).collect(),
         kind: ServiceKind::ClusterIp,
         ports,
@@ -96,6 +98,7 @@ fn node() -> NodeContext {
         node_name: Some(NODE_A.into()),
         node_ips: vec![ip("192.168.1.10"), ip("10.0.0.10")],
         node_port_addresses: vec![],
+        external_ips: ExternalIpPolicy::AllowAll,
     }
 }
 
@@ -152,3 +155,4 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
 
 mod endpoints;
 mod frontends;
+mod ownership;

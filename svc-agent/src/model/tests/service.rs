@@ -114,6 +114,22 @@ fn defaults_of_the_semantics_fields() {
     assert_eq!(svc.affinity_timeout(), None);
     assert_eq!(svc.health_check_node_port, None);
     assert!(svc.allocate_load_balancer_node_ports);
+    assert_eq!((svc.created, svc.uid), (None, None));
+}
+
+#[test]
+fn creation_timestamp_and_uid_are_kept() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
+    let t: jiff::Timestamp = "2024-05-01T10:00:00Z".parse().unwrap();
+    s.metadata.creation_timestamp = Some(Time(t));
+    s.metadata.uid = Some("0b9e-uid".into());
+    let (svc, _) = Service::from_k8s(&s).unwrap();
+    assert_eq!(svc.created, Some(t));
+    assert_eq!(svc.uid.as_deref(), Some("0b9e-uid"));
+    // An empty uid is no uid.
+    s.metadata.uid = Some(String::new());
+    assert_eq!(Service::from_k8s(&s).unwrap().0.uid, None);
 }
 
 #[test]
