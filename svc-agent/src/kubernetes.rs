@@ -735,13 +735,10 @@ mod tests {
             .chain(slices.iter().map(|s| {
                 crate::manifest::K8sObject::EndpointSlice(Box::new(EndpointSlice::clone(s)))
             }))
-            .map(|object| {
-                Ok(crate::manifest::ParsedObject {
-                    source: "x".into(),
-                    object,
-                })
-            })
-            .collect();
+            .map(|object| crate::manifest::ParsedObject {
+                source: "x".into(),
+                object,
+            });
         crate::manifest::build(items).cluster
     }
 
