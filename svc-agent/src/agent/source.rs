@@ -144,11 +144,13 @@ impl Source {
                 let change = if first || force || refresh.services_changed || node_changed {
                     *last_node = node;
                     Change::All
-                } else if refresh.endpoints_changed.is_empty() {
+                } else if refresh.endpoints_changed.is_empty() && !refresh.problems_changed {
                     // An event that changed nothing the model holds (a bookmark, a no-op
                     // update).
                     return None;
                 } else {
+                    // (Only problems changed: an empty set, which recomputes nothing and
+                    // passes the problems on.)
                     Change::Endpoints(refresh.endpoints_changed)
                 };
                 Some(View {
