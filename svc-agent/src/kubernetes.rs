@@ -978,10 +978,7 @@ mod tests {
         r
     }
 
-    fn named<T: Resource>(list: &[Arc<T>], name: &str) -> T
-    where
-        T: Clone,
-    {
+    fn named<T: Resource + Clone>(list: &[Arc<T>], name: &str) -> T {
         T::clone(
             list.iter()
                 .find(|o| o.meta().name.as_deref() == Some(name))
