@@ -20,6 +20,17 @@
 //! decide which frontends exist), which keeps an endpoint change at 10,000 Services within
 //! milliseconds.
 //!
+//! Last known good: the API server validates what it stores, but not everything this agent
+//! needs (and a buggy controller can write what no Kubernetes controller would). A Service
+//! or EndpointSlice that was served and whose new version the model rejects keeps its last
+//! good version in [`WatchedCluster`], with a [`Problem`] saying "still serving the last good
+//! version", until a valid version arrives or the object is deleted; so does an
+//! EndpointSlice whose `kubernetes.io/service-name` label changes (the EndpointSlice
+//! controller never moves a slice to another Service; following it would hand one
+//! Service's endpoints to another). A relist applies the same rule. Only the same object
+//! keeps its last good version: one with another uid (deleted and created again while a
+//! watch was down) is new, and an object that was never valid serves nothing.
+//!
 //! What is watched, and why:
 //! - Services, every namespace, no label selector: Services that another proxy owns
 //!   (`service.kubernetes.io/service-proxy-name`) or that are headless still reach the
@@ -175,6 +186,8 @@ pub enum Op<T> {
 pub struct ServiceItem {
     pub model: Option<model::Service>,
     pub problems: Vec<Problem>,
+    /// `metadata.uid`: tells a new object of the same name from a new version of this one.
+    pub uid: Option<String>,
 }
 
 /// An EndpointSlice converted: the Service it belongs to and its group (None: another
@@ -184,6 +197,8 @@ pub struct SliceItem {
     pub service: Option<ObjectRef>,
     pub group: Option<EndpointGroup>,
     pub problems: Vec<Problem>,
+    /// `metadata.uid`, as for [`ServiceItem::uid`].
+    pub uid: Option<String>,
 }
 
 #[derive(Debug)]
@@ -213,6 +228,7 @@ fn problem(kind: &str, id: &ObjectRef, reason: String) -> Problem {
 /// The manifest path's conversion of a Service.
 pub fn convert_service(svc: &Service) -> ServiceItem {
     let id = object_ref(svc);
+    let uid = svc.metadata.uid.clone();
     match model::Service::from_k8s(svc) {
         Ok((model, warnings)) => ServiceItem {
             model: Some(model),
@@ -220,10 +236,12 @@ pub fn convert_service(svc: &Service) -> ServiceItem {
                 .into_iter()
                 .map(|w| problem("Service", &id, w))
                 .collect(),
+            uid,
         },
         Err(e) => ServiceItem {
             model: None,
             problems: vec![problem("Service", &id, e.to_string())],
+            uid,
         },
     }
 }
@@ -231,6 +249,7 @@ pub fn convert_service(svc: &Service) -> ServiceItem {
 /// The manifest path's conversion of an EndpointSlice.
 pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
     let id = object_ref(slice);
+    let uid = slice.metadata.uid.clone();
     match model::endpoint_group_from_slice(slice) {
         Ok((service, group, warnings)) => SliceItem {
             service: Some(service),
@@ -239,11 +258,13 @@ pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
                 .into_iter()
                 .map(|w| problem("EndpointSlice", &id, w))
                 .collect(),
+            uid,
         },
         Err(e) => SliceItem {
             service: None,
             group: None,
             problems: vec![problem("EndpointSlice", &id, e.to_string())],
+            uid,
         },
     }
 }
@@ -468,11 +489,13 @@ pub struct Refresh {
     pub services_changed: bool,
     /// Services whose endpoints (EndpointSlices) changed.
     pub endpoints_changed: std::collections::BTreeSet<ObjectRef>,
+    /// Only the problems changed (an update kept its object's last good version).
+    pub problems_changed: bool,
 }
 
 impl Refresh {
     pub fn is_empty(&self) -> bool {
-        !self.services_changed && self.endpoints_changed.is_empty()
+        !self.services_changed && self.endpoints_changed.is_empty() && !self.problems_changed
     }
 }
 
@@ -481,6 +504,58 @@ impl Refresh {
 struct SliceEntry {
     service: Option<ObjectRef>,
     problems: Vec<Problem>,
+    uid: Option<String>,
+}
+
+/// A Service as the model remembers it besides its model (in [`WatchedCluster::cluster`]).
+#[derive(Debug, Clone, Default)]
+struct ServiceEntry {
+    problems: Vec<Problem>,
+    uid: Option<String>,
+}
+
+/// What a Problem says of an object that keeps serving its last good version.
+fn held(mut p: Problem) -> Problem {
+    p.reason = format!("still serving the last good version: {}", p.reason);
+    p
+}
+
+/// The last good version to keep of a Service whose new version `item` cannot be used:
+/// the version served, if there is one and `item` is the same object (same uid; a new
+/// object of the same name was created after a deletion the watch did not see).
+fn last_good_service(
+    entry: Option<&ServiceEntry>,
+    served: Option<&model::Service>,
+    item: &ServiceItem,
+) -> Option<model::Service> {
+    match (&item.model, entry) {
+        (None, Some(e)) if e.uid == item.uid => served.cloned(),
+        _ => None,
+    }
+}
+
+/// If a slice in use must keep its last good version instead of `item`, the problems to
+/// show for it: when `item` cannot be used, or when it names another Service (the
+/// EndpointSlice controller never moves a slice between Services: one that does is a
+/// buggy writer, and following it would hand one Service's endpoints to another). Only
+/// for the same object (same uid).
+fn held_slice(old: Option<&SliceEntry>, id: &ObjectRef, item: &SliceItem) -> Option<Vec<Problem>> {
+    let old = old.filter(|o| o.uid == item.uid)?;
+    let old_service = old.service.as_ref()?;
+    match &item.service {
+        None => Some(item.problems.iter().cloned().map(held).collect()),
+        Some(new) if new != old_service => Some(vec![held(problem(
+            "EndpointSlice",
+            id,
+            format!(
+                "its {} label changed from {:?} to {:?}; a slice does not move to another Service (delete it and create a new one)",
+                model::SERVICE_NAME_LABEL,
+                old_service.name,
+                new.name
+            ),
+        ))]),
+        Some(_) => None,
+    }
 }
 
 /// The model ([`Cluster`]) of the cluster's Services and EndpointSlices, kept up to date
@@ -492,7 +567,7 @@ struct SliceEntry {
 #[derive(Debug, Default)]
 pub struct WatchedCluster {
     cluster: Cluster,
-    services: HashMap<ObjectRef, Vec<Problem>>,
+    services: HashMap<ObjectRef, ServiceEntry>,
     slices: HashMap<ObjectRef, SliceEntry>,
     /// Per Service, its slices' groups (None: a slice of another address family).
     groups: BTreeMap<ObjectRef, BTreeMap<ObjectRef, Option<EndpointGroup>>>,
@@ -521,7 +596,7 @@ impl WatchedCluster {
         let mut out: Vec<(u8, &ObjectRef, &Problem)> = self
             .services
             .iter()
-            .flat_map(|(id, p)| p.iter().map(move |p| (0, id, p)))
+            .flat_map(|(id, e)| e.problems.iter().map(move |p| (0, id, p)))
             .chain(
                 self.slices
                     .iter()
@@ -543,16 +618,23 @@ impl WatchedCluster {
                     .push((id, item)),
                 Op::InitDone => {
                     let list = self.listing_services.take().unwrap_or_default();
-                    self.services.clear();
-                    self.cluster.services.clear();
+                    let entries = std::mem::take(&mut self.services);
+                    let mut served = std::mem::take(&mut self.cluster.services);
                     for (id, item) in list {
-                        self.put_service(id, item);
+                        let last_good =
+                            last_good_service(entries.get(&id), served.remove(&id).as_ref(), &item);
+                        self.put_service(id, item, last_good);
                     }
                     self.services_listed = true;
                     r.services_changed = true;
                 }
                 Op::Apply(id, item) => {
-                    self.put_service(id, item);
+                    let last_good = last_good_service(
+                        self.services.get(&id),
+                        self.cluster.services.get(&id),
+                        &item,
+                    );
+                    self.put_service(id, item, last_good);
                     r.services_changed = true;
                 }
                 Op::Delete(id) => {
@@ -569,11 +651,29 @@ impl WatchedCluster {
                     .push((id, item)),
                 Op::InitDone => {
                     let list = self.listing_slices.take().unwrap_or_default();
-                    self.slices.clear();
-                    self.groups.clear();
+                    let old = std::mem::take(&mut self.slices);
+                    let mut old_groups = std::mem::take(&mut self.groups);
                     self.cluster.endpoints.clear();
                     let mut touched = std::collections::BTreeSet::new();
                     for (id, item) in list {
+                        let item = match (held_slice(old.get(&id), &id, &item), old.get(&id)) {
+                            // Its last good version: the old entry's Service and group.
+                            (Some(problems), Some(entry)) => {
+                                let service = entry.service.clone();
+                                let group = service
+                                    .as_ref()
+                                    .and_then(|s| old_groups.get_mut(s))
+                                    .and_then(|g| g.remove(&id))
+                                    .flatten();
+                                SliceItem {
+                                    service,
+                                    group,
+                                    problems,
+                                    uid: item.uid,
+                                }
+                            }
+                            _ => item,
+                        };
                         if let Some(svc) = self.put_slice_quiet(id, item) {
                             touched.insert(svc);
                         }
@@ -586,6 +686,15 @@ impl WatchedCluster {
                     r.services_changed = true;
                 }
                 Op::Apply(id, item) => {
+                    if let Some(problems) = held_slice(self.slices.get(&id), &id, &item) {
+                        // Its Service and group stay as they are: only what it reports
+                        // changes.
+                        if let Some(entry) = self.slices.get_mut(&id) {
+                            entry.problems = problems;
+                        }
+                        r.problems_changed = true;
+                        return;
+                    }
                     for svc in self
                         .remove_slice(&id)
                         .into_iter()
@@ -606,16 +715,29 @@ impl WatchedCluster {
         }
     }
 
-    fn put_service(&mut self, id: ObjectRef, item: ServiceItem) {
-        match item.model {
-            Some(m) => {
+    /// Records a Service's new version; with `last_good` (its new version cannot be
+    /// used, see [`last_good_service`]) that one stays served and the problems say so.
+    fn put_service(&mut self, id: ObjectRef, item: ServiceItem, last_good: Option<model::Service>) {
+        let ServiceItem {
+            model,
+            problems,
+            uid,
+        } = item;
+        let problems = match (model, last_good) {
+            (Some(m), _) => {
                 self.cluster.services.insert(id.clone(), m);
+                problems
             }
-            None => {
+            (None, Some(m)) => {
+                self.cluster.services.insert(id.clone(), m);
+                problems.into_iter().map(held).collect()
+            }
+            (None, None) => {
                 self.cluster.services.remove(&id);
+                problems
             }
-        }
-        self.services.insert(id, item.problems);
+        };
+        self.services.insert(id, ServiceEntry { problems, uid });
     }
 
     /// Records a slice and its group without rebuilding the Service's endpoints; returns
@@ -633,6 +755,7 @@ impl WatchedCluster {
             SliceEntry {
                 service: item.service,
                 problems: item.problems,
+                uid: item.uid,
             },
         );
         svc
@@ -715,10 +838,12 @@ mod tests {
             match o.object {
                 crate::manifest::K8sObject::Service(mut s) => {
                     s.metadata.resource_version = Some("1".into());
+                    s.metadata.uid = s.metadata.name.as_ref().map(|n| format!("uid-svc-{n}"));
                     services.push(Arc::new(*s));
                 }
                 crate::manifest::K8sObject::EndpointSlice(mut s) => {
                     s.metadata.resource_version = Some("1".into());
+                    s.metadata.uid = s.metadata.name.as_ref().map(|n| format!("uid-slice-{n}"));
                     slices.push(Arc::new(*s));
                 }
                 crate::manifest::K8sObject::Endpoints(_) => {}
@@ -735,13 +860,10 @@ mod tests {
             .chain(slices.iter().map(|s| {
                 crate::manifest::K8sObject::EndpointSlice(Box::new(EndpointSlice::clone(s)))
             }))
-            .map(|object| {
-                Ok(crate::manifest::ParsedObject {
-                    source: "x".into(),
-                    object,
-                })
-            })
-            .collect();
+            .map(|object| crate::manifest::ParsedObject {
+                source: "x".into(),
+                object,
+            });
         crate::manifest::build(items).cluster
     }
 
@@ -836,6 +958,222 @@ mod tests {
         m.apply(ModelEvent::Service(Op::InitDone), &mut r);
         assert!(r.services_changed);
         assert_eq!(*m.cluster(), manifest_model(&services[..1], &slices));
+    }
+
+    fn apply_service(m: &mut WatchedCluster, svc: &Service) -> Refresh {
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Service(Op::Apply(object_ref(svc), convert_service(svc))),
+            &mut r,
+        );
+        r
+    }
+
+    fn apply_slice(m: &mut WatchedCluster, slice: &EndpointSlice) -> Refresh {
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Slice(Op::Apply(object_ref(slice), convert_slice(slice))),
+            &mut r,
+        );
+        r
+    }
+
+    fn named<T: Resource + Clone>(list: &[Arc<T>], name: &str) -> T {
+        T::clone(
+            list.iter()
+                .find(|o| o.meta().name.as_deref() == Some(name))
+                .unwrap(),
+        )
+    }
+
+    fn problem_texts(m: &WatchedCluster) -> Vec<String> {
+        m.problems().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_service_update_the_model_rejects_keeps_the_last_good_version() {
+        let (services, slices) = example_objects();
+        let mut m = WatchedCluster::default();
+        list(&mut m, &services, &slices);
+        let good = m.cluster().clone();
+        let web_id = ObjectRef::new("default", "web");
+
+        // A buggy writer's update: the Service stays as it was served.
+        let mut bad = named(&services, "web");
+        bad.spec.as_mut().unwrap().cluster_ip = Some("10.96.1.1O".into());
+        let r = apply_service(&mut m, &bad);
+        assert!(r.services_changed);
+        assert_eq!(*m.cluster(), good);
+        assert_eq!(
+            problem_texts(&m),
+            [
+                "api Service default/web: still serving the last good version: spec.clusterIP \"10.96.1.1O\" is not an IP address"
+            ]
+        );
+        // So through a relist too.
+        let listed: Vec<_> = services
+            .iter()
+            .map(|s| {
+                if s.metadata.name.as_deref() == Some("web") {
+                    Arc::new(bad.clone())
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        list(&mut m, &listed, &slices);
+        assert_eq!(*m.cluster(), good);
+        assert_eq!(problem_texts(&m).len(), 1);
+
+        // A valid update is taken; the problem is gone.
+        let mut changed = named(&services, "web");
+        changed.spec.as_mut().unwrap().cluster_ip = Some("10.96.1.99".into());
+        apply_service(&mut m, &changed);
+        assert_eq!(
+            m.cluster().services[&web_id].cluster_ips,
+            [Ipv4Addr::new(10, 96, 1, 99)]
+        );
+        assert!(m.problems().is_empty());
+
+        // Invalid again, then deleted: gone.
+        apply_service(&mut m, &bad);
+        assert_eq!(
+            m.cluster().services[&web_id].cluster_ips,
+            [Ipv4Addr::new(10, 96, 1, 99)]
+        );
+        let mut r = Refresh::default();
+        m.apply(ModelEvent::Service(Op::Delete(web_id.clone())), &mut r);
+        assert!(!m.cluster().services.contains_key(&web_id));
+        assert!(m.problems().is_empty());
+
+        // A Service that was never valid is not served.
+        apply_service(&mut m, &bad);
+        assert!(!m.cluster().services.contains_key(&web_id));
+        assert_eq!(
+            problem_texts(&m),
+            ["api Service default/web: spec.clusterIP \"10.96.1.1O\" is not an IP address"]
+        );
+
+        // A relist that finds an invalid object of the same name but another uid (deleted
+        // and created again while the watch was down): a new object, never valid.
+        let mut m = WatchedCluster::default();
+        list(&mut m, &services, &slices);
+        let mut recreated = bad.clone();
+        recreated.metadata.uid = Some("uid-other".into());
+        let listed: Vec<_> = services
+            .iter()
+            .map(|s| {
+                if s.metadata.name.as_deref() == Some("web") {
+                    Arc::new(recreated.clone())
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        list(&mut m, &listed, &slices);
+        assert!(!m.cluster().services.contains_key(&web_id));
+    }
+
+    #[test]
+    fn a_slice_that_goes_bad_or_moves_keeps_its_last_good_version() {
+        let (services, slices) = example_objects();
+        let mut m = WatchedCluster::default();
+        list(&mut m, &services, &slices);
+        let good = m.cluster().clone();
+        let web = ObjectRef::new("default", "web");
+
+        // An address the model rejects: the endpoints stay, the problem says so (and
+        // reaches the agent although no endpoint changed).
+        let mut bad = named(&slices, "web-1");
+        bad.endpoints.as_mut().unwrap()[0].addresses[0] = "10.244.1.300".into();
+        let r = apply_slice(&mut m, &bad);
+        assert!(r.problems_changed && r.endpoints_changed.is_empty() && !r.services_changed);
+        assert_eq!(*m.cluster(), good);
+        assert_eq!(
+            problem_texts(&m),
+            [
+                "api EndpointSlice default/web-1: still serving the last good version: endpoints[0].addresses[0] \"10.244.1.300\" is not an IPv4 address"
+            ]
+        );
+
+        // The same slice now claims to belong to another Service: not followed.
+        let mut moved = named(&slices, "web-1");
+        moved
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(model::SERVICE_NAME_LABEL.into(), "db".into());
+        let r = apply_slice(&mut m, &moved);
+        assert!(r.endpoints_changed.is_empty());
+        assert_eq!(*m.cluster(), good);
+        assert_eq!(
+            problem_texts(&m),
+            [
+                "api EndpointSlice default/web-1: still serving the last good version: its kubernetes.io/service-name label changed from \"web\" to \"db\"; a slice does not move to another Service (delete it and create a new one)"
+            ]
+        );
+        // Through a relist, likewise, for both kinds of bad version.
+        for bad_version in [&bad, &moved] {
+            let listed: Vec<_> = slices
+                .iter()
+                .map(|s| {
+                    if s.metadata.name.as_deref() == Some("web-1") {
+                        Arc::new(bad_version.clone())
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            list(&mut m, &services, &listed);
+            assert_eq!(*m.cluster(), good);
+            assert_eq!(problem_texts(&m).len(), 1);
+        }
+
+        // A valid update (one endpoint fewer) is taken.
+        let mut fewer = named(&slices, "web-1");
+        let before = fewer.endpoints.as_ref().unwrap().len();
+        fewer.endpoints.as_mut().unwrap().pop();
+        let r = apply_slice(&mut m, &fewer);
+        assert_eq!(r.endpoints_changed.iter().collect::<Vec<_>>(), [&web]);
+        assert!(m.problems().is_empty());
+        let count = |m: &WatchedCluster| -> usize {
+            m.cluster().endpoints[&web]
+                .iter()
+                .map(|g| g.endpoints.len())
+                .sum()
+        };
+        assert_eq!(count(&m), before - 1);
+
+        // Bad again, then deleted: gone.
+        apply_slice(&mut m, &bad);
+        assert_eq!(count(&m), before - 1);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::Slice(Op::Delete(ObjectRef::new("default", "web-1"))),
+            &mut r,
+        );
+        assert!(!m.cluster().endpoints.contains_key(&web));
+        assert!(m.problems().is_empty());
+
+        // A new slice (another uid) for another Service under the same name is followed.
+        let mut m = WatchedCluster::default();
+        list(&mut m, &services, &slices);
+        let mut other = moved.clone();
+        other.metadata.uid = Some("uid-other".into());
+        let listed: Vec<_> = slices
+            .iter()
+            .map(|s| {
+                if s.metadata.name.as_deref() == Some("web-1") {
+                    Arc::new(other.clone())
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        list(&mut m, &services, &listed);
+        assert!(!m.cluster().endpoints.contains_key(&web));
+        assert!(m.problems().is_empty(), "{:?}", problem_texts(&m));
     }
 
     #[test]

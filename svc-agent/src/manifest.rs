@@ -7,16 +7,48 @@
 //!   `ServiceList`) are flattened through their `items`.
 //! - Services (`v1`), EndpointSlices (`discovery.k8s.io/v1`) and legacy Endpoints (`v1`) are
 //!   used; every other kind (Deployment, ConfigMap, Namespace...) is ignored silently.
-//! - A malformed document, an invalid object or a duplicate (same kind and namespace/name
-//!   as an earlier valid object in file order: the first one wins) becomes a [`Problem`] and
-//!   is skipped; everything else still loads. Only an unreadable directory is an error.
+//! - A malformed document or an invalid object becomes a [`Problem`] and is skipped;
+//!   everything else still loads. Only an unreadable directory is an error (the agent then
+//!   keeps serving what it served).
 //! - Endpoints: a Service that has EndpointSlices takes its endpoints from them only and its
 //!   legacy Endpoints are ignored (kube-proxy uses slices only); a Service without slices
 //!   uses its legacy Endpoints, so hand-written Endpoints work (see [`Cluster::assemble`]).
 //! - The namespace defaults to `default` when absent.
+//!
+//! # Last known good
+//!
+//! A file that goes bad never takes a live Service down. The agent reads the directory again
+//! on every change and keeps, between reads, a [`LastGood`]: per file, the objects of its
+//! last reads that were usable. The whole rule lives in [`LastGood::update`]:
+//!
+//! - An object is one Service, EndpointSlice or Endpoints: kind and namespace/name
+//!   ([`ObjectKey`]).
+//! - **A file that does not parse completely** (a YAML or JSON syntax error in any of its
+//!   documents, a document without `kind` or name, an unreadable or non-UTF-8 file) keeps
+//!   serving, for every object of its last good read that the parts that do parse no longer
+//!   show, that last good version. The syntax error's [`Problem`] names the file and
+//!   document, the error, and says "still serving the last good version of this file (read
+//!   at T)"; each object kept that way has its own Problem too. The parts that do parse are
+//!   taken as they are now (an update in another document of the file is applied).
+//! - **An object that was served and is now invalid** (a typo in its clusterIP, a port out
+//!   of range, a field of the wrong type) keeps its last good version, with a Problem
+//!   giving the reason and "still serving the last good version (read at T)".
+//! - **An object removed from a file that parses completely is removed**; a deleted file
+//!   removes all of its objects; a file (or object) that was never good serves nothing.
+//! - **Duplicates** (same kind and namespace/name in two places): the incumbent, the
+//!   object served after the previous read, stays wherever it comes from, and the newcomer
+//!   is ignored with a Problem that names the newcomer's document. Without an incumbent
+//!   (the agent's first read, or the incumbent's file lost the object) the first in file
+//!   order wins and the later ones are named. Within one file the first document wins.
+//!
+//! What is kept lives in the agent's memory only: a restarted agent starts from its first
+//! read (a file that is broken then serves nothing, and duplicates are decided by file
+//! order), while the pinned maps keep serving the previous state until that read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
@@ -49,6 +81,24 @@ impl K8sObject {
             K8sObject::Endpoints(_) => "Endpoints",
         }
     }
+
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            K8sObject::Service(s) => &s.metadata,
+            K8sObject::EndpointSlice(s) => &s.metadata,
+            K8sObject::Endpoints(e) => &e.metadata,
+        }
+    }
+}
+
+/// The kinds the dataplane uses, as `&'static str` (the kind of an [`ObjectKey`]).
+fn used_kind(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Service" => Some("Service"),
+        "EndpointSlice" => Some("EndpointSlice"),
+        "Endpoints" => Some("Endpoints"),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -65,8 +115,168 @@ pub struct ManifestSet {
     pub problems: Vec<Problem>,
 }
 
-/// Loads every manifest file of `dir` (see the module documentation).
-pub fn load_dir(dir: &Path) -> Result<ManifestSet, ManifestError> {
+/// What makes two manifests the same object: kind and namespace/name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub id: ObjectRef,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
+/// What one part of a file turned out to be, before conversion.
+enum Item {
+    /// An object of a kind the dataplane uses, deserialized.
+    Object(ParsedObject),
+    /// An object of such a kind, with a name, that cannot be used.
+    Invalid(ObjectKey, Problem),
+    /// A part that could have held any object: a syntax error, a document without kind or
+    /// name, an unreadable file. The read of the file is incomplete.
+    Unreadable(Problem),
+    /// A problem that loses no object the dataplane uses (e.g. a Deployment without
+    /// apiVersion).
+    Other(Problem),
+}
+
+type Items = Vec<Item>;
+
+/// One file of the directory as read now, converted object by object: what
+/// [`LastGood::update`] takes.
+#[derive(Clone, Debug)]
+pub struct FileRead {
+    /// The file, as problems name it (its path).
+    pub source: String,
+    parts: Vec<Part>,
+}
+
+/// A part of a file after conversion into the model.
+#[derive(Clone, Debug)]
+enum Part {
+    Good(GoodObject),
+    Invalid(ObjectKey, Problem),
+    Unreadable(Problem),
+    Other(Problem),
+}
+
+/// A converted object, before the duplicate check.
+#[derive(Clone, Debug, PartialEq)]
+enum Converted {
+    Service(model::Service),
+    Slice(ObjectRef, Option<model::EndpointGroup>),
+    Legacy(ObjectRef, Vec<model::EndpointGroup>),
+}
+
+/// A usable object of one read of a file.
+#[derive(Clone, Debug, PartialEq)]
+struct GoodObject {
+    key: ObjectKey,
+    /// The document it was read from (`dir/file.yaml#2`).
+    source: String,
+    value: Converted,
+    warnings: Vec<String>,
+    /// When the read it comes from took place (set by [`LastGood::update`]).
+    read_at: SystemTime,
+}
+
+impl FileRead {
+    /// A YAML file's text (several `---`-separated documents; JSON is valid YAML too).
+    pub fn yaml(source: &str, text: &str) -> FileRead {
+        let mut items = Vec::new();
+        parse_yaml_items(text, source, &mut items);
+        FileRead::convert(source, items)
+    }
+
+    /// A JSON file's text (one or more concatenated objects).
+    pub fn json(source: &str, text: &str) -> FileRead {
+        let mut items = Vec::new();
+        parse_json_items(text, source, &mut items);
+        FileRead::convert(source, items)
+    }
+
+    /// A file whose content cannot be had (`reason`): nothing of it is known.
+    pub fn unreadable(source: &str, reason: String) -> FileRead {
+        FileRead::convert(
+            source,
+            vec![Item::Unreadable(Problem {
+                source: source.to_string(),
+                object: None,
+                reason,
+            })],
+        )
+    }
+
+    fn convert(source: &str, items: Items) -> FileRead {
+        let parts = items
+            .into_iter()
+            .map(|item| match item {
+                Item::Object(o) => convert_object(o),
+                Item::Invalid(k, p) => Part::Invalid(k, p),
+                Item::Unreadable(p) => Part::Unreadable(p),
+                Item::Other(p) => Part::Other(p),
+            })
+            .collect();
+        FileRead {
+            source: source.to_string(),
+            parts,
+        }
+    }
+}
+
+/// Converts one parsed object into the model, or says why it cannot be used.
+fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
+    let kind = object.kind();
+    let converted = match &object {
+        K8sObject::Service(s) => {
+            model::Service::from_k8s(s).map(|(svc, w)| (svc.id.clone(), Converted::Service(svc), w))
+        }
+        K8sObject::EndpointSlice(s) => {
+            model::endpoint_group_from_slice(s).and_then(|(svc, group, w)| {
+                Ok((
+                    ObjectRef::from_meta(&s.metadata)?,
+                    Converted::Slice(svc, group),
+                    w,
+                ))
+            })
+        }
+        K8sObject::Endpoints(e) => model::endpoint_groups_from_endpoints(e)
+            .map(|(svc, groups, w)| (svc.clone(), Converted::Legacy(svc, groups), w)),
+    };
+    match converted {
+        Ok((id, value, warnings)) => Part::Good(GoodObject {
+            key: ObjectKey { kind, id },
+            source,
+            value,
+            warnings,
+            read_at: SystemTime::UNIX_EPOCH,
+        }),
+        Err(e) => match ObjectRef::from_meta(object.metadata()) {
+            Ok(id) => {
+                let key = ObjectKey { kind, id };
+                let problem = Problem {
+                    source,
+                    object: Some(key.to_string()),
+                    reason: e.to_string(),
+                };
+                Part::Invalid(key, problem)
+            }
+            // Without a name it could be any object of the file.
+            Err(_) => Part::Unreadable(Problem {
+                source,
+                object: Some(kind.to_string()),
+                reason: e.to_string(),
+            }),
+        },
+    }
+}
+
+/// Reads every manifest file of `dir` (see the module documentation), in file-name order.
+/// Only an unreadable directory is an error; a file that cannot be read is a
+/// [`FileRead::unreadable`].
+pub fn read_dir(dir: &Path) -> Result<Vec<FileRead>, ManifestError> {
     let err = |source| ManifestError::ReadDir {
         path: dir.to_path_buf(),
         source,
@@ -93,45 +303,32 @@ pub fn load_dir(dir: &Path) -> Result<ManifestSet, ManifestError> {
     }
     files.sort();
 
-    let mut items = Vec::new();
+    let mut reads = Vec::new();
     for (name, is_json) in files {
         let path = dir.join(&name);
         let source = path.display().to_string();
-        let text = match std::fs::read(&path) {
+        let read = match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(_) => {
-                    items.push(Err(Problem {
-                        source,
-                        object: None,
-                        reason: "file is not UTF-8 text".into(),
-                    }));
-                    continue;
-                }
+                Ok(text) if is_json => FileRead::json(&source, &text),
+                Ok(text) => FileRead::yaml(&source, &text),
+                Err(_) => FileRead::unreadable(&source, "file is not UTF-8 text".into()),
             },
-            Err(e) => {
-                items.push(Err(Problem {
-                    source,
-                    object: None,
-                    reason: format!("cannot read file: {e}"),
-                }));
-                continue;
-            }
+            Err(e) => FileRead::unreadable(&source, format!("cannot read file: {e}")),
         };
-        if is_json {
-            parse_json_items(&text, &source, &mut items)
-        } else {
-            parse_yaml_items(&text, &source, &mut items)
-        }
+        reads.push(read);
     }
-    Ok(build(items))
+    Ok(reads)
+}
+
+/// Loads every manifest file of `dir` once, with nothing remembered (a first read; the
+/// agent keeps a [`LastGood`] between reads instead).
+pub fn load_dir(dir: &Path) -> Result<ManifestSet, ManifestError> {
+    Ok(LastGood::default().update(read_dir(dir)?, SystemTime::now()))
 }
 
 /// Parses and assembles one YAML text (tests, or a single file).
 pub fn load_str(text: &str, source: &str) -> ManifestSet {
-    let mut items = Vec::new();
-    parse_yaml_items(text, source, &mut items);
-    build(items)
+    LastGood::default().update(vec![FileRead::yaml(source, text)], SystemTime::now())
 }
 
 /// Splits YAML text into documents the way kubectl does: a line starting with `---`
@@ -174,16 +371,13 @@ pub fn parse_str(text: &str, source: &str) -> (Vec<ParsedObject>, Vec<Problem>) 
     partition(items)
 }
 
-/// Parsed objects and problems, in document order.
-pub type Items = Vec<Result<ParsedObject, Problem>>;
-
 fn partition(items: Items) -> (Vec<ParsedObject>, Vec<Problem>) {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for item in items {
         match item {
-            Ok(o) => objects.push(o),
-            Err(p) => problems.push(p),
+            Item::Object(o) => objects.push(o),
+            Item::Invalid(_, p) | Item::Unreadable(p) | Item::Other(p) => problems.push(p),
         }
     }
     (objects, problems)
@@ -198,7 +392,7 @@ fn parse_yaml_items(text: &str, source: &str, items: &mut Items) {
             .and_then(|v| serde_json::to_value(v).map_err(|e| format!("unsupported YAML: {e}")));
         match value {
             Ok(value) => collect(value, &doc_source, items),
-            Err(reason) => items.push(Err(Problem {
+            Err(reason) => items.push(Item::Unreadable(Problem {
                 source: doc_source,
                 object: None,
                 reason,
@@ -225,7 +419,7 @@ fn parse_json_items(text: &str, source: &str, items: &mut Items) {
         match value {
             Ok(value) => collect(value, &doc_source, items),
             Err(e) => {
-                items.push(Err(Problem {
+                items.push(Item::Unreadable(Problem {
                     source: doc_source,
                     object: None,
                     reason: format!("invalid JSON: {e}"),
@@ -236,41 +430,34 @@ fn parse_json_items(text: &str, source: &str, items: &mut Items) {
     }
 }
 
-/// "Service default/foo" (or "Service" without a usable name), read from the raw value so
-/// it is available even when the object does not deserialize.
-fn object_label(kind: &str, value: &Value) -> String {
+/// The object's namespace/name, read from the raw value so it is available even when the
+/// object does not deserialize; None without a usable name.
+fn raw_ref(value: &Value) -> Option<ObjectRef> {
     let meta = value.get("metadata");
-    match meta
+    let name = meta
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
+    let ns = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-    {
-        Some(name) => {
-            let ns = meta
-                .and_then(|m| m.get("namespace"))
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .unwrap_or("default");
-            format!("{kind} {ns}/{name}")
-        }
-        None => kind.to_string(),
-    }
+        .unwrap_or("default");
+    Some(ObjectRef::new(ns, name))
 }
 
 fn collect(value: Value, source: &str, items: &mut Items) {
-    let problem = |object: Option<String>, reason: String| {
-        Err(Problem {
-            source: source.to_string(),
-            object,
-            reason,
-        })
+    let problem = |object: Option<String>, reason: String| Problem {
+        source: source.to_string(),
+        object,
+        reason,
     };
     let Value::Object(map) = &value else {
         if !value.is_null() {
-            items.push(problem(
+            items.push(Item::Unreadable(problem(
                 None,
                 "not a Kubernetes object (expected a mapping)".into(),
-            ));
+            )));
         }
         return;
     };
@@ -279,26 +466,48 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
     else {
-        items.push(problem(None, "missing kind".into()));
+        items.push(Item::Unreadable(problem(None, "missing kind".into())));
         return;
     };
     let kind = kind.to_string();
+    let raw = raw_ref(&value);
+    let label = match &raw {
+        Some(id) => format!("{kind} {id}"),
+        None => kind.clone(),
+    };
+    // A problem with an object of a used kind: invalid if it has a name (it is known
+    // which object it is), else unreadable (it could be any).
+    let bad = |reason: String| {
+        let p = problem(Some(label.clone()), reason);
+        match (used_kind(&kind), &raw) {
+            (Some(kind), Some(id)) => Item::Invalid(
+                ObjectKey {
+                    kind,
+                    id: id.clone(),
+                },
+                p,
+            ),
+            (Some(_), None) => Item::Unreadable(p),
+            (None, _) if kind.ends_with("List") => Item::Unreadable(p),
+            (None, _) => Item::Other(p),
+        }
+    };
     let Some(api_version) = map
         .get("apiVersion")
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
     else {
-        items.push(problem(
-            Some(object_label(&kind, &value)),
-            "missing apiVersion".into(),
-        ));
+        items.push(bad("missing apiVersion".into()));
         return;
     };
     let api_version = api_version.to_string();
 
     if let Some(list) = map.get("items").filter(|_| kind.ends_with("List")) {
         let Value::Array(list) = list else {
-            items.push(problem(Some(kind), "items is not a list".into()));
+            items.push(Item::Unreadable(problem(
+                Some(kind.clone()),
+                "items is not a list".into(),
+            )));
             return;
         };
         for (i, item) in list.iter().enumerate() {
@@ -307,7 +516,6 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         return;
     }
 
-    let label = object_label(&kind, &value);
     let parsed = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Service") => serde_json::from_value(value).map(|s| K8sObject::Service(Box::new(s))),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
@@ -317,10 +525,9 @@ fn collect(value: Value, source: &str, items: &mut Items) {
             serde_json::from_value(value).map(|e| K8sObject::Endpoints(Box::new(e)))
         }
         (_, "Service" | "EndpointSlice" | "Endpoints") => {
-            items.push(problem(
-                Some(label),
-                format!("unsupported apiVersion {api_version:?} for {kind}"),
-            ));
+            items.push(bad(format!(
+                "unsupported apiVersion {api_version:?} for {kind}"
+            )));
             return;
         }
         _ => {
@@ -329,112 +536,293 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         }
     };
     match parsed {
-        Ok(object) => items.push(Ok(ParsedObject {
+        Ok(object) => items.push(Item::Object(ParsedObject {
             source: source.to_string(),
             object,
         })),
-        Err(e) => items.push(problem(Some(label), format!("invalid {kind}: {e}"))),
+        Err(e) => items.push(bad(format!("invalid {kind}: {e}"))),
     }
 }
 
-/// A converted object, before the duplicate check.
-enum Converted {
-    Service(model::Service),
-    Slice(ObjectRef, Option<model::EndpointGroup>),
-    Legacy(ObjectRef, Vec<model::EndpointGroup>),
+/// Converts parsed objects into the model, in order (a duplicate of an earlier valid
+/// object is a problem and ignored), and assembles the cluster, as a first read of one
+/// file holding them would.
+pub fn build(objects: impl IntoIterator<Item = ParsedObject>) -> ManifestSet {
+    let read = FileRead {
+        source: String::new(),
+        parts: objects.into_iter().map(convert_object).collect(),
+    };
+    LastGood::default().update(vec![read], SystemTime::now())
 }
 
-/// Converts one parsed object: its own namespace/name, the model value and warnings.
-fn convert(
-    object: &K8sObject,
-) -> Result<(ObjectRef, Converted, Vec<String>), model::InvalidObject> {
-    match object {
-        K8sObject::Service(s) => {
-            let (svc, w) = model::Service::from_k8s(s)?;
-            Ok((svc.id.clone(), Converted::Service(svc), w))
-        }
-        K8sObject::EndpointSlice(s) => {
-            let (svc, group, w) = model::endpoint_group_from_slice(s)?;
-            Ok((
-                ObjectRef::from_meta(&s.metadata)?,
-                Converted::Slice(svc, group),
-                w,
-            ))
-        }
-        K8sObject::Endpoints(e) => {
-            let (svc, groups, w) = model::endpoint_groups_from_endpoints(e)?;
-            Ok((svc.clone(), Converted::Legacy(svc, groups), w))
+/// "2026-12-02T21:05:04Z".
+fn timestamp(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The manifest directory's memory between reads, behind "last known good" (see the
+/// module documentation): per file, the usable objects of its last good reads, and which
+/// file each served object came from.
+#[derive(Debug, Default)]
+pub struct LastGood {
+    /// Per file (by [`FileRead::source`]), what it serves from: the objects of its last
+    /// read and, where that read was bad, the last good versions kept.
+    files: HashMap<String, Vec<GoodObject>>,
+    /// The objects served after the last update (the incumbents), and their file.
+    served: HashMap<ObjectKey, String>,
+}
+
+/// Why an object of a file serves its last good version instead of this read's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kept {
+    /// It is this read's version.
+    Fresh,
+    /// This read's version is invalid.
+    Invalid,
+    /// This read did not show it, and part of the file did not parse.
+    Unread,
+}
+
+/// A problem of one file whose text depends on what ends up served.
+enum Pending {
+    Plain(Problem),
+    /// Object `index` of the file: its warnings, a duplicate problem, or why its last good
+    /// version is kept (`problem`: the reason this read's version is not used).
+    Object {
+        index: usize,
+        problem: Option<Problem>,
+    },
+    /// A part of the file that did not parse.
+    Unreadable(Problem),
+}
+
+/// One file after [`file_step`].
+struct FileStep {
+    source: String,
+    /// What the file serves from, fresh and kept, with why; unique keys.
+    objects: Vec<(GoodObject, Kept)>,
+    problems: Vec<Pending>,
+}
+
+/// The per-file rule: this read's usable objects, plus the last good versions of what
+/// this read could not use (an invalid object that was good last time; everything the
+/// read did not show when part of the file did not parse).
+fn file_step(read: FileRead, last: Vec<GoodObject>, now: SystemTime) -> FileStep {
+    let incomplete = read.parts.iter().any(|p| matches!(p, Part::Unreadable(_)));
+    // The last good objects, in their document order, taken out as this read accounts for
+    // them.
+    let index: HashMap<ObjectKey, usize> = last
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.key.clone(), i))
+        .collect();
+    let mut last: Vec<Option<GoodObject>> = last.into_iter().map(Some).collect();
+    let mut take_last = |key: &ObjectKey| index.get(key).and_then(|i| last[*i].take());
+    // The first usable version of each object in the file wins over later ones and over
+    // invalid ones (as before the last good rule: an invalid document is skipped).
+    let mut first_good: HashMap<ObjectKey, String> = HashMap::new();
+    for part in &read.parts {
+        if let Part::Good(o) = part {
+            first_good
+                .entry(o.key.clone())
+                .or_insert_with(|| o.source.clone());
         }
     }
-}
-
-/// Converts parsed objects into the model, in order (a duplicate of an earlier valid object
-/// is a problem and ignored), and assembles the cluster. Problems stay in document order.
-/// Every source goes through here: the manifest directory and the Kubernetes watches.
-pub fn build(items: Items) -> ManifestSet {
-    let mut problems = Vec::new();
-    let mut seen: HashMap<(&'static str, ObjectRef), String> = HashMap::new();
-    let mut services = Vec::new();
-    let mut slices = BTreeMap::new();
-    let mut legacy = Vec::new();
-    for item in items {
-        let ParsedObject { source, object } = match item {
-            Ok(o) => o,
-            Err(p) => {
-                problems.push(p);
-                continue;
+    let mut seen: HashSet<ObjectKey> = HashSet::new();
+    let mut step = FileStep {
+        source: read.source,
+        objects: Vec::new(),
+        problems: Vec::new(),
+    };
+    for part in read.parts {
+        match part {
+            Part::Good(mut o) => {
+                if seen.insert(o.key.clone()) {
+                    o.read_at = now;
+                    take_last(&o.key);
+                    step.problems.push(Pending::Object {
+                        index: step.objects.len(),
+                        problem: None,
+                    });
+                    step.objects.push((o, Kept::Fresh));
+                } else {
+                    step.problems.push(Pending::Plain(Problem {
+                        object: Some(o.key.to_string()),
+                        reason: format!(
+                            "duplicate of the one defined at {}; ignored",
+                            first_good[&o.key]
+                        ),
+                        source: o.source,
+                    }));
+                }
             }
-        };
-        let kind = object.kind();
-        let (id, converted, warnings) = match convert(&object) {
-            Ok(c) => c,
-            Err(e) => {
-                let meta = match &object {
-                    K8sObject::Service(s) => &s.metadata,
-                    K8sObject::EndpointSlice(s) => &s.metadata,
-                    K8sObject::Endpoints(e) => &e.metadata,
-                };
-                let object = Some(match ObjectRef::from_meta(meta) {
-                    Ok(id) => format!("{kind} {id}"),
-                    Err(_) => kind.to_string(),
-                });
-                problems.push(Problem {
-                    source,
-                    object,
-                    reason: e.to_string(),
-                });
-                continue;
+            Part::Invalid(key, problem) => {
+                let kept = (!first_good.contains_key(&key) && seen.insert(key.clone()))
+                    .then(|| take_last(&key))
+                    .flatten();
+                match kept {
+                    Some(o) => {
+                        step.problems.push(Pending::Object {
+                            index: step.objects.len(),
+                            problem: Some(problem),
+                        });
+                        step.objects.push((o, Kept::Invalid));
+                    }
+                    None => step.problems.push(Pending::Plain(problem)),
+                }
             }
-        };
-        let object_label = Some(format!("{kind} {id}"));
-        if let Some(first) = seen.get(&(kind, id.clone())) {
-            problems.push(Problem {
-                source,
-                object: object_label,
-                reason: format!("duplicate of the one defined at {first}; ignored"),
+            Part::Unreadable(p) => step.problems.push(Pending::Unreadable(p)),
+            Part::Other(p) => step.problems.push(Pending::Plain(p)),
+        }
+    }
+    if incomplete {
+        // Whatever the last good read had and this one did not show may be in the part that
+        // did not parse: keep it, in its old document order.
+        for o in last.into_iter().flatten() {
+            step.problems.push(Pending::Object {
+                index: step.objects.len(),
+                problem: None,
             });
-            continue;
+            step.objects.push((o, Kept::Unread));
         }
-        for reason in warnings {
-            problems.push(Problem {
-                source: source.clone(),
-                object: object_label.clone(),
-                reason,
-            });
-        }
-        match converted {
-            Converted::Service(svc) => services.push(svc),
-            Converted::Slice(svc, group) => {
-                slices.insert(id.clone(), (svc, group));
-            }
-            Converted::Legacy(svc, groups) => legacy.push((svc, groups)),
-        }
-        seen.insert((kind, id), source);
     }
-    // Slices in namespace/name order, as a watch cache would list them.
-    ManifestSet {
-        cluster: Cluster::assemble(services, slices.into_values(), legacy),
-        problems,
+    step
+}
+
+impl LastGood {
+    /// Takes a new read of the directory (every file it holds now, in file-name order;
+    /// files not in `reads` are gone) and returns what to serve and its problems, in file
+    /// and document order. `now` is the time of the read (shown in problems).
+    pub fn update(&mut self, reads: Vec<FileRead>, now: SystemTime) -> ManifestSet {
+        let mut last = std::mem::take(&mut self.files);
+        let files: Vec<FileStep> = reads
+            .into_iter()
+            .map(|read| {
+                let before = last.remove(&read.source).unwrap_or_default();
+                file_step(read, before, now)
+            })
+            .collect();
+
+        // Across files: the incumbent stays; else the first in file order.
+        let mut winners: HashMap<&ObjectKey, (usize, usize)> = HashMap::new();
+        for (f, file) in files.iter().enumerate() {
+            for (i, (o, _)) in file.objects.iter().enumerate() {
+                let incumbent = self.served.get(&o.key);
+                winners
+                    .entry(&o.key)
+                    .and_modify(|w| {
+                        let current = &files[w.0].source;
+                        if incumbent != Some(current) && incumbent == Some(&file.source) {
+                            *w = (f, i);
+                        }
+                    })
+                    .or_insert((f, i));
+            }
+        }
+
+        let mut problems = Vec::new();
+        let mut served = HashMap::new();
+        let mut services = Vec::new();
+        let mut slices = BTreeMap::new();
+        let mut legacy = Vec::new();
+        for (f, file) in files.iter().enumerate() {
+            let wins = |i: usize| winners[&file.objects[i].0.key] == (f, i);
+            // The oldest last good version this file serves for lack of a complete read.
+            let unread_since = file
+                .objects
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, kept))| *kept == Kept::Unread && wins(*i))
+                .map(|(_, (o, _))| o.read_at)
+                .min();
+            for pending in &file.problems {
+                match pending {
+                    Pending::Plain(p) => problems.push(p.clone()),
+                    Pending::Unreadable(p) => problems.push(match unread_since {
+                        Some(t) => Problem {
+                            reason: format!(
+                                "still serving the last good version of this file (read at {}): {}",
+                                timestamp(t),
+                                p.reason
+                            ),
+                            ..p.clone()
+                        },
+                        None => p.clone(),
+                    }),
+                    Pending::Object { index, problem } => {
+                        let (o, kept) = &file.objects[*index];
+                        let label = Some(o.key.to_string());
+                        if !wins(*index) {
+                            match kept {
+                                Kept::Fresh => {
+                                    let (wf, wi) = winners[&o.key];
+                                    problems.push(Problem {
+                                        source: o.source.clone(),
+                                        object: label,
+                                        reason: format!(
+                                            "duplicate of the one defined at {}; ignored",
+                                            files[wf].objects[wi].0.source
+                                        ),
+                                    });
+                                }
+                                // Not served either way: only the reason this read's
+                                // version is not used.
+                                Kept::Invalid => problems.extend(problem.clone()),
+                                Kept::Unread => {}
+                            }
+                            continue;
+                        }
+                        let held = |reason: &str| {
+                            format!(
+                                "still serving the last good version (read at {}): {reason}",
+                                timestamp(o.read_at)
+                            )
+                        };
+                        match kept {
+                            Kept::Fresh => {}
+                            Kept::Invalid => problems.extend(problem.as_ref().map(|p| Problem {
+                                reason: held(&p.reason),
+                                ..p.clone()
+                            })),
+                            Kept::Unread => problems.push(Problem {
+                                source: file.source.clone(),
+                                object: label.clone(),
+                                reason: held("not found in what could be read of the file"),
+                            }),
+                        }
+                        for reason in &o.warnings {
+                            problems.push(Problem {
+                                source: o.source.clone(),
+                                object: label.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                        served.insert(o.key.clone(), file.source.clone());
+                        match &o.value {
+                            Converted::Service(svc) => services.push(svc.clone()),
+                            Converted::Slice(svc, group) => {
+                                slices.insert(o.key.id.clone(), (svc.clone(), group.clone()));
+                            }
+                            Converted::Legacy(svc, groups) => {
+                                legacy.push((svc.clone(), groups.clone()))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.served = served;
+        self.files = files
+            .into_iter()
+            .map(|f| (f.source, f.objects.into_iter().map(|(o, _)| o).collect()))
+            .collect();
+        // Slices in namespace/name order, as a watch cache would list them.
+        ManifestSet {
+            cluster: Cluster::assemble(services, slices.into_values(), legacy),
+            problems,
+        }
     }
 }
 
@@ -1050,6 +1438,375 @@ endpoints:
                 "bad.yaml#1 Service web/shop2: spec.loadBalancerSourceRanges[1] \"192.0.2.0/40\" is not a CIDR",
                 "bad.yaml#3 Service default/p: spec.internalTrafficPolicy \"Nearest\" is not Cluster or Local",
             ]
+        );
+    }
+
+    // ---- Last known good ----
+
+    /// One read of a directory of YAML files (name, text) at `secs` after the epoch.
+    fn read_at(lg: &mut LastGood, files: &[(&str, &str)], secs: u64) -> ManifestSet {
+        let reads = files
+            .iter()
+            .map(|(name, text)| FileRead::yaml(name, text))
+            .collect();
+        lg.update(
+            reads,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+        )
+    }
+
+    fn cluster_ip(set: &ManifestSet, name: &str) -> Option<Ipv4Addr> {
+        set.cluster
+            .services
+            .get(&ObjectRef::new("default", name))
+            .map(|s| s.cluster_ips[0])
+    }
+
+    fn endpoint_count(set: &ManifestSet, name: &str) -> Option<usize> {
+        set.cluster
+            .endpoints
+            .get(&ObjectRef::new("default", name))
+            .map(|g| g.iter().map(|g| g.endpoints.len()).sum())
+    }
+
+    fn slice_yaml(service: &str, addresses: &[&str]) -> String {
+        let mut out = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-1\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n"
+        );
+        for a in addresses {
+            out += &format!("  - addresses: [\"{a}\"]\n");
+        }
+        out
+    }
+
+    /// 1000 s after the epoch, as problems show it.
+    const T1000: &str = "1970-01-01T00:16:40Z";
+
+    #[test]
+    fn a_file_that_stops_parsing_keeps_serving_its_last_good_objects() {
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.1", "  - port: 80\n");
+        let good = format!("{web}---\n{}", slice_yaml("web", &["10.244.0.1"]));
+        let other = svc_yaml("other", "10.96.0.2", "  - port: 80\n");
+        let set = read_at(&mut lg, &[("a.yaml", &good), ("b.yaml", &other)], 1000);
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        let served = set.cluster.clone();
+
+        // One unclosed `{` in the Service's document: the Service keeps its last good
+        // version; the slice's document parses and its change is taken.
+        let broken_web = web.replace("spec:\n", "spec: {\n");
+        let broken = format!(
+            "{broken_web}---\n{}",
+            slice_yaml("web", &["10.244.0.1", "10.244.0.2"])
+        );
+        let set = read_at(&mut lg, &[("a.yaml", &broken), ("b.yaml", &other)], 2000);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 1)));
+        assert_eq!(set.cluster.services, served.services);
+        assert_eq!(endpoint_count(&set, "web"), Some(2));
+        let problems = reasons(&set);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let prefix = format!(
+            "a.yaml#1: still serving the last good version of this file (read at {T1000}): invalid YAML: "
+        );
+        assert!(problems[0].starts_with(&prefix), "{problems:?}");
+        assert_eq!(
+            problems[1],
+            format!(
+                "a.yaml Service default/web: still serving the last good version (read at {T1000}): not found in what could be read of the file"
+            )
+        );
+
+        // Nothing of the file parses any more: both objects keep the versions last read
+        // good (the Service from the first read, the slice from the second).
+        let set = read_at(
+            &mut lg,
+            &[("a.yaml", "{ unclosed: [\n"), ("b.yaml", &other)],
+            3000,
+        );
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 1)));
+        assert_eq!(endpoint_count(&set, "web"), Some(2));
+        assert_eq!(cluster_ip(&set, "other"), Some(Ipv4Addr::new(10, 96, 0, 2)));
+        let problems = reasons(&set);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with(&prefix), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&format!(
+                "a.yaml Service default/web: still serving the last good version (read at {T1000})"
+            ))),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "a.yaml EndpointSlice default/web-1: still serving the last good version (read at 1970-01-01T00:33:20Z)"
+            )),
+            "{problems:?}"
+        );
+
+        // Fixed, with a change: served as written, no problem left.
+        let fixed = format!(
+            "{}---\n{}",
+            svc_yaml("web", "10.96.0.3", "  - port: 80\n"),
+            slice_yaml("web", &["10.244.0.1"])
+        );
+        let set = read_at(&mut lg, &[("a.yaml", &fixed), ("b.yaml", &other)], 4000);
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 3)));
+        assert_eq!(endpoint_count(&set, "web"), Some(1));
+
+        // An object removed from a file that parses is removed.
+        let without_slice = svc_yaml("web", "10.96.0.3", "  - port: 80\n");
+        let set = read_at(
+            &mut lg,
+            &[("a.yaml", &without_slice), ("b.yaml", &other)],
+            5000,
+        );
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        assert_eq!(endpoint_count(&set, "web"), None);
+
+        // Broken again, then deleted: a deleted file removes its objects.
+        let set = read_at(&mut lg, &[("a.yaml", "{"), ("b.yaml", &other)], 6000);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 3)));
+        let set = read_at(&mut lg, &[("b.yaml", &other)], 7000);
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        assert_eq!(
+            set.cluster.services.keys().cloned().collect::<Vec<_>>(),
+            vec![ObjectRef::new("default", "other")]
+        );
+        // Back with a syntax error: a file that was never good (since it came back) serves
+        // nothing.
+        let set = read_at(&mut lg, &[("a.yaml", "{"), ("b.yaml", &other)], 8000);
+        assert_eq!(cluster_ip(&set, "web"), None);
+        assert_eq!(reasons(&set).len(), 1);
+        assert!(
+            reasons(&set)[0].starts_with("a.yaml#1: invalid YAML: "),
+            "{:?}",
+            reasons(&set)
+        );
+    }
+
+    #[test]
+    fn a_file_that_was_never_good_serves_nothing() {
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.1", "  - port: 80\n");
+        let set = read_at(
+            &mut lg,
+            &[("a.yaml", &web.replace("spec:\n", "spec: {\n"))],
+            1,
+        );
+        assert!(set.cluster.services.is_empty());
+        assert_eq!(reasons(&set).len(), 1);
+        assert!(reasons(&set)[0].starts_with("a.yaml#1: invalid YAML: "));
+        // The same holds for an object that was never valid.
+        let set = read_at(
+            &mut lg,
+            &[("a.yaml", &web.replace("10.96.0.1", "10.96.0.1O"))],
+            2,
+        );
+        assert!(set.cluster.services.is_empty());
+        assert_eq!(
+            reasons(&set),
+            ["a.yaml#1 Service default/web: spec.clusterIP \"10.96.0.1O\" is not an IP address"]
+        );
+    }
+
+    #[test]
+    fn an_object_that_becomes_invalid_keeps_its_last_good_version() {
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.1", "  - port: 80\n");
+        let gone = svc_yaml("gone", "10.96.0.2", "  - port: 80\n");
+        let set = read_at(&mut lg, &[("a.yaml", &format!("{web}---\n{gone}"))], 1000);
+        assert_eq!(set.cluster.services.len(), 2);
+
+        // A clusterIP typo in one object, the other object removed: the first keeps its
+        // last good version (the file parses, so the second is really gone).
+        let typo = web.replace("10.96.0.1", "10.96.0.1O");
+        let set = read_at(&mut lg, &[("a.yaml", &typo)], 2000);
+        assert_eq!(
+            reasons(&set),
+            [format!(
+                "a.yaml#1 Service default/web: still serving the last good version (read at {T1000}): spec.clusterIP \"10.96.0.1O\" is not an IP address"
+            )]
+        );
+        assert_eq!(
+            set.cluster.services.keys().cloned().collect::<Vec<_>>(),
+            vec![ObjectRef::new("default", "web")]
+        );
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 1)));
+        // A field of the wrong type (the object does not even deserialize) is the same.
+        let wrong_type = web.replace("port: 80", "port: eighty");
+        let set = read_at(&mut lg, &[("a.yaml", &wrong_type)], 3000);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 1)));
+        assert!(
+            reasons(&set)[0].starts_with(&format!(
+                "a.yaml#1 Service default/web: still serving the last good version (read at {T1000}): invalid Service: "
+            )),
+            "{:?}",
+            reasons(&set)
+        );
+
+        // Fixed with another address: taken.
+        let set = read_at(
+            &mut lg,
+            &[("a.yaml", &web.replace("10.96.0.1", "10.96.0.9"))],
+            4000,
+        );
+        assert!(set.problems.is_empty());
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 9)));
+    }
+
+    #[test]
+    fn a_part_that_does_not_parse_keeps_objects_it_may_have_held() {
+        // A document without kind may be an object whose kind line was lost: what the file
+        // no longer shows is kept until the file reads completely.
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.1", "  - port: 80\n");
+        let db = svc_yaml("db", "10.96.0.2", "  - port: 5432\n");
+        read_at(&mut lg, &[("a.yaml", &format!("{web}---\n{db}"))], 1);
+        let no_kind = db.replace("kind: Service\n", "");
+        let set = read_at(&mut lg, &[("a.yaml", &format!("{web}---\n{no_kind}"))], 2);
+        assert_eq!(cluster_ip(&set, "db"), Some(Ipv4Addr::new(10, 96, 0, 2)));
+        assert!(
+            reasons(&set)[0]
+                .starts_with("a.yaml#2: still serving the last good version of this file")
+        );
+        // An object without a name, likewise.
+        let no_name = db.replace("  name: db\n", "");
+        let set = read_at(&mut lg, &[("a.yaml", &format!("{web}---\n{no_name}"))], 3);
+        assert_eq!(cluster_ip(&set, "db"), Some(Ipv4Addr::new(10, 96, 0, 2)));
+        // Deployments and other kinds lose nothing: the file reads completely.
+        let set = read_at(
+            &mut lg,
+            &[(
+                "a.yaml",
+                &format!("{web}---\nkind: Deployment\nmetadata: {{name: x}}\n"),
+            )],
+            4,
+        );
+        assert_eq!(cluster_ip(&set, "db"), None);
+        assert_eq!(
+            reasons(&set),
+            ["a.yaml#2 Deployment default/x: missing apiVersion"]
+        );
+
+        // JSON: a syntax error ends the stream; what followed it is kept.
+        let mut lg = LastGood::default();
+        let json = |ip: &str| {
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "a"}}, "spec": {{"clusterIP": "{ip}", "ports": [{{"port": 80}}]}}}}"#
+            )
+        };
+        let b = json("10.96.0.2").replace("\"a\"", "\"b\"");
+        let set = lg.update(
+            vec![FileRead::json(
+                "s.json",
+                &format!("{}\n{b}", json("10.96.0.1")),
+            )],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(set.cluster.services.len(), 2);
+        let set = lg.update(
+            vec![FileRead::json(
+                "s.json",
+                &format!("{}\n{{\n{b}", json("10.96.0.3")),
+            )],
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(cluster_ip(&set, "a"), Some(Ipv4Addr::new(10, 96, 0, 3)));
+        assert_eq!(cluster_ip(&set, "b"), Some(Ipv4Addr::new(10, 96, 0, 2)));
+    }
+
+    #[test]
+    fn a_duplicate_never_moves_the_served_object() {
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.10", "  - port: 80\n");
+        let copy = svc_yaml("web", "10.96.0.99", "  - port: 80\n");
+        let set = read_at(&mut lg, &[("web.yaml", &web)], 1);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+
+        // A new file, first in file order, defines the same Service: the incumbent stays
+        // and the newcomer is named.
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", &web)], 2);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+        assert_eq!(
+            reasons(&set),
+            [
+                "00-copy.yaml#1 Service default/web: duplicate of the one defined at web.yaml#1; ignored"
+            ]
+        );
+        // Still so on the next reads, and while the incumbent's file is broken.
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", &web)], 3);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", "{")], 4);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+        let problems = reasons(&set);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(
+            problems[0],
+            "00-copy.yaml#1 Service default/web: duplicate of the one defined at web.yaml#1; ignored"
+        );
+        assert!(problems[1].starts_with("web.yaml#1: still serving the last good version"));
+        // ... and while it is invalid.
+        let typo = web.replace("10.96.0.10", "10.96.0.1O");
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", &typo)], 5);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+
+        // The incumbent's file drops it: the other definition takes over.
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", "")], 6);
+        assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 99)));
+        // Now that one is the incumbent.
+        let set = read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", &web)], 7);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 99)));
+        assert_eq!(
+            reasons(&set),
+            [
+                "web.yaml#1 Service default/web: duplicate of the one defined at 00-copy.yaml#1; ignored"
+            ]
+        );
+
+        // Without an incumbent (a first read), the first in file order wins.
+        let set = read_at(
+            &mut LastGood::default(),
+            &[("00-copy.yaml", &copy), ("web.yaml", &web)],
+            1,
+        );
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 99)));
+        assert_eq!(
+            reasons(&set),
+            [
+                "web.yaml#1 Service default/web: duplicate of the one defined at 00-copy.yaml#1; ignored"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kept_duplicate_that_is_not_served_says_nothing_of_serving() {
+        // The newcomer's file breaks: its last good version is kept but not served, so no
+        // problem claims it is.
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.10", "  - port: 80\n");
+        let copy = svc_yaml("web", "10.96.0.99", "  - port: 80\n");
+        read_at(&mut lg, &[("web.yaml", &web)], 1);
+        read_at(&mut lg, &[("00-copy.yaml", &copy), ("web.yaml", &web)], 2);
+        let set = read_at(&mut lg, &[("00-copy.yaml", "{"), ("web.yaml", &web)], 3);
+        assert_eq!(cluster_ip(&set, "web"), Some(Ipv4Addr::new(10, 96, 0, 10)));
+        let problems = reasons(&set);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("00-copy.yaml#1: invalid YAML: "),
+            "{problems:?}"
+        );
+        let set = read_at(
+            &mut lg,
+            &[
+                ("00-copy.yaml", &copy.replace("10.96.0.99", "x")),
+                ("web.yaml", &web),
+            ],
+            4,
+        );
+        assert_eq!(
+            reasons(&set),
+            ["00-copy.yaml#1 Service default/web: spec.clusterIP \"x\" is not an IP address"]
         );
     }
 }

@@ -531,7 +531,8 @@ fn update_desired(
     let changed = now != *problems;
     if changed {
         for p in &now.source {
-            warn!(problem = %p, "skipped invalid input");
+            // Not always skipped: an object can keep its last good version (the text says).
+            warn!(problem = %p, "invalid input");
         }
         for p in &now.compute {
             match &p.conflict {

@@ -2,7 +2,9 @@
 //! the manifest directory (polled: names, sizes, modification times) or the Kubernetes
 //! watches (a generation that moves on every event). Each gives a [`View`]: the model, the
 //! problems its objects have, and whether everything or only some Services' endpoints
-//! changed.
+//! changed. Both remember the last good version of what they serve: the manifest source in
+//! its [`LastGood`] (a file that stops parsing keeps serving what it held), the watches in
+//! [`WatchedCluster`].
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -13,7 +15,7 @@ use tracing::warn;
 
 use crate::{
     kubernetes::{KubeSource, NodeFacts, WatchedCluster},
-    manifest::{self, ManifestSet},
+    manifest::{self, LastGood, ManifestSet},
     model::{Cluster, ObjectRef, Problem},
 };
 
@@ -43,6 +45,8 @@ pub enum Source {
     Manifests {
         dir: PathBuf,
         last: Option<Fingerprint>,
+        /// What the files served at their last good reads (see [`crate::manifest`]).
+        last_good: LastGood,
         set: ManifestSet,
     },
     Kubernetes {
@@ -75,6 +79,7 @@ impl Source {
         Source::Manifests {
             dir,
             last: None,
+            last_good: LastGood::default(),
             set: ManifestSet::default(),
         }
     }
@@ -92,14 +97,19 @@ impl Source {
     /// None while there is nothing new, or no complete view yet.
     pub fn poll(&mut self, force: bool) -> Option<View<'_>> {
         match self {
-            Source::Manifests { dir, last, set } => {
+            Source::Manifests {
+                dir,
+                last,
+                last_good,
+                set,
+            } => {
                 let now = fingerprint(dir);
                 if last.as_ref() == Some(&now) && !force {
                     return None;
                 }
                 *last = Some(now);
-                match manifest::load_dir(dir) {
-                    Ok(loaded) => *set = loaded,
+                match manifest::read_dir(dir) {
+                    Ok(reads) => *set = last_good.update(reads, SystemTime::now()),
                     // The directory itself is unreadable: keep serving the last good state.
                     Err(e) => {
                         warn!(error = %e, "cannot read manifests; keeping the current state");
@@ -134,11 +144,13 @@ impl Source {
                 let change = if first || force || refresh.services_changed || node_changed {
                     *last_node = node;
                     Change::All
-                } else if refresh.endpoints_changed.is_empty() {
+                } else if refresh.endpoints_changed.is_empty() && !refresh.problems_changed {
                     // An event that changed nothing the model holds (a bookmark, a no-op
                     // update).
                     return None;
                 } else {
+                    // (Only problems changed: an empty set, which recomputes nothing and
+                    // passes the problems on.)
                     Change::Endpoints(refresh.endpoints_changed)
                 };
                 Some(View {
