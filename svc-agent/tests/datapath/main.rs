@@ -33,4 +33,5 @@ mod reject;
 mod services;
 mod source_ranges;
 mod terminating;
+mod verifier;
 mod xdp;
