@@ -946,6 +946,24 @@ mod tests {
     }
 
     #[test]
+    fn tcp_lifetimes_follow_the_handshake() {
+        let t = |flags| ct_timeout_ns(PROTO_TCP, flags);
+        assert_eq!(t(0), CT_TCP_SYN_TIMEOUT_NS, "SYN sent");
+        assert_eq!(
+            t(CT_F_REPLIED | CT_F_HALF_OPEN),
+            CT_TCP_SYN_TIMEOUT_NS,
+            "half-open"
+        );
+        assert_eq!(t(CT_F_REPLIED), CT_TCP_TIMEOUT_NS, "established");
+        assert_eq!(
+            t(CT_F_REPLIED | CT_F_CLOSING),
+            CT_CLOSING_TIMEOUT_NS,
+            "closing"
+        );
+        assert_eq!(ct_timeout_ns(PROTO_UDP, CT_F_REPLIED), CT_UDP_TIMEOUT_NS);
+    }
+
+    #[test]
     fn verdict_indexes_fit_the_stats_map() {
         for (i, v) in Verdict::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);

@@ -25,6 +25,7 @@ mod support;
 
 mod affinity;
 mod clusterip;
+mod collisions;
 mod conntrack;
 mod malformed;
 mod masquerade;
