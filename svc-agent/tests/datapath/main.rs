@@ -27,6 +27,7 @@ mod affinity;
 mod clusterip;
 mod collisions;
 mod conntrack;
+mod fuzz;
 mod malformed;
 mod masquerade;
 mod policy;
