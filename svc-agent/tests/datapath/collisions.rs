@@ -327,7 +327,7 @@ fn the_same_flow_reuses_its_own_reply_entry() {
 /// it get the 8 ports, all different (runs of 8 consecutive ports cover the range; the 6
 /// random probes before this missed the last free ports most of the time); a 9th is
 /// dropped and counted as `drop_nat_failed`; once one flow's entries are dead, its port
-/// is given to the next client.
+/// is given to the next client, and once all are dead the range is given out again.
 #[test]
 fn port_search_fills_a_small_range_then_fails_visibly() {
     use Prog::{Tc, Xdp};
@@ -398,6 +398,28 @@ fn port_search_fills_a_small_range_then_fails_visibly() {
         "the 9th client gets port 61003",
         &segment(&node(61003), SHARED_BE, SYN, 1),
         &out,
+    );
+    // Every flow dies: the whole range is given out again, to 8 new clients.
+    for (k, mut v) in h.maps.read_conntrack().unwrap() {
+        v.last_seen_ns = 0;
+        h.maps.ct.insert(k, v, 0).expect("ageing the entries");
+    }
+    let mut again = BTreeSet::new();
+    for i in 0..8u8 {
+        let client = format!("192.0.2.{}:50000", 200 + i);
+        let out = h.expect(
+            "refill the range",
+            Xdp,
+            &segment(&client, SVC_A, SYN, 1),
+            XDP_PASS,
+            Verdict::DnatNew,
+        );
+        again.insert(src_of(&out).port());
+    }
+    assert_eq!(
+        again.len(),
+        8,
+        "the range refilled with 8 different ports: {again:?}"
     );
     let mut seen = BTreeSet::new();
     for (k, _) in h.maps.read_conntrack().unwrap() {
