@@ -75,6 +75,72 @@ fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
     now.saturating_sub(ct.last_seen_ns) > ct_timeout_ns(proto, ct.flags)
 }
 
+// A flow lives while either of its two entries is within its lifetime: each entry is
+// refreshed only by the packets of its own direction, so a flow whose traffic goes one
+// way (a UDP stream, a long upload) would otherwise lose the other entry while alive.
+// Netfilter keeps one entry for both directions. The check of the other entry runs only
+// when an entry has expired, so it costs nothing on the common path. Without it an
+// expired reply entry of a live flow could be given to a new flow (the tuple clash the
+// collision rule prevents), and the live flow's replies would go to the new one.
+
+/// Whether the service entry of the flow whose reply entry `rev` is keyed by `key` is
+/// alive and still describes this reply tuple (same backend, same reply address:port).
+#[inline(always)]
+fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
+    let Some(svc) = (unsafe { SVC4_REVNAT.get(&rev.rev_nat_id) }) else {
+        return false;
+    };
+    let fwd_key = ct_key(
+        rev.addr_be,
+        svc.vip_be,
+        rev.port_be,
+        svc.port_be,
+        key.proto,
+        CT_KIND_SERVICE,
+    );
+    let Some(fwd) = (unsafe { SVC4_CT.get(&fwd_key) }) else {
+        return false;
+    };
+    let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
+        (fwd.nat_addr_be, fwd.nat_port_be)
+    } else {
+        (rev.addr_be, rev.port_be)
+    };
+    !expired(fwd, key.proto, now)
+        && fwd.addr_be == key.saddr_be
+        && fwd.port_be == key.sport_be
+        && reply_addr == key.daddr_be
+        && reply_port == key.dport_be
+}
+
+/// Whether the reply entry of the flow whose service entry `fwd` is keyed by `key` is
+/// alive and belongs to this flow (same client, same Service).
+#[inline(always)]
+fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
+    let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
+        (fwd.nat_addr_be, fwd.nat_port_be)
+    } else {
+        (key.saddr_be, key.sport_be)
+    };
+    let reply_key = ct_key(
+        fwd.addr_be,
+        reply_addr,
+        fwd.port_be,
+        reply_port,
+        key.proto,
+        CT_KIND_REPLY,
+    );
+    match unsafe { SVC4_CT.get(&reply_key) } {
+        Some(rev) => {
+            !expired(rev, key.proto, now)
+                && rev.addr_be == key.saddr_be
+                && rev.port_be == key.sport_be
+                && rev.rev_nat_id == fwd.rev_nat_id
+        }
+        None => false,
+    }
+}
+
 #[inline(always)]
 fn ct_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, kind: u8) -> Ct4Key {
     Ct4Key {
@@ -189,7 +255,7 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
         let reused = pkt.proto == PROTO_TCP
             && ct.flags & CT_F_CLOSING != 0
             && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        if !reused && !expired(ct, pkt.proto, now) {
+        if !reused && (!expired(ct, pkt.proto, now) || reply_side_alive(&key, ct, now)) {
             // The flow keeps its backend while that backend exists with the same address,
             // whether or not it is still among the Service's slots (a terminating backend
             // keeps its flows). A freed and reused id has another address: the flow is
@@ -497,7 +563,7 @@ fn probe_reply(s: &PortSearch) -> u8 {
             if (ct.addr_be == s.client_addr
                 && ct.port_be == s.client_port
                 && ct.rev_nat_id == s.rev_nat_id)
-                || expired(ct, s.key.proto, s.now) =>
+                || (expired(ct, s.key.proto, s.now) && !service_side_alive(&s.key, ct, s.now)) =>
         {
             PROBE_REUSABLE
         }
@@ -693,7 +759,7 @@ fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
     );
     // SAFETY: a pointer into the LRU map's value; fields are written individually.
     let ct = unsafe { &mut *SVC4_CT.get_ptr_mut(&key)? };
-    if expired(ct, pkt.proto, now) {
+    if expired(ct, pkt.proto, now) && !service_side_alive(&key, ct, now) {
         return None;
     }
     let rev_nat_id = ct.rev_nat_id;

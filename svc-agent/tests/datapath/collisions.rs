@@ -326,8 +326,9 @@ fn the_same_flow_reuses_its_own_reply_entry() {
 /// The port search on a masquerade range of 8 ports: 8 clients whose own ports are outside
 /// it get the 8 ports, all different (runs of 8 consecutive ports cover the range; the 6
 /// random probes before this missed the last free ports most of the time); a 9th is
-/// dropped and counted as `drop_nat_failed`; once one flow's entries are dead, its port
-/// is given to the next client, and once all are dead the range is given out again.
+/// dropped and counted as `drop_nat_failed`; a flow whose replies stopped but whose client
+/// still sends keeps its port; once both of a flow's entries are dead, its port is given
+/// to the next client, and once all are dead the range is given out again.
 #[test]
 fn port_search_fills_a_small_range_then_fails_visibly() {
     use Prog::{Tc, Xdp};
@@ -375,18 +376,31 @@ fn port_search_fills_a_small_range_then_fails_visibly() {
             &out,
         );
     }
-    // Flow on 61003 dies (its reply entry last seen at boot): its port is free again.
-    let dead_key = conntrack::key(SHARED_BE, &node(61003), PROTO_TCP, CT_KIND_REPLY);
-    let mut dead = h
-        .maps
-        .ct
-        .get(&dead_key, 0)
-        .expect("the reply entry of port 61003");
-    dead.last_seen_ns = 0;
-    h.maps
-        .ct
-        .insert(dead_key, dead, 0)
-        .expect("ageing the entry");
+    // The flow on 61003 goes quiet towards its client (its reply entry last seen at
+    // boot) but its client still sends: it lives through its service entry, and its port
+    // is not given away.
+    let age = |h: &mut Harness, key| {
+        let mut v = h.maps.ct.get(&key, 0).expect("the entry to age");
+        v.last_seen_ns = 0;
+        h.maps.ct.insert(key, v, 0).expect("ageing the entry");
+    };
+    age(
+        &mut h,
+        conntrack::key(SHARED_BE, &node(61003), PROTO_TCP, CT_KIND_REPLY),
+    );
+    h.check(&case(
+        "a flow alive in one direction keeps its port",
+        Xdp,
+        full.clone(),
+        XDP_DROP,
+        Output::Unchanged,
+        Verdict::DropNatFailed,
+    ));
+    // Now it dies in both directions: its port is free again.
+    age(
+        &mut h,
+        conntrack::key(&ports[&61003], SVC_A, PROTO_TCP, CT_KIND_SERVICE),
+    );
     let out = h.expect(
         "a dead flow's port is reused",
         Xdp,

@@ -1,11 +1,12 @@
 //! Conntrack: the checks of what a table left in SVC4_CT (run after the clusterip,
 //! malformed, xdp, reject and masquerade tables), a half-open handshake's short lifetime,
+//! a flow living while either of its entries does,
 //! a closing flow's client port reused by a new SYN, and stickiness (every flow keeps the
 //! backend its SYN got).
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use svc_agent::packet::{ACK, FIN, PROTO_TCP, PacketBuilder, SYN};
+use svc_agent::packet::{ACK, FIN, PROTO_TCP, PROTO_UDP, PacketBuilder, SYN};
 use svc_common::{
     CT_F_HALF_OPEN, CT_F_REPLIED, CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, CT_TCP_SYN_TIMEOUT_NS,
     CT_TCP_TIMEOUT_NS, Ct4Key, Ct4Value, Verdict, ct_timeout_ns,
@@ -205,6 +206,68 @@ fn half_open_until_the_client_answers() {
     let established = (CT_F_REPLIED, CT_TCP_TIMEOUT_NS);
     assert_eq!(timeouts(&h), [established; 2], "after the client's ACK");
     println!("ok   half-open: 60 s until the client's ACK, then 6 h, on both entries");
+}
+
+/// A flow lives while either of its entries does: each is refreshed only by its own
+/// direction, so a flow whose traffic goes one way for a while (a UDP stream) must keep
+/// being translated both ways, and keep its backend. Entries are aged by hand (last seen
+/// at boot).
+#[test]
+fn a_flow_lives_while_either_entry_does() {
+    use Output::Exact;
+    use Prog::Tc;
+    let mut h = services::single_node("either-entry");
+    let (client, vip, be) = ("10.244.1.20:40060", "10.96.0.10:80", services::LOCAL_BE);
+    let age = |h: &mut Harness, src: &str, dst: &str, kind: u8| {
+        let k = key(src, dst, PROTO_UDP, kind);
+        let mut v = h.maps.ct.get(&k, 0).expect("the entry to age");
+        v.last_seen_ns = 0;
+        h.maps.ct.insert(k, v, 0).expect("ageing the entry");
+    };
+    h.check(&case(
+        "UDP out",
+        Tc,
+        datagram(client, vip, b"1", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"1", false)),
+        Verdict::DnatNew,
+    ));
+    h.check(&case(
+        "UDP back",
+        Tc,
+        datagram(be, client, b"2", false),
+        TC_ACT_OK,
+        Exact(datagram(vip, client, b"2", false)),
+        Verdict::RevNat,
+    ));
+    age(&mut h, be, client, CT_KIND_REPLY);
+    h.check(&case(
+        "reply entry expired, service entry alive: the reply is still translated",
+        Tc,
+        datagram(be, client, b"3", false),
+        TC_ACT_OK,
+        Exact(datagram(vip, client, b"3", false)),
+        Verdict::RevNat,
+    ));
+    age(&mut h, client, vip, CT_KIND_SERVICE);
+    h.check(&case(
+        "service entry expired, reply entry alive: still the same flow",
+        Tc,
+        datagram(client, vip, b"4", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"4", false)),
+        Verdict::DnatEstablished,
+    ));
+    age(&mut h, be, client, CT_KIND_REPLY);
+    age(&mut h, client, vip, CT_KIND_SERVICE);
+    h.check(&case(
+        "both expired: a new flow",
+        Tc,
+        datagram(client, vip, b"5", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"5", false)),
+        Verdict::DnatNew,
+    ));
 }
 
 /// Client port reuse: a bare SYN on a flow whose conntrack entry is closing is a new flow.
