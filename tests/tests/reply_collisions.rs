@@ -199,18 +199,30 @@ fn udp_in_turn(from: &From) {
 }
 
 #[test]
-fn one_pod_port_to_two_services_sharing_a_backend() {
+fn one_pod_tcp_port_to_two_services_sharing_a_backend() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::up();
     tcp_in_turn(&pod_client(&env, 47000));
+}
+
+#[test]
+fn one_pod_udp_port_to_two_services_sharing_a_backend() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
     udp_in_turn(&pod_client(&env, 47001));
 }
 
 #[test]
-fn one_outside_port_to_two_services_sharing_a_backend_masqueraded() {
+fn one_outside_tcp_port_to_two_services_masqueraded() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::up();
     tcp_in_turn(&outside_client(&env, 61500));
+}
+
+#[test]
+fn one_outside_udp_port_to_two_services_masqueraded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up();
     udp_in_turn(&outside_client(&env, 61501));
 }
 
