@@ -169,7 +169,6 @@ fn proto_num(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
-        other => panic!("fuzz Services are TCP/UDP, not {other:?}"),
     }
 }
 
