@@ -140,6 +140,9 @@ pub struct PacketBuilder {
     payload: Vec<u8>,
     truncate: Option<usize>,
     pad_to: usize,
+    total_length: Option<u16>,
+    udp_length: Option<u16>,
+    tcp_data_offset: Option<u8>,
 }
 
 impl PacketBuilder {
@@ -162,6 +165,9 @@ impl PacketBuilder {
             payload: Vec::new(),
             truncate: None,
             pad_to: 0,
+            total_length: None,
+            udp_length: None,
+            tcp_data_offset: None,
         }
     }
 
@@ -368,6 +374,27 @@ impl PacketBuilder {
         self
     }
 
+    /// Writes `len` as the IPv4 total length instead of the real one (the header checksum
+    /// covers the value written), for frames whose lengths contradict each other.
+    pub fn total_length(mut self, len: u16) -> Self {
+        self.total_length = Some(len);
+        self
+    }
+
+    /// Writes `len` as the UDP length instead of the real one (the checksum covers the
+    /// value written; the pseudo-header keeps the real length). No effect on non-UDP.
+    pub fn udp_length(mut self, len: u16) -> Self {
+        self.udp_length = Some(len);
+        self
+    }
+
+    /// Writes `words` (4-byte words, 0..=15) as the TCP data offset instead of the real
+    /// one; the options and payload stay where they are. No effect on non-TCP.
+    pub fn tcp_data_offset(mut self, words: u8) -> Self {
+        self.tcp_data_offset = Some(words & 0x0f);
+        self
+    }
+
     /// The IPv4 protocol number the header will carry.
     pub fn protocol(&self) -> u8 {
         self.proto_override.unwrap_or(match self.l4 {
@@ -398,7 +425,7 @@ impl PacketBuilder {
                 seg.extend_from_slice(&dport.to_be_bytes());
                 seg.extend_from_slice(&seq.to_be_bytes());
                 seg.extend_from_slice(&ack.to_be_bytes());
-                seg.push(((hlen / 4) as u8) << 4);
+                seg.push(self.tcp_data_offset.unwrap_or((hlen / 4) as u8) << 4);
                 seg.push(*flags);
                 seg.extend_from_slice(&window.to_be_bytes());
                 seg.extend_from_slice(&[0, 0]);
@@ -418,7 +445,7 @@ impl PacketBuilder {
                 let mut seg = Vec::with_capacity(len);
                 seg.extend_from_slice(&sport.to_be_bytes());
                 seg.extend_from_slice(&dport.to_be_bytes());
-                seg.extend_from_slice(&(len as u16).to_be_bytes());
+                seg.extend_from_slice(&self.udp_length.unwrap_or(len as u16).to_be_bytes());
                 seg.extend_from_slice(&[0, 0]);
                 seg.extend_from_slice(&self.payload);
                 if !zero_checksum {
@@ -464,7 +491,7 @@ impl PacketBuilder {
         let ip_start = frame.len();
         frame.push((self.version << 4) | ihl as u8);
         frame.push(self.tos);
-        frame.extend_from_slice(&(tot_len as u16).to_be_bytes());
+        frame.extend_from_slice(&self.total_length.unwrap_or(tot_len as u16).to_be_bytes());
         frame.extend_from_slice(&self.id.to_be_bytes());
         frame.extend_from_slice(&frag.to_be_bytes());
         frame.push(self.ttl);
@@ -851,6 +878,25 @@ mod tests {
             &[0x08, 0x00, 0xf7, 0xfd, 0x00, 0x01, 0x00, 0x01]
         );
         verify_checksums(&frame).unwrap();
+    }
+
+    #[test]
+    fn length_overrides_are_written_as_asked() {
+        let tcp = PacketBuilder::tcp(sa("10.0.0.1:1"), sa("10.0.0.2:2"))
+            .total_length(100)
+            .tcp_data_offset(4)
+            .build();
+        assert_eq!(tcp.len(), 14 + 20 + 20, "the frame keeps its real length");
+        assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), 100);
+        assert_eq!(tcp[14 + 20 + 12] >> 4, 4);
+        // The IPv4 header checksum covers the written total length.
+        assert_eq!(fold(sum_be_words(&tcp[14..34])), 0xffff);
+        let udp = PacketBuilder::udp(sa("10.0.0.1:1"), sa("10.0.0.2:2"))
+            .payload(b"abcd")
+            .udp_length(4)
+            .build();
+        assert_eq!(u16::from_be_bytes([udp[38], udp[39]]), 4);
+        verify_checksums(&udp).unwrap();
     }
 
     #[test]

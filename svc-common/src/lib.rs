@@ -446,8 +446,10 @@ pub struct Ct4Value {
     pub flags: u8,
     pub _pad: u8,
     pub rev_nat_id: u32,
-    /// Service entries of masqueraded flows (CT_F_SNAT): the source the flow is translated
-    /// to (the node address and a port). Network order; 0 otherwise.
+    /// Service entries of flows with a translated source (CT_F_SNAT): the source the flow
+    /// is translated to: the node address and a port when masqueraded, the client's own
+    /// address and another port when only the port was remapped (a reply-tuple clash, see
+    /// svc-ebpf/src/lb.rs). Network order; 0 otherwise.
     pub nat_addr_be: u32,
     pub nat_port_be: u16,
     pub _pad2: [u8; 2],
@@ -457,17 +459,32 @@ pub struct Ct4Value {
 pub const CT_F_CLOSING: u8 = 1;
 /// The flow has seen a reply (TCP: SYN-ACK; UDP: any reply).
 pub const CT_F_REPLIED: u8 = 2;
-/// The flow is masqueraded: its source is translated to nat_addr:nat_port.
+/// The flow's source is translated to nat_addr:nat_port: masqueraded to the node, or (the
+/// client's own address with another port) remapped because its reply tuple clashed with
+/// another live flow's.
 pub const CT_F_SNAT: u8 = 4;
+/// TCP: the backend answered the SYN (SYN-ACK) but the client has not sent a packet since:
+/// a half-open handshake (a scan, a spoofed or vanished client). It keeps the short SYN
+/// lifetime until the client's next packet clears it, as netfilter's SYN_RECV (60 s)
+/// does; without it a SYN answered once would hold its entries, and a masquerade port,
+/// for the established lifetime. Entries written before this bit existed never carry it.
+pub const CT_F_HALF_OPEN: u8 = 8;
 
 /// Every CT_F_* bit with its label, in bit order.
-pub const CT_FLAG_LABELS: [(u8, &str); 3] = [
+pub const CT_FLAG_LABELS: [(u8, &str); 4] = [
     (CT_F_CLOSING, "closing"),
     (CT_F_REPLIED, "replied"),
     (CT_F_SNAT, "snat"),
+    (CT_F_HALF_OPEN, "half-open"),
 ];
 
-/// Lifetimes after the last packet (Cilium's defaults).
+/// Lifetimes after the last packet (Cilium's defaults; netfilter's for comparison):
+/// - TCP established (a reply seen, handshake completed): 6 h (netfilter: 5 days; its
+///   300 s "unacknowledged" shortening needs sequence tracking, which we do not do);
+/// - TCP before a reply (SYN sent), or half-open (CT_F_HALF_OPEN): 60 s (netfilter:
+///   SYN_SENT 120 s, SYN_RECV 60 s);
+/// - after a FIN or RST: 10 s (netfilter: FIN_WAIT/CLOSE_WAIT 60 s, TIME_WAIT 120 s);
+/// - UDP: 60 s (netfilter: 30 s unreplied, 120 s once a stream).
 pub const CT_TCP_TIMEOUT_NS: u64 = 21_600 * 1_000_000_000;
 pub const CT_TCP_SYN_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 pub const CT_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
@@ -485,7 +502,7 @@ pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
     if flags & CT_F_CLOSING != 0 {
         CT_CLOSING_TIMEOUT_NS
     } else if proto == PROTO_TCP {
-        if flags & CT_F_REPLIED != 0 {
+        if flags & CT_F_REPLIED != 0 && flags & CT_F_HALF_OPEN == 0 {
             CT_TCP_TIMEOUT_NS
         } else {
             CT_TCP_SYN_TIMEOUT_NS
@@ -929,6 +946,24 @@ mod tests {
         assert_eq!(Protocol::from_raw(132), None);
         assert_eq!(CtKind::from_raw(0), None);
         assert_eq!(BackendState::Terminating.label(), "terminating");
+    }
+
+    #[test]
+    fn tcp_lifetimes_follow_the_handshake() {
+        let t = |flags| ct_timeout_ns(PROTO_TCP, flags);
+        assert_eq!(t(0), CT_TCP_SYN_TIMEOUT_NS, "SYN sent");
+        assert_eq!(
+            t(CT_F_REPLIED | CT_F_HALF_OPEN),
+            CT_TCP_SYN_TIMEOUT_NS,
+            "half-open"
+        );
+        assert_eq!(t(CT_F_REPLIED), CT_TCP_TIMEOUT_NS, "established");
+        assert_eq!(
+            t(CT_F_REPLIED | CT_F_CLOSING),
+            CT_CLOSING_TIMEOUT_NS,
+            "closing"
+        );
+        assert_eq!(ct_timeout_ns(PROTO_UDP, CT_F_REPLIED), CT_UDP_TIMEOUT_NS);
     }
 
     #[test]

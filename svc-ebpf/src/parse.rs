@@ -101,17 +101,25 @@ impl Packet {
     }
 }
 
-/// Parses Ethernet + IPv4 + TCP/UDP. The error is the verdict for packets that are not
-/// candidates for translation:
+/// Parses Ethernet + IPv4 + TCP/UDP. `frame_len` is the whole frame's length (TC: the
+/// skb's, which may hold more than the linear part [start, end); XDP: end - start). The
+/// error is the verdict for packets that are not candidates for translation:
 /// - not IPv4: PassNotIpv4;
 /// - IPv4 header cut short, version != 4 or IHL < 5, or the TCP/UDP header cut short:
 ///   DropMalformed (no valid packet looks like this; the kernel would drop it too);
+/// - lengths that contradict each other: DropMalformed, before the packet can create a
+///   conntrack entry or take a masquerade port. The stack drops all of these (ip_rcv_core,
+///   tcp_v4_rcv, __udp4_lib_rcv), so translating them would only cost state:
+///   - the IPv4 total length below the IPv4 header (IHL), or beyond the frame (a frame
+///     longer than the total length is Ethernet padding, and fine);
+///   - TCP: a data offset below 5 words, or a TCP header that ends beyond the total length;
+///   - UDP: a UDP length below 8 or beyond the total length;
 /// - a fragment (MF set or a fragment offset): PassFragment. Non-first fragments carry no
 ///   L4 header, so translating only the first would split the datagram; datapath v1 does
 ///   not reassemble and leaves all fragments untouched;
 /// - neither TCP nor UDP: PassOtherProto.
 #[inline(always)]
-pub fn parse(start: usize, end: usize) -> Result<Packet, Verdict> {
+pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdict> {
     let eth: *mut EthHdr = ptr_at(start, end, 0).ok_or(Verdict::DropMalformed)?;
     // SAFETY: bounds checked by ptr_at.
     if unsafe { (*eth).proto_be } != ETH_P_IP_BE {
@@ -123,19 +131,33 @@ pub fn parse(start: usize, end: usize) -> Result<Packet, Verdict> {
     if ip.vihl >> 4 != 4 || ihl < 5 {
         return Err(Verdict::DropMalformed);
     }
+    let tot_len = u16::from_be(ip.tot_len_be) as usize;
+    if tot_len < ihl * 4 || ETH_HLEN + tot_len > frame_len {
+        return Err(Verdict::DropMalformed);
+    }
     if u16::from_be(ip.frag_off_be) & 0x3fff != 0 {
         return Err(Verdict::PassFragment);
     }
     let l4_off = ETH_HLEN + ihl * 4;
+    // What the total length leaves for the TCP/UDP header and payload.
+    let l4_len = tot_len - ihl * 4;
     let (sport, dport, tcp_flags) = match ip.proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
             let tcp = unsafe { *tcp };
+            let doff = (tcp.doff_res >> 4) as usize * 4;
+            if doff < size_of::<TcpHdr>() || doff > l4_len {
+                return Err(Verdict::DropMalformed);
+            }
             (tcp.sport_be, tcp.dport_be, tcp.flags)
         }
         PROTO_UDP => {
             let udp: *mut UdpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
             let udp = unsafe { *udp };
+            let ulen = u16::from_be(udp.len_be) as usize;
+            if ulen < size_of::<UdpHdr>() || ulen > l4_len {
+                return Err(Verdict::DropMalformed);
+            }
             (udp.sport_be, udp.dport_be, 0)
         }
         _ => return Err(Verdict::PassOtherProto),

@@ -91,7 +91,10 @@ fn set_src(ctx: &TcContext, pkt: &Packet, to: Endpoint) -> Result<(), i64> {
 /// skb), pulls them in once and parses again.
 #[inline(always)]
 fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
-    match parse::parse(ctx.data(), ctx.data_end()) {
+    // skb->len counts the whole frame from the Ethernet header (TC ingress runs with the
+    // MAC header pushed), linear part or not.
+    let frame_len = ctx.len() as usize;
+    match parse::parse(ctx.data(), ctx.data_end(), frame_len) {
         Err(Verdict::DropMalformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
             let want = if ctx.len() < MAX_HEADERS {
                 ctx.len()
@@ -99,7 +102,7 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
                 MAX_HEADERS
             };
             ctx.pull_data(want).map_err(|_| Verdict::DropMalformed)?;
-            parse::parse(ctx.data(), ctx.data_end())
+            parse::parse(ctx.data(), ctx.data_end(), frame_len)
         }
         result => result,
     }

@@ -37,7 +37,9 @@ fn action_for(verdict: Verdict) -> u32 {
 
 #[inline(always)]
 fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
-    let pkt = match parse::parse(ctx.data(), ctx.data_end()) {
+    // A program without the xdp.frags flag only ever sees single-buffer frames: the
+    // frame is [data, data_end).
+    let pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
         Err(verdict) => return (verdict, action_for(verdict)),
     };
@@ -74,9 +76,16 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
     } else {
         (pkt.saddr, pkt.sport)
     };
+    // Unchanged fields are not fed to the checksum update: replacing a value by itself
+    // can turn a checksum field of 0xffff into 0x0000 (the two one's complement zeros),
+    // which is valid but not the frame that came in. A port-only SNAT keeps the address.
+    let addr_changes = old_addr != addr;
+    let port_changes = old_port != port;
     // SAFETY: every pointer below was bounds-checked by ptr_at.
     unsafe {
-        (*ip).csum = csum::replace4((*ip).csum, old_addr, addr);
+        if addr_changes {
+            (*ip).csum = csum::replace4((*ip).csum, old_addr, addr);
+        }
         if dst {
             (*ip).daddr_be = addr
         } else {
@@ -84,8 +93,12 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
         }
         if pkt.proto == PROTO_TCP {
             let tcp: *mut TcpHdr = ptr_at(start, end, L4_OFF)?;
-            let c = csum::replace4((*tcp).csum, old_addr, addr);
-            (*tcp).csum = csum::replace2(c, old_port, port);
+            if addr_changes {
+                (*tcp).csum = csum::replace4((*tcp).csum, old_addr, addr);
+            }
+            if port_changes {
+                (*tcp).csum = csum::replace2((*tcp).csum, old_port, port);
+            }
             if dst {
                 (*tcp).dport_be = port
             } else {
@@ -93,8 +106,14 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
             }
         } else {
             let udp: *mut UdpHdr = ptr_at(start, end, L4_OFF)?;
-            if (*udp).csum != 0 {
-                let c = csum::replace2(csum::replace4((*udp).csum, old_addr, addr), old_port, port);
+            if (*udp).csum != 0 && (addr_changes || port_changes) {
+                let mut c = (*udp).csum;
+                if addr_changes {
+                    c = csum::replace4(c, old_addr, addr);
+                }
+                if port_changes {
+                    c = csum::replace2(c, old_port, port);
+                }
                 (*udp).csum = if c == 0 { 0xffff } else { c };
             }
             if dst {

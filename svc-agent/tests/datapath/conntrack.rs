@@ -1,12 +1,15 @@
 //! Conntrack: the checks of what a table left in SVC4_CT (run after the clusterip,
-//! malformed, xdp, reject and masquerade tables), a closing flow's client port reused by a
-//! new SYN, and stickiness (every flow keeps the backend its SYN got).
+//! malformed, xdp, reject and masquerade tables), a half-open handshake's short lifetime,
+//! a flow living while either of its entries does,
+//! a closing flow's client port reused by a new SYN, and stickiness (every flow keeps the
+//! backend its SYN got).
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use svc_agent::packet::{ACK, FIN, PROTO_TCP, PacketBuilder, SYN};
+use svc_agent::packet::{ACK, FIN, PROTO_TCP, PROTO_UDP, PacketBuilder, SYN};
 use svc_common::{
-    CT_F_REPLIED, CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Ct4Value, Verdict,
+    CT_F_HALF_OPEN, CT_F_REPLIED, CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, CT_TCP_SYN_TIMEOUT_NS,
+    CT_TCP_TIMEOUT_NS, Ct4Key, Ct4Value, Verdict, ct_timeout_ns,
 };
 
 use crate::services;
@@ -17,7 +20,7 @@ fn be32(s: &SocketAddrV4) -> u32 {
 }
 
 /// The key of the entry of `src` -> `dst` of this kind.
-fn key(src: &str, dst: &str, proto: u8, kind: u8) -> Ct4Key {
+pub fn key(src: &str, dst: &str, proto: u8, kind: u8) -> Ct4Key {
     let (src, dst) = (sa(src), sa(dst));
     Ct4Key {
         saddr_be: be32(&src),
@@ -31,7 +34,7 @@ fn key(src: &str, dst: &str, proto: u8, kind: u8) -> Ct4Key {
 }
 
 /// The entry of `src` -> `dst` of this kind, or a panic that shows the whole table.
-fn entry(h: &Harness, src: &str, dst: &str, proto: u8, kind: u8) -> Ct4Value {
+pub fn entry(h: &Harness, src: &str, dst: &str, proto: u8, kind: u8) -> Ct4Value {
     let ct = h.maps.read_conntrack().expect("reading SVC4_CT");
     let what = if kind == CT_KIND_SERVICE {
         "CT_KIND_SERVICE"
@@ -142,6 +145,129 @@ pub fn assert_masqueraded_and_plain(
     assert_eq!(pod.flags & CT_F_SNAT, 0, "{pod:?}");
     assert_eq!((pod.nat_addr_be, pod.nat_port_be), (0, 0), "{pod:?}");
     println!("ok   conntrack: masqueraded and plain flows recorded as such");
+}
+
+/// A handshake the client never completes keeps the short SYN lifetime: the SYN-ACK marks
+/// both entries replied and half-open (CT_F_HALF_OPEN, 60 s as netfilter's SYN_RECV), and
+/// only the client's next packet clears it (the 6 h established lifetime). Before, a
+/// SYN-ACK alone gave a scanned or spoofed flow 6 h, and with it its masquerade port.
+#[test]
+fn half_open_until_the_client_answers() {
+    let mut h = services::single_node("half-open");
+    let (client, vip, be) = ("10.244.1.20:40050", "10.96.0.10:80", services::LOCAL_BE);
+    h.expect(
+        "SYN",
+        Prog::Tc,
+        &segment(client, vip, SYN, 1),
+        TC_ACT_OK,
+        Verdict::DnatNew,
+    );
+    h.expect(
+        "SYN-ACK",
+        Prog::Tc,
+        &synack(be, client, 7, 2),
+        TC_ACT_OK,
+        Verdict::RevNat,
+    );
+    let timeouts = |h: &Harness| {
+        [
+            entry(h, client, vip, PROTO_TCP, CT_KIND_SERVICE),
+            entry(h, be, client, PROTO_TCP, CT_KIND_REPLY),
+        ]
+        .map(|v| {
+            (
+                v.flags & (CT_F_REPLIED | CT_F_HALF_OPEN),
+                ct_timeout_ns(PROTO_TCP, v.flags),
+            )
+        })
+    };
+    let half_open = (CT_F_REPLIED | CT_F_HALF_OPEN, CT_TCP_SYN_TIMEOUT_NS);
+    assert_eq!(
+        timeouts(&h),
+        [half_open; 2],
+        "after the SYN-ACK (service, reply entry)"
+    );
+    // A retransmitted SYN is no answer to the SYN-ACK.
+    h.expect(
+        "SYN again",
+        Prog::Tc,
+        &segment(client, vip, SYN, 1),
+        TC_ACT_OK,
+        Verdict::DnatEstablished,
+    );
+    assert_eq!(timeouts(&h), [half_open; 2], "after a retransmitted SYN");
+    h.expect(
+        "ACK",
+        Prog::Tc,
+        &segment(client, vip, ACK, 2),
+        TC_ACT_OK,
+        Verdict::DnatEstablished,
+    );
+    let established = (CT_F_REPLIED, CT_TCP_TIMEOUT_NS);
+    assert_eq!(timeouts(&h), [established; 2], "after the client's ACK");
+    println!("ok   half-open: 60 s until the client's ACK, then 6 h, on both entries");
+}
+
+/// A flow lives while either of its entries does: each is refreshed only by its own
+/// direction, so a flow whose traffic goes one way for a while (a UDP stream) must keep
+/// being translated both ways, and keep its backend. Entries are aged by hand (last seen
+/// at boot).
+#[test]
+fn a_flow_lives_while_either_entry_does() {
+    use Output::Exact;
+    use Prog::Tc;
+    let mut h = services::single_node("either-entry");
+    let (client, vip, be) = ("10.244.1.20:40060", "10.96.0.10:80", services::LOCAL_BE);
+    let age = |h: &mut Harness, src: &str, dst: &str, kind: u8| {
+        let k = key(src, dst, PROTO_UDP, kind);
+        let mut v = h.maps.ct.get(&k, 0).expect("the entry to age");
+        v.last_seen_ns = 0;
+        h.maps.ct.insert(k, v, 0).expect("ageing the entry");
+    };
+    h.check(&case(
+        "UDP out",
+        Tc,
+        datagram(client, vip, b"1", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"1", false)),
+        Verdict::DnatNew,
+    ));
+    h.check(&case(
+        "UDP back",
+        Tc,
+        datagram(be, client, b"2", false),
+        TC_ACT_OK,
+        Exact(datagram(vip, client, b"2", false)),
+        Verdict::RevNat,
+    ));
+    age(&mut h, be, client, CT_KIND_REPLY);
+    h.check(&case(
+        "reply entry expired, service entry alive: the reply is still translated",
+        Tc,
+        datagram(be, client, b"3", false),
+        TC_ACT_OK,
+        Exact(datagram(vip, client, b"3", false)),
+        Verdict::RevNat,
+    ));
+    age(&mut h, client, vip, CT_KIND_SERVICE);
+    h.check(&case(
+        "service entry expired, reply entry alive: still the same flow",
+        Tc,
+        datagram(client, vip, b"4", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"4", false)),
+        Verdict::DnatEstablished,
+    ));
+    age(&mut h, be, client, CT_KIND_REPLY);
+    age(&mut h, client, vip, CT_KIND_SERVICE);
+    h.check(&case(
+        "both expired: a new flow",
+        Tc,
+        datagram(client, vip, b"5", false),
+        TC_ACT_OK,
+        Exact(datagram(client, be, b"5", false)),
+        Verdict::DnatNew,
+    ));
 }
 
 /// Client port reuse: a bare SYN on a flow whose conntrack entry is closing is a new flow.

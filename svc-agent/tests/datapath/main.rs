@@ -25,7 +25,9 @@ mod support;
 
 mod affinity;
 mod clusterip;
+mod collisions;
 mod conntrack;
+mod fuzz;
 mod malformed;
 mod masquerade;
 mod policy;
@@ -33,4 +35,5 @@ mod reject;
 mod services;
 mod source_ranges;
 mod terminating;
+mod verifier;
 mod xdp;

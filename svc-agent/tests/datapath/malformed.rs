@@ -1,7 +1,9 @@
-//! Odd packets on the single-node datapath, TC then XDP: ARP, non-Service addresses, cut
-//! IPv4/TCP/UDP headers, IPv4 version 6 and IHL 4, fragments, ICMP to a Service address,
-//! IPv4 options (TC translates at the offset IHL gives, XDP passes them to TC).
-use svc_agent::packet::{PROTO_TCP, PacketBuilder, SYN, arp_request};
+//! Odd packets on the single-node datapath, TC then XDP: lengths that contradict each
+//! other (IPv4 total length vs frame and IHL, TCP data offset, UDP length) and Ethernet
+//! padding, ARP, non-Service addresses, cut IPv4/TCP/UDP headers, IPv4 version 6 and IHL
+//! 4, fragments, ICMP to a Service address, IPv4 options (TC translates at the offset IHL
+//! gives, XDP passes them to TC).
+use svc_agent::packet::{PROTO_TCP, PROTO_UDP, PacketBuilder, SYN, arp_request};
 use svc_common::Verdict;
 
 use crate::support::*;
@@ -65,7 +67,91 @@ fn cases() -> Vec<Case> {
         .truncate(14 + 10)
         .build();
 
+    // Lengths that contradict each other (parse.rs): the stack would drop each of these,
+    // so they are dropped before they can create conntrack entries or take a port.
+    let syn = |port: u16| tcp(&format!("10.244.1.20:{port}"), "10.96.0.10:80").flags(SYN);
+    let len_beyond_frame = syn(40040)
+        .payload(&[0x55; 100])
+        .truncate(14 + 20 + 20)
+        .build();
+    let len_below_ihl = syn(40041).total_length(16).build();
+    let len_inside_tcp = syn(40042).total_length(20 + 10).build();
+    let doff_4 = syn(40043).tcp_data_offset(4).build();
+    let doff_beyond = syn(40044).tcp_data_offset(15).build();
+    let udp_len_4 = udp("10.244.1.20:40045", "10.96.0.10:80")
+        .payload(b"abcd")
+        .udp_length(4)
+        .build();
+    let udp_len_beyond = udp("10.244.1.20:40046", "10.96.0.10:80")
+        .payload(b"abcd")
+        .udp_length(200)
+        .build();
+    let x_len_beyond = tcp("192.0.2.100:50007", "10.96.0.10:80")
+        .flags(SYN)
+        .total_length(20 + 20 + 1)
+        .build();
+    let x_udp_len_4 = udp("192.0.2.100:50008", "10.96.0.10:80")
+        .payload(b"abcd")
+        .udp_length(4)
+        .build();
+    // Ethernet padding after the IPv4 packet is no contradiction: translated, kept.
+    let x_padded = |dst: &str| {
+        udp("192.0.2.100:50009", dst)
+            .payload(b"pad")
+            .pad_to(60)
+            .build()
+    };
+    let malformed =
+        |name, prog, input, ret| case(name, prog, input, ret, Unchanged, Verdict::DropMalformed);
+
     vec![
+        malformed(
+            "tc: IPv4 total length beyond the frame",
+            Tc,
+            len_beyond_frame,
+            TC_ACT_SHOT,
+        ),
+        malformed(
+            "tc: IPv4 total length 16, below the IHL's 20",
+            Tc,
+            len_below_ihl,
+            TC_ACT_SHOT,
+        ),
+        malformed(
+            "tc: IPv4 total length ends inside the TCP header",
+            Tc,
+            len_inside_tcp,
+            TC_ACT_SHOT,
+        ),
+        malformed("tc: TCP data offset 4 (below 5)", Tc, doff_4, TC_ACT_SHOT),
+        malformed(
+            "tc: TCP data offset 15, beyond the total length",
+            Tc,
+            doff_beyond,
+            TC_ACT_SHOT,
+        ),
+        malformed("tc: UDP length 4 (below 8)", Tc, udp_len_4, TC_ACT_SHOT),
+        malformed(
+            "tc: UDP length beyond the total length",
+            Tc,
+            udp_len_beyond,
+            TC_ACT_SHOT,
+        ),
+        malformed(
+            "xdp: IPv4 total length beyond the frame",
+            Xdp,
+            x_len_beyond,
+            XDP_DROP,
+        ),
+        malformed("xdp: UDP length 4 (below 8)", Xdp, x_udp_len_4, XDP_DROP),
+        case(
+            "xdp: UDP padded to 60 bytes -> DNAT, padding kept",
+            Xdp,
+            x_padded("10.96.0.10:80"),
+            XDP_PASS,
+            Exact(x_padded(services::LOCAL_BE)),
+            Verdict::DnatNew,
+        ),
         case(
             "tc: ARP passes untouched",
             Tc,
@@ -197,6 +283,12 @@ fn cases() -> Vec<Case> {
 fn odd_packets() {
     let mut h = services::single_node("malformed");
     h.run_table(&cases());
-    // Only the SYN with IPv4 options was translated.
-    conntrack::assert_translated_flows(&h, &[("10.244.1.20:40036", PROTO_TCP)]);
+    // Only the SYN with IPv4 options and the padded datagram were translated.
+    conntrack::assert_translated_flows(
+        &h,
+        &[
+            ("10.244.1.20:40036", PROTO_TCP),
+            ("192.0.2.100:50009", PROTO_UDP),
+        ],
+    );
 }

@@ -182,6 +182,18 @@ impl Harness {
 
     /// One BPF_PROG_TEST_RUN of `prog` on `input`.
     pub fn run(&mut self, prog: Prog, input: &[u8]) -> RunResult {
+        self.try_run(prog, input).unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN ({prog:?}, {} bytes in): {e}",
+                input.len()
+            )
+        })
+    }
+
+    /// One BPF_PROG_TEST_RUN of `prog` on `input`; an error if the kernel refused the run
+    /// (it does, with EINVAL, for frames too short for the header their EtherType
+    /// announces), so a fuzzer can count those.
+    pub fn try_run(&mut self, prog: Prog, input: &[u8]) -> Result<RunResult, String> {
         let before = self.maps.verdict_totals().expect("reading SVC_STATS");
         let mut buf = vec![0u8; 4096];
         let opts = TestRunOptions {
@@ -201,12 +213,7 @@ impl Harness {
                 .expect("xdp program")
                 .test_run(opts),
         }
-        .unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN ({prog:?}, {} bytes in): {e:?}",
-                input.len()
-            )
-        });
+        .map_err(|e| format!("{e:?}"))?;
         let after = self.maps.verdict_totals().expect("reading SVC_STATS");
         let delta = before
             .iter()
@@ -215,11 +222,11 @@ impl Harness {
             .map(|((v, b), (_, a))| (*v, a.wrapping_sub(*b)))
             .collect();
         buf.truncate(result.data_size_out as usize);
-        RunResult {
+        Ok(RunResult {
             ret: result.return_value,
             out: buf,
             delta,
-        }
+        })
     }
 
     /// A step of a sequence whose output depends on an earlier random choice: checks the

@@ -1,0 +1,35 @@
+//! The verifier's cost of the packet programs: the instructions it processed to accept
+//! each one (bpf_prog_info.verified_insns), printed, and held below a budget well under
+//! the kernel's limit of 1,000,000 so a change that makes the search loops or the parsing
+//! much costlier shows here first, with the number, rather than as a load failure.
+use svc_agent::dataplane::DatapathConfig;
+
+use crate::support::*;
+
+/// A tenth of the kernel's BPF_COMPLEXITY_LIMIT_INSNS (about 19,000 today): an inline
+/// loop over the 128 masquerade port probes instead of bpf_loop costs ~500,000 and fails.
+const BUDGET: u32 = 100_000;
+
+#[test]
+fn verifier_cost_is_within_budget() {
+    let mut h = Harness::load("verifier", &DatapathConfig::default());
+    let tc = h
+        .datapath
+        .tc_program()
+        .expect("tc program")
+        .info()
+        .expect("tc program info")
+        .verified_instruction_count()
+        .expect("the kernel reports verified_insns");
+    let xdp = h
+        .datapath
+        .xdp_program()
+        .expect("xdp program")
+        .info()
+        .expect("xdp program info")
+        .verified_instruction_count()
+        .expect("the kernel reports verified_insns");
+    println!("verifier: svc_tc_ingress {tc} instructions processed, svc_xdp {xdp}");
+    assert!(tc < BUDGET, "svc_tc_ingress: {tc} verified instructions");
+    assert!(xdp < BUDGET, "svc_xdp: {xdp} verified instructions");
+}
