@@ -590,6 +590,17 @@ impl WatchedCluster {
         self.services_listed && self.slices_listed
     }
 
+    /// True if an object the API holds could not be used and has no last good version
+    /// here (this agent never saw it valid): an earlier agent may have served it, so the
+    /// agent removes nothing from the maps while this holds and it has not had a view
+    /// without it (see the agent).
+    pub fn withheld(&self) -> bool {
+        self.services
+            .keys()
+            .any(|id| !self.cluster.services.contains_key(id))
+            || self.slices.values().any(|s| s.service.is_none())
+    }
+
     /// Every problem of the current objects, Services first, each kind in namespace/name
     /// order.
     pub fn problems(&self) -> Vec<Problem> {

@@ -42,8 +42,11 @@
 //!   order wins and the later ones are named. Within one file the first document wins.
 //!
 //! What is kept lives in the agent's memory only: a restarted agent starts from its first
-//! read (a file that is broken then serves nothing, and duplicates are decided by file
-//! order), while the pinned maps keep serving the previous state until that read.
+//! read, in which a file that is broken, or an object that is invalid, serves nothing and
+//! duplicates are decided by file order. So that a restart never takes down what an
+//! earlier agent served from such a file, a read with something unusable and no last good
+//! version for it is [`ManifestSet::withheld`], and the agent removes nothing from the
+//! maps until it has had a read that is not (the pinned state keeps serving meanwhile).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -113,6 +116,11 @@ pub struct ParsedObject {
 pub struct ManifestSet {
     pub cluster: Cluster,
     pub problems: Vec<Problem>,
+    /// Some object of this read could not be used and has no last good version in memory
+    /// (a part of a file that never parsed for this agent, an object never valid for it):
+    /// an earlier agent may have served it, so the agent must not remove from the maps
+    /// what this read lacks until a read has none of these (see the agent).
+    pub withheld: bool,
 }
 
 /// What makes two manifests the same object: kind and namespace/name.
@@ -601,6 +609,8 @@ enum Pending {
 /// One file after [`file_step`].
 struct FileStep {
     source: String,
+    /// Something of the file could not be used and has no last good version.
+    withheld: bool,
     /// What the file serves from, fresh and kept, with why; unique keys.
     objects: Vec<(GoodObject, Kept)>,
     problems: Vec<Pending>,
@@ -611,6 +621,7 @@ struct FileStep {
 /// read did not show when part of the file did not parse).
 fn file_step(read: FileRead, last: Vec<GoodObject>, now: SystemTime) -> FileStep {
     let incomplete = read.parts.iter().any(|p| matches!(p, Part::Unreadable(_)));
+    let remembered = !last.is_empty();
     // The last good objects, in their document order, taken out as this read accounts for
     // them.
     let index: HashMap<ObjectKey, usize> = last
@@ -633,6 +644,7 @@ fn file_step(read: FileRead, last: Vec<GoodObject>, now: SystemTime) -> FileStep
     let mut seen: HashSet<ObjectKey> = HashSet::new();
     let mut step = FileStep {
         source: read.source,
+        withheld: incomplete && !remembered,
         objects: Vec::new(),
         problems: Vec::new(),
     };
@@ -670,7 +682,10 @@ fn file_step(read: FileRead, last: Vec<GoodObject>, now: SystemTime) -> FileStep
                         });
                         step.objects.push((o, Kept::Invalid));
                     }
-                    None => step.problems.push(Pending::Plain(problem)),
+                    None => {
+                        step.withheld |= !first_good.contains_key(&key);
+                        step.problems.push(Pending::Plain(problem))
+                    }
                 }
             }
             Part::Unreadable(p) => step.problems.push(Pending::Unreadable(p)),
@@ -814,6 +829,7 @@ impl LastGood {
             }
         }
         self.served = served;
+        let withheld = files.iter().any(|f| f.withheld);
         self.files = files
             .into_iter()
             .map(|f| (f.source, f.objects.into_iter().map(|(o, _)| o).collect()))
@@ -822,6 +838,7 @@ impl LastGood {
         ManifestSet {
             cluster: Cluster::assemble(services, slices.into_values(), legacy),
             problems,
+            withheld,
         }
     }
 }
@@ -1607,6 +1624,27 @@ endpoints:
             reasons(&set),
             ["a.yaml#1 Service default/web: spec.clusterIP \"10.96.0.1O\" is not an IP address"]
         );
+        // Both reads lack something that has no last good version here: an earlier agent
+        // may have served it (the agent removes nothing while that holds).
+        assert!(set.withheld);
+    }
+
+    #[test]
+    fn a_read_is_withheld_only_while_something_unusable_has_no_last_good_version() {
+        let mut lg = LastGood::default();
+        let web = svc_yaml("web", "10.96.0.1", "  - port: 80\n");
+        let broken = web.replace("spec:\n", "spec: {\n");
+        // First read (a restarted agent): a broken file; then it parses.
+        assert!(read_at(&mut lg, &[("a.yaml", &broken)], 1).withheld);
+        assert!(!read_at(&mut lg, &[("a.yaml", &web)], 2).withheld);
+        // Broken again: its last good version is served, nothing is withheld.
+        assert!(!read_at(&mut lg, &[("a.yaml", &broken)], 3).withheld);
+        // A new file that never parsed, or an invalid object never valid here: withheld.
+        assert!(read_at(&mut lg, &[("a.yaml", &web), ("b.yaml", "x: [")], 4).withheld);
+        let typo = svc_yaml("db", "10.96.0.2O", "  - port: 80\n");
+        assert!(read_at(&mut lg, &[("a.yaml", &web), ("c.yaml", &typo)], 5).withheld);
+        // A duplicate of a usable object withholds nothing.
+        assert!(!read_at(&mut lg, &[("a.yaml", &web), ("d.yaml", &web)], 6).withheld);
     }
 
     #[test]

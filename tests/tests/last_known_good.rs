@@ -283,3 +283,46 @@ fn a_duplicate_in_a_new_file_never_moves_the_served_service() {
     assert!(moved, "10.96.0.10 is still served");
     tcp_request(env.lab.client_ns(), COPY_SVC, "copy", TIMEOUT).expect("the copy answers now");
 }
+
+/// The last good version lives in the agent's memory; a restarted agent whose first read
+/// finds the file broken cannot serve it from there, but it must not take down what the
+/// earlier agent served from it: it removes nothing from the maps until every object is
+/// usable (the pinned state keeps serving), and says so.
+#[test]
+fn a_restart_while_a_file_is_broken_keeps_what_was_served() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut env = Env::up();
+    env.assert_echo_answers("before");
+    env.agent.process.kill().expect("kill the agent");
+    env.write(FILE, &example().replacen("spec:\n", "spec: {\n", 1));
+    env.agent.restart(&mut env.lab).expect("restart the agent");
+    env.wait_problem("for the broken file", |p| p.contains(FILE));
+    env.assert_echo_answers("after a restart with the file broken");
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .agent
+            .log_text()
+            .contains("not removing frontends the source does not have")),
+        "the agent does not say it keeps what it cannot read:\n{}",
+        env.agent.log_text()
+    );
+    // Fixed: served from the file again; removed with it.
+    env.write(FILE, &example());
+    assert!(
+        wait_for(Duration::from_secs(10), || !env
+            .problems()
+            .iter()
+            .any(|p| p.contains(FILE))),
+        "the problem stays after the fix: {:?}",
+        env.problems()
+    );
+    env.assert_echo_answers("after the fix");
+    std::fs::remove_file(env.manifests.join(FILE)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .agent
+            .backend_count(VIP, 80, PROTO_TCP)
+            .is_none()),
+        "the Service stays after its file was deleted"
+    );
+}

@@ -44,7 +44,7 @@ use crate::{
     kubernetes::{self, KubeSource},
     metrics::Metrics,
     model::{ObjectRef, Problem},
-    reconcile::{Reconciler, SyncReport},
+    reconcile::{Reconciler, Removals, SyncReport},
 };
 
 /// Where the cluster's Services and endpoints come from.
@@ -164,6 +164,10 @@ pub struct Agent {
     problems: Problems,
     /// The problems changed since they were last written for svcctl.
     problems_dirty: bool,
+    /// The source has given a view in which everything was usable (or had a last good
+    /// version). Until then the maps may hold what an earlier agent served from an object
+    /// this agent cannot use yet (a file broken at start), so nothing is removed.
+    complete_view_seen: bool,
     last_resync: Instant,
     /// Pinned links nobody claimed are removed after the first pass over the interfaces.
     pruned_links: bool,
@@ -264,6 +268,7 @@ impl Agent {
             metrics,
             problems: Problems::default(),
             problems_dirty: true,
+            complete_view_seen: false,
             last_resync: Instant::now(),
             pruned_links: false,
             last_pass: PassTimes::default(),
@@ -311,6 +316,9 @@ impl Agent {
         let polled = Instant::now();
         match self.source.poll(resync_due) {
             Some(view) => {
+                if !view.withheld && !self.complete_view_seen {
+                    self.complete_view_seen = true;
+                }
                 let source_ms = polled.elapsed().as_secs_f64() * 1e3;
                 let computed = Instant::now();
                 let (pending, problems_changed) = update_desired(
@@ -362,7 +370,14 @@ impl Agent {
         let started = Instant::now();
         let report = match (pending, &self.desired) {
             (Pending::Nothing, _) | (_, None) => SyncReport::default(),
-            (Pending::All, Some(desired)) => self.reconciler.sync(desired, &mut self.maps),
+            (Pending::All, Some(desired)) => {
+                let removals = if self.complete_view_seen {
+                    Removals::Prune
+                } else {
+                    Removals::Keep
+                };
+                self.reconciler.sync_with(desired, &mut self.maps, removals)
+            }
             (Pending::Frontends(mut list), Some(desired)) => {
                 list.sort();
                 list.dedup();
@@ -414,6 +429,12 @@ impl Agent {
     }
 
     fn log_sync(&self, report: &SyncReport, took: Duration) {
+        if report.frontends_kept > 0 {
+            warn!(
+                kept = report.frontends_kept,
+                "not removing frontends the source does not have: an object could not be used and this agent has no last good version of it (an earlier agent may have served it); removals resume once every object is usable"
+            );
+        }
         if report.changed() {
             info!(
                 frontends = self.desired.as_ref().map_or(0, |d| d.frontends.len()),

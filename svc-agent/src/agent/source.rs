@@ -72,6 +72,9 @@ pub struct View<'a> {
     pub cluster: &'a Cluster,
     pub problems: Vec<Problem>,
     pub change: Change,
+    /// Something could not be used and has no last good version: what the maps hold
+    /// beyond this view may be an earlier agent's, still wanted.
+    pub withheld: bool,
 }
 
 impl Source {
@@ -120,6 +123,7 @@ impl Source {
                     cluster: &set.cluster,
                     problems: set.problems.clone(),
                     change: Change::All,
+                    withheld: set.withheld,
                 })
             }
             Source::Kubernetes {
@@ -157,6 +161,7 @@ impl Source {
                     cluster: cluster.cluster(),
                     problems: cluster.problems(),
                     change,
+                    withheld: cluster.withheld(),
                 })
             }
         }

@@ -31,9 +31,20 @@ use crate::dataplane::layout::{self, FrontendHead, SrcRangeKey};
 use crate::dataplane::{MapStore, StoreError};
 use crate::desired::{DesiredState, FrontendState};
 
+/// Whether a sync removes the frontends the desired state lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removals {
+    Prune,
+    /// Leave them: the desired state is known to lack something an earlier agent may have
+    /// served (see the agent).
+    Keep,
+}
+
 /// What one sync did.
 #[derive(Debug, Default)]
 pub struct SyncReport {
+    /// Frontends the desired state lacks that were left in place ([`Removals::Keep`]).
+    pub frontends_kept: usize,
     pub backends_added: usize,
     pub backends_removed: usize,
     pub frontends_written: usize,
@@ -386,6 +397,17 @@ impl Reconciler {
     }
 
     pub fn sync(&mut self, desired: &DesiredState, store: &mut impl MapStore) -> SyncReport {
+        self.sync_with(desired, store, Removals::Prune)
+    }
+
+    /// As [`sync`](Self::sync); with [`Removals::Keep`] the frontends the maps hold and
+    /// `desired` lacks are left as they are (with their backends and names).
+    pub fn sync_with(
+        &mut self,
+        desired: &DesiredState,
+        store: &mut impl MapStore,
+        removals: Removals,
+    ) -> SyncReport {
         let mut report = SyncReport::default();
         self.remove_orphans(store, &mut report);
 
@@ -398,12 +420,21 @@ impl Reconciler {
         let ready = self.ensure_backends(&wanted, store, &mut report);
 
         // 2. Frontends no longer wanted go first, freeing room in full maps.
-        let stale: Vec<Frontend> = self
+        let stale: Vec<Frontend> = match removals {
+            Removals::Prune => self
+                .frontends
+                .keys()
+                .filter(|f| !desired.frontends.contains_key(f))
+                .copied()
+                .collect(),
+            Removals::Keep => Vec::new(),
+        };
+        report.frontends_kept = self
             .frontends
             .keys()
             .filter(|f| !desired.frontends.contains_key(f))
-            .copied()
-            .collect();
+            .count()
+            - stale.len();
         for frontend in stale {
             if let Err(e) = self.remove_frontend(&frontend, store, &mut report) {
                 report.errors.push((Some(frontend), e));

@@ -499,3 +499,28 @@ fn problems_are_written_in_order_rewritten_by_diff_and_capped() {
     let last = maps.problems[&(PROBLEMS_MAP_SIZE - 1)].text().to_string();
     assert_eq!(last, "... and 6 more problems (see the agent's log)");
 }
+
+#[test]
+fn removals_keep_leaves_what_the_desired_state_lacks_in_place() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+    r.sync(&desired(&[(a, vec![be(11)]), (b, vec![be(12)])]), &mut maps);
+    let before = maps.clone();
+    // b is missing from the view: kept as it is, a is still updated.
+    let rep = r.sync_with(
+        &desired(&[(a, vec![be(11), be(13)])]),
+        &mut maps,
+        Removals::Keep,
+    );
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(rep.frontends_kept, 1);
+    assert_eq!(backends_of(&maps, &b), backends_of(&before, &b));
+    assert_eq!(backends_of(&maps, &a).len(), 2);
+    assert_eq!(maps.names.len(), before.names.len());
+    assert_consistent(&maps);
+    // Pruning again: b goes.
+    let rep = r.sync(&desired(&[(a, vec![be(11), be(13)])]), &mut maps);
+    assert_eq!((rep.frontends_removed, rep.frontends_kept), (1, 0));
+    assert!(!maps.services.contains_key(&svc_key(&b, Scope::All, 0)));
+}
