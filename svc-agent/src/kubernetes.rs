@@ -129,7 +129,13 @@ pub struct NodeFacts {
     pub addresses: Vec<Ipv4Addr>,
     /// False while the node is being deleted or carries the autoscaler's deletion taint.
     pub eligible: bool,
+    /// The `topology.kubernetes.io/zone` label (`None` when absent or empty): the zone
+    /// topology hints are matched against, unless `--node-zone` overrides it.
+    pub zone: Option<String>,
 }
+
+/// The Node label that names its zone (kube-proxy's `v1.LabelTopologyZone`).
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 pub fn node_facts(node: &Node) -> NodeFacts {
     let addresses = node
@@ -148,9 +154,17 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         .into_iter()
         .flatten()
         .any(|t| t.key == TO_BE_DELETED_TAINT);
+    let zone = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL))
+        .filter(|z| !z.is_empty())
+        .cloned();
     NodeFacts {
         addresses,
         eligible: node.metadata.deletion_timestamp.is_none() && !tainted,
+        zone,
     }
 }
 
@@ -1205,6 +1219,27 @@ mod tests {
             vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 0, 0, 1)]
         );
         assert!(facts.eligible);
+    }
+
+    #[test]
+    fn node_facts_take_the_zone_label() {
+        let mut n = node(&[("InternalIP", "192.0.2.1")], &[]);
+        assert_eq!(node_facts(&n).zone, None);
+        let mut labels = std::collections::BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), "node1".to_string()),
+            (
+                "failure-domain.beta.kubernetes.io/zone".to_string(),
+                "old".to_string(),
+            ),
+        ]);
+        n.metadata.labels = Some(labels.clone());
+        assert_eq!(node_facts(&n).zone, None, "only the GA label counts");
+        labels.insert(ZONE_LABEL.into(), String::new());
+        n.metadata.labels = Some(labels.clone());
+        assert_eq!(node_facts(&n).zone, None, "an empty label is no zone");
+        labels.insert(ZONE_LABEL.into(), "zone-a".into());
+        n.metadata.labels = Some(labels);
+        assert_eq!(node_facts(&n).zone.as_deref(), Some("zone-a"));
     }
 
     #[test]

@@ -130,6 +130,16 @@ struct Args {
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<Ipv4Addr>,
 
+    /// This node's zone, for topology-aware routing: where every ready endpoint of a
+    /// Service port has an EndpointSlice `forZones` hint (the EndpointSlice controller writes
+    /// them for trafficDistribution PreferClose / PreferSameZone / PreferSameNode) and one
+    /// names this zone, new connections go only to the endpoints hinted for it. Not given,
+    /// in Kubernetes mode: the Node object's topology.kubernetes.io/zone label; in
+    /// manifest mode: no zone (zone hints are ignored). `forNodes` hints match
+    /// --node-name.
+    #[arg(long, value_name = "ZONE", env = "NODE_ZONE", value_parser = parse_zone)]
+    node_zone: Option<String>,
+
     /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
     /// inside these CIDRs. Repeatable; default: on every node address.
     #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
@@ -225,6 +235,25 @@ fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
     s.trim()
         .parse()
         .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.244.0.0/16)"))
+}
+
+/// A zone name, checked as the `topology.kubernetes.io/zone` label value it stands for
+/// (1-63 alphanumerics, `-`, `_` or `.`, beginning and ending with an alphanumeric): a value
+/// no label can have would match no hint.
+fn parse_zone(s: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a zone name (a label value: 1-63 alphanumerics, '-', '_' or '.', \
+             beginning and ending with an alphanumeric)"
+        ))
+    }
 }
 
 /// `none`, `all`, or CIDRs separated by commas (whitespace around each tolerated).
@@ -372,6 +401,7 @@ fn config(args: Args) -> Config {
         node: NodeContext {
             node_name: args.node_name,
             node_ips: args.node_ips,
+            zone: args.node_zone,
             node_port_addresses: args.node_port_addresses,
             external_ips: args.external_ip_cidrs.unwrap_or_default(),
         },
@@ -462,10 +492,13 @@ mod tests {
             "203.0.113.0/24, 198.51.100.0/24",
             "--bpffs",
             "/sys/fs/bpf/x",
+            "--node-zone",
+            "eu-west-1a",
         ])
         .expect("parses");
         assert!(cli.command.is_none());
         let args = cli.run;
+        assert_eq!(args.node_zone.as_deref(), Some("eu-west-1a"));
         assert_eq!(
             args.cluster_cidr,
             Some(Ipv4Cidr {
@@ -490,6 +523,14 @@ mod tests {
         assert_eq!(policy("all").unwrap(), ExternalIpPolicy::AllowAll);
         assert!(policy("10.0.0.0/8,bogus").is_err());
         assert!(policy("").is_err());
+        let zone = |v: &str| {
+            Cli::try_parse_from(["svc-agent", "--manifests", "x", "--node-zone", v])
+                .map(|c| config(c.run).node.zone)
+        };
+        assert_eq!(zone("zone-a").unwrap().as_deref(), Some("zone-a"));
+        for bad in ["", "-a", "a b", "zone/a", &"z".repeat(64)] {
+            assert!(zone(bad).is_err(), "{bad:?}");
+        }
         let default = Cli::try_parse_from(["svc-agent", "--manifests", "x"]).unwrap();
         assert_eq!(
             config(default.run).node.external_ips,

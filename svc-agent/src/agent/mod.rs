@@ -350,15 +350,17 @@ impl Agent {
         }
     }
 
-    /// The node facts for this pass: in Kubernetes mode without --node-ip, the Node
-    /// object's current addresses.
+    /// The node facts for this pass: in Kubernetes mode, the Node object's current
+    /// addresses without --node-ip, and its zone label without --node-zone.
     fn node_context(&self) -> NodeContext {
         let mut node = self.config.node.clone();
-        if let Some(facts) = self.source.kube().and_then(|k| k.node())
-            && !facts.addresses.is_empty()
-            && self.config.node.node_ips.is_empty()
-        {
-            node.node_ips = facts.addresses;
+        if let Some(facts) = self.source.kube().and_then(|k| k.node()) {
+            if !facts.addresses.is_empty() && self.config.node.node_ips.is_empty() {
+                node.node_ips = facts.addresses;
+            }
+            if self.config.node.zone.is_none() {
+                node.zone = facts.zone;
+            }
         }
         node
     }

@@ -12,6 +12,10 @@
 //!   not-serving ones; computed for the whole cluster and for this node.
 //! - Traffic policies: each frontend says whether its policy is Local; the datapath then
 //!   uses `local_backends` for outside traffic (ETP) or all ClusterIP traffic (ITP).
+//! - Topology (the note's "Topology", kube-proxy's pkg/proxy/topology.go): the cluster set
+//!   keeps only the ready endpoints hinted for this node (`forNodes`) or, failing that, for
+//!   its zone (`forZones`), when every ready endpoint has that kind of hint and one matches;
+//!   otherwise every endpoint. See [`compute_with_incumbents`], "Topology".
 //! - Headless, ExternalName and Services labelled `service.kubernetes.io/service-proxy-name`
 //!   get nothing; they, and proxied Services that end up with no frontend, are listed in
 //!   [`DesiredState::unserved`] with the reason (svcctl shows them).
@@ -32,6 +36,9 @@ use crate::model::{
     ServicePort,
 };
 
+mod topology;
+use topology::Topology;
+
 pub use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
 /// How a frontend address came to be (svc-common's word: the maps record it).
 pub use svc_common::FrontendKind;
@@ -47,23 +54,27 @@ pub struct FrontendState {
     /// a ClusterIP, externalTrafficPolicy for the other kinds.
     pub local_policy: bool,
     /// Backends new flows may get: the cluster-wide endpoint set (ready endpoints, or the
-    /// serving-and-terminating ones when none is ready). Sorted and deduplicated. Empty when
-    /// the Service has no usable endpoint: the datapath then rejects (TCP RST / ICMP port
-    /// unreachable). With `local_policy` it is still what pod and node sources of an
-    /// external address use (semantics note: ETP Local short-circuits them to all
-    /// endpoints).
+    /// serving-and-terminating ones when none is ready), narrowed by the topology hints
+    /// when they apply on this node ([`compute_with_incumbents`], "Topology"). Sorted and
+    /// deduplicated. Empty when the Service has no usable endpoint: the datapath then
+    /// rejects (TCP RST / ICMP port unreachable). With `local_policy` it is still what pod
+    /// and node sources of an external address use (semantics note: ETP Local
+    /// short-circuits them to all endpoints).
     pub backends: Vec<BackendAddr>,
     /// This node's endpoint set (endpoint nodeName == the agent's node name), chosen by the
     /// same rule applied to the local endpoints only: ready local ones, else local
-    /// serving-and-terminating ones. Hence NOT always a subset of `backends`: a node whose
-    /// only local endpoint is terminating uses it while remote ready ones exist. Always
-    /// filled (empty when the node name is unknown); used only when `local_policy`. Sorted
-    /// and deduplicated.
+    /// serving-and-terminating ones; topology hints do not apply to it. Hence NOT always a
+    /// subset of `backends`: a node whose only local endpoint is terminating uses it while
+    /// remote ready ones exist, and a local endpoint hinted for another zone is here but not
+    /// there. Always filled (empty when the node name is unknown); used only when
+    /// `local_policy`. Sorted and deduplicated.
     pub local_backends: Vec<BackendAddr>,
-    /// Endpoints with terminating=true (serving or not) that are not in `backends`: never
-    /// chosen for a new cluster-wide flow, but kept so established flows stay on them. A
-    /// local serving-terminating endpoint may be both here and in `local_backends`. Sorted
-    /// and deduplicated.
+    /// Endpoints kept only for the flows they already have, never chosen for a new
+    /// cluster-wide flow: those with terminating=true (serving or not) and the ready ones
+    /// the topology hints leave out of `backends` (an established connection keeps its
+    /// backend while it exists, as with kube-proxy, whose conntrack entries outlive a
+    /// change of hints); none of them in `backends`. The maps mark them "terminating". A
+    /// local endpoint may be both here and in `local_backends`. Sorted and deduplicated.
     pub terminating: Vec<BackendAddr>,
     /// sessionAffinity: ClientIP: the timeout in seconds (default 10800). Set on every
     /// frontend of the Service.
@@ -80,6 +91,10 @@ pub struct NodeContext {
     pub node_name: Option<String>,
     /// This node's addresses.
     pub node_ips: Vec<Ipv4Addr>,
+    /// This node's zone (`--node-zone`, else in Kubernetes mode the Node's
+    /// `topology.kubernetes.io/zone` label), matched against `forZones` hints. `None`:
+    /// zone hints never apply here (kube-proxy: "node is missing label").
+    pub zone: Option<String>,
     /// kube-proxy's nodePortAddresses: NodePorts answer on the node addresses inside these
     /// CIDRs; empty = on every node address.
     pub node_port_addresses: Vec<Ipv4Cidr>,
@@ -342,6 +357,30 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// - An address listed by several endpoints/groups counts once (lists are sorted and
 ///   deduplicated). A Service with no usable endpoint still gets its frontends, with empty
 ///   backends: the datapath rejects.
+///
+/// **Topology** (note, "Topology"; kube-proxy's `CategorizeEndpoints` with
+/// `topologyModeFromHints` and `availableForTopology`, Kubernetes 1.33+ with
+/// PreferSameTrafficDistribution on, as it is by default since 1.34), per service port:
+/// - Only the EndpointSlice hints decide, never the Service's `trafficDistribution`: that
+///   field is the EndpointSlice controller's input (PreferClose / PreferSameZone: it writes
+///   `forZones`; PreferSameNode: `forNodes` and `forZones`; the `topology-mode: Auto`
+///   annotation also writes `forZones`), and kube-proxy reads the hints whatever the
+///   Service says. In manifest mode the hints are what the slices say.
+/// - Only ready endpoints count. If every one of them has a `forNodes` hint and one names
+///   this node (`node.node_name`), `backends` = the ready endpoints whose `forNodes` names
+///   it. Otherwise, if every ready endpoint has a `forZones` hint and one names this node's
+///   zone (`node.zone`), `backends` = the ready endpoints whose `forZones` names it (so
+///   PreferSameNode falls back to the zone where no endpoint is hinted for this node).
+///   Otherwise the hints are ignored: `backends` as above (every usable endpoint). A
+///   node without a zone, or a Service without ready endpoints, never filters.
+/// - The ready endpoints the hints leave out go to `terminating`: established flows keep
+///   them; new ones do not get them.
+/// - Topology narrows the cluster set only: `local_backends` (internalTrafficPolicy /
+///   externalTrafficPolicy Local) ignores the hints, and the pod and node sources of an
+///   externalTrafficPolicy Local address, which use `backends`, get the narrowed set (as
+///   kube-proxy's cluster chain does).
+/// - When hints are there but ignored, a debug log line says why (kube-proxy logs at
+///   V(2)/V(7)); no problem is reported.
 ///
 /// **externalIPs the node does not allow** ([`NodeContext::external_ips`], the
 /// DenyServiceExternalIPs idea at the node): skipped, one [`ComputeProblem`] per Service and
@@ -734,13 +773,18 @@ fn port_label(sp: &ServicePort) -> String {
     }
 }
 
+/// Ready (and serving, which ready implies in the API).
+fn is_ready(e: &Endpoint) -> bool {
+    e.ready && e.serving
+}
+
 /// kube-proxy's endpoint choice for a set of candidates: the ready ones; if there is none,
 /// the serving and terminating ones; never a not-serving one.
 fn usable<'a>(candidates: &[&'a (&'a Endpoint, u16)]) -> Vec<&'a (&'a Endpoint, u16)> {
     let ready: Vec<_> = candidates
         .iter()
         .copied()
-        .filter(|(e, _)| e.ready && e.serving)
+        .filter(|(e, _)| is_ready(e))
         .collect();
     if !ready.is_empty() {
         return ready;
@@ -791,11 +835,39 @@ fn endpoints_for(
         .iter()
         .filter(|(e, _)| node.is_local(e))
         .collect();
-    let backends = to_backends(&usable(&all), sp.protocol);
+    let topology = topology::decide(
+        candidates.iter().map(|(e, _)| *e).filter(|e| is_ready(e)),
+        node,
+    );
+    let cluster = match topology {
+        Topology::All { ignored } => {
+            if let Some(why) = ignored {
+                tracing::debug!(
+                    service = %svc.id,
+                    port = %port_label(sp),
+                    traffic_distribution = ?svc.traffic_distribution,
+                    why,
+                    "topology hints ignored: all endpoints"
+                );
+            }
+            usable(&all)
+        }
+        // At least one ready endpoint is available (decide says so): no fallback needed.
+        _ => all
+            .iter()
+            .copied()
+            .filter(|(e, _)| is_ready(e) && topology::available(e, topology, node))
+            .collect(),
+    };
+    let backends = to_backends(&cluster, sp.protocol);
     let local_backends = to_backends(&usable(&local), sp.protocol);
-    let terminating_eps: Vec<&(&Endpoint, u16)> =
-        candidates.iter().filter(|(e, _)| e.terminating).collect();
-    let terminating = to_backends(&terminating_eps, sp.protocol)
+    // Terminating ones, and the ready ones topology left out (without topology, every
+    // ready one is in `backends` already).
+    let kept_eps: Vec<&(&Endpoint, u16)> = candidates
+        .iter()
+        .filter(|(e, _)| e.terminating || is_ready(e))
+        .collect();
+    let terminating = to_backends(&kept_eps, sp.protocol)
         .into_iter()
         .filter(|b| backends.binary_search(b).is_err())
         .collect();

@@ -28,6 +28,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub use crate::addr::{CidrError, Ipv4Cidr};
+pub use topology::{EndpointHints, TrafficDistribution};
+
+mod topology;
 
 /// Label that hands a Service to another proxy; such Services get no dataplane state.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -375,6 +378,10 @@ pub struct Service {
     /// `spec.allocateLoadBalancerNodePorts` (default true). Informational: it only tells the
     /// API server whether to allocate node ports; explicit `nodePort`s are used either way.
     pub allocate_load_balancer_node_ports: bool,
+    /// `spec.trafficDistribution` (an unknown value: `None`, with a warning). Informational,
+    /// as in kube-proxy: the EndpointSlice controller turns it into the endpoints' hints,
+    /// and the dataplane follows the hints ([`crate::desired::compute_with_incumbents`], "Topology").
+    pub traffic_distribution: Option<TrafficDistribution>,
 }
 
 /// Checks an IANA service name as Kubernetes does for a named targetPort: 1-15 lowercase
@@ -572,6 +579,7 @@ impl Service {
         let load_balancer_ingress = parse_lb_ingress(svc.status.as_ref(), &mut warnings)?;
         let load_balancer_source_ranges = parse_source_ranges(spec, kind, &mut warnings)?;
         let session_affinity = parse_session_affinity(spec, &mut warnings)?;
+        let traffic_distribution = topology::parse_traffic_distribution(spec, &mut warnings);
         let health_check_node_port = match spec.health_check_node_port {
             None | Some(0) => None,
             Some(n) => Some(parse_port(n.into(), "spec.healthCheckNodePort")?),
@@ -610,6 +618,7 @@ impl Service {
                 allocate_load_balancer_node_ports: spec
                     .allocate_load_balancer_node_ports
                     .unwrap_or(true),
+                traffic_distribution,
             },
             warnings,
         ))
@@ -837,6 +846,12 @@ pub struct Endpoint {
     /// `addresses[].nodeName`). An endpoint is local when this equals the agent's node name;
     /// `None` is never local.
     pub node_name: Option<String>,
+    /// The endpoint's zone (EndpointSlice `zone`; `None` when unset or empty, and for
+    /// legacy Endpoints). Informational: the EndpointSlice controller derives the hints
+    /// from it; the dataplane reads the hints, as kube-proxy does.
+    pub zone: Option<String>,
+    /// EndpointSlice `hints` (forZones, forNodes); empty for legacy Endpoints.
+    pub hints: EndpointHints,
 }
 
 /// One EndpointSlice (addressType IPv4) or one subset of a legacy Endpoints object: a set
@@ -930,6 +945,8 @@ pub fn endpoint_group_from_slice(
             serving,
             terminating,
             node_name: ep.node_name.clone(),
+            zone: ep.zone.clone().filter(|z| !z.is_empty()),
+            hints: topology::endpoint_hints(ep),
         });
     }
     Ok((service, Some(EndpointGroup { ports, endpoints }), warnings))
@@ -977,6 +994,8 @@ pub fn endpoint_groups_from_endpoints(
                         serving: ready,
                         terminating: false,
                         node_name: a.node_name.clone(),
+                        zone: None,
+                        hints: EndpointHints::default(),
                     }),
                     Ok(IpAddr::V6(_)) => warnings.push(format!(
                         "{field} {:?} skipped: IPv6 is not supported by datapath v1",

@@ -35,6 +35,7 @@ fn service(ns: &str, name: &str, vips: &[&str], ports: Vec<ServicePort>) -> Serv
         session_affinity: SessionAffinity::None,
         health_check_node_port: None,
         allocate_load_balancer_node_ports: true,
+        traffic_distribution: None,
     }
 }
 
@@ -45,6 +46,8 @@ fn ep(addr: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
         serving,
         terminating,
         node_name: None,
+        zone: None,
+        hints: Default::default(),
     }
 }
 
@@ -97,6 +100,7 @@ fn node() -> NodeContext {
     NodeContext {
         node_name: Some(NODE_A.into()),
         node_ips: vec![ip("192.168.1.10"), ip("10.0.0.10")],
+        zone: None,
         node_port_addresses: vec![],
         external_ips: ExternalIpPolicy::AllowAll,
     }
@@ -156,3 +160,4 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
 mod endpoints;
 mod frontends;
 mod ownership;
+mod topology;

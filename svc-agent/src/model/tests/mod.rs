@@ -73,3 +73,4 @@ fn err(s: &corev1::Service) -> String {
 
 mod endpoints;
 mod service;
+mod topology;
