@@ -119,8 +119,10 @@ struct Args {
     cgroup: Option<PathBuf>,
 
     /// This node's name (the Node object's name). Endpoints whose nodeName matches are
-    /// local: traffic policy Local uses only those. In Kubernetes mode the agent also
-    /// watches this Node for its addresses and for /healthz.
+    /// local: traffic policy Local uses only those; EndpointSlice `forNodes` hints naming
+    /// it keep new connections on them (trafficDistribution PreferSameNode; see
+    /// --node-zone). In Kubernetes mode the agent also watches this Node for its addresses,
+    /// its zone label and /healthz.
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     node_name: Option<String>,
 
