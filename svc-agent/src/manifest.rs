@@ -164,7 +164,7 @@ pub struct FileRead {
 /// A part of a file after conversion into the model.
 #[derive(Clone, Debug)]
 enum Part {
-    Good(GoodObject),
+    Good(Box<GoodObject>),
     Invalid(ObjectKey, Problem),
     Unreadable(Problem),
     Other(Problem),
@@ -254,13 +254,13 @@ fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
             .map(|(svc, groups, w)| (svc.clone(), Converted::Legacy(svc, groups), w)),
     };
     match converted {
-        Ok((id, value, warnings)) => Part::Good(GoodObject {
+        Ok((id, value, warnings)) => Part::Good(Box::new(GoodObject {
             key: ObjectKey { kind, id },
             source,
             value,
             warnings,
             read_at: SystemTime::UNIX_EPOCH,
-        }),
+        })),
         Err(e) => match ObjectRef::from_meta(object.metadata()) {
             Ok(id) => {
                 let key = ObjectKey { kind, id };
@@ -658,7 +658,7 @@ fn file_step(read: FileRead, last: Vec<GoodObject>, now: SystemTime) -> FileStep
                         index: step.objects.len(),
                         problem: None,
                     });
-                    step.objects.push((o, Kept::Fresh));
+                    step.objects.push((*o, Kept::Fresh));
                 } else {
                     step.problems.push(Pending::Plain(Problem {
                         object: Some(o.key.to_string()),

@@ -140,7 +140,7 @@ struct Synced {
 /// A reconcile step that left writes undone (a full map, a failed write): what it did
 /// write, and what failed, by frontend.
 struct SyncFailed {
-    report: SyncReport,
+    report: Box<SyncReport>,
     took: Duration,
 }
 
@@ -400,7 +400,10 @@ impl Agent {
         if report.errors.is_empty() {
             Ok(Synced { report, took })
         } else {
-            Err(SyncFailed { report, took })
+            Err(SyncFailed {
+                report: Box::new(report),
+                took,
+            })
         }
     }
 
