@@ -99,6 +99,8 @@ fn node() -> NodeContext {
         node_ips: vec![ip("192.168.1.10"), ip("10.0.0.10")],
         node_port_addresses: vec![],
         external_ips: ExternalIpPolicy::AllowAll,
+        // Off here so the other tests list node addresses only; node_traffic.rs turns it on.
+        localhost_node_ports: false,
     }
 }
 
@@ -155,4 +157,5 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
 
 mod endpoints;
 mod frontends;
+mod node_traffic;
 mod ownership;
