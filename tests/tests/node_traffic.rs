@@ -20,7 +20,7 @@ use std::{
     collections::BTreeSet,
     io,
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Mutex,
     time::Duration,
 };
@@ -195,8 +195,8 @@ impl Env {
 
     fn start(
         lab: &mut Lab,
-        manifests: &PathBuf,
-        log: &PathBuf,
+        manifests: &Path,
+        log: &Path,
         cgroup: &str,
         extra: &[&str],
     ) -> LabAgent {
