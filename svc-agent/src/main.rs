@@ -143,7 +143,9 @@ struct Args {
     node_zone: Option<String>,
 
     /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
-    /// inside these CIDRs. Repeatable; default: on every node address.
+    /// inside these CIDRs (and, for the node's own processes, on 127.0.0.1 if a CIDR
+    /// contains it: see --localhost-nodeports). Repeatable; default: on every node address
+    /// and 127.0.0.1.
     #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
     node_port_addresses: Vec<Ipv4Cidr>,
 
@@ -163,9 +165,31 @@ struct Args {
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     cluster_cidr: Option<Ipv4Cidr>,
 
-    /// Masquerade every translated flow to the node address (kube-proxy's --masquerade-all).
+    /// Masquerade all traffic to ClusterIPs to the node address, pods' too (kube-proxy's
+    /// --masquerade-all). Like kube-proxy's, it applies to ClusterIP traffic only: the
+    /// NodePorts, externalIPs and LoadBalancer IPs of an externalTrafficPolicy Local
+    /// Service keep the client's address (with policy Cluster they are masqueraded
+    /// anyway).
     #[arg(long)]
     masquerade_all: bool,
+
+    /// Localhost NodePorts, as kube-proxy's --iptables-localhost-nodeports (an alias
+    /// here): the node's own processes (those in --cgroup) reach every NodePort on
+    /// 127.0.0.1 too, with the node's address as source, when --node-port-addresses is
+    /// not given or includes 127.0.0.1. Only 127.0.0.1, not the rest of 127/8. Default
+    /// on; `--localhost-nodeports=false` leaves 127.0.0.1:<nodePort> to whatever listens
+    /// on the node.
+    #[arg(
+        long = "localhost-nodeports",
+        alias = "iptables-localhost-nodeports",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    localhost_nodeports: bool,
 
     /// Capacity of the services, backends and rev-NAT maps (like Cilium's
     /// --bpf-lb-map-max): the services map holds one entry per frontend plus one per
@@ -369,6 +393,20 @@ impl Failure {
 }
 
 fn config(args: Args) -> Config {
+    let node = NodeContext {
+        node_name: args.node_name,
+        node_ips: args.node_ips,
+        zone: args.node_zone,
+        node_port_addresses: args.node_port_addresses,
+        external_ips: args.external_ip_cidrs.unwrap_or_default(),
+        localhost_node_ports: args.localhost_nodeports,
+    };
+    if node.loopback_node_ports_disabled() {
+        tracing::warn!(
+            "--node-port-addresses includes 127.0.0.1 but --localhost-nodeports=false: \
+             NodePorts are not served on 127.0.0.1"
+        );
+    }
     let source = match (args.manifests, args.kubeconfig) {
         (Some(dir), _) => SourceConfig::Manifests(dir),
         (None, Some(file)) => SourceConfig::Kubernetes {
@@ -400,13 +438,7 @@ fn config(args: Args) -> Config {
             },
             ..DatapathConfig::default()
         },
-        node: NodeContext {
-            node_name: args.node_name,
-            node_ips: args.node_ips,
-            zone: args.node_zone,
-            node_port_addresses: args.node_port_addresses,
-            external_ips: args.external_ip_cidrs.unwrap_or_default(),
-        },
+        node,
         proc_sys_net: args.proc_sys_net,
         status: StatusAddrs {
             healthz: args.healthz_bind_address.0,
@@ -548,6 +580,36 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn localhost_nodeports_flag() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["svc-agent", "--manifests", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| config(c.run).node.localhost_node_ports)
+        };
+        // On by default, as kube-proxy's --iptables-localhost-nodeports.
+        assert!(parse(&[]).unwrap());
+        assert!(parse(&["--localhost-nodeports"]).unwrap());
+        assert!(parse(&["--localhost-nodeports=true"]).unwrap());
+        assert!(!parse(&["--localhost-nodeports=false"]).unwrap());
+        assert!(!parse(&["--iptables-localhost-nodeports=false"]).unwrap());
+        assert!(parse(&["--localhost-nodeports=maybe"]).is_err());
+        // kube-proxy's pflag bool takes its value after `=` only.
+        assert!(parse(&["--localhost-nodeports", "false"]).is_err());
+        let node = Cli::try_parse_from([
+            "svc-agent",
+            "--manifests",
+            "x",
+            "--node-port-addresses",
+            "127.0.0.0/8",
+            "--localhost-nodeports=false",
+        ])
+        .map(|c| config(c.run).node)
+        .unwrap();
+        assert!(node.loopback_node_ports_disabled());
+        assert_eq!(node.localhost_node_port_ip(), None);
     }
 
     #[test]

@@ -333,10 +333,10 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
                 Some(m) => {
                     let why = if c.backend.is_some_and(|b| b.starts_with(&format!("{}:", c.req.src))) {
                         "hairpin: the client is its own backend"
-                    } else if c.config.masquerade_all {
-                        "--masquerade-all"
                     } else if external {
                         "externalTrafficPolicy Cluster"
+                    } else if c.config.masquerade_all {
+                        "--masquerade-all"
                     } else {
                         "ClusterIP traffic from outside the pod CIDR"
                     };

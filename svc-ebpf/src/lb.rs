@@ -22,6 +22,7 @@ use crate::{
     config,
     maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    rules,
 };
 
 /// An address and port, network order.
@@ -167,7 +168,13 @@ pub fn decide(pkt: &Packet, now: u64) -> Action {
             return action;
         }
     }
-    match frontend(pkt.daddr, pkt.dport, pkt.proto) {
+    // 127/8 frontends (localhost NodePorts) are for the socket programs only.
+    let f = if rules::is_loopback(pkt.daddr) {
+        None
+    } else {
+        frontend(pkt.daddr, pkt.dport, pkt.proto)
+    };
+    match f {
         Some(f) => forward(pkt, &f, now),
         None => reply(pkt, now),
     }
@@ -319,8 +326,9 @@ fn handshake_done(ct: &mut Ct4Value, pkt: &Packet) {
 }
 
 /// Picks a backend for a new flow (`pick`, the rules every hook shares) and records the
-/// flow; masquerade per kube-proxy's rules: ClusterIP from outside the pod CIDR (when it is
-/// known), external addresses with policy Cluster, hairpin, --masquerade-all.
+/// flow; masquerade per kube-proxy's rules (`rules::masquerade`): ClusterIP from outside
+/// the pod CIDR (when it is known) or with --masquerade-all, external addresses with policy
+/// Cluster, hairpin.
 #[inline(always)]
 fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
     let (cidr_known, from_pod) = config::pod_source(pkt.saddr);
@@ -338,18 +346,9 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
         Err(NoPick::NoLocalEndpoint) => return Action::Done(Verdict::DropNoLocalBackend),
         Err(NoPick::MidUpdate) => return Action::Done(Verdict::DropNoBackend),
     };
-    let external = f.flags & SVC_F_EXTERNAL != 0;
-    let local = f.flags & SVC_F_LOCAL != 0;
     let hairpin = backend_addr == pkt.saddr;
     let masq_addr = config::masq_addr();
-    let masquerade = masq_addr != 0
-        && (hairpin
-            || config::masquerade_all()
-            || if external {
-                !local
-            } else {
-                cidr_known && !from_pod
-            });
+    let masquerade = rules::masquerade(f.flags, from_pod, cidr_known, hairpin);
 
     // The tuple replies will carry: to the node's address when masqueraded, else to the
     // client itself. It must not be the reply tuple of another live flow (see

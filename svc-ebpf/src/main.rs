@@ -12,6 +12,7 @@ mod lb;
 mod maps;
 mod parse;
 mod reject;
+mod rules;
 mod sock;
 mod tc;
 mod xdp;

@@ -1,7 +1,9 @@
 //! End to end on one node: the rules of the semantics note not covered by the two-node
-//! table: `--masquerade-all`, no masquerading without a known pod CIDR, established flows
-//! keeping a terminating backend while new flows avoid it, and not-serving endpoints never
-//! used (a Service whose endpoints are all not serving rejects).
+//! table: `--masquerade-all` (ClusterIP traffic from every source, but not the external
+//! addresses of an externalTrafficPolicy Local Service), no masquerading without a known
+//! pod CIDR, established flows keeping a terminating backend while new flows avoid it, and
+//! not-serving endpoints never used (a Service whose endpoints are all not serving
+//! rejects).
 use std::{
     collections::BTreeSet,
     io,
@@ -52,10 +54,18 @@ enum PodCidr {
 
 impl Env {
     fn up(endpoints: &[(&str, &str)], pod_cidr: PodCidr, extra: &[&str]) -> Env {
+        Env::up_with(endpoints, pod_cidr, extra, "")
+    }
+
+    /// As [`up`](Self::up), with `more` (manifests) served next to the echo Service.
+    fn up_with(endpoints: &[(&str, &str)], pod_cidr: PodCidr, extra: &[&str], more: &str) -> Env {
         let mut lab = Lab::up().expect("lab");
         let dir = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("echo.yaml"), echo_manifest(endpoints, &lab)).unwrap();
+        if !more.is_empty() {
+            std::fs::write(dir.join("more.yaml"), more).unwrap();
+        }
         let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
         let agent = match pod_cidr {
             PodCidr::Known => LabAgent::start_in(&mut lab, 1, &dir, &log, extra),
@@ -109,6 +119,186 @@ fn masquerade_all_masquerades_pod_traffic_too() {
         [NODE_EXT_IP, env.lab.node(1).gateway].contains(reply.client.ip()),
         "masqueraded to a node address, saw {}",
         reply.client
+    );
+}
+
+/// externalTrafficPolicy Local on every external address (NodePort 30081, LoadBalancer IP
+/// 203.0.113.20, externalIP 198.51.100.20, endpoint p2 on this node), and a NodePort
+/// Service with policy Cluster (30080, endpoint p3).
+const EXTERNAL_SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: local-ext, namespace: default}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.20
+  externalTrafficPolicy: Local
+  externalIPs: ["198.51.100.20"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30081}
+status:
+  loadBalancer:
+    ingress: [{ip: 203.0.113.20}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: local-ext-1
+  namespace: default
+  labels: {kubernetes.io/service-name: local-ext}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints: [{addresses: ["10.244.1.12"], conditions: {ready: true}, nodeName: node1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cluster-np, namespace: default}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.21
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: cluster-np-1
+  namespace: default
+  labels: {kubernetes.io/service-name: cluster-np}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 8080}]
+endpoints: [{addresses: ["10.244.1.13"], conditions: {ready: true}, nodeName: node1}]
+"#;
+
+/// kube-proxy's masqueradeAll marks traffic matched on a cluster IP; it leaves the
+/// NodePorts, LoadBalancer IPs and externalIPs of an externalTrafficPolicy Local Service
+/// alone (TestExternalTrafficPolicyLocal's rows keep `masq: false`), from outside and
+/// from pods alike. Real packets, with --masquerade-all: who sees which source.
+#[test]
+fn masquerade_all_is_for_cluster_ips_only() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let env = Env::up_with(
+        &[("p1", READY)],
+        PodCidr::Known,
+        &["--masquerade-all", "--node-name", "node1"],
+        EXTERNAL_SERVICES,
+    );
+    for cidr in ["198.51.100.0/24", "203.0.113.0/24"] {
+        env.lab.ext_route(cidr, 1).expect("ext route");
+    }
+    env.wait(1);
+    for (vip, count) in [
+        (Ipv4Addr::new(10, 96, 0, 20), 1),
+        (Ipv4Addr::new(203, 0, 113, 20), 1),
+    ] {
+        env.agent
+            .wait_backends(vip, 80, PROTO_TCP, count, Duration::from_secs(20))
+            .expect("synced");
+    }
+    let ext = env.lab.ext_ns().to_string();
+    let client = env.lab.client_ns().to_string();
+    let p1 = env.lab.pod_ns("p1").to_string();
+    let masq = |ip: Ipv4Addr| [NODE_EXT_IP, env.lab.node(1).gateway].contains(&ip);
+    enum Sees {
+        Masqueraded,
+        Own(Ipv4Addr),
+    }
+    use Sees::*;
+    let sa = |a: &str| -> SocketAddrV4 { a.parse().unwrap() };
+    let rows: [(&str, &str, SocketAddrV4, &str, Sees); 12] = [
+        ("pod -> ClusterIP", &client, SVC, "p1", Masqueraded),
+        ("outside -> ClusterIP", &ext, SVC, "p1", Masqueraded),
+        ("hairpin p1 -> ClusterIP", &p1, SVC, "p1", Masqueraded),
+        (
+            "pod -> ClusterIP of the ETP Local Service",
+            &client,
+            sa("10.96.0.20:80"),
+            "p2",
+            Masqueraded,
+        ),
+        (
+            "outside -> NodePort (ETP Local)",
+            &ext,
+            sa("192.0.2.1:30081"),
+            "p2",
+            Own(EXT_IP),
+        ),
+        (
+            "outside -> LoadBalancer IP (ETP Local)",
+            &ext,
+            sa("203.0.113.20:80"),
+            "p2",
+            Own(EXT_IP),
+        ),
+        (
+            "outside -> externalIP (ETP Local)",
+            &ext,
+            sa("198.51.100.20:80"),
+            "p2",
+            Own(EXT_IP),
+        ),
+        (
+            "pod -> NodePort (ETP Local)",
+            &client,
+            sa("192.0.2.1:30081"),
+            "p2",
+            Own(CLIENT_IP),
+        ),
+        (
+            "pod -> LoadBalancer IP (ETP Local)",
+            &client,
+            sa("203.0.113.20:80"),
+            "p2",
+            Own(CLIENT_IP),
+        ),
+        (
+            "pod -> externalIP (ETP Local)",
+            &client,
+            sa("198.51.100.20:80"),
+            "p2",
+            Own(CLIENT_IP),
+        ),
+        (
+            "outside -> NodePort (ETP Cluster)",
+            &ext,
+            sa("192.0.2.1:30080"),
+            "p3",
+            Masqueraded,
+        ),
+        (
+            "pod -> NodePort (ETP Cluster)",
+            &client,
+            sa("192.0.2.1:30080"),
+            "p3",
+            Masqueraded,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, ns, to, pod, sees) in &rows {
+        match tcp_request(ns, *to, "x", TIMEOUT) {
+            Err(e) => failures.push(format!("{what}: {e}")),
+            Ok(r) if r.pod != *pod => failures.push(format!("{what}: reached {}", r.pod)),
+            Ok(r) => {
+                let ok = match sees {
+                    Masqueraded => masq(*r.client.ip()),
+                    Own(ip) => r.client.ip() == ip,
+                };
+                if !ok {
+                    let want = match sees {
+                        Masqueraded => "a node address".to_string(),
+                        Own(ip) => ip.to_string(),
+                    };
+                    failures.push(format!("{what}: {pod} saw {}, expected {want}", r.client));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
     );
 }
 

@@ -312,6 +312,36 @@ const TABLE: &[Row] = &[
         Tcp,
         Reject,
     ),
+    // Localhost NodePorts (kube-proxy's --iptables-localhost-nodeports, on by default):
+    // masqueraded by nature, every endpoint (ETP Local included), REJECT without any.
+    row(
+        "localhost NodePort from node1 itself",
+        NodeItself(1),
+        ("127.0.0.1", 30080),
+        Tcp,
+        Backends(&["a1", "b1"], NodeAny(1)),
+    ),
+    row(
+        "localhost NodePort UDP from node2 itself",
+        NodeItself(2),
+        ("127.0.0.1", 30080),
+        Udp,
+        Backends(&["a1", "b1"], NodeAny(2)),
+    ),
+    row(
+        "localhost NodePort, ETP Local, node without endpoints: all endpoints",
+        NodeItself(2),
+        ("127.0.0.1", 30081),
+        Tcp,
+        Backends(&["a1"], NodeAny(2)),
+    ),
+    row(
+        "localhost NodePort without endpoints",
+        NodeItself(1),
+        ("127.0.0.1", 30087),
+        Tcp,
+        Reject,
+    ),
     // Services another proxy owns get nothing.
     row(
         "service-proxy-name: left alone",

@@ -6,8 +6,12 @@
 //! where the note is silent. In short:
 //!
 //! - Addresses ("Addresses a Service answers on"): every IPv4 cluster IP, every node
-//!   address selected by nodePortAddresses at each nodePort, every externalIP and every
-//!   load balancer ingress IP (not `ipMode: Proxy`), each with every service port.
+//!   address selected by nodePortAddresses at each nodePort (and 127.0.0.1 for the node's
+//!   own processes: localhost NodePorts), every externalIP and every load balancer
+//!   ingress IP (not `ipMode: Proxy`), each with every service port.
+//! - The node's own traffic (`node_traffic`): localhost NodePorts, and a Service's
+//!   LoadBalancer IPs allowed as sources when the node's IP is inside its
+//!   loadBalancerSourceRanges.
 //! - Endpoints ("Endpoints"): ready ones, else serving-and-terminating ones, never
 //!   not-serving ones; computed for the whole cluster and for this node.
 //! - Traffic policies: each frontend says whether its policy is Local; the datapath then
@@ -36,6 +40,7 @@ use crate::model::{
     ServicePort,
 };
 
+mod node_traffic;
 mod topology;
 use topology::Topology;
 
@@ -79,7 +84,9 @@ pub struct FrontendState {
     /// sessionAffinity: ClientIP: the timeout in seconds (default 10800). Set on every
     /// frontend of the Service.
     pub affinity_timeout: Option<u32>,
-    /// loadBalancerSourceRanges, for LoadBalancer frontends only (empty: every source).
+    /// loadBalancerSourceRanges, for LoadBalancer frontends only (empty: every source),
+    /// and the Service's LoadBalancer IPs when the node's primary IP is inside them (see
+    /// `node_traffic`).
     pub source_ranges: Vec<Ipv4Cidr>,
 }
 
@@ -100,6 +107,11 @@ pub struct NodeContext {
     pub node_port_addresses: Vec<Ipv4Cidr>,
     /// Which `spec.externalIPs` this node serves (default: all, as kube-proxy).
     pub external_ips: ExternalIpPolicy,
+    /// Localhost NodePorts (kube-proxy's `--iptables-localhost-nodeports`): NodePorts also
+    /// answer the node's own processes on 127.0.0.1 when nodePortAddresses allows it
+    /// ([`NodeContext::localhost_node_port_ip`]). svc-agent's flag defaults to on, as
+    /// kube-proxy's; `NodeContext::default()` leaves it off.
+    pub localhost_node_ports: bool,
 }
 
 /// Which `spec.externalIPs` the node serves: the idea of the DenyServiceExternalIPs
@@ -326,7 +338,9 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// - [`FrontendKind::ClusterIp`]: each IPv4 cluster IP at `port`; `local_policy` =
 ///   internalTrafficPolicy Local (ITP applies to ClusterIP traffic only).
 /// - [`FrontendKind::NodePort`]: types NodePort and LoadBalancer, when the port has a
-///   `nodePort`: each of [`NodeContext::node_port_ips`] at `nodePort`; `local_policy` =
+///   `nodePort`: each of [`NodeContext::node_port_ips`] at `nodePort`, and 127.0.0.1 for
+///   the node's own processes when [`NodeContext::localhost_node_port_ip`] says so
+///   (localhost NodePorts; only the socket programs use it); `local_policy` =
 ///   externalTrafficPolicy Local. A nodePort on a ClusterIP Service (the API server rejects
 ///   it) is ignored. `allocateLoadBalancerNodePorts: false` does not matter: a nodePort in
 ///   the manifest is used, as kube-proxy does.
@@ -337,7 +351,10 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// - [`FrontendKind::LoadBalancer`]: type LoadBalancer only, each IPv4 ingress IP at
 ///   `port`, skipping `ipMode: Proxy` entries (the external load balancer must see the
 ///   traffic) and hostname-only entries (nothing to match); `local_policy` = ETP Local;
-///   `source_ranges` = the IPv4 loadBalancerSourceRanges. Ingress status on another type is
+///   `source_ranges` = the IPv4 loadBalancerSourceRanges, plus the Service's LoadBalancer
+///   IPs as /32s when the node's primary IP (the first node IP) is inside them, as
+///   kube-proxy allows a node that has the VIP locally (its traffic to the VIP loops back
+///   with the VIP as source; see `node_traffic`). Ingress status on another type is
 ///   ignored, as is the deprecated `spec.loadBalancerIP` (kube-proxy reads the status only).
 /// - Every frontend of a ClientIP-affinity Service gets `affinity_timeout`.
 ///
@@ -433,7 +450,8 @@ pub fn compute_with_incumbents(
 ) -> (DesiredState, Vec<ComputeProblem>) {
     let mut state = DesiredState::default();
     let mut problems = Vec::new();
-    let node_port_ips = node.node_port_ips();
+    let mut node_port_ips = node.node_port_ips();
+    node_port_ips.extend(node.localhost_node_port_ip());
 
     // Endpoint sets per proxied Service and port, computed once for every kind.
     let mut port_sets: BTreeMap<(&ObjectRef, usize), PortEndpoints> = BTreeMap::new();
@@ -573,7 +591,7 @@ pub fn compute_with_incumbents(
                     terminating: sets.terminating.clone(),
                     affinity_timeout: svc.affinity_timeout(),
                     source_ranges: if kind == FrontendKind::LoadBalancer {
-                        svc.load_balancer_source_ranges.clone()
+                        node_traffic::source_ranges(svc, node)
                     } else {
                         Vec::new()
                     },

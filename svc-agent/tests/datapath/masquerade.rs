@@ -1,10 +1,8 @@
 //! Masquerade on node 1: SNAT to the node address for sources outside the pod CIDR (TC and
 //! XDP, local and remote backends, TCP and UDP with and without checksum) and the reverse
 //! translation of the replies, none for pods, hairpin, a kept client port that equals a
-//! NodePort, NAT port collisions, and `masquerade_all`.
-use std::collections::BTreeMap;
-
-use svc_agent::desired::DesiredState;
+//! NodePort, NAT port collisions, and `masquerade_all` (ClusterIP traffic only: the
+//! external addresses of an externalTrafficPolicy Local Service keep the client's address).
 use svc_agent::packet::SYN;
 use svc_common::Verdict;
 
@@ -288,29 +286,55 @@ fn nat_port_collision() {
     );
 }
 
-/// Node 1 with masquerade_all: pods are masqueraded too.
+/// Node 1 with masquerade_all: ClusterIP traffic is masqueraded from every source, pods
+/// included; the external addresses are not touched by it (kube-proxy's masqueradeAll
+/// rule matches the cluster IP): externalTrafficPolicy Local keeps the client's address
+/// on its NodePort, LoadBalancer IP and externalIP, from outside and from a pod, and
+/// policy Cluster masquerades as it always does; hairpin too.
 #[test]
 fn masquerade_all() {
     use Output::Exact;
     use Prog::{Tc, Xdp};
     let mut h = Harness::load("masq-all", &node1_fixture_config(true));
-    h.sync(&DesiredState {
-        frontends: BTreeMap::from([fe("10.96.0.10:80", TCP, CIP, "one", &[LOCAL_BE], no_edit)]),
-        ..Default::default()
-    });
+    let mut desired = services::node1_services();
+    let local_only = |s: &mut svc_agent::desired::FrontendState| {
+        s.local_policy = true;
+        s.local_backends = backends(&[LOCAL_BE], TCP);
+    };
+    let (f, s) = fe(
+        "203.0.113.20:80",
+        TCP,
+        LB,
+        "lb-local",
+        &[LOCAL_BE],
+        local_only,
+    );
+    desired.frontends.insert(f, s);
+    let (f, s) = fe(
+        "198.51.100.20:80",
+        TCP,
+        svc_agent::desired::FrontendKind::ExternalIp,
+        "eip-local",
+        &[LOCAL_BE],
+        local_only,
+    );
+    desired.frontends.insert(f, s);
+    h.sync(&desired);
+    let n = node;
     h.run_table(&[
+        // --- ClusterIP: every source ---------------------------------------------------
         case(
             "tc (masquerade_all): pod -> ClusterIP: DNAT + SNAT to 192.0.2.1:40000",
             Tc,
             segment("10.244.1.20:40000", "10.96.0.10:80", SYN, 1000),
             TC_ACT_OK,
-            Exact(segment(&node(40000), LOCAL_BE, SYN, 1000)),
+            Exact(segment(&n(40000), LOCAL_BE, SYN, 1000)),
             Verdict::DnatNew,
         ),
         case(
             "tc (masquerade_all): reply -> 10.96.0.10:80 > 10.244.1.20:40000",
             Tc,
-            synack(LOCAL_BE, &node(40000), 7000, 1001),
+            synack(LOCAL_BE, &n(40000), 7000, 1001),
             TC_ACT_OK,
             Exact(synack("10.96.0.10:80", "10.244.1.20:40000", 7000, 1001)),
             Verdict::RevNat,
@@ -320,7 +344,105 @@ fn masquerade_all() {
             Xdp,
             segment("192.0.2.100:50000", "10.96.0.10:80", SYN, 2000),
             XDP_PASS,
-            Exact(segment(&node(50000), LOCAL_BE, SYN, 2000)),
+            Exact(segment(&n(50000), LOCAL_BE, SYN, 2000)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): pod -> ClusterIP (ITP Local, one local): SNAT",
+            Tc,
+            segment("10.244.1.20:40001", "10.96.0.14:80", SYN, 1100),
+            TC_ACT_OK,
+            Exact(segment(&n(40001), LOCAL_BE, SYN, 1100)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): hairpin -> SNAT",
+            Tc,
+            segment("10.244.1.11:40002", "10.96.0.10:80", SYN, 1200),
+            TC_ACT_OK,
+            Exact(segment(&n(40002), LOCAL_BE, SYN, 1200)),
+            Verdict::DnatNew,
+        ),
+        // --- externalTrafficPolicy Local: the client's address is kept ------------------
+        case(
+            "xdp (masquerade_all): outside -> NodePort (Local): local backend, client kept",
+            Xdp,
+            segment("192.0.2.100:50010", &n(30001), SYN, 3000),
+            XDP_PASS,
+            Exact(segment("192.0.2.100:50010", LOCAL_BE, SYN, 3000)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): ETP Local reply -> from the NodePort, to the client",
+            Tc,
+            synack(LOCAL_BE, "192.0.2.100:50010", 7100, 3001),
+            TC_ACT_OK,
+            Exact(synack(&n(30001), "192.0.2.100:50010", 7100, 3001)),
+            Verdict::RevNat,
+        ),
+        case(
+            "tc (masquerade_all): outside -> NodePort (Local) via TC: client kept",
+            Tc,
+            segment("198.51.100.7:50011", &n(30001), SYN, 3100),
+            TC_ACT_OK,
+            Exact(segment("198.51.100.7:50011", LOCAL_BE, SYN, 3100)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): pod -> NodePort (Local): every endpoint, pod address kept",
+            Tc,
+            segment("10.244.1.20:40010", &n(30002), SYN, 3200),
+            TC_ACT_OK,
+            Exact(segment("10.244.1.20:40010", REMOTE_BE, SYN, 3200)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "xdp (masquerade_all): outside -> LB IP (Local): client kept",
+            Xdp,
+            segment("192.0.2.100:50012", "203.0.113.20:80", SYN, 3300),
+            XDP_PASS,
+            Exact(segment("192.0.2.100:50012", LOCAL_BE, SYN, 3300)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): pod -> LB IP (Local): pod address kept",
+            Tc,
+            segment("10.244.1.20:40012", "203.0.113.20:80", SYN, 3400),
+            TC_ACT_OK,
+            Exact(segment("10.244.1.20:40012", LOCAL_BE, SYN, 3400)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "xdp (masquerade_all): outside -> externalIP (Local): client kept",
+            Xdp,
+            segment("192.0.2.100:50013", "198.51.100.20:80", SYN, 3500),
+            XDP_PASS,
+            Exact(segment("192.0.2.100:50013", LOCAL_BE, SYN, 3500)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): pod -> externalIP (Local): pod address kept",
+            Tc,
+            segment("10.244.1.20:40013", "198.51.100.20:80", SYN, 3600),
+            TC_ACT_OK,
+            Exact(segment("10.244.1.20:40013", LOCAL_BE, SYN, 3600)),
+            Verdict::DnatNew,
+        ),
+        // --- externalTrafficPolicy Cluster: masqueraded, as without the flag ------------
+        case(
+            "xdp (masquerade_all): outside -> NodePort (Cluster): SNAT",
+            Xdp,
+            segment("192.0.2.100:50014", &n(30000), SYN, 3700),
+            XDP_PASS,
+            Exact(segment(&n(50014), REMOTE_BE, SYN, 3700)),
+            Verdict::DnatNew,
+        ),
+        case(
+            "tc (masquerade_all): pod -> NodePort (Cluster): SNAT",
+            Tc,
+            segment("10.244.1.20:40014", &n(30000), SYN, 3800),
+            TC_ACT_OK,
+            Exact(segment(&n(40014), REMOTE_BE, SYN, 3800)),
             Verdict::DnatNew,
         ),
     ]);

@@ -1,7 +1,8 @@
 //! Traffic policies on node 1: NodePort with externalTrafficPolicy Cluster (masqueraded,
 //! from outside and from a pod) and Local (client address kept, local endpoints only, DROP
 //! without one; from a pod every endpoint), internalTrafficPolicy Local (local endpoints
-//! only, DROP without one).
+//! only, DROP without one), and a localhost NodePort frontend (127.0.0.1), which packets
+//! never use.
 use std::collections::BTreeSet;
 
 use svc_agent::packet::SYN;
@@ -177,4 +178,78 @@ fn itp_local_uses_the_local_endpoint() {
         bytes_eq(&name, &segment(&client, LOCAL_BE, SYN, u32::from(i)), &out);
     }
     println!("ok   ITP Local: 10 flows from a pod all to the local endpoint, no SNAT");
+}
+
+/// A localhost NodePort frontend (127.0.0.1:30000, for the node's own processes through
+/// the socket programs) is never used for a packet: one that arrives with a 127/8
+/// destination (a martian the kernel drops, or a neighbour trying to reach a NodePort
+/// through 127.0.0.1, cf. CVE-2020-8558) is passed untouched, through XDP and TC.
+#[test]
+fn packets_to_a_localhost_node_port_are_not_translated() {
+    use Output::Unchanged;
+    use Prog::{Tc, Xdp};
+    let mut h = services::node1("localhost-np");
+    let mut desired = services::node1_services();
+    let (f, s) = fe(
+        "127.0.0.1:30000",
+        TCP,
+        NP,
+        "np-cluster",
+        &[REMOTE_BE],
+        no_edit,
+    );
+    desired.frontends.insert(f, s);
+    let (f, s) = fe(
+        "127.0.0.1:30000",
+        UDP,
+        NP,
+        "np-cluster",
+        &[REMOTE_BE],
+        no_edit,
+    );
+    desired.frontends.insert(f, s);
+    h.sync(&desired);
+    h.run_table(&[
+        case(
+            "xdp: outside -> 127.0.0.1:30000 (localhost NodePort): not translated",
+            Xdp,
+            segment("192.0.2.100:50040", "127.0.0.1:30000", SYN, 100),
+            XDP_PASS,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "tc: outside -> 127.0.0.1:30000 (localhost NodePort): not translated",
+            Tc,
+            segment("192.0.2.100:50041", "127.0.0.1:30000", SYN, 200),
+            TC_ACT_OK,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "tc: pod -> 127.0.0.1:30000 UDP: not translated",
+            Tc,
+            datagram("10.244.1.20:40040", "127.0.0.1:30000", b"lo", false),
+            TC_ACT_OK,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "xdp: outside -> 127.0.0.5:30000: not translated",
+            Xdp,
+            segment("192.0.2.100:50042", "127.0.0.5:30000", SYN, 300),
+            XDP_PASS,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        // The same NodePort on the node's address is translated as ever.
+        case(
+            "xdp: outside -> 192.0.2.1:30000: DNAT + SNAT",
+            Xdp,
+            segment("192.0.2.100:50043", &node(30000), SYN, 400),
+            XDP_PASS,
+            Output::Exact(segment(&node(50043), REMOTE_BE, SYN, 400)),
+            Verdict::DnatNew,
+        ),
+    ]);
 }

@@ -103,6 +103,8 @@ fn node() -> NodeContext {
         zone: None,
         node_port_addresses: vec![],
         external_ips: ExternalIpPolicy::AllowAll,
+        // Off here so the other tests list node addresses only; node_traffic.rs turns it on.
+        localhost_node_ports: false,
     }
 }
 
@@ -159,5 +161,6 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
 
 mod endpoints;
 mod frontends;
+mod node_traffic;
 mod ownership;
 mod topology;
