@@ -4,7 +4,9 @@
 //! CoreDNS behind the kube-dns ClusterIP): from a pod to a ClusterIP (TC on the pod's
 //! interface, no masquerade), from outside to the ClusterIP and to a NodePort (XDP on eth0,
 //! masqueraded to the node), and to a Service without endpoints (rejected once, the rest
-//! of the datagram dropped). The echo server checks every request byte for byte and answers
+//! of the datagram dropped); and on two nodes, to a backend on the other node, whose
+//! answers come back through XDP on the client's node. The echo server checks every
+//! request byte for byte and answers
 //! with exactly the size asked for; the client checks the answer byte for byte and that it
 //! comes from the Service address. The verdict counters show every fragment after the
 //! first was translated by the program that should have (exact counts: `ceil((payload +
@@ -236,6 +238,96 @@ fn large_datagrams_from_outside_through_xdp() {
     println!(
         "outside -> ClusterIP and NodePort: {requests} request fragments after the first translated by XDP, {answers} answer fragments by TC"
     );
+}
+
+/// Two nodes with one agent each serving examples/two-node: `web` (10.96.1.10:80/UDP,
+/// NodePort 30080) has a1 on node1 and b1 on node2. Large datagrams from pod ca (node1) to
+/// the ClusterIP and from outside to node1's NodePort, until both backends answered each
+/// kind: the answers of b1 come back to node1 through its eth0 (XDP, then TC), reverse
+/// translated fragment by fragment there.
+#[test]
+fn large_datagrams_to_a_backend_on_the_other_node() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::up_two_nodes().expect("two-node lab");
+    let dir = std::env::temp_dir().join(format!("svl-{}-manifests", lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node/services.yaml");
+    std::fs::copy(src, dir.join("services.yaml")).expect("copy manifests");
+    let web = Ipv4Addr::new(10, 96, 1, 10);
+    let mut agents = Vec::new();
+    for n in [1, 2] {
+        let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", lab.id()));
+        let name = lab.node(n).name.clone();
+        let agent = LabAgent::start_in(&mut lab, n, &dir, &log, &["--node-name", &name])
+            .expect("start agent");
+        agent
+            .wait_backends(web, 80, PROTO_UDP, 2, Duration::from_secs(20))
+            .expect("agent synced");
+        agents.push(agent);
+    }
+    let env = Env {
+        agent: agents.remove(0),
+        dir,
+        lab,
+    };
+    let _node2 = TwoNodeAgent(agents.remove(0));
+    let ca = env.lab.client_on(1).ns.clone();
+    let ext = env.lab.ext_ns().to_string();
+    let cases = [
+        (
+            ca.as_str(),
+            SocketAddrV4::new(web, 80),
+            env.lab.pod_ip("ca"),
+        ),
+        (
+            ext.as_str(),
+            SocketAddrV4::new(NODE_EXT_IP, 30080),
+            NODE_EXT_IP,
+        ),
+    ];
+    let before = env.count(Verdict::RevNatFragment);
+    for (ns, to, seen) in cases {
+        for (len, reply_len) in [
+            (4096, 4096),
+            (16_384, 16_384),
+            (60_000, 60_000),
+            (64, 60_000),
+        ] {
+            let mut pods = std::collections::BTreeSet::new();
+            // Each new flow picks one of the two backends at random: 40 tries leave a
+            // chance of 2^-39 of missing one.
+            for _ in 0..40 {
+                let session = UdpSession::bind(ns).expect("bind");
+                let reply = session
+                    .request_sized(to, len, reply_len, TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{len} bytes from {ns} to {to}: {e}"));
+                assert_eq!(*reply.client.ip(), seen, "{len} bytes to {to}");
+                pods.insert(reply.pod);
+                if pods.len() == 2 {
+                    break;
+                }
+            }
+            assert_eq!(
+                pods.into_iter().collect::<Vec<_>>(),
+                ["a1", "b1"],
+                "{len} bytes to {to}: both backends answer"
+            );
+        }
+    }
+    assert!(env.count(Verdict::RevNatFragment) > before);
+}
+
+/// Stops the second node's agent when dropped (the first is the [`Env`]'s).
+struct TwoNodeAgent(LabAgent);
+
+impl Drop for TwoNodeAgent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- node2 svc-agent log ---\n{}", self.0.log_text());
+        }
+        let _ = self.0.process.stop();
+        let _ = std::fs::remove_file(&self.0.log);
+    }
 }
 
 #[test]
