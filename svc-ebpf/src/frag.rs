@@ -63,7 +63,10 @@ fn key(saddr: u32, daddr: u32, id: u16, proto: u8) -> Frag4Key {
 /// A BPF function of its own, not inlined: inlined, LLVM carried an undefined register
 /// into the entry's initialisation on a path where the action's variant had no such field
 /// (the verifier refuses: R4 !read_ok), as in reject.rs. As a call, the action is read
-/// from the caller's stack by its discriminant.
+/// from the caller's stack by its discriminant. Every packet pays the call (it returns at
+/// once for an unfragmented one): testing the flag in the caller and calling only for
+/// first fragments brought the undefined register back (tried; per-packet cost within the
+/// benchmark's noise either way).
 #[inline(never)]
 pub fn first(pkt: &Packet, action: &Action, now: u64) {
     if !pkt.first_fragment {
