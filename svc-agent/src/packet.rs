@@ -514,6 +514,147 @@ impl PacketBuilder {
     }
 }
 
+/// Splits an Ethernet + IPv4 frame into fragments of at most `mtu` IPv4 bytes each, as
+/// Linux's ip_fragment does: every fragment but the last carries a multiple of 8 payload
+/// bytes and MF; all keep the Ethernet header, the IPv4 id, TOS, TTL and protocol; options
+/// without the copy flag are replaced by NOPs after the first fragment (the header keeps
+/// its length, as ip_options_fragment does); total length and header checksum per
+/// fragment. A frame that is already a fragment is split further (offsets continue from
+/// its own, the last piece keeps its MF). A frame that fits comes back as the only
+/// fragment. Ethernet padding after the IPv4 packet is not carried over.
+///
+/// Errors: not IPv4, a header that is cut short or invalid, DF set (the sender would get
+/// "fragmentation needed" instead), or an `mtu` that leaves fewer than 8 payload bytes.
+pub fn fragment(frame: &[u8], mtu: usize) -> Result<Vec<Vec<u8>>, String> {
+    let (ihl, tot_len) = ipv4_lengths(frame)?;
+    let ip = &frame[ETH_HLEN..ETH_HLEN + tot_len];
+    if tot_len <= mtu {
+        return Ok(vec![frame[..ETH_HLEN + tot_len].to_vec()]);
+    }
+    let frag = be16(ip, 6).unwrap_or(0);
+    if frag & IP_DF != 0 {
+        return Err("DF is set: the packet may not be fragmented".into());
+    }
+    let chunk = mtu.saturating_sub(ihl) / 8 * 8;
+    if chunk == 0 {
+        return Err(format!(
+            "an MTU of {mtu} leaves no room for 8 payload bytes after a {ihl}-byte header"
+        ));
+    }
+    let base = usize::from(frag & IP_OFFSET_MASK) * 8;
+    let payload = &ip[ihl..];
+    // Later fragments' header: options without the copy flag (0x80) become NOPs.
+    let mut later_header = ip[..ihl].to_vec();
+    let mut i = IPV4_HLEN;
+    while i < ihl {
+        let kind = later_header[i];
+        let len = match kind {
+            0 => break,
+            1 => 1,
+            _ => usize::from(*later_header.get(i + 1).unwrap_or(&1)).max(2),
+        };
+        let end = (i + len).min(ihl);
+        if kind & 0x80 == 0 {
+            later_header[i..end].fill(1);
+        }
+        i = end;
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < payload.len() {
+        let len = chunk.min(payload.len() - at);
+        let last = at + len == payload.len();
+        let header = if at == 0 {
+            &ip[..ihl]
+        } else {
+            &later_header[..]
+        };
+        let mut f = Vec::with_capacity(ETH_HLEN + ihl + len);
+        f.extend_from_slice(&frame[..ETH_HLEN]);
+        f.extend_from_slice(header);
+        f.extend_from_slice(&payload[at..at + len]);
+        let more = !last || frag & IP_MF != 0;
+        let field = ((base + at) / 8) as u16 | if more { IP_MF } else { 0 };
+        set_ipv4_fields(&mut f, ihl, (ihl + len) as u16, field);
+        out.push(f);
+        at += len;
+    }
+    Ok(out)
+}
+
+/// Puts fragments of one datagram back together (any order), as a receiver does: the
+/// frame of the fragment at offset 0 (Ethernet and IPv4 header) with every payload in
+/// place, MF and offset cleared, total length and header checksum recomputed. Errors:
+/// fragments of different datagrams (source, destination, id, protocol), a gap or an
+/// overlap, no first or no last fragment, a frame that is no IPv4 fragment.
+pub fn reassemble(fragments: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let mut parts = Vec::with_capacity(fragments.len());
+    for (n, f) in fragments.iter().enumerate() {
+        let (ihl, tot_len) = ipv4_lengths(f).map_err(|e| format!("fragment {n}: {e}"))?;
+        let ip = &f[ETH_HLEN..ETH_HLEN + tot_len];
+        let frag = be16(ip, 6).unwrap_or(0);
+        // source, destination, id, protocol
+        let id = (&ip[12..20], &ip[4..6], ip[9]);
+        let offset = usize::from(frag & IP_OFFSET_MASK) * 8;
+        parts.push((offset, frag & IP_MF != 0, id, ihl, f, &ip[ihl..]));
+    }
+    parts.sort_by_key(|p| p.0);
+    let Some(&(0, _, id, ihl, first, _)) = parts.first() else {
+        return Err("no fragment at offset 0".into());
+    };
+    let mut payload = Vec::new();
+    for (n, (offset, _, other, _, _, data)) in parts.iter().enumerate() {
+        if *other != id {
+            return Err(format!(
+                "fragment at offset {offset} belongs to another datagram"
+            ));
+        }
+        if *offset != payload.len() {
+            return Err(format!(
+                "fragment {n} starts at offset {offset}, the data so far ends at {}",
+                payload.len()
+            ));
+        }
+        payload.extend_from_slice(data);
+    }
+    if parts.last().is_some_and(|p| p.1) {
+        return Err("the last fragment has MF set: the datagram is incomplete".into());
+    }
+    let mut frame = first[..ETH_HLEN + ihl].to_vec();
+    frame.extend_from_slice(&payload);
+    let tot_len = u16::try_from(ihl + payload.len())
+        .map_err(|_| format!("reassembled datagram of {} bytes", ihl + payload.len()))?;
+    let flags = be16(first, ETH_HLEN + 6).unwrap_or(0) & IP_DF;
+    set_ipv4_fields(&mut frame, ihl, tot_len, flags);
+    Ok(frame)
+}
+
+/// (IHL in bytes, total length) of an Ethernet + IPv4 frame whose header and total length
+/// are all there.
+fn ipv4_lengths(frame: &[u8]) -> Result<(usize, usize), String> {
+    if be16(frame, 12) != Some(ETH_P_IP) {
+        return Err("not an IPv4 frame".into());
+    }
+    let vihl = *frame.get(ETH_HLEN).ok_or("no IPv4 header")?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let tot_len = usize::from(be16(frame, ETH_HLEN + 2).ok_or("IPv4 header cut short")?);
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || tot_len < ihl || frame.len() < ETH_HLEN + tot_len {
+        return Err("invalid or cut IPv4 header".into());
+    }
+    Ok((ihl, tot_len))
+}
+
+/// Writes total length and the flags/offset field of the IPv4 header of `frame` and
+/// recomputes its checksum.
+fn set_ipv4_fields(frame: &mut [u8], ihl: usize, tot_len: u16, frag_field: u16) {
+    let ip = &mut frame[ETH_HLEN..ETH_HLEN + ihl];
+    ip[2..4].copy_from_slice(&tot_len.to_be_bytes());
+    ip[6..8].copy_from_slice(&frag_field.to_be_bytes());
+    ip[10..12].fill(0);
+    let csum = internet_checksum(ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+}
+
 /// An ARP request (who-has `target` tell `sender`), broadcast.
 pub fn arp_request(sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut frame = Vec::with_capacity(ETH_HLEN + 28);
@@ -974,6 +1115,63 @@ mod tests {
         assert_eq!(&frame[34..38], &[1, 0, 0, 0]);
         let s = parse_summary(&frame).unwrap();
         assert_eq!((s.ip_header_len, s.sport, s.dport), (24, Some(5), Some(10)));
+    }
+
+    #[test]
+    fn fragments_are_linux_sized_and_reassemble_to_the_datagram() {
+        let datagram = PacketBuilder::udp(sa("10.244.1.20:40000"), sa("10.96.0.10:80"))
+            .ip_id(0x1234)
+            .payload(&(0..4000u32).map(|i| i as u8).collect::<Vec<_>>())
+            .build();
+        let frags = fragment(&datagram, 1500).unwrap();
+        // 8 + 4000 UDP bytes: 1480 + 1480 + 1048.
+        let sizes: Vec<usize> = frags.iter().map(|f| f.len() - 14 - 20).collect();
+        assert_eq!(sizes, [1480, 1480, 1048]);
+        let fields: Vec<[u8; 2]> = frags.iter().map(|f| [f[20], f[21]]).collect();
+        // MF with offsets 0, 185 (1480 / 8), 370; the last without MF.
+        assert_eq!(fields, [[0x20, 0], [0x20, 185], [0x01, 0x72]]);
+        for f in &frags {
+            assert_eq!(&f[18..20], &[0x12, 0x34]);
+            verify_checksums(f).unwrap();
+            assert!(parse_summary(f).unwrap().fragment);
+        }
+        assert_eq!(parse_summary(&frags[0]).unwrap().dport, Some(80));
+        assert_eq!(parse_summary(&frags[1]).unwrap().dport, None);
+        let mut shuffled = frags.clone();
+        shuffled.reverse();
+        assert_eq!(reassemble(&shuffled).unwrap(), datagram);
+        verify_checksums(&reassemble(&frags).unwrap()).unwrap();
+        // A frame that fits is its own only fragment.
+        assert_eq!(fragment(&datagram, 9000).unwrap(), vec![datagram.clone()]);
+    }
+
+    #[test]
+    fn fragmenting_refuses_df_and_tiny_mtus_and_reassembly_finds_gaps() {
+        let b = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10")).payload(&[7; 100]);
+        assert!(fragment(&b.clone().dont_fragment(true).build(), 60).is_err());
+        assert!(fragment(&b.build(), 27).is_err());
+        let frags = fragment(&b.build(), 60).unwrap();
+        assert_eq!(frags.len(), 3); // 40 + 40 + 28 of 108
+        assert!(reassemble(&frags[..2]).unwrap_err().contains("incomplete"));
+        assert!(reassemble(&[frags[0].clone(), frags[2].clone()]).is_err());
+        assert!(reassemble(&frags[1..]).unwrap_err().contains("offset 0"));
+        let other = fragment(&b.ip_id(9).build(), 60).unwrap();
+        assert!(
+            reassemble(&[frags[0].clone(), other[1].clone(), frags[2].clone()])
+                .unwrap_err()
+                .contains("another datagram")
+        );
+        // Options: the copied one (0x83, loose source route) stays, NOPs replace the rest.
+        let opts = PacketBuilder::udp(sa("1.2.3.4:5"), sa("6.7.8.9:10"))
+            .ip_options(&[0x07, 3, 4, 0x83, 3, 4])
+            .payload(&[1; 64])
+            .build();
+        let frags = fragment(&opts, 64).unwrap();
+        assert_eq!(&frags[0][34..42], &[0x07, 3, 4, 0x83, 3, 4, 0, 0]);
+        assert_eq!(&frags[1][34..42], &[1, 1, 1, 0x83, 3, 4, 0, 0]);
+        for f in &frags {
+            verify_checksums(f).unwrap();
+        }
     }
 
     #[test]

@@ -369,7 +369,7 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
         Verdict::DropCtFailed => "the conntrack entry could not be written: dropped".into(),
         Verdict::DropRewriteFailed => "a packet rewrite helper failed: dropped".into(),
         Verdict::DropMalformed => "headers cut short or invalid: dropped".into(),
-        Verdict::PassFragment => "an IPv4 fragment: passed untouched (never translated)".into(),
+        Verdict::PassFragment => "an IPv4 fragment after the first, of a datagram whose first fragment was not translated: passed untouched".into(),
         Verdict::PassOtherProto => "neither TCP nor UDP: passed untouched".into(),
         Verdict::PassNotIpv4 => "not IPv4: passed untouched".into(),
         other => format!("verdict {}", other.label()),

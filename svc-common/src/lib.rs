@@ -129,6 +129,11 @@ macro_rules! for_each_map {
             /// sent to.
             sock_revnat: SVC4_SOCK_RNAT = lru<$crate::SockRevNat4Key, $crate::SockRevNat4Value>,
                 size $crate::SOCK_REVNAT4_MAP_SIZE, sized by fixed;
+            /// IPv4 fragments: {source, destination, IPv4 id, protocol} of a datagram whose
+            /// first fragment went through the programs -> the addresses its later
+            /// fragments get (they carry no ports to look a flow up with).
+            frags: SVC4_FRAG = lru<$crate::Frag4Key, $crate::Frag4Value>,
+                size $crate::FRAG4_MAP_SIZE, sized by fixed;
             /// rev_nat_id (or NAME_KEY_UNSERVED + n for a Service without entries) -> the
             /// Service's namespace/name and port name, for svcctl. The programs never read
             /// it: it is declared on the kernel side only so that it is created, pinned and
@@ -180,6 +185,10 @@ pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 pub const CT4_MAP_SIZE: u32 = 262144;
 pub const AFFINITY4_MAP_SIZE: u32 = 65536;
 pub const SOCK_REVNAT4_MAP_SIZE: u32 = 65536;
+/// Fragmented datagrams in flight (Cilium's default for its fragment map). An entry is
+/// needed only while the datagram's fragments pass, microseconds to milliseconds; the LRU
+/// map evicts the oldest first.
+pub const FRAG4_MAP_SIZE: u32 = 8192;
 pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
 /// One entry per rev_nat_id plus the Services that get no entries.
 pub const NAMES_MAP_SIZE: u32 = REVNAT4_MAP_SIZE + NAMES_UNSERVED_MAX;
@@ -576,6 +585,67 @@ pub struct SockRevNat4Value {
 }
 
 // ---------------------------------------------------------------------------------------
+// IPv4 fragments (LRU): {source, destination, IPv4 id, protocol} of a datagram, as its
+// fragments arrive -> what its fragments after the first get. Only the first fragment
+// carries the TCP/UDP header, so only it can be looked up in conntrack; the programs record
+// the addresses it was translated to (or that it was dropped) and give every later
+// fragment of the datagram the same addresses (svc-ebpf/src/frag.rs). Cilium's
+// cilium_ipv4_frag_datagrams has the same key and records the ports instead.
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Frag4Key {
+    /// The datagram's addresses as it arrives (before translation), network order.
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    /// The IPv4 identification field, network order.
+    pub id_be: u16,
+    /// A [`Protocol`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Frag4Value {
+    /// bpf_ktime_get_ns() when the first fragment went through (CLOCK_MONOTONIC).
+    pub created_ns: u64,
+    /// The source and destination the first fragment left with (network order): later
+    /// fragments get the same. Unused for FragKind::Drop.
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    /// A [`FragKind`].
+    pub kind: u8,
+    pub _pad: [u8; 7],
+}
+
+words! {
+    /// Frag4Value::kind: what the first fragment of the datagram got.
+    pub enum FragKind: u8 {
+        /// Translated to a backend (DNAT, and SNAT when the flow's source is translated).
+        Dnat = 1 => "dnat",
+        /// A reply, translated back (source to the Service address, destination to the
+        /// client when the flow's source was translated).
+        RevNat = 2 => "rev-nat",
+        /// Dropped or rejected (a Service without endpoints, policy Local without a local
+        /// endpoint, a source outside loadBalancerSourceRanges, ...): so are the rest.
+        Drop = 3 => "drop",
+    }
+}
+
+/// The fragment kind numbers, for the kernel side.
+pub const FRAG_KIND_DNAT: u8 = FragKind::Dnat.raw();
+pub const FRAG_KIND_REV_NAT: u8 = FragKind::RevNat.raw();
+pub const FRAG_KIND_DROP: u8 = FragKind::Drop.raw();
+
+/// How long after its first fragment a datagram's later fragments get its translation:
+/// Linux's ipfrag_time (net.ipv4.ipfrag_time, 30 s by default). A receiver discards a
+/// datagram still incomplete after that, so an older entry can only belong to an earlier
+/// datagram that had the same IPv4 id.
+pub const FRAG_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
+
+// ---------------------------------------------------------------------------------------
 // Service names (hash): key -> the Service (namespace/name) and port a frontend belongs to,
 // or a Service that gets no datapath entries and why. Written by the agent for svcctl
 // only; the programs never read it. Keys:
@@ -760,6 +830,7 @@ macro_rules! verdicts {
                         | Verdict::DropNoLocalBackend
                         | Verdict::DropSourceRange
                         | Verdict::DropNatFailed
+                        | Verdict::DropFragment
                 )
             }
         }
@@ -771,7 +842,10 @@ verdicts! {
     PassNotIpv4 = 0, "pass_not_ipv4";
     /// IPv4 but not addressed to a Service and not a reply of a translated flow.
     PassNotService = 1, "pass_not_service";
-    /// An IPv4 fragment (MF set or offset > 0): passed untouched, never translated.
+    /// An IPv4 fragment after the first (offset > 0) of a datagram whose first fragment
+    /// the programs did not translate or drop (not to a Service, or not seen yet: it
+    /// arrived before the first one, or more than FRAG_TIMEOUT_NS after it): passed
+    /// untouched. First fragments carry the ports and are decided as whole packets.
     PassFragment = 2, "pass_fragment";
     /// Neither TCP nor UDP (ICMP, SCTP, ...): passed untouched.
     PassOtherProto = 3, "pass_other_proto";
@@ -812,6 +886,15 @@ verdicts! {
     /// that is not there (a sync in progress) failed with EHOSTUNREACH, never sent
     /// untranslated.
     SockNoBackend = 20, "sock_no_backend";
+    /// An IPv4 fragment after the first, of a datagram whose first fragment was translated
+    /// to a backend: given the first fragment's addresses (SVC4_FRAG).
+    DnatFragment = 21, "dnat_fragment";
+    /// An IPv4 fragment after the first, of a reply whose first fragment was translated
+    /// back: given the first fragment's addresses (SVC4_FRAG).
+    RevNatFragment = 22, "rev_nat_fragment";
+    /// An IPv4 fragment after the first, of a datagram whose first fragment was dropped or
+    /// rejected: dropped too.
+    DropFragment = 23, "drop_fragment";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;
@@ -864,6 +947,8 @@ mod user {
     unsafe impl aya::Pod for SrcRange4 {}
     unsafe impl aya::Pod for SockRevNat4Key {}
     unsafe impl aya::Pod for SockRevNat4Value {}
+    unsafe impl aya::Pod for Frag4Key {}
+    unsafe impl aya::Pod for Frag4Value {}
     unsafe impl aya::Pod for SvcName {}
     unsafe impl aya::Pod for ProblemText {}
     unsafe impl aya::Pod for DatapathConfig4 {}
@@ -888,6 +973,8 @@ mod tests {
         assert_eq!(size_of::<SrcRange4>(), 8);
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
         assert_eq!(size_of::<SockRevNat4Value>(), 12);
+        assert_eq!(size_of::<Frag4Key>(), 12);
+        assert_eq!(size_of::<Frag4Value>(), 24);
         assert_eq!(size_of::<SvcName>(), 168);
         assert_eq!(size_of::<ProblemText>(), 256);
         assert_eq!(size_of::<DatapathConfig4>(), 32);
@@ -945,6 +1032,10 @@ mod tests {
         assert_eq!(Protocol::from_raw(6), Some(Protocol::Tcp));
         assert_eq!(Protocol::from_raw(132), None);
         assert_eq!(CtKind::from_raw(0), None);
+        assert_eq!(FragKind::from_raw(0), None);
+        for w in FragKind::ALL {
+            assert_eq!(FragKind::from_raw(w.raw()), Some(*w));
+        }
         assert_eq!(BackendState::Terminating.label(), "terminating");
     }
 

@@ -8,6 +8,7 @@
 
 mod config;
 mod csum;
+mod frag;
 mod lb;
 mod maps;
 mod parse;

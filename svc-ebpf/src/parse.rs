@@ -9,6 +9,9 @@ pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
 pub const IP_DADDR_OFF: usize = ETH_HLEN + 16;
+/// The IPv4 flags/fragment offset field (host order): more fragments, offset in 8 bytes.
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -87,6 +90,11 @@ pub struct Packet {
     pub l4_off: usize,
     /// The IPv4 header carries options (IHL > 5).
     pub has_ip_options: bool,
+    /// The IPv4 identification field, network order (keys SVC4_FRAG).
+    pub ip_id: u16,
+    /// The first fragment of a fragmented datagram (MF set, offset 0): its TCP/UDP header
+    /// is here, the rest of the datagram follows in fragments without one (frag.rs).
+    pub first_fragment: bool,
 }
 
 impl Packet {
@@ -113,10 +121,11 @@ impl Packet {
 ///   - the IPv4 total length below the IPv4 header (IHL), or beyond the frame (a frame
 ///     longer than the total length is Ethernet padding, and fine);
 ///   - TCP: a data offset below 5 words, or a TCP header that ends beyond the total length;
-///   - UDP: a UDP length below 8 or beyond the total length;
-/// - a fragment (MF set or a fragment offset): PassFragment. Non-first fragments carry no
-///   L4 header, so translating only the first would split the datagram; datapath v1 does
-///   not reassemble and leaves all fragments untouched;
+///   - UDP: a UDP length below 8 or beyond the total length (a first fragment's UDP length
+///     counts the whole datagram, so there it may go beyond);
+/// - a fragment after the first (a fragment offset): PassFragment, for frag.rs to decide:
+///   it carries no TCP/UDP header. A first fragment (MF set, offset 0) is parsed as a
+///   packet, with `first_fragment` set;
 /// - neither TCP nor UDP: PassOtherProto.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdict> {
@@ -135,9 +144,11 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
     if tot_len < ihl * 4 || ETH_HLEN + tot_len > frame_len {
         return Err(Verdict::DropMalformed);
     }
-    if u16::from_be(ip.frag_off_be) & 0x3fff != 0 {
+    let frag_off = u16::from_be(ip.frag_off_be);
+    if frag_off & IP_OFFSET_MASK != 0 {
         return Err(Verdict::PassFragment);
     }
+    let first_fragment = frag_off & IP_MF != 0;
     let l4_off = ETH_HLEN + ihl * 4;
     // What the total length leaves for the TCP/UDP header and payload.
     let l4_len = tot_len - ihl * 4;
@@ -155,7 +166,7 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
             let udp: *mut UdpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
             let udp = unsafe { *udp };
             let ulen = u16::from_be(udp.len_be) as usize;
-            if ulen < size_of::<UdpHdr>() || ulen > l4_len {
+            if ulen < size_of::<UdpHdr>() || (ulen > l4_len && !first_fragment) {
                 return Err(Verdict::DropMalformed);
             }
             (udp.sport_be, udp.dport_be, 0)
@@ -171,5 +182,7 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
         tcp_flags,
         l4_off,
         has_ip_options: ihl > 5,
+        ip_id: ip.id_be,
+        first_fragment,
     })
 }

@@ -10,6 +10,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_UDP, Verdict};
 
 use crate::{
+    frag,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
@@ -39,11 +40,15 @@ pub fn action_for(verdict: Verdict) -> i32 {
 fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     let pkt = match parse_skb(ctx) {
         Ok(pkt) => pkt,
+        // A fragment after the first: the first one's translation (frag.rs).
+        Err(Verdict::PassFragment) => return frag::tc_later(ctx),
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let result = match lb::decide(&pkt, now) {
+    let action = lb::decide(&pkt, now);
+    frag::first(&pkt, &action, now);
+    let result = match action {
         Action::Forward { dst, src, verdict } => set_dst(ctx, &pkt, dst)
             .and_then(|()| src.map_or(Ok(()), |src| set_src(ctx, &pkt, src)))
             .map(|()| verdict),

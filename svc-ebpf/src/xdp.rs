@@ -2,7 +2,7 @@
 //! to Service addresses before the stack sees it. It rewrites in place with incremental
 //! checksums (XDP has no csum helpers), so it relies on complete checksums from the wire.
 //! What it does not handle itself (rejects, IPv4 options) it passes to the TC program on
-//! the same interface.
+//! the same interface. IPv4 fragments it handles as TC does (frag.rs).
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_ktime_get_ns,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_TCP, Verdict};
 
 use crate::{
-    csum,
+    csum, frag,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
@@ -41,13 +41,17 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     // frame is [data, data_end).
     let pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
+        // A fragment after the first: the first one's translation (frag.rs).
+        Err(Verdict::PassFragment) => return frag::xdp_later(ctx),
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     if pkt.has_ip_options {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let done = match lb::decide(&pkt, now) {
+    let action = lb::decide(&pkt, now);
+    frag::first(&pkt, &action, now);
+    let done = match action {
         Action::Forward { dst, src, verdict } => rewrite(ctx, &pkt, true, dst)
             .and_then(|()| src.map_or(Some(()), |src| rewrite(ctx, &pkt, false, src)))
             .map(|()| verdict),

@@ -4,7 +4,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use crate::echo::EchoReply;
+use crate::echo::{self, EchoReply};
 use crate::netns::try_in_netns;
 
 /// A TCP connection opened inside a namespace. The socket keeps that namespace for its
@@ -219,6 +219,64 @@ impl UdpSession {
         Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no UDP reply from {to}{extra}"),
+        ))
+    }
+
+    /// Sends a datagram of `len` bytes to `to` asking the echo server for `reply_len`
+    /// bytes back (`echo::big_request`; above the MTU both go as IPv4 fragments), and waits
+    /// for the answer from that same address. The answer must have exactly `reply_len`
+    /// bytes with the filler intact, and the server must have received all `len` bytes
+    /// intact; its reply line is returned (`rest`: `<len> intact`).
+    pub fn request_sized(
+        &self,
+        to: SocketAddrV4,
+        len: usize,
+        reply_len: usize,
+        timeout: Duration,
+    ) -> io::Result<EchoReply> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        self.sock.send_to(&echo::big_request(len, reply_len), to)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = vec![0u8; echo::MAX_UDP_PAYLOAD + 1];
+        let mut stray: Option<SocketAddr> = None;
+        for _ in 0..64 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.sock.set_read_timeout(Some(left))?;
+            let (n, from) = match self.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            if from != SocketAddr::V4(to) {
+                stray = Some(from);
+                continue;
+            }
+            let (line, intact) = echo::check_sized(&buf[..n])
+                .ok_or_else(|| bad(format!("{n}-byte answer without a first line")))?;
+            if n != reply_len || !intact {
+                return Err(bad(format!(
+                    "answer of {n} bytes (asked for {reply_len}), filler {}: {line:?}",
+                    if intact { "intact" } else { "corrupt" }
+                )));
+            }
+            let reply = EchoReply::parse(line)?;
+            if reply.rest != format!("{len} intact") {
+                return Err(bad(format!(
+                    "the server got the {len}-byte request as {:?}",
+                    reply.rest
+                )));
+            }
+            return Ok(reply);
+        }
+        let extra = stray
+            .map(|s| format!(" (a datagram came from {s} instead)"))
+            .unwrap_or_default();
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no {reply_len}-byte UDP answer from {to}{extra}"),
         ))
     }
 

@@ -16,6 +16,60 @@ const POLL: Duration = Duration::from_millis(100);
 const MAX_CONNS_PER_POD: usize = 512;
 /// Longest line a TCP connection may send before it is dropped (keeps memory bounded).
 const MAX_LINE: usize = 64 * 1024;
+/// The largest UDP payload IPv4 can carry (65,535 - 20 - 8).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+/// What starts a datagram that asks for a sized answer: `big <N>\n` (see [`big_request`]).
+const BIG_PREFIX: &[u8] = b"big ";
+
+/// The filler byte at position `i` of a sized datagram (after its first line): a pattern
+/// that shows a byte out of place, so a datagram put together from wrong fragments fails
+/// the check even when its length is right.
+pub fn filler(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// `first_line` (a newline is appended) followed by filler up to `len` bytes in all (at
+/// least the line).
+pub fn sized_datagram(first_line: &str, len: usize) -> Vec<u8> {
+    let mut d = format!("{first_line}\n").into_bytes();
+    let head = d.len();
+    d.extend((head..len.max(head)).map(filler));
+    d
+}
+
+/// The first line of a sized datagram and whether the rest is the filler, byte for byte.
+pub fn check_sized(datagram: &[u8]) -> Option<(&str, bool)> {
+    let nl = datagram.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(&datagram[..nl]).ok()?;
+    let intact = datagram[nl + 1..]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == filler(nl + 1 + i));
+    Some((line, intact))
+}
+
+/// A request of `len` bytes in all that asks the UDP echo server for an answer of
+/// `reply_len` bytes: large datagrams both ways (IPv4 fragments above the MTU), and a
+/// small question with a large answer, as DNS with EDNS.
+pub fn big_request(len: usize, reply_len: usize) -> Vec<u8> {
+    sized_datagram(&format!("big {reply_len}"), len)
+}
+
+/// The UDP echo server's answer to `request` from `from`: for a [`big_request`], a sized
+/// datagram of the length asked for (capped at [`MAX_UDP_PAYLOAD`]) whose first line is
+/// `<pod> <client> <request length> <intact|corrupt>`; for anything else the line
+/// `<pod> <client>`.
+fn udp_answer(pod: &str, from: SocketAddrV4, request: &[u8]) -> Vec<u8> {
+    if request.starts_with(BIG_PREFIX)
+        && let Some((line, intact)) = check_sized(request)
+        && let Ok(want) = line[BIG_PREFIX.len()..].trim().parse::<usize>()
+    {
+        let state = if intact { "intact" } else { "corrupt" };
+        let first = format!("{pod} {from} {} {state}", request.len());
+        return sized_datagram(&first, want.min(MAX_UDP_PAYLOAD));
+    }
+    format!("{pod} {from}\n").into_bytes()
+}
 
 /// One reply from an echo server: `"<pod> <client_ip>:<client_port>[ <rest>]"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +209,13 @@ fn udp_server(pod: &str, port: u16, stop: &AtomicBool, ready: mpsc::Sender<io::R
         }
     };
     let _ = ready.send(Ok(()));
-    let mut buf = [0u8; 2048];
+    // Room for the largest datagram: anything longer would be cut and look corrupt.
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
-            Ok((_, from)) => {
-                let reply = format!("{pod} {}\n", v4(from));
-                let _ = sock.send_to(reply.as_bytes(), from);
+            Ok((n, from)) => {
+                let reply = udp_answer(pod, v4(from), &buf[..n]);
+                let _ = sock.send_to(&reply, from);
             }
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
             // e.g. ICMP errors surfacing as ECONNREFUSED: keep serving.
@@ -311,4 +366,35 @@ fn ends_headers(buf: &[u8]) -> bool {
         || buf.starts_with(b"\n")
         || buf.windows(4).any(|w| w == b"\r\n\r\n")
         || buf.windows(2).any(|w| w == b"\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sized_answers_have_the_asked_length_and_report_the_request() {
+        let from: SocketAddrV4 = "10.244.1.20:40000".parse().unwrap();
+        let req = big_request(16_384, 60_000);
+        assert_eq!(req.len(), 16_384);
+        let answer = udp_answer("p1", from, &req);
+        assert_eq!(answer.len(), 60_000);
+        let (line, intact) = check_sized(&answer).unwrap();
+        assert!(intact);
+        assert_eq!(line, "p1 10.244.1.20:40000 16384 intact");
+        let reply = EchoReply::parse(line).unwrap();
+        assert_eq!(reply.rest, "16384 intact");
+        // A byte out of place is seen.
+        let mut bad = req.clone();
+        bad[9000] ^= 1;
+        let answer = udp_answer("p1", from, &bad);
+        let (line, _) = check_sized(&answer).unwrap();
+        assert!(line.ends_with("corrupt"), "{line}");
+        // Capped at the largest UDP payload; plain requests get the plain line.
+        assert_eq!(
+            udp_answer("p1", from, &big_request(20, 100_000)).len(),
+            MAX_UDP_PAYLOAD
+        );
+        assert_eq!(udp_answer("p1", from, b"ping\n"), b"p1 10.244.1.20:40000\n");
+    }
 }

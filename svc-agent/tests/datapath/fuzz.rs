@@ -17,6 +17,10 @@
 //!   address with a port of the masquerade range, or the node's address;
 //! - a rewritten packet whose input had valid checksums has valid checksums (rejects
 //!   always);
+//! - IPv4 fragments: first fragments (MF set) of the generated frames are decided as
+//!   packets; fragments after the first are generated for datagrams whose first fragment
+//!   went through, and one that is translated (`dnat_fragment`, `rev_nat_fragment`) gets
+//!   exactly the addresses its first fragment left with and nothing else changes;
 //! - two live flows never get one reply tuple, and every reverse-translated reply comes
 //!   from the Service its flow went to, addressed to that flow's client.
 //!
@@ -126,11 +130,19 @@ struct FlowRec {
 
 type FlowKey = (SocketAddrV4, SocketAddrV4, u8);
 
+/// A fragmented datagram as it arrives: source, destination, IPv4 id, protocol.
+type FragKey = (Ipv4Addr, Ipv4Addr, u16, u8);
+
 struct Model {
     fronts: HashMap<(SocketAddrV4, u8), Front>,
     flows: HashMap<FlowKey, FlowRec>,
     /// Reply tuple (backend, nat, protocol) -> the flow it belongs to.
     replies: HashMap<FlowKey, FlowKey>,
+    /// Datagrams whose first fragment the programs translated -> the (source,
+    /// destination) it left with, which its later fragments must get.
+    frags: HashMap<FragKey, (Ipv4Addr, Ipv4Addr)>,
+    /// Every first fragment run, for the generator to send later fragments of.
+    firsts: Vec<FragKey>,
 }
 
 impl Model {
@@ -155,6 +167,8 @@ impl Model {
             fronts,
             flows: HashMap::new(),
             replies: HashMap::new(),
+            frags: HashMap::new(),
+            firsts: Vec::new(),
         }
     }
 
@@ -338,8 +352,33 @@ impl Fuzzer {
         b.payload(&payload).ip_id(rng.next() as u16).build()
     }
 
-    /// A frame to run: valid, mutated, or random bytes.
+    /// A fragment after the first of a datagram whose first fragment was run.
+    fn later_fragment(&mut self) -> Option<Vec<u8>> {
+        if self.model.firsts.is_empty() {
+            return None;
+        }
+        let rng = &mut self.rng;
+        let (src, dst, id, proto) = *rng.pick(&self.model.firsts);
+        let payload = {
+            let n = 8 * (1 + rng.below(8));
+            rng.bytes(n)
+        };
+        Some(
+            PacketBuilder::ipv4_raw(src, dst, proto)
+                .ip_id(id)
+                .fragment(rng.chance(50), 1 + rng.below(400) as u16)
+                .payload(&payload)
+                .build(),
+        )
+    }
+
+    /// A frame to run: valid, mutated, a fragment, or random bytes.
     fn frame(&mut self) -> Vec<u8> {
+        if self.rng.chance(8)
+            && let Some(f) = self.later_fragment()
+        {
+            return f;
+        }
         if self.rng.chance(5) {
             let n = self.rng.below(100);
             let mut f = self.rng.bytes(n);
@@ -350,6 +389,12 @@ impl Fuzzer {
             return f;
         }
         let mut f = self.valid_frame();
+        if self.rng.chance(8) {
+            // A clean first fragment (MF set, offset 0).
+            f[20] |= 0x20;
+            fix_checksums(&mut f);
+            return f;
+        }
         if self.rng.chance(45) {
             return f;
         }
@@ -481,7 +526,11 @@ impl Fuzzer {
                 format!("{prog:?} returned {} for {verdict:?}", r.ret),
             );
         }
+        self.note_fragment(input, &out, verdict);
         match verdict {
+            Verdict::DnatFragment | Verdict::RevNatFragment => {
+                self.check_later_fragment(path, input, &out)
+            }
             Verdict::DnatNew | Verdict::DnatEstablished => {
                 self.check_forward(path, input, &out, verdict)
             }
@@ -516,6 +565,90 @@ impl Fuzzer {
             _ => {}
         }
         Some((r.ret, out))
+    }
+
+    /// What a first fragment's run tells the model: the addresses its datagram's later
+    /// fragments get (translated), or none (the programs decided it is not theirs: passed
+    /// or dropped by the decision). Verdicts that may come before the decision (malformed,
+    /// IPv4 options, a failed rewrite) leave the model as it is.
+    fn note_fragment(&mut self, input: &[u8], out: &[u8], verdict: Verdict) {
+        let Some(key) = first_fragment_key(input) else {
+            return;
+        };
+        if !self.model.firsts.contains(&key) {
+            if self.model.firsts.len() >= 64 {
+                let i = self.rng.below(64);
+                self.model.firsts[i] = key;
+            } else {
+                self.model.firsts.push(key);
+            }
+        }
+        match verdict {
+            Verdict::DnatNew | Verdict::DnatEstablished | Verdict::RevNat => {
+                if let Some(o) = parse_summary(out) {
+                    self.model.frags.insert(key, (o.src, o.dst));
+                }
+            }
+            Verdict::PassNotService
+            | Verdict::RejectTcpRst
+            | Verdict::RejectIcmp
+            | Verdict::DropNoBackend
+            | Verdict::DropNoLocalBackend
+            | Verdict::DropSourceRange
+            | Verdict::DropNatFailed
+            | Verdict::DropCtFailed => {
+                self.model.frags.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    /// A fragment after the first, translated: the addresses its first fragment left
+    /// with, every other byte but the IPv4 header checksum as it came in.
+    fn check_later_fragment(&mut self, path: Path, input: &[u8], out: &[u8]) {
+        let key = match parse_summary(input) {
+            Some(s) if s.fragment && s.sport.is_none() && input.len() >= 34 => (
+                s.src,
+                s.dst,
+                u16::from_be_bytes([input[18], input[19]]),
+                s.proto,
+            ),
+            _ => self.fail(
+                path,
+                input,
+                out,
+                "a fragment verdict for a frame that is no fragment after the first".into(),
+            ),
+        };
+        let Some(&(src, dst)) = self.model.frags.get(&key) else {
+            self.fail(
+                path,
+                input,
+                out,
+                "a later fragment translated, but no first fragment of it was".into(),
+            );
+        };
+        if out.len() != input.len() {
+            self.fail(
+                path,
+                input,
+                out,
+                "a later fragment changed its length".into(),
+            );
+        }
+        let mut expected = input.to_vec();
+        expected[26..30].copy_from_slice(&src.octets());
+        expected[30..34].copy_from_slice(&dst.octets());
+        expected[24..26].copy_from_slice(&out[24..26]);
+        if out != expected {
+            self.fail(
+                path,
+                input,
+                out,
+                format!("a later fragment should only get {src} -> {dst}"),
+            );
+        }
+        self.check_checksums(path, input, out);
     }
 
     fn front_of(&self, frame: &[u8]) -> (Option<&Front>, Option<Summary>) {
@@ -662,6 +795,21 @@ impl Fuzzer {
     }
 }
 
+/// The datagram key of a first fragment (MF set, offset 0, a TCP/UDP header): source,
+/// destination, IPv4 id, protocol.
+fn first_fragment_key(frame: &[u8]) -> Option<FragKey> {
+    let s = parse_summary(frame)?;
+    let field = u16::from_be_bytes([*frame.get(20)?, *frame.get(21)?]);
+    (field & 0x3fff == 0x2000 && s.sport.is_some()).then(|| {
+        (
+            s.src,
+            s.dst,
+            u16::from_be_bytes([frame[18], frame[19]]),
+            s.proto,
+        )
+    })
+}
+
 fn seed() -> u64 {
     std::env::var("SVC_FUZZ_SEED")
         .ok()
@@ -707,6 +855,8 @@ fn fuzz(packets: u64, limit: Duration) {
         "rev_nat",
         "drop_malformed",
         "pass_not_service",
+        "dnat_fragment",
+        "rev_nat_fragment",
     ] {
         assert!(
             f.verdicts.get(v).copied().unwrap_or(0) > 0,

@@ -17,6 +17,7 @@
 //! - `source_ranges`: loadBalancerSourceRanges
 //! - `affinity`: sessionAffinity ClientIP
 //! - `terminating`: a terminating backend keeps its flows
+//! - `fragments`: IPv4 fragments, every one given its first fragment's translation
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
 //! tests hold a lock while a datapath is loaded, so they never run concurrently.
@@ -27,6 +28,7 @@ mod affinity;
 mod clusterip;
 mod collisions;
 mod conntrack;
+mod fragments;
 mod fuzz;
 mod malformed;
 mod masquerade;

@@ -1,8 +1,9 @@
 //! Odd packets on the single-node datapath, TC then XDP: lengths that contradict each
 //! other (IPv4 total length vs frame and IHL, TCP data offset, UDP length) and Ethernet
 //! padding, ARP, non-Service addresses, cut IPv4/TCP/UDP headers, IPv4 version 6 and IHL
-//! 4, fragments, ICMP to a Service address, IPv4 options (TC translates at the offset IHL
-//! gives, XDP passes them to TC).
+//! 4, a first fragment too short for its TCP header, a later fragment without a first one
+//! (the rest of the fragment rules: fragments.rs), ICMP to a Service address, IPv4 options
+//! (TC translates at the offset IHL gives, XDP passes them to TC).
 use svc_agent::packet::{PROTO_TCP, PROTO_UDP, PacketBuilder, SYN, arp_request};
 use svc_common::Verdict;
 
@@ -33,10 +34,14 @@ fn cases() -> Vec<Case> {
     let udp_cut = udp("10.244.1.20:40033", "10.96.0.10:80")
         .truncate(14 + 20 + 4)
         .build();
-    let first_frag = tcp("10.244.1.20:40034", "10.96.0.10:80")
+    // A first fragment too short for its TCP header (RFC 1858's tiny fragment): the data
+    // offset says 60 bytes, the fragment holds 20. First fragments are otherwise
+    // translated as packets (fragments.rs).
+    let tiny_first_frag = tcp("10.244.1.20:40034", "10.96.0.10:80")
         .dont_fragment(false)
         .fragment(true, 0)
         .flags(SYN)
+        .tcp_data_offset(15)
         .build();
     let later_frag = PacketBuilder::ipv4_raw(ip("10.244.1.20"), ip("10.96.0.10"), PROTO_TCP)
         .macs(CLIENT_MAC, NODE_MAC)
@@ -211,15 +216,15 @@ fn cases() -> Vec<Case> {
             Verdict::DropMalformed,
         ),
         case(
-            "tc: first fragment (MF) to the VIP",
+            "tc: first fragment (MF) cut inside its TCP header",
             Tc,
-            first_frag,
-            TC_ACT_OK,
+            tiny_first_frag,
+            TC_ACT_SHOT,
             Unchanged,
-            Verdict::PassFragment,
+            Verdict::DropMalformed,
         ),
         case(
-            "tc: non-first fragment (offset 185) to the VIP",
+            "tc: non-first fragment (offset 185) to the VIP, no first fragment seen",
             Tc,
             later_frag,
             TC_ACT_OK,

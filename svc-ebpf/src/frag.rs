@@ -1,0 +1,212 @@
+//! IPv4 fragments: every fragment of a datagram gets the translation its first fragment got.
+//!
+//! Only the first fragment (offset 0) carries the TCP/UDP header, so only it can be looked
+//! up in conntrack; it goes through lb.rs as a whole packet would. `first` then records,
+//! keyed by {source, destination, IPv4 id, protocol} as the datagram arrives (Cilium's
+//! cilium_ipv4_frag_datagrams key), the addresses that fragment left with (or that it was
+//! dropped); `later` gives each following fragment of the datagram the same addresses. A
+//! fragment after the first has no L4 header to rewrite, and needs no L4 checksum update:
+//! the first fragment's checksum covers the whole datagram, and its incremental update for
+//! the new addresses (pseudo-header) and ports already accounts for every fragment, since
+//! all of them get the same addresses. The IPv4 header checksum is per fragment.
+//!
+//! Decisions (README "The datapath", "IPv4 fragments"):
+//! - The translation, not the ports, is recorded (Cilium records the ports and looks every
+//!   fragment up again): a later fragment can then never get another backend than the
+//!   first, even if the flow's entry changed in between, and costs one lookup.
+//! - A fragment that arrives before its datagram's first fragment (reordering) finds no
+//!   entry and is passed untouched (`pass_fragment`), as are fragments of datagrams that
+//!   are not translated (pod to pod, to the node): the programs cannot tell the two apart
+//!   without the ports, and dropping would break untranslated traffic that the receiver
+//!   reassembles fine today. Such a datagram of a translated flow is lost (the receiver
+//!   never completes it); on one host fragments arrive in order.
+//! - A first fragment that is not translated removes any entry of its key, so a stale
+//!   entry of an earlier datagram with the same IPv4 id never translates this one; entries
+//!   older than FRAG_TIMEOUT_NS (Linux's ipfrag_time) are ignored.
+//! - A first fragment that is dropped or rejected makes the rest be dropped
+//!   (`drop_fragment`), instead of leaving them to be routed to a Service address.
+use aya_ebpf::{
+    bindings::{
+        TC_ACT_OK, TC_ACT_SHOT,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
+    helpers::bpf_ktime_get_ns,
+    programs::{TcContext, XdpContext},
+};
+use svc_common::{
+    FRAG_KIND_DNAT, FRAG_KIND_DROP, FRAG_KIND_REV_NAT, FRAG_TIMEOUT_NS, Frag4Key, Frag4Value,
+    Verdict,
+};
+
+use crate::{
+    csum,
+    lb::Action,
+    maps::SVC4_FRAG,
+    parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Hdr, Packet, ptr_at},
+};
+
+#[inline(always)]
+fn key(saddr: u32, daddr: u32, id: u16, proto: u8) -> Frag4Key {
+    Frag4Key {
+        saddr_be: saddr,
+        daddr_be: daddr,
+        id_be: id,
+        proto,
+        _pad: 0,
+    }
+}
+
+/// For a first fragment, records what its datagram's later fragments get, from the action
+/// lb.rs decided for it (before it is applied; if applying it fails, the first fragment is
+/// dropped and the datagram is lost either way). Does nothing for unfragmented packets.
+///
+/// A BPF function of its own, not inlined: inlined, LLVM carried an undefined register
+/// into the entry's initialisation on a path where the action's variant had no such field
+/// (the verifier refuses: R4 !read_ok), as in reject.rs. As a call, the action is read
+/// from the caller's stack by its discriminant. Every packet pays the call (it returns at
+/// once for an unfragmented one): testing the flag in the caller and calling only for
+/// first fragments brought the undefined register back (tried; per-packet cost within the
+/// benchmark's noise either way).
+#[inline(never)]
+pub fn first(pkt: &Packet, action: &Action, now: u64) {
+    if !pkt.first_fragment {
+        return;
+    }
+    let key = key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto);
+    let (kind, saddr, daddr) = match action {
+        Action::Forward { dst, src, .. } => {
+            (FRAG_KIND_DNAT, src.map_or(pkt.saddr, |s| s.addr), dst.addr)
+        }
+        Action::Reply { src, dst } => (
+            FRAG_KIND_REV_NAT,
+            src.addr,
+            dst.map_or(pkt.daddr, |d| d.addr),
+        ),
+        Action::Reject => (FRAG_KIND_DROP, 0, 0),
+        Action::Done(verdict) if verdict.is_drop() => (FRAG_KIND_DROP, 0, 0),
+        Action::Done(_) => {
+            // Not ours: no entry may translate this datagram's fragments.
+            let _ = SVC4_FRAG.remove(&key);
+            return;
+        }
+    };
+    let value = Frag4Value {
+        created_ns: now,
+        saddr_be: saddr,
+        daddr_be: daddr,
+        kind,
+        _pad: [0; 7],
+    };
+    // A failed insert leaves the later fragments untranslated (passed): nothing better is
+    // possible, and the first fragment is still handled.
+    let _ = SVC4_FRAG.insert(&key, &value, 0);
+}
+
+/// What a fragment after the first gets.
+enum Later {
+    Pass,
+    Drop,
+    Rewrite {
+        saddr: u32,
+        daddr: u32,
+        verdict: Verdict,
+    },
+}
+
+/// The entry of the datagram whose fragment (after the first) has IPv4 header `ip`.
+#[inline(always)]
+fn later(ip: &Ipv4Hdr) -> Later {
+    let key = key(ip.saddr_be, ip.daddr_be, ip.id_be, ip.proto);
+    // SAFETY: the value is copied out at once.
+    let Some(v) = (unsafe { SVC4_FRAG.get(&key) }).copied() else {
+        return Later::Pass;
+    };
+    // SAFETY: helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT_NS {
+        return Later::Pass;
+    }
+    match v.kind {
+        FRAG_KIND_DNAT => Later::Rewrite {
+            saddr: v.saddr_be,
+            daddr: v.daddr_be,
+            verdict: Verdict::DnatFragment,
+        },
+        FRAG_KIND_REV_NAT => Later::Rewrite {
+            saddr: v.saddr_be,
+            daddr: v.daddr_be,
+            verdict: Verdict::RevNatFragment,
+        },
+        FRAG_KIND_DROP => Later::Drop,
+        _ => Later::Pass,
+    }
+}
+
+/// TC: a fragment after the first (parse.rs returned PassFragment, so its IPv4 header is
+/// valid and in the linear area). Addresses through the kernel's helpers, as tc.rs does.
+#[inline(always)]
+pub fn tc_later(ctx: &TcContext) -> (Verdict, i32) {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), ETH_HLEN) else {
+        return (Verdict::DropMalformed, TC_ACT_SHOT);
+    };
+    // SAFETY: bounds checked by ptr_at; copied before any helper moves the data.
+    let ip = unsafe { *ip };
+    match later(&ip) {
+        Later::Pass => (Verdict::PassFragment, TC_ACT_OK),
+        Later::Drop => (Verdict::DropFragment, TC_ACT_SHOT),
+        Later::Rewrite {
+            saddr,
+            daddr,
+            verdict,
+        } => match tc_set(ctx, IP_SADDR_OFF, ip.saddr_be, saddr)
+            .and_then(|()| tc_set(ctx, IP_DADDR_OFF, ip.daddr_be, daddr))
+        {
+            Ok(()) => (verdict, TC_ACT_OK),
+            Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
+        },
+    }
+}
+
+/// Replaces one IPv4 address and fixes the header checksum (no L4 header here).
+#[inline(always)]
+fn tc_set(ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), i64> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4)?;
+    ctx.store(off, &new, 0)
+}
+
+/// XDP: a fragment after the first, rewritten in place with an incremental header
+/// checksum (IPv4 options, which TC handles for first fragments, do not matter here: the
+/// addresses sit at fixed offsets).
+#[inline(always)]
+pub fn xdp_later(ctx: &XdpContext) -> (Verdict, u32) {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx.data(), ctx.data_end(), ETH_HLEN) else {
+        return (Verdict::DropMalformed, XDP_DROP);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    match later(unsafe { &*ip }) {
+        Later::Pass => (Verdict::PassFragment, XDP_PASS),
+        Later::Drop => (Verdict::DropFragment, XDP_DROP),
+        Later::Rewrite {
+            saddr,
+            daddr,
+            verdict,
+        } => {
+            // SAFETY: bounds checked by ptr_at. Unchanged addresses are not fed to the
+            // checksum update (see xdp.rs: it could turn 0xffff into 0x0000).
+            unsafe {
+                if (*ip).saddr_be != saddr {
+                    (*ip).csum = csum::replace4((*ip).csum, (*ip).saddr_be, saddr);
+                    (*ip).saddr_be = saddr;
+                }
+                if (*ip).daddr_be != daddr {
+                    (*ip).csum = csum::replace4((*ip).csum, (*ip).daddr_be, daddr);
+                    (*ip).daddr_be = daddr;
+                }
+            }
+            (verdict, XDP_PASS)
+        }
+    }
+}
