@@ -812,6 +812,16 @@ verdicts! {
     /// that is not there (a sync in progress) failed with EHOSTUNREACH, never sent
     /// untranslated.
     SockNoBackend = 20, "sock_no_backend";
+    /// An ICMP error (destination unreachable incl. fragmentation needed, time exceeded,
+    /// parameter problem) about a packet of a translated flow that went to the backend, on
+    /// its way back to the client: the quoted packet translated back to the client and the
+    /// Service address, the outer source to the Service address (and the destination to
+    /// the client when masqueraded), as netfilter does for RELATED errors.
+    RevNatIcmp = 21, "rev_nat_icmp";
+    /// An ICMP error about a reply of a translated flow (addressed to the Service address),
+    /// on its way to the backend: the quoted reply translated to the backend (and the
+    /// masquerade address), the outer destination to the backend.
+    DnatIcmp = 22, "dnat_icmp";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;

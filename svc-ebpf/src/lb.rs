@@ -74,7 +74,7 @@ fn closing_flags(tcp_flags: u8) -> u8 {
 }
 
 #[inline(always)]
-fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
+pub(crate) fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
     now.saturating_sub(ct.last_seen_ns) > ct_timeout_ns(proto, ct.flags)
 }
 
@@ -89,7 +89,7 @@ fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
 /// Whether the service entry of the flow whose reply entry `rev` is keyed by `key` is
 /// alive and still describes this reply tuple (same backend, same reply address:port).
 #[inline(always)]
-fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
+pub(crate) fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
     let Some(svc) = (unsafe { SVC4_REVNAT.get(&rev.rev_nat_id) }) else {
         return false;
     };
@@ -119,7 +119,7 @@ fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
 /// Whether the reply entry of the flow whose service entry `fwd` is keyed by `key` is
 /// alive and belongs to this flow (same client, same Service).
 #[inline(always)]
-fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
+pub(crate) fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
     let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
         (fwd.nat_addr_be, fwd.nat_port_be)
     } else {
@@ -145,7 +145,14 @@ fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn ct_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, kind: u8) -> Ct4Key {
+pub(crate) fn ct_key(
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    kind: u8,
+) -> Ct4Key {
     Ct4Key {
         saddr_be: saddr,
         daddr_be: daddr,

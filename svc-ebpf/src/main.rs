@@ -8,6 +8,7 @@
 
 mod config;
 mod csum;
+mod icmp;
 mod lb;
 mod maps;
 mod parse;

@@ -10,6 +10,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_UDP, Verdict};
 
 use crate::{
+    icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
@@ -21,7 +22,13 @@ const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let (verdict, action) = try_run(ctx);
+    let (mut verdict, mut action) = try_run(ctx);
+    // An ICMP error about a translated flow is translated back (icmp.rs). Called from here,
+    // not from try_run: the verifier limits the stack of a call chain to 512 bytes, and
+    // try_run's frame and icmp's side by side fit where one on top of the other does not.
+    if verdict == Verdict::PassOtherProto {
+        (verdict, action) = icmp::translate(ctx);
+    }
     count(verdict);
     action
 }
@@ -35,7 +42,8 @@ pub fn action_for(verdict: Verdict) -> i32 {
     }
 }
 
-#[inline(always)]
+// A BPF function of its own, so the program's own frame stays small (see `run`).
+#[inline(never)]
 fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     let pkt = match parse_skb(ctx) {
         Ok(pkt) => pkt,

@@ -1,8 +1,8 @@
 //! XDP program on the node's external interface: translates traffic arriving from outside
 //! to Service addresses before the stack sees it. It rewrites in place with incremental
 //! checksums (XDP has no csum helpers), so it relies on complete checksums from the wire.
-//! What it does not handle itself (rejects, IPv4 options) it passes to the TC program on
-//! the same interface.
+//! What it does not handle itself (rejects, IPv4 options, ICMP errors) it passes to the TC
+//! program on the same interface.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_ktime_get_ns,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_TCP, Verdict};
 
 use crate::{
-    csum,
+    csum, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
@@ -41,6 +41,10 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     // frame is [data, data_end).
     let pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
+        // ICMP errors are translated by TC (icmp.rs).
+        Err(Verdict::PassOtherProto) if icmp::is_error(ctx.data(), ctx.data_end()) => {
+            return (Verdict::XdpPassToTc, XDP_PASS);
+        }
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     if pkt.has_ip_options {
