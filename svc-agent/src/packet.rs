@@ -4,9 +4,12 @@
 //! [`PacketBuilder`] builds well-formed frames with correct checksums by default, and odd
 //! ones on request: IPv4 options, fragment bits, a zero UDP checksum, a frame cut short,
 //! an overridden protocol or version. Checksums are always computed over the complete
-//! packet before it is cut, as a packet truncated on the wire would carry them.
+//! packet before it is cut, as a packet truncated on the wire would carry them. ICMP
+//! errors quote another frame ([`PacketBuilder::icmp_error`], [`PacketBuilder::frag_needed`],
+//! minimal or Linux-sized [`Quote`]s).
 //!
-//! [`verify_checksums`] and [`parse_summary`] read arbitrary bytes and never panic.
+//! [`verify_checksums`], [`parse_summary`] and [`parse_icmp_quote`] read arbitrary bytes
+//! and never panic.
 //!
 //! ```
 //! use std::net::SocketAddrV4;
