@@ -4,9 +4,12 @@
 //! [`PacketBuilder`] builds well-formed frames with correct checksums by default, and odd
 //! ones on request: IPv4 options, fragment bits, a zero UDP checksum, a frame cut short,
 //! an overridden protocol or version. Checksums are always computed over the complete
-//! packet before it is cut, as a packet truncated on the wire would carry them.
+//! packet before it is cut, as a packet truncated on the wire would carry them. ICMP
+//! errors quote another frame ([`PacketBuilder::icmp_error`], [`PacketBuilder::frag_needed`],
+//! minimal or Linux-sized [`Quote`]s).
 //!
-//! [`verify_checksums`] and [`parse_summary`] read arbitrary bytes and never panic.
+//! [`verify_checksums`], [`parse_summary`] and [`parse_icmp_quote`] read arbitrary bytes
+//! and never panic.
 //!
 //! ```
 //! use std::net::SocketAddrV4;
@@ -42,6 +45,17 @@ const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 const ICMP_HLEN: usize = 8;
+
+/// ICMP types of the errors that quote an offending packet (RFC 792).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
+/// Destination-unreachable codes: port unreachable; fragmentation needed and DF set.
+pub const ICMP_PORT_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+
+/// What Linux's icmp_send quotes at most: a 576-byte error less its IPv4 and ICMP headers.
+const LINUX_QUOTE_MAX: usize = 576 - IPV4_HLEN - ICMP_HLEN;
 
 /// IPv4 flag bits in the flags/fragment-offset field.
 const IP_DF: u16 = 0x4000;
@@ -213,6 +227,41 @@ impl PacketBuilder {
     /// id/seq for echo, unused or next-hop MTU for unreachables). The body is the payload.
     pub fn icmp(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, rest: [u8; 4]) -> Self {
         Self::new(src, dst, L4::Icmp { kind, code, rest })
+    }
+
+    /// An ICMP error (type, code, the 4 "rest of header" bytes) from `src` to `dst`
+    /// quoting `offending`, an Ethernet + IPv4 frame, as [`Quote`] says.
+    pub fn icmp_error(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        offending: &[u8],
+        quote: Quote,
+    ) -> Self {
+        Self::icmp(src, dst, kind, code, rest).payload(&quote_of(offending, quote))
+    }
+
+    /// "Fragmentation needed and DF set" (type 3, code 4) with the next-hop MTU, as a
+    /// router sends it about `offending` (RFC 1191).
+    pub fn frag_needed(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        mtu: u16,
+        offending: &[u8],
+        quote: Quote,
+    ) -> Self {
+        let [a, b] = mtu.to_be_bytes();
+        Self::icmp_error(
+            src,
+            dst,
+            ICMP_DEST_UNREACH,
+            ICMP_FRAG_NEEDED,
+            [0, 0, a, b],
+            offending,
+            quote,
+        )
     }
 
     /// An IPv4 packet whose protocol field is `proto` and whose body is only the payload
@@ -653,6 +702,71 @@ fn set_ipv4_fields(frame: &mut [u8], ihl: usize, tot_len: u16, frag_field: u16) 
     ip[10..12].fill(0);
     let csum = internet_checksum(ip);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
+}
+
+/// How much of the offending packet an ICMP error quotes; the IPv4 header (with its
+/// options) always, then:
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quote {
+    /// the first 8 bytes of its payload: RFC 792's minimum (a TCP header's ports and
+    /// sequence number, a whole UDP header);
+    Minimal,
+    /// as much as fits in a 576-byte error (548 bytes of the packet), as Linux's
+    /// icmp_send quotes.
+    Linux,
+}
+
+/// The bytes an ICMP error about `offending` (an Ethernet + IPv4 frame) quotes, from its
+/// IPv4 header on (see [`Quote`]); never beyond the frame.
+pub fn quote_of(offending: &[u8], quote: Quote) -> Vec<u8> {
+    let ip = offending.get(ETH_HLEN..).unwrap_or_default();
+    let ihl = ip.first().map_or(0, |v| usize::from(v & 0x0f) * 4);
+    let len = match quote {
+        Quote::Minimal => ihl + 8,
+        Quote::Linux => LINUX_QUOTE_MAX,
+    };
+    ip[..len.min(ip.len())].to_vec()
+}
+
+/// The packet an ICMP error (destination unreachable, time exceeded, parameter problem)
+/// in `frame` quotes, as far as the quote shows it: addresses, protocol, TTL, and the ports
+/// when the quote holds them (TCP flags and numbers are not read). None if `frame` is no
+/// such error or its quote holds no IPv4 header.
+pub fn parse_icmp_quote(frame: &[u8]) -> Option<Summary> {
+    let outer = parse_summary(frame)?;
+    match outer.icmp {
+        Some((ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM, _)) => {}
+        _ => return None,
+    }
+    let start = ETH_HLEN + outer.ip_header_len + ICMP_HLEN;
+    let quote = frame.get(start..)?;
+    let vihl = *quote.first()?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < IPV4_HLEN || quote.len() < ihl {
+        return None;
+    }
+    let frag = be16(quote, 6)?;
+    let l4 = &quote[ihl..];
+    let ports = (frag & IP_OFFSET_MASK == 0 && matches!(quote[9], PROTO_TCP | PROTO_UDP))
+        .then(|| Some((be16(l4, 0)?, be16(l4, 2)?)))
+        .flatten();
+    Some(Summary {
+        src_mac: outer.src_mac,
+        dst_mac: outer.dst_mac,
+        src: ipv4_at(quote, 12)?,
+        dst: ipv4_at(quote, 16)?,
+        proto: quote[9],
+        ttl: quote[8],
+        ip_header_len: ihl,
+        total_len: be16(quote, 2)?,
+        fragment: frag & (IP_MF | IP_OFFSET_MASK) != 0,
+        sport: ports.map(|p| p.0),
+        dport: ports.map(|p| p.1),
+        tcp_flags: None,
+        seq: None,
+        ack: None,
+        icmp: None,
+    })
 }
 
 /// An ARP request (who-has `target` tell `sender`), broadcast.
@@ -1326,6 +1440,72 @@ mod tests {
             .build();
         assert!(verify_checksums(&v6).unwrap_err().contains("version 6"));
         assert_eq!(parse_summary(&v6), None);
+    }
+
+    #[test]
+    fn icmp_errors_quote_the_offending_packet() {
+        let offending = PacketBuilder::tcp(sa("10.244.1.20:40000"), sa("10.244.2.11:8080"))
+            .dont_fragment(true)
+            .flags(ACK | PSH)
+            .seq(0x01020304)
+            .payload(&[0x61; 1400])
+            .build();
+        let minimal = PacketBuilder::frag_needed(
+            ip("192.0.2.2"),
+            ip("10.244.1.20"),
+            1280,
+            &offending,
+            Quote::Minimal,
+        )
+        .build();
+        // Type 3 code 4, unused 0, next-hop MTU 1280; the IPv4 header and 8 bytes of TCP.
+        assert_eq!(&minimal[34..36], &[3, 4]);
+        assert_eq!(&minimal[38..42], &[0, 0, 0x05, 0x00]);
+        assert_eq!(&minimal[42..], &offending[14..14 + 28]);
+        assert_eq!(minimal.len(), 14 + 20 + 8 + 28);
+        verify_checksums(&minimal).unwrap();
+        let linux = PacketBuilder::icmp_error(
+            ip("192.0.2.2"),
+            ip("10.244.1.20"),
+            ICMP_TIME_EXCEEDED,
+            0,
+            [0; 4],
+            &offending,
+            Quote::Linux,
+        )
+        .build();
+        // A 576-byte IPv4 packet, as Linux sends it.
+        assert_eq!(linux.len(), 14 + 576);
+        assert_eq!(&linux[42..], &offending[14..14 + 548]);
+        verify_checksums(&linux).unwrap();
+        // A short packet is quoted whole.
+        let udp = PacketBuilder::udp(sa("10.244.1.20:5353"), sa("10.96.0.10:53"))
+            .payload(b"q")
+            .build();
+        assert_eq!(quote_of(&udp, Quote::Linux), udp[14..].to_vec());
+        assert_eq!(quote_of(&udp, Quote::Minimal), udp[14..14 + 28].to_vec());
+        // Options move the quoted L4 bytes.
+        let opts = PacketBuilder::udp(sa("10.244.1.20:5353"), sa("10.96.0.10:53"))
+            .ip_options(&[1, 1, 1, 1])
+            .build();
+        assert_eq!(quote_of(&opts, Quote::Minimal).len(), 24 + 8);
+
+        let q = parse_icmp_quote(&minimal).unwrap();
+        assert_eq!(q.src_socket(), Some(sa("10.244.1.20:40000")));
+        assert_eq!(q.dst_socket(), Some(sa("10.244.2.11:8080")));
+        assert_eq!((q.proto, q.total_len), (PROTO_TCP, 20 + 20 + 1400));
+        let q = parse_icmp_quote(&linux).unwrap();
+        assert_eq!(q.dst_socket(), Some(sa("10.244.2.11:8080")));
+        // Not an error: no quote.
+        let echo = PacketBuilder::icmp_echo(ip("1.2.3.4"), ip("5.6.7.8"), 1, 1)
+            .payload(&offending[14..62])
+            .build();
+        assert_eq!(parse_icmp_quote(&echo), None);
+        assert_eq!(parse_icmp_quote(&offending), None);
+        // Cut quotes never panic.
+        for len in 0..minimal.len() {
+            let _ = parse_icmp_quote(&minimal[..len]);
+        }
     }
 
     #[test]

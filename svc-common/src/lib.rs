@@ -895,6 +895,16 @@ verdicts! {
     /// An IPv4 fragment after the first, of a datagram whose first fragment was dropped or
     /// rejected: dropped too.
     DropFragment = 23, "drop_fragment";
+    /// An ICMP error (destination unreachable incl. fragmentation needed, time exceeded,
+    /// parameter problem) about a packet of a translated flow that went to the backend, on
+    /// its way back to the client: the quoted packet translated back to the client and the
+    /// Service address, the outer source to the Service address (and the destination to
+    /// the client when masqueraded), as netfilter does for RELATED errors.
+    RevNatIcmp = 24, "rev_nat_icmp";
+    /// An ICMP error about a reply of a translated flow (addressed to the Service address),
+    /// on its way to the backend: the quoted reply translated to the backend (and the
+    /// masquerade address), the outer destination to the backend.
+    DnatIcmp = 25, "dnat_icmp";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;

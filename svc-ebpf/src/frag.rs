@@ -56,50 +56,101 @@ fn key(saddr: u32, daddr: u32, id: u16, proto: u8) -> Frag4Key {
     }
 }
 
-/// For a first fragment, records what its datagram's later fragments get, from the action
-/// lb.rs decided for it (before it is applied; if applying it fails, the first fragment is
-/// dropped and the datagram is lost either way). Does nothing for unfragmented packets.
-///
-/// A BPF function of its own, not inlined: inlined, LLVM carried an undefined register
-/// into the entry's initialisation on a path where the action's variant had no such field
-/// (the verifier refuses: R4 !read_ok), as in reject.rs. As a call, the action is read
-/// from the caller's stack by its discriminant. Every packet pays the call (it returns at
-/// once for an unfragmented one): testing the flag in the caller and calling only for
-/// first fragments brought the undefined register back (tried; per-packet cost within the
-/// benchmark's noise either way).
-#[inline(never)]
-pub fn first(pkt: &Packet, action: &Action, now: u64) {
+/// What the first fragment of a datagram leaves for its later fragments: plain values, so
+/// it can be made on the packet path and written by [`record`] in another BPF function.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    op: u8,
+    key: Frag4Key,
+    value: Frag4Value,
+}
+
+const PLAN_NOTHING: u8 = 0;
+const PLAN_REMOVE: u8 = 1;
+const PLAN_INSERT: u8 = 2;
+
+impl Plan {
+    pub const NOTHING: Plan = Plan {
+        op: PLAN_NOTHING,
+        key: Frag4Key {
+            saddr_be: 0,
+            daddr_be: 0,
+            id_be: 0,
+            proto: 0,
+            _pad: 0,
+        },
+        value: Frag4Value {
+            created_ns: 0,
+            saddr_be: 0,
+            daddr_be: 0,
+            kind: 0,
+            _pad: [0; 7],
+        },
+    };
+}
+
+/// For a first fragment, what its datagram's later fragments get, from the action lb.rs
+/// decided for it (before it is applied; if applying it fails, the first fragment is
+/// dropped and the datagram is lost either way). Nothing for unfragmented packets.
+#[inline(always)]
+pub fn plan(pkt: &Packet, action: &Action, now: u64) -> Plan {
     if !pkt.first_fragment {
-        return;
+        return Plan::NOTHING;
     }
     let key = key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto);
     let (kind, saddr, daddr) = match action {
-        Action::Forward { dst, src, .. } => {
-            (FRAG_KIND_DNAT, src.map_or(pkt.saddr, |s| s.addr), dst.addr)
-        }
+        Action::Forward { dst, src, .. } => (
+            FRAG_KIND_DNAT,
+            if src.is_set() { src.addr } else { pkt.saddr },
+            dst.addr,
+        ),
         Action::Reply { src, dst } => (
             FRAG_KIND_REV_NAT,
             src.addr,
-            dst.map_or(pkt.daddr, |d| d.addr),
+            if dst.is_set() { dst.addr } else { pkt.daddr },
         ),
         Action::Reject => (FRAG_KIND_DROP, 0, 0),
         Action::Done(verdict) if verdict.is_drop() => (FRAG_KIND_DROP, 0, 0),
+        // Not ours: no entry may translate this datagram's fragments.
         Action::Done(_) => {
-            // Not ours: no entry may translate this datagram's fragments.
-            let _ = SVC4_FRAG.remove(&key);
-            return;
+            return Plan {
+                op: PLAN_REMOVE,
+                key,
+                ..Plan::NOTHING
+            };
         }
     };
-    let value = Frag4Value {
-        created_ns: now,
-        saddr_be: saddr,
-        daddr_be: daddr,
-        kind,
-        _pad: [0; 7],
-    };
-    // A failed insert leaves the later fragments untranslated (passed): nothing better is
-    // possible, and the first fragment is still handled.
-    let _ = SVC4_FRAG.insert(&key, &value, 0);
+    Plan {
+        op: PLAN_INSERT,
+        key,
+        value: Frag4Value {
+            created_ns: now,
+            saddr_be: saddr,
+            daddr_be: daddr,
+            kind,
+            _pad: [0; 7],
+        },
+    }
+}
+
+/// Writes what [`plan`] decided. Inlined: as a BPF function of its own on top of the TC
+/// packet path's frame, the call chain passed the verifier's 512-byte stack limit once
+/// ICMP errors were translated too. (It was a function of its own while `Action` carried
+/// `Option`s, whose undefined bytes LLVM filled with any register when inlined: R4
+/// !read_ok; `Action` is plain values now.)
+#[inline(always)]
+pub fn record(plan: &Plan) {
+    match plan.op {
+        PLAN_REMOVE => {
+            let _ = SVC4_FRAG.remove(&plan.key);
+        }
+        // A failed insert leaves the later fragments untranslated (passed): nothing better
+        // is possible, and the first fragment is still handled.
+        PLAN_INSERT => {
+            let _ = SVC4_FRAG.insert(&plan.key, &plan.value, 0);
+        }
+        _ => {}
+    }
 }
 
 /// What a fragment after the first gets.

@@ -32,19 +32,35 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    /// "Leave this side as it is": no address we translate to is 0.0.0.0. A plain value
+    /// rather than an Option: an `Action` is handed to BPF functions by pointer (frag.rs),
+    /// and a `None` leaves bytes undefined that LLVM may fill with any register, which the
+    /// verifier refuses when that register holds a pointer ("invalid size of register
+    /// spill").
+    pub const NONE: Endpoint = Endpoint { addr: 0, port: 0 };
+
+    #[inline(always)]
+    pub fn is_set(&self) -> bool {
+        self.addr != 0
+    }
+}
+
 pub enum Action {
     /// A packet to a Service: rewrite the destination, and the source if masqueraded or
     /// its port remapped (a reply-tuple clash, see `reply_port`).
     Forward {
         dst: Endpoint,
-        src: Option<Endpoint>,
+        /// [`Endpoint::NONE`] when the source stays.
+        src: Endpoint,
         verdict: Verdict,
     },
     /// A reply leaving a backend: the source goes back to the Service address, and the
     /// destination back to the original client if the flow's source was translated.
     Reply {
         src: Endpoint,
-        dst: Option<Endpoint>,
+        /// [`Endpoint::NONE`] when the destination stays.
+        dst: Endpoint,
     },
     /// The destination is a Service with no endpoints: answer with RST / ICMP unreachable.
     Reject,
@@ -75,7 +91,7 @@ fn closing_flags(tcp_flags: u8) -> u8 {
 }
 
 #[inline(always)]
-fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
+pub(crate) fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
     now.saturating_sub(ct.last_seen_ns) > ct_timeout_ns(proto, ct.flags)
 }
 
@@ -90,7 +106,7 @@ fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
 /// Whether the service entry of the flow whose reply entry `rev` is keyed by `key` is
 /// alive and still describes this reply tuple (same backend, same reply address:port).
 #[inline(always)]
-fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
+pub(crate) fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
     let Some(svc) = (unsafe { SVC4_REVNAT.get(&rev.rev_nat_id) }) else {
         return false;
     };
@@ -120,7 +136,7 @@ fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
 /// Whether the reply entry of the flow whose service entry `fwd` is keyed by `key` is
 /// alive and belongs to this flow (same client, same Service).
 #[inline(always)]
-fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
+pub(crate) fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
     let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
         (fwd.nat_addr_be, fwd.nat_port_be)
     } else {
@@ -146,7 +162,14 @@ fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn ct_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, kind: u8) -> Ct4Key {
+pub(crate) fn ct_key(
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    kind: u8,
+) -> Ct4Key {
     Ct4Key {
         saddr_be: saddr,
         daddr_be: daddr,
@@ -278,12 +301,12 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
                         handshake_done(ct, pkt);
                     }
                     let src = if ct.flags & CT_F_SNAT != 0 {
-                        Some(Endpoint {
+                        Endpoint {
                             addr: ct.nat_addr_be,
                             port: ct.nat_port_be,
-                        })
+                        }
                     } else {
-                        None
+                        Endpoint::NONE
                     };
                     let dst = Endpoint {
                         addr: ct.addr_be,
@@ -374,12 +397,12 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
         port: backend_port,
     };
     let src = if flow.snat(reply_port) {
-        Some(Endpoint {
+        Endpoint {
             addr: reply_addr,
             port: reply_port,
-        })
+        }
     } else {
-        None
+        Endpoint::NONE
     };
     Action::Forward {
         dst,
@@ -789,12 +812,12 @@ fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
         }
     }
     let dst = if ct.flags & CT_F_SNAT != 0 {
-        Some(Endpoint {
+        Endpoint {
             addr: client,
             port: client_port,
-        })
+        }
     } else {
-        None
+        Endpoint::NONE
     };
     Some(Action::Reply {
         src: Endpoint {

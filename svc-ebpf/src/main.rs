@@ -9,6 +9,7 @@
 mod config;
 mod csum;
 mod frag;
+mod icmp;
 mod lb;
 mod maps;
 mod parse;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_UDP, Verdict};
 
 use crate::{
-    frag,
+    frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
@@ -22,7 +22,13 @@ const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    let (verdict, action) = try_run(ctx);
+    let (mut verdict, mut action) = try_run(ctx);
+    // An ICMP error about a translated flow is translated back (icmp.rs). Called from here,
+    // not from try_run: the verifier limits the stack of a call chain to 512 bytes, and
+    // try_run's frame and icmp's side by side fit where one on top of the other does not.
+    if verdict == Verdict::PassOtherProto {
+        (verdict, action) = icmp::translate(ctx);
+    }
     count(verdict);
     action
 }
@@ -36,7 +42,8 @@ pub fn action_for(verdict: Verdict) -> i32 {
     }
 }
 
-#[inline(always)]
+// A BPF function of its own, so the program's own frame stays small (see `run`).
+#[inline(never)]
 fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     let pkt = match parse_skb(ctx) {
         Ok(pkt) => pkt,
@@ -47,13 +54,33 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let action = lb::decide(&pkt, now);
-    frag::first(&pkt, &action, now);
+    // What a first fragment leaves for the rest of its datagram (frag.rs).
+    frag::record(&frag::plan(&pkt, &action, now));
+    apply(ctx, &pkt, action)
+}
+
+/// Applies what lb.rs decided to the packet.
+#[inline(always)]
+fn apply(ctx: &TcContext, pkt: &Packet, action: Action) -> (Verdict, i32) {
+    let pkt = *pkt;
     let result = match action {
         Action::Forward { dst, src, verdict } => set_dst(ctx, &pkt, dst)
-            .and_then(|()| src.map_or(Ok(()), |src| set_src(ctx, &pkt, src)))
+            .and_then(|()| {
+                if src.is_set() {
+                    set_src(ctx, &pkt, src)
+                } else {
+                    Ok(())
+                }
+            })
             .map(|()| verdict),
         Action::Reply { src, dst } => set_src(ctx, &pkt, src)
-            .and_then(|()| dst.map_or(Ok(()), |dst| set_dst(ctx, &pkt, dst)))
+            .and_then(|()| {
+                if dst.is_set() {
+                    set_dst(ctx, &pkt, dst)
+                } else {
+                    Ok(())
+                }
+            })
             .map(|()| Verdict::RevNat),
         Action::Reject => return reject::reject(ctx, &pkt),
         Action::Done(verdict) => return (verdict, action_for(verdict)),

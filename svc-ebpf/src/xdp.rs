@@ -1,8 +1,8 @@
 //! XDP program on the node's external interface: translates traffic arriving from outside
 //! to Service addresses before the stack sees it. It rewrites in place with incremental
 //! checksums (XDP has no csum helpers), so it relies on complete checksums from the wire.
-//! What it does not handle itself (rejects, IPv4 options) it passes to the TC program on
-//! the same interface. IPv4 fragments it handles as TC does (frag.rs).
+//! What it does not handle itself (rejects, IPv4 options, ICMP errors) it passes to the TC
+//! program on the same interface. IPv4 fragments it handles as TC does (frag.rs).
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::bpf_ktime_get_ns,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 use svc_common::{PROTO_TCP, Verdict};
 
 use crate::{
-    csum, frag,
+    csum, frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
@@ -43,6 +43,10 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         Ok(pkt) => pkt,
         // A fragment after the first: the first one's translation (frag.rs).
         Err(Verdict::PassFragment) => return frag::xdp_later(ctx),
+        // ICMP errors are translated by TC (icmp.rs).
+        Err(Verdict::PassOtherProto) if icmp::is_error(ctx.data(), ctx.data_end()) => {
+            return (Verdict::XdpPassToTc, XDP_PASS);
+        }
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     if pkt.has_ip_options {
@@ -50,13 +54,25 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let action = lb::decide(&pkt, now);
-    frag::first(&pkt, &action, now);
+    frag::record(&frag::plan(&pkt, &action, now));
     let done = match action {
         Action::Forward { dst, src, verdict } => rewrite(ctx, &pkt, true, dst)
-            .and_then(|()| src.map_or(Some(()), |src| rewrite(ctx, &pkt, false, src)))
+            .and_then(|()| {
+                if src.is_set() {
+                    rewrite(ctx, &pkt, false, src)
+                } else {
+                    Some(())
+                }
+            })
             .map(|()| verdict),
         Action::Reply { src, dst } => rewrite(ctx, &pkt, false, src)
-            .and_then(|()| dst.map_or(Some(()), |dst| rewrite(ctx, &pkt, true, dst)))
+            .and_then(|()| {
+                if dst.is_set() {
+                    rewrite(ctx, &pkt, true, dst)
+                } else {
+                    Some(())
+                }
+            })
             .map(|()| Verdict::RevNat),
         Action::Reject => return (Verdict::XdpPassToTc, XDP_PASS),
         Action::Done(verdict) => return (verdict, action_for(verdict)),

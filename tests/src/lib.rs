@@ -827,6 +827,18 @@ impl Lab {
         .with_context(|| format!("ext route {cidr} via node{via_node}"))
     }
 
+    /// Sets the MTU of the node's end of pod `name`'s veth (`lxc-<name>`), leaving the pod's
+    /// own eth0 (and so the MSS the pod announces) alone: the node, forwarding a larger
+    /// packet with DF set toward the pod, answers "fragmentation needed" with this MTU, as a
+    /// router in front of a lower-MTU link does. The node's end also drops larger non-GSO
+    /// packets the pod sends; lower it for pods that receive the large packets.
+    pub fn set_pod_link_mtu(&self, name: &str, mtu: u32) -> anyhow::Result<()> {
+        let pod = self.pod(name);
+        let ns = self.node(pod.node).ns.clone();
+        netns::ip_in(&ns, &["link", "set", &pod.node_if, "mtu", &mtu.to_string()])
+            .with_context(|| format!("MTU {mtu} on {} in {ns}", pod.node_if))
+    }
+
     /// Start `cmd` in node 1's network namespace; see [`spawn_in`](Self::spawn_in).
     pub fn spawn_in_node(&mut self, cmd: Command) -> anyhow::Result<NodeProcess> {
         self.spawn_in(1, cmd)

@@ -22,7 +22,10 @@
 //!   went through, and one that is translated (`dnat_fragment`, `rev_nat_fragment`) gets
 //!   exactly the addresses its first fragment left with and nothing else changes;
 //! - two live flows never get one reply tuple, and every reverse-translated reply comes
-//!   from the Service its flow went to, addressed to that flow's client.
+//!   from the Service its flow went to, addressed to that flow's client;
+//! - ICMP errors quoting a flow's packets (some addressed to another host, some of types
+//!   not translated): a translated error quotes the packet its receiver sent (the flow's
+//!   client -> Service, or backend -> the source it saw) and is addressed to that sender.
 //!
 //! Reproducible: the generator is seeded (SVC_FUZZ_SEED, else from the clock) and prints
 //! its seed; a failure prints the seed, the packet's index and the input as hex. (The
@@ -41,8 +44,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use svc_agent::desired::DesiredState;
 use svc_agent::model::Protocol;
 use svc_agent::packet::{
-    ACK, FIN, PROTO_TCP, PROTO_UDP, PSH, PacketBuilder, RST, SYN, Summary, parse_summary,
-    verify_checksums,
+    ACK, FIN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PSH, PacketBuilder, Quote, RST, SYN, Summary,
+    parse_icmp_quote, parse_summary, verify_checksums,
 };
 use svc_common::{MASQUERADE_PORTS, Verdict};
 
@@ -215,6 +218,7 @@ fn fix_checksums(f: &mut [u8]) {
     let at = match f[23] {
         PROTO_TCP if l4_len >= 20 => 16,
         PROTO_UDP if l4_len >= 8 => 6,
+        PROTO_ICMP if l4_len >= 4 => 2,
         _ => return,
     };
     if f[23] == PROTO_UDP && f[l4 + 6..l4 + 8] == [0, 0] {
@@ -223,9 +227,11 @@ fn fix_checksums(f: &mut [u8]) {
     f[l4 + at] = 0;
     f[l4 + at + 1] = 0;
     let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&f[26..34]);
-    pseudo.extend_from_slice(&[0, f[23]]);
-    pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+    if f[23] != PROTO_ICMP {
+        pseudo.extend_from_slice(&f[26..34]);
+        pseudo.extend_from_slice(&[0, f[23]]);
+        pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+    }
     let mut c = checksum(&f[l4..l4 + l4_len], sum(&pseudo));
     if f[23] == PROTO_UDP && c == 0 {
         c = 0xffff;
@@ -296,8 +302,64 @@ impl Fuzzer {
         )
     }
 
-    /// One well-formed frame: a client's packet to a frontend, or a reply of a known flow.
+    /// An ICMP error about a packet of a flow the programs translated, from a router: about
+    /// its packet to the backend (to the source the backend saw) or about its reply (to the
+    /// Service address); a tenth addressed to another host; some of types that are never
+    /// translated (redirect, echo request).
+    fn icmp_error_frame(&mut self) -> Vec<u8> {
+        let rng = &mut self.rng;
+        let n = rng.below(self.model.flows.len());
+        let (&(client, vip, proto), rec) = self.model.flows.iter().nth(n).unwrap();
+        let (src, dst) = if rng.chance(50) {
+            (rec.nat, rec.backend)
+        } else {
+            (vip, client)
+        };
+        let payload = {
+            let n = rng.below(48);
+            rng.bytes(n)
+        };
+        let offending = if proto == PROTO_TCP {
+            PacketBuilder::tcp(src, dst)
+                .flags(ACK)
+                .seq(rng.next() as u32)
+                .payload(&payload)
+                .build()
+        } else {
+            PacketBuilder::udp(src, dst).payload(&payload).build()
+        };
+        let (kind, code) = *rng.pick(&[
+            (3, 4),
+            (3, 4),
+            (3, 3),
+            (3, 1),
+            (11, 0),
+            (12, 0),
+            (5, 1),
+            (8, 0),
+        ]);
+        let to = if rng.chance(90) {
+            *src.ip()
+        } else {
+            rng.pick(&CLIENTS).parse().unwrap()
+        };
+        let quote = if rng.chance(50) {
+            Quote::Minimal
+        } else {
+            Quote::Linux
+        };
+        let rest = (rng.next() as u32).to_be_bytes();
+        PacketBuilder::icmp_error(ip("198.51.100.1"), to, kind, code, rest, &offending, quote)
+            .ip_id(rng.next() as u16)
+            .build()
+    }
+
+    /// One well-formed frame: a client's packet to a frontend, a reply of a known flow, or
+    /// an ICMP error about a known flow.
     fn valid_frame(&mut self) -> Vec<u8> {
+        if !self.model.flows.is_empty() && self.rng.chance(8) {
+            return self.icmp_error_frame();
+        }
         let rng = &mut self.rng;
         let flags = *rng.pick(&[
             SYN,
@@ -535,6 +597,7 @@ impl Fuzzer {
                 self.check_forward(path, input, &out, verdict)
             }
             Verdict::RevNat => self.check_reply(path, input, &out),
+            Verdict::RevNatIcmp | Verdict::DnatIcmp => self.check_icmp(path, input, &out, verdict),
             Verdict::RejectTcpRst | Verdict::RejectIcmp => {
                 let (front, _) = self.front_of(input);
                 if !front.is_some_and(|f| f.backends.is_empty()) {
@@ -810,6 +873,73 @@ fn first_fragment_key(frame: &[u8]) -> Option<FragKey> {
     })
 }
 
+impl Fuzzer {
+    /// A translated ICMP error: its input quoted a packet of a known flow (rev_nat_icmp:
+    /// the flow's packet to the backend; dnat_icmp: its reply to the client) and was
+    /// addressed to that packet's source; its output quotes the packet as the receiver
+    /// sent it and is addressed to that receiver (rev_nat_icmp: from the Service address).
+    fn check_icmp(&self, path: Path, input: &[u8], out: &[u8], verdict: Verdict) {
+        let quoted = |frame: &[u8]| {
+            parse_icmp_quote(frame).and_then(|q| Some((q.src_socket()?, q.dst_socket()?, q.proto)))
+        };
+        let (Some((qs, qd, proto)), Some(oq), Some(i), Some(o)) = (
+            quoted(input),
+            quoted(out),
+            parse_summary(input),
+            parse_summary(out),
+        ) else {
+            self.fail(
+                path,
+                input,
+                out,
+                "translated, but not an ICMP error quoting ports".into(),
+            );
+        };
+        if i.dst != *qs.ip() {
+            self.fail(
+                path,
+                input,
+                out,
+                "translated an error not addressed to the quoted source".into(),
+            );
+        }
+        let (expected_quote, expected_src, expected_dst) = if verdict == Verdict::RevNatIcmp {
+            let Some(&(client, vip, _)) = self.model.replies.get(&(qd, qs, proto)) else {
+                self.fail(
+                    path,
+                    input,
+                    out,
+                    "rev_nat_icmp, but no flow has this reply tuple".into(),
+                );
+            };
+            ((client, vip, proto), *vip.ip(), *client.ip())
+        } else {
+            let Some(rec) = self.model.flows.get(&(qd, qs, proto)) else {
+                self.fail(
+                    path,
+                    input,
+                    out,
+                    "dnat_icmp, but no flow is client -> Service of the quote".into(),
+                );
+            };
+            let src = if rec.nat == qd { i.src } else { *rec.nat.ip() };
+            ((rec.backend, rec.nat, proto), src, *rec.backend.ip())
+        };
+        if oq != expected_quote || o.src != expected_src || o.dst != expected_dst {
+            self.fail(
+                path,
+                input,
+                out,
+                format!(
+                    "{verdict:?}: came out {} > {} quoting {oq:?}, expected {expected_src} > {expected_dst} quoting {expected_quote:?}",
+                    o.src, o.dst
+                ),
+            );
+        }
+        self.check_checksums(path, input, out);
+    }
+}
+
 fn seed() -> u64 {
     std::env::var("SVC_FUZZ_SEED")
         .ok()
@@ -857,6 +987,8 @@ fn fuzz(packets: u64, limit: Duration) {
         "pass_not_service",
         "dnat_fragment",
         "rev_nat_fragment",
+        "rev_nat_icmp",
+        "dnat_icmp",
     ] {
         assert!(
             f.verdicts.get(v).copied().unwrap_or(0) > 0,

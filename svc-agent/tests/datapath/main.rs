@@ -8,6 +8,7 @@
 //!
 //! - `clusterip`: TC DNAT and reverse NAT of ClusterIP flows
 //! - `xdp`: the same on XDP from outside, nothing masqueraded
+//! - `icmp`: ICMP errors about translated flows, both directions
 //! - `reject`: Services without endpoints (RST, ICMP port unreachable, passed on by XDP)
 //! - `malformed`: odd packets (ARP, cut headers, bad version/IHL, fragments, ICMP, IPv4
 //!   options, non-Service addresses)
@@ -30,6 +31,7 @@ mod collisions;
 mod conntrack;
 mod fragments;
 mod fuzz;
+mod icmp;
 mod malformed;
 mod masquerade;
 mod policy;
