@@ -289,12 +289,19 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
             && ct.flags & CT_F_CLOSING != 0
             && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         if !reused && (!expired(ct, pkt.proto, now) || reply_side_alive(&key, ct, now)) {
-            // The flow keeps its backend while that backend exists with the same address,
+            // A UDP flow keeps its backend while that backend exists with the same address,
             // whether or not it is still among the Service's slots (a terminating backend
-            // keeps its flows). A freed and reused id has another address: the flow is
-            // then stale and gets a new backend.
-            if let Some(backend) = unsafe { SVC4_BACKENDS.get(&ct.backend_id) } {
-                if backend.addr_be == ct.addr_be && backend.port_be == ct.port_be {
+            // keeps its flows); once it is removed (or its freed id reused for another
+            // address) the flow moves to a new one at its next packet, as kube-proxy
+            // clears the UDP conntrack entries of a removed endpoint. A TCP connection
+            // never moves: another backend could only answer it with a RST, and netfilter
+            // keeps sending it to the address it was given (a pod that left the Service but
+            // still runs keeps serving it).
+            let keeps = pkt.proto == PROTO_TCP
+                || unsafe { SVC4_BACKENDS.get(&ct.backend_id) }
+                    .is_some_and(|b| b.addr_be == ct.addr_be && b.port_be == ct.port_be);
+            {
+                if keeps {
                     ct.last_seen_ns = now;
                     ct.flags |= closing_flags(pkt.tcp_flags);
                     if ct.flags & CT_F_HALF_OPEN != 0 && pkt.tcp_flags & TCP_SYN == 0 {
