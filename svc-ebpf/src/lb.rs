@@ -484,8 +484,8 @@ impl Flow<'_> {
 ///
 /// The search only looks entries up; the one chosen is then claimed with BPF_NOEXIST
 /// (`claim_reply`), so a live entry of another flow is never overwritten, even by a flow
-/// that raced us to the same tuple on another CPU (that flow keeps it, and this one is
-/// dropped as `drop_nat_failed`; its client retransmits). Looking up first also matters
+/// that raced us to the same tuple on another CPU (that flow keeps it, and this one
+/// searches once more). Looking up first also matters
 /// because an insert into a full LRU map evicts other entries even when it then fails.
 #[inline(always)]
 fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
@@ -510,17 +510,39 @@ fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
         search.found = probe_reply(&search);
     }
     if search.found == PROBE_TAKEN {
-        // SAFETY: `search_step` is a static function of the signature bpf_loop calls, and
-        // its context is `search`, on this stack for the whole call.
-        unsafe {
-            bpf_loop(
-                NAT_PORT_PROBES,
-                search_step as *mut c_void,
-                &mut search as *mut PortSearch as *mut c_void,
-                0,
-            )
-        };
+        search_ports(&mut search);
     }
+    match claim_found(flow, &search) {
+        // Another CPU's new flow claimed the same tuple since the probe (one client socket
+        // sending to two Services at once): search once more; the tuple it took now
+        // probes as taken.
+        Err(Verdict::DropNatFailed) if search.found == PROBE_FREE => {
+            search.found = PROBE_TAKEN;
+            search_ports(&mut search);
+            claim_found(flow, &search)
+        }
+        claimed => claimed,
+    }
+}
+
+/// Runs the port search (NAT_PORT_PROBES probes, bpf_loop) until a usable tuple is found.
+#[inline(always)]
+fn search_ports(search: &mut PortSearch) {
+    // SAFETY: `search_step` is a static function of the signature bpf_loop calls, and its
+    // context is `search`, on the caller's stack for the whole call.
+    unsafe {
+        bpf_loop(
+            NAT_PORT_PROBES,
+            search_step as *mut c_void,
+            search as *mut PortSearch as *mut c_void,
+            0,
+        )
+    };
+}
+
+/// Claims the tuple the search found: the port, or why the flow gets none.
+#[inline(always)]
+fn claim_found(flow: &Flow, search: &PortSearch) -> Result<u16, Verdict> {
     let port = search.port;
     match search.found {
         PROBE_FREE => claim_reply(flow, port, false).map(|()| port),
