@@ -9,10 +9,12 @@
 mod config;
 mod csum;
 mod lb;
+mod local;
 mod maps;
 mod parse;
 mod reject;
 mod rules;
+mod sctp;
 mod sock;
 mod tc;
 mod xdp;

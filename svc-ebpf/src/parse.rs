@@ -1,7 +1,9 @@
 //! Packet parsing shared by the TC and XDP programs: bounds-checked header access and the
-//! parsed view of an IPv4 TCP/UDP packet.
+//! parsed view of an IPv4 TCP/UDP/SCTP packet.
 use core::mem::size_of;
-use svc_common::{PROTO_TCP, PROTO_UDP, Verdict};
+use svc_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, Verdict};
+
+use crate::sctp::SctpHdr;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
@@ -72,7 +74,7 @@ pub fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// The parts of an IPv4 TCP/UDP packet the translation needs. Addresses and ports are
+/// The parts of an IPv4 TCP/UDP/SCTP packet the translation needs. Addresses and ports are
 /// in network order, as on the wire.
 #[derive(Clone, Copy)]
 pub struct Packet {
@@ -87,6 +89,9 @@ pub struct Packet {
     pub l4_off: usize,
     /// The IPv4 header carries options (IHL > 5).
     pub has_ip_options: bool,
+    /// The interface the packet entered through (detect-local by interface, local.rs);
+    /// 0 from `parse`, set by the program that has a context.
+    pub ifindex: u32,
 }
 
 impl Packet {
@@ -117,7 +122,9 @@ impl Packet {
 /// - a fragment (MF set or a fragment offset): PassFragment. Non-first fragments carry no
 ///   L4 header, so translating only the first would split the datagram; datapath v1 does
 ///   not reassemble and leaves all fragments untouched;
-/// - neither TCP nor UDP: PassOtherProto.
+/// - SCTP: its common header (ports at the TCP/UDP offsets) cut short, or longer than
+///   the total length leaves: DropMalformed;
+/// - neither TCP, UDP nor SCTP: PassOtherProto.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdict> {
     let eth: *mut EthHdr = ptr_at(start, end, 0).ok_or(Verdict::DropMalformed)?;
@@ -160,6 +167,14 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
             }
             (udp.sport_be, udp.dport_be, 0)
         }
+        PROTO_SCTP => {
+            let sctp: *mut SctpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
+            if l4_len < size_of::<SctpHdr>() {
+                return Err(Verdict::DropMalformed);
+            }
+            let sctp = unsafe { *sctp };
+            (sctp.sport_be, sctp.dport_be, 0)
+        }
         _ => return Err(Verdict::PassOtherProto),
     };
     Ok(Packet {
@@ -171,5 +186,6 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
         tcp_flags,
         l4_off,
         has_ip_options: ihl > 5,
+        ifindex: 0,
     })
 }

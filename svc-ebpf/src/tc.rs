@@ -3,7 +3,7 @@
 //! without endpoints. Rewrites go through the kernel's store/csum helpers, which keep
 //! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
     helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };
@@ -13,7 +13,7 @@ use crate::{
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
-    reject,
+    reject, sctp,
 };
 
 /// Longest header stack we read: Ethernet, IPv4 with options, TCP without options.
@@ -37,10 +37,13 @@ pub fn action_for(verdict: Verdict) -> i32 {
 
 #[inline(always)]
 fn try_run(ctx: &TcContext) -> (Verdict, i32) {
-    let pkt = match parse_skb(ctx) {
+    let mut pkt = match parse_skb(ctx) {
         Ok(pkt) => pkt,
         Err(verdict) => return (verdict, action_for(verdict)),
     };
+    // TC ingress: the interface the packet arrived on (detect-local by interface).
+    // SAFETY: reading a field of the skb we were given.
+    pkt.ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let result = match lb::decide(&pkt, now) {
@@ -110,7 +113,9 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
 
 /// Replaces one address and one port (destination for DNAT, source for reverse NAT) and
 /// fixes the IPv4 and L4 checksums. The address is part of the L4 pseudo-header, hence
-/// BPF_F_PSEUDO_HDR; BPF_F_MARK_MANGLED_0 keeps a zero (absent) UDP checksum zero.
+/// BPF_F_PSEUDO_HDR; BPF_F_MARK_MANGLED_0 keeps a zero (absent) UDP checksum zero. SCTP:
+/// the address only; its CRC32c covers no IP header, and a port change is refused
+/// (sctp.rs).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
@@ -123,6 +128,16 @@ fn rewrite(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), i64> {
+    if sctp::ports_fixed(pkt.proto) {
+        if old_port != new_port {
+            return Err(-1);
+        }
+        if old_addr != new_addr {
+            ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, new_addr as u64, 4)?;
+            ctx.store(addr_off, &new_addr, 0)?;
+        }
+        return Ok(());
+    }
     let l4_csum = pkt.l4_csum_off();
     let mangled = if pkt.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0 as u64

@@ -15,6 +15,7 @@ use crate::{
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+    sctp,
 };
 
 const L4_OFF: usize = ETH_HLEN + 20;
@@ -39,10 +40,12 @@ fn action_for(verdict: Verdict) -> u32 {
 fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     // A program without the xdp.frags flag only ever sees single-buffer frames: the
     // frame is [data, data_end).
-    let pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
+    let mut pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
         Err(verdict) => return (verdict, action_for(verdict)),
     };
+    // SAFETY: reading a field of the context we were given.
+    pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     if pkt.has_ip_options {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
@@ -81,6 +84,12 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
     // which is valid but not the frame that came in. A port-only SNAT keeps the address.
     let addr_changes = old_addr != addr;
     let port_changes = old_port != port;
+    // SCTP: the address only; its CRC32c covers no IP header, and a port change is refused
+    // (sctp.rs).
+    let fixed = sctp::ports_fixed(pkt.proto);
+    if fixed && port_changes {
+        return None;
+    }
     // SAFETY: every pointer below was bounds-checked by ptr_at.
     unsafe {
         if addr_changes {
@@ -91,7 +100,9 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
         } else {
             (*ip).saddr_be = addr
         }
-        if pkt.proto == PROTO_TCP {
+        if fixed {
+            // Nothing in the SCTP header changes.
+        } else if pkt.proto == PROTO_TCP {
             let tcp: *mut TcpHdr = ptr_at(start, end, L4_OFF)?;
             if addr_changes {
                 (*tcp).csum = csum::replace4((*tcp).csum, old_addr, addr);

@@ -17,6 +17,8 @@
 //! - `source_ranges`: loadBalancerSourceRanges
 //! - `affinity`: sessionAffinity ClientIP
 //! - `terminating`: a terminating backend keeps its flows
+//! - `sctp`: SCTP translated by address only, the CRC32c valid after translation
+//! - `detect_local`: several pod CIDRs and a change of them; pods told by interface
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
 //! tests hold a lock while a datapath is loaded, so they never run concurrently.
@@ -27,11 +29,13 @@ mod affinity;
 mod clusterip;
 mod collisions;
 mod conntrack;
+mod detect_local;
 mod fuzz;
 mod malformed;
 mod masquerade;
 mod policy;
 mod reject;
+mod sctp;
 mod services;
 mod source_ranges;
 mod terminating;
