@@ -296,3 +296,88 @@ fn bridge_interface_mode_tells_pods_by_the_bridge() {
         reply.client
     );
 }
+
+/// `--detect-local-mode NodeCIDR` in Kubernetes mode: pods are the sources inside this
+/// Node's `spec.podCIDRs`, whatever `--cluster-cidr` says, and a change of them is
+/// followed.
+#[test]
+fn node_cidr_mode_takes_the_pod_cidrs_from_the_node() {
+    use serde_json::{Value, json};
+    use svc_lab::{agent::AgentSource, fake_apiserver::FakeApiServer, in_netns};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut env = Env::up(|lab| lab.add_client_pod("client2", POD2_IP).expect("pod"));
+    let server = in_netns(env.lab.node_ns(), FakeApiServer::start_local).expect("API server");
+    let kubeconfig = env.dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
+             current-context: fake\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let node = |cidrs: &[&str]| -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node1"},
+            "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+            "status": {"addresses": [{"type": "InternalIP", "address": NODE_EXT_IP.to_string()}]},
+        })
+    };
+    server.apply(node(&[POD2_CIDR, "fd00:10:200::/64"]));
+    server.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {
+            "clusterIP": CLUSTER_IP.to_string(), "clusterIPs": [CLUSTER_IP.to_string()],
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}],
+        },
+    }));
+    server.apply(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "name": "echo-abc12", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "echo"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        "endpoints": [{"addresses": ["10.244.1.11"], "conditions": {"ready": true}, "nodeName": "node1"}],
+    }));
+    // start_from adds --cluster-cidr 10.244.0.0/16, which NodeCIDR does not use.
+    let agent = LabAgent::start_from(
+        &mut env.lab,
+        1,
+        AgentSource::Kubeconfig(&kubeconfig),
+        &env.log,
+        &["--node-name", "node1", "--detect-local-mode", "NodeCIDR"],
+    )
+    .expect("agent");
+    agent
+        .wait_backends(CLUSTER_IP, 80, PROTO_TCP, 1, SYNC)
+        .unwrap_or_else(|e| panic!("synced: {e:#}\n{}", agent.log_text()));
+    env.agent = Some(agent);
+    let svc = SocketAddrV4::new(CLUSTER_IP, 80);
+    let pod2 = env.lab.pod_ns("client2").to_string();
+    let seen = |ns: &str| *tcp_request(ns, svc, "x", TIMEOUT).expect("request").client.ip();
+    assert_eq!(seen(&pod2), POD2_IP, "inside the Node's podCIDRs: a pod");
+    let client = env.lab.client().clone();
+    assert!(
+        masqueraded(&env.lab, seen(&client.ns)),
+        "outside the Node's podCIDRs (only in --cluster-cidr): masqueraded"
+    );
+    // The Node's podCIDRs change: the agent follows.
+    server.apply(node(&["10.244.1.0/24"]));
+    assert!(
+        svc_lab::agent::wait_for(SYNC, || env
+            .agent()
+            .log_text()
+            .contains("pod CIDRs from the Node object changed")),
+        "the change reached the agent"
+    );
+    assert_eq!(seen(&client.ns), client.ip, "now inside: a pod");
+    assert!(masqueraded(&env.lab, seen(&pod2)), "now outside: masqueraded");
+}
