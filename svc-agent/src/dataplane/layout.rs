@@ -390,7 +390,11 @@ mod tests {
         assert_eq!((k.slot, k.scope, k.proto), (2, 1, 17));
         assert_eq!(k.vip_be.to_ne_bytes(), [10, 96, 0, 10]);
         assert_eq!(frontend_of(&k), Some(f));
-        assert_eq!(frontend_of(&Svc4Key { proto: 132, ..k }), None);
+        assert_eq!(
+            frontend_of(&Svc4Key { proto: 132, ..k }).map(|f| f.proto),
+            Some(Protocol::Sctp)
+        );
+        assert_eq!(frontend_of(&Svc4Key { proto: 1, ..k }), None);
         let b = BackendAddr {
             addr: Ipv4Addr::new(10, 244, 1, 11),
             port: 8080,
@@ -423,7 +427,8 @@ mod tests {
             vec!["external", "policy-local", "unknown(0x8000)"]
         );
         assert_eq!(ct_flag_labels(0), Vec::<String>::new());
-        assert_eq!(protocol_label(132), "proto-132");
+        assert_eq!(protocol_label(132), "SCTP");
+        assert_eq!(protocol_label(47), "proto-47");
         assert_eq!(word_label(Scope::from_raw(9), 9), "unknown(9)");
     }
 
