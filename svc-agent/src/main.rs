@@ -608,7 +608,7 @@ mod tests {
         }
         let default = Cli::try_parse_from(["svc-agent", "--manifests", "x"]).unwrap();
         assert_eq!(
-            config(default.run).node.external_ips,
+            config(default.run).unwrap().node.external_ips,
             ExternalIpPolicy::AllowAll
         );
         assert!(

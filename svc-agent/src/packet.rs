@@ -59,7 +59,11 @@ const CRC32C_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -972,14 +976,18 @@ mod tests {
 
     #[test]
     fn sctp_packets_carry_a_valid_crc_that_ignores_the_addresses() {
-        let frame = PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5000"), 7, SCTP_INIT)
-            .payload(b"init!")
-            .build();
+        let frame =
+            PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5000"), 7, SCTP_INIT)
+                .payload(b"init!")
+                .build();
         // 12-byte common header + a 9-byte chunk padded to 12.
         assert_eq!(frame.len(), 14 + 20 + 12 + 12);
         verify_checksums(&frame).unwrap();
         let s = parse_summary(&frame).unwrap();
-        assert_eq!((s.proto, s.sport, s.dport), (PROTO_SCTP, Some(5000), Some(5000)));
+        assert_eq!(
+            (s.proto, s.sport, s.dport),
+            (PROTO_SCTP, Some(5000), Some(5000))
+        );
         // The same packet between other addresses has the same SCTP bytes: the CRC covers
         // no pseudo-header, so DNAT by address alone keeps it valid.
         let other = PacketBuilder::sctp(sa("192.0.2.1:5000"), sa("10.244.1.11:5000"), 7, SCTP_INIT)
@@ -987,9 +995,10 @@ mod tests {
             .build();
         assert_eq!(frame[34..], other[34..]);
         // A port change does not.
-        let moved = PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5001"), 7, SCTP_INIT)
-            .payload(b"init!")
-            .build();
+        let moved =
+            PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5001"), 7, SCTP_INIT)
+                .payload(b"init!")
+                .build();
         assert_ne!(frame[42..46], moved[42..46]);
         let mut broken = frame.clone();
         broken[34 + 2] ^= 1;

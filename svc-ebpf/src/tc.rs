@@ -3,7 +3,7 @@
 //! without endpoints. Rewrites go through the kernel's store/csum helpers, which keep
 //! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };

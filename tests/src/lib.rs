@@ -17,6 +17,10 @@
 //! link-scope route; the node holds 10.244.1.1/32 on every lxc-* and a /32 route per pod.
 //! ext routes the service range 10.96.0.0/12 and the pod range 10.244.0.0/16 to the node.
 //!
+//! Before the agent starts, a test may add a second external link to another outside host
+//! ([`Lab::add_second_nic`]: eth1 198.18.0.1/24, ext2 198.18.0.100), more client pods
+//! ([`Lab::add_client_pod`]) and pods behind a bridge ([`Lab::add_bridged_client_pod`]).
+//!
 //! # Two-node lab ([`Lab::up_two_nodes`])
 //!
 //! A "physical" L2 segment (bridge `br0` in namespace `svl-<id>-phys`, no IP) joins the two
@@ -795,7 +799,10 @@ impl Lab {
         )?;
         netns::ip_in(&node_ns, &["link", "set", &pod.node_if, "master", bridge])?;
         netns::ip_in(&node_ns, &["link", "set", &pod.node_if, "up"])?;
-        netns::ip_in(&pod.ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        netns::ip_in(
+            &pod.ns,
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )?;
         netns::ip_in(&pod.ns, &["link", "set", "eth0", "up"])?;
         netns::ip_in(
             &pod.ns,

@@ -169,9 +169,21 @@ fn two_devices_xdp_and_tc_on_both_node_ports_on_both_addresses() {
     }
     let ext = env.lab.ext_ns().to_string();
     let rows = [
-        (&ext, SocketAddrV4::new(NODE_EXT_IP, NODE_PORT), "ext -> eth0's NodePort"),
-        (&ext2, SocketAddrV4::new(NODE_EXT2_IP, NODE_PORT), "ext2 -> eth1's NodePort"),
-        (&ext2, SocketAddrV4::new(CLUSTER_IP, 80), "ext2 -> ClusterIP through eth1"),
+        (
+            &ext,
+            SocketAddrV4::new(NODE_EXT_IP, NODE_PORT),
+            "ext -> eth0's NodePort",
+        ),
+        (
+            &ext2,
+            SocketAddrV4::new(NODE_EXT2_IP, NODE_PORT),
+            "ext2 -> eth1's NodePort",
+        ),
+        (
+            &ext2,
+            SocketAddrV4::new(CLUSTER_IP, 80),
+            "ext2 -> ClusterIP through eth1",
+        ),
     ];
     for (ns, to, what) in rows {
         let reply = tcp_request(ns, to, "x", TIMEOUT).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -190,7 +202,12 @@ fn two_devices_xdp_and_tc_on_both_node_ports_on_both_addresses() {
 
     // nodePortAddresses selects among every device's addresses.
     env.start(
-        &["--device", NODE_EXT2_IF, "--node-port-addresses", "198.18.0.0/24"],
+        &[
+            "--device",
+            NODE_EXT2_IF,
+            "--node-port-addresses",
+            "198.18.0.0/24",
+        ],
         true,
     );
     let agent = env.agent();
@@ -203,10 +220,20 @@ fn two_devices_xdp_and_tc_on_both_node_ports_on_both_addresses() {
             .is_none()),
         "no NodePort on eth0's address outside --node-port-addresses"
     );
-    let reply = tcp_request(&ext2, SocketAddrV4::new(NODE_EXT2_IP, NODE_PORT), "x", TIMEOUT)
-        .expect("eth1's NodePort answers");
+    let reply = tcp_request(
+        &ext2,
+        SocketAddrV4::new(NODE_EXT2_IP, NODE_PORT),
+        "x",
+        TIMEOUT,
+    )
+    .expect("eth1's NodePort answers");
     assert_eq!(reply.pod, "p3");
-    let refused = tcp_request(&ext, SocketAddrV4::new(NODE_EXT_IP, NODE_PORT), "x", TIMEOUT);
+    let refused = tcp_request(
+        &ext,
+        SocketAddrV4::new(NODE_EXT_IP, NODE_PORT),
+        "x",
+        TIMEOUT,
+    );
     assert!(
         refused.is_err(),
         "eth0's address has no NodePort now (nothing listens there): {refused:?}"
@@ -362,7 +389,12 @@ fn node_cidr_mode_takes_the_pod_cidrs_from_the_node() {
     env.agent = Some(agent);
     let svc = SocketAddrV4::new(CLUSTER_IP, 80);
     let pod2 = env.lab.pod_ns("client2").to_string();
-    let seen = |ns: &str| *tcp_request(ns, svc, "x", TIMEOUT).expect("request").client.ip();
+    let seen = |ns: &str| {
+        *tcp_request(ns, svc, "x", TIMEOUT)
+            .expect("request")
+            .client
+            .ip()
+    };
     assert_eq!(seen(&pod2), POD2_IP, "inside the Node's podCIDRs: a pod");
     let client = env.lab.client().clone();
     assert!(
@@ -379,5 +411,8 @@ fn node_cidr_mode_takes_the_pod_cidrs_from_the_node() {
         "the change reached the agent"
     );
     assert_eq!(seen(&client.ns), client.ip, "now inside: a pod");
-    assert!(masqueraded(&env.lab, seen(&pod2)), "now outside: masqueraded");
+    assert!(
+        masqueraded(&env.lab, seen(&pod2)),
+        "now outside: masqueraded"
+    );
 }

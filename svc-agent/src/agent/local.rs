@@ -113,7 +113,9 @@ impl LocalDetection {
                 );
             }
             DetectLocalMode::BridgeInterface if blank(&bridge) => {
-                return Err("--detect-local-mode BridgeInterface needs --pod-bridge-interface".into());
+                return Err(
+                    "--detect-local-mode BridgeInterface needs --pod-bridge-interface".into(),
+                );
             }
             _ => {}
         }
@@ -196,7 +198,10 @@ mod tests {
         for m in DetectLocalMode::ALL {
             assert_eq!(m.name().parse::<DetectLocalMode>(), Ok(m));
         }
-        assert_eq!("".parse::<DetectLocalMode>(), Ok(DetectLocalMode::ClusterCidr));
+        assert_eq!(
+            "".parse::<DetectLocalMode>(),
+            Ok(DetectLocalMode::ClusterCidr)
+        );
         assert!("clustercidr".parse::<DetectLocalMode>().is_err());
     }
 
@@ -213,14 +218,28 @@ mod tests {
         assert_eq!(d.cluster_cidrs, vec![cidr], "duplicates go");
         let d = ok(DetectLocalMode::NodeCidr, vec![], None, None).unwrap();
         assert_eq!(d.datapath_test(), DetectLocal::Cidr);
-        let d = ok(DetectLocalMode::InterfaceNamePrefix, vec![], Some("cali"), None).unwrap();
+        let d = ok(
+            DetectLocalMode::InterfaceNamePrefix,
+            vec![],
+            Some("cali"),
+            None,
+        )
+        .unwrap();
         assert_eq!(d.datapath_test(), DetectLocal::Interface);
         assert_eq!(d.extra_pod_patterns(), vec!["cali*"]);
         let d = ok(DetectLocalMode::BridgeInterface, vec![], None, Some("cbr0")).unwrap();
         assert_eq!(d.extra_pod_patterns(), vec!["cbr0"]);
         assert!(d.by_interface());
         assert!(ok(DetectLocalMode::InterfaceNamePrefix, vec![], None, None).is_err());
-        assert!(ok(DetectLocalMode::InterfaceNamePrefix, vec![], Some(" "), None).is_err());
+        assert!(
+            ok(
+                DetectLocalMode::InterfaceNamePrefix,
+                vec![],
+                Some(" "),
+                None
+            )
+            .is_err()
+        );
         assert!(ok(DetectLocalMode::BridgeInterface, vec![], Some("x"), None).is_err());
     }
 

@@ -445,7 +445,10 @@ mod tests {
     fn the_config_round_trips() {
         let c = DatapathConfig {
             detect_local: DetectLocal::Cidr,
-            pod_cidrs: vec!["10.244.0.0/16".parse().unwrap(), "10.200.0.0/16".parse().unwrap()],
+            pod_cidrs: vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.200.0.0/16".parse().unwrap(),
+            ],
             masquerade_addr: Some(Ipv4Addr::new(192, 0, 2, 1)),
             masquerade_all: true,
             masquerade_ports: (30000, 40000),
@@ -456,12 +459,18 @@ mod tests {
             c
         );
         let d = DatapathConfig::default();
-        assert_eq!(DatapathConfig::from_raw(&d.to_raw(), Vec::new(), d.map_sizes), d);
+        assert_eq!(
+            DatapathConfig::from_raw(&d.to_raw(), Vec::new(), d.map_sizes),
+            d
+        );
         let i = DatapathConfig {
             detect_local: DetectLocal::Interface,
             ..DatapathConfig::default()
         };
-        assert_eq!(DatapathConfig::from_raw(&i.to_raw(), Vec::new(), i.map_sizes), i);
+        assert_eq!(
+            DatapathConfig::from_raw(&i.to_raw(), Vec::new(), i.map_sizes),
+            i
+        );
     }
 
     #[test]

@@ -547,7 +547,11 @@ impl Service {
                     "spec.ports[{i}] ({}{port}/SCTP) skipped: targetPort {target} differs from \
                      port, and SCTP is translated by address only (its CRC32c would need \
                      recomputing for a port change)",
-                    if name.is_empty() { String::new() } else { format!("{name:?} ") }
+                    if name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{name:?} ")
+                    }
                 ));
                 continue;
             }

@@ -56,8 +56,16 @@ fn syn(src: &str, dst: &str) -> Vec<u8> {
 /// A ClusterIP SYN from `src`: DNAT, and SNAT to the node when `masqueraded`.
 fn to_clusterip(name: &'static str, prog: Prog, src: &str, masqueraded: bool) -> Case {
     let port = sa(src).port();
-    let from = if masqueraded { node(port) } else { src.to_string() };
-    let ret = if prog == Prog::Tc { TC_ACT_OK } else { XDP_PASS };
+    let from = if masqueraded {
+        node(port)
+    } else {
+        src.to_string()
+    };
+    let ret = if prog == Prog::Tc {
+        TC_ACT_OK
+    } else {
+        XDP_PASS
+    };
     case(
         name,
         prog,
@@ -79,10 +87,30 @@ fn several_pod_cidrs_and_a_change_of_them() {
         c
     });
     h.run_table(&[
-        to_clusterip("tc: pod in the first CIDR: not masqueraded", Prog::Tc, "10.244.1.20:40100", false),
-        to_clusterip("tc: pod in the second CIDR: not masqueraded", Prog::Tc, "10.200.1.20:40101", false),
-        to_clusterip("xdp: pod of another node in the second CIDR: not masqueraded", Prog::Xdp, "10.200.2.20:40102", false),
-        to_clusterip("tc: outside both: masqueraded", Prog::Tc, "192.0.2.100:40103", true),
+        to_clusterip(
+            "tc: pod in the first CIDR: not masqueraded",
+            Prog::Tc,
+            "10.244.1.20:40100",
+            false,
+        ),
+        to_clusterip(
+            "tc: pod in the second CIDR: not masqueraded",
+            Prog::Tc,
+            "10.200.1.20:40101",
+            false,
+        ),
+        to_clusterip(
+            "xdp: pod of another node in the second CIDR: not masqueraded",
+            Prog::Xdp,
+            "10.200.2.20:40102",
+            false,
+        ),
+        to_clusterip(
+            "tc: outside both: masqueraded",
+            Prog::Tc,
+            "192.0.2.100:40103",
+            true,
+        ),
         case(
             "tc: ETP Local NodePort from a pod in the second CIDR: every endpoint, unmasqueraded",
             Prog::Tc,
@@ -104,8 +132,18 @@ fn several_pod_cidrs_and_a_change_of_them() {
     assert!(h.maps.set_pod_cidrs(&[cidr("10.244.0.0/16")]).unwrap());
     assert!(!h.maps.set_pod_cidrs(&[cidr("10.244.0.0/16")]).unwrap());
     h.run_table(&[
-        to_clusterip("tc: after the change, the second CIDR is outside: masqueraded", Prog::Tc, "10.200.1.21:40106", true),
-        to_clusterip("tc: the first still a pod range", Prog::Tc, "10.244.1.21:40107", false),
+        to_clusterip(
+            "tc: after the change, the second CIDR is outside: masqueraded",
+            Prog::Tc,
+            "10.200.1.21:40106",
+            true,
+        ),
+        to_clusterip(
+            "tc: the first still a pod range",
+            Prog::Tc,
+            "10.244.1.21:40107",
+            false,
+        ),
     ]);
 }
 
@@ -115,7 +153,12 @@ fn by_interface_the_ingress_interface_decides() {
     h.sync(&services());
     let lo = nix::net::if_::if_nametoindex("lo").expect("lo's ifindex");
     h.run_table(&[
-        to_clusterip("tc: no pod interface listed: a pod address is masqueraded", Prog::Tc, "10.244.1.20:40200", true),
+        to_clusterip(
+            "tc: no pod interface listed: a pod address is masqueraded",
+            Prog::Tc,
+            "10.244.1.20:40200",
+            true,
+        ),
         case(
             "xdp: ETP Local NodePort, not from a pod interface: dropped",
             Prog::Xdp,
@@ -128,9 +171,19 @@ fn by_interface_the_ingress_interface_decides() {
     assert!(h.maps.set_pod_ifaces(&BTreeSet::from([lo])).unwrap());
     assert_eq!(h.maps.read_pod_ifaces().unwrap(), BTreeSet::from([lo]));
     h.run_table(&[
-        to_clusterip("tc: through a pod interface: not masqueraded", Prog::Tc, "10.244.1.20:40202", false),
+        to_clusterip(
+            "tc: through a pod interface: not masqueraded",
+            Prog::Tc,
+            "10.244.1.20:40202",
+            false,
+        ),
         // The address does not matter, only the interface (kube-proxy's `iifname`).
-        to_clusterip("tc: any address through a pod interface: not masqueraded", Prog::Tc, "192.0.2.100:40203", false),
+        to_clusterip(
+            "tc: any address through a pod interface: not masqueraded",
+            Prog::Tc,
+            "192.0.2.100:40203",
+            false,
+        ),
         case(
             "tc: ETP Local NodePort through a pod interface: every endpoint, unmasqueraded",
             Prog::Tc,

@@ -29,7 +29,14 @@ fn services() -> DesiredState {
         frontends: BTreeMap::from([
             fe(SVC, SCTP, CIP, "sctp", &[BE], no_edit),
             fe(EMPTY, SCTP, CIP, "sctp-empty", &[], no_edit),
-            fe(MOVED, SCTP, CIP, "sctp-moved", &["10.244.1.11:6000"], no_edit),
+            fe(
+                MOVED,
+                SCTP,
+                CIP,
+                "sctp-moved",
+                &["10.244.1.11:6000"],
+                no_edit,
+            ),
             // A LoadBalancer IP, externalTrafficPolicy Cluster: masqueraded.
             fe(LB_IP, SCTP, LB, "sctp-lb", &[BE], no_edit),
         ]),

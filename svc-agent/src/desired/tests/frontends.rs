@@ -570,7 +570,10 @@ fn sctp_is_served_where_no_port_changes() {
         },
     ];
     let eps = group(
-        &[("sig", 2905, Protocol::Sctp), ("named", 2906, Protocol::Sctp)],
+        &[
+            ("sig", 2905, Protocol::Sctp),
+            ("named", 2906, Protocol::Sctp),
+        ],
         vec![ep("10.244.1.11", true, true, false)],
     );
     // A second slice where "named" resolves to another port: left out.
@@ -578,7 +581,10 @@ fn sctp_is_served_where_no_port_changes() {
         &[("named", 7000, Protocol::Sctp)],
         vec![ep("10.244.1.12", true, true, false)],
     );
-    let c = cluster(vec![svc], vec![(ObjectRef::new("default", "lb"), vec![eps, moved])]);
+    let c = cluster(
+        vec![svc],
+        vec![(ObjectRef::new("default", "lb"), vec![eps, moved])],
+    );
     let (state, problems) = compute(&c, &node());
     for vip in ["10.96.0.10", "203.0.113.7", "198.51.100.1"] {
         assert_eq!(
