@@ -6,7 +6,13 @@
 //!   behind eth1): XDP and TC on both; a NodePort answers on both devices' addresses
 //!   (only --node-ip 192.0.2.1 is given: eth1's 198.18.0.1 comes from the device), TCP
 //!   and UDP, masqueraded (externalTrafficPolicy Cluster); the ClusterIP from ext2
-//!   through eth1; with `--node-port-addresses 198.18.0.0/24` only eth1's address answers;
+//!   through eth1; with `--node-port-addresses 198.18.0.0/24` only eth1's address answers.
+//!   kube-proxy's TestNodePorts (pkg/proxy/nftables/proxier_test.go) rows: "external to
+//!   nodePort" and "external to nodePort on secondary IP" (masqueraded) when
+//!   nodePortAddresses covers it; its "secondary nodeIP ignores NodePorts" row is the
+//!   nftables default (primary IPs only), where this agent, without
+//!   --node-port-addresses, answers on every node address as kube-proxy's iptables mode
+//!   does (all local addresses); here the CIDR leaves the other address out instead;
 //! - two pod CIDRs: a pod in the second range reaches a ClusterIP unmasqueraded, and
 //!   is masqueraded when the agent knows the first range only;
 //! - `--detect-local-mode InterfaceNamePrefix`: the same pod (outside every CIDR given)
