@@ -345,7 +345,12 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
                     } else if c.config.masquerade_all {
                         "--masquerade-all"
                     } else {
-                        "ClusterIP traffic from outside the pod CIDR"
+                        match c.config.detect_local {
+                            DetectLocal::Interface => {
+                                "ClusterIP traffic that did not enter through a pod interface"
+                            }
+                            _ => "ClusterIP traffic from outside the pod CIDR",
+                        }
                     };
                     s += &format!("; source masqueraded to {m} ({why})");
                 }
@@ -409,6 +414,11 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     } else {
         Entry::External
     });
+    // By interface, the entry decides whether the programs see a pod.
+    let from_pod = match config.detect_local {
+        DetectLocal::Interface => entry == Entry::Pod,
+        _ => from_pod,
+    };
     let proto = req.protocol.raw();
     let frontend = snap.services.iter().find(|s| {
         s.vip == *req.dst.ip() && s.port == req.dst.port() && s.protocol == req.protocol.to_string()

@@ -257,11 +257,22 @@ fn trace_sctp_and_detect_local_by_interface() {
     let mut h = Harness::load("trace-sctp", &node1_config());
     h.sync(&services);
     let dir = h.pin_dir().to_path_buf();
-    let t = run(&dir, &h.maps, req("10.244.1.20:40000", "10.96.0.40:5000", Protocol::Sctp));
+    let t = run(
+        &dir,
+        &h.maps,
+        req("10.244.1.20:40000", "10.96.0.40:5000", Protocol::Sctp),
+    );
     assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::Pod), "{t:?}");
     let out = t.output.as_ref().unwrap();
-    assert_eq!((out.src.as_str(), out.dst.as_str()), ("10.244.1.20:40000", "10.244.1.11:5000"));
-    let t = run(&dir, &h.maps, req("192.0.2.100:20000", "10.96.0.40:5000", Protocol::Sctp));
+    assert_eq!(
+        (out.src.as_str(), out.dst.as_str()),
+        ("10.244.1.20:40000", "10.244.1.11:5000")
+    );
+    let t = run(
+        &dir,
+        &h.maps,
+        req("192.0.2.100:20000", "10.96.0.40:5000", Protocol::Sctp),
+    );
     assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::External), "{t:?}");
     assert_eq!(t.masquerade.as_deref(), Some("192.0.2.1:20000"), "{t:?}");
     drop(h);
@@ -276,8 +287,17 @@ fn trace_sctp_and_detect_local_by_interface() {
     let dir = h.pin_dir().to_path_buf();
     let r = req("10.244.1.20:40001", "10.96.0.40:5000", Protocol::Sctp);
     let t = run(&dir, &h.maps, r.clone());
-    assert_eq!(t.entry, Entry::External, "by interface, an address says nothing");
+    assert_eq!(
+        t.entry,
+        Entry::External,
+        "by interface, an address says nothing"
+    );
     assert_eq!(t.masquerade.as_deref(), Some("192.0.2.1:40001"), "{t:?}");
+    assert!(
+        t.rule.contains("did not enter through a pod interface"),
+        "{}",
+        t.rule
+    );
     let via_pod = TraceRequest {
         entry: Some(Entry::Pod),
         src_port: Some(40002),
