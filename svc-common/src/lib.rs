@@ -652,7 +652,7 @@ words! {
         OtherProxy = 3 => "other-proxy",
         /// No IPv4 cluster IP (IPv6 only, or unset) and no other address to serve.
         NoIpv4ClusterIp = 4 => "no-ipv4-clusterip",
-        /// Every port was skipped: none left (e.g. SCTP only).
+        /// Every port was skipped: none left (e.g. SCTP ports whose targetPort differs).
         NoPorts = 5 => "no-ports",
         /// Every address it would answer on is served by another Service, which keeps it
         /// (the agent's address-ownership rule; PROBLEMS names the owner).
@@ -670,7 +670,9 @@ impl UnservedReason {
                 "labelled service.kubernetes.io/service-proxy-name: another proxy owns it"
             }
             UnservedReason::NoIpv4ClusterIp => "no IPv4 cluster IP (IPv6 only or unset)",
-            UnservedReason::NoPorts => "every port skipped (e.g. SCTP only)",
+            UnservedReason::NoPorts => {
+                "every port skipped (e.g. SCTP ports whose targetPort differs)"
+            }
             UnservedReason::AddressTaken => {
                 "every address is served by another Service, which keeps it"
             }

@@ -434,7 +434,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// **Unserved** ([`DesiredState::unserved`]): every Service with no frontend, with the
 /// first reason that applies: type ExternalName, headless, the service-proxy-name label
 /// (the type comes first: no proxy would serve those), then for proxied Services: no
-/// port left ([`UnservedReason::NoPorts`], e.g. SCTP only), every address it claimed kept
+/// port left ([`UnservedReason::NoPorts`], e.g. only SCTP ports with another targetPort), every address it claimed kept
 /// by another Service ([`UnservedReason::AddressTaken`]; the conflicts are the problems),
 /// no IPv4 cluster IP (nor an address it may serve), else `NoPorts`.
 ///

@@ -464,7 +464,7 @@ fn services_without_frontends_are_listed_with_the_reason() {
     let mut both = service("default", "both", &[], tcp80());
     both.kind = ServiceKind::Headless;
     both.proxy_name_label = Some("someone-else".into());
-    // SCTP only: the model dropped every port.
+    // Only SCTP ports with another targetPort: the model dropped every port.
     let sctp = service("default", "sctp", &["10.96.0.31"], vec![]);
     let v6only = service("default", "v6only", &[], tcp80());
     // IPv6-only cluster IP but an externalIP: served (no entry here).
