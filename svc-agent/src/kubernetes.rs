@@ -67,7 +67,7 @@ use kube::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::model::{self, Cluster, EndpointGroup, ObjectRef, Problem};
+use crate::model::{self, Cluster, EndpointGroup, Ipv4Cidr, ObjectRef, Problem};
 
 /// The label on EndpointSlices of headless Services (kube-proxy filters on it too).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
@@ -132,6 +132,9 @@ pub struct NodeFacts {
     /// The `topology.kubernetes.io/zone` label (`None` when absent or empty): the zone
     /// topology hints are matched against, unless `--node-zone` overrides it.
     pub zone: Option<String>,
+    /// The IPv4 CIDRs of `spec.podCIDRs` (or `spec.podCIDR` when that is unset): this
+    /// node's pod ranges, what `--detect-local-mode NodeCIDR` tells pods by.
+    pub pod_cidrs: Vec<Ipv4Cidr>,
 }
 
 /// The Node label that names its zone (kube-proxy's `v1.LabelTopologyZone`).
@@ -161,10 +164,21 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         .and_then(|l| l.get(ZONE_LABEL))
         .filter(|z| !z.is_empty())
         .cloned();
+    let spec = node.spec.as_ref();
+    let pod_cidrs = spec
+        .and_then(|s| s.pod_cidrs.clone())
+        .filter(|c| !c.is_empty())
+        .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
+        .unwrap_or_default()
+        .iter()
+        // IPv6 ranges (dual-stack) are not this datapath's.
+        .filter_map(|c| c.trim().parse::<Ipv4Cidr>().ok())
+        .collect();
     NodeFacts {
         addresses,
         eligible: node.metadata.deletion_timestamp.is_none() && !tainted,
         zone,
+        pod_cidrs,
     }
 }
 

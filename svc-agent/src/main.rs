@@ -8,7 +8,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use svc_agent::{
-    agent::{Agent, Config, SourceConfig},
+    agent::{Agent, Config, DetectLocalMode, LocalDetection, SourceConfig},
     dataplane::{
         self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
         report::{self, Task},
@@ -21,6 +21,11 @@ use tracing::info;
 
 /// Where manifest mode reads when there is neither --manifests nor a cluster.
 const DEFAULT_MANIFESTS_DIR: &str = "/etc/svc-agent/manifests";
+
+/// The pod interfaces of the common CNIs (README "The agent", Interfaces): Calico, Cilium,
+/// Flannel / the bridge plugin / kindnet / Weave (`vethwe*` is within `veth*`), the AWS VPC
+/// CNI, Azure CNI, GKE.
+const DEFAULT_POD_DEVICES: [&str; 6] = ["cali*", "lxc*", "veth*", "eni*", "azv*", "gke*"];
 
 /// A Kubernetes Service dataplane on eBPF (a kube-proxy replacement).
 ///
@@ -98,16 +103,21 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
 
-    /// The node's external interface: traffic arriving from outside. Gets the XDP program
-    /// (native mode where the driver supports it) and the TC ingress program, which answers
-    /// for Services without endpoints.
-    #[arg(long, value_name = "IFACE")]
-    device: Option<String>,
+    /// An external interface of the node: traffic arriving from outside. Repeatable (a
+    /// node with several NICs). Each gets the XDP program (native mode where the driver
+    /// supports it) and the TC ingress program, which answers for Services without
+    /// endpoints; NodePorts answer on each one's IPv4 addresses too (besides --node-ip,
+    /// as --node-port-addresses allows).
+    #[arg(long = "device", value_name = "IFACE")]
+    devices: Vec<String>,
 
     /// Pod-facing interfaces (host side of pod veths) that get the TC ingress program.
-    /// An exact name, or a prefix ending in `*` (quote it in the shell). Repeatable.
-    /// Interfaces that appear later are picked up on the next poll.
-    #[arg(long = "pod-device", value_name = "PATTERN", default_values_t = ["lxc*".to_string()])]
+    /// An exact name, or a prefix ending in `*` (quote it in the shell). Repeatable; given,
+    /// it replaces the default, which covers the common CNIs: Calico `cali*`, Cilium
+    /// `lxc*`, Flannel / bridge / kindnet / Weave (`vethwe*`) `veth*`, AWS VPC CNI `eni*`,
+    /// Azure `azv*`, GKE `gke*`. Interfaces that appear later are picked up on the next
+    /// poll; a --device never counts as one.
+    #[arg(long = "pod-device", value_name = "PATTERN", default_values_t = DEFAULT_POD_DEVICES.map(String::from))]
     pod_devices: Vec<String>,
 
     /// A cgroup v2 directory: connections and datagrams that processes in it (and in its
@@ -160,10 +170,33 @@ struct Args {
     #[arg(long, value_name = "CIDR,...|none", value_parser = parse_external_ip_cidrs)]
     external_ip_cidrs: Option<ExternalIpPolicy>,
 
-    /// The cluster's pod CIDR (e.g. 10.244.0.0/16): sources inside it are pods. ClusterIP
-    /// traffic from outside it is masqueraded; without it, ClusterIP traffic never is.
-    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    cluster_cidr: Option<Ipv4Cidr>,
+    /// The cluster's pod CIDRs (e.g. 10.244.0.0/16): with --detect-local-mode ClusterCIDR
+    /// (the default), sources inside one of them are pods. Repeatable, or comma-separated
+    /// (IPv6 CIDRs are not accepted). ClusterIP traffic from elsewhere is masqueraded;
+    /// without any, ClusterIP traffic never is.
+    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    cluster_cidrs: Vec<Ipv4Cidr>,
+
+    /// How traffic from pods is told apart, as kube-proxy's --detect-local-mode:
+    /// `ClusterCIDR` (default: the source is in a --cluster-cidr), `NodeCIDR` (the source
+    /// is in this Node's spec.podCIDRs; Kubernetes mode with --node-name; the agent waits
+    /// for them at start and follows them), `InterfaceNamePrefix` (the packet entered
+    /// through a pod interface: see --pod-interface-name-prefix), `BridgeInterface` (the
+    /// same, with --pod-bridge-interface). Pod interfaces are the ones that get TC as
+    /// pod-facing: --pod-device matches, plus the prefix or the bridge.
+    #[arg(long, value_name = "MODE", default_value = "ClusterCIDR")]
+    detect_local_mode: DetectLocalMode,
+
+    /// With --detect-local-mode InterfaceNamePrefix: pod interfaces are those whose name
+    /// starts with this (e.g. `veth`); they get the TC program like --pod-device ones.
+    #[arg(long, value_name = "PREFIX")]
+    pod_interface_name_prefix: Option<String>,
+
+    /// With --detect-local-mode BridgeInterface: the bridge the pods are attached to (e.g.
+    /// `cbr0`); it gets the TC program and counts as a pod interface. Its ports (the pods'
+    /// veths) should match --pod-device, so a reply bridged between two pods is translated.
+    #[arg(long, value_name = "IFACE")]
+    pod_bridge_interface: Option<String>,
 
     /// Masquerade all traffic to ClusterIPs to the node address, pods' too (kube-proxy's
     /// --masquerade-all). Like kube-proxy's, it applies to ClusterIP traffic only: the
@@ -238,6 +271,7 @@ struct Args {
 const AFTER_HELP: &str = "\
 Examples:
   svc-agent --manifests examples/ --device eth0 --pod-device 'lxc*'
+  svc-agent --manifests examples/ --device eth0 --device eth1 --cluster-cidr 10.244.0.0/16,10.245.0.0/16
   svc-agent --kubeconfig ~/.kube/config --node-name node1 --device ens3 --pod-device 'cali*'
   svc-agent cleanup --bpffs /sys/fs/bpf/svc-ebpf
 
@@ -392,7 +426,7 @@ impl Failure {
     }
 }
 
-fn config(args: Args) -> Config {
+fn config(args: Args) -> anyhow::Result<Config> {
     let node = NodeContext {
         node_name: args.node_name,
         node_ips: args.node_ips,
@@ -423,14 +457,21 @@ fn config(args: Args) -> Config {
             SourceConfig::Manifests(PathBuf::from(DEFAULT_MANIFESTS_DIR))
         }
     };
-    Config {
+    let local = LocalDetection::new(
+        args.detect_local_mode,
+        args.cluster_cidrs,
+        args.pod_interface_name_prefix,
+        args.pod_bridge_interface,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(Config {
         source,
         bpffs: args.bpffs,
-        device: args.device,
+        devices: args.devices,
         cgroup: args.cgroup,
         pod_devices: args.pod_devices,
+        local,
         datapath: DatapathConfig {
-            cluster_cidr: args.cluster_cidr,
             masquerade_all: args.masquerade_all,
             map_sizes: MapSizes {
                 lb: args.lb_map_max,
@@ -446,7 +487,7 @@ fn config(args: Args) -> Config {
         },
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -471,7 +512,7 @@ fn main() -> ExitCode {
 // Two workers: the watches and HTTP servers keep running while a sync blocks one.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = config(args);
+    let config = config(args)?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut agent = tokio::select! {
         agent = Agent::start(config) => agent?,
@@ -534,11 +575,11 @@ mod tests {
         let args = cli.run;
         assert_eq!(args.node_zone.as_deref(), Some("eu-west-1a"));
         assert_eq!(
-            args.cluster_cidr,
-            Some(Ipv4Cidr {
+            args.cluster_cidrs,
+            vec![Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 0, 0),
                 prefix_len: 16
-            })
+            }]
         );
         assert_eq!(args.node_port_addresses.len(), 1);
         assert!(args.masquerade_all);
@@ -551,7 +592,7 @@ mod tests {
         );
         let policy = |v: &str| {
             Cli::try_parse_from(["svc-agent", "--manifests", "x", "--external-ip-cidrs", v])
-                .map(|c| config(c.run).node.external_ips)
+                .map(|c| config(c.run).unwrap().node.external_ips)
         };
         assert_eq!(policy("none").unwrap(), ExternalIpPolicy::deny_all());
         assert_eq!(policy("all").unwrap(), ExternalIpPolicy::AllowAll);
@@ -559,7 +600,7 @@ mod tests {
         assert!(policy("").is_err());
         let zone = |v: &str| {
             Cli::try_parse_from(["svc-agent", "--manifests", "x", "--node-zone", v])
-                .map(|c| config(c.run).node.zone)
+                .map(|c| config(c.run).unwrap().node.zone)
         };
         assert_eq!(zone("zone-a").unwrap().as_deref(), Some("zone-a"));
         for bad in ["", "-a", "a b", "zone/a", &"z".repeat(64)] {
@@ -567,7 +608,7 @@ mod tests {
         }
         let default = Cli::try_parse_from(["svc-agent", "--manifests", "x"]).unwrap();
         assert_eq!(
-            config(default.run).node.external_ips,
+            config(default.run).unwrap().node.external_ips,
             ExternalIpPolicy::AllowAll
         );
         assert!(
@@ -583,11 +624,73 @@ mod tests {
     }
 
     #[test]
+    fn several_devices_and_pod_cidrs_and_detect_local_modes() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["svc-agent", "--manifests", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|c| config(c.run).map_err(|e| e.to_string()))
+        };
+        let c = parse(&[
+            "--device",
+            "eth0",
+            "--device",
+            "eth1",
+            "--cluster-cidr",
+            "10.244.0.0/16,10.245.0.0/16",
+            "--cluster-cidr",
+            "10.200.0.0/16",
+        ])
+        .unwrap();
+        assert_eq!(c.devices, vec!["eth0", "eth1"]);
+        assert_eq!(c.local.mode, DetectLocalMode::ClusterCidr);
+        assert_eq!(c.local.cluster_cidrs.len(), 3);
+        assert_eq!(
+            c.local.datapath_test(),
+            svc_agent::dataplane::DetectLocal::Cidr
+        );
+        // The default pod interfaces cover the common CNIs.
+        assert_eq!(
+            c.pod_devices,
+            vec!["cali*", "lxc*", "veth*", "eni*", "azv*", "gke*"]
+        );
+        let c = parse(&["--pod-device", "lxc*"]).unwrap();
+        assert_eq!(c.pod_devices, vec!["lxc*"]);
+        assert_eq!(
+            c.local.datapath_test(),
+            svc_agent::dataplane::DetectLocal::None
+        );
+        let c = parse(&[
+            "--detect-local-mode",
+            "InterfaceNamePrefix",
+            "--pod-interface-name-prefix",
+            "veth",
+        ])
+        .unwrap();
+        assert_eq!(c.local.extra_pod_patterns(), vec!["veth*"]);
+        let c = parse(&[
+            "--detect-local-mode",
+            "BridgeInterface",
+            "--pod-bridge-interface",
+            "cbr0",
+        ])
+        .unwrap();
+        assert_eq!(c.local.extra_pod_patterns(), vec!["cbr0"]);
+        assert!(parse(&["--detect-local-mode", "NodeCIDR"]).is_ok());
+        let err = parse(&["--detect-local-mode", "InterfaceNamePrefix"]).unwrap_err();
+        assert!(err.contains("--pod-interface-name-prefix"), "{err}");
+        assert!(parse(&["--detect-local-mode", "BridgeInterface"]).is_err());
+        assert!(parse(&["--detect-local-mode", "bogus"]).is_err());
+        assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).is_err());
+    }
+
+    #[test]
     fn localhost_nodeports_flag() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["svc-agent", "--manifests", "x"];
             argv.extend_from_slice(extra);
-            Cli::try_parse_from(argv).map(|c| config(c.run).node.localhost_node_ports)
+            Cli::try_parse_from(argv).map(|c| config(c.run).unwrap().node.localhost_node_ports)
         };
         // On by default, as kube-proxy's --iptables-localhost-nodeports.
         assert!(parse(&[]).unwrap());
@@ -606,7 +709,7 @@ mod tests {
             "127.0.0.0/8",
             "--localhost-nodeports=false",
         ])
-        .map(|c| config(c.run).node)
+        .map(|c| config(c.run).unwrap().node)
         .unwrap();
         assert!(node.loopback_node_ports_disabled());
         assert_eq!(node.localhost_node_port_ip(), None);

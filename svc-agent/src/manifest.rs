@@ -902,6 +902,7 @@ spec:
   - name: sig
     port: 2905
     protocol: SCTP
+    targetPort: 2906
 --- # the slice
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -924,11 +925,12 @@ endpoints:
     #[test]
     fn multi_document_file_with_ignored_kinds() {
         let set = load_str(MULTI_DOC, "app.yaml");
-        // The only problem: the SCTP port, skipped with the rest of the Service kept.
+        // The only problem: the SCTP port that would need a port change, skipped with the
+        // rest of the Service kept.
         assert_eq!(
             reasons(&set),
             vec![
-                "app.yaml#3 Service shop/api: spec.ports[3] (\"sig\" 2905/SCTP) skipped: SCTP is not supported by datapath v1"
+                "app.yaml#3 Service shop/api: spec.ports[3] (\"sig\" 2905/SCTP) skipped: targetPort 2906 differs from port, and SCTP is translated by address only (its CRC32c would need recomputing for a port change)"
             ]
         );
         let id = ObjectRef::new("shop", "api");

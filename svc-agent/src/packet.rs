@@ -1,4 +1,4 @@
-//! Ethernet + IPv4 + TCP/UDP/ICMP frames as bytes, for BPF_PROG_TEST_RUN fixtures,
+//! Ethernet + IPv4 + TCP/UDP/SCTP/ICMP frames as bytes, for BPF_PROG_TEST_RUN fixtures,
 //! `svcctl trace` and benchmarks.
 //!
 //! [`PacketBuilder`] builds well-formed frames with correct checksums by default, and odd
@@ -31,6 +31,12 @@ pub const ETH_P_ARP: u16 = 0x0806;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+/// SCTP chunk types the builder's callers use (RFC 9260 3.2).
+pub const SCTP_DATA: u8 = 0;
+pub const SCTP_INIT: u8 = 1;
+pub const SCTP_INIT_ACK: u8 = 2;
 
 /// TCP flag bits (the 14th byte of the TCP header).
 pub const FIN: u8 = 0x01;
@@ -45,6 +51,49 @@ const IPV4_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 const ICMP_HLEN: usize = 8;
+const SCTP_HLEN: usize = 12;
+
+/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), bytewise from a table built at
+/// compile time: SCTP's checksum (RFC 9260 appendix A).
+const CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// The CRC32c of `data` (initial value and final XOR all ones, as SCTP uses it).
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// The checksum SCTP stores for `packet` (common header + chunks): the CRC32c computed with
+/// the checksum field as zero, written in the field's byte order (the CRC's least
+/// significant byte first, RFC 9260 appendix A). Returns the 4 bytes to store.
+fn sctp_checksum(packet: &[u8]) -> [u8; 4] {
+    let mut p = packet.to_vec();
+    if p.len() >= SCTP_HLEN {
+        p[8..12].copy_from_slice(&[0; 4]);
+    }
+    crc32c(&p).to_le_bytes()
+}
 
 /// ICMP types of the errors that quote an offending packet (RFC 792).
 pub const ICMP_DEST_UNREACH: u8 = 3;
@@ -124,6 +173,15 @@ enum L4 {
         kind: u8,
         code: u8,
         rest: [u8; 4],
+    },
+    /// An SCTP common header and one chunk (type, flags, the payload as its value),
+    /// padded to 4 bytes.
+    Sctp {
+        sport: u16,
+        dport: u16,
+        vtag: u32,
+        chunk: u8,
+        bad_crc: bool,
     },
     /// No L4 header of our own: the payload is all there is (non-first fragments, or any
     /// protocol the builder has no header for).
@@ -214,6 +272,31 @@ impl PacketBuilder {
                 zero_checksum: false,
             },
         )
+    }
+
+    /// An SCTP packet: the common header with verification tag `vtag` and one chunk of
+    /// type `chunk` whose value is the payload ([`payload`](Self::payload)), padded to 4
+    /// bytes; the CRC32c is computed (RFC 9260).
+    pub fn sctp(src: SocketAddrV4, dst: SocketAddrV4, vtag: u32, chunk: u8) -> Self {
+        Self::new(
+            *src.ip(),
+            *dst.ip(),
+            L4::Sctp {
+                sport: src.port(),
+                dport: dst.port(),
+                vtag,
+                chunk,
+                bad_crc: false,
+            },
+        )
+    }
+
+    /// Stores a wrong SCTP checksum (the right one, inverted; no effect on non-SCTP).
+    pub fn sctp_bad_checksum(mut self) -> Self {
+        if let L4::Sctp { bad_crc, .. } = &mut self.l4 {
+            *bad_crc = true;
+        }
+        self
     }
 
     /// An ICMP echo request with the given identifier and sequence number.
@@ -450,6 +533,7 @@ impl PacketBuilder {
             L4::Tcp { .. } => PROTO_TCP,
             L4::Udp { .. } => PROTO_UDP,
             L4::Icmp { .. } => PROTO_ICMP,
+            L4::Sctp { .. } => PROTO_SCTP,
             L4::Raw { proto } => proto,
         })
     }
@@ -515,6 +599,30 @@ impl PacketBuilder {
                 let csum = internet_checksum(&msg);
                 msg[2..4].copy_from_slice(&csum.to_be_bytes());
                 msg
+            }
+            L4::Sctp {
+                sport,
+                dport,
+                vtag,
+                chunk,
+                bad_crc,
+            } => {
+                let chunk_len = 4 + self.payload.len();
+                let mut pkt = Vec::with_capacity(SCTP_HLEN + chunk_len.div_ceil(4) * 4);
+                pkt.extend_from_slice(&sport.to_be_bytes());
+                pkt.extend_from_slice(&dport.to_be_bytes());
+                pkt.extend_from_slice(&vtag.to_be_bytes());
+                pkt.extend_from_slice(&[0; 4]);
+                pkt.extend_from_slice(&[*chunk, 0]);
+                pkt.extend_from_slice(&(chunk_len as u16).to_be_bytes());
+                pkt.extend_from_slice(&self.payload);
+                pkt.resize(SCTP_HLEN + chunk_len.div_ceil(4) * 4, 0);
+                let mut crc = sctp_checksum(&pkt);
+                if *bad_crc {
+                    crc = crc.map(|b| !b);
+                }
+                pkt[8..12].copy_from_slice(&crc);
+                pkt
             }
             L4::Raw { .. } => self.payload.clone(),
         }
@@ -801,7 +909,7 @@ fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
 }
 
 /// Checks the IPv4 header checksum and, unless the packet is a fragment, the TCP, UDP
-/// (a zero UDP checksum means "none" and passes) or ICMP checksum. The L4 data is the
+/// (a zero UDP checksum means "none" and passes), SCTP (CRC32c) or ICMP checksum. The L4 data is the
 /// IPv4 total length's worth (Ethernet padding after it is ignored). Errors name what is
 /// wrong: not IPv4, cut short, bad IHL, or which checksum is off (stored vs. computed).
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
@@ -887,6 +995,20 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
             }
             ("ICMP", fold(sum_be_words(l4)), 2)
         }
+        PROTO_SCTP => {
+            if l4.len() < SCTP_HLEN {
+                return Err(format!("SCTP header cut short: {} bytes", l4.len()));
+            }
+            let expected = sctp_checksum(l4);
+            if l4[8..12] != expected {
+                return Err(format!(
+                    "SCTP CRC32c {:#010x}, expected {:#010x}",
+                    u32::from_le_bytes([l4[8], l4[9], l4[10], l4[11]]),
+                    u32::from_le_bytes(expected)
+                ));
+            }
+            return Ok(());
+        }
         _ => return Ok(()),
     };
     if sum != 0xffff {
@@ -956,6 +1078,7 @@ impl fmt::Display for Summary {
         let name = match self.proto {
             PROTO_TCP => "TCP".to_string(),
             PROTO_UDP => "UDP".to_string(),
+            PROTO_SCTP => "SCTP".to_string(),
             PROTO_ICMP => "ICMP".to_string(),
             p => format!("proto {p}"),
         };
@@ -1042,6 +1165,10 @@ pub fn parse_summary(frame: &[u8]) -> Option<Summary> {
             s.sport = be16(l4, 0);
             s.dport = be16(l4, 2);
         }
+        PROTO_SCTP if l4.len() >= SCTP_HLEN => {
+            s.sport = be16(l4, 0);
+            s.dport = be16(l4, 2);
+        }
         PROTO_ICMP if l4.len() >= 2 => s.icmp = Some((l4[0], l4[1])),
         _ => {}
     }
@@ -1092,6 +1219,50 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn crc32c_matches_the_check_values() {
+        // The CRC catalogue's check value for CRC-32C, and RFC 3720 B.4's 32 zero bytes.
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
+        assert_eq!(crc32c(&[0xff; 32]), 0x62a8_ab43);
+    }
+
+    #[test]
+    fn sctp_packets_carry_a_valid_crc_that_ignores_the_addresses() {
+        let frame =
+            PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5000"), 7, SCTP_INIT)
+                .payload(b"init!")
+                .build();
+        // 12-byte common header + a 9-byte chunk padded to 12.
+        assert_eq!(frame.len(), 14 + 20 + 12 + 12);
+        verify_checksums(&frame).unwrap();
+        let s = parse_summary(&frame).unwrap();
+        assert_eq!(
+            (s.proto, s.sport, s.dport),
+            (PROTO_SCTP, Some(5000), Some(5000))
+        );
+        // The same packet between other addresses has the same SCTP bytes: the CRC covers
+        // no pseudo-header, so DNAT by address alone keeps it valid.
+        let other = PacketBuilder::sctp(sa("192.0.2.1:5000"), sa("10.244.1.11:5000"), 7, SCTP_INIT)
+            .payload(b"init!")
+            .build();
+        assert_eq!(frame[34..], other[34..]);
+        // A port change does not.
+        let moved =
+            PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5001"), 7, SCTP_INIT)
+                .payload(b"init!")
+                .build();
+        assert_ne!(frame[42..46], moved[42..46]);
+        let mut broken = frame.clone();
+        broken[34 + 2] ^= 1;
+        let err = verify_checksums(&broken).unwrap_err();
+        assert!(err.starts_with("SCTP CRC32c"), "{err}");
+        let bad = PacketBuilder::sctp(sa("10.244.1.20:5000"), sa("10.96.0.40:5000"), 7, SCTP_DATA)
+            .sctp_bad_checksum()
+            .build();
+        assert!(verify_checksums(&bad).is_err());
     }
 
     #[test]

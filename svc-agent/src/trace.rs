@@ -32,10 +32,10 @@ use svc_common::{
 };
 
 use crate::{
-    dataplane::{self, Datapath, DatapathConfig, DataplaneError, Maps, layout},
+    dataplane::{self, Datapath, DatapathConfig, DataplaneError, DetectLocal, Maps, layout},
     inspect::{self, Service, ServiceName},
     model::Protocol,
-    packet::{ACK, PacketBuilder, SYN, parse_summary, tcp_flags_label},
+    packet::{ACK, PacketBuilder, SCTP_INIT, SYN, parse_summary, tcp_flags_label},
 };
 
 /// JSON schema version of [`Trace`].
@@ -229,6 +229,7 @@ fn load_scratch(
     live_dir: &Path,
     live: &Maps,
     config: &DatapathConfig,
+    entry: Entry,
 ) -> Result<Scratch, TraceError> {
     let parent = live_dir.parent().unwrap_or(Path::new("/sys/fs/bpf"));
     remove_stale_scratch(parent);
@@ -242,6 +243,12 @@ fn load_scratch(
     let (datapath, mut maps) = Datapath::load(&dir.0, config)?;
     drop(dir);
     maps.copy_state_from(live)?;
+    // Detect-local by interface: BPF_PROG_TEST_RUN runs the programs on this namespace's
+    // loopback device, so a packet from a pod interface is one from `lo` in the copy.
+    if config.detect_local == DetectLocal::Interface && entry == Entry::Pod {
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
+        maps.set_pod_ifaces(&std::collections::BTreeSet::from([lo]))?;
+    }
     Ok(Scratch { datapath, maps })
 }
 
@@ -338,7 +345,12 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
                     } else if c.config.masquerade_all {
                         "--masquerade-all"
                     } else {
-                        "ClusterIP traffic from outside the pod CIDR"
+                        match c.config.detect_local {
+                            DetectLocal::Interface => {
+                                "ClusterIP traffic that did not enter through a pod interface"
+                            }
+                            _ => "ClusterIP traffic from outside the pod CIDR",
+                        }
                     };
                     s += &format!("; source masqueraded to {m} ({why})");
                 }
@@ -393,19 +405,27 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     if node_addrs.contains(&req.src) {
         return Err(TraceError::NodeSource(req.src));
     }
-    let from_pod = config.cluster_cidr.is_some_and(|c| c.contains(req.src));
+    // Detect-local by interface cannot be told from an address: such a trace enters from
+    // outside unless --via pod says otherwise.
+    let from_pod = config.detect_local == DetectLocal::Cidr
+        && config.pod_cidrs.iter().any(|c| c.contains(req.src));
     let entry = req.entry.unwrap_or(if from_pod {
         Entry::Pod
     } else {
         Entry::External
     });
+    // By interface, the entry decides whether the programs see a pod.
+    let from_pod = match config.detect_local {
+        DetectLocal::Interface => entry == Entry::Pod,
+        _ => from_pod,
+    };
     let proto = req.protocol.raw();
     let frontend = snap.services.iter().find(|s| {
         s.vip == *req.dst.ip() && s.port == req.dst.port() && s.protocol == req.protocol.to_string()
     });
     let src = SocketAddrV4::new(req.src, req.src_port.unwrap_or(DEFAULT_SOURCE_PORT));
 
-    let mut scratch = load_scratch(live_dir, live, &config)?;
+    let mut scratch = load_scratch(live_dir, live, &config, entry)?;
     // The next packet of this tuple: a SYN if no flow is known, else a plain ACK.
     let ct_key = Ct4Key {
         saddr_be: u32::from(*src.ip()).to_be(),
@@ -423,6 +443,9 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
             .seq(1)
             .build(),
         Protocol::Udp => PacketBuilder::udp(src, req.dst).payload(b"trace").build(),
+        Protocol::Sctp => PacketBuilder::sctp(src, req.dst, 1, SCTP_INIT)
+            .payload(b"trace")
+            .build(),
     };
     let affinity_before = scratch.maps.affinity.iter().filter_map(Result::ok).count();
     let mut decided_by_xdp: Option<Verdict> = None;

@@ -234,3 +234,76 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     drop(h);
 }
+
+/// `svcctl trace --proto sctp`: an SCTP INIT through the programs, translated by address
+/// only (from a pod: the client's address and port kept; from outside: masqueraded with
+/// the client's port kept), and detect-local by interface: a pod address enters from
+/// outside unless `--via pod`.
+#[test]
+fn trace_sctp_and_detect_local_by_interface() {
+    use std::collections::BTreeMap;
+    use svc_agent::dataplane::{DatapathConfig, DetectLocal};
+    let services = desired::DesiredState {
+        frontends: BTreeMap::from([fe(
+            "10.96.0.40:5000",
+            Protocol::Sctp,
+            CIP,
+            "sctp",
+            &["10.244.1.11:5000"],
+            no_edit,
+        )]),
+        ..Default::default()
+    };
+    let mut h = Harness::load("trace-sctp", &node1_config());
+    h.sync(&services);
+    let dir = h.pin_dir().to_path_buf();
+    let t = run(
+        &dir,
+        &h.maps,
+        req("10.244.1.20:40000", "10.96.0.40:5000", Protocol::Sctp),
+    );
+    assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::Pod), "{t:?}");
+    let out = t.output.as_ref().unwrap();
+    assert_eq!(
+        (out.src.as_str(), out.dst.as_str()),
+        ("10.244.1.20:40000", "10.244.1.11:5000")
+    );
+    let t = run(
+        &dir,
+        &h.maps,
+        req("192.0.2.100:20000", "10.96.0.40:5000", Protocol::Sctp),
+    );
+    assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::External), "{t:?}");
+    assert_eq!(t.masquerade.as_deref(), Some("192.0.2.1:20000"), "{t:?}");
+    drop(h);
+
+    let config = DatapathConfig {
+        detect_local: DetectLocal::Interface,
+        pod_cidrs: vec![],
+        ..node1_config()
+    };
+    let mut h = Harness::load("trace-iface", &config);
+    h.sync(&services);
+    let dir = h.pin_dir().to_path_buf();
+    let r = req("10.244.1.20:40001", "10.96.0.40:5000", Protocol::Sctp);
+    let t = run(&dir, &h.maps, r.clone());
+    assert_eq!(
+        t.entry,
+        Entry::External,
+        "by interface, an address says nothing"
+    );
+    assert_eq!(t.masquerade.as_deref(), Some("192.0.2.1:40001"), "{t:?}");
+    assert!(
+        t.rule.contains("did not enter through a pod interface"),
+        "{}",
+        t.rule
+    );
+    let via_pod = TraceRequest {
+        entry: Some(Entry::Pod),
+        src_port: Some(40002),
+        ..r
+    };
+    let t = run(&dir, &h.maps, via_pod);
+    assert_eq!((t.verdict, t.entry), ("dnat_new", Entry::Pod), "{t:?}");
+    assert_eq!(t.masquerade, None, "through a pod interface: a pod, {t:?}");
+}

@@ -73,12 +73,35 @@ words! {
     pub enum Protocol: u8 {
         Tcp = 6 => "TCP",
         Udp = 17 => "UDP",
+        /// Translated by address only: SCTP's CRC32c covers the SCTP packet but not the IP
+        /// header, so a frontend whose backends listen on its own port needs no checksum
+        /// update (svc-ebpf/src/sctp.rs). The agent serves no SCTP frontend that would need
+        /// a port change.
+        Sctp = 132 => "SCTP",
     }
 }
 
 /// The protocol numbers, for `match` arms on the kernel side.
 pub const PROTO_TCP: u8 = Protocol::Tcp.raw();
 pub const PROTO_UDP: u8 = Protocol::Udp.raw();
+pub const PROTO_SCTP: u8 = Protocol::Sctp.raw();
+
+words! {
+    /// How the programs tell a new flow's source is a pod (kube-proxy's detect-local
+    /// modes, as the datapath can test them; DatapathConfig4::detect_local and the
+    /// DETECT_LOCAL global).
+    pub enum DetectLocal: u32 {
+        /// Unknown (no pod CIDR given): no source is a pod, and ClusterIP traffic is never
+        /// masqueraded (kube-proxy's no-op detector).
+        None = 0 => "none",
+        /// The source address is inside one of SVC4_POD_CIDRS (kube-proxy's ClusterCIDR
+        /// and NodeCIDR modes).
+        Cidr = 1 => "cidr",
+        /// The packet entered through an interface in SVC_POD_IFACES (kube-proxy's
+        /// InterfaceNamePrefix and BridgeInterface modes).
+        Interface = 2 => "interface",
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // The maps, listed once.
@@ -151,6 +174,14 @@ macro_rules! for_each_map {
             /// Verdict counters, indexed by `Verdict`.
             stats: SVC_STATS = percpu_array<u64>,
                 size $crate::STATS_MAP_SIZE, sized by fixed;
+            /// Detect-local by address (DetectLocal::Cidr): the pod CIDRs (the cluster's,
+            /// or this node's podCIDRs); key data: the prefix, network order; value 1.
+            pod_cidrs: SVC4_POD_CIDRS = lpm<u32, u8>,
+                size $crate::POD_CIDRS4_MAP_SIZE, sized by fixed;
+            /// Detect-local by interface (DetectLocal::Interface): ifindex -> 1 for the
+            /// interfaces pod traffic enters through.
+            pod_ifaces: SVC_POD_IFACES = hash<u32, u32>,
+                size $crate::POD_IFACES_MAP_SIZE, sized by fixed;
         }
     };
 }
@@ -194,6 +225,10 @@ pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
 pub const NAMES_MAP_SIZE: u32 = REVNAT4_MAP_SIZE + NAMES_UNSERVED_MAX;
 /// Room in SVC_NAMES for Services without datapath entries.
 pub const NAMES_UNSERVED_MAX: u32 = 16384;
+/// Pod CIDRs the programs can tell apart (--cluster-cidr, or the Node's podCIDRs).
+pub const POD_CIDRS4_MAP_SIZE: u32 = 256;
+/// Pod interfaces of the interface detect-local modes (one per pod on a node with veths).
+pub const POD_IFACES_MAP_SIZE: u32 = 16384;
 /// Problems svcctl can show; the agent writes the first PROBLEMS_MAP_SIZE - 1 and a last
 /// entry that counts the rest.
 pub const PROBLEMS_MAP_SIZE: u32 = 4096;
@@ -493,11 +528,16 @@ pub const CT_FLAG_LABELS: [(u8, &str); 4] = [
 /// - TCP before a reply (SYN sent), or half-open (CT_F_HALF_OPEN): 60 s (netfilter:
 ///   SYN_SENT 120 s, SYN_RECV 60 s);
 /// - after a FIN or RST: 10 s (netfilter: FIN_WAIT/CLOSE_WAIT 60 s, TIME_WAIT 120 s);
-/// - UDP: 60 s (netfilter: 30 s unreplied, 120 s once a stream).
+/// - UDP: 60 s (netfilter: 30 s unreplied, 120 s once a stream);
+/// - SCTP: 210 s ([`CT_SCTP_TIMEOUT_NS`]).
 pub const CT_TCP_TIMEOUT_NS: u64 = 21_600 * 1_000_000_000;
 pub const CT_TCP_SYN_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
 pub const CT_CLOSING_TIMEOUT_NS: u64 = 10 * 1_000_000_000;
 pub const CT_UDP_TIMEOUT_NS: u64 = 60 * 1_000_000_000;
+/// SCTP: 210 s after the last packet (netfilter's SCTP ESTABLISHED since Linux 6.1). An
+/// association sends a HEARTBEAT every 30 s (+ RTO) when idle, so a live one keeps its
+/// entries; the chunks are not tracked (no closing state), as for UDP.
+pub const CT_SCTP_TIMEOUT_NS: u64 = 210 * 1_000_000_000;
 
 /// Source ports masqueraded flows get by default (host order, inclusive); the agent's
 /// configuration may narrow or move it. Above Linux's default ip_local_port_range
@@ -516,6 +556,8 @@ pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
         } else {
             CT_TCP_SYN_TIMEOUT_NS
         }
+    } else if proto == PROTO_SCTP {
+        CT_SCTP_TIMEOUT_NS
     } else {
         CT_UDP_TIMEOUT_NS
     }
@@ -680,7 +722,7 @@ words! {
         OtherProxy = 3 => "other-proxy",
         /// No IPv4 cluster IP (IPv6 only, or unset) and no other address to serve.
         NoIpv4ClusterIp = 4 => "no-ipv4-clusterip",
-        /// Every port was skipped: none left (e.g. SCTP only).
+        /// Every port was skipped: none left (e.g. SCTP ports whose targetPort differs).
         NoPorts = 5 => "no-ports",
         /// Every address it would answer on is served by another Service, which keeps it
         /// (the agent's address-ownership rule; PROBLEMS names the owner).
@@ -698,7 +740,9 @@ impl UnservedReason {
                 "labelled service.kubernetes.io/service-proxy-name: another proxy owns it"
             }
             UnservedReason::NoIpv4ClusterIp => "no IPv4 cluster IP (IPv6 only or unset)",
-            UnservedReason::NoPorts => "every port skipped (e.g. SCTP only)",
+            UnservedReason::NoPorts => {
+                "every port skipped (e.g. SCTP ports whose targetPort differs)"
+            }
             UnservedReason::AddressTaken => {
                 "every address is served by another Service, which keeps it"
             }
@@ -847,7 +891,7 @@ verdicts! {
     /// arrived before the first one, or more than FRAG_TIMEOUT_NS after it): passed
     /// untouched. First fragments carry the ports and are decided as whole packets.
     PassFragment = 2, "pass_fragment";
-    /// Neither TCP nor UDP (ICMP, SCTP, ...): passed untouched.
+    /// Neither TCP, UDP nor SCTP (ICMP, ...): passed untouched.
     PassOtherProto = 3, "pass_other_proto";
     /// Headers cut short (Ethernet, IPv4, TCP/UDP) or an invalid IPv4 version/IHL: dropped.
     DropMalformed = 4, "drop_malformed";
@@ -920,9 +964,10 @@ pub const STATS_MAP_SIZE: u32 = 32;
 pub struct DatapathConfig4 {
     /// [`LAYOUT_VERSION`] of the agent that pinned the maps.
     pub layout_version: u32,
-    /// CLUSTER_CIDR_BE / CLUSTER_MASK_BE: the pod CIDR (mask 0: unknown).
-    pub cluster_cidr_be: u32,
-    pub cluster_mask_be: u32,
+    /// DETECT_LOCAL: a [`DetectLocal`] (the CIDRs and interfaces are in SVC4_POD_CIDRS and
+    /// SVC_POD_IFACES).
+    pub detect_local: u32,
+    pub _pad0: u32,
     /// MASQ_ADDR_BE: the masquerade source (0: never masquerade).
     pub masq_addr_be: u32,
     /// MASQUERADE_ALL (0 or 1).
@@ -939,7 +984,7 @@ pub const CONFIG_MAP_SIZE: u32 = 1;
 /// meaning of a field, changes: pins of another layout version are refused (equal sizes do
 /// not make equal layouts), and so are pins without a SVC_CONFIG map (made before the
 /// version was recorded).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 #[cfg(feature = "user")]
 mod user {
@@ -1040,7 +1085,11 @@ mod tests {
             assert_ne!(w.raw(), NAME_KIND_NONE);
         }
         assert_eq!(Protocol::from_raw(6), Some(Protocol::Tcp));
-        assert_eq!(Protocol::from_raw(132), None);
+        assert_eq!(Protocol::from_raw(132), Some(Protocol::Sctp));
+        assert_eq!(Protocol::from_raw(1), None);
+        for w in DetectLocal::ALL {
+            assert_eq!(DetectLocal::from_raw(w.raw()), Some(*w));
+        }
         assert_eq!(CtKind::from_raw(0), None);
         assert_eq!(FragKind::from_raw(0), None);
         for w in FragKind::ALL {
@@ -1065,6 +1114,8 @@ mod tests {
             "closing"
         );
         assert_eq!(ct_timeout_ns(PROTO_UDP, CT_F_REPLIED), CT_UDP_TIMEOUT_NS);
+        assert_eq!(ct_timeout_ns(PROTO_SCTP, 0), CT_SCTP_TIMEOUT_NS);
+        assert_eq!(ct_timeout_ns(PROTO_SCTP, CT_F_REPLIED), CT_SCTP_TIMEOUT_NS);
     }
 
     #[test]

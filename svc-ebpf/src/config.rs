@@ -5,11 +5,10 @@ use core::ptr::read_volatile;
 
 use svc_common::MASQUERADE_PORTS;
 
-/// The cluster's pod CIDR (network order); mask 0 = unknown. Sources inside are pods.
+/// How new flows from pods are told apart: a svc_common::DetectLocal (0: not at all; the
+/// CIDRs and interfaces are in maps, see local.rs).
 #[unsafe(no_mangle)]
-static CLUSTER_CIDR_BE: u32 = 0;
-#[unsafe(no_mangle)]
-static CLUSTER_MASK_BE: u32 = 0;
+static DETECT_LOCAL: u32 = 0;
 /// The address masqueraded flows get as their source (the node's IP); 0 = never masquerade.
 #[unsafe(no_mangle)]
 static MASQ_ADDR_BE: u32 = 0;
@@ -45,14 +44,8 @@ pub fn masquerade_all() -> bool {
     unsafe { read_volatile(&MASQUERADE_ALL) != 0 }
 }
 
-/// (pod CIDR known, `addr` is inside it).
+/// The DETECT_LOCAL mode (a svc_common::DetectLocal number).
 #[inline(always)]
-pub fn pod_source(addr_be: u32) -> (bool, bool) {
-    let (cidr, mask) = unsafe {
-        (
-            read_volatile(&CLUSTER_CIDR_BE),
-            read_volatile(&CLUSTER_MASK_BE),
-        )
-    };
-    (mask != 0, mask != 0 && addr_be & mask == cidr)
+pub fn detect_local() -> u32 {
+    unsafe { read_volatile(&DETECT_LOCAL) }
 }

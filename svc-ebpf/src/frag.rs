@@ -40,7 +40,6 @@ use svc_common::{
 
 use crate::{
     csum,
-    lb::Action,
     maps::SVC4_FRAG,
     parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Hdr, Packet, ptr_at},
 };
@@ -89,40 +88,19 @@ impl Plan {
     };
 }
 
-/// For a first fragment, what its datagram's later fragments get, from the action lb.rs
-/// decided for it (before it is applied; if applying it fails, the first fragment is
-/// dropped and the datagram is lost either way). Nothing for unfragmented packets.
+/// For a first fragment translated (`FRAG_KIND_DNAT`) or reverse-translated
+/// (`FRAG_KIND_REV_NAT`) to `saddr` -> `daddr`: what its datagram's later fragments get.
+/// Nothing for unfragmented packets. The callers make the plan in the arm of the action
+/// they apply, where its fields are known: a plan made from a whole `Action` let LLVM load
+/// fields of variants the action was not (undefined registers, R3 !read_ok).
 #[inline(always)]
-pub fn plan(pkt: &Packet, action: &Action, now: u64) -> Plan {
+pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32, now: u64) -> Plan {
     if !pkt.first_fragment {
         return Plan::NOTHING;
     }
-    let key = key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto);
-    let (kind, saddr, daddr) = match action {
-        Action::Forward { dst, src, .. } => (
-            FRAG_KIND_DNAT,
-            if src.is_set() { src.addr } else { pkt.saddr },
-            dst.addr,
-        ),
-        Action::Reply { src, dst } => (
-            FRAG_KIND_REV_NAT,
-            src.addr,
-            if dst.is_set() { dst.addr } else { pkt.daddr },
-        ),
-        Action::Reject => (FRAG_KIND_DROP, 0, 0),
-        Action::Done(verdict) if verdict.is_drop() => (FRAG_KIND_DROP, 0, 0),
-        // Not ours: no entry may translate this datagram's fragments.
-        Action::Done(_) => {
-            return Plan {
-                op: PLAN_REMOVE,
-                key,
-                ..Plan::NOTHING
-            };
-        }
-    };
     Plan {
         op: PLAN_INSERT,
-        key,
+        key: key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto),
         value: Frag4Value {
             created_ns: now,
             saddr_be: saddr,
@@ -133,7 +111,36 @@ pub fn plan(pkt: &Packet, action: &Action, now: u64) -> Plan {
     }
 }
 
-/// Writes what [`plan`] decided. Inlined: as a BPF function of its own on top of the TC
+/// For a first fragment that is dropped or rejected: the rest of the datagram is dropped.
+#[inline(always)]
+pub fn dropped(pkt: &Packet, now: u64) -> Plan {
+    translated(pkt, FRAG_KIND_DROP, 0, 0, now)
+}
+
+/// For a first fragment that is not ours: no entry may translate the datagram's fragments.
+#[inline(always)]
+pub fn untouched(pkt: &Packet) -> Plan {
+    if !pkt.first_fragment {
+        return Plan::NOTHING;
+    }
+    Plan {
+        op: PLAN_REMOVE,
+        key: key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto),
+        ..Plan::NOTHING
+    }
+}
+
+/// The plan of a first fragment whose action ended in `verdict` without a rewrite.
+#[inline(always)]
+pub fn done(pkt: &Packet, verdict: svc_common::Verdict, now: u64) -> Plan {
+    if verdict.is_drop() {
+        dropped(pkt, now)
+    } else {
+        untouched(pkt)
+    }
+}
+
+/// Writes what [`translated`], [`dropped`], [`untouched`] decided. Inlined: as a BPF function of its own on top of the TC
 /// packet path's frame, the call chain passed the verifier's 512-byte stack limit once
 /// ICMP errors were translated too. (It was a function of its own while `Action` carried
 /// `Option`s, whose undefined bytes LLVM filled with any register when inlined: R4

@@ -19,10 +19,10 @@ use svc_common::{
 };
 
 use crate::{
-    config,
+    config, local,
     maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    rules,
+    rules, sctp,
 };
 
 /// An address and port, network order.
@@ -361,7 +361,7 @@ fn handshake_done(ct: &mut Ct4Value, pkt: &Packet) {
 /// Cluster, hairpin.
 #[inline(always)]
 fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
-    let (cidr_known, from_pod) = config::pod_source(pkt.saddr);
+    let (cidr_known, from_pod) = local::pod_source(pkt);
     // A packet never comes from the node itself here: node processes go through the
     // cgroup socket programs (sock.rs) and their packets never reach these hooks.
     let source = if from_pod {
@@ -376,6 +376,11 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
         Err(NoPick::NoLocalEndpoint) => return Action::Done(Verdict::DropNoLocalBackend),
         Err(NoPick::MidUpdate) => return Action::Done(Verdict::DropNoBackend),
     };
+    // SCTP is translated by address only (sctp.rs); the agent never gives an SCTP frontend
+    // a backend on another port.
+    if sctp::ports_fixed(pkt.proto) && backend_port != pkt.dport {
+        return Action::Done(Verdict::DropRewriteFailed);
+    }
     let hairpin = backend_addr == pkt.saddr;
     let masq_addr = config::masq_addr();
     let masquerade = rules::masquerade(f.flags, from_pod, cidr_known, hairpin);
@@ -493,6 +498,8 @@ fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
     let (min, span) = config::nat_ports();
     let client_port = u16::from_be(pkt.sport) as u32;
     let in_range = client_port >= min && client_port - min < span;
+    // SCTP keeps the client's port whatever the range (sctp.rs): no search.
+    let fixed = sctp::ports_fixed(pkt.proto);
     let mut search = PortSearch {
         key: reply_key(flow, pkt.sport),
         now: flow.now,
@@ -506,17 +513,17 @@ fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
         found: PROBE_TAKEN,
         _pad: [0; 3],
     };
-    if !flow.masquerade || in_range {
+    if !flow.masquerade || in_range || fixed {
         search.found = probe_reply(&search);
     }
-    if search.found == PROBE_TAKEN {
+    if search.found == PROBE_TAKEN && !fixed {
         search_ports(&mut search);
     }
     match claim_found(flow, &search) {
         // Another CPU's new flow claimed the same tuple since the probe (one client socket
         // sending to two Services at once): search once more; the tuple it took now
         // probes as taken.
-        Err(Verdict::DropNatFailed) if search.found == PROBE_FREE => {
+        Err(Verdict::DropNatFailed) if search.found == PROBE_FREE && !fixed => {
             search.found = PROBE_TAKEN;
             search_ports(&mut search);
             claim_found(flow, &search)

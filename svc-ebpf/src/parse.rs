@@ -1,7 +1,9 @@
 //! Packet parsing shared by the TC and XDP programs: bounds-checked header access and the
-//! parsed view of an IPv4 TCP/UDP packet.
+//! parsed view of an IPv4 TCP/UDP/SCTP packet.
 use core::mem::size_of;
-use svc_common::{PROTO_TCP, PROTO_UDP, Verdict};
+use svc_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, Verdict};
+
+use crate::sctp::SctpHdr;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
@@ -75,7 +77,7 @@ pub fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// The parts of an IPv4 TCP/UDP packet the translation needs. Addresses and ports are
+/// The parts of an IPv4 TCP/UDP/SCTP packet the translation needs. Addresses and ports are
 /// in network order, as on the wire.
 #[derive(Clone, Copy)]
 pub struct Packet {
@@ -95,6 +97,9 @@ pub struct Packet {
     /// The first fragment of a fragmented datagram (MF set, offset 0): its TCP/UDP header
     /// is here, the rest of the datagram follows in fragments without one (frag.rs).
     pub first_fragment: bool,
+    /// The interface the packet entered through (detect-local by interface, local.rs);
+    /// 0 from `parse`, set by the program that has a context.
+    pub ifindex: u32,
 }
 
 impl Packet {
@@ -126,7 +131,9 @@ impl Packet {
 /// - a fragment after the first (a fragment offset): PassFragment, for frag.rs to decide:
 ///   it carries no TCP/UDP header. A first fragment (MF set, offset 0) is parsed as a
 ///   packet, with `first_fragment` set;
-/// - neither TCP nor UDP: PassOtherProto.
+/// - SCTP: its common header (ports at the TCP/UDP offsets) cut short, or longer than
+///   the total length leaves: DropMalformed;
+/// - neither TCP, UDP nor SCTP: PassOtherProto.
 #[inline(always)]
 pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdict> {
     let eth: *mut EthHdr = ptr_at(start, end, 0).ok_or(Verdict::DropMalformed)?;
@@ -171,6 +178,14 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
             }
             (udp.sport_be, udp.dport_be, 0)
         }
+        PROTO_SCTP => {
+            let sctp: *mut SctpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
+            if l4_len < size_of::<SctpHdr>() {
+                return Err(Verdict::DropMalformed);
+            }
+            let sctp = unsafe { *sctp };
+            (sctp.sport_be, sctp.dport_be, 0)
+        }
         _ => return Err(Verdict::PassOtherProto),
     };
     Ok(Packet {
@@ -184,5 +199,6 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
         has_ip_options: ihl > 5,
         ip_id: ip.id_be,
         first_fragment,
+        ifindex: 0,
     })
 }

@@ -3,18 +3,18 @@
 //! without endpoints. Rewrites go through the kernel's store/csum helpers, which keep
 //! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };
-use svc_common::{PROTO_UDP, Verdict};
+use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_UDP, Verdict};
 
 use crate::{
     frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
-    reject,
+    reject, sctp,
 };
 
 /// Longest header stack we read: Ethernet, IPv4 with options, TCP without options.
@@ -45,45 +45,73 @@ pub fn action_for(verdict: Verdict) -> i32 {
 // A BPF function of its own, so the program's own frame stays small (see `run`).
 #[inline(never)]
 fn try_run(ctx: &TcContext) -> (Verdict, i32) {
-    let pkt = match parse_skb(ctx) {
+    let mut pkt = match parse_skb(ctx) {
         Ok(pkt) => pkt,
         // A fragment after the first: the first one's translation (frag.rs).
         Err(Verdict::PassFragment) => return frag::tc_later(ctx),
         Err(verdict) => return (verdict, action_for(verdict)),
     };
+    // TC ingress: the interface the packet arrived on (detect-local by interface).
+    // SAFETY: reading a field of the skb we were given.
+    pkt.ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
     // SAFETY: helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let action = lb::decide(&pkt, now);
-    // What a first fragment leaves for the rest of its datagram (frag.rs).
-    frag::record(&frag::plan(&pkt, &action, now));
-    apply(ctx, &pkt, action)
+    apply(ctx, &pkt, action, now)
 }
 
-/// Applies what lb.rs decided to the packet.
+/// Applies what lb.rs decided to the packet, and records for a first fragment what the
+/// rest of its datagram gets (frag.rs), in each arm where the action's fields are known.
 #[inline(always)]
-fn apply(ctx: &TcContext, pkt: &Packet, action: Action) -> (Verdict, i32) {
+fn apply(ctx: &TcContext, pkt: &Packet, action: Action, now: u64) -> (Verdict, i32) {
     let pkt = *pkt;
     let result = match action {
-        Action::Forward { dst, src, verdict } => set_dst(ctx, &pkt, dst)
-            .and_then(|()| {
-                if src.is_set() {
-                    set_src(ctx, &pkt, src)
-                } else {
-                    Ok(())
-                }
-            })
-            .map(|()| verdict),
-        Action::Reply { src, dst } => set_src(ctx, &pkt, src)
-            .and_then(|()| {
-                if dst.is_set() {
-                    set_dst(ctx, &pkt, dst)
-                } else {
-                    Ok(())
-                }
-            })
-            .map(|()| Verdict::RevNat),
-        Action::Reject => return reject::reject(ctx, &pkt),
-        Action::Done(verdict) => return (verdict, action_for(verdict)),
+        Action::Forward { dst, src, verdict } => {
+            let saddr = if src.is_set() { src.addr } else { pkt.saddr };
+            frag::record(&frag::translated(
+                &pkt,
+                FRAG_KIND_DNAT,
+                saddr,
+                dst.addr,
+                now,
+            ));
+            set_dst(ctx, &pkt, dst)
+                .and_then(|()| {
+                    if src.is_set() {
+                        set_src(ctx, &pkt, src)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map(|()| verdict)
+        }
+        Action::Reply { src, dst } => {
+            let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
+            frag::record(&frag::translated(
+                &pkt,
+                FRAG_KIND_REV_NAT,
+                src.addr,
+                daddr,
+                now,
+            ));
+            set_src(ctx, &pkt, src)
+                .and_then(|()| {
+                    if dst.is_set() {
+                        set_dst(ctx, &pkt, dst)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map(|()| Verdict::RevNat)
+        }
+        Action::Reject => {
+            frag::record(&frag::dropped(&pkt, now));
+            return reject::reject(ctx, &pkt);
+        }
+        Action::Done(verdict) => {
+            frag::record(&frag::done(&pkt, verdict, now));
+            return (verdict, action_for(verdict));
+        }
     };
     match result {
         Ok(verdict) => (verdict, TC_ACT_OK),
@@ -142,7 +170,9 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
 
 /// Replaces one address and one port (destination for DNAT, source for reverse NAT) and
 /// fixes the IPv4 and L4 checksums. The address is part of the L4 pseudo-header, hence
-/// BPF_F_PSEUDO_HDR; BPF_F_MARK_MANGLED_0 keeps a zero (absent) UDP checksum zero.
+/// BPF_F_PSEUDO_HDR; BPF_F_MARK_MANGLED_0 keeps a zero (absent) UDP checksum zero. SCTP:
+/// the address only; its CRC32c covers no IP header, and a port change is refused
+/// (sctp.rs).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rewrite(
@@ -155,6 +185,16 @@ fn rewrite(
     old_port: u16,
     new_port: u16,
 ) -> Result<(), i64> {
+    if sctp::ports_fixed(pkt.proto) {
+        if old_port != new_port {
+            return Err(-1);
+        }
+        if old_addr != new_addr {
+            ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, new_addr as u64, 4)?;
+            ctx.store(addr_off, &new_addr, 0)?;
+        }
+        return Ok(());
+    }
     let l4_csum = pkt.l4_csum_off();
     let mangled = if pkt.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0 as u64

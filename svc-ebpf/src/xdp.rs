@@ -8,13 +8,14 @@ use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     programs::XdpContext,
 };
-use svc_common::{PROTO_TCP, Verdict};
+use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_TCP, Verdict};
 
 use crate::{
     csum, frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+    sctp,
 };
 
 const L4_OFF: usize = ETH_HLEN + 20;
@@ -39,7 +40,7 @@ fn action_for(verdict: Verdict) -> u32 {
 fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     // A program without the xdp.frags flag only ever sees single-buffer frames: the
     // frame is [data, data_end).
-    let pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
+    let mut pkt = match parse::parse(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
         // A fragment after the first: the first one's translation (frag.rs).
         Err(Verdict::PassFragment) => return frag::xdp_later(ctx),
@@ -49,33 +50,63 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         }
         Err(verdict) => return (verdict, action_for(verdict)),
     };
+    // SAFETY: reading a field of the context we were given.
+    pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     if pkt.has_ip_options {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let action = lb::decide(&pkt, now);
-    frag::record(&frag::plan(&pkt, &action, now));
+    // For a first fragment, what the rest of its datagram gets (frag.rs), recorded in
+    // each arm where the action's fields are known.
     let done = match action {
-        Action::Forward { dst, src, verdict } => rewrite(ctx, &pkt, true, dst)
-            .and_then(|()| {
-                if src.is_set() {
-                    rewrite(ctx, &pkt, false, src)
-                } else {
-                    Some(())
-                }
-            })
-            .map(|()| verdict),
-        Action::Reply { src, dst } => rewrite(ctx, &pkt, false, src)
-            .and_then(|()| {
-                if dst.is_set() {
-                    rewrite(ctx, &pkt, true, dst)
-                } else {
-                    Some(())
-                }
-            })
-            .map(|()| Verdict::RevNat),
-        Action::Reject => return (Verdict::XdpPassToTc, XDP_PASS),
-        Action::Done(verdict) => return (verdict, action_for(verdict)),
+        Action::Forward { dst, src, verdict } => {
+            let saddr = if src.is_set() { src.addr } else { pkt.saddr };
+            frag::record(&frag::translated(
+                &pkt,
+                FRAG_KIND_DNAT,
+                saddr,
+                dst.addr,
+                now,
+            ));
+            rewrite(ctx, &pkt, true, dst)
+                .and_then(|()| {
+                    if src.is_set() {
+                        rewrite(ctx, &pkt, false, src)
+                    } else {
+                        Some(())
+                    }
+                })
+                .map(|()| verdict)
+        }
+        Action::Reply { src, dst } => {
+            let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
+            frag::record(&frag::translated(
+                &pkt,
+                FRAG_KIND_REV_NAT,
+                src.addr,
+                daddr,
+                now,
+            ));
+            rewrite(ctx, &pkt, false, src)
+                .and_then(|()| {
+                    if dst.is_set() {
+                        rewrite(ctx, &pkt, true, dst)
+                    } else {
+                        Some(())
+                    }
+                })
+                .map(|()| Verdict::RevNat)
+        }
+        // TC rejects it; the rest of the datagram is dropped (here as in TC).
+        Action::Reject => {
+            frag::record(&frag::dropped(&pkt, now));
+            return (Verdict::XdpPassToTc, XDP_PASS);
+        }
+        Action::Done(verdict) => {
+            frag::record(&frag::done(&pkt, verdict, now));
+            return (verdict, action_for(verdict));
+        }
     };
     match done {
         Some(verdict) => (verdict, XDP_PASS),
@@ -101,6 +132,12 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
     // which is valid but not the frame that came in. A port-only SNAT keeps the address.
     let addr_changes = old_addr != addr;
     let port_changes = old_port != port;
+    // SCTP: the address only; its CRC32c covers no IP header, and a port change is refused
+    // (sctp.rs).
+    let fixed = sctp::ports_fixed(pkt.proto);
+    if fixed && port_changes {
+        return None;
+    }
     // SAFETY: every pointer below was bounds-checked by ptr_at.
     unsafe {
         if addr_changes {
@@ -111,7 +148,9 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
         } else {
             (*ip).saddr_be = addr
         }
-        if pkt.proto == PROTO_TCP {
+        if fixed {
+            // Nothing in the SCTP header changes.
+        } else if pkt.proto == PROTO_TCP {
             let tcp: *mut TcpHdr = ptr_at(start, end, L4_OFF)?;
             if addr_changes {
                 (*tcp).csum = csum::replace4((*tcp).csum, old_addr, addr);

@@ -128,6 +128,25 @@ impl LabAgent {
         Self::start_impl(lab, 1, AgentSource::Manifests(manifests), log, &[], false)
     }
 
+    /// As [`start_in`](Self::start_in) on node 1 with `extra_args`, and `--cluster-cidr`
+    /// only if `with_pod_cidr`.
+    pub fn start_with(
+        lab: &mut Lab,
+        manifests: &Path,
+        log: &Path,
+        extra_args: &[&str],
+        with_pod_cidr: bool,
+    ) -> anyhow::Result<LabAgent> {
+        Self::start_impl(
+            lab,
+            1,
+            AgentSource::Manifests(manifests),
+            log,
+            extra_args,
+            with_pod_cidr,
+        )
+    }
+
     fn start_impl(
         lab: &mut Lab,
         node: usize,

@@ -17,6 +17,10 @@
 //! link-scope route; the node holds 10.244.1.1/32 on every lxc-* and a /32 route per pod.
 //! ext routes the service range 10.96.0.0/12 and the pod range 10.244.0.0/16 to the node.
 //!
+//! Before the agent starts, a test may add a second external link to another outside host
+//! ([`Lab::add_second_nic`]: eth1 198.18.0.1/24, ext2 198.18.0.100), more client pods
+//! ([`Lab::add_client_pod`]) and pods behind a bridge ([`Lab::add_bridged_client_pod`]).
+//!
 //! # Two-node lab ([`Lab::up_two_nodes`])
 //!
 //! A "physical" L2 segment (bridge `br0` in namespace `svl-<id>-phys`, no IP) joins the two
@@ -93,6 +97,12 @@ pub const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 pub const EXT_PREFIX_LEN: u8 = 24;
 /// Interface name of the node's external link (and of the ext host's link).
 pub const NODE_EXT_IF: &str = "eth0";
+/// The node's second external link ([`Lab::add_second_nic`]), to the second outside host.
+pub const NODE_EXT2_IF: &str = "eth1";
+/// The node's address on its second external link.
+pub const NODE_EXT2_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The second outside host, behind the node's second link.
+pub const EXT2_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// The bridge in the two-node lab's phys namespace.
 pub const PHYS_BRIDGE: &str = "br0";
 /// Port of the TCP and UDP echo servers in every backend pod.
@@ -690,6 +700,116 @@ impl Lab {
         netns::ip_in(&ext, &["link", "set", NODE_EXT_IF, "up"])?;
         tx_csum_off(&ext)?;
         self.start_echo()
+    }
+
+    /// A second external link on node 1 (a node with two NICs): `eth1` 198.18.0.1/24 in the
+    /// node, to a second outside host (namespace `svl-<id>-ext2`, eth0 198.18.0.100/24,
+    /// routing the Service and pod ranges to the node, transmit checksum offload off for
+    /// XDP). Returns the outside host's namespace. Call before starting the agent, which
+    /// takes the link with `--device eth1`.
+    pub fn add_second_nic(&mut self) -> anyhow::Result<String> {
+        let node_ns = self.node_ns().to_string();
+        let ext2 = format!("{PREFIX}{}-ext2", self.id);
+        self.add_ns(&ext2)?;
+        netns::ip_in(
+            &node_ns,
+            &[
+                "link",
+                "add",
+                NODE_EXT2_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                NODE_EXT_IF,
+                "netns",
+                &ext2,
+            ],
+        )?;
+        netns::sysctl_in(
+            &node_ns,
+            &format!("net.ipv4.conf.{NODE_EXT2_IF}.rp_filter"),
+            "0",
+        )?;
+        let node_addr = format!("{NODE_EXT2_IP}/24");
+        netns::ip_in(&node_ns, &["addr", "add", &node_addr, "dev", NODE_EXT2_IF])?;
+        netns::ip_in(&node_ns, &["link", "set", NODE_EXT2_IF, "up"])?;
+        let ext_addr = format!("{EXT2_IP}/24");
+        netns::ip_in(&ext2, &["addr", "add", &ext_addr, "dev", NODE_EXT_IF])?;
+        netns::ip_in(&ext2, &["link", "set", NODE_EXT_IF, "up"])?;
+        let via = NODE_EXT2_IP.to_string();
+        netns::ip_in(&ext2, &["route", "add", SERVICE_CIDR, "via", &via])?;
+        netns::ip_in(&ext2, &["route", "add", CLUSTER_POD_CIDR, "via", &via])?;
+        tx_csum_off(&ext2)?;
+        Ok(ext2)
+    }
+
+    /// Another client pod `name` at `ip` on node 1, routed as the others (`ip`/32, the
+    /// node's pod gateway, the node-side veth `lxc-<name>`); `ip` may be outside the pod
+    /// CIDRs (a second pod range). Removed with the lab.
+    pub fn add_client_pod(&mut self, name: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+        let node = self.nodes[0].clone();
+        let pod = Lab::make_pod(&self.id, node.index, name, ip);
+        self.add_pod(&node, &pod)?;
+        self.clients.push(pod);
+        Ok(())
+    }
+
+    /// A client pod `name` at `ip`/24 behind a Linux bridge `bridge` of node 1 (made on
+    /// first use, holding `gateway`/24), as the bridge CNIs (flannel's cni0, kubenet's
+    /// cbr0) wire pods: the pod's veth `vethbr-<name>` is a port of the bridge, the pod
+    /// routes through `gateway`. Removed with the lab.
+    pub fn add_bridged_client_pod(
+        &mut self,
+        bridge: &str,
+        gateway: Ipv4Addr,
+        name: &str,
+        ip: Ipv4Addr,
+    ) -> anyhow::Result<()> {
+        let node_ns = self.node_ns().to_string();
+        let have_bridge = netns::exec_in(&node_ns, &["ip", "link", "show", bridge])?
+            .status
+            .success();
+        if !have_bridge {
+            netns::ip_in(&node_ns, &["link", "add", bridge, "type", "bridge"])?;
+            netns::sysctl_in(&node_ns, &format!("net.ipv4.conf.{bridge}.rp_filter"), "0")?;
+            netns::ip_in(
+                &node_ns,
+                &["addr", "add", &format!("{gateway}/24"), "dev", bridge],
+            )?;
+            netns::ip_in(&node_ns, &["link", "set", bridge, "up"])?;
+        }
+        let mut pod = Lab::make_pod(&self.id, 1, name, ip);
+        pod.node_if = format!("vethbr-{name}");
+        self.add_ns(&pod.ns)?;
+        netns::ip_in(
+            &node_ns,
+            &[
+                "link",
+                "add",
+                &pod.node_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &pod.ns,
+            ],
+        )?;
+        netns::ip_in(&node_ns, &["link", "set", &pod.node_if, "master", bridge])?;
+        netns::ip_in(&node_ns, &["link", "set", &pod.node_if, "up"])?;
+        netns::ip_in(
+            &pod.ns,
+            &["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )?;
+        netns::ip_in(&pod.ns, &["link", "set", "eth0", "up"])?;
+        netns::ip_in(
+            &pod.ns,
+            &["route", "add", "default", "via", &gateway.to_string()],
+        )?;
+        self.clients.push(pod);
+        Ok(())
     }
 
     /// Short unique run id (`<pid>-<hex>`).

@@ -11,7 +11,8 @@
 //! |---|---|
 //! | `mod.rs` | [`Config`], [`Agent`]: start-up, the pass, the reconcile step, the error policy |
 //! | `source.rs` | the two sources and how their changes are noticed |
-//! | `node.rs` | the node's interfaces, accept_local, waiting for the Node's addresses |
+//! | `node.rs` | the node's interfaces and their addresses, accept_local, waiting for the Node's addresses |
+//! | `local.rs` | detect-local: kube-proxy's modes, the datapath test each comes down to, the pod interfaces |
 //!
 //! Start-up order matters for traffic that is already flowing through pinned programs and
 //! maps of an earlier agent: the status endpoints come up first (livez answers, healthz says
@@ -19,10 +20,14 @@
 //! object when no --node-ip is given), then the new programs are loaded and swapped into the
 //! pinned links, and the maps are left exactly as they are until the source has a complete
 //! view of the cluster.
+mod local;
 mod node;
 mod source;
 
+pub use local::{DetectLocalMode, LocalDetection};
+
 use std::{
+    collections::BTreeSet,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -31,11 +36,14 @@ use std::{
 use anyhow::Context as _;
 use tracing::{debug, info, warn};
 
-use node::{enable_accept_local, interfaces, matches_pattern, wait_for_node_addresses};
+use node::{
+    device_addresses, enable_accept_local, interfaces, matches_pattern, wait_for_node_addresses,
+    wait_for_node_pod_cidrs,
+};
 use source::{Change, Source, View};
 
 use crate::{
-    addr::Frontend,
+    addr::{Frontend, Ipv4Cidr},
     dataplane::{
         BpffsLock, Datapath, DatapathConfig, MapStore, Maps, StoreError, layout, report::chain_text,
     },
@@ -62,18 +70,22 @@ pub enum SourceConfig {
 pub struct Config {
     pub source: SourceConfig,
     pub bpffs: PathBuf,
-    /// The node's external interface: XDP plus TC ingress.
-    pub device: Option<String>,
+    /// The node's external interfaces: XDP plus TC ingress on each; NodePorts answer on
+    /// their addresses too (as --node-port-addresses allows).
+    pub devices: Vec<String>,
     /// cgroup v2 directory whose processes get socket-level load balancing (the node's
     /// own traffic to Services); None: node-originated traffic is not translated.
     pub cgroup: Option<PathBuf>,
     /// Pod-facing interfaces: exact names, or prefixes ending in `*`.
     pub pod_devices: Vec<String>,
+    /// How new flows from pods are told apart (kube-proxy's detect-local modes).
+    pub local: LocalDetection,
     /// Node name, addresses and nodePortAddresses: what decides NodePort frontends and
     /// which endpoints are local. Empty `node_ips` in Kubernetes mode: from the Node object.
     pub node: NodeContext,
-    /// Pod CIDR, masquerade flags: the programs' load-time globals. The masquerade address
-    /// is the first node address.
+    /// Detect-local test, masquerade flags: the programs' load-time globals (the pod CIDRs
+    /// and the test come from `local` at start). The masquerade address is the first node
+    /// address.
     pub datapath: DatapathConfig,
     /// Where net.* sysctls are written (a host mount of /proc/sys/net in a container).
     pub proc_sys_net: PathBuf,
@@ -175,6 +187,13 @@ pub struct Agent {
     last_pass: PassTimes,
     /// What the next reconcile step must write.
     pending: Pending,
+    /// The node facts the desired state was last computed with: a change (an address
+    /// added to a --device, the Node's addresses) recomputes everything.
+    last_node: Option<NodeContext>,
+    /// The pod interfaces last written to SVC_POD_IFACES (detect-local by interface).
+    pod_ifaces: Option<BTreeSet<u32>>,
+    /// The pod CIDRs SVC4_POD_CIDRS holds (followed from the Node in NodeCIDR mode).
+    pod_cidrs: Vec<Ipv4Cidr>,
 }
 
 /// Time spent reading the source (building the model) and computing the desired state.
@@ -199,7 +218,13 @@ impl Agent {
         ));
         proxy_health::serve(config.status, health.clone(), metrics.clone()).await?;
 
+        let node_cidr = config.local.mode == DetectLocalMode::NodeCidr;
+        let mut pod_cidrs = config.local.cluster_cidrs.clone();
         let source = match &config.source {
+            SourceConfig::Manifests(_) if node_cidr => anyhow::bail!(
+                "--detect-local-mode NodeCIDR takes the pod CIDRs from this node's Node object: \
+                 it needs the Kubernetes API (not --manifests) and --node-name"
+            ),
             SourceConfig::Manifests(dir) => {
                 if !dir.is_dir() {
                     anyhow::bail!(
@@ -216,6 +241,12 @@ impl Agent {
                     url = %url,
                     "watching Services and EndpointSlices through the Kubernetes API"
                 );
+                if node_cidr && config.node.node_name.is_none() {
+                    anyhow::bail!(
+                        "--detect-local-mode NodeCIDR takes the pod CIDRs from this node's Node \
+                         object: it needs --node-name (or NODE_NAME)"
+                    );
+                }
                 let source = KubeSource::start(client, config.node.node_name.as_deref());
                 if config.node.node_name.is_none() {
                     warn!(
@@ -224,13 +255,18 @@ impl Agent {
                 } else if config.node.node_ips.is_empty() {
                     config.node.node_ips = wait_for_node_addresses(&source).await;
                 }
+                if node_cidr {
+                    pod_cidrs = wait_for_node_pod_cidrs(&source).await;
+                }
                 Source::kubernetes(source)
             }
         };
         config.datapath.masquerade_addr = config.node.node_ips.first().copied();
+        config.datapath.detect_local = config.local.datapath_test();
+        config.datapath.pod_cidrs = pod_cidrs.clone();
 
         let (mut datapath, maps) = Datapath::load_locked(lock, &config.datapath)?;
-        if let Some(dev) = &config.device {
+        for dev in &config.devices {
             let xdp = datapath
                 .attach_xdp(dev)
                 .with_context(|| format!("--device {dev}"))?;
@@ -238,7 +274,7 @@ impl Agent {
                 .attach_tc(dev)
                 .with_context(|| format!("--device {dev}"))?;
             enable_accept_local(&config.proc_sys_net, dev);
-            info!(device = %dev, xdp = ?xdp, tc = ?tc, "XDP and TC ingress on the external interface");
+            info!(device = %dev, xdp = ?xdp, tc = ?tc, "XDP and TC ingress on an external interface");
         }
         if let Some(cgroup) = &config.cgroup {
             let how = datapath
@@ -254,7 +290,7 @@ impl Agent {
             warn!(error = %e, "cannot read who serves the pinned frontends; address conflicts are decided as on a fresh node");
             Incumbents::default()
         });
-        info!(node = ?config.node, datapath = ?config.datapath, "node facts");
+        info!(node = ?config.node, datapath = ?config.datapath, detect_local = %config.local.mode, "node facts");
         Ok(Agent {
             config,
             source,
@@ -273,6 +309,9 @@ impl Agent {
             pruned_links: false,
             last_pass: PassTimes::default(),
             pending: Pending::Nothing,
+            last_node: None,
+            pod_ifaces: None,
+            pod_cidrs,
         })
     }
 
@@ -313,9 +352,13 @@ impl Agent {
             }
         }
         let node = self.node_context();
+        self.follow_node_pod_cidrs();
+        // New node facts (an address added to a --device) recompute everything.
+        let node_changed = self.last_node.as_ref() != Some(&node);
         let polled = Instant::now();
-        match self.source.poll(resync_due) {
+        match self.source.poll(resync_due || node_changed) {
             Some(view) => {
+                self.last_node = Some(node.clone());
                 if !view.withheld && !self.complete_view_seen {
                     self.complete_view_seen = true;
                 }
@@ -351,7 +394,9 @@ impl Agent {
     }
 
     /// The node facts for this pass: in Kubernetes mode, the Node object's current
-    /// addresses without --node-ip, and its zone label without --node-zone.
+    /// addresses without --node-ip, and its zone label without --node-zone; then the
+    /// addresses of every --device (NodePorts answer on them too, as --node-port-addresses
+    /// allows; the first node address stays the masquerade source).
     fn node_context(&self) -> NodeContext {
         let mut node = self.config.node.clone();
         if let Some(facts) = self.source.kube().and_then(|k| k.node()) {
@@ -362,7 +407,33 @@ impl Agent {
                 node.zone = facts.zone;
             }
         }
+        for ip in device_addresses(&self.config.devices) {
+            if !node.node_ips.contains(&ip) {
+                node.node_ips.push(ip);
+            }
+        }
         node
+    }
+
+    /// NodeCIDR: the Node's podCIDRs as they change (kube-proxy restarts itself on a
+    /// change; the map is simply rewritten). An empty list keeps the last one.
+    fn follow_node_pod_cidrs(&mut self) {
+        if self.config.local.mode != DetectLocalMode::NodeCidr {
+            return;
+        }
+        let Some(facts) = self.source.kube().and_then(|k| k.node()) else {
+            return;
+        };
+        if facts.pod_cidrs.is_empty() || facts.pod_cidrs == self.pod_cidrs {
+            return;
+        }
+        match self.maps.set_pod_cidrs(&facts.pod_cidrs) {
+            Ok(_) => {
+                info!(pod_cidrs = ?facts.pod_cidrs, "pod CIDRs from the Node object changed (NodeCIDR)");
+                self.pod_cidrs = facts.pod_cidrs;
+            }
+            Err(e) => warn!(error = %e, "cannot write the pod CIDRs; will retry"),
+        }
     }
 
     /// The reconcile step: writes what is pending to the maps, in the reconciler's safe
@@ -459,13 +530,17 @@ impl Agent {
         }
     }
 
+    /// TC ingress on every pod interface present (the --pod-device patterns, plus the
+    /// detect-local mode's prefix or bridge); with detect-local by interface, their
+    /// ifindexes in SVC_POD_IFACES.
     fn attach_pod_devices(&mut self) {
         let present = interfaces();
-        self.datapath.forget_missing(&|i| present.contains(i));
-        for iface in present
-            .iter()
-            .filter(|i| matches_pattern(&self.config.pod_devices, i))
-        {
+        self.datapath.forget_missing(&|i| present.contains_key(i));
+        let mut patterns = self.config.pod_devices.clone();
+        patterns.extend(self.config.local.extra_pod_patterns());
+        for iface in present.keys().filter(|i| {
+            matches_pattern(&patterns, i) && !self.config.devices.iter().any(|d| d == *i)
+        }) {
             match self.datapath.attach_tc(iface) {
                 Ok(attached) if attached.changed() => {
                     enable_accept_local(&self.config.proc_sys_net, iface);
@@ -474,6 +549,18 @@ impl Agent {
                 Ok(_) => {}
                 Err(e) => {
                     warn!(iface = %iface, error = %chain_text(&e), "cannot attach to pod interface")
+                }
+            }
+        }
+        if self.config.local.by_interface() {
+            let pods = local::pod_ifindexes(&present, &patterns, &self.config.devices);
+            if self.pod_ifaces.as_ref() != Some(&pods) {
+                match self.maps.set_pod_ifaces(&pods) {
+                    Ok(_) => {
+                        debug!(ifindexes = ?pods, "pod interfaces (detect-local by interface)");
+                        self.pod_ifaces = Some(pods);
+                    }
+                    Err(e) => warn!(error = %e, "cannot write the pod interfaces; will retry"),
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! program), the sysctl masqueraded flows need, and waiting for the Node object's
 //! addresses in Kubernetes mode.
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::Path,
     time::{Duration, Instant},
@@ -10,7 +10,7 @@ use std::{
 
 use tracing::{info, warn};
 
-use crate::kubernetes::KubeSource;
+use crate::{addr::Ipv4Cidr, kubernetes::KubeSource};
 
 /// True if `iface` matches one of the patterns (`lxc*` matches every name starting with lxc).
 pub fn matches_pattern(patterns: &[String], iface: &str) -> bool {
@@ -31,18 +31,47 @@ pub fn enable_accept_local(proc_sys_net: &Path, iface: &str) {
     }
 }
 
-/// Interfaces of the agent's network namespace.
-pub fn interfaces() -> BTreeSet<String> {
+/// Interfaces of the agent's network namespace, with their ifindexes.
+pub fn interfaces() -> BTreeMap<String, u32> {
     match nix::net::if_::if_nameindex() {
         Ok(list) => list
             .iter()
-            .map(|i| i.name().to_string_lossy().into_owned())
+            .map(|i| (i.name().to_string_lossy().into_owned(), i.index()))
             .collect(),
         Err(e) => {
             warn!(error = %e, "cannot list interfaces");
-            BTreeSet::new()
+            BTreeMap::new()
         }
     }
+}
+
+/// The IPv4 addresses of `devices`, in device order (then the kernel's order): where
+/// NodePorts answer besides --node-ip (filtered by --node-port-addresses).
+pub fn device_addresses(devices: &[String]) -> Vec<Ipv4Addr> {
+    if devices.is_empty() {
+        return Vec::new();
+    }
+    let all: Vec<(String, Ipv4Addr)> = match nix::ifaddrs::getifaddrs() {
+        Ok(list) => list
+            .filter_map(|a| {
+                let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+                Some((a.interface_name, ip))
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list interface addresses");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for dev in devices {
+        for (_, ip) in all.iter().filter(|(name, _)| name == dev) {
+            if !out.contains(ip) {
+                out.push(*ip);
+            }
+        }
+    }
+    out
 }
 
 /// Waits (for ever, logging every 10 s) for this node's Node object to list its
@@ -72,6 +101,33 @@ pub async fn wait_for_node_addresses(source: &KubeSource) -> Vec<Ipv4Addr> {
     }
 }
 
+/// Waits (for ever, logging every 10 s) for this node's Node object to have pod CIDRs
+/// (`spec.podCIDRs`): `--detect-local-mode NodeCIDR` tells pods by them, as kube-proxy,
+/// which waits for them too.
+pub async fn wait_for_node_pod_cidrs(source: &KubeSource) -> Vec<Ipv4Cidr> {
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    loop {
+        if let Some(facts) = source.node()
+            && !facts.pod_cidrs.is_empty()
+        {
+            info!(pod_cidrs = ?facts.pod_cidrs, "pod CIDRs from the Node object (NodeCIDR)");
+            return facts.pod_cidrs;
+        }
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = Instant::now();
+            warn!(
+                waited_s = started.elapsed().as_secs(),
+                "waiting for this node's Node object to have spec.podCIDRs (--detect-local-mode NodeCIDR)"
+            );
+        }
+        tokio::select! {
+            _ = source.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +140,15 @@ mod tests {
         assert!(!matches_pattern(&p, "veth01"));
         assert!(!matches_pattern(&p, "eth0"));
         assert!(!matches_pattern(&[], "lxc1"));
+    }
+
+    #[test]
+    fn loopback_has_an_address_and_an_index() {
+        assert_eq!(
+            device_addresses(&["lo".to_string(), "lo".to_string()]),
+            vec![Ipv4Addr::LOCALHOST]
+        );
+        assert!(device_addresses(&[]).is_empty());
+        assert!(interfaces().contains_key("lo"));
     }
 }

@@ -109,8 +109,9 @@ enum Command {
 #[derive(Debug, Args)]
 struct Trace {
     /// The packet's source: ADDRESS or ADDRESS:PORT (default port 40000). A pod address
-    /// (inside the agent's --cluster-cidr) enters through a pod interface; another address
-    /// through the external one. The node's own addresses are refused: node processes go
+    /// (inside the agent's pod CIDRs, when it tells pods by address) enters through a pod
+    /// interface; another address through the external one (with --detect-local-mode
+    /// InterfaceNamePrefix or BridgeInterface, pass --via pod for a pod). The node's own addresses are refused: node processes go
     /// through the cgroup socket hooks, which BPF_PROG_TEST_RUN cannot run.
     #[arg(long, value_name = "SRC[:PORT]", value_parser = svc_agent::trace::parse_source)]
     from: (std::net::Ipv4Addr, Option<u16>),
@@ -137,6 +138,7 @@ struct Trace {
 enum TraceProto {
     Tcp,
     Udp,
+    Sctp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -325,6 +327,7 @@ fn run_trace(bpffs: &Path, t: &Trace) -> anyhow::Result<()> {
         protocol: match t.proto {
             TraceProto::Tcp => svc_agent::model::Protocol::Tcp,
             TraceProto::Udp => svc_agent::model::Protocol::Udp,
+            TraceProto::Sctp => svc_agent::model::Protocol::Sctp,
         },
         entry: t.via.map(|v| match v {
             TraceVia::Pod => trace::Entry::Pod,

@@ -1,19 +1,28 @@
 //! The node facts the programs read as load-time globals (svc-ebpf/src/config.rs, Cilium's
-//! DECLARE_CONFIG), and the capacities of the sizable maps: what [`Datapath::load`] loads
-//! the programs with. Their encoding (the globals, and SVC_CONFIG for svcctl trace) is in
-//! [`layout`](super::layout).
+//! DECLARE_CONFIG), the pod CIDRs they start with, and the capacities of the sizable maps:
+//! what [`Datapath::load`] loads the programs with. Their encoding (the globals, and
+//! SVC_CONFIG for svcctl trace) is in [`layout`](super::layout).
 //!
 //! [`Datapath::load`]: super::Datapath::load
 use std::net::Ipv4Addr;
 
+pub use svc_common::DetectLocal;
+
 use super::MapSizes;
 use crate::addr::Ipv4Cidr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatapathConfig {
-    /// The cluster's pod CIDR: sources inside it are pods. None: unknown, and ClusterIP
-    /// traffic is then never masqueraded.
-    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// How the programs tell a new flow comes from a pod (kube-proxy's detect-local, as the
+    /// datapath tests it): by source address ([`DetectLocal::Cidr`], the CIDRs in
+    /// SVC4_POD_CIDRS), by the interface it entered through ([`DetectLocal::Interface`],
+    /// SVC_POD_IFACES, written by the agent as it attaches), or not at all
+    /// ([`DetectLocal::None`]: ClusterIP traffic is then never masqueraded).
+    pub detect_local: DetectLocal,
+    /// The pod CIDRs SVC4_POD_CIDRS holds after the load (the agent may change them later:
+    /// [`Maps::set_pod_cidrs`](super::Maps::set_pod_cidrs)). Only read with
+    /// [`DetectLocal::Cidr`].
+    pub pod_cidrs: Vec<Ipv4Cidr>,
     /// The source address of masqueraded flows (the node's IP). None: never masquerade.
     pub masquerade_addr: Option<Ipv4Addr>,
     /// Masquerade every translated flow (kube-proxy's --masquerade-all).
@@ -31,11 +40,24 @@ pub const DEFAULT_MASQUERADE_PORTS: (u16, u16) = svc_common::MASQUERADE_PORTS;
 impl Default for DatapathConfig {
     fn default() -> Self {
         DatapathConfig {
-            cluster_cidr: None,
+            detect_local: DetectLocal::None,
+            pod_cidrs: Vec::new(),
             masquerade_addr: None,
             masquerade_all: false,
             masquerade_ports: DEFAULT_MASQUERADE_PORTS,
             map_sizes: MapSizes::default(),
+        }
+    }
+}
+
+impl DatapathConfig {
+    /// Detect-local by these CIDRs (kube-proxy's ClusterCIDR and NodeCIDR modes); none
+    /// given: no source is a pod.
+    pub fn by_cidrs(cidrs: Vec<Ipv4Cidr>) -> (DetectLocal, Vec<Ipv4Cidr>) {
+        if cidrs.is_empty() {
+            (DetectLocal::None, cidrs)
+        } else {
+            (DetectLocal::Cidr, cidrs)
         }
     }
 }

@@ -12,6 +12,8 @@ use svc_common::{
     Svc4Value, SvcName, UnservedReason,
 };
 
+use super::config::DetectLocal;
+
 use super::{DatapathConfig, MapSizes, config::DEFAULT_MASQUERADE_PORTS};
 use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
 
@@ -266,6 +268,22 @@ pub fn src_range_cidr(key: &SrcRangeKey) -> Option<Ipv4Cidr> {
 }
 
 // ---------------------------------------------------------------------------------------
+// SVC4_POD_CIDRS (detect-local by address)
+// ---------------------------------------------------------------------------------------
+
+/// A SVC4_POD_CIDRS key: (prefix length, the prefix in network order), host bits cleared.
+pub fn pod_cidr_key(cidr: &Ipv4Cidr) -> (u32, u32) {
+    let c = Ipv4Cidr::new(cidr.addr, cidr.prefix_len.min(32));
+    (u32::from(c.prefix_len), ip_to_be(c.addr))
+}
+
+/// The CIDR of a SVC4_POD_CIDRS key; None for a prefix length beyond 32.
+pub fn pod_cidr_of(key: (u32, u32)) -> Option<Ipv4Cidr> {
+    let len = u8::try_from(key.0).ok().filter(|l| *l <= 32)?;
+    Some(Ipv4Cidr::new(ip_from_be(key.1), len))
+}
+
+// ---------------------------------------------------------------------------------------
 // SVC_NAMES (svcctl only)
 // ---------------------------------------------------------------------------------------
 
@@ -306,16 +324,10 @@ pub fn unserved_reason(v: &SvcName) -> Result<UnservedReason, String> {
 impl DatapathConfig {
     /// The globals' values, as the programs read them.
     pub fn to_raw(&self) -> DatapathConfig4 {
-        let (cidr, mask) = self.cluster_cidr.map_or((0, 0), |c| {
-            (
-                (u32::from(c.addr) & c.netmask()).to_be(),
-                c.netmask().to_be(),
-            )
-        });
         DatapathConfig4 {
             layout_version: svc_common::LAYOUT_VERSION,
-            cluster_cidr_be: cidr,
-            cluster_mask_be: mask,
+            detect_local: self.detect_local.raw(),
+            _pad0: 0,
             masq_addr_be: self.masquerade_addr.map_or(0, ip_to_be),
             masquerade_all: u32::from(self.masquerade_all),
             nat_port_min: u32::from(self.masquerade_ports.0),
@@ -324,12 +336,16 @@ impl DatapathConfig {
         }
     }
 
-    /// Back from the globals' values (SVC_CONFIG) and the maps' capacities.
-    pub fn from_raw(raw: &DatapathConfig4, map_sizes: MapSizes) -> DatapathConfig {
-        let mask = u32::from_be(raw.cluster_mask_be);
+    /// Back from the globals' values (SVC_CONFIG), the pod CIDRs (SVC4_POD_CIDRS) and the
+    /// maps' capacities. A detect-local number this build does not know reads as none.
+    pub fn from_raw(
+        raw: &DatapathConfig4,
+        pod_cidrs: Vec<Ipv4Cidr>,
+        map_sizes: MapSizes,
+    ) -> DatapathConfig {
         DatapathConfig {
-            cluster_cidr: (mask != 0)
-                .then(|| Ipv4Cidr::new(ip_from_be(raw.cluster_cidr_be), mask.count_ones() as u8)),
+            detect_local: DetectLocal::from_raw(raw.detect_local).unwrap_or(DetectLocal::None),
+            pod_cidrs,
             masquerade_addr: (raw.masq_addr_be != 0).then(|| ip_from_be(raw.masq_addr_be)),
             masquerade_all: raw.masquerade_all != 0,
             masquerade_ports: (
@@ -374,7 +390,11 @@ mod tests {
         assert_eq!((k.slot, k.scope, k.proto), (2, 1, 17));
         assert_eq!(k.vip_be.to_ne_bytes(), [10, 96, 0, 10]);
         assert_eq!(frontend_of(&k), Some(f));
-        assert_eq!(frontend_of(&Svc4Key { proto: 132, ..k }), None);
+        assert_eq!(
+            frontend_of(&Svc4Key { proto: 132, ..k }).map(|f| f.proto),
+            Some(Protocol::Sctp)
+        );
+        assert_eq!(frontend_of(&Svc4Key { proto: 1, ..k }), None);
         let b = BackendAddr {
             addr: Ipv4Addr::new(10, 244, 1, 11),
             port: 8080,
@@ -407,22 +427,50 @@ mod tests {
             vec!["external", "policy-local", "unknown(0x8000)"]
         );
         assert_eq!(ct_flag_labels(0), Vec::<String>::new());
-        assert_eq!(protocol_label(132), "proto-132");
+        assert_eq!(protocol_label(132), "SCTP");
+        assert_eq!(protocol_label(47), "proto-47");
         assert_eq!(word_label(Scope::from_raw(9), 9), "unknown(9)");
+    }
+
+    #[test]
+    fn pod_cidrs_round_trip() {
+        let c: Ipv4Cidr = "10.244.7.9/16".parse().unwrap();
+        let key = pod_cidr_key(&c);
+        assert_eq!(key, (16, u32::from_ne_bytes([10, 244, 0, 0])));
+        assert_eq!(pod_cidr_of(key), Some("10.244.0.0/16".parse().unwrap()));
+        assert_eq!(pod_cidr_of((33, 0)), None);
     }
 
     #[test]
     fn the_config_round_trips() {
         let c = DatapathConfig {
-            cluster_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            detect_local: DetectLocal::Cidr,
+            pod_cidrs: vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.200.0.0/16".parse().unwrap(),
+            ],
             masquerade_addr: Some(Ipv4Addr::new(192, 0, 2, 1)),
             masquerade_all: true,
             masquerade_ports: (30000, 40000),
             map_sizes: MapSizes { lb: 10, ct: 20 },
         };
-        assert_eq!(DatapathConfig::from_raw(&c.to_raw(), c.map_sizes), c);
+        assert_eq!(
+            DatapathConfig::from_raw(&c.to_raw(), c.pod_cidrs.clone(), c.map_sizes),
+            c
+        );
         let d = DatapathConfig::default();
-        assert_eq!(DatapathConfig::from_raw(&d.to_raw(), d.map_sizes), d);
+        assert_eq!(
+            DatapathConfig::from_raw(&d.to_raw(), Vec::new(), d.map_sizes),
+            d
+        );
+        let i = DatapathConfig {
+            detect_local: DetectLocal::Interface,
+            ..DatapathConfig::default()
+        };
+        assert_eq!(
+            DatapathConfig::from_raw(&i.to_raw(), Vec::new(), i.map_sizes),
+            i
+        );
     }
 
     #[test]

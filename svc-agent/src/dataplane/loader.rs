@@ -101,8 +101,7 @@ impl Datapath {
         }
         let mut ebpf = loader
             .default_map_pin_directory(dir)
-            .override_global("CLUSTER_CIDR_BE", &raw.cluster_cidr_be, true)
-            .override_global("CLUSTER_MASK_BE", &raw.cluster_mask_be, true)
+            .override_global("DETECT_LOCAL", &raw.detect_local, true)
             .override_global("MASQ_ADDR_BE", &raw.masq_addr_be, true)
             .override_global("MASQUERADE_ALL", &raw.masquerade_all, true)
             .override_global("NAT_PORT_MIN", &raw.nat_port_min, true)
@@ -130,6 +129,16 @@ impl Datapath {
         maps.config
             .set(0, raw, 0)
             .map_err(map_err(map_names::SVC_CONFIG))?;
+        // The pod CIDRs these programs start with (detect-local by address), replacing
+        // what pinned maps of an earlier agent hold.
+        maps.set_pod_cidrs(&config.pod_cidrs)
+            .map_err(DataplaneError::Read)?;
+        // Pod interfaces are the agent's to list as it attaches; a test by address leaves
+        // none behind from an earlier agent that tested interfaces.
+        if config.detect_local != super::DetectLocal::Interface {
+            maps.set_pod_ifaces(&Default::default())
+                .map_err(DataplaneError::Read)?;
+        }
         Ok((
             Datapath {
                 ebpf,

@@ -282,7 +282,8 @@ impl Maps {
             )?,
             ct: max(aya::maps::IterableMap::map(&self.ct), map_names::SVC4_CT)?,
         };
-        Ok(DatapathConfig::from_raw(&raw, sizes))
+        let cidrs = self.read_pod_cidrs().map_err(DataplaneError::Read)?;
+        Ok(DatapathConfig::from_raw(&raw, cidrs, sizes))
     }
 
     /// Every conntrack entry (a snapshot; the LRU map changes under us).
@@ -350,6 +351,7 @@ impl Maps {
                 .insert(k, v, 0)
                 .map_err(store_err(map_names::SVC4_AFFINITY))?;
         }
+        self.set_pod_cidrs(&live.read_pod_cidrs()?)?;
         for (k, v) in live.read_conntrack()? {
             self.ct
                 .insert(k, v, 0)

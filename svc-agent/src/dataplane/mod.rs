@@ -14,6 +14,7 @@
 //! | `loader.rs` | [`Datapath`]: load with globals, attach TC / XDP / cgroup through pinned links |
 //! | `links.rs` | pinned BPF links: adopt, atomically update, prune |
 //! | `config.rs` | [`DatapathConfig`]: the node facts the programs are loaded with |
+//! | `local.rs` | the detect-local maps: pod CIDRs and pod interfaces, each set as a whole |
 //! | `lock.rs` | [`BpffsLock`]: one agent per pin directory (flock), held for the agent's life |
 //! | `report.rs` | errors for people: the chain said once, the privilege a failure lacks |
 //!
@@ -25,6 +26,7 @@ pub mod report;
 
 mod config;
 mod loader;
+mod local;
 mod lock;
 mod maps;
 mod store;
@@ -38,7 +40,7 @@ use aya::maps::MapError;
 use aya::programs::ProgramError;
 use svc_common::map_names;
 
-pub use config::{DEFAULT_MASQUERADE_PORTS, DatapathConfig};
+pub use config::{DEFAULT_MASQUERADE_PORTS, DatapathConfig, DetectLocal};
 pub use loader::{Attached, Datapath, EBPF_OBJECT};
 pub use lock::BpffsLock;
 pub use maps::{MAP_SPECS, MapSizes, MapSpec, MapUsage, Maps, Sizing, map_usage};

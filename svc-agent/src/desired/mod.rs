@@ -37,7 +37,7 @@ use std::net::Ipv4Addr;
 
 use crate::model::{
     Cluster, Endpoint, EndpointGroup, IpMode, ObjectRef, Protocol, Service, ServiceKind,
-    ServicePort,
+    ServicePort, TargetPort,
 };
 
 mod node_traffic;
@@ -434,7 +434,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// **Unserved** ([`DesiredState::unserved`]): every Service with no frontend, with the
 /// first reason that applies: type ExternalName, headless, the service-proxy-name label
 /// (the type comes first: no proxy would serve those), then for proxied Services: no
-/// port left ([`UnservedReason::NoPorts`], e.g. SCTP only), every address it claimed kept
+/// port left ([`UnservedReason::NoPorts`], e.g. only SCTP ports with another targetPort), every address it claimed kept
 /// by another Service ([`UnservedReason::AddressTaken`]; the conflicts are the problems),
 /// no IPv4 cluster IP (nor an address it may serve), else `NoPorts`.
 ///
@@ -528,6 +528,14 @@ pub fn compute_with_incumbents(
             let Some(node_port) = sp.node_port else {
                 continue;
             };
+            if let Some(reason) = sctp_node_port_refused(sp, node_port) {
+                problems.push(ComputeProblem {
+                    service: svc.id.clone(),
+                    reason,
+                    conflict: None,
+                });
+                continue;
+            }
             for &vip in &node_port_ips {
                 claims.push(Claim {
                     order: claims.len(),
@@ -831,13 +839,31 @@ fn to_backends(chosen: &[&(&Endpoint, u16)], proto: Protocol) -> Vec<BackendAddr
 }
 
 /// The cluster, local and terminating endpoint sets of one service port (see [`compute_with_incumbents`]).
+/// Why an SCTP service port gets no NodePort (None: it gets one). SCTP is translated by
+/// address only (svc-ebpf/src/sctp.rs), and a NodePort frontend at `nodePort` needs its
+/// port changed to the targetPort, except where the two are the same number.
+fn sctp_node_port_refused(sp: &ServicePort, node_port: u16) -> Option<String> {
+    if sp.protocol != Protocol::Sctp || sp.target_port == TargetPort::Number(node_port) {
+        return None;
+    }
+    Some(format!(
+        "port {}: NodePort {node_port}/SCTP skipped: SCTP is translated by address only, and \
+         the nodePort differs from the targetPort ({}); the ClusterIP, externalIPs and \
+         LoadBalancer IPs are served",
+        port_label(sp),
+        sp.target_port
+    ))
+}
+
 fn endpoints_for(
     svc: &Service,
     sp: &ServicePort,
     groups: &[EndpointGroup],
     node: &NodeContext,
 ) -> PortEndpoints {
-    // (endpoint, resolved backend port) over every group that has the service port.
+    // (endpoint, resolved backend port) over every group that has the service port. SCTP
+    // is translated by address only: an endpoint whose (named) targetPort resolves to
+    // another port than the Service port cannot be reached, and is left out.
     let candidates: Vec<(&Endpoint, u16)> = groups
         .iter()
         .filter_map(|g| {
@@ -845,6 +871,18 @@ fn endpoints_for(
                 .iter()
                 .find(|p| p.name == sp.name && p.protocol == sp.protocol)
                 .map(|p| (g, p.port))
+        })
+        .filter(|(_, port)| {
+            let kept = sp.protocol != Protocol::Sctp || *port == sp.port;
+            if !kept {
+                tracing::debug!(
+                    service = %svc.id,
+                    port = %port_label(sp),
+                    endpoint_port = port,
+                    "SCTP endpoints on another port than the Service's left out (translated by address only)"
+                );
+            }
+            kept
         })
         .flat_map(|(g, port)| g.endpoints.iter().map(move |e| (e, port)))
         .collect();

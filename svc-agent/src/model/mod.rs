@@ -10,8 +10,9 @@
 //!
 //! Conversions reject an object that the API server would reject (or that cannot be
 //! interpreted) with an [`InvalidObject`] whose message names the offending field, and return
-//! non-fatal warnings (e.g. an SCTP port, which datapath v1 cannot serve, is dropped while
-//! the Service's other ports are kept) alongside the converted object.
+//! non-fatal warnings (e.g. an SCTP port whose targetPort differs from its port, which the
+//! datapath cannot translate, is dropped while the Service's other ports are kept)
+//! alongside the converted object.
 //!
 //! What each Service field means for the dataplane is described in
 //! `/work/shared/notes/service-semantics.md` (the behaviour of kube-proxy); the field
@@ -113,23 +114,19 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidObject
     }
 }
 
-/// Transport protocol of a service port (svc-common's word). SCTP is valid in Kubernetes but
-/// not supported by the datapath yet, so it has no variant: conversions drop SCTP ports
-/// with a warning.
+/// Transport protocol of a service port (svc-common's word). SCTP is translated by address
+/// only (its CRC32c covers no IP header): a Service's SCTP port is served only when its
+/// targetPort is its port (a number that differs drops the port with a warning; a named
+/// one is resolved per endpoint, and endpoints on another port are left out, see
+/// [`crate::desired`]), and never on a NodePort.
 pub use crate::addr::Protocol;
 
-/// Result of reading a Kubernetes `protocol` field.
-enum ParsedProtocol {
-    Supported(Protocol),
-    Sctp,
-}
-
 /// `protocol` defaults to TCP when unset, as in Kubernetes.
-fn parse_protocol(value: Option<&str>, field: &str) -> Result<ParsedProtocol, InvalidObject> {
+fn parse_protocol(value: Option<&str>, field: &str) -> Result<Protocol, InvalidObject> {
     match value {
-        None | Some("TCP") => Ok(ParsedProtocol::Supported(Protocol::Tcp)),
-        Some("UDP") => Ok(ParsedProtocol::Supported(Protocol::Udp)),
-        Some("SCTP") => Ok(ParsedProtocol::Sctp),
+        None | Some("TCP") => Ok(Protocol::Tcp),
+        Some("UDP") => Ok(Protocol::Udp),
+        Some("SCTP") => Ok(Protocol::Sctp),
         Some(other) => Err(InvalidObject::BadProtocol {
             field: field.into(),
             value: other.into(),
@@ -347,7 +344,8 @@ pub struct Service {
     /// unset). Empty for headless and ExternalName Services.
     pub cluster_ips: Vec<Ipv4Addr>,
     pub kind: ServiceKind,
-    /// Ports datapath v1 can serve (SCTP ports are dropped with a warning).
+    /// Ports the datapath can serve (an SCTP port whose targetPort is another number is
+    /// dropped with a warning).
     pub ports: Vec<ServicePort>,
     /// Value of the `service.kubernetes.io/service-proxy-name` label: another proxy owns
     /// this Service, it is kept for display but gets no dataplane state.
@@ -399,7 +397,8 @@ fn is_iana_svc_name(s: &str) -> bool {
 
 impl Service {
     /// Converts and validates a k8s Service. Returns the Service and warnings about parts
-    /// that were dropped (SCTP ports, IPv6-only cluster IPs, a missing cluster IP).
+    /// that were dropped (SCTP ports with another targetPort, IPv6-only cluster IPs, a
+    /// missing cluster IP).
     pub fn from_k8s(svc: &corev1::Service) -> Result<(Service, Vec<String>), InvalidObject> {
         let id = ObjectRef::from_meta(&svc.metadata)?;
         let mut warnings = Vec::new();
@@ -540,16 +539,22 @@ impl Service {
                 None | Some(0) => None,
                 Some(n) => Some(parse_port(n.into(), &format!("spec.ports[{i}].nodePort"))?),
             };
-            let protocol = match protocol {
-                ParsedProtocol::Supported(proto) => proto,
-                ParsedProtocol::Sctp => {
-                    warnings.push(format!(
-                        "spec.ports[{i}] ({}{port}/SCTP) skipped: SCTP is not supported by datapath v1",
-                        if name.is_empty() { String::new() } else { format!("{name:?} ") }
-                    ));
-                    continue;
-                }
-            };
+            if protocol == Protocol::Sctp
+                && let TargetPort::Number(target) = &target_port
+                && *target != port
+            {
+                warnings.push(format!(
+                    "spec.ports[{i}] ({}{port}/SCTP) skipped: targetPort {target} differs from \
+                     port, and SCTP is translated by address only (its CRC32c would need \
+                     recomputing for a port change)",
+                    if name.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{name:?} ")
+                    }
+                ));
+                continue;
+            }
             if !port_protos.insert((port, protocol)) {
                 return Err(invalid(
                     format!("spec.ports[{i}]"),
@@ -906,16 +911,11 @@ pub fn endpoint_group_from_slice(
             continue;
         };
         let port = parse_port(port.into(), &format!("ports[{i}].port"))?;
-        match protocol {
-            ParsedProtocol::Supported(protocol) => ports.push(EndpointPort {
-                name,
-                port,
-                protocol,
-            }),
-            ParsedProtocol::Sctp => warnings.push(format!(
-                "ports[{i}] ({port}/SCTP) skipped: SCTP is not supported by datapath v1"
-            )),
-        }
+        ports.push(EndpointPort {
+            name,
+            port,
+            protocol,
+        });
     }
     let mut endpoints = Vec::new();
     for (i, ep) in slice
@@ -972,12 +972,15 @@ pub fn endpoint_groups_from_endpoints(
         {
             let name = p.name.clone().unwrap_or_default();
             let port = parse_port(p.port.into(), &format!("subsets[{s}].ports[{i}].port"))?;
-            match parse_protocol(p.protocol.as_deref(), &format!("subsets[{s}].ports[{i}].protocol"))? {
-                ParsedProtocol::Supported(protocol) => ports.push(EndpointPort { name, port, protocol }),
-                ParsedProtocol::Sctp => warnings.push(format!(
-                    "subsets[{s}].ports[{i}] ({port}/SCTP) skipped: SCTP is not supported by datapath v1"
-                )),
-            }
+            let protocol = parse_protocol(
+                p.protocol.as_deref(),
+                &format!("subsets[{s}].ports[{i}].protocol"),
+            )?;
+            ports.push(EndpointPort {
+                name,
+                port,
+                protocol,
+            });
         }
         let mut endpoints = Vec::new();
         let lists = [

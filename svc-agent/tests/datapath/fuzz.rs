@@ -186,6 +186,7 @@ fn proto_num(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => PROTO_TCP,
         Protocol::Udp => PROTO_UDP,
+        Protocol::Sctp => svc_agent::packet::PROTO_SCTP,
     }
 }
 

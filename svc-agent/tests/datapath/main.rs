@@ -19,6 +19,8 @@
 //! - `affinity`: sessionAffinity ClientIP
 //! - `terminating`: a terminating backend keeps its flows
 //! - `fragments`: IPv4 fragments, every one given its first fragment's translation
+//! - `sctp`: SCTP translated by address only, the CRC32c valid after translation
+//! - `detect_local`: several pod CIDRs and a change of them; pods told by interface
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
 //! tests hold a lock while a datapath is loaded, so they never run concurrently.
@@ -29,6 +31,7 @@ mod affinity;
 mod clusterip;
 mod collisions;
 mod conntrack;
+mod detect_local;
 mod fragments;
 mod fuzz;
 mod icmp;
@@ -36,6 +39,7 @@ mod malformed;
 mod masquerade;
 mod policy;
 mod reject;
+mod sctp;
 mod services;
 mod source_ranges;
 mod terminating;

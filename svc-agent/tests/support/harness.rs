@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aya::programs::{TestRun, TestRunOptions};
-use svc_agent::dataplane::{Datapath, DatapathConfig, Maps};
+use svc_agent::dataplane::{Datapath, DatapathConfig, DetectLocal, Maps};
 use svc_agent::desired::{DesiredState, Ipv4Cidr};
 use svc_agent::packet::{hex_diff, parse_summary, verify_checksums};
 use svc_agent::reconcile::{Reconciler, SyncReport};
@@ -41,7 +41,8 @@ pub fn default_config() -> DatapathConfig {
 /// are 10.244.1.0/24, node 2's 10.244.2.0/24), masquerade address 192.0.2.1.
 pub fn node1_config() -> DatapathConfig {
     DatapathConfig {
-        cluster_cidr: Some(Ipv4Cidr::new(ip("10.244.0.0"), 16)),
+        detect_local: DetectLocal::Cidr,
+        pod_cidrs: vec![Ipv4Cidr::new(ip("10.244.0.0"), 16)],
         masquerade_addr: Some(ip(NODE_IP)),
         ..Default::default()
     }

@@ -464,7 +464,7 @@ fn services_without_frontends_are_listed_with_the_reason() {
     let mut both = service("default", "both", &[], tcp80());
     both.kind = ServiceKind::Headless;
     both.proxy_name_label = Some("someone-else".into());
-    // SCTP only: the model dropped every port.
+    // Only SCTP ports with another targetPort: the model dropped every port.
     let sctp = service("default", "sctp", &["10.96.0.31"], vec![]);
     let v6only = service("default", "v6only", &[], tcp80());
     // IPv6-only cluster IP but an externalIP: served (no entry here).
@@ -549,5 +549,67 @@ fn a_service_with_only_node_ports_is_served() {
             ObjectRef::new("default", "np"),
             UnservedReason::NoIpv4ClusterIp
         )]
+    );
+}
+
+/// SCTP is translated by address only: a LoadBalancer Service's SCTP port is served on its
+/// ClusterIP, externalIP and LoadBalancer IP (all at `port`) but not on its NodePort (at
+/// `nodePort`, which differs from the targetPort), which is a problem naming the reason;
+/// endpoints whose named targetPort resolves to another port are left out.
+#[test]
+fn sctp_is_served_where_no_port_changes() {
+    let mut svc = lb_service();
+    svc.ports = vec![
+        ServicePort {
+            node_port: Some(30090),
+            ..port("sig", 2905, Protocol::Sctp)
+        },
+        ServicePort {
+            target_port: TargetPort::Name("named".into()),
+            ..port("named", 2906, Protocol::Sctp)
+        },
+    ];
+    let eps = group(
+        &[
+            ("sig", 2905, Protocol::Sctp),
+            ("named", 2906, Protocol::Sctp),
+        ],
+        vec![ep("10.244.1.11", true, true, false)],
+    );
+    // A second slice where "named" resolves to another port: left out.
+    let moved = group(
+        &[("named", 7000, Protocol::Sctp)],
+        vec![ep("10.244.1.12", true, true, false)],
+    );
+    let c = cluster(
+        vec![svc],
+        vec![(ObjectRef::new("default", "lb"), vec![eps, moved])],
+    );
+    let (state, problems) = compute(&c, &node());
+    for vip in ["10.96.0.10", "203.0.113.7", "198.51.100.1"] {
+        assert_eq!(
+            backends(&state, fe(vip, 2905, Protocol::Sctp)),
+            vec![be("10.244.1.11", 2905, Protocol::Sctp)],
+            "{vip}"
+        );
+        assert_eq!(
+            backends(&state, fe(vip, 2906, Protocol::Sctp)),
+            vec![be("10.244.1.11", 2906, Protocol::Sctp)],
+            "{vip}: the endpoint on 7000 is left out"
+        );
+    }
+    assert!(
+        !state.frontends.keys().any(|f| f.port == 30090),
+        "no SCTP NodePort: {:?}",
+        state.frontends.keys()
+    );
+    let reasons: Vec<String> = problems.iter().map(|p| p.reason.clone()).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            "port \"sig\": NodePort 30090/SCTP skipped: SCTP is translated by address only, \
+             and the nodePort differs from the targetPort (2905); the ClusterIP, externalIPs \
+             and LoadBalancer IPs are served"
+        ]
     );
 }

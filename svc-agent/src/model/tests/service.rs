@@ -36,15 +36,45 @@ fn defaults_namespace_protocol_and_target_port() {
 }
 
 #[test]
-fn sctp_port_is_dropped_with_a_warning() {
+fn sctp_ports_are_kept_only_where_the_target_port_is_the_port() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let target = |p: KPort, t: IntOrString| KPort {
+        target_port: Some(t),
+        ..p
+    };
     let (svc, warnings) = Service::from_k8s(&k8s_service(vec![
         kport("a", 80, "TCP"),
+        // No targetPort: the port itself.
         kport("b", 5000, "SCTP"),
+        target(kport("c", 5001, "SCTP"), IntOrString::Int(5001)),
+        // Another number: would need the CRC32c recomputed.
+        target(kport("d", 5002, "SCTP"), IntOrString::Int(6000)),
+        // A name: resolved per endpoint (desired keeps the endpoints on port 5003 only).
+        target(kport("e", 5003, "SCTP"), IntOrString::String("sig".into())),
     ]))
     .unwrap();
-    assert_eq!(svc.ports.len(), 1);
-    assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].contains("SCTP"), "{warnings:?}");
+    let kept: Vec<(&str, Protocol)> = svc
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.protocol))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            ("a", Protocol::Tcp),
+            ("b", Protocol::Sctp),
+            ("c", Protocol::Sctp),
+            ("e", Protocol::Sctp)
+        ]
+    );
+    assert_eq!(
+        warnings,
+        vec![
+            "spec.ports[3] (\"d\" 5002/SCTP) skipped: targetPort 6000 differs from port, and \
+             SCTP is translated by address only (its CRC32c would need recomputing for a port \
+             change)"
+        ]
+    );
 }
 
 #[test]
