@@ -15,6 +15,7 @@ mod reject;
 mod rules;
 mod sock;
 mod tc;
+mod unserved;
 mod xdp;
 
 use aya_ebpf::{
