@@ -614,12 +614,6 @@ impl Reconciler {
         report
     }
 
-    /// The service CIDRs and the number of ClusterIPs the maps hold, as the mirror knows
-    /// them.
-    pub fn unserved_sizes(&self) -> (usize, usize) {
-        (self.service_cidrs.len(), self.cluster_ips.len())
-    }
-
     /// Writes the problems svcctl lists (SVC_PROBLEMS, for svcctl only): `texts` in order
     /// under keys 0.., only the entries that differ; when there are more than the map holds,
     /// the last entry counts the rest. Entries past them are deleted. A failed write is
