@@ -17,6 +17,8 @@
 //! - `source_ranges`: loadBalancerSourceRanges
 //! - `affinity`: sessionAffinity ClientIP
 //! - `terminating`: a terminating backend keeps its flows
+//! - `unallocated`: a ClusterIP's unknown ports (REJECT) and unallocated addresses of the
+//!   service CIDRs (DROP), kube-proxy nftables' rules; replies and other traffic untouched
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
 //! tests hold a lock while a datapath is loaded, so they never run concurrently.
@@ -35,5 +37,6 @@ mod reject;
 mod services;
 mod source_ranges;
 mod terminating;
+mod unallocated;
 mod verifier;
 mod xdp;
