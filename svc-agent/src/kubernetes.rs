@@ -338,7 +338,8 @@ enum IfNotServed {
     Empty,
 }
 
-/// True for the errors [`IfNotServed::Empty`] takes as "no such objects".
+/// The status code of an error [`IfNotServed::Empty`] takes as "no such objects" (a 403 or
+/// 404 answer to the list or the watch), else None.
 fn not_served(e: &watcher::Error) -> Option<u16> {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
@@ -351,17 +352,22 @@ fn not_served(e: &watcher::Error) -> Option<u16> {
     }
 }
 
-/// Runs a watcher for `api` on the current tokio runtime, converting every object with
-/// `convert` into `wrap`ped [`ModelEvent`]s for the agent (`id` names each object).
-/// Reconnects for ever (backoff).
-#[allow(clippy::too_many_arguments)]
+/// How a watch names, converts and wraps the objects of its kind.
+struct Conversion<K, T> {
+    id: fn(&K) -> ObjectRef,
+    convert: fn(&K) -> T,
+    wrap: fn(Op<T>) -> ModelEvent,
+}
+
+/// Runs a watcher for `api` on the current tokio runtime, turning every object into a
+/// [`ModelEvent`] for the agent with `conversion`. Reconnects for ever (backoff).
 fn watch_model<K, T>(
     api: Api<K>,
     config: watcher::Config,
     state: Arc<WatchState>,
     listed: Arc<AtomicBool>,
     events: std::sync::mpsc::Sender<ModelEvent>,
-    (id, convert, wrap): (fn(&K) -> ObjectRef, fn(&K) -> T, fn(Op<T>) -> ModelEvent),
+    conversion: Conversion<K, T>,
     if_not_served: IfNotServed,
 ) -> JoinHandle<()>
 where
@@ -375,6 +381,7 @@ where
     T: Send + 'static,
 {
     let kind = K::kind(&()).to_string();
+    let Conversion { id, convert, wrap } = conversion;
     tokio::spawn(async move {
         let stream = watcher(api, config).default_backoff();
         futures::pin_mut!(stream);
@@ -487,7 +494,11 @@ impl KubeSource {
                 state.clone(),
                 services_listed.clone(),
                 tx.clone(),
-                (object_ref, convert_service, ModelEvent::Service),
+                Conversion {
+                    id: object_ref,
+                    convert: convert_service,
+                    wrap: ModelEvent::Service,
+                },
                 IfNotServed::Wait,
             ),
             watch_model(
@@ -496,7 +507,11 @@ impl KubeSource {
                 state.clone(),
                 slices_listed.clone(),
                 tx.clone(),
-                (object_ref, convert_slice, ModelEvent::Slice),
+                Conversion {
+                    id: object_ref,
+                    convert: convert_slice,
+                    wrap: ModelEvent::Slice,
+                },
                 IfNotServed::Wait,
             ),
             watch_model(
@@ -505,7 +520,11 @@ impl KubeSource {
                 state.clone(),
                 cidrs_listed.clone(),
                 tx,
-                (cluster_ref, convert_service_cidr, ModelEvent::ServiceCidr),
+                Conversion {
+                    id: cluster_ref,
+                    convert: convert_service_cidr,
+                    wrap: ModelEvent::ServiceCidr,
+                },
                 IfNotServed::Empty,
             ),
         ];
