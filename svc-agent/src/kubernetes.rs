@@ -39,6 +39,12 @@
 //!   Service's slices (often large, e.g. StatefulSets) are never used.
 //! - This node (field selector `metadata.name=NODE_NAME`): its InternalIP addresses when
 //!   no `--node-ip` is given, and whether it is being removed (for `/healthz`).
+//! - ServiceCIDRs (`networking.k8s.io/v1`, cluster-scoped, GA in Kubernetes 1.33): the
+//!   service CIDRs, inside which an address no Service has is dropped (kube-proxy watches
+//!   them too). An API server that does not serve the kind (404: before 1.33 without the
+//!   beta API) or forbids it (403: RBAC without `servicecidrs`) counts as having none, once,
+//!   with a warning, so the agent still programs the maps (with `--service-cluster-ip-range`
+//!   as the fallback); the watch keeps retrying and takes the objects when they come.
 //! - Legacy Endpoints are not watched: the EndpointSlice mirroring controller turns
 //!   hand-made Endpoints into slices, and kube-proxy reads slices only.
 use std::{
@@ -55,6 +61,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
+    networking::v1::ServiceCIDR,
 };
 use kube::{
     Api, Client, Resource,
@@ -229,10 +236,20 @@ pub struct SliceItem {
     pub uid: Option<String>,
 }
 
+/// A ServiceCIDR converted: its IPv4 CIDRs, or why it is not usable; and the warnings.
+#[derive(Debug, Clone)]
+pub struct ServiceCidrItem {
+    pub cidrs: Option<Vec<model::Ipv4Cidr>>,
+    pub problems: Vec<Problem>,
+    /// `metadata.uid`, as for [`ServiceItem::uid`].
+    pub uid: Option<String>,
+}
+
 #[derive(Debug)]
 pub enum ModelEvent {
     Service(Op<ServiceItem>),
     Slice(Op<SliceItem>),
+    ServiceCidr(Op<ServiceCidrItem>),
 }
 
 fn object_ref<K: Resource>(o: &K) -> ObjectRef {
@@ -240,6 +257,11 @@ fn object_ref<K: Resource>(o: &K) -> ObjectRef {
         o.meta().namespace.as_deref().unwrap_or("default"),
         o.meta().name.clone().unwrap_or_default(),
     )
+}
+
+/// A cluster-scoped object's name (an empty namespace), as the model keeps ServiceCIDRs.
+fn cluster_ref<K: Resource>(o: &K) -> ObjectRef {
+    ObjectRef::new("", o.meta().name.clone().unwrap_or_default())
 }
 
 /// Where a problem found in the API's objects comes from, in [`Problem::source`].
@@ -297,16 +319,70 @@ pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
     }
 }
 
-/// Runs a watcher for `api` on the current tokio runtime, converting every object with
-/// `convert` into `wrap`ped [`ModelEvent`]s for the agent. Reconnects for ever (backoff).
+/// The manifest path's conversion of a ServiceCIDR.
+pub fn convert_service_cidr(object: &ServiceCIDR) -> ServiceCidrItem {
+    let id = cluster_ref(object);
+    let uid = object.metadata.uid.clone();
+    match model::service_cidr_from_k8s(object) {
+        Ok((_, cidrs, warnings)) => ServiceCidrItem {
+            cidrs: Some(cidrs),
+            problems: warnings
+                .into_iter()
+                .map(|w| problem("ServiceCIDR", &id, w))
+                .collect(),
+            uid,
+        },
+        Err(e) => ServiceCidrItem {
+            cidrs: None,
+            problems: vec![problem("ServiceCIDR", &id, e.to_string())],
+            uid,
+        },
+    }
+}
+
+/// How a watch treats an API server that cannot list its kind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfNotServed {
+    /// Retry for ever: nothing is programmed before the kind is listed.
+    Wait,
+    /// A 404 (the API server does not serve the kind) or 403 (RBAC forbids it) on the
+    /// first list counts, once, as an empty list (with a warning), so the agent is not
+    /// held up by an optional kind; the watch goes on retrying and its list, when it comes,
+    /// replaces the empty one.
+    Empty,
+}
+
+/// The status code of an error [`IfNotServed::Empty`] takes as "no such objects" (a 403 or
+/// 404 answer to the list or the watch), else None.
+fn not_served(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+            if matches!(status.code, 403 | 404) =>
+        {
+            Some(status.code)
+        }
+        _ => None,
+    }
+}
+
+/// How a watch names, converts and wraps the objects of its kind.
+struct Conversion<K, T> {
+    id: fn(&K) -> ObjectRef,
+    convert: fn(&K) -> T,
+    wrap: fn(Op<T>) -> ModelEvent,
+}
+
+/// Runs a watcher for `api` on the current tokio runtime, turning every object into a
+/// [`ModelEvent`] for the agent with `conversion`. Reconnects for ever (backoff).
 fn watch_model<K, T>(
     api: Api<K>,
     config: watcher::Config,
     state: Arc<WatchState>,
     listed: Arc<AtomicBool>,
     events: std::sync::mpsc::Sender<ModelEvent>,
-    convert: fn(&K) -> T,
-    wrap: fn(Op<T>) -> ModelEvent,
+    conversion: Conversion<K, T>,
+    if_not_served: IfNotServed,
 ) -> JoinHandle<()>
 where
     K: Resource<DynamicType = ()>
@@ -319,6 +395,7 @@ where
     T: Send + 'static,
 {
     let kind = K::kind(&()).to_string();
+    let Conversion { id, convert, wrap } = conversion;
     tokio::spawn(async move {
         let stream = watcher(api, config).default_backoff();
         futures::pin_mut!(stream);
@@ -332,14 +409,34 @@ where
                     }
                     match event {
                         watcher::Event::Init => Op::Init,
-                        watcher::Event::InitApply(o) => Op::InitApply(object_ref(&o), convert(&o)),
+                        watcher::Event::InitApply(o) => Op::InitApply(id(&o), convert(&o)),
                         watcher::Event::InitDone => Op::InitDone,
-                        watcher::Event::Apply(o) => Op::Apply(object_ref(&o), convert(&o)),
-                        watcher::Event::Delete(o) => Op::Delete(object_ref(&o)),
+                        watcher::Event::Apply(o) => Op::Apply(id(&o), convert(&o)),
+                        watcher::Event::Delete(o) => Op::Delete(id(&o)),
                     }
                 }
                 Err(e) => {
                     state.errors.fetch_add(1, Ordering::Relaxed);
+                    if let Some(code) = not_served(&e).filter(|_| {
+                        if_not_served == IfNotServed::Empty && !listed.load(Ordering::SeqCst)
+                    }) {
+                        warn!(
+                            kind = %kind,
+                            code,
+                            error = %e,
+                            "the API server does not let this agent list this kind: taking it as none (still retrying)"
+                        );
+                        for op in [Op::Init, Op::InitDone] {
+                            if events.send(wrap(op)).is_err() {
+                                return;
+                            }
+                        }
+                        listed.store(true, Ordering::SeqCst);
+                        state.generation.fetch_add(1, Ordering::SeqCst);
+                        state.changed.notify_one();
+                        failing = true;
+                        continue;
+                    }
                     // One line per outage, not per retry: the backoff retries for ever.
                     if !failing {
                         warn!(kind = %kind, error = %e, "watch failed; serving the last state and retrying");
@@ -379,6 +476,7 @@ pub struct KubeSource {
     events: std::sync::mpsc::Receiver<ModelEvent>,
     services_listed: Arc<AtomicBool>,
     slices_listed: Arc<AtomicBool>,
+    cidrs_listed: Arc<AtomicBool>,
     node: Option<NodeWatch>,
     tasks: Vec<JoinHandle<()>>,
     state: Arc<WatchState>,
@@ -402,6 +500,7 @@ impl KubeSource {
         let (tx, rx) = std::sync::mpsc::channel();
         let services_listed = Arc::new(AtomicBool::new(false));
         let slices_listed = Arc::new(AtomicBool::new(false));
+        let cidrs_listed = Arc::new(AtomicBool::new(false));
         let tasks = vec![
             watch_model(
                 Api::<Service>::all(client.clone()),
@@ -409,17 +508,38 @@ impl KubeSource {
                 state.clone(),
                 services_listed.clone(),
                 tx.clone(),
-                convert_service,
-                ModelEvent::Service,
+                Conversion {
+                    id: object_ref,
+                    convert: convert_service,
+                    wrap: ModelEvent::Service,
+                },
+                IfNotServed::Wait,
             ),
             watch_model(
                 Api::<EndpointSlice>::all(client.clone()),
                 watcher::Config::default().labels(&format!("!{HEADLESS_LABEL}")),
                 state.clone(),
                 slices_listed.clone(),
+                tx.clone(),
+                Conversion {
+                    id: object_ref,
+                    convert: convert_slice,
+                    wrap: ModelEvent::Slice,
+                },
+                IfNotServed::Wait,
+            ),
+            watch_model(
+                Api::<ServiceCIDR>::all(client.clone()),
+                watcher::Config::default(),
+                state.clone(),
+                cidrs_listed.clone(),
                 tx,
-                convert_slice,
-                ModelEvent::Slice,
+                Conversion {
+                    id: cluster_ref,
+                    convert: convert_service_cidr,
+                    wrap: ModelEvent::ServiceCidr,
+                },
+                IfNotServed::Empty,
             ),
         ];
         let node = node_name.map(|name| {
@@ -461,6 +581,7 @@ impl KubeSource {
             events: rx,
             services_listed,
             slices_listed,
+            cidrs_listed,
             node,
             tasks,
             state,
@@ -472,6 +593,7 @@ impl KubeSource {
     pub fn ready(&self) -> bool {
         self.services_listed.load(Ordering::SeqCst)
             && self.slices_listed.load(Ordering::SeqCst)
+            && self.cidrs_listed.load(Ordering::SeqCst)
             && self
                 .node
                 .as_ref()
@@ -512,8 +634,8 @@ impl KubeSource {
 /// What applying events changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Refresh {
-    /// A Service object was added, changed or removed, or a list was swapped in:
-    /// everything must be recomputed.
+    /// A Service or ServiceCIDR object was added, changed or removed, or a list was
+    /// swapped in: everything must be recomputed.
     pub services_changed: bool,
     /// Services whose endpoints (EndpointSlices) changed.
     pub endpoints_changed: std::collections::BTreeSet<ObjectRef>,
@@ -538,6 +660,16 @@ struct SliceEntry {
 /// A Service as the model remembers it besides its model (in [`WatchedCluster::cluster`]).
 #[derive(Debug, Clone, Default)]
 struct ServiceEntry {
+    problems: Vec<Problem>,
+    uid: Option<String>,
+}
+
+/// A ServiceCIDR as the model remembers it besides its CIDRs (in the cluster's
+/// `service_cidrs`, when usable). Like a Service, one that was served and whose new
+/// version cannot be used keeps its last good version (the API server makes `spec.cidrs`
+/// immutable, so this is for a buggy writer only).
+#[derive(Debug, Clone, Default)]
+struct ServiceCidrEntry {
     problems: Vec<Problem>,
     uid: Option<String>,
 }
@@ -599,12 +731,15 @@ pub struct WatchedCluster {
     slices: HashMap<ObjectRef, SliceEntry>,
     /// Per Service, its slices' groups (None: a slice of another address family).
     groups: BTreeMap<ObjectRef, BTreeMap<ObjectRef, Option<EndpointGroup>>>,
+    service_cidrs: HashMap<ObjectRef, ServiceCidrEntry>,
     /// Lists in progress.
     listing_services: Option<Vec<(ObjectRef, ServiceItem)>>,
     listing_slices: Option<Vec<(ObjectRef, SliceItem)>>,
+    listing_cidrs: Option<Vec<(ObjectRef, ServiceCidrItem)>>,
     /// A complete list of each kind has been swapped in.
     services_listed: bool,
     slices_listed: bool,
+    cidrs_listed: bool,
 }
 
 impl WatchedCluster {
@@ -612,10 +747,11 @@ impl WatchedCluster {
         &self.cluster
     }
 
-    /// True once a complete list of Services and of EndpointSlices is in: before that
-    /// nothing may be computed from the model (it would prune live Services).
+    /// True once a complete list of Services, of EndpointSlices and of ServiceCIDRs is
+    /// in: before that nothing may be computed from the model (it would prune live
+    /// Services).
     pub fn listed(&self) -> bool {
-        self.services_listed && self.slices_listed
+        self.services_listed && self.slices_listed && self.cidrs_listed
     }
 
     /// True if an object the API holds could not be used and has no last good version
@@ -627,6 +763,10 @@ impl WatchedCluster {
             .keys()
             .any(|id| !self.cluster.services.contains_key(id))
             || self.slices.values().any(|s| s.service.is_none())
+            || self
+                .service_cidrs
+                .keys()
+                .any(|id| !self.cluster.service_cidrs.contains_key(id))
     }
 
     /// Every problem of the current objects, Services first, each kind in namespace/name
@@ -641,6 +781,11 @@ impl WatchedCluster {
                     .iter()
                     .flat_map(|(id, c)| c.problems.iter().map(move |p| (1, id, p))),
             )
+            .chain(
+                self.service_cidrs
+                    .iter()
+                    .flat_map(|(id, c)| c.problems.iter().map(move |p| (2, id, p))),
+            )
             .collect();
         out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         out.into_iter().map(|(_, _, p)| p.clone()).collect()
@@ -649,6 +794,43 @@ impl WatchedCluster {
     /// Applies one event, noting what it changed in `r`.
     pub fn apply(&mut self, event: ModelEvent, r: &mut Refresh) {
         match event {
+            // Rare and small: any change recomputes everything.
+            ModelEvent::ServiceCidr(op) => match op {
+                Op::Init => self.listing_cidrs = Some(Vec::new()),
+                Op::InitApply(id, item) => self
+                    .listing_cidrs
+                    .get_or_insert_with(Vec::new)
+                    .push((id, item)),
+                Op::InitDone => {
+                    let list = self.listing_cidrs.take().unwrap_or_default();
+                    let entries = std::mem::take(&mut self.service_cidrs);
+                    let mut served = std::mem::take(&mut self.cluster.service_cidrs);
+                    for (id, item) in list {
+                        let last_good = match (&item.cidrs, entries.get(&id)) {
+                            (None, Some(e)) if e.uid == item.uid => served.remove(&id),
+                            _ => None,
+                        };
+                        self.put_service_cidr(id, item, last_good);
+                    }
+                    self.cidrs_listed = true;
+                    r.services_changed = true;
+                }
+                Op::Apply(id, item) => {
+                    let last_good = match (&item.cidrs, self.service_cidrs.get(&id)) {
+                        (None, Some(e)) if e.uid == item.uid => {
+                            self.cluster.service_cidrs.get(&id).cloned()
+                        }
+                        _ => None,
+                    };
+                    self.put_service_cidr(id, item, last_good);
+                    r.services_changed = true;
+                }
+                Op::Delete(id) => {
+                    self.service_cidrs.remove(&id);
+                    self.cluster.service_cidrs.remove(&id);
+                    r.services_changed = true;
+                }
+            },
             ModelEvent::Service(op) => match op {
                 Op::Init => self.listing_services = Some(Vec::new()),
                 Op::InitApply(id, item) => self
@@ -779,6 +961,37 @@ impl WatchedCluster {
         self.services.insert(id, ServiceEntry { problems, uid });
     }
 
+    /// Records a ServiceCIDR's new version; with `last_good` (its new version cannot be
+    /// used) that one stays, and the problems say so.
+    fn put_service_cidr(
+        &mut self,
+        id: ObjectRef,
+        item: ServiceCidrItem,
+        last_good: Option<Vec<model::Ipv4Cidr>>,
+    ) {
+        let ServiceCidrItem {
+            cidrs,
+            problems,
+            uid,
+        } = item;
+        let problems = match (cidrs, last_good) {
+            (Some(c), _) => {
+                self.cluster.service_cidrs.insert(id.clone(), c);
+                problems
+            }
+            (None, Some(c)) => {
+                self.cluster.service_cidrs.insert(id.clone(), c);
+                problems.into_iter().map(held).collect()
+            }
+            (None, None) => {
+                self.cluster.service_cidrs.remove(&id);
+                problems
+            }
+        };
+        self.service_cidrs
+            .insert(id, ServiceCidrEntry { problems, uid });
+    }
+
     /// Records a slice and its group without rebuilding the Service's endpoints; returns
     /// the Service it belongs to.
     fn put_slice_quiet(&mut self, id: ObjectRef, item: SliceItem) -> Option<ObjectRef> {
@@ -863,17 +1076,36 @@ mod tests {
         }
     }
 
-    /// The objects of the two-node example as the API would hold them: Services and
-    /// EndpointSlices (legacy Endpoints are not watched), each with a resourceVersion.
-    fn example_objects() -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
+    fn example_parsed() -> Vec<crate::manifest::ParsedObject> {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node/services.yaml"),
         )
         .unwrap();
         let (objects, problems) = crate::manifest::parse_str(&text, "services.yaml");
         assert!(problems.is_empty(), "{problems:?}");
+        objects
+    }
+
+    /// The ServiceCIDRs of the two-node example, as the API would hold them; [`list`]
+    /// lists them with the Services and slices it is given.
+    fn example_cidrs() -> Vec<ServiceCIDR> {
+        example_parsed()
+            .into_iter()
+            .filter_map(|o| match o.object {
+                crate::manifest::K8sObject::ServiceCidr(mut c) => {
+                    c.metadata.uid = c.metadata.name.as_ref().map(|n| format!("uid-cidr-{n}"));
+                    Some(*c)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The objects of the two-node example as the API would hold them: Services and
+    /// EndpointSlices (legacy Endpoints are not watched), each with a resourceVersion.
+    fn example_objects() -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
         let (mut services, mut slices) = (Vec::new(), Vec::new());
-        for o in objects {
+        for o in example_parsed() {
             match o.object {
                 crate::manifest::K8sObject::Service(mut s) => {
                     s.metadata.resource_version = Some("1".into());
@@ -885,13 +1117,14 @@ mod tests {
                     s.metadata.uid = s.metadata.name.as_ref().map(|n| format!("uid-slice-{n}"));
                     slices.push(Arc::new(*s));
                 }
-                crate::manifest::K8sObject::Endpoints(_) => {}
+                crate::manifest::K8sObject::Endpoints(_)
+                | crate::manifest::K8sObject::ServiceCidr(_) => {}
             }
         }
         (services, slices)
     }
 
-    /// The manifest path's model of the same objects.
+    /// The manifest path's model of the same objects (and the example's ServiceCIDRs).
     fn manifest_model(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Cluster {
         let items = services
             .iter()
@@ -899,6 +1132,11 @@ mod tests {
             .chain(slices.iter().map(|s| {
                 crate::manifest::K8sObject::EndpointSlice(Box::new(EndpointSlice::clone(s)))
             }))
+            .chain(
+                example_cidrs()
+                    .into_iter()
+                    .map(|c| crate::manifest::K8sObject::ServiceCidr(Box::new(c))),
+            )
             .map(|object| crate::manifest::ParsedObject {
                 source: "x".into(),
                 object,
@@ -928,7 +1166,117 @@ mod tests {
             );
         }
         m.apply(ModelEvent::Slice(Op::InitDone), &mut r);
+        list_cidrs(m, &example_cidrs(), &mut r);
         r
+    }
+
+    fn list_cidrs(m: &mut WatchedCluster, cidrs: &[ServiceCIDR], r: &mut Refresh) {
+        m.apply(ModelEvent::ServiceCidr(Op::Init), r);
+        for c in cidrs {
+            m.apply(
+                ModelEvent::ServiceCidr(Op::InitApply(cluster_ref(c), convert_service_cidr(c))),
+                r,
+            );
+        }
+        m.apply(ModelEvent::ServiceCidr(Op::InitDone), r);
+    }
+
+    #[test]
+    fn service_cidrs_follow_events_and_keep_their_last_good_version() {
+        let (services, slices) = example_objects();
+        let mut m = WatchedCluster::default();
+        let mut r = Refresh::default();
+        // Services and slices alone are not a complete view: the ServiceCIDR list is
+        // missing.
+        m.apply(ModelEvent::Service(Op::Init), &mut r);
+        m.apply(ModelEvent::Service(Op::InitDone), &mut r);
+        m.apply(ModelEvent::Slice(Op::Init), &mut r);
+        m.apply(ModelEvent::Slice(Op::InitDone), &mut r);
+        assert!(!m.listed());
+        list(&mut m, &services, &slices);
+        assert!(m.listed());
+        let kubernetes = ObjectRef::new("", "kubernetes");
+        let cidr = |s: &str| s.parse::<model::Ipv4Cidr>().unwrap();
+        assert_eq!(
+            m.cluster().service_cidrs[&kubernetes],
+            [cidr("10.96.0.0/16")],
+            "the example's ServiceCIDR"
+        );
+
+        // A second one is added: everything is recomputed.
+        let mut extra = example_cidrs()[0].clone();
+        extra.metadata.name = Some("extra".into());
+        extra.metadata.uid = Some("uid-extra".into());
+        extra.spec.as_mut().unwrap().cidrs =
+            Some(vec!["172.30.0.0/16".into(), "fd00::/108".into()]);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::ServiceCidr(Op::Apply(cluster_ref(&extra), convert_service_cidr(&extra))),
+            &mut r,
+        );
+        assert!(r.services_changed);
+        let extra_id = ObjectRef::new("", "extra");
+        assert_eq!(
+            m.cluster().service_cidrs[&extra_id],
+            [cidr("172.30.0.0/16")]
+        );
+        assert_eq!(
+            problem_texts(&m),
+            [
+                "api ServiceCIDR extra: spec.cidrs[1] \"fd00::/108\" skipped: IPv6 is not supported by datapath v1"
+            ]
+        );
+
+        // A bad update (a buggy writer: the API server makes spec.cidrs immutable) keeps
+        // the last good version.
+        let mut bad = extra.clone();
+        bad.spec.as_mut().unwrap().cidrs = Some(vec!["172.30.0.0".into()]);
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::ServiceCidr(Op::Apply(cluster_ref(&bad), convert_service_cidr(&bad))),
+            &mut r,
+        );
+        assert_eq!(
+            m.cluster().service_cidrs[&extra_id],
+            [cidr("172.30.0.0/16")]
+        );
+        assert!(!m.withheld());
+        assert_eq!(
+            problem_texts(&m),
+            [
+                "api ServiceCIDR extra: still serving the last good version: spec.cidrs[0] \"172.30.0.0\" is not a CIDR"
+            ]
+        );
+        // So through a relist.
+        let mut r = Refresh::default();
+        list_cidrs(&mut m, &[example_cidrs()[0].clone(), bad.clone()], &mut r);
+        assert!(r.services_changed);
+        assert_eq!(
+            m.cluster().service_cidrs[&extra_id],
+            [cidr("172.30.0.0/16")]
+        );
+
+        // Deleted: gone; a relist without it: gone too.
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::ServiceCidr(Op::Delete(extra_id.clone())),
+            &mut r,
+        );
+        assert!(r.services_changed && !m.cluster().service_cidrs.contains_key(&extra_id));
+        assert!(m.problems().is_empty());
+        let mut r = Refresh::default();
+        list_cidrs(&mut m, &[], &mut r);
+        assert!(m.cluster().service_cidrs.is_empty());
+
+        // One that was never valid serves nothing and withholds (an earlier agent may
+        // have served it).
+        let mut r = Refresh::default();
+        m.apply(
+            ModelEvent::ServiceCidr(Op::Apply(cluster_ref(&bad), convert_service_cidr(&bad))),
+            &mut r,
+        );
+        assert!(m.cluster().service_cidrs.is_empty());
+        assert!(m.withheld());
     }
 
     #[test]

@@ -198,6 +198,25 @@ struct Args {
     #[arg(long, value_name = "IFACE")]
     pod_bridge_interface: Option<String>,
 
+    /// The service CIDRs, as kube-apiserver's flag of that name (comma-separated, or
+    /// repeated), used only while no ServiceCIDR object (networking.k8s.io/v1) exists: in
+    /// a cluster the API server makes one (`kubernetes`) from its own flag, and the agent
+    /// watches them; in manifest mode ServiceCIDR manifests count as well. As kube-proxy's
+    /// nftables mode does, a packet to an address inside the service CIDRs that no Service
+    /// has is dropped (a node process gets EPERM), while a packet to a ClusterIP on a port
+    /// or protocol no Service has is rejected (TCP RST / ICMP port unreachable; a node
+    /// process: ECONNREFUSED) whatever the CIDRs. Without any service CIDR, packets to
+    /// unallocated addresses are passed on to routing. IPv6 CIDRs are skipped with a
+    /// warning; a CIDR holding one of this node's addresses is not used (it would drop the
+    /// node's own traffic).
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        value_delimiter = ',',
+        value_parser = parse_range_cidr
+    )]
+    service_cluster_ip_range: Vec<RangeCidr>,
+
     /// Masquerade all traffic to ClusterIPs to the node address, pods' too (kube-proxy's
     /// --masquerade-all). Like kube-proxy's, it applies to ClusterIP traffic only: the
     /// NodePorts, externalIPs and LoadBalancer IPs of an externalTrafficPolicy Local
@@ -316,6 +335,22 @@ fn parse_zone(s: &str) -> Result<String, String> {
     }
 }
 
+/// One CIDR of --service-cluster-ip-range: IPv4, or IPv6 (skipped with a warning, as the
+/// flag of a dual-stack API server lists both families).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RangeCidr {
+    V4(Ipv4Cidr),
+    V6(String),
+}
+
+fn parse_range_cidr(s: &str) -> Result<RangeCidr, String> {
+    match s.trim().parse::<Ipv4Cidr>() {
+        Ok(c) => Ok(RangeCidr::V4(c)),
+        Err(svc_agent::desired::CidrError::Ipv6) => Ok(RangeCidr::V6(s.trim().to_string())),
+        Err(e) => Err(format!("{s:?} is {e} (expected e.g. 10.96.0.0/12)")),
+    }
+}
+
 /// `none`, `all`, or CIDRs separated by commas (whitespace around each tolerated).
 fn parse_external_ip_cidrs(s: &str) -> Result<ExternalIpPolicy, String> {
     match s.trim() {
@@ -427,6 +462,16 @@ impl Failure {
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
+    let mut service_cluster_ip_range = Vec::new();
+    for c in args.service_cluster_ip_range {
+        match c {
+            RangeCidr::V4(c) => service_cluster_ip_range.push(c),
+            RangeCidr::V6(c) => tracing::warn!(
+                cidr = %c,
+                "--service-cluster-ip-range: IPv6 CIDR skipped (datapath v1 has no IPv6)"
+            ),
+        }
+    }
     let node = NodeContext {
         node_name: args.node_name,
         node_ips: args.node_ips,
@@ -434,6 +479,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
         node_port_addresses: args.node_port_addresses,
         external_ips: args.external_ip_cidrs.unwrap_or_default(),
         localhost_node_ports: args.localhost_nodeports,
+        service_cluster_ip_range,
     };
     if node.loopback_node_ports_disabled() {
         tracing::warn!(
@@ -683,6 +729,46 @@ mod tests {
         assert!(parse(&["--detect-local-mode", "BridgeInterface"]).is_err());
         assert!(parse(&["--detect-local-mode", "bogus"]).is_err());
         assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).is_err());
+    }
+
+    #[test]
+    fn service_cluster_ip_range_flag() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["svc-agent", "--manifests", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| config(c.run).unwrap().node.service_cluster_ip_range)
+        };
+        let cidr = |s: &str| s.parse::<Ipv4Cidr>().unwrap();
+        assert_eq!(parse(&[]).unwrap(), []);
+        // kube-apiserver's form: one per family, comma-separated; IPv6 skipped.
+        assert_eq!(
+            parse(&[
+                "--service-cluster-ip-range",
+                "10.96.0.0/12,fd00:10:96::/112"
+            ])
+            .unwrap(),
+            [cidr("10.96.0.0/12")]
+        );
+        assert_eq!(
+            parse(&[
+                "--service-cluster-ip-range",
+                "10.96.0.0/16, 172.30.0.0/16",
+                "--service-cluster-ip-range",
+                "10.97.0.0/16"
+            ])
+            .unwrap(),
+            [
+                cidr("10.96.0.0/16"),
+                cidr("172.30.0.0/16"),
+                cidr("10.97.0.0/16")
+            ]
+        );
+        for bad in ["10.96.0.0", "10.96.0.0/33", "", "x/12"] {
+            assert!(
+                parse(&["--service-cluster-ip-range", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //!   in file-name order. YAML files may hold several documents separated by `---` lines;
 //!   JSON files may hold several concatenated objects. `kind: List` (and typed lists such as
 //!   `ServiceList`) are flattened through their `items`.
-//! - Services (`v1`), EndpointSlices (`discovery.k8s.io/v1`) and legacy Endpoints (`v1`) are
-//!   used; every other kind (Deployment, ConfigMap, Namespace...) is ignored silently.
+//! - Services (`v1`), EndpointSlices (`discovery.k8s.io/v1`), legacy Endpoints (`v1`) and
+//!   ServiceCIDRs (`networking.k8s.io/v1`, cluster-scoped: the service CIDRs, see
+//!   [`crate::desired`]) are used; every other kind (Deployment, ConfigMap, Namespace...)
+//!   is ignored silently.
 //! - A malformed document or an invalid object becomes a [`Problem`] and is skipped;
 //!   everything else still loads. Only an unreadable directory is an error (the agent then
 //!   keeps serving what it served).
@@ -21,7 +23,7 @@
 //! on every change and keeps, between reads, a [`LastGood`]: per file, the objects of its
 //! last reads that were usable. The whole rule lives in [`LastGood::update`]:
 //!
-//! - An object is one Service, EndpointSlice or Endpoints: kind and namespace/name
+//! - An object is one Service, EndpointSlice, Endpoints or ServiceCIDR: kind and namespace/name
 //!   ([`ObjectKey`]).
 //! - **A file that does not parse completely** (a YAML or JSON syntax error in any of its
 //!   documents, a document without `kind` or name, an unreadable or non-UTF-8 file) keeps
@@ -55,6 +57,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
+use k8s_openapi::api::networking::v1 as networkingv1;
 use serde_json::Value;
 
 use crate::model::{self, Cluster, ObjectRef, Problem};
@@ -74,6 +77,7 @@ pub enum K8sObject {
     Service(Box<corev1::Service>),
     EndpointSlice(Box<discoveryv1::EndpointSlice>),
     Endpoints(Box<corev1::Endpoints>),
+    ServiceCidr(Box<networkingv1::ServiceCIDR>),
 }
 
 impl K8sObject {
@@ -82,6 +86,7 @@ impl K8sObject {
             K8sObject::Service(_) => "Service",
             K8sObject::EndpointSlice(_) => "EndpointSlice",
             K8sObject::Endpoints(_) => "Endpoints",
+            K8sObject::ServiceCidr(_) => SERVICE_CIDR_KIND,
         }
     }
 
@@ -90,9 +95,22 @@ impl K8sObject {
             K8sObject::Service(s) => &s.metadata,
             K8sObject::EndpointSlice(s) => &s.metadata,
             K8sObject::Endpoints(e) => &e.metadata,
+            K8sObject::ServiceCidr(c) => &c.metadata,
         }
     }
+
+    /// The object's namespace/name; a ServiceCIDR is cluster-scoped (no namespace).
+    fn object_ref(&self) -> Result<ObjectRef, model::InvalidObject> {
+        let id = ObjectRef::from_meta(self.metadata())?;
+        Ok(match self {
+            K8sObject::ServiceCidr(_) => ObjectRef::new("", id.name),
+            _ => id,
+        })
+    }
 }
+
+/// The kind of the cluster-scoped ServiceCIDR objects.
+const SERVICE_CIDR_KIND: &str = "ServiceCIDR";
 
 /// The kinds the dataplane uses, as `&'static str` (the kind of an [`ObjectKey`]).
 fn used_kind(kind: &str) -> Option<&'static str> {
@@ -100,6 +118,7 @@ fn used_kind(kind: &str) -> Option<&'static str> {
         "Service" => Some("Service"),
         "EndpointSlice" => Some("EndpointSlice"),
         "Endpoints" => Some("Endpoints"),
+        SERVICE_CIDR_KIND => Some(SERVICE_CIDR_KIND),
         _ => None,
     }
 }
@@ -176,6 +195,7 @@ enum Converted {
     Service(model::Service),
     Slice(ObjectRef, Option<model::EndpointGroup>),
     Legacy(ObjectRef, Vec<model::EndpointGroup>),
+    ServiceCidr(Vec<model::Ipv4Cidr>),
 }
 
 /// A usable object of one read of a file.
@@ -252,6 +272,8 @@ fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
         }
         K8sObject::Endpoints(e) => model::endpoint_groups_from_endpoints(e)
             .map(|(svc, groups, w)| (svc.clone(), Converted::Legacy(svc, groups), w)),
+        K8sObject::ServiceCidr(c) => model::service_cidr_from_k8s(c)
+            .map(|(id, cidrs, w)| (id, Converted::ServiceCidr(cidrs), w)),
     };
     match converted {
         Ok((id, value, warnings)) => Part::Good(Box::new(GoodObject {
@@ -261,7 +283,7 @@ fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
             warnings,
             read_at: SystemTime::UNIX_EPOCH,
         })),
-        Err(e) => match ObjectRef::from_meta(object.metadata()) {
+        Err(e) => match object.object_ref() {
             Ok(id) => {
                 let key = ObjectKey { kind, id };
                 let problem = Problem {
@@ -478,7 +500,14 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         return;
     };
     let kind = kind.to_string();
-    let raw = raw_ref(&value);
+    // A ServiceCIDR is cluster-scoped: known by its name alone.
+    let raw = raw_ref(&value).map(|id| {
+        if kind == SERVICE_CIDR_KIND {
+            ObjectRef::new("", id.name)
+        } else {
+            id
+        }
+    });
     let label = match &raw {
         Some(id) => format!("{kind} {id}"),
         None => kind.clone(),
@@ -532,7 +561,10 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         ("v1", "Endpoints") => {
             serde_json::from_value(value).map(|e| K8sObject::Endpoints(Box::new(e)))
         }
-        (_, "Service" | "EndpointSlice" | "Endpoints") => {
+        ("networking.k8s.io/v1", SERVICE_CIDR_KIND) => {
+            serde_json::from_value(value).map(|c| K8sObject::ServiceCidr(Box::new(c)))
+        }
+        (_, "Service" | "EndpointSlice" | "Endpoints" | SERVICE_CIDR_KIND) => {
             items.push(bad(format!(
                 "unsupported apiVersion {api_version:?} for {kind}"
             )));
@@ -742,6 +774,7 @@ impl LastGood {
         let mut services = Vec::new();
         let mut slices = BTreeMap::new();
         let mut legacy = Vec::new();
+        let mut service_cidrs = BTreeMap::new();
         for (f, file) in files.iter().enumerate() {
             let wins = |i: usize| winners[&file.objects[i].0.key] == (f, i);
             // The oldest last good version this file serves for lack of a complete read.
@@ -823,6 +856,9 @@ impl LastGood {
                             Converted::Legacy(svc, groups) => {
                                 legacy.push((svc.clone(), groups.clone()))
                             }
+                            Converted::ServiceCidr(cidrs) => {
+                                service_cidrs.insert(o.key.id.clone(), cidrs.clone());
+                            }
                         }
                     }
                 }
@@ -835,8 +871,10 @@ impl LastGood {
             .map(|f| (f.source, f.objects.into_iter().map(|(o, _)| o).collect()))
             .collect();
         // Slices in namespace/name order, as a watch cache would list them.
+        let mut cluster = Cluster::assemble(services, slices.into_values(), legacy);
+        cluster.service_cidrs = service_cidrs;
         ManifestSet {
-            cluster: Cluster::assemble(services, slices.into_values(), legacy),
+            cluster,
             problems,
             withheld,
         }
@@ -1458,6 +1496,68 @@ endpoints:
                 "bad.yaml#3 Service default/p: spec.internalTrafficPolicy \"Nearest\" is not Cluster or Local",
             ]
         );
+    }
+
+    fn service_cidr_yaml(name: &str, cidrs: &str) -> String {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: ServiceCIDR\nmetadata: {{name: {name}}}\nspec: {{cidrs: [{cidrs}]}}\n"
+        )
+    }
+
+    #[test]
+    fn service_cidrs_are_read_as_cluster_scoped_objects_with_last_good_versions() {
+        let text = [
+            service_cidr_yaml("kubernetes", "\"10.96.0.0/12\", \"fd00::/108\""),
+            // The namespace of a cluster-scoped object means nothing.
+            service_cidr_yaml("extra", "\"172.30.0.0/16\"")
+                .replace("{name: extra}", "{name: extra, namespace: kube-system}"),
+            service_cidr_yaml("old", "\"10.0.0.0/16\"")
+                .replace("networking.k8s.io/v1", "networking.k8s.io/v1alpha1"),
+            service_cidr_yaml("bad", "\"10.1.0.0\""),
+        ]
+        .join("---\n");
+        let set = load_str(&text, "cidrs.yaml");
+        assert_eq!(
+            reasons(&set),
+            vec![
+                "cidrs.yaml#1 ServiceCIDR kubernetes: spec.cidrs[1] \"fd00::/108\" skipped: IPv6 is not supported by datapath v1",
+                "cidrs.yaml#3 ServiceCIDR old: unsupported apiVersion \"networking.k8s.io/v1alpha1\" for ServiceCIDR",
+                "cidrs.yaml#4 ServiceCIDR bad: spec.cidrs[0] \"10.1.0.0\" is not a CIDR",
+            ]
+        );
+        let cidr = |s: &str| s.parse::<model::Ipv4Cidr>().unwrap();
+        assert_eq!(
+            set.cluster.service_cidrs,
+            BTreeMap::from([
+                (ObjectRef::new("", "extra"), vec![cidr("172.30.0.0/16")]),
+                (ObjectRef::new("", "kubernetes"), vec![cidr("10.96.0.0/12")]),
+            ])
+        );
+        let (state, _) = desired::compute(&set.cluster, &desired::NodeContext::default());
+        assert_eq!(
+            state.service_cidrs.to_string(),
+            "10.96.0.0/12,172.30.0.0/16 (ServiceCIDR extra, kubernetes)"
+        );
+
+        // A ServiceCIDR that was good and turns bad keeps its last good version; one
+        // removed from a file that parses is gone.
+        let mut lg = LastGood::default();
+        let good = service_cidr_yaml("kubernetes", "\"10.96.0.0/12\"");
+        read_at(&mut lg, &[("c.yaml", &good)], 1000);
+        let broken = service_cidr_yaml("kubernetes", "\"10.96.0.0/33\"");
+        let set = read_at(&mut lg, &[("c.yaml", &broken)], 2000);
+        assert_eq!(
+            set.cluster.service_cidrs[&ObjectRef::new("", "kubernetes")],
+            [cidr("10.96.0.0/12")]
+        );
+        assert_eq!(
+            reasons(&set),
+            [format!(
+                "c.yaml#1 ServiceCIDR kubernetes: still serving the last good version (read at {T1000}): spec.cidrs[0] \"10.96.0.0/33\" is not a CIDR"
+            )]
+        );
+        let set = read_at(&mut lg, &[("c.yaml", "")], 3000);
+        assert!(set.cluster.service_cidrs.is_empty());
     }
 
     // ---- Last known good ----

@@ -5,11 +5,12 @@
 //! with, which must be the agent's: the pinned maps' layouts are checked), with the same
 //! load-time globals as the running programs (read from SVC_CONFIG, which the agent writes
 //! when it loads), on fresh maps that it fills with a copy of the live state: services,
-//! backends, rev-NAT, source ranges, conntrack, affinity and names. The copy's maps are
-//! pinned only for the moment of loading (in a sibling directory of the live pins, removed
-//! at once), so nothing trace does (a conntrack insert for a new flow, an affinity update,
-//! the verdict counters) can reach the live datapath; the live maps are only read. The
-//! verdict comes from the copy's counters: every program run counts exactly one.
+//! backends, rev-NAT, source ranges, ClusterIPs, service CIDRs, conntrack, affinity and
+//! names. The copy's maps are pinned only for the moment of loading (in a sibling
+//! directory of the live pins, removed at once), so nothing trace does (a conntrack insert
+//! for a new flow, an affinity update, the verdict counters) can reach the live datapath;
+//! the live maps are only read. The verdict comes from the copy's counters: every program
+//! run counts exactly one.
 //!
 //! Which program runs depends on where the packet comes from, as on a node: a source in
 //! the pod CIDR enters through a pod interface (TC ingress); any other source through the
@@ -28,11 +29,15 @@ use std::{
 use aya::programs::{TestRun, TestRunOptions};
 use serde::Serialize;
 use svc_common::{
-    BackendState, CT_KIND_SERVICE, Ct4Key, FrontendKind, SVC_F_EXTERNAL, SVC_F_LOCAL, Verdict,
+    BackendState, CT_KIND_SERVICE, ClusterIpUse, Ct4Key, FrontendKind, SVC_F_EXTERNAL, SVC_F_LOCAL,
+    Verdict,
 };
 
 use crate::{
-    dataplane::{self, Datapath, DatapathConfig, DataplaneError, DetectLocal, Maps, layout},
+    addr::Ipv4Cidr,
+    dataplane::{
+        self, Datapath, DatapathConfig, DataplaneError, DetectLocal, MapStore as _, Maps, layout,
+    },
     inspect::{self, Service, ServiceName},
     model::Protocol,
     packet::{ACK, PacketBuilder, SCTP_INIT, SYN, parse_summary, tcp_flags_label},
@@ -299,6 +304,11 @@ struct Context<'a> {
     req: &'a TraceRequest,
     config: &'a DatapathConfig,
     frontend: Option<&'a Service>,
+    /// The destination's SVC4_CLUSTERIPS entry (None: not an allocated ClusterIP; Some(None):
+    /// a value no word has).
+    cluster_ip: Option<Option<ClusterIpUse>>,
+    /// The service CIDR the destination is in, if any.
+    service_cidr: Option<Ipv4Cidr>,
     from_pod: bool,
     backend: Option<&'a str>,
     masquerade: Option<&'a str>,
@@ -363,8 +373,24 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
             c.backend.map(|b| format!(" {b}")).unwrap_or_default()
         ),
         Verdict::RevNat => "a reply of a translated flow (conntrack): source back to the Service address, destination back to the client".into(),
+        Verdict::RejectTcpRst | Verdict::RejectIcmp if c.frontend.is_none() => format!(
+            "{} is an allocated ClusterIP, but no Service has port {}/{} on it: rejected with {}, as kube-proxy's nftables mode (\"Reject traffic to invalid ports of ClusterIPs\")",
+            c.req.dst.ip(),
+            c.req.dst.port(),
+            c.req.protocol,
+            if v == Verdict::RejectTcpRst { "a TCP RST" } else { "ICMP port unreachable" }
+        ),
         Verdict::RejectTcpRst => format!("{svc} has no endpoints: rejected with a TCP RST, as kube-proxy's REJECT"),
         Verdict::RejectIcmp => format!("{svc} has no endpoints: rejected with ICMP port unreachable, as kube-proxy's REJECT"),
+        Verdict::DropUnallocated => format!(
+            "{} is inside service CIDR {} but no Service has it: dropped, as kube-proxy's nftables mode (\"Drop traffic to unallocated ClusterIPs\")",
+            c.req.dst.ip(),
+            c.service_cidr.map_or_else(|| "?".to_string(), |n| n.to_string())
+        ),
+        Verdict::PassNotService if c.cluster_ip == Some(Some(ClusterIpUse::OtherProxy)) => format!(
+            "{} is a ClusterIP of a Service another proxy owns (service.kubernetes.io/service-proxy-name): passed untouched",
+            c.req.dst.ip()
+        ),
         Verdict::DropNoLocalBackend => format!(
             "{svc} has traffic policy Local and this node has none of its endpoints: dropped (other nodes may serve it)"
         ),
@@ -423,6 +449,18 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     let frontend = snap.services.iter().find(|s| {
         s.vip == *req.dst.ip() && s.port == req.dst.port() && s.protocol == req.protocol.to_string()
     });
+    let dst_key = layout::cluster_ip_key(*req.dst.ip());
+    let cluster_ip = live
+        .read_cluster_ips()?
+        .into_iter()
+        .find(|(k, _)| *k == dst_key)
+        .map(|(_, v)| layout::cluster_ip_use(v));
+    let service_cidr = live
+        .read_service_cidrs()?
+        .iter()
+        .filter_map(layout::service_cidr_of)
+        .filter(|c| c.contains(*req.dst.ip()))
+        .max_by_key(|c| c.prefix_len);
     let src = SocketAddrV4::new(req.src, req.src_port.unwrap_or(DEFAULT_SOURCE_PORT));
 
     let mut scratch = load_scratch(live_dir, live, &config, entry)?;
@@ -556,6 +594,8 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         req,
         config: &config,
         frontend,
+        cluster_ip,
+        service_cidr,
         from_pod,
         backend: backend.as_deref(),
         masquerade: masquerade.as_deref(),

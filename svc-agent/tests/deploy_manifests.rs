@@ -35,6 +35,7 @@ const RBAC_RESOURCES: &[(&str, &str)] = &[
     ("", "nodes"),
     ("", "services"),
     ("discovery.k8s.io", "endpointslices"),
+    ("networking.k8s.io", "servicecidrs"),
 ];
 const RBAC_VERBS: &[&str] = &["get", "list", "watch"];
 

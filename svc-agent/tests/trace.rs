@@ -172,13 +172,54 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
             .collect::<Vec<_>>(),
         ["xdp_pass_to_tc", "reject_tcp_rst"]
     );
-    // UDP without endpoints: the web Service has UDP; the empty one only TCP, so UDP to it
-    // is no Service at all.
+    // The empty Service has TCP only: UDP to its ClusterIP is a port/protocol no Service
+    // has (kube-proxy's "TCP-only port does not match UDP traffic"): ICMP port unreachable.
     let t = run(&dir, maps, req("10.244.1.20", "10.96.1.17:80", Udp));
-    assert_eq!((t.verdict, t.action), ("pass_not_service", "passed"));
+    assert_eq!((t.verdict, t.action), ("reject_icmp", "rejected"));
+    assert_eq!(t.frontend, None);
+    assert_eq!(t.output.as_ref().unwrap().icmp, Some((3, 3)));
+    assert!(
+        t.rule
+            .contains("10.96.1.17 is an allocated ClusterIP, but no Service has port 80/UDP"),
+        "{}",
+        t.rule
+    );
+    // A port of web's ClusterIP no Service has: a RST, from a pod and from outside (XDP
+    // hands it to TC).
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.1.10:81", Tcp));
+    assert_eq!((t.verdict, t.action), ("reject_tcp_rst", "rejected"));
+    assert!(t.rule.contains("with a TCP RST"), "{}", t.rule);
+    let t = run(&dir, maps, req("192.0.2.100", "10.96.1.10:81", Tcp));
+    assert_eq!(
+        t.steps
+            .iter()
+            .map(|s| s.verdict.unwrap())
+            .collect::<Vec<_>>(),
+        ["xdp_pass_to_tc", "reject_tcp_rst"]
+    );
 
-    // Not a Service.
+    // An unallocated address of the service CIDR (10.96.0.0/16): dropped; from outside
+    // XDP drops it.
     let t = run(&dir, maps, req("10.244.1.20", "10.96.9.9:80", Tcp));
+    assert_eq!((t.verdict, t.action), ("drop_unallocated", "dropped"));
+    assert!(
+        t.rule
+            .contains("10.96.9.9 is inside service CIDR 10.96.0.0/16 but no Service has it"),
+        "{}",
+        t.rule
+    );
+    assert_eq!(t.output, None);
+    let t = run(&dir, maps, req("192.0.2.100", "10.96.9.9:80", Udp));
+    assert_eq!(t.verdict, "drop_unallocated");
+    assert_eq!((t.steps.len(), t.steps[0].result.as_str()), (1, "XDP_DROP"));
+
+    // A ClusterIP of a Service another proxy owns: left alone.
+    let t = run(&dir, maps, req("10.244.1.20", "10.96.1.21:80", Tcp));
+    assert_eq!(t.verdict, "pass_not_service");
+    assert!(t.rule.contains("another proxy owns"), "{}", t.rule);
+
+    // Not a Service, outside the service CIDR.
+    let t = run(&dir, maps, req("10.244.1.20", "10.97.9.9:80", Tcp));
     assert_eq!(t.verdict, "pass_not_service");
     assert!(t.rule.contains("not a Service address"), "{}", t.rule);
 

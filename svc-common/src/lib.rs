@@ -148,6 +148,16 @@ macro_rules! for_each_map {
             /// loadBalancerSourceRanges: the source prefixes allowed per rev_nat_id.
             src_ranges: SVC4_SRC_RANGE = lpm<$crate::SrcRange4, u8>,
                 size $crate::SRC_RANGE4_MAP_SIZE, sized by fixed;
+            /// The service CIDRs (ServiceCIDR objects, else --service-cluster-ip-range):
+            /// {prefix, address (network order)} -> 1. A packet no frontend takes, to an
+            /// address inside them that is no ClusterIP, is dropped.
+            service_cidrs: SVC4_SVC_CIDR = lpm<u32, u8>,
+                size $crate::SVC_CIDR4_MAP_SIZE, sized by fixed;
+            /// Every allocated ClusterIP (network order) -> a [`ClusterIpUse`]: a packet to
+            /// it on a port/protocol no frontend has is rejected (kube-proxy nftables'
+            /// `cluster-ips` set), or left alone when another proxy owns the Service.
+            cluster_ips: SVC4_CLUSTERIPS = hash<u32, u8>,
+                size $crate::CLUSTERIP4_MAP_SIZE, sized by lb;
             /// Socket LB: {socket cookie, backend} -> the Service address a node process
             /// sent to.
             sock_revnat: SVC4_SOCK_RNAT = lru<$crate::SockRevNat4Key, $crate::SockRevNat4Value>,
@@ -221,6 +231,11 @@ pub const SOCK_REVNAT4_MAP_SIZE: u32 = 65536;
 /// map evicts the oldest first.
 pub const FRAG4_MAP_SIZE: u32 = 8192;
 pub const SRC_RANGE4_MAP_SIZE: u32 = 16384;
+/// Service CIDRs: a cluster has one or two (one per family) per ServiceCIDR object.
+pub const SVC_CIDR4_MAP_SIZE: u32 = 1024;
+/// One entry per ClusterIP, at most one per Service: sized with the other maps the agent
+/// writes (--lb-map-max).
+pub const CLUSTERIP4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// One entry per rev_nat_id plus the Services that get no entries.
 pub const NAMES_MAP_SIZE: u32 = REVNAT4_MAP_SIZE + NAMES_UNSERVED_MAX;
 /// Room in SVC_NAMES for Services without datapath entries.
@@ -604,6 +619,36 @@ pub struct SrcRange4 {
 pub const SRC_RANGE_PREFIX_BASE: u32 = 32;
 
 // ---------------------------------------------------------------------------------------
+// Addresses no frontend takes (kube-proxy nftables' `cluster-ips-check` chain):
+// SVC4_CLUSTERIPS (hash): ClusterIP (network order) -> ClusterIpUse; SVC4_SVC_CIDR (LPM
+// trie): {prefix length, address (network order)} -> SVC_CIDR_DROP. A packet that no
+// frontend takes and that is no reply of a translated flow is rejected when its
+// destination is an allocated ClusterIP, dropped when it is inside a service CIDR, and
+// passed otherwise (svc-ebpf/src/unserved.rs).
+// ---------------------------------------------------------------------------------------
+
+words! {
+    /// SVC4_CLUSTERIPS value: what a packet to this ClusterIP on a port/protocol no
+    /// frontend has gets.
+    pub enum ClusterIpUse: u8 {
+        /// A Service this agent serves: REJECT (TCP RST / ICMP port unreachable; a node
+        /// process: ECONNREFUSED), as kube-proxy's nftables mode.
+        Reject = 1 => "reject",
+        /// Only Services another proxy owns (service.kubernetes.io/service-proxy-name) have
+        /// it: passed untouched, never dropped as unallocated (the other proxy may handle
+        /// it after us: TC ingress runs before netfilter).
+        OtherProxy = 2 => "other-proxy",
+    }
+}
+
+/// The ClusterIpUse numbers, for the kernel side.
+pub const CLUSTERIP_REJECT: u8 = ClusterIpUse::Reject.raw();
+pub const CLUSTERIP_OTHER_PROXY: u8 = ClusterIpUse::OtherProxy.raw();
+
+/// The value of every SVC4_SVC_CIDR entry.
+pub const SVC_CIDR_DROP: u8 = 1;
+
+// ---------------------------------------------------------------------------------------
 // Socket LB reverse NAT (LRU): {socket cookie, backend} -> the Service address a node
 // process sent to, so a reply datagram's source can be shown as that address (recvmsg4).
 // ---------------------------------------------------------------------------------------
@@ -875,6 +920,7 @@ macro_rules! verdicts {
                         | Verdict::DropSourceRange
                         | Verdict::DropNatFailed
                         | Verdict::DropFragment
+                        | Verdict::DropUnallocated
                 )
             }
         }
@@ -884,7 +930,8 @@ macro_rules! verdicts {
 verdicts! {
     /// Not IPv4 (ARP, IPv6, VLAN, ...): passed untouched.
     PassNotIpv4 = 0, "pass_not_ipv4";
-    /// IPv4 but not addressed to a Service and not a reply of a translated flow.
+    /// IPv4 but not addressed to a Service and not a reply of a translated flow (nor an
+    /// allocated ClusterIP or an address inside a service CIDR, see DropUnallocated).
     PassNotService = 1, "pass_not_service";
     /// An IPv4 fragment after the first (offset > 0) of a datagram whose first fragment
     /// the programs did not translate or drop (not to a Service, or not seen yet: it
@@ -901,9 +948,11 @@ verdicts! {
     DnatEstablished = 6, "dnat_established";
     /// A reply from a backend: source translated back to the Service address.
     RevNat = 7, "rev_nat";
-    /// TCP to a Service without endpoints: answered with a RST.
+    /// TCP to a Service without endpoints, or to a ClusterIP on a port no Service has:
+    /// answered with a RST.
     RejectTcpRst = 8, "reject_tcp_rst";
-    /// UDP to a Service without endpoints: answered with ICMP port unreachable.
+    /// UDP to a Service without endpoints, or to a ClusterIP on a port no Service has:
+    /// answered with ICMP port unreachable.
     RejectIcmp = 9, "reject_icmp";
     /// The frontend points at a slot or backend that is not there (a sync in progress).
     DropNoBackend = 10, "drop_no_backend";
@@ -922,7 +971,9 @@ verdicts! {
     /// Socket LB (a node process): connect/sendmsg to a Service address sent to a backend.
     SockTranslate = 17, "sock_translate";
     /// Socket LB: connect/sendmsg to a Service refused: no endpoints (ECONNREFUSED), policy
-    /// Local without a local one, or a source outside loadBalancerSourceRanges (EPERM).
+    /// Local without a local one, or a source outside loadBalancerSourceRanges (EPERM); or
+    /// to a ClusterIP on a port no Service has (ECONNREFUSED), or to an unallocated address
+    /// inside a service CIDR (EPERM).
     SockReject = 18, "sock_reject";
     /// Socket LB: a reply datagram's source translated back to the Service address.
     SockRevNat = 19, "sock_rev_nat";
@@ -949,6 +1000,10 @@ verdicts! {
     /// on its way to the backend: the quoted reply translated to the backend (and the
     /// masquerade address), the outer destination to the backend.
     DnatIcmp = 25, "dnat_icmp";
+    /// No frontend takes the packet, it is no reply of a translated flow, and its
+    /// destination is inside a service CIDR but no Service's ClusterIP (kube-proxy
+    /// nftables: "Drop traffic to unallocated ClusterIPs").
+    DropUnallocated = 26, "drop_unallocated";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;
@@ -1096,6 +1151,10 @@ mod tests {
             assert_eq!(FragKind::from_raw(w.raw()), Some(*w));
         }
         assert_eq!(BackendState::Terminating.label(), "terminating");
+        for w in ClusterIpUse::ALL {
+            assert_eq!(ClusterIpUse::from_raw(w.raw()), Some(*w));
+            assert_ne!(w.raw(), 0, "0 is what a missing entry reads as");
+        }
     }
 
     #[test]

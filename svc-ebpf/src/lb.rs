@@ -22,7 +22,7 @@ use crate::{
     config, local,
     maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    rules, sctp,
+    rules, sctp, unserved,
 };
 
 /// An address and port, network order.
@@ -801,10 +801,11 @@ fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32
     Some((slot, backend_id, backend.addr_be, backend.port_be))
 }
 
-/// A packet that is not to a Service address: a reply of a translated flow, or not ours.
+/// A packet that is not to a Service address: a reply of a translated flow, else to an
+/// allocated ClusterIP or a service CIDR (unserved.rs), or not ours.
 #[inline(always)]
 fn reply(pkt: &Packet, now: u64) -> Action {
-    reply_entry(pkt, now).unwrap_or(Action::Done(Verdict::PassNotService))
+    reply_entry(pkt, now).unwrap_or_else(|| unserved::action(pkt.daddr))
 }
 
 /// The reverse translation for a reply of a live translated flow, if `pkt` is one.

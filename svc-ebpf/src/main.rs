@@ -19,6 +19,7 @@ mod rules;
 mod sctp;
 mod sock;
 mod tc;
+mod unserved;
 mod xdp;
 
 use aya_ebpf::{

@@ -33,17 +33,23 @@
 //!   is between two writes of an update): EHOSTUNREACH (`sock_no_backend`), as for a
 //!   route that is briefly missing: a transient failure callers already retry, and what
 //!   Cilium's socket LB answers for a Service without a backend.
+//!
+//! A TCP or UDP call to an address no frontend takes follows kube-proxy nftables'
+//! `cluster-ips-check` rules (unserved.rs): an allocated ClusterIP on a port no Service has
+//! fails with ECONNREFUSED (REJECT), an unallocated address inside a service CIDR with
+//! EPERM (DROP), both counted as `sock_reject`; anything else goes on untouched.
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval},
     programs::SockAddrContext,
 };
-use svc_common::{SockRevNat4Key, SockRevNat4Value, Verdict};
+use svc_common::{PROTO_TCP, PROTO_UDP, SockRevNat4Key, SockRevNat4Value, Verdict};
 
 use crate::{
     config,
     lb::{self, NoPick, Source},
     maps::{SVC4_SOCK_RNAT, count},
+    unserved::{self, Unserved},
 };
 
 /// What a cgroup sock_addr program returns: 1 lets the call go on, 0 fails it (EPERM unless
@@ -80,7 +86,7 @@ fn translate(ctx: &SockAddrContext, bound: u32) -> i32 {
     let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
     let (vip, vport) = (sa.user_ip4, sa.user_port as u16);
     let Some(f) = lb::frontend(vip, vport, sa.protocol as u8) else {
-        return ALLOW;
+        return unserved(vip, sa.protocol as u8);
     };
     let client = if bound != 0 {
         bound
@@ -125,12 +131,36 @@ fn refuse(why: NoPick) -> i32 {
         NoPick::NoLocalEndpoint | NoPick::SourceRange => (Verdict::SockReject, 0),
         NoPick::MidUpdate => (Verdict::SockNoBackend, EHOSTUNREACH),
     };
+    deny(verdict, errno)
+}
+
+/// Fails the call with `errno` (0: EPERM), counting `verdict`.
+#[inline(always)]
+fn deny(verdict: Verdict, errno: i32) -> i32 {
     count(verdict);
     if errno != 0 {
         // SAFETY: helper with a plain integer argument; allowed in cgroup sock_addr programs.
         unsafe { bpf_set_retval(-errno) };
     }
     DENY
+}
+
+/// A call to `vip` that no frontend takes (unserved.rs), TCP or UDP: an allocated ClusterIP
+/// on a port no Service has fails with ECONNREFUSED (what kube-proxy's REJECT gives a
+/// node process); an unallocated address inside a service CIDR with EPERM (kube-proxy
+/// DROPs; a socket has no packet to drop, as for policy Local); anything else goes on.
+/// Other protocols (ping sockets) are left alone, as TC and XDP leave their packets.
+#[inline(always)]
+fn unserved(vip: u32, proto: u8) -> i32 {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return ALLOW;
+    }
+    match unserved::classify(vip) {
+        Unserved::Pass => ALLOW,
+        Unserved::Reject => deny(Verdict::SockReject, ECONNREFUSED),
+        // DENY alone means EPERM.
+        Unserved::Drop => deny(Verdict::SockReject, 0),
+    }
 }
 
 /// recvmsg4 (UDP): a datagram from a backend this socket sent to through a Service reads

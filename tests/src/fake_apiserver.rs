@@ -9,8 +9,11 @@
 //! | `v1` Service | `/api/v1/services`, `/api/v1/namespaces/{ns}/services[/{name}]` |
 //! | `discovery.k8s.io/v1` EndpointSlice | `/apis/discovery.k8s.io/v1/endpointslices`, `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]` |
 //! | `v1` Node (cluster-scoped) | `/api/v1/nodes[/{name}]` |
+//! | `networking.k8s.io/v1` ServiceCIDR (cluster-scoped) | `/apis/networking.k8s.io/v1/servicecidrs[/{name}]` |
 //!
-//! Anything else is a 404 with a `Status` body; methods other than GET are 405.
+//! Anything else is a 404 with a `Status` body, and so is a kind the test stopped serving
+//! ([`FakeApiServer::set_served`], an API server that does not know it); methods other than
+//! GET are 405.
 //!
 //! Protocol, as a real API server:
 //! - one global `resourceVersion` counter (like etcd's revision), incremented on every change;
@@ -67,16 +70,23 @@ enum Kind {
     Service,
     EndpointSlice,
     Node,
+    ServiceCidr,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Service, Kind::EndpointSlice, Kind::Node];
+    const ALL: [Kind; 4] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::ServiceCidr,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::ServiceCidr => "ServiceCIDR",
         }
     }
 
@@ -84,6 +94,7 @@ impl Kind {
         match self {
             Kind::Service | Kind::Node => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::ServiceCidr => "networking.k8s.io/v1",
         }
     }
 
@@ -92,6 +103,7 @@ impl Kind {
         match self {
             Kind::Service | Kind::Node => "/api/v1",
             Kind::EndpointSlice => "/apis/discovery.k8s.io/v1",
+            Kind::ServiceCidr => "/apis/networking.k8s.io/v1",
         }
     }
 
@@ -100,11 +112,12 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
+            Kind::ServiceCidr => "servicecidrs",
         }
     }
 
     fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node)
+        !matches!(self, Kind::Node | Kind::ServiceCidr)
     }
 
     /// Accepts "Service", "service", "services" and so on.
@@ -167,6 +180,8 @@ struct State {
     watchers: HashMap<u64, Watcher>,
     next_watcher: u64,
     requests: Vec<String>,
+    /// Kinds the test stopped serving: every request for them is a 404.
+    unserved: std::collections::HashSet<Kind>,
 }
 
 impl State {
@@ -336,7 +351,7 @@ impl FakeApiServer {
         self.shared.lock().rv
     }
 
-    /// Creates or replaces the object. `kind` (Service, EndpointSlice or Node),
+    /// Creates or replaces the object. `kind` (Service, EndpointSlice, Node or ServiceCIDR),
     /// `metadata.name` and, for namespaced kinds, `metadata.namespace` (default "default")
     /// come from the JSON; `apiVersion` may be omitted. Sets `metadata.resourceVersion`,
     /// `metadata.uid` and `metadata.creationTimestamp`, sends ADDED or MODIFIED to the
@@ -515,6 +530,23 @@ impl FakeApiServer {
         }
         for id in gone {
             st.watchers.remove(&id);
+        }
+    }
+
+    /// `false`: every request for `kind` (e.g. "ServiceCIDR") gets a 404 NotFound, as from
+    /// an API server that does not know it (a ServiceCIDR before Kubernetes 1.33); open
+    /// watches of it are closed. `true`: served again. Objects can be changed meanwhile.
+    /// Panics on an unknown kind.
+    pub fn set_served(&self, kind: &str, served: bool) {
+        let k = Kind::parse(kind)
+            .unwrap_or_else(|| panic!("fake apiserver: set_served: unsupported kind {kind:?}"));
+        let mut st = self.shared.lock();
+        if served {
+            st.unserved.remove(&k);
+        } else {
+            st.unserved.insert(k);
+            // Dropping a watch's sender ends its stream.
+            st.watchers.retain(|_, w| w.kind != k);
         }
     }
 
@@ -710,7 +742,7 @@ fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             json!({}),
         );
     }
-    let Some(route) = route(&path) else {
+    let Some(route) = route(&path).filter(|r| !shared.lock().unserved.contains(&r.kind)) else {
         return status_response(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -1270,6 +1302,12 @@ mod tests {
         );
         let r = route("/api/v1/nodes/n1").unwrap();
         assert_eq!((r.kind, r.name.as_deref()), (Kind::Node, Some("n1")));
+        let r = route("/apis/networking.k8s.io/v1/servicecidrs/kubernetes").unwrap();
+        assert_eq!(
+            (r.kind, r.namespace, r.name.as_deref()),
+            (Kind::ServiceCidr, None, Some("kubernetes"))
+        );
+        assert!(route("/apis/networking.k8s.io/v1/namespaces/a/servicecidrs").is_none());
         assert!(route("/api/v1/namespaces/a/nodes").is_none());
         assert!(route("/api/v1/services/x").is_none());
         assert!(route("/api/v1/configmaps").is_none());

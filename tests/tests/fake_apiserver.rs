@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -837,4 +838,74 @@ fn set_available_rebinds_in_the_listeners_netns() {
     assert_eq!(in_ns(&ns, list_names), ["a", "b"]);
     // Not in the root namespace.
     assert!(std::net::TcpStream::connect(server.addr()).is_err());
+}
+
+/// The cluster-scoped ServiceCIDR kind (networking.k8s.io/v1), and a kind the server stops
+/// serving: 404 for lists and watches, as from an API server that does not know it.
+#[test]
+fn service_cidrs_and_a_kind_not_served() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        server.apply(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "ServiceCIDR",
+            // A cluster-scoped object's namespace is dropped.
+            "metadata": {"name": "kubernetes", "namespace": "ignored"},
+            "spec": {"cidrs": ["10.96.0.0/12"]},
+        }));
+        let api: Api<ServiceCIDR> = Api::all(client(&server));
+        let r = Reflected::start(api, watcher::Config::default());
+        r.ready().await;
+        assert_eq!(r.names(), set(&["/kubernetes"]));
+        let got = r
+            .store
+            .get(&reflector::ObjectRef::new("kubernetes"))
+            .expect("the ServiceCIDR");
+        assert_eq!(
+            got.spec.as_ref().unwrap().cidrs.as_deref(),
+            Some(&["10.96.0.0/12".to_string()][..])
+        );
+        server.apply(json!({
+            "kind": "ServiceCIDR",
+            "metadata": {"name": "extra"},
+            "spec": {"cidrs": ["172.30.0.0/16"]},
+        }));
+        wait_until(
+            "the second ServiceCIDR",
+            QUICK,
+            || r.names().len() == 2,
+            || format!("{:?}", r.names()),
+        )
+        .await;
+        assert!(server.delete("ServiceCIDR", None, "extra"));
+        wait_until(
+            "the deletion",
+            QUICK,
+            || r.names().len() == 1,
+            || format!("{:?}", r.names()),
+        )
+        .await;
+
+        // Not served: a 404 Status for lists, gets and watches; served again: 200.
+        server.set_served("ServiceCIDR", false);
+        for path in [
+            "/apis/networking.k8s.io/v1/servicecidrs",
+            "/apis/networking.k8s.io/v1/servicecidrs/kubernetes",
+            "/apis/networking.k8s.io/v1/servicecidrs?watch=true&resourceVersion=1",
+        ] {
+            let (status, body) = raw_get(&server, path, None);
+            assert!(status.contains(" 404 "), "{path}: {status}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (body["kind"].as_str(), body["code"].as_u64()),
+                (Some("Status"), Some(404))
+            );
+        }
+        let api: Api<ServiceCIDR> = Api::all(client(&server));
+        let e = api.list(&Default::default()).await.unwrap_err();
+        assert!(matches!(&e, kube::Error::Api(s) if s.code == 404), "{e:?}");
+        server.set_served("ServiceCIDR", true);
+        let (status, _) = raw_get(&server, "/apis/networking.k8s.io/v1/servicecidrs", None);
+        assert!(status.contains(" 200 "), "{status}");
+    });
 }

@@ -350,6 +350,51 @@ const TABLE: &[Row] = &[
         Tcp,
         NoEntry,
     ),
+    // Addresses no Service takes (kube-proxy's nftables mode; the ServiceCIDR of
+    // services.yaml is 10.96.0.0/16): a ClusterIP's port no Service has is rejected, an
+    // unallocated address of the CIDR dropped.
+    row(
+        "ClusterIP, a port no Service has, from a pod: REJECT",
+        Pod("ca"),
+        ("10.96.1.10", 81),
+        Tcp,
+        Reject,
+    ),
+    row(
+        "ClusterIP, a port no Service has, from outside: REJECT",
+        Outside,
+        ("10.96.1.10", 81),
+        Tcp,
+        Reject,
+    ),
+    row(
+        "ClusterIP, a port no Service has, from node 2 itself: refused",
+        NodeItself(2),
+        ("10.96.1.10", 81),
+        Tcp,
+        Reject,
+    ),
+    row(
+        "unallocated address of the service CIDR, from a pod on node2: DROP",
+        Pod("cb"),
+        ("10.96.1.99", 80),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "unallocated address of the service CIDR, from outside: DROP",
+        Outside,
+        ("10.96.1.99", 80),
+        Tcp,
+        Dropped,
+    ),
+    row(
+        "unallocated address of the service CIDR, from node 1 itself: EPERM",
+        NodeItself(1),
+        ("10.96.1.99", 80),
+        Tcp,
+        Dropped,
+    ),
 ];
 
 struct Env {
@@ -884,6 +929,7 @@ fn svcctl_trace_agrees_with_real_packets() {
         "reject_tcp_rst",
         "drop_no_local_backend",
         "drop_source_range",
+        "drop_unallocated",
         "pass_not_service",
     ] {
         assert!(

@@ -181,6 +181,7 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
         [
             "inconsistencies",
             "problems",
+            "service_cidrs",
             "services",
             "unserved",
             "version"
@@ -188,6 +189,12 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
         "{doc}"
     );
     assert_eq!(doc["version"], 3);
+    // No ServiceCIDR, no --service-cluster-ip-range: the two ClusterIPs are allocated.
+    assert_eq!(
+        doc["service_cidrs"],
+        serde_json::json!({"cidrs": [], "cluster_ips": 2, "other_proxy_cluster_ips": 0}),
+        "{doc}"
+    );
     let services = list(&doc, "services");
     assert_eq!(services.len(), 4, "{doc}");
     for protocol in ["TCP", "UDP"] {
@@ -443,6 +450,7 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
         "default/echo:http",
         "default/nobody-home:http",
         "<none: rejects>",
+        "SERVICE CIDRS (none: packets to addresses no Service has are passed; 2 allocated ClusterIPs: ports no Service has are rejected)",
         "CONNTRACK (",
         "ORIGINAL",
         &format!("{CLIENT_IP}:{tcp_port} -> 10.96.0.10:80"),

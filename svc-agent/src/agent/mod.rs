@@ -239,7 +239,7 @@ impl Agent {
                 let (client, url) = kubernetes::client(kubeconfig.as_deref()).await?;
                 info!(
                     url = %url,
-                    "watching Services and EndpointSlices through the Kubernetes API"
+                    "watching Services, EndpointSlices and ServiceCIDRs through the Kubernetes API"
                 );
                 if node_cidr && config.node.node_name.is_none() {
                     anyhow::bail!(
@@ -520,6 +520,10 @@ impl Agent {
                 frontends_removed = report.frontends_removed,
                 slots_written = report.slots_written,
                 slots_removed = report.slots_removed,
+                cluster_ips_written = report.cluster_ips_written,
+                cluster_ips_removed = report.cluster_ips_removed,
+                cidrs_written = report.cidrs_written,
+                cidrs_removed = report.cidrs_removed,
                 source_ms = self.last_pass.source_ms,
                 compute_ms = self.last_pass.compute_ms,
                 took_ms = took.as_secs_f64() * 1e3,
@@ -602,6 +606,25 @@ fn pinned_incumbents(maps: &impl MapStore) -> Result<Incumbents, StoreError> {
         .collect())
 }
 
+/// Says which service CIDRs the datapath drops unallocated addresses in, when they change
+/// (and at the first computation).
+fn log_service_cidrs(before: Option<&DesiredState>, now: &DesiredState) {
+    if before.is_some_and(|b| b.service_cidrs == now.service_cidrs) {
+        return;
+    }
+    if now.service_cidrs.cidrs.is_empty() {
+        info!(
+            service_cidrs = %now.service_cidrs,
+            "no service CIDR (no ServiceCIDR object with an IPv4 CIDR, no --service-cluster-ip-range): packets to addresses no Service has are passed on; a ClusterIP's ports no Service has are rejected"
+        );
+    } else {
+        info!(
+            service_cidrs = %now.service_cidrs,
+            "service CIDRs: packets to addresses inside them that no Service has are dropped; a ClusterIP's ports no Service has are rejected"
+        );
+    }
+}
+
 /// Brings the desired state up to date with `view` (from scratch, or only the changed
 /// Services' endpoints) and says what the next reconcile step must write, and whether the
 /// problems changed (they are logged when they do). A full computation keeps served
@@ -633,6 +656,7 @@ fn update_desired(
             let (state, compute) =
                 desired::compute_with_incumbents(view.cluster, node, &incumbents);
             metrics.frontends.set(state.frontends.len() as i64);
+            log_service_cidrs(desired.as_ref(), &state);
             *desired = Some(state);
             (Pending::All, compute)
         }

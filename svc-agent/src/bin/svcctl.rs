@@ -24,7 +24,8 @@ Examples:
   svcctl dump -o wide             the same with ids, raw flags, scopes, timestamps, NAT addresses
   svcctl dump -n shop             only the Services of namespace shop (and their flows)
   svcctl dump -n default echo     only Service default/echo
-  svcctl dump services            Services and their backends, and the Services not served
+  svcctl dump services            Services and their backends, the Services not served, and
+                                  the service CIDRs (what addresses no Service has get)
   svcctl dump backends -n default echo   the backends of default/echo, with their live flows
   svcctl dump conntrack echo      the flows of the Services named echo
   svcctl dump affinity            session affinity: client -> backend per service
@@ -33,6 +34,7 @@ Examples:
   svcctl stats --watch --interval 2    refresh every 2 s until Ctrl-C
   svcctl dump --json | jq '.services[] | select(.service.name == \"echo\") | .vip'
   svcctl dump --json | jq -r '.unserved[] | [.namespace, .name, .reason] | @tsv'
+  svcctl dump --json | jq '.service_cidrs'   {cidrs, cluster_ips, other_proxy_cluster_ips}
   svcctl dump --json | jq '.services[] | {vip, port, backends: [.backends[].addr]}'
   svcctl dump --json | jq '.conntrack[] | select(.kind == \"service\") | .translated'
   svcctl dump conntrack --show-expired   also the flows that expired (flag `expired`)
@@ -43,6 +45,7 @@ Examples:
   svcctl trace --from 10.244.1.20 --to 10.96.0.10:80      what a pod's new TCP flow gets
   svcctl trace --from 192.0.2.100:5555 --to 192.0.2.1:30080 --proto udp   a NodePort from outside
   svcctl trace --from 10.244.1.20 --to 10.96.0.10:80 -o json | jq .backend
+  svcctl trace --from 10.244.1.20 --to 10.96.0.99:80     an unallocated address: dropped?
   svcctl dump services -o yaml
   svcctl --bpffs /sys/fs/bpf/svc-test dump
   SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats -o json
@@ -78,10 +81,12 @@ enum Command {
     /// Print the map contents.
     ///
     /// Without a section: the services (with their Service name) and their backends, the
-    /// Services that get no datapath entries and why, the problems of the agent's input,
-    /// then the conntrack table; with -o json or -o yaml, the whole snapshot (services,
-    /// unserved, problems, backends, conntrack, affinity, stats, inconsistencies) as one
-    /// document. With a section: that part only (as a document
+    /// Services that get no datapath entries and why, the service CIDRs (addresses inside
+    /// that no Service has are dropped) and the number of allocated ClusterIPs (their
+    /// ports no Service has are rejected), the problems of the agent's input, then the
+    /// conntrack table; with -o json or -o yaml, the whole snapshot (services, unserved,
+    /// service_cidrs, problems, backends, conntrack, affinity, stats, inconsistencies) as
+    /// one document. With a section: that part only (as a document
     /// `{"version": N, "<section>": [...]}` with -o json / yaml).
     ///
     /// A Service named like a section is selected after the section: `svcctl dump

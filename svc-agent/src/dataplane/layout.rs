@@ -6,10 +6,10 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use svc_common::{
-    Backend4, BackendState, CT_FLAG_LABELS, DatapathConfig4, FrontendKind, NAME_KEY_UNSERVED,
-    NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY,
-    SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope, SrcRange4, Svc4Key,
-    Svc4Value, SvcName, UnservedReason,
+    Backend4, BackendState, CT_FLAG_LABELS, ClusterIpUse, DatapathConfig4, FrontendKind,
+    NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4, SRC_RANGE_PREFIX_BASE,
+    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope,
+    SrcRange4, Svc4Key, Svc4Value, SvcName, UnservedReason,
 };
 
 use super::config::DetectLocal;
@@ -284,6 +284,45 @@ pub fn pod_cidr_of(key: (u32, u32)) -> Option<Ipv4Cidr> {
 }
 
 // ---------------------------------------------------------------------------------------
+// SVC4_CLUSTERIPS (hash) and SVC4_SVC_CIDR (LPM trie): addresses no frontend takes
+// ---------------------------------------------------------------------------------------
+
+/// The SVC4_CLUSTERIPS key of a ClusterIP: the address in network order.
+pub fn cluster_ip_key(ip: Ipv4Addr) -> u32 {
+    ip_to_be(ip)
+}
+
+/// The ClusterIP of a SVC4_CLUSTERIPS key.
+pub fn cluster_ip_of(key: u32) -> Ipv4Addr {
+    ip_from_be(key)
+}
+
+/// The SVC4_CLUSTERIPS value of a ClusterIP.
+pub fn cluster_ip_value(use_: ClusterIpUse) -> u8 {
+    use_.raw()
+}
+
+/// The word of a SVC4_CLUSTERIPS value; None for a number no word has (the kernel side
+/// rejects on every value but `other-proxy`).
+pub fn cluster_ip_use(value: u8) -> Option<ClusterIpUse> {
+    ClusterIpUse::from_raw(value)
+}
+
+/// A service CIDR as the LPM trie holds it: (prefix length, address in network order).
+pub type ServiceCidrKey = (u32, u32);
+
+pub fn service_cidr_key(cidr: &Ipv4Cidr) -> ServiceCidrKey {
+    let cidr = Ipv4Cidr::new(cidr.addr, cidr.prefix_len);
+    (u32::from(cidr.prefix_len), ip_to_be(cidr.addr))
+}
+
+/// The CIDR of a SVC4_SVC_CIDR key; None for a prefix length above 32.
+pub fn service_cidr_of(key: &ServiceCidrKey) -> Option<Ipv4Cidr> {
+    let len = u8::try_from(key.0).ok().filter(|l| *l <= 32)?;
+    Some(Ipv4Cidr::new(ip_from_be(key.1), len))
+}
+
+// ---------------------------------------------------------------------------------------
 // SVC_NAMES (svcctl only)
 // ---------------------------------------------------------------------------------------
 
@@ -418,6 +457,29 @@ mod tests {
         assert_eq!(src_range_cidr(&key), Some(cidr));
         assert_eq!(src_range_cidr(&(31, key.1)), None);
         assert_eq!(src_range_cidr(&(65, key.1)), None);
+    }
+
+    #[test]
+    fn cluster_ips_and_service_cidrs_round_trip() {
+        let ip = Ipv4Addr::new(10, 96, 0, 10);
+        assert_eq!(cluster_ip_key(ip).to_ne_bytes(), [10, 96, 0, 10]);
+        assert_eq!(cluster_ip_of(cluster_ip_key(ip)), ip);
+        for w in ClusterIpUse::ALL {
+            assert_eq!(cluster_ip_use(cluster_ip_value(*w)), Some(*w));
+        }
+        assert_eq!(cluster_ip_use(0), None);
+        let cidr: Ipv4Cidr = "10.96.0.0/12".parse().unwrap();
+        let key = service_cidr_key(&cidr);
+        assert_eq!(key.0, 12);
+        assert_eq!(key.1.to_ne_bytes(), [10, 96, 0, 0]);
+        assert_eq!(service_cidr_of(&key), Some(cidr));
+        // Host bits never reach the trie.
+        let sloppy = Ipv4Cidr {
+            addr: Ipv4Addr::new(10, 96, 7, 1),
+            prefix_len: 16,
+        };
+        assert_eq!(service_cidr_key(&sloppy).1.to_ne_bytes(), [10, 96, 0, 0]);
+        assert_eq!(service_cidr_of(&(33, key.1)), None);
     }
 
     #[test]

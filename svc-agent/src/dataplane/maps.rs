@@ -321,12 +321,15 @@ impl Maps {
             },
             names: self.read_names().map_err(store)?,
             problems: self.read_problems().map_err(store)?,
+            cluster_ips: self.read_cluster_ips().map_err(store)?,
+            service_cidrs: self.read_service_cidrs().map_err(store)?,
         })
     }
 
     /// Copies the datapath state of `live` into these (fresh) maps: services, backends,
-    /// rev-NAT, source ranges, conntrack, affinity and names; not the counters. `live` is
-    /// only read. For svcctl trace, which runs a second program instance on the copies.
+    /// rev-NAT, source ranges, ClusterIPs, service CIDRs, conntrack, affinity and names;
+    /// not the counters. `live` is only read. For svcctl trace, which runs a second program
+    /// instance on the copies.
     pub fn copy_state_from(&mut self, live: &Maps) -> Result<(), StoreError> {
         for (k, v) in live.read_services()? {
             self.put_service(&k, &v)?;
@@ -339,6 +342,12 @@ impl Maps {
         }
         for k in live.read_src_ranges()? {
             self.put_src_range(&k)?;
+        }
+        for (k, v) in live.read_cluster_ips()? {
+            self.put_cluster_ip(k, v)?;
+        }
+        for k in live.read_service_cidrs()? {
+            self.put_service_cidr(&k)?;
         }
         for (k, v) in live.read_names()? {
             self.put_name(k, &v)?;
@@ -458,9 +467,12 @@ mod tests {
         let spec = |n: &str| MAP_SPECS.iter().find(|s| s.name == n).unwrap();
         // An LPM trie key carries its prefix length first.
         assert_eq!(spec(map_names::SVC4_SRC_RANGE).key_size, 4 + 8);
+        assert_eq!(spec(map_names::SVC4_SVC_CIDR).key_size, 4 + 4);
+        assert_eq!(spec(map_names::SVC4_CLUSTERIPS).value_size, 1);
         assert_eq!(spec(map_names::SVC_STATS).value_size, 8);
         let sizes = MapSizes { lb: 1000, ct: 2000 };
         assert_eq!(sizes.max_entries(spec(map_names::SVC4_BACKENDS)), 1000);
+        assert_eq!(sizes.max_entries(spec(map_names::SVC4_CLUSTERIPS)), 1000);
         assert_eq!(
             sizes.max_entries(spec(map_names::SVC_NAMES)),
             1000 + svc_common::NAMES_UNSERVED_MAX

@@ -9,7 +9,10 @@ use svc_common::{
     Svc4Value, SvcName, Verdict, map_names,
 };
 
-use super::{Maps, layout::SrcRangeKey};
+use super::{
+    Maps,
+    layout::{ServiceCidrKey, SrcRangeKey},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +53,14 @@ pub trait MapStore {
     fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError>;
     fn del_problem(&mut self, key: u32) -> Result<(), StoreError>;
     fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError>;
+    /// SVC4_CLUSTERIPS: ClusterIP (network order) -> a ClusterIpUse number.
+    fn put_cluster_ip(&mut self, key: u32, value: u8) -> Result<(), StoreError>;
+    fn del_cluster_ip(&mut self, key: u32) -> Result<(), StoreError>;
+    fn read_cluster_ips(&self) -> Result<Vec<(u32, u8)>, StoreError>;
+    /// SVC4_SVC_CIDR: the service CIDRs.
+    fn put_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError>;
+    fn del_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError>;
+    fn read_service_cidrs(&self) -> Result<Vec<ServiceCidrKey>, StoreError>;
 }
 
 /// The raw contents of the maps, as read at one moment (each map on its own: a map that
@@ -65,11 +76,13 @@ pub struct RawMaps {
     pub stats: Vec<(Verdict, u64)>,
     pub names: Vec<(u32, SvcName)>,
     pub problems: Vec<(u32, ProblemText)>,
+    pub cluster_ips: Vec<(u32, u8)>,
+    pub service_cidrs: Vec<ServiceCidrKey>,
 }
 
 /// Which of the larger maps a read of [`RawMaps`] includes. The small ones (services,
-/// backends, rev-NAT, source ranges, names) are always read: everything that shows the
-/// maps needs them to name and filter.
+/// backends, rev-NAT, source ranges, names, ClusterIPs, service CIDRs) are always read:
+/// everything that shows the maps needs them to name and filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parts {
     /// SVC4_CT.
@@ -210,6 +223,37 @@ impl MapStore for Maps {
     fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError> {
         read_all(&self.problems, map_names::SVC_PROBLEMS)
     }
+    fn put_cluster_ip(&mut self, key: u32, value: u8) -> Result<(), StoreError> {
+        self.cluster_ips
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC4_CLUSTERIPS))
+    }
+    fn del_cluster_ip(&mut self, key: u32) -> Result<(), StoreError> {
+        ignore_missing(self.cluster_ips.remove(&key)).map_err(store_err(map_names::SVC4_CLUSTERIPS))
+    }
+    fn read_cluster_ips(&self) -> Result<Vec<(u32, u8)>, StoreError> {
+        read_all(&self.cluster_ips, map_names::SVC4_CLUSTERIPS)
+    }
+    fn put_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError> {
+        self.service_cidrs
+            .insert(&LpmKey::new(key.0, key.1), svc_common::SVC_CIDR_DROP, 0)
+            .map_err(store_err(map_names::SVC4_SVC_CIDR))
+    }
+    fn del_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError> {
+        ignore_missing(self.service_cidrs.remove(&LpmKey::new(key.0, key.1)))
+            .map_err(store_err(map_names::SVC4_SVC_CIDR))
+    }
+    fn read_service_cidrs(&self) -> Result<Vec<ServiceCidrKey>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.service_cidrs.keys() {
+            match key {
+                Ok(k) => out.push((k.prefix_len(), k.data())),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(map_names::SVC4_SVC_CIDR)(e)),
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +268,7 @@ mod fake {
     };
 
     use super::{MapStore, RawMaps, StoreError};
-    use crate::dataplane::layout::SrcRangeKey;
+    use crate::dataplane::layout::{self, ServiceCidrKey, SrcRangeKey};
 
     /// An in-memory MapStore with the kernel's capacity behaviour, for unit tests.
     #[derive(Debug, Default, Clone)]
@@ -235,6 +279,8 @@ mod fake {
         pub src_ranges: BTreeSet<SrcRangeKey>,
         pub names: BTreeMap<u32, SvcName>,
         pub problems: BTreeMap<u32, ProblemText>,
+        pub cluster_ips: BTreeMap<u32, u8>,
+        pub service_cidrs: BTreeSet<ServiceCidrKey>,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -269,6 +315,8 @@ mod fake {
                 src_ranges: self.src_ranges.iter().copied().collect(),
                 names: self.names.iter().map(|(k, v)| (*k, *v)).collect(),
                 problems: self.problems.iter().map(|(k, v)| (*k, *v)).collect(),
+                cluster_ips: self.cluster_ips.iter().map(|(k, v)| (*k, *v)).collect(),
+                service_cidrs: self.service_cidrs.iter().copied().collect(),
                 ..Default::default()
             }
         }
@@ -382,5 +430,35 @@ mod fake {
         fn read_problems(&self) -> Result<Vec<(u32, ProblemText)>, StoreError> {
             Ok(self.problems.iter().map(|(k, v)| (*k, *v)).collect())
         }
+        fn put_cluster_ip(&mut self, key: u32, value: u8) -> Result<(), StoreError> {
+            self.cluster_ips.insert(key, value);
+            self.wrote(format!("put clusterip {}", layout::cluster_ip_of(key)));
+            Ok(())
+        }
+        fn del_cluster_ip(&mut self, key: u32) -> Result<(), StoreError> {
+            self.cluster_ips.remove(&key);
+            self.wrote(format!("del clusterip {}", layout::cluster_ip_of(key)));
+            Ok(())
+        }
+        fn read_cluster_ips(&self) -> Result<Vec<(u32, u8)>, StoreError> {
+            Ok(self.cluster_ips.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn put_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError> {
+            self.service_cidrs.insert(*key);
+            self.wrote(format!("put cidr {}", cidr_text(key)));
+            Ok(())
+        }
+        fn del_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError> {
+            self.service_cidrs.remove(key);
+            self.wrote(format!("del cidr {}", cidr_text(key)));
+            Ok(())
+        }
+        fn read_service_cidrs(&self) -> Result<Vec<ServiceCidrKey>, StoreError> {
+            Ok(self.service_cidrs.iter().copied().collect())
+        }
+    }
+
+    fn cidr_text(key: &ServiceCidrKey) -> String {
+        layout::service_cidr_of(key).map_or_else(|| format!("{key:?}"), |c| c.to_string())
     }
 }

@@ -28,6 +28,11 @@
 //!   then NodePort), then to the Service that serves it now ([`Incumbents`]), then to the
 //!   older Service; the other is reported with both names. externalIPs can be restricted
 //!   to CIDRs ([`ExternalIpPolicy`]). See [`compute_with_incumbents`], "Conflicts".
+//! - Addresses no frontend takes (the note's "No usable endpoints anywhere", kube-proxy's
+//!   nftables mode): the allocated ClusterIPs (a port no Service has: REJECT) and the
+//!   service CIDRs (an address no Service has: DROP), from ServiceCIDR objects or
+//!   `--service-cluster-ip-range` (`service_cidrs`). See [`compute_with_incumbents`],
+//!   "Service CIDRs".
 
 use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
@@ -41,10 +46,16 @@ use crate::model::{
 };
 
 mod node_traffic;
+mod service_cidrs;
 mod topology;
 use topology::Topology;
 
-pub use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
+pub use service_cidrs::{CidrSource, FLAG as SERVICE_CIDR_FLAG, ServiceCidrs};
+/// What a packet to an allocated ClusterIP on a port no frontend has gets (svc-common's
+/// word: SVC4_CLUSTERIPS records it).
+pub use svc_common::ClusterIpUse;
+
+pub use crate::addr::{BackendAddr, CidrError, Frontend, Ipv4Cidr};
 /// How a frontend address came to be (svc-common's word: the maps record it).
 pub use svc_common::FrontendKind;
 /// Why a Service gets no datapath entries (svc-common's word: the names map records it).
@@ -112,6 +123,9 @@ pub struct NodeContext {
     /// ([`NodeContext::localhost_node_port_ip`]). svc-agent's flag defaults to on, as
     /// kube-proxy's; `NodeContext::default()` leaves it off.
     pub localhost_node_ports: bool,
+    /// `--service-cluster-ip-range` (kube-apiserver's flag): the service CIDRs when no
+    /// ServiceCIDR object exists.
+    pub service_cluster_ip_range: Vec<Ipv4Cidr>,
 }
 
 /// Which `spec.externalIPs` the node serves: the idea of the DenyServiceExternalIPs
@@ -239,11 +253,20 @@ pub struct DesiredState {
     /// Services that get no frontend at all, with why; sorted by service. Only for display
     /// (the agent names them in a map svcctl reads); the datapath has nothing for them.
     pub unserved: Vec<(ObjectRef, UnservedReason)>,
+    /// Every allocated IPv4 ClusterIP and what a packet to it on a port no frontend has
+    /// gets (see [`compute_with_incumbents`], "Service CIDRs").
+    pub cluster_ips: BTreeMap<Ipv4Addr, ClusterIpUse>,
+    /// The service CIDRs: a packet no frontend takes, to an address inside them that is
+    /// no ClusterIP, is dropped.
+    pub service_cidrs: ServiceCidrs,
 }
 
 /// Something in the model that could not be turned into dataplane state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComputeProblem {
+    /// What `service` is: `Service` (almost always), `ServiceCIDR`, or `flag` (a flag of
+    /// the agent, named in `service`).
+    pub kind: &'static str,
     pub service: ObjectRef,
     pub reason: String,
     /// For an address another Service (or another kind of the same Service) keeps: who,
@@ -296,9 +319,22 @@ impl Precedence {
     }
 }
 
+impl ComputeProblem {
+    /// A problem of `id` (a `kind`: see [`ComputeProblem::kind`]) that is no address
+    /// conflict.
+    pub fn about(kind: &'static str, id: ObjectRef, reason: String) -> ComputeProblem {
+        ComputeProblem {
+            kind,
+            service: id,
+            reason,
+            conflict: None,
+        }
+    }
+}
+
 impl fmt::Display for ComputeProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Service {}: {}", self.service, self.reason)
+        write!(f, "{} {}: {}", self.kind, self.service, self.reason)
     }
 }
 
@@ -443,6 +479,28 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// kube-proxy's `NeedsHealthCheck`; `local_endpoints` counts distinct addresses of ready
 /// local endpoints (see [`HealthCheck`]). Two Services with the same healthCheckNodePort:
 /// the first in ObjectRef order keeps it, the other is reported. Sorted by Service.
+///
+/// **Service CIDRs** (note, "No usable endpoints anywhere"; kube-proxy nftables'
+/// `cluster-ips` set and `service-cidrs` rule, proxier.go's `cluster-ips-check` chain):
+/// what a packet no frontend takes gets, when it is no reply of a translated flow.
+/// - [`DesiredState::cluster_ips`]: every IPv4 ClusterIP of every Service in the model,
+///   served or not (a Service whose addresses another Service keeps, or whose every port is
+///   SCTP, still has its ClusterIP allocated): a packet to it on a port/protocol no
+///   frontend has is rejected (TCP RST / ICMP port unreachable). Headless and ExternalName
+///   Services have none. A ClusterIP that only Services labelled
+///   `service.kubernetes.io/service-proxy-name` have is [`ClusterIpUse::OtherProxy`]: left
+///   alone, neither rejected nor dropped, because the other proxy may take the packet
+///   after this datapath (TC ingress runs before netfilter); with a Service of ours on the
+///   same ClusterIP the other proxy's use wins too.
+/// - [`DesiredState::service_cidrs`]: the IPv4 CIDRs of every ServiceCIDR object
+///   (`networking.k8s.io/v1`, read from the API or as manifests); only when none exists,
+///   `node.service_cluster_ip_range` (`--service-cluster-ip-range`); else none, and
+///   nothing is dropped. A packet to an address inside them that is no ClusterIP is
+///   dropped.
+/// - This node's own addresses are never in either: kube-proxy's rules run in the forward
+///   and output paths, so traffic to the node itself is never rejected or dropped by them,
+///   while TC ingress sees it. A ClusterIP equal to a node address is left out, and a
+///   service CIDR holding one is not used; each is a [`ComputeProblem`].
 pub fn compute_with_incumbents(
     cluster: &Cluster,
     node: &NodeContext,
@@ -479,6 +537,7 @@ pub fn compute_with_incumbents(
                 let allowed = node.external_ips.allows(ip);
                 if !allowed {
                     problems.push(ComputeProblem {
+                        kind: "Service",
                         service: svc.id.clone(),
                         reason: format!(
                             "externalIP {ip} skipped: not allowed on this node (--external-ip-cidrs {})",
@@ -530,6 +589,7 @@ pub fn compute_with_incumbents(
             };
             if let Some(reason) = sctp_node_port_refused(sp, node_port) {
                 problems.push(ComputeProblem {
+                    kind: "Service",
                     service: svc.id.clone(),
                     reason,
                     conflict: None,
@@ -622,6 +682,7 @@ pub fn compute_with_incumbents(
             why: precedence(owner, claim, incumbents).1,
         };
         problems.push(ComputeProblem {
+            kind: "Service",
             service: claim.svc.id.clone(),
             reason: conflict_reason(claim.sp, &conflict),
             conflict: Some(conflict),
@@ -655,6 +716,7 @@ pub fn compute_with_incumbents(
         match health_ports.entry(port) {
             Entry::Occupied(e) => {
                 problems.push(ComputeProblem {
+                    kind: "Service",
                     service: svc.id.clone(),
                     reason: format!(
                         "healthCheckNodePort {port} skipped: already used by Service {}",
@@ -679,6 +741,8 @@ pub fn compute_with_incumbents(
     state
         .health_checks
         .sort_by(|a, b| a.service.cmp(&b.service));
+    state.cluster_ips = service_cidrs::cluster_ips(cluster, node, &mut problems);
+    state.service_cidrs = service_cidrs::service_cidrs(cluster, node, &mut problems);
     (state, problems)
 }
 

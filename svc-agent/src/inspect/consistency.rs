@@ -116,9 +116,29 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         )));
     }
 
+    let service_cidrs: Vec<crate::addr::Ipv4Cidr> = t
+        .raw
+        .service_cidrs
+        .iter()
+        .filter_map(layout::service_cidr_of)
+        .collect();
+    let cluster_ips: std::collections::BTreeSet<u32> =
+        t.raw.cluster_ips.iter().map(|(k, _)| *k).collect();
     for (id, value) in &t.frontends {
         let name = id_name(id);
         slot_problems(t, id, Scope::All, value.count, &mut out);
+
+        // A ClusterIP inside a service CIDR is an allocated ClusterIP: the reconciler writes
+        // it before the frontend, so its other ports are rejected, never dropped.
+        if FrontendKind::of_flags(value.flags) == FrontendKind::ClusterIp
+            && !cluster_ips.contains(&layout::cluster_ip_key(id.0))
+            && let Some(cidr) = service_cidrs.iter().find(|c| c.contains(id.0))
+        {
+            out.push(hazard(format!(
+                "{name}: ClusterIP {} is inside service CIDR {cidr} but not in SVC4_CLUSTERIPS (its other ports are dropped, not rejected)",
+                id.0
+            )));
+        }
 
         match t.revnats.get(&{ value.rev_nat_id }) {
             None => out.push(hazard(format!(

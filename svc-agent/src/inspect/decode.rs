@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    Backend4, BackendState, Ct4Key, Ct4Value, CtKind, RevNat4, Scope, Svc4Key, Svc4Value, SvcName,
-    Verdict, ct_timeout_ns,
+    Backend4, BackendState, ClusterIpUse, Ct4Key, Ct4Value, CtKind, RevNat4, Scope, Svc4Key,
+    Svc4Value, SvcName, Verdict, ct_timeout_ns,
 };
 
 use super::schema::*;
@@ -468,11 +468,27 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
 
     let mut problems = raw.problems.clone();
     problems.sort_by_key(|(k, _)| *k);
+    let mut cidrs: Vec<Ipv4Cidr> = raw
+        .service_cidrs
+        .iter()
+        .filter_map(layout::service_cidr_of)
+        .collect();
+    cidrs.sort();
+    let service_cidrs = ServiceCidrs {
+        cidrs: cidrs.iter().map(Ipv4Cidr::to_string).collect(),
+        cluster_ips: raw.cluster_ips.len(),
+        other_proxy_cluster_ips: raw
+            .cluster_ips
+            .iter()
+            .filter(|(_, v)| layout::cluster_ip_use(*v) == Some(ClusterIpUse::OtherProxy))
+            .count(),
+    };
     Snapshot {
         version: SCHEMA_VERSION,
         now_ns,
         services,
         unserved,
+        service_cidrs,
         problems: problems.iter().map(|(_, p)| p.text().to_string()).collect(),
         backends: backend_list,
         conntrack: ct.into_iter().map(|(_, e)| e).collect(),

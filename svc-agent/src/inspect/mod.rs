@@ -18,7 +18,7 @@
 //! | command | document |
 //! |---|---|
 //! | `svcctl dump` | [`Snapshot`] |
-//! | `svcctl dump services` | [`ServicesDocument`]: `{"version", "services", "unserved", "problems", "inconsistencies"}` |
+//! | `svcctl dump services` | [`ServicesDocument`]: `{"version", "services", "unserved", "service_cidrs", "problems", "inconsistencies"}` |
 //! | `svcctl dump backends` | [`BackendsDocument`]: `{"version", "backends"}` |
 //! | `svcctl dump conntrack` | [`ConntrackDocument`]: `{"version", "now_ns", "conntrack"}` |
 //! | `svcctl dump affinity` | [`AffinityDocument`]: `{"version", "now_ns", "affinity"}` |
@@ -29,9 +29,10 @@
 //! same name (filtered the same way). `svcctl dump [SECTION] -n NAMESPACE [NAME]` keeps the
 //! services, unserved Services, conntrack and affinity entries (by rev_nat_id) of the
 //! matching Services, and the backends those services and flows use (each with all its
-//! references); frontends without a name entry are left out. `stats`, `problems` and
-//! `inconsistencies` are not filtered. Expired conntrack and affinity entries are left out
-//! (and counted in `expired_hidden`) unless `--show-expired`. See [`Filter`].
+//! references); frontends without a name entry are left out. `stats`, `service_cidrs`,
+//! `problems` and `inconsistencies` are not filtered. Expired conntrack and affinity
+//! entries are left out (and counted in `expired_hidden`) unless `--show-expired`. See
+//! [`Filter`].
 pub mod consistency;
 mod decode;
 mod filter;

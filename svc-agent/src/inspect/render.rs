@@ -222,6 +222,7 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
             render_table(&["SERVICE", "REASON", "WHY"], &rows)
         );
     }
+    out.push_str(&render_service_cidrs(&snap.service_cidrs));
     if !snap.problems.is_empty() {
         let _ = writeln!(
             out,
@@ -252,6 +253,40 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
         }
     }
     out
+}
+
+/// The SERVICE CIDRS section of `svcctl dump [services]`: what a packet no frontend takes
+/// gets (kube-proxy nftables' rules); nothing when there is neither a CIDR nor an
+/// allocated ClusterIP.
+pub fn render_service_cidrs(c: &ServiceCidrs) -> String {
+    if c.cidrs.is_empty() && c.cluster_ips == 0 {
+        return String::new();
+    }
+    let mut ips = format!(
+        "{} allocated ClusterIP{}: ports no Service has are rejected",
+        c.cluster_ips,
+        if c.cluster_ips == 1 { "" } else { "s" }
+    );
+    if c.other_proxy_cluster_ips > 0 {
+        let _ = write!(
+            ips,
+            "; {} of them another proxy's, left alone",
+            c.other_proxy_cluster_ips
+        );
+    }
+    if c.cidrs.is_empty() {
+        return format!(
+            "\nSERVICE CIDRS (none: packets to addresses no Service has are passed; {ips})\n"
+        );
+    }
+    format!(
+        "\nSERVICE CIDRS ({ips})\n{}\n",
+        c.cidrs
+            .iter()
+            .map(|cidr| format!("{cidr}  addresses inside that no Service has are dropped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
 }
 
 /// The BACKENDS section (`svcctl dump backends`): every SVC4_BACKENDS entry with the

@@ -20,7 +20,8 @@
 //! out unless `--show-expired` (a filter, like `-n`: every field keeps its meaning, and
 //! `expired` is still there, true only with the flag), counted in the new
 //! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
-//! affinity documents: a number).
+//! affinity documents: a number). The snapshot and the services document gained
+//! `service_cidrs` (the service CIDRs and the number of allocated ClusterIPs).
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -42,6 +43,9 @@ pub struct Snapshot {
     /// Services with no datapath entries (SVC_NAMES keys from NAME_KEY_UNSERVED), sorted by
     /// namespace, name.
     pub unserved: Vec<Unserved>,
+    /// What a packet no frontend takes gets: the service CIDRs and the allocated
+    /// ClusterIPs (not filtered by `-n`).
+    pub service_cidrs: ServiceCidrs,
     /// The problems of the agent's input as it logged them (`<source> <object>: <reason>`,
     /// e.g. a file that does not parse, an invalid field, an address another Service
     /// holds), in the agent's order (SVC_PROBLEMS).
@@ -105,6 +109,22 @@ pub struct Unserved {
     /// The reason as a word (not in the JSON: `reason` is its label).
     #[serde(skip)]
     pub why: Option<svc_common::UnservedReason>,
+}
+
+/// The addresses no frontend takes (SVC4_SVC_CIDR, SVC4_CLUSTERIPS), as kube-proxy's
+/// nftables mode treats them: `{"cidrs": ["10.96.0.0/12"], "cluster_ips": 12,
+/// "other_proxy_cluster_ips": 0}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceCidrs {
+    /// The service CIDRs, sorted, as `"10.96.0.0/12"`: a packet to an address inside them
+    /// that no Service has is dropped (`drop_unallocated`). Empty: none is dropped.
+    pub cidrs: Vec<String>,
+    /// Allocated ClusterIPs (every SVC4_CLUSTERIPS entry): a packet to one on a
+    /// port/protocol no Service has is rejected (TCP RST / ICMP port unreachable), unless
+    /// it is one of `other_proxy_cluster_ips`.
+    pub cluster_ips: usize,
+    /// Those only other proxies' Services have (`other-proxy`): left alone.
+    pub other_proxy_cluster_ips: usize,
 }
 
 /// A frontend (an address:port/protocol a Service answers on) and its backends.
@@ -290,6 +310,7 @@ pub struct ServicesDocument<'a> {
     pub version: u32,
     pub services: &'a [Service],
     pub unserved: &'a [Unserved],
+    pub service_cidrs: &'a ServiceCidrs,
     pub problems: &'a [String],
     pub inconsistencies: &'a [String],
 }
@@ -334,6 +355,7 @@ impl Snapshot {
             version: self.version,
             services: &self.services,
             unserved: &self.unserved,
+            service_cidrs: &self.service_cidrs,
             problems: &self.problems,
             inconsistencies: &self.inconsistencies,
         }

@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
+use k8s_openapi::api::networking::v1 as networkingv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -180,8 +181,14 @@ pub fn namespace_of(meta: &ObjectMeta) -> &str {
 }
 
 impl fmt::Display for ObjectRef {
+    /// `namespace/name`; a cluster-scoped object (an empty namespace, e.g. a ServiceCIDR)
+    /// is just `name`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -1024,6 +1031,57 @@ pub struct Cluster {
     pub services: BTreeMap<ObjectRef, Service>,
     /// Endpoint groups by the Service they belong to (which may be absent from `services`).
     pub endpoints: BTreeMap<ObjectRef, Vec<EndpointGroup>>,
+    /// The IPv4 CIDRs of every `networking.k8s.io/v1` ServiceCIDR object, by object (a
+    /// cluster-scoped name: the namespace is empty). An object with IPv6 CIDRs only is here
+    /// with an empty list: it still counts as a ServiceCIDR object that exists (see
+    /// [`crate::desired::compute_with_incumbents`], "Service CIDRs").
+    pub service_cidrs: BTreeMap<ObjectRef, Vec<Ipv4Cidr>>,
+}
+
+/// Converts a `networking.k8s.io/v1` ServiceCIDR: its name (cluster-scoped: an empty
+/// namespace), the IPv4 CIDRs of `spec.cidrs` (IPv6 ones dropped with a warning, as
+/// datapath v1 has no IPv6; host bits cleared) and the warnings. kube-proxy takes every
+/// object's `spec.cidrs`, whatever its status conditions say, and so does this.
+pub fn service_cidr_from_k8s(
+    object: &networkingv1::ServiceCIDR,
+) -> Result<(ObjectRef, Vec<Ipv4Cidr>, Vec<String>), InvalidObject> {
+    let name = object
+        .metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or(InvalidObject::MissingName)?;
+    let id = ObjectRef::new("", name);
+    let mut warnings = Vec::new();
+    let mut cidrs = Vec::new();
+    let list = object
+        .spec
+        .as_ref()
+        .and_then(|s| s.cidrs.as_deref())
+        .unwrap_or_default();
+    for (i, s) in list.iter().enumerate() {
+        let field = format!("spec.cidrs[{i}]");
+        match s.parse::<Ipv4Cidr>() {
+            Ok(c) => {
+                if !cidrs.contains(&c) {
+                    cidrs.push(c);
+                }
+            }
+            Err(CidrError::Ipv6) => warnings.push(format!(
+                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
+            )),
+            Err(CidrError::Invalid) => {
+                return Err(InvalidObject::NotACidr {
+                    field,
+                    value: s.clone(),
+                });
+            }
+        }
+    }
+    if list.is_empty() {
+        warnings.push("spec.cidrs is empty: no service CIDR".to_string());
+    }
+    Ok((id, cidrs, warnings))
 }
 
 impl Cluster {
@@ -1057,6 +1115,7 @@ impl Cluster {
         Cluster {
             services,
             endpoints,
+            service_cidrs: BTreeMap::new(),
         }
     }
 }

@@ -12,8 +12,16 @@
 //!    rev-NAT entry and deleted with it; then the unserved Services' entries are written
 //!    and every other name entry is deleted.
 //!
+//! Around them, the addresses no frontend takes (`SVC4_CLUSTERIPS`, `SVC4_SVC_CIDR`):
+//! ClusterIPs added or changed go first, before step 1 (a packet to a new Service's other
+//! ports is then rejected, never dropped as unallocated, and the Service's frontends come
+//! after); after step 6, service CIDRs no longer wanted are deleted, new ones written, and
+//! last the ClusterIPs no Service has any more (after their frontends: a packet in
+//! between is rejected rather than dropped). With [`Removals::Keep`] neither is deleted.
+//!
 //! A packet therefore never reads a count that points past the slots that exist, nor a slot
-//! whose backend is missing.
+//! whose backend is missing, nor finds a served ClusterIP inside a service CIDR that is not
+//! an allocated one.
 //!
 //! The reconciler keeps a mirror of what it wrote (rebuilt from the maps at start, so a
 //! restarted agent adopts existing state) and updates it only for writes that succeeded:
@@ -27,7 +35,7 @@ use svc_common::{
 
 use crate::addr::{BackendAddr, Frontend};
 use crate::alloc::IdAllocator;
-use crate::dataplane::layout::{self, FrontendHead, SrcRangeKey};
+use crate::dataplane::layout::{self, FrontendHead, ServiceCidrKey, SrcRangeKey};
 use crate::dataplane::{MapStore, StoreError};
 use crate::desired::{DesiredState, FrontendState};
 
@@ -57,6 +65,12 @@ pub struct SyncReport {
     /// SVC_PROBLEMS entries written / deleted.
     pub problems_written: usize,
     pub problems_removed: usize,
+    /// SVC4_CLUSTERIPS entries written / deleted.
+    pub cluster_ips_written: usize,
+    pub cluster_ips_removed: usize,
+    /// SVC4_SVC_CIDR entries written / deleted.
+    pub cidrs_written: usize,
+    pub cidrs_removed: usize,
     /// Writes that failed, with the frontend they belong to (if any). Each is retried on
     /// the next sync.
     pub errors: Vec<(Option<Frontend>, StoreError)>,
@@ -74,6 +88,10 @@ impl SyncReport {
             + self.names_removed
             + self.problems_written
             + self.problems_removed
+            + self.cluster_ips_written
+            + self.cluster_ips_removed
+            + self.cidrs_written
+            + self.cidrs_removed
             > 0
     }
 }
@@ -120,6 +138,9 @@ pub struct Reconciler {
     names: BTreeMap<u32, SvcName>,
     /// SVC_PROBLEMS as written (adopted from the map at start).
     problems: BTreeMap<u32, ProblemText>,
+    /// SVC4_CLUSTERIPS and SVC4_SVC_CIDR as written (adopted from the maps at start).
+    cluster_ips: BTreeMap<u32, u8>,
+    service_cidrs: BTreeSet<ServiceCidrKey>,
     /// Capacity of SVC4_BACKENDS and SVC4_REVNAT (the agent's --lb-map-max).
     lb_capacity: u32,
 }
@@ -181,6 +202,8 @@ impl Reconciler {
             orphan_ranges: Vec::new(),
             names: BTreeMap::new(),
             problems: BTreeMap::new(),
+            cluster_ips: BTreeMap::new(),
+            service_cidrs: BTreeSet::new(),
         };
         for (id, b) in store.read_backends()? {
             let Some(addr) = layout::backend_addr(&b) else {
@@ -246,6 +269,8 @@ impl Reconciler {
         // Names that belong to nothing are deleted by the first sync's name pass.
         r.names = store.read_names()?.into_iter().collect();
         r.problems = store.read_problems()?.into_iter().collect();
+        r.cluster_ips = store.read_cluster_ips()?.into_iter().collect();
+        r.service_cidrs = store.read_service_cidrs()?.into_iter().collect();
         Ok(r)
     }
 
@@ -411,6 +436,24 @@ impl Reconciler {
         let mut report = SyncReport::default();
         self.remove_orphans(store, &mut report);
 
+        // 0. ClusterIPs added or changed, before any frontend.
+        let wanted_ips: BTreeMap<u32, u8> = desired
+            .cluster_ips
+            .iter()
+            .map(|(ip, use_)| (layout::cluster_ip_key(*ip), layout::cluster_ip_value(*use_)))
+            .collect();
+        for (key, value) in &wanted_ips {
+            if self.cluster_ips.get(key) != Some(value) {
+                match store.put_cluster_ip(*key, *value) {
+                    Ok(()) => {
+                        self.cluster_ips.insert(*key, *value);
+                        report.cluster_ips_written += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
+            }
+        }
+
         // 1. Backends: every backend a new flow may get is active; terminating ones stay
         //    (state terminating) so established flows keep them.
         let mut wanted: BTreeMap<BackendAddr, BackendState> = BTreeMap::new();
@@ -513,6 +556,59 @@ impl Reconciler {
                     report.names_removed += 1;
                 }
                 Err(e) => report.errors.push((None, e)),
+            }
+        }
+
+        // 7. Service CIDRs (stale ones first: room in a full map), then the ClusterIPs no
+        //    Service has any more.
+        let wanted_cidrs: BTreeSet<ServiceCidrKey> = desired
+            .service_cidrs
+            .cidrs
+            .iter()
+            .map(layout::service_cidr_key)
+            .collect();
+        if removals == Removals::Prune {
+            let stale: Vec<ServiceCidrKey> = self
+                .service_cidrs
+                .difference(&wanted_cidrs)
+                .copied()
+                .collect();
+            for key in stale {
+                match store.del_service_cidr(&key) {
+                    Ok(()) => {
+                        self.service_cidrs.remove(&key);
+                        report.cidrs_removed += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
+            }
+        }
+        for key in &wanted_cidrs {
+            if !self.service_cidrs.contains(key) {
+                match store.put_service_cidr(key) {
+                    Ok(()) => {
+                        self.service_cidrs.insert(*key);
+                        report.cidrs_written += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
+            }
+        }
+        if removals == Removals::Prune {
+            let stale: Vec<u32> = self
+                .cluster_ips
+                .keys()
+                .filter(|k| !wanted_ips.contains_key(k))
+                .copied()
+                .collect();
+            for key in stale {
+                match store.del_cluster_ip(key) {
+                    Ok(()) => {
+                        self.cluster_ips.remove(&key);
+                        report.cluster_ips_removed += 1;
+                    }
+                    Err(e) => report.errors.push((None, e)),
+                }
             }
         }
         report

@@ -524,3 +524,126 @@ fn removals_keep_leaves_what_the_desired_state_lacks_in_place() {
     assert_eq!((rep.frontends_removed, rep.frontends_kept), (1, 0));
     assert!(!maps.services.contains_key(&svc_key(&b, Scope::All, 0)));
 }
+
+/// `desired` with ClusterIP frontends for `entries` (their VIPs allocated) and `cidrs`.
+fn with_cidrs(entries: &[(Frontend, Vec<BackendAddr>)], cidrs: &[&str]) -> DesiredState {
+    let mut d = desired(entries);
+    for (f, _) in entries {
+        d.cluster_ips
+            .insert(f.vip, svc_common::ClusterIpUse::Reject);
+    }
+    d.service_cidrs.cidrs = cidrs.iter().map(|c| c.parse().unwrap()).collect();
+    d
+}
+
+/// Writes whose log line starts with one of `prefixes`, in order.
+fn writes(m: &FakeMaps, prefixes: &[&str]) -> Vec<String> {
+    m.log
+        .iter()
+        .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        .cloned()
+        .collect()
+}
+
+/// ClusterIPs go in before their frontends and out after them; service CIDRs go in last
+/// and out (when no longer wanted) before the ClusterIPs: a packet to a served
+/// ClusterIP's other ports is never dropped as unallocated, write by write (the fake runs
+/// the packet-hazard check after every write, which includes that rule).
+#[test]
+fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 2], 80));
+    let first = with_cidrs(&[(a, vec![be(11)]), (b, vec![be(12)])], &["10.96.0.0/16"]);
+    let rep = r.sync(&first, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!((rep.cluster_ips_written, rep.cidrs_written), (2, 1));
+    assert_eq!(
+        writes(&maps, &["put clusterip", "put svc slot 0", "put cidr"]),
+        [
+            "put clusterip 10.96.0.1",
+            "put clusterip 10.96.0.2",
+            "put svc slot 0 count 1 backend 0",
+            "put svc slot 0 count 1 backend 0",
+            "put cidr 10.96.0.0/16",
+        ]
+    );
+    assert_consistent(&maps);
+    // Nothing changed: nothing written.
+    assert!(!r.sync(&first, &mut maps).changed());
+
+    // b's Service goes, and the CIDR moves: the CIDR is replaced, b's ClusterIP goes
+    // after its frontend.
+    maps.log.clear();
+    let second = with_cidrs(&[(a, vec![be(11)])], &["10.96.0.0/12"]);
+    let rep = r.sync(&second, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(
+        (
+            rep.cidrs_removed,
+            rep.cidrs_written,
+            rep.cluster_ips_removed
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        writes(
+            &maps,
+            &["del clusterip", "del svc slot 0", "put cidr", "del cidr"]
+        ),
+        [
+            "del svc slot 0",
+            "del cidr 10.96.0.0/16",
+            "put cidr 10.96.0.0/12",
+            "del clusterip 10.96.0.2",
+        ]
+    );
+    assert_consistent(&maps);
+
+    // A restarted agent adopts both maps and writes nothing.
+    let mut again = Reconciler::adopt(&maps).unwrap();
+    assert!(!again.sync(&second, &mut maps).changed());
+
+    // Keep (an incomplete view): nothing is deleted, new ones are written.
+    let mut third = with_cidrs(&[(a, vec![be(11)])], &["172.30.0.0/16"]);
+    third.cluster_ips.clear();
+    third.cluster_ips.insert(
+        Ipv4Addr::new(10, 96, 0, 9),
+        svc_common::ClusterIpUse::OtherProxy,
+    );
+    let rep = again.sync_with(&third, &mut maps, Removals::Keep);
+    assert_eq!(
+        (
+            rep.cidrs_removed,
+            rep.cidrs_written,
+            rep.cluster_ips_removed,
+            rep.cluster_ips_written
+        ),
+        (0, 1, 0, 1)
+    );
+    assert_eq!(maps.service_cidrs.len(), 2);
+    assert_eq!(
+        maps.cluster_ips[&layout::cluster_ip_key(Ipv4Addr::new(10, 96, 0, 9))],
+        svc_common::CLUSTERIP_OTHER_PROXY
+    );
+    assert_eq!(maps.cluster_ips.len(), 2);
+}
+
+/// The hazard the order above prevents: a served ClusterIP inside a service CIDR that is
+/// not in SVC4_CLUSTERIPS (its other ports would be dropped instead of rejected).
+#[test]
+fn the_per_write_check_catches_a_cidr_before_its_cluster_ips() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let a = fe([10, 96, 0, 1], 80);
+    // The desired state forgot the ClusterIP: the check says so at the CIDR's write.
+    let mut d = with_cidrs(&[(a, vec![be(11)])], &["10.96.0.0/16"]);
+    d.cluster_ips.clear();
+    r.sync(&d, &mut maps);
+    assert_eq!(
+        maps.violations,
+        vec![
+            "after \"put cidr 10.96.0.0/16\": 10.96.0.1:80/TCP: ClusterIP 10.96.0.1 is inside service CIDR 10.96.0.0/16 but not in SVC4_CLUSTERIPS (its other ports are dropped, not rejected)"
+        ]
+    );
+}

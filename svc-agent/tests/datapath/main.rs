@@ -21,6 +21,8 @@
 //! - `fragments`: IPv4 fragments, every one given its first fragment's translation
 //! - `sctp`: SCTP translated by address only, the CRC32c valid after translation
 //! - `detect_local`: several pod CIDRs and a change of them; pods told by interface
+//! - `unallocated`: a ClusterIP's unknown ports (REJECT) and unallocated addresses of the
+//!   service CIDRs (DROP), kube-proxy nftables' rules; replies and other traffic untouched
 //!
 //! Needs root (CAP_BPF + CAP_NET_ADMIN) and bpffs at /sys/fs/bpf (mounted if absent). The
 //! tests hold a lock while a datapath is loaded, so they never run concurrently.
@@ -43,5 +45,6 @@ mod sctp;
 mod services;
 mod source_ranges;
 mod terminating;
+mod unallocated;
 mod verifier;
 mod xdp;

@@ -69,6 +69,7 @@ fn cluster(services: Vec<Service>, endpoints: Vec<(ObjectRef, Vec<EndpointGroup>
     Cluster {
         services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
         endpoints: endpoints.into_iter().collect(),
+        service_cidrs: Default::default(),
     }
 }
 
@@ -105,6 +106,7 @@ fn node() -> NodeContext {
         external_ips: ExternalIpPolicy::AllowAll,
         // Off here so the other tests list node addresses only; node_traffic.rs turns it on.
         localhost_node_ports: false,
+        service_cluster_ip_range: vec![],
     }
 }
 
@@ -163,4 +165,5 @@ mod endpoints;
 mod frontends;
 mod node_traffic;
 mod ownership;
+mod service_cidrs;
 mod topology;

@@ -428,6 +428,7 @@ fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
                 "version",
                 "services",
                 "unserved",
+                "service_cidrs",
                 "problems",
                 "inconsistencies",
             ][..],

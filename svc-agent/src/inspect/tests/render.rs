@@ -270,3 +270,52 @@ fn problems_are_listed_in_the_agents_order() {
     // None: no section.
     assert!(!render_services(&decode(&sample(), 112 * S)).contains("PROBLEMS"));
 }
+
+#[test]
+fn the_service_cidrs_section_says_what_unallocated_addresses_get() {
+    use crate::dataplane::layout::{cluster_ip_key, service_cidr_key};
+    let mut raw = sample();
+    // Without CIDRs and ClusterIPs: no section at all.
+    assert!(!render_services(&decode(&raw, 112 * S)).contains("SERVICE CIDRS"));
+    raw.cluster_ips = vec![
+        (cluster_ip_key([10, 96, 0, 10].into()), 1),
+        (cluster_ip_key([10, 96, 0, 11].into()), 1),
+        (cluster_ip_key([10, 96, 0, 21].into()), 2),
+    ];
+    let snap = decode(&raw, 112 * S);
+    assert_eq!(
+        snap.service_cidrs,
+        ServiceCidrs {
+            cidrs: vec![],
+            cluster_ips: 3,
+            other_proxy_cluster_ips: 1,
+        }
+    );
+    assert!(
+        render_services(&snap).contains(
+            "\nSERVICE CIDRS (none: packets to addresses no Service has are passed; 3 allocated ClusterIPs: ports no Service has are rejected; 1 of them another proxy's, left alone)\n"
+        ),
+        "{}",
+        render_services(&snap)
+    );
+    raw.service_cidrs = vec![
+        service_cidr_key(&"172.30.0.0/16".parse().unwrap()),
+        service_cidr_key(&"10.96.0.0/16".parse().unwrap()),
+    ];
+    let snap = decode(&raw, 112 * S);
+    assert_eq!(snap.service_cidrs.cidrs, ["10.96.0.0/16", "172.30.0.0/16"]);
+    let text = render_services(&snap);
+    assert!(
+        text.contains(
+            "SERVICE CIDRS (3 allocated ClusterIPs: ports no Service has are rejected; 1 of them another proxy's, left alone)\n\
+             10.96.0.0/16  addresses inside that no Service has are dropped\n\
+             172.30.0.0/16  addresses inside that no Service has are dropped\n"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(snap.services_document()).unwrap();
+    assert_eq!(
+        json["service_cidrs"],
+        serde_json::json!({"cidrs": ["10.96.0.0/16", "172.30.0.0/16"], "cluster_ips": 3, "other_proxy_cluster_ips": 1})
+    );
+}

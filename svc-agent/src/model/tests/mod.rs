@@ -73,4 +73,5 @@ fn err(s: &corev1::Service) -> String {
 
 mod endpoints;
 mod service;
+mod service_cidrs;
 mod topology;

@@ -1,0 +1,60 @@
+//! Packets to an address no frontend takes, that are no reply of a translated flow:
+//! kube-proxy nftables' `cluster-ips-check` chain. An allocated ClusterIP on a port or
+//! protocol no Service has is rejected (TCP RST / ICMP port unreachable; a node process
+//! gets ECONNREFUSED); an address inside a service CIDR that no Service has is dropped (a
+//! node process gets EPERM); anything else passes, as before. The agent writes both maps
+//! (SVC4_CLUSTERIPS, SVC4_SVC_CIDR); with both empty every such packet passes.
+//!
+//! Only the destination is looked at, so traffic *from* a ClusterIP (a reply after reverse
+//! NAT) is never affected, and a reply of a tracked flow is reverse-translated before this
+//! runs (lb.rs). kube-proxy applies its rule to new connections in the forward and output
+//! paths only; the agent keeps this node's own addresses out of both maps, so packets to
+//! the node itself (kube-proxy's input path) still pass.
+use aya_ebpf::maps::lpm_trie::Key;
+use svc_common::{CLUSTERIP_OTHER_PROXY, Verdict};
+
+use crate::{
+    lb::Action,
+    maps::{SVC4_CLUSTERIPS, SVC4_SVC_CIDR},
+};
+
+/// What a packet (or a node process's call) to an address no frontend takes gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Unserved {
+    /// Not ours: pass untouched (no allocated ClusterIP, outside every service CIDR, or a
+    /// ClusterIP only another proxy's Services have).
+    Pass,
+    /// An allocated ClusterIP on a port/protocol no Service has: REJECT.
+    Reject,
+    /// Inside a service CIDR, allocated to no Service: DROP.
+    Drop,
+}
+
+/// The rule for a destination `daddr` (network order) no frontend takes.
+#[inline(always)]
+pub fn classify(daddr: u32) -> Unserved {
+    // SAFETY: the value is copied out at once.
+    if let Some(use_) = unsafe { SVC4_CLUSTERIPS.get(&daddr) } {
+        return if *use_ == CLUSTERIP_OTHER_PROXY {
+            Unserved::Pass
+        } else {
+            Unserved::Reject
+        };
+    }
+    if SVC4_SVC_CIDR.get(&Key::new(32, daddr)).is_some() {
+        Unserved::Drop
+    } else {
+        Unserved::Pass
+    }
+}
+
+/// TC and XDP: what to do with a packet to `daddr` that no frontend takes and that is no
+/// reply of a translated flow. XDP hands a reject to TC, as every reject.
+#[inline(always)]
+pub fn action(daddr: u32) -> Action {
+    match classify(daddr) {
+        Unserved::Pass => Action::Done(Verdict::PassNotService),
+        Unserved::Reject => Action::Reject,
+        Unserved::Drop => Action::Done(Verdict::DropUnallocated),
+    }
+}
