@@ -21,6 +21,8 @@
 //! - `fragments`: IPv4 fragments, every one given its first fragment's translation
 //! - `sctp`: SCTP translated by address only, the CRC32c valid after translation
 //! - `detect_local`: several pod CIDRs and a change of them; pods told by interface
+//! - `kube_proxy`: every IPv4 row of kube-proxy's own packet-flow tables
+//!   (`runPacketFlowTests` in pkg/proxy/nftables/proxier_test.go), row by row
 //! - `unallocated`: a ClusterIP's unknown ports (REJECT) and unallocated addresses of the
 //!   service CIDRs (DROP), kube-proxy nftables' rules; replies and other traffic untouched
 //!
@@ -37,6 +39,7 @@ mod detect_local;
 mod fragments;
 mod fuzz;
 mod icmp;
+mod kube_proxy;
 mod malformed;
 mod masquerade;
 mod policy;
