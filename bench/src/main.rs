@@ -40,6 +40,14 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     from_json: Option<PathBuf>,
 
+    /// Also measure the per-packet section on this eBPF object, built from another
+    /// revision (any build leaves it at target/*/build/svc-agent-*/out/svc-ebpf), in the
+    /// same run, before this build's: its rows are `svc_xdp@baseline`, and the goals of
+    /// the "vs baseline" kind compare this build with it. Its map layout must be this
+    /// build's.
+    #[arg(long, value_name = "FILE")]
+    baseline_object: Option<PathBuf>,
+
     /// Services for the programming and memory sections.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     programming_services: usize,
@@ -130,13 +138,22 @@ fn main() -> ExitCode {
         } else {
             ProgOpts::full()
         };
-        // Its own thread: the section pins the thread it runs on to one CPU.
-        let result = std::thread::spawn(move || prog::run(&opts, &|l| eprintln!("{l}")))
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the packet section panicked")));
-        match result {
-            Ok(costs) => r.packet = costs,
-            Err(e) => r.notes.push(format!("packet section failed: {e:#}")),
+        let mut objects = Vec::new();
+        if let Some(path) = &args.baseline_object {
+            objects.push(prog::Object::Baseline(path.clone()));
+        }
+        objects.push(prog::Object::ThisBuild);
+        for object in objects {
+            let opts = opts.clone();
+            // Its own thread: the section pins the thread it runs on to one CPU.
+            let result =
+                std::thread::spawn(move || prog::run(&opts, &object, &|l| eprintln!("{l}")))
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the packet section panicked")));
+            match result {
+                Ok(costs) => r.packet.extend(costs),
+                Err(e) => r.notes.push(format!("packet section failed: {e:#}")),
+            }
         }
         log(&format!(
             "[{:.0} s] packet section done",

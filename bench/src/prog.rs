@@ -71,6 +71,51 @@ pub struct ProgOpts {
     pub cpu: usize,
 }
 
+/// The eBPF object a packet section measures: this build's, or another build's file
+/// (`--baseline-object`), whose rows carry [`BASELINE_SUFFIX`] after the program name.
+pub enum Object {
+    ThisBuild,
+    Baseline(PathBuf),
+}
+
+/// Appended to the program names of the baseline object's rows (`svc_xdp@baseline`), so
+/// that every figure and goal about this build ignores them.
+pub const BASELINE_SUFFIX: &str = "@baseline";
+
+/// An object file's bytes in a buffer aligned for the ELF parser (as
+/// `include_bytes_aligned!` gives this build's).
+struct AlignedObject {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedObject {
+    fn read(path: &std::path::Path) -> anyhow::Result<AlignedObject> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let words = bytes
+            .chunks(8)
+            .map(|chunk| {
+                let mut b = [0u8; 8];
+                b[..chunk.len()].copy_from_slice(chunk);
+                u64::from_ne_bytes(b)
+            })
+            .collect();
+        Ok(AlignedObject {
+            words,
+            len: bytes.len(),
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: u64 words seen as their bytes (u8 has no alignment or validity
+        // requirement), cut to the file's length.
+        let all = unsafe {
+            std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.words.len() * 8)
+        };
+        &all[..self.len]
+    }
+}
+
 impl ProgOpts {
     pub fn full() -> ProgOpts {
         ProgOpts {
@@ -250,7 +295,11 @@ fn cost(c: Case<'_>, runs_ns: Vec<f64>, harness_ns: Option<f64>, verified: Strin
 }
 
 /// Runs section 1; `log` gets a line per step.
-pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost>> {
+pub fn run(
+    opts: &ProgOpts,
+    object: &Object,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<Vec<PacketCost>> {
     ensure!(
         opts.runs >= 1 && opts.repeat >= 1,
         "runs and repeat must be at least 1"
@@ -271,7 +320,19 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
         },
         ..DatapathConfig::default()
     };
-    let (mut dp, mut maps) = Datapath::load(&scratch.0, &config)?;
+    let (suffix, (mut dp, mut maps)) = match object {
+        Object::ThisBuild => ("", Datapath::load(&scratch.0, &config)?),
+        Object::Baseline(path) => {
+            let object = AlignedObject::read(path)?;
+            let loaded = Datapath::load_object(&scratch.0, &config, object.bytes())
+                .with_context(|| format!("loading the baseline object {}", path.display()))?;
+            log(&format!(
+                "packet: measuring the baseline object {}",
+                path.display()
+            ));
+            (BASELINE_SUFFIX, loaded)
+        }
+    };
     let mut reconciler = Reconciler::adopt_with_capacity(&maps, config.map_sizes.lb)?;
     let mut out = Vec::new();
     let per = opts.endpoints_per_service;
@@ -303,7 +364,7 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
     ));
     out.push(cost(
         Case {
-            program: svc_common::BENCH_PASS_PROG,
+            program: &format!("{}{suffix}", svc_common::BENCH_PASS_PROG),
             case: "floor",
             services: 0,
             per_service: 0,
@@ -315,6 +376,7 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
         "XDP_PASS every run".into(),
     ));
 
+    let xdp_name = format!("{}{suffix}", svc_common::XDP_PROG);
     let mut next_client: u32 = 0;
     let mut scales = opts.scales.clone();
     scales.sort_unstable();
@@ -348,7 +410,7 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
         }
         out.push(cost(
             Case {
-                program: svc_common::XDP_PROG,
+                program: &xdp_name,
                 case: "non_service",
                 services: n,
                 per_service: per,
@@ -406,7 +468,7 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
         }
         out.push(cost(
             Case {
-                program: svc_common::XDP_PROG,
+                program: &xdp_name,
                 case: "established",
                 services: n,
                 per_service: per,
@@ -443,7 +505,7 @@ pub fn run(opts: &ProgOpts, log: &dyn Fn(&str)) -> anyhow::Result<Vec<PacketCost
             })?;
             out.push(cost(
                 Case {
-                    program: svc_common::XDP_PROG,
+                    program: &xdp_name,
                     case,
                     services: n,
                     per_service: per,

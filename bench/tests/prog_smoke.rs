@@ -1,6 +1,6 @@
 //! A small run of section 1 (BPF_PROG_TEST_RUN), so the benchmark code cannot rot: every
 //! case measured and checked, plausible figures. Needs root and bpffs.
-use svc_bench::prog::{ProgOpts, run};
+use svc_bench::prog::{BASELINE_SUFFIX, Object, ProgOpts, run};
 
 #[test]
 fn packet_costs_are_measured_and_checked() {
@@ -12,7 +12,7 @@ fn packet_costs_are_measured_and_checked() {
         established_flows: 20,
         ..ProgOpts::full()
     };
-    let costs = run(&opts, &|l| eprintln!("{l}")).expect("section 1");
+    let costs = run(&opts, &Object::ThisBuild, &|l| eprintln!("{l}")).expect("section 1");
     let cases: Vec<(&str, usize)> = costs
         .iter()
         .map(|c| (c.case.as_str(), c.services))
@@ -40,5 +40,46 @@ fn packet_costs_are_measured_and_checked() {
     assert!(
         costs.iter().skip(1).all(|c| c.median_ns >= floor * 0.5),
         "{costs:?}"
+    );
+}
+
+/// `--baseline-object`: another build's object file is loaded and measured the same way,
+/// its rows named apart (here the file is this build's own object).
+#[test]
+fn a_baseline_object_is_measured_under_its_own_names() {
+    let file = std::env::temp_dir().join(format!("svb-{}-baseline.o", std::process::id()));
+    std::fs::write(&file, svc_agent::dataplane::EBPF_OBJECT).unwrap();
+    let opts = ProgOpts {
+        scales: vec![10],
+        runs: 1,
+        repeat: 1_000,
+        new_flows_per_run: 50,
+        established_flows: 5,
+        ..ProgOpts::full()
+    };
+    let costs = run(&opts, &Object::Baseline(file.clone()), &|l| {
+        eprintln!("{l}")
+    });
+    std::fs::remove_file(&file).ok();
+    let names: Vec<String> = costs
+        .expect("section 1 on the baseline object")
+        .iter()
+        .map(|c| format!("{} {}", c.program, c.case))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("svc_bench_pass{BASELINE_SUFFIX} floor"),
+            format!("svc_xdp{BASELINE_SUFFIX} non_service"),
+            format!("svc_xdp{BASELINE_SUFFIX} established"),
+            format!("svc_xdp{BASELINE_SUFFIX} new_flow"),
+            format!("svc_xdp{BASELINE_SUFFIX} new_flow_hot"),
+        ]
+    );
+    let missing = std::env::temp_dir().join("svb-no-such-object.o");
+    let err = run(&opts, &Object::Baseline(missing), &|_| {}).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("svb-no-such-object.o"),
+        "{err:#}"
     );
 }

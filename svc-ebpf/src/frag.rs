@@ -30,7 +30,6 @@ use aya_ebpf::{
         TC_ACT_OK, TC_ACT_SHOT,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::bpf_ktime_get_ns,
     programs::{TcContext, XdpContext},
 };
 use svc_common::{
@@ -39,6 +38,7 @@ use svc_common::{
 };
 
 use crate::{
+    clock::{self, Clock},
     csum,
     maps::SVC4_FRAG,
     parse::{ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Hdr, Packet, ptr_at},
@@ -94,7 +94,7 @@ impl Plan {
 /// they apply, where its fields are known: a plan made from a whole `Action` let LLVM load
 /// fields of variants the action was not (undefined registers, R3 !read_ok).
 #[inline(always)]
-pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32, now: u64) -> Plan {
+pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32) -> Plan {
     if !pkt.first_fragment {
         return Plan::NOTHING;
     }
@@ -102,7 +102,8 @@ pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32, now: u64) -> P
         op: PLAN_INSERT,
         key: key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto),
         value: Frag4Value {
-            created_ns: now,
+            // Stamped by `record`, which alone reads the clock.
+            created_ns: 0,
             saddr_be: saddr,
             daddr_be: daddr,
             kind,
@@ -113,8 +114,8 @@ pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32, now: u64) -> P
 
 /// For a first fragment that is dropped or rejected: the rest of the datagram is dropped.
 #[inline(always)]
-pub fn dropped(pkt: &Packet, now: u64) -> Plan {
-    translated(pkt, FRAG_KIND_DROP, 0, 0, now)
+pub fn dropped(pkt: &Packet) -> Plan {
+    translated(pkt, FRAG_KIND_DROP, 0, 0)
 }
 
 /// For a first fragment that is not ours: no entry may translate the datagram's fragments.
@@ -132,9 +133,9 @@ pub fn untouched(pkt: &Packet) -> Plan {
 
 /// The plan of a first fragment whose action ended in `verdict` without a rewrite.
 #[inline(always)]
-pub fn done(pkt: &Packet, verdict: svc_common::Verdict, now: u64) -> Plan {
+pub fn done(pkt: &Packet, verdict: svc_common::Verdict) -> Plan {
     if verdict.is_drop() {
-        dropped(pkt, now)
+        dropped(pkt)
     } else {
         untouched(pkt)
     }
@@ -146,7 +147,7 @@ pub fn done(pkt: &Packet, verdict: svc_common::Verdict, now: u64) -> Plan {
 /// `Option`s, whose undefined bytes LLVM filled with any register when inlined: R4
 /// !read_ok; `Action` is plain values now.)
 #[inline(always)]
-pub fn record(plan: &Plan) {
+pub fn record(plan: &Plan, clock: &Clock) {
     match plan.op {
         PLAN_REMOVE => {
             let _ = SVC4_FRAG.remove(&plan.key);
@@ -154,7 +155,11 @@ pub fn record(plan: &Plan) {
         // A failed insert leaves the later fragments untranslated (passed): nothing better
         // is possible, and the first fragment is still handled.
         PLAN_INSERT => {
-            let _ = SVC4_FRAG.insert(&plan.key, &plan.value, 0);
+            let value = Frag4Value {
+                created_ns: clock.now(),
+                ..plan.value
+            };
+            let _ = SVC4_FRAG.insert(&plan.key, &value, 0);
         }
         _ => {}
     }
@@ -179,9 +184,7 @@ fn later(ip: &Ipv4Hdr) -> Later {
     let Some(v) = (unsafe { SVC4_FRAG.get(&key) }).copied() else {
         return Later::Pass;
     };
-    // SAFETY: helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if now.saturating_sub(v.created_ns) > FRAG_TIMEOUT_NS {
+    if clock::now().saturating_sub(v.created_ns) > FRAG_TIMEOUT_NS {
         return Later::Pass;
     }
     match v.kind {

@@ -46,11 +46,11 @@
 //! egress, where no program of ours runs: those are not translated (README, "ICMP errors").
 use core::mem::size_of;
 
-use aya_ebpf::{bindings::TC_ACT_OK, helpers::bpf_ktime_get_ns, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use svc_common::{CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, PROTO_TCP, PROTO_UDP, Verdict};
 
 use crate::{
-    csum, lb,
+    clock, csum, lb,
     maps::{SVC4_CT, SVC4_REVNAT},
     parse::{ETH_HLEN, Ipv4Hdr, ptr_at},
     tc,
@@ -191,9 +191,7 @@ fn try_translate(ctx: &TcContext) -> Result<Verdict, Verdict> {
     } else {
         None
     };
-    // SAFETY: helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let rw = related(&outer, &inner, &l4, now).ok_or(PASS)?;
+    let rw = related(&outer, &inner, &l4, clock::now()).ok_or(PASS)?;
     let at = Offsets {
         icmp: icmp_off,
         inner: inner_off,

@@ -19,6 +19,7 @@ use svc_common::{
 };
 
 use crate::{
+    clock::Clock,
     config, local,
     maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -182,12 +183,12 @@ pub(crate) fn ct_key(
 }
 
 #[inline(always)]
-pub fn decide(pkt: &Packet, now: u64) -> Action {
+pub fn decide(pkt: &Packet, clock: &Clock) -> Action {
     // Replies to masqueraded flows are addressed to the node, where NodePorts live too: a
     // kept client port can equal a NodePort, so such a reply must not be taken for a new
     // connection to it. Conntrack decides first for packets to the masquerade address.
     if pkt.daddr == config::masq_addr() {
-        if let Some(action) = reply_entry(pkt, now) {
+        if let Some(action) = reply_entry(pkt, clock) {
             return action;
         }
     }
@@ -198,8 +199,8 @@ pub fn decide(pkt: &Packet, now: u64) -> Action {
         frontend(pkt.daddr, pkt.dport, pkt.proto)
     };
     match f {
-        Some(f) => forward(pkt, &f, now),
-        None => reply(pkt, now),
+        Some(f) => forward(pkt, &f, clock.now()),
+        None => reply(pkt, clock),
     }
 }
 
@@ -804,13 +805,13 @@ fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32
 /// A packet that is not to a Service address: a reply of a translated flow, else to an
 /// allocated ClusterIP or a service CIDR (unserved.rs), or not ours.
 #[inline(always)]
-fn reply(pkt: &Packet, now: u64) -> Action {
-    reply_entry(pkt, now).unwrap_or_else(|| unserved::action(pkt.daddr))
+fn reply(pkt: &Packet, clock: &Clock) -> Action {
+    reply_entry(pkt, clock).unwrap_or_else(|| unserved::action(pkt.daddr))
 }
 
 /// The reverse translation for a reply of a live translated flow, if `pkt` is one.
 #[inline(always)]
-fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
+fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
     let key = ct_key(
         pkt.saddr,
         pkt.daddr,
@@ -821,6 +822,8 @@ fn reply_entry(pkt: &Packet, now: u64) -> Option<Action> {
     );
     // SAFETY: a pointer into the LRU map's value; fields are written individually.
     let ct = unsafe { &mut *SVC4_CT.get_ptr_mut(&key)? };
+    // A tracked flow: the first use of the clock on this path.
+    let now = clock.now();
     if expired(ct, pkt.proto, now) && !service_side_alive(&key, ct, now) {
         return None;
     }

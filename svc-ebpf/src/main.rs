@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
 
+mod clock;
 mod config;
 mod csum;
 mod frag;

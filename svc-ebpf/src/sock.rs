@@ -40,13 +40,13 @@
 //! EPERM (DROP), both counted as `sock_reject`; anything else goes on untouched.
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_set_retval},
+    helpers::{bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
 use svc_common::{PROTO_TCP, PROTO_UDP, SockRevNat4Key, SockRevNat4Value, Verdict};
 
 use crate::{
-    config,
+    clock, config,
     lb::{self, NoPick, Source},
     maps::{SVC4_SOCK_RNAT, count},
     unserved::{self, Unserved},
@@ -93,9 +93,7 @@ fn translate(ctx: &SockAddrContext, bound: u32) -> i32 {
     } else {
         config::masq_addr()
     };
-    // SAFETY: helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let b = match lb::pick(&f, client, Source::Node, now) {
+    let b = match lb::pick(&f, client, Source::Node, clock::now()) {
         Ok(b) => b,
         Err(why) => return refuse(why),
     };

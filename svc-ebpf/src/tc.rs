@@ -4,12 +4,12 @@
 //! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };
 use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_UDP, Verdict};
 
 use crate::{
+    clock::Clock,
     frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
@@ -54,27 +54,23 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     // TC ingress: the interface the packet arrived on (detect-local by interface).
     // SAFETY: reading a field of the skb we were given.
     pkt.ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
-    // SAFETY: helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let action = lb::decide(&pkt, now);
-    apply(ctx, &pkt, action, now)
+    let clock = Clock::new();
+    let action = lb::decide(&pkt, &clock);
+    apply(ctx, &pkt, action, &clock)
 }
 
 /// Applies what lb.rs decided to the packet, and records for a first fragment what the
 /// rest of its datagram gets (frag.rs), in each arm where the action's fields are known.
 #[inline(always)]
-fn apply(ctx: &TcContext, pkt: &Packet, action: Action, now: u64) -> (Verdict, i32) {
+fn apply(ctx: &TcContext, pkt: &Packet, action: Action, clock: &Clock) -> (Verdict, i32) {
     let pkt = *pkt;
     let result = match action {
         Action::Forward { dst, src, verdict } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
-            frag::record(&frag::translated(
-                &pkt,
-                FRAG_KIND_DNAT,
-                saddr,
-                dst.addr,
-                now,
-            ));
+            frag::record(
+                &frag::translated(&pkt, FRAG_KIND_DNAT, saddr, dst.addr),
+                clock,
+            );
             set_dst(ctx, &pkt, dst)
                 .and_then(|()| {
                     if src.is_set() {
@@ -87,13 +83,10 @@ fn apply(ctx: &TcContext, pkt: &Packet, action: Action, now: u64) -> (Verdict, i
         }
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
-            frag::record(&frag::translated(
-                &pkt,
-                FRAG_KIND_REV_NAT,
-                src.addr,
-                daddr,
-                now,
-            ));
+            frag::record(
+                &frag::translated(&pkt, FRAG_KIND_REV_NAT, src.addr, daddr),
+                clock,
+            );
             set_src(ctx, &pkt, src)
                 .and_then(|()| {
                     if dst.is_set() {
@@ -105,11 +98,11 @@ fn apply(ctx: &TcContext, pkt: &Packet, action: Action, now: u64) -> (Verdict, i
                 .map(|()| Verdict::RevNat)
         }
         Action::Reject => {
-            frag::record(&frag::dropped(&pkt, now));
+            frag::record(&frag::dropped(&pkt), clock);
             return reject::reject(ctx, &pkt);
         }
         Action::Done(verdict) => {
-            frag::record(&frag::done(&pkt, verdict, now));
+            frag::record(&frag::done(&pkt, verdict), clock);
             return (verdict, action_for(verdict));
         }
     };

@@ -5,12 +5,12 @@
 //! program on the same interface. IPv4 fragments it handles as TC does (frag.rs).
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_ns,
     programs::XdpContext,
 };
 use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_TCP, Verdict};
 
 use crate::{
+    clock::Clock,
     csum, frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
@@ -55,20 +55,17 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     if pkt.has_ip_options {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    let action = lb::decide(&pkt, now);
+    let clock = Clock::new();
+    let action = lb::decide(&pkt, &clock);
     // For a first fragment, what the rest of its datagram gets (frag.rs), recorded in
     // each arm where the action's fields are known.
     let done = match action {
         Action::Forward { dst, src, verdict } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
-            frag::record(&frag::translated(
-                &pkt,
-                FRAG_KIND_DNAT,
-                saddr,
-                dst.addr,
-                now,
-            ));
+            frag::record(
+                &frag::translated(&pkt, FRAG_KIND_DNAT, saddr, dst.addr),
+                &clock,
+            );
             rewrite(ctx, &pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
@@ -81,13 +78,10 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         }
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
-            frag::record(&frag::translated(
-                &pkt,
-                FRAG_KIND_REV_NAT,
-                src.addr,
-                daddr,
-                now,
-            ));
+            frag::record(
+                &frag::translated(&pkt, FRAG_KIND_REV_NAT, src.addr, daddr),
+                &clock,
+            );
             rewrite(ctx, &pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
@@ -100,11 +94,11 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         }
         // TC rejects it; the rest of the datagram is dropped (here as in TC).
         Action::Reject => {
-            frag::record(&frag::dropped(&pkt, now));
+            frag::record(&frag::dropped(&pkt), &clock);
             return (Verdict::XdpPassToTc, XDP_PASS);
         }
         Action::Done(verdict) => {
-            frag::record(&frag::done(&pkt, verdict, now));
+            frag::record(&frag::done(&pkt, verdict), &clock);
             return (verdict, action_for(verdict));
         }
     };

@@ -17,6 +17,12 @@ pub struct Opts {
     /// Only these sections (repeatable): packet, programming, e2e.
     #[arg(long = "only", value_name = "SECTION")]
     pub only: Vec<String>,
+
+    /// Also measure the per-packet section on this eBPF object of another build (e.g. of
+    /// main before a change: target/*/build/svc-agent-*/out/svc-ebpf), in the same run;
+    /// the "vs baseline" goals compare this build with it.
+    #[arg(long, value_name = "FILE")]
+    pub baseline_object: Option<std::path::PathBuf>,
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -42,6 +48,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     }
     for s in &opts.only {
         cmd.args(["--only", s]);
+    }
+    if let Some(object) = &opts.baseline_object {
+        // svc-bench runs in the workspace root: a relative path stays the caller's.
+        cmd.arg("--baseline-object")
+            .arg(std::path::absolute(object).context("--baseline-object")?);
     }
     let status = cmd.status().context("running svc-bench")?;
     anyhow::ensure!(status.success(), "svc-bench failed ({status})");

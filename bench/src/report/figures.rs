@@ -20,11 +20,20 @@ pub(super) fn floor(r: &Results) -> Option<&PacketCost> {
 
 /// The svc_xdp rows of `case`, by Service count (the first row of each count).
 pub(super) fn xdp_case<'a>(r: &'a Results, case: &str) -> BTreeMap<usize, &'a PacketCost> {
+    xdp_case_of(r, XDP, case)
+}
+
+/// The rows of `program` (e.g. `svc_xdp@baseline`) and `case`, by Service count.
+pub(super) fn xdp_case_of<'a>(
+    r: &'a Results,
+    program: &str,
+    case: &str,
+) -> BTreeMap<usize, &'a PacketCost> {
     let mut m = BTreeMap::new();
     for p in r
         .packet
         .iter()
-        .filter(|p| p.program == XDP && p.case == case)
+        .filter(|p| p.program == program && p.case == case)
     {
         m.entry(p.services).or_insert(p);
     }

@@ -2,8 +2,9 @@
 //! bound on figures of the same run, judged MET, MISSED or not measured (with why).
 use std::fmt::Write as _;
 
-use super::figures::{FULL_SCALE, XDP, agent_memory, floor, install_time, xdp_case};
+use super::figures::{FULL_SCALE, XDP, agent_memory, floor, install_time, xdp_case, xdp_case_of};
 use super::format::{MB, fmt_count, fmt_ns, fmt_ratio, fmt_secs, fmt_trim};
+use crate::prog::BASELINE_SUFFIX;
 use crate::results::{E2eRun, Goal, Results, median};
 
 /// Evaluates the benchmark's goals on `r` (fills nothing else).
@@ -11,6 +12,22 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     vec![
         cost_goal(r, "established-flow cost", "established", 3.0),
         cost_goal(r, "new-flow cost", "new_flow", 5.0),
+        baseline_goal(
+            r,
+            "vs baseline: non-service",
+            "non_service",
+            Scale::Largest,
+            0.5,
+        ),
+        baseline_goal(r, "vs baseline: new flow", "new_flow", Scale::Smallest, 0.5),
+        baseline_goal(r, "vs baseline: new flow", "new_flow", Scale::Largest, 0.5),
+        baseline_goal(
+            r,
+            "vs baseline: established",
+            "established",
+            Scale::Largest,
+            1.0,
+        ),
         scale_goal(r, "scale: established", "established"),
         scale_goal(r, "scale: new flow", "new_flow"),
         rate_goal(r, 10_000, "iptables", 1.3),
@@ -74,6 +91,52 @@ fn cost_goal(r: &Results, name: &str, case: &str, limit: f64) -> Goal {
             fmt_ns(h)
         );
     }
+    g
+}
+
+#[derive(Clone, Copy)]
+enum Scale {
+    Smallest,
+    Largest,
+}
+
+/// This build's svc_xdp cost of `case` against the baseline object's (`--baseline-object`,
+/// measured in the same run), at the smallest or largest Service count both have.
+fn baseline_goal(r: &Results, name: &str, case: &str, scale: Scale, limit: f64) -> Goal {
+    let g = goal(
+        name,
+        format!(
+            "`{case}` <= {limit:.1}x the baseline object's, at the {} Service count",
+            match scale {
+                Scale::Smallest => "smallest",
+                Scale::Largest => "largest",
+            }
+        ),
+    );
+    let ours = xdp_case(r, case);
+    let theirs = xdp_case_of(r, &format!("{XDP}{BASELINE_SUFFIX}"), case);
+    let mut both = ours.keys().filter(|n| theirs.contains_key(n));
+    let services = match scale {
+        Scale::Smallest => both.next(),
+        Scale::Largest => both.next_back(),
+    };
+    let Some(&services) = services else {
+        return not_measured(
+            g,
+            format!("no baseline `{case}` figure: run with --baseline-object FILE"),
+        );
+    };
+    let (o, t) = (ours[&services], theirs[&services]);
+    let ratio = o.net_median_ns / t.net_median_ns;
+    let mut g = g;
+    g.name = format!("{name} at {}", fmt_count(services));
+    g.measured = compared(
+        ratio,
+        &format!("{} ns", fmt_ns(o.net_median_ns)),
+        &format!("{} ns", fmt_ns(t.net_median_ns)),
+    );
+    g.met = Some(ratio <= limit);
+    g.note = format!("net ns per packet, {XDP}, {} Services", fmt_count(services));
     g
 }
 

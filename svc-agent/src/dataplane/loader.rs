@@ -80,7 +80,18 @@ impl Datapath {
     /// Takes no lock: for directories of one process (tests, svcctl trace's scratch copy,
     /// benchmarks); the agent locks its directory first ([`load_locked`](Self::load_locked)).
     pub fn load(dir: &Path, config: &DatapathConfig) -> Result<(Datapath, Maps), DataplaneError> {
-        if EBPF_OBJECT.is_empty() {
+        Datapath::load_object(dir, config, EBPF_OBJECT)
+    }
+
+    /// As [`load`](Self::load), with another build's object instead of this one's
+    /// [`EBPF_OBJECT`] (the benchmark measures an earlier build next to this one). The object
+    /// must have this build's map layout, which the pins' checks enforce.
+    pub fn load_object(
+        dir: &Path,
+        config: &DatapathConfig,
+        object: &[u8],
+    ) -> Result<(Datapath, Maps), DataplaneError> {
+        if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
         check_bpffs(dir)?;
@@ -106,7 +117,7 @@ impl Datapath {
             .override_global("MASQUERADE_ALL", &raw.masquerade_all, true)
             .override_global("NAT_PORT_MIN", &raw.nat_port_min, true)
             .override_global("NAT_PORT_MAX", &raw.nat_port_max, true)
-            .load(EBPF_OBJECT)?;
+            .load(object)?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
         tc.load().map_err(prog_err(TC_PROG, ""))?;
         let xdp: &mut Xdp = program(&mut ebpf, XDP_PROG)?;
