@@ -3,7 +3,11 @@
 //!
 //! The real object is loaded with its maps pinned in a scratch bpffs directory and filled
 //! through the real reconciler with N Services of `endpoints_per_service` endpoints each,
-//! N growing over the scales (10, 1k, 10k, 100k). What is measured, and how each run is
+//! N growing over the scales (10, 1k, 10k, 100k), each Service's ClusterIP allocated
+//! (SVC4_CLUSTERIPS) inside the service CIDR 10.96.0.0/12 (SVC4_SVC_CIDR), as on a cluster
+//! (a packet no frontend takes pays for kube-proxy nftables' rules: svc-ebpf/src/unserved.rs).
+//! With `--baseline-object`, the section runs first on that object (another build's) and
+//! its rows are named `svc_xdp@baseline`, so one run compares two builds. What is measured, and how each run is
 //! checked so that a repeat cannot take another path unnoticed:
 //!
 //! - **floor**: the empty program on a 64-byte TCP frame, `repeat` times per call.
@@ -44,12 +48,15 @@ use anyhow::{Context as _, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions};
 use svc_agent::{
     dataplane::{Datapath, DatapathConfig, MapSizes, Maps},
-    desired::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendState},
+    desired::{
+        BackendAddr, CidrSource, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr,
+        ServiceCidrs,
+    },
     model::{ObjectRef, Protocol},
     packet::{ACK, PacketBuilder, SYN, parse_summary},
     reconcile::Reconciler,
 };
-use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Verdict};
+use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, Ct4Key, Verdict};
 
 use crate::results::{PacketCost, median};
 
@@ -202,7 +209,14 @@ fn desired(n: usize, per_service: usize, sampled: &BTreeSet<usize>) -> DesiredSt
                 source_ranges: Vec::new(),
             },
         );
+        state.cluster_ips.insert(vip(i), ClusterIpUse::Reject);
     }
+    // As on a cluster: every ClusterIP allocated, inside the service CIDR, so a packet no
+    // frontend takes pays for kube-proxy nftables' rules (unserved.rs) as it would there.
+    state.service_cidrs = ServiceCidrs {
+        cidrs: vec![Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)],
+        from: CidrSource::Flag,
+    };
     state
 }
 
