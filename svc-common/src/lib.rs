@@ -158,6 +158,11 @@ macro_rules! for_each_map {
             /// `cluster-ips` set), or left alone when another proxy owns the Service.
             cluster_ips: SVC4_CLUSTERIPS = hash<u32, u8>,
                 size $crate::CLUSTERIP4_MAP_SIZE, sized by lb;
+            /// One entry: the range of addresses SVC4_CLUSTERIPS and SVC4_SVC_CIDR cover
+            /// (an [`AddrRange4`]). A packet no frontend takes, to an address outside it,
+            /// needs neither lookup (an array lookup the verifier inlines).
+            unserved_range: SVC4_SVC_RANGE = array<$crate::AddrRange4>,
+                size $crate::SVC_RANGE4_MAP_SIZE, sized by fixed;
             /// Socket LB: {socket cookie, backend} -> the Service address a node process
             /// sent to.
             sock_revnat: SVC4_SOCK_RNAT = lru<$crate::SockRevNat4Key, $crate::SockRevNat4Value>,
@@ -648,6 +653,30 @@ pub const CLUSTERIP_OTHER_PROXY: u8 = ClusterIpUse::OtherProxy.raw();
 /// The value of every SVC4_SVC_CIDR entry.
 pub const SVC_CIDR_DROP: u8 = 1;
 
+/// SVC4_SVC_RANGE's entry: the lowest and highest address (host order) of every
+/// SVC4_CLUSTERIPS key and every SVC4_SVC_CIDR prefix. The agent widens it before it adds
+/// an entry outside it and narrows it only after removing entries, so every entry is
+/// always inside. `lo > hi`: empty (the zeroed entry holds only 0.0.0.0, which no packet
+/// is addressed to).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct AddrRange4 {
+    pub lo: u32,
+    pub hi: u32,
+}
+
+impl AddrRange4 {
+    pub const EMPTY: AddrRange4 = AddrRange4 { lo: 1, hi: 0 };
+
+    /// Whether `addr` (host order) is inside.
+    #[inline(always)]
+    pub const fn contains(&self, addr: u32) -> bool {
+        self.lo <= addr && addr <= self.hi
+    }
+}
+
+pub const SVC_RANGE4_MAP_SIZE: u32 = 1;
+
 // ---------------------------------------------------------------------------------------
 // Socket LB reverse NAT (LRU): {socket cookie, backend} -> the Service address a node
 // process sent to, so a reply datagram's source can be shown as that address (recvmsg4).
@@ -1039,7 +1068,7 @@ pub const CONFIG_MAP_SIZE: u32 = 1;
 /// meaning of a field, changes: pins of another layout version are refused (equal sizes do
 /// not make equal layouts), and so are pins without a SVC_CONFIG map (made before the
 /// version was recorded).
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 #[cfg(feature = "user")]
 mod user {
@@ -1047,6 +1076,7 @@ mod user {
     // SAFETY: all of these are repr(C), Copy, with explicit padding (checked by bytemuck's
     // Pod derive), so any bit pattern is valid and none has uninitialised bytes.
     unsafe impl aya::Pod for Svc4Key {}
+    unsafe impl aya::Pod for AddrRange4 {}
     unsafe impl aya::Pod for Svc4Value {}
     unsafe impl aya::Pod for Backend4 {}
     unsafe impl aya::Pod for RevNat4 {}

@@ -3,7 +3,9 @@
 //! protocol no Service has is rejected (TCP RST / ICMP port unreachable; a node process
 //! gets ECONNREFUSED); an address inside a service CIDR that no Service has is dropped (a
 //! node process gets EPERM); anything else passes, as before. The agent writes both maps
-//! (SVC4_CLUSTERIPS, SVC4_SVC_CIDR); with both empty every such packet passes.
+//! (SVC4_CLUSTERIPS, SVC4_SVC_CIDR); with both empty every such packet passes. A third,
+//! SVC4_SVC_RANGE, holds the address range both cover: a destination outside it (most
+//! packets no frontend takes) is passed without looking up either.
 //!
 //! Only the destination is looked at, so traffic *from* a ClusterIP (a reply after reverse
 //! NAT) is never affected, and a reply of a tracked flow is reverse-translated before this
@@ -15,7 +17,7 @@ use svc_common::{CLUSTERIP_OTHER_PROXY, Verdict};
 
 use crate::{
     lb::Action,
-    maps::{SVC4_CLUSTERIPS, SVC4_SVC_CIDR},
+    maps::{SVC4_CLUSTERIPS, SVC4_SVC_CIDR, SVC4_SVC_RANGE},
 };
 
 /// What a packet (or a node process's call) to an address no frontend takes gets.
@@ -33,6 +35,11 @@ pub enum Unserved {
 /// The rule for a destination `daddr` (network order) no frontend takes.
 #[inline(always)]
 pub fn classify(daddr: u32) -> Unserved {
+    // Outside every ClusterIP and service CIDR (most packets no frontend takes): no lookup.
+    match SVC4_SVC_RANGE.get(0) {
+        Some(range) if range.contains(u32::from_be(daddr)) => {}
+        _ => return Unserved::Pass,
+    }
     // SAFETY: the value is copied out at once.
     if let Some(use_) = unsafe { SVC4_CLUSTERIPS.get(&daddr) } {
         return if *use_ == CLUSTERIP_OTHER_PROXY {

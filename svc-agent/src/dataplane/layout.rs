@@ -6,10 +6,10 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use svc_common::{
-    Backend4, BackendState, CT_FLAG_LABELS, ClusterIpUse, DatapathConfig4, FrontendKind,
-    NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4, SRC_RANGE_PREFIX_BASE,
-    SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope,
-    SrcRange4, Svc4Key, Svc4Value, SvcName, UnservedReason,
+    AddrRange4, Backend4, BackendState, CT_FLAG_LABELS, ClusterIpUse, DatapathConfig4,
+    FrontendKind, NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4,
+    SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES,
+    SVC_FLAG_LABELS, Scope, SrcRange4, Svc4Key, Svc4Value, SvcName, UnservedReason,
 };
 
 use super::config::DetectLocal;
@@ -320,6 +320,42 @@ pub fn service_cidr_key(cidr: &Ipv4Cidr) -> ServiceCidrKey {
 pub fn service_cidr_of(key: &ServiceCidrKey) -> Option<Ipv4Cidr> {
     let len = u8::try_from(key.0).ok().filter(|l| *l <= 32)?;
     Some(Ipv4Cidr::new(ip_from_be(key.1), len))
+}
+
+// ---------------------------------------------------------------------------------------
+// SVC4_SVC_RANGE: the address range SVC4_CLUSTERIPS and SVC4_SVC_CIDR cover
+// ---------------------------------------------------------------------------------------
+
+/// The SVC4_SVC_RANGE entry that covers these SVC4_CLUSTERIPS keys and SVC4_SVC_CIDR keys
+/// ([`AddrRange4::EMPTY`] for none).
+pub fn unserved_range<'a>(
+    cluster_ips: impl IntoIterator<Item = &'a u32>,
+    cidrs: impl IntoIterator<Item = &'a ServiceCidrKey>,
+) -> AddrRange4 {
+    let mut range = AddrRange4::EMPTY;
+    let mut add = |lo: u32, hi: u32| {
+        if range.lo > range.hi {
+            range = AddrRange4 { lo, hi };
+        } else {
+            range.lo = range.lo.min(lo);
+            range.hi = range.hi.max(hi);
+        }
+    };
+    for key in cluster_ips {
+        let addr = u32::from(cluster_ip_of(*key));
+        add(addr, addr);
+    }
+    for cidr in cidrs.into_iter().filter_map(service_cidr_of) {
+        let lo = u32::from(cidr.addr) & cidr.netmask();
+        add(lo, lo | !cidr.netmask());
+    }
+    range
+}
+
+/// Whether the programs, reading `range`, look up a packet to `addr` in SVC4_CLUSTERIPS and
+/// SVC4_SVC_CIDR.
+pub fn range_covers(range: &AddrRange4, addr: Ipv4Addr) -> bool {
+    range.contains(u32::from(addr))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -323,6 +323,7 @@ impl Maps {
             problems: self.read_problems().map_err(store)?,
             cluster_ips: self.read_cluster_ips().map_err(store)?,
             service_cidrs: self.read_service_cidrs().map_err(store)?,
+            unserved_range: self.read_unserved_range().map_err(store)?,
         })
     }
 
@@ -349,6 +350,7 @@ impl Maps {
         for k in live.read_service_cidrs()? {
             self.put_service_cidr(&k)?;
         }
+        self.put_unserved_range(&live.read_unserved_range()?)?;
         for (k, v) in live.read_names()? {
             self.put_name(k, &v)?;
         }

@@ -5,8 +5,8 @@
 //! consistency checks read.
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
-    Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, ProblemText, RevNat4, Svc4Key,
-    Svc4Value, SvcName, Verdict, map_names,
+    AddrRange4, Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, ProblemText, RevNat4,
+    Svc4Key, Svc4Value, SvcName, Verdict, map_names,
 };
 
 use super::{
@@ -61,6 +61,9 @@ pub trait MapStore {
     fn put_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError>;
     fn del_service_cidr(&mut self, key: &ServiceCidrKey) -> Result<(), StoreError>;
     fn read_service_cidrs(&self) -> Result<Vec<ServiceCidrKey>, StoreError>;
+    /// SVC4_SVC_RANGE: the range SVC4_CLUSTERIPS and SVC4_SVC_CIDR cover.
+    fn put_unserved_range(&mut self, value: &AddrRange4) -> Result<(), StoreError>;
+    fn read_unserved_range(&self) -> Result<AddrRange4, StoreError>;
 }
 
 /// The raw contents of the maps, as read at one moment (each map on its own: a map that
@@ -78,6 +81,7 @@ pub struct RawMaps {
     pub problems: Vec<(u32, ProblemText)>,
     pub cluster_ips: Vec<(u32, u8)>,
     pub service_cidrs: Vec<ServiceCidrKey>,
+    pub unserved_range: AddrRange4,
 }
 
 /// Which of the larger maps a read of [`RawMaps`] includes. The small ones (services,
@@ -254,6 +258,16 @@ impl MapStore for Maps {
         }
         Ok(out)
     }
+    fn put_unserved_range(&mut self, value: &AddrRange4) -> Result<(), StoreError> {
+        self.unserved_range
+            .set(0, value, 0)
+            .map_err(store_err(map_names::SVC4_SVC_RANGE))
+    }
+    fn read_unserved_range(&self) -> Result<AddrRange4, StoreError> {
+        self.unserved_range
+            .get(&0, 0)
+            .map_err(store_err(map_names::SVC4_SVC_RANGE))
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +278,8 @@ mod fake {
     use std::collections::{BTreeMap, BTreeSet};
 
     use svc_common::{
-        Backend4, ProblemText, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName, map_names,
+        AddrRange4, Backend4, ProblemText, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName,
+        map_names,
     };
 
     use super::{MapStore, RawMaps, StoreError};
@@ -281,6 +296,8 @@ mod fake {
         pub problems: BTreeMap<u32, ProblemText>,
         pub cluster_ips: BTreeMap<u32, u8>,
         pub service_cidrs: BTreeSet<ServiceCidrKey>,
+        /// SVC4_SVC_RANGE's entry (zeroed, as the kernel's array starts).
+        pub unserved_range: AddrRange4,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -317,6 +334,7 @@ mod fake {
                 problems: self.problems.iter().map(|(k, v)| (*k, *v)).collect(),
                 cluster_ips: self.cluster_ips.iter().map(|(k, v)| (*k, *v)).collect(),
                 service_cidrs: self.service_cidrs.iter().copied().collect(),
+                unserved_range: self.unserved_range,
                 ..Default::default()
             }
         }
@@ -455,6 +473,18 @@ mod fake {
         }
         fn read_service_cidrs(&self) -> Result<Vec<ServiceCidrKey>, StoreError> {
             Ok(self.service_cidrs.iter().copied().collect())
+        }
+        fn put_unserved_range(&mut self, value: &AddrRange4) -> Result<(), StoreError> {
+            self.unserved_range = *value;
+            self.wrote(format!(
+                "put range {}-{}",
+                std::net::Ipv4Addr::from(value.lo),
+                std::net::Ipv4Addr::from(value.hi)
+            ));
+            Ok(())
+        }
+        fn read_unserved_range(&self) -> Result<AddrRange4, StoreError> {
+            Ok(self.unserved_range)
         }
     }
 

@@ -124,6 +124,25 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         .collect();
     let cluster_ips: std::collections::BTreeSet<u32> =
         t.raw.cluster_ips.iter().map(|(k, _)| *k).collect();
+    // The programs look a destination up in SVC4_CLUSTERIPS and SVC4_SVC_CIDR only inside
+    // SVC4_SVC_RANGE: an entry outside it is never seen.
+    let range = &t.raw.unserved_range;
+    for key in &cluster_ips {
+        let ip = layout::cluster_ip_of(*key);
+        if !layout::range_covers(range, ip) {
+            out.push(hazard(format!(
+                "ClusterIP {ip} is outside SVC4_SVC_RANGE (its unknown ports are passed, not rejected)"
+            )));
+        }
+    }
+    for cidr in &service_cidrs {
+        let last = std::net::Ipv4Addr::from(u32::from(cidr.addr) | !cidr.netmask());
+        if !layout::range_covers(range, cidr.addr) || !layout::range_covers(range, last) {
+            out.push(hazard(format!(
+                "service CIDR {cidr} is not inside SVC4_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+            )));
+        }
+    }
     for (id, value) in &t.frontends {
         let name = id_name(id);
         slot_problems(t, id, Scope::All, value.count, &mut out);

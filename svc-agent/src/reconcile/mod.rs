@@ -30,7 +30,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use svc_common::{
-    Backend4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName, map_names,
+    AddrRange4, Backend4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName,
+    map_names,
 };
 
 use crate::addr::{BackendAddr, Frontend};
@@ -141,6 +142,8 @@ pub struct Reconciler {
     /// SVC4_CLUSTERIPS and SVC4_SVC_CIDR as written (adopted from the maps at start).
     cluster_ips: BTreeMap<u32, u8>,
     service_cidrs: BTreeSet<ServiceCidrKey>,
+    /// SVC4_SVC_RANGE as written (adopted from the map at start).
+    unserved_range: AddrRange4,
     /// Capacity of SVC4_BACKENDS and SVC4_REVNAT (the agent's --lb-map-max).
     lb_capacity: u32,
 }
@@ -204,6 +207,7 @@ impl Reconciler {
             problems: BTreeMap::new(),
             cluster_ips: BTreeMap::new(),
             service_cidrs: BTreeSet::new(),
+            unserved_range: AddrRange4::default(),
         };
         for (id, b) in store.read_backends()? {
             let Some(addr) = layout::backend_addr(&b) else {
@@ -271,6 +275,7 @@ impl Reconciler {
         r.problems = store.read_problems()?.into_iter().collect();
         r.cluster_ips = store.read_cluster_ips()?.into_iter().collect();
         r.service_cidrs = store.read_service_cidrs()?.into_iter().collect();
+        r.unserved_range = store.read_unserved_range()?;
         Ok(r)
     }
 
@@ -436,12 +441,25 @@ impl Reconciler {
         let mut report = SyncReport::default();
         self.remove_orphans(store, &mut report);
 
-        // 0. ClusterIPs added or changed, before any frontend.
+        // 0. ClusterIPs added or changed, before any frontend; first the range the programs
+        //    look them (and the service CIDRs) up in, widened to what the maps hold and will
+        //    hold, so no entry is ever outside it.
         let wanted_ips: BTreeMap<u32, u8> = desired
             .cluster_ips
             .iter()
             .map(|(ip, use_)| (layout::cluster_ip_key(*ip), layout::cluster_ip_value(*use_)))
             .collect();
+        let wanted_cidrs: BTreeSet<ServiceCidrKey> = desired
+            .service_cidrs
+            .cidrs
+            .iter()
+            .map(layout::service_cidr_key)
+            .collect();
+        let wide = layout::unserved_range(
+            self.cluster_ips.keys().chain(wanted_ips.keys()),
+            self.service_cidrs.iter().chain(&wanted_cidrs),
+        );
+        self.write_unserved_range(wide, store, &mut report);
         for (key, value) in &wanted_ips {
             if self.cluster_ips.get(key) != Some(value) {
                 match store.put_cluster_ip(*key, *value) {
@@ -560,13 +578,7 @@ impl Reconciler {
         }
 
         // 7. Service CIDRs (stale ones first: room in a full map), then the ClusterIPs no
-        //    Service has any more.
-        let wanted_cidrs: BTreeSet<ServiceCidrKey> = desired
-            .service_cidrs
-            .cidrs
-            .iter()
-            .map(layout::service_cidr_key)
-            .collect();
+        //    Service has any more, then the range narrowed to what is left.
         if removals == Removals::Prune {
             let stale: Vec<ServiceCidrKey> = self
                 .service_cidrs
@@ -611,7 +623,26 @@ impl Reconciler {
                 }
             }
         }
+        let exact = layout::unserved_range(self.cluster_ips.keys(), &self.service_cidrs);
+        self.write_unserved_range(exact, store, &mut report);
         report
+    }
+
+    /// Writes SVC4_SVC_RANGE if it differs from what it holds; a failed write is reported
+    /// and retried on the next sync.
+    fn write_unserved_range(
+        &mut self,
+        range: AddrRange4,
+        store: &mut impl MapStore,
+        report: &mut SyncReport,
+    ) {
+        if range == self.unserved_range {
+            return;
+        }
+        match store.put_unserved_range(&range) {
+            Ok(()) => self.unserved_range = range,
+            Err(e) => report.errors.push((None, e)),
+        }
     }
 
     /// Writes the problems svcctl lists (SVC_PROBLEMS, for svcctl only): `texts` in order

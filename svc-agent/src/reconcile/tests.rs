@@ -559,8 +559,12 @@ fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
     assert!(rep.errors.is_empty(), "{rep:?}");
     assert_eq!((rep.cluster_ips_written, rep.cidrs_written), (2, 1));
     assert_eq!(
-        writes(&maps, &["put clusterip", "put svc slot 0", "put cidr"]),
+        writes(
+            &maps,
+            &["put range", "put clusterip", "put svc slot 0", "put cidr"]
+        ),
         [
+            "put range 10.96.0.0-10.96.255.255",
             "put clusterip 10.96.0.1",
             "put clusterip 10.96.0.2",
             "put svc slot 0 count 1 backend 0",
@@ -589,9 +593,17 @@ fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
     assert_eq!(
         writes(
             &maps,
-            &["del clusterip", "del svc slot 0", "put cidr", "del cidr"]
+            &[
+                "del clusterip",
+                "del svc slot 0",
+                "put cidr",
+                "del cidr",
+                "put range"
+            ]
         ),
         [
+            // Widened first (to the old and the new entries), narrowed last.
+            "put range 10.96.0.0-10.111.255.255",
             "del svc slot 0",
             "del cidr 10.96.0.0/16",
             "put cidr 10.96.0.0/12",
@@ -627,6 +639,58 @@ fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
         svc_common::CLUSTERIP_OTHER_PROXY
     );
     assert_eq!(maps.cluster_ips.len(), 2);
+    assert_eq!(
+        maps.unserved_range,
+        svc_common::AddrRange4 {
+            lo: u32::from(Ipv4Addr::new(10, 96, 0, 0)),
+            hi: u32::from(Ipv4Addr::new(172, 30, 255, 255)),
+        }
+    );
+    // Everything goes: the range is empty again, after the entries.
+    maps.log.clear();
+    let rep = again.sync(&DesiredState::default(), &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(maps.unserved_range, svc_common::AddrRange4::EMPTY);
+    assert_eq!(
+        maps.log.last().map(String::as_str),
+        Some("put range 0.0.0.1-0.0.0.0")
+    );
+    assert!(maps.violations.is_empty(), "{:?}", maps.violations);
+}
+
+/// The range the programs look ClusterIPs and service CIDRs up in must cover every one of
+/// them: an entry outside it is a hazard (its packets would pass).
+#[test]
+fn the_per_write_check_catches_an_entry_outside_the_range() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let a = fe([10, 96, 0, 1], 80);
+    r.sync(
+        &with_cidrs(&[(a, vec![be(11)])], &["10.96.0.0/16"]),
+        &mut maps,
+    );
+    assert!(maps.violations.is_empty(), "{:?}", maps.violations);
+    let hazards = |m: &FakeMaps| crate::inspect::consistency::packet_hazards(&m.raw());
+    // A range one address short at either end.
+    let full = maps.unserved_range;
+    maps.unserved_range.hi -= 1;
+    assert_eq!(
+        hazards(&maps),
+        [
+            "service CIDR 10.96.0.0/16 is not inside SVC4_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+        ]
+    );
+    maps.unserved_range = svc_common::AddrRange4 {
+        lo: full.lo + 2,
+        ..full
+    };
+    assert_eq!(
+        hazards(&maps),
+        [
+            "ClusterIP 10.96.0.1 is outside SVC4_SVC_RANGE (its unknown ports are passed, not rejected)",
+            "service CIDR 10.96.0.0/16 is not inside SVC4_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+        ]
+    );
 }
 
 /// The hazard the order above prevents: a served ClusterIP inside a service CIDR that is

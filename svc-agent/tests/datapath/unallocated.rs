@@ -373,3 +373,76 @@ fn without_cluster_ips_and_cidrs_everything_passes() {
         (XDP_DROP, vec![(Verdict::DropUnallocated, 1)])
     );
 }
+
+/// SVC4_SVC_RANGE spans every ClusterIP and service CIDR, also a ClusterIP outside the
+/// CIDRs (no ServiceCIDR holds it): its unknown ports are still rejected, and an address
+/// inside the range but in neither map still passes; below and above the range nothing is
+/// looked up and everything passes.
+#[test]
+fn the_range_covers_a_cluster_ip_outside_the_cidrs() {
+    use Output::{Exact, Unchanged};
+    use Prog::Tc;
+    let mut h = Harness::load("unallocated-range", &node1_fixture_config(false));
+    let mut state = desired_state();
+    state
+        .cluster_ips
+        .insert(ip("10.100.0.5"), svc_agent::desired::ClusterIpUse::Reject);
+    h.sync(&state);
+    h.run_table(&[
+        case(
+            "ClusterIP 10.100.0.5, outside the service CIDR: unknown port -> RST",
+            Tc,
+            segment("10.244.1.20:40300", "10.100.0.5:443", SYN, 7),
+            TC_ACT_REDIRECT,
+            Exact(expected_rst(
+                "10.100.0.5:443",
+                "10.244.1.20:40300",
+                0,
+                8,
+                RST | ACK,
+            )),
+            Verdict::RejectTcpRst,
+        ),
+        case(
+            "inside the range, in neither map (10.200.0.1): passes",
+            Tc,
+            segment("10.244.1.20:40301", "10.200.0.1:80", SYN, 1),
+            TC_ACT_OK,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "below the range (10.100.0.4): passes",
+            Tc,
+            segment("10.244.1.20:40302", "10.100.0.4:443", SYN, 1),
+            TC_ACT_OK,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "above the range (172.31.0.0): passes",
+            Tc,
+            segment("10.244.1.20:40303", "172.31.0.0:80", SYN, 1),
+            TC_ACT_OK,
+            Unchanged,
+            Verdict::PassNotService,
+        ),
+        case(
+            "the range's last address, 172.30.255.255, unallocated: dropped",
+            Tc,
+            segment("10.244.1.20:40304", "172.30.255.255:80", SYN, 1),
+            TC_ACT_SHOT,
+            Unchanged,
+            Verdict::DropUnallocated,
+        ),
+    ]);
+    let range = svc_agent::dataplane::MapStore::read_unserved_range(&h.maps).unwrap();
+    assert_eq!(
+        (ip_of(range.lo), ip_of(range.hi)),
+        (ip("10.100.0.5"), ip("172.30.255.255"))
+    );
+}
+
+fn ip_of(host_order: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(host_order)
+}
