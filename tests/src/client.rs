@@ -322,3 +322,54 @@ pub fn http_get(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// One exchange from `ns`, from the address `bind` of that namespace if given (the port is
+/// the kernel's choice): a new TCP connection sending one line, or a datagram from a fresh
+/// UDP socket; the echo server's reply.
+pub fn request_from(
+    ns: &str,
+    bind: Option<Ipv4Addr>,
+    to: SocketAddrV4,
+    udp: bool,
+    timeout: Duration,
+) -> io::Result<EchoReply> {
+    let local = SocketAddrV4::new(bind.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+    if udp {
+        UdpSession::bind_to(ns, local)?.request(to, timeout)
+    } else if bind.is_some() {
+        TcpSession::connect_from(ns, local, to, timeout)?.exchange("request")
+    } else {
+        TcpSession::connect(ns, to, timeout)?.exchange("request")
+    }
+}
+
+/// Whether `to` takes a new flow from `ns` (from `bind` if given): a TCP connect, or for
+/// UDP one datagram on a connected socket and its answer, so that an ICMP port unreachable
+/// shows. Ok(what answered), else the error that tells the cases apart:
+/// `ConnectionRefused` (a RST, an ICMP port unreachable), `TimedOut` / `WouldBlock`
+/// (silence), `NetworkUnreachable` / `HostUnreachable` (no route on the way).
+pub fn connect_probe(
+    ns: &str,
+    bind: Option<Ipv4Addr>,
+    to: SocketAddrV4,
+    udp: bool,
+    timeout: Duration,
+) -> io::Result<String> {
+    let local = SocketAddrV4::new(bind.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+    if !udp {
+        let session = match bind {
+            Some(_) => TcpSession::connect_from(ns, local, to, timeout)?,
+            None => TcpSession::connect(ns, to, timeout)?,
+        };
+        return Ok(format!("a connection to {}", session.peer_addr()?));
+    }
+    try_in_netns(ns, || -> io::Result<String> {
+        let sock = UdpSocket::bind(local)?;
+        sock.connect(to)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.send(b"probe\n")?;
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+    })?
+}

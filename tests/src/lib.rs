@@ -19,7 +19,8 @@
 //!
 //! Before the agent starts, a test may add a second external link to another outside host
 //! ([`Lab::add_second_nic`]: eth1 198.18.0.1/24, ext2 198.18.0.100), more client pods
-//! ([`Lab::add_client_pod`]) and pods behind a bridge ([`Lab::add_bridged_client_pod`]).
+//! ([`Lab::add_client_pod`]), more backend pods on any node ([`Lab::add_backend_pod`]) and
+//! pods behind a bridge ([`Lab::add_bridged_client_pod`]).
 //!
 //! # Two-node lab ([`Lab::up_two_nodes`])
 //!
@@ -65,7 +66,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-pub use client::{TcpSession, UdpSession, http_get, tcp_request, udp_request};
+pub use client::{
+    TcpSession, UdpSession, connect_probe, http_get, request_from, tcp_request, udp_request,
+};
 pub use echo::{EchoReply, EchoServers};
 pub use netns::{in_netns, try_in_netns};
 
@@ -302,6 +305,8 @@ pub struct Lab {
     /// cgroup v2 directories made for node processes (removed, empty, on teardown).
     created_cgroups: Vec<PathBuf>,
     echo: Option<EchoServers>,
+    /// Echo servers of backend pods added after the lab was built ([`Lab::add_backend_pod`]).
+    extra_echo: Vec<EchoServers>,
     children: Vec<NodeProcess>,
     torn_down: bool,
 }
@@ -399,6 +404,7 @@ impl Lab {
             created_dirs: Vec::new(),
             created_cgroups: Vec::new(),
             echo: None,
+            extra_echo: Vec::new(),
             children: Vec::new(),
             torn_down: false,
             id,
@@ -755,6 +761,21 @@ impl Lab {
         Ok(())
     }
 
+    /// Another backend pod `name` at `ip` on node `n` (1-based), routed as the others (`ip`/32,
+    /// the node's pod gateway, `lxc-<name>`) and running the TCP and UDP echo servers on
+    /// [`ECHO_PORT`], e.g. when a test needs more endpoints on one node than the lab has.
+    /// `ip` must be inside the node's pod CIDR: the other node routes only that CIDR to it.
+    /// Removed with the lab.
+    pub fn add_backend_pod(&mut self, n: usize, name: &str, ip: Ipv4Addr) -> anyhow::Result<()> {
+        let node = self.node(n).clone();
+        let pod = Lab::make_pod(&self.id, node.index, name, ip);
+        self.add_pod(&node, &pod)?;
+        let echo = EchoServers::start(&[(pod.name.clone(), pod.ns.clone())], ECHO_PORT)?;
+        self.extra_echo.push(echo);
+        self.pods.push(pod);
+        Ok(())
+    }
+
     /// A client pod `name` at `ip`/24 behind a Linux bridge `bridge` of node 1 (made on
     /// first use, holding `gateway`/24), as the bridge CNIs (flannel's cni0, kubenet's
     /// cbr0) wire pods: the pod's veth `vethbr-<name>` is a port of the bridge, the pod
@@ -1089,6 +1110,85 @@ impl Lab {
         Ok(cmd)
     }
 
+    /// `count` new connections (or UDP flows) to `to` from one process of node `n` itself
+    /// (a Python client started by [`node_command`](Self::node_command): through the node's
+    /// socket-level programs), bound to `bind` if given: each the echo server's reply, or the
+    /// error the call failed with (`ConnectionRefused` for ECONNREFUSED, `PermissionDenied`
+    /// for EPERM, `TimedOut`, `NetworkUnreachable`, `HostUnreachable`, else `Other`). One
+    /// process for all of them: starting Python is the slow part. The node's cgroup must
+    /// exist (`node_cgroup`).
+    pub fn node_requests(
+        &self,
+        n: usize,
+        bind: Option<Ipv4Addr>,
+        to: SocketAddrV4,
+        udp: bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<io::Result<EchoReply>> {
+        const CLIENT: &str = r#"
+import errno, socket, sys
+host, port, udp, timeout, n, bind = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp", float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        if bind != "-":
+            s.bind((bind, 0))
+        s.connect((host, port))
+        s.sendall(b"node\n")
+        print("OK", s.recv(200).decode().splitlines()[0], flush=True)
+    except socket.timeout:
+        print("ERR ETIMEDOUT", flush=True)
+    except OSError as e:
+        print("ERR", errno.errorcode.get(e.errno, e.errno), flush=True)
+    finally:
+        s.close()
+"#;
+        let out = self
+            .node_command(n, "python3")
+            .map_err(io::Error::other)
+            .and_then(|mut cmd| {
+                cmd.args(["-c", CLIENT, &to.ip().to_string(), &to.port().to_string()])
+                    .arg(if udp { "udp" } else { "tcp" })
+                    .arg(format!("{:.1}", timeout.as_secs_f64()))
+                    .arg(count.to_string())
+                    .arg(bind.map_or("-".to_string(), |b| b.to_string()))
+                    .output()
+            });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return vec![Err(e)],
+        };
+        let results: Vec<io::Result<EchoReply>> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| match line.split_once(' ') {
+                Some(("OK", reply)) => EchoReply::parse(reply),
+                Some(("ERR", errno)) => Err(io::Error::new(
+                    match errno {
+                        "ECONNREFUSED" => io::ErrorKind::ConnectionRefused,
+                        "EPERM" => io::ErrorKind::PermissionDenied,
+                        "ETIMEDOUT" => io::ErrorKind::TimedOut,
+                        "ENETUNREACH" => io::ErrorKind::NetworkUnreachable,
+                        "EHOSTUNREACH" => io::ErrorKind::HostUnreachable,
+                        _ => io::ErrorKind::Other,
+                    },
+                    format!("node{n} process: {errno}"),
+                )),
+                _ => Err(io::Error::other(format!("node{n} client said {line:?}"))),
+            })
+            .collect();
+        if results.len() != count {
+            return vec![Err(io::Error::other(format!(
+                "node{n} client gave {} of {count} results: {}",
+                results.len(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))];
+        }
+        results
+    }
+
     /// Tear everything down now; idempotent, never panics, logs failures to stderr.
     pub fn teardown(&mut self) {
         if self.torn_down {
@@ -1100,6 +1200,9 @@ impl Lab {
             if let Err(e) = c.stop() {
                 eprintln!("svc-lab: stopping pid {}: {e}", c.pid);
             }
+        }
+        for mut echo in self.extra_echo.drain(..) {
+            echo.stop();
         }
         if let Some(mut echo) = self.echo.take() {
             echo.stop();
