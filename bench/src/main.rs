@@ -44,7 +44,8 @@ struct Args {
     /// revision (any build leaves it at target/*/build/svc-agent-*/out/svc-ebpf), in the
     /// same run, before this build's: its rows are `svc_xdp@baseline`, and the goals of
     /// the "vs baseline" kind compare this build with it. Its map layout must be this
-    /// build's.
+    /// build's (LAYOUT_VERSION); across a layout change, run the earlier revision's own
+    /// svc-bench just before this one instead.
     #[arg(long, value_name = "FILE")]
     baseline_object: Option<PathBuf>,
 

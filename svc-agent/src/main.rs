@@ -155,9 +155,15 @@ struct Args {
     /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
     /// inside these CIDRs (and, for the node's own processes, on 127.0.0.1 if a CIDR
     /// contains it: see --localhost-nodeports). Repeatable; default: on every node address
-    /// and 127.0.0.1.
-    #[arg(long = "node-port-addresses", value_name = "CIDR", value_parser = parse_cidr)]
-    node_port_addresses: Vec<Ipv4Cidr>,
+    /// and 127.0.0.1. IPv6 CIDRs are skipped with a warning, as kube-proxy's IPv4 proxier
+    /// ignores the other family's (so only IPv6 ones mean every address).
+    #[arg(
+        long = "node-port-addresses",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_range_cidr
+    )]
+    node_port_addresses: Vec<RangeCidr>,
 
     /// Serve a Service's spec.externalIPs only inside these CIDRs (comma-separated), or
     /// not at all (`none`); an externalIP outside is skipped with a problem naming the
@@ -472,11 +478,21 @@ fn config(args: Args) -> anyhow::Result<Config> {
             ),
         }
     }
+    let mut node_port_addresses = Vec::new();
+    for c in args.node_port_addresses {
+        match c {
+            RangeCidr::V4(c) => node_port_addresses.push(c),
+            RangeCidr::V6(c) => tracing::warn!(
+                cidr = %c,
+                "--node-port-addresses: IPv6 CIDR skipped (datapath v1 has no IPv6)"
+            ),
+        }
+    }
     let node = NodeContext {
         node_name: args.node_name,
         node_ips: args.node_ips,
         zone: args.node_zone,
-        node_port_addresses: args.node_port_addresses,
+        node_port_addresses,
         external_ips: args.external_ip_cidrs.unwrap_or_default(),
         localhost_node_ports: args.localhost_nodeports,
         service_cluster_ip_range,
@@ -729,6 +745,38 @@ mod tests {
         assert!(parse(&["--detect-local-mode", "BridgeInterface"]).is_err());
         assert!(parse(&["--detect-local-mode", "bogus"]).is_err());
         assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).is_err());
+    }
+
+    /// kube-proxy's --nodeport-addresses: comma-separated or repeated; the other family's
+    /// CIDRs are skipped (only IPv6 ones: every address, as kube-proxy's empty list).
+    #[test]
+    fn node_port_addresses_flag() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["svc-agent", "--manifests", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|c| config(c.run).unwrap().node.node_port_addresses)
+        };
+        let cidr = |s: &str| s.parse::<Ipv4Cidr>().unwrap();
+        assert_eq!(parse(&[]).unwrap(), []);
+        assert_eq!(
+            parse(&[
+                "--node-port-addresses",
+                "192.168.0.0/24, 192.168.1.0/24,2001:db8::/64",
+                "--node-port-addresses",
+                "127.0.0.1/32"
+            ])
+            .unwrap(),
+            [
+                cidr("192.168.0.0/24"),
+                cidr("192.168.1.0/24"),
+                cidr("127.0.0.1/32")
+            ]
+        );
+        assert_eq!(
+            parse(&["--node-port-addresses", "2001:db8::/64"]).unwrap(),
+            []
+        );
+        assert!(parse(&["--node-port-addresses", "192.168.0.0/33"]).is_err());
     }
 
     #[test]

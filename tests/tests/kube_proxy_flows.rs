@@ -53,7 +53,7 @@
 //! | NodePorts 3001-3003, healthCheckNodePorts | kept |
 //! | podCIDR 10.0.0.0/8 (DetectLocalByCIDR) | `--cluster-cidr 10.244.0.0/16`; NoOpLocalDetector: no `--cluster-cidr` |
 //! | nodePortAddresses `192.168.0.2/32` (the fake's default) | `--node-port-addresses 192.0.2.1/32` |
-//! | TestNodePorts' `192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64` | `--node-port-addresses 192.0.2.0/24 --node-port-addresses 192.168.1.0/24` (no IPv6: the agent refuses IPv6 CIDRs) |
+//! | TestNodePorts' `192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64` | `--node-port-addresses 192.0.2.0/24 --node-port-addresses 192.168.1.0/24 --node-port-addresses 2001:db8::/64` (the IPv6 CIDR skipped with a warning, as kube-proxy's IPv4 proxier ignores it) |
 //! | TestLoadBalancer's sourceRanges `192.168.0.0/24`, ` 203.0.113.0/25` | `192.0.2.0/24` (the lab's node network: node 1's IP is inside, which allows the LoadBalancer IPs as sources), ` 203.0.113.0/25` kept, leading space included |
 //! | masqueradeAll | `--masquerade-all` |
 //!
@@ -100,12 +100,11 @@
 //!   is not supported yet (the agent skips IPv6 addresses with a warning; README, "Supported
 //!   Service features": IPv6 / dual-stack **no**).
 //! - TestClusterIPGeneral's "clusterIP with TCP, UDP, and SCTP on same port (SCTP)" (1 row):
-//!   this kernel has no SCTP sockets. The BPF_PROG_TEST_RUN fixtures cover it:
-//!   `svc-agent/tests/datapath/sctp.rs` DNATs SCTP to a ClusterIP whose targetPort is its
-//!   port by address, port kept (this row's 53 -> 53), the CRC32c intact, and the replies
-//!   back (on a Service of its own, one backend); `svc-agent/tests/datapath/unallocated.rs`
-//!   loads TestClusterIPGeneral's Services, `dns-sctp` included, without a problem. The
-//!   manifests here serve that port too.
+//!   this kernel has no SCTP sockets. The fixture port of the same tables
+//!   (`svc-agent/tests/datapath/kube_proxy.rs`) runs this exact row through the programs
+//!   (both endpoints reached, port 53 kept, the CRC32c valid), and
+//!   `svc-agent/tests/datapath/sctp.rs` covers SCTP's replies and refusals. The manifests
+//!   here serve that port too.
 //!
 //! 198 rows run: 207 rows executed upstream, less the 8 IPv6 rows and the SCTP row.
 use std::{
@@ -649,7 +648,7 @@ fn setups() -> Vec<Setup> {
     all.push(masq_setup(name, masquerade_all, local_detector, overrides));
     all.push(Setup {
         proxier: Proxier {
-            node_port_addresses: &["192.0.2.0/24", "192.168.1.0/24"],
+            node_port_addresses: &["192.0.2.0/24", "192.168.1.0/24", "2001:db8::/64"],
             ..FAKE_PROXIER
         },
         ..Setup::new(
