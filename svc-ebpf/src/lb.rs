@@ -187,10 +187,9 @@ pub fn decide(pkt: &Packet, clock: &Clock) -> Action {
     // Replies to masqueraded flows are addressed to the node, where NodePorts live too: a
     // kept client port can equal a NodePort, so such a reply must not be taken for a new
     // connection to it. Conntrack decides first for packets to the masquerade address.
-    if pkt.daddr == config::masq_addr() {
-        if let Some(action) = reply_entry(pkt, clock) {
-            return action;
-        }
+    let to_node = pkt.daddr == config::masq_addr();
+    if to_node && let Some(action) = reply_entry(pkt, clock) {
+        return action;
     }
     // 127/8 frontends (localhost NodePorts) are for the socket programs only.
     let f = if rules::is_loopback(pkt.daddr) {
@@ -200,6 +199,8 @@ pub fn decide(pkt: &Packet, clock: &Clock) -> Action {
     };
     match f {
         Some(f) => forward(pkt, &f, clock.now()),
+        // Conntrack said no already: the node's own traffic pays one lookup, not two.
+        None if to_node => unserved::action(pkt.daddr),
         None => reply(pkt, clock),
     }
 }
