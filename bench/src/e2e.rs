@@ -140,10 +140,6 @@ pub struct E2eOpts<'a> {
     pub duration: Duration,
     /// Connections in parallel (the baselines' `wrk -c16`).
     pub concurrency: usize,
-    /// New connections per second offered in the paced run, the same for every layout:
-    /// well below the slowest layout's ceiling (kube-proxy's iptables layout at 10k
-    /// Services: about 7,500/s here), so the run measures CPU per connection.
-    pub paced_rate: u32,
     /// Endpoints of each filler Service.
     pub endpoints_per_service: usize,
     /// Called with one line per step (setup, each run, teardown).
@@ -159,7 +155,6 @@ impl<'a> E2eOpts<'a> {
             rounds: 3,
             duration: Duration::from_secs(5),
             concurrency: 16,
-            paced_rate: 2_000,
             endpoints_per_service: 10,
             log,
         }
@@ -330,7 +325,7 @@ fn measure(
     ctx: &RunCtx,
     texts: &LayoutTexts,
     work: &WorkDir,
-) -> anyhow::Result<([E2eRun; 3], Option<InstallTime>)> {
+) -> anyhow::Result<([E2eRun; 2], Option<InstallTime>)> {
     let n = ctx.n();
     let node_ns = lab.node_ns().to_string();
     let client_ns = lab.client_ns().to_string();
@@ -402,13 +397,12 @@ fn measure(
     Ok((runs, install))
 }
 
-/// The load runs on a set-up layout: at its ceiling (new connections, keep-alive), then
-/// new connections at the fixed offered rate with the CPU time they cost.
+/// The two load runs on a set-up layout.
 fn load_both(
     client_ns: &str,
     ctx: &RunCtx,
     agent: Option<&RunningAgent>,
-) -> anyhow::Result<[E2eRun; 3]> {
+) -> anyhow::Result<[E2eRun; 2]> {
     let one = |mode: load::Mode| -> anyhow::Result<E2eRun> {
         wait_answers(client_ns, ctx.target, ANSWER_TIMEOUT)
             .with_context(|| format!("e2e: {}: the measured Service", ctx.label()))
@@ -425,7 +419,6 @@ fn load_both(
         let mode_name = match mode {
             load::Mode::NewConnections => "new_connections",
             load::Mode::KeepAlive => "keepalive",
-            load::Mode::Paced { .. } => "paced",
         };
         ctx.log(&describe(mode, &report));
         if report.requests == 0 || report.errors > report.requests / 10 {
@@ -449,9 +442,6 @@ fn load_both(
     Ok([
         one(load::Mode::NewConnections)?,
         one(load::Mode::KeepAlive)?,
-        one(load::Mode::Paced {
-            per_second: ctx.opts.paced_rate,
-        })?,
     ])
 }
 
@@ -459,13 +449,6 @@ fn describe(mode: load::Mode, r: &Report) -> String {
     let (what, unit) = match mode {
         load::Mode::NewConnections => ("new connections", "conn/s"),
         load::Mode::KeepAlive => ("keep-alive", "req/s"),
-        load::Mode::Paced { .. } => ("paced new connections", "conn/s"),
-    };
-    let cpu = match r.cpu_us_per_request() {
-        Some(us) if matches!(mode, load::Mode::Paced { .. }) => {
-            format!(", {} µs CPU per connection", thousands(us))
-        }
-        _ => String::new(),
     };
     let errors = if r.errors == 0 {
         String::new()
@@ -473,7 +456,7 @@ fn describe(mode: load::Mode, r: &Report) -> String {
         format!(", {} errors {:?}", r.errors, r.errors_by_kind)
     };
     format!(
-        "{what} {} {unit} (connect p50 {} µs p99 {} µs, request p50 {} µs p99 {} µs){cpu}{errors}",
+        "{what} {} {unit} (connect p50 {} µs p99 {} µs, request p50 {} µs p99 {} µs){errors}",
         thousands(r.rate_per_s),
         r.connect_p50_us,
         r.connect_p99_us,

@@ -13,12 +13,6 @@
 //!   response → close, per request (what `wrk -H 'Connection: close'` did for the baselines in
 //!   shared/notes/bench-baselines.md). Every request is a new TCP connection, so its first
 //!   packet crosses the Service translation.
-//! - [`Mode::Paced`]: new connections as above, offered at a fixed total rate (each worker
-//!   its share, evenly spaced, never in a burst to catch up), well below what any layout
-//!   can do, so every layout does the same work and the run's CPU time
-//!   ([`Report::cpu_seconds`], the whole machine's busy time from /proc/stat: the lab's
-//!   namespaces, nginx, the client and the translation share one kernel) divided by the
-//!   connections is what a connection costs, not where the ceiling is.
 //! - [`keepalive_requests`]: one persistent connection per worker, requests back to back;
 //!   reconnects (counted in `connections`) when the server closes or answers
 //!   `Connection: close` (e.g. the lab's echo servers, which answer HTTP/1.0 and close).
@@ -69,8 +63,6 @@ pub enum Mode {
     NewConnections,
     /// Persistent connections.
     KeepAlive,
-    /// A new TCP connection per request, offered at `per_second` in total.
-    Paced { per_second: u32 },
 }
 
 /// What a run measured.
@@ -95,42 +87,6 @@ pub struct Report {
     pub request_p999_us: u64,
     /// Failures by kind, e.g. `"connect: connection refused": 3`.
     pub errors_by_kind: BTreeMap<String, u64>,
-    /// CPU seconds the whole machine was busy during the run (user, nice, system, irq,
-    /// softirq, steal in /proc/stat); absent in results of earlier versions.
-    #[serde(default)]
-    pub cpu_seconds: Option<f64>,
-}
-
-impl Report {
-    /// CPU µs per request answered, if the run measured its CPU time.
-    pub fn cpu_us_per_request(&self) -> Option<f64> {
-        let cpu = self.cpu_seconds?;
-        (self.requests > 0).then(|| cpu * 1e6 / self.requests as f64)
-    }
-}
-
-/// The machine's busy CPU time since boot in seconds, from the first line of /proc/stat.
-pub fn busy_cpu_seconds() -> io::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "/proc/stat: no cpu line");
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or_else(bad)?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    if f.len() < 7 {
-        return Err(bad());
-    }
-    // user nice system idle iowait irq softirq steal ...: all but idle and iowait (guest
-    // time is counted in user already).
-    let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    Ok(busy as f64 / ticks.max(1) as f64)
 }
 
 mod secs_f64 {
@@ -241,7 +197,6 @@ impl Stats {
             request_p99_us: q(&self.request_us, 0.99),
             request_p999_us: q(&self.request_us, 0.999),
             errors_by_kind: self.errors_by_kind.clone(),
-            cpu_seconds: None,
         }
     }
 }
@@ -330,14 +285,6 @@ pub fn run(
                             new_connection_loop(target, deadline, tickets, &mut stats)
                         }
                         Mode::KeepAlive => keepalive_loop(target, deadline, tickets, &mut stats),
-                        Mode::Paced { per_second } => {
-                            // Each worker's share, the workers evenly staggered.
-                            let interval = Duration::from_secs_f64(
-                                workers as f64 / f64::from(per_second.max(1)),
-                            );
-                            let offset = interval.mul_f64(i as f64 / workers as f64);
-                            paced_loop(target, deadline, tickets, &mut stats, interval, offset)
-                        }
                     }
                     merged
                         .lock()
@@ -358,7 +305,6 @@ pub fn run(
         for _ in 0..handles.len() {
             let _ = ready_rx.recv();
         }
-        let cpu_before = busy_cpu_seconds().ok();
         let start = Instant::now();
         drop(held);
         let results: Vec<io::Result<()>> = handles
@@ -366,19 +312,13 @@ pub fn run(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .chain(spawn_error.map(Err))
             .collect();
-        let elapsed = start.elapsed();
-        let cpu = cpu_before.zip(busy_cpu_seconds().ok()).map(|(a, b)| b - a);
-        ((elapsed, cpu), results)
+        (start.elapsed(), results)
     });
-    let (elapsed, cpu_seconds) = elapsed;
     for r in results {
         r.with_context(|| format!("load worker in {ns}"))?;
     }
     let stats = merged.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(Report {
-        cpu_seconds,
-        ..stats.report(elapsed)
-    })
+    Ok(stats.report(elapsed))
 }
 
 /// `stage: kind` for an I/O error, with timeouts under one name whichever way the OS said it.
@@ -485,34 +425,6 @@ fn new_connection_loop(
         if stats.errors != errors {
             pause_after_error(deadline);
         }
-    }
-}
-
-/// New connections at one every `interval`, the first after `offset`: a worker that falls
-/// behind (a slow connection) goes on from now, so the offered rate never bursts.
-fn paced_loop(
-    target: SocketAddrV4,
-    deadline: Instant,
-    tickets: &Tickets,
-    stats: &mut Stats,
-    interval: Duration,
-    offset: Duration,
-) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut next = Instant::now() + offset;
-    while next < deadline {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        if !tickets.take() {
-            break;
-        }
-        if let Some(mut s) = timed_connect(target, stats) {
-            timed_request(&mut s, REQUEST_CLOSE, &mut buf, stats);
-            drop(s); // RST (SO_LINGER 0)
-        }
-        next = (next + interval).max(Instant::now());
     }
 }
 

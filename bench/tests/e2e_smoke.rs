@@ -15,7 +15,6 @@ fn every_layout_carries_both_loads_at_two_scales() {
         rounds: 1,
         duration: Duration::from_secs(1),
         concurrency: 4,
-        paced_rate: 200,
         endpoints_per_service: 10,
         log: &log,
     };
@@ -23,9 +22,9 @@ fn every_layout_carries_both_loads_at_two_scales() {
 
     for n in [1, 50] {
         let at: Vec<_> = runs.iter().filter(|r| r.services == n).collect();
-        assert_eq!(at.len(), 9, "3 layouts x 3 modes at {n} services: {at:#?}");
+        assert_eq!(at.len(), 6, "3 layouts x 2 modes at {n} services: {at:#?}");
         for layout in ["ebpf", "iptables", "nftables"] {
-            for mode in ["new_connections", "keepalive", "paced"] {
+            for mode in ["new_connections", "keepalive"] {
                 let r = at
                     .iter()
                     .find(|r| r.layout == layout && r.mode == mode)
@@ -37,20 +36,7 @@ fn every_layout_carries_both_loads_at_two_scales() {
                     "{layout} {mode} {n}: {:?}",
                     r.report.errors_by_kind
                 );
-                let cpu = r.report.cpu_seconds.expect("the CPU time of every run");
-                assert!(cpu > 0.0, "{layout} {mode} {n}: {cpu} CPU seconds");
             }
-            // The paced run offers 200/s for 1 s: about 200 connections, never a burst
-            // to the ceiling.
-            let paced = at
-                .iter()
-                .find(|r| r.layout == layout && r.mode == "paced")
-                .unwrap();
-            assert!(
-                (100..=260).contains(&paced.report.requests),
-                "{layout} paced {n}: {:?}",
-                paced.report
-            );
         }
         for layout in ["iptables-legacy-restore", "nft -f"] {
             let i: Vec<_> = installs

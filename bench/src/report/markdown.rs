@@ -204,15 +204,6 @@ fn how_measured(o: &mut String, r: &Results) {
         if r.e2e.iter().any(|e| e.mode == "keepalive") {
             let _ = write!(o, ", `keepalive` reuses connections");
         }
-        if r.e2e.iter().any(|e| e.mode == "paced") {
-            let _ = write!(
-                o,
-                ", `paced` offers new connections at one fixed rate for every layout, well \
-                 below any layout's ceiling, and divides the CPU time the whole machine was \
-                 busy during the run (/proc/stat) by the connections answered: what a \
-                 connection costs, translation included"
-            );
-        }
         let _ = write!(
             o,
             ". The layouts ({}) alternate over {} rounds; the tables show medians over the \
@@ -361,7 +352,6 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
             "connect p99 µs",
             "request p50 µs",
             "request p99 µs",
-            "CPU µs/connection",
             "errors (all rounds)",
         ],
     );
@@ -378,10 +368,6 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
                 fmt_count(g.connect_p99_us.round() as usize),
                 fmt_count(g.request_p50_us.round() as usize),
                 fmt_count(g.request_p99_us.round() as usize),
-                match (g.mode.as_str(), g.cpu_us) {
-                    ("paced", Some(us)) => fmt_sig(us, 3),
-                    _ => "-".into(),
-                },
                 fmt_count(g.errors as usize),
             ],
         );
