@@ -758,15 +758,27 @@ impl WatchedCluster {
     /// here (this agent never saw it valid): an earlier agent may have served it, so the
     /// agent removes nothing from the maps while this holds and it has not had a view
     /// without it (see the agent).
+    ///
+    /// Every Service and ServiceCIDR the model serves is one the API holds (they are put
+    /// and removed together), so "one without a model" is a difference of counts: this
+    /// runs on every change, and looking each of 100k Services up took 80 % of the agent's
+    /// time per EndpointSlice change (measured with perf in the 100k programming bench).
     pub fn withheld(&self) -> bool {
-        self.services
-            .keys()
-            .any(|id| !self.cluster.services.contains_key(id))
-            || self.slices.values().any(|s| s.service.is_none())
-            || self
-                .service_cidrs
+        debug_assert!(
+            self.cluster
+                .services
                 .keys()
-                .any(|id| !self.cluster.service_cidrs.contains_key(id))
+                .all(|id| self.services.contains_key(id))
+                && self
+                    .cluster
+                    .service_cidrs
+                    .keys()
+                    .all(|id| self.service_cidrs.contains_key(id)),
+            "the model serves an object the API does not hold"
+        );
+        self.services.len() > self.cluster.services.len()
+            || self.service_cidrs.len() > self.cluster.service_cidrs.len()
+            || self.slices.values().any(|s| s.service.is_none())
     }
 
     /// Every problem of the current objects, Services first, each kind in namespace/name
