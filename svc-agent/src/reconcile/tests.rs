@@ -83,6 +83,31 @@ fn partial_sync_equals_a_full_sync_for_endpoint_changes() {
     assert!(!again.changed(), "{again:?}");
 }
 
+/// A partial sync of one frontend keeps a backend it no longer uses when a frontend
+/// outside the partial list still has it in a slot (the per-backend slot counts), and
+/// deletes it once that one drops it too.
+#[test]
+fn partial_sync_keeps_a_backend_another_frontend_uses() {
+    let (f1, f4) = (fe([10, 96, 0, 1], 80), fe([10, 96, 0, 4], 80));
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let both = desired(&[(f1, vec![be(1), be(7)]), (f4, vec![be(7)])]);
+    assert!(r.sync(&both, &mut maps).errors.is_empty());
+    let f1_drops = desired(&[(f1, vec![be(1)]), (f4, vec![be(7)])]);
+    let rep = r.sync_partial(&f1_drops, &[f1], &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(rep.backends_removed, 0, "be(7) is still in f4's slot");
+    assert_eq!(maps.backends.len(), 2);
+    // A restarted agent counts the slots from the maps and decides the same.
+    let mut again = Reconciler::adopt(&maps).unwrap();
+    let f4_drops = desired(&[(f1, vec![be(1)]), (f4, vec![be(1)])]);
+    let rep = again.sync_partial(&f4_drops, &[f4], &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(rep.backends_removed, 1, "nothing uses be(7) now");
+    assert_eq!(maps.backends.len(), 1);
+    assert_consistent(&maps);
+}
+
 /// Maps that check, after every single write, that no packet can trip over what they
 /// hold (svcctl's packet hazards: counts past the slots, missing backends, a frontend
 /// without its rev-NAT entry, a policy flag without its entries).
