@@ -7,7 +7,8 @@
 //! (SVC4_CLUSTERIPS) inside the service CIDR 10.96.0.0/12 (SVC4_SVC_CIDR), as on a cluster
 //! (a packet no frontend takes pays for kube-proxy nftables' rules: svc-ebpf/src/unserved.rs).
 //! With `--baseline-object`, the section runs first on that object (another build's) and
-//! its rows are named `svc_xdp@baseline`, so one run compares two builds. What is measured, and how each run is
+//! its rows are named `svc_xdp@baseline`, so one run compares two builds. What is
+//! measured, and how each run is
 //! checked so that a repeat cannot take another path unnoticed:
 //!
 //! - **floor**: the empty program on a 64-byte TCP frame, `repeat` times per call.

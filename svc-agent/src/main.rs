@@ -467,27 +467,25 @@ impl Failure {
     }
 }
 
+/// The IPv4 CIDRs of a flag that takes both families; the IPv6 ones are skipped with a
+/// warning naming `flag`.
+fn ipv4_cidrs(flag: &str, cidrs: Vec<RangeCidr>) -> Vec<Ipv4Cidr> {
+    cidrs
+        .into_iter()
+        .filter_map(|c| match c {
+            RangeCidr::V4(c) => Some(c),
+            RangeCidr::V6(c) => {
+                tracing::warn!(cidr = %c, "{flag}: IPv6 CIDR skipped (datapath v1 has no IPv6)");
+                None
+            }
+        })
+        .collect()
+}
+
 fn config(args: Args) -> anyhow::Result<Config> {
-    let mut service_cluster_ip_range = Vec::new();
-    for c in args.service_cluster_ip_range {
-        match c {
-            RangeCidr::V4(c) => service_cluster_ip_range.push(c),
-            RangeCidr::V6(c) => tracing::warn!(
-                cidr = %c,
-                "--service-cluster-ip-range: IPv6 CIDR skipped (datapath v1 has no IPv6)"
-            ),
-        }
-    }
-    let mut node_port_addresses = Vec::new();
-    for c in args.node_port_addresses {
-        match c {
-            RangeCidr::V4(c) => node_port_addresses.push(c),
-            RangeCidr::V6(c) => tracing::warn!(
-                cidr = %c,
-                "--node-port-addresses: IPv6 CIDR skipped (datapath v1 has no IPv6)"
-            ),
-        }
-    }
+    let service_cluster_ip_range =
+        ipv4_cidrs("--service-cluster-ip-range", args.service_cluster_ip_range);
+    let node_port_addresses = ipv4_cidrs("--node-port-addresses", args.node_port_addresses);
     let node = NodeContext {
         node_name: args.node_name,
         node_ips: args.node_ips,

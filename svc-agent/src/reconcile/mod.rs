@@ -511,16 +511,11 @@ impl Reconciler {
         }
 
         // 5. Backends no installed slot points at, and that no flow may keep.
-        let referenced: BTreeSet<u32> = self
-            .frontends
-            .values()
-            .flat_map(|i| i.scopes.iter().flat_map(|s| s.slots.values().copied()))
-            .chain(ready.values().copied())
-            .collect();
+        let wanted_ids: BTreeSet<u32> = ready.values().copied().collect();
         let unused: Vec<u32> = self
             .backends
             .keys()
-            .filter(|id| !referenced.contains(id))
+            .filter(|id| !self.slot_refs.contains_key(id) && !wanted_ids.contains(id))
             .copied()
             .collect();
         self.delete_backends(&unused, store, &mut report);

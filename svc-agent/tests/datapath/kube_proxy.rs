@@ -41,6 +41,29 @@ use crate::support::*;
 /// default (nodePortAddresses 192.168.0.2/32) and the masquerade source.
 const NODE: &str = "192.168.0.2";
 
+/// A Go test's Services and EndpointSlices with upstream's literal values, shared with the
+/// end-to-end port (`tests/tests/kube_proxy_flows/<name>.yaml`, which swaps the endpoint
+/// addresses for its lab pods').
+macro_rules! manifests {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/tests/kube_proxy_flows/",
+            $name,
+            ".yaml"
+        ))
+    };
+}
+
+/// `manifests` without its EndpointSlices (the Go tests that delete them).
+fn without_slices(manifests: &str) -> String {
+    manifests
+        .split("\n---")
+        .filter(|doc| !doc.contains("kind: EndpointSlice"))
+        .collect::<Vec<_>>()
+        .join("\n---")
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
     Tcp,
@@ -374,24 +397,12 @@ fn run_test(
 // ---------------------------------------------------------------------------------------
 // TestNoEndpointsReject
 
-const NO_ENDPOINTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  type: LoadBalancer
-  clusterIP: 172.30.0.41
-  externalIPs: ["192.168.99.11"]
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3001}]
-status: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}
-"#;
-
 #[test]
 #[rustfmt::skip]
 fn no_endpoints_reject() {
     run_test(
         "TestNoEndpointsReject",
-        NO_ENDPOINTS,
+        manifests!("no_endpoints_reject"),
         &fake_node(),
         &fake_config(),
         &[
@@ -408,48 +419,6 @@ fn no_endpoints_reject() {
 // ---------------------------------------------------------------------------------------
 // TestClusterIPGeneral
 
-const CLUSTER_IP_GENERAL: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  clusterIP: 172.30.0.41
-  ports: [{name: http, port: 80, protocol: TCP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc1-1, namespace: ns1, labels: {kubernetes.io/service-name: svc1}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints: [{addresses: ["10.180.0.1"], nodeName: test-node}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc2, namespace: ns2}
-spec:
-  clusterIP: 172.30.0.42
-  ports:
-    - {name: http, port: 80, protocol: TCP}
-    - {name: https, port: 443, protocol: TCP, targetPort: 8443}
-    - {name: dns-udp, port: 53, protocol: UDP}
-    - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 5353}
-    - {name: dns-sctp, port: 53, protocol: SCTP}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc2-1, namespace: ns2, labels: {kubernetes.io/service-name: svc2}}
-addressType: IPv4
-ports:
-  - {name: http, port: 80, protocol: TCP}
-  - {name: https, port: 8443, protocol: TCP}
-  - {name: dns-udp, port: 53, protocol: UDP}
-  - {name: dns-tcp, port: 5353, protocol: TCP}
-  - {name: dns-sctp, port: 53, protocol: SCTP}
-endpoints:
-  - {addresses: ["10.180.0.1"], nodeName: test-node}
-  - {addresses: ["10.180.2.1"], nodeName: node2}
-"#;
-
 #[test]
 #[rustfmt::skip]
 fn cluster_ip_general() {
@@ -457,7 +426,7 @@ fn cluster_ip_general() {
     const BOTH_53: &[&str] = &["10.180.0.1:53", "10.180.2.1:53"];
     run_test(
         "TestClusterIPGeneral",
-        CLUSTER_IP_GENERAL,
+        manifests!("cluster_ip_general"),
         &fake_node(),
         &fake_config(),
         &[
@@ -479,32 +448,15 @@ fn cluster_ip_general() {
 // ---------------------------------------------------------------------------------------
 // TestLoadBalancer
 
-const LOAD_BALANCER: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  type: LoadBalancer
-  clusterIP: 172.30.0.41
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3001}]
-  loadBalancerSourceRanges: ["192.168.0.0/24", " 203.0.113.0/25"]
-status: {loadBalancer: {ingress: [{ip: 1.2.3.4}, {ip: 5.6.7.8}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc1-1, namespace: ns1, labels: {kubernetes.io/service-name: svc1}}
-addressType: IPv4
-ports: [{name: p80, port: 80, protocol: TCP}]
-endpoints: [{addresses: ["10.180.0.1"]}]
-"#;
-
 #[test]
 #[rustfmt::skip]
 fn load_balancer() {
     const EP: Out = To(&["10.180.0.1:80"]);
     run_test(
         "TestLoadBalancer",
-        LOAD_BALANCER,
+        // The file holds the lab's node network (192.0.2.0/24) where upstream has its
+        // own (192.168.0.0/24), the only value it changes.
+        &manifests!("load_balancer").replace("\"192.0.2.0/24\"", "\"192.168.0.0/24\""),
         &fake_node(),
         &fake_config(),
         &[
@@ -529,25 +481,6 @@ fn load_balancer() {
 // ---------------------------------------------------------------------------------------
 // TestNodePorts (the IPv4 subtests)
 
-const NODE_PORTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  type: NodePort
-  clusterIP: 172.30.0.41
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3001}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc1-1, namespace: ns1, labels: {kubernetes.io/service-name: svc1}}
-addressType: IPv4
-ports: [{name: p80, port: 80, protocol: TCP}]
-endpoints:
-  - {addresses: ["10.180.0.1"]}
-  - {addresses: ["10.180.2.1"], nodeName: test-node}
-"#;
-
 #[test]
 #[rustfmt::skip]
 fn node_ports() {
@@ -560,7 +493,7 @@ fn node_ports() {
     // "ipv4": the default nodePortAddresses (192.168.0.2/32).
     let mut rows = common.to_vec();
     rows.push(row("secondary nodeIP ignores NodePorts", "203.0.113.2", "192.168.1.2", 3001, Untouched, false));
-    run_test("TestNodePorts/ipv4", NODE_PORTS, &fake_node(), &fake_config(), &rows);
+    run_test("TestNodePorts/ipv4", manifests!("node_ports"), &fake_node(), &fake_config(), &rows);
 
     // "ipv4, multiple nodeport-addresses": 192.168.0.0/24, 192.168.1.0/24 (and an IPv6
     // CIDR, which an IPv4 proxier ignores).
@@ -573,43 +506,11 @@ fn node_ports() {
     };
     let mut rows = common.to_vec();
     rows.push(row("external to nodePort on secondary IP", "203.0.113.2", "192.168.1.2", 3001, OUT, true));
-    run_test("TestNodePorts/ipv4, multiple nodeport-addresses", NODE_PORTS, &node, &fake_config(), &rows);
+    run_test("TestNodePorts/ipv4, multiple nodeport-addresses", manifests!("node_ports"), &node, &fake_config(), &rows);
 }
 
 // ---------------------------------------------------------------------------------------
 // TestExternalTrafficPolicyLocal and TestExternalTrafficPolicyCluster
-
-fn traffic_policy_manifests(policy: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: svc1, namespace: ns1}}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  clusterIP: 172.30.0.41
-  externalIPs: ["192.168.99.11"]
-  ports: [{{name: p80, port: 80, protocol: TCP, nodePort: 3001, targetPort: 80}}]
-  {hcnp}
-status: {{loadBalancer: {{ingress: [{{ip: 1.2.3.4}}]}}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: svc1-1, namespace: ns1, labels: {{kubernetes.io/service-name: svc1}}}}
-addressType: IPv4
-ports: [{{name: p80, port: 80, protocol: TCP}}]
-endpoints:
-  - {{addresses: ["10.180.0.1"]}}
-  - {{addresses: ["10.180.2.1"], nodeName: test-node}}
-"#,
-        hcnp = if policy == "Local" {
-            "healthCheckNodePort: 30000"
-        } else {
-            ""
-        }
-    )
-}
 
 #[test]
 #[rustfmt::skip]
@@ -618,7 +519,7 @@ fn external_traffic_policy_local() {
     const LOCAL: Out = To(&["10.180.2.1:80"]);
     run_test(
         "TestExternalTrafficPolicyLocal",
-        &traffic_policy_manifests("Local"),
+        manifests!("external_traffic_policy_local"),
         &fake_node(),
         &fake_config(),
         &[
@@ -639,7 +540,7 @@ fn external_traffic_policy_cluster() {
     const BOTH: Out = To(&["10.180.0.1:80", "10.180.2.1:80"]);
     run_test(
         "TestExternalTrafficPolicyCluster",
-        &traffic_policy_manifests("Cluster"),
+        manifests!("external_traffic_policy_cluster"),
         &fake_node(),
         &fake_config(),
         &[
@@ -657,128 +558,50 @@ fn external_traffic_policy_cluster() {
 // ---------------------------------------------------------------------------------------
 // The tests that run rows, delete the EndpointSlice, and run rows again
 
-/// `service` with an EndpointSlice `svc1-1` of `endpoints` (YAML list items) on port 80
-/// (unnamed), then without it.
-fn with_and_without_slice(
-    test: &str,
-    service: &str,
-    endpoints: &str,
-    rows: &[Row],
-    after_deletion: &[Row],
-) {
-    let slice = format!(
-        r#"
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: svc1-1, namespace: ns1, labels: {{kubernetes.io/service-name: svc1}}}}
-addressType: IPv4
-ports: [{{port: 80, protocol: TCP}}]
-endpoints:
-{endpoints}"#
-    );
+/// The rows of `test` on `manifests`, then `after_deletion` once its EndpointSlices are
+/// deleted.
+fn with_and_without_slices(test: &str, manifests: &str, rows: &[Row], after_deletion: &[Row]) {
     let node = fake_node();
     let mut h = Harness::load("kube-proxy", &fake_config());
-    h.sync(&desired_state(test, &format!("{service}{slice}"), &node));
+    h.sync(&desired_state(test, manifests, &node));
     run_rows(&mut h, test, rows);
-    h.sync(&desired_state(test, service, &node));
+    h.sync(&desired_state(test, &without_slices(manifests), &node));
     run_rows(&mut h, &format!("{test} (slice deleted)"), after_deletion);
 }
-
-const ITP_SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  clusterIP: 172.30.1.1
-  internalTrafficPolicy: POLICY
-  selector: {foo: bar}
-  ports: [{port: 80, protocol: TCP}]
-"#;
 
 #[test]
 #[rustfmt::skip]
 fn internal_traffic_policy() {
-    let subtests: [(&str, &str, &str, Row); 4] = [
+    let subtests: [(&str, &str, Row); 4] = [
         (
             "internalTrafficPolicy is cluster",
-            "Cluster",
-            "test-node node1 node2",
+            manifests!("internal_traffic_policy_cluster"),
             row("pod to ClusterIP hits all endpoints", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]), false),
         ),
         (
             "internalTrafficPolicy is local and there is one local endpoint",
-            "Local",
-            "test-node node1 node2",
+            manifests!("internal_traffic_policy_one_local"),
             row("pod to ClusterIP hits only local endpoint", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.1:80"]), false),
         ),
         (
             "internalTrafficPolicy is local and there are multiple local endpoints",
-            "Local",
-            "test-node test-node node2",
+            manifests!("internal_traffic_policy_two_local"),
             row("pod to ClusterIP hits all local endpoints", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.1:80", "10.0.1.2:80"]), false),
         ),
         (
             "internalTrafficPolicy is local and there are no local endpoints",
-            "Local",
-            "node0 node1 node2",
+            manifests!("internal_traffic_policy_no_local"),
             row("no endpoints", "10.0.0.2", "172.30.1.1", 80, Drop, false),
         ),
     ];
-    for (name, policy, nodes, r) in subtests {
-        let endpoints: String = nodes
-            .split(' ')
-            .enumerate()
-            .map(|(i, node)| {
-                format!(
-                    "  - {{addresses: [\"10.0.1.{}\"], nodeName: {node}, conditions: {{ready: true}}}}\n",
-                    i + 1
-                )
-            })
-            .collect();
-        with_and_without_slice(
+    for (name, manifests, r) in subtests {
+        with_and_without_slices(
             &format!("TestInternalTrafficPolicy/{name}"),
-            &ITP_SERVICE.replace("POLICY", policy),
-            &endpoints,
+            manifests,
             &[r],
             &[row("endpoints deleted", "10.0.0.2", "172.30.1.1", 80, Reject, false)],
         );
     }
-}
-
-/// TestTerminatingEndpointsTrafficPolicy{Local,Cluster}'s Service: a LoadBalancer without
-/// a NodePort.
-fn terminating_service(policy: &str) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: svc1, namespace: ns1}}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: {policy}
-  clusterIP: 172.30.1.1
-  selector: {{foo: bar}}
-  ports: [{{port: 80, protocol: TCP, targetPort: 80}}]
-  healthCheckNodePort: 30000
-status: {{loadBalancer: {{ingress: [{{ip: 1.2.3.4}}]}}}}
-"#
-    )
-}
-
-/// Endpoints as `ip ready/serving/terminating @node`, e.g. `10.0.1.3 F/T/T @test-node`.
-fn endpoint_list(spec: &[&str]) -> String {
-    spec.iter()
-        .map(|e| {
-            let (addr, rest) = e.split_once(' ').unwrap();
-            let (flags, node) = rest.split_once(" @").unwrap();
-            let b: Vec<bool> = flags.split('/').map(|f| f == "T").collect();
-            format!(
-                "  - {{addresses: [\"{addr}\"], nodeName: {node}, conditions: {{ready: {}, serving: {}, terminating: {}}}}}\n",
-                b[0], b[1], b[2]
-            )
-        })
-        .collect()
 }
 
 #[rustfmt::skip]
@@ -789,13 +612,15 @@ fn terminating_after_deletion() -> [Row; 2] {
     ]
 }
 
+/// TestTerminatingEndpointsTrafficPolicyLocal: a LoadBalancer without a NodePort, eTP
+/// Local; its subtests' endpoints are in the files (ready/serving/terminating, node).
 #[test]
 #[rustfmt::skip]
 fn terminating_endpoints_traffic_policy_local() {
-    let subtests: [(&str, &[&str], [Row; 2]); 4] = [
+    let subtests: [(&str, &str, [Row; 2]); 4] = [
         (
             "ready endpoints exist",
-            &["10.0.1.1 T/T/F @test-node", "10.0.1.2 T/T/F @test-node", "10.0.1.3 F/T/T @test-node", "10.0.1.4 F/F/T @test-node", "10.0.1.5 T/T/F @node-1"],
+            manifests!("terminating_local_ready"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.5:80"]), false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, To(&["10.0.1.1:80", "10.0.1.2:80"]), false),
@@ -803,7 +628,7 @@ fn terminating_endpoints_traffic_policy_local() {
         ),
         (
             "only terminating endpoints exist",
-            &["10.0.1.2 F/T/T @test-node", "10.0.1.3 F/T/T @test-node", "10.0.1.4 F/F/T @test-node", "10.0.1.5 T/T/F @node-1"],
+            manifests!("terminating_local_only_terminating"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.5:80"]), false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, To(&["10.0.1.2:80", "10.0.1.3:80"]), false),
@@ -811,7 +636,7 @@ fn terminating_endpoints_traffic_policy_local() {
         ),
         (
             "terminating endpoints on remote node",
-            &["10.0.1.5 F/T/T @node-1"],
+            manifests!("terminating_local_remote"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.5:80"]), false),
                 row("external to LB, no locally-usable endpoints", "203.0.113.2", "1.2.3.4", 80, Drop, false),
@@ -819,31 +644,31 @@ fn terminating_endpoints_traffic_policy_local() {
         ),
         (
             "no usable endpoints on any node",
-            &["10.0.1.5 F/F/T @test-node", "10.0.1.5 F/F/T @node-1"],
+            manifests!("terminating_local_no_usable"),
             [
                 row("pod to clusterIP, no usable endpoints", "10.0.0.2", "172.30.1.1", 80, Reject, false),
                 row("external to LB, no usable endpoints", "203.0.113.2", "1.2.3.4", 80, Reject, false),
             ],
         ),
     ];
-    for (name, endpoints, rows) in subtests {
-        with_and_without_slice(
+    for (name, manifests, rows) in subtests {
+        with_and_without_slices(
             &format!("TestTerminatingEndpointsTrafficPolicyLocal/{name}"),
-            &terminating_service("Local"),
-            &endpoint_list(endpoints),
+            manifests,
             &rows,
             &terminating_after_deletion(),
         );
     }
 }
 
+/// TestTerminatingEndpointsTrafficPolicyCluster: the same Service with eTP Cluster.
 #[test]
 #[rustfmt::skip]
 fn terminating_endpoints_traffic_policy_cluster() {
-    let subtests: [(&str, &[&str], [Row; 2]); 4] = [
+    let subtests: [(&str, &str, [Row; 2]); 4] = [
         (
             "ready endpoints exist",
-            &["10.0.1.1 T/T/F @test-node", "10.0.1.2 T/T/F @test-node", "10.0.1.3 F/T/T @another-node", "10.0.1.4 F/F/T @another-node", "10.0.1.5 T/T/F @another-node"],
+            manifests!("terminating_cluster_ready"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.5:80"]), false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, To(&["10.0.1.1:80", "10.0.1.2:80", "10.0.1.5:80"]), true),
@@ -851,7 +676,7 @@ fn terminating_endpoints_traffic_policy_cluster() {
         ),
         (
             "only terminating endpoints exist",
-            &["10.0.1.2 F/T/T @test-node", "10.0.1.3 F/T/T @test-node", "10.0.1.4 F/F/T @another-node", "10.0.1.5 F/T/T @another-node"],
+            manifests!("terminating_cluster_only_terminating"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.2:80", "10.0.1.3:80", "10.0.1.5:80"]), false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, To(&["10.0.1.2:80", "10.0.1.3:80", "10.0.1.5:80"]), true),
@@ -859,7 +684,7 @@ fn terminating_endpoints_traffic_policy_cluster() {
         ),
         (
             "terminating endpoints on remote node",
-            &["10.0.1.5 F/T/T @node-1"],
+            manifests!("terminating_cluster_remote"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, To(&["10.0.1.5:80"]), false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, To(&["10.0.1.5:80"]), true),
@@ -867,18 +692,17 @@ fn terminating_endpoints_traffic_policy_cluster() {
         ),
         (
             "no usable endpoints on any node",
-            &["10.0.1.5 F/F/T @test-node", "10.0.1.5 F/F/T @node-1"],
+            manifests!("terminating_cluster_no_usable"),
             [
                 row("pod to clusterIP", "10.0.0.2", "172.30.1.1", 80, Reject, false),
                 row("external to LB", "203.0.113.2", "1.2.3.4", 80, Reject, false),
             ],
         ),
     ];
-    for (name, endpoints, rows) in subtests {
-        with_and_without_slice(
+    for (name, manifests, rows) in subtests {
+        with_and_without_slices(
             &format!("TestTerminatingEndpointsTrafficPolicyCluster/{name}"),
-            &terminating_service("Cluster"),
-            &endpoint_list(endpoints),
+            manifests,
             &rows,
             &terminating_after_deletion(),
         );
@@ -887,67 +711,6 @@ fn terminating_endpoints_traffic_policy_cluster() {
 
 // ---------------------------------------------------------------------------------------
 // TestInternalExternalMasquerade
-
-const MASQUERADE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: svc1, namespace: ns1}
-spec:
-  type: LoadBalancer
-  clusterIP: 172.30.0.41
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3001}]
-  healthCheckNodePort: 30001
-status: {loadBalancer: {ingress: [{ip: 1.2.3.4}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc2, namespace: ns2}
-spec:
-  type: LoadBalancer
-  externalTrafficPolicy: Local
-  clusterIP: 172.30.0.42
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3002}]
-  healthCheckNodePort: 30002
-status: {loadBalancer: {ingress: [{ip: 5.6.7.8}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc3, namespace: ns3}
-spec:
-  type: LoadBalancer
-  internalTrafficPolicy: Local
-  clusterIP: 172.30.0.43
-  ports: [{name: p80, port: 80, protocol: TCP, nodePort: 3003}]
-  healthCheckNodePort: 30003
-status: {loadBalancer: {ingress: [{ip: 9.10.11.12}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc1-1, namespace: ns1, labels: {kubernetes.io/service-name: svc1}}
-addressType: IPv4
-ports: [{name: p80, port: 80, protocol: TCP}]
-endpoints:
-  - {addresses: ["10.180.0.1"], nodeName: test-node}
-  - {addresses: ["10.180.1.1"], nodeName: remote}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc2-1, namespace: ns2, labels: {kubernetes.io/service-name: svc2}}
-addressType: IPv4
-ports: [{name: p80, port: 80, protocol: TCP}]
-endpoints:
-  - {addresses: ["10.180.0.2"], nodeName: test-node}
-  - {addresses: ["10.180.1.2"], nodeName: remote}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: svc3-1, namespace: ns3, labels: {kubernetes.io/service-name: svc3}}
-addressType: IPv4
-ports: [{name: p80, port: 80, protocol: TCP}]
-endpoints:
-  - {addresses: ["10.180.0.3"], nodeName: test-node}
-  - {addresses: ["10.180.1.3"], nodeName: remote}
-"#;
 
 const E1: Out = To(&["10.180.0.1:80", "10.180.1.1:80"]);
 const E2: Out = To(&["10.180.0.2:80", "10.180.1.2:80"]);
@@ -1073,7 +836,7 @@ fn internal_external_masquerade() {
     for (name, config, rows) in configurations {
         ran += run_test(
             &format!("TestInternalExternalMasquerade/{name}"),
-            MASQUERADE,
+            manifests!("internal_external_masquerade"),
             &node,
             &config,
             &rows,
