@@ -276,6 +276,10 @@ fn soak_endpoint_churn_and_agent_restarts() {
     let (a0, b0) = state(0);
     let mut env = up(&[], &a0, &b0);
     let client = env.lab.client_ns().to_string();
+    // Phase 0 is in the maps before the first request starts: `up` waited for it. Taking
+    // the clock after the traffic threads start would leave their first requests in no
+    // phase (a reply "outside the set", allowed {}).
+    let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
     let mut threads = Vec::new();
@@ -324,7 +328,6 @@ fn soak_endpoint_churn_and_agent_restarts() {
         move || Ok((long.local_addr()?.port(), long.request(a_udp, TIMEOUT)?.pod)),
     ));
 
-    let started = Instant::now();
     let length = Duration::from_secs(soak_secs());
     let mut phases = vec![Phase {
         a: a0,
