@@ -45,6 +45,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::os::fd::AsRawFd as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -840,33 +841,40 @@ fn list_response(
             }
         }
     };
+    // A page starts right after the token's key (a range, not a scan from the first key:
+    // listing 100k objects in pages of 500 must not cost 200 full scans).
+    let start = match &after {
+        Some(a) => Bound::Excluded(a.clone()),
+        None => Bound::Unbounded,
+    };
     let mut items = Vec::new();
-    let mut more = None;
+    let mut more = false;
     let matching = ks
         .objects
-        .iter()
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+        .range((start, Bound::Unbounded))
         .filter(|(_, o)| filter.matches(o));
-    for (key, obj) in matching {
+    for (_, obj) in matching {
         if limit > 0 && items.len() == limit {
-            more = Some(key);
+            more = true;
             break;
         }
         items.push(obj.clone());
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if more.is_some()
-        && let Some(last) = items.last()
-    {
+    if more && let Some(last) = items.last() {
         let ns = last["metadata"]["namespace"].as_str().unwrap_or("");
         let name = last["metadata"]["name"].as_str().unwrap_or("");
         metadata["continue"] = format!("{list_rv}/{ns}/{name}").into();
-        let remaining = ks
-            .objects
-            .iter()
-            .filter(|(k, o)| more.is_some_and(|m| *k >= m) && filter.matches(o))
-            .count();
-        metadata["remainingItemCount"] = remaining.into();
+        // As the real API server: a count of what is left only for an unfiltered list
+        // (with a selector it would cost evaluating every remaining object).
+        if filter.is_empty() {
+            let last_key = (ns.to_string(), name.to_string());
+            let remaining = ks
+                .objects
+                .range((Bound::Excluded(last_key), Bound::Unbounded))
+                .count();
+            metadata["remainingItemCount"] = remaining.into();
+        }
     }
     let body = json!({
         "apiVersion": kind.api_version(),
@@ -1102,6 +1110,13 @@ struct Filter {
 }
 
 impl Filter {
+    fn is_empty(&self) -> bool {
+        self.namespace.is_none()
+            && self.name.is_none()
+            && self.fields.is_empty()
+            && self.labels.is_empty()
+    }
+
     fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Filter, String> {
         let mut f = Filter::default();
         for term in split_terms(labels.unwrap_or("")) {
