@@ -39,6 +39,7 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use crate::model::{
     Cluster, Endpoint, EndpointGroup, IpMode, ObjectRef, Protocol, Service, ServiceKind,
@@ -795,7 +796,7 @@ pub fn update_endpoints(
     changed
 }
 
-fn groups_of<'a>(cluster: &'a Cluster, id: &ObjectRef) -> &'a [EndpointGroup] {
+fn groups_of<'a>(cluster: &'a Cluster, id: &ObjectRef) -> &'a [Arc<EndpointGroup>] {
     cluster
         .endpoints
         .get(id)
@@ -922,7 +923,7 @@ fn sctp_node_port_refused(sp: &ServicePort, node_port: u16) -> Option<String> {
 fn endpoints_for(
     svc: &Service,
     sp: &ServicePort,
-    groups: &[EndpointGroup],
+    groups: &[Arc<EndpointGroup>],
     node: &NodeContext,
 ) -> PortEndpoints {
     // (endpoint, resolved backend port) over every group that has the service port. SCTP
@@ -1004,7 +1005,7 @@ fn endpoints_for(
 /// kube-proxy's `LocalReadyEndpoints` for one Service: distinct addresses of ready endpoints
 /// on this node, over the groups that expose at least one port (kube-proxy indexes
 /// endpoints by slice port, so a port-less slice contributes nothing).
-fn local_ready_endpoints(groups: &[EndpointGroup], node: &NodeContext) -> usize {
+fn local_ready_endpoints(groups: &[Arc<EndpointGroup>], node: &NodeContext) -> usize {
     groups
         .iter()
         .filter(|g| !g.ports.is_empty())

@@ -230,7 +230,7 @@ pub struct ServiceItem {
 #[derive(Debug, Clone)]
 pub struct SliceItem {
     pub service: Option<ObjectRef>,
-    pub group: Option<EndpointGroup>,
+    pub group: Option<Arc<EndpointGroup>>,
     pub problems: Vec<Problem>,
     /// `metadata.uid`, as for [`ServiceItem::uid`].
     pub uid: Option<String>,
@@ -245,6 +245,9 @@ pub struct ServiceCidrItem {
     pub uid: Option<String>,
 }
 
+// A Service event is the large one and the most common at a relist: boxing it would add
+// an allocation per Service to save a copy of a few hundred bytes through the channel.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum ModelEvent {
     Service(Op<ServiceItem>),
@@ -303,7 +306,7 @@ pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
     match model::endpoint_group_from_slice(slice) {
         Ok((service, group, warnings)) => SliceItem {
             service: Some(service),
-            group,
+            group: group.map(Arc::new),
             problems: warnings
                 .into_iter()
                 .map(|w| problem("EndpointSlice", &id, w))
@@ -730,7 +733,7 @@ pub struct WatchedCluster {
     services: HashMap<ObjectRef, ServiceEntry>,
     slices: HashMap<ObjectRef, SliceEntry>,
     /// Per Service, its slices' groups (None: a slice of another address family).
-    groups: BTreeMap<ObjectRef, BTreeMap<ObjectRef, Option<EndpointGroup>>>,
+    groups: BTreeMap<ObjectRef, BTreeMap<ObjectRef, Option<Arc<EndpointGroup>>>>,
     service_cidrs: HashMap<ObjectRef, ServiceCidrEntry>,
     /// Lists in progress.
     listing_services: Option<Vec<(ObjectRef, ServiceItem)>>,

@@ -68,7 +68,10 @@ fn group(ports: &[(&str, u16, Protocol)], endpoints: Vec<Endpoint>) -> EndpointG
 fn cluster(services: Vec<Service>, endpoints: Vec<(ObjectRef, Vec<EndpointGroup>)>) -> Cluster {
     Cluster {
         services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
-        endpoints: endpoints.into_iter().collect(),
+        endpoints: endpoints
+            .into_iter()
+            .map(|(svc, groups)| (svc, groups.into_iter().map(std::sync::Arc::new).collect()))
+            .collect(),
         service_cidrs: Default::default(),
     }
 }
