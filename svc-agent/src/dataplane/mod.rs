@@ -24,6 +24,7 @@ pub mod layout;
 pub mod links;
 pub mod report;
 
+mod batch;
 mod config;
 mod loader;
 mod local;

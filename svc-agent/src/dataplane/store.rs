@@ -3,6 +3,8 @@
 //! fake with the kernel's capacity behaviour (Katran's `testing` mode). Also the raw
 //! contents of the maps in one value ([`RawMaps`]), which svcctl decodes and the
 //! consistency checks read.
+use std::os::fd::AsFd as _;
+
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
     AddrRange4, Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, ProblemText, RevNat4,
@@ -10,7 +12,7 @@ use svc_common::{
 };
 
 use super::{
-    Maps,
+    Maps, batch,
     layout::{ServiceCidrKey, SrcRangeKey},
 };
 
@@ -34,6 +36,18 @@ impl StoreError {
 /// The writes and reads the reconciler needs.
 pub trait MapStore {
     fn put_service(&mut self, key: &Svc4Key, value: &Svc4Value) -> Result<(), StoreError>;
+    /// Writes `keys[i] -> values[i]` in order, as `put_service` one after another would;
+    /// on failure, how many of them (a prefix) were written and why the next was not.
+    fn put_services(
+        &mut self,
+        keys: &[Svc4Key],
+        values: &[Svc4Value],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+            self.put_service(k, v).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError>;
     fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError>;
     fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
@@ -156,6 +170,41 @@ impl MapStore for Maps {
         self.services
             .insert(key, value, 0)
             .map_err(store_err(map_names::SVC4_SERVICES))
+    }
+    fn put_services(
+        &mut self,
+        keys: &[Svc4Key],
+        values: &[Svc4Value],
+    ) -> Result<(), (usize, StoreError)> {
+        let map = map_names::SVC4_SERVICES;
+        if keys.len() > 1 && batch::supported() {
+            let fd = aya::maps::IterableMap::map(&self.services).fd().as_fd();
+            match batch::update_batch(fd, keys, values) {
+                Ok(()) => return Ok(()),
+                // A kernel before 5.6 (no batch operations): one call each from now on.
+                Err(f) if f.written == 0 && f.error.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!(
+                        "the kernel refused a batched map update (EINVAL): writing entries one at a time"
+                    );
+                    batch::mark_unsupported();
+                }
+                Err(f) => {
+                    let error = if f.error.raw_os_error() == Some(libc::E2BIG) {
+                        StoreError::Full { map }
+                    } else {
+                        StoreError::Other {
+                            map,
+                            message: format!("batched update: {}", f.error),
+                        }
+                    };
+                    return Err((f.written, error));
+                }
+            }
+        }
+        for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+            self.put_service(k, v).map_err(|e| (i, e))?;
+        }
+        Ok(())
     }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
         ignore_missing(self.services.remove(key)).map_err(store_err(map_names::SVC4_SERVICES))

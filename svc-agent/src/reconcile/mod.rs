@@ -952,7 +952,9 @@ impl Reconciler {
     }
 }
 
-/// Writes slots 1..=n of one scope (only those that differ), then its slot-0 entry.
+/// Writes slots 1..=n of one scope (only those that differ), then its slot-0 entry, in
+/// one batched call (the kernel writes them in this order and stops at the first that
+/// fails: the mirror takes the prefix it reports as written).
 fn write_scope(
     store: &mut impl MapStore,
     frontend: &Frontend,
@@ -962,21 +964,40 @@ fn write_scope(
     head: Svc4Value,
     report: &mut SyncReport,
 ) -> Result<(), StoreError> {
+    let mut keys = Vec::with_capacity(ids.len() + 1);
+    let mut values = Vec::with_capacity(ids.len() + 1);
+    // Per entry: the slot and backend it sets, or None for the slot-0 entry.
+    let mut sets: Vec<Option<(u16, u32)>> = Vec::with_capacity(ids.len() + 1);
     for (i, id) in ids.iter().enumerate() {
         let slot = i as u16 + 1;
         if entries.slots.get(&slot) != Some(id) {
-            let value = layout::slot_value(*id, head.rev_nat_id);
-            store.put_service(&layout::service_key(frontend, scope, slot), &value)?;
-            entries.slots.insert(slot, *id);
-            report.slots_written += 1;
+            keys.push(layout::service_key(frontend, scope, slot));
+            values.push(layout::slot_value(*id, head.rev_nat_id));
+            sets.push(Some((slot, *id)));
         }
     }
     if entries.head != Some(head) {
-        store.put_service(&layout::service_key(frontend, scope, 0), &head)?;
-        entries.head = Some(head);
-        report.frontends_written += 1;
+        keys.push(layout::service_key(frontend, scope, 0));
+        values.push(head);
+        sets.push(None);
     }
-    Ok(())
+    let (written, result) = match store.put_services(&keys, &values) {
+        Ok(()) => (sets.len(), Ok(())),
+        Err((written, e)) => (written, Err(e)),
+    };
+    for set in &sets[..written] {
+        match set {
+            Some((slot, id)) => {
+                entries.slots.insert(*slot, *id);
+                report.slots_written += 1;
+            }
+            None => {
+                entries.head = Some(head);
+                report.frontends_written += 1;
+            }
+        }
+    }
+    result
 }
 
 /// Deletes the slots of one scope past `count`.

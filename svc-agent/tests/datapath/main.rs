@@ -17,6 +17,7 @@
 //! - `policy`: NodePorts, externalTrafficPolicy and internalTrafficPolicy Local
 //! - `source_ranges`: loadBalancerSourceRanges
 //! - `affinity`: sessionAffinity ClientIP
+//! - `batch`: batched map writes when the map fills up in the middle of a batch
 //! - `terminating`: a terminating backend keeps its flows
 //! - `fragments`: IPv4 fragments, every one given its first fragment's translation
 //! - `sctp`: SCTP translated by address only, the CRC32c valid after translation
@@ -32,6 +33,7 @@
 mod support;
 
 mod affinity;
+mod batch;
 mod clusterip;
 mod collisions;
 mod conntrack;
