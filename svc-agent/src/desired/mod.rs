@@ -890,12 +890,10 @@ fn usable<'a>(candidates: &[&'a (&'a Endpoint, u16)]) -> Vec<&'a (&'a Endpoint, 
 fn to_backends(chosen: &[&(&Endpoint, u16)], proto: Protocol) -> Vec<BackendAddr> {
     let mut out: Vec<BackendAddr> = chosen
         .iter()
-        .flat_map(|(e, port)| {
-            e.addresses.iter().map(move |&addr| BackendAddr {
-                addr,
-                port: *port,
-                proto,
-            })
+        .map(|(e, port)| BackendAddr {
+            addr: e.address,
+            port: *port,
+            proto,
         })
         .collect();
     out.sort();
@@ -1011,7 +1009,7 @@ fn local_ready_endpoints(groups: &[Arc<EndpointGroup>], node: &NodeContext) -> u
         .filter(|g| !g.ports.is_empty())
         .flat_map(|g| g.endpoints.iter())
         .filter(|e| e.ready && node.is_local(e))
-        .flat_map(|e| e.addresses.iter().copied())
+        .map(|e| e.address)
         .collect::<BTreeSet<Ipv4Addr>>()
         .len()
 }

@@ -851,7 +851,9 @@ pub struct EndpointPort {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    pub addresses: Vec<Ipv4Addr>,
+    /// The endpoint's address: an EndpointSlice endpoint's first `addresses` entry, as
+    /// kube-proxy takes (the API calls them fungible; the others are checked, not used).
+    pub address: Ipv4Addr,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
@@ -935,7 +937,7 @@ pub fn endpoint_group_from_slice(
         .iter()
         .enumerate()
     {
-        let mut addresses = Vec::with_capacity(ep.addresses.len());
+        let mut first = None;
         for (j, a) in ep.addresses.iter().enumerate() {
             let addr = a
                 .parse::<Ipv4Addr>()
@@ -943,14 +945,18 @@ pub fn endpoint_group_from_slice(
                     field: format!("endpoints[{i}].addresses[{j}]"),
                     value: a.clone(),
                 })?;
-            addresses.push(addr);
+            first.get_or_insert(addr);
         }
+        let Some(address) = first else {
+            warnings.push(format!("endpoints[{i}] has no address: skipped"));
+            continue;
+        };
         let cond = ep.conditions.as_ref();
         let ready = cond.and_then(|c| c.ready).unwrap_or(true);
         let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
         let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
         endpoints.push(Endpoint {
-            addresses,
+            address,
             ready,
             serving,
             terminating,
@@ -1001,8 +1007,8 @@ pub fn endpoint_groups_from_endpoints(
             for (i, a) in list.as_deref().unwrap_or_default().iter().enumerate() {
                 let field = format!("subsets[{s}].{list_name}[{i}].ip");
                 match a.ip.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(addr)) => endpoints.push(Endpoint {
-                        addresses: vec![addr],
+                    Ok(IpAddr::V4(address)) => endpoints.push(Endpoint {
+                        address,
                         ready,
                         serving: ready,
                         terminating: false,

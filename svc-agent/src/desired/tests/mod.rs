@@ -41,7 +41,7 @@ fn service(ns: &str, name: &str, vips: &[&str], ports: Vec<ServicePort>) -> Serv
 
 fn ep(addr: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
     Endpoint {
-        addresses: vec![ip(addr)],
+        address: ip(addr),
         ready,
         serving,
         terminating,

@@ -92,3 +92,47 @@ fn legacy_endpoints_keep_node_name() {
     assert_eq!(e[1].node_name, None);
     assert!(!e[1].ready && !e[1].serving);
 }
+
+/// An endpoint's addresses are fungible (the API says so): the first is its address, as
+/// kube-proxy takes it, the others are checked and not used; one without any is skipped
+/// with a warning (the API requires one).
+#[test]
+fn an_endpoint_is_its_first_address() {
+    let slice = |addresses: Vec<&str>| discoveryv1::EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some("web-abc".into()),
+            namespace: Some("shop".into()),
+            labels: Some([(SERVICE_NAME_LABEL.to_string(), "web".to_string())].into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![
+            discoveryv1::Endpoint {
+                addresses: addresses.into_iter().map(String::from).collect(),
+                ..Default::default()
+            },
+            discoveryv1::Endpoint {
+                addresses: vec!["10.1.0.9".into()],
+                ..Default::default()
+            },
+        ]),
+        ports: None,
+    };
+    let (_, group, w) = endpoint_group_from_slice(&slice(vec!["10.1.0.5", "10.1.0.6"])).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let addresses: Vec<Ipv4Addr> = group.unwrap().endpoints.iter().map(|e| e.address).collect();
+    assert_eq!(
+        addresses,
+        vec![Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 1, 0, 9)]
+    );
+
+    let (_, group, w) = endpoint_group_from_slice(&slice(vec![])).unwrap();
+    assert_eq!(w, vec!["endpoints[0] has no address: skipped".to_string()]);
+    assert_eq!(group.unwrap().endpoints.len(), 1);
+
+    let err = endpoint_group_from_slice(&slice(vec!["10.1.0.5", "fd00::1"])).unwrap_err();
+    assert!(
+        err.to_string().contains("endpoints[0].addresses[1]"),
+        "{err}"
+    );
+}
