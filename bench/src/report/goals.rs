@@ -33,10 +33,12 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         rate_goal(r, 10_000, "iptables", 1.3),
         rate_goal(r, 10_000, "nftables", 1.0),
         one_service_goal(r),
-        install_goal(r, "iptables-legacy-restore", 5.0),
+        install_goal(r, "iptables-legacy-restore", 10.0),
         install_goal(r, "nft -f", 100.0),
+        install_time_goal(r, 100_000, 5.0),
         change_goal(r),
-        memory_goal(r),
+        memory_goal(r, 10_000, 150.0),
+        memory_goal(r, 100_000, 600.0),
     ]
 }
 
@@ -346,23 +348,79 @@ fn change_goal(r: &Results) -> Goal {
     g
 }
 
-fn memory_goal(r: &Results) -> Goal {
+/// "10k", "100k": a Service count in goal names.
+fn scale_name(services: usize) -> String {
+    if services >= 1_000 && services.is_multiple_of(1_000) {
+        format!("{}k", services / 1_000)
+    } else {
+        fmt_count(services)
+    }
+}
+
+fn memory_goal(r: &Results, services: usize, limit_mb: f64) -> Goal {
     let g = goal(
-        "agent RSS at 10k Services",
-        "< 150 MB (1 MB = 1,000,000 bytes)".into(),
+        &format!("agent RSS at {} Services", scale_name(services)),
+        format!("< {limit_mb:.0} MB (1 MB = 1,000,000 bytes)"),
     );
-    let Some(m) = agent_memory(r, 10_000) else {
-        return not_measured(g, "no memory figure at 10,000 Services in this run".into());
+    let Some(m) = agent_memory(r, services) else {
+        return not_measured(
+            g,
+            format!(
+                "no memory figure at {} Services in this run{}",
+                fmt_count(services),
+                programming_hint(services)
+            ),
+        );
     };
     let mb = m.bytes as f64 / MB;
     let mut g = g;
     g.measured = format!("{mb:.1} MB ({} bytes)", fmt_count(m.bytes as usize));
-    g.met = Some(mb < 150.0);
+    g.met = Some(mb < limit_mb);
     g.note = format!(
         "{} ({} endpoints per Service)",
         m.what, m.endpoints_per_service
     );
     g
+}
+
+/// Start to finish at a scale no other layout is run at (iptables-legacy-restore of 1.1 M
+/// rules takes minutes): an absolute bound.
+fn install_time_goal(r: &Results, services: usize, limit_s: f64) -> Goal {
+    let g = goal(
+        &format!("install {} Services x 10 endpoints", scale_name(services)),
+        format!("< {limit_s:.0} s, agent start to every frontend in the maps"),
+    );
+    let Some((ours, eps)) = install_time(r, "ebpf", services) else {
+        return not_measured(
+            g,
+            format!(
+                "no install time at {} Services in this run{}",
+                fmt_count(services),
+                programming_hint(services)
+            ),
+        );
+    };
+    let mut g = g;
+    g.measured = fmt_secs(ours);
+    g.met = Some(ours < limit_s);
+    g.note = format!("{eps} endpoints per Service, including the initial lists over HTTP");
+    if let Some((sync, _)) = install_time(r, "ebpf-sync", services) {
+        g.note = format!(
+            "{}; the agent's first pass (model, desired state, map writes) {}",
+            g.note,
+            fmt_secs(sync)
+        );
+    }
+    g
+}
+
+/// How to get a programming figure at `services`: the full run measures 10k only.
+fn programming_hint(services: usize) -> String {
+    if services == 10_000 {
+        String::new()
+    } else {
+        format!(" (measured by `svc-bench --only programming --programming-services {services}`)")
+    }
 }
 
 /// The goals recorded in `r`, or evaluated now if none were.
@@ -389,7 +447,7 @@ mod tests {
     #[test]
     fn goals_met_missed_and_their_figures() {
         let g = goals(&sample());
-        assert_eq!(g.len(), 15);
+        assert_eq!(g.len(), 17);
 
         // This build against the baseline object of the same run.
         let ns = find(&g, "vs baseline: non-service at 100,000");
@@ -445,7 +503,7 @@ mod tests {
             &g,
             "install 10k Services x 10 endpoints vs iptables-legacy-restore",
         );
-        assert_eq!(li.met, Some(true));
+        assert_eq!(li.met, Some(false), "8.27x is short of 10x");
         assert_eq!(li.measured, "8.27x (0.52 s vs 4.3 s)");
         let ln = find(&g, "install 10k Services x 10 endpoints vs nft -f");
         assert_eq!(ln.met, Some(true));
@@ -457,6 +515,15 @@ mod tests {
         let mem = find(&g, "agent RSS at 10k Services");
         assert_eq!(mem.met, Some(true));
         assert!(mem.measured.starts_with("88.4 MB"), "{mem:?}");
+        // The sample has no 100k programming run: said so, with the command that measures it.
+        for name in [
+            "agent RSS at 100k Services",
+            "install 100k Services x 10 endpoints",
+        ] {
+            let x = find(&g, name);
+            assert_eq!(x.met, None, "{x:?}");
+            assert!(x.note.contains("--programming-services 100000"), "{x:?}");
+        }
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub trait MapStore {
     }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError>;
     fn put_backend(&mut self, id: u32, value: &Backend4) -> Result<(), StoreError>;
+    /// Writes `ids[i] -> values[i]` in order, as `put_backend` one after another would; on
+    /// failure, how many of them (a prefix) were written and why the next was not.
+    fn put_backends(
+        &mut self,
+        ids: &[u32],
+        values: &[Backend4],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, (k, v)) in ids.iter().zip(values).enumerate() {
+            self.put_backend(*k, v).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
     fn del_backend(&mut self, id: u32) -> Result<(), StoreError>;
     fn put_revnat(&mut self, id: u32, value: &RevNat4) -> Result<(), StoreError>;
     fn del_revnat(&mut self, id: u32) -> Result<(), StoreError>;
@@ -157,6 +169,45 @@ pub(super) fn read_all<K: aya::Pod, V: aya::Pod>(
     Ok(out)
 }
 
+/// Writes `keys[i] -> values[i]` in order: one `BPF_MAP_UPDATE_BATCH` call, or one call
+/// each on a kernel without batch operations. On failure, the prefix written and why the
+/// next entry was not.
+fn put_batch<K: aya::Pod + bytemuck::Pod, V: aya::Pod + bytemuck::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, StoreError)> {
+    if keys.len() > 1 && batch::supported() {
+        let fd = aya::maps::IterableMap::map(map).fd().as_fd();
+        match batch::update_batch(fd, keys, values) {
+            Ok(()) => return Ok(()),
+            // A kernel before 5.6 (no batch operations): one call each from now on.
+            Err(f) if f.written == 0 && f.error.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(
+                    "the kernel refused a batched map update (EINVAL): writing entries one at a time"
+                );
+                batch::mark_unsupported();
+            }
+            Err(f) => {
+                let error = if f.error.raw_os_error() == Some(libc::E2BIG) {
+                    StoreError::Full { map: name }
+                } else {
+                    StoreError::Other {
+                        map: name,
+                        message: format!("batched update: {}", f.error),
+                    }
+                };
+                return Err((f.written, error));
+            }
+        }
+    }
+    for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+        map.insert(k, v, 0).map_err(|e| (i, store_err(name)(e)))?;
+    }
+    Ok(())
+}
+
 /// Deleting a key that is already gone is success: the map is as we want it.
 fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
@@ -176,35 +227,7 @@ impl MapStore for Maps {
         keys: &[Svc4Key],
         values: &[Svc4Value],
     ) -> Result<(), (usize, StoreError)> {
-        let map = map_names::SVC4_SERVICES;
-        if keys.len() > 1 && batch::supported() {
-            let fd = aya::maps::IterableMap::map(&self.services).fd().as_fd();
-            match batch::update_batch(fd, keys, values) {
-                Ok(()) => return Ok(()),
-                // A kernel before 5.6 (no batch operations): one call each from now on.
-                Err(f) if f.written == 0 && f.error.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::info!(
-                        "the kernel refused a batched map update (EINVAL): writing entries one at a time"
-                    );
-                    batch::mark_unsupported();
-                }
-                Err(f) => {
-                    let error = if f.error.raw_os_error() == Some(libc::E2BIG) {
-                        StoreError::Full { map }
-                    } else {
-                        StoreError::Other {
-                            map,
-                            message: format!("batched update: {}", f.error),
-                        }
-                    };
-                    return Err((f.written, error));
-                }
-            }
-        }
-        for (i, (k, v)) in keys.iter().zip(values).enumerate() {
-            self.put_service(k, v).map_err(|e| (i, e))?;
-        }
-        Ok(())
+        put_batch(&mut self.services, map_names::SVC4_SERVICES, keys, values)
     }
     fn del_service(&mut self, key: &Svc4Key) -> Result<(), StoreError> {
         ignore_missing(self.services.remove(key)).map_err(store_err(map_names::SVC4_SERVICES))
@@ -213,6 +236,13 @@ impl MapStore for Maps {
         self.backends
             .insert(id, value, 0)
             .map_err(store_err(map_names::SVC4_BACKENDS))
+    }
+    fn put_backends(
+        &mut self,
+        ids: &[u32],
+        values: &[Backend4],
+    ) -> Result<(), (usize, StoreError)> {
+        put_batch(&mut self.backends, map_names::SVC4_BACKENDS, ids, values)
     }
     fn del_backend(&mut self, id: u32) -> Result<(), StoreError> {
         ignore_missing(self.backends.remove(&id)).map_err(store_err(map_names::SVC4_BACKENDS))

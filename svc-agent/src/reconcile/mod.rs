@@ -299,9 +299,13 @@ impl Reconciler {
         report: &mut SyncReport,
     ) -> BTreeMap<BackendAddr, u32> {
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
+        // The writes, batched: (address, id) and the value of each.
+        let mut writes: Vec<(BackendAddr, u32)> = Vec::new();
+        let mut values: Vec<Backend4> = Vec::new();
+        let mut new_ids = 0;
         for (addr, backend_state) in wanted {
             if self.backend_ids.get(addr).is_none()
-                && self.backends.len() >= self.lb_capacity as usize
+                && self.backends.len() + new_ids >= self.lb_capacity as usize
             {
                 report.errors.push((
                     None,
@@ -325,19 +329,35 @@ impl Reconciler {
                 }
             };
             let value = layout::backend_value(addr, *backend_state);
-            if self.backends.get(&id) != Some(&value) {
-                match store.put_backend(id, &value) {
-                    Ok(()) => {
-                        self.backends.insert(id, value);
-                        report.backends_added += 1;
-                    }
-                    Err(e) => {
-                        report.errors.push((None, e));
-                        continue;
-                    }
+            match self.backends.get(&id) {
+                Some(v) if *v == value => {
+                    ready.insert(*addr, id);
+                }
+                installed => {
+                    new_ids += usize::from(installed.is_none());
+                    writes.push((*addr, id));
+                    values.push(value);
                 }
             }
-            ready.insert(*addr, id);
+        }
+        let ids: Vec<u32> = writes.iter().map(|(_, id)| *id).collect();
+        // One batch; an entry that fails is reported and skipped, the rest written after it.
+        let mut start = 0;
+        while start < ids.len() {
+            let (written, failed) = match store.put_backends(&ids[start..], &values[start..]) {
+                Ok(()) => (ids.len() - start, None),
+                Err((n, e)) => (n, Some(e)),
+            };
+            for i in start..start + written {
+                self.backends.insert(ids[i], values[i]);
+                report.backends_added += 1;
+                ready.insert(writes[i].0, ids[i]);
+            }
+            start += written;
+            if let Some(e) = failed {
+                report.errors.push((None, e));
+                start += 1;
+            }
         }
         ready
     }

@@ -1,5 +1,5 @@
-//! Batched map writes against the kernel (`BPF_MAP_UPDATE_BATCH`, dataplane/batch.rs): a
-//! scope's slots and its slot-0 entry go in one call. When the map fills up in the middle
+//! Batched map writes against the kernel (`BPF_MAP_UPDATE_BATCH`, dataplane/batch.rs): the
+//! backends of a sync go in one call, and a scope's slots and its slot-0 entry in one. When the map fills up in the middle
 //! of a batch, the kernel keeps the prefix it wrote and the reconciler's mirror must take
 //! exactly that prefix: no frontend is left counting slots it does not have, and the
 //! report counts the entries the map really holds.
@@ -85,4 +85,49 @@ fn a_map_that_fills_mid_batch_keeps_a_whole_prefix() {
         "a fresh adoption finds nothing to change"
     );
     assert!(h.maps.read_services().is_ok());
+}
+
+/// SVC4_BACKENDS fills in the middle of the backends' batch: the ones written are counted
+/// and used, the rest reported, and no slot points at a backend that is not there.
+#[test]
+fn backends_that_do_not_fit_are_reported_and_not_used() {
+    let mut config = default_config();
+    config.map_sizes.lb = LB_ENTRIES;
+    let mut h = Harness::load("batch-backends", &config);
+    let mut reconciler = Reconciler::adopt(&h.maps).expect("adopt the empty maps");
+    let backends: Vec<String> = (1..=30).map(|i| format!("10.244.8.{i}:8080")).collect();
+    let backends: Vec<&str> = backends.iter().map(String::as_str).collect();
+    let desired = DesiredState {
+        frontends: [
+            fe("10.96.8.1:80", TCP, CIP, "wide-a", &backends[..15], no_edit),
+            fe("10.96.8.2:80", TCP, CIP, "wide-b", &backends[15..], no_edit),
+        ]
+        .into_iter()
+        .chain((0..2).map(|i| {
+            fe(
+                &format!("10.96.8.{}:80", i + 3),
+                UDP,
+                CIP,
+                &format!("wide-u{i}"),
+                &backends,
+                no_edit,
+            )
+        }))
+        .collect(),
+        ..Default::default()
+    };
+    // 30 TCP + 30 UDP backends for 40 places.
+    let report = reconciler.sync(&desired, &mut h.maps);
+    assert!(
+        report.errors.iter().any(|(_, e)| *e
+            == StoreError::Full {
+                map: map_names::SVC4_BACKENDS
+            }),
+        "expected SVC4_BACKENDS to fill up: {:?}",
+        report.errors
+    );
+    let raw = h.maps.read_raw(Parts::NONE).expect("read the maps back");
+    assert_eq!(raw.backends.len(), LB_ENTRIES as usize);
+    assert_eq!(report.backends_added, raw.backends.len());
+    assert_eq!(packet_hazards(&raw), Vec::<String>::new());
 }
