@@ -80,9 +80,21 @@ const OTHER_COLORS: [RGBColor; 3] = [
     RGBColor(214, 39, 40),
 ];
 
+/// Halfway to white.
+fn lighten(c: u8) -> u8 {
+    c + (255 - c) / 2
+}
+
 fn layout_color(l: &str, i: usize) -> RGBColor {
     match layout_key(l).0 {
-        0 => EBPF_COLOR,
+        0 if l == "ebpf" => EBPF_COLOR,
+        // Ours, another measure of it (ebpf-sync: the agent's pass alone): a lighter blue,
+        // told apart from the line it is part of.
+        0 => RGBColor(
+            lighten(EBPF_COLOR.0),
+            lighten(EBPF_COLOR.1),
+            lighten(EBPF_COLOR.2),
+        ),
         1 => IPTABLES_COLOR,
         2 => NFTABLES_COLOR,
         _ => OTHER_COLORS[i % OTHER_COLORS.len()],
