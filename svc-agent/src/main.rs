@@ -128,6 +128,17 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
 
+    /// Whose sockets under --cgroup are translated at connect()/sendmsg() (socket-level load
+    /// balancing, Cilium's default). `node`: only the node's own processes (its network
+    /// namespace); pods' sockets, though in the cgroup, go out untouched and their packets
+    /// are translated by TC, so sidecars and service meshes in a pod see the Service
+    /// address (Cilium's `hostNamespaceOnly`). `all`: pods' TCP connections and UDP
+    /// datagrams to ClusterIPs too, with no per-packet NAT for them (what needs a packet
+    /// rule stays with TC: external addresses, session affinity, --masquerade-all,
+    /// refusals). `off`: no socket programs at all, even with --cgroup.
+    #[arg(long, value_enum, value_name = "WHO", default_value_t = SocketLb::Node)]
+    socket_lb: SocketLb,
+
     /// This node's name (the Node object's name). Endpoints whose nodeName matches are
     /// local: traffic policy Local uses only those; EndpointSlice `forNodes` hints naming
     /// it keep new connections on them (trafficDistribution PreferSameNode; see
@@ -524,11 +535,12 @@ fn config(args: Args) -> anyhow::Result<Config> {
         args.pod_bridge_interface,
     )
     .map_err(anyhow::Error::msg)?;
+    let (cgroup, sock_lb_pods, host_netns_cookie) = socket_lb(args.socket_lb, args.cgroup);
     Ok(Config {
         source,
         bpffs: args.bpffs,
         devices: args.devices,
-        cgroup: args.cgroup,
+        cgroup,
         pod_devices: args.pod_devices,
         local,
         datapath: DatapathConfig {
@@ -537,6 +549,8 @@ fn config(args: Args) -> anyhow::Result<Config> {
                 lb: args.lb_map_max,
                 ct: args.ct_map_max,
             },
+            sock_lb_pods,
+            host_netns_cookie,
             ..DatapathConfig::default()
         },
         node,
@@ -592,6 +606,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     info!("stopping: programs stay attached and maps pinned (`svc-agent cleanup` removes them)");
     Ok(())
+}
+
+/// `--socket-lb`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SocketLb {
+    Off,
+    Node,
+    All,
+}
+
+/// The cgroup the socket programs go on (none with `off`), whether they take pods'
+/// sockets, and the node's network namespace cookie that tells the two apart.
+fn socket_lb(mode: SocketLb, cgroup: Option<PathBuf>) -> (Option<PathBuf>, bool, u64) {
+    if mode == SocketLb::Off {
+        if let Some(c) = &cgroup {
+            tracing::info!(cgroup = %c.display(), "--socket-lb off: no socket programs on --cgroup");
+        }
+        return (None, false, 0);
+    }
+    let cookie = if cgroup.is_some() {
+        svc_agent::dataplane::own_netns_cookie().unwrap_or_else(|e| {
+            tracing::warn!(
+                error = %e,
+                "cannot read this network namespace's cookie (SO_NETNS_COOKIE, kernel 5.14+): pods' sockets under --cgroup are translated as the node's own"
+            );
+            0
+        })
+    } else {
+        0
+    };
+    (cgroup, mode == SocketLb::All, cookie)
 }
 
 #[cfg(test)]

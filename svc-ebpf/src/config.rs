@@ -22,6 +22,25 @@ static NAT_PORT_MAX: u32 = MASQUERADE_PORTS.1 as u32;
 #[unsafe(no_mangle)]
 static MASQUERADE_ALL: u32 = 0;
 
+/// Non-zero: the socket programs also translate pods' sockets, for what needs no packet
+/// rule (sock.rs, "Pods"); zero: only the node's own (sockets of HOST_NETNS_COOKIE).
+#[unsafe(no_mangle)]
+static SOCK_LB_PODS: u32 = 0;
+/// The network namespace cookie of the node itself (the agent's namespace); 0: unknown
+/// (a kernel without SO_NETNS_COOKIE), every socket counts as the node's.
+#[unsafe(no_mangle)]
+static HOST_NETNS_COOKIE: u64 = 0;
+
+#[inline(always)]
+pub fn sock_lb_pods() -> bool {
+    unsafe { read_volatile(&SOCK_LB_PODS) != 0 }
+}
+
+#[inline(always)]
+pub fn host_netns_cookie() -> u64 {
+    unsafe { read_volatile(&HOST_NETNS_COOKIE) }
+}
+
 #[inline(always)]
 pub fn masq_addr() -> u32 {
     unsafe { read_volatile(&MASQ_ADDR_BE) }

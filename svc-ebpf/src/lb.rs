@@ -215,6 +215,14 @@ pub struct Frontend {
     affinity_timeout: u32,
 }
 
+impl Frontend {
+    /// True if any of the SVC_F_* `bits` is set.
+    #[inline(always)]
+    pub fn has_any(&self, bits: u16) -> bool {
+        self.flags & bits != 0
+    }
+}
+
 /// The frontend of `vip:port/proto` (network order), if that is a Service address.
 #[inline(always)]
 pub fn frontend(vip: u32, port: u16, proto: u8) -> Option<Frontend> {

@@ -1,5 +1,5 @@
-//! Socket-level load balancing for the node's own processes (cgroup connect4 / sendmsg4 /
-//! recvmsg4), as Cilium's socket LB does: their packets never cross the TC or XDP hooks on
+//! Socket-level load balancing for the node's own processes, and for pods' if asked (see
+//! "Pods"), with cgroup connect4 / sendmsg4 / recvmsg4, as Cilium's socket LB does: their packets never cross the TC or XDP hooks on
 //! the way out, so the Service address is swapped for a backend when the socket connects
 //! or sends. The backend is chosen by `lb::pick`, the same code (source ranges, traffic
 //! policy, session affinity, random slot) TC and XDP use for a packet. The flow then
@@ -15,10 +15,10 @@
 //! else the masquerade address (the node's primary IP, `--node-ip`). That is the source
 //! kube-proxy's rules see for the same call: an unbound socket gets the node's address
 //! from routing. Cilium keys socket affinity on the network namespace cookie instead,
-//! because its socket LB also serves pods, each in its own namespace; here only the
-//! node's own namespace is served, so a cookie would be one constant, would not fit
-//! SVC4_AFFINITY's client-address key (a layout change), and could not be checked
-//! against loadBalancerSourceRanges, which are address prefixes.
+//! because its socket LB also serves pods, each in its own namespace. Here a cookie would
+//! not fit SVC4_AFFINITY's client-address key (a layout change) and could not be checked
+//! against loadBalancerSourceRanges, which are address prefixes: a pod's flows to such
+//! frontends stay with TC (see "Pods").
 //!
 //! # Never out untranslated
 //!
@@ -34,16 +34,37 @@
 //!   route that is briefly missing: a transient failure callers already retry, and what
 //!   Cilium's socket LB answers for a Service without a backend.
 //!
+//! # Pods
+//!
+//! The programs sit on a cgroup; on a node whose cgroup root they are attached to, pods'
+//! processes are under it too. Which of their sockets are translated is the agent's
+//! `--socket-lb` (SOCK_LB_PODS), told apart by network namespace (the node's is
+//! HOST_NETNS_COOKIE), as Cilium's `hostNamespaceOnly`:
+//! - `node`: only the node's own sockets; a pod's calls go out untouched and TC
+//!   translates their packets (a sidecar or service mesh in the pod sees the Service
+//!   address on the wire).
+//! - `all`: a pod's TCP connect() and UDP sendmsg() to a ClusterIP go straight to a backend
+//!   (no per-packet NAT for that flow at all), chosen by `lb::pick` for a pod source.
+//!   Whatever needs a rule on the packet or the pod's address is still left to TC:
+//!   external addresses (masquerade, source ranges), session affinity (keyed on the
+//!   client address, which an unbound socket does not have yet), --masquerade-all, and
+//!   every refusal (REJECT, DROP, no backend), so their verdicts and counters stay TC's.
+//!   A pod that picks itself reaches itself directly, where kube-proxy would masquerade
+//!   the hairpin through the node.
+//!
 //! A TCP or UDP call to an address no frontend takes follows kube-proxy nftables'
 //! `cluster-ips-check` rules (unserved.rs): an allocated ClusterIP on a port no Service has
 //! fails with ECONNREFUSED (REJECT), an unallocated address inside a service CIDR with
 //! EPERM (DROP), both counted as `sock_reject`; anything else goes on untouched.
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
-use svc_common::{PROTO_TCP, PROTO_UDP, SockRevNat4Key, SockRevNat4Value, Verdict};
+use svc_common::{
+    PROTO_TCP, PROTO_UDP, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_SOURCE_RANGES, SockRevNat4Key,
+    SockRevNat4Value, Verdict,
+};
 
 use crate::{
     clock, config,
@@ -78,24 +99,44 @@ pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
 }
 
 /// A Service address becomes one of its backends, or the call fails (see the module docs).
-/// `bound`: the socket's source address, 0 if it has none yet.
+/// `bound`: the socket's source address, 0 if it has none yet. A pod's socket (another
+/// network namespace than the node's) is translated only as "Pods" in the module docs say.
 #[inline(always)]
 fn translate(ctx: &SockAddrContext, bound: u32) -> i32 {
     // SAFETY: the context pointer the kernel passed; fields read and written are those a
     // sock_addr program may access.
     let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
+    let pod = !in_node_netns(ctx);
+    if pod && !config::sock_lb_pods() {
+        return ALLOW;
+    }
     let (vip, vport) = (sa.user_ip4, sa.user_port as u16);
     let Some(f) = lb::frontend(vip, vport, sa.protocol as u8) else {
-        return unserved(vip, sa.protocol as u8);
+        return if pod {
+            ALLOW
+        } else {
+            unserved(vip, sa.protocol as u8)
+        };
     };
-    let client = if bound != 0 {
-        bound
+    let b = if pod {
+        if f.has_any(POD_PACKET_RULES) || config::masquerade_all() {
+            return ALLOW;
+        }
+        match lb::pick(&f, bound, Source::Pod, clock::now()) {
+            Ok(b) => b,
+            // Refusals are the packet rules' (REJECT, DROP): TC applies and counts them.
+            Err(_) => return ALLOW,
+        }
     } else {
-        config::masq_addr()
-    };
-    let b = match lb::pick(&f, client, Source::Node, clock::now()) {
-        Ok(b) => b,
-        Err(why) => return refuse(why),
+        let client = if bound != 0 {
+            bound
+        } else {
+            config::masq_addr()
+        };
+        match lb::pick(&f, client, Source::Node, clock::now()) {
+            Ok(b) => b,
+            Err(why) => return refuse(why),
+        }
     };
     // SAFETY: the context pointer is the socket-address context this helper takes.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
@@ -118,6 +159,21 @@ fn translate(ctx: &SockAddrContext, bound: u32) -> i32 {
     sa.user_port = b.port as u32;
     count(Verdict::SockTranslate);
     ALLOW
+}
+
+/// Frontends whose pod traffic needs a rule on the packet (or the pod's address, which a
+/// socket that has not sent yet does not have): external addresses (masquerade with policy
+/// Cluster, source ranges), session affinity (keyed on the pod's address).
+const POD_PACKET_RULES: u16 = SVC_F_EXTERNAL | SVC_F_AFFINITY | SVC_F_SOURCE_RANGES;
+
+/// True when the socket lives in the node's own network namespace, or when that is not
+/// known (HOST_NETNS_COOKIE 0).
+#[inline(always)]
+fn in_node_netns(ctx: &SockAddrContext) -> bool {
+    let node = config::host_netns_cookie();
+    // SAFETY: the context pointer the kernel passed; bpf_get_netns_cookie takes it in
+    // cgroup sock_addr programs (kernel 5.7+).
+    node == 0 || unsafe { bpf_get_netns_cookie(ctx.sock_addr as *mut _) } == node
 }
 
 /// Fails the call for `why` with the errno the module docs give, and counts it.

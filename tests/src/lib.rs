@@ -1079,35 +1079,35 @@ impl Lab {
         Ok(dir)
     }
 
+    /// A cgroup for the processes of pod `pod` on node `n`, `<node cgroup>/pod-<pod>`: as a
+    /// kubelet puts pods in the node's cgroup tree, so an agent's `--cgroup` on the node's
+    /// covers them (its `--socket-lb` decides whether their sockets are translated). Made
+    /// (with the node's) on first use, removed on teardown before its parent.
+    pub fn pod_cgroup(&mut self, n: usize, pod: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.node_cgroup(n)?.join(format!("pod-{pod}"));
+        if !self.created_cgroups.contains(&dir) {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            self.created_cgroups.push(dir.clone());
+        }
+        Ok(dir)
+    }
+
     /// A command that runs as a process of node `n` itself: in the node's network
     /// namespace and in its cgroup (see `node_cgroup`), entered before exec so its first
     /// connect already goes through the node's socket-level programs.
     /// The cgroup must exist already (`node_cgroup`).
     pub fn node_command(&self, n: usize, program: &str) -> anyhow::Result<Command> {
         let dir = cgroup2_root()?.join(format!("{PREFIX}{}-n{n}", self.id));
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .with_context(|| {
-                format!(
-                    "opening {}/cgroup.procs (call node_cgroup first)",
-                    dir.display()
-                )
-            })?;
-        let mut cmd = Command::new(program);
-        netns::command_in_netns(&mut cmd, self.node_ns_of(n))?;
-        // SAFETY: between fork and exec; only write(2) on an fd opened before the fork.
-        unsafe {
-            use std::os::unix::{io::AsRawFd as _, process::CommandExt as _};
-            cmd.pre_exec(move || {
-                // "0" moves the writing process itself.
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(cmd)
+        command_in(self.node_ns_of(n), &dir, program)
+    }
+
+    /// A command that runs as a process of pod `pod` on node `n`: in the pod's network
+    /// namespace and its cgroup (see `pod_cgroup`, which must have made it).
+    pub fn pod_command(&self, n: usize, pod: &str, program: &str) -> anyhow::Result<Command> {
+        let dir = cgroup2_root()?
+            .join(format!("{PREFIX}{}-n{n}", self.id))
+            .join(format!("pod-{pod}"));
+        command_in(self.pod_ns(pod), &dir, program)
     }
 
     /// `count` new connections (or UDP flows) to `to` from one process of node `n` itself
@@ -1126,67 +1126,39 @@ impl Lab {
         count: usize,
         timeout: Duration,
     ) -> Vec<io::Result<EchoReply>> {
-        const CLIENT: &str = r#"
-import errno, socket, sys
-host, port, udp, timeout, n, bind = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp", float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        if bind != "-":
-            s.bind((bind, 0))
-        s.connect((host, port))
-        s.sendall(b"node\n")
-        print("OK", s.recv(200).decode().splitlines()[0], flush=True)
-    except socket.timeout:
-        print("ERR ETIMEDOUT", flush=True)
-    except OSError as e:
-        print("ERR", errno.errorcode.get(e.errno, e.errno), flush=True)
-    finally:
-        s.close()
-"#;
-        let out = self
-            .node_command(n, "python3")
-            .map_err(io::Error::other)
-            .and_then(|mut cmd| {
-                cmd.args(["-c", CLIENT, &to.ip().to_string(), &to.port().to_string()])
-                    .arg(if udp { "udp" } else { "tcp" })
-                    .arg(format!("{:.1}", timeout.as_secs_f64()))
-                    .arg(count.to_string())
-                    .arg(bind.map_or("-".to_string(), |b| b.to_string()))
-                    .output()
-            });
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => return vec![Err(e)],
-        };
-        let results: Vec<io::Result<EchoReply>> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|line| match line.split_once(' ') {
-                Some(("OK", reply)) => EchoReply::parse(reply),
-                Some(("ERR", errno)) => Err(io::Error::new(
-                    match errno {
-                        "ECONNREFUSED" => io::ErrorKind::ConnectionRefused,
-                        "EPERM" => io::ErrorKind::PermissionDenied,
-                        "ETIMEDOUT" => io::ErrorKind::TimedOut,
-                        "ENETUNREACH" => io::ErrorKind::NetworkUnreachable,
-                        "EHOSTUNREACH" => io::ErrorKind::HostUnreachable,
-                        _ => io::ErrorKind::Other,
-                    },
-                    format!("node{n} process: {errno}"),
-                )),
-                _ => Err(io::Error::other(format!("node{n} client said {line:?}"))),
-            })
-            .collect();
-        if results.len() != count {
-            return vec![Err(io::Error::other(format!(
-                "node{n} client gave {} of {count} results: {}",
-                results.len(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))];
-        }
-        results
+        let cmd = self.node_command(n, "python3");
+        client_requests(
+            cmd,
+            &format!("node{n} process"),
+            bind,
+            to,
+            udp,
+            count,
+            timeout,
+        )
+    }
+
+    /// As [`node_requests`](Self::node_requests), from one process of pod `pod` on node
+    /// `n` (in its namespace and cgroup: `pod_cgroup` must have made it).
+    pub fn pod_requests(
+        &self,
+        n: usize,
+        pod: &str,
+        to: SocketAddrV4,
+        udp: bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<io::Result<EchoReply>> {
+        let cmd = self.pod_command(n, pod, "python3");
+        client_requests(
+            cmd,
+            &format!("pod {pod} process"),
+            None,
+            to,
+            udp,
+            count,
+            timeout,
+        )
     }
 
     /// Tear everything down now; idempotent, never panics, logs failures to stderr.
@@ -1207,7 +1179,8 @@ for _ in range(n):
         if let Some(mut echo) = self.echo.take() {
             echo.stop();
         }
-        for cg in self.created_cgroups.drain(..) {
+        // Children (pods') were made after their parents: removed first.
+        for cg in self.created_cgroups.drain(..).rev() {
             remove_cgroup(&cg);
         }
         // Deleting a node namespace destroys its veths and any programs attached to them.
@@ -1242,7 +1215,113 @@ pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
 }
 
 /// Removes a lab cgroup once its processes are gone (rmdir of an empty cgroup).
+/// `count` new connections (or UDP flows, connected sockets) to `to` from one Python
+/// process started by `cmd` (see [`Lab::node_requests`]); `who` names it in errors.
+fn client_requests(
+    cmd: anyhow::Result<Command>,
+    who: &str,
+    bind: Option<Ipv4Addr>,
+    to: SocketAddrV4,
+    udp: bool,
+    count: usize,
+    timeout: Duration,
+) -> Vec<io::Result<EchoReply>> {
+    const CLIENT: &str = r#"
+import errno, socket, sys
+host, port, udp, timeout, n, bind = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp", float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+for _ in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        if bind != "-":
+            s.bind((bind, 0))
+        s.connect((host, port))
+        s.sendall(b"node\n")
+        print("OK", s.recv(200).decode().splitlines()[0], flush=True)
+    except socket.timeout:
+        print("ERR ETIMEDOUT", flush=True)
+    except OSError as e:
+        print("ERR", errno.errorcode.get(e.errno, e.errno), flush=True)
+    finally:
+        s.close()
+"#;
+    let out = cmd.map_err(io::Error::other).and_then(|mut cmd| {
+        cmd.args(["-c", CLIENT, &to.ip().to_string(), &to.port().to_string()])
+            .arg(if udp { "udp" } else { "tcp" })
+            .arg(format!("{:.1}", timeout.as_secs_f64()))
+            .arg(count.to_string())
+            .arg(bind.map_or("-".to_string(), |b| b.to_string()))
+            .output()
+    });
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => return vec![Err(e)],
+    };
+    let results: Vec<io::Result<EchoReply>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| match line.split_once(' ') {
+            Some(("OK", reply)) => EchoReply::parse(reply),
+            Some(("ERR", errno)) => Err(io::Error::new(
+                match errno {
+                    "ECONNREFUSED" => io::ErrorKind::ConnectionRefused,
+                    "EPERM" => io::ErrorKind::PermissionDenied,
+                    "ETIMEDOUT" => io::ErrorKind::TimedOut,
+                    "ENETUNREACH" => io::ErrorKind::NetworkUnreachable,
+                    "EHOSTUNREACH" => io::ErrorKind::HostUnreachable,
+                    _ => io::ErrorKind::Other,
+                },
+                format!("{who}: {errno}"),
+            )),
+            _ => Err(io::Error::other(format!("{who} said {line:?}"))),
+        })
+        .collect();
+    if results.len() != count {
+        return vec![Err(io::Error::other(format!(
+            "{who} gave {} of {count} results: {}",
+            results.len(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))];
+    }
+    results
+}
+
+/// `program` run in network namespace `ns` and cgroup `cgroup`, both entered before exec.
+fn command_in(ns: &str, cgroup: &Path, program: &str) -> anyhow::Result<Command> {
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .with_context(|| {
+            format!(
+                "opening {}/cgroup.procs (make the cgroup first)",
+                cgroup.display()
+            )
+        })?;
+    let mut cmd = Command::new(program);
+    netns::command_in_netns(&mut cmd, ns)?;
+    // SAFETY: between fork and exec; only write(2) on an fd opened before the fork.
+    unsafe {
+        use std::os::unix::{io::AsRawFd as _, process::CommandExt as _};
+        cmd.pre_exec(move || {
+            // "0" moves the writing process itself.
+            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Removes a cgroup and the cgroups below it (a node's holds its pods').
 fn remove_cgroup(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
     for _ in 0..20 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return,

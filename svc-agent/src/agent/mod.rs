@@ -280,7 +280,12 @@ impl Agent {
             let how = datapath
                 .attach_cgroup(cgroup)
                 .with_context(|| format!("--cgroup {}", cgroup.display()))?;
-            info!(cgroup = %cgroup.display(), how = ?how, "socket load balancing for node processes");
+            let whose = if config.datapath.sock_lb_pods {
+                "the node's processes and pods' (ClusterIP flows that need no packet rule)"
+            } else {
+                "the node's processes"
+            };
+            info!(cgroup = %cgroup.display(), how = ?how, netns_cookie = config.datapath.host_netns_cookie, "socket load balancing for {whose}");
         }
         let reconciler = Reconciler::adopt_with_capacity(&maps, config.datapath.map_sizes.lb)
             .context("reading the pinned maps")?;

@@ -32,6 +32,12 @@ pub struct DatapathConfig {
     pub masquerade_ports: (u16, u16),
     /// Capacities of the sizable maps.
     pub map_sizes: MapSizes,
+    /// The socket programs translate pods' sockets too (`--socket-lb all`), for what needs
+    /// no packet rule (svc-ebpf/src/sock.rs, "Pods"); false: only the node's own.
+    pub sock_lb_pods: bool,
+    /// The node's own network namespace cookie (SO_NETNS_COOKIE of the agent's): sockets
+    /// of other namespaces are pods'. 0: unknown, every socket counts as the node's.
+    pub host_netns_cookie: u64,
 }
 
 /// Above Linux's default ip_local_port_range (32768-60999) and the NodePort range.
@@ -46,6 +52,8 @@ impl Default for DatapathConfig {
             masquerade_all: false,
             masquerade_ports: DEFAULT_MASQUERADE_PORTS,
             map_sizes: MapSizes::default(),
+            sock_lb_pods: false,
+            host_netns_cookie: 0,
         }
     }
 }

@@ -412,7 +412,9 @@ impl DatapathConfig {
     }
 
     /// Back from the globals' values (SVC_CONFIG), the pod CIDRs (SVC4_POD_CIDRS) and the
-    /// maps' capacities. A detect-local number this build does not know reads as none.
+    /// maps' capacities. A detect-local number this build does not know reads as none. The
+    /// socket programs' settings are not recorded (svcctl trace runs the packet programs):
+    /// they read as the defaults.
     pub fn from_raw(
         raw: &DatapathConfig4,
         pod_cidrs: Vec<Ipv4Cidr>,
@@ -428,6 +430,7 @@ impl DatapathConfig {
                 u16::try_from(raw.nat_port_max).unwrap_or(DEFAULT_MASQUERADE_PORTS.1),
             ),
             map_sizes,
+            ..DatapathConfig::default()
         }
     }
 }

@@ -106,6 +106,9 @@ impl Datapath {
             source,
         })?;
         let raw = config.to_raw();
+        // Socket-program globals: not in DatapathConfig4 (svcctl trace runs the packet
+        // programs only).
+        let sock_lb_pods = u32::from(config.sock_lb_pods);
         let mut loader = EbpfLoader::new();
         for spec in MAP_SPECS {
             loader.map_max_entries(spec.name, config.map_sizes.max_entries(spec));
@@ -117,6 +120,8 @@ impl Datapath {
             .override_global("MASQUERADE_ALL", &raw.masquerade_all, true)
             .override_global("NAT_PORT_MIN", &raw.nat_port_min, true)
             .override_global("NAT_PORT_MAX", &raw.nat_port_max, true)
+            .override_global("SOCK_LB_PODS", &sock_lb_pods, true)
+            .override_global("HOST_NETNS_COOKIE", &config.host_netns_cookie, true)
             .load(object)?;
         let tc: &mut SchedClassifier = program(&mut ebpf, TC_PROG)?;
         tc.load().map_err(prog_err(TC_PROG, ""))?;

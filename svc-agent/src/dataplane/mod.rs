@@ -325,3 +325,26 @@ fn read_names(dir: &Path) -> Result<Vec<String>, DataplaneError> {
     names.sort();
     Ok(names)
 }
+
+/// The cookie of the network namespace this process runs in (`SO_NETNS_COOKIE`, kernel
+/// 5.14+): what the socket programs compare a socket's with to tell the node's own from
+/// pods' (svc-ebpf/src/sock.rs, "Pods").
+pub fn own_netns_cookie() -> std::io::Result<u64> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which we own.
+    let ret = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
