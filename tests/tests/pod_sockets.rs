@@ -130,7 +130,7 @@ impl Env {
 
     /// CONNECTIONS connections (UDP: flows) of one client pod process to vip:PORT: the
     /// pods that answered, and how much the socket and the TC new-flow counters rose.
-    fn from_pod(&self, vip: Ipv4Addr, udp: bool) -> (BTreeSet<String>, u64, u64) {
+    fn pod_connections(&self, vip: Ipv4Addr, udp: bool) -> (BTreeSet<String>, u64, u64) {
         let (sock0, tc0) = (
             self.count(Verdict::SockTranslate),
             self.count(Verdict::DnatNew),
@@ -183,7 +183,7 @@ fn pods_sockets_translated_only_when_asked() {
 
     env.agent("all");
     for udp in [false, true] {
-        let (pods, sock, tc) = env.from_pod(WEB, udp);
+        let (pods, sock, tc) = env.pod_connections(WEB, udp);
         assert_backends(&pods, "all");
         assert_eq!(
             (sock, tc),
@@ -191,7 +191,7 @@ fn pods_sockets_translated_only_when_asked() {
             "--socket-lb all, udp {udp}: every connection translated at the socket, none by TC"
         );
     }
-    let (pods, sock, tc) = env.from_pod(STICKY, false);
+    let (pods, sock, tc) = env.pod_connections(STICKY, false);
     assert_backends(&pods, "all, affinity");
     assert_eq!(
         pods.len(),
@@ -205,7 +205,7 @@ fn pods_sockets_translated_only_when_asked() {
     );
 
     env.agent("node");
-    let (pods, sock, tc) = env.from_pod(WEB, false);
+    let (pods, sock, tc) = env.pod_connections(WEB, false);
     assert_backends(&pods, "node");
     assert_eq!(
         (sock, tc),
@@ -221,7 +221,7 @@ fn pods_sockets_translated_only_when_asked() {
     assert_eq!(env.count(Verdict::SockTranslate) - sock0, 3);
 
     env.agent("off");
-    let (pods, sock, tc) = env.from_pod(WEB, false);
+    let (pods, sock, tc) = env.pod_connections(WEB, false);
     assert_backends(&pods, "off");
     assert_eq!((sock, tc), (0, CONNECTIONS as u64), "--socket-lb off");
     // No socket programs: the node's own connection is not translated (nothing answers

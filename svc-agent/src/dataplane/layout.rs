@@ -554,6 +554,8 @@ mod tests {
             masquerade_all: true,
             masquerade_ports: (30000, 40000),
             map_sizes: MapSizes { lb: 10, ct: 20 },
+            // The socket programs' settings are not recorded: they read back as defaults.
+            ..DatapathConfig::default()
         };
         assert_eq!(
             DatapathConfig::from_raw(&c.to_raw(), c.pod_cidrs.clone(), c.map_sizes),
