@@ -573,7 +573,7 @@ fn with_agent_log(e: anyhow::Error, agent: Option<&RunningAgent>) -> anyhow::Err
 }
 
 /// `svc-agent cleanup --bpffs DIR` in the node's namespace, bounded by [`CLEANUP_TIMEOUT`].
-fn agent_cleanup(node_ns: &str, bpffs: &Path, log: &Path) -> anyhow::Result<()> {
+pub(crate) fn agent_cleanup(node_ns: &str, bpffs: &Path, log: &Path) -> anyhow::Result<()> {
     let bin = workspace_bin("svc-agent")?;
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new(&bin);

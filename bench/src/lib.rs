@@ -8,6 +8,7 @@
 //!   runs from threads inside a namespace and reports rates and latency percentiles.
 //! - [`nginx`]: an nginx backend (`return 200`) in a pod namespace, stopped on drop.
 //! - [`scratch`]: a throw-away network namespace for tests that need one without a lab.
+//! - [`socklb`]: socket-level load balancing for pods on and off, as BPF time per connection.
 //!
 //! Nothing here touches the root network namespace: rules are loaded with the tools run inside
 //! the given namespace, sockets are opened from threads that entered it, and nginx is started
@@ -22,6 +23,7 @@ pub mod report;
 pub mod results;
 pub mod rules;
 pub mod scratch;
+pub mod socklb;
 
 use std::path::PathBuf;
 

@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     out: PathBuf,
 
-    /// Run only these sections (repeatable): packet, programming, e2e. Default: all.
+    /// Run only these sections (repeatable): packet, programming, e2e, socklb. Default: all.
     #[arg(long = "only", value_name = "SECTION")]
     only: Vec<String>,
 
@@ -224,6 +224,18 @@ fn main() -> ExitCode {
         }
         log(&format!(
             "[{:.0} s] end-to-end section done",
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+
+    if wanted("socklb") {
+        let (connections, rounds) = if args.quick { (200, 1) } else { (500, 3) };
+        match svc_bench::socklb::run(connections, rounds, &log) {
+            Ok(runs) => r.socket_lb = runs,
+            Err(e) => r.notes.push(format!("socket LB section failed: {e:#}")),
+        }
+        log(&format!(
+            "[{:.0} s] socket LB section done",
             clock.elapsed().as_secs_f64()
         ));
     }

@@ -25,6 +25,9 @@ pub struct Results {
     pub programming: Programming,
     /// Section 4: memory.
     pub memory: Vec<Memory>,
+    /// Section 5: socket-level load balancing for pods, on (`all`) and off (`node`).
+    #[serde(default)]
+    pub socket_lb: Vec<SockLbRun>,
     /// The goals of the benchmark issue, evaluated on the figures above.
     pub goals: Vec<Goal>,
     /// Sections skipped or failed, with why (the run goes on without them).
@@ -120,6 +123,21 @@ pub struct Memory {
     pub services: usize,
     pub endpoints_per_service: usize,
     pub bytes: u64,
+}
+
+/// One round of one `--socket-lb` mode (section 5).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SockLbRun {
+    /// `node` (pods' packets translated by TC) or `all` (at the socket).
+    pub mode: String,
+    pub round: usize,
+    pub connections: usize,
+    /// Run time of our BPF programs (TC, XDP, socket) per connection, ns.
+    pub bpf_ns_per_connection: f64,
+    /// Runs of those programs per connection.
+    pub bpf_runs_per_connection: f64,
+    /// Wall time per connection of the (Python) client, ms: context only.
+    pub wall_ms_per_connection: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -91,6 +91,7 @@ pub(super) fn markdown(r: &Results, stamp: &str, plots: &PlotOutcome) -> String 
     e2e_section(&mut o, r, stamp, plots);
     programming_section(&mut o, r, stamp, plots);
     memory_section(&mut o, r);
+    socket_lb_section(&mut o, r);
 
     // Machine.
     let m = &r.machine;
@@ -455,6 +456,53 @@ fn programming_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOut
             }
         }
     }
+}
+
+fn socket_lb_section(o: &mut String, r: &Results) {
+    let _ = writeln!(o, "## Socket-level load balancing for pods\n");
+    if r.socket_lb.is_empty() {
+        let _ = writeln!(o, "Not measured in this run (see the notes).\n");
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "New TCP connections from the client pod to a ClusterIP; the kernel's run time of our \
+         BPF programs (TC, XDP, socket) per connection, medians over the rounds. `node`: the \
+         pod's packets are translated by TC; `all`: at connect().\n"
+    );
+    header(
+        o,
+        &[
+            "--socket-lb",
+            "rounds",
+            "connections/round",
+            "BPF ns/connection",
+            "program runs/connection",
+            "client ms/connection",
+        ],
+    );
+    for mode in ["node", "all"] {
+        let runs: Vec<&crate::results::SockLbRun> =
+            r.socket_lb.iter().filter(|s| s.mode == mode).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let med = |f: fn(&crate::results::SockLbRun) -> f64| {
+            median(&runs.iter().map(|s| f(s)).collect::<Vec<f64>>())
+        };
+        row(
+            o,
+            &[
+                mode.to_string(),
+                runs.len().to_string(),
+                fmt_count(runs[0].connections),
+                format!("{:.0}", med(|s| s.bpf_ns_per_connection)),
+                format!("{:.1}", med(|s| s.bpf_runs_per_connection)),
+                format!("{:.2}", med(|s| s.wall_ms_per_connection)),
+            ],
+        );
+    }
+    o.push('\n');
 }
 
 fn memory_section(o: &mut String, r: &Results) {

@@ -160,6 +160,16 @@ mod tests {
         assert!(text.contains("iptables-legacy-restore"));
         assert!(text.contains("BPF_PROG_TEST_RUN"));
         assert!(text.contains("- section tc: skipped"));
+        // Section 5: one row per mode, the sample's medians.
+        assert!(text.contains("## Socket-level load balancing for pods"));
+        assert!(
+            text.contains("| node | 1 | 500 | 2400 | 6.0 | 1.20 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| all | 1 | 500 | 900 | 7.0 | 1.20 |"),
+            "{text}"
+        );
         if Path::new(FONT_PATH).exists() {
             for kind in ["packet", "e2e", "install"] {
                 let png = dir.join(format!("{stamp}-{kind}.png"));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::load::Report;
 use crate::results::{
     ChangeLatency, E2eRun, InstallTime, Machine, Memory, PacketCost, Programming, RESULTS_VERSION,
-    Results,
+    Results, SockLbRun,
 };
 
 fn pc(program: &str, case: &str, services: usize, repeat: u32, med: f64, net: f64) -> PacketCost {
@@ -163,6 +163,17 @@ pub(super) fn sample() -> Results {
                 profile: String::new(),
             }),
         },
+        socket_lb: ["node", "all"]
+            .into_iter()
+            .map(|mode| SockLbRun {
+                mode: mode.into(),
+                round: 0,
+                connections: 500,
+                bpf_ns_per_connection: if mode == "all" { 900.0 } else { 2_400.0 },
+                bpf_runs_per_connection: if mode == "all" { 7.0 } else { 6.0 },
+                wall_ms_per_connection: 1.2,
+            })
+            .collect(),
         memory: vec![
             Memory {
                 what: "agent peak RSS (VmHWM)".into(),

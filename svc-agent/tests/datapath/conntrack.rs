@@ -306,12 +306,37 @@ fn port_reuse() {
             Verdict::DnatEstablished,
         ),
         case(
+            "tc: port reuse: backend's FIN|ACK",
+            Tc,
+            tcp_reply(be, "10.244.1.20:40040")
+                .flags(FIN | ACK)
+                .seq(9)
+                .build(),
+            TC_ACT_OK,
+            Exact(
+                tcp_reply("10.96.0.10:80", "10.244.1.20:40040")
+                    .flags(FIN | ACK)
+                    .seq(9)
+                    .build(),
+            ),
+            Verdict::RevNat,
+        ),
+        case(
             "tc: port reuse: new SYN from the same port is a new flow",
             Tc,
             reuse(SYN, 1000, "10.96.0.10:80"),
             TC_ACT_OK,
             Exact(reuse(SYN, 1000, be)),
             Verdict::DnatNew,
+        ),
+        // The new flow's SYN-ACK is its own: reverse-translated.
+        case(
+            "tc: port reuse: the new flow's SYN-ACK",
+            Tc,
+            synack(be, "10.244.1.20:40040", 50, 1001),
+            TC_ACT_OK,
+            Exact(synack("10.96.0.10:80", "10.244.1.20:40040", 50, 1001)),
+            Verdict::RevNat,
         ),
     ]);
     assert_translated_flows(&h, &[("10.244.1.20:40040", PROTO_TCP)]);
