@@ -10,6 +10,7 @@
 //! it. The client is a Python loop (the lab's `pod_requests`): its own CPU is not counted,
 //! so the client's speed does not matter to the figure.
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
@@ -33,18 +34,33 @@ const PROGRAMS: [&str; 5] = [
 
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.9.10\n  ports:\n    - {name: http, protocol: TCP, port: 80, targetPort: 8080}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports:\n  - {name: http, protocol: TCP, port: 8080}\nendpoints:\n  - {addresses: [\"10.244.1.11\"]}\n  - {addresses: [\"10.244.1.12\"]}\n  - {addresses: [\"10.244.1.13\"]}\n";
 
-/// (total run time, total runs) of our programs now.
-fn program_totals() -> anyhow::Result<(Duration, u64)> {
-    let mut time = Duration::ZERO;
-    let mut runs = 0;
+/// Run time and run count of each of our programs loaded now, by program id.
+fn program_stats() -> anyhow::Result<BTreeMap<u32, (Duration, u64)>> {
+    let mut out = BTreeMap::new();
     for info in aya::programs::loaded_programs() {
         let info = info.context("reading a loaded program's info")?;
         if info.name_as_str().is_some_and(|n| PROGRAMS.contains(&n)) {
-            time += info.run_time();
-            runs += info.run_count();
+            out.insert(info.id(), (info.run_time(), info.run_count()));
         }
     }
-    Ok((time, runs))
+    Ok(out)
+}
+
+/// (run time, runs) between two snapshots, over the programs in both: the previous
+/// agent's instances may still be unloading when the first is taken.
+fn stats_delta(
+    before: &BTreeMap<u32, (Duration, u64)>,
+    after: &BTreeMap<u32, (Duration, u64)>,
+) -> (Duration, u64) {
+    let mut time = Duration::ZERO;
+    let mut runs = 0;
+    for (id, (t1, n1)) in after {
+        if let Some((t0, n0)) = before.get(id) {
+            time += t1.saturating_sub(*t0);
+            runs += n1.saturating_sub(*n0);
+        }
+    }
+    (time, runs)
 }
 
 /// `rounds` rounds of `connections` connections per mode, the modes alternating.
@@ -64,20 +80,11 @@ pub fn run(
     lab.pod_cgroup(1, "client")?;
     let mut out = Vec::new();
     let mut bpffs = None;
+    // The programs the previous agent's links ran.
+    let mut previous: BTreeSet<u32> = BTreeSet::new();
     let result = (|| -> anyhow::Result<()> {
         for round in 0..rounds {
             for mode in ["node", "all"] {
-                if mode == "all" {
-                    // The `node` round's closed flows keep their conntrack entries for
-                    // CT_CLOSING_TIMEOUT_NS: a direct connection (translated at the socket)
-                    // that reuses such a flow's client port to the same backend would get
-                    // its replies turned into the Service's and time out, as it would with
-                    // kube-proxy's conntrack (README, "Pods' sockets"). Let them expire.
-                    std::thread::sleep(
-                        Duration::from_nanos(svc_common::CT_CLOSING_TIMEOUT_NS)
-                            + Duration::from_secs(1),
-                    );
-                }
                 let log_file = dir.join(format!("agent-{mode}-{round}.log"));
                 let agent = LabAgent::start_in(
                     &mut lab,
@@ -88,13 +95,22 @@ pub fn run(
                 )?;
                 let measured = (|| -> anyhow::Result<SockLbRun> {
                     agent.wait_backends(VIP, PORT, PROTO_TCP, 3, Duration::from_secs(20))?;
+                    // Every link runs this agent's programs (the pod interfaces are
+                    // switched after the maps are ready): five programs, one per hook
+                    // kind, none of the previous agent's.
                     ensure!(
-                        svc_lab::agent::wait_for(Duration::from_secs(20), || agent
-                            .log_text()
-                            .contains("maps ready")),
-                        "the agent with --socket-lb {mode} never got ready"
+                        svc_lab::agent::wait_for(Duration::from_secs(20), || {
+                            let links = agent.links();
+                            let now: BTreeSet<u32> = links.values().map(|(_, p)| *p).collect();
+                            links.len() > PROGRAMS.len()
+                                && now.len() == PROGRAMS.len()
+                                && now.is_disjoint(&previous)
+                        }),
+                        "the agent with --socket-lb {mode} never switched every link: {:?}",
+                        agent.links()
                     );
-                    let (t0, n0) = program_totals()?;
+                    previous = agent.links().values().map(|(_, p)| *p).collect();
+                    let before = program_stats()?;
                     let started = Instant::now();
                     let replies = lab.pod_requests(
                         1,
@@ -105,7 +121,7 @@ pub fn run(
                         Duration::from_secs(2),
                     );
                     let wall = started.elapsed();
-                    let (t1, n1) = program_totals()?;
+                    let (time, runs) = stats_delta(&before, &program_stats()?);
                     let failed = replies.iter().filter(|r| r.is_err()).count();
                     ensure!(
                         failed == 0,
@@ -117,8 +133,8 @@ pub fn run(
                         mode: mode.into(),
                         round,
                         connections,
-                        bpf_ns_per_connection: per((t1 - t0).as_nanos() as f64),
-                        bpf_runs_per_connection: per((n1 - n0) as f64),
+                        bpf_ns_per_connection: per(time.as_nanos() as f64),
+                        bpf_runs_per_connection: per(runs as f64),
                         wall_ms_per_connection: per(wall.as_secs_f64() * 1e3),
                     })
                 })();

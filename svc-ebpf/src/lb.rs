@@ -841,6 +841,28 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
     let rev = unsafe { SVC4_REVNAT.get(&rev_nat_id) }?;
     let (vip, vport) = (rev.vip_be, rev.port_be);
     let (client, client_port) = (ct.addr_be, ct.port_be);
+    let forward_key = ct_key(client, vip, client_port, vport, pkt.proto, CT_KIND_SERVICE);
+    // A SYN-ACK on a closed flow's tuple answers a new connection that did not come
+    // through the Service: a direct connection from the same client port (e.g. translated
+    // at the socket, sock.rs), whose replies must not become the Service's. The backend
+    // holds one connection per tuple, so the closed flow is over: both its entries go (the
+    // service entry too, or the old flow's last packets would still leave with a tuple no
+    // longer reserved for it, which a new flow may then take). Closed is the service
+    // entry's word: a new SYN through the Service (port reuse) renews that entry and may
+    // keep this one, flags and all; without a service entry, this one's.
+    if pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN != 0 {
+        let (closed, forward) = match unsafe { SVC4_CT.get(&forward_key) } {
+            Some(f) => (f.flags & CT_F_CLOSING != 0, true),
+            None => (ct.flags & CT_F_CLOSING != 0, false),
+        };
+        if closed {
+            if forward {
+                let _ = SVC4_CT.remove(&forward_key);
+            }
+            let _ = SVC4_CT.remove(&key);
+            return None;
+        }
+    }
     ct.last_seen_ns = now;
     // A TCP flow's first reply, a SYN-ACK, leaves it half-open (short lifetime) until the
     // client answers it (`handshake_done`).
@@ -855,7 +877,6 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
         ct.flags = new_flags;
         // First reply (or a close): the forward entry moves from the short SYN lifetime to
         // the established one (or half-open, or closing), as the reply entry does.
-        let forward_key = ct_key(client, vip, client_port, vport, pkt.proto, CT_KIND_SERVICE);
         if let Some(fwd) = SVC4_CT.get_ptr_mut(&forward_key) {
             unsafe { (*fwd).flags |= new_flags & (CT_F_REPLIED | CT_F_CLOSING | CT_F_HALF_OPEN) };
         }

@@ -342,6 +342,61 @@ fn port_reuse() {
     assert_translated_flows(&h, &[("10.244.1.20:40040", PROTO_TCP)]);
 }
 
+/// A closed flow's tuple reused by a direct connection (not through the Service, e.g.
+/// translated at the socket: `--socket-lb all`): the backend's SYN-ACK answers a SYN the
+/// Service never saw. It and what follows reach the client as they are, from the backend,
+/// not turned into the Service's replies by the closed flow's entries, which go (both: the
+/// backend holds one connection per tuple). Before, the SYN-ACK came back from the
+/// Service address and the connection timed out (the bench's socket-LB section: 4 of 500
+/// connections right after TC-translated ones).
+#[test]
+fn a_syn_ack_on_a_closed_flow_answers_a_direct_connection() {
+    let mut h = services::single_node("direct-reuse");
+    let (client, vip, be) = ("10.244.1.20:40060", "10.96.0.10:80", services::LOCAL_BE);
+    h.expect(
+        "SYN",
+        Prog::Tc,
+        &segment(client, vip, SYN, 1),
+        TC_ACT_OK,
+        Verdict::DnatNew,
+    );
+    h.expect(
+        "SYN-ACK",
+        Prog::Tc,
+        &synack(be, client, 7, 2),
+        TC_ACT_OK,
+        Verdict::RevNat,
+    );
+    h.expect(
+        "FIN",
+        Prog::Tc,
+        &segment(client, vip, FIN | ACK, 2),
+        TC_ACT_OK,
+        Verdict::DnatEstablished,
+    );
+    // The same client port, now straight to the backend.
+    let direct_synack = synack(be, client, 500, 1001);
+    let out = h.expect(
+        "SYN-ACK of the direct connection",
+        Prog::Tc,
+        &direct_synack,
+        TC_ACT_OK,
+        Verdict::PassNotService,
+    );
+    bytes_eq("the direct SYN-ACK, untouched", &direct_synack, &out);
+    let data = tcp_data(be, client, 501, 1001);
+    let out = h.expect(
+        "data of the direct connection",
+        Prog::Tc,
+        &data,
+        TC_ACT_OK,
+        Verdict::PassNotService,
+    );
+    bytes_eq("the direct connection's data, untouched", &data, &out);
+    assert_translated_flows(&h, &[]);
+    println!("ok   a closed flow's tuple reused directly: its replies stay the backend's");
+}
+
 /// 20 flows to 10.96.0.20 (three backends): each keeps the backend its SYN got, and they
 /// do not all get the same one.
 #[test]
