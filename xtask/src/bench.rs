@@ -14,7 +14,7 @@ pub struct Opts {
     #[arg(long)]
     pub quick: bool,
 
-    /// Only these sections (repeatable): packet, programming, e2e.
+    /// Only these sections (repeatable): packet, programming, e2e, socklb.
     #[arg(long = "only", value_name = "SECTION")]
     pub only: Vec<String>,
 
