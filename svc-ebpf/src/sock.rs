@@ -1,11 +1,12 @@
-//! Socket-level load balancing for the node's own processes, and for pods' if asked (see
-//! "Pods"), with cgroup connect4 / sendmsg4 / recvmsg4, as Cilium's socket LB does: their packets never cross the TC or XDP hooks on
-//! the way out, so the Service address is swapped for a backend when the socket connects
-//! or sends. The backend is chosen by `lb::pick`, the same code (source ranges, traffic
-//! policy, session affinity, random slot) TC and XDP use for a packet. The flow then
-//! leaves with the node's own address, which is the masquerade kube-proxy applies to
-//! node-originated traffic. Replies to unconnected UDP sockets get their source turned
-//! back into the Service address on receive.
+//! Socket-level load balancing (cgroup connect4 / sendmsg4 / recvmsg4, as Cilium's socket
+//! LB) for the node's own processes, and for pods' if asked (see "Pods"). The node's
+//! packets never cross the TC or XDP hooks on the way out, so the Service address is
+//! swapped for a backend when the socket connects or sends. The backend is chosen by
+//! `lb::pick`, the same code (source ranges, traffic policy, session affinity, random
+//! slot) TC and XDP use for a packet. The node's flow then leaves with the node's own
+//! address, which is the masquerade kube-proxy applies to node-originated traffic.
+//! Replies to unconnected UDP sockets get their source turned back into the Service
+//! address on receive.
 //!
 //! # Who the client is
 //!
