@@ -124,6 +124,11 @@ fn main() -> ExitCode {
     if let Some(file) = &args.from_json {
         return rewrite(file, &args.out);
     }
+    if let Err(e) = tear_down_on_signal() {
+        eprintln!(
+            "svc-bench: cannot handle SIGINT/SIGTERM ({e}): stopping it by a signal would leave its lab behind"
+        );
+    }
     let wanted = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let log = |line: &str| eprintln!("{line}");
     let clock = Instant::now();
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         ..Default::default()
     };
 
+    hold_if_stopping();
     if wanted("packet") {
         let opts = if args.quick {
             ProgOpts::quick()
@@ -163,6 +169,7 @@ fn main() -> ExitCode {
             clock.elapsed().as_secs_f64()
         ));
     }
+    hold_if_stopping();
     if wanted("programming") {
         let opts = ProgrammingOpts {
             services: args.programming_services,
@@ -198,6 +205,7 @@ fn main() -> ExitCode {
             clock.elapsed().as_secs_f64()
         ));
     }
+    hold_if_stopping();
     if wanted("e2e") {
         let opts = if args.quick {
             E2eOpts::quick(&log)
@@ -228,6 +236,7 @@ fn main() -> ExitCode {
         ));
     }
 
+    hold_if_stopping();
     if wanted("socklb") {
         let (connections, rounds) = if args.quick { (200, 1) } else { (500, 3) };
         match svc_bench::socklb::run(connections, rounds, &log) {
@@ -240,6 +249,7 @@ fn main() -> ExitCode {
         ));
     }
 
+    hold_if_stopping();
     r.goals = report::goals(&r);
     r.finished = now_rfc3339();
     let stamp = r
@@ -270,4 +280,92 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Set by the signal thread: the main thread must start nothing more (see
+/// [`hold_if_stopping`]).
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called between sections and before the report: once a signal came, the main thread waits
+/// here for the signal thread to finish the teardown and end the process, so it neither
+/// makes new namespaces behind the teardown nor writes a report of a stopped run.
+fn hold_if_stopping() {
+    while STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// On SIGINT or SIGTERM, from a thread of its own: the sections' Drop guards never run
+/// when a signal ends the process, so this stops every process the bench started (agents,
+/// nginx, loaders, clients: all its descendants) and removes what it made, all named with
+/// its pid (`svl-<pid>-*` labs: namespaces, cgroups, bpffs dirs; `svb-<pid>-*`: scratch
+/// namespaces, bpffs dirs, temp dirs), then exits with 128 + the signal.
+fn tear_down_on_signal() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signal-teardown".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("svc-bench: signal {sig}: stopping child processes, removing the lab");
+                let pid = std::process::id();
+                kill_descendants(pid);
+                svc_lab::Lab::cleanup_owned_by(pid);
+                svc_bench::scratch::cleanup_owned_by(pid);
+                remove_owned_paths(pid);
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+/// SIGKILL to every descendant of `pid` (from /proc: parent of each process).
+fn kill_descendants(pid: u32) {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/<pid>/stat: "pid (comm) state ppid ...", comm may hold spaces.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((child, ppid));
+        }
+    }
+    let mut doomed = vec![pid];
+    let mut i = 0;
+    while i < doomed.len() {
+        let p = doomed[i];
+        doomed.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    for child in doomed.into_iter().skip(1) {
+        // SAFETY: kill(2) with a pid and a signal number; a pid gone meanwhile is ESRCH.
+        unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    }
+    // Give the kernel a moment to reap them before their namespaces go.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
+
+/// The bench's own bpffs dirs and temp dirs (`svb-<pid>-*`, `svl-<pid>-*`): pinned maps and
+/// links go with their pins.
+fn remove_owned_paths(pid: u32) {
+    let prefixes = [format!("svb-{pid}-"), format!("svl-{pid}-")];
+    for dir in [PathBuf::from("/sys/fs/bpf"), std::env::temp_dir()] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                && let Err(err) = std::fs::remove_dir_all(e.path())
+            {
+                eprintln!("svc-bench: removing {}: {err}", e.path().display());
+            }
+        }
+    }
 }

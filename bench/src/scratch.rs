@@ -51,13 +51,22 @@ impl Drop for ScratchNs {
 
 /// Delete `svb-<pid>-...` namespaces whose owning process is gone.
 pub fn cleanup_stale() {
+    cleanup_where(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// Remove the scratch namespaces process `pid` made (see `svc_lab::Lab::cleanup_owned_by`).
+pub fn cleanup_owned_by(pid: u32) {
+    cleanup_where(|p| p == pid);
+}
+
+fn cleanup_where(owned: impl Fn(u32) -> bool) {
     for name in netns::list_netns() {
         let pid = name
             .strip_prefix(PREFIX)
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
+            && owned(pid)
             && let Err(e) = netns::delete_netns(&name)
         {
             eprintln!("svc-bench: removing stale netns {name}: {e:#}");

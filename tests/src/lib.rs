@@ -1034,13 +1034,24 @@ impl Lab {
 
     /// Remove namespaces and bpffs dirs of earlier runs whose owning process is gone.
     pub fn cleanup_stale() {
+        Self::cleanup_where(|pid| !pid_alive(pid));
+    }
+
+    /// Remove the cgroups, namespaces and bpffs dirs of labs process `pid` made: what a
+    /// process that is stopped by a signal (its Drop guards never run) calls for itself,
+    /// after stopping its children.
+    pub fn cleanup_owned_by(pid: u32) {
+        Self::cleanup_where(|p| p == pid);
+    }
+
+    fn cleanup_where(owned: impl Fn(u32) -> bool) {
         if let Ok(root) = cgroup2_root()
             && let Ok(rd) = std::fs::read_dir(&root)
         {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(pid) = owner_pid(&name)
-                    && !pid_alive(pid)
+                    && owned(pid)
                 {
                     remove_cgroup(&e.path());
                 }
@@ -1048,7 +1059,7 @@ impl Lab {
         }
         for name in netns::list_netns() {
             if let Some(pid) = owner_pid(&name)
-                && !pid_alive(pid)
+                && owned(pid)
                 && let Err(e) = netns::delete_netns(&name)
             {
                 eprintln!("svc-lab: removing stale netns {name}: {e:#}");
@@ -1058,7 +1069,7 @@ impl Lab {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(pid) = owner_pid(&name)
-                    && !pid_alive(pid)
+                    && owned(pid)
                     && let Err(err) = std::fs::remove_dir_all(e.path())
                 {
                     eprintln!("svc-lab: removing stale {}: {err}", e.path().display());
