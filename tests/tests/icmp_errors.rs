@@ -500,7 +500,16 @@ fn icmp_errors_of_translated_flows_reach_their_sockets() {
     let np2 = SocketAddrV4::new(NODE2_EXT_IP, DOWNLOAD_NODE_PORT);
     let t = Instant::now();
     let (r, n) = env.counting(2, Verdict::DnatIcmp, || download(lab.pod_ns("a1"), np2));
-    let server_mtu = env.bulk_b2.last_mtu();
+    // The server records its socket's path MTU once its last write returned, which may be
+    // after the client has read everything: wait for the record (bounded).
+    let mut server_mtu = None;
+    for _ in 0..100 {
+        server_mtu = env.bulk_b2.last_mtu();
+        if server_mtu.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     row(
         "pod a1 (behind a 1280-byte link) -> NodePort 192.0.2.2:30902 (masqueraded) -> b2: 256 KiB download",
         r.and_then(|()| {
