@@ -11,11 +11,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::{
-    maps::{HashMap, Map, MapData},
+    maps::{HashMap, Map, MapData, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
 };
-use svc_common::map_names::{SVC4_BACKENDS, SVC4_CT, SVC4_SERVICES};
-use svc_common::{Backend4, Ct4Key, Ct4Value, Svc4Key, Svc4Value};
+use svc_common::map_names::{SVC_STATS, SVC4_BACKENDS, SVC4_CT, SVC4_SERVICES};
+use svc_common::{Backend4, Ct4Key, Ct4Value, Svc4Key, Svc4Value, Verdict};
 
 use crate::{Lab, NODE_EXT_IF, NodeProcess};
 
@@ -258,6 +258,19 @@ impl LabAgent {
 
     /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
     /// Reads the pinned services map directly (this crate does not depend on svc-agent).
+    /// The agent's SVC_STATS counter of `v`, summed over CPUs.
+    pub fn verdict_count(&self, v: Verdict) -> u64 {
+        let data = MapData::from_pin(self.bpffs.join(SVC_STATS)).expect("open SVC_STATS");
+        let stats: PerCpuArray<MapData, u64> = Map::from_map_data(data)
+            .and_then(|m| m.try_into())
+            .expect("SVC_STATS type");
+        stats
+            .get(&(v as u32), 0)
+            .expect("read SVC_STATS")
+            .iter()
+            .sum()
+    }
+
     pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
         let data = MapData::from_pin(self.bpffs.join(SVC4_SERVICES)).ok()?;
         let services: HashMap<MapData, Svc4Key, Svc4Value> =

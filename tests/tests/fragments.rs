@@ -24,8 +24,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use svc_common::{PROTO_UDP, Verdict, map_names::SVC_STATS};
+use svc_common::{PROTO_UDP, Verdict};
 use svc_lab::{
     BACKENDS, CLIENT_IP, Lab, NODE_EXT_IP, UdpSession, agent::LabAgent, echo::big_request, in_netns,
 };
@@ -108,15 +107,7 @@ impl Env {
 
     /// The SVC_STATS counter of `v`, summed over CPUs.
     fn count(&self, v: Verdict) -> u64 {
-        let data = MapData::from_pin(self.agent.bpffs.join(SVC_STATS)).expect("open SVC_STATS");
-        let stats: PerCpuArray<MapData, u64> = Map::from_map_data(data)
-            .and_then(|m| m.try_into())
-            .expect("SVC_STATS type");
-        stats
-            .get(&(v as u32), 0)
-            .expect("read SVC_STATS")
-            .iter()
-            .sum()
+        self.agent.verdict_count(v)
     }
 
     fn counts(&self, verdicts: &[Verdict]) -> Vec<u64> {

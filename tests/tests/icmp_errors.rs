@@ -39,8 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use svc_common::{PROTO_TCP, PROTO_UDP, Verdict, map_names::SVC_STATS};
+use svc_common::{PROTO_TCP, PROTO_UDP, Verdict};
 use svc_lab::{EXT_IP, Lab, NODE_EXT_IP, NODE2_EXT_IP, agent::LabAgent, in_netns, netns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -408,15 +407,7 @@ impl Env {
 
     /// Node `n`'s count of `v`, summed over CPUs.
     fn count(&self, n: usize, v: Verdict) -> u64 {
-        let data = MapData::from_pin(self.agents[n - 1].bpffs.join(SVC_STATS)).expect("SVC_STATS");
-        let stats: PerCpuArray<MapData, u64> = Map::from_map_data(data)
-            .and_then(|m| m.try_into())
-            .expect("SVC_STATS type");
-        stats
-            .get(&(v as u32), 0)
-            .expect("read SVC_STATS")
-            .iter()
-            .sum()
+        self.agents[n - 1].verdict_count(v)
     }
 
     /// Runs `f`; its result, and what node `n` counted as `v` meanwhile.

@@ -19,8 +19,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use svc_common::map_names::{SVC_STATS, SVC4_AFFINITY, SVC4_SERVICES};
+use aya::maps::{HashMap, Map, MapData};
+use svc_common::map_names::{SVC4_AFFINITY, SVC4_SERVICES};
 use svc_common::{
     Affinity4Key, Affinity4Value, PROTO_TCP, PROTO_UDP, SCOPE_ALL, Svc4Key, Svc4Value, Verdict,
 };
@@ -183,15 +183,7 @@ impl Env {
 
     /// The SVC_STATS counter of `v`, summed over CPUs.
     fn verdict_count(&self, v: Verdict) -> u64 {
-        let data = MapData::from_pin(self.agent.bpffs.join(SVC_STATS)).expect("open SVC_STATS");
-        let stats: PerCpuArray<MapData, u64> = Map::from_map_data(data)
-            .and_then(|m| m.try_into())
-            .expect("SVC_STATS type");
-        stats
-            .get(&(v as u32), 0)
-            .expect("read SVC_STATS")
-            .iter()
-            .sum()
+        self.agent.verdict_count(v)
     }
 }
 

@@ -17,8 +17,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use svc_common::{PROTO_TCP, Verdict, map_names::SVC_STATS};
+use svc_common::{PROTO_TCP, Verdict};
 use svc_lab::{
     Lab,
     agent::{LabAgent, wait_for},
@@ -116,16 +115,7 @@ impl Env {
 
     /// The SVC_STATS counter of `v`, summed over CPUs.
     fn count(&self, v: Verdict) -> u64 {
-        let agent = self.agent.as_ref().expect("agent running");
-        let data = MapData::from_pin(agent.bpffs.join(SVC_STATS)).expect("open SVC_STATS");
-        let stats: PerCpuArray<MapData, u64> = Map::from_map_data(data)
-            .and_then(|m| m.try_into())
-            .expect("SVC_STATS type");
-        stats
-            .get(&(v as u32), 0)
-            .expect("read SVC_STATS")
-            .iter()
-            .sum()
+        self.agent.as_ref().expect("agent running").verdict_count(v)
     }
 
     /// CONNECTIONS connections (UDP: flows) of one client pod process to vip:PORT: the
