@@ -57,6 +57,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use svc_common::Verdict;
 use svc_lab::Lab;
 use svc_lab::agent::{LabAgent, workspace_bin};
 
@@ -70,6 +71,8 @@ use crate::rules::{self, Backend, BenchService};
 pub const MEASURED_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 100);
 /// Service port of the measured Service.
 pub const MEASURED_PORT: u16 = 80;
+/// The lab's client pod, where the load runs.
+pub const CLIENT_POD: &str = "client";
 /// Namespace and name of the measured Service.
 pub const MEASURED_NAMESPACE: &str = "default";
 pub const MEASURED_NAME: &str = "measured";
@@ -92,11 +95,16 @@ pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// larger one.
 const DEFAULT_LB_MAP_MAX: usize = 262_144;
 
-/// The three layouts, in round 0's order.
+/// The layouts, in round 0's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// svc-agent's maps and programs.
+    /// svc-agent's maps and programs as deploy/ runs them: `--cgroup` on the node's cgroup
+    /// with `--socket-lb node` (the node's own sockets translated at connect(); the client
+    /// pod's packets by TC).
     Ebpf,
+    /// The same with `--socket-lb all`: the client pod's connect() to the ClusterIP goes
+    /// straight to a backend, and its packets cross TC as plain pod-to-pod traffic.
+    EbpfSocketLb,
     /// kube-proxy's iptables mode, loaded with iptables-legacy-restore.
     Iptables,
     /// kube-proxy's nftables mode, loaded with `nft -f`.
@@ -104,12 +112,18 @@ pub enum Layout {
 }
 
 impl Layout {
-    pub const ALL: [Layout; 3] = [Layout::Ebpf, Layout::Iptables, Layout::Nftables];
+    pub const ALL: [Layout; 4] = [
+        Layout::Ebpf,
+        Layout::EbpfSocketLb,
+        Layout::Iptables,
+        Layout::Nftables,
+    ];
 
-    /// The name in [`E2eRun::layout`]: `ebpf`, `iptables`, `nftables`.
+    /// The name in [`E2eRun::layout`]: `ebpf`, `ebpf-socklb`, `iptables`, `nftables`.
     pub fn name(self) -> &'static str {
         match self {
             Layout::Ebpf => "ebpf",
+            Layout::EbpfSocketLb => "ebpf-socklb",
             Layout::Iptables => "iptables",
             Layout::Nftables => "nftables",
         }
@@ -117,16 +131,26 @@ impl Layout {
 
     fn backend(self) -> Option<Backend> {
         match self {
-            Layout::Ebpf => None,
+            Layout::Ebpf | Layout::EbpfSocketLb => None,
             Layout::Iptables => Some(Backend::IptablesLegacy),
             Layout::Nftables => Some(Backend::Nftables),
         }
     }
 
-    /// The order of round `round`: round 0 ebpf, iptables, nftables; each later round
-    /// starts one further on.
-    pub fn order(round: usize) -> [Layout; 3] {
-        std::array::from_fn(|k| Layout::ALL[(round + k) % 3])
+    /// The agent's `--socket-lb` in an ebpf layout.
+    fn socket_lb(self) -> Option<&'static str> {
+        match self {
+            Layout::Ebpf => Some("node"),
+            Layout::EbpfSocketLb => Some("all"),
+            Layout::Iptables | Layout::Nftables => None,
+        }
+    }
+
+    /// The order of round `round`: round 0 as [`Layout::ALL`]; each later round starts one
+    /// further on.
+    pub fn order(round: usize) -> [Layout; 4] {
+        let n = Layout::ALL.len();
+        std::array::from_fn(|k| Layout::ALL[(round + k) % n])
     }
 }
 
@@ -140,6 +164,10 @@ pub struct E2eOpts<'a> {
     pub duration: Duration,
     /// Connections in parallel (the baselines' `wrk -c16`).
     pub concurrency: usize,
+    /// New connections per second offered in the paced run, the same for every layout:
+    /// well below the slowest layout's ceiling (kube-proxy's iptables layout at 10k
+    /// Services: about 7,500/s here), so the run measures CPU per connection.
+    pub paced_rate: u32,
     /// Endpoints of each filler Service.
     pub endpoints_per_service: usize,
     /// Called with one line per step (setup, each run, teardown).
@@ -155,6 +183,7 @@ impl<'a> E2eOpts<'a> {
             rounds: 3,
             duration: Duration::from_secs(5),
             concurrency: 16,
+            paced_rate: 2_000,
             endpoints_per_service: 10,
             log,
         }
@@ -215,13 +244,23 @@ pub fn run(opts: &E2eOpts) -> anyhow::Result<(Vec<E2eRun>, Vec<InstallTime>)> {
     // Dropped in reverse order: nginx, then the temp dir, then the lab.
     let mut lab = Lab::up().context("e2e: bringing the lab up")?;
     let work = WorkDir::new(lab.id())?;
+    // Every process of the lab in a pod's cgroup under the node's: the node's cgroup is
+    // what the paced runs measure (crate::cpu) and where the ebpf layouts' socket programs
+    // attach.
+    let node_cgroup = lab.node_cgroup(1)?;
     let mut servers = Vec::new();
     for pod in svc_lab::BACKENDS {
+        lab.pod_cgroup(1, pod)?;
         let ns = lab.pod_ns(pod).to_string();
+        let cmd = lab.pod_command(1, pod, &crate::program("nginx").to_string_lossy())?;
         servers.push(
-            Nginx::start(&ns, nginx::LAB_PORT).with_context(|| format!("e2e: nginx in {pod}"))?,
+            Nginx::start_with(cmd, &ns, nginx::LAB_PORT)
+                .with_context(|| format!("e2e: nginx in {pod}"))?,
         );
     }
+    lab.pod_cgroup(1, CLIENT_POD)?;
+    let load_bin = svc_lab::agent::workspace_bin("svc-bench-load")
+        .context("e2e: the load generator's binary")?;
     // See the module docs: the same netfilter state (conntrack on) for every run.
     rules::flush(lab.node_ns(), Backend::IptablesLegacy)
         .context("e2e: loading an empty nat table into the node")?;
@@ -247,6 +286,8 @@ pub fn run(opts: &E2eOpts) -> anyhow::Result<(Vec<E2eRun>, Vec<InstallTime>)> {
                     round,
                     target,
                     opts,
+                    node_cgroup: &node_cgroup,
+                    load_bin: &load_bin,
                 };
                 let (pair, install) = measure(&mut lab, &ctx, &texts, &work)?;
                 runs.extend(pair);
@@ -274,6 +315,10 @@ struct RunCtx<'a> {
     round: usize,
     target: SocketAddrV4,
     opts: &'a E2eOpts<'a>,
+    /// The lab node's cgroup: its pods' (client and nginx) under it.
+    node_cgroup: &'a Path,
+    /// `svc-bench-load`.
+    load_bin: &'a Path,
 }
 
 impl RunCtx<'_> {
@@ -325,7 +370,7 @@ fn measure(
     ctx: &RunCtx,
     texts: &LayoutTexts,
     work: &WorkDir,
-) -> anyhow::Result<([E2eRun; 2], Option<InstallTime>)> {
+) -> anyhow::Result<([E2eRun; 3], Option<InstallTime>)> {
     let n = ctx.n();
     let node_ns = lab.node_ns().to_string();
     let client_ns = lab.client_ns().to_string();
@@ -372,7 +417,7 @@ fn measure(
         }
     }
 
-    let result = load_both(&client_ns, ctx, agent.as_ref());
+    let result = load_all(lab, ctx, agent.as_ref());
 
     // Teardown, also after a failed run (the error of the run wins).
     let teardown = match (&mut agent, ctx.layout.backend()) {
@@ -382,7 +427,7 @@ fn measure(
     };
     let runs = result?;
     teardown.with_context(|| format!("e2e: {}: tearing the layout down", ctx.label()))?;
-    if ctx.layout == Layout::Ebpf {
+    if ctx.layout.backend().is_none() {
         // `svc-agent cleanup` removed the node's bpffs dir; the next agent start needs it.
         let dir = &lab.node(1).bpffs_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("recreating {}", dir.display()))?;
@@ -397,28 +442,38 @@ fn measure(
     Ok((runs, install))
 }
 
-/// The two load runs on a set-up layout.
-fn load_both(
-    client_ns: &str,
-    ctx: &RunCtx,
-    agent: Option<&RunningAgent>,
-) -> anyhow::Result<[E2eRun; 2]> {
+/// The load runs on a set-up layout, each from a `svc-bench-load` process of the client pod
+/// (its namespace and cgroup): first new connections at the fixed offered rate with the
+/// CPU time they cost (first, so the ceiling runs' sockets and conntrack entries of the
+/// layout before are as long gone as they can be), then the ceiling: new connections and
+/// keep-alive.
+fn load_all(lab: &Lab, ctx: &RunCtx, agent: Option<&RunningAgent>) -> anyhow::Result<[E2eRun; 3]> {
+    let client_ns = lab.client_ns();
     let one = |mode: load::Mode| -> anyhow::Result<E2eRun> {
         wait_answers(client_ns, ctx.target, ANSWER_TIMEOUT)
             .with_context(|| format!("e2e: {}: the measured Service", ctx.label()))
             .map_err(|e| with_agent_log(e, agent))?;
-        let report = load::run(
-            client_ns,
-            ctx.target,
+        let spec = load::Spec {
+            ns: client_ns.to_string(),
+            target: ctx.target,
             mode,
-            ctx.opts.concurrency,
-            ctx.opts.duration,
-            MAX_REQUESTS,
-        )
-        .with_context(|| format!("e2e: {}: load", ctx.label()))?;
+            concurrency: ctx.opts.concurrency,
+            duration: ctx.opts.duration,
+            max_requests: MAX_REQUESTS,
+            cpu_cgroup: Some(ctx.node_cgroup.to_path_buf()),
+        };
+        let cmd = lab.pod_command(1, CLIENT_POD, &ctx.load_bin.to_string_lossy())?;
+        let before = agent.map(RunningAgent::translations);
+        let report =
+            load::run_process(cmd, &spec).with_context(|| format!("e2e: {}: load", ctx.label()))?;
+        if let (Some(before), Some(a)) = (before, agent) {
+            check_translated_where_expected(ctx, before, a.translations(), report.connections)
+                .map_err(|e| with_agent_log(e, agent))?;
+        }
         let mode_name = match mode {
             load::Mode::NewConnections => "new_connections",
             load::Mode::KeepAlive => "keepalive",
+            load::Mode::Paced { .. } => "paced",
         };
         ctx.log(&describe(mode, &report));
         if report.requests == 0 || report.errors > report.requests / 10 {
@@ -439,16 +494,52 @@ fn load_both(
             report,
         })
     };
+    let paced = one(load::Mode::Paced {
+        per_second: ctx.opts.paced_rate,
+    })?;
     Ok([
+        paced,
         one(load::Mode::NewConnections)?,
         one(load::Mode::KeepAlive)?,
     ])
+}
+
+/// An ebpf layout's connections were translated where its `--socket-lb` says: each at
+/// connect() (`sock_translate`, at least one per connection) with `all`, each by TC
+/// (`dnat_new`) and none at the socket with `node`.
+fn check_translated_where_expected(
+    ctx: &RunCtx,
+    (sock0, tc0): (u64, u64),
+    (sock1, tc1): (u64, u64),
+    connections: u64,
+) -> anyhow::Result<()> {
+    let (sock, tc) = (sock1.saturating_sub(sock0), tc1.saturating_sub(tc0));
+    let ok = match ctx.layout.socket_lb() {
+        Some("all") => sock >= connections,
+        Some(_) => sock == 0 && tc >= connections,
+        None => true,
+    };
+    anyhow::ensure!(
+        ok,
+        "e2e: {}: {connections} connections, {sock} translated at the socket, {tc} new \
+         flows translated by TC: not what --socket-lb {} does",
+        ctx.label(),
+        ctx.layout.socket_lb().unwrap_or("-")
+    );
+    Ok(())
 }
 
 fn describe(mode: load::Mode, r: &Report) -> String {
     let (what, unit) = match mode {
         load::Mode::NewConnections => ("new connections", "conn/s"),
         load::Mode::KeepAlive => ("keep-alive", "req/s"),
+        load::Mode::Paced { .. } => ("paced new connections", "conn/s"),
+    };
+    let cpu = match r.cpu_us_per_request() {
+        Some(us) if matches!(mode, load::Mode::Paced { .. }) => {
+            format!(", {} µs CPU per connection", thousands(us))
+        }
+        _ => String::new(),
     };
     let errors = if r.errors == 0 {
         String::new()
@@ -456,7 +547,7 @@ fn describe(mode: load::Mode, r: &Report) -> String {
         format!(", {} errors {:?}", r.errors, r.errors_by_kind)
     };
     format!(
-        "{what} {} {unit} (connect p50 {} µs p99 {} µs, request p50 {} µs p99 {} µs){errors}",
+        "{what} {} {unit} (connect p50 {} µs p99 {} µs, request p50 {} µs p99 {} µs){cpu}{errors}",
         thousands(r.rate_per_s),
         r.connect_p50_us,
         r.connect_p99_us,
@@ -477,10 +568,20 @@ fn start_agent(
     let bpffs = lab.node(1).bpffs_dir.clone();
     // The agent needs the dir to exist (it checks that it is on bpffs).
     std::fs::create_dir_all(&bpffs).with_context(|| format!("creating {}", bpffs.display()))?;
-    let log = work
-        .path
-        .join(format!("agent-{n}-round{}.log", ctx.round + 1));
+    let log = work.path.join(format!(
+        "agent-{}-{n}-round{}.log",
+        ctx.layout.name(),
+        ctx.round + 1
+    ));
     let mut extra: Vec<String> = vec!["--resync-interval".into(), "3600".into()];
+    if let Some(mode) = ctx.layout.socket_lb() {
+        extra.extend([
+            "--cgroup".into(),
+            ctx.node_cgroup.display().to_string(),
+            "--socket-lb".into(),
+            mode.into(),
+        ]);
+    }
     let lb_entries = n * (1 + ctx.opts.endpoints_per_service.max(3));
     if lb_entries > DEFAULT_LB_MAP_MAX {
         extra.push("--lb-map-max".into());
@@ -545,6 +646,16 @@ impl RunningAgent {
             self.bpffs.display()
         );
         Ok(())
+    }
+
+    /// The agent's counters (`sock_translate`, `dnat_new`) now; zeros once it is stopped.
+    fn translations(&self) -> (u64, u64) {
+        self.agent.as_ref().map_or((0, 0), |a| {
+            (
+                a.verdict_count(Verdict::SockTranslate),
+                a.verdict_count(Verdict::DnatNew),
+            )
+        })
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -686,10 +797,10 @@ mod tests {
     #[test]
     fn rounds_rotate_the_layouts() {
         use Layout::*;
-        assert_eq!(Layout::order(0), [Ebpf, Iptables, Nftables]);
-        assert_eq!(Layout::order(1), [Iptables, Nftables, Ebpf]);
-        assert_eq!(Layout::order(2), [Nftables, Ebpf, Iptables]);
-        assert_eq!(Layout::order(3), Layout::order(0));
+        assert_eq!(Layout::order(0), [Ebpf, EbpfSocketLb, Iptables, Nftables]);
+        assert_eq!(Layout::order(1), [EbpfSocketLb, Iptables, Nftables, Ebpf]);
+        assert_eq!(Layout::order(2), [Iptables, Nftables, Ebpf, EbpfSocketLb]);
+        assert_eq!(Layout::order(4), Layout::order(0));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   `nft -f` input, the same Services as manifests for our agent, and loading/flushing them
 //!   inside a namespace with the time it took.
 //! - [`load`]: a bounded HTTP load generator (new connection per request, or keep-alive) that
-//!   runs from threads inside a namespace and reports rates and latency percentiles.
+//!   runs from threads inside a namespace, or as a process of its own (`svc-bench-load`, a
+//!   pod's process), and reports rates, latency percentiles and, paced, CPU per connection.
+//! - [`cpu`]: the CPU time a lab spends (its cgroup and the softirq threads), to the µs.
 //! - [`nginx`]: an nginx backend (`return 200`) in a pod namespace, stopped on drop.
 //! - [`scratch`]: a throw-away network namespace for tests that need one without a lab.
 //! - [`socklb`]: socket-level load balancing for pods on and off, as BPF time per connection.
@@ -14,6 +16,7 @@
 //! the given namespace, sockets are opened from threads that entered it, and nginx is started
 //! in it.
 
+pub mod cpu;
 pub mod e2e;
 pub mod load;
 pub mod nginx;

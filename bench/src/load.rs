@@ -13,9 +13,18 @@
 //!   response → close, per request (what `wrk -H 'Connection: close'` did for the baselines in
 //!   shared/notes/bench-baselines.md). Every request is a new TCP connection, so its first
 //!   packet crosses the Service translation.
+//! - [`Mode::Paced`]: new connections as above, offered at a fixed total rate (each worker
+//!   its share, evenly spaced, never in a burst to catch up), well below what any layout
+//!   can do, so every layout does the same work and the run's CPU time
+//!   ([`Report::cpu_seconds`], the lab's, see [`crate::cpu`]) divided by the connections is
+//!   what a connection costs, not where the ceiling is.
 //! - [`keepalive_requests`]: one persistent connection per worker, requests back to back;
 //!   reconnects (counted in `connections`) when the server closes or answers
 //!   `Connection: close` (e.g. the lab's echo servers, which answer HTTP/1.0 and close).
+//!
+//! [`Spec`] describes a run; [`run_spec`] runs one here, and the `svc-bench-load` binary runs
+//! one as a process of its own (started in a pod's namespace and cgroup, as a kubelet would
+//! start a pod's process: [`run_process`]), printing the [`Report`] as JSON.
 //!
 //! Latencies go into HDR histograms (1 µs to 60 s, 3 significant digits): *connect* is the
 //! time from the start of `connect()` to the established connection (SYN → SYN-ACK, through the
@@ -32,6 +41,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
@@ -63,6 +74,8 @@ pub enum Mode {
     NewConnections,
     /// Persistent connections.
     KeepAlive,
+    /// A new TCP connection per request, offered at `per_second` in total.
+    Paced { per_second: u32 },
 }
 
 /// What a run measured.
@@ -87,6 +100,40 @@ pub struct Report {
     pub request_p999_us: u64,
     /// Failures by kind, e.g. `"connect: connection refused": 3`.
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// CPU seconds the lab spent during the run ([`crate::cpu::lab_cpu`]), if the run was
+    /// given a cgroup to measure ([`Spec::cpu_cgroup`]); absent in results of earlier
+    /// versions.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+}
+
+impl Report {
+    /// CPU µs per request answered, if the run measured its CPU time.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.cpu_seconds?;
+        (self.requests > 0).then(|| cpu * 1e6 / self.requests as f64)
+    }
+}
+
+/// One load run: what [`run_spec`] runs, and what the `svc-bench-load` process takes as
+/// JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// The network namespace the workers enter (a process started in it enters it again,
+    /// harmlessly).
+    pub ns: String,
+    pub target: SocketAddrV4,
+    pub mode: Mode,
+    /// Worker threads (at least 1).
+    pub concurrency: usize,
+    #[serde(with = "secs_f64")]
+    pub duration: Duration,
+    /// Cap on attempts.
+    pub max_requests: u64,
+    /// The cgroup whose CPU time (with the softirq threads') the run measures, from the
+    /// start gate to the last worker's end.
+    #[serde(default)]
+    pub cpu_cgroup: Option<PathBuf>,
 }
 
 mod secs_f64 {
@@ -197,6 +244,7 @@ impl Stats {
             request_p99_us: q(&self.request_us, 0.99),
             request_p999_us: q(&self.request_us, 0.999),
             errors_by_kind: self.errors_by_kind.clone(),
+            cpu_seconds: None,
         }
     }
 }
@@ -258,6 +306,37 @@ pub fn run(
     duration: Duration,
     max_requests: u64,
 ) -> anyhow::Result<Report> {
+    run_spec(&Spec {
+        ns: ns.into(),
+        target,
+        mode,
+        concurrency,
+        duration,
+        max_requests,
+        cpu_cgroup: None,
+    })
+}
+
+/// Run `spec` from threads of this process; see [`run`]. Also fails if the CPU time was
+/// asked for and cannot be read.
+pub fn run_spec(spec: &Spec) -> anyhow::Result<Report> {
+    let Spec {
+        ref ns,
+        target,
+        mode,
+        concurrency,
+        duration,
+        max_requests,
+        ref cpu_cgroup,
+    } = *spec;
+    let ns = ns.as_str();
+    let cpu_now = || -> anyhow::Result<Option<Duration>> {
+        cpu_cgroup
+            .as_deref()
+            .map(crate::cpu::lab_cpu)
+            .transpose()
+            .context("reading the lab's CPU time")
+    };
     let workers = concurrency.max(1);
     let tickets = Tickets(AtomicU64::new(max_requests));
     let merged = Mutex::new(Stats::new());
@@ -285,6 +364,14 @@ pub fn run(
                             new_connection_loop(target, deadline, tickets, &mut stats)
                         }
                         Mode::KeepAlive => keepalive_loop(target, deadline, tickets, &mut stats),
+                        Mode::Paced { per_second } => {
+                            // Each worker's share, the workers evenly staggered.
+                            let interval = Duration::from_secs_f64(
+                                workers as f64 / f64::from(per_second.max(1)),
+                            );
+                            let offset = interval.mul_f64(i as f64 / workers as f64);
+                            paced_loop(target, deadline, tickets, &mut stats, interval, offset)
+                        }
                     }
                     merged
                         .lock()
@@ -305,6 +392,7 @@ pub fn run(
         for _ in 0..handles.len() {
             let _ = ready_rx.recv();
         }
+        let cpu_before = cpu_now();
         let start = Instant::now();
         drop(held);
         let results: Vec<io::Result<()>> = handles
@@ -312,13 +400,87 @@ pub fn run(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .chain(spawn_error.map(Err))
             .collect();
-        (start.elapsed(), results)
+        let elapsed = start.elapsed();
+        let cpu = cpu_before.and_then(|before| {
+            Ok(before
+                .zip(cpu_now()?)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64()))
+        });
+        ((elapsed, cpu), results)
     });
+    let (elapsed, cpu_seconds) = elapsed;
     for r in results {
         r.with_context(|| format!("load worker in {ns}"))?;
     }
+    let cpu_seconds = cpu_seconds?;
     let stats = merged.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(stats.report(elapsed))
+    Ok(Report {
+        cpu_seconds,
+        ..stats.report(elapsed)
+    })
+}
+
+/// How long a load process may run beyond its spec's duration (start, the operations in
+/// flight at the deadline, the report) before it is killed.
+pub const PROCESS_GRACE: Duration = Duration::from_secs(30);
+
+/// Run `spec` in a process of its own: `cmd` is the `svc-bench-load` binary, prepared by the
+/// caller (e.g. in a pod's namespace and cgroup, `svc_lab::Lab::pod_command`); it gets
+/// `--spec JSON` and prints the [`Report`] as JSON. Bounded: killed after the spec's
+/// duration plus [`PROCESS_GRACE`].
+pub fn run_process(mut cmd: Command, spec: &Spec) -> anyhow::Result<Report> {
+    let json = serde_json::to_string(spec)?;
+    let dir = tempfile_dir()?;
+    let (out, err) = (dir.join("report.json"), dir.join("stderr"));
+    let result = (|| {
+        let mut child = cmd
+            .arg("--spec")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()
+            .context("starting svc-bench-load")?;
+        let deadline = Instant::now() + spec.duration + PROCESS_GRACE;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!(
+                    "svc-bench-load ran past {:?} and was killed",
+                    spec.duration + PROCESS_GRACE
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+        anyhow::ensure!(
+            status.success(),
+            "svc-bench-load {status}: {}",
+            stderr.trim()
+        );
+        let text = std::fs::read_to_string(&out)?;
+        serde_json::from_str::<Report>(&text)
+            .with_context(|| format!("svc-bench-load printed no report: {text:?} {stderr:?}"))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A private temp directory named with this process's pid (`svb-<pid>-load-N`, which the
+/// bench's Ctrl-C teardown removes).
+fn tempfile_dir() -> io::Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "svb-{}-load-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// `stage: kind` for an I/O error, with timeouts under one name whichever way the OS said it.
@@ -425,6 +587,34 @@ fn new_connection_loop(
         if stats.errors != errors {
             pause_after_error(deadline);
         }
+    }
+}
+
+/// New connections at one every `interval`, the first after `offset`: a worker that falls
+/// behind (a slow connection) goes on from now, so the offered rate never bursts.
+fn paced_loop(
+    target: SocketAddrV4,
+    deadline: Instant,
+    tickets: &Tickets,
+    stats: &mut Stats,
+    interval: Duration,
+    offset: Duration,
+) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut next = Instant::now() + offset;
+    while next < deadline {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        if !tickets.take() {
+            break;
+        }
+        if let Some(mut s) = timed_connect(target, stats) {
+            timed_request(&mut s, REQUEST_CLOSE, &mut buf, stats);
+            drop(s); // RST (SO_LINGER 0)
+        }
+        next = (next + interval).max(Instant::now());
     }
 }
 

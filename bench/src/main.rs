@@ -54,6 +54,15 @@ struct Args {
     /// iptables-legacy-restore comparison is left out above 10k (it takes minutes).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     programming_services: usize,
+
+    /// Service counts of the end-to-end section, instead of 1,1000,10000 (quick: 1,1000),
+    /// e.g. `--e2e-services 1,10000` for the CPU-per-connection goals alone.
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    e2e_services: Vec<usize>,
+
+    /// Rounds of the end-to-end section, instead of 3 (quick: 1).
+    #[arg(long, value_name = "N")]
+    e2e_rounds: Option<usize>,
 }
 
 fn now_rfc3339() -> String {
@@ -207,11 +216,17 @@ fn main() -> ExitCode {
     }
     hold_if_stopping();
     if wanted("e2e") {
-        let opts = if args.quick {
+        let mut opts = if args.quick {
             E2eOpts::quick(&log)
         } else {
             E2eOpts::full(&log)
         };
+        if !args.e2e_services.is_empty() {
+            opts.scales = args.e2e_services.clone();
+        }
+        if let Some(rounds) = args.e2e_rounds {
+            opts.rounds = rounds;
+        }
         match e2e::run(&opts) {
             Ok((runs, installs)) => {
                 r.e2e = runs;

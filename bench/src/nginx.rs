@@ -80,6 +80,15 @@ impl Nginx {
     /// Start nginx in network namespace `ns` listening on `0.0.0.0:port`, and wait (at most
     /// [`START_TIMEOUT`]) until it answers a `GET /` with 200 on 127.0.0.1 in `ns`.
     pub fn start(ns: &str, port: u16) -> anyhow::Result<Nginx> {
+        let mut cmd = Command::new(crate::program("nginx"));
+        svc_lab::netns::command_in_netns(&mut cmd, ns)?;
+        Nginx::start_with(cmd, ns, port)
+    }
+
+    /// [`start`](Self::start) with `cmd` as the nginx command, already set to run in `ns`
+    /// (e.g. a pod's process in its cgroup, `svc_lab::Lab::pod_command`); this adds the
+    /// arguments and the output.
+    pub fn start_with(mut cmd: Command, ns: &str, port: u16) -> anyhow::Result<Nginx> {
         cleanup_stale_dirs();
         let dir = make_run_dir()?;
         let mut me = Nginx {
@@ -93,7 +102,6 @@ impl Nginx {
         std::fs::write(&conf, config(&me.dir, port))
             .with_context(|| format!("writing {}", conf.display()))?;
         let log = std::fs::File::create(me.dir.join("stderr.log"))?;
-        let mut cmd = Command::new(crate::program("nginx"));
         cmd.arg("-p")
             .arg(&me.dir)
             .arg("-c")
@@ -104,7 +112,6 @@ impl Nginx {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        svc_lab::netns::command_in_netns(&mut cmd, ns)?;
         let child = cmd.spawn().map_err(|e| {
             let hint = if e.kind() == io::ErrorKind::NotFound {
                 " (not installed? `cargo xtask setup` installs nginx)"

@@ -1,7 +1,7 @@
-//! Section 2 end to end, small: the lab, nginx in the three pods, the real svc-agent and
-//! kube-proxy's two layouts at 1 and 50 Services, one short round (needs root, nginx,
+//! Section 2 end to end, small: the lab, nginx in the three pods, the real svc-agent (socket
+//! LB for pods off and on) and kube-proxy's two layouts at 1 and 50 Services, one short round (needs root, nginx,
 //! iptables-legacy and nft: `cargo xtask setup`; and the agent binary:
-//! `cargo build --workspace --exclude svc-ebpf --bins`). Figures are printed, not asserted.
+//! `cargo build --workspace --exclude svc-ebpf --bins`, which also builds svc-bench-load). Figures are printed, not asserted.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ fn every_layout_carries_both_loads_at_two_scales() {
         rounds: 1,
         duration: Duration::from_secs(1),
         concurrency: 4,
+        paced_rate: 200,
         endpoints_per_service: 10,
         log: &log,
     };
@@ -22,9 +23,11 @@ fn every_layout_carries_both_loads_at_two_scales() {
 
     for n in [1, 50] {
         let at: Vec<_> = runs.iter().filter(|r| r.services == n).collect();
-        assert_eq!(at.len(), 6, "3 layouts x 2 modes at {n} services: {at:#?}");
-        for layout in ["ebpf", "iptables", "nftables"] {
-            for mode in ["new_connections", "keepalive"] {
+        assert_eq!(at.len(), 12, "4 layouts x 3 modes at {n} services: {at:#?}");
+        // (Each ebpf run also checked, by the agent's counters, that its connections were
+        // translated where its --socket-lb says, or the section failed.)
+        for layout in ["ebpf", "ebpf-socklb", "iptables", "nftables"] {
+            for mode in ["new_connections", "keepalive", "paced"] {
                 let r = at
                     .iter()
                     .find(|r| r.layout == layout && r.mode == mode)
@@ -36,7 +39,20 @@ fn every_layout_carries_both_loads_at_two_scales() {
                     "{layout} {mode} {n}: {:?}",
                     r.report.errors_by_kind
                 );
+                let cpu = r.report.cpu_seconds.expect("the CPU time of every run");
+                assert!(cpu > 0.0, "{layout} {mode} {n}: {cpu} CPU seconds");
             }
+            // The paced run offers 200/s for 1 s: about 200 connections, never a burst
+            // to the ceiling.
+            let paced = at
+                .iter()
+                .find(|r| r.layout == layout && r.mode == "paced")
+                .unwrap();
+            assert!(
+                (100..=260).contains(&paced.report.requests),
+                "{layout} paced {n}: {:?}",
+                paced.report
+            );
         }
         for layout in ["iptables-legacy-restore", "nft -f"] {
             let i: Vec<_> = installs

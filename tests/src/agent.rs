@@ -256,8 +256,6 @@ impl LabAgent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
-    /// Reads the pinned services map directly (this crate does not depend on svc-agent).
     /// The agent's SVC_STATS counter of `v`, summed over CPUs.
     pub fn verdict_count(&self, v: Verdict) -> u64 {
         let data = MapData::from_pin(self.bpffs.join(SVC_STATS)).expect("open SVC_STATS");
@@ -271,6 +269,8 @@ impl LabAgent {
             .sum()
     }
 
+    /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
+    /// Reads the pinned services map directly (this crate does not depend on svc-agent).
     pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
         let data = MapData::from_pin(self.bpffs.join(SVC4_SERVICES)).ok()?;
         let services: HashMap<MapData, Svc4Key, Svc4Value> =

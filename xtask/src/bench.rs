@@ -23,6 +23,12 @@ pub struct Opts {
     /// the "vs baseline" goals compare this build with it.
     #[arg(long, value_name = "FILE")]
     pub baseline_object: Option<std::path::PathBuf>,
+
+    /// Further options for svc-bench, after `--`: e.g. `cargo xtask bench --only e2e --
+    /// --e2e-services 1,10000` (the CPU-per-connection goals alone), or
+    /// `--programming-services 100000` (the 100k goals); `svc-bench --help` lists them.
+    #[arg(last = true, value_name = "SVC_BENCH_ARGS")]
+    pub extra: Vec<std::ffi::OsString>,
 }
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
@@ -54,6 +60,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         cmd.arg("--baseline-object")
             .arg(std::path::absolute(object).context("--baseline-object")?);
     }
+    cmd.args(&opts.extra);
     let status = cmd.status().context("running svc-bench")?;
     anyhow::ensure!(status.success(), "svc-bench failed ({status})");
     Ok(())

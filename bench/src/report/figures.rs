@@ -114,6 +114,8 @@ pub(super) struct E2eGroup {
     pub(super) request_p99_us: f64,
     pub(super) errors: u64,
     pub(super) duration_s: f64,
+    /// CPU µs per connection (paced runs; None where the CPU was not measured).
+    pub(super) cpu_us: Option<f64>,
 }
 
 /// (layout sort key, Services, mode).
@@ -142,6 +144,13 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
                 request_p99_us: med(&|e| e.report.request_p99_us as f64),
                 errors: runs.iter().map(|e| e.report.errors).sum(),
                 duration_s: med(&|e| e.report.duration.as_secs_f64()),
+                cpu_us: {
+                    let per: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|e| e.report.cpu_us_per_request())
+                        .collect();
+                    (!per.is_empty()).then(|| median(&per))
+                },
             }
         })
         .collect()

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::figures::{FULL_SCALE, XDP, agent_memory, floor, install_time, xdp_case, xdp_case_of};
-use super::format::{MB, fmt_count, fmt_ns, fmt_ratio, fmt_secs, fmt_trim};
+use super::format::{MB, fmt_count, fmt_ns, fmt_ratio, fmt_secs, fmt_sig, fmt_trim};
 use crate::prog::BASELINE_SUFFIX;
 use crate::results::{E2eRun, Goal, Results, median};
 
@@ -33,6 +33,8 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         rate_goal(r, 10_000, "iptables", 1.3),
         rate_goal(r, 10_000, "nftables", 1.0),
         one_service_goal(r),
+        cpu_goal(r, 10_000, &["nftables"], 0.7),
+        cpu_goal(r, 1, &["nftables", "iptables"], 1.0),
         install_goal(r, "iptables-legacy-restore", 10.0),
         install_goal(r, "nft -f", 100.0),
         install_time_goal(r, 100_000, 5.0),
@@ -280,6 +282,65 @@ fn one_service_goal(r: &Results) -> Goal {
     g
 }
 
+/// The median over rounds of the CPU µs per connection of the `paced` runs (a fixed offered
+/// rate, the same for every layout) of `layout` at `services`, with the rounds.
+fn paced_cpu(r: &Results, layout: &str, services: usize) -> Option<(f64, usize)> {
+    let per: Vec<f64> = r
+        .e2e
+        .iter()
+        .filter(|e| e.mode == "paced" && e.services == services && e.layout == layout)
+        .filter_map(|e| e.report.cpu_us_per_request())
+        .collect();
+    (!per.is_empty()).then(|| (median(&per), per.len()))
+}
+
+/// ebpf's CPU per connection at `services` against each of `others`: at most `limit` times
+/// theirs.
+fn cpu_goal(r: &Results, services: usize, others: &[&str], limit: f64) -> Goal {
+    let g = goal(
+        &format!(
+            "CPU per connection at {} Service{}",
+            fmt_count(services),
+            if services == 1 { "" } else { "s" }
+        ),
+        format!(
+            "<= {limit:.1}x {} (paced new connections)",
+            others.join(" and ")
+        ),
+    );
+    let Some((ours, rounds)) = paced_cpu(r, "ebpf", services) else {
+        return not_measured(
+            g,
+            format!("no paced ebpf run at {} Services", fmt_count(services)),
+        );
+    };
+    let mut measured = Vec::new();
+    let mut met = true;
+    for other in others {
+        let Some((theirs, _)) = paced_cpu(r, other, services) else {
+            return not_measured(
+                g,
+                format!("no paced {other} run at {} Services", fmt_count(services)),
+            );
+        };
+        let ratio = ours / theirs;
+        met &= ratio <= limit;
+        measured.push(format!(
+            "{} {other} ({} µs vs {} µs)",
+            fmt_ratio(ratio),
+            fmt_sig(ours, 3),
+            fmt_sig(theirs, 3)
+        ));
+    }
+    let mut g = g;
+    g.measured = measured.join(", ");
+    g.met = Some(met);
+    g.note = format!(
+        "the lab's CPU time over the run (its cgroup and the softirq threads) / connections answered; medians over {rounds} rounds"
+    );
+    g
+}
+
 fn install_goal(r: &Results, other: &str, limit: f64) -> Goal {
     let name = format!("install 10k Services x 10 endpoints vs {other}");
     let g = goal(&name, format!(">= {limit:.0}x faster than {other}"));
@@ -447,7 +508,7 @@ mod tests {
     #[test]
     fn goals_met_missed_and_their_figures() {
         let g = goals(&sample());
-        assert_eq!(g.len(), 17);
+        assert_eq!(g.len(), 19);
 
         // This build against the baseline object of the same run.
         let ns = find(&g, "vs baseline: non-service at 100,000");
@@ -459,6 +520,17 @@ mod tests {
         assert!(find(&g, "vs baseline: new flow at 100,000").met == Some(false));
         let es = find(&g, "vs baseline: established at 100,000");
         assert_eq!(es.met, Some(true), "{es:?}");
+
+        // CPU per paced connection: 10,000 ebpf 95 µs vs nftables 150 µs = 0.63x.
+        let cpu = find(&g, "CPU per connection at 10,000 Services");
+        assert_eq!(cpu.met, Some(true), "{cpu:?}");
+        assert_eq!(cpu.measured, "0.63x nftables (95.0 µs vs 150 µs)");
+        let cpu1 = find(&g, "CPU per connection at 1 Service");
+        assert_eq!(cpu1.met, Some(true), "{cpu1:?}");
+        assert!(
+            cpu1.measured.contains("nftables") && cpu1.measured.contains("iptables"),
+            "{cpu1:?}"
+        );
 
         let est = find(&g, "established-flow cost");
         assert_eq!(est.met, Some(true));
@@ -537,7 +609,11 @@ mod tests {
         r.programming = Programming::default();
         r.packet.retain(|p| !p.program.ends_with(BASELINE_SUFFIX));
         let g = goals(&r);
-        for name in ["vs baseline: non-service", "vs baseline: established"] {
+        for name in [
+            "vs baseline: non-service",
+            "vs baseline: established",
+            "CPU per connection at 10,000 Services",
+        ] {
             let x = find(&g, name);
             assert_eq!(x.met, None, "{x:?}");
             assert!(!x.note.is_empty(), "{x:?}");

@@ -205,6 +205,18 @@ fn how_measured(o: &mut String, r: &Results) {
         if r.e2e.iter().any(|e| e.mode == "keepalive") {
             let _ = write!(o, ", `keepalive` reuses connections");
         }
+        if r.e2e.iter().any(|e| e.mode == "paced") {
+            let _ = write!(
+                o,
+                ", `paced` offers new connections at one fixed rate for every layout, well \
+                 below any layout's ceiling, and divides the CPU time the lab spent \
+                 during the run by the connections answered: what a connection costs, \
+                 translation included. The CPU time is the lab's: its node's cgroup (every \
+                 process of the lab is in a pod cgroup under it; softirq work a process's \
+                 packets cause is charged to it) plus the softirq threads, both the \
+                 scheduler's own runtime, to the µs"
+            );
+        }
         let _ = write!(
             o,
             ". The layouts ({}) alternate over {} rounds; the tables show medians over the \
@@ -353,6 +365,7 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
             "connect p99 µs",
             "request p50 µs",
             "request p99 µs",
+            "CPU µs/connection",
             "errors (all rounds)",
         ],
     );
@@ -369,6 +382,10 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
                 fmt_count(g.connect_p99_us.round() as usize),
                 fmt_count(g.request_p50_us.round() as usize),
                 fmt_count(g.request_p99_us.round() as usize),
+                match (g.mode.as_str(), g.cpu_us) {
+                    ("paced", Some(us)) => fmt_sig(us, 3),
+                    _ => "-".into(),
+                },
                 fmt_count(g.errors as usize),
             ],
         );
@@ -387,6 +404,15 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
         )
     );
     plot_link(o, stamp, "e2e", "new connections/s per layout", plots);
+    if r.e2e.iter().any(|e| e.mode == "paced") {
+        plot_link(
+            o,
+            stamp,
+            "cpu",
+            "CPU µs per paced connection per layout",
+            plots,
+        );
+    }
 }
 
 fn programming_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {

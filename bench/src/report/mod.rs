@@ -69,7 +69,7 @@ pub(super) struct PlotOutcome {
 }
 
 /// Writes <dir>/<stamp>.json (the Results, pretty), <dir>/<stamp>.md (the report) and PNG plots
-/// <dir>/<stamp>-packet.png, -e2e.png, -install.png; returns the paths.
+/// <dir>/<stamp>-packet.png, -e2e.png, -cpu.png, -install.png; returns the paths.
 ///
 /// The plots are drawn first, so the markdown links only those that exist and notes why the
 /// others do not. If a plot cannot be drawn (e.g. no font file), the JSON and the markdown are
@@ -146,7 +146,7 @@ mod tests {
         );
         let back: Results = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(back.packet.len(), r.packet.len());
-        assert_eq!(back.goals.len(), 17);
+        assert_eq!(back.goals.len(), 19);
 
         let text = std::fs::read_to_string(&md).unwrap();
         assert!(
@@ -171,7 +171,7 @@ mod tests {
             "{text}"
         );
         if Path::new(FONT_PATH).exists() {
-            for kind in ["packet", "e2e", "install"] {
+            for kind in ["packet", "e2e", "cpu", "install"] {
                 let png = dir.join(format!("{stamp}-{kind}.png"));
                 assert!(written.contains(&png), "{written:?}");
                 let bytes = std::fs::read(&png).unwrap();
@@ -196,7 +196,7 @@ mod tests {
         let dir = temp_dir("quick");
         let res = write(&r, &dir, "quick");
         if Path::new(FONT_PATH).exists() {
-            assert_eq!(res.unwrap().len(), 5);
+            assert_eq!(res.unwrap().len(), 6);
         }
         let text = std::fs::read_to_string(dir.join("quick.md")).unwrap();
         assert!(text.contains("(`--quick`"), "{text}");
@@ -217,7 +217,7 @@ mod tests {
         let res = write(&r, &dir, "x");
         if Path::new(FONT_PATH).exists() {
             let w = res.unwrap();
-            assert_eq!(w.len(), 5);
+            assert_eq!(w.len(), 6);
         }
         let text = std::fs::read_to_string(dir.join("x.md")).unwrap();
         assert!(text.contains("not measured"));

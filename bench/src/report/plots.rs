@@ -11,7 +11,8 @@ use super::chart::{
     Axis, Chart, FONT, Marks, Reference, Scale, Series, decades_in, empty_plot, extent, log_range,
 };
 use super::figures::{
-    FULL_SCALE, XDP, distinct, floor, install_time, layout_key, layouts, new_conn_groups, xdp_case,
+    FULL_SCALE, XDP, distinct, e2e_groups, floor, install_time, layout_key, layouts,
+    new_conn_groups, xdp_case,
 };
 use super::format::{fmt_count, fmt_ns, fmt_secs, fmt_sig, fmt_trim};
 use super::{FONT_ENV, FONT_PATH};
@@ -53,9 +54,10 @@ pub(super) fn write_plots(
         return Err((written, e));
     }
     type Plot = fn(&Results, &Path) -> anyhow::Result<()>;
-    let plots: [(&str, Plot); 3] = [
+    let plots: [(&str, Plot); 4] = [
         ("packet", plot_packet),
         ("e2e", plot_e2e),
+        ("cpu", plot_cpu),
         ("install", plot_install),
     ];
     for (kind, f) in plots {
@@ -204,17 +206,49 @@ fn plot_packet(r: &Results, path: &Path) -> anyhow::Result<()> {
 
 /// New connections per second, a group of bars per Service count, a bar per layout.
 fn plot_e2e(r: &Results, path: &Path) -> anyhow::Result<()> {
-    let title = "New connections per second (one request per connection), medians over rounds";
-    let groups = new_conn_groups(r);
-    let counts: Vec<usize> = distinct(groups.iter().map(|g| g.services));
+    let bars: Vec<_> = new_conn_groups(r)
+        .into_iter()
+        .map(|g| (g.layout, g.services, g.rate))
+        .collect();
+    bars_per_scale(
+        "New connections per second (one request per connection), medians over rounds",
+        "new connections/s",
+        &bars,
+        path,
+    )
+}
+
+/// CPU µs per connection at the paced rate, a group of bars per Service count, a bar per
+/// layout.
+fn plot_cpu(r: &Results, path: &Path) -> anyhow::Result<()> {
+    let bars: Vec<_> = e2e_groups(r)
+        .into_iter()
+        .filter(|g| g.mode == "paced")
+        .filter_map(|g| Some((g.layout, g.services, g.cpu_us?)))
+        .collect();
+    bars_per_scale(
+        "CPU time per connection at a fixed rate (the lab's cgroup + softirq threads), medians",
+        "CPU µs per connection",
+        &bars,
+        path,
+    )
+}
+
+/// Bars of (layout, Service count, value): a group per Service count, a bar per layout.
+fn bars_per_scale(
+    title: &str,
+    y_desc: &'static str,
+    bars: &[(String, usize, f64)],
+    path: &Path,
+) -> anyhow::Result<()> {
+    let counts: Vec<usize> = distinct(bars.iter().map(|b| b.1));
     // x is the index of the Service count: the counts are categories, not a scale.
-    let series = per_layout(groups.iter().map(|g| g.layout.as_str()), |layout| {
-        groups
-            .iter()
-            .filter(|g| g.layout == layout)
-            .filter_map(|g| {
-                let i = counts.iter().position(|&c| c == g.services)?;
-                Some((i as f64, g.rate))
+    let series = per_layout(bars.iter().map(|b| b.0.as_str()), |layout| {
+        bars.iter()
+            .filter(|b| b.0 == layout)
+            .filter_map(|b| {
+                let i = counts.iter().position(|&c| c == b.1)?;
+                Some((i as f64, b.2))
             })
             .collect()
     });
@@ -246,7 +280,7 @@ fn plot_e2e(r: &Results, path: &Path) -> anyhow::Result<()> {
         y: Axis {
             scale: Scale::Linear,
             range: 0.0..y_max,
-            desc: "new connections/s",
+            desc: y_desc,
             labels: 10,
             format: Box::new(fmt_rounded),
         },

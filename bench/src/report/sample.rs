@@ -40,6 +40,7 @@ fn rep(rate: f64, errors: u64) -> Report {
         request_p99_us: 3100,
         request_p999_us: 8000,
         errors_by_kind: BTreeMap::new(),
+        cpu_seconds: None,
     }
 }
 
@@ -127,6 +128,16 @@ pub(super) fn sample() -> Results {
         mode: "keepalive".into(),
         ..e2e("ebpf", 10_000, 0, 31_000.0)
     });
+    // Paced runs: 2,000 connections/s for 5 s, with the machine's CPU seconds (µs per
+    // connection = cpu * 100).
+    for (s, ebpf, ipt, nft) in [(1usize, 0.90, 0.95, 0.92), (10_000, 0.95, 3.1, 1.5)] {
+        for (layout, cpu) in [("ebpf", ebpf), ("iptables", ipt), ("nftables", nft)] {
+            let mut run = e2e(layout, s, 0, 2_000.0);
+            run.mode = "paced".into();
+            run.report.cpu_seconds = Some(cpu);
+            e.push(run);
+        }
+    }
     Results {
         version: RESULTS_VERSION,
         started: "2026-11-02T10:00:00Z".into(),

@@ -1,0 +1,95 @@
+//! The CPU time a lab spends, to the microsecond: what section 2's paced runs divide by the
+//! connections they made.
+//!
+//! [`lab_cpu`] is the sum of two precise clocks, both the scheduler's own runtime accounting
+//! (not the 4 ms ticks of /proc/stat, whose sampling made a first version of this figure
+//! vary by hundreds of µs per connection between rounds here):
+//!
+//! - the lab node's cgroup (cgroup v2 `cpu.stat` `usage_usec`, kept whether or not the cpu
+//!   controller is enabled), which holds every process of the lab (the client pod's load
+//!   generator, the nginx pods) under its pods' cgroups. This kernel has no
+//!   `CONFIG_IRQ_TIME_ACCOUNTING`, so the softirq work a process's own packets cause (on veth,
+//!   the receive path runs when the sender's transmit enables bottom halves again), and with
+//!   it every TC/XDP program, netfilter hook and NAT rule they cross, is charged to that
+//!   process and so to the cgroup;
+//! - the softirq threads (`ksoftirqd/N`, `/proc/PID/schedstat`'s first field, ns), which take
+//!   over softirq work the interrupted context did not finish.
+//!
+//! Not counted: softirq work that ran while a CPU was otherwise idle (timers, e.g. TCP
+//! retransmits) and kernel workers (e.g. netfilter conntrack's garbage collector); the same
+//! for every layout, and small at a rate well below the ceiling.
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// The cgroup's CPU usage so far (cgroup v2 `cpu.stat`, `usage_usec`), descendants included.
+pub fn cgroup_usage(cgroup: &Path) -> io::Result<Duration> {
+    let path = cgroup.join("cpu.stat");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+    usage_usec(&text).map(Duration::from_micros).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: no usage_usec line", path.display()),
+        )
+    })
+}
+
+fn usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The run time of every `ksoftirqd/N` thread so far (the first field of
+/// `/proc/PID/schedstat`, ns).
+pub fn softirq_threads_runtime() -> io::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("ksoftirqd/") {
+            continue;
+        }
+        // A thread that went away between the two reads is skipped.
+        if let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat"))
+            && let Some(ns) = s.split_whitespace().next().and_then(|f| f.parse().ok())
+        {
+            total += Duration::from_nanos(ns);
+        }
+    }
+    Ok(total)
+}
+
+/// The lab's CPU time so far: `cgroup`'s usage plus the softirq threads' (see the
+/// [module docs](self)). Only differences of two readings mean anything.
+pub fn lab_cpu(cgroup: &Path) -> io::Result<Duration> {
+    Ok(cgroup_usage(cgroup)? + softirq_threads_runtime()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_read_from_cpu_stat() {
+        let text = "usage_usec 33576439248\nuser_usec 24632034897\nsystem_usec 8944404351\n";
+        assert_eq!(usage_usec(text), Some(33_576_439_248));
+        assert_eq!(usage_usec("user_usec 5\n"), None);
+        assert_eq!(usage_usec("usage_usec x\n"), None);
+    }
+
+    #[test]
+    fn the_softirq_threads_have_run() {
+        // Every Linux machine has one per CPU, and they have run by the time a test does.
+        let t = softirq_threads_runtime().unwrap();
+        assert!(t > Duration::ZERO, "{t:?}");
+    }
+}
