@@ -15,12 +15,18 @@
 //! - the softirq threads (`ksoftirqd/N`, `/proc/PID/schedstat`'s first field, ns), which take
 //!   over softirq work the interrupted context did not finish.
 //!
+//! [`program_stats`] reads the kernel's run time of our BPF programs, which the paced runs of
+//! the ebpf layouts and the socket-LB section report as the translation's own share.
+//!
 //! Not counted: softirq work that ran while a CPU was otherwise idle (timers, e.g. TCP
 //! retransmits) and kernel workers (e.g. netfilter conntrack's garbage collector); the same
 //! for every layout, and small at a rate well below the ceiling.
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 /// The cgroup's CPU usage so far (cgroup v2 `cpu.stat`, `usage_usec`), descendants included.
 pub fn cgroup_usage(cgroup: &Path) -> io::Result<Duration> {
@@ -72,6 +78,49 @@ pub fn softirq_threads_runtime() -> io::Result<Duration> {
 /// [module docs](self)). Only differences of two readings mean anything.
 pub fn lab_cpu(cgroup: &Path) -> io::Result<Duration> {
     Ok(cgroup_usage(cgroup)? + softirq_threads_runtime()?)
+}
+
+/// Our programs, by the names the kernel shows (15 characters at most).
+pub const OUR_PROGRAMS: [&str; 5] = [
+    "svc_tc_ingress",
+    "svc_xdp",
+    "svc_connect4",
+    "svc_sendmsg4",
+    "svc_recvmsg4",
+];
+
+/// Run time and run count of each of our programs loaded now, by program id. The kernel
+/// counts them only while some process holds BPF_ENABLE_STATS
+/// (`aya::sys::enable_stats(aya::sys::Stats::RunTime)`): two clock reads per program run.
+pub fn program_stats() -> anyhow::Result<BTreeMap<u32, (Duration, u64)>> {
+    let mut out = BTreeMap::new();
+    for info in aya::programs::loaded_programs() {
+        let info = info.context("reading a loaded program's info")?;
+        if info
+            .name_as_str()
+            .is_some_and(|n| OUR_PROGRAMS.contains(&n))
+        {
+            out.insert(info.id(), (info.run_time(), info.run_count()));
+        }
+    }
+    Ok(out)
+}
+
+/// (run time, runs) between two [`program_stats`] snapshots, over the programs in both (a
+/// previous agent's programs may still be unloading when the first is taken).
+pub fn stats_delta(
+    before: &BTreeMap<u32, (Duration, u64)>,
+    after: &BTreeMap<u32, (Duration, u64)>,
+) -> (Duration, u64) {
+    let mut time = Duration::ZERO;
+    let mut runs = 0;
+    for (id, (t1, n1)) in after {
+        if let Some((t0, n0)) = before.get(id) {
+            time += t1.saturating_sub(*t0);
+            runs += n1.saturating_sub(*n0);
+        }
+    }
+    (time, runs)
 }
 
 #[cfg(test)]

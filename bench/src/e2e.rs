@@ -61,6 +61,7 @@ use svc_common::Verdict;
 use svc_lab::Lab;
 use svc_lab::agent::{LabAgent, workspace_bin};
 
+use crate::cpu;
 use crate::load::{self, Report};
 use crate::nginx::{self, Nginx};
 use crate::results::{E2eRun, InstallTime};
@@ -464,8 +465,29 @@ fn load_all(lab: &Lab, ctx: &RunCtx, agent: Option<&RunningAgent>) -> anyhow::Re
         };
         let cmd = lab.pod_command(1, CLIENT_POD, &ctx.load_bin.to_string_lossy())?;
         let before = agent.map(RunningAgent::translations);
+        // Our programs' run time in the paced run of an ebpf layout (the kernel counts it
+        // only while the stats fd is open: two clock reads per program run).
+        let bpf_stats = match (mode, agent) {
+            (load::Mode::Paced { .. }, Some(_)) => Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .context("BPF_ENABLE_STATS (run time)")?,
+            ),
+            _ => None,
+        };
+        let bpf_before = bpf_stats
+            .as_ref()
+            .map(|_| cpu::program_stats())
+            .transpose()?;
         let report =
             load::run_process(cmd, &spec).with_context(|| format!("e2e: {}: load", ctx.label()))?;
+        let bpf_us_per_connection = match bpf_before {
+            Some(b) if report.requests > 0 => {
+                let (time, _) = cpu::stats_delta(&b, &cpu::program_stats()?);
+                Some(time.as_secs_f64() * 1e6 / report.requests as f64)
+            }
+            _ => None,
+        };
+        drop(bpf_stats);
         if let (Some(before), Some(a)) = (before, agent) {
             check_translated_where_expected(ctx, before, a.translations(), report.connections)
                 .map_err(|e| with_agent_log(e, agent))?;
@@ -475,7 +497,7 @@ fn load_all(lab: &Lab, ctx: &RunCtx, agent: Option<&RunningAgent>) -> anyhow::Re
             load::Mode::KeepAlive => "keepalive",
             load::Mode::Paced { .. } => "paced",
         };
-        ctx.log(&describe(mode, &report));
+        ctx.log(&describe(mode, &report, bpf_us_per_connection));
         if report.requests == 0 || report.errors > report.requests / 10 {
             let e = anyhow::anyhow!(
                 "e2e: {} ({mode_name}): {} requests, {} errors: {:?}",
@@ -492,6 +514,7 @@ fn load_all(lab: &Lab, ctx: &RunCtx, agent: Option<&RunningAgent>) -> anyhow::Re
             mode: mode_name.into(),
             round: ctx.round,
             report,
+            bpf_us_per_connection,
         })
     };
     let paced = one(load::Mode::Paced {
@@ -529,7 +552,7 @@ fn check_translated_where_expected(
     Ok(())
 }
 
-fn describe(mode: load::Mode, r: &Report) -> String {
+fn describe(mode: load::Mode, r: &Report, bpf_us: Option<f64>) -> String {
     let (what, unit) = match mode {
         load::Mode::NewConnections => ("new connections", "conn/s"),
         load::Mode::KeepAlive => ("keep-alive", "req/s"),
@@ -537,7 +560,10 @@ fn describe(mode: load::Mode, r: &Report) -> String {
     };
     let cpu = match r.cpu_us_per_request() {
         Some(us) if matches!(mode, load::Mode::Paced { .. }) => {
-            format!(", {} µs CPU per connection", thousands(us))
+            let bpf = bpf_us.map_or(String::new(), |b| {
+                format!(", {b:.1} µs in our BPF programs")
+            });
+            format!(", {} µs CPU per connection{bpf}", thousands(us))
         }
         _ => String::new(),
     };

@@ -72,14 +72,20 @@ pub struct PacketCost {
 /// One load run of section 2.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct E2eRun {
-    /// `ebpf`, `iptables` (kube-proxy's iptables layout, iptables-legacy) or `nftables`.
+    /// `ebpf` (`--socket-lb node`), `ebpf-socklb` (`--socket-lb all`), `iptables`
+    /// (kube-proxy's iptables layout, iptables-legacy) or `nftables`.
     pub layout: String,
     pub services: usize,
-    /// `new_connections` or `keepalive`.
+    /// `paced`, `new_connections` or `keepalive`.
     pub mode: String,
     /// Runs alternate between layouts; this is the round number (0-based).
     pub round: usize,
     pub report: Report,
+    /// Paced runs of the ebpf layouts: the kernel's run time of our BPF programs during the
+    /// run (BPF_ENABLE_STATS, every TC, XDP and socket program), in µs per connection
+    /// answered: the translation's own share of `report`'s CPU time.
+    #[serde(default)]
+    pub bpf_us_per_connection: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 //! it. The client is a Python loop (the lab's `pod_requests`): its own CPU is not counted,
 //! so the client's speed does not matter to the figure.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
@@ -19,49 +19,12 @@ use anyhow::{Context, ensure};
 use svc_common::PROTO_TCP;
 use svc_lab::{Lab, agent::LabAgent};
 
+use crate::cpu::{OUR_PROGRAMS, program_stats, stats_delta};
 use crate::results::SockLbRun;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 9, 10);
 const PORT: u16 = 80;
-/// Our programs, by the names the kernel shows (15 characters at most).
-const PROGRAMS: [&str; 5] = [
-    "svc_tc_ingress",
-    "svc_xdp",
-    "svc_connect4",
-    "svc_sendmsg4",
-    "svc_recvmsg4",
-];
-
 const MANIFEST: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.9.10\n  ports:\n    - {name: http, protocol: TCP, port: 80, targetPort: 8080}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports:\n  - {name: http, protocol: TCP, port: 8080}\nendpoints:\n  - {addresses: [\"10.244.1.11\"]}\n  - {addresses: [\"10.244.1.12\"]}\n  - {addresses: [\"10.244.1.13\"]}\n";
-
-/// Run time and run count of each of our programs loaded now, by program id.
-fn program_stats() -> anyhow::Result<BTreeMap<u32, (Duration, u64)>> {
-    let mut out = BTreeMap::new();
-    for info in aya::programs::loaded_programs() {
-        let info = info.context("reading a loaded program's info")?;
-        if info.name_as_str().is_some_and(|n| PROGRAMS.contains(&n)) {
-            out.insert(info.id(), (info.run_time(), info.run_count()));
-        }
-    }
-    Ok(out)
-}
-
-/// (run time, runs) between two snapshots, over the programs in both: the previous
-/// agent's instances may still be unloading when the first is taken.
-fn stats_delta(
-    before: &BTreeMap<u32, (Duration, u64)>,
-    after: &BTreeMap<u32, (Duration, u64)>,
-) -> (Duration, u64) {
-    let mut time = Duration::ZERO;
-    let mut runs = 0;
-    for (id, (t1, n1)) in after {
-        if let Some((t0, n0)) = before.get(id) {
-            time += t1.saturating_sub(*t0);
-            runs += n1.saturating_sub(*n0);
-        }
-    }
-    (time, runs)
-}
 
 /// `rounds` rounds of `connections` connections per mode, the modes alternating.
 pub fn run(
@@ -102,8 +65,8 @@ pub fn run(
                         svc_lab::agent::wait_for(Duration::from_secs(20), || {
                             let links = agent.links();
                             let now: BTreeSet<u32> = links.values().map(|(_, p)| *p).collect();
-                            links.len() > PROGRAMS.len()
-                                && now.len() == PROGRAMS.len()
+                            links.len() > OUR_PROGRAMS.len()
+                                && now.len() == OUR_PROGRAMS.len()
                                 && now.is_disjoint(&previous)
                         }),
                         "the agent with --socket-lb {mode} never switched every link: {:?}",

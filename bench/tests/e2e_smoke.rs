@@ -41,6 +41,16 @@ fn every_layout_carries_both_loads_at_two_scales() {
                 );
                 let cpu = r.report.cpu_seconds.expect("the CPU time of every run");
                 assert!(cpu > 0.0, "{layout} {mode} {n}: {cpu} CPU seconds");
+                // Our programs' share: in the paced runs of our layouts only, and a part
+                // of the whole.
+                match r.bpf_us_per_connection {
+                    Some(bpf) => {
+                        assert!(mode == "paced" && layout.starts_with("ebpf"), "{r:?}");
+                        let all = r.report.cpu_us_per_request().unwrap();
+                        assert!(bpf > 0.0 && bpf < all, "{layout} {n}: {bpf} of {all} µs");
+                    }
+                    None => assert!(mode != "paced" || !layout.starts_with("ebpf"), "{r:?}"),
+                }
             }
             // The paced run offers 200/s for 1 s: about 200 connections, never a burst
             // to the ceiling.

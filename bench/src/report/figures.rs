@@ -116,6 +116,8 @@ pub(super) struct E2eGroup {
     pub(super) duration_s: f64,
     /// CPU µs per connection (paced runs; None where the CPU was not measured).
     pub(super) cpu_us: Option<f64>,
+    /// Of it, µs in our BPF programs (paced runs of the ebpf layouts).
+    pub(super) bpf_us: Option<f64>,
 }
 
 /// (layout sort key, Services, mode).
@@ -148,6 +150,13 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
                     let per: Vec<f64> = runs
                         .iter()
                         .filter_map(|e| e.report.cpu_us_per_request())
+                        .collect();
+                    (!per.is_empty()).then(|| median(&per))
+                },
+                bpf_us: {
+                    let per: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|e| e.bpf_us_per_connection)
                         .collect();
                     (!per.is_empty()).then(|| median(&per))
                 },

@@ -366,6 +366,7 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
             "request p50 µs",
             "request p99 µs",
             "CPU µs/connection",
+            "of it in our BPF programs",
             "errors (all rounds)",
         ],
     );
@@ -386,6 +387,7 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
                     ("paced", Some(us)) => fmt_sig(us, 3),
                     _ => "-".into(),
                 },
+                g.bpf_us.map_or("-".into(), |us| format!("{us:.1}")),
                 fmt_count(g.errors as usize),
             ],
         );

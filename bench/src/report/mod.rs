@@ -160,6 +160,19 @@ mod tests {
         assert!(text.contains("iptables-legacy-restore"));
         assert!(text.contains("BPF_PROG_TEST_RUN"));
         assert!(text.contains("- section tc: skipped"));
+        // Paced runs: CPU per connection, and our BPF programs' share for ebpf.
+        assert!(
+            text.contains(
+                "| ebpf | 1 | paced | 1 | 2,000 | 60 | 400 | 900 | 3,100 | 90.0 | 9.0 | 0 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| nftables | 10,000 | paced | 1 | 2,000 | 60 | 400 | 900 | 3,100 | 150 | - | 0 |"
+            ),
+            "{text}"
+        );
         // Section 5: one row per mode, the sample's medians.
         assert!(text.contains("## Socket-level load balancing for pods"));
         assert!(

@@ -51,6 +51,7 @@ fn e2e(layout: &str, services: usize, round: usize, rate: f64) -> E2eRun {
         mode: "new_connections".into(),
         round,
         report: rep(rate, 0),
+        bpf_us_per_connection: None,
     }
 }
 
@@ -135,6 +136,9 @@ pub(super) fn sample() -> Results {
             let mut run = e2e(layout, s, 0, 2_000.0);
             run.mode = "paced".into();
             run.report.cpu_seconds = Some(cpu);
+            if layout == "ebpf" {
+                run.bpf_us_per_connection = Some(cpu * 10.0);
+            }
             e.push(run);
         }
     }
