@@ -46,8 +46,16 @@ struct Args {
     /// the "vs baseline" kind compare this build with it. Its map layout must be this
     /// build's (LAYOUT_VERSION); across a layout change, run the earlier revision's own
     /// svc-bench just before this one instead.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "baseline_results")]
     baseline_object: Option<PathBuf>,
+
+    /// The baseline rows from an earlier run's results file instead (its own build's
+    /// per-packet rows, e.g. bench/published/2026-12-03T04-38-58-base.json, the programs
+    /// as issue 13 found them), for when the baseline object cannot be loaded by this build;
+    /// the report notes both runs' floors, since the machine's speed may have drifted.
+    /// Also with --from-json.
+    #[arg(long, value_name = "FILE")]
+    baseline_results: Option<PathBuf>,
 
     /// Services for the programming and memory sections. 100000 gives the 100k goals
     /// (install, RSS); the agent part takes about 1.5 minutes here, and with --quick the
@@ -59,6 +67,16 @@ struct Args {
     /// e.g. `--e2e-services 1,10000` for the CPU-per-connection goals alone.
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     e2e_services: Vec<usize>,
+
+    /// Service counts of the per-packet section, instead of 10,1000,10000,100000.
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    packet_services: Vec<usize>,
+
+    /// Only these cases of the per-packet section: non_service, established, new_flow,
+    /// new_flow_hot (the floor always runs). For profiling one path, e.g.
+    /// `perf record -a -g -- svc-bench --only packet --packet-cases new_flow`.
+    #[arg(long, value_name = "CASE,...", value_delimiter = ',')]
+    packet_cases: Vec<String>,
 
     /// Rounds of the end-to-end section, instead of 3 (quick: 1).
     #[arg(long, value_name = "N")]
@@ -91,8 +109,27 @@ fn machine() -> Machine {
     }
 }
 
-/// `--from-json`: the report of an earlier run, written again.
-fn rewrite(file: &std::path::Path, out: &std::path::Path) -> ExitCode {
+/// `--baseline-results`: the earlier run's rows replace any baseline rows of `r`; a file
+/// that cannot be used is a note, not a failure of the run.
+fn add_recorded_baseline(r: &mut Results, file: &std::path::Path) {
+    match prog::recorded_baseline(file, &r.packet) {
+        Ok((rows, note)) => {
+            r.packet
+                .retain(|p| !p.program.ends_with(prog::BASELINE_SUFFIX));
+            r.packet.extend(rows);
+            r.notes.push(note);
+        }
+        Err(e) => r.notes.push(format!("--baseline-results not used: {e:#}")),
+    }
+}
+
+/// `--from-json`: the report of an earlier run, written again (with `--baseline-results`'s
+/// rows, if given).
+fn rewrite(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    baseline_results: Option<&std::path::Path>,
+) -> ExitCode {
     let read = std::fs::read_to_string(file)
         .map_err(anyhow::Error::from)
         .and_then(|t| serde_json::from_str::<Results>(&t).map_err(anyhow::Error::from));
@@ -103,6 +140,9 @@ fn rewrite(file: &std::path::Path, out: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(b) = baseline_results {
+        add_recorded_baseline(&mut r, b);
+    }
     r.goals = report::goals(&r);
     let stamp = file
         .file_stem()
@@ -125,13 +165,22 @@ fn rewrite(file: &std::path::Path, out: &std::path::Path) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    for case in &args.packet_cases {
+        if !prog::CASES.contains(&case.as_str()) {
+            eprintln!(
+                "svc-bench: --packet-cases: unknown case {case:?} (one of {})",
+                prog::CASES.join(", ")
+            );
+            return ExitCode::from(2);
+        }
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("svc-bench: needs root (network namespaces, bpffs, BPF programs)");
         return ExitCode::FAILURE;
     }
     if let Some(file) = &args.from_json {
-        return rewrite(file, &args.out);
+        return rewrite(file, &args.out, args.baseline_results.as_deref());
     }
     if let Err(e) = tear_down_on_signal() {
         eprintln!(
@@ -151,11 +200,15 @@ fn main() -> ExitCode {
 
     hold_if_stopping();
     if wanted("packet") {
-        let opts = if args.quick {
+        let mut opts = if args.quick {
             ProgOpts::quick()
         } else {
             ProgOpts::full()
         };
+        if !args.packet_services.is_empty() {
+            opts.scales = args.packet_services.clone();
+        }
+        opts.cases = args.packet_cases.clone();
         let mut objects = Vec::new();
         if let Some(path) = &args.baseline_object {
             objects.push(prog::Object::Baseline(path.clone()));
@@ -172,6 +225,9 @@ fn main() -> ExitCode {
                 Ok(costs) => r.packet.extend(costs),
                 Err(e) => r.notes.push(format!("packet section failed: {e:#}")),
             }
+        }
+        if let Some(file) = &args.baseline_results {
+            add_recorded_baseline(&mut r, file);
         }
         log(&format!(
             "[{:.0} s] packet section done",

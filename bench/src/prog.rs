@@ -41,7 +41,7 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Instant,
 };
 
@@ -61,6 +61,9 @@ use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, Ct4Key, Verdict};
 
 use crate::results::{PacketCost, median};
 
+/// The cases of the section besides the floor, in the order they run at each scale.
+pub const CASES: [&str; 4] = ["non_service", "established", "new_flow", "new_flow_hot"];
+
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct ProgOpts {
@@ -77,6 +80,10 @@ pub struct ProgOpts {
     pub established_flows: usize,
     /// The CPU the thread is pinned to.
     pub cpu: usize,
+    /// Only these cases (`non_service`, `established`, `new_flow`, `new_flow_hot`; the
+    /// floor always runs, the new flows' harness cost comes from it); empty: all. For
+    /// profiling one path, e.g. `perf record` of the new flows alone.
+    pub cases: Vec<String>,
 }
 
 /// The eBPF object a packet section measures: this build's, or another build's file
@@ -89,6 +96,56 @@ pub enum Object {
 /// Appended to the program names of the baseline object's rows (`svc_xdp@baseline`), so
 /// that every figure and goal about this build ignores them.
 pub const BASELINE_SUFFIX: &str = "@baseline";
+
+/// `--baseline-results FILE`: the per-packet rows of an earlier run (this build's figures of
+/// that run: `svc_xdp` and the floor), renamed into baseline rows (`svc_xdp@baseline`), for
+/// when the baseline build's object cannot be loaded by this build (another map layout).
+/// Recorded figures are from another run, so a machine whose speed drifted between the two
+/// shifts every ratio: the note this returns (for the report's notes) gives both floors.
+pub fn recorded_baseline(
+    file: &Path,
+    this_run: &[PacketCost],
+) -> anyhow::Result<(Vec<PacketCost>, String)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let earlier: crate::results::Results = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a svc-bench results file", file.display()))?;
+    let floor = |rows: &[PacketCost]| {
+        rows.iter()
+            .find(|p| p.program == svc_common::BENCH_PASS_PROG && p.case == "floor")
+            .map(|p| p.net_median_ns)
+    };
+    let earlier_floor = floor(&earlier.packet);
+    let rows: Vec<PacketCost> = earlier
+        .packet
+        .into_iter()
+        .filter(|p| p.program == svc_common::XDP_PROG || p.program == svc_common::BENCH_PASS_PROG)
+        .map(|mut p| {
+            p.program = format!("{}{BASELINE_SUFFIX}", p.program);
+            p.verified = format!("recorded in run {}: {}", earlier.started, p.verified);
+            p
+        })
+        .collect();
+    ensure!(
+        rows.iter()
+            .any(|p| p.program.starts_with(svc_common::XDP_PROG)),
+        "{}: no {} rows",
+        file.display(),
+        svc_common::XDP_PROG
+    );
+    let ns = |f: Option<f64>| f.map_or("-".to_string(), |f| format!("{f:.1} ns"));
+    let note = format!(
+        "the baseline rows ({}{BASELINE_SUFFIX}) were not measured in this run: they are this \
+         section's figures recorded in run {} ({}), whose empty program cost {} against {} \
+         here; a machine whose speed drifted between the runs shifts every vs-baseline ratio",
+        svc_common::XDP_PROG,
+        earlier.started,
+        file.display(),
+        ns(earlier_floor),
+        ns(floor(this_run)),
+    );
+    Ok((rows, note))
+}
 
 /// An object file's bytes in a buffer aligned for the ELF parser (as
 /// `include_bytes_aligned!` gives this build's).
@@ -134,6 +191,7 @@ impl ProgOpts {
             new_flows_per_run: 20_000,
             established_flows: 100,
             cpu: 1,
+            cases: Vec::new(),
         }
     }
 
@@ -410,9 +468,11 @@ pub fn run(
             started.elapsed().as_secs_f64()
         ));
 
+        let wanted = |case: &str| opts.cases.is_empty() || opts.cases.iter().any(|c| c == case);
+
         // Not a Service.
         let mut runs = Vec::new();
-        for _ in 0..opts.runs {
+        for _ in 0..if wanted("non_service") { opts.runs } else { 0 } {
             let before = count(&maps, Verdict::PassNotService)?;
             let (ret, ns, frame_out) = test_run(&mut dp, Prog::Xdp, &floor_frame, opts.repeat)?;
             let counted = count(&maps, Verdict::PassNotService)? - before;
@@ -423,23 +483,25 @@ pub fn run(
             );
             runs.push(ns);
         }
-        out.push(cost(
-            Case {
-                program: &xdp_name,
-                case: "non_service",
-                services: n,
-                per_service: per,
-                repeat: opts.repeat,
-                packets_per_run: u64::from(opts.repeat),
-            },
-            runs,
-            None,
-            "every repeat counted pass_not_service; frame unchanged".into(),
-        ));
+        if !runs.is_empty() {
+            out.push(cost(
+                Case {
+                    program: &xdp_name,
+                    case: "non_service",
+                    services: n,
+                    per_service: per,
+                    repeat: opts.repeat,
+                    packets_per_run: u64::from(opts.repeat),
+                },
+                runs,
+                None,
+                "every repeat counted pass_not_service; frame unchanged".into(),
+            ));
+        }
 
         // Established flows, each pinned to its Service's own address as backend.
         let mut flows = Vec::new();
-        for &i in &sample {
+        for &i in sample.iter().filter(|_| wanted("established")) {
             next_client += 1;
             let client = SocketAddrV4::new(endpoint(0x0f_0000 + next_client as usize), 40000);
             let to = SocketAddrV4::new(vip(i), SERVICE_PORT);
@@ -460,9 +522,9 @@ pub fn run(
             ensure!(made, "flow to {to} never chose the Service's own address");
             flows.push(PacketBuilder::tcp(client, to).flags(ACK).seq(2).build());
         }
-        let per_flow = (opts.repeat / flows.len() as u32).max(1);
+        let per_flow = (opts.repeat / flows.len().max(1) as u32).max(1);
         let mut runs = Vec::new();
-        for _ in 0..opts.runs {
+        for _ in 0..if flows.is_empty() { 0 } else { opts.runs } {
             let before = count(&maps, Verdict::DnatEstablished)?;
             let mut total = 0.0;
             for f in &flows {
@@ -481,7 +543,8 @@ pub fn run(
             );
             runs.push(total / packets as f64);
         }
-        out.push(cost(
+        if !runs.is_empty() {
+            out.push(cost(
             Case {
                 program: &xdp_name,
                 case: "established",
@@ -497,6 +560,7 @@ pub fn run(
                 flows.len()
             ),
         ));
+        }
 
         // New flows, repeat 1: to Services spread over all n; then only to the sampled
         // Services, whose entries stay in the CPU caches (the difference is what cold
@@ -515,6 +579,9 @@ pub fn run(
                 format!("to the same {} Services (cache-warm)", sample.len()),
             ),
         ] {
+            if !wanted(case) {
+                continue;
+            }
             let runs = new_flow_runs(&mut dp, &mut maps, opts, &mut next_client, dest, &|i| {
                 endpoints(i, per, sample_set.contains(&i))
             })?;
@@ -535,7 +602,8 @@ pub fn run(
                 ),
             ));
         }
-        for c in out.iter().rev().take(4) {
+        let this_scale: Vec<_> = out.iter().filter(|c| c.services == n).collect();
+        for c in this_scale {
             log(&format!(
                 "packet: {n} Services, {}: {:.1} ns/packet (net {:.1})",
                 c.case, c.median_ns, c.net_median_ns
@@ -625,6 +693,40 @@ fn sa(s: &str) -> SocketAddrV4 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_run_becomes_baseline_rows() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/published/2026-12-03T04-38-58-base.json"
+        ));
+        let (rows, note) = recorded_baseline(file, &[]).unwrap();
+        assert!(
+            rows.iter().all(|p| p.program.ends_with(BASELINE_SUFFIX)),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter()
+                .all(|p| p.verified.starts_with("recorded in run "))
+        );
+        let xdp = format!("{}{BASELINE_SUFFIX}", svc_common::XDP_PROG);
+        for case in ["non_service", "established", "new_flow"] {
+            assert!(
+                rows.iter().any(|p| p.program == xdp && p.case == case),
+                "no {case} row"
+            );
+        }
+        assert!(rows.iter().any(|p| p.case == "floor"));
+        assert!(
+            note.contains("not measured in this run") && note.contains(" ns against - here"),
+            "{note}"
+        );
+
+        let bad = std::env::temp_dir().join(format!("svb-{}-not-results.json", std::process::id()));
+        std::fs::write(&bad, "{}").unwrap();
+        assert!(recorded_baseline(&bad, &[]).is_err());
+        let _ = std::fs::remove_file(&bad);
+    }
 
     #[test]
     fn addresses_and_samples() {

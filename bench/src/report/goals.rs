@@ -127,7 +127,9 @@ fn baseline_goal(r: &Results, name: &str, case: &str, scale: Scale, limit: f64) 
     let Some(&services) = services else {
         return not_measured(
             g,
-            format!("no baseline `{case}` figure: run with --baseline-object FILE"),
+            format!(
+                "no baseline `{case}` figure: run with --baseline-object FILE or --baseline-results FILE"
+            ),
         );
     };
     let (o, t) = (ours[&services], theirs[&services]);
@@ -141,6 +143,14 @@ fn baseline_goal(r: &Results, name: &str, case: &str, scale: Scale, limit: f64) 
     );
     g.met = Some(ratio <= limit);
     g.note = format!("net ns per packet, {XDP}, {} Services", fmt_count(services));
+    // --baseline-results: the baseline's figures come from an earlier run.
+    if let Some(run) = t.verified.strip_prefix("recorded in run ") {
+        let run = run.split(": ").next().unwrap_or(run);
+        let _ = write!(
+            g.note,
+            "; the baseline recorded in run {run} (see the notes)"
+        );
+    }
     g
 }
 
