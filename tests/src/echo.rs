@@ -1,7 +1,13 @@
 //! Echo servers that run inside the backend pods, and the parser for their replies.
+//!
+//! Each pod gets four servers: TCP and UDP on 0.0.0.0:port, and TCP and UDP on [::]:port
+//! (IPv6-only sockets, so the IPv4 ones stay plain IPv4 sockets). A reply names the client
+//! as the server saw it: `10.244.1.20:40000`, or `[fd00:10:244:1::20]:40000` over IPv6.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -59,7 +65,7 @@ pub fn big_request(len: usize, reply_len: usize) -> Vec<u8> {
 /// datagram of the length asked for (capped at [`MAX_UDP_PAYLOAD`]) whose first line is
 /// `<pod> <client> <request length> <intact|corrupt>`; for anything else the line
 /// `<pod> <client>`.
-fn udp_answer(pod: &str, from: SocketAddrV4, request: &[u8]) -> Vec<u8> {
+fn udp_answer(pod: &str, from: SocketAddr, request: &[u8]) -> Vec<u8> {
     if request.starts_with(BIG_PREFIX)
         && let Some((line, intact)) = check_sized(request)
         && let Ok(want) = line[BIG_PREFIX.len()..].trim().parse::<usize>()
@@ -104,12 +110,37 @@ impl EchoReply {
     }
 }
 
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        // Everything in the lab is IPv4; keep the port and show an obviously odd address.
-        SocketAddr::V6(a) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, a.port()),
+/// The wildcard address of a server's family.
+fn wildcard(ipv6: bool, port: u16) -> SocketAddr {
+    if ipv6 {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))
+    } else {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
     }
+}
+
+/// A socket bound to `addr`; an IPv6 one is IPv6-only (IPV6_V6ONLY before bind), so it
+/// never shares the port with the IPv4 socket.
+fn bind(addr: SocketAddr, udp: bool) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (ty, proto) = if udp {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if !udp {
+        // As std's TcpListener::bind does.
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&addr.into())?;
+    if !udp {
+        s.listen(128)?;
+    }
+    Ok(s)
 }
 
 /// The running TCP+UDP echo servers of all backend pods.
@@ -120,8 +151,8 @@ pub struct EchoServers {
 }
 
 impl EchoServers {
-    /// Start a TCP and a UDP server on 0.0.0.0:`port` in each `(pod name, netns)`.
-    /// Returns once every socket is bound, or the first bind error.
+    /// Start a TCP and a UDP server on 0.0.0.0:`port` and on [::]:`port` in each `(pod name,
+    /// netns)`. Returns once every socket is bound, or the first bind error.
     pub fn start(pods: &[(String, String)], port: u16) -> anyhow::Result<EchoServers> {
         let mut servers = EchoServers {
             stop: Arc::new(AtomicBool::new(false)),
@@ -129,28 +160,34 @@ impl EchoServers {
             conns: Arc::new(AtomicUsize::new(0)),
         };
         let (tx, rx) = mpsc::channel::<io::Result<()>>();
+        let kinds = [(false, false), (true, false), (false, true), (true, true)];
         for (pod, ns) in pods {
-            for udp in [false, true] {
+            for (udp, ipv6) in kinds {
                 let (pod, ns, tx) = (pod.clone(), ns.clone(), tx.clone());
                 let stop = servers.stop.clone();
                 let conns = servers.conns.clone();
-                let name = format!("echo-{}-{pod}", if udp { "udp" } else { "tcp" });
+                let name = format!(
+                    "echo-{}{}-{pod}",
+                    if udp { "udp" } else { "tcp" },
+                    if ipv6 { "6" } else { "" }
+                );
                 let h = std::thread::Builder::new().name(name).spawn(move || {
                     if let Err(e) = netns::enter_netns(&ns) {
                         let _ = tx.send(Err(e));
                         return;
                     }
+                    let addr = wildcard(ipv6, port);
                     if udp {
-                        udp_server(&pod, port, &stop, tx)
+                        udp_server(&pod, addr, &stop, tx)
                     } else {
-                        tcp_server(&pod, port, &stop, &conns, tx)
+                        tcp_server(&pod, addr, &stop, &conns, tx)
                     }
                 })?;
                 servers.threads.push(h);
             }
         }
         drop(tx);
-        for _ in 0..pods.len() * 2 {
+        for _ in 0..pods.len() * kinds.len() {
             // Dropping `servers` on error stops the threads that did start.
             match rx.recv_timeout(Duration::from_secs(5)) {
                 Ok(Ok(())) => {}
@@ -195,15 +232,16 @@ impl Drop for EchoServers {
     }
 }
 
-fn udp_server(pod: &str, port: u16, stop: &AtomicBool, ready: mpsc::Sender<io::Result<()>>) {
-    let sock = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
+fn udp_server(pod: &str, addr: SocketAddr, stop: &AtomicBool, ready: mpsc::Sender<io::Result<()>>) {
+    let sock = match bind(addr, true)
+        .map(UdpSocket::from)
         .and_then(|s| s.set_read_timeout(Some(POLL)).map(|_| s))
     {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(io::Error::new(
                 e.kind(),
-                format!("{pod} udp bind: {e}"),
+                format!("{pod} udp bind {addr}: {e}"),
             )));
             return;
         }
@@ -214,7 +252,7 @@ fn udp_server(pod: &str, port: u16, stop: &AtomicBool, ready: mpsc::Sender<io::R
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => {
-                let reply = udp_answer(pod, v4(from), &buf[..n]);
+                let reply = udp_answer(pod, from, &buf[..n]);
                 let _ = sock.send_to(&reply, from);
             }
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
@@ -226,20 +264,21 @@ fn udp_server(pod: &str, port: u16, stop: &AtomicBool, ready: mpsc::Sender<io::R
 
 fn tcp_server(
     pod: &str,
-    port: u16,
+    addr: SocketAddr,
     stop: &Arc<AtomicBool>,
     conns: &Arc<AtomicUsize>,
     ready: mpsc::Sender<io::Result<()>>,
 ) {
     // Nonblocking accept so the loop can notice the shutdown flag.
-    let listener = match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+    let listener = match bind(addr, false)
+        .map(TcpListener::from)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
     {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(io::Error::new(
                 e.kind(),
-                format!("{pod} tcp bind: {e}"),
+                format!("{pod} tcp bind {addr}: {e}"),
             )));
             return;
         }
@@ -256,7 +295,7 @@ fn tcp_server(
                 let spawned = std::thread::Builder::new()
                     .name(format!("echo-conn-{pod}"))
                     .spawn(move || {
-                        let _ = serve_conn(&pod, stream, v4(peer), &stop);
+                        let _ = serve_conn(&pod, stream, peer, &stop);
                         conns2.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -279,12 +318,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Serve one TCP connection: HTTP-ish if it starts with `GET `, else a line echo until EOF.
-fn serve_conn(
-    pod: &str,
-    mut s: TcpStream,
-    peer: SocketAddrV4,
-    stop: &AtomicBool,
-) -> io::Result<()> {
+fn serve_conn(pod: &str, mut s: TcpStream, peer: SocketAddr, stop: &AtomicBool) -> io::Result<()> {
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(POLL))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -323,7 +357,7 @@ fn serve_conn(
 fn serve_http(
     pod: &str,
     mut s: TcpStream,
-    peer: SocketAddrV4,
+    peer: SocketAddr,
     mut buf: Vec<u8>,
     stop: &AtomicBool,
 ) -> io::Result<()> {
@@ -374,7 +408,7 @@ mod tests {
 
     #[test]
     fn sized_answers_have_the_asked_length_and_report_the_request() {
-        let from: SocketAddrV4 = "10.244.1.20:40000".parse().unwrap();
+        let from: SocketAddr = "10.244.1.20:40000".parse().unwrap();
         let req = big_request(16_384, 60_000);
         assert_eq!(req.len(), 16_384);
         let answer = udp_answer("p1", from, &req);
@@ -396,5 +430,11 @@ mod tests {
             MAX_UDP_PAYLOAD
         );
         assert_eq!(udp_answer("p1", from, b"ping\n"), b"p1 10.244.1.20:40000\n");
+        // An IPv6 client is written in brackets.
+        let from6: SocketAddr = "[fd00:10:244:1::20]:40000".parse().unwrap();
+        assert_eq!(
+            udp_answer("p1", from6, b"ping\n"),
+            b"p1 [fd00:10:244:1::20]:40000\n"
+        );
     }
 }

@@ -43,6 +43,20 @@
 //!                                 routes only what tests add with Lab::ext_route
 //! ```
 //!
+//! # IPv6: both labs are dual-stack
+//!
+//! Every IPv4 address above has an IPv6 twin, digits kept ([`ipv6_twin`]: 10.244.1.11 ↔
+//! fd00:10:244:1::11, 192.0.2.1 ↔ fd00:192:0:2::1): pods hold theirs as /128 with the
+//! twin of their gateway (fd00:10:244:1::1, held by the node on every lxc-*) as on-link
+//! route and default route, node pod CIDRs are fd00:10:244:N::/64 ([`POD_CIDR6`]), node
+//! and ext links fd00:192:0:2::/64, and ext routes [`SERVICE_CIDR6`] and
+//! [`CLUSTER_POD_CIDR6`] to the node as it does for IPv4 (the two-node lab's nodes route
+//! each other's pod CIDR6). Nodes forward IPv6; no namespace runs duplicate address
+//! detection, so addresses are usable at once. The echo servers also answer on [::]:8080
+//! (their own IPv6-only sockets: the IPv4 ones are untouched), replying
+//! `<pod> [<client>]:<port>`. The second NIC ([`Lab::add_second_nic`]) and bridged pods
+//! are IPv4 only.
+//!
 //! Nodes have ip_forward=1, rp_filter=0 everywhere and send_redirects=0 (a node forwards
 //! ext's traffic for the other node's pods back out of eth0). Transmit checksum offload is
 //! off on ext's and both nodes' eth0, so the XDP program on a node's eth0 only ever sees
@@ -57,7 +71,7 @@ pub mod fake_apiserver;
 pub mod netns;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -80,6 +94,46 @@ pub const POD_CIDR: &str = "10.244.1.0/24";
 pub const CLUSTER_POD_CIDR: &str = "10.244.0.0/16";
 /// Service (ClusterIP) range, routed by ext towards the node.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// IPv6 pod network of the (single) node, and of node1 in the two-node lab.
+pub const POD_CIDR6: &str = "fd00:10:244:1::/64";
+/// node2's IPv6 pod network in the two-node lab.
+pub const NODE2_POD_CIDR6: &str = "fd00:10:244:2::/64";
+/// Cluster-wide IPv6 pod range, routed by ext towards the node.
+pub const CLUSTER_POD_CIDR6: &str = "fd00:10:244::/48";
+/// IPv6 Service (ClusterIP) range, routed by ext towards the node.
+pub const SERVICE_CIDR6: &str = "fd00:10:96::/112";
+/// Prefix length of the IPv6 node/ext link.
+pub const EXT_PREFIX_LEN6: u8 = 64;
+
+/// The IPv6 twin of a lab address: `a.b.c.d` → `fd00:a:b:c::d`, each number's decimal
+/// digits written as the group (10.244.1.11 → fd00:10:244:1::11), so the two read alike.
+pub fn ipv6_twin(v4: Ipv4Addr) -> Ipv6Addr {
+    // Decimal digits read as hex: at most 0x255, always a valid group.
+    let g = |n: u8| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
+    let [a, b, c, d] = v4.octets();
+    Ipv6Addr::new(0xfd00, g(a), g(b), g(c), 0, 0, 0, g(d))
+}
+
+/// The IPv6 twin of an IPv4 CIDR of the lab (`10.244.1.0/24` → `fd00:10:244:1::/64`): the
+/// network's twin with a /64 (a /24 or longer) or /48 (shorter).
+fn cidr6_twin(cidr: &str) -> String {
+    let (net, len) = cidr.split_once('/').unwrap_or((cidr, "24"));
+    let net: Ipv4Addr = net.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let len: u8 = len.parse().unwrap_or(24);
+    let twin = ipv6_twin(net).segments();
+    if len >= 24 {
+        format!(
+            "{}/64",
+            Ipv6Addr::new(twin[0], twin[1], twin[2], twin[3], 0, 0, 0, 0)
+        )
+    } else {
+        format!(
+            "{}/48",
+            Ipv6Addr::new(twin[0], twin[1], twin[2], 0, 0, 0, 0, 0)
+        )
+    }
+}
+
 /// Gateway address every pod uses; the node holds it (/32) on every lxc-* interface.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
 pub const P1_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 11);
@@ -141,6 +195,38 @@ pub struct Node {
     pub gateway: Ipv4Addr,
     /// Per-node bpffs directory for the agent's pins, removed on drop.
     pub bpffs_dir: PathBuf,
+    /// IPv6 address on the node's eth0 (the twin of `ip`).
+    pub ip6: Ipv6Addr,
+    /// The node's IPv6 pod CIDR, e.g. "fd00:10:244:1::/64".
+    pub pod_cidr6: String,
+    /// IPv6 pod gateway the node holds (/128) on every lxc-* interface.
+    pub gateway6: Ipv6Addr,
+}
+
+impl Node {
+    /// Node `index` (name `node<index>`) with its IPv6 twins of `ip`, `pod_cidr` and
+    /// `gateway`.
+    fn new(
+        index: usize,
+        ns: String,
+        ip: Ipv4Addr,
+        pod_cidr: &str,
+        gateway: Ipv4Addr,
+        bpffs_dir: PathBuf,
+    ) -> Node {
+        Node {
+            index,
+            name: format!("node{index}"),
+            ns,
+            ip,
+            pod_cidr: pod_cidr.into(),
+            gateway,
+            bpffs_dir,
+            ip6: ipv6_twin(ip),
+            pod_cidr6: cidr6_twin(pod_cidr),
+            gateway6: ipv6_twin(gateway),
+        }
+    }
 }
 
 /// One pod of the lab.
@@ -150,6 +236,8 @@ pub struct Pod {
     /// (two nodes); also what the echo servers report.
     pub name: String,
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address (the twin of `ip`).
+    pub ip6: Ipv6Addr,
     /// Network namespace name (`svl-<id>-<name>`).
     pub ns: String,
     /// Node-side veth name (`lxc-<name>`).
@@ -162,6 +250,11 @@ impl Pod {
     /// The pod's echo endpoint `ip:8080`.
     pub fn echo_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.ip, ECHO_PORT)
+    }
+
+    /// The pod's IPv6 echo endpoint `[ip6]:8080`.
+    pub fn echo_addr6(&self) -> SocketAddrV6 {
+        SocketAddrV6::new(self.ip6, ECHO_PORT, 0, 0)
     }
 }
 
@@ -369,6 +462,12 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The outside host's IPv6 address (the twin of [`EXT_IP`]) on its link `dev`.
+fn add_ext_ip6(ext: &str, dev: &str) -> anyhow::Result<()> {
+    let addr = format!("{}/{EXT_PREFIX_LEN6}", ipv6_twin(EXT_IP));
+    netns::ip_in(ext, &["addr", "add", &addr, "dev", dev, "nodad"])
+}
+
 /// `ethtool -K eth0 tx off` in `ns`: an XDP program on the receiving node's eth0 cannot
 /// complete CHECKSUM_PARTIAL packets, so senders on the wire must checksum fully.
 fn tx_csum_off(ns: &str) -> anyhow::Result<()> {
@@ -415,6 +514,7 @@ impl Lab {
         Pod {
             name: name.into(),
             ip,
+            ip6: ipv6_twin(ip),
             ns: format!("{PREFIX}{id}-{name}"),
             node_if: format!("lxc-{name}"),
             node,
@@ -424,15 +524,14 @@ impl Lab {
     /// Build the single-node lab. Needs root. Removes leftovers of dead earlier runs first.
     pub fn up() -> anyhow::Result<Lab> {
         let id = Lab::prepare()?;
-        let node = Node {
-            index: 1,
-            name: "node1".into(),
-            ns: format!("{PREFIX}{id}-node"),
-            ip: NODE_EXT_IP,
-            pod_cidr: POD_CIDR.into(),
-            gateway: POD_GATEWAY,
-            bpffs_dir: PathBuf::from(BPFFS).join(format!("{PREFIX}{id}")),
-        };
+        let node = Node::new(
+            1,
+            format!("{PREFIX}{id}-node"),
+            NODE_EXT_IP,
+            POD_CIDR,
+            POD_GATEWAY,
+            PathBuf::from(BPFFS).join(format!("{PREFIX}{id}")),
+        );
         let mut lab = Lab::empty(id.clone(), vec![node], None);
         lab.pods = [("p1", P1_IP), ("p2", P2_IP), ("p3", P3_IP)]
             .iter()
@@ -449,14 +548,15 @@ impl Lab {
     /// its /24; add them with [`ext_route`](Self::ext_route).
     pub fn up_two_nodes() -> anyhow::Result<Lab> {
         let id = Lab::prepare()?;
-        let node = |index: usize, ip, cidr: &str, gateway| Node {
-            index,
-            name: format!("node{index}"),
-            ns: format!("{PREFIX}{id}-n{index}"),
-            ip,
-            pod_cidr: cidr.into(),
-            gateway,
-            bpffs_dir: PathBuf::from(BPFFS).join(format!("{PREFIX}{id}-n{index}")),
+        let node = |index: usize, ip, cidr: &str, gateway| {
+            Node::new(
+                index,
+                format!("{PREFIX}{id}-n{index}"),
+                ip,
+                cidr,
+                gateway,
+                PathBuf::from(BPFFS).join(format!("{PREFIX}{id}-n{index}")),
+            )
         };
         let nodes = vec![
             node(1, NODE_EXT_IP, POD_CIDR, POD_GATEWAY),
@@ -479,6 +579,12 @@ impl Lab {
     fn add_ns(&mut self, name: &str) -> anyhow::Result<()> {
         netns::run_checked("ip", &["netns", "add", name])?;
         self.created_ns.push(name.to_string());
+        // No duplicate address detection (the lab's addresses are unique by construction):
+        // IPv6 addresses, link-local ones included, are usable at once. Before any
+        // interface exists, so every new one inherits `default`.
+        for k in ["all", "default"] {
+            netns::sysctl_in(name, &format!("net.ipv6.conf.{k}.accept_dad"), "0")?;
+        }
         netns::ip_in(name, &["link", "set", "lo", "up"])
     }
 
@@ -491,6 +597,7 @@ impl Lab {
         // Before any interface exists, so new interfaces inherit `default`.
         let mut sysctls = vec![
             ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
         ];
@@ -538,6 +645,39 @@ impl Lab {
         netns::ip_in(
             &p.ns,
             &["route", "add", "default", "via", &gw_host, "dev", "eth0"],
+        )?;
+        // IPv6 the same way: the gateway's twin on the node side, the pod's /128.
+        let (gw6, ip6) = (node.gateway6.to_string(), p.ip6.to_string());
+        netns::ip_in(
+            &node.ns,
+            &[
+                "addr",
+                "add",
+                &format!("{gw6}/128"),
+                "dev",
+                &p.node_if,
+                "nodad",
+            ],
+        )?;
+        netns::ip_in(
+            &node.ns,
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("{ip6}/128"),
+                "dev",
+                &p.node_if,
+            ],
+        )?;
+        netns::ip_in(
+            &p.ns,
+            &["addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"],
+        )?;
+        netns::ip_in(&p.ns, &["-6", "route", "add", &gw6, "dev", "eth0"])?;
+        netns::ip_in(
+            &p.ns,
+            &["-6", "route", "add", "default", "via", &gw6, "dev", "eth0"],
         )?;
         Ok(())
     }
@@ -597,6 +737,17 @@ impl Lab {
                 NODE_EXT_IF,
             ],
         )?;
+        netns::ip_in(
+            &node_ns,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{EXT_PREFIX_LEN6}", node.ip6),
+                "dev",
+                NODE_EXT_IF,
+                "nodad",
+            ],
+        )?;
         netns::ip_in(&node_ns, &["link", "set", NODE_EXT_IF, "up"])?;
         netns::ip_in(
             &ext,
@@ -608,10 +759,17 @@ impl Lab {
                 "eth0",
             ],
         )?;
+        add_ext_ip6(&ext, "eth0")?;
         netns::ip_in(&ext, &["link", "set", "eth0", "up"])?;
         let via = node.ip.to_string();
         netns::ip_in(&ext, &["route", "add", SERVICE_CIDR, "via", &via])?;
         netns::ip_in(&ext, &["route", "add", CLUSTER_POD_CIDR, "via", &via])?;
+        let via6 = node.ip6.to_string();
+        netns::ip_in(&ext, &["-6", "route", "add", SERVICE_CIDR6, "via", &via6])?;
+        netns::ip_in(
+            &ext,
+            &["-6", "route", "add", CLUSTER_POD_CIDR6, "via", &via6],
+        )?;
         tx_csum_off(&ext)?;
         self.start_echo()
     }
@@ -659,6 +817,17 @@ impl Lab {
                     NODE_EXT_IF,
                 ],
             )?;
+            netns::ip_in(
+                &node.ns,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/{EXT_PREFIX_LEN6}", node.ip6),
+                    "dev",
+                    NODE_EXT_IF,
+                    "nodad",
+                ],
+            )?;
             netns::ip_in(&node.ns, &["link", "set", NODE_EXT_IF, "up"])?;
             // Nodes forward pod traffic to each other through eth0: the peer's XDP needs
             // complete checksums (forwarded CHECKSUM_PARTIAL skbs get completed on xmit).
@@ -687,6 +856,20 @@ impl Lab {
                         NODE_EXT_IF,
                     ],
                 )?;
+                let via6 = other.ip6.to_string();
+                netns::ip_in(
+                    &node.ns,
+                    &[
+                        "-6",
+                        "route",
+                        "add",
+                        &other.pod_cidr6,
+                        "via",
+                        &via6,
+                        "dev",
+                        NODE_EXT_IF,
+                    ],
+                )?;
             }
         }
 
@@ -703,6 +886,7 @@ impl Lab {
                 NODE_EXT_IF,
             ],
         )?;
+        add_ext_ip6(&ext, NODE_EXT_IF)?;
         netns::ip_in(&ext, &["link", "set", NODE_EXT_IF, "up"])?;
         tx_csum_off(&ext)?;
         self.start_echo()
@@ -900,6 +1084,11 @@ impl Lab {
         self.pod(name).ip
     }
 
+    /// IPv6 address of a pod by name.
+    pub fn pod_ip6(&self, name: &str) -> Ipv6Addr {
+        self.pod(name).ip6
+    }
+
     /// A pod (backend or client) by name; panics on an unknown name (a test bug).
     pub fn pod(&self, name: &str) -> &Pod {
         self.all_pods()
@@ -952,15 +1141,22 @@ impl Lab {
         self.nodes[0].bpffs_dir.clone()
     }
 
-    /// `ip route replace <cidr> via <node n's eth0 ip>` in ext, e.g. a ClusterIP range, an
-    /// externalIP or LoadBalancer range, or pod CIDRs, towards node `n` (1-based).
+    /// `ip route replace <cidr> via <node n's eth0 ip>` in ext (its IPv6 address for an IPv6
+    /// CIDR), e.g. a ClusterIP range, an externalIP or LoadBalancer range, or pod CIDRs,
+    /// towards node `n` (1-based).
     pub fn ext_route(&self, cidr: &str, via_node: usize) -> anyhow::Result<()> {
         anyhow::ensure!(
             via_node >= 1 && via_node <= self.nodes.len(),
             "ext_route({cidr}): no node {via_node} (nodes are numbered 1..={})",
             self.nodes.len()
         );
-        let via = self.node(via_node).ip.to_string();
+        // An IPv6 CIDR goes via the node's IPv6 address.
+        let node = self.node(via_node);
+        let via = if cidr.contains(':') {
+            node.ip6.to_string()
+        } else {
+            node.ip.to_string()
+        };
         netns::ip_in(
             &self.ext_ns,
             &["route", "replace", cidr, "via", &via, "dev", NODE_EXT_IF],
@@ -1347,5 +1543,31 @@ fn remove_cgroup(dir: &Path) {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_twins_read_like_their_ipv4_addresses() {
+        let twin = |s: &str| ipv6_twin(s.parse().unwrap()).to_string();
+        assert_eq!(twin("10.244.1.11"), "fd00:10:244:1::11");
+        assert_eq!(twin("10.244.2.20"), "fd00:10:244:2::20");
+        assert_eq!(twin("192.0.2.100"), "fd00:192:0:2::100");
+        assert_eq!(twin("255.255.255.255"), "fd00:255:255:255::255");
+        assert_eq!(cidr6_twin(POD_CIDR), POD_CIDR6);
+        assert_eq!(cidr6_twin(NODE2_POD_CIDR), NODE2_POD_CIDR6);
+        assert_eq!(cidr6_twin(CLUSTER_POD_CIDR), CLUSTER_POD_CIDR6);
+        // Every pod twin is inside its node's IPv6 pod CIDR.
+        for (node, _, ip, _) in TWO_NODE_PODS {
+            let prefix = if node == 1 {
+                "fd00:10:244:1::"
+            } else {
+                "fd00:10:244:2::"
+            };
+            assert!(ipv6_twin(ip).to_string().starts_with(prefix));
+        }
     }
 }
