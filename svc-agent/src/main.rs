@@ -285,11 +285,13 @@ struct Args {
     proc_sys_net: PathBuf,
 
     /// Address of /healthz and /livez (kube-proxy's --healthz-bind-address). Empty: off.
+    /// 0.0.0.0 or [::]: every address of both families (one dual-stack socket, as
+    /// kube-proxy's Go listener), 0.0.0.0 alone where IPv6 is disabled.
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:10256", value_parser = parse_bind)]
     healthz_bind_address: BindAddr,
 
     /// Address of the Prometheus /metrics endpoint (kube-proxy's --metrics-bind-address).
-    /// Empty: off.
+    /// Empty: off. 0.0.0.0 or [::]: both families, as for --healthz-bind-address.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249", value_parser = parse_bind)]
     metrics_bind_address: BindAddr,
 

@@ -1,9 +1,11 @@
 //! End to end on two nodes: the healthCheckNodePort of a LoadBalancer Service with
 //! externalTrafficPolicy Local answers, from outside, 200 with the local endpoint count on
-//! the node that has the endpoint and 503 on the other; moving the endpoint flips them.
+//! the node that has the endpoint and 503 on the other; moving the endpoint flips them. Both
+//! on the nodes' IPv4 and IPv6 addresses (the lab is dual-stack): one dual-stack listener
+//! per port, as kube-proxy's.
 use std::{
     io::{self, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
     sync::Mutex,
     time::{Duration, Instant},
@@ -140,9 +142,9 @@ impl Answer {
 
 /// `GET /` to `to` from namespace `ns` with a plain TcpStream; reads until the server
 /// closes.
-fn http_get(ns: &str, to: SocketAddrV4) -> io::Result<Answer> {
+fn http_get(ns: &str, to: SocketAddr) -> io::Result<Answer> {
     let raw = in_netns(ns, || -> io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))?;
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.set_write_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
@@ -172,6 +174,20 @@ fn http_get(ns: &str, to: SocketAddrV4) -> io::Result<Answer> {
     })
 }
 
+/// The status line of `GET path` to `to` from namespace `ns`.
+fn status_line(ns: &str, to: SocketAddr, path: &str) -> io::Result<String> {
+    in_netns(ns, || -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out.lines().next().unwrap_or_default().to_string())
+    })
+}
+
 /// Checks one answer against the expected status and local endpoint count.
 fn expect(answer: &io::Result<Answer>, status: u16, local: u64) -> Result<(), String> {
     let a = answer
@@ -196,18 +212,24 @@ fn expect(answer: &io::Result<Answer>, status: u16, local: u64) -> Result<(), St
     Ok(())
 }
 
-/// Polls both nodes until node1 and node2 give the expected (status, localEndpoints), or
-/// panics after `timeout` with the last answers.
+/// Polls both nodes, on their IPv4 and their IPv6 address, until node1 and node2 give the
+/// expected (status, localEndpoints), or panics after `timeout` with the last answers.
 fn wait_answers(env: &Env, want: [(u16, u64); 2], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let results: Vec<Result<(), String>> = [1, 2]
             .iter()
             .zip(want)
-            .map(|(&n, (status, local))| {
-                let to = SocketAddrV4::new(env.lab.node_ip(n), HC_PORT);
-                expect(&http_get(env.lab.ext_ns(), to), status, local)
-                    .map_err(|e| format!("node{n} ({to}): {e}"))
+            .flat_map(|(&n, (status, local))| {
+                let node = env.lab.node(n);
+                [
+                    SocketAddr::from((node.ip, HC_PORT)),
+                    SocketAddr::from((node.ip6, HC_PORT)),
+                ]
+                .map(|to| {
+                    expect(&http_get(env.lab.ext_ns(), to), status, local)
+                        .map_err(|e| format!("node{n} ({to}): {e}"))
+                })
             })
             .collect();
         if results.iter().all(Result::is_ok) {
@@ -241,6 +263,16 @@ fn health_check_node_port_follows_local_endpoints() {
     // And back: the listeners stayed up and follow the counts in place.
     env.set_endpoint(A1);
     wait_answers(&env, [(200, 1), (503, 0)], Duration::from_secs(10));
+    // The agent's own /healthz (its default 0.0.0.0:10256) answers over IPv6 too, as
+    // kube-proxy's Go listener does.
+    for n in [1, 2] {
+        let to = SocketAddr::from((env.lab.node(n).ip6, 10256));
+        let head = status_line(env.lab.ext_ns(), to, "/healthz");
+        assert!(
+            head.as_deref().is_ok_and(|h| h.contains(" 200 ")),
+            "node{n} {to}/healthz: {head:?}"
+        );
+    }
     for a in &env.agents {
         assert!(a.process.is_running(), "agent on node{} exited", a.node);
         let log = a.log_text();

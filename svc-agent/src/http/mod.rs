@@ -34,18 +34,55 @@ pub use proxy_health::{ProxyHealth, StatusAddrs};
 pub use service_health::ServiceHealthServers;
 
 /// Binds `addr` now, so that a port in use is the caller's error (with the address in the
-/// message) rather than a task's. std sets SO_REUSEADDR on Unix, so a port whose last
-/// connections are still in TIME_WAIT binds again at once. Synchronous: the agent loop
-/// binds healthCheckNodePorts from a blocking section.
+/// message) rather than a task's. As Go's `net.Listen("tcp", addr)`, which kube-proxy's
+/// servers use, an unspecified address (0.0.0.0 or [::]) means every address of both
+/// families: one IPv6 socket on [::] that also takes IPv4 (IPV6_V6ONLY off, whatever
+/// net.ipv6.bindv6only says), or 0.0.0.0 alone where IPv6 is not available (not in the
+/// kernel, or disabled). SO_REUSEADDR as std sets it, so a port whose last connections are
+/// still in TIME_WAIT binds again at once. Synchronous: the agent loop binds
+/// healthCheckNodePorts from a blocking section.
 ///
 /// # Panics
 /// Outside a tokio runtime context (a task, or a thread that entered the runtime), as
 /// `tokio::net::TcpListener::from_std` does.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let with_addr = |e: io::Error| io::Error::new(e.kind(), format!("binding {addr}: {e}"));
-    let listener = std::net::TcpListener::bind(addr).map_err(with_addr)?;
-    listener.set_nonblocking(true).map_err(with_addr)?;
-    TcpListener::from_std(listener).map_err(with_addr)
+    let result = if addr.ip().is_unspecified() {
+        let dual = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port()));
+        match bind_socket(dual, true) {
+            Err(e) if ipv6_unavailable(&e) => {
+                let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+                bind_socket(v4, false).map_err(|e| (v4, e))
+            }
+            r => r.map_err(|e| (dual, e)),
+        }
+    } else {
+        bind_socket(addr, false).map_err(|e| (addr, e))
+    };
+    let listener =
+        result.map_err(|(at, e)| io::Error::new(e.kind(), format!("binding {at}: {e}")))?;
+    TcpListener::from_std(listener)
+}
+
+/// A nonblocking listening socket on `addr`; `dual`: an IPv6 one that also takes IPv4.
+fn bind_socket(addr: SocketAddr, dual: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if dual {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// The errors of an IPv6 socket on a kernel without IPv6 (or with it disabled).
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
 }
 
 /// Serves `router` on `listener` in a task of the current runtime until `stop` completes;

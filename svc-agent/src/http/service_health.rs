@@ -172,8 +172,10 @@ impl Default for ServiceHealthServers {
 }
 
 impl ServiceHealthServers {
-    /// Servers on 0.0.0.0 (every address of the namespace), as kube-proxy without
-    /// --nodeport-addresses, on the current tokio runtime.
+    /// Servers on every address of the namespace, IPv4 and IPv6 (0.0.0.0: one dual-stack
+    /// socket per port, see [`super::bind`]), as kube-proxy without --nodeport-addresses,
+    /// so a load balancer may probe a node over either family; on the current tokio
+    /// runtime.
     ///
     /// # Panics
     /// Outside a tokio runtime context.
