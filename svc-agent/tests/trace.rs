@@ -17,7 +17,7 @@ use svc_agent::{
     manifest,
     model::Protocol,
     packet::{PacketBuilder, SYN},
-    trace::{Entry, Trace, TraceError, TraceRequest, trace},
+    trace::{Entry, Trace, Trace6Request, TraceError, TraceRequest, trace, trace6},
 };
 
 /// Node 1's datapath with the two-node lab's Services, as node1's agent programs them.
@@ -261,6 +261,59 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
         Err(e @ TraceError::NodeSource(_)) => assert!(e.to_string().contains("cgroup")),
         other => panic!("{other:?}"),
     }
+
+    // IPv6: the programs serve IPv4 only for now, and the trace shows an IPv6 packet
+    // passing XDP and TC untouched; the live maps are left alone here too.
+    let before = live_state(maps);
+    let r6 = Trace6Request {
+        src: "fd00:10:244:1::20".parse().unwrap(),
+        src_port: None,
+        dst: "[fd00:10:96::10]:80".parse().unwrap(),
+        protocol: Tcp,
+        entry: None,
+    };
+    let t = trace6(&dir, maps, &r6).unwrap();
+    assert_eq!(live_state(maps), before);
+    assert_eq!(
+        (t.verdict, t.action, t.entry),
+        ("pass_not_ipv4", "passed", Entry::External)
+    );
+    assert_eq!(
+        t.steps
+            .iter()
+            .map(|s| (s.hook, s.verdict))
+            .collect::<Vec<_>>(),
+        [
+            ("xdp", Some("pass_not_ipv4")),
+            ("tc", Some("pass_not_ipv4"))
+        ]
+    );
+    assert_eq!(t.input.src, "[fd00:10:244:1::20]:40000");
+    assert_eq!(t.output.as_ref(), Some(&t.input), "untouched");
+    assert!(t.rule.contains("IPv4 Services only"), "{}", t.rule);
+    let via_pod = trace6(
+        &dir,
+        maps,
+        &Trace6Request {
+            entry: Some(Entry::Pod),
+            protocol: Udp,
+            ..r6.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(via_pod.steps.len(), 1);
+    assert_eq!(via_pod.verdict, "pass_not_ipv4");
+    assert!(matches!(
+        trace6(
+            &dir,
+            maps,
+            &Trace6Request {
+                protocol: Protocol::Sctp,
+                ..r6
+            }
+        ),
+        Err(TraceError::Ipv6Sctp)
+    ));
 
     // Nothing of the scratch instance is left on the bpffs.
     let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/bpf")

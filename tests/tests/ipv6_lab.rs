@@ -1,7 +1,8 @@
 //! End to end: the dual-stack lab (svc-lab's module docs, "IPv6"), and IPv6 through a node
 //! whose programs serve only IPv4 today: every IPv6 packet (TCP, UDP, and the neighbour
 //! discovery that resolves each hop) passes TC and XDP untouched and is counted
-//! `pass_not_ipv4`, and nothing else is counted meanwhile; the node still translates IPv4.
+//! `pass_not_ipv4`, and nothing else is counted meanwhile; `svcctl trace` says so for an
+//! IPv6 packet too; the node still translates IPv4.
 //! The two-node lab routes IPv6 between the nodes' pods and from the outside host.
 use std::{
     io::{BufRead, BufReader, Write},
@@ -139,6 +140,25 @@ fn ipv6_passes_the_ipv4_datapath_untouched() {
         moved.iter().all(|(v, _)| *v == Verdict::PassNotIpv4),
         "IPv6 traffic took another verdict: {moved:?}"
     );
+
+    // svcctl trace predicts the same for an IPv6 packet (on a copy of the maps).
+    let out = std::process::Command::new(svc_lab::agent::workspace_bin("svcctl").unwrap())
+        .arg("--bpffs")
+        .arg(&agent.bpffs)
+        .args(["trace", "--from", &format!("[{client6}]"), "--to"])
+        .arg(format!("[{}]:8080", lab.pod_ip6("p1")))
+        .args(["--via", "pod", "-o", "json"])
+        .output()
+        .expect("run svcctl trace");
+    assert!(
+        out.status.success(),
+        "svcctl trace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
+    assert_eq!(t["verdict"], "pass_not_ipv4", "{t}");
+    assert_eq!(t["action"], "passed", "{t}");
+    assert_eq!(t["input"], t["output"], "{t}");
 
     // IPv4 is still translated.
     let v4 = tcp_echo(&client, SocketAddrV4::new(WEB, 80).into());

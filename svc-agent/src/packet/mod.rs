@@ -1,5 +1,5 @@
 //! Ethernet + IPv4 + TCP/UDP/SCTP/ICMP frames as bytes, for BPF_PROG_TEST_RUN fixtures,
-//! `svcctl trace` and benchmarks.
+//! `svcctl trace` and benchmarks; IPv6 frames in [`ipv6`] ([`Ipv6Builder`]).
 //!
 //! [`PacketBuilder`] builds well-formed frames with correct checksums by default, and odd
 //! ones on request: IPv4 options, fragment bits, a zero UDP checksum, a frame cut short,
@@ -22,6 +22,12 @@
 //! ```
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+pub mod ipv6;
+pub use ipv6::{
+    ETH_P_IPV6, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_ADVERT,
+    ICMPV6_NEIGHBOR_SOLICIT, Ipv6Builder, Ipv6Ext, PROTO_ICMPV6,
+};
 
 /// EtherTypes.
 pub const ETH_P_IP: u16 = 0x0800;

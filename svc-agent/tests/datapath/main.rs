@@ -41,6 +41,7 @@ mod detect_local;
 mod fragments;
 mod fuzz;
 mod icmp;
+mod ipv6;
 mod kube_proxy;
 mod malformed;
 mod masquerade;
