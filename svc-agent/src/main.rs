@@ -1,6 +1,6 @@
 //! svc-agent: keeps the eBPF Service maps in sync with the Services and endpoints it reads.
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -147,11 +147,13 @@ struct Args {
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     node_name: Option<String>,
 
-    /// This node's IPv4 addresses. Repeatable. NodePort Services answer on them (see
+    /// This node's IPv4 addresses. Repeatable, or comma-separated (as kubelet's
+    /// --node-ip); IPv6 addresses (a dual-stack node's) are skipped with a warning, as the
+    /// datapath serves IPv4 only for now. NodePort Services answer on them (see
     /// --node-port-addresses); the first is the source address of masqueraded flows. Not
     /// given, in Kubernetes mode: the Node object's InternalIP addresses.
-    #[arg(long = "node-ip", value_name = "IP")]
-    node_ips: Vec<Ipv4Addr>,
+    #[arg(long = "node-ip", value_name = "IP", value_delimiter = ',')]
+    node_ips: Vec<IpAddr>,
 
     /// This node's zone, for topology-aware routing: where every ready endpoint of a
     /// Service port has an EndpointSlice `forZones` hint (the EndpointSlice controller writes
@@ -189,10 +191,11 @@ struct Args {
 
     /// The cluster's pod CIDRs (e.g. 10.244.0.0/16): with --detect-local-mode ClusterCIDR
     /// (the default), sources inside one of them are pods. Repeatable, or comma-separated
-    /// (IPv6 CIDRs are not accepted). ClusterIP traffic from elsewhere is masqueraded;
+    /// (a dual-stack cluster's IPv6 ranges are skipped with a warning, as kube-proxy's IPv4
+    /// proxier takes its family's only). ClusterIP traffic from elsewhere is masqueraded;
     /// without any, ClusterIP traffic never is.
-    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
-    cluster_cidrs: Vec<Ipv4Cidr>,
+    #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_range_cidr)]
+    cluster_cidrs: Vec<RangeCidr>,
 
     /// How traffic from pods is told apart, as kube-proxy's --detect-local-mode:
     /// `ClusterCIDR` (default: the source is in a --cluster-cidr), `NodeCIDR` (the source
@@ -354,8 +357,9 @@ fn parse_zone(s: &str) -> Result<String, String> {
     }
 }
 
-/// One CIDR of --service-cluster-ip-range: IPv4, or IPv6 (skipped with a warning, as the
-/// flag of a dual-stack API server lists both families).
+/// One CIDR of a flag that lists both families of a dual-stack cluster
+/// (--service-cluster-ip-range, --node-port-addresses, --cluster-cidr): IPv4, or IPv6
+/// (skipped with a warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RangeCidr {
     V4(Ipv4Cidr),
@@ -499,9 +503,20 @@ fn config(args: Args) -> anyhow::Result<Config> {
     let service_cluster_ip_range =
         ipv4_cidrs("--service-cluster-ip-range", args.service_cluster_ip_range);
     let node_port_addresses = ipv4_cidrs("--node-port-addresses", args.node_port_addresses);
+    let node_ips = args
+        .node_ips
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(ip) => {
+                tracing::warn!(%ip, "--node-ip: IPv6 address skipped (datapath v1 has no IPv6)");
+                None
+            }
+        })
+        .collect();
     let node = NodeContext {
         node_name: args.node_name,
-        node_ips: args.node_ips,
+        node_ips,
         zone: args.node_zone,
         node_port_addresses,
         external_ips: args.external_ip_cidrs.unwrap_or_default(),
@@ -532,7 +547,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     };
     let local = LocalDetection::new(
         args.detect_local_mode,
-        args.cluster_cidrs,
+        ipv4_cidrs("--cluster-cidr", args.cluster_cidrs),
         args.pod_interface_name_prefix,
         args.pod_bridge_interface,
     )
@@ -645,6 +660,7 @@ fn socket_lb(mode: SocketLb, cgroup: Option<PathBuf>) -> (Option<PathBuf>, bool,
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn command_line_is_consistent() {
@@ -683,10 +699,10 @@ mod tests {
         assert_eq!(args.node_zone.as_deref(), Some("eu-west-1a"));
         assert_eq!(
             args.cluster_cidrs,
-            vec![Ipv4Cidr {
+            vec![RangeCidr::V4(Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 0, 0),
                 prefix_len: 16
-            }]
+            })]
         );
         assert_eq!(args.node_port_addresses.len(), 1);
         assert!(args.masquerade_all);
@@ -753,6 +769,22 @@ mod tests {
         assert_eq!(c.devices, vec!["eth0", "eth1"]);
         assert_eq!(c.local.mode, DetectLocalMode::ClusterCidr);
         assert_eq!(c.local.cluster_cidrs.len(), 3);
+        // A dual-stack cluster's values, as kube-proxy's and kubelet's flags take them: the
+        // IPv4 ones are used, the IPv6 ones skipped (with a warning), nothing refused.
+        let dual = parse(&[
+            "--cluster-cidr",
+            "10.244.0.0/16,fd00:10:244::/56",
+            "--node-ip",
+            "192.0.2.1,fd00:192:0:2::1",
+            "--node-ip",
+            "192.0.2.11",
+        ])
+        .unwrap();
+        assert_eq!(dual.local.cluster_cidrs.len(), 1);
+        assert_eq!(
+            dual.node.node_ips,
+            [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 11)]
+        );
         assert_eq!(
             c.local.datapath_test(),
             svc_agent::dataplane::DetectLocal::Cidr
@@ -789,7 +821,10 @@ mod tests {
         assert!(err.contains("--pod-interface-name-prefix"), "{err}");
         assert!(parse(&["--detect-local-mode", "BridgeInterface"]).is_err());
         assert!(parse(&["--detect-local-mode", "bogus"]).is_err());
-        assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).is_err());
+        // A dual-stack list: its IPv6 range is skipped, not refused; a bad one still is.
+        let dual = parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).unwrap();
+        assert_eq!(dual.local.cluster_cidrs.len(), 1);
+        assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/129"]).is_err());
     }
 
     /// kube-proxy's --nodeport-addresses: comma-separated or repeated; the other family's

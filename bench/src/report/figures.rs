@@ -114,8 +114,10 @@ pub(super) struct E2eGroup {
     pub(super) request_p99_us: f64,
     pub(super) errors: u64,
     pub(super) duration_s: f64,
-    /// CPU µs per connection (paced runs; None where the CPU was not measured).
+    /// CPU µs per connection (paced runs; None where the CPU was not measured): the
+    /// median over rounds, and the lowest and highest round.
     pub(super) cpu_us: Option<f64>,
+    pub(super) cpu_us_range: Option<(f64, f64)>,
     /// Of it, µs in our BPF programs (paced runs of the ebpf layouts).
     pub(super) bpf_us: Option<f64>,
 }
@@ -153,6 +155,12 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
                         .collect();
                     (!per.is_empty()).then(|| median(&per))
                 },
+                cpu_us_range: runs
+                    .iter()
+                    .filter_map(|e| e.report.cpu_us_per_request())
+                    .fold(None, |r: Option<(f64, f64)>, x| {
+                        Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
+                    }),
                 bpf_us: {
                     let per: Vec<f64> = runs
                         .iter()

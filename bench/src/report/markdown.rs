@@ -365,7 +365,7 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
             "connect p99 µs",
             "request p50 µs",
             "request p99 µs",
-            "CPU µs/connection",
+            "CPU µs/connection (rounds)",
             "of it in our BPF programs",
             "errors (all rounds)",
         ],
@@ -383,8 +383,12 @@ fn e2e_section(o: &mut String, r: &Results, stamp: &str, plots: &PlotOutcome) {
                 fmt_count(g.connect_p99_us.round() as usize),
                 fmt_count(g.request_p50_us.round() as usize),
                 fmt_count(g.request_p99_us.round() as usize),
-                match (g.mode.as_str(), g.cpu_us) {
-                    ("paced", Some(us)) => fmt_sig(us, 3),
+                match (g.mode.as_str(), g.cpu_us, g.cpu_us_range) {
+                    // The rounds' spread beside the median, where there are several.
+                    ("paced", Some(us), Some((lo, hi))) if g.rounds > 1 => {
+                        format!("{} ({}–{})", fmt_sig(us, 3), fmt_sig(lo, 3), fmt_sig(hi, 3))
+                    }
+                    ("paced", Some(us), _) => fmt_sig(us, 3),
                     _ => "-".into(),
                 },
                 g.bpf_us.map_or("-".into(), |us| format!("{us:.1}")),
