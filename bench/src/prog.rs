@@ -15,6 +15,9 @@
 //! - **non_service**: `svc_xdp` on a TCP packet to an address that is no Service, `repeat`
 //!   times; every repeat must count `pass_not_service` and the frame must come out as it
 //!   went in.
+//! - **ipv6**: `svc_xdp` on an IPv6 TCP segment, `repeat` times: the programs serve IPv4
+//!   only for now, so every repeat must count `pass_not_ipv4` and leave the frame as it
+//!   was; what IPv6 traffic pays for crossing them today.
 //! - **established**: `svc_xdp` on the next packet (ACK) of a known flow. BPF_PROG_TEST_RUN
 //!   runs every repeat on the same buffer, so a rewrite made by the first repeat would be
 //!   what the second one sees. The flows are therefore made with a backend equal to the
@@ -62,7 +65,13 @@ use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, Ct4Key, Verdict};
 use crate::results::{PacketCost, median};
 
 /// The cases of the section besides the floor, in the order they run at each scale.
-pub const CASES: [&str; 4] = ["non_service", "established", "new_flow", "new_flow_hot"];
+pub const CASES: [&str; 5] = [
+    "non_service",
+    "ipv6",
+    "established",
+    "new_flow",
+    "new_flow_hot",
+];
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -80,7 +89,7 @@ pub struct ProgOpts {
     pub established_flows: usize,
     /// The CPU the thread is pinned to.
     pub cpu: usize,
-    /// Only these cases (`non_service`, `established`, `new_flow`, `new_flow_hot`; the
+    /// Only these cases (`non_service`, `ipv6`, `established`, `new_flow`, `new_flow_hot`; the
     /// floor always runs, the new flows' harness cost comes from it); empty: all. For
     /// profiling one path, e.g. `perf record` of the new flows alone.
     pub cases: Vec<String>,
@@ -414,6 +423,16 @@ pub fn run(
     let floor_frame = PacketBuilder::tcp(sa("10.200.0.1:1234"), sa("10.201.0.1:80"))
         .flags(ACK)
         .build();
+    let ipv6_frame = svc_agent::packet::Ipv6Builder::tcp(
+        "[fd00:10:244:1::20]:40000"
+            .parse()
+            .expect("an IPv6 socket address"),
+        "[fd00:10:96::10]:80"
+            .parse()
+            .expect("an IPv6 socket address"),
+    )
+    .flags(ACK)
+    .build();
     let mut floor_runs = Vec::new();
     for _ in 0..opts.runs {
         let (ret, ns, _) = test_run(&mut dp, Prog::Floor, &floor_frame, opts.repeat)?;
@@ -496,6 +515,37 @@ pub fn run(
                 runs,
                 None,
                 "every repeat counted pass_not_service; frame unchanged".into(),
+            ));
+        }
+
+        // IPv6 (a TCP segment between two IPv6 addresses): the programs serve IPv4
+        // Services only for now (docs/ipv6.md), so this is what every IPv6 packet pays for
+        // crossing them, and the row IPv6 translation will be measured in.
+        let mut runs = Vec::new();
+        for _ in 0..if wanted("ipv6") { opts.runs } else { 0 } {
+            let before = count(&maps, Verdict::PassNotIpv4)?;
+            let (ret, ns, frame_out) = test_run(&mut dp, Prog::Xdp, &ipv6_frame, opts.repeat)?;
+            let counted = count(&maps, Verdict::PassNotIpv4)? - before;
+            ensure!(
+                ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == ipv6_frame,
+                "IPv6 run took another path: return {ret}, {counted} of {} counted pass_not_ipv4",
+                opts.repeat
+            );
+            runs.push(ns);
+        }
+        if !runs.is_empty() {
+            out.push(cost(
+                Case {
+                    program: &xdp_name,
+                    case: "ipv6",
+                    services: n,
+                    per_service: per,
+                    repeat: opts.repeat,
+                    packets_per_run: u64::from(opts.repeat),
+                },
+                runs,
+                None,
+                "IPv6 TCP segment; every repeat counted pass_not_ipv4; frame unchanged".into(),
             ));
         }
 

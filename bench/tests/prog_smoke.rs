@@ -22,10 +22,12 @@ fn packet_costs_are_measured_and_checked() {
         [
             ("floor", 0),
             ("non_service", 10),
+            ("ipv6", 10),
             ("established", 10),
             ("new_flow", 10),
             ("new_flow_hot", 10),
             ("non_service", 200),
+            ("ipv6", 200),
             ("established", 200),
             ("new_flow", 200),
             ("new_flow_hot", 200)
@@ -71,6 +73,7 @@ fn a_baseline_object_is_measured_under_its_own_names() {
         [
             format!("svc_bench_pass{BASELINE_SUFFIX} floor"),
             format!("svc_xdp{BASELINE_SUFFIX} non_service"),
+            format!("svc_xdp{BASELINE_SUFFIX} ipv6"),
             format!("svc_xdp{BASELINE_SUFFIX} established"),
             format!("svc_xdp{BASELINE_SUFFIX} new_flow"),
             format!("svc_xdp{BASELINE_SUFFIX} new_flow_hot"),
@@ -82,4 +85,21 @@ fn a_baseline_object_is_measured_under_its_own_names() {
         format!("{err:#}").contains("svb-no-such-object.o"),
         "{err:#}"
     );
+}
+
+/// `--packet-cases`: only the cases asked for run (and the floor, which new flows need).
+#[test]
+fn only_the_cases_asked_for_run() {
+    let opts = ProgOpts {
+        scales: vec![10],
+        runs: 1,
+        repeat: 1_000,
+        new_flows_per_run: 50,
+        established_flows: 5,
+        cases: vec!["new_flow".into(), "ipv6".into()],
+        ..ProgOpts::full()
+    };
+    let costs = run(&opts, &Object::ThisBuild, &|l| eprintln!("{l}")).expect("section 1");
+    let cases: Vec<&str> = costs.iter().map(|c| c.case.as_str()).collect();
+    assert_eq!(cases, ["floor", "ipv6", "new_flow"]);
 }

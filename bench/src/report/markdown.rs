@@ -36,9 +36,10 @@ fn case_key(c: &str) -> u8 {
     match c {
         "floor" => 0,
         "non_service" => 1,
-        "established" => 2,
-        "new_flow" => 3,
-        _ => 4,
+        "ipv6" => 2,
+        "established" => 3,
+        "new_flow" => 4,
+        _ => 5,
     }
 }
 

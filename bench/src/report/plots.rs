@@ -138,6 +138,11 @@ fn plot_packet(r: &Results, path: &Path) -> anyhow::Result<()> {
     let title = format!("Per-packet cost of {XDP} (BPF_PROG_TEST_RUN)");
     let cases = [
         ("non_service", "non-Service packet", RGBColor(127, 127, 127)),
+        (
+            "ipv6",
+            "IPv6 packet (passed: IPv4-only datapath)",
+            RGBColor(188, 189, 34),
+        ),
         ("established", "established flow", EBPF_COLOR),
         (
             "new_flow",
