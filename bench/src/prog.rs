@@ -489,24 +489,32 @@ pub fn run(
 
         let wanted = |case: &str| opts.cases.is_empty() || opts.cases.iter().any(|c| c == case);
 
-        // Not a Service.
-        let mut runs = Vec::new();
-        for _ in 0..if wanted("non_service") { opts.runs } else { 0 } {
-            let before = count(&maps, Verdict::PassNotService)?;
-            let (ret, ns, frame_out) = test_run(&mut dp, Prog::Xdp, &floor_frame, opts.repeat)?;
-            let counted = count(&maps, Verdict::PassNotService)? - before;
-            ensure!(
-                ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == floor_frame,
-                "non-service run took another path: return {ret}, {counted} of {} counted",
-                opts.repeat
-            );
-            runs.push(ns);
-        }
-        if !runs.is_empty() {
+        // Not a Service; and IPv6 (a TCP segment between two IPv6 addresses): the programs
+        // serve IPv4 Services only for now (docs/ipv6.md), so that is what every IPv6
+        // packet pays for crossing them, and the row IPv6 translation will be measured in.
+        for (case, frame, verdict, what) in [
+            (
+                "non_service",
+                &floor_frame,
+                Verdict::PassNotService,
+                "TCP to no Service",
+            ),
+            (
+                "ipv6",
+                &ipv6_frame,
+                Verdict::PassNotIpv4,
+                "IPv6 TCP segment",
+            ),
+        ] {
+            if !wanted(case) {
+                continue;
+            }
+            let runs = passed_runs(&mut dp, &maps, opts, frame, verdict)
+                .with_context(|| format!("{case} at {n} Services"))?;
             out.push(cost(
                 Case {
                     program: &xdp_name,
-                    case: "non_service",
+                    case,
                     services: n,
                     per_service: per,
                     repeat: opts.repeat,
@@ -514,38 +522,10 @@ pub fn run(
                 },
                 runs,
                 None,
-                "every repeat counted pass_not_service; frame unchanged".into(),
-            ));
-        }
-
-        // IPv6 (a TCP segment between two IPv6 addresses): the programs serve IPv4
-        // Services only for now (docs/ipv6.md), so this is what every IPv6 packet pays for
-        // crossing them, and the row IPv6 translation will be measured in.
-        let mut runs = Vec::new();
-        for _ in 0..if wanted("ipv6") { opts.runs } else { 0 } {
-            let before = count(&maps, Verdict::PassNotIpv4)?;
-            let (ret, ns, frame_out) = test_run(&mut dp, Prog::Xdp, &ipv6_frame, opts.repeat)?;
-            let counted = count(&maps, Verdict::PassNotIpv4)? - before;
-            ensure!(
-                ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == ipv6_frame,
-                "IPv6 run took another path: return {ret}, {counted} of {} counted pass_not_ipv4",
-                opts.repeat
-            );
-            runs.push(ns);
-        }
-        if !runs.is_empty() {
-            out.push(cost(
-                Case {
-                    program: &xdp_name,
-                    case: "ipv6",
-                    services: n,
-                    per_service: per,
-                    repeat: opts.repeat,
-                    packets_per_run: u64::from(opts.repeat),
-                },
-                runs,
-                None,
-                "IPv6 TCP segment; every repeat counted pass_not_ipv4; frame unchanged".into(),
+                format!(
+                    "{what}; every repeat counted {}; frame unchanged",
+                    verdict.label()
+                ),
             ));
         }
 
@@ -664,6 +644,31 @@ pub fn run(
     drop(maps);
     drop(scratch);
     Ok(out)
+}
+
+/// `opts.runs` runs of `opts.repeat` repeats of `frame` through `svc_xdp`, which must pass
+/// it unchanged, every repeat counting `verdict`: ns per packet of each run.
+fn passed_runs(
+    dp: &mut Datapath,
+    maps: &Maps,
+    opts: &ProgOpts,
+    frame: &[u8],
+    verdict: Verdict,
+) -> anyhow::Result<Vec<f64>> {
+    let mut runs = Vec::new();
+    for _ in 0..opts.runs {
+        let before = count(maps, verdict)?;
+        let (ret, ns, frame_out) = test_run(dp, Prog::Xdp, frame, opts.repeat)?;
+        let counted = count(maps, verdict)? - before;
+        ensure!(
+            ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == frame,
+            "the run took another path: return {ret}, {counted} of {} counted {}",
+            opts.repeat,
+            verdict.label()
+        );
+        runs.push(ns);
+    }
+    Ok(runs)
 }
 
 /// `opts.runs` runs of `opts.new_flows_per_run` new flows, flow `p` to Service `dest(p)`,

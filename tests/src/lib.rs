@@ -462,6 +462,12 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node's IPv6 address on its eth0, in its namespace `ns`.
+fn add_node_ip6(ns: &str, node: &Node) -> anyhow::Result<()> {
+    let addr = format!("{}/{EXT_PREFIX_LEN6}", node.ip6);
+    netns::ip_in(ns, &["addr", "add", &addr, "dev", NODE_EXT_IF, "nodad"])
+}
+
 /// The outside host's IPv6 address (the twin of [`EXT_IP`]) on its link `dev`.
 fn add_ext_ip6(ext: &str, dev: &str) -> anyhow::Result<()> {
     let addr = format!("{}/{EXT_PREFIX_LEN6}", ipv6_twin(EXT_IP));
@@ -737,17 +743,7 @@ impl Lab {
                 NODE_EXT_IF,
             ],
         )?;
-        netns::ip_in(
-            &node_ns,
-            &[
-                "addr",
-                "add",
-                &format!("{}/{EXT_PREFIX_LEN6}", node.ip6),
-                "dev",
-                NODE_EXT_IF,
-                "nodad",
-            ],
-        )?;
+        add_node_ip6(&node_ns, &node)?;
         netns::ip_in(&node_ns, &["link", "set", NODE_EXT_IF, "up"])?;
         netns::ip_in(
             &ext,
@@ -817,17 +813,7 @@ impl Lab {
                     NODE_EXT_IF,
                 ],
             )?;
-            netns::ip_in(
-                &node.ns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/{EXT_PREFIX_LEN6}", node.ip6),
-                    "dev",
-                    NODE_EXT_IF,
-                    "nodad",
-                ],
-            )?;
+            add_node_ip6(&node.ns, node)?;
             netns::ip_in(&node.ns, &["link", "set", NODE_EXT_IF, "up"])?;
             // Nodes forward pod traffic to each other through eth0: the peer's XDP needs
             // complete checksums (forwarded CHECKSUM_PARTIAL skbs get completed on xmit).
