@@ -185,9 +185,10 @@ struct Args {
     /// address with an externalIP (CVE-2020-8554); in a cluster the DenyServiceExternalIPs
     /// admission plugin (or a policy engine) stops that at the API server, and kube-proxy
     /// has no such flag: this is the same idea at the node. LoadBalancer ingress IPs (set
-    /// by a controller) are not affected.
+    /// by a controller) are not affected. IPv6 CIDRs (a dual-stack cluster's) are skipped
+    /// with a warning: IPv6 externalIPs are not served at all yet.
     #[arg(long, value_name = "CIDR,...|none", value_parser = parse_external_ip_cidrs)]
-    external_ip_cidrs: Option<ExternalIpPolicy>,
+    external_ip_cidrs: Option<ExternalIpArg>,
 
     /// The cluster's pod CIDRs (e.g. 10.244.0.0/16): with --detect-local-mode ClusterCIDR
     /// (the default), sources inside one of them are pods. Repeatable, or comma-separated
@@ -331,13 +332,6 @@ deploy/svc-agent.yaml grants). A failure for lack of one names what is missing.
 Exit status: 0 stopped by SIGTERM / Ctrl-C; 1 on an error (printed as `error: ...`); 2 on a
 usage error. `svc-agent cleanup --help` for its own.";
 
-/// `a.b.c.d/n`, surrounding whitespace tolerated; host bits are cleared.
-fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
-    s.trim()
-        .parse()
-        .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.244.0.0/16)"))
-}
-
 /// A zone name, checked as the `topology.kubernetes.io/zone` label value it stands for
 /// (1-63 alphanumerics, `-`, `_` or `.`, beginning and ending with an alphanumeric): a value
 /// no label can have would match no hint.
@@ -375,17 +369,37 @@ fn parse_range_cidr(s: &str) -> Result<RangeCidr, String> {
 }
 
 /// `none`, `all`, or CIDRs separated by commas (whitespace around each tolerated).
-fn parse_external_ip_cidrs(s: &str) -> Result<ExternalIpPolicy, String> {
+/// `--external-ip-cidrs` as given: the policy, and the IPv6 CIDRs it skipped (warned about
+/// once logging is up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ExternalIpArg {
+    policy: ExternalIpPolicy,
+    skipped_ipv6: Vec<String>,
+}
+
+fn parse_external_ip_cidrs(s: &str) -> Result<ExternalIpArg, String> {
+    let policy = |policy| ExternalIpArg {
+        policy,
+        skipped_ipv6: Vec::new(),
+    };
     match s.trim() {
-        "none" => return Ok(ExternalIpPolicy::deny_all()),
-        "all" => return Ok(ExternalIpPolicy::AllowAll),
+        "none" => return Ok(policy(ExternalIpPolicy::deny_all())),
+        "all" => return Ok(policy(ExternalIpPolicy::AllowAll)),
         _ => {}
     }
-    let cidrs = s
-        .split(',')
-        .map(parse_cidr)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ExternalIpPolicy::AllowIn(cidrs))
+    let (mut v4, mut skipped_ipv6) = (Vec::new(), Vec::new());
+    for c in s.split(',') {
+        match parse_range_cidr(c)? {
+            RangeCidr::V4(c) => v4.push(c),
+            RangeCidr::V6(c) => skipped_ipv6.push(c),
+        }
+    }
+    // Only IPv6 ranges given: no IPv4 externalIP is allowed (the list allows, it never
+    // widens).
+    Ok(ExternalIpArg {
+        policy: ExternalIpPolicy::AllowIn(v4),
+        skipped_ipv6,
+    })
 }
 
 /// A listen address, or none (the empty string).
@@ -519,7 +533,18 @@ fn config(args: Args) -> anyhow::Result<Config> {
         node_ips,
         zone: args.node_zone,
         node_port_addresses,
-        external_ips: args.external_ip_cidrs.unwrap_or_default(),
+        external_ips: args
+            .external_ip_cidrs
+            .map(|a| {
+                for cidr in a.skipped_ipv6 {
+                    tracing::warn!(
+                        %cidr,
+                        "--external-ip-cidrs: IPv6 CIDR skipped (datapath v1 has no IPv6)"
+                    );
+                }
+                a.policy
+            })
+            .unwrap_or_default(),
         localhost_node_ports: args.localhost_nodeports,
         service_cluster_ip_range,
     };
@@ -707,7 +732,7 @@ mod tests {
         assert_eq!(args.node_port_addresses.len(), 1);
         assert!(args.masquerade_all);
         assert_eq!(
-            args.external_ip_cidrs,
+            args.external_ip_cidrs.map(|a| a.policy),
             Some(ExternalIpPolicy::AllowIn(vec![
                 "203.0.113.0/24".parse().unwrap(),
                 "198.51.100.0/24".parse().unwrap()
@@ -720,6 +745,16 @@ mod tests {
         assert_eq!(policy("none").unwrap(), ExternalIpPolicy::deny_all());
         assert_eq!(policy("all").unwrap(), ExternalIpPolicy::AllowAll);
         assert!(policy("10.0.0.0/8,bogus").is_err());
+        // A dual-stack list: the IPv6 range is skipped; IPv6 ranges alone allow no IPv4
+        // externalIP.
+        assert_eq!(
+            policy("203.0.113.0/24,2001:db8::/64").unwrap(),
+            ExternalIpPolicy::AllowIn(vec!["203.0.113.0/24".parse().unwrap()])
+        );
+        assert_eq!(
+            policy("2001:db8::/64").unwrap(),
+            ExternalIpPolicy::AllowIn(Vec::new())
+        );
         assert!(policy("").is_err());
         let zone = |v: &str| {
             Cli::try_parse_from(["svc-agent", "--manifests", "x", "--node-zone", v])
