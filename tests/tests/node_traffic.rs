@@ -34,6 +34,8 @@ use svc_lab::{
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// Most calls [`Env::node_reaches`] makes to see every backend of a random choice.
+const MAX_CALLS: usize = 64;
 /// How long a row that expects silence (a DROP) waits.
 const DROP_WAIT: Duration = Duration::from_millis(700);
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -275,11 +277,16 @@ impl Env {
         [NODE_EXT_IP, self.lab.node(1).gateway]
     }
 
-    /// `n` calls of node processes to `to` reach every one of `pods`, each seeing one of
-    /// the node's addresses.
+    /// At least `n` calls of node processes to `to`, each reaching one of `pods` and seeing
+    /// one of the node's addresses, and every one of `pods` reached: calls go on (up to
+    /// [`MAX_CALLS`]) until each has answered, since the backend choice is random (8 calls
+    /// missed one of 2 pods in CI, as they do 1 time in 128).
     fn node_reaches(&self, proto: Proto, to: SocketAddrV4, pods: &[&str], n: usize) {
         let mut hit = BTreeSet::new();
-        for i in 0..n {
+        for i in 0..n.max(MAX_CALLS) {
+            if i >= n && hit.len() == pods.len() {
+                break;
+            }
             match self.node_call(proto, to, None, TIMEOUT) {
                 Outcome::Reached { pod, source } => {
                     assert!(
@@ -298,7 +305,8 @@ impl Env {
         assert_eq!(
             hit.len(),
             pods.len(),
-            "{proto:?} {to}: only {hit:?} of {pods:?} answered {n} calls"
+            "{proto:?} {to}: only {hit:?} of {pods:?} answered {} calls",
+            n.max(MAX_CALLS)
         );
     }
 }

@@ -14,8 +14,9 @@ pub const RECORDED_BASELINE: &str = "bench/published/2026-12-03T04-38-58-base.js
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
-    /// Fewer scales and shorter runs (about 2 minutes on 2 cores); the full run takes
-    /// about 11 minutes. Both after the release build (3.5 minutes from scratch).
+    /// Fewer scales and shorter runs (a few minutes on 2 cores); the full run takes about
+    /// 26 minutes here (the end-to-end section's `nft -f` of 10k Services alone takes 3 per
+    /// round). Both after the release build (3.5 minutes from scratch).
     #[arg(long)]
     pub quick: bool,
 
