@@ -136,6 +136,11 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
         .map(|((layout, services, mode), runs)| {
             let med =
                 |f: &dyn Fn(&E2eRun) -> f64| median(&runs.iter().map(|e| f(e)).collect::<Vec<_>>());
+            // CPU µs per connection of each round that measured it.
+            let cpu: Vec<f64> = runs
+                .iter()
+                .filter_map(|e| e.report.cpu_us_per_request())
+                .collect();
             E2eGroup {
                 layout: layout.1,
                 services,
@@ -148,19 +153,10 @@ pub(super) fn e2e_groups(r: &Results) -> Vec<E2eGroup> {
                 request_p99_us: med(&|e| e.report.request_p99_us as f64),
                 errors: runs.iter().map(|e| e.report.errors).sum(),
                 duration_s: med(&|e| e.report.duration.as_secs_f64()),
-                cpu_us: {
-                    let per: Vec<f64> = runs
-                        .iter()
-                        .filter_map(|e| e.report.cpu_us_per_request())
-                        .collect();
-                    (!per.is_empty()).then(|| median(&per))
-                },
-                cpu_us_range: runs
-                    .iter()
-                    .filter_map(|e| e.report.cpu_us_per_request())
-                    .fold(None, |r: Option<(f64, f64)>, x| {
-                        Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
-                    }),
+                cpu_us: (!cpu.is_empty()).then(|| median(&cpu)),
+                cpu_us_range: cpu.iter().fold(None, |r: Option<(f64, f64)>, &x| {
+                    Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
+                }),
                 bpf_us: {
                     let per: Vec<f64> = runs
                         .iter()

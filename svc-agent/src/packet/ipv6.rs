@@ -25,10 +25,8 @@ pub const NEXT_ROUTING: u8 = 43;
 pub const NEXT_FRAGMENT: u8 = 44;
 pub const NEXT_DEST_OPTS: u8 = 60;
 /// ICMPv6 types (RFC 4443, RFC 4861).
-pub const ICMPV6_DEST_UNREACH: u8 = 1;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
 pub const ICMPV6_NEIGHBOR_SOLICIT: u8 = 135;
-pub const ICMPV6_NEIGHBOR_ADVERT: u8 = 136;
 
 const IPV6_HLEN: usize = 40;
 

@@ -25,8 +25,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub mod ipv6;
 pub use ipv6::{
-    ETH_P_IPV6, ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_ADVERT,
-    ICMPV6_NEIGHBOR_SOLICIT, Ipv6Builder, Ipv6Ext, PROTO_ICMPV6,
+    ETH_P_IPV6, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_SOLICIT, Ipv6Builder, Ipv6Ext, PROTO_ICMPV6,
 };
 
 /// EtherTypes.

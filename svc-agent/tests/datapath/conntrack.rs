@@ -147,14 +147,9 @@ pub fn assert_masqueraded_and_plain(
     println!("ok   conntrack: masqueraded and plain flows recorded as such");
 }
 
-/// A handshake the client never completes keeps the short SYN lifetime: the SYN-ACK marks
-/// both entries replied and half-open (CT_F_HALF_OPEN, 60 s as netfilter's SYN_RECV), and
-/// only the client's next packet clears it (the 6 h established lifetime). Before, a
-/// SYN-ACK alone gave a scanned or spoofed flow 6 h, and with it its masquerade port.
-#[test]
-fn half_open_until_the_client_answers() {
-    let mut h = services::single_node("half-open");
-    let (client, vip, be) = ("10.244.1.20:40050", "10.96.0.10:80", services::LOCAL_BE);
+/// The client's SYN to `vip` (translated to `be`, a new flow) and the backend's SYN-ACK
+/// (reverse-translated), through TC.
+fn syn_and_syn_ack(h: &mut Harness, client: &str, vip: &str, be: &str) {
     h.expect(
         "SYN",
         Prog::Tc,
@@ -169,6 +164,17 @@ fn half_open_until_the_client_answers() {
         TC_ACT_OK,
         Verdict::RevNat,
     );
+}
+
+/// A handshake the client never completes keeps the short SYN lifetime: the SYN-ACK marks
+/// both entries replied and half-open (CT_F_HALF_OPEN, 60 s as netfilter's SYN_RECV), and
+/// only the client's next packet clears it (the 6 h established lifetime). Before, a
+/// SYN-ACK alone gave a scanned or spoofed flow 6 h, and with it its masquerade port.
+#[test]
+fn half_open_until_the_client_answers() {
+    let mut h = services::single_node("half-open");
+    let (client, vip, be) = ("10.244.1.20:40050", "10.96.0.10:80", services::LOCAL_BE);
+    syn_and_syn_ack(&mut h, client, vip, be);
     let timeouts = |h: &Harness| {
         [
             entry(h, client, vip, PROTO_TCP, CT_KIND_SERVICE),
@@ -353,20 +359,7 @@ fn port_reuse() {
 fn a_syn_ack_on_a_closed_flow_answers_a_direct_connection() {
     let mut h = services::single_node("direct-reuse");
     let (client, vip, be) = ("10.244.1.20:40060", "10.96.0.10:80", services::LOCAL_BE);
-    h.expect(
-        "SYN",
-        Prog::Tc,
-        &segment(client, vip, SYN, 1),
-        TC_ACT_OK,
-        Verdict::DnatNew,
-    );
-    h.expect(
-        "SYN-ACK",
-        Prog::Tc,
-        &synack(be, client, 7, 2),
-        TC_ACT_OK,
-        Verdict::RevNat,
-    );
+    syn_and_syn_ack(&mut h, client, vip, be);
     h.expect(
         "FIN",
         Prog::Tc,
