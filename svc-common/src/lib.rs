@@ -19,8 +19,14 @@
 //! the kernel side declares the maps from it and the agent derives its typed handles and
 //! layout checks from it.
 //!
-//! IPv4 and IPv6 get separate maps (as in Cilium: `lb4_*` / `lb6_*`); this file defines the
-//! `*4` types. IPv6 will add `*6` types and maps beside them without touching these.
+//! IPv4 and IPv6 get separate maps (as in Cilium: `lb4_*` / `lb6_*`). The types whose only
+//! difference between the families is the address are generic over it ([`SvcKey`],
+//! [`Backend`], [`RevNat`], [`CtKey`], [`CtValue`], [`AffinityKey`], [`SrcRange`]): `A` is
+//! `u32` for IPv4 and [`Ip6`] for IPv6, with the aliases `Svc4Key` / `Svc6Key` and so on.
+//! The kernel side writes each rule once, generic over the family, and gets one copy per
+//! family. Generic structs cannot derive bytemuck's Pod (the derive cannot check padding
+//! for every `A`), so `family_pod!` implements it for the two instances after asserting
+//! that each one's size is the sum of its fields' sizes.
 #![no_std]
 
 use bytemuck::{Pod, Zeroable};
@@ -197,6 +203,29 @@ macro_rules! for_each_map {
             /// interfaces pod traffic enters through.
             pod_ifaces: SVC_POD_IFACES = hash<u32, u32>,
                 size $crate::POD_IFACES_MAP_SIZE, sized by fixed;
+            /// SVC4_SERVICES for IPv6 frontends.
+            services6: SVC6_SERVICES = hash<$crate::Svc6Key, $crate::Svc6Value>,
+                size $crate::SVC6_MAP_SIZE, sized by lb;
+            /// SVC4_BACKENDS for IPv6 backends. Backend and rev-NAT ids come from one
+            /// allocator for both families, so an id names one thing in either map.
+            backends6: SVC6_BACKENDS = hash<u32, $crate::Backend6>,
+                size $crate::BACKEND6_MAP_SIZE, sized by lb;
+            /// SVC4_REVNAT for IPv6 frontends.
+            revnat6: SVC6_REVNAT = hash<u32, $crate::RevNat6>,
+                size $crate::REVNAT6_MAP_SIZE, sized by lb;
+            /// SVC4_CT for IPv6 flows.
+            ct6: SVC6_CT = lru<$crate::Ct6Key, $crate::Ct6Value>,
+                size $crate::CT6_MAP_SIZE, sized by ct;
+            /// SVC4_AFFINITY for IPv6 clients.
+            affinity6: SVC6_AFFINITY = lru<$crate::Affinity6Key, $crate::Affinity4Value>,
+                size $crate::AFFINITY6_MAP_SIZE, sized by fixed;
+            /// SVC4_SRC_RANGE for IPv6 sources (the prefix length counts 32 bits of
+            /// rev_nat_id, then up to 128 address bits).
+            src_ranges6: SVC6_SRC_RANGE = lpm<$crate::SrcRange6, u8>,
+                size $crate::SRC_RANGE6_MAP_SIZE, sized by fixed;
+            /// SVC4_POD_CIDRS for IPv6 pod CIDRs.
+            pod_cidrs6: SVC6_POD_CIDRS = lpm<$crate::Ip6, u8>,
+                size $crate::POD_CIDRS6_MAP_SIZE, sized by fixed;
         }
     };
 }
@@ -224,6 +253,14 @@ for_each_map!(map_name_consts);
 pub const DEFAULT_LB_MAP_MAX: u32 = 262_144;
 /// Frontend slots plus one slot per backend of every service port.
 pub const SVC4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
+/// The IPv6 maps take the IPv4 ones' sizes: the agent sizes both from one flag.
+pub const SVC6_MAP_SIZE: u32 = SVC4_MAP_SIZE;
+pub const BACKEND6_MAP_SIZE: u32 = BACKEND4_MAP_SIZE;
+pub const REVNAT6_MAP_SIZE: u32 = REVNAT4_MAP_SIZE;
+pub const CT6_MAP_SIZE: u32 = CT4_MAP_SIZE;
+pub const AFFINITY6_MAP_SIZE: u32 = AFFINITY4_MAP_SIZE;
+pub const SRC_RANGE6_MAP_SIZE: u32 = SRC_RANGE4_MAP_SIZE;
+pub const POD_CIDRS6_MAP_SIZE: u32 = POD_CIDRS4_MAP_SIZE;
 pub const BACKEND4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
@@ -268,11 +305,61 @@ pub const BENCH_PASS_PROG: &str = "svc_bench_pass";
 // per {VIP, port, protocol}. Cilium's lb4_key / lb4_service model.
 // ---------------------------------------------------------------------------------------
 
+/// An IPv6 address as the maps hold it: four 32-bit words, each in network order as the
+/// packet carries it (word `i` is bytes `4i..4i+4` of the address). Words rather than
+/// bytes: the kernel side compares and copies them four at a time.
+pub type Ip6 = [u32; 4];
+
+/// The [`Ip6`] of an address's 16 bytes.
+pub const fn ip6_from_octets(o: [u8; 16]) -> Ip6 {
+    [
+        u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+        u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+        u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+        u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+    ]
+}
+
+/// An [`Ip6`]'s 16 bytes, as the packet carries them.
+pub const fn ip6_octets(a: Ip6) -> [u8; 16] {
+    let (w0, w1, w2, w3) = (
+        a[0].to_ne_bytes(),
+        a[1].to_ne_bytes(),
+        a[2].to_ne_bytes(),
+        a[3].to_ne_bytes(),
+    );
+    [
+        w0[0], w0[1], w0[2], w0[3], w1[0], w1[1], w1[2], w1[3], w2[0], w2[1], w2[2], w2[3], w3[0],
+        w3[1], w3[2], w3[3],
+    ]
+}
+
+/// Implements Pod and Zeroable for the IPv4 (`u32`) and IPv6 ([`Ip6`]) instances of a
+/// struct generic over its address, after asserting at compile time that each instance's
+/// size is the sum of its fields' (no padding the derive would have refused).
+macro_rules! family_pod {
+    ($name:ident { $($field:ty),+ $(,)? }) => {
+        family_pod!(@one $name, u32, { $($field),+ });
+        family_pod!(@one $name, Ip6, { $($field),+ });
+    };
+    (@one $name:ident, $a:ty, { $($field:ty),+ }) => {
+        const _: () = {
+            #[allow(dead_code)]
+            type A = $a;
+            assert!(core::mem::size_of::<$name<$a>>() == 0 $(+ core::mem::size_of::<$field>())+);
+        };
+        // SAFETY: repr(C), Copy, every field Pod, and no padding (asserted above).
+        unsafe impl Zeroable for $name<$a> {}
+        unsafe impl Pod for $name<$a> {}
+    };
+}
+
+/// SVC4_SERVICES / SVC6_SERVICES key.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
-pub struct Svc4Key {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcKey<A> {
     /// Service address (ClusterIP), network order.
-    pub vip_be: u32,
+    pub vip_be: A,
     /// Service port, network order.
     pub port_be: u16,
     /// 0 = the frontend entry; 1..=count = backend slots.
@@ -283,6 +370,9 @@ pub struct Svc4Key {
     pub scope: u8,
     pub _pad: [u8; 2],
 }
+family_pod!(SvcKey { A, u16, u16, u8, u8, [u8; 2] });
+pub type Svc4Key = SvcKey<u32>;
+pub type Svc6Key = SvcKey<Ip6>;
 
 words! {
     /// Svc4Key::scope: which slot list of a frontend an entry belongs to.
@@ -313,6 +403,9 @@ pub struct Svc4Value {
     /// Frontend: SVC_F_* bits.
     pub flags: u16,
 }
+
+/// The IPv6 services map's value: the same as IPv4's (ids and counts, no address).
+pub type Svc6Value = Svc4Value;
 
 // Flag bits of a frontend's Svc4Value::flags (slot 0, SCOPE_ALL entry).
 
@@ -417,10 +510,10 @@ pub const SVC_KIND_FLAGS: u16 =
 // ---------------------------------------------------------------------------------------
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct Backend4 {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Backend<A> {
     /// Pod (endpoint) address, network order.
-    pub addr_be: u32,
+    pub addr_be: A,
     /// Target port, network order.
     pub port_be: u16,
     /// A [`Protocol`].
@@ -428,6 +521,9 @@ pub struct Backend4 {
     /// A [`BackendState`].
     pub state: u8,
 }
+family_pod!(Backend { A, u16, u8, u8 });
+pub type Backend4 = Backend<u32>;
+pub type Backend6 = Backend<Ip6>;
 
 words! {
     /// Backend4::state.
@@ -448,12 +544,15 @@ pub const BACKEND_STATE_TERMINATING: u8 = BackendState::Terminating.raw();
 // ---------------------------------------------------------------------------------------
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct RevNat4 {
-    pub vip_be: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RevNat<A> {
+    pub vip_be: A,
     pub port_be: u16,
     pub _pad: [u8; 2],
 }
+family_pod!(RevNat { A, u16, [u8; 2] });
+pub type RevNat4 = RevNat<u32>;
+pub type RevNat6 = RevNat<Ip6>;
 
 // ---------------------------------------------------------------------------------------
 // Conntrack (LRU hash). Every translated flow has two entries:
@@ -465,10 +564,10 @@ pub struct RevNat4 {
 // ---------------------------------------------------------------------------------------
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct Ct4Key {
-    pub saddr_be: u32,
-    pub daddr_be: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey<A> {
+    pub saddr_be: A,
+    pub daddr_be: A,
     pub sport_be: u16,
     pub dport_be: u16,
     pub proto: u8,
@@ -476,6 +575,9 @@ pub struct Ct4Key {
     pub kind: u8,
     pub _pad: [u8; 2],
 }
+family_pod!(CtKey { A, A, u16, u16, u8, u8, [u8; 2] });
+pub type Ct4Key = CtKey<u32>;
+pub type Ct6Key = CtKey<Ip6>;
 
 words! {
     /// Ct4Key::kind: which of a flow's two entries this is.
@@ -492,8 +594,8 @@ pub const CT_KIND_SERVICE: u8 = CtKind::Service.raw();
 pub const CT_KIND_REPLY: u8 = CtKind::Reply.raw();
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct Ct4Value {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtValue<A> {
     /// bpf_ktime_get_ns() when the flow was created (CLOCK_MONOTONIC).
     pub created_ns: u64,
     /// bpf_ktime_get_ns() of the last packet in either direction.
@@ -504,7 +606,7 @@ pub struct Ct4Value {
     /// original client, which the destination of a reply is translated back to (it differs
     /// from the key's destination when the flow is masqueraded). The source goes back to
     /// the Service address from SVC4_REVNAT by rev_nat_id. Network order.
-    pub addr_be: u32,
+    pub addr_be: A,
     pub port_be: u16,
     /// CT_F_* bits.
     pub flags: u8,
@@ -514,10 +616,13 @@ pub struct Ct4Value {
     /// is translated to: the node address and a port when masqueraded, the client's own
     /// address and another port when only the port was remapped (a reply-tuple clash, see
     /// svc-ebpf/src/lb.rs). Network order; 0 otherwise.
-    pub nat_addr_be: u32,
+    pub nat_addr_be: A,
     pub nat_port_be: u16,
     pub _pad2: [u8; 2],
 }
+family_pod!(CtValue { u64, u64, u32, A, u16, u8, u8, u32, A, u16, [u8; 2] });
+pub type Ct4Value = CtValue<u32>;
+pub type Ct6Value = CtValue<Ip6>;
 
 /// A FIN or RST was seen: the entry expires after CT_CLOSING_TIMEOUT_NS.
 pub const CT_F_CLOSING: u8 = 1;
@@ -588,11 +693,14 @@ pub const fn ct_timeout_ns(proto: u8, flags: u8) -> u64 {
 // ---------------------------------------------------------------------------------------
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct Affinity4Key {
-    pub client_be: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey<A> {
+    pub client_be: A,
     pub rev_nat_id: u32,
 }
+family_pod!(AffinityKey { A, u32 });
+pub type Affinity4Key = AffinityKey<u32>;
+pub type Affinity6Key = AffinityKey<Ip6>;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -613,13 +721,16 @@ pub struct Affinity4Value {
 // the address bits (Cilium's lb4_src_range_key).
 // ---------------------------------------------------------------------------------------
 
-/// The data part of a SVC4_SRC_RANGE key.
+/// The data part of a SVC4_SRC_RANGE / SVC6_SRC_RANGE key.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
-pub struct SrcRange4 {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SrcRange<A> {
     pub rev_nat_id: u32,
-    pub addr_be: u32,
+    pub addr_be: A,
 }
+family_pod!(SrcRange { u32, A });
+pub type SrcRange4 = SrcRange<u32>;
+pub type SrcRange6 = SrcRange<Ip6>;
 
 pub const SRC_RANGE_PREFIX_BASE: u32 = 32;
 
@@ -1060,6 +1171,8 @@ pub struct DatapathConfig4 {
     pub nat_port_min: u32,
     pub nat_port_max: u32,
     pub _pad: u32,
+    /// MASQ_ADDR6_BE: the IPv6 masquerade source (all zero: never masquerade IPv6).
+    pub masq_addr6_be: Ip6,
 }
 
 pub const CONFIG_MAP_SIZE: u32 = 1;
@@ -1068,7 +1181,7 @@ pub const CONFIG_MAP_SIZE: u32 = 1;
 /// meaning of a field, changes: pins of another layout version are refused (equal sizes do
 /// not make equal layouts), and so are pins without a SVC_CONFIG map (made before the
 /// version was recorded).
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {
@@ -1092,6 +1205,13 @@ mod user {
     unsafe impl aya::Pod for SvcName {}
     unsafe impl aya::Pod for ProblemText {}
     unsafe impl aya::Pod for DatapathConfig4 {}
+    unsafe impl aya::Pod for Svc6Key {}
+    unsafe impl aya::Pod for Backend6 {}
+    unsafe impl aya::Pod for RevNat6 {}
+    unsafe impl aya::Pod for Ct6Key {}
+    unsafe impl aya::Pod for Ct6Value {}
+    unsafe impl aya::Pod for Affinity6Key {}
+    unsafe impl aya::Pod for SrcRange6 {}
 }
 
 #[cfg(test)]
@@ -1117,8 +1237,37 @@ mod tests {
         assert_eq!(size_of::<Frag4Value>(), 24);
         assert_eq!(size_of::<SvcName>(), 168);
         assert_eq!(size_of::<ProblemText>(), 256);
-        assert_eq!(size_of::<DatapathConfig4>(), 32);
+        assert_eq!(size_of::<DatapathConfig4>(), 48);
+        assert_eq!(size_of::<Svc6Key>(), 24);
+        assert_eq!(size_of::<Backend6>(), 20);
+        assert_eq!(size_of::<RevNat6>(), 20);
+        assert_eq!(size_of::<Ct6Key>(), 40);
+        assert_eq!(size_of::<Ct6Value>(), 64);
+        assert_eq!(size_of::<Affinity6Key>(), 20);
+        assert_eq!(size_of::<SrcRange6>(), 20);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
+    }
+
+    #[test]
+    fn ipv6_words_hold_the_address_bytes_in_order() {
+        let octets: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
+        let words = ip6_from_octets(octets);
+        assert_eq!(ip6_octets(words), octets);
+        // Each word is the packet's bytes as they are in memory (network order).
+        assert_eq!(u32::from_be(words[0]), 0x0102_0304);
+        assert_eq!(u32::from_be(words[3]), 0x0d0e_0f10);
+        // The IPv6 key keeps its fields where a C reader expects them.
+        let key = Svc6Key {
+            vip_be: words,
+            port_be: 80u16.to_be(),
+            slot: 2,
+            proto: PROTO_TCP,
+            scope: SCOPE_LOCAL,
+            _pad: [0; 2],
+        };
+        let bytes = bytemuck::bytes_of(&key);
+        assert_eq!(&bytes[..16], &octets);
+        assert_eq!(&bytes[16..24], &[0, 80, 2, 0, PROTO_TCP, SCOPE_LOCAL, 0, 0]);
     }
 
     #[test]

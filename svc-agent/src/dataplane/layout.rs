@@ -408,6 +408,7 @@ impl DatapathConfig {
             nat_port_min: u32::from(self.masquerade_ports.0),
             nat_port_max: u32::from(self.masquerade_ports.1),
             _pad: 0,
+            masq_addr6_be: [0; 4],
         }
     }
 
