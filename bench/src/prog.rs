@@ -15,9 +15,10 @@
 //! - **non_service**: `svc_xdp` on a TCP packet to an address that is no Service, `repeat`
 //!   times; every repeat must count `pass_not_service` and the frame must come out as it
 //!   went in.
-//! - **ipv6**: `svc_xdp` on an IPv6 TCP segment, `repeat` times: the programs serve IPv4
-//!   only for now, so every repeat must count `pass_not_ipv4` and leave the frame as it
-//!   was; what IPv6 traffic pays for crossing them today.
+//! - **ipv6**: `svc_xdp` on an IPv6 TCP segment to an address that is no Service, `repeat`
+//!   times: every repeat must count `pass_not_service` and leave the frame as it was; the
+//!   IPv6 twin of `non_service` (IPv6 parsing, the frontend and reply lookups in the
+//!   SVC6_* maps).
 //! - **established**: `svc_xdp` on the next packet (ACK) of a known flow. BPF_PROG_TEST_RUN
 //!   runs every repeat on the same buffer, so a rewrite made by the first repeat would be
 //!   what the second one sees. The flows are therefore made with a backend equal to the
@@ -502,7 +503,7 @@ pub fn run(
             (
                 "ipv6",
                 &ipv6_frame,
-                Verdict::PassNotIpv4,
+                Verdict::PassNotService,
                 "IPv6 TCP segment",
             ),
         ] {

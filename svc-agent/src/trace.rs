@@ -702,9 +702,9 @@ pub struct Trace6Request {
     pub entry: Option<Entry>,
 }
 
-/// Traces an IPv6 packet through the programs, on a copy of the maps as [`trace`] does. The
-/// datapath serves IPv4 Services only for now (docs/ipv6.md): the programs pass every IPv6
-/// packet untouched, and the trace shows them doing it.
+/// Traces an IPv6 packet through the programs, on a copy of the maps as [`trace`] does: the
+/// programs' own verdict for it, and the frame they leave. It does not yet name the
+/// Service, flow and backend as the IPv4 trace does (docs/ipv6.md).
 pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace, TraceError> {
     let config = live.read_config()?;
     let entry = req.entry.unwrap_or(Entry::External);
@@ -716,9 +716,33 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
     };
     let mut scratch = load_scratch(live_dir, live, &config, entry)?;
     let (steps, decided) = run_entry(&mut scratch, entry, &frame)?;
-    let verdict = decided.unwrap_or(Verdict::PassNotIpv4);
+    let verdict = decided.unwrap_or(Verdict::PassNotService);
+    let dst = req.dst;
     let rule = match verdict {
-        Verdict::PassNotIpv4 => "not IPv4: passed untouched (this datapath serves IPv4 Services only; IPv6 is planned: docs/ipv6.md)".to_string(),
+        Verdict::PassNotService => format!(
+            "{dst} is no IPv6 Service address here, and this is no reply of a translated flow: passed untouched"
+        ),
+        Verdict::DnatNew => format!(
+            "{dst} is a Service address: a new flow, translated to a backend (the output's destination)"
+        ),
+        Verdict::DnatEstablished => {
+            format!("a packet of a known flow to {dst} (conntrack): the flow's backend")
+        }
+        Verdict::RevNat => {
+            "a reply of a translated flow (conntrack): source back to the Service address".into()
+        }
+        Verdict::RejectTcpRst => {
+            format!("{dst} has no endpoints: rejected with a TCP RST, as kube-proxy's REJECT")
+        }
+        Verdict::RejectIcmp => format!(
+            "{dst} has no endpoints: rejected with ICMPv6 port unreachable, as kube-proxy's REJECT"
+        ),
+        Verdict::DropNoLocalBackend => {
+            format!("{dst}: traffic policy Local and no endpoint on this node: dropped")
+        }
+        Verdict::DropSourceRange => {
+            format!("{dst}: the source is outside loadBalancerSourceRanges: dropped")
+        }
         v => format!("verdict {}", v.label()),
     };
     Ok(Trace {

@@ -262,8 +262,8 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
         other => panic!("{other:?}"),
     }
 
-    // IPv6: the programs serve IPv4 only for now, and the trace shows an IPv6 packet
-    // passing XDP and TC untouched; the live maps are left alone here too.
+    // IPv6 to an address no IPv6 Service has: the trace shows it passing XDP and TC
+    // untouched; the live maps are left alone here too.
     let before = live_state(maps);
     let r6 = Trace6Request {
         src: "fd00:10:244:1::20".parse().unwrap(),
@@ -276,7 +276,7 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     assert_eq!(live_state(maps), before);
     assert_eq!(
         (t.verdict, t.action, t.entry),
-        ("pass_not_ipv4", "passed", Entry::External)
+        ("pass_not_service", "passed", Entry::External)
     );
     assert_eq!(
         t.steps
@@ -284,13 +284,13 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
             .map(|s| (s.hook, s.verdict))
             .collect::<Vec<_>>(),
         [
-            ("xdp", Some("pass_not_ipv4")),
-            ("tc", Some("pass_not_ipv4"))
+            ("xdp", Some("pass_not_service")),
+            ("tc", Some("pass_not_service"))
         ]
     );
     assert_eq!(t.input.src, "[fd00:10:244:1::20]:40000");
     assert_eq!(t.output.as_ref(), Some(&t.input), "untouched");
-    assert!(t.rule.contains("IPv4 Services only"), "{}", t.rule);
+    assert!(t.rule.contains("no IPv6 Service address"), "{}", t.rule);
     let via_pod = trace6(
         &dir,
         maps,
@@ -302,7 +302,7 @@ fn trace_explains_every_verdict_and_leaves_the_live_maps_alone() {
     )
     .unwrap();
     assert_eq!(via_pod.steps.len(), 1);
-    assert_eq!(via_pod.verdict, "pass_not_ipv4");
+    assert_eq!(via_pod.verdict, "pass_not_service");
     assert!(matches!(
         trace6(
             &dir,

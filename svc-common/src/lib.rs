@@ -1144,6 +1144,11 @@ verdicts! {
     /// destination is inside a service CIDR but no Service's ClusterIP (kube-proxy
     /// nftables: "Drop traffic to unallocated ClusterIPs").
     DropUnallocated = 26, "drop_unallocated";
+    /// IPv6 whose upper-layer header the programs do not reach: more than 8 extension
+    /// headers, or one they do not walk (AH, ESP, an unknown one; hop-by-hop, routing,
+    /// destination options and fragment headers are walked). Passed untouched: the stack
+    /// decides, and nothing is translated that the programs cannot read.
+    PassIpv6Unparsed = 27, "pass_ipv6_unparsed";
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;

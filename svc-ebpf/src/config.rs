@@ -12,6 +12,10 @@ static DETECT_LOCAL: u32 = 0;
 /// The address masqueraded flows get as their source (the node's IP); 0 = never masquerade.
 #[unsafe(no_mangle)]
 static MASQ_ADDR_BE: u32 = 0;
+/// The IPv6 masquerade source (the node's IPv6 address, four network-order words); all
+/// zero: never masquerade IPv6.
+#[unsafe(no_mangle)]
+static MASQ_ADDR6_BE: [u32; 4] = [0; 4];
 /// Source ports masqueraded flows may get (host order, inclusive); the default and why it
 /// sits where it does: svc_common::MASQUERADE_PORTS.
 #[unsafe(no_mangle)]
@@ -44,6 +48,11 @@ pub fn host_netns_cookie() -> u64 {
 #[inline(always)]
 pub fn masq_addr() -> u32 {
     unsafe { read_volatile(&MASQ_ADDR_BE) }
+}
+
+#[inline(always)]
+pub fn masq_addr6() -> [u32; 4] {
+    unsafe { read_volatile(&MASQ_ADDR6_BE) }
 }
 
 /// (first port, number of ports) of the masquerade range.

@@ -5,6 +5,10 @@
 //! rule and the port search (`reply_port`), and flow lifetimes (either entry alive). It
 //! reads and writes maps but never the packet; the callers apply the returned action with
 //! their own rewrite code. README "The datapath" describes the rules for users.
+//!
+//! Every function is generic over the address family `A` (family.rs: `u32` for IPv4,
+//! `Ip6` for IPv6), so each rule is written once for both; `A`'s maps are `A::ct()` and so
+//! on. Addresses are compared with `same`, never `==` (family.rs says why).
 use aya_ebpf::bindings::{BPF_ANY, BPF_NOEXIST};
 use aya_ebpf::{
     cty::c_void,
@@ -12,56 +16,60 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use svc_common::{
-    Affinity4Key, Affinity4Value, BACKEND_STATE_ACTIVE, CT_F_CLOSING, CT_F_HALF_OPEN, CT_F_REPLIED,
-    CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, Ct4Key, Ct4Value, PROTO_TCP, SCOPE_ALL, SCOPE_LOCAL,
+    Affinity4Value, AffinityKey, BACKEND_STATE_ACTIVE, CT_F_CLOSING, CT_F_HALF_OPEN, CT_F_REPLIED,
+    CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, CtKey, CtValue, PROTO_TCP, SCOPE_ALL, SCOPE_LOCAL,
     SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES,
-    SrcRange4, Svc4Key, Verdict, ct_timeout_ns,
+    SrcRange, SvcKey, Verdict, ct_timeout_ns,
 };
 
 use crate::{
     clock::Clock,
-    config, local,
-    maps::{SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_REVNAT, SVC4_SERVICES, SVC4_SRC_RANGE},
+    config,
+    family::Family,
+    local,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    rules, sctp, unserved,
+    rules, sctp,
 };
 
 /// An address and port, network order.
 #[derive(Clone, Copy)]
-pub struct Endpoint {
-    pub addr: u32,
+pub struct Endpoint<A = u32> {
+    pub addr: A,
     pub port: u16,
 }
 
-impl Endpoint {
+impl<A: Family> Endpoint<A> {
     /// "Leave this side as it is": no address we translate to is 0.0.0.0. A plain value
     /// rather than an Option: an `Action` is handed to BPF functions by pointer (frag.rs),
     /// and a `None` leaves bytes undefined that LLVM may fill with any register, which the
     /// verifier refuses when that register holds a pointer ("invalid size of register
     /// spill").
-    pub const NONE: Endpoint = Endpoint { addr: 0, port: 0 };
+    pub const NONE: Endpoint<A> = Endpoint {
+        addr: A::ZERO,
+        port: 0,
+    };
 
     #[inline(always)]
     pub fn is_set(&self) -> bool {
-        self.addr != 0
+        !self.addr.is_zero()
     }
 }
 
-pub enum Action {
+pub enum Action<A = u32> {
     /// A packet to a Service: rewrite the destination, and the source if masqueraded or
     /// its port remapped (a reply-tuple clash, see `reply_port`).
     Forward {
-        dst: Endpoint,
+        dst: Endpoint<A>,
         /// [`Endpoint::NONE`] when the source stays.
-        src: Endpoint,
+        src: Endpoint<A>,
         verdict: Verdict,
     },
     /// A reply leaving a backend: the source goes back to the Service address, and the
     /// destination back to the original client if the flow's source was translated.
     Reply {
-        src: Endpoint,
+        src: Endpoint<A>,
         /// [`Endpoint::NONE`] when the destination stays.
-        dst: Endpoint,
+        dst: Endpoint<A>,
     },
     /// The destination is a Service with no endpoints: answer with RST / ICMP unreachable.
     Reject,
@@ -92,7 +100,7 @@ fn closing_flags(tcp_flags: u8) -> u8 {
 }
 
 #[inline(always)]
-pub(crate) fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
+pub(crate) fn expired<A>(ct: &CtValue<A>, proto: u8, now: u64) -> bool {
     now.saturating_sub(ct.last_seen_ns) > ct_timeout_ns(proto, ct.flags)
 }
 
@@ -107,8 +115,8 @@ pub(crate) fn expired(ct: &Ct4Value, proto: u8, now: u64) -> bool {
 /// Whether the service entry of the flow whose reply entry `rev` is keyed by `key` is
 /// alive and still describes this reply tuple (same backend, same reply address:port).
 #[inline(always)]
-pub(crate) fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool {
-    let Some(svc) = (unsafe { SVC4_REVNAT.get(&rev.rev_nat_id) }) else {
+pub(crate) fn service_side_alive<A: Family>(key: &CtKey<A>, rev: &CtValue<A>, now: u64) -> bool {
+    let Some(svc) = (unsafe { A::revnat().get(&rev.rev_nat_id) }) else {
         return false;
     };
     let fwd_key = ct_key(
@@ -119,7 +127,7 @@ pub(crate) fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool
         key.proto,
         CT_KIND_SERVICE,
     );
-    let Some(fwd) = (unsafe { SVC4_CT.get(&fwd_key) }) else {
+    let Some(fwd) = (unsafe { A::ct().get(&fwd_key) }) else {
         return false;
     };
     let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
@@ -128,16 +136,16 @@ pub(crate) fn service_side_alive(key: &Ct4Key, rev: &Ct4Value, now: u64) -> bool
         (rev.addr_be, rev.port_be)
     };
     !expired(fwd, key.proto, now)
-        && fwd.addr_be == key.saddr_be
+        && fwd.addr_be.same(&key.saddr_be)
         && fwd.port_be == key.sport_be
-        && reply_addr == key.daddr_be
+        && reply_addr.same(&key.daddr_be)
         && reply_port == key.dport_be
 }
 
 /// Whether the reply entry of the flow whose service entry `fwd` is keyed by `key` is
 /// alive and belongs to this flow (same client, same Service).
 #[inline(always)]
-pub(crate) fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
+pub(crate) fn reply_side_alive<A: Family>(key: &CtKey<A>, fwd: &CtValue<A>, now: u64) -> bool {
     let (reply_addr, reply_port) = if fwd.flags & CT_F_SNAT != 0 {
         (fwd.nat_addr_be, fwd.nat_port_be)
     } else {
@@ -151,10 +159,10 @@ pub(crate) fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
         key.proto,
         CT_KIND_REPLY,
     );
-    match unsafe { SVC4_CT.get(&reply_key) } {
+    match unsafe { A::ct().get(&reply_key) } {
         Some(rev) => {
             !expired(rev, key.proto, now)
-                && rev.addr_be == key.saddr_be
+                && rev.addr_be.same(&key.saddr_be)
                 && rev.port_be == key.sport_be
                 && rev.rev_nat_id == fwd.rev_nat_id
         }
@@ -163,15 +171,15 @@ pub(crate) fn reply_side_alive(key: &Ct4Key, fwd: &Ct4Value, now: u64) -> bool {
 }
 
 #[inline(always)]
-pub(crate) fn ct_key(
-    saddr: u32,
-    daddr: u32,
+pub(crate) fn ct_key<A>(
+    saddr: A,
+    daddr: A,
     sport: u16,
     dport: u16,
     proto: u8,
     kind: u8,
-) -> Ct4Key {
-    Ct4Key {
+) -> CtKey<A> {
+    CtKey {
         saddr_be: saddr,
         daddr_be: daddr,
         sport_be: sport,
@@ -183,16 +191,16 @@ pub(crate) fn ct_key(
 }
 
 #[inline(always)]
-pub fn decide(pkt: &Packet, clock: &Clock) -> Action {
+pub fn decide<A: Family>(pkt: &Packet<A>, clock: &Clock) -> Action<A> {
     // Replies to masqueraded flows are addressed to the node, where NodePorts live too: a
     // kept client port can equal a NodePort, so such a reply must not be taken for a new
     // connection to it. Conntrack decides first for packets to the masquerade address.
-    let to_node = pkt.daddr == config::masq_addr();
+    let to_node = pkt.daddr.same(&A::masq_addr());
     if to_node && let Some(action) = reply_entry(pkt, clock) {
         return action;
     }
     // 127/8 frontends (localhost NodePorts) are for the socket programs only.
-    let f = if rules::is_loopback(pkt.daddr) {
+    let f = if pkt.daddr.is_loopback() {
         None
     } else {
         frontend(pkt.daddr, pkt.dport, pkt.proto)
@@ -200,22 +208,22 @@ pub fn decide(pkt: &Packet, clock: &Clock) -> Action {
     match f {
         Some(f) => forward(pkt, &f, clock.now()),
         // Conntrack said no already: the node's own traffic pays one lookup, not two.
-        None if to_node => unserved::action(pkt.daddr),
+        None if to_node => pkt.daddr.unserved(),
         None => reply(pkt, clock),
     }
 }
 
 /// A Service address's frontend entry (slot 0, SCOPE_ALL) as looked up, copied out.
 #[derive(Clone, Copy)]
-pub struct Frontend {
-    key: Svc4Key,
+pub struct Frontend<A = u32> {
+    key: SvcKey<A>,
     count: u16,
     pub rev_nat_id: u32,
     flags: u16,
     affinity_timeout: u32,
 }
 
-impl Frontend {
+impl<A> Frontend<A> {
     /// True if any of the SVC_F_* `bits` is set.
     #[inline(always)]
     pub fn has_any(&self, bits: u16) -> bool {
@@ -225,8 +233,8 @@ impl Frontend {
 
 /// The frontend of `vip:port/proto` (network order), if that is a Service address.
 #[inline(always)]
-pub fn frontend(vip: u32, port: u16, proto: u8) -> Option<Frontend> {
-    let key = Svc4Key {
+pub fn frontend<A: Family>(vip: A, port: u16, proto: u8) -> Option<Frontend<A>> {
+    let key = SvcKey {
         vip_be: vip,
         port_be: port,
         slot: 0,
@@ -236,7 +244,7 @@ pub fn frontend(vip: u32, port: u16, proto: u8) -> Option<Frontend> {
     };
     // SAFETY: values are copied out at once; a concurrent update can at worst give us a
     // value from just before or after it, which the slot/backend checks of `pick` tolerate.
-    let v = unsafe { SVC4_SERVICES.get(&key) }?;
+    let v = unsafe { A::services().get(&key) }?;
     Some(Frontend {
         key,
         count: v.count,
@@ -260,9 +268,9 @@ pub enum Source {
 
 /// The backend a new flow gets: id in SVC4_BACKENDS, address and port (network order).
 #[derive(Clone, Copy)]
-pub struct Picked {
+pub struct Picked<A = u32> {
     pub id: u32,
-    pub addr: u32,
+    pub addr: A,
     pub port: u16,
 }
 
@@ -282,7 +290,7 @@ pub enum NoPick {
 
 /// A packet to a Service address.
 #[inline(always)]
-fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
+fn forward<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, now: u64) -> Action<A> {
     let key = ct_key(
         pkt.saddr,
         pkt.daddr,
@@ -291,7 +299,7 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
         pkt.proto,
         CT_KIND_SERVICE,
     );
-    if let Some(ct) = SVC4_CT.get_ptr_mut(&key) {
+    if let Some(ct) = A::ct().get_ptr_mut(&key) {
         // SAFETY: a pointer into the LRU map's value; fields are written individually.
         let ct = unsafe { &mut *ct };
         // A bare SYN on a closing entry is a new connection reusing the client port.
@@ -308,8 +316,8 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
             // keeps sending it to the address it was given (a pod that left the Service but
             // still runs keeps serving it).
             let keeps = pkt.proto == PROTO_TCP
-                || unsafe { SVC4_BACKENDS.get(&ct.backend_id) }
-                    .is_some_and(|b| b.addr_be == ct.addr_be && b.port_be == ct.port_be);
+                || unsafe { A::backends().get(&ct.backend_id) }
+                    .is_some_and(|b| b.addr_be.same(&ct.addr_be) && b.port_be == ct.port_be);
             {
                 if keeps {
                     ct.last_seen_ns = now;
@@ -344,7 +352,7 @@ fn forward(pkt: &Packet, f: &Frontend, now: u64) -> Action {
 /// The client answered the SYN-ACK of a half-open flow (its service entry `ct`): both
 /// entries move to the established lifetime.
 #[inline(always)]
-fn handshake_done(ct: &mut Ct4Value, pkt: &Packet) {
+fn handshake_done<A: Family>(ct: &mut CtValue<A>, pkt: &Packet<A>) {
     ct.flags &= !CT_F_HALF_OPEN;
     let (reply_addr, reply_port) = if ct.flags & CT_F_SNAT != 0 {
         (ct.nat_addr_be, ct.nat_port_be)
@@ -359,7 +367,7 @@ fn handshake_done(ct: &mut Ct4Value, pkt: &Packet) {
         pkt.proto,
         CT_KIND_REPLY,
     );
-    if let Some(rev) = SVC4_CT.get_ptr_mut(&reply_key) {
+    if let Some(rev) = A::ct().get_ptr_mut(&reply_key) {
         // SAFETY: a pointer into the LRU map's value.
         unsafe { (*rev).flags &= !CT_F_HALF_OPEN };
     }
@@ -370,7 +378,7 @@ fn handshake_done(ct: &mut Ct4Value, pkt: &Packet) {
 /// the pod CIDR (when it is known) or with --masquerade-all, external addresses with policy
 /// Cluster, hairpin.
 #[inline(always)]
-fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
+fn new_flow<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, key: &CtKey<A>, now: u64) -> Action<A> {
     let (cidr_known, from_pod) = local::pod_source(pkt);
     // A packet never comes from the node itself here: node processes go through the
     // cgroup socket programs (sock.rs) and their packets never reach these hooks.
@@ -391,9 +399,10 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
     if sctp::ports_fixed(pkt.proto) && backend_port != pkt.dport {
         return Action::Done(Verdict::DropRewriteFailed);
     }
-    let hairpin = backend_addr == pkt.saddr;
-    let masq_addr = config::masq_addr();
-    let masquerade = rules::masquerade(f.flags, from_pod, cidr_known, hairpin);
+    let hairpin = backend_addr.same(&pkt.saddr);
+    let masq_addr = A::masq_addr();
+    let masquerade =
+        !masq_addr.is_zero() && rules::masquerade(f.flags, from_pod, cidr_known, hairpin);
 
     // The tuple replies will carry: to the node's address when masqueraded, else to the
     // client itself. It must not be the reply tuple of another live flow (see
@@ -435,38 +444,34 @@ fn new_flow(pkt: &Packet, f: &Frontend, key: &Ct4Key, now: u64) -> Action {
 
 /// A new flow being recorded: what `reply_port` and `claim_reply` need to write its
 /// entries.
-struct Flow<'a> {
-    pkt: &'a Packet,
+struct Flow<'a, A> {
+    pkt: &'a Packet<A>,
     /// The service entry's key: the client's original tuple.
-    key: &'a Ct4Key,
+    key: &'a CtKey<A>,
     rev_nat_id: u32,
     backend_id: u32,
-    backend_addr: u32,
+    backend_addr: A,
     backend_port: u16,
     /// The address replies come back to: the masquerade address or the client's.
-    reply_addr: u32,
+    reply_addr: A,
     masquerade: bool,
     now: u64,
 }
 
-impl Flow<'_> {
+impl<A: Family> Flow<'_, A> {
     /// The flow's source is translated when it is masqueraded or its port was remapped.
     #[inline(always)]
     fn snat(&self, reply_port: u16) -> bool {
         self.masquerade || reply_port != self.pkt.sport
     }
 
-    /// The flow's entry, as written under the service key (the backend it goes to) or,
-    /// with the client in addr/port, under the reply key.
+    /// The flow's reply entry: the client in addr/port. Its service entry is the same with
+    /// the backend there (`claim_reply`).
     #[inline(always)]
-    fn entry(&self, reply_port: u16, reply: bool) -> Ct4Value {
+    fn entry(&self, reply_port: u16) -> CtValue<A> {
         let snat = self.snat(reply_port);
-        let (addr_be, port_be) = if reply {
-            (self.pkt.saddr, self.pkt.sport)
-        } else {
-            (self.backend_addr, self.backend_port)
-        };
-        Ct4Value {
+        let (addr_be, port_be) = (self.pkt.saddr, self.pkt.sport);
+        CtValue {
             created_ns: self.now,
             last_seen_ns: self.now,
             backend_id: self.backend_id,
@@ -475,7 +480,7 @@ impl Flow<'_> {
             rev_nat_id: self.rev_nat_id,
             flags: closing_flags(self.pkt.tcp_flags) | if snat { CT_F_SNAT } else { 0 },
             _pad: 0,
-            nat_addr_be: if snat { self.reply_addr } else { 0 },
+            nat_addr_be: if snat { self.reply_addr } else { A::ZERO },
             nat_port_be: if snat { reply_port } else { 0 },
             _pad2: [0; 2],
         }
@@ -503,7 +508,7 @@ impl Flow<'_> {
 /// searches once more). Looking up first also matters
 /// because an insert into a full LRU map evicts other entries even when it then fails.
 #[inline(always)]
-fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
+fn reply_port<A: Family>(flow: &Flow<A>) -> Result<u16, Verdict> {
     let pkt = flow.pkt;
     let (min, span) = config::nat_ports();
     let client_port = u16::from_be(pkt.sport) as u32;
@@ -544,14 +549,14 @@ fn reply_port(flow: &Flow) -> Result<u16, Verdict> {
 
 /// Runs the port search (NAT_PORT_PROBES probes, bpf_loop) until a usable tuple is found.
 #[inline(always)]
-fn search_ports(search: &mut PortSearch) {
+fn search_ports<A: Family>(search: &mut PortSearch<A>) {
     // SAFETY: `search_step` is a static function of the signature bpf_loop calls, and its
     // context is `search`, on the caller's stack for the whole call.
     unsafe {
         bpf_loop(
             NAT_PORT_PROBES,
-            search_step as *mut c_void,
-            search as *mut PortSearch as *mut c_void,
+            search_step::<A> as *mut c_void,
+            search as *mut PortSearch<A> as *mut c_void,
             0,
         )
     };
@@ -559,7 +564,7 @@ fn search_ports(search: &mut PortSearch) {
 
 /// Claims the tuple the search found: the port, or why the flow gets none.
 #[inline(always)]
-fn claim_found(flow: &Flow, search: &PortSearch) -> Result<u16, Verdict> {
+fn claim_found<A: Family>(flow: &Flow<A>, search: &PortSearch<A>) -> Result<u16, Verdict> {
     let port = search.port;
     match search.found {
         PROBE_FREE => claim_reply(flow, port, false).map(|()| port),
@@ -580,12 +585,12 @@ const PROBE_TAKEN: u8 = 2;
 /// The state of the port search, on `reply_port`'s stack, which `search_step` (run by
 /// bpf_loop) reads and writes.
 #[repr(C)]
-struct PortSearch {
+struct PortSearch<A> {
     /// The reply key probed; its dport is the candidate port.
-    key: Ct4Key,
+    key: CtKey<A>,
     now: u64,
     /// The flow's original client and Service, to recognise its own entry.
-    client_addr: u32,
+    client_addr: A,
     rev_nat_id: u32,
     /// The masquerade range (first port, number of ports), host order.
     min: u32,
@@ -605,9 +610,9 @@ struct PortSearch {
 /// the same loop written inline cost the verifier about 4,000 instructions per probe
 /// (half a million for 128), against the kernel's limit of a million.
 #[inline(never)]
-extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn search_step<A: Family>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes the context `reply_port` gave it: its PortSearch.
-    let s = unsafe { &mut *(ctx as *mut PortSearch) };
+    let s = unsafe { &mut *(ctx as *mut PortSearch<A>) };
     if index % NAT_PORT_RUN as u64 == 0 {
         // SAFETY: helper call without arguments.
         s.off = unsafe { bpf_get_prandom_u32() }
@@ -621,17 +626,21 @@ extern "C" fn search_step(index: u64, ctx: *mut c_void) -> i64 {
     }
     s.port = ((s.min + s.off) as u16).to_be();
     s.key.dport_be = s.port;
-    s.found = probe_reply(s);
+    s.found = if A::PROBE_DEAD_IN_LOOP {
+        probe_reply(s)
+    } else {
+        probe_reply_quick(s)
+    };
     if s.found == PROBE_TAKEN { 0 } else { 1 }
 }
 
 /// Who holds the reply tuple `s.key` (a lookup, nothing written): PROBE_*.
 #[inline(always)]
-fn probe_reply(s: &PortSearch) -> u8 {
-    match unsafe { SVC4_CT.get(&s.key) } {
+fn probe_reply<A: Family>(s: &PortSearch<A>) -> u8 {
+    match unsafe { A::ct().get(&s.key) } {
         None => PROBE_FREE,
         Some(ct)
-            if (ct.addr_be == s.client_addr
+            if (ct.addr_be.same(&s.client_addr)
                 && ct.port_be == s.client_port
                 && ct.rev_nat_id == s.rev_nat_id)
                 || (expired(ct, s.key.proto, s.now) && !service_side_alive(&s.key, ct, s.now)) =>
@@ -642,9 +651,28 @@ fn probe_reply(s: &PortSearch) -> u8 {
     }
 }
 
+/// `probe_reply` without telling a dead entry of another flow from a live one: such an
+/// entry probes as taken, and the search goes on to the next port. IPv6's search loop uses
+/// it (family.rs, `PROBE_DEAD_IN_LOOP`): the whole check builds a second 40-byte key in the
+/// loop's frame, which the verifier's 512-byte limit for the call chain has no room for.
+#[inline(always)]
+fn probe_reply_quick<A: Family>(s: &PortSearch<A>) -> u8 {
+    match unsafe { A::ct().get(&s.key) } {
+        None => PROBE_FREE,
+        Some(ct)
+            if ct.addr_be.same(&s.client_addr)
+                && ct.port_be == s.client_port
+                && ct.rev_nat_id == s.rev_nat_id =>
+        {
+            PROBE_REUSABLE
+        }
+        Some(_) => PROBE_TAKEN,
+    }
+}
+
 /// The reply key of the flow with reply port `port`.
 #[inline(always)]
-fn reply_key(flow: &Flow, port: u16) -> Ct4Key {
+fn reply_key<A: Family>(flow: &Flow<A>, port: u16) -> CtKey<A> {
     ct_key(
         flow.backend_addr,
         flow.reply_addr,
@@ -659,24 +687,23 @@ fn reply_key(flow: &Flow, port: u16) -> Ct4Key {
 /// inserted with BPF_NOEXIST: if another CPU's new flow took it since the probe, that
 /// flow keeps it. A reusable one (this flow's own, or dead) is overwritten.
 #[inline(always)]
-fn claim_reply(flow: &Flow, port: u16, reusable: bool) -> Result<(), Verdict> {
+fn claim_reply<A: Family>(flow: &Flow<A>, port: u16, reusable: bool) -> Result<(), Verdict> {
     let reply_key = reply_key(flow, port);
     let mode = if reusable { BPF_ANY } else { BPF_NOEXIST } as u64;
-    if SVC4_CT
-        .insert(&reply_key, &flow.entry(port, true), mode)
-        .is_err()
-    {
+    // One value on the stack for both entries (an IPv6 one is 64 bytes): the reply
+    // entry's, then changed into the service entry's.
+    let mut entry = flow.entry(port);
+    if A::ct().insert(&reply_key, &entry, mode).is_err() {
         return Err(if reusable {
             Verdict::DropCtFailed
         } else {
             Verdict::DropNatFailed
         });
     }
-    if SVC4_CT
-        .insert(flow.key, &flow.entry(port, false), BPF_ANY as u64)
-        .is_err()
-    {
-        let _ = SVC4_CT.remove(&reply_key);
+    entry.addr_be = flow.backend_addr;
+    entry.port_be = flow.backend_port;
+    if A::ct().insert(flow.key, &entry, BPF_ANY as u64).is_err() {
+        let _ = A::ct().remove(&reply_key);
         return Err(Verdict::DropCtFailed);
     }
     Ok(())
@@ -688,7 +715,12 @@ fn claim_reply(flow: &Flow, port: u16, reusable: bool) -> Result<(), Verdict> {
 /// rejects; traffic policy Local narrows to this node's endpoints (`scope`); then the
 /// client's affinity backend, else a random slot.
 #[inline(always)]
-pub fn pick(f: &Frontend, client: u32, source: Source, now: u64) -> Result<Picked, NoPick> {
+pub fn pick<A: Family>(
+    f: &Frontend<A>,
+    client: A,
+    source: Source,
+    now: u64,
+) -> Result<Picked<A>, NoPick> {
     if !source_allowed(f, client) {
         return Err(NoPick::SourceRange);
     }
@@ -701,18 +733,18 @@ pub fn pick(f: &Frontend, client: u32, source: Source, now: u64) -> Result<Picke
 
 /// loadBalancerSourceRanges: true unless the frontend has ranges and `client` is in none.
 #[inline(always)]
-fn source_allowed(f: &Frontend, client: u32) -> bool {
+fn source_allowed<A: Family>(f: &Frontend<A>, client: A) -> bool {
     if f.flags & SVC_F_SOURCE_RANGES == 0 {
         return true;
     }
     let probe = Key::new(
-        SRC_RANGE_PREFIX_BASE + 32,
-        SrcRange4 {
+        SRC_RANGE_PREFIX_BASE + A::BITS,
+        SrcRange {
             rev_nat_id: f.rev_nat_id,
             addr_be: client,
         },
     );
-    SVC4_SRC_RANGE.get(&probe).is_some()
+    A::src_ranges().get(&probe).is_some()
 }
 
 /// The slots a new flow from `source` chooses among: (scope, slot count), or None when
@@ -720,17 +752,17 @@ fn source_allowed(f: &Frontend, client: u32) -> bool {
 /// from every source, the node itself included; to external addresses
 /// (externalTrafficPolicy) only from outside: pods and the node itself use every endpoint.
 #[inline(always)]
-fn select_scope(f: &Frontend, source: Source) -> Option<(u8, u16)> {
+fn select_scope<A: Family>(f: &Frontend<A>, source: Source) -> Option<(u8, u16)> {
     let external = f.flags & SVC_F_EXTERNAL != 0;
     let local = f.flags & SVC_F_LOCAL != 0;
     if !(local && (!external || source == Source::Outside)) {
         return Some((SCOPE_ALL, f.count));
     }
-    let local_key = Svc4Key {
+    let local_key = SvcKey {
         scope: SCOPE_LOCAL,
         ..f.key
     };
-    match unsafe { SVC4_SERVICES.get(&local_key) } {
+    match unsafe { A::services().get(&local_key) } {
         Some(v) if v.count > 0 => Some((SCOPE_LOCAL, v.count)),
         _ => None,
     }
@@ -740,14 +772,20 @@ fn select_scope(f: &Frontend, source: Source) -> Option<(u8, u16)> {
 /// random slot of `scope` (recorded as the client's affinity backend). None when the slot
 /// or its backend is missing (mid-update).
 #[inline(always)]
-fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) -> Option<Picked> {
+fn choose_backend<A: Family>(
+    f: &Frontend<A>,
+    client: A,
+    scope: u8,
+    count: u16,
+    now: u64,
+) -> Option<Picked<A>> {
     let affinity = f.flags & SVC_F_AFFINITY != 0;
-    let aff_key = Affinity4Key {
+    let aff_key = AffinityKey {
         client_be: client,
         rev_nat_id: f.rev_nat_id,
     };
     if affinity {
-        if let Some(a) = SVC4_AFFINITY.get_ptr_mut(&aff_key) {
+        if let Some(a) = A::affinity().get_ptr_mut(&aff_key) {
             let a = unsafe { &mut *a };
             let timeout_ns = f.affinity_timeout as u64 * 1_000_000_000;
             if a.scope == scope
@@ -755,14 +793,14 @@ fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) ->
                 && a.slot <= count
                 && now.saturating_sub(a.last_used_ns) <= timeout_ns
             {
-                let slot_key = Svc4Key {
+                let slot_key = SvcKey {
                     slot: a.slot,
                     scope,
                     ..f.key
                 };
-                if let Some(slot) = unsafe { SVC4_SERVICES.get(&slot_key) } {
+                if let Some(slot) = unsafe { A::services().get(&slot_key) } {
                     if slot.backend_id == a.backend_id {
-                        if let Some(b) = unsafe { SVC4_BACKENDS.get(&a.backend_id) } {
+                        if let Some(b) = unsafe { A::backends().get(&a.backend_id) } {
                             if b.state == BACKEND_STATE_ACTIVE {
                                 a.last_used_ns = now;
                                 return Some(Picked {
@@ -786,7 +824,7 @@ fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) ->
             scope,
             _pad: 0,
         };
-        let _ = SVC4_AFFINITY.insert(&aff_key, &value, 0);
+        let _ = A::affinity().insert(&aff_key, &value, 0);
     }
     Some(Picked {
         id: backend_id,
@@ -798,29 +836,29 @@ fn choose_backend(f: &Frontend, client: u32, scope: u8, count: u16, now: u64) ->
 /// A uniformly random slot of `scope` (1..=count) of the frontend `key` and its backend:
 /// (slot, backend id, address, port).
 #[inline(always)]
-fn random_backend(key: &Svc4Key, scope: u8, count: u16) -> Option<(u16, u32, u32, u16)> {
+fn random_backend<A: Family>(key: &SvcKey<A>, scope: u8, count: u16) -> Option<(u16, u32, A, u16)> {
     // SAFETY: helper call without arguments.
     let slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
-    let slot_key = Svc4Key {
+    let slot_key = SvcKey {
         slot,
         scope,
         ..*key
     };
-    let backend_id = unsafe { SVC4_SERVICES.get(&slot_key) }?.backend_id;
-    let backend = unsafe { SVC4_BACKENDS.get(&backend_id) }?;
+    let backend_id = unsafe { A::services().get(&slot_key) }?.backend_id;
+    let backend = unsafe { A::backends().get(&backend_id) }?;
     Some((slot, backend_id, backend.addr_be, backend.port_be))
 }
 
 /// A packet that is not to a Service address: a reply of a translated flow, else to an
 /// allocated ClusterIP or a service CIDR (unserved.rs), or not ours.
 #[inline(always)]
-fn reply(pkt: &Packet, clock: &Clock) -> Action {
-    reply_entry(pkt, clock).unwrap_or_else(|| unserved::action(pkt.daddr))
+fn reply<A: Family>(pkt: &Packet<A>, clock: &Clock) -> Action<A> {
+    reply_entry(pkt, clock).unwrap_or_else(|| pkt.daddr.unserved())
 }
 
 /// The reverse translation for a reply of a live translated flow, if `pkt` is one.
 #[inline(always)]
-fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
+fn reply_entry<A: Family>(pkt: &Packet<A>, clock: &Clock) -> Option<Action<A>> {
     let key = ct_key(
         pkt.saddr,
         pkt.daddr,
@@ -830,7 +868,7 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
         CT_KIND_REPLY,
     );
     // SAFETY: a pointer into the LRU map's value; fields are written individually.
-    let ct = unsafe { &mut *SVC4_CT.get_ptr_mut(&key)? };
+    let ct = unsafe { &mut *A::ct().get_ptr_mut(&key)? };
     // A tracked flow: the first use of the clock on this path.
     let now = clock.now();
     if expired(ct, pkt.proto, now) && !service_side_alive(&key, ct, now) {
@@ -838,7 +876,7 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
     }
     let rev_nat_id = ct.rev_nat_id;
     // None if the Service is gone: the packet is then left as it is.
-    let rev = unsafe { SVC4_REVNAT.get(&rev_nat_id) }?;
+    let rev = unsafe { A::revnat().get(&rev_nat_id) }?;
     let (vip, vport) = (rev.vip_be, rev.port_be);
     let (client, client_port) = (ct.addr_be, ct.port_be);
     let forward_key = ct_key(client, vip, client_port, vport, pkt.proto, CT_KIND_SERVICE);
@@ -851,15 +889,15 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
     // entry's word: a new SYN through the Service (port reuse) renews that entry and may
     // keep this one, flags and all; without a service entry, this one's.
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN != 0 {
-        let (closed, forward) = match unsafe { SVC4_CT.get(&forward_key) } {
+        let (closed, forward) = match unsafe { A::ct().get(&forward_key) } {
             Some(f) => (f.flags & CT_F_CLOSING != 0, true),
             None => (ct.flags & CT_F_CLOSING != 0, false),
         };
         if closed {
             if forward {
-                let _ = SVC4_CT.remove(&forward_key);
+                let _ = A::ct().remove(&forward_key);
             }
-            let _ = SVC4_CT.remove(&key);
+            let _ = A::ct().remove(&key);
             return None;
         }
     }
@@ -877,7 +915,7 @@ fn reply_entry(pkt: &Packet, clock: &Clock) -> Option<Action> {
         ct.flags = new_flags;
         // First reply (or a close): the forward entry moves from the short SYN lifetime to
         // the established one (or half-open, or closing), as the reply entry does.
-        if let Some(fwd) = SVC4_CT.get_ptr_mut(&forward_key) {
+        if let Some(fwd) = A::ct().get_ptr_mut(&forward_key) {
             unsafe { (*fwd).flags |= new_flags & (CT_F_REPLIED | CT_F_CLOSING | CT_F_HALF_OPEN) };
         }
     }

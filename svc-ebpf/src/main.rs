@@ -9,13 +9,16 @@
 mod clock;
 mod config;
 mod csum;
+mod family;
 mod frag;
 mod icmp;
 mod lb;
 mod local;
 mod maps;
 mod parse;
+mod parse6;
 mod reject;
+mod reject6;
 mod rules;
 mod sctp;
 mod sock;

@@ -1,5 +1,5 @@
 //! Packet parsing shared by the TC and XDP programs: bounds-checked header access and the
-//! parsed view of an IPv4 TCP/UDP/SCTP packet.
+//! parsed view of an IPv4 or IPv6 TCP/UDP/SCTP packet (IPv6: parse6.rs).
 use core::mem::size_of;
 use svc_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP, Verdict};
 
@@ -7,6 +7,7 @@ use crate::sctp::SctpHdr;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+pub const ETH_P_IPV6_BE: u16 = 0x86DDu16.to_be();
 /// Offsets of IPv4 header fields from the start of the frame.
 pub const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 pub const IP_SADDR_OFF: usize = ETH_HLEN + 12;
@@ -77,22 +78,24 @@ pub fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// The parts of an IPv4 TCP/UDP/SCTP packet the translation needs. Addresses and ports are
-/// in network order, as on the wire.
+/// The parts of a TCP/UDP/SCTP packet the translation needs; `A` is the address family
+/// (family.rs): `u32` for IPv4, `Ip6` for IPv6. Addresses and ports are in network order,
+/// as on the wire.
 #[derive(Clone, Copy)]
-pub struct Packet {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Packet<A = u32> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     /// TCP flags; 0 for UDP.
     pub tcp_flags: u8,
-    /// Offset of the TCP/UDP header: 14 + IHL * 4 (IPv4 options move it).
+    /// Offset of the TCP/UDP header: 14 + IHL * 4 (IPv4 options move it); IPv6: after the
+    /// extension headers.
     pub l4_off: usize,
-    /// The IPv4 header carries options (IHL > 5).
+    /// The IPv4 header carries options (IHL > 5). IPv6: false (XDP rewrites at `l4_off`).
     pub has_ip_options: bool,
-    /// The IPv4 identification field, network order (keys SVC4_FRAG).
+    /// The IPv4 identification field, network order (keys SVC4_FRAG). IPv6: 0.
     pub ip_id: u16,
     /// The first fragment of a fragmented datagram (MF set, offset 0): its TCP/UDP header
     /// is here, the rest of the datagram follows in fragments without one (frag.rs).
@@ -102,7 +105,7 @@ pub struct Packet {
     pub ifindex: u32,
 }
 
-impl Packet {
+impl<A> Packet<A> {
     /// Offset of the TCP or UDP checksum field.
     #[inline(always)]
     pub fn l4_csum_off(&self) -> usize {
@@ -159,7 +162,35 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
     let l4_off = ETH_HLEN + ihl * 4;
     // What the total length leaves for the TCP/UDP header and payload.
     let l4_len = tot_len - ihl * 4;
-    let (sport, dport, tcp_flags) = match ip.proto {
+    let (sport, dport, tcp_flags) = l4_ports(start, end, ip.proto, l4_off, l4_len, first_fragment)?;
+    Ok(Packet {
+        saddr: ip.saddr_be,
+        daddr: ip.daddr_be,
+        sport,
+        dport,
+        proto: ip.proto,
+        tcp_flags,
+        l4_off,
+        has_ip_options: ihl > 5,
+        ip_id: ip.id_be,
+        first_fragment,
+        ifindex: 0,
+    })
+}
+
+/// The ports and TCP flags of the TCP/UDP/SCTP header at `l4_off`, with `l4_len` bytes
+/// left for it and its payload by the IP header's length; the checks of `parse`, shared
+/// by both families. `first_fragment`: a UDP length beyond `l4_len` is allowed.
+#[inline(always)]
+pub fn l4_ports(
+    start: usize,
+    end: usize,
+    proto: u8,
+    l4_off: usize,
+    l4_len: usize,
+    first_fragment: bool,
+) -> Result<(u16, u16, u8), Verdict> {
+    Ok(match proto {
         PROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(start, end, l4_off).ok_or(Verdict::DropMalformed)?;
             let tcp = unsafe { *tcp };
@@ -187,18 +218,5 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
             (sctp.sport_be, sctp.dport_be, 0)
         }
         _ => return Err(Verdict::PassOtherProto),
-    };
-    Ok(Packet {
-        saddr: ip.saddr_be,
-        daddr: ip.daddr_be,
-        sport,
-        dport,
-        proto: ip.proto,
-        tcp_flags,
-        l4_off,
-        has_ip_options: ihl > 5,
-        ip_id: ip.id_be,
-        first_fragment,
-        ifindex: 0,
     })
 }

@@ -55,7 +55,7 @@ pub fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
 }
 
 #[inline(always)]
-fn swapped_eth(ctx: &TcContext) -> Result<EthHdr, Verdict> {
+pub(crate) fn swapped_eth(ctx: &TcContext) -> Result<EthHdr, Verdict> {
     let eth: *mut EthHdr = ptr_at(ctx.data(), ctx.data_end(), 0).ok_or(Verdict::DropMalformed)?;
     let eth = unsafe { *eth };
     Ok(EthHdr {
@@ -101,6 +101,23 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
     let headers = (pkt.l4_off - ETH_HLEN) as u32 + ((tcp.doff_res >> 4) as u32) * 4;
     let payload = tot_len.saturating_sub(headers);
 
+    let ip = reply_ip(pkt, PROTO_TCP, (IP_HLEN + TCP_HLEN) as u16, IP_DF_BE);
+    let mut rst = rst_for(&tcp, payload);
+    let sum = csum::pseudo_header(ip.saddr_be, ip.daddr_be, PROTO_TCP, TCP_HLEN as u16)
+        + csum::sum_words::<_, 10>(&rst);
+    rst.csum = !csum::fold(sum);
+
+    resize(ctx, ETH_HLEN + IP_HLEN + TCP_HLEN)?;
+    store(ctx, 0, &eth)?;
+    store(ctx, ETH_HLEN, &ip)?;
+    store(ctx, ETH_HLEN + IP_HLEN, &rst)?;
+    Ok(Verdict::RejectTcpRst)
+}
+
+/// The RST answering the segment `tcp` with `payload` bytes of data (RFC 9293 3.10.7.1),
+/// checksum not yet set; both families'.
+#[inline(always)]
+pub(crate) fn rst_for(tcp: &TcpHdr, payload: u32) -> TcpHdr {
     let (seq, ack, flags) = if tcp.flags & TCP_ACK != 0 {
         (u32::from_be(tcp.ack_seq_be), 0, TCP_RST)
     } else {
@@ -113,10 +130,9 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
             TCP_RST | TCP_ACK,
         )
     };
-    let ip = reply_ip(pkt, PROTO_TCP, (IP_HLEN + TCP_HLEN) as u16, IP_DF_BE);
-    let mut rst = TcpHdr {
-        sport_be: pkt.dport,
-        dport_be: pkt.sport,
+    TcpHdr {
+        sport_be: tcp.dport_be,
+        dport_be: tcp.sport_be,
         seq_be: seq.to_be(),
         ack_seq_be: ack.to_be(),
         doff_res: 5 << 4,
@@ -124,16 +140,7 @@ fn tcp_rst(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
         window_be: 0,
         csum: 0,
         urg_ptr_be: 0,
-    };
-    let sum = csum::pseudo_header(ip.saddr_be, ip.daddr_be, PROTO_TCP, TCP_HLEN as u16)
-        + csum::sum_words::<_, 10>(&rst);
-    rst.csum = !csum::fold(sum);
-
-    resize(ctx, ETH_HLEN + IP_HLEN + TCP_HLEN)?;
-    store(ctx, 0, &eth)?;
-    store(ctx, ETH_HLEN, &ip)?;
-    store(ctx, ETH_HLEN + IP_HLEN, &rst)?;
-    Ok(Verdict::RejectTcpRst)
+    }
 }
 
 /// ICMP destination unreachable / port unreachable quoting the datagram. Packets with IPv4
@@ -176,7 +183,7 @@ fn icmp_unreachable(ctx: &TcContext, pkt: &Packet) -> Result<Verdict, Verdict> {
 }
 
 #[inline(always)]
-fn resize(ctx: &TcContext, len: usize) -> Result<(), Verdict> {
+pub(crate) fn resize(ctx: &TcContext, len: usize) -> Result<(), Verdict> {
     // SAFETY: helper on our own skb.
     let ret = unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) };
     if ret < 0 {
@@ -187,7 +194,7 @@ fn resize(ctx: &TcContext, len: usize) -> Result<(), Verdict> {
 }
 
 #[inline(always)]
-fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), Verdict> {
+pub(crate) fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), Verdict> {
     ctx.store(offset, value, 0)
         .map_err(|_| Verdict::DropRewriteFailed)
 }

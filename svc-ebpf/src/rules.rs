@@ -5,7 +5,7 @@ use svc_common::{SVC_F_EXTERNAL, SVC_F_LOCAL};
 use crate::config;
 
 /// Whether a new flow to a frontend with `flags` is masqueraded (its source becomes the
-/// node's address), kube-proxy's rules (shared service-semantics, "Masquerade"):
+/// node's address of the flow's family; the caller checks there is one), kube-proxy's rules (shared service-semantics, "Masquerade"):
 /// - hairpin (the client is its own backend): always;
 /// - an external address (NodePort, externalIP, LoadBalancer IP): with
 ///   externalTrafficPolicy Cluster, from every source; with Local never (from outside the
@@ -21,9 +21,6 @@ use crate::config;
 /// NodePorts, externalIPs and LoadBalancer IPs with or without it.
 #[inline(always)]
 pub fn masquerade(flags: u16, from_pod: bool, cidr_known: bool, hairpin: bool) -> bool {
-    if config::masq_addr() == 0 {
-        return false;
-    }
     if hairpin {
         return true;
     }

@@ -1,27 +1,46 @@
 //! TC ingress program on pod-facing interfaces (and the external interface, behind XDP):
 //! translates packets to Service addresses, reverse-translates replies, rejects for Services
 //! without endpoints. Rewrites go through the kernel's store/csum helpers, which keep
-//! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us).
+//! checksums right for CHECKSUM_PARTIAL skbs (what veth hands us). IPv4 and IPv6 share
+//! everything but parsing, the rewrite and the reject (`TcFamily`); each family's path is
+//! a BPF function of its own, so the verifier's stack limit applies to each alone.
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
     programs::TcContext,
 };
-use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_UDP, Verdict};
+use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_UDP, Verdict};
 
 use crate::{
     clock::Clock,
+    family::Family,
     frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
-    parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
-    reject, sctp,
+    parse::{
+        self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet,
+        ptr_at,
+    },
+    parse6::{self, IP6_DADDR_OFF, IP6_SADDR_OFF, IPV6_HLEN},
+    reject, reject6, sctp,
 };
 
 /// Longest header stack we read: Ethernet, IPv4 with options, TCP without options.
 const MAX_HEADERS: u32 = (ETH_HLEN + 60 + 20) as u32;
+/// IPv6: Ethernet, IPv6, extension headers up to parse6's bound, TCP without options.
+const MAX_HEADERS6: u32 = (ETH_HLEN + IPV6_HLEN + 512 + 20) as u32;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
+    if is_ipv6(ctx) {
+        let (mut verdict, mut action) = try_run6(ctx);
+        // The reject's frame beside try_run6's, not on top of it (the 512-byte limit of a
+        // call chain, as for icmp::translate below).
+        if action == REJECT_PENDING {
+            (verdict, action) = reject6(ctx);
+        }
+        count(verdict);
+        return action;
+    }
     let (mut verdict, mut action) = try_run(ctx);
     // An ICMP error about a translated flow is translated back (icmp.rs). Called from here,
     // not from try_run: the verifier limits the stack of a call chain to 512 bytes, and
@@ -31,6 +50,15 @@ pub fn run(ctx: &TcContext) -> i32 {
     }
     count(verdict);
     action
+}
+
+#[inline(always)]
+fn is_ipv6(ctx: &TcContext) -> bool {
+    match ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) {
+        // SAFETY: bounds checked by ptr_at.
+        Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
+        None => false,
+    }
 }
 
 #[inline(always)]
@@ -59,22 +87,133 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     apply(ctx, &pkt, action, &clock)
 }
 
+/// The IPv6 path: as `try_run`, with IPv6 parsing. Fragments are passed (parse6.rs).
+#[inline(never)]
+fn try_run6(ctx: &TcContext) -> (Verdict, i32) {
+    let mut pkt = match parse6_skb(ctx) {
+        Ok(pkt) => pkt,
+        Err(verdict) => return (verdict, action_for(verdict)),
+    };
+    // SAFETY: reading a field of the skb we were given.
+    pkt.ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
+    let clock = Clock::new();
+    let action = lb::decide(&pkt, &clock);
+    apply(ctx, &pkt, action, &clock)
+}
+
+/// What TC does differently per family: rewriting an address and port, and rejecting.
+trait TcFamily: Family {
+    fn rewrite(
+        ctx: &TcContext,
+        pkt: &Packet<Self>,
+        dst: bool,
+        to: Endpoint<Self>,
+    ) -> Result<(), i64>;
+    fn reject(ctx: &TcContext, pkt: &Packet<Self>) -> (Verdict, i32);
+}
+
+impl TcFamily for u32 {
+    #[inline(always)]
+    fn rewrite(ctx: &TcContext, pkt: &Packet, dst: bool, to: Endpoint) -> Result<(), i64> {
+        if dst {
+            rewrite(
+                ctx,
+                pkt,
+                IP_DADDR_OFF,
+                pkt.daddr,
+                to.addr,
+                pkt.l4_off + 2,
+                pkt.dport,
+                to.port,
+            )
+        } else {
+            rewrite(
+                ctx,
+                pkt,
+                IP_SADDR_OFF,
+                pkt.saddr,
+                to.addr,
+                pkt.l4_off,
+                pkt.sport,
+                to.port,
+            )
+        }
+    }
+    #[inline(always)]
+    fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
+        reject::reject(ctx, pkt)
+    }
+}
+
+/// The action `try_run6` returns for a packet to reject, which `run` then rejects: not a
+/// TC action (those are small and non-negative).
+const REJECT_PENDING: i32 = i32::MIN;
+
+/// Rejects the IPv6 packet `try_run6` decided to reject (parsed again: a few bounds checks,
+/// where passing the parsed packet along would put it on try_run6's stack).
+#[inline(never)]
+fn reject6(ctx: &TcContext) -> (Verdict, i32) {
+    match parse6_skb(ctx) {
+        Ok(pkt) => reject6::reject(ctx, &pkt),
+        Err(verdict) => (verdict, TC_ACT_SHOT),
+    }
+}
+
+impl TcFamily for Ip6 {
+    #[inline(always)]
+    fn rewrite(
+        ctx: &TcContext,
+        pkt: &Packet<Ip6>,
+        dst: bool,
+        to: Endpoint<Ip6>,
+    ) -> Result<(), i64> {
+        if dst {
+            rewrite6(
+                ctx,
+                pkt,
+                IP6_DADDR_OFF,
+                pkt.daddr,
+                to.addr,
+                pkt.l4_off + 2,
+                pkt.dport,
+                to.port,
+            )
+        } else {
+            rewrite6(
+                ctx,
+                pkt,
+                IP6_SADDR_OFF,
+                pkt.saddr,
+                to.addr,
+                pkt.l4_off,
+                pkt.sport,
+                to.port,
+            )
+        }
+    }
+    #[inline(always)]
+    fn reject(_: &TcContext, _: &Packet<Ip6>) -> (Verdict, i32) {
+        (Verdict::RejectTcpRst, REJECT_PENDING)
+    }
+}
+
 /// Applies what lb.rs decided to the packet, and records for a first fragment what the
 /// rest of its datagram gets (frag.rs), in each arm where the action's fields are known.
 #[inline(always)]
-fn apply(ctx: &TcContext, pkt: &Packet, action: Action, clock: &Clock) -> (Verdict, i32) {
-    let pkt = *pkt;
+fn apply<A: TcFamily>(
+    ctx: &TcContext,
+    pkt: &Packet<A>,
+    action: Action<A>,
+    clock: &Clock,
+) -> (Verdict, i32) {
     let result = match action {
         Action::Forward { dst, src, verdict } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
-            frag::record(
-                &frag::translated(&pkt, FRAG_KIND_DNAT, saddr, dst.addr),
-                clock,
-            );
-            set_dst(ctx, &pkt, dst)
+            A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, clock);
+            A::rewrite(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
-                        set_src(ctx, &pkt, src)
+                        A::rewrite(ctx, pkt, false, src)
                     } else {
                         Ok(())
                     }
@@ -83,14 +222,11 @@ fn apply(ctx: &TcContext, pkt: &Packet, action: Action, clock: &Clock) -> (Verdi
         }
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
-            frag::record(
-                &frag::translated(&pkt, FRAG_KIND_REV_NAT, src.addr, daddr),
-                clock,
-            );
-            set_src(ctx, &pkt, src)
+            A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, clock);
+            A::rewrite(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
-                        set_dst(ctx, &pkt, dst)
+                        A::rewrite(ctx, pkt, true, dst)
                     } else {
                         Ok(())
                     }
@@ -98,11 +234,11 @@ fn apply(ctx: &TcContext, pkt: &Packet, action: Action, clock: &Clock) -> (Verdi
                 .map(|()| Verdict::RevNat)
         }
         Action::Reject => {
-            frag::record(&frag::dropped(&pkt), clock);
-            return reject::reject(ctx, &pkt);
+            A::frag_dropped(pkt, clock);
+            return A::reject(ctx, pkt);
         }
         Action::Done(verdict) => {
-            frag::record(&frag::done(&pkt, verdict), clock);
+            A::frag_done(pkt, verdict, clock);
             return (verdict, action_for(verdict));
         }
     };
@@ -110,34 +246,6 @@ fn apply(ctx: &TcContext, pkt: &Packet, action: Action, clock: &Clock) -> (Verdi
         Ok(verdict) => (verdict, TC_ACT_OK),
         Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
     }
-}
-
-#[inline(always)]
-fn set_dst(ctx: &TcContext, pkt: &Packet, to: Endpoint) -> Result<(), i64> {
-    rewrite(
-        ctx,
-        pkt,
-        IP_DADDR_OFF,
-        pkt.daddr,
-        to.addr,
-        pkt.l4_off + 2,
-        pkt.dport,
-        to.port,
-    )
-}
-
-#[inline(always)]
-fn set_src(ctx: &TcContext, pkt: &Packet, to: Endpoint) -> Result<(), i64> {
-    rewrite(
-        ctx,
-        pkt,
-        IP_SADDR_OFF,
-        pkt.saddr,
-        to.addr,
-        pkt.l4_off,
-        pkt.sport,
-        to.port,
-    )
 }
 
 /// Parses the headers in the skb's linear area; if they are not all there (a non-linear
@@ -156,6 +264,24 @@ fn parse_skb(ctx: &TcContext) -> Result<Packet, Verdict> {
             };
             ctx.pull_data(want).map_err(|_| Verdict::DropMalformed)?;
             parse::parse(ctx.data(), ctx.data_end(), frame_len)
+        }
+        result => result,
+    }
+}
+
+/// `parse_skb` for IPv6.
+#[inline(always)]
+fn parse6_skb(ctx: &TcContext) -> Result<Packet<Ip6>, Verdict> {
+    let frame_len = ctx.len() as usize;
+    match parse6::parse6(ctx.data(), ctx.data_end(), frame_len) {
+        Err(Verdict::DropMalformed) if (ctx.len() as usize) > ctx.data_end() - ctx.data() => {
+            let want = if ctx.len() < MAX_HEADERS6 {
+                ctx.len()
+            } else {
+                MAX_HEADERS6
+            };
+            ctx.pull_data(want).map_err(|_| Verdict::DropMalformed)?;
+            parse6::parse6(ctx.data(), ctx.data_end(), frame_len)
         }
         result => result,
     }
@@ -202,6 +328,58 @@ fn rewrite(
             BPF_F_PSEUDO_HDR as u64 | mangled | 4,
         )?;
         ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, new_addr as u64, 4)?;
+        ctx.store(addr_off, &new_addr, 0)?;
+    }
+    if old_port != new_port {
+        ctx.l4_csum_replace(l4_csum, old_port as u64, new_port as u64, mangled | 2)?;
+        ctx.store(port_off, &new_port, 0)?;
+    }
+    Ok(())
+}
+
+/// `rewrite` for IPv6: no IP header checksum; the address change is folded into the L4
+/// checksum (its pseudo-header holds both addresses) one 32-bit word at a time, skipping
+/// the words that stay (an address in the same /64 changes one or two). SCTP as on IPv4.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rewrite6(
+    ctx: &TcContext,
+    pkt: &Packet<Ip6>,
+    addr_off: usize,
+    old_addr: Ip6,
+    new_addr: Ip6,
+    port_off: usize,
+    old_port: u16,
+    new_port: u16,
+) -> Result<(), i64> {
+    if sctp::ports_fixed(pkt.proto) {
+        if old_port != new_port {
+            return Err(-1);
+        }
+        if !old_addr.same(&new_addr) {
+            ctx.store(addr_off, &new_addr, 0)?;
+        }
+        return Ok(());
+    }
+    let l4_csum = pkt.l4_csum_off();
+    let mangled = if pkt.proto == PROTO_UDP {
+        BPF_F_MARK_MANGLED_0 as u64
+    } else {
+        0
+    };
+    if !old_addr.same(&new_addr) {
+        let mut i = 0;
+        while i < 4 {
+            if old_addr[i] != new_addr[i] {
+                ctx.l4_csum_replace(
+                    l4_csum,
+                    old_addr[i] as u64,
+                    new_addr[i] as u64,
+                    BPF_F_PSEUDO_HDR as u64 | mangled | 4,
+                )?;
+            }
+            i += 1;
+        }
         ctx.store(addr_off, &new_addr, 0)?;
     }
     if old_port != new_port {

@@ -2,19 +2,24 @@
 //! to Service addresses before the stack sees it. It rewrites in place with incremental
 //! checksums (XDP has no csum helpers), so it relies on complete checksums from the wire.
 //! What it does not handle itself (rejects, IPv4 options, ICMP errors) it passes to the TC
-//! program on the same interface. IPv4 fragments it handles as TC does (frag.rs).
+//! program on the same interface. IPv4 fragments it handles as TC does (frag.rs). IPv6
+//! takes the same path with its own parser and rewrite (`XdpFamily`), in a BPF function
+//! of its own.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
 };
-use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, PROTO_TCP, Verdict};
+use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_TCP, Verdict};
 
 use crate::{
     clock::Clock,
-    csum, frag, icmp,
+    csum,
+    family::Family,
+    frag, icmp,
     lb::{self, Action, Endpoint},
     maps::count,
-    parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+    parse::{self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+    parse6::{self, Ipv6Hdr},
     sctp,
 };
 
@@ -22,9 +27,26 @@ const L4_OFF: usize = ETH_HLEN + 20;
 
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    let (verdict, action) = try_run(ctx);
+    let ipv6 = match ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) {
+        // SAFETY: bounds checked by ptr_at.
+        Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
+        None => false,
+    };
+    let (verdict, action) = if ipv6 { try_run6(ctx) } else { try_run(ctx) };
     count(verdict);
     action
+}
+
+/// The IPv6 path: parse6.rs, then the decision and rewrite every family shares.
+#[inline(never)]
+fn try_run6(ctx: &XdpContext) -> (Verdict, u32) {
+    let mut pkt = match parse6::parse6(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
+        Ok(pkt) => pkt,
+        Err(verdict) => return (verdict, action_for(verdict)),
+    };
+    // SAFETY: reading a field of the context we were given.
+    pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    translate(ctx, &pkt)
 }
 
 #[inline(always)]
@@ -36,7 +58,8 @@ fn action_for(verdict: Verdict) -> u32 {
     }
 }
 
-#[inline(always)]
+// A BPF function of its own, beside try_run6: each family's frame alone under the limit.
+#[inline(never)]
 fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     // A program without the xdp.frags flag only ever sees single-buffer frames: the
     // frame is [data, data_end).
@@ -55,21 +78,24 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     if pkt.has_ip_options {
         return (Verdict::XdpPassToTc, XDP_PASS);
     }
+    translate(ctx, &pkt)
+}
+
+/// Decides and applies the translation of a parsed packet of either family.
+#[inline(always)]
+fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) {
     let clock = Clock::new();
-    let action = lb::decide(&pkt, &clock);
+    let action = lb::decide(pkt, &clock);
     // For a first fragment, what the rest of its datagram gets (frag.rs), recorded in
     // each arm where the action's fields are known.
     let done = match action {
         Action::Forward { dst, src, verdict } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
-            frag::record(
-                &frag::translated(&pkt, FRAG_KIND_DNAT, saddr, dst.addr),
-                &clock,
-            );
-            rewrite(ctx, &pkt, true, dst)
+            A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, &clock);
+            A::rewrite(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
-                        rewrite(ctx, &pkt, false, src)
+                        A::rewrite(ctx, pkt, false, src)
                     } else {
                         Some(())
                     }
@@ -78,14 +104,11 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         }
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
-            frag::record(
-                &frag::translated(&pkt, FRAG_KIND_REV_NAT, src.addr, daddr),
-                &clock,
-            );
-            rewrite(ctx, &pkt, false, src)
+            A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, &clock);
+            A::rewrite(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
-                        rewrite(ctx, &pkt, true, dst)
+                        A::rewrite(ctx, pkt, true, dst)
                     } else {
                         Some(())
                     }
@@ -94,17 +117,36 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         }
         // TC rejects it; the rest of the datagram is dropped (here as in TC).
         Action::Reject => {
-            frag::record(&frag::dropped(&pkt), &clock);
+            A::frag_dropped(pkt, &clock);
             return (Verdict::XdpPassToTc, XDP_PASS);
         }
         Action::Done(verdict) => {
-            frag::record(&frag::done(&pkt, verdict), &clock);
+            A::frag_done(pkt, verdict, &clock);
             return (verdict, action_for(verdict));
         }
     };
     match done {
         Some(verdict) => (verdict, XDP_PASS),
         None => (Verdict::DropRewriteFailed, XDP_DROP),
+    }
+}
+
+/// What XDP does differently per family: the rewrite.
+trait XdpFamily: Family {
+    fn rewrite(ctx: &XdpContext, pkt: &Packet<Self>, dst: bool, to: Endpoint<Self>) -> Option<()>;
+}
+
+impl XdpFamily for u32 {
+    #[inline(always)]
+    fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()> {
+        rewrite(ctx, pkt, dst, to)
+    }
+}
+
+impl XdpFamily for Ip6 {
+    #[inline(always)]
+    fn rewrite(ctx: &XdpContext, pkt: &Packet<Ip6>, dst: bool, to: Endpoint<Ip6>) -> Option<()> {
+        rewrite6(ctx, pkt, dst, to)
     }
 }
 
@@ -175,6 +217,60 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, dst: bool, to: Endpoint) -> Option<()
                 (*udp).sport_be = port
             }
         }
+    }
+    Some(())
+}
+
+/// `rewrite` for IPv6: no IP header checksum; the L4 checksum takes the address change
+/// (its pseudo-header holds both addresses) word by word, skipping the words that stay,
+/// and the port change. The L4 header is at `pkt.l4_off` (after any extension headers).
+/// A UDP checksum of zero is invalid on IPv6 (the stack drops it), so it is never made:
+/// a computed zero is sent as 0xffff, and a zero that came in is updated like any other.
+#[inline(always)]
+fn rewrite6(ctx: &XdpContext, pkt: &Packet<Ip6>, dst: bool, to: Endpoint<Ip6>) -> Option<()> {
+    let (addr, port) = (to.addr, to.port);
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let ip: *mut Ipv6Hdr = ptr_at(start, end, ETH_HLEN)?;
+    let (old_addr, old_port) = if dst {
+        (pkt.daddr, pkt.dport)
+    } else {
+        (pkt.saddr, pkt.sport)
+    };
+    let port_changes = old_port != port;
+    let fixed = sctp::ports_fixed(pkt.proto);
+    if fixed && port_changes {
+        return None;
+    }
+    // SAFETY: every pointer below was bounds-checked by ptr_at.
+    unsafe {
+        if dst {
+            (*ip).daddr = addr
+        } else {
+            (*ip).saddr = addr
+        }
+        if fixed {
+            return Some(());
+        }
+        let csum_off = pkt.l4_csum_off();
+        let port_off = if dst { pkt.l4_off + 2 } else { pkt.l4_off };
+        let c: *mut u16 = ptr_at(start, end, csum_off)?;
+        let p: *mut u16 = ptr_at(start, end, port_off)?;
+        let mut sum = *c;
+        let mut i = 0;
+        while i < 4 {
+            if old_addr[i] != addr[i] {
+                sum = csum::replace4(sum, old_addr[i], addr[i]);
+            }
+            i += 1;
+        }
+        if port_changes {
+            sum = csum::replace2(sum, old_port, port);
+        }
+        if pkt.proto != PROTO_TCP && sum == 0 {
+            sum = 0xffff;
+        }
+        *c = sum;
+        *p = port;
     }
     Some(())
 }

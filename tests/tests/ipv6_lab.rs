@@ -1,8 +1,8 @@
-//! End to end: the dual-stack lab (svc-lab's module docs, "IPv6"), and IPv6 through a node
-//! whose programs serve only IPv4 today: every IPv6 packet (TCP, UDP, and the neighbour
-//! discovery that resolves each hop) passes TC and XDP untouched and is counted
-//! `pass_not_ipv4`, and nothing else is counted meanwhile; `svcctl trace` says so for an
-//! IPv6 packet too; the node still translates IPv4.
+//! End to end: the dual-stack lab (svc-lab's module docs, "IPv6"), and IPv6 that is not
+//! to a Service through a node running the agent: pod-to-pod TCP and UDP and outside-to-pod
+//! TCP over IPv6 pass TC and XDP untouched (`pass_not_service`, and `pass_other_proto` for
+//! the neighbour discovery that resolves each hop), and nothing else is counted meanwhile;
+//! `svcctl trace` says so for an IPv6 packet too; the node still translates IPv4.
 //! The two-node lab routes IPv6 between the nodes' pods and from the outside host.
 use std::{
     io::{BufRead, BufReader, Write},
@@ -93,7 +93,7 @@ fn counters(agent: &LabAgent) -> Vec<(Verdict, u64)> {
 }
 
 #[test]
-fn ipv6_passes_the_ipv4_datapath_untouched() {
+fn ipv6_not_to_a_service_passes_untouched() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = Lab::up().expect("lab");
     let dir = std::env::temp_dir().join(format!("svl-{}-ipv6", lab.id()));
@@ -128,16 +128,18 @@ fn ipv6_passes_the_ipv4_datapath_untouched() {
         .collect();
     eprintln!("counters moved by the IPv6 exchanges: {moved:?}");
     // At least the three exchanges' packets, each crossing two programs or more.
-    let not_ipv4 = moved
+    let not_service = moved
         .iter()
-        .find(|(v, _)| *v == Verdict::PassNotIpv4)
+        .find(|(v, _)| *v == Verdict::PassNotService)
         .map_or(0, |(_, n)| *n);
     assert!(
-        not_ipv4 >= 12,
-        "pass_not_ipv4 moved by {not_ipv4}: {moved:?}"
+        not_service >= 12,
+        "pass_not_service moved by {not_service}: {moved:?}"
     );
     assert!(
-        moved.iter().all(|(v, _)| *v == Verdict::PassNotIpv4),
+        moved
+            .iter()
+            .all(|(v, _)| matches!(v, Verdict::PassNotService | Verdict::PassOtherProto)),
         "IPv6 traffic took another verdict: {moved:?}"
     );
 
@@ -156,7 +158,7 @@ fn ipv6_passes_the_ipv4_datapath_untouched() {
         String::from_utf8_lossy(&out.stderr)
     );
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
-    assert_eq!(t["verdict"], "pass_not_ipv4", "{t}");
+    assert_eq!(t["verdict"], "pass_not_service", "{t}");
     assert_eq!(t["action"], "passed", "{t}");
     assert_eq!(t["input"], t["output"], "{t}");
 

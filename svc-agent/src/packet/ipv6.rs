@@ -314,10 +314,81 @@ pub fn checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, segment: &[u8]) -> u16 
     !fold(pseudo + sum_be_words(segment))
 }
 
+/// Checks an IPv6 frame's upper-layer checksum (TCP, UDP or ICMPv6, after any hop-by-hop,
+/// routing, destination options and first-fragment headers) over the pseudo-header, and
+/// that the payload length matches the frame. Frames of other protocols pass.
+pub fn verify_checksums6(frame: &[u8]) -> Result<(), String> {
+    let ip = frame
+        .get(ETH_HLEN..ETH_HLEN + IPV6_HLEN)
+        .ok_or_else(|| format!("IPv6 header cut short: frame of {} bytes", frame.len()))?;
+    if ip[0] >> 4 != 6 {
+        return Err(format!("IP version {} is not 6", ip[0] >> 4));
+    }
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let payload = frame
+        .get(ETH_HLEN + IPV6_HLEN..ETH_HLEN + IPV6_HLEN + payload_len)
+        .ok_or_else(|| {
+            format!(
+                "payload length {payload_len} beyond the frame ({} bytes)",
+                frame.len()
+            )
+        })?;
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"));
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"));
+    let (mut next, mut off) = (ip[6], 0usize);
+    loop {
+        match next {
+            NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS => {
+                let h = payload
+                    .get(off..off + 2)
+                    .ok_or("extension header cut short")?;
+                next = h[0];
+                off += (usize::from(h[1]) + 1) * 8;
+            }
+            NEXT_FRAGMENT => {
+                let h = payload
+                    .get(off..off + 8)
+                    .ok_or("fragment header cut short")?;
+                next = h[0];
+                off += 8;
+            }
+            _ => break,
+        }
+    }
+    if !matches!(next, PROTO_TCP | PROTO_UDP | PROTO_ICMPV6) {
+        return Ok(());
+    }
+    let segment = payload
+        .get(off..)
+        .ok_or("extension headers beyond the payload")?;
+    if checksum6(src, dst, next, segment) != 0 {
+        return Err(format!(
+            "IPv6 next header {next}: checksum over the pseudo-header does not verify"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::packet::SYN;
+
+    #[test]
+    fn built_frames_verify_and_a_changed_address_does_not() {
+        let frame = Ipv6Builder::tcp(sa("[fd00::1]:1000"), sa("[fd00::2]:80"))
+            .flags(SYN)
+            .ext(Ipv6Ext::HopByHop(4))
+            .build();
+        verify_checksums6(&frame).unwrap();
+        let udp = Ipv6Builder::udp(sa("[fd00::1]:1000"), sa("[fd00::2]:53"))
+            .payload(b"q")
+            .build();
+        verify_checksums6(&udp).unwrap();
+        let mut moved = frame.clone();
+        moved[14 + 39] ^= 1;
+        assert!(verify_checksums6(&moved).is_err());
+    }
 
     fn sa(s: &str) -> SocketAddrV6 {
         s.parse().unwrap()

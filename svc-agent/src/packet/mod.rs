@@ -26,6 +26,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub mod ipv6;
 pub use ipv6::{
     ETH_P_IPV6, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_SOLICIT, Ipv6Builder, Ipv6Ext, PROTO_ICMPV6,
+    checksum6,
 };
 
 /// EtherTypes.
@@ -913,15 +914,21 @@ fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
     be32(b, at).map(Ipv4Addr::from)
 }
 
-/// Checks the IPv4 header checksum and, unless the packet is a fragment, the TCP, UDP
+/// IPv6 frames: [`ipv6::verify_checksums6`]. IPv4:
+/// checks the IPv4 header checksum and, unless the packet is a fragment, the TCP, UDP
 /// (a zero UDP checksum means "none" and passes), SCTP (CRC32c) or ICMP checksum. The L4 data is the
 /// IPv4 total length's worth (Ethernet padding after it is ignored). Errors name what is
 /// wrong: not IPv4, cut short, bad IHL, or which checksum is off (stored vs. computed).
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
     let ethertype = be16(frame, 12)
         .ok_or_else(|| format!("frame of {} bytes has no Ethernet header", frame.len()))?;
+    if ethertype == ETH_P_IPV6 {
+        return ipv6::verify_checksums6(frame);
+    }
     if ethertype != ETH_P_IP {
-        return Err(format!("ethertype {ethertype:#06x} is not IPv4"));
+        return Err(format!(
+            "ethertype {ethertype:#06x} is neither IPv4 nor IPv6"
+        ));
     }
     let ip = &frame[ETH_HLEN..];
     let vihl = *ip.first().ok_or("no IPv4 header")?;

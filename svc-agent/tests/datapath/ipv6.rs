@@ -1,16 +1,37 @@
-//! IPv6 on the single-node datapath, whose programs serve IPv4 only for now (docs/ipv6.md):
-//! every IPv6 frame, through TC and through XDP, passes untouched and counts
-//! `pass_not_ipv4`: TCP and UDP to an IPv6 service address, neighbour discovery, echo,
-//! a chain of extension headers, a later fragment, a frame cut inside its TCP header, and
-//! a frame whose bytes where IPv4 keeps its destination read the Service address
-//! 10.96.0.10:80. No conntrack entry is made.
+//! IPv6 through TC and XDP (svc-ebpf/src/parse6.rs, the IPv6 half of lb.rs, tc.rs, xdp.rs,
+//! reject6.rs), on IPv6 Services written straight into the SVC6_* maps:
+//! - ClusterIP DNAT of TCP and UDP with exact output bytes (pseudo-header checksums
+//!   verified), the established flow, the reply translated back, the conntrack entries;
+//! - extension headers walked (hop-by-hop, routing, destination options, an atomic
+//!   fragment header) and kept in the output; 8 of them translated, a 9th and AH passed
+//!   (`pass_ipv6_unparsed`); fragments passed (`pass_fragment`);
+//! - a Service without endpoints: TCP RST and ICMPv6 port unreachable from TC (exact
+//!   ICMPv6 bytes), handed to TC by XDP;
+//! - what is never touched: neighbour discovery and echo (`pass_other_proto`), an address
+//!   that is no Service's (`pass_not_service`), frames cut short or with a payload length
+//!   beyond the frame (`drop_malformed`);
+//! - the IPv4 Service beside them still translated.
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use svc_agent::packet::{ICMPV6_ECHO_REQUEST, Ipv6Builder, Ipv6Ext, SYN};
-use svc_common::Verdict;
+use aya::maps::{HashMap, Map, MapData};
+use svc_agent::packet::{
+    ACK, ICMPV6_ECHO_REQUEST, Ipv6Builder, Ipv6Ext, PROTO_ICMPV6, SYN, checksum6,
+};
+use svc_common::{
+    BACKEND_STATE_ACTIVE, Backend6, CT_KIND_REPLY, CT_KIND_SERVICE, Ct6Key, Ct6Value, Ip6,
+    PROTO_TCP, PROTO_UDP, RevNat6, SCOPE_ALL, Svc4Value, Svc6Key, Verdict, ip6_from_octets,
+    map_names,
+};
 
+use crate::services;
 use crate::support::*;
-use crate::{conntrack, services};
+
+const VIP: &str = "[fd00:10:96::10]";
+const EMPTY: &str = "[fd00:10:96::20]";
+const BACKEND: &str = "[fd00:10:244:1::11]";
+const CLIENT: &str = "fd00:10:244:1::20";
+/// Ids above any the reconciler gives the IPv4 Services of `services::single_node`.
+const FIRST_ID: u32 = 9000;
 
 fn sa6(s: &str) -> SocketAddrV6 {
     s.parse().unwrap()
@@ -20,103 +41,374 @@ fn ip6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-/// (name, frame) of every IPv6 case; each runs through TC and through XDP.
-fn frames() -> Vec<(&'static str, Vec<u8>)> {
-    let pod = sa6("[fd00:10:244:1::20]:40000");
-    let vip = sa6("[fd00:10:96::10]:80");
-    // Its bytes 8..12 and 14..16 sit where an IPv4 header keeps its destination address
-    // and (with a 20-byte header) the TCP destination port: 10.96.0.10 and 80.
-    let mimic = SocketAddrV6::new(
-        Ipv6Addr::new(0xfd00, 0, 0, 0, 0x0a60, 0x000a, 0, 0x0050),
-        40000,
-        0,
-        0,
+fn words(a: &Ipv6Addr) -> Ip6 {
+    ip6_from_octets(a.octets())
+}
+
+fn client(port: u16) -> SocketAddrV6 {
+    SocketAddrV6::new(ip6(CLIENT), port, 0, 0)
+}
+
+fn open<K: aya::Pod, V: aya::Pod>(h: &Harness, name: &str) -> HashMap<MapData, K, V> {
+    let data = MapData::from_pin(h.pin_dir().join(name)).expect(name);
+    HashMap::try_from(Map::from_map_data(data).expect(name)).expect(name)
+}
+
+/// Writes one IPv6 frontend with its backends, as the agent lays them out (slot 0 counts
+/// the slots, slots 1..=n name backend ids, rev-NAT by the frontend's id).
+fn write_frontend(h: &Harness, vip: &str, port: u16, proto: u8, backends: &[(&str, u16)], id: u32) {
+    let mut services: HashMap<_, Svc6Key, Svc4Value> = open(h, map_names::SVC6_SERVICES);
+    let mut backend_map: HashMap<_, u32, Backend6> = open(h, map_names::SVC6_BACKENDS);
+    let mut revnat: HashMap<_, u32, RevNat6> = open(h, map_names::SVC6_REVNAT);
+    let vip = words(&ip6(vip.trim_matches(['[', ']'])));
+    let key = |slot: u16| Svc6Key {
+        vip_be: vip,
+        port_be: port.to_be(),
+        slot,
+        proto,
+        scope: SCOPE_ALL,
+        _pad: [0; 2],
+    };
+    for (i, (addr, bport)) in backends.iter().enumerate() {
+        let bid = id * 10 + i as u32 + 1;
+        let b = Backend6 {
+            addr_be: words(&ip6(addr.trim_matches(['[', ']']))),
+            port_be: bport.to_be(),
+            proto,
+            state: BACKEND_STATE_ACTIVE,
+        };
+        backend_map.insert(bid, b, 0).unwrap();
+        let slot = Svc4Value {
+            backend_id: bid,
+            rev_nat_id: id,
+            count: 0,
+            flags: 0,
+        };
+        services.insert(key(i as u16 + 1), slot, 0).unwrap();
+    }
+    revnat
+        .insert(
+            id,
+            RevNat6 {
+                vip_be: vip,
+                port_be: port.to_be(),
+                _pad: [0; 2],
+            },
+            0,
+        )
+        .unwrap();
+    let frontend = Svc4Value {
+        backend_id: 0,
+        rev_nat_id: id,
+        count: backends.len() as u16,
+        flags: 0,
+    };
+    services.insert(key(0), frontend, 0).unwrap();
+}
+
+/// The IPv6 Services of the table: [fd00:10:96::10]:80/TCP and :53/UDP with one backend
+/// (exact output bytes), [fd00:10:96::20]:80 TCP and UDP without endpoints.
+fn ipv6_datapath() -> Harness {
+    let h = services::single_node("ipv6");
+    write_frontend(&h, VIP, 80, PROTO_TCP, &[(BACKEND, 8080)], FIRST_ID);
+    write_frontend(&h, VIP, 53, PROTO_UDP, &[(BACKEND, 5353)], FIRST_ID + 1);
+    write_frontend(&h, EMPTY, 80, PROTO_TCP, &[], FIRST_ID + 2);
+    write_frontend(&h, EMPTY, 80, PROTO_UDP, &[], FIRST_ID + 3);
+    h
+}
+
+fn syn(from: SocketAddrV6, to: &str) -> Ipv6Builder {
+    Ipv6Builder::tcp(from, sa6(to)).flags(SYN)
+}
+
+/// `n` destination options headers (8 bytes each) before the L4 header.
+fn with_dest_opts(mut b: Ipv6Builder, n: usize) -> Ipv6Builder {
+    for _ in 0..n {
+        b = b.ext(Ipv6Ext::DestOpts(4));
+    }
+    b
+}
+
+fn cases() -> Vec<Case> {
+    use Output::{Exact, Unchanged};
+    use Prog::{Tc, Xdp};
+    let vip = format!("{VIP}:80");
+    let be = format!("{BACKEND}:8080");
+    let mut out = Vec::new();
+    let mut push = |name, prog, input: Vec<u8>, ret, output, verdict| {
+        out.push(case(name, prog, input, ret, output, verdict));
+    };
+
+    // DNAT of a new flow, TC then XDP (each its own client port), exact bytes.
+    for (prog, port, ret, name) in [
+        (
+            Tc,
+            41000,
+            TC_ACT_OK,
+            "TC: TCP SYN to the IPv6 ClusterIP, DNAT",
+        ),
+        (
+            Xdp,
+            41001,
+            XDP_PASS,
+            "XDP: TCP SYN to the IPv6 ClusterIP, DNAT",
+        ),
+    ] {
+        let input = syn(client(port), &vip).build();
+        let expected = syn(client(port), &be).build();
+        push(name, prog, input, ret, Exact(expected), Verdict::DnatNew);
+    }
+    push(
+        "TC: the flow's next segment goes to the same backend",
+        Tc,
+        Ipv6Builder::tcp(client(41000), sa6(&vip))
+            .flags(ACK)
+            .build(),
+        TC_ACT_OK,
+        Exact(Ipv6Builder::tcp(client(41000), sa6(&be)).flags(ACK).build()),
+        Verdict::DnatEstablished,
     );
-    vec![
-        (
-            "TCP SYN to an IPv6 address",
-            Ipv6Builder::tcp(pod, vip).flags(SYN).build(),
-        ),
-        ("UDP", Ipv6Builder::udp(pod, vip).payload(b"dns?").build()),
-        (
-            "neighbour solicitation",
-            Ipv6Builder::neighbor_solicitation(
-                ip6("fd00:10:244:1::20"),
-                ip6("fd00:10:244:1::1"),
-                CLIENT_MAC,
-            )
+    push(
+        "TC: the backend's SYN-ACK leaves from the Service address",
+        Tc,
+        Ipv6Builder::tcp(sa6(&be), client(41000))
+            .flags(SYN | ACK)
             .build(),
-        ),
-        (
-            "echo request",
-            Ipv6Builder::icmpv6(
-                ip6("fd00:10:244:1::20"),
-                ip6("fd00:10:96::10"),
-                ICMPV6_ECHO_REQUEST,
-                0,
-                [0, 1, 0, 1],
-            )
-            .payload(b"abcdefgh")
-            .build(),
-        ),
-        (
-            "TCP behind hop-by-hop, routing, fragment and destination options",
-            Ipv6Builder::tcp(pod, vip)
-                .flags(SYN)
-                .ext(Ipv6Ext::HopByHop(4))
-                .ext(Ipv6Ext::Routing)
-                .ext(Ipv6Ext::Fragment {
-                    offset_units: 0,
-                    more: false,
-                    id: 1,
-                })
-                .ext(Ipv6Ext::DestOpts(6))
+        TC_ACT_OK,
+        Exact(
+            Ipv6Builder::tcp(sa6(&vip), client(41000))
+                .flags(SYN | ACK)
                 .build(),
         ),
+        Verdict::RevNat,
+    );
+    for (prog, port, ret, name) in [
+        (Tc, 41010, TC_ACT_OK, "TC: UDP to the IPv6 ClusterIP, DNAT"),
+        (Xdp, 41011, XDP_PASS, "XDP: UDP to the IPv6 ClusterIP, DNAT"),
+    ] {
+        let input = Ipv6Builder::udp(client(port), sa6(&format!("{VIP}:53")))
+            .payload(b"dns?")
+            .build();
+        let expected = Ipv6Builder::udp(client(port), sa6(&format!("{BACKEND}:5353")))
+            .payload(b"dns?")
+            .build();
+        push(name, prog, input, ret, Exact(expected), Verdict::DnatNew);
+    }
+
+    // Extension headers: walked, kept, and the L4 header after them translated.
+    let chain = |b: Ipv6Builder| {
+        b.ext(Ipv6Ext::HopByHop(4))
+            .ext(Ipv6Ext::Routing)
+            .ext(Ipv6Ext::Fragment {
+                offset_units: 0,
+                more: false,
+                id: 7,
+            })
+            .ext(Ipv6Ext::DestOpts(12))
+    };
+    for (prog, port, ret, name) in [
         (
-            "a later fragment (offset 185)",
-            Ipv6Builder::udp(pod, vip)
-                .ext(Ipv6Ext::Fragment {
-                    offset_units: 185,
-                    more: false,
-                    id: 9,
-                })
-                .payload(&[0xab; 24])
-                .build(),
+            Tc,
+            41020,
+            TC_ACT_OK,
+            "TC: behind hop-by-hop, routing, atomic fragment, destination options",
         ),
         (
+            Xdp,
+            41021,
+            XDP_PASS,
+            "XDP: behind hop-by-hop, routing, atomic fragment, destination options",
+        ),
+    ] {
+        let input = chain(syn(client(port), &vip)).build();
+        let expected = chain(syn(client(port), &be)).build();
+        push(name, prog, input, ret, Exact(expected), Verdict::DnatNew);
+    }
+    for (prog, port, ret, name) in [
+        (
+            Tc,
+            41030,
+            TC_ACT_OK,
+            "TC: 8 extension headers, the most walked",
+        ),
+        (
+            Xdp,
+            41031,
+            XDP_PASS,
+            "XDP: 8 extension headers, the most walked",
+        ),
+    ] {
+        let input = with_dest_opts(syn(client(port), &vip), 8).build();
+        let expected = with_dest_opts(syn(client(port), &be), 8).build();
+        push(name, prog, input, ret, Exact(expected), Verdict::DnatNew);
+    }
+    let nine = with_dest_opts(syn(client(41040), &vip), 9).build();
+    let mut ah = syn(client(41041), &vip).build();
+    ah[20] = 51; // next header: AH
+    let first_fragment = Ipv6Builder::udp(client(41042), sa6(&format!("{VIP}:53")))
+        .ext(Ipv6Ext::Fragment {
+            offset_units: 0,
+            more: true,
+            id: 8,
+        })
+        .payload(&[0xab; 24])
+        .build();
+    let later_fragment = Ipv6Builder::udp(client(41042), sa6(&format!("{VIP}:53")))
+        .ext(Ipv6Ext::Fragment {
+            offset_units: 185,
+            more: false,
+            id: 8,
+        })
+        .payload(&[0xab; 24])
+        .build();
+    let cut = syn(client(41043), &vip).truncate(14 + 40 + 10).build();
+    let mut short_payload = syn(client(41044), &vip).build();
+    short_payload[18..20].copy_from_slice(&10u16.to_be_bytes()); // 10 of the TCP header's 20
+    let ns =
+        Ipv6Builder::neighbor_solicitation(ip6(CLIENT), ip6("fd00:10:96::10"), CLIENT_MAC).build();
+    let echo = Ipv6Builder::icmpv6(
+        ip6(CLIENT),
+        ip6("fd00:10:96::10"),
+        ICMPV6_ECHO_REQUEST,
+        0,
+        [0, 1, 0, 1],
+    )
+    .payload(b"abcdefgh")
+    .build();
+    let not_service = syn(client(41045), "[fd00:10:244:1::30]:80").build();
+    for (prog, pass, drop) in [(Tc, TC_ACT_OK, TC_ACT_SHOT), (Xdp, XDP_PASS, XDP_DROP)] {
+        let untouched = [
+            ("9 extension headers", &nine, Verdict::PassIpv6Unparsed),
+            ("an AH header", &ah, Verdict::PassIpv6Unparsed),
+            ("a first fragment", &first_fragment, Verdict::PassFragment),
+            ("a later fragment", &later_fragment, Verdict::PassFragment),
+            ("neighbour solicitation", &ns, Verdict::PassOtherProto),
+            (
+                "echo request to the ClusterIP",
+                &echo,
+                Verdict::PassOtherProto,
+            ),
+            (
+                "TCP to a pod address",
+                &not_service,
+                Verdict::PassNotService,
+            ),
+        ];
+        for (name, frame, verdict) in untouched {
+            push(name, prog, frame.clone(), pass, Unchanged, verdict);
+        }
+        push(
             "cut inside the TCP header",
-            Ipv6Builder::tcp(pod, vip)
-                .flags(SYN)
-                .truncate(14 + 40 + 10)
-                .build(),
-        ),
-        (
-            "bytes at the IPv4 destination offsets read 10.96.0.10:80",
-            Ipv6Builder::tcp(mimic, vip).flags(SYN).build(),
-        ),
-    ]
+            prog,
+            cut.clone(),
+            drop,
+            Unchanged,
+            Verdict::DropMalformed,
+        );
+        push(
+            "payload length shorter than the TCP header",
+            prog,
+            short_payload.clone(),
+            drop,
+            Unchanged,
+            Verdict::DropMalformed,
+        );
+    }
+    let reject_syn = syn(client(41050), &format!("{EMPTY}:80")).build();
+    push(
+        "XDP: no endpoints, handed to TC",
+        Xdp,
+        reject_syn,
+        XDP_PASS,
+        Unchanged,
+        Verdict::XdpPassToTc,
+    );
+    out
+}
+
+/// The ICMPv6 port unreachable TC answers `datagram` with: from the Service address, MACs
+/// swapped, quoting the IPv6 header and 8 bytes after it.
+fn expected_port_unreachable(datagram: &[u8]) -> Vec<u8> {
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&datagram[38..54]).unwrap());
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&datagram[22..38]).unwrap());
+    let mut icmp = vec![1, 4, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&datagram[14..14 + 48]);
+    let csum = checksum6(src, dst, PROTO_ICMPV6, &icmp);
+    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&datagram[6..12]);
+    f.extend_from_slice(&datagram[0..6]);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[PROTO_ICMPV6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
 }
 
 #[test]
-fn ipv6_passes_untouched() {
-    use Output::Unchanged;
-    let mut h = services::single_node("ipv6");
-    for (name, frame) in frames() {
-        for (prog, ret) in [(Prog::Tc, TC_ACT_OK), (Prog::Xdp, XDP_PASS)] {
-            h.check(&case(
-                name,
-                prog,
-                frame.clone(),
-                ret,
-                Unchanged,
-                Verdict::PassNotIpv4,
-            ));
-        }
-    }
-    conntrack::assert_translated_flows(&h, &[]);
-    // The IPv4 Service the mimic imitates is there, and translated for IPv4.
-    let syn = tcp("10.244.1.20:40000", "10.96.0.10:80").flags(SYN).build();
-    let r = h.run(Prog::Tc, &syn);
+fn ipv6_table() {
+    let mut h = ipv6_datapath();
+    h.run_table(&cases());
+
+    // Rejects: a RST that acknowledges the SYN, and an exact ICMPv6 port unreachable.
+    let syn_in = syn(client(41060), &format!("{EMPTY}:80")).build();
+    let rst = h.check(&case(
+        "TC: TCP to a Service without endpoints, RST",
+        Prog::Tc,
+        syn_in,
+        TC_ACT_REDIRECT,
+        Output::Any,
+        Verdict::RejectTcpRst,
+    ));
+    assert_eq!(rst.len(), 14 + 40 + 20, "{}", summary(&rst));
+    assert_eq!(&rst[22..38], &ip6("fd00:10:96::20").octets(), "RST source");
+    assert_eq!(&rst[38..54], &ip6(CLIENT).octets(), "RST destination");
+    let [hi, lo] = 41060u16.to_be_bytes();
+    assert_eq!(&rst[54..58], &[0, 80, hi, lo], "RST ports");
+    assert_eq!(rst[54 + 13], 0x14, "RST|ACK");
+    assert_eq!(
+        &rst[54 + 8..54 + 12],
+        &1u32.to_be_bytes(),
+        "acknowledges the SYN"
+    );
+    let udp_in = Ipv6Builder::udp(client(41061), sa6(&format!("{EMPTY}:80")))
+        .payload(b"dns?")
+        .build();
+    h.check(&case(
+        "TC: UDP to a Service without endpoints, ICMPv6 port unreachable",
+        Prog::Tc,
+        udp_in.clone(),
+        TC_ACT_REDIRECT,
+        Output::Exact(expected_port_unreachable(&udp_in)),
+        Verdict::RejectIcmp,
+    ));
+
+    // Two entries per translated flow, in the IPv6 conntrack map.
+    let ct: HashMap<_, Ct6Key, Ct6Value> = open(&h, map_names::SVC6_CT);
+    let entries: Vec<(Ct6Key, Ct6Value)> = ct.iter().map(|e| e.unwrap()).collect();
+    let services = entries
+        .iter()
+        .filter(|(k, _)| k.kind == CT_KIND_SERVICE)
+        .count();
+    let replies = entries
+        .iter()
+        .filter(|(k, _)| k.kind == CT_KIND_REPLY)
+        .count();
+    // TCP 41000, 41001, 41020, 41021, 41030, 41031; UDP 41010, 41011.
+    assert_eq!((services, replies), (8, 8), "{entries:?}");
+    let backend = words(&ip6("fd00:10:244:1::11"));
+    assert!(
+        entries
+            .iter()
+            .filter(|(k, _)| k.kind == CT_KIND_SERVICE)
+            .all(|(_, v)| v.addr_be == backend),
+        "{entries:?}"
+    );
+
+    // The IPv4 Service of the same datapath is still translated.
+    let syn4 = tcp("10.244.1.20:40000", "10.96.0.10:80").flags(SYN).build();
+    let r = h.run(Prog::Tc, &syn4);
     assert_eq!(r.delta, vec![(Verdict::DnatNew, 1)], "{:?}", r.delta);
 }
