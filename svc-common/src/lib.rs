@@ -226,6 +226,9 @@ macro_rules! for_each_map {
             /// SVC4_POD_CIDRS for IPv6 pod CIDRs.
             pod_cidrs6: SVC6_POD_CIDRS = lpm<$crate::Ip6, u8>,
                 size $crate::POD_CIDRS6_MAP_SIZE, sized by fixed;
+            /// SVC4_SOCK_RNAT for IPv6 sockets (recvmsg6).
+            sock_revnat6: SVC6_SOCK_RNAT = lru<$crate::SockRevNat6Key, $crate::SockRevNat6Value>,
+                size $crate::SOCK_REVNAT6_MAP_SIZE, sized by fixed;
         }
     };
 }
@@ -261,6 +264,7 @@ pub const CT6_MAP_SIZE: u32 = CT4_MAP_SIZE;
 pub const AFFINITY6_MAP_SIZE: u32 = AFFINITY4_MAP_SIZE;
 pub const SRC_RANGE6_MAP_SIZE: u32 = SRC_RANGE4_MAP_SIZE;
 pub const POD_CIDRS6_MAP_SIZE: u32 = POD_CIDRS4_MAP_SIZE;
+pub const SOCK_REVNAT6_MAP_SIZE: u32 = SOCK_REVNAT4_MAP_SIZE;
 pub const BACKEND4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
@@ -297,6 +301,9 @@ pub const XDP_PROG: &str = "svc_xdp";
 pub const CONNECT4_PROG: &str = "svc_connect4";
 pub const SENDMSG4_PROG: &str = "svc_sendmsg4";
 pub const RECVMSG4_PROG: &str = "svc_recvmsg4";
+pub const CONNECT6_PROG: &str = "svc_connect6";
+pub const SENDMSG6_PROG: &str = "svc_sendmsg6";
+pub const RECVMSG6_PROG: &str = "svc_recvmsg6";
 /// An XDP program that only passes: the benchmark's per-packet floor (never attached).
 pub const BENCH_PASS_PROG: &str = "svc_bench_pass";
 
@@ -802,14 +809,28 @@ pub struct SockRevNat4Key {
     pub _pad: [u8; 2],
 }
 
+/// SVC6_SOCK_RNAT's key: SVC4_SOCK_RNAT's for an IPv6 backend (not generic: the cookie's
+/// alignment leaves a family-dependent tail to pad).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct SockRevNat4Value {
-    pub vip_be: u32,
+pub struct SockRevNat6Key {
+    pub cookie: u64,
+    pub backend_be: Ip6,
+    pub backend_port_be: u16,
+    pub _pad: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevNatValue<A> {
+    pub vip_be: A,
     pub rev_nat_id: u32,
     pub port_be: u16,
     pub _pad: [u8; 2],
 }
+family_pod!(SockRevNatValue { A, u32, u16, [u8; 2] });
+pub type SockRevNat4Value = SockRevNatValue<u32>;
+pub type SockRevNat6Value = SockRevNatValue<Ip6>;
 
 // ---------------------------------------------------------------------------------------
 // IPv4 fragments (LRU): {source, destination, IPv4 id, protocol} of a datagram, as its
@@ -1217,6 +1238,8 @@ mod user {
     unsafe impl aya::Pod for Ct6Value {}
     unsafe impl aya::Pod for Affinity6Key {}
     unsafe impl aya::Pod for SrcRange6 {}
+    unsafe impl aya::Pod for SockRevNat6Key {}
+    unsafe impl aya::Pod for SockRevNat6Value {}
 }
 
 #[cfg(test)]
@@ -1250,6 +1273,8 @@ mod tests {
         assert_eq!(size_of::<Ct6Value>(), 64);
         assert_eq!(size_of::<Affinity6Key>(), 20);
         assert_eq!(size_of::<SrcRange6>(), 20);
+        assert_eq!(size_of::<SockRevNat6Key>(), 32);
+        assert_eq!(size_of::<SockRevNat6Value>(), 24);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
     }
 

@@ -24,7 +24,8 @@ use crate::{
         SVC6_SERVICES, SVC6_SRC_RANGE,
     },
     parse::Packet,
-    rules, unserved,
+    rules,
+    unserved::{self, Unserved},
 };
 
 /// An address family, implemented by its address type. Comparisons go through `same`
@@ -60,9 +61,18 @@ pub trait Family: Copy + 'static {
     fn masq_addr() -> Self;
     /// A loopback destination: never a Service's on a packet (rules::is_loopback).
     fn is_loopback(&self) -> bool;
-    /// What a packet to this address, which no frontend takes and which is no reply, gets
-    /// (unserved.rs).
-    fn unserved(&self) -> Action<Self>;
+    /// The rule for an address no frontend takes (unserved.rs).
+    fn unserved_class(&self) -> Unserved;
+
+    /// What a packet to this address, which no frontend takes and which is no reply, gets.
+    #[inline(always)]
+    fn unserved(&self) -> Action<Self> {
+        match self.unserved_class() {
+            Unserved::Pass => Action::Done(Verdict::PassNotService),
+            Unserved::Reject => Action::Reject,
+            Unserved::Drop => Action::Done(Verdict::DropUnallocated),
+        }
+    }
 
     /// Records, for a first fragment, what the rest of its datagram gets (frag.rs): its
     /// new addresses, that it was dropped (`kind` FRAG_KIND_DROP), or nothing to do.
@@ -117,8 +127,8 @@ impl Family for u32 {
         rules::is_loopback(*self)
     }
     #[inline(always)]
-    fn unserved(&self) -> Action<u32> {
-        unserved::action(*self)
+    fn unserved_class(&self) -> Unserved {
+        unserved::classify(*self)
     }
     #[inline(always)]
     fn frag_translated(pkt: &Packet<u32>, kind: u8, saddr: u32, daddr: u32, clock: &Clock) {
@@ -184,8 +194,8 @@ impl Family for Ip6 {
     /// Not yet for IPv6 (no SVC6_CLUSTERIPS / SVC6_SVC_CIDR): every such packet passes, as
     /// every packet did before the IPv4 rules existed. docs/ipv6.md lists it.
     #[inline(always)]
-    fn unserved(&self) -> Action<Ip6> {
-        Action::Done(Verdict::PassNotService)
+    fn unserved_class(&self) -> Unserved {
+        Unserved::Pass
     }
     // IPv6 fragments never reach lb.rs (parse6.rs passes every one), so there is nothing
     // to record.

@@ -2,7 +2,8 @@
 //! `svc_tc_ingress` (TC ingress on pod-facing interfaces and the external interface) and
 //! `svc_xdp` (XDP on the external interface), plus socket-level programs for the node's own
 //! processes (`svc_connect4`, `svc_sendmsg4`, `svc_recvmsg4`), and `svc_bench_pass`, the
-//! empty program the benchmark measures as the floor. See README.md for the verdicts.
+//! empty program the benchmark measures as the floor; IPv6 sockets get `svc_connect6`,
+//! `svc_sendmsg6` and `svc_recvmsg6`. See README.md for the verdicts.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(not(test), no_main)]
 
@@ -61,6 +62,21 @@ pub fn svc_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(recvmsg4)]
 pub fn svc_recvmsg4(ctx: SockAddrContext) -> i32 {
     sock::reverse(&ctx)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn svc_connect6(ctx: SockAddrContext) -> i32 {
+    sock::connect6(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn svc_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::sendmsg6(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn svc_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::reverse6(&ctx)
 }
 
 #[cfg(not(test))]

@@ -13,12 +13,9 @@
 //! paths only; the agent keeps this node's own addresses out of both maps, so packets to
 //! the node itself (kube-proxy's input path) still pass.
 use aya_ebpf::maps::lpm_trie::Key;
-use svc_common::{CLUSTERIP_OTHER_PROXY, Verdict};
+use svc_common::CLUSTERIP_OTHER_PROXY;
 
-use crate::{
-    lb::Action,
-    maps::{SVC4_CLUSTERIPS, SVC4_SVC_CIDR, SVC4_SVC_RANGE},
-};
+use crate::maps::{SVC4_CLUSTERIPS, SVC4_SVC_CIDR, SVC4_SVC_RANGE};
 
 /// What a packet (or a node process's call) to an address no frontend takes gets.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,16 +49,5 @@ pub fn classify(daddr: u32) -> Unserved {
         Unserved::Drop
     } else {
         Unserved::Pass
-    }
-}
-
-/// TC and XDP: what to do with a packet to `daddr` that no frontend takes and that is no
-/// reply of a translated flow. XDP hands a reject to TC, as every reject.
-#[inline(always)]
-pub fn action(daddr: u32) -> Action {
-    match classify(daddr) {
-        Unserved::Pass => Action::Done(Verdict::PassNotService),
-        Unserved::Reject => Action::Reject,
-        Unserved::Drop => Action::Done(Verdict::DropUnallocated),
     }
 }

@@ -17,7 +17,8 @@ use aya::{
     },
 };
 use svc_common::{
-    BENCH_PASS_PROG, CONNECT4_PROG, RECVMSG4_PROG, SENDMSG4_PROG, TC_PROG, XDP_PROG, map_names,
+    BENCH_PASS_PROG, CONNECT4_PROG, CONNECT6_PROG, RECVMSG4_PROG, RECVMSG6_PROG, SENDMSG4_PROG,
+    SENDMSG6_PROG, TC_PROG, XDP_PROG, map_names,
 };
 
 use super::{
@@ -329,7 +330,14 @@ impl Datapath {
 }
 
 /// The cgroup socket programs, attached together.
-const CGROUP_PROGS: [&str; 3] = [CONNECT4_PROG, SENDMSG4_PROG, RECVMSG4_PROG];
+const CGROUP_PROGS: [&str; 6] = [
+    CONNECT4_PROG,
+    SENDMSG4_PROG,
+    RECVMSG4_PROG,
+    CONNECT6_PROG,
+    SENDMSG6_PROG,
+    RECVMSG6_PROG,
+];
 
 fn prog_err(name: &'static str, target: &str) -> impl FnOnce(ProgramError) -> DataplaneError {
     let iface = target.to_string();

@@ -370,7 +370,11 @@ fn verify_reports_corruption() {
 fn verify_and_parse_never_panic_on_odd_input() {
     let arp = arp_request([2, 0, 0, 0, 0, 1], ip("10.0.0.1"), ip("10.0.0.2"));
     assert_eq!(arp.len(), 42);
-    assert!(verify_checksums(&arp).unwrap_err().contains("neither IPv4 nor IPv6"));
+    assert!(
+        verify_checksums(&arp)
+            .unwrap_err()
+            .contains("neither IPv4 nor IPv6")
+    );
     assert_eq!(parse_summary(&arp), None);
     let base = PacketBuilder::tcp(sa("10.0.0.1:1000"), sa("10.0.0.2:80"))
         .ip_options(&[1, 1, 1, 1])
