@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     ffi::OsString,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -14,8 +14,13 @@ use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray},
     programs::links::{FdLink, PinnedLink},
 };
-use svc_common::map_names::{SVC_STATS, SVC4_BACKENDS, SVC4_CT, SVC4_SERVICES};
-use svc_common::{Backend4, Ct4Key, Ct4Value, Svc4Key, Svc4Value, Verdict};
+use svc_common::map_names::{
+    SVC_STATS, SVC4_BACKENDS, SVC4_CT, SVC4_SERVICES, SVC6_BACKENDS, SVC6_SERVICES,
+};
+use svc_common::{
+    Backend4, Backend6, Ct4Key, Ct4Value, Svc4Key, Svc4Value, Svc6Key, Verdict, ip6_from_octets,
+    ip6_octets,
+};
 
 use crate::{Lab, NODE_EXT_IF, NodeProcess};
 
@@ -269,65 +274,87 @@ impl LabAgent {
             .sum()
     }
 
-    /// Number of backends the maps give the frontend vip:port/proto, if it is installed.
-    /// Reads the pinned services map directly (this crate does not depend on svc-agent).
-    pub fn backend_count(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<u16> {
-        let data = MapData::from_pin(self.bpffs.join(SVC4_SERVICES)).ok()?;
-        let services: HashMap<MapData, Svc4Key, Svc4Value> =
-            Map::from_map_data(data).ok()?.try_into().ok()?;
-        let key = Svc4Key {
-            vip_be: u32::from(vip).to_be(),
-            port_be: port.to_be(),
-            slot: 0,
-            proto,
-            // scope SCOPE_ALL (0) and padding, whatever the layout's remaining fields are.
-            ..Default::default()
-        };
-        services.get(&key, 0).ok().map(|v| v.count)
+    /// Number of backends the maps give the frontend vip:port/proto (either family), if it
+    /// is installed.
+    pub fn backend_count(&self, vip: impl Into<IpAddr>, port: u16, proto: u8) -> Option<u16> {
+        self.backends(vip, port, proto).map(|b| b.len() as u16)
     }
 
     /// The backends (pod address and target port) of the frontend vip:port/proto, in slot
     /// order, if it is installed and every slot resolves (None while a write is half done).
-    pub fn backends(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<Vec<SocketAddrV4>> {
-        let open = |name: &str| MapData::from_pin(self.bpffs.join(name)).ok();
-        let services: HashMap<MapData, Svc4Key, Svc4Value> =
-            Map::from_map_data(open(SVC4_SERVICES)?)
-                .ok()?
-                .try_into()
-                .ok()?;
-        let backends: HashMap<MapData, u32, Backend4> = Map::from_map_data(open(SVC4_BACKENDS)?)
-            .ok()?
-            .try_into()
-            .ok()?;
-        let key = Svc4Key {
-            vip_be: u32::from(vip).to_be(),
-            port_be: port.to_be(),
-            slot: 0,
-            proto,
-            ..Default::default()
-        };
-        let count = services.get(&key, 0).ok()?.count;
-        (1..=count)
-            .map(|slot| {
-                let id = services.get(&Svc4Key { slot, ..key }, 0).ok()?.backend_id;
-                let b = backends.get(&id, 0).ok()?;
-                Some(SocketAddrV4::new(
-                    Ipv4Addr::from(u32::from_be(b.addr_be)),
-                    u16::from_be(b.port_be),
-                ))
-            })
-            .collect()
+    /// Reads the pinned SVC4_* or SVC6_* maps directly (this crate does not depend on
+    /// svc-agent).
+    pub fn backends(
+        &self,
+        vip: impl Into<IpAddr>,
+        port: u16,
+        proto: u8,
+    ) -> Option<Vec<SocketAddr>> {
+        let open =
+            |name: &str| Map::from_map_data(MapData::from_pin(self.bpffs.join(name)).ok()?).ok();
+        match vip.into() {
+            IpAddr::V4(vip) => {
+                let services: HashMap<MapData, Svc4Key, Svc4Value> =
+                    open(SVC4_SERVICES)?.try_into().ok()?;
+                let backends: HashMap<MapData, u32, Backend4> =
+                    open(SVC4_BACKENDS)?.try_into().ok()?;
+                let key = Svc4Key {
+                    vip_be: u32::from(vip).to_be(),
+                    port_be: port.to_be(),
+                    slot: 0,
+                    proto,
+                    // scope SCOPE_ALL (0) and padding.
+                    ..Default::default()
+                };
+                let count = services.get(&key, 0).ok()?.count;
+                (1..=count)
+                    .map(|slot| {
+                        let id = services.get(&Svc4Key { slot, ..key }, 0).ok()?.backend_id;
+                        let b = backends.get(&id, 0).ok()?;
+                        Some(SocketAddr::from(SocketAddrV4::new(
+                            Ipv4Addr::from(u32::from_be(b.addr_be)),
+                            u16::from_be(b.port_be),
+                        )))
+                    })
+                    .collect()
+            }
+            IpAddr::V6(vip) => {
+                let services: HashMap<MapData, Svc6Key, Svc4Value> =
+                    open(SVC6_SERVICES)?.try_into().ok()?;
+                let backends: HashMap<MapData, u32, Backend6> =
+                    open(SVC6_BACKENDS)?.try_into().ok()?;
+                let key = Svc6Key {
+                    vip_be: ip6_from_octets(vip.octets()),
+                    port_be: port.to_be(),
+                    slot: 0,
+                    proto,
+                    ..Default::default()
+                };
+                let count = services.get(&key, 0).ok()?.count;
+                (1..=count)
+                    .map(|slot| {
+                        let id = services.get(&Svc6Key { slot, ..key }, 0).ok()?.backend_id;
+                        let b = backends.get(&id, 0).ok()?;
+                        Some(SocketAddr::new(
+                            IpAddr::from(ip6_octets(b.addr_be)),
+                            u16::from_be(b.port_be),
+                        ))
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Waits until the frontend has exactly `count` backends; fails with the agent's log.
     pub fn wait_backends(
         &self,
-        vip: Ipv4Addr,
+        vip: impl Into<IpAddr>,
         port: u16,
         proto: u8,
         count: u16,
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        let vip: IpAddr = vip.into();
         if wait_for(timeout, || {
             self.backend_count(vip, port, proto) == Some(count)
         }) {

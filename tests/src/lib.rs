@@ -71,7 +71,7 @@ pub mod fake_apiserver;
 pub mod netns;
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1419,11 +1419,81 @@ fn client_requests(
     count: usize,
     timeout: Duration,
 ) -> Vec<io::Result<EchoReply>> {
+    client_lines(
+        cmd,
+        who,
+        bind.map(IpAddr::V4),
+        to.into(),
+        udp,
+        count,
+        timeout,
+    )
+    .into_iter()
+    .map(|line| line.and_then(|l| EchoReply::parse(&l)))
+    .collect()
+}
+
+/// [`Lab::node_requests6`]'s answer: the pod that answered and the client address it saw.
+pub type Reply6 = (String, SocketAddr);
+
+impl Lab {
+    /// [`node_requests`](Self::node_requests) over IPv6 (or to a v4-mapped address, from an
+    /// IPv6 socket): each answer as the pod and the client it saw.
+    pub fn node_requests6(
+        &self,
+        n: usize,
+        to: SocketAddrV6,
+        udp: bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<io::Result<Reply6>> {
+        let cmd = self.node_command(n, "python3");
+        client_lines(
+            cmd,
+            &format!("node{n} process"),
+            None,
+            to.into(),
+            udp,
+            count,
+            timeout,
+        )
+        .into_iter()
+        .map(|line| line.and_then(|l| parse_reply6(&l)))
+        .collect()
+    }
+}
+
+/// `<pod> <client>[ <rest>]`, the client in either family.
+pub fn parse_reply6(line: &str) -> io::Result<Reply6> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad echo reply: {line:?}"),
+        )
+    };
+    let mut words = line.split_whitespace();
+    let pod = words.next().ok_or_else(bad)?;
+    let client = words.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    Ok((pod.to_string(), client))
+}
+
+/// The requests of [`client_requests`], to either family: each the reply line, or the
+/// error the call failed with.
+fn client_lines(
+    cmd: anyhow::Result<Command>,
+    who: &str,
+    bind: Option<IpAddr>,
+    to: SocketAddr,
+    udp: bool,
+    count: usize,
+    timeout: Duration,
+) -> Vec<io::Result<String>> {
     const CLIENT: &str = r#"
 import errno, socket, sys
 host, port, udp, timeout, n, bind = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "udp", float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
 for _ in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    s = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
         if bind != "-":
@@ -1450,11 +1520,11 @@ for _ in range(n):
         Ok(out) => out,
         Err(e) => return vec![Err(e)],
     };
-    let results: Vec<io::Result<EchoReply>> = String::from_utf8_lossy(&out.stdout)
+    let results: Vec<io::Result<String>> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| match line.split_once(' ') {
-            Some(("OK", reply)) => EchoReply::parse(reply),
+            Some(("OK", reply)) => Ok(reply.to_string()),
             Some(("ERR", errno)) => Err(io::Error::new(
                 match errno {
                     "ECONNREFUSED" => io::ErrorKind::ConnectionRefused,

@@ -14,7 +14,7 @@
 //!   working (the LRU map evicts what is idle), new flows keep being served, and the
 //!   pressure is visible in the metrics (`svc_map_entries{map="SVC4_CT"}` at capacity).
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,11 +163,11 @@ fn up(extra_args: &[&str], a: &Set, b: &Set) -> Env {
 
 /// True once the maps serve exactly the active sets of A and B, TCP and UDP.
 fn applied(agent: &LabAgent, a: &Set, b: &Set) -> bool {
-    let want = |s: &Set, port: u16| -> Vec<SocketAddrV4> {
-        let mut v: Vec<SocketAddrV4> = s
+    let want = |s: &Set, port: u16| -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = s
             .active
             .iter()
-            .map(|i| SocketAddrV4::new(pod_ip(*i), port))
+            .map(|i| SocketAddrV4::new(pod_ip(*i), port).into())
             .collect();
         v.sort();
         v
