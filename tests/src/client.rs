@@ -373,3 +373,38 @@ pub fn connect_probe(
         Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
     })?
 }
+
+/// One TCP line echo from namespace `ns` to `to`, of either family: the pod that answered
+/// and the client address it saw (IPv6 in brackets). Errors as [`TcpSession::connect`].
+pub fn echo_tcp(ns: &str, to: SocketAddr, timeout: Duration) -> io::Result<(String, SocketAddr)> {
+    let line = try_in_netns(ns, || -> io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&to, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"hello\n")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    })??;
+    crate::parse_reply6(&line)
+}
+
+/// One UDP datagram from namespace `ns` to `to` on a connected socket, of either family:
+/// the pod that answered and the client it saw. A port unreachable (ICMP or ICMPv6) comes
+/// back as `ConnectionRefused`.
+pub fn echo_udp(ns: &str, to: SocketAddr, timeout: Duration) -> io::Result<(String, SocketAddr)> {
+    let reply = try_in_netns(ns, || -> io::Result<String> {
+        let any: SocketAddr = if to.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let s = UdpSocket::bind(any)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.connect(to)?;
+        s.send(b"ping\n")?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })??;
+    crate::parse_reply6(&reply)
+}

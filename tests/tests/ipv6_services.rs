@@ -1,0 +1,299 @@
+//! End to end: IPv6 and dual-stack Services on the dual-stack lab, real packets through
+//! the agent's programs (manifest mode, the node dual-stack: `--node-ip` with both
+//! addresses, both cluster CIDRs). Rows:
+//! - a dual-stack Service (`ipFamilyPolicy: RequireDualStack`, IPv6 first) reached on both
+//!   ClusterIPs from a pod: each family's traffic goes to that family's endpoints (the
+//!   IPv6 ClusterIP's backends are the IPv6 EndpointSlice's, and the echo servers see the
+//!   pod's IPv6 address; the IPv4 ClusterIP's the IPv4 ones), both backends used, no
+//!   masquerade from a pod; TCP and UDP;
+//! - its NodePort on the node's IPv6 address from the outside host (XDP): masqueraded to
+//!   the node's IPv6 address (externalTrafficPolicy Cluster);
+//! - an IPv6-only Service with externalTrafficPolicy Local: its NodePort from outside keeps
+//!   the client's IPv6 address;
+//! - an IPv6 externalIP from outside;
+//! - an IPv6 Service without endpoints: TCP refused (RST), UDP refused (ICMPv6 port
+//!   unreachable);
+//! - the node's own processes (socket LB, connect6/sendmsg6): to the IPv6 ClusterIP, TCP
+//!   and UDP, and to the IPv4 ClusterIP as a v4-mapped address from an IPv6 socket;
+//! - `svcctl dump` shows the IPv6 frontends, `svcctl trace` translates an IPv6 packet.
+use std::{
+    collections::BTreeSet,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6},
+    sync::Mutex,
+    time::Duration,
+};
+
+use svc_common::{PROTO_TCP, PROTO_UDP, Verdict};
+use svc_lab::{Lab, agent::LabAgent, echo_tcp, echo_udp, ipv6_twin};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on the requests a row makes until every backend it expects has answered.
+const MAX_CALLS: usize = 64;
+
+const DUAL4: Ipv4Addr = Ipv4Addr::new(10, 96, 9, 20);
+const DUAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb);
+const EMPTY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xc);
+const EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 1);
+
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: dual, namespace: default}
+spec:
+  type: NodePort
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv6, IPv4]
+  clusterIP: fd00:10:96::a
+  clusterIPs: ["fd00:10:96::a", "10.96.9.20"]
+  externalIPs: ["fd00:10:97::1"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}
+    - {name: echo, protocol: UDP, port: 53, targetPort: 8080, nodePort: 30053}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dual-v4
+  namespace: default
+  labels: {kubernetes.io/service-name: dual}
+addressType: IPv4
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+  - {name: echo, protocol: UDP, port: 8080}
+endpoints:
+  - {addresses: ["10.244.1.11"], nodeName: node1}
+  - {addresses: ["10.244.1.12"], nodeName: node1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dual-v6
+  namespace: default
+  labels: {kubernetes.io/service-name: dual}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+  - {name: echo, protocol: UDP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::11"], nodeName: node1}
+  - {addresses: ["fd00:10:244:1::12"], nodeName: node1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local6, namespace: default}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  ipFamilies: [IPv6]
+  clusterIP: fd00:10:96::b
+  clusterIPs: ["fd00:10:96::b"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30081}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: local6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: local6}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::13"], nodeName: node1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty6, namespace: default}
+spec:
+  ipFamilies: [IPv6]
+  clusterIP: fd00:10:96::c
+  clusterIPs: ["fd00:10:96::c"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080}
+    - {name: echo, protocol: UDP, port: 53, targetPort: 8080}
+"#;
+
+/// Requests `call` until every pod of `want` has answered (at most MAX_CALLS); every
+/// answer must come from one of them and show the client `client` (None: not checked).
+fn reaches(
+    what: &str,
+    want: &[&str],
+    client: Option<IpAddr>,
+    mut call: impl FnMut() -> io::Result<(String, SocketAddr)>,
+) {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    let mut seen = BTreeSet::new();
+    for _ in 0..MAX_CALLS {
+        let (pod, saw) = call().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(want.contains(&pod), "{what}: answered by {pod}, want {want:?}");
+        if let Some(c) = client {
+            assert_eq!(saw.ip(), c, "{what}: the client the backend saw");
+        }
+        seen.insert(pod);
+        if seen == want {
+            return;
+        }
+    }
+    panic!("{what}: {MAX_CALLS} calls reached only {seen:?} of {want:?}");
+}
+
+fn svcctl(agent: &LabAgent, args: &[&str]) -> String {
+    let out = std::process::Command::new(svc_lab::agent::workspace_bin("svcctl").unwrap())
+        .arg("--bpffs")
+        .arg(&agent.bpffs)
+        .args(args)
+        .output()
+        .expect("run svcctl");
+    assert!(
+        out.status.success(),
+        "svcctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ipv6_and_dual_stack_services() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = Lab::up().expect("lab");
+    let dir = std::env::temp_dir().join(format!("svl-{}-ipv6-services", lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("services.yaml"), MANIFESTS).unwrap();
+    lab.ext_route("fd00:10:97::/64", 1).expect("ext route");
+    let node6 = lab.node(1).ip6;
+    let cgroup = lab.node_cgroup(1).expect("node cgroup");
+    let cgroup = cgroup.display().to_string();
+    let node6_arg = node6.to_string();
+    let agent = LabAgent::start_in(
+        &mut lab,
+        1,
+        &dir,
+        &dir.join("agent.log"),
+        &[
+            "--node-ip",
+            &node6_arg,
+            "--cluster-cidr",
+            svc_lab::CLUSTER_POD_CIDR6,
+            "--node-name",
+            "node1",
+            "--cgroup",
+            &cgroup,
+        ],
+    )
+    .expect("agent");
+    let wait = Duration::from_secs(20);
+    agent.wait_backends(DUAL6, 80, PROTO_TCP, 2, wait).unwrap();
+    agent.wait_backends(DUAL4, 80, PROTO_TCP, 2, wait).unwrap();
+    agent.wait_backends(DUAL6, 53, PROTO_UDP, 2, wait).unwrap();
+    agent.wait_backends(LOCAL6, 80, PROTO_TCP, 1, wait).unwrap();
+    agent.wait_backends(EMPTY6, 80, PROTO_TCP, 0, wait).unwrap();
+
+    // Each family's ClusterIP has its own family's endpoints.
+    let mut v6 = agent.backends(DUAL6, 80, PROTO_TCP).unwrap();
+    v6.sort();
+    assert_eq!(
+        v6,
+        [
+            "[fd00:10:244:1::11]:8080".parse::<SocketAddr>().unwrap(),
+            "[fd00:10:244:1::12]:8080".parse().unwrap()
+        ]
+    );
+    let v4 = agent.backends(DUAL4, 80, PROTO_TCP).unwrap();
+    assert!(v4.iter().all(SocketAddr::is_ipv4), "{v4:?}");
+    let node6_nodeport = agent.backends(node6, 30080, PROTO_TCP).unwrap();
+    assert!(node6_nodeport.iter().all(SocketAddr::is_ipv6), "{node6_nodeport:?}");
+
+    let client = lab.client_ns().to_string();
+    let client6 = IpAddr::V6(lab.pod_ip6("client"));
+    let client4 = IpAddr::V4(lab.pod_ip("client"));
+    let both = ["p1", "p2"];
+    let dual6 = SocketAddr::new(DUAL6.into(), 80);
+    let dual4 = SocketAddr::new(DUAL4.into(), 80);
+    let before = agent.verdict_count(Verdict::DnatNew);
+    reaches("pod to the IPv6 ClusterIP, TCP", &both, Some(client6), || {
+        echo_tcp(&client, dual6, TIMEOUT)
+    });
+    reaches("pod to the IPv4 ClusterIP, TCP", &both, Some(client4), || {
+        echo_tcp(&client, dual4, TIMEOUT)
+    });
+    reaches("pod to the IPv6 ClusterIP, UDP", &both, Some(client6), || {
+        echo_udp(&client, SocketAddr::new(DUAL6.into(), 53), TIMEOUT)
+    });
+    assert!(agent.verdict_count(Verdict::DnatNew) >= before + 6);
+
+    // From outside: the NodePort on the node's IPv6 address (masqueraded to it), the
+    // Local one (the client's address kept), the externalIP.
+    let ext = lab.ext_ns().to_string();
+    let ext6 = IpAddr::V6(ipv6_twin(svc_lab::EXT_IP));
+    reaches("outside to the IPv6 NodePort", &both, Some(node6.into()), || {
+        echo_tcp(&ext, SocketAddr::new(node6.into(), 30080), TIMEOUT)
+    });
+    reaches("outside to the IPv6 NodePort, UDP", &both, Some(node6.into()), || {
+        echo_udp(&ext, SocketAddr::new(node6.into(), 30053), TIMEOUT)
+    });
+    reaches("outside to the Local IPv6 NodePort", &["p3"], Some(ext6), || {
+        echo_tcp(&ext, SocketAddr::new(node6.into(), 30081), TIMEOUT)
+    });
+    reaches("outside to the IPv6 externalIP", &both, Some(node6.into()), || {
+        echo_tcp(&ext, SocketAddr::new(EXTERNAL6.into(), 80), TIMEOUT)
+    });
+
+    // No endpoints: refused, as kube-proxy's REJECT.
+    let rst = agent.verdict_count(Verdict::RejectTcpRst);
+    let icmp = agent.verdict_count(Verdict::RejectIcmp);
+    let e = echo_tcp(&client, SocketAddr::new(EMPTY6.into(), 80), TIMEOUT).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    let e = echo_udp(&client, SocketAddr::new(EMPTY6.into(), 53), TIMEOUT).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    assert!(agent.verdict_count(Verdict::RejectTcpRst) > rst);
+    assert!(agent.verdict_count(Verdict::RejectIcmp) > icmp);
+
+    // The node's own processes, through the socket programs.
+    let sock = agent.verdict_count(Verdict::SockTranslate);
+    for (udp, port) in [(false, 80), (true, 53)] {
+        let to = SocketAddrV6::new(DUAL6, port, 0, 0);
+        let replies = lab.node_requests6(1, to, udp, 16, TIMEOUT);
+        let pods: BTreeSet<String> = replies
+            .iter()
+            .map(|r| r.as_ref().map(|(p, _)| p.clone()).unwrap_or_else(|e| panic!("node to {to}: {e}")))
+            .collect();
+        assert!(pods.iter().all(|p| both.contains(&p.as_str())), "{pods:?}");
+    }
+    let mapped = SocketAddrV6::new(DUAL4.to_ipv6_mapped(), 80, 0, 0);
+    for r in lab.node_requests6(1, mapped, false, 4, TIMEOUT) {
+        let (pod, saw) = r.unwrap_or_else(|e| panic!("node to {mapped}: {e}"));
+        assert!(both.contains(&pod.as_str()), "{pod}");
+        assert!(saw.is_ipv4(), "a v4-mapped call reaches an IPv4 backend: {saw}");
+    }
+    assert!(agent.verdict_count(Verdict::SockTranslate) >= sock + 36);
+
+    // svcctl shows and traces IPv6.
+    let dump = svcctl(&agent, &["dump"]);
+    assert!(dump.contains("[fd00:10:96::a]:80"), "{dump}");
+    assert!(dump.contains("[fd00:10:244:1::11]:8080"), "{dump}");
+    let trace = svcctl(
+        &agent,
+        &[
+            "trace",
+            "--from",
+            &format!("[{}]", lab.pod_ip6("client")),
+            "--to",
+            "[fd00:10:96::a]:80",
+            "--via",
+            "pod",
+            "-o",
+            "json",
+        ],
+    );
+    let t: serde_json::Value = serde_json::from_str(&trace).expect("trace JSON");
+    assert_eq!(t["verdict"], "dnat_new", "{t}");
+
+    drop(agent);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
