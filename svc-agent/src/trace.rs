@@ -548,7 +548,10 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     // Detect-local by interface cannot be told from an address: such a trace enters from
     // outside unless --via pod says otherwise.
     let from_pod = config.detect_local == DetectLocal::Cidr
-        && config.pod_cidrs.iter().any(|c| c.contains(req.src));
+        && config
+            .pod_cidrs
+            .iter()
+            .any(|c| c.contains(std::net::IpAddr::V4(req.src)));
     let entry = req.entry.unwrap_or(if from_pod {
         Entry::Pod
     } else {
@@ -645,7 +648,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
             };
             set.iter()
                 .filter(|b| b.state == BackendState::Active.label())
-                .map(|b| SocketAddrV4::new(b.addr, b.port).to_string())
+                .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
                 .collect()
         })
         .unwrap_or_default();

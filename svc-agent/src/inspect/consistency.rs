@@ -167,7 +167,7 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
             Some(rev)
                 if layout::revnat_endpoint(rev)
                     != layout::Endpoint {
-                        addr: id.0,
+                        addr: std::net::IpAddr::V4(id.0),
                         port: id.1,
                     } =>
             {

@@ -22,7 +22,7 @@
 //! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
 //! affinity documents: a number). The snapshot and the services document gained
 //! `service_cidrs` (the service CIDRs and the number of allocated ClusterIPs).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
@@ -169,7 +169,7 @@ pub struct Service {
 pub struct ServiceBackend {
     pub slot: u16,
     pub backend_id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"active"`, `"terminating"` (svc_common::BackendState) or `"unknown(<n>)"`.
@@ -180,7 +180,7 @@ pub struct ServiceBackend {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Backend {
     pub id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"active"`, `"terminating"` (only kept for the flows it already has) or

@@ -48,9 +48,17 @@ fn unset_slice_conditions_count_as_ready() {
     assert!(e[0].ready && e[0].serving && !e[0].terminating);
     assert!(!e[1].ready && !e[1].serving && e[1].terminating);
 
+    // An IPv6 slice's addresses must be IPv6 (the API server validates them so); an FQDN
+    // slice is no proxy's.
     let mut v6 = slice.clone();
     v6.address_type = "IPv6".into();
-    assert_eq!(endpoint_group_from_slice(&v6).unwrap().1, None);
+    assert_eq!(
+        endpoint_group_from_slice(&v6).unwrap_err().to_string(),
+        "endpoints[0].addresses[0] \"10.1.0.5\" is not an IPv6 address"
+    );
+    let mut fqdn = slice.clone();
+    fqdn.address_type = "FQDN".into();
+    assert_eq!(endpoint_group_from_slice(&fqdn).unwrap().1, None);
     let mut unlabelled = slice;
     unlabelled.metadata.labels = None;
     assert_eq!(
@@ -120,10 +128,10 @@ fn an_endpoint_is_its_first_address() {
     };
     let (_, group, w) = endpoint_group_from_slice(&slice(vec!["10.1.0.5", "10.1.0.6"])).unwrap();
     assert!(w.is_empty(), "{w:?}");
-    let addresses: Vec<Ipv4Addr> = group.unwrap().endpoints.iter().map(|e| e.address).collect();
+    let addresses: Vec<IpAddr> = group.unwrap().endpoints.iter().map(|e| e.address).collect();
     assert_eq!(
         addresses,
-        vec![Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(10, 1, 0, 9)]
+        vec![IpAddr::from([10, 1, 0, 5]), IpAddr::from([10, 1, 0, 9])]
     );
 
     let (_, group, w) = endpoint_group_from_slice(&slice(vec![])).unwrap();
