@@ -168,6 +168,7 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
         .collect()
 }
 
+mod dual_stack;
 mod endpoints;
 mod frontends;
 mod node_traffic;

@@ -459,3 +459,43 @@ fn node_ports_any_range_and_allocate_flag() {
         "spec.ports[0].nodePort 65536 is out of range 1-65535"
     );
 }
+
+/// An IPv6-only Service (`ipFamilies: [IPv6]`): its ClusterIP, IPv6 externalIPs, ingress
+/// IPs and source ranges are kept, and the source-range warning speaks of IPv6.
+#[test]
+fn ipv6_only_services_keep_every_address() {
+    let mut s = lb_service();
+    let spec = spec_mut(&mut s);
+    spec.cluster_ip = Some("fd00:10:96::10".into());
+    spec.cluster_ips = Some(vec!["fd00:10:96::10".into()]);
+    spec.ip_families = Some(vec!["IPv6".into()]);
+    spec.external_ips = Some(vec!["2001:db8:7::7".into()]);
+    spec.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into()]);
+    s.status = Some(corev1::ServiceStatus {
+        load_balancer: Some(corev1::LoadBalancerStatus {
+            ingress: Some(vec![corev1::LoadBalancerIngress {
+                ip: Some("2001:db8:5::1".into()),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    });
+    let (svc, w) = Service::from_k8s(&s).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(svc.cluster_ips, vec![ip("fd00:10:96::10")]);
+    assert_eq!(svc.external_ips, vec![ip("2001:db8:7::7")]);
+    assert_eq!(svc.load_balancer_ingress[0].ip, Some(ip("2001:db8:5::1")));
+    assert_eq!(
+        w,
+        vec![
+            "spec.loadBalancerSourceRanges has no IPv6 range: IPv6 load balancer addresses accept every source (as with kube-proxy)"
+        ]
+    );
+    // A dual-stack Service with ranges of both families: no warning.
+    let spec = spec_mut(&mut s);
+    spec.cluster_ips = Some(vec!["fd00:10:96::10".into(), "10.96.0.10".into()]);
+    spec.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into(), "2001:db8::/64".into()]);
+    let (svc, w) = Service::from_k8s(&s).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(svc.load_balancer_source_ranges.len(), 2);
+}
