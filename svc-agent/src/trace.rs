@@ -539,7 +539,11 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
             snap.services
                 .iter()
                 .filter(|s| s.kind == FrontendKind::NodePort.label())
-                .map(|s| s.vip),
+                // The trace is IPv4 (an IPv6 packet passes every program untouched).
+                .filter_map(|s| match s.vip {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                }),
         )
         .collect();
     if node_addrs.contains(&req.src) {
@@ -679,7 +683,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         action: action_of(verdict),
         frontend: frontend.map(|f| FrontendInfo {
             service: f.service.clone(),
-            address: SocketAddrV4::new(f.vip, f.port).to_string(),
+            address: crate::addr::HostPort(f.vip, f.port).to_string(),
             protocol: f.protocol.clone(),
             kind: f.kind,
             flags: f.flags.clone(),

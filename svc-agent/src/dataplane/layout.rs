@@ -309,6 +309,29 @@ impl BackendValue {
             BackendValue::V6(v) => backend_state(v),
         }
     }
+
+    /// The raw state number (for labels of numbers no word has).
+    pub fn state_raw(&self) -> u8 {
+        match self {
+            BackendValue::V4(v) => v.state,
+            BackendValue::V6(v) => v.state,
+        }
+    }
+
+    /// The raw protocol number.
+    pub fn proto(&self) -> u8 {
+        match self {
+            BackendValue::V4(v) => v.proto,
+            BackendValue::V6(v) => v.proto,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            BackendValue::V4(v) => backend_endpoint(v),
+            BackendValue::V6(v) => backend_endpoint(v),
+        }
+    }
 }
 
 /// The backends-map value of a backend, in its family's map.

@@ -131,7 +131,7 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
         .iter()
         .map(|s| {
             let name = service_name_cell(s.service.as_ref());
-            let frontend = format!("{}:{}", s.vip, s.port);
+            let frontend = crate::addr::HostPort(s.vip, s.port).to_string();
             match width {
                 Width::Normal => {
                     let mut backends = backends_cell(s);

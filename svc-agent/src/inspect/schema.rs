@@ -22,7 +22,7 @@
 //! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
 //! affinity documents: a number). The snapshot and the services document gained
 //! `service_cidrs` (the service CIDRs and the number of allocated ClusterIPs).
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -132,7 +132,7 @@ pub struct ServiceCidrs {
 pub struct Service {
     /// The SVC_NAMES entry of rev_nat_id; null: no name entry.
     pub service: Option<ServiceName>,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"clusterip"`, `"nodeport"`, `"externalip"` or `"loadbalancer"`
@@ -201,7 +201,7 @@ pub struct Backend {
 pub struct BackendRef {
     /// As in [`Service::service`].
     pub service: Option<ServiceName>,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// As in [`Service::kind`].
@@ -212,9 +212,13 @@ pub struct BackendRef {
 }
 
 impl BackendRef {
-    /// `10.96.0.10:80/TCP`.
+    /// `10.96.0.10:80/TCP`, `[fd00::10]:80/TCP`.
     pub fn frontend(&self) -> String {
-        format!("{}:{}/{}", self.vip, self.port, self.protocol)
+        format!(
+            "{}/{}",
+            crate::addr::HostPort(self.vip, self.port),
+            self.protocol
+        )
     }
 
     /// The Service name, or the frontend when it has no name entry.
@@ -275,7 +279,7 @@ pub struct CtEntry {
 /// A session affinity entry (SVC4_AFFINITY).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AffinityEntry {
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     pub rev_nat_id: u32,
     /// From SVC4_REVNAT; null if missing.
     pub service: Option<Endpoint>,
