@@ -742,3 +742,5 @@ fn the_per_write_check_catches_a_cidr_before_its_cluster_ips() {
         ]
     );
 }
+
+mod dual_stack;
