@@ -127,7 +127,8 @@ pub struct ServiceCidrs {
     pub other_proxy_cluster_ips: usize,
 }
 
-/// A frontend (an address:port/protocol a Service answers on) and its backends.
+/// A frontend (an address:port/protocol a Service answers on, either family) and its
+/// backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
     /// The SVC_NAMES entry of rev_nat_id; null: no name entry.
@@ -149,7 +150,8 @@ pub struct Service {
     pub flags_raw: u16,
     /// sessionAffinity ClientIP timeout; null without affinity.
     pub affinity_timeout_secs: Option<u32>,
-    /// SVC4_SRC_RANGE entries of this rev_nat_id, as `"203.0.113.0/24"`.
+    /// SVC4_SRC_RANGE (SVC6_SRC_RANGE for an IPv6 frontend) entries of this rev_nat_id, as
+    /// `"203.0.113.0/24"` or `"2001:db8::/64"`.
     pub source_ranges: Vec<String>,
     /// count == 0: new flows get TCP RST / ICMP port unreachable.
     pub rejects: bool,
@@ -176,7 +178,7 @@ pub struct ServiceBackend {
     pub state: String,
 }
 
-/// A SVC4_BACKENDS entry and who uses it.
+/// A SVC4_BACKENDS or SVC6_BACKENDS entry and who uses it (ids are unique across the two).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Backend {
     pub id: u32,
@@ -236,7 +238,7 @@ pub struct Tuple {
     pub dst: Option<Endpoint>,
 }
 
-/// A conntrack entry (SVC4_CT).
+/// A conntrack entry (SVC4_CT or SVC6_CT).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CtEntry {
     /// The SVC_NAMES entry of rev_nat_id; null: none (e.g. the Service is gone).
@@ -276,7 +278,7 @@ pub struct CtEntry {
     pub expired: bool,
 }
 
-/// A session affinity entry (SVC4_AFFINITY).
+/// A session affinity entry (SVC4_AFFINITY or SVC6_AFFINITY).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AffinityEntry {
     pub client: IpAddr,
