@@ -414,7 +414,8 @@ impl Agent {
     /// The node facts for this pass: in Kubernetes mode, the Node object's current
     /// addresses without --node-ip, and its zone label without --node-zone; then the
     /// addresses of every --device (NodePorts answer on them too, as --node-port-addresses
-    /// allows; the first node address stays the masquerade source).
+    /// allows; the first node address of each family stays that family's masquerade
+    /// source).
     fn node_context(&self) -> NodeContext {
         let mut node = self.config.node.clone();
         if let Some(facts) = self.source.kube().and_then(|k| k.node()) {

@@ -172,6 +172,9 @@ pub struct Reconciler {
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
     orphan_slots: Vec<ServiceKey>,
     orphan_ranges: Vec<SrcRangeEntry>,
+    /// Backend entries whose id the other family's map holds too (never written so: one
+    /// allocator): the first one read is adopted, this one deleted.
+    orphan_backends: Vec<(Family, u32)>,
     /// SVC_NAMES as written (adopted from the map at start).
     names: BTreeMap<u32, SvcName>,
     /// SVC_PROBLEMS as written (adopted from the map at start).
@@ -256,6 +259,7 @@ impl Reconciler {
             revnats: BTreeSet::new(),
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
+            orphan_backends: Vec::new(),
             names: BTreeMap::new(),
             problems: BTreeMap::new(),
             cluster_ips: BTreeMap::new(),
@@ -277,9 +281,10 @@ impl Reconciler {
             let Some(addr) = b.addr() else {
                 continue;
             };
-            // An id in both maps (never written so) is adopted once; the other entry is
-            // overwritten or deleted like any entry nothing wants.
+            // An id in both maps (never written so) is adopted once, from the IPv4 map;
+            // the other entry is deleted by the first sync.
             if r.backends.contains_key(&id) {
+                r.orphan_backends.push((b.family(), id));
                 continue;
             }
             r.backend_ids.adopt(addr, id);
@@ -850,6 +855,15 @@ impl Reconciler {
             if let Err(e) = store.del_src_range_entry(&key) {
                 report.errors.push((None, e));
                 self.orphan_ranges.push(key);
+            }
+        }
+        for (family, id) in std::mem::take(&mut self.orphan_backends) {
+            match store.del_backend_entry(id, family) {
+                Ok(()) => report.backends_removed += 1,
+                Err(e) => {
+                    report.errors.push((None, e));
+                    self.orphan_backends.push((family, id));
+                }
             }
         }
     }

@@ -190,6 +190,27 @@ fn orphan_ipv6_slots_are_removed_on_first_sync() {
     assert!(maps.services6.is_empty());
 }
 
+/// A backend id in both families' maps (never written so): the IPv4 entry is adopted,
+/// the IPv6 one deleted.
+#[test]
+fn an_id_in_both_backends_maps_is_adopted_once() {
+    let mut maps = maps();
+    let f4 = fe([10, 96, 0, 10], 80);
+    let d = desired(&[(f4, vec![be(11)])]);
+    Reconciler::adopt(&maps).unwrap().sync(&d, &mut maps);
+    let id = *maps.backends.keys().next().unwrap();
+    let BackendValue::V6(stray) = layout::backend_value(&be6(11), BackendState::Active) else {
+        panic!("IPv6")
+    };
+    maps.backends6.insert(id, stray);
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let rep = r.sync(&d, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert!(maps.backends6.is_empty());
+    assert_eq!(backends_of(&maps, &f4).len(), 1);
+    assert_consistent(&maps);
+}
+
 #[test]
 fn ipv6_source_ranges_go_to_svc6_src_range() {
     let f = fe6("2001:db8:5::1", 80);
