@@ -13,7 +13,7 @@ use svc_agent::{
         self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
         report::{self, Task},
     },
-    desired::{ExternalIpPolicy, Ipv4Cidr, NodeContext},
+    desired::{ExternalIpPolicy, IpCidr, Ipv4Cidr, NodeContext},
     http::StatusAddrs,
     kubernetes,
 };
@@ -147,10 +147,9 @@ struct Args {
     #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     node_name: Option<String>,
 
-    /// This node's IPv4 addresses. Repeatable, or comma-separated (as kubelet's
-    /// --node-ip); IPv6 addresses (a dual-stack node's) are skipped with a warning, as the
-    /// datapath serves IPv4 only for now. NodePort Services answer on them (see
-    /// --node-port-addresses); the first is the source address of masqueraded flows. Not
+    /// This node's addresses, IPv4 and IPv6. Repeatable, or comma-separated (as kubelet's
+    /// --node-ip). NodePort Services answer on them (see --node-port-addresses); the first
+    /// of each family is the source address of that family's masqueraded flows. Not
     /// given, in Kubernetes mode: the Node object's InternalIP addresses.
     #[arg(long = "node-ip", value_name = "IP", value_delimiter = ',')]
     node_ips: Vec<IpAddr>,
@@ -168,8 +167,8 @@ struct Args {
     /// Like kube-proxy's --nodeport-addresses: NodePorts answer only on the node addresses
     /// inside these CIDRs (and, for the node's own processes, on 127.0.0.1 if a CIDR
     /// contains it: see --localhost-nodeports). Repeatable; default: on every node address
-    /// and 127.0.0.1. IPv6 CIDRs are skipped with a warning, as kube-proxy's IPv4 proxier
-    /// ignores the other family's (so only IPv6 ones mean every address).
+    /// and 127.0.0.1. Per family, as kube-proxy's proxiers each keep their family's CIDRs:
+    /// a family with no CIDR here answers on every node address of that family.
     #[arg(
         long = "node-port-addresses",
         value_name = "CIDR",
@@ -185,16 +184,16 @@ struct Args {
     /// address with an externalIP (CVE-2020-8554); in a cluster the DenyServiceExternalIPs
     /// admission plugin (or a policy engine) stops that at the API server, and kube-proxy
     /// has no such flag: this is the same idea at the node. LoadBalancer ingress IPs (set
-    /// by a controller) are not affected. IPv6 CIDRs (a dual-stack cluster's) are skipped
-    /// with a warning: IPv6 externalIPs are not served at all yet.
+    /// by a controller) are not affected. Both families: an externalIP is allowed by a CIDR
+    /// of its own family (IPv4 CIDRs only: no IPv6 externalIP is served).
     #[arg(long, value_name = "CIDR,...|none", value_parser = parse_external_ip_cidrs)]
     external_ip_cidrs: Option<ExternalIpArg>,
 
     /// The cluster's pod CIDRs (e.g. 10.244.0.0/16): with --detect-local-mode ClusterCIDR
     /// (the default), sources inside one of them are pods. Repeatable, or comma-separated
-    /// (a dual-stack cluster's IPv6 ranges are skipped with a warning, as kube-proxy's IPv4
-    /// proxier takes its family's only). ClusterIP traffic from elsewhere is masqueraded;
-    /// without any, ClusterIP traffic never is.
+    /// (a dual-stack cluster's IPv6 ranges tell IPv6 pods, as kube-proxy's IPv6 proxier
+    /// takes them). ClusterIP traffic from elsewhere is masqueraded; without any,
+    /// ClusterIP traffic never is.
     #[arg(long = "cluster-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = parse_range_cidr)]
     cluster_cidrs: Vec<RangeCidr>,
 
@@ -228,7 +227,8 @@ struct Args {
     /// or protocol no Service has is rejected (TCP RST / ICMP port unreachable; a node
     /// process: ECONNREFUSED) whatever the CIDRs. Without any service CIDR, packets to
     /// unallocated addresses are passed on to routing. IPv6 CIDRs are skipped with a
-    /// warning; a CIDR holding one of this node's addresses is not used (it would drop the
+    /// warning (the rules have no IPv6 maps yet: IPv6 ClusterIPs are served, the other
+    /// addresses of an IPv6 service CIDR are left to routing); a CIDR holding one of this node's addresses is not used (it would drop the
     /// node's own traffic).
     #[arg(
         long,
@@ -352,54 +352,36 @@ fn parse_zone(s: &str) -> Result<String, String> {
 }
 
 /// One CIDR of a flag that lists both families of a dual-stack cluster
-/// (--service-cluster-ip-range, --node-port-addresses, --cluster-cidr): IPv4, or IPv6
-/// (skipped with a warning).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RangeCidr {
-    V4(Ipv4Cidr),
-    V6(String),
-}
+/// (--service-cluster-ip-range, --node-port-addresses, --cluster-cidr).
+type RangeCidr = IpCidr;
 
 fn parse_range_cidr(s: &str) -> Result<RangeCidr, String> {
-    match s.trim().parse::<Ipv4Cidr>() {
-        Ok(c) => Ok(RangeCidr::V4(c)),
-        Err(svc_agent::desired::CidrError::Ipv6) => Ok(RangeCidr::V6(s.trim().to_string())),
-        Err(e) => Err(format!("{s:?} is {e} (expected e.g. 10.96.0.0/12)")),
-    }
+    s.trim()
+        .parse::<IpCidr>()
+        .map_err(|e| format!("{s:?} is {e} (expected e.g. 10.96.0.0/12)"))
 }
 
 /// `none`, `all`, or CIDRs separated by commas (whitespace around each tolerated).
-/// `--external-ip-cidrs` as given: the policy, and the IPv6 CIDRs it skipped (warned about
-/// once logging is up).
+/// `--external-ip-cidrs` as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ExternalIpArg {
     policy: ExternalIpPolicy,
-    skipped_ipv6: Vec<String>,
 }
 
 fn parse_external_ip_cidrs(s: &str) -> Result<ExternalIpArg, String> {
-    let policy = |policy| ExternalIpArg {
-        policy,
-        skipped_ipv6: Vec::new(),
-    };
+    let policy = |policy| ExternalIpArg { policy };
     match s.trim() {
         "none" => return Ok(policy(ExternalIpPolicy::deny_all())),
         "all" => return Ok(policy(ExternalIpPolicy::AllowAll)),
         _ => {}
     }
-    let (mut v4, mut skipped_ipv6) = (Vec::new(), Vec::new());
-    for c in s.split(',') {
-        match parse_range_cidr(c)? {
-            RangeCidr::V4(c) => v4.push(c),
-            RangeCidr::V6(c) => skipped_ipv6.push(c),
-        }
-    }
-    // Only IPv6 ranges given: no IPv4 externalIP is allowed (the list allows, it never
-    // widens).
-    Ok(ExternalIpArg {
-        policy: ExternalIpPolicy::AllowIn(v4),
-        skipped_ipv6,
-    })
+    // Ranges of one family only: no externalIP of the other is allowed (the list allows,
+    // it never widens).
+    let cidrs = s
+        .split(',')
+        .map(parse_range_cidr)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(policy(ExternalIpPolicy::AllowIn(cidrs)))
 }
 
 /// A listen address, or none (the empty string).
@@ -498,15 +480,18 @@ impl Failure {
     }
 }
 
-/// The IPv4 CIDRs of a flag that takes both families; the IPv6 ones are skipped with a
-/// warning naming `flag`.
+/// The IPv4 CIDRs of a flag that takes both families, where only IPv4 is used yet; the
+/// IPv6 ones are skipped with a warning naming `flag`.
 fn ipv4_cidrs(flag: &str, cidrs: Vec<RangeCidr>) -> Vec<Ipv4Cidr> {
     cidrs
         .into_iter()
         .filter_map(|c| match c {
-            RangeCidr::V4(c) => Some(c),
-            RangeCidr::V6(c) => {
-                tracing::warn!(cidr = %c, "{flag}: IPv6 CIDR skipped (datapath v1 has no IPv6)");
+            IpCidr::V4(c) => Some(c),
+            IpCidr::V6(c) => {
+                tracing::warn!(
+                    cidr = %c,
+                    "{flag}: IPv6 CIDR skipped (the unserved-address rules have no IPv6 maps yet)"
+                );
                 None
             }
         })
@@ -516,35 +501,18 @@ fn ipv4_cidrs(flag: &str, cidrs: Vec<RangeCidr>) -> Vec<Ipv4Cidr> {
 fn config(args: Args) -> anyhow::Result<Config> {
     let service_cluster_ip_range =
         ipv4_cidrs("--service-cluster-ip-range", args.service_cluster_ip_range);
-    let node_port_addresses = ipv4_cidrs("--node-port-addresses", args.node_port_addresses);
-    let node_ips = args
-        .node_ips
-        .into_iter()
-        .filter_map(|ip| match ip {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(ip) => {
-                tracing::warn!(%ip, "--node-ip: IPv6 address skipped (datapath v1 has no IPv6)");
-                None
-            }
-        })
-        .collect();
+    let mut node_ips: Vec<IpAddr> = Vec::new();
+    for ip in args.node_ips {
+        if !node_ips.contains(&ip) {
+            node_ips.push(ip);
+        }
+    }
     let node = NodeContext {
         node_name: args.node_name,
         node_ips,
         zone: args.node_zone,
-        node_port_addresses,
-        external_ips: args
-            .external_ip_cidrs
-            .map(|a| {
-                for cidr in a.skipped_ipv6 {
-                    tracing::warn!(
-                        %cidr,
-                        "--external-ip-cidrs: IPv6 CIDR skipped (datapath v1 has no IPv6)"
-                    );
-                }
-                a.policy
-            })
-            .unwrap_or_default(),
+        node_port_addresses: args.node_port_addresses,
+        external_ips: args.external_ip_cidrs.map(|a| a.policy).unwrap_or_default(),
         localhost_node_ports: args.localhost_nodeports,
         service_cluster_ip_range,
     };
@@ -572,7 +540,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     };
     let local = LocalDetection::new(
         args.detect_local_mode,
-        ipv4_cidrs("--cluster-cidr", args.cluster_cidrs),
+        args.cluster_cidrs,
         args.pod_interface_name_prefix,
         args.pod_bridge_interface,
     )
@@ -724,7 +692,7 @@ mod tests {
         assert_eq!(args.node_zone.as_deref(), Some("eu-west-1a"));
         assert_eq!(
             args.cluster_cidrs,
-            vec![RangeCidr::V4(Ipv4Cidr {
+            vec![IpCidr::V4(Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 0, 0),
                 prefix_len: 16
             })]
@@ -745,16 +713,21 @@ mod tests {
         assert_eq!(policy("none").unwrap(), ExternalIpPolicy::deny_all());
         assert_eq!(policy("all").unwrap(), ExternalIpPolicy::AllowAll);
         assert!(policy("10.0.0.0/8,bogus").is_err());
-        // A dual-stack list: the IPv6 range is skipped; IPv6 ranges alone allow no IPv4
-        // externalIP.
+        // A dual-stack list: each range allows its family's externalIPs; IPv6 ranges alone
+        // allow no IPv4 externalIP.
+        let dual = policy("203.0.113.0/24,2001:db8::/64").unwrap();
         assert_eq!(
-            policy("203.0.113.0/24,2001:db8::/64").unwrap(),
-            ExternalIpPolicy::AllowIn(vec!["203.0.113.0/24".parse().unwrap()])
+            dual,
+            ExternalIpPolicy::AllowIn(vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8::/64".parse().unwrap()
+            ])
         );
-        assert_eq!(
-            policy("2001:db8::/64").unwrap(),
-            ExternalIpPolicy::AllowIn(Vec::new())
-        );
+        assert!(dual.allows("2001:db8::7".parse().unwrap()));
+        assert!(!dual.allows("2001:db9::7".parse().unwrap()));
+        let v6_only = policy("2001:db8::/64").unwrap();
+        assert!(!v6_only.allows("203.0.113.1".parse().unwrap()));
+        assert!(v6_only.allows("2001:db8::1".parse().unwrap()));
         assert!(policy("").is_err());
         let zone = |v: &str| {
             Cli::try_parse_from(["svc-agent", "--manifests", "x", "--node-zone", v])
@@ -804,8 +777,8 @@ mod tests {
         assert_eq!(c.devices, vec!["eth0", "eth1"]);
         assert_eq!(c.local.mode, DetectLocalMode::ClusterCidr);
         assert_eq!(c.local.cluster_cidrs.len(), 3);
-        // A dual-stack cluster's values, as kube-proxy's and kubelet's flags take them: the
-        // IPv4 ones are used, the IPv6 ones skipped (with a warning), nothing refused.
+        // A dual-stack cluster's values, as kube-proxy's and kubelet's flags take them: both
+        // families are used, in the order given.
         let dual = parse(&[
             "--cluster-cidr",
             "10.244.0.0/16,fd00:10:244::/56",
@@ -815,10 +788,11 @@ mod tests {
             "192.0.2.11",
         ])
         .unwrap();
-        assert_eq!(dual.local.cluster_cidrs.len(), 1);
+        assert_eq!(dual.local.cluster_cidrs.len(), 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             dual.node.node_ips,
-            [Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 11)]
+            [ip("192.0.2.1"), ip("fd00:192:0:2::1"), ip("192.0.2.11")]
         );
         assert_eq!(
             c.local.datapath_test(),
@@ -856,14 +830,14 @@ mod tests {
         assert!(err.contains("--pod-interface-name-prefix"), "{err}");
         assert!(parse(&["--detect-local-mode", "BridgeInterface"]).is_err());
         assert!(parse(&["--detect-local-mode", "bogus"]).is_err());
-        // A dual-stack list: its IPv6 range is skipped, not refused; a bad one still is.
+        // A dual-stack list: its IPv6 range goes to SVC6_POD_CIDRS; a bad one is refused.
         let dual = parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/8"]).unwrap();
-        assert_eq!(dual.local.cluster_cidrs.len(), 1);
+        assert_eq!(dual.local.cluster_cidrs.len(), 2);
         assert!(parse(&["--cluster-cidr", "10.244.0.0/16,fd00::/129"]).is_err());
     }
 
-    /// kube-proxy's --nodeport-addresses: comma-separated or repeated; the other family's
-    /// CIDRs are skipped (only IPv6 ones: every address, as kube-proxy's empty list).
+    /// kube-proxy's --nodeport-addresses: comma-separated or repeated, both families (each
+    /// family's CIDRs select that family's node addresses).
     #[test]
     fn node_port_addresses_flag() {
         let parse = |extra: &[&str]| {
@@ -871,7 +845,7 @@ mod tests {
             argv.extend_from_slice(extra);
             Cli::try_parse_from(argv).map(|c| config(c.run).unwrap().node.node_port_addresses)
         };
-        let cidr = |s: &str| s.parse::<Ipv4Cidr>().unwrap();
+        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
         assert_eq!(parse(&[]).unwrap(), []);
         assert_eq!(
             parse(&[
@@ -884,12 +858,13 @@ mod tests {
             [
                 cidr("192.168.0.0/24"),
                 cidr("192.168.1.0/24"),
+                cidr("2001:db8::/64"),
                 cidr("127.0.0.1/32")
             ]
         );
         assert_eq!(
             parse(&["--node-port-addresses", "2001:db8::/64"]).unwrap(),
-            []
+            [cidr("2001:db8::/64")]
         );
         assert!(parse(&["--node-port-addresses", "192.168.0.0/33"]).is_err());
     }

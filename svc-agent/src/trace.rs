@@ -539,7 +539,11 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
             snap.services
                 .iter()
                 .filter(|s| s.kind == FrontendKind::NodePort.label())
-                .map(|s| s.vip),
+                // The trace is IPv4 (an IPv6 packet passes every program untouched).
+                .filter_map(|s| match s.vip {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                }),
         )
         .collect();
     if node_addrs.contains(&req.src) {
@@ -548,7 +552,10 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
     // Detect-local by interface cannot be told from an address: such a trace enters from
     // outside unless --via pod says otherwise.
     let from_pod = config.detect_local == DetectLocal::Cidr
-        && config.pod_cidrs.iter().any(|c| c.contains(req.src));
+        && config
+            .pod_cidrs
+            .iter()
+            .any(|c| c.contains(std::net::IpAddr::V4(req.src)));
     let entry = req.entry.unwrap_or(if from_pod {
         Entry::Pod
     } else {
@@ -645,7 +652,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
             };
             set.iter()
                 .filter(|b| b.state == BackendState::Active.label())
-                .map(|b| SocketAddrV4::new(b.addr, b.port).to_string())
+                .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
                 .collect()
         })
         .unwrap_or_default();
@@ -676,7 +683,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         action: action_of(verdict),
         frontend: frontend.map(|f| FrontendInfo {
             service: f.service.clone(),
-            address: SocketAddrV4::new(f.vip, f.port).to_string(),
+            address: crate::addr::HostPort(f.vip, f.port).to_string(),
             protocol: f.protocol.clone(),
             kind: f.kind,
             flags: f.flags.clone(),

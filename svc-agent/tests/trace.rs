@@ -31,7 +31,7 @@ fn program() -> Harness {
     assert!(set.problems.is_empty(), "{:?}", set.problems);
     let node = NodeContext {
         node_name: Some("node1".into()),
-        node_ips: vec![ip(NODE_IP)],
+        node_ips: vec![ip(NODE_IP).into()],
         node_port_addresses: vec![],
         ..Default::default()
     };

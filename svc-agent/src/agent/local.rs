@@ -26,7 +26,10 @@ use std::{
     str::FromStr,
 };
 
-use crate::{addr::Ipv4Cidr, dataplane::DetectLocal};
+use crate::{
+    addr::{Family, IpCidr},
+    dataplane::DetectLocal,
+};
 
 /// kube-proxy's `--detect-local-mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,8 +90,9 @@ impl FromStr for DetectLocalMode {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LocalDetection {
     pub mode: DetectLocalMode,
-    /// `--cluster-cidr` (ClusterCIDR mode).
-    pub cluster_cidrs: Vec<Ipv4Cidr>,
+    /// `--cluster-cidr` (ClusterCIDR mode), both families (each to its family's pod-CIDR
+    /// map; the mode is one for both).
+    pub cluster_cidrs: Vec<IpCidr>,
     /// `--pod-interface-name-prefix` (InterfaceNamePrefix mode).
     pub interface_prefix: Option<String>,
     /// `--pod-bridge-interface` (BridgeInterface mode).
@@ -100,7 +104,7 @@ impl LocalDetection {
     /// their interface.
     pub fn new(
         mode: DetectLocalMode,
-        cluster_cidrs: Vec<Ipv4Cidr>,
+        cluster_cidrs: Vec<IpCidr>,
         interface_prefix: Option<String>,
         bridge: Option<String>,
     ) -> Result<LocalDetection, String> {
@@ -119,18 +123,20 @@ impl LocalDetection {
             }
             _ => {}
         }
-        let mut cidrs: Vec<Ipv4Cidr> = Vec::new();
+        let mut cidrs: Vec<IpCidr> = Vec::new();
         for c in cluster_cidrs {
             if !cidrs.contains(&c) {
                 cidrs.push(c);
             }
         }
-        if cidrs.len() > svc_common::POD_CIDRS4_MAP_SIZE as usize {
-            return Err(format!(
-                "{} pod CIDRs: at most {} fit",
-                cidrs.len(),
-                svc_common::POD_CIDRS4_MAP_SIZE
-            ));
+        for (family, room) in [
+            (Family::V4, svc_common::POD_CIDRS4_MAP_SIZE),
+            (Family::V6, svc_common::POD_CIDRS6_MAP_SIZE),
+        ] {
+            let n = cidrs.iter().filter(|c| c.family() == family).count();
+            if n > room as usize {
+                return Err(format!("{n} {family} pod CIDRs: at most {room} fit"));
+            }
         }
         Ok(LocalDetection {
             mode,
@@ -207,8 +213,8 @@ mod tests {
 
     #[test]
     fn each_mode_maps_to_a_datapath_test() {
-        let cidr: Ipv4Cidr = "10.244.0.0/16".parse().unwrap();
-        let ok = |m, c: Vec<Ipv4Cidr>, p: Option<&str>, b: Option<&str>| {
+        let cidr: IpCidr = "10.244.0.0/16".parse().unwrap();
+        let ok = |m, c: Vec<IpCidr>, p: Option<&str>, b: Option<&str>| {
             LocalDetection::new(m, c, p.map(String::from), b.map(String::from))
         };
         let d = ok(DetectLocalMode::ClusterCidr, vec![], None, None).unwrap();

@@ -28,6 +28,7 @@ pub use local::{DetectLocalMode, LocalDetection};
 
 use std::{
     collections::BTreeSet,
+    net::IpAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -43,7 +44,7 @@ use node::{
 use source::{Change, Source, View};
 
 use crate::{
-    addr::{Frontend, Ipv4Cidr},
+    addr::{Family, Frontend, IpCidr},
     dataplane::{
         BpffsLock, Datapath, DatapathConfig, MapStore, Maps, StoreError, layout, report::chain_text,
     },
@@ -192,8 +193,9 @@ pub struct Agent {
     last_node: Option<NodeContext>,
     /// The pod interfaces last written to SVC_POD_IFACES (detect-local by interface).
     pod_ifaces: Option<BTreeSet<u32>>,
-    /// The pod CIDRs SVC4_POD_CIDRS holds (followed from the Node in NodeCIDR mode).
-    pod_cidrs: Vec<Ipv4Cidr>,
+    /// The pod CIDRs SVC4_POD_CIDRS and SVC6_POD_CIDRS hold (followed from the Node in
+    /// NodeCIDR mode).
+    pod_cidrs: Vec<IpCidr>,
 }
 
 /// Time spent reading the source (building the model) and computing the desired state.
@@ -261,7 +263,18 @@ impl Agent {
                 Source::kubernetes(source)
             }
         };
-        config.datapath.masquerade_addr = config.node.node_ips.first().copied();
+        // Each family's masquerade source: the node's first address of it (kube-proxy's
+        // node IP of that family's proxier).
+        config.datapath.masquerade_addr =
+            config.node.primary_ip(Family::V4).and_then(|ip| match ip {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            });
+        config.datapath.masquerade_addr6 =
+            config.node.primary_ip(Family::V6).and_then(|ip| match ip {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            });
         config.datapath.detect_local = config.local.datapath_test();
         config.datapath.pod_cidrs = pod_cidrs.clone();
 
@@ -401,7 +414,8 @@ impl Agent {
     /// The node facts for this pass: in Kubernetes mode, the Node object's current
     /// addresses without --node-ip, and its zone label without --node-zone; then the
     /// addresses of every --device (NodePorts answer on them too, as --node-port-addresses
-    /// allows; the first node address stays the masquerade source).
+    /// allows; the first node address of each family stays that family's masquerade
+    /// source).
     fn node_context(&self) -> NodeContext {
         let mut node = self.config.node.clone();
         if let Some(facts) = self.source.kube().and_then(|k| k.node()) {
@@ -412,7 +426,10 @@ impl Agent {
                 node.zone = facts.zone;
             }
         }
-        for ip in device_addresses(&self.config.devices) {
+        for ip in device_addresses(&self.config.devices)
+            .into_iter()
+            .map(IpAddr::V4)
+        {
             if !node.node_ips.contains(&ip) {
                 node.node_ips.push(ip);
             }
@@ -600,13 +617,20 @@ fn pinned_incumbents(maps: &impl MapStore) -> Result<Incumbents, StoreError> {
         .filter(|(key, _)| !layout::is_unserved_key(*key))
         .map(|(key, name)| (key, ObjectRef::new(name.namespace(), name.name())))
         .collect();
-    Ok(maps
+    let services = maps
         .read_services()?
         .into_iter()
-        .filter(|(key, _)| key.slot == 0 && key.scope == svc_common::Scope::All.raw())
+        .map(|(k, v)| (layout::ServiceKey::V4(k), v))
+        .chain(
+            maps.read_services6()?
+                .into_iter()
+                .map(|(k, v)| (layout::ServiceKey::V6(k), v)),
+        );
+    Ok(services
+        .filter(|(key, _)| key.slot() == 0 && key.scope() == svc_common::Scope::All.raw())
         .filter_map(|(key, value)| {
             let owner = names.get(&value.rev_nat_id)?;
-            Some((layout::frontend_of(&key)?, owner.clone()))
+            Some((key.frontend()?, owner.clone()))
         })
         .collect())
 }
@@ -710,7 +734,7 @@ mod tests {
 
     fn frontend(vip: [u8; 4], port: u16) -> Frontend {
         Frontend {
-            vip: Ipv4Addr::from(vip),
+            vip: Ipv4Addr::from(vip).into(),
             port,
             proto: Protocol::Tcp,
         }

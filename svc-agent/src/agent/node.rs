@@ -3,14 +3,14 @@
 //! addresses in Kubernetes mode.
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::Path,
     time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
 
-use crate::{addr::Ipv4Cidr, kubernetes::KubeSource};
+use crate::{addr::IpCidr, kubernetes::KubeSource};
 
 /// True if `iface` matches one of the patterns (`lxc*` matches every name starting with lxc).
 pub fn matches_pattern(patterns: &[String], iface: &str) -> bool {
@@ -46,7 +46,9 @@ pub fn interfaces() -> BTreeMap<String, u32> {
 }
 
 /// The IPv4 addresses of `devices`, in device order (then the kernel's order): where
-/// NodePorts answer besides --node-ip (filtered by --node-port-addresses).
+/// NodePorts answer besides --node-ip (filtered by --node-port-addresses). IPv4 only for
+/// now: a device's IPv6 addresses include link-local ones, which need a rule of their own
+/// before NodePorts answer on them; IPv6 NodePorts come from --node-ip and the Node.
 pub fn device_addresses(devices: &[String]) -> Vec<Ipv4Addr> {
     if devices.is_empty() {
         return Vec::new();
@@ -77,7 +79,7 @@ pub fn device_addresses(devices: &[String]) -> Vec<Ipv4Addr> {
 /// Waits (for ever, logging every 10 s) for this node's Node object to list its
 /// addresses: NodePorts and the masquerade source depend on them. Pinned programs keep
 /// serving the old state meanwhile.
-pub async fn wait_for_node_addresses(source: &KubeSource) -> Vec<Ipv4Addr> {
+pub async fn wait_for_node_addresses(source: &KubeSource) -> Vec<IpAddr> {
     let started = Instant::now();
     let mut last_log = Instant::now();
     loop {
@@ -104,7 +106,7 @@ pub async fn wait_for_node_addresses(source: &KubeSource) -> Vec<Ipv4Addr> {
 /// Waits (for ever, logging every 10 s) for this node's Node object to have pod CIDRs
 /// (`spec.podCIDRs`): `--detect-local-mode NodeCIDR` tells pods by them, as kube-proxy,
 /// which waits for them too.
-pub async fn wait_for_node_pod_cidrs(source: &KubeSource) -> Vec<Ipv4Cidr> {
+pub async fn wait_for_node_pod_cidrs(source: &KubeSource) -> Vec<IpCidr> {
     let started = Instant::now();
     let mut last_log = Instant::now();
     loop {

@@ -228,14 +228,15 @@ struct Dump {
 /// One part of the dump. -n NAMESPACE and SERVICE select Services in each (not in stats).
 #[derive(Debug, Subcommand)]
 enum Section {
-    /// Services (frontends) with their backends, the Services that get no datapath
-    /// entries and why, backends kept only for established flows, and inconsistencies.
+    /// Services (frontends) of both families (IPv6 ones as `[fd00::10]:80`) with their
+    /// backends, the Services that get no datapath entries and why, backends kept only for
+    /// established flows, and inconsistencies.
     Services(SectionArgs),
-    /// Every SVC4_BACKENDS entry: id, address, protocol, state (active / terminating), the
+    /// Every SVC4_BACKENDS and SVC6_BACKENDS entry: id, address, protocol, state (active / terminating), the
     /// live flows it serves and the Services (frontends) whose slots hold it. With a
     /// filter: the backends the matching Services and their flows use.
     Backends(SectionArgs),
-    /// The conntrack table: original and translated tuples, the Service, age, idle time,
+    /// The conntrack tables (SVC4_CT, then SVC6_CT): original and translated tuples, the Service, age, idle time,
     /// flags. With a filter: the flows of the matching Services.
     Conntrack(SectionArgs),
     /// Session affinity entries (sessionAffinity: ClientIP): client and service -> the

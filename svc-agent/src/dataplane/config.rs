@@ -4,27 +4,30 @@
 //! SVC_CONFIG for svcctl trace) is in [`layout`](super::layout).
 //!
 //! [`Datapath::load`]: super::Datapath::load
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use svc_common::DetectLocal;
 
 use super::MapSizes;
-use crate::addr::Ipv4Cidr;
+use crate::addr::IpCidr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatapathConfig {
     /// How the programs tell a new flow comes from a pod (kube-proxy's detect-local, as the
     /// datapath tests it): by source address ([`DetectLocal::Cidr`], the CIDRs in
-    /// SVC4_POD_CIDRS), by the interface it entered through ([`DetectLocal::Interface`],
+    /// SVC4_POD_CIDRS and SVC6_POD_CIDRS; one mode for both families), by the interface it entered through ([`DetectLocal::Interface`],
     /// SVC_POD_IFACES, written by the agent as it attaches), or not at all
     /// ([`DetectLocal::None`]: ClusterIP traffic is then never masqueraded).
     pub detect_local: DetectLocal,
-    /// The pod CIDRs SVC4_POD_CIDRS holds after the load (the agent may change them later:
+    /// The pod CIDRs of both families SVC4_POD_CIDRS and SVC6_POD_CIDRS hold after the load (the agent may change them later:
     /// [`Maps::set_pod_cidrs`](super::Maps::set_pod_cidrs)). Only read with
     /// [`DetectLocal::Cidr`].
-    pub pod_cidrs: Vec<Ipv4Cidr>,
+    pub pod_cidrs: Vec<IpCidr>,
     /// The source address of masqueraded flows (the node's IP). None: never masquerade.
     pub masquerade_addr: Option<Ipv4Addr>,
+    /// The source address of masqueraded IPv6 flows (the node's first IPv6 address; the
+    /// MASQ_ADDR6_BE global). None (all zero in the global): never masquerade IPv6.
+    pub masquerade_addr6: Option<Ipv6Addr>,
     /// Masquerade every translated flow (kube-proxy's --masquerade-all).
     pub masquerade_all: bool,
     /// Source ports of masqueraded flows (inclusive). Keep it apart from the node's
@@ -49,6 +52,7 @@ impl Default for DatapathConfig {
             detect_local: DetectLocal::None,
             pod_cidrs: Vec::new(),
             masquerade_addr: None,
+            masquerade_addr6: None,
             masquerade_all: false,
             masquerade_ports: DEFAULT_MASQUERADE_PORTS,
             map_sizes: MapSizes::default(),
@@ -61,7 +65,7 @@ impl Default for DatapathConfig {
 impl DatapathConfig {
     /// Detect-local by these CIDRs (kube-proxy's ClusterCIDR and NodeCIDR modes); none
     /// given: no source is a pod.
-    pub fn by_cidrs(cidrs: Vec<Ipv4Cidr>) -> (DetectLocal, Vec<Ipv4Cidr>) {
+    pub fn by_cidrs(cidrs: Vec<IpCidr>) -> (DetectLocal, Vec<IpCidr>) {
         if cidrs.is_empty() {
             (DetectLocal::None, cidrs)
         } else {

@@ -2,33 +2,41 @@
 //! `#[repr(C)]` structs of svc-common and back. The only place in userspace that knows byte
 //! orders, bit layouts and the numbering of words; the reconciler writes through these
 //! functions and svcctl, trace and the metrics read through them.
-use std::net::Ipv4Addr;
+//!
+//! Both families: an IPv4 address is a `u32` in network order, an IPv6 one an [`Ip6`]
+//! (four words, each in network order). The encoders of what the reconciler writes take
+//! the agent's `IpAddr` and return a value of the family's map ([`ServiceKey`],
+//! [`BackendValue`], [`RevNatValue`], [`SrcRangeEntry`]); the decoders are generic over
+//! the map's address ([`MapAddr`]), so one function reads either map.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 use svc_common::{
-    AddrRange4, Backend4, BackendState, CT_FLAG_LABELS, ClusterIpUse, DatapathConfig4,
-    FrontendKind, NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol, RevNat4,
-    SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES,
-    SVC_FLAG_LABELS, Scope, SrcRange4, Svc4Key, Svc4Value, SvcName, UnservedReason,
+    AddrRange4, Backend, Backend4, Backend6, BackendState, CT_FLAG_LABELS, ClusterIpUse,
+    DatapathConfig4, FrontendKind, Ip6, NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol,
+    RevNat, RevNat4, RevNat6, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL,
+    SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope, SrcRange4, SrcRange6, Svc4Key, Svc4Value, Svc6Key,
+    SvcKey, SvcName, UnservedReason,
 };
 
 use super::config::DetectLocal;
 
 use super::{DatapathConfig, MapSizes, config::DEFAULT_MASQUERADE_PORTS};
-use crate::addr::{BackendAddr, Frontend, Ipv4Cidr};
+use crate::addr::{BackendAddr, Family, Frontend, HostPort, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
-/// An address and port as a map holds them, decoded.
+/// An address and port as a map holds them, decoded (either family; an IPv6 one prints
+/// in brackets, `[fd00::10]:80`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Endpoint {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
 }
 
 impl Endpoint {
-    /// From network-order fields.
-    pub fn from_be(addr_be: u32, port_be: u16) -> Endpoint {
+    /// From network-order fields of either family.
+    pub fn from_be<A: MapAddr>(addr_be: A, port_be: u16) -> Endpoint {
         Endpoint {
-            addr: ip_from_be(addr_be),
+            addr: addr_be.ip(),
             port: u16::from_be(port_be),
         }
     }
@@ -36,8 +44,35 @@ impl Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.addr, self.port)
+        HostPort(self.addr, self.port).fmt(f)
     }
+}
+
+/// An address field of a map: `u32` (IPv4, network order) or [`Ip6`].
+pub trait MapAddr: Copy {
+    fn ip(self) -> IpAddr;
+}
+
+impl MapAddr for u32 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(ip_from_be(self))
+    }
+}
+
+impl MapAddr for Ip6 {
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(ip6_from_raw(self))
+    }
+}
+
+/// An IPv6 address from an [`Ip6`] field.
+pub fn ip6_from_raw(addr: Ip6) -> Ipv6Addr {
+    Ipv6Addr::from(svc_common::ip6_octets(addr))
+}
+
+/// An IPv6 address as an [`Ip6`] field.
+pub fn ip6_to_raw(addr: Ipv6Addr) -> Ip6 {
+    svc_common::ip6_from_octets(addr.octets())
 }
 
 /// An IPv4 address from a network-order field.
@@ -98,26 +133,73 @@ pub fn ct_flag_labels(flags: u8) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// SVC4_SERVICES
+// SVC4_SERVICES / SVC6_SERVICES
 // ---------------------------------------------------------------------------------------
 
-/// The key of `slot` of `scope` of a frontend (slot 0: the frontend entry itself).
-pub fn service_key(f: &Frontend, scope: Scope, slot: u16) -> Svc4Key {
-    Svc4Key {
-        vip_be: ip_to_be(f.vip),
-        port_be: f.port.to_be(),
-        slot,
-        proto: f.proto.raw(),
-        scope: scope.raw(),
-        _pad: [0; 2],
+/// A services-map key of either family: which map it goes to follows the frontend's
+/// address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceKey {
+    V4(Svc4Key),
+    V6(Svc6Key),
+}
+
+impl ServiceKey {
+    pub fn family(&self) -> Family {
+        match self {
+            ServiceKey::V4(_) => Family::V4,
+            ServiceKey::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn slot(&self) -> u16 {
+        match self {
+            ServiceKey::V4(k) => k.slot,
+            ServiceKey::V6(k) => k.slot,
+        }
+    }
+
+    /// The raw [`Scope`] number.
+    pub fn scope(&self) -> u8 {
+        match self {
+            ServiceKey::V4(k) => k.scope,
+            ServiceKey::V6(k) => k.scope,
+        }
+    }
+
+    /// The frontend the key belongs to (see [`frontend_of`]).
+    pub fn frontend(&self) -> Option<Frontend> {
+        match self {
+            ServiceKey::V4(k) => frontend_of(k),
+            ServiceKey::V6(k) => frontend_of(k),
+        }
     }
 }
 
-/// The frontend a services-map key belongs to; None for a protocol this build does not
-/// serve.
-pub fn frontend_of(key: &Svc4Key) -> Option<Frontend> {
+/// The key of `slot` of `scope` of a frontend (slot 0: the frontend entry itself), in the
+/// services map of the frontend's family.
+pub fn service_key(f: &Frontend, scope: Scope, slot: u16) -> ServiceKey {
+    fn key<A>(vip_be: A, f: &Frontend, scope: Scope, slot: u16) -> SvcKey<A> {
+        SvcKey {
+            vip_be,
+            port_be: f.port.to_be(),
+            slot,
+            proto: f.proto.raw(),
+            scope: scope.raw(),
+            _pad: [0; 2],
+        }
+    }
+    match f.vip {
+        IpAddr::V4(a) => ServiceKey::V4(key(ip_to_be(a), f, scope, slot)),
+        IpAddr::V6(a) => ServiceKey::V6(key(ip6_to_raw(a), f, scope, slot)),
+    }
+}
+
+/// The frontend a services-map key (of either family) belongs to; None for a protocol
+/// this build does not serve.
+pub fn frontend_of<A: MapAddr>(key: &SvcKey<A>) -> Option<Frontend> {
     Some(Frontend {
-        vip: ip_from_be(key.vip_be),
+        vip: key.vip_be.ip(),
         port: u16::from_be(key.port_be),
         proto: Protocol::from_raw(key.proto)?,
     })
@@ -194,45 +276,121 @@ pub fn slot_value(backend_id: u32, rev_nat_id: u32) -> Svc4Value {
 }
 
 // ---------------------------------------------------------------------------------------
-// SVC4_BACKENDS and SVC4_REVNAT
+// SVC4_BACKENDS / SVC6_BACKENDS and SVC4_REVNAT / SVC6_REVNAT
 // ---------------------------------------------------------------------------------------
 
-pub fn backend_value(b: &BackendAddr, state: BackendState) -> Backend4 {
-    Backend4 {
-        addr_be: ip_to_be(b.addr),
-        port_be: b.port.to_be(),
-        proto: b.proto.raw(),
-        state: state.raw(),
+/// A backends-map value of either family (the id, its key, is shared by both maps: one
+/// allocator hands them out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendValue {
+    V4(Backend4),
+    V6(Backend6),
+}
+
+impl BackendValue {
+    pub fn family(&self) -> Family {
+        match self {
+            BackendValue::V4(_) => Family::V4,
+            BackendValue::V6(_) => Family::V6,
+        }
+    }
+
+    /// The backend's address; None for a protocol this build does not serve.
+    pub fn addr(&self) -> Option<BackendAddr> {
+        match self {
+            BackendValue::V4(v) => backend_addr(v),
+            BackendValue::V6(v) => backend_addr(v),
+        }
+    }
+
+    pub fn state(&self) -> Option<BackendState> {
+        match self {
+            BackendValue::V4(v) => backend_state(v),
+            BackendValue::V6(v) => backend_state(v),
+        }
+    }
+
+    /// The raw state number (for labels of numbers no word has).
+    pub fn state_raw(&self) -> u8 {
+        match self {
+            BackendValue::V4(v) => v.state,
+            BackendValue::V6(v) => v.state,
+        }
+    }
+
+    /// The raw protocol number.
+    pub fn proto(&self) -> u8 {
+        match self {
+            BackendValue::V4(v) => v.proto,
+            BackendValue::V6(v) => v.proto,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            BackendValue::V4(v) => backend_endpoint(v),
+            BackendValue::V6(v) => backend_endpoint(v),
+        }
+    }
+}
+
+/// The backends-map value of a backend, in its family's map.
+pub fn backend_value(b: &BackendAddr, state: BackendState) -> BackendValue {
+    fn value<A>(addr_be: A, b: &BackendAddr, state: BackendState) -> Backend<A> {
+        Backend {
+            addr_be,
+            port_be: b.port.to_be(),
+            proto: b.proto.raw(),
+            state: state.raw(),
+        }
+    }
+    match b.addr {
+        IpAddr::V4(a) => BackendValue::V4(value(ip_to_be(a), b, state)),
+        IpAddr::V6(a) => BackendValue::V6(value(ip6_to_raw(a), b, state)),
     }
 }
 
 /// The address of a backend entry; None for a protocol this build does not serve.
-pub fn backend_addr(v: &Backend4) -> Option<BackendAddr> {
+pub fn backend_addr<A: MapAddr>(v: &Backend<A>) -> Option<BackendAddr> {
     Some(BackendAddr {
-        addr: ip_from_be(v.addr_be),
+        addr: v.addr_be.ip(),
         port: u16::from_be(v.port_be),
         proto: Protocol::from_raw(v.proto)?,
     })
 }
 
-pub fn backend_endpoint(v: &Backend4) -> Endpoint {
+pub fn backend_endpoint<A: MapAddr>(v: &Backend<A>) -> Endpoint {
     Endpoint::from_be(v.addr_be, v.port_be)
 }
 
-pub fn backend_state(v: &Backend4) -> Option<BackendState> {
+pub fn backend_state<A>(v: &Backend<A>) -> Option<BackendState> {
     BackendState::from_raw(v.state)
 }
 
-/// The rev-NAT entry of a frontend: the address replies get as their source.
-pub fn revnat_value(f: &Frontend) -> RevNat4 {
-    RevNat4 {
-        vip_be: ip_to_be(f.vip),
-        port_be: f.port.to_be(),
-        _pad: [0; 2],
+/// A rev-NAT value of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RevNatValue {
+    V4(RevNat4),
+    V6(RevNat6),
+}
+
+/// The rev-NAT entry of a frontend: the address replies get as their source, in the
+/// rev-NAT map of the frontend's family.
+pub fn revnat_value(f: &Frontend) -> RevNatValue {
+    fn value<A>(vip_be: A, f: &Frontend) -> RevNat<A> {
+        RevNat {
+            vip_be,
+            port_be: f.port.to_be(),
+            _pad: [0; 2],
+        }
+    }
+    match f.vip {
+        IpAddr::V4(a) => RevNatValue::V4(value(ip_to_be(a), f)),
+        IpAddr::V6(a) => RevNatValue::V6(value(ip6_to_raw(a), f)),
     }
 }
 
-pub fn revnat_endpoint(v: &RevNat4) -> Endpoint {
+pub fn revnat_endpoint<A: MapAddr>(v: &RevNat<A>) -> Endpoint {
     Endpoint::from_be(v.vip_be, v.port_be)
 }
 
@@ -244,17 +402,56 @@ pub fn revnat_endpoint(v: &RevNat4) -> Endpoint {
 /// counts it, data). The prefix length counts the 32 bits of rev_nat_id, then the address
 /// bits (Cilium's lb4_src_range_key).
 pub type SrcRangeKey = (u32, SrcRange4);
+/// A SVC6_SRC_RANGE key: as [`SrcRangeKey`], with up to 128 address bits.
+pub type SrcRange6Key = (u32, SrcRange6);
 
-pub fn src_range_key(rev_nat_id: u32, cidr: &Ipv4Cidr) -> SrcRangeKey {
-    (
-        SRC_RANGE_PREFIX_BASE + u32::from(cidr.prefix_len.min(32)),
-        // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
-        // always match exactly, so only the two sides' agreement matters.
-        SrcRange4 {
-            rev_nat_id,
-            addr_be: ip_to_be(Ipv4Cidr::new(cidr.addr, cidr.prefix_len).addr),
-        },
-    )
+/// A source-range key of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SrcRangeEntry {
+    V4(SrcRangeKey),
+    V6(SrcRange6Key),
+}
+
+impl SrcRangeEntry {
+    /// The rev_nat_id the range belongs to.
+    pub fn rev_nat_id(&self) -> u32 {
+        match self {
+            SrcRangeEntry::V4(k) => k.1.rev_nat_id,
+            SrcRangeEntry::V6(k) => k.1.rev_nat_id,
+        }
+    }
+}
+
+/// The key of a source range of a frontend, in the map of the CIDR's family.
+pub fn src_range_key(rev_nat_id: u32, cidr: &IpCidr) -> SrcRangeEntry {
+    // rev_nat_id in host order, as the kernel side builds its probe; the first 32 bits
+    // always match exactly, so only the two sides' agreement matters.
+    match cidr {
+        IpCidr::V4(c) => SrcRangeEntry::V4((
+            SRC_RANGE_PREFIX_BASE + u32::from(c.prefix_len.min(32)),
+            SrcRange4 {
+                rev_nat_id,
+                addr_be: ip_to_be(Ipv4Cidr::new(c.addr, c.prefix_len).addr),
+            },
+        )),
+        IpCidr::V6(c) => SrcRangeEntry::V6((
+            SRC_RANGE_PREFIX_BASE + u32::from(c.prefix_len.min(128)),
+            SrcRange6 {
+                rev_nat_id,
+                addr_be: ip6_to_raw(Ipv6Cidr::new(c.addr, c.prefix_len).addr),
+            },
+        )),
+    }
+}
+
+/// The CIDR of a SVC6_SRC_RANGE key; None if its prefix length is not one the agent writes
+/// (32 + 0..=128).
+pub fn src_range6_cidr(key: &SrcRange6Key) -> Option<Ipv6Cidr> {
+    let len = key
+        .0
+        .checked_sub(SRC_RANGE_PREFIX_BASE)
+        .filter(|l| *l <= 128)?;
+    Some(Ipv6Cidr::new(ip6_from_raw(key.1.addr_be), len as u8))
 }
 
 /// The CIDR of a source-range key; None if its prefix length is not one the agent writes
@@ -281,6 +478,18 @@ pub fn pod_cidr_key(cidr: &Ipv4Cidr) -> (u32, u32) {
 pub fn pod_cidr_of(key: (u32, u32)) -> Option<Ipv4Cidr> {
     let len = u8::try_from(key.0).ok().filter(|l| *l <= 32)?;
     Some(Ipv4Cidr::new(ip_from_be(key.1), len))
+}
+
+/// A SVC6_POD_CIDRS key: (prefix length, the prefix as an [`Ip6`]), host bits cleared.
+pub fn pod_cidr6_key(cidr: &Ipv6Cidr) -> (u32, Ip6) {
+    let c = Ipv6Cidr::new(cidr.addr, cidr.prefix_len);
+    (u32::from(c.prefix_len), ip6_to_raw(c.addr))
+}
+
+/// The CIDR of a SVC6_POD_CIDRS key; None for a prefix length beyond 128.
+pub fn pod_cidr6_of(key: (u32, Ip6)) -> Option<Ipv6Cidr> {
+    let len = u8::try_from(key.0).ok().filter(|l| *l <= 128)?;
+    Some(Ipv6Cidr::new(ip6_from_raw(key.1), len))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,23 +617,26 @@ impl DatapathConfig {
             nat_port_min: u32::from(self.masquerade_ports.0),
             nat_port_max: u32::from(self.masquerade_ports.1),
             _pad: 0,
-            masq_addr6_be: [0; 4],
+            masq_addr6_be: self.masquerade_addr6.map_or([0; 4], ip6_to_raw),
         }
     }
 
-    /// Back from the globals' values (SVC_CONFIG), the pod CIDRs (SVC4_POD_CIDRS) and the
+    /// Back from the globals' values (SVC_CONFIG), the pod CIDRs (SVC4_POD_CIDRS and
+    /// SVC6_POD_CIDRS) and the
     /// maps' capacities. A detect-local number this build does not know reads as none. The
     /// socket programs' settings are not recorded (svcctl trace runs the packet programs):
     /// they read as the defaults.
     pub fn from_raw(
         raw: &DatapathConfig4,
-        pod_cidrs: Vec<Ipv4Cidr>,
+        pod_cidrs: Vec<IpCidr>,
         map_sizes: MapSizes,
     ) -> DatapathConfig {
         DatapathConfig {
             detect_local: DetectLocal::from_raw(raw.detect_local).unwrap_or(DetectLocal::None),
             pod_cidrs,
             masquerade_addr: (raw.masq_addr_be != 0).then(|| ip_from_be(raw.masq_addr_be)),
+            masquerade_addr6: (raw.masq_addr6_be != [0; 4])
+                .then(|| ip6_from_raw(raw.masq_addr6_be)),
             masquerade_all: raw.masquerade_all != 0,
             masquerade_ports: (
                 u16::try_from(raw.nat_port_min).unwrap_or(DEFAULT_MASQUERADE_PORTS.0),
@@ -461,11 +673,13 @@ mod tests {
     #[test]
     fn keys_and_addresses_round_trip() {
         let f = Frontend {
-            vip: Ipv4Addr::new(10, 96, 0, 10),
+            vip: Ipv4Addr::new(10, 96, 0, 10).into(),
             port: 80,
             proto: Protocol::Udp,
         };
-        let k = service_key(&f, Scope::Local, 2);
+        let ServiceKey::V4(k) = service_key(&f, Scope::Local, 2) else {
+            panic!("an IPv4 frontend's key is an IPv4 key")
+        };
         assert_eq!((k.slot, k.scope, k.proto), (2, 1, 17));
         assert_eq!(k.vip_be.to_ne_bytes(), [10, 96, 0, 10]);
         assert_eq!(frontend_of(&k), Some(f));
@@ -475,24 +689,82 @@ mod tests {
         );
         assert_eq!(frontend_of(&Svc4Key { proto: 1, ..k }), None);
         let b = BackendAddr {
-            addr: Ipv4Addr::new(10, 244, 1, 11),
+            addr: Ipv4Addr::new(10, 244, 1, 11).into(),
             port: 8080,
             proto: Protocol::Tcp,
         };
-        let v = backend_value(&b, BackendState::Terminating);
+        let BackendValue::V4(v) = backend_value(&b, BackendState::Terminating) else {
+            panic!("an IPv4 backend's value is an IPv4 value")
+        };
         assert_eq!(backend_addr(&v), Some(b));
         assert_eq!(backend_state(&v), Some(BackendState::Terminating));
         assert_eq!(backend_endpoint(&v).to_string(), "10.244.1.11:8080");
+        let RevNatValue::V4(r) = revnat_value(&f) else {
+            panic!("IPv4")
+        };
+        assert_eq!(revnat_endpoint(&r).to_string(), "10.96.0.10:80");
+    }
+
+    #[test]
+    fn ipv6_keys_and_addresses_round_trip() {
+        let f = Frontend {
+            vip: "fd00::10".parse().unwrap(),
+            port: 80,
+            proto: Protocol::Tcp,
+        };
+        let ServiceKey::V6(k) = service_key(&f, Scope::All, 1) else {
+            panic!("an IPv6 frontend's key is an IPv6 key")
+        };
+        // Network order, as the packet carries the address.
         assert_eq!(
-            revnat_endpoint(&revnat_value(&f)).to_string(),
-            "10.96.0.10:80"
+            svc_common::ip6_octets(k.vip_be),
+            "fd00::10".parse::<Ipv6Addr>().unwrap().octets()
         );
+        assert_eq!((k.slot, k.port_be), (1, 80u16.to_be()));
+        assert_eq!(frontend_of(&k), Some(f));
+        let b = BackendAddr {
+            addr: "fd00:10:244:1::11".parse().unwrap(),
+            port: 8080,
+            proto: Protocol::Udp,
+        };
+        let v = backend_value(&b, BackendState::Active);
+        assert_eq!(v.family(), Family::V6);
+        assert_eq!(v.addr(), Some(b));
+        let BackendValue::V6(raw) = v else {
+            panic!("IPv6")
+        };
+        assert_eq!(
+            backend_endpoint(&raw).to_string(),
+            "[fd00:10:244:1::11]:8080"
+        );
+        let RevNatValue::V6(r) = revnat_value(&f) else {
+            panic!("IPv6")
+        };
+        assert_eq!(revnat_endpoint(&r).to_string(), "[fd00::10]:80");
+        let cidr: IpCidr = "2001:db8:7::/48".parse().unwrap();
+        let SrcRangeEntry::V6(key) = src_range_key(9, &cidr) else {
+            panic!("IPv6")
+        };
+        assert_eq!((key.0, key.1.rev_nat_id), (32 + 48, 9));
+        assert_eq!(src_range6_cidr(&key).map(IpCidr::V6), Some(cidr));
+        assert_eq!(src_range6_cidr(&(32 + 129, key.1)), None);
+        let pod: Ipv6Cidr = "fd00:10:244::/56"
+            .parse::<IpCidr>()
+            .ok()
+            .and_then(|c| match c {
+                IpCidr::V6(c) => Some(c),
+                IpCidr::V4(_) => None,
+            })
+            .unwrap();
+        assert_eq!(pod_cidr6_of(pod_cidr6_key(&pod)), Some(pod));
     }
 
     #[test]
     fn source_ranges_round_trip_and_bad_lengths_are_refused() {
         let cidr: Ipv4Cidr = "203.0.113.0/24".parse().unwrap();
-        let key = src_range_key(5, &cidr);
+        let SrcRangeEntry::V4(key) = src_range_key(5, &IpCidr::V4(cidr)) else {
+            panic!("IPv4")
+        };
         assert_eq!(key.0, 32 + 24);
         assert_eq!(src_range_cidr(&key), Some(cidr));
         assert_eq!(src_range_cidr(&(31, key.1)), None);
@@ -550,8 +822,10 @@ mod tests {
             pod_cidrs: vec![
                 "10.244.0.0/16".parse().unwrap(),
                 "10.200.0.0/16".parse().unwrap(),
+                "fd00:10:244::/56".parse().unwrap(),
             ],
             masquerade_addr: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            masquerade_addr6: Some("fd00:192:0:2::1".parse().unwrap()),
             masquerade_all: true,
             masquerade_ports: (30000, 40000),
             map_sizes: MapSizes { lb: 10, ct: 20 },

@@ -118,6 +118,8 @@ impl Datapath {
             .default_map_pin_directory(dir)
             .override_global("DETECT_LOCAL", &raw.detect_local, true)
             .override_global("MASQ_ADDR_BE", &raw.masq_addr_be, true)
+            // [u32; 4], each word in network order; all zero: never masquerade IPv6.
+            .override_global("MASQ_ADDR6_BE", &raw.masq_addr6_be, true)
             .override_global("MASQUERADE_ALL", &raw.masquerade_all, true)
             .override_global("NAT_PORT_MIN", &raw.nat_port_min, true)
             .override_global("NAT_PORT_MAX", &raw.nat_port_max, true)

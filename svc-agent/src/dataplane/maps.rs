@@ -7,7 +7,8 @@ use std::{mem::size_of, os::fd::AsFd as _, path::Path};
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use svc_common::{
-    Affinity4Key, Affinity4Value, Ct4Key, Ct4Value, DatapathConfig4, Verdict, map_names,
+    Affinity4Key, Affinity4Value, Affinity6Key, Ct4Key, Ct4Value, Ct6Key, Ct6Value,
+    DatapathConfig4, Verdict, map_names,
 };
 
 use super::{
@@ -98,10 +99,10 @@ svc_common::for_each_map!(agent_maps);
 /// How many entries the sizable maps hold (the agent's --lb-map-max and --ct-map-max).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapSizes {
-    /// SVC4_SERVICES, SVC4_BACKENDS, SVC4_REVNAT (and SVC_NAMES, plus room for the
-    /// unserved Services).
+    /// SVC4_SERVICES, SVC4_BACKENDS, SVC4_REVNAT, their SVC6_* counterparts (and
+    /// SVC_NAMES, plus room for the unserved Services).
     pub lb: u32,
-    /// SVC4_CT (two entries per flow).
+    /// SVC4_CT and SVC6_CT (two entries per flow).
     pub ct: u32,
 }
 
@@ -296,6 +297,16 @@ impl Maps {
         read_all(&self.affinity, map_names::SVC4_AFFINITY)
     }
 
+    /// Every IPv6 conntrack entry (a snapshot).
+    pub fn read_conntrack6(&self) -> Result<Vec<(Ct6Key, Ct6Value)>, StoreError> {
+        read_all(&self.ct6, map_names::SVC6_CT)
+    }
+
+    /// Every IPv6 session affinity entry (a snapshot).
+    pub fn read_affinity6(&self) -> Result<Vec<(Affinity6Key, Affinity4Value)>, StoreError> {
+        read_all(&self.affinity6, map_names::SVC6_AFFINITY)
+    }
+
     /// Reads the maps `parts` asks for, and the small ones; what is not read is empty.
     pub fn read_raw(&self, parts: Parts) -> Result<RawMaps, DataplaneError> {
         let store = |e: StoreError| DataplaneError::Read(e);
@@ -324,11 +335,25 @@ impl Maps {
             cluster_ips: self.read_cluster_ips().map_err(store)?,
             service_cidrs: self.read_service_cidrs().map_err(store)?,
             unserved_range: self.read_unserved_range().map_err(store)?,
+            services6: self.read_services6().map_err(store)?,
+            backends6: self.read_backends6().map_err(store)?,
+            revnats6: self.read_revnats6().map_err(store)?,
+            conntrack6: if parts.conntrack {
+                self.read_conntrack6().map_err(store)?
+            } else {
+                Vec::new()
+            },
+            src_ranges6: self.read_src_ranges6().map_err(store)?,
+            affinity6: if parts.affinity {
+                self.read_affinity6().map_err(store)?
+            } else {
+                Vec::new()
+            },
         })
     }
 
     /// Copies the datapath state of `live` into these (fresh) maps: services, backends,
-    /// rev-NAT, source ranges, ClusterIPs, service CIDRs, conntrack, affinity and names;
+    /// rev-NAT, source ranges (both families), ClusterIPs, service CIDRs, conntrack, affinity and names;
     /// not the counters. `live` is only read. For svcctl trace, which runs a second program
     /// instance on the copies.
     pub fn copy_state_from(&mut self, live: &Maps) -> Result<(), StoreError> {
@@ -343,6 +368,18 @@ impl Maps {
         }
         for k in live.read_src_ranges()? {
             self.put_src_range(&k)?;
+        }
+        for (k, v) in live.read_services6()? {
+            self.put_service6(&k, &v)?;
+        }
+        for (k, v) in live.read_backends6()? {
+            self.put_backend6(k, &v)?;
+        }
+        for (k, v) in live.read_revnats6()? {
+            self.put_revnat6(k, &v)?;
+        }
+        for k in live.read_src_ranges6()? {
+            self.put_src_range6(&k)?;
         }
         for (k, v) in live.read_cluster_ips()? {
             self.put_cluster_ip(k, v)?;
@@ -367,6 +404,16 @@ impl Maps {
             self.ct
                 .insert(k, v, 0)
                 .map_err(store_err(map_names::SVC4_CT))?;
+        }
+        for (k, v) in live.read_affinity6()? {
+            self.affinity6
+                .insert(k, v, 0)
+                .map_err(store_err(map_names::SVC6_AFFINITY))?;
+        }
+        for (k, v) in live.read_conntrack6()? {
+            self.ct6
+                .insert(k, v, 0)
+                .map_err(store_err(map_names::SVC6_CT))?;
         }
         Ok(())
     }

@@ -3,18 +3,28 @@
 //! fake with the kernel's capacity behaviour (Katran's `testing` mode). Also the raw
 //! contents of the maps in one value ([`RawMaps`]), which svcctl decodes and the
 //! consistency checks read.
+//!
+//! Each family has its own maps and its own methods (`put_service` writes SVC4_SERVICES,
+//! `put_service6` SVC6_SERVICES, ...); the `*_entries` methods take a key or value of
+//! either family ([`ServiceKey`], [`BackendValue`], ...) and write it to its family's map,
+//! so the reconciler is written once for both.
 use std::os::fd::AsFd as _;
 
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
-    AddrRange4, Affinity4Key, Affinity4Value, Backend4, Ct4Key, Ct4Value, ProblemText, RevNat4,
-    Svc4Key, Svc4Value, SvcName, Verdict, map_names,
+    AddrRange4, Affinity4Key, Affinity4Value, Affinity6Key, Backend4, Backend6, Ct4Key, Ct4Value,
+    Ct6Key, Ct6Value, ProblemText, RevNat4, RevNat6, Svc4Key, Svc4Value, Svc6Key, SvcName, Verdict,
+    map_names,
 };
 
 use super::{
     Maps, batch,
-    layout::{ServiceCidrKey, SrcRangeKey},
+    layout::{
+        BackendValue, RevNatValue, ServiceCidrKey, ServiceKey, SrcRange6Key, SrcRangeEntry,
+        SrcRangeKey,
+    },
 };
+use crate::addr::Family;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +81,164 @@ pub trait MapStore {
     fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError>;
     fn read_revnats(&self) -> Result<Vec<(u32, RevNat4)>, StoreError>;
     fn read_src_ranges(&self) -> Result<Vec<SrcRangeKey>, StoreError>;
+    /// SVC6_SERVICES, SVC6_BACKENDS, SVC6_REVNAT and SVC6_SRC_RANGE, as their IPv4
+    /// counterparts above.
+    fn put_service6(&mut self, key: &Svc6Key, value: &Svc4Value) -> Result<(), StoreError>;
+    fn put_services6(
+        &mut self,
+        keys: &[Svc6Key],
+        values: &[Svc4Value],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+            self.put_service6(k, v).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+    fn del_service6(&mut self, key: &Svc6Key) -> Result<(), StoreError>;
+    fn put_backend6(&mut self, id: u32, value: &Backend6) -> Result<(), StoreError>;
+    fn put_backends6(
+        &mut self,
+        ids: &[u32],
+        values: &[Backend6],
+    ) -> Result<(), (usize, StoreError)> {
+        for (i, (k, v)) in ids.iter().zip(values).enumerate() {
+            self.put_backend6(*k, v).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+    fn del_backend6(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_revnat6(&mut self, id: u32, value: &RevNat6) -> Result<(), StoreError>;
+    fn del_revnat6(&mut self, id: u32) -> Result<(), StoreError>;
+    fn put_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError>;
+    fn del_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError>;
+    fn read_services6(&self) -> Result<Vec<(Svc6Key, Svc4Value)>, StoreError>;
+    fn read_backends6(&self) -> Result<Vec<(u32, Backend6)>, StoreError>;
+    fn read_revnats6(&self) -> Result<Vec<(u32, RevNat6)>, StoreError>;
+    fn read_src_ranges6(&self) -> Result<Vec<SrcRange6Key>, StoreError>;
+
+    /// Writes `keys[i] -> values[i]` in order, each to its family's services map: one
+    /// batch per run of one family (a frontend's entries are all of one).
+    fn put_service_entries(
+        &mut self,
+        keys: &[ServiceKey],
+        values: &[Svc4Value],
+    ) -> Result<(), (usize, StoreError)> {
+        let mut start = 0;
+        while start < keys.len() {
+            let family = keys[start].family();
+            let len = keys[start..]
+                .iter()
+                .take_while(|k| k.family() == family)
+                .count();
+            let run = &keys[start..start + len];
+            let vals = &values[start..start + len];
+            let result = match family {
+                Family::V4 => {
+                    let k: Vec<Svc4Key> = run
+                        .iter()
+                        .filter_map(|k| match k {
+                            ServiceKey::V4(k) => Some(*k),
+                            ServiceKey::V6(_) => None,
+                        })
+                        .collect();
+                    self.put_services(&k, vals)
+                }
+                Family::V6 => {
+                    let k: Vec<Svc6Key> = run
+                        .iter()
+                        .filter_map(|k| match k {
+                            ServiceKey::V6(k) => Some(*k),
+                            ServiceKey::V4(_) => None,
+                        })
+                        .collect();
+                    self.put_services6(&k, vals)
+                }
+            };
+            result.map_err(|(n, e)| (start + n, e))?;
+            start += len;
+        }
+        Ok(())
+    }
+    fn del_service_entry(&mut self, key: &ServiceKey) -> Result<(), StoreError> {
+        match key {
+            ServiceKey::V4(k) => self.del_service(k),
+            ServiceKey::V6(k) => self.del_service6(k),
+        }
+    }
+    /// Writes `ids[i] -> values[i]` in order, each to its family's backends map, as
+    /// [`put_service_entries`](Self::put_service_entries).
+    fn put_backend_entries(
+        &mut self,
+        ids: &[u32],
+        values: &[BackendValue],
+    ) -> Result<(), (usize, StoreError)> {
+        let mut start = 0;
+        while start < ids.len() {
+            let family = values[start].family();
+            let len = values[start..]
+                .iter()
+                .take_while(|v| v.family() == family)
+                .count();
+            let run_ids = &ids[start..start + len];
+            let run = &values[start..start + len];
+            let result = match family {
+                Family::V4 => {
+                    let v: Vec<Backend4> = run
+                        .iter()
+                        .filter_map(|v| match v {
+                            BackendValue::V4(v) => Some(*v),
+                            BackendValue::V6(_) => None,
+                        })
+                        .collect();
+                    self.put_backends(run_ids, &v)
+                }
+                Family::V6 => {
+                    let v: Vec<Backend6> = run
+                        .iter()
+                        .filter_map(|v| match v {
+                            BackendValue::V6(v) => Some(*v),
+                            BackendValue::V4(_) => None,
+                        })
+                        .collect();
+                    self.put_backends6(run_ids, &v)
+                }
+            };
+            result.map_err(|(n, e)| (start + n, e))?;
+            start += len;
+        }
+        Ok(())
+    }
+    fn del_backend_entry(&mut self, id: u32, family: Family) -> Result<(), StoreError> {
+        match family {
+            Family::V4 => self.del_backend(id),
+            Family::V6 => self.del_backend6(id),
+        }
+    }
+    fn put_revnat_entry(&mut self, id: u32, value: &RevNatValue) -> Result<(), StoreError> {
+        match value {
+            RevNatValue::V4(v) => self.put_revnat(id, v),
+            RevNatValue::V6(v) => self.put_revnat6(id, v),
+        }
+    }
+    fn del_revnat_entry(&mut self, id: u32, family: Family) -> Result<(), StoreError> {
+        match family {
+            Family::V4 => self.del_revnat(id),
+            Family::V6 => self.del_revnat6(id),
+        }
+    }
+    fn put_src_range_entry(&mut self, key: &SrcRangeEntry) -> Result<(), StoreError> {
+        match key {
+            SrcRangeEntry::V4(k) => self.put_src_range(k),
+            SrcRangeEntry::V6(k) => self.put_src_range6(k),
+        }
+    }
+    fn del_src_range_entry(&mut self, key: &SrcRangeEntry) -> Result<(), StoreError> {
+        match key {
+            SrcRangeEntry::V4(k) => self.del_src_range(k),
+            SrcRangeEntry::V6(k) => self.del_src_range6(k),
+        }
+    }
+
     /// SVC_NAMES: svcctl's names (key: rev_nat_id, or NAME_KEY_UNSERVED + n).
     fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
     fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
@@ -108,6 +276,13 @@ pub struct RawMaps {
     pub cluster_ips: Vec<(u32, u8)>,
     pub service_cidrs: Vec<ServiceCidrKey>,
     pub unserved_range: AddrRange4,
+    /// The IPv6 maps (SVC6_*), as their IPv4 counterparts above.
+    pub services6: Vec<(Svc6Key, Svc4Value)>,
+    pub backends6: Vec<(u32, Backend6)>,
+    pub revnats6: Vec<(u32, RevNat6)>,
+    pub conntrack6: Vec<(Ct6Key, Ct6Value)>,
+    pub src_ranges6: Vec<SrcRange6Key>,
+    pub affinity6: Vec<(Affinity6Key, Affinity4Value)>,
 }
 
 /// Which of the larger maps a read of [`RawMaps`] includes. The small ones (services,
@@ -115,9 +290,9 @@ pub struct RawMaps {
 /// everything that shows the maps needs them to name and filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parts {
-    /// SVC4_CT.
+    /// SVC4_CT and SVC6_CT.
     pub conntrack: bool,
-    /// SVC4_AFFINITY.
+    /// SVC4_AFFINITY and SVC6_AFFINITY.
     pub affinity: bool,
     /// SVC_STATS.
     pub stats: bool,
@@ -278,6 +453,73 @@ impl MapStore for Maps {
     fn read_services(&self) -> Result<Vec<(Svc4Key, Svc4Value)>, StoreError> {
         read_all(&self.services, map_names::SVC4_SERVICES)
     }
+    fn put_service6(&mut self, key: &Svc6Key, value: &Svc4Value) -> Result<(), StoreError> {
+        self.services6
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC6_SERVICES))
+    }
+    fn put_services6(
+        &mut self,
+        keys: &[Svc6Key],
+        values: &[Svc4Value],
+    ) -> Result<(), (usize, StoreError)> {
+        put_batch(&mut self.services6, map_names::SVC6_SERVICES, keys, values)
+    }
+    fn del_service6(&mut self, key: &Svc6Key) -> Result<(), StoreError> {
+        ignore_missing(self.services6.remove(key)).map_err(store_err(map_names::SVC6_SERVICES))
+    }
+    fn put_backend6(&mut self, id: u32, value: &Backend6) -> Result<(), StoreError> {
+        self.backends6
+            .insert(id, value, 0)
+            .map_err(store_err(map_names::SVC6_BACKENDS))
+    }
+    fn put_backends6(
+        &mut self,
+        ids: &[u32],
+        values: &[Backend6],
+    ) -> Result<(), (usize, StoreError)> {
+        put_batch(&mut self.backends6, map_names::SVC6_BACKENDS, ids, values)
+    }
+    fn del_backend6(&mut self, id: u32) -> Result<(), StoreError> {
+        ignore_missing(self.backends6.remove(&id)).map_err(store_err(map_names::SVC6_BACKENDS))
+    }
+    fn put_revnat6(&mut self, id: u32, value: &RevNat6) -> Result<(), StoreError> {
+        self.revnat6
+            .insert(id, value, 0)
+            .map_err(store_err(map_names::SVC6_REVNAT))
+    }
+    fn del_revnat6(&mut self, id: u32) -> Result<(), StoreError> {
+        ignore_missing(self.revnat6.remove(&id)).map_err(store_err(map_names::SVC6_REVNAT))
+    }
+    fn put_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError> {
+        self.src_ranges6
+            .insert(&LpmKey::new(key.0, key.1), 1, 0)
+            .map_err(store_err(map_names::SVC6_SRC_RANGE))
+    }
+    fn del_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError> {
+        ignore_missing(self.src_ranges6.remove(&LpmKey::new(key.0, key.1)))
+            .map_err(store_err(map_names::SVC6_SRC_RANGE))
+    }
+    fn read_services6(&self) -> Result<Vec<(Svc6Key, Svc4Value)>, StoreError> {
+        read_all(&self.services6, map_names::SVC6_SERVICES)
+    }
+    fn read_backends6(&self) -> Result<Vec<(u32, Backend6)>, StoreError> {
+        read_all(&self.backends6, map_names::SVC6_BACKENDS)
+    }
+    fn read_revnats6(&self) -> Result<Vec<(u32, RevNat6)>, StoreError> {
+        read_all(&self.revnat6, map_names::SVC6_REVNAT)
+    }
+    fn read_src_ranges6(&self) -> Result<Vec<SrcRange6Key>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.src_ranges6.keys() {
+            match key {
+                Ok(k) => out.push((k.prefix_len(), k.data())),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(map_names::SVC6_SRC_RANGE)(e)),
+            }
+        }
+        Ok(out)
+    }
     fn read_backends(&self) -> Result<Vec<(u32, Backend4)>, StoreError> {
         read_all(&self.backends, map_names::SVC4_BACKENDS)
     }
@@ -357,12 +599,12 @@ mod fake {
     use std::collections::{BTreeMap, BTreeSet};
 
     use svc_common::{
-        AddrRange4, Backend4, ProblemText, RevNat4, SCOPE_LOCAL, Svc4Key, Svc4Value, SvcName,
-        map_names,
+        AddrRange4, Backend4, Backend6, ProblemText, RevNat4, RevNat6, SCOPE_LOCAL, Svc4Key,
+        Svc4Value, Svc6Key, SvcName, map_names,
     };
 
     use super::{MapStore, RawMaps, StoreError};
-    use crate::dataplane::layout::{self, ServiceCidrKey, SrcRangeKey};
+    use crate::dataplane::layout::{self, ServiceCidrKey, SrcRange6Key, SrcRangeKey};
 
     /// An in-memory MapStore with the kernel's capacity behaviour, for unit tests.
     #[derive(Debug, Default, Clone)]
@@ -377,6 +619,12 @@ mod fake {
         pub service_cidrs: BTreeSet<ServiceCidrKey>,
         /// SVC4_SVC_RANGE's entry (zeroed, as the kernel's array starts).
         pub unserved_range: AddrRange4,
+        /// The IPv6 maps. Their writes are logged as the IPv4 ones with a `6` after the
+        /// map's word (`put svc6 slot 1 ...`).
+        pub services6: BTreeMap<Svc6Key, Svc4Value>,
+        pub backends6: BTreeMap<u32, Backend6>,
+        pub revnats6: BTreeMap<u32, RevNat6>,
+        pub src_ranges6: BTreeSet<SrcRange6Key>,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -414,6 +662,10 @@ mod fake {
                 cluster_ips: self.cluster_ips.iter().map(|(k, v)| (*k, *v)).collect(),
                 service_cidrs: self.service_cidrs.iter().copied().collect(),
                 unserved_range: self.unserved_range,
+                services6: self.services6.iter().map(|(k, v)| (*k, *v)).collect(),
+                backends6: self.backends6.iter().map(|(k, v)| (*k, *v)).collect(),
+                revnats6: self.revnats6.iter().map(|(k, v)| (*k, *v)).collect(),
+                src_ranges6: self.src_ranges6.iter().copied().collect(),
                 ..Default::default()
             }
         }
@@ -564,6 +816,71 @@ mod fake {
         }
         fn read_unserved_range(&self) -> Result<AddrRange4, StoreError> {
             Ok(self.unserved_range)
+        }
+        fn put_service6(&mut self, key: &Svc6Key, value: &Svc4Value) -> Result<(), StoreError> {
+            let scope = if key.scope == SCOPE_LOCAL {
+                " local"
+            } else {
+                ""
+            };
+            self.services6.insert(*key, *value);
+            self.wrote(format!(
+                "put svc6{scope} slot {} count {} backend {}",
+                key.slot, value.count, value.backend_id
+            ));
+            Ok(())
+        }
+        fn del_service6(&mut self, key: &Svc6Key) -> Result<(), StoreError> {
+            let scope = if key.scope == SCOPE_LOCAL {
+                " local"
+            } else {
+                ""
+            };
+            self.services6.remove(key);
+            self.wrote(format!("del svc6{scope} slot {}", key.slot));
+            Ok(())
+        }
+        fn put_backend6(&mut self, id: u32, value: &Backend6) -> Result<(), StoreError> {
+            self.backends6.insert(id, *value);
+            self.wrote(format!("put backend6 {id}"));
+            Ok(())
+        }
+        fn del_backend6(&mut self, id: u32) -> Result<(), StoreError> {
+            self.backends6.remove(&id);
+            self.wrote(format!("del backend6 {id}"));
+            Ok(())
+        }
+        fn put_revnat6(&mut self, id: u32, value: &RevNat6) -> Result<(), StoreError> {
+            self.revnats6.insert(id, *value);
+            self.wrote(format!("put revnat6 {id}"));
+            Ok(())
+        }
+        fn del_revnat6(&mut self, id: u32) -> Result<(), StoreError> {
+            self.revnats6.remove(&id);
+            self.wrote(format!("del revnat6 {id}"));
+            Ok(())
+        }
+        fn put_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError> {
+            self.src_ranges6.insert(*key);
+            self.wrote(format!("put range6 /{}", key.0));
+            Ok(())
+        }
+        fn del_src_range6(&mut self, key: &SrcRange6Key) -> Result<(), StoreError> {
+            self.src_ranges6.remove(key);
+            self.wrote(format!("del range6 /{}", key.0));
+            Ok(())
+        }
+        fn read_services6(&self) -> Result<Vec<(Svc6Key, Svc4Value)>, StoreError> {
+            Ok(self.services6.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn read_backends6(&self) -> Result<Vec<(u32, Backend6)>, StoreError> {
+            Ok(self.backends6.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn read_revnats6(&self) -> Result<Vec<(u32, RevNat6)>, StoreError> {
+            Ok(self.revnats6.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn read_src_ranges6(&self) -> Result<Vec<SrcRange6Key>, StoreError> {
+            Ok(self.src_ranges6.iter().copied().collect())
         }
     }
 

@@ -5,7 +5,12 @@
 //! behaviour); [`compute_with_incumbents`] documents each of them and the choices made
 //! where the note is silent. In short:
 //!
-//! - Addresses ("Addresses a Service answers on"): every IPv4 cluster IP, every node
+//! - Families (docs/ipv6.md): a dual-stack Service is two Services to the datapath, as
+//!   kube-proxy runs one proxier per family. Every address below is taken in both
+//!   families; a frontend gets only the endpoints of its own family (an IPv6 ClusterIP
+//!   never gets an IPv4 backend), the node addresses of its family and the
+//!   loadBalancerSourceRanges of its family.
+//! - Addresses ("Addresses a Service answers on"): every cluster IP, every node
 //!   address selected by nodePortAddresses at each nodePort (and 127.0.0.1 for the node's
 //!   own processes: localhost NodePorts), every externalIP and every load balancer
 //!   ingress IP (not `ipMode: Proxy`), each with every service port.
@@ -38,7 +43,7 @@ use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::model::{
@@ -56,7 +61,7 @@ pub use service_cidrs::{CidrSource, FLAG as SERVICE_CIDR_FLAG, ServiceCidrs};
 /// word: SVC4_CLUSTERIPS records it).
 pub use svc_common::ClusterIpUse;
 
-pub use crate::addr::{BackendAddr, CidrError, Frontend, Ipv4Cidr};
+pub use crate::addr::{BackendAddr, CidrError, Family, Frontend, IpCidr, Ipv4Cidr};
 /// How a frontend address came to be (svc-common's word: the maps record it).
 pub use svc_common::FrontendKind;
 /// Why a Service gets no datapath entries (svc-common's word: the names map records it).
@@ -98,8 +103,8 @@ pub struct FrontendState {
     pub affinity_timeout: Option<u32>,
     /// loadBalancerSourceRanges, for LoadBalancer frontends only (empty: every source),
     /// and the Service's LoadBalancer IPs when the node's primary IP is inside them (see
-    /// `node_traffic`).
-    pub source_ranges: Vec<Ipv4Cidr>,
+    /// `node_traffic`); only those of the frontend's family.
+    pub source_ranges: Vec<IpCidr>,
 }
 
 /// Facts about the node the agent runs on, which decide NodePort addresses and locality.
@@ -108,15 +113,17 @@ pub struct NodeContext {
     /// This node's name; endpoints with this nodeName are local. `None`: no endpoint is
     /// local (local sets are empty, Local-policy frontends drop outside traffic).
     pub node_name: Option<String>,
-    /// This node's addresses.
-    pub node_ips: Vec<Ipv4Addr>,
+    /// This node's addresses, of both families; the first of each family is that family's
+    /// primary address (kube-proxy's per-family node IP).
+    pub node_ips: Vec<IpAddr>,
     /// This node's zone (`--node-zone`, else in Kubernetes mode the Node's
     /// `topology.kubernetes.io/zone` label), matched against `forZones` hints. `None`:
     /// zone hints never apply here (kube-proxy: "node is missing label").
     pub zone: Option<String>,
     /// kube-proxy's nodePortAddresses: NodePorts answer on the node addresses inside these
-    /// CIDRs; empty = on every node address.
-    pub node_port_addresses: Vec<Ipv4Cidr>,
+    /// CIDRs. Per family, as each kube-proxy proxier keeps its family's CIDRs: a family
+    /// with no CIDR here answers on every node address of that family.
+    pub node_port_addresses: Vec<IpCidr>,
     /// Which `spec.externalIPs` this node serves (default: all, as kube-proxy).
     pub external_ips: ExternalIpPolicy,
     /// Localhost NodePorts (kube-proxy's `--iptables-localhost-nodeports`): NodePorts also
@@ -140,8 +147,9 @@ pub enum ExternalIpPolicy {
     /// Every externalIP is served (kube-proxy's behaviour).
     #[default]
     AllowAll,
-    /// Only externalIPs inside these CIDRs; an empty list: none at all.
-    AllowIn(Vec<Ipv4Cidr>),
+    /// Only externalIPs inside these CIDRs (both families; an address is allowed by a
+    /// CIDR of its own family only); an empty list: none at all.
+    AllowIn(Vec<IpCidr>),
 }
 
 impl ExternalIpPolicy {
@@ -150,7 +158,7 @@ impl ExternalIpPolicy {
         ExternalIpPolicy::AllowIn(Vec::new())
     }
 
-    pub fn allows(&self, ip: Ipv4Addr) -> bool {
+    pub fn allows(&self, ip: IpAddr) -> bool {
         match self {
             ExternalIpPolicy::AllowAll => true,
             ExternalIpPolicy::AllowIn(cidrs) => cidrs.iter().any(|c| c.contains(ip)),
@@ -215,17 +223,31 @@ impl FromIterator<(Frontend, ObjectRef)> for Incumbents {
 
 impl NodeContext {
     /// The addresses NodePorts answer on: `node_ips` inside `node_port_addresses` (every
-    /// node IP when that list is empty), deduplicated, in `node_ips` order.
-    pub fn node_port_ips(&self) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = Vec::new();
+    /// node IP of a family that list has no CIDR of), deduplicated, in `node_ips` order.
+    pub fn node_port_ips(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
         for &ip in &self.node_ips {
-            let selected = self.node_port_addresses.is_empty()
-                || self.node_port_addresses.iter().any(|c| c.contains(ip));
+            let family = Family::of(ip);
+            let mut cidrs = self
+                .node_port_addresses
+                .iter()
+                .filter(|c| c.family() == family)
+                .peekable();
+            let selected = cidrs.peek().is_none() || cidrs.any(|c| c.contains(ip));
             if selected && !out.contains(&ip) {
                 out.push(ip);
             }
         }
         out
+    }
+
+    /// The first node address of `family`: that family's primary address (kube-proxy's
+    /// node IP of that family's proxier).
+    pub fn primary_ip(&self, family: Family) -> Option<IpAddr> {
+        self.node_ips
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
     }
 
     fn is_local(&self, ep: &Endpoint) -> bool {
@@ -255,7 +277,9 @@ pub struct DesiredState {
     /// (the agent names them in a map svcctl reads); the datapath has nothing for them.
     pub unserved: Vec<(ObjectRef, UnservedReason)>,
     /// Every allocated IPv4 ClusterIP and what a packet to it on a port no frontend has
-    /// gets (see [`compute_with_incumbents`], "Service CIDRs").
+    /// gets (see [`compute_with_incumbents`], "Service CIDRs"). IPv4 only: the maps of
+    /// these rules have no IPv6 counterparts yet, so an IPv6 ClusterIP's other ports and
+    /// unallocated IPv6 service addresses are left to routing.
     pub cluster_ips: BTreeMap<Ipv4Addr, ClusterIpUse>,
     /// The service CIDRs: a packet no frontend takes, to an address inside them that is
     /// no ClusterIP, is dropped.
@@ -372,7 +396,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 ///
 /// **Frontends** (semantics note, "Addresses a Service answers on"), each a (address, port,
 /// protocol) triple; TCP and UDP on the same port are distinct:
-/// - [`FrontendKind::ClusterIp`]: each IPv4 cluster IP at `port`; `local_policy` =
+/// - [`FrontendKind::ClusterIp`]: each cluster IP (both families) at `port`; `local_policy` =
 ///   internalTrafficPolicy Local (ITP applies to ClusterIP traffic only).
 /// - [`FrontendKind::NodePort`]: types NodePort and LoadBalancer, when the port has a
 ///   `nodePort`: each of [`NodeContext::node_port_ips`] at `nodePort`, and 127.0.0.1 for
@@ -381,15 +405,17 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 ///   externalTrafficPolicy Local. A nodePort on a ClusterIP Service (the API server rejects
 ///   it) is ignored. `allocateLoadBalancerNodePorts: false` does not matter: a nodePort in
 ///   the manifest is used, as kube-proxy does.
-/// - [`FrontendKind::ExternalIp`]: each IPv4 `spec.externalIPs` entry at `port`, for every
+/// - [`FrontendKind::ExternalIp`]: each `spec.externalIPs` entry at `port`, for every
 ///   proxied type (kube-proxy serves externalIPs on ClusterIP Services too);
 ///   `local_policy` = ETP Local. Not filtered by loadBalancerSourceRanges (the note: "LoadBalancer
 ///   IP destinations only").
-/// - [`FrontendKind::LoadBalancer`]: type LoadBalancer only, each IPv4 ingress IP at
+/// - [`FrontendKind::LoadBalancer`]: type LoadBalancer only, each ingress IP at
 ///   `port`, skipping `ipMode: Proxy` entries (the external load balancer must see the
 ///   traffic) and hostname-only entries (nothing to match); `local_policy` = ETP Local;
-///   `source_ranges` = the IPv4 loadBalancerSourceRanges, plus the Service's LoadBalancer
-///   IPs as /32s when the node's primary IP (the first node IP) is inside them, as
+///   `source_ranges` = the loadBalancerSourceRanges of the frontend's family (none of it:
+///   every source, as kube-proxy's per-family proxiers), plus the Service's LoadBalancer
+///   IPs of that family as /32s (/128s) when the node's primary IP of that family is
+///   inside them, as
 ///   kube-proxy allows a node that has the VIP locally (its traffic to the VIP loops back
 ///   with the VIP as source; see `node_traffic`). Ingress status on another type is
 ///   ignored, as is the deprecated `spec.loadBalancerIP` (kube-proxy reads the status only).
@@ -512,8 +538,8 @@ pub fn compute_with_incumbents(
     let mut node_port_ips = node.node_port_ips();
     node_port_ips.extend(node.localhost_node_port_ip());
 
-    // Endpoint sets per proxied Service and port, computed once for every kind.
-    let mut port_sets: BTreeMap<(&ObjectRef, usize), PortEndpoints> = BTreeMap::new();
+    // Endpoint sets per proxied Service, port and family, computed once for every kind.
+    let mut port_sets: BTreeMap<(&ObjectRef, usize, Family), PortEndpoints> = BTreeMap::new();
     let proxied: Vec<&Service> = cluster
         .services
         .values()
@@ -522,7 +548,12 @@ pub fn compute_with_incumbents(
     for svc in &proxied {
         let groups = groups_of(cluster, &svc.id);
         for (i, sp) in svc.ports.iter().enumerate() {
-            port_sets.insert((&svc.id, i), endpoints_for(svc, sp, groups, node));
+            for family in Family::ALL {
+                port_sets.insert(
+                    (&svc.id, i, family),
+                    endpoints_for(svc, sp, groups, node, family),
+                );
+            }
         }
     }
 
@@ -530,7 +561,7 @@ pub fn compute_with_incumbents(
     // between claims of one Service; see the conflict rule above).
     let mut claims: Vec<Claim> = Vec::new();
     for svc in &proxied {
-        let external_ips: Vec<Ipv4Addr> = svc
+        let external_ips: Vec<IpAddr> = svc
             .external_ips
             .iter()
             .copied()
@@ -551,7 +582,7 @@ pub fn compute_with_incumbents(
             })
             .collect();
         for (index, sp) in svc.ports.iter().enumerate() {
-            let mut add = |vip: Ipv4Addr, port: u16, kind: FrontendKind| {
+            let mut add = |vip: IpAddr, port: u16, kind: FrontendKind| {
                 claims.push(Claim {
                     order: claims.len(),
                     svc,
@@ -642,7 +673,7 @@ pub fn compute_with_incumbents(
                 kind,
                 ..
             } = *claim;
-            let sets = &port_sets[&(&svc.id, index)];
+            let sets = &port_sets[&(&svc.id, index, fe.family())];
             let local_policy = if kind.is_external() {
                 svc.external_traffic_policy.is_local()
             } else {
@@ -660,7 +691,7 @@ pub fn compute_with_incumbents(
                     terminating: sets.terminating.clone(),
                     affinity_timeout: svc.affinity_timeout(),
                     source_ranges: if kind == FrontendKind::LoadBalancer {
-                        node_traffic::source_ranges(svc, node)
+                        node_traffic::source_ranges(svc, node, fe.family())
                     } else {
                         Vec::new()
                     },
@@ -777,7 +808,13 @@ pub fn update_endpoints(
         else {
             continue;
         };
-        let sets = endpoints_for(svc, sp, groups_of(cluster, &svc.id), node);
+        let sets = endpoints_for(
+            svc,
+            sp,
+            groups_of(cluster, &svc.id),
+            node,
+            frontend.family(),
+        );
         if fs.backends != sets.backends
             || fs.local_backends != sets.local_backends
             || fs.terminating != sets.terminating
@@ -918,11 +955,14 @@ fn sctp_node_port_refused(sp: &ServicePort, node_port: u16) -> Option<String> {
     ))
 }
 
+/// `family`: the frontends' family; only its endpoints are candidates (kube-proxy's proxier
+/// of a family sees only that family's EndpointSlices). Topology is decided on them alone.
 fn endpoints_for(
     svc: &Service,
     sp: &ServicePort,
     groups: &[Arc<EndpointGroup>],
     node: &NodeContext,
+    family: Family,
 ) -> PortEndpoints {
     // (endpoint, resolved backend port) over every group that has the service port. SCTP
     // is translated by address only: an endpoint whose (named) targetPort resolves to
@@ -948,6 +988,7 @@ fn endpoints_for(
             kept
         })
         .flat_map(|(g, port)| g.endpoints.iter().map(move |e| (e, port)))
+        .filter(|(e, _)| Family::of(e.address) == family)
         .collect();
     let all: Vec<&(&Endpoint, u16)> = candidates.iter().collect();
     let local: Vec<&(&Endpoint, u16)> = candidates
@@ -1002,16 +1043,23 @@ fn endpoints_for(
 
 /// kube-proxy's `LocalReadyEndpoints` for one Service: distinct addresses of ready endpoints
 /// on this node, over the groups that expose at least one port (kube-proxy indexes
-/// endpoints by slice port, so a port-less slice contributes nothing).
+/// endpoints by slice port, so a port-less slice contributes nothing). Counted per family
+/// and the larger count taken: a dual-stack pod has an address in each family and is one
+/// endpoint (kube-proxy's proxiers share one health server, each reporting its family's
+/// count; either family's count of a dual-stack Service is the number of pods).
 fn local_ready_endpoints(groups: &[Arc<EndpointGroup>], node: &NodeContext) -> usize {
-    groups
+    let local: BTreeSet<IpAddr> = groups
         .iter()
         .filter(|g| !g.ports.is_empty())
         .flat_map(|g| g.endpoints.iter())
         .filter(|e| e.ready && node.is_local(e))
         .map(|e| e.address)
-        .collect::<BTreeSet<Ipv4Addr>>()
-        .len()
+        .collect();
+    Family::ALL
+        .iter()
+        .map(|f| local.iter().filter(|a| Family::of(**a) == *f).count())
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

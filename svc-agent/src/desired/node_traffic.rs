@@ -13,22 +13,31 @@
 //!   cannot; with nodePortAddresses given, kube-proxy too serves only the loopback
 //!   address `lo` carries, 127.0.0.1.
 //! - **The LoadBalancer IPs as sources** ([`source_ranges`]): when the node's primary IP
-//!   (the first node IP, the masquerade address) is inside a Service's
+//!   of a family (the first node IP of it; for IPv4 the masquerade address) is inside a
+//!   Service's
 //!   loadBalancerSourceRanges, kube-proxy also accepts the Service's LoadBalancer IPs as
 //!   sources on its LoadBalancer frontends: a node that has the VIP on a local interface
 //!   reaches it with the VIP as the source (a local destination gets itself as source).
-use std::net::Ipv4Addr;
+//!   Per family, as each kube-proxy proxier does it with its own ranges and node IP.
+//!   Localhost NodePorts are IPv4 only (kube-proxy's IPv6 proxier has none: the kernel
+//!   has no route_localnet for ::1).
+use std::net::{IpAddr, Ipv4Addr};
 
-use super::{IpMode, Ipv4Cidr, NodeContext, Service};
+use super::{Family, IpCidr, IpMode, NodeContext, Service};
 
 impl NodeContext {
     /// The loopback address NodePorts answer on for the node's own processes: 127.0.0.1,
     /// when `localhost_node_ports` is on and nodePortAddresses is empty (every address) or
     /// has a CIDR containing it, as kube-proxy's iptables mode decides; else None.
-    pub fn localhost_node_port_ip(&self) -> Option<Ipv4Addr> {
-        let lo = Ipv4Addr::LOCALHOST;
-        let allowed = self.node_port_addresses.is_empty()
-            || self.node_port_addresses.iter().any(|c| c.contains(lo));
+    pub fn localhost_node_port_ip(&self) -> Option<IpAddr> {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // Only IPv4 CIDRs decide, as for the IPv4 node addresses (see `node_port_ips`).
+        let mut v4 = self
+            .node_port_addresses
+            .iter()
+            .filter(|c| c.family() == Family::V4)
+            .peekable();
+        let allowed = v4.peek().is_none() || v4.any(|c| c.contains(lo));
         (self.localhost_node_ports && allowed).then_some(lo)
     }
 
@@ -39,24 +48,32 @@ impl NodeContext {
             && self
                 .node_port_addresses
                 .iter()
-                .any(|c| c.contains(Ipv4Addr::LOCALHOST))
+                .any(|c| c.contains(IpAddr::V4(Ipv4Addr::LOCALHOST)))
     }
 }
 
-/// The source ranges of a LoadBalancer frontend of `svc`: its loadBalancerSourceRanges,
-/// then each of its LoadBalancer IPs (ingress IPs that are not `ipMode: Proxy`) as a /32
-/// when the node's primary IP is inside the ranges (kube-proxy's `allowFromNode`);
-/// empty when the Service has no ranges (every source allowed).
-pub(super) fn source_ranges(svc: &Service, node: &NodeContext) -> Vec<Ipv4Cidr> {
-    let mut ranges = svc.load_balancer_source_ranges.clone();
+/// The source ranges of a LoadBalancer frontend of `svc` of `family`: its
+/// loadBalancerSourceRanges of that family, then each of its LoadBalancer IPs of that
+/// family (ingress IPs that are not `ipMode: Proxy`) as a /32 (/128) when the node's
+/// primary IP of the family is inside the ranges (kube-proxy's `allowFromNode`); empty
+/// when the Service has no range of the family (every source allowed).
+pub(super) fn source_ranges(svc: &Service, node: &NodeContext, family: Family) -> Vec<IpCidr> {
+    let mut ranges: Vec<IpCidr> = svc
+        .load_balancer_source_ranges
+        .iter()
+        .copied()
+        .filter(|c| c.family() == family)
+        .collect();
     let from_node = node
-        .node_ips
-        .first()
-        .is_some_and(|&ip| ranges.iter().any(|c| c.contains(ip)));
+        .primary_ip(family)
+        .is_some_and(|ip| ranges.iter().any(|c| c.contains(ip)));
     if from_node {
         for ingress in &svc.load_balancer_ingress {
             if let (Some(ip), IpMode::Vip) = (ingress.ip, ingress.ip_mode) {
-                let vip = Ipv4Cidr::new(ip, 32);
+                if Family::of(ip) != family {
+                    continue;
+                }
+                let vip = IpCidr::host(ip);
                 if !ranges.contains(&vip) {
                     ranges.push(vip);
                 }

@@ -3,7 +3,7 @@
 //! [`compute_with_incumbents`](super::compute_with_incumbents), "Service CIDRs".
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use svc_common::ClusterIpUse;
 
@@ -56,7 +56,8 @@ impl fmt::Display for ServiceCidrs {
 pub const FLAG: &str = "--service-cluster-ip-range";
 
 /// Every IPv4 ClusterIP of the cluster's Services with what a packet to it on a port no
-/// frontend has gets: [`ClusterIpUse::Reject`], or [`ClusterIpUse::OtherProxy`] when only
+/// frontend has gets (IPv6 ones are left out: SVC4_CLUSTERIPS has no IPv6 counterpart
+/// yet): [`ClusterIpUse::Reject`], or [`ClusterIpUse::OtherProxy`] when only
 /// Services another proxy owns have it. Headless and ExternalName Services have none. An
 /// address of this node is left out, with a problem.
 pub fn cluster_ips(
@@ -71,7 +72,10 @@ pub fn cluster_ips(
         } else {
             ClusterIpUse::Reject
         };
-        for &ip in &svc.cluster_ips {
+        for ip in svc.cluster_ips.iter().copied() {
+            let IpAddr::V4(v4) = ip else {
+                continue;
+            };
             if node.node_ips.contains(&ip) {
                 problems.push(ComputeProblem::about(
                     "Service",
@@ -83,7 +87,7 @@ pub fn cluster_ips(
                 continue;
             }
             // Another proxy's Service passes: it may take the packet after us.
-            let entry = out.entry(ip).or_insert(use_);
+            let entry = out.entry(v4).or_insert(use_);
             if use_ == ClusterIpUse::OtherProxy {
                 *entry = use_;
             }
@@ -127,7 +131,11 @@ pub fn service_cidrs(
     };
     let mut cidrs = Vec::new();
     for (cidr, kind, id) in wanted {
-        match node.node_ips.iter().find(|ip| cidr.contains(**ip)) {
+        let on_node = node.node_ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) if cidr.contains(*v4) => Some(*v4),
+            _ => None,
+        });
+        match on_node {
             Some(ip) => problems.push(ComputeProblem::about(
                 kind,
                 id,

@@ -2,15 +2,26 @@
 //! invariant (every frontend's count points at existing slots whose backends exist, with a
 //! rev-NAT entry; see `reconcile`) and the agreement of flags, scopes, source ranges and
 //! names with the entries they describe. svcctl lists them (`inconsistencies`), and the
-//! reconciler's tests assert that none exists after every write.
+//! reconciler's tests assert that none exists after every write. Both families, each
+//! against its own maps (an IPv6 frontend's backends must be in SVC6_BACKENDS, ...); the
+//! messages name the IPv4 maps' `SVC4_*` / `SVC6_*` as the frontend's family says.
 use svc_common::{
     BackendState, CtKind, FrontendKind, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER,
     SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Scope,
 };
 
-use super::decode::{FrontendId, SlotState, Tables, decode_ct, id_name};
+use super::decode::{FrontendId, SlotState, Tables, decode_ct, id_family, id_name};
+use crate::addr::Family;
 use crate::dataplane::RawMaps;
 use crate::dataplane::layout::{self, frontend_flag_labels, word_label};
+
+/// `SVC4_<what>` or `SVC6_<what>`: the map of `family` a message names.
+fn map_of(family: Family, what: &str) -> String {
+    match family {
+        Family::V4 => format!("SVC4_{what}"),
+        Family::V6 => format!("SVC6_{what}"),
+    }
+}
 
 /// Every inconsistency of `raw` as seen at `now_ns` (conntrack entries that expired are
 /// ignored, as the datapath ignores them).
@@ -74,19 +85,20 @@ fn slot_problems(
     };
     let mut entries = entries.clone();
     entries.remove(&0);
-    for state in t.walk_slots(count, &entries) {
+    let backends = map_of(id_family(id), "BACKENDS");
+    for state in t.walk_slots(id_family(id), count, &entries) {
         match state {
             SlotState::Missing { slot } => {
                 out.push(hazard(format!("{name}: {what} {slot} of {count} is missing")))
             }
             SlotState::NoBackend { slot, backend_id } => out.push(hazard(format!(
-                "{name}: {what} {slot} points at backend {backend_id}, which is not in SVC4_BACKENDS"
+                "{name}: {what} {slot} points at backend {backend_id}, which is not in {backends}"
             ))),
             SlotState::Valid {
                 slot,
                 backend_id,
                 backend,
-            } if layout::backend_state(&backend) == Some(BackendState::Terminating) => {
+            } if backend.state() == Some(BackendState::Terminating) => {
                 out.push(note(format!(
                     "{name}: {what} {slot} points at backend {backend_id}, which is terminating (new flows may get it)"
                 )))
@@ -107,12 +119,9 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
             id_name(id)
         )));
     }
-    for key in &t.bad_ranges {
+    for (addr, prefix_len, rev) in &t.bad_ranges {
         out.push(note(format!(
-            "source range {} (prefix length {}) for rev_nat_id {} has an invalid prefix length",
-            layout::ip_from_be(key.1.addr_be),
-            key.0,
-            key.1.rev_nat_id
+            "source range {addr} (prefix length {prefix_len}) for rev_nat_id {rev} has an invalid prefix length"
         )));
     }
 
@@ -145,36 +154,38 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
     }
     for (id, value) in &t.frontends {
         let name = id_name(id);
+        let family = id_family(id);
         slot_problems(t, id, Scope::All, value.count, &mut out);
 
         // A ClusterIP inside a service CIDR is an allocated ClusterIP: the reconciler writes
-        // it before the frontend, so its other ports are rejected, never dropped.
-        if FrontendKind::of_flags(value.flags) == FrontendKind::ClusterIp
-            && !cluster_ips.contains(&layout::cluster_ip_key(id.0))
-            && let Some(cidr) = service_cidrs.iter().find(|c| c.contains(id.0))
+        // it before the frontend, so its other ports are rejected, never dropped. (IPv4
+        // only: the service CIDR rules have no IPv6 maps yet.)
+        if let std::net::IpAddr::V4(vip) = id.0
+            && FrontendKind::of_flags(value.flags) == FrontendKind::ClusterIp
+            && !cluster_ips.contains(&layout::cluster_ip_key(vip))
+            && let Some(cidr) = service_cidrs.iter().find(|c| c.contains(vip))
         {
             out.push(hazard(format!(
-                "{name}: ClusterIP {} is inside service CIDR {cidr} but not in SVC4_CLUSTERIPS (its other ports are dropped, not rejected)",
-                id.0
+                "{name}: ClusterIP {vip} is inside service CIDR {cidr} but not in SVC4_CLUSTERIPS (its other ports are dropped, not rejected)"
             )));
         }
 
-        match t.revnats.get(&{ value.rev_nat_id }) {
+        match t.revnats.get(&(family, value.rev_nat_id)) {
             None => out.push(hazard(format!(
-                "{name}: rev_nat_id {} has no SVC4_REVNAT entry (replies are not reverse-translated)",
-                value.rev_nat_id
+                "{name}: rev_nat_id {} has no {} entry (replies are not reverse-translated)",
+                value.rev_nat_id,
+                map_of(family, "REVNAT")
             ))),
             Some(rev)
-                if layout::revnat_endpoint(rev)
+                if *rev
                     != layout::Endpoint {
                         addr: id.0,
                         port: id.1,
                     } =>
             {
                 out.push(note(format!(
-                    "{name}: rev_nat_id {} translates replies to {}, not to the frontend",
+                    "{name}: rev_nat_id {} translates replies to {rev}, not to the frontend",
                     value.rev_nat_id,
-                    layout::revnat_endpoint(rev)
                 )))
             }
             Some(_) => {}
@@ -234,16 +245,17 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         // loadBalancerSourceRanges.
         let has_ranges = t
             .ranges
-            .get(&value.rev_nat_id)
+            .get(&(family, value.rev_nat_id))
             .is_some_and(|r| !r.is_empty());
+        let ranges_map = map_of(family, "SRC_RANGE");
         if flags & SVC_F_SOURCE_RANGES != 0 && !has_ranges {
             out.push(hazard(format!(
-                "{name}: source-ranges flag without SVC4_SRC_RANGE entries (every new flow is dropped)"
+                "{name}: source-ranges flag without {ranges_map} entries (every new flow is dropped)"
             )));
         }
         if flags & SVC_F_SOURCE_RANGES == 0 && has_ranges {
             out.push(note(format!(
-                "{name}: SVC4_SRC_RANGE entries without the source-ranges flag (they are ignored)"
+                "{name}: {ranges_map} entries without the source-ranges flag (they are ignored)"
             )));
         }
 
@@ -284,10 +296,16 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         }
     }
 
-    let frontend_revs: std::collections::BTreeSet<u32> =
-        t.frontends.values().map(|v| v.rev_nat_id).collect();
+    // SVC_NAMES is keyed by rev_nat_id for both families (one allocator).
+    let frontend_revs: std::collections::BTreeSet<(Family, u32)> = t
+        .frontends
+        .iter()
+        .map(|(id, v)| (id_family(id), v.rev_nat_id))
+        .collect();
+    let named_revs: std::collections::BTreeSet<u32> =
+        frontend_revs.iter().map(|(_, rev)| *rev).collect();
     for (key, n) in &t.names {
-        if !layout::is_unserved_key(*key) && !frontend_revs.contains(key) {
+        if !layout::is_unserved_key(*key) && !named_revs.contains(key) {
             out.push(note(format!(
                 "SVC_NAMES entry {key} ({}/{}) belongs to no frontend",
                 n.namespace(),
@@ -299,23 +317,37 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         if !frontend_revs.contains(rev) {
             for cidr in cidrs {
                 out.push(note(format!(
-                    "source range {cidr} for rev_nat_id {rev} belongs to no frontend"
+                    "source range {cidr} for rev_nat_id {} belongs to no frontend",
+                    rev.1
                 )));
             }
         }
     }
 
-    for (k, v) in &t.raw.conntrack {
-        if k.kind != CtKind::Reply.raw() || t.revnats.contains_key(&{ v.rev_nat_id }) {
+    let replies = t
+        .raw
+        .conntrack
+        .iter()
+        .filter(|(k, _)| k.kind == CtKind::Reply.raw())
+        .map(|(k, v)| (Family::V4, v.rev_nat_id, decode_ct(k, v, now_ns, None)))
+        .chain(
+            t.raw
+                .conntrack6
+                .iter()
+                .filter(|(k, _)| k.kind == CtKind::Reply.raw())
+                .map(|(k, v)| (Family::V6, v.rev_nat_id, decode_ct(k, v, now_ns, None))),
+        );
+    for (family, rev, e) in replies {
+        if t.revnats.contains_key(&(family, rev)) || e.expired {
             continue;
         }
-        let e = decode_ct(k, v, now_ns, None);
-        if !e.expired {
-            out.push(note(format!(
-                "conntrack reply {} -> {}/{}: rev_nat_id {} has no SVC4_REVNAT entry (replies pass untranslated)",
-                e.src, e.dst, e.protocol, v.rev_nat_id
-            )));
-        }
+        out.push(note(format!(
+            "conntrack reply {} -> {}/{}: rev_nat_id {rev} has no {} entry (replies pass untranslated)",
+            e.src,
+            e.dst,
+            e.protocol,
+            map_of(family, "REVNAT")
+        )));
     }
     out
 }

@@ -2,39 +2,48 @@
 //! ([`Tables`], which the consistency checks read too), then every section decoded through
 //! the dataplane's layout. Never fails: what does not fit together is left to
 //! [`consistency::check`](super::consistency::check).
+//!
+//! Both families: the `*4` and `*6` maps are read into the same tables, each entry keyed
+//! by its family (a frontend's address says which maps a packet to it reads: an IPv6
+//! frontend's slots point into SVC6_BACKENDS, its rev_nat_id into SVC6_REVNAT).
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use svc_common::{
-    Backend4, BackendState, ClusterIpUse, Ct4Key, Ct4Value, CtKind, RevNat4, Scope, Svc4Key,
-    Svc4Value, SvcName, Verdict, ct_timeout_ns,
+    Affinity4Value, BackendState, ClusterIpUse, CtKey, CtKind, CtValue, Scope, Svc4Value, SvcKey,
+    SvcName, Verdict, ct_timeout_ns,
 };
 
 use super::schema::*;
-use crate::addr::Ipv4Cidr;
+use crate::addr::{Family, HostPort, IpCidr, Ipv4Cidr};
 use crate::dataplane::RawMaps;
 use crate::dataplane::layout::{
-    self, FrontendHead, backend_endpoint, ct_flag_labels, frontend_flag_labels, protocol_label,
-    word_label,
+    self, BackendValue, FrontendHead, MapAddr, ct_flag_labels, frontend_flag_labels,
+    protocol_label, word_label,
 };
 
 pub(super) const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// A frontend's identity as the services map keys it: (address, port, protocol number).
-pub(super) type FrontendId = (Ipv4Addr, u16, u8);
+/// A frontend's identity as the services maps key it: (address, port, protocol number).
+/// The address's family is the maps'.
+pub(super) type FrontendId = (IpAddr, u16, u8);
 
-pub(super) fn frontend_id(key: &Svc4Key) -> FrontendId {
-    (
-        layout::ip_from_be(key.vip_be),
-        u16::from_be(key.port_be),
-        key.proto,
-    )
+pub(super) fn frontend_id<A: MapAddr>(key: &SvcKey<A>) -> FrontendId {
+    (key.vip_be.ip(), u16::from_be(key.port_be), key.proto)
 }
 
-/// `10.96.0.10:80/TCP`.
+/// The family of a frontend's maps.
+pub(super) fn id_family(id: &FrontendId) -> Family {
+    Family::of(id.0)
+}
+
+/// `10.96.0.10:80/TCP`, `[fd00::10]:80/TCP`.
 pub(super) fn id_name(id: &FrontendId) -> String {
-    format!("{}:{}/{}", id.0, id.1, protocol_label(id.2))
+    format!("{}/{}", HostPort(id.0, id.1), protocol_label(id.2))
 }
+
+/// An id (backend, rev-NAT) in the maps of a family.
+pub(super) type FamilyId = (Family, u32);
 
 /// One scope's entries of a frontend: slot -> value (slot 0: its head).
 pub(super) type ScopeSlots = BTreeMap<u16, Svc4Value>;
@@ -42,8 +51,10 @@ pub(super) type ScopeSlots = BTreeMap<u16, Svc4Value>;
 /// The raw maps indexed the way a packet reads them.
 pub(super) struct Tables<'a> {
     pub raw: &'a RawMaps,
-    pub backends: BTreeMap<u32, Backend4>,
-    pub revnats: BTreeMap<u32, RevNat4>,
+    /// SVC4_BACKENDS and SVC6_BACKENDS.
+    pub backends: BTreeMap<FamilyId, BackendValue>,
+    /// SVC4_REVNAT and SVC6_REVNAT, decoded.
+    pub revnats: BTreeMap<FamilyId, Endpoint>,
     pub names: BTreeMap<u32, SvcName>,
     /// Indexed by scope (all, local): frontend -> its entries of that scope.
     pub scopes: [BTreeMap<FrontendId, ScopeSlots>; 2],
@@ -51,18 +62,28 @@ pub(super) struct Tables<'a> {
     pub unknown_scope: Vec<(FrontendId, u16, u8)>,
     /// The frontends: the slot-0 entries of scope all.
     pub frontends: BTreeMap<FrontendId, Svc4Value>,
-    /// rev_nat_id -> its loadBalancerSourceRanges.
-    pub ranges: BTreeMap<u32, BTreeSet<Ipv4Cidr>>,
-    /// Source-range keys with a prefix length the agent never writes.
-    pub bad_ranges: Vec<layout::SrcRangeKey>,
+    /// rev_nat_id (in its family's SVC*_SRC_RANGE) -> its loadBalancerSourceRanges.
+    pub ranges: BTreeMap<FamilyId, BTreeSet<IpCidr>>,
+    /// Source-range keys with a prefix length the agent never writes: (address, prefix
+    /// length as the trie counts it, rev_nat_id).
+    pub bad_ranges: Vec<(IpAddr, u32, u32)>,
 }
 
 impl<'a> Tables<'a> {
     pub fn new(raw: &'a RawMaps) -> Tables<'a> {
         let mut scopes: [BTreeMap<FrontendId, ScopeSlots>; 2] = Default::default();
         let mut unknown_scope = Vec::new();
-        for (key, value) in &raw.services {
-            let id = frontend_id(key);
+        let services = raw
+            .services
+            .iter()
+            .map(|(k, v)| (frontend_id(k), k.slot, k.scope, v))
+            .chain(
+                raw.services6
+                    .iter()
+                    .map(|(k, v)| (frontend_id(k), k.slot, k.scope, v)),
+            );
+        for (id, slot, scope, value) in services {
+            let key = KeyParts { slot, scope };
             match Scope::from_raw(key.scope) {
                 Some(scope) => {
                     scopes[usize::from(scope.raw())]
@@ -77,20 +98,54 @@ impl<'a> Tables<'a> {
             .iter()
             .filter_map(|(id, slots)| slots.get(&0).map(|v| (*id, *v)))
             .collect();
-        let mut ranges: BTreeMap<u32, BTreeSet<Ipv4Cidr>> = BTreeMap::new();
+        let mut ranges: BTreeMap<FamilyId, BTreeSet<IpCidr>> = BTreeMap::new();
         let mut bad_ranges = Vec::new();
         for key in &raw.src_ranges {
             match layout::src_range_cidr(key) {
                 Some(cidr) => {
-                    ranges.entry(key.1.rev_nat_id).or_default().insert(cidr);
+                    ranges
+                        .entry((Family::V4, key.1.rev_nat_id))
+                        .or_default()
+                        .insert(IpCidr::V4(cidr));
                 }
-                None => bad_ranges.push(*key),
+                None => bad_ranges.push((key.1.addr_be.ip(), key.0, key.1.rev_nat_id)),
             }
         }
+        for key in &raw.src_ranges6 {
+            match layout::src_range6_cidr(key) {
+                Some(cidr) => {
+                    ranges
+                        .entry((Family::V6, key.1.rev_nat_id))
+                        .or_default()
+                        .insert(IpCidr::V6(cidr));
+                }
+                None => bad_ranges.push((key.1.addr_be.ip(), key.0, key.1.rev_nat_id)),
+            }
+        }
+        let backends = raw
+            .backends
+            .iter()
+            .map(|(id, b)| ((Family::V4, *id), BackendValue::V4(*b)))
+            .chain(
+                raw.backends6
+                    .iter()
+                    .map(|(id, b)| ((Family::V6, *id), BackendValue::V6(*b))),
+            )
+            .collect();
+        let revnats = raw
+            .revnats
+            .iter()
+            .map(|(id, r)| ((Family::V4, *id), layout::revnat_endpoint(r)))
+            .chain(
+                raw.revnats6
+                    .iter()
+                    .map(|(id, r)| ((Family::V6, *id), layout::revnat_endpoint(r))),
+            )
+            .collect();
         Tables {
             raw,
-            backends: raw.backends.iter().copied().collect(),
-            revnats: raw.revnats.iter().copied().collect(),
+            backends,
+            revnats,
             names: raw.names.iter().copied().collect(),
             scopes,
             unknown_scope,
@@ -105,13 +160,14 @@ impl<'a> Tables<'a> {
         self.scopes[usize::from(scope.raw())].get(id)
     }
 
-    /// What each slot 1..=count of `slots` holds, and the slots past the count.
-    pub fn walk_slots(&self, count: u16, slots: &ScopeSlots) -> Vec<SlotState> {
+    /// What each slot 1..=count of `slots` (of a frontend of `family`) holds, and the
+    /// slots past the count.
+    pub fn walk_slots(&self, family: Family, count: u16, slots: &ScopeSlots) -> Vec<SlotState> {
         let mut out = Vec::new();
         for slot in 1..=count {
             out.push(match slots.get(&slot) {
                 None => SlotState::Missing { slot },
-                Some(v) => match self.backends.get(&v.backend_id) {
+                Some(v) => match self.backends.get(&(family, v.backend_id)) {
                     None => SlotState::NoBackend {
                         slot,
                         backend_id: v.backend_id,
@@ -143,13 +199,19 @@ impl<'a> Tables<'a> {
     }
 }
 
+/// The slot and scope of a services-map key, whatever its family.
+struct KeyParts {
+    slot: u16,
+    scope: u8,
+}
+
 /// What one slot of a frontend's scope holds.
 pub(super) enum SlotState {
     /// Within the count, pointing at an existing backend: a packet may use it.
     Valid {
         slot: u16,
         backend_id: u32,
-        backend: Backend4,
+        backend: BackendValue,
     },
     /// Within the count, but not in the map.
     Missing { slot: u16 },
@@ -159,8 +221,8 @@ pub(super) enum SlotState {
     Beyond { slot: u16, backend_id: u32 },
 }
 
-fn state_label(b: &Backend4) -> String {
-    word_label(layout::backend_state(b), b.state)
+fn state_label(b: &BackendValue) -> String {
+    word_label(b.state(), b.state_raw())
 }
 
 /// The valid slots of one scope, as the snapshot lists them; records which frontends hold
@@ -176,7 +238,7 @@ fn valid_slots(
         return Vec::new();
     };
     tables
-        .walk_slots(count, slots)
+        .walk_slots(id_family(&id), count, slots)
         .into_iter()
         .filter_map(|s| match s {
             SlotState::Valid {
@@ -185,18 +247,18 @@ fn valid_slots(
                 backend,
             } => {
                 references
-                    .entry(backend_id)
+                    .entry((id_family(&id), backend_id))
                     .or_default()
                     .entry(id)
                     .or_default()
                     .insert(scope);
-                let ep = backend_endpoint(&backend);
+                let ep = backend.endpoint();
                 Some(ServiceBackend {
                     slot,
                     backend_id,
                     addr: ep.addr,
                     port: ep.port,
-                    protocol: protocol_label(backend.proto),
+                    protocol: protocol_label(backend.proto()),
                     state: state_label(&backend),
                 })
             }
@@ -205,12 +267,18 @@ fn valid_slots(
         .collect()
 }
 
-/// backend id -> frontend -> the scopes it holds the backend in.
-type References = BTreeMap<u32, BTreeMap<FrontendId, BTreeSet<Scope>>>;
+/// backend (family, id) -> frontend -> the scopes it holds the backend in.
+type References = BTreeMap<FamilyId, BTreeMap<FrontendId, BTreeSet<Scope>>>;
 
-/// Decodes one conntrack entry as seen at `now_ns`. `revnat` is the SVC4_REVNAT entry of
-/// the entry's rev_nat_id (used by reply entries: the address replies get as source).
-pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64, revnat: Option<&RevNat4>) -> CtEntry {
+/// Decodes one conntrack entry (SVC4_CT or SVC6_CT) as seen at `now_ns`. `revnat` is the
+/// address of the entry's rev_nat_id in the rev-NAT map of its family (used by reply
+/// entries: the address replies get as source).
+pub fn decode_ct<A: MapAddr>(
+    key: &CtKey<A>,
+    value: &CtValue<A>,
+    now_ns: u64,
+    revnat: Option<Endpoint>,
+) -> CtEntry {
     let target = Endpoint::from_be(value.addr_be, value.port_be);
     let snat = value.flags & svc_common::CT_F_SNAT != 0;
     let kind = CtKind::from_raw(key.kind);
@@ -223,7 +291,7 @@ pub fn decode_ct(key: &Ct4Key, value: &Ct4Value, now_ns: u64, revnat: Option<&Re
         ),
         // Reply: the backend becomes the service address; the destination goes back to
         // the original client when masqueraded (else it already is the client).
-        Some(CtKind::Reply) => (snat.then_some(target), revnat.map(layout::revnat_endpoint)),
+        Some(CtKind::Reply) => (snat.then_some(target), revnat),
         None => (None, None),
     };
     let idle_ns = now_ns.saturating_sub(value.last_seen_ns);
@@ -309,6 +377,7 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
     let mut references = References::new();
     let mut services = Vec::new();
     for (id, value) in &t.frontends {
+        let family = id_family(id);
         let head = FrontendHead::decode(value);
         let backends = valid_slots(&t, *id, Scope::All, value.count, &mut references);
         let local_head = t.slots(Scope::Local, id).and_then(|s| s.get(&0));
@@ -329,10 +398,10 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
             affinity_timeout_secs: head.affinity_timeout,
             source_ranges: t
                 .ranges
-                .get(&value.rev_nat_id)
+                .get(&(family, value.rev_nat_id))
                 .into_iter()
                 .flatten()
-                .map(Ipv4Cidr::to_string)
+                .map(IpCidr::to_string)
                 .collect(),
             rejects: value.count == 0,
             note: note(&head, local_head),
@@ -355,35 +424,49 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         .collect();
     unserved.sort();
 
-    let mut ct: Vec<(Ct4Key, CtEntry)> = raw
-        .conntrack
-        .iter()
-        .map(|(k, v)| {
-            let mut e = decode_ct(k, v, now_ns, t.revnats.get(&{ v.rev_nat_id }));
-            e.service = t.service_name(v.rev_nat_id);
-            (*k, e)
-        })
-        .collect();
-    ct.sort_by_key(|(k, e)| (k.kind, e.src, e.dst, k.proto));
+    // (kind, protocol, family) of each entry, with the entry: sorted as before, IPv4 first.
+    let ct4 = raw.conntrack.iter().map(|(k, v)| {
+        let mut e = decode_ct(
+            k,
+            v,
+            now_ns,
+            t.revnats.get(&(Family::V4, v.rev_nat_id)).copied(),
+        );
+        e.service = t.service_name(v.rev_nat_id);
+        ((k.kind, k.proto, Family::V4), e)
+    });
+    let ct6 = raw.conntrack6.iter().map(|(k, v)| {
+        let mut e = decode_ct(
+            k,
+            v,
+            now_ns,
+            t.revnats.get(&(Family::V6, v.rev_nat_id)).copied(),
+        );
+        e.service = t.service_name(v.rev_nat_id);
+        ((k.kind, k.proto, Family::V6), e)
+    });
+    let mut ct: Vec<((u8, u8, Family), CtEntry)> = ct4.chain(ct6).collect();
+    ct.sort_by_key(|((kind, proto, family), e)| (*family, *kind, e.src, e.dst, *proto));
 
     // Live flows per backend: service entries whose remembered backend address is still
     // the one of their backend id (a reused id gives the flow a fresh backend).
-    let mut flows: BTreeMap<u32, usize> = BTreeMap::new();
-    for (k, e) in &ct {
-        if k.kind == CtKind::Service.raw()
+    let mut flows: BTreeMap<FamilyId, usize> = BTreeMap::new();
+    for ((kind, _, family), e) in &ct {
+        let bid = (*family, e.backend_id);
+        if *kind == CtKind::Service.raw()
             && !e.expired
             && t.backends
-                .get(&e.backend_id)
-                .is_some_and(|b| backend_endpoint(b) == e.backend)
+                .get(&bid)
+                .is_some_and(|b| b.endpoint() == e.backend)
         {
-            *flows.entry(e.backend_id).or_default() += 1;
+            *flows.entry(bid).or_default() += 1;
         }
     }
     let backend_list = t
         .backends
         .iter()
         .map(|(bid, b)| {
-            let ep = backend_endpoint(b);
+            let ep = b.endpoint();
             let refs: Vec<BackendRef> = references
                 .get(bid)
                 .into_iter()
@@ -404,10 +487,10 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
                 })
                 .collect();
             Backend {
-                id: *bid,
+                id: bid.1,
                 addr: ep.addr,
                 port: ep.port,
-                protocol: protocol_label(b.proto),
+                protocol: protocol_label(b.proto()),
                 state: state_label(b),
                 frontends: refs.len(),
                 references: refs,
@@ -416,55 +499,58 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
         })
         .collect();
 
-    let by_rev: BTreeMap<u32, (&FrontendId, &Svc4Value)> = t
+    let by_rev: BTreeMap<FamilyId, (&FrontendId, &Svc4Value)> = t
         .frontends
         .iter()
-        .map(|(id, v)| (v.rev_nat_id, (id, v)))
+        .map(|(id, v)| ((id_family(id), v.rev_nat_id), (id, v)))
         .collect();
+    // One entry of SVC4_AFFINITY or SVC6_AFFINITY (`family`), with its client's address.
+    let affinity_entry = |family: Family, client: IpAddr, rev_nat_id: u32, v: &Affinity4Value| {
+        let frontend = by_rev.get(&(family, rev_nat_id)).copied();
+        let timeout_secs = frontend.and_then(|(_, f)| FrontendHead::decode(f).affinity_timeout);
+        let idle_ns = now_ns.saturating_sub(v.last_used_ns);
+        let expired = timeout_secs.is_none_or(|t| idle_ns > t as u64 * NS_PER_SEC);
+        let backend = t.backends.get(&(family, v.backend_id));
+        // The datapath's test: the slot of that scope (within its count) still holds
+        // the backend, and the backend is active.
+        let current = frontend.is_some_and(|(id, _)| {
+            let Some(entries) = Scope::from_raw(v.scope).and_then(|s| t.slots(s, id)) else {
+                return false;
+            };
+            let count = entries.get(&0).map_or(0, |h| h.count);
+            v.slot >= 1
+                && v.slot <= count
+                && entries
+                    .get(&v.slot)
+                    .is_some_and(|s| s.backend_id == v.backend_id)
+                && backend.is_some_and(|b| b.state() == Some(BackendState::Active))
+        });
+        AffinityEntry {
+            client,
+            rev_nat_id,
+            service: t.revnats.get(&(family, rev_nat_id)).copied(),
+            backend_id: v.backend_id,
+            backend: backend.map(BackendValue::endpoint),
+            scope: word_label(Scope::from_raw(v.scope), v.scope),
+            slot: v.slot,
+            last_used_ns: v.last_used_ns,
+            idle_secs: idle_ns / NS_PER_SEC,
+            timeout_secs,
+            expired,
+            current,
+        }
+    };
     let mut affinity: Vec<AffinityEntry> = raw
         .affinity
         .iter()
-        .map(|(k, v)| {
-            let frontend = by_rev.get(&k.rev_nat_id).copied();
-            let timeout_secs = frontend.and_then(|(_, f)| FrontendHead::decode(f).affinity_timeout);
-            let idle_ns = now_ns.saturating_sub(v.last_used_ns);
-            let expired = timeout_secs.is_none_or(|t| idle_ns > t as u64 * NS_PER_SEC);
-            // The datapath's test: the slot of that scope (within its count) still holds
-            // the backend, and the backend is active.
-            let current = frontend.is_some_and(|(id, _)| {
-                let Some(entries) = Scope::from_raw(v.scope).and_then(|s| t.slots(s, id)) else {
-                    return false;
-                };
-                let count = entries.get(&0).map_or(0, |h| h.count);
-                v.slot >= 1
-                    && v.slot <= count
-                    && entries
-                        .get(&v.slot)
-                        .is_some_and(|s| s.backend_id == v.backend_id)
-                    && t.backends
-                        .get(&v.backend_id)
-                        .is_some_and(|b| layout::backend_state(b) == Some(BackendState::Active))
-            });
-            AffinityEntry {
-                client: layout::ip_from_be(k.client_be),
-                rev_nat_id: k.rev_nat_id,
-                service: t
-                    .revnats
-                    .get(&{ k.rev_nat_id })
-                    .map(layout::revnat_endpoint),
-                backend_id: v.backend_id,
-                backend: t.backends.get(&v.backend_id).map(backend_endpoint),
-                scope: word_label(Scope::from_raw(v.scope), v.scope),
-                slot: v.slot,
-                last_used_ns: v.last_used_ns,
-                idle_secs: idle_ns / NS_PER_SEC,
-                timeout_secs,
-                expired,
-                current,
-            }
-        })
+        .map(|(k, v)| affinity_entry(Family::V4, k.client_be.ip(), k.rev_nat_id, v))
+        .chain(
+            raw.affinity6
+                .iter()
+                .map(|(k, v)| affinity_entry(Family::V6, k.client_be.ip(), k.rev_nat_id, v)),
+        )
         .collect();
-    affinity.sort_by_key(|a| (a.rev_nat_id, a.client));
+    affinity.sort_by_key(|a| (Family::of(a.client), a.rev_nat_id, a.client));
 
     let mut problems = raw.problems.clone();
     problems.sort_by_key(|(k, _)| *k);

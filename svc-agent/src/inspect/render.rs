@@ -58,7 +58,7 @@ pub enum Width {
 fn backend_list(list: &[ServiceBackend], width: Width) -> String {
     list.iter()
         .map(|b| {
-            let mut cell = format!("{}:{}", b.addr, b.port);
+            let mut cell = crate::addr::HostPort(b.addr, b.port).to_string();
             let active = b.state == BackendState::Active.label();
             match (width, active) {
                 (Width::Wide, true) => {
@@ -131,7 +131,7 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
         .iter()
         .map(|s| {
             let name = service_name_cell(s.service.as_ref());
-            let frontend = format!("{}:{}", s.vip, s.port);
+            let frontend = crate::addr::HostPort(s.vip, s.port).to_string();
             match width {
                 Width::Normal => {
                     let mut backends = backends_cell(s);
@@ -237,7 +237,14 @@ pub fn render_services_as(snap: &Snapshot, width: Width) -> String {
         .backends
         .iter()
         .filter(|b| b.state != BackendState::Active.label())
-        .map(|b| format!("{}:{} (id {}, {})", b.addr, b.port, b.id, b.state))
+        .map(|b| {
+            format!(
+                "{} (id {}, {})",
+                crate::addr::HostPort(b.addr, b.port),
+                b.id,
+                b.state
+            )
+        })
         .collect();
     if !terminating.is_empty() {
         let _ = writeln!(
@@ -298,7 +305,7 @@ pub fn render_backends(snap: &Snapshot, width: Width) -> String {
         .map(|b| {
             let mut row = vec![
                 b.id.to_string(),
-                format!("{}:{}", b.addr, b.port),
+                crate::addr::HostPort(b.addr, b.port).to_string(),
                 b.protocol.clone(),
                 b.state.clone(),
                 b.flows.to_string(),

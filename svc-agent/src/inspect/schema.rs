@@ -22,7 +22,7 @@
 //! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
 //! affinity documents: a number). The snapshot and the services document gained
 //! `service_cidrs` (the service CIDRs and the number of allocated ClusterIPs).
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -127,12 +127,13 @@ pub struct ServiceCidrs {
     pub other_proxy_cluster_ips: usize,
 }
 
-/// A frontend (an address:port/protocol a Service answers on) and its backends.
+/// A frontend (an address:port/protocol a Service answers on, either family) and its
+/// backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Service {
     /// The SVC_NAMES entry of rev_nat_id; null: no name entry.
     pub service: Option<ServiceName>,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"clusterip"`, `"nodeport"`, `"externalip"` or `"loadbalancer"`
@@ -149,7 +150,8 @@ pub struct Service {
     pub flags_raw: u16,
     /// sessionAffinity ClientIP timeout; null without affinity.
     pub affinity_timeout_secs: Option<u32>,
-    /// SVC4_SRC_RANGE entries of this rev_nat_id, as `"203.0.113.0/24"`.
+    /// SVC4_SRC_RANGE (SVC6_SRC_RANGE for an IPv6 frontend) entries of this rev_nat_id, as
+    /// `"203.0.113.0/24"` or `"2001:db8::/64"`.
     pub source_ranges: Vec<String>,
     /// count == 0: new flows get TCP RST / ICMP port unreachable.
     pub rejects: bool,
@@ -169,18 +171,18 @@ pub struct Service {
 pub struct ServiceBackend {
     pub slot: u16,
     pub backend_id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"active"`, `"terminating"` (svc_common::BackendState) or `"unknown(<n>)"`.
     pub state: String,
 }
 
-/// A SVC4_BACKENDS entry and who uses it.
+/// A SVC4_BACKENDS or SVC6_BACKENDS entry and who uses it (ids are unique across the two).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Backend {
     pub id: u32,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// `"active"`, `"terminating"` (only kept for the flows it already has) or
@@ -201,7 +203,7 @@ pub struct Backend {
 pub struct BackendRef {
     /// As in [`Service::service`].
     pub service: Option<ServiceName>,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub protocol: String,
     /// As in [`Service::kind`].
@@ -212,9 +214,13 @@ pub struct BackendRef {
 }
 
 impl BackendRef {
-    /// `10.96.0.10:80/TCP`.
+    /// `10.96.0.10:80/TCP`, `[fd00::10]:80/TCP`.
     pub fn frontend(&self) -> String {
-        format!("{}:{}/{}", self.vip, self.port, self.protocol)
+        format!(
+            "{}/{}",
+            crate::addr::HostPort(self.vip, self.port),
+            self.protocol
+        )
     }
 
     /// The Service name, or the frontend when it has no name entry.
@@ -232,7 +238,7 @@ pub struct Tuple {
     pub dst: Option<Endpoint>,
 }
 
-/// A conntrack entry (SVC4_CT).
+/// A conntrack entry (SVC4_CT or SVC6_CT).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CtEntry {
     /// The SVC_NAMES entry of rev_nat_id; null: none (e.g. the Service is gone).
@@ -272,10 +278,10 @@ pub struct CtEntry {
     pub expired: bool,
 }
 
-/// A session affinity entry (SVC4_AFFINITY).
+/// A session affinity entry (SVC4_AFFINITY or SVC6_AFFINITY).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AffinityEntry {
-    pub client: Ipv4Addr,
+    pub client: IpAddr,
     pub rev_nat_id: u32,
     /// From SVC4_REVNAT; null if missing.
     pub service: Option<Endpoint>,

@@ -49,7 +49,7 @@
 //!   hand-made Endpoints into slices, and kube-proxy reads slices only.
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::Path,
     sync::{
         Arc,
@@ -74,7 +74,7 @@ use kube::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{info, warn};
 
-use crate::model::{self, Cluster, EndpointGroup, Ipv4Cidr, ObjectRef, Problem};
+use crate::model::{self, Cluster, EndpointGroup, IpCidr, ObjectRef, Problem};
 
 /// The label on EndpointSlices of headless Services (kube-proxy filters on it too).
 const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
@@ -131,17 +131,18 @@ pub fn cluster_config_present() -> bool {
 /// What the agent takes from its Node object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeFacts {
-    /// IPv4 InternalIP addresses, in the order of `status.addresses` (the first is the
-    /// node's primary address: NodePorts and the masquerade source).
-    pub addresses: Vec<Ipv4Addr>,
+    /// InternalIP addresses of both families, in the order of `status.addresses` (the
+    /// first of each family is the node's primary address of that family: the masquerade
+    /// source of the family).
+    pub addresses: Vec<IpAddr>,
     /// False while the node is being deleted or carries the autoscaler's deletion taint.
     pub eligible: bool,
     /// The `topology.kubernetes.io/zone` label (`None` when absent or empty): the zone
     /// topology hints are matched against, unless `--node-zone` overrides it.
     pub zone: Option<String>,
-    /// The IPv4 CIDRs of `spec.podCIDRs` (or `spec.podCIDR` when that is unset): this
-    /// node's pod ranges, what `--detect-local-mode NodeCIDR` tells pods by.
-    pub pod_cidrs: Vec<Ipv4Cidr>,
+    /// The CIDRs of `spec.podCIDRs` (or `spec.podCIDR` when that is unset), both
+    /// families: this node's pod ranges, what `--detect-local-mode NodeCIDR` tells pods by.
+    pub pod_cidrs: Vec<IpCidr>,
 }
 
 /// The Node label that names its zone (kube-proxy's `v1.LabelTopologyZone`).
@@ -155,7 +156,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         .into_iter()
         .flatten()
         .filter(|a| a.type_ == "InternalIP")
-        .filter_map(|a| a.address.trim().parse::<Ipv4Addr>().ok())
+        .filter_map(|a| a.address.trim().parse::<IpAddr>().ok())
         .collect();
     let tainted = node
         .spec
@@ -178,8 +179,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
         .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
         .unwrap_or_default()
         .iter()
-        // IPv6 ranges (dual-stack) are not this datapath's.
-        .filter_map(|c| c.trim().parse::<Ipv4Cidr>().ok())
+        .filter_map(|c| c.trim().parse::<IpCidr>().ok())
         .collect();
     NodeFacts {
         addresses,

@@ -180,7 +180,7 @@ fn service_cidrs_follow_events_and_keep_their_last_good_version() {
     assert_eq!(
         problem_texts(&m),
         [
-            "api ServiceCIDR extra: spec.cidrs[1] \"fd00::/108\" skipped: IPv6 is not supported by datapath v1"
+            "api ServiceCIDR extra: spec.cidrs[1] \"fd00::/108\" skipped: IPv6 service CIDRs are not written yet (their ClusterIPs are served; unallocated addresses are not dropped)"
         ]
     );
 
@@ -375,7 +375,7 @@ fn a_service_update_the_model_rejects_keeps_the_last_good_version() {
     apply_service(&mut m, &changed);
     assert_eq!(
         m.cluster().services[&web_id].cluster_ips,
-        [Ipv4Addr::new(10, 96, 1, 99)]
+        [IpAddr::from([10, 96, 1, 99])]
     );
     assert!(m.problems().is_empty());
 
@@ -383,7 +383,7 @@ fn a_service_update_the_model_rejects_keeps_the_last_good_version() {
     apply_service(&mut m, &bad);
     assert_eq!(
         m.cluster().services[&web_id].cluster_ips,
-        [Ipv4Addr::new(10, 96, 1, 99)]
+        [IpAddr::from([10, 96, 1, 99])]
     );
     let mut r = Refresh::default();
     m.apply(ModelEvent::Service(Op::Delete(web_id.clone())), &mut r);
@@ -521,7 +521,7 @@ fn a_slice_that_goes_bad_or_moves_keeps_its_last_good_version() {
 }
 
 #[test]
-fn node_facts_take_ipv4_internal_addresses_in_order() {
+fn node_facts_take_internal_addresses_of_both_families_in_order() {
     let n = node(
         &[
             ("Hostname", "node1"),
@@ -535,7 +535,11 @@ fn node_facts_take_ipv4_internal_addresses_in_order() {
     let facts = node_facts(&n);
     assert_eq!(
         facts.addresses,
-        vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 0, 0, 1)]
+        vec![
+            "fd00::1".parse::<IpAddr>().unwrap(),
+            IpAddr::from([192, 0, 2, 1]),
+            IpAddr::from([10, 0, 0, 1])
+        ]
     );
     assert!(facts.eligible);
 }

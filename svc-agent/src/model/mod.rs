@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as corev1;
@@ -30,7 +30,7 @@ use k8s_openapi::api::networking::v1 as networkingv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-pub use crate::addr::{CidrError, Ipv4Cidr};
+pub use crate::addr::{CidrError, Family, IpCidr, Ipv4Cidr};
 pub use topology::{EndpointHints, TrafficDistribution};
 
 mod topology;
@@ -78,6 +78,8 @@ pub enum InvalidObject {
     NotAnIp { field: String, value: String },
     #[error("{field} {value:?} is not an IPv4 address")]
     NotAnIpv4 { field: String, value: String },
+    #[error("{field} {value:?} is not an IPv6 address")]
+    NotAnIpv6 { field: String, value: String },
     /// A number outside the range the API server accepts, e.g. a session affinity timeout.
     #[error("{field} {value} is out of range {min}-{max}")]
     OutOfRange {
@@ -291,11 +293,12 @@ pub enum IpMode {
     Proxy,
 }
 
-/// One `status.loadBalancer.ingress[]` entry with an IPv4 address or a hostname only.
+/// One `status.loadBalancer.ingress[]` entry with an IP address (either family) or a
+/// hostname only.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LoadBalancerIngress {
     /// `None` for a hostname-only entry (e.g. AWS ELB), which gets no dataplane entry.
-    pub ip: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
     pub hostname: Option<String>,
     pub ip_mode: IpMode,
 }
@@ -348,9 +351,11 @@ pub struct Service {
     pub created: Option<jiff::Timestamp>,
     /// `metadata.uid` (set by the API server; the tie-break after `created`).
     pub uid: Option<String>,
-    /// The IPv4 addresses among `spec.clusterIPs` (or `spec.clusterIP` when clusterIPs is
-    /// unset). Empty for headless and ExternalName Services.
-    pub cluster_ips: Vec<Ipv4Addr>,
+    /// The addresses of `spec.clusterIPs` (or `spec.clusterIP` when clusterIPs is unset),
+    /// of both families, in their order (the API server lists them in `spec.ipFamilies`
+    /// order and allocated them: the agent never allocates one). Empty for headless and
+    /// ExternalName Services. Each family's addresses get that family's endpoints only.
+    pub cluster_ips: Vec<IpAddr>,
     pub kind: ServiceKind,
     /// Ports the datapath can serve (an SCTP port whose targetPort is another number is
     /// dropped with a warning).
@@ -365,17 +370,18 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     /// `spec.internalTrafficPolicy`. Applies to ClusterIP addresses only.
     pub internal_traffic_policy: TrafficPolicy,
-    /// The IPv4 addresses of `spec.externalIPs`, deduplicated, in manifest order (IPv6 ones
-    /// are dropped with a warning). Served for every proxied type, as kube-proxy does.
-    pub external_ips: Vec<Ipv4Addr>,
-    /// `status.loadBalancer.ingress` entries with an IPv4 IP or only a hostname (IPv6 IPs
-    /// are dropped with a warning), deduplicated. Only type LoadBalancer uses them, and only
-    /// the entries with an IP and `ipMode` VIP.
+    /// The addresses of `spec.externalIPs` (both families), deduplicated, in manifest
+    /// order. Served for every proxied type, as kube-proxy does.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress` entries with an IP (either family) or only a hostname,
+    /// deduplicated. Only type LoadBalancer uses them, and only the entries with an IP and
+    /// `ipMode` VIP.
     pub load_balancer_ingress: Vec<LoadBalancerIngress>,
-    /// The IPv4 CIDRs of `spec.loadBalancerSourceRanges` (whitespace around entries
-    /// tolerated, IPv6 ones dropped with a warning), deduplicated. Empty: every source.
-    /// Applies to LoadBalancer addresses only (not NodePort, not externalIPs).
-    pub load_balancer_source_ranges: Vec<Ipv4Cidr>,
+    /// The CIDRs of `spec.loadBalancerSourceRanges` (both families; whitespace around
+    /// entries tolerated), deduplicated. Empty: every source. Applies to LoadBalancer
+    /// addresses only (not NodePort, not externalIPs), per family as kube-proxy's
+    /// proxiers filter them: a family without a range of its own accepts every source.
+    pub load_balancer_source_ranges: Vec<IpCidr>,
     /// `spec.sessionAffinity` with its timeout (default 10800 s, valid 1-86400).
     pub session_affinity: SessionAffinity,
     /// `spec.healthCheckNodePort` (`None` when unset or 0). kube-proxy serves it only for a
@@ -405,8 +411,7 @@ fn is_iana_svc_name(s: &str) -> bool {
 
 impl Service {
     /// Converts and validates a k8s Service. Returns the Service and warnings about parts
-    /// that were dropped (SCTP ports with another targetPort, IPv6-only cluster IPs, a
-    /// missing cluster IP).
+    /// that were dropped (SCTP ports with another targetPort, a missing cluster IP).
     pub fn from_k8s(svc: &corev1::Service) -> Result<(Service, Vec<String>), InvalidObject> {
         let id = ObjectRef::from_meta(&svc.metadata)?;
         let mut warnings = Vec::new();
@@ -454,7 +459,6 @@ impl Service {
             ),
         };
         let mut cluster_ips = Vec::new();
-        let mut saw_v6 = false;
         if ips.contains(&"None") {
             if ips.len() != 1 {
                 return Err(invalid(field, "\"None\" must be the only value"));
@@ -477,12 +481,11 @@ impl Service {
                     field.to_string()
                 };
                 match s.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(v4)) => {
-                        if !cluster_ips.contains(&v4) {
-                            cluster_ips.push(v4)
+                    Ok(ip) => {
+                        if !cluster_ips.contains(&ip) {
+                            cluster_ips.push(ip)
                         }
                     }
-                    Ok(IpAddr::V6(_)) => saw_v6 = true,
                     Err(_) => {
                         return Err(InvalidObject::NotAnIp {
                             field: f,
@@ -492,12 +495,10 @@ impl Service {
                 }
             }
             if cluster_ips.is_empty() {
-                warnings.push(if saw_v6 {
-                    "no IPv4 cluster IP (IPv6 is not supported by datapath v1): no ClusterIP frontends".to_string()
-                } else {
+                warnings.push(
                     "spec.clusterIP is not set (nothing allocates one outside a cluster): no ClusterIP frontends"
-                        .to_string()
-                });
+                        .to_string(),
+                );
             }
         }
 
@@ -588,9 +589,18 @@ impl Service {
             "spec.internalTrafficPolicy",
             false,
         )?;
-        let external_ips = parse_external_ips(spec, &mut warnings)?;
-        let load_balancer_ingress = parse_lb_ingress(svc.status.as_ref(), &mut warnings)?;
-        let load_balancer_source_ranges = parse_source_ranges(spec, kind, &mut warnings)?;
+        let external_ips = parse_external_ips(spec)?;
+        let load_balancer_ingress = parse_lb_ingress(svc.status.as_ref())?;
+        // The families the Service's load balancer addresses may have (its ClusterIPs say
+        // which families it has, its ingress IPs which ones it got).
+        let families: BTreeSet<Family> = cluster_ips
+            .iter()
+            .copied()
+            .chain(load_balancer_ingress.iter().filter_map(|i| i.ip))
+            .map(Family::of)
+            .collect();
+        let load_balancer_source_ranges =
+            parse_source_ranges(spec, kind, &families, &mut warnings)?;
         let session_affinity = parse_session_affinity(spec, &mut warnings)?;
         let traffic_distribution = topology::parse_traffic_distribution(spec, &mut warnings);
         let health_check_node_port = match spec.health_check_node_port {
@@ -653,12 +663,9 @@ impl Service {
     }
 }
 
-/// `spec.externalIPs`: IPv4 kept (deduplicated), IPv6 dropped with a warning, anything
-/// else rejected. No whitespace tolerance: the API server validates these strictly.
-fn parse_external_ips(
-    spec: &corev1::ServiceSpec,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Ipv4Addr>, InvalidObject> {
+/// `spec.externalIPs`: addresses of both families kept (deduplicated), anything else
+/// rejected. No whitespace tolerance: the API server validates these strictly.
+fn parse_external_ips(spec: &corev1::ServiceSpec) -> Result<Vec<IpAddr>, InvalidObject> {
     let mut ips = Vec::new();
     for (i, s) in spec
         .external_ips
@@ -669,14 +676,11 @@ fn parse_external_ips(
     {
         let field = format!("spec.externalIPs[{i}]");
         match s.parse::<IpAddr>() {
-            Ok(IpAddr::V4(v4)) => {
-                if !ips.contains(&v4) {
-                    ips.push(v4);
+            Ok(ip) => {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
                 }
             }
-            Ok(IpAddr::V6(_)) => warnings.push(format!(
-                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
-            )),
             Err(_) => {
                 return Err(InvalidObject::NotAnIp {
                     field,
@@ -689,11 +693,10 @@ fn parse_external_ips(
 }
 
 /// `status.loadBalancer.ingress`. `ipMode` must be VIP or Proxy (unset = VIP); an IP must be
-/// an IP address; an IPv6 entry is dropped with a warning; an entry with neither IP nor
+/// an IP address (either family); an entry with neither IP nor
 /// hostname is dropped silently (nothing to serve nor to show).
 fn parse_lb_ingress(
     status: Option<&corev1::ServiceStatus>,
-    warnings: &mut Vec<String>,
 ) -> Result<Vec<LoadBalancerIngress>, InvalidObject> {
     let entries = status
         .and_then(|s| s.load_balancer.as_ref())
@@ -716,13 +719,7 @@ fn parse_lb_ingress(
         let ip = match e.ip.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => match s.parse::<IpAddr>() {
-                Ok(IpAddr::V4(v4)) => Some(v4),
-                Ok(IpAddr::V6(_)) => {
-                    warnings.push(format!(
-                        "status.loadBalancer.ingress[{i}].ip {s:?} skipped: IPv6 is not supported by datapath v1"
-                    ));
-                    continue;
-                }
+                Ok(ip) => Some(ip),
                 Err(_) => {
                     return Err(InvalidObject::NotAnIp {
                         field: format!("status.loadBalancer.ingress[{i}].ip"),
@@ -748,15 +745,17 @@ fn parse_lb_ingress(
 
 /// `spec.loadBalancerSourceRanges`: each entry is trimmed (the API server and kube-proxy
 /// both `TrimSpace` it; the semantics note asks to tolerate whitespace), then must be a
-/// CIDR. IPv6 CIDRs are dropped with a warning. As in kube-proxy, which filters the ranges
-/// by IP family, a list with IPv6 ranges only leaves the IPv4 addresses unrestricted: a
-/// warning says so. On a type other than LoadBalancer the ranges have no effect (the API
+/// CIDR of either family. As in kube-proxy, whose proxiers filter the ranges by IP family,
+/// a list without a range of one family leaves that family's load balancer addresses
+/// unrestricted (see [`crate::desired`]); a warning says so for a dual-stack Service. On a type other than LoadBalancer the ranges have no effect (the API
 /// server forbids them there): they are validated, kept, and a warning says they are unused.
+/// `families`: those of the Service's addresses, for the warning.
 fn parse_source_ranges(
     spec: &corev1::ServiceSpec,
     kind: ServiceKind,
+    families: &BTreeSet<Family>,
     warnings: &mut Vec<String>,
-) -> Result<Vec<Ipv4Cidr>, InvalidObject> {
+) -> Result<Vec<IpCidr>, InvalidObject> {
     let raw = spec
         .load_balancer_source_ranges
         .as_deref()
@@ -764,16 +763,13 @@ fn parse_source_ranges(
     let mut ranges = Vec::new();
     for (i, s) in raw.iter().enumerate() {
         let field = format!("spec.loadBalancerSourceRanges[{i}]");
-        match s.trim().parse::<Ipv4Cidr>() {
+        match s.trim().parse::<IpCidr>() {
             Ok(c) => {
                 if !ranges.contains(&c) {
                     ranges.push(c);
                 }
             }
-            Err(CidrError::Ipv6) => warnings.push(format!(
-                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
-            )),
-            Err(CidrError::Invalid) => {
+            Err(_) => {
                 return Err(InvalidObject::NotACidr {
                     field,
                     value: s.clone(),
@@ -785,11 +781,14 @@ fn parse_source_ranges(
         warnings.push(format!(
             "spec.loadBalancerSourceRanges has no effect on a {kind} Service (LoadBalancer addresses only)"
         ));
-    } else if !raw.is_empty() && ranges.is_empty() {
-        warnings.push(
-            "spec.loadBalancerSourceRanges has no IPv4 range: IPv4 load balancer addresses accept every source (as with kube-proxy)"
-                .to_string(),
-        );
+    } else if !raw.is_empty() {
+        for family in families {
+            if !ranges.iter().any(|r| r.family() == *family) {
+                warnings.push(format!(
+                    "spec.loadBalancerSourceRanges has no {family} range: {family} load balancer addresses accept every source (as with kube-proxy)"
+                ));
+            }
+        }
     }
     Ok(ranges)
 }
@@ -853,7 +852,8 @@ pub struct EndpointPort {
 pub struct Endpoint {
     /// The endpoint's address: an EndpointSlice endpoint's first `addresses` entry, as
     /// kube-proxy takes (the API calls them fungible; the others are checked, not used).
-    pub address: Ipv4Addr,
+    /// Of the slice's addressType's family.
+    pub address: IpAddr,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
@@ -869,7 +869,7 @@ pub struct Endpoint {
     pub hints: EndpointHints,
 }
 
-/// One EndpointSlice (addressType IPv4) or one subset of a legacy Endpoints object: a set
+/// One EndpointSlice (addressType IPv4 or IPv6) or one subset of a legacy Endpoints object: a set
 /// of endpoints that all expose the same ports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndpointGroup {
@@ -891,7 +891,8 @@ pub fn slice_service(slice: &discoveryv1::EndpointSlice) -> Result<ObjectRef, In
 }
 
 /// Converts an EndpointSlice. Returns the Service it belongs to, the group (`None` for the
-/// IPv6 and FQDN address types, which datapath v1 does not use) and warnings.
+/// FQDN address type, which no proxy uses) and warnings. An IPv4 slice's group holds IPv4
+/// endpoints, an IPv6 slice's IPv6 ones (every address of a slice has its addressType).
 ///
 /// Unset conditions follow the API definition: `ready` unset counts as ready, `serving`
 /// unset equals `ready`, `terminating` unset is false.
@@ -901,11 +902,12 @@ pub fn endpoint_group_from_slice(
     ObjectRef::from_meta(&slice.metadata)?;
     let service = slice_service(slice)?;
     let mut warnings = Vec::new();
-    match slice.address_type.as_str() {
-        "IPv4" => {}
-        "IPv6" | "FQDN" => return Ok((service, None, warnings)),
+    let family = match slice.address_type.as_str() {
+        "IPv4" => Family::V4,
+        "IPv6" => Family::V6,
+        "FQDN" => return Ok((service, None, warnings)),
         other => return Err(InvalidObject::BadAddressType(other.into())),
-    }
+    };
     // Exact capacities: the model keeps these vectors for the slice's lifetime (doubling
     // growth left 10 endpoints in room for 16, about 80 MB at 100k Services).
     let mut ports = Vec::with_capacity(slice.ports.as_ref().map_or(0, Vec::len));
@@ -939,12 +941,22 @@ pub fn endpoint_group_from_slice(
     {
         let mut first = None;
         for (j, a) in ep.addresses.iter().enumerate() {
-            let addr = a
-                .parse::<Ipv4Addr>()
-                .map_err(|_| InvalidObject::NotAnIpv4 {
-                    field: format!("endpoints[{i}].addresses[{j}]"),
-                    value: a.clone(),
-                })?;
+            let field = || format!("endpoints[{i}].addresses[{j}]");
+            let addr =
+                match family {
+                    Family::V4 => a.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| {
+                        InvalidObject::NotAnIpv4 {
+                            field: field(),
+                            value: a.clone(),
+                        }
+                    }),
+                    Family::V6 => a.parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| {
+                        InvalidObject::NotAnIpv6 {
+                            field: field(),
+                            value: a.clone(),
+                        }
+                    }),
+                }?;
             first.get_or_insert(addr);
         }
         let Some(address) = first else {
@@ -969,13 +981,14 @@ pub fn endpoint_group_from_slice(
 }
 
 /// Converts a legacy (core/v1) Endpoints object: one group per subset. `addresses` are ready
-/// (and serving); `notReadyAddresses` are neither ready nor serving. IPv6 addresses are
-/// skipped with a warning. Returns the Service (same namespace/name), groups and warnings.
+/// (and serving); `notReadyAddresses` are neither ready nor serving. Addresses of both
+/// families are kept (a subset may mix them; the desired state gives each frontend its
+/// own family's). Returns the Service (same namespace/name), groups and warnings.
 pub fn endpoint_groups_from_endpoints(
     ep: &corev1::Endpoints,
 ) -> Result<(ObjectRef, Vec<EndpointGroup>, Vec<String>), InvalidObject> {
     let service = ObjectRef::from_meta(&ep.metadata)?;
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let mut groups = Vec::new();
     for (s, subset) in ep.subsets.as_deref().unwrap_or_default().iter().enumerate() {
         let mut ports = Vec::new();
@@ -1007,7 +1020,7 @@ pub fn endpoint_groups_from_endpoints(
             for (i, a) in list.as_deref().unwrap_or_default().iter().enumerate() {
                 let field = format!("subsets[{s}].{list_name}[{i}].ip");
                 match a.ip.parse::<IpAddr>() {
-                    Ok(IpAddr::V4(address)) => endpoints.push(Endpoint {
+                    Ok(address) => endpoints.push(Endpoint {
                         address,
                         ready,
                         serving: ready,
@@ -1016,10 +1029,6 @@ pub fn endpoint_groups_from_endpoints(
                         zone: None,
                         hints: EndpointHints::default(),
                     }),
-                    Ok(IpAddr::V6(_)) => warnings.push(format!(
-                        "{field} {:?} skipped: IPv6 is not supported by datapath v1",
-                        a.ip
-                    )),
                     Err(_) => {
                         return Err(InvalidObject::NotAnIp {
                             field,
@@ -1051,8 +1060,8 @@ pub struct Cluster {
 }
 
 /// Converts a `networking.k8s.io/v1` ServiceCIDR: its name (cluster-scoped: an empty
-/// namespace), the IPv4 CIDRs of `spec.cidrs` (IPv6 ones dropped with a warning, as
-/// datapath v1 has no IPv6; host bits cleared) and the warnings. kube-proxy takes every
+/// namespace), the IPv4 CIDRs of `spec.cidrs` (IPv6 ones dropped with a warning: the
+/// unserved-address maps have no IPv6 counterparts yet; host bits cleared) and the warnings. kube-proxy takes every
 /// object's `spec.cidrs`, whatever its status conditions say, and so does this.
 pub fn service_cidr_from_k8s(
     object: &networkingv1::ServiceCIDR,
@@ -1080,7 +1089,7 @@ pub fn service_cidr_from_k8s(
                 }
             }
             Err(CidrError::Ipv6) => warnings.push(format!(
-                "{field} {s:?} skipped: IPv6 is not supported by datapath v1"
+                "{field} {s:?} skipped: IPv6 service CIDRs are not written yet (their ClusterIPs are served; unallocated addresses are not dropped)"
             )),
             Err(CidrError::Invalid) => {
                 return Err(InvalidObject::NotACidr {

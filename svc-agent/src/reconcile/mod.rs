@@ -27,16 +27,24 @@
 //! restarted agent adopts existing state) and updates it only for writes that succeeded:
 //! a failed write (e.g. a full map) leaves that frontend as it was, is reported, and is
 //! retried on the next sync; nothing else is lost.
+//!
+//! Both families go through the same steps: a frontend's entries go to the maps of its
+//! address's family (`SVC4_*` or `SVC6_*`), and its backends are always of that family
+//! (the desired state sees to it). Backend ids and rev-NAT ids come from one allocator
+//! each for both families: an id names one thing in either map, and SVC_NAMES, keyed by
+//! rev_nat_id, holds the names of both. The addresses no frontend takes are IPv4 only
+//! (their maps have no IPv6 counterparts yet).
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use svc_common::{
-    AddrRange4, Backend4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName,
-    map_names,
+    AddrRange4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName, map_names,
 };
 
-use crate::addr::{BackendAddr, Frontend};
+use crate::addr::{BackendAddr, Family, Frontend};
 use crate::alloc::IdAllocator;
-use crate::dataplane::layout::{self, FrontendHead, ServiceCidrKey, SrcRangeKey};
+use crate::dataplane::layout::{
+    self, BackendValue, FrontendHead, ServiceCidrKey, ServiceKey, SrcRangeEntry,
+};
 use crate::dataplane::{MapStore, StoreError};
 use crate::desired::{DesiredState, FrontendState};
 
@@ -110,7 +118,31 @@ struct Installed {
     rev_nat_id: u32,
     /// Indexed by [`Scope`]: [all, local].
     scopes: [ScopeEntries; 2],
-    src_ranges: BTreeSet<SrcRangeKey>,
+    src_ranges: BTreeSet<SrcRangeEntry>,
+}
+
+/// The services map of a family (for errors about it).
+fn services_map(family: Family) -> &'static str {
+    match family {
+        Family::V4 => map_names::SVC4_SERVICES,
+        Family::V6 => map_names::SVC6_SERVICES,
+    }
+}
+
+/// The backends map of a family.
+fn backends_map(family: Family) -> &'static str {
+    match family {
+        Family::V4 => map_names::SVC4_BACKENDS,
+        Family::V6 => map_names::SVC6_BACKENDS,
+    }
+}
+
+/// The rev-NAT map of a family.
+fn revnat_map(family: Family) -> &'static str {
+    match family {
+        Family::V4 => map_names::SVC4_REVNAT,
+        Family::V6 => map_names::SVC6_REVNAT,
+    }
 }
 
 impl Installed {
@@ -130,11 +162,19 @@ pub struct Reconciler {
     backend_ids: IdAllocator<BackendAddr>,
     revnat_ids: IdAllocator<Frontend>,
     frontends: BTreeMap<Frontend, Installed>,
-    backends: BTreeMap<u32, Backend4>,
-    revnats: BTreeSet<u32>,
+    /// Both families' backends maps, by id (ids are unique across the two).
+    backends: BTreeMap<u32, BackendValue>,
+    /// How many of `backends` each family's map holds ([`Family`] order), for its
+    /// capacity.
+    backend_counts: [usize; 2],
+    /// The rev-NAT entries written, with the family of the map that holds each.
+    revnats: BTreeSet<(Family, u32)>,
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
-    orphan_slots: Vec<svc_common::Svc4Key>,
-    orphan_ranges: Vec<SrcRangeKey>,
+    orphan_slots: Vec<ServiceKey>,
+    orphan_ranges: Vec<SrcRangeEntry>,
+    /// Backend entries whose id the other family's map holds too (never written so: one
+    /// allocator): the first one read is adopted, this one deleted.
+    orphan_backends: Vec<(Family, u32)>,
     /// SVC_NAMES as written (adopted from the map at start).
     names: BTreeMap<u32, SvcName>,
     /// SVC_PROBLEMS as written (adopted from the map at start).
@@ -148,8 +188,18 @@ pub struct Reconciler {
     /// a change that frees backends finds the unused ones without walking every slot
     /// (at 100k Services that walk was most of an EndpointSlice change's time).
     slot_refs: HashMap<u32, u32>,
-    /// Capacity of SVC4_BACKENDS and SVC4_REVNAT (the agent's --lb-map-max).
+    /// Capacity of SVC4_BACKENDS and SVC4_REVNAT, and of their SVC6_* counterparts (the
+    /// agent's --lb-map-max). Rev-NAT ids are shared: all frontends of both families
+    /// together get at most this many (SVC_NAMES, keyed by them, is sized for that).
     lb_capacity: u32,
+}
+
+/// The index of a family in per-family arrays.
+fn fam(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
 }
 
 /// The SVC_NAMES value of a served frontend.
@@ -164,13 +214,14 @@ fn frontend_name(state: &FrontendState) -> SvcName {
 
 /// The frontend entry (slot 0) of one scope, as the desired state wants it.
 fn frontend_head(
+    family: Family,
     state: &FrontendState,
     rev_nat_id: u32,
     count: usize,
 ) -> Result<Svc4Value, StoreError> {
     Ok(FrontendHead {
         count: u16::try_from(count).map_err(|_| StoreError::Other {
-            map: map_names::SVC4_SERVICES,
+            map: services_map(family),
             message: "more than 65535 backends".into(),
         })?,
         rev_nat_id,
@@ -204,9 +255,11 @@ impl Reconciler {
             revnat_ids: IdAllocator::new(lb_capacity),
             frontends: BTreeMap::new(),
             backends: BTreeMap::new(),
+            backend_counts: [0; 2],
             revnats: BTreeSet::new(),
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
+            orphan_backends: Vec::new(),
             names: BTreeMap::new(),
             problems: BTreeMap::new(),
             cluster_ips: BTreeMap::new(),
@@ -214,23 +267,56 @@ impl Reconciler {
             unserved_range: AddrRange4::default(),
             slot_refs: HashMap::new(),
         };
-        for (id, b) in store.read_backends()? {
-            let Some(addr) = layout::backend_addr(&b) else {
+        let backends = store
+            .read_backends()?
+            .into_iter()
+            .map(|(id, b)| (id, BackendValue::V4(b)))
+            .chain(
+                store
+                    .read_backends6()?
+                    .into_iter()
+                    .map(|(id, b)| (id, BackendValue::V6(b))),
+            );
+        for (id, b) in backends {
+            let Some(addr) = b.addr() else {
                 continue;
             };
+            // An id in both maps (never written so) is adopted once, from the IPv4 map;
+            // the other entry is deleted by the first sync.
+            if r.backends.contains_key(&id) {
+                r.orphan_backends.push((b.family(), id));
+                continue;
+            }
             r.backend_ids.adopt(addr, id);
+            r.backend_counts[fam(b.family())] += 1;
             r.backends.insert(id, b);
         }
         r.revnats = store
             .read_revnats()?
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| (Family::V4, id))
+            .chain(
+                store
+                    .read_revnats6()?
+                    .into_iter()
+                    .map(|(id, _)| (Family::V6, id)),
+            )
             .collect();
-        let services = store.read_services()?;
+        let services: Vec<(ServiceKey, Svc4Value)> = store
+            .read_services()?
+            .into_iter()
+            .map(|(k, v)| (ServiceKey::V4(k), v))
+            .chain(
+                store
+                    .read_services6()?
+                    .into_iter()
+                    .map(|(k, v)| (ServiceKey::V6(k), v)),
+            )
+            .collect();
         // Frontends are the slot-0 entries of scope all; everything else hangs off one.
-        let is_frontend = |k: &svc_common::Svc4Key| k.slot == 0 && k.scope == Scope::All.raw();
+        let is_frontend = |k: &ServiceKey| k.slot() == 0 && k.scope() == Scope::All.raw();
         for (key, value) in services.iter().filter(|(k, _)| is_frontend(k)) {
-            let Some(frontend) = layout::frontend_of(key) else {
+            let Some(frontend) = key.frontend() else {
                 continue;
             };
             r.revnat_ids.adopt(frontend, value.rev_nat_id);
@@ -242,19 +328,16 @@ impl Reconciler {
             r.frontends.insert(frontend, installed);
         }
         for (key, value) in services.iter().filter(|(k, _)| !is_frontend(k)) {
-            let scope = Scope::from_raw(key.scope);
-            match (
-                layout::frontend_of(key).and_then(|f| r.frontends.get_mut(&f)),
-                scope,
-            ) {
-                (Some(installed), Some(scope)) if key.slot == 0 => {
+            let scope = Scope::from_raw(key.scope());
+            match (key.frontend().and_then(|f| r.frontends.get_mut(&f)), scope) {
+                (Some(installed), Some(scope)) if key.slot() == 0 => {
                     installed.scope(scope).head = Some(*value)
                 }
                 (Some(installed), Some(scope)) => {
                     installed
                         .scope(scope)
                         .slots
-                        .insert(key.slot, value.backend_id);
+                        .insert(key.slot(), value.backend_id);
                 }
                 _ => r.orphan_slots.push(*key),
             }
@@ -264,11 +347,23 @@ impl Reconciler {
             .iter()
             .map(|(f, i)| (i.rev_nat_id, *f))
             .collect();
-        for key in store.read_src_ranges()? {
+        let ranges = store
+            .read_src_ranges()?
+            .into_iter()
+            .map(SrcRangeEntry::V4)
+            .chain(store.read_src_ranges6()?.into_iter().map(SrcRangeEntry::V6));
+        for key in ranges {
             match by_rev
-                .get(&key.1.rev_nat_id)
+                .get(&key.rev_nat_id())
                 .and_then(|f| r.frontends.get_mut(f))
-            {
+                // A range in the other family's map than its frontend's is an orphan.
+                .filter(|_| {
+                    by_rev.get(&key.rev_nat_id()).map(Frontend::family)
+                        == Some(match key {
+                            SrcRangeEntry::V4(_) => Family::V4,
+                            SrcRangeEntry::V6(_) => Family::V6,
+                        })
+                }) {
                 Some(installed) => {
                     installed.src_ranges.insert(key);
                 }
@@ -301,16 +396,19 @@ impl Reconciler {
         let mut ready: BTreeMap<BackendAddr, u32> = BTreeMap::new();
         // The writes, batched: (address, id) and the value of each.
         let mut writes: Vec<(BackendAddr, u32)> = Vec::new();
-        let mut values: Vec<Backend4> = Vec::new();
-        let mut new_ids = 0;
+        let mut values: Vec<BackendValue> = Vec::new();
+        // New entries per family: each family's map has the capacity.
+        let mut new_ids = [0usize; 2];
         for (addr, backend_state) in wanted {
+            let family = addr.family();
             if self.backend_ids.get(addr).is_none()
-                && self.backends.len() + new_ids >= self.lb_capacity as usize
+                && self.backend_counts[fam(family)] + new_ids[fam(family)]
+                    >= self.lb_capacity as usize
             {
                 report.errors.push((
                     None,
                     StoreError::Full {
-                        map: map_names::SVC4_BACKENDS,
+                        map: backends_map(family),
                     },
                 ));
                 continue;
@@ -321,7 +419,7 @@ impl Reconciler {
                     report.errors.push((
                         None,
                         StoreError::Other {
-                            map: map_names::SVC4_BACKENDS,
+                            map: backends_map(family),
                             message: e.to_string(),
                         },
                     ));
@@ -334,7 +432,7 @@ impl Reconciler {
                     ready.insert(*addr, id);
                 }
                 installed => {
-                    new_ids += usize::from(installed.is_none());
+                    new_ids[fam(family)] += usize::from(installed.is_none());
                     writes.push((*addr, id));
                     values.push(value);
                 }
@@ -344,12 +442,15 @@ impl Reconciler {
         // One batch; an entry that fails is reported and skipped, the rest written after it.
         let mut start = 0;
         while start < ids.len() {
-            let (written, failed) = match store.put_backends(&ids[start..], &values[start..]) {
+            let (written, failed) = match store.put_backend_entries(&ids[start..], &values[start..])
+            {
                 Ok(()) => (ids.len() - start, None),
                 Err((n, e)) => (n, Some(e)),
             };
             for i in start..start + written {
-                self.backends.insert(ids[i], values[i]);
+                if self.backends.insert(ids[i], values[i]).is_none() {
+                    self.backend_counts[fam(values[i].family())] += 1;
+                }
                 report.backends_added += 1;
                 ready.insert(writes[i].0, ids[i]);
             }
@@ -386,7 +487,7 @@ impl Reconciler {
                 .backend_ids
                 .get(addr)
                 .and_then(|id| self.backends.get(&id))
-                .is_some_and(|b| layout::backend_state(b) == Some(BackendState::Active));
+                .is_some_and(|b| b.state() == Some(BackendState::Active));
             if *st == BackendState::Terminating && active_elsewhere {
                 *st = BackendState::Active;
             }
@@ -430,15 +531,18 @@ impl Reconciler {
 
     fn delete_backends(&mut self, ids: &[u32], store: &mut impl MapStore, report: &mut SyncReport) {
         for &id in ids {
-            match store.del_backend(id) {
+            // Not in the mirror (never so): a delete from the IPv4 map is harmless.
+            let family = self
+                .backends
+                .get(&id)
+                .map_or(Family::V4, BackendValue::family);
+            match store.del_backend_entry(id, family) {
                 Ok(()) => {
-                    if let Some(addr) = self
-                        .backends
-                        .remove(&id)
-                        .as_ref()
-                        .and_then(layout::backend_addr)
-                    {
-                        self.backend_ids.release(&addr);
+                    if let Some(removed) = self.backends.remove(&id) {
+                        self.backend_counts[fam(family)] -= 1;
+                        if let Some(addr) = removed.addr() {
+                            self.backend_ids.release(&addr);
+                        }
                     }
                     report.backends_removed += 1;
                 }
@@ -739,7 +843,7 @@ impl Reconciler {
 
     fn remove_orphans(&mut self, store: &mut impl MapStore, report: &mut SyncReport) {
         for key in std::mem::take(&mut self.orphan_slots) {
-            match store.del_service(&key) {
+            match store.del_service_entry(&key) {
                 Ok(()) => report.slots_removed += 1,
                 Err(e) => {
                     report.errors.push((None, e));
@@ -748,9 +852,18 @@ impl Reconciler {
             }
         }
         for key in std::mem::take(&mut self.orphan_ranges) {
-            if let Err(e) = store.del_src_range(&key) {
+            if let Err(e) = store.del_src_range_entry(&key) {
                 report.errors.push((None, e));
                 self.orphan_ranges.push(key);
+            }
+        }
+        for (family, id) in std::mem::take(&mut self.orphan_backends) {
+            match store.del_backend_entry(id, family) {
+                Ok(()) => report.backends_removed += 1,
+                Err(e) => {
+                    report.errors.push((None, e));
+                    self.orphan_backends.push((family, id));
+                }
             }
         }
     }
@@ -830,16 +943,17 @@ impl Reconciler {
         store: &mut impl MapStore,
         report: &mut SyncReport,
     ) -> Result<(), StoreError> {
+        let family = frontend.family();
         let rev_nat_id = self
             .revnat_ids
             .get_or_alloc(frontend)
             .map_err(|e| StoreError::Other {
-                map: map_names::SVC4_REVNAT,
+                map: revnat_map(family),
                 message: e.to_string(),
             })?;
-        if !self.revnats.contains(&rev_nat_id) {
-            store.put_revnat(rev_nat_id, &layout::revnat_value(frontend))?;
-            self.revnats.insert(rev_nat_id);
+        if !self.revnats.contains(&(family, rev_nat_id)) {
+            store.put_revnat_entry(rev_nat_id, &layout::revnat_value(frontend))?;
+            self.revnats.insert((family, rev_nat_id));
         }
         self.sync_name(frontend, rev_nat_id, state, store, report);
         let installed = self.frontends.entry(*frontend).or_default();
@@ -849,18 +963,21 @@ impl Reconciler {
             installed.rev_nat_id = rev_nat_id;
         }
 
-        let head = |count: usize| frontend_head(state, rev_nat_id, count);
-        let ranges: BTreeSet<SrcRangeKey> = if FrontendHead::decode(&head(0)?).source_ranges {
+        let head = |count: usize| frontend_head(family, state, rev_nat_id, count);
+        // Only the frontend's family's ranges (the desired state gives no other): a range
+        // of the other family could never match a source of this one.
+        let ranges: BTreeSet<SrcRangeEntry> = if FrontendHead::decode(&head(0)?).source_ranges {
             state
                 .source_ranges
                 .iter()
+                .filter(|c| c.family() == family)
                 .map(|c| layout::src_range_key(rev_nat_id, c))
                 .collect()
         } else {
             BTreeSet::new()
         };
         for key in ranges.difference(&installed.src_ranges.clone()) {
-            store.put_src_range(key)?;
+            store.put_src_range_entry(key)?;
             installed.src_ranges.insert(*key);
         }
 
@@ -912,14 +1029,14 @@ impl Reconciler {
             Some(local) => trim_scope(store, frontend, Scope::Local, entries, local.len(), report)?,
             None => {
                 if entries.head.is_some() {
-                    store.del_service(&layout::service_key(frontend, Scope::Local, 0))?;
+                    store.del_service_entry(&layout::service_key(frontend, Scope::Local, 0))?;
                     entries.head = None;
                 }
                 trim_scope(store, frontend, Scope::Local, entries, 0, report)?;
             }
         }
         for key in installed.src_ranges.clone().difference(&ranges) {
-            store.del_src_range(key)?;
+            store.del_src_range_entry(key)?;
             installed.src_ranges.remove(key);
         }
         Ok(())
@@ -938,7 +1055,7 @@ impl Reconciler {
         for scope in [Scope::All, Scope::Local] {
             let entries = installed.scope(scope);
             if entries.head.is_some() {
-                store.del_service(&layout::service_key(frontend, scope, 0))?;
+                store.del_service_entry(&layout::service_key(frontend, scope, 0))?;
                 entries.head = None;
             }
         }
@@ -946,13 +1063,14 @@ impl Reconciler {
             trim_scope(store, frontend, scope, installed.scope(scope), 0, report)?;
         }
         for key in std::mem::take(&mut installed.src_ranges) {
-            store.del_src_range(&key)?;
+            store.del_src_range_entry(&key)?;
         }
         debug_assert!(installed.is_empty());
         let rev = installed.rev_nat_id;
-        if rev != 0 && self.revnats.contains(&rev) {
-            store.del_revnat(rev)?;
-            self.revnats.remove(&rev);
+        let family = frontend.family();
+        if rev != 0 && self.revnats.contains(&(family, rev)) {
+            store.del_revnat_entry(rev, family)?;
+            self.revnats.remove(&(family, rev));
         }
         // The name goes with the frontend; if deleting it fails, the name pass of this
         // sync (or the next) deletes it: nothing wants it any more.
@@ -1001,7 +1119,7 @@ fn write_scope(
         values.push(head);
         sets.push(None);
     }
-    let (written, result) = match store.put_services(&keys, &values) {
+    let (written, result) = match store.put_service_entries(&keys, &values) {
         Ok(()) => (sets.len(), Ok(())),
         Err((written, e)) => (written, Err(e)),
     };
@@ -1036,7 +1154,7 @@ fn trim_scope(
         .copied()
         .collect();
     for slot in extra {
-        store.del_service(&layout::service_key(frontend, scope, slot))?;
+        store.del_service_entry(&layout::service_key(frontend, scope, slot))?;
         entries.slots.remove(&slot);
         report.slots_removed += 1;
     }

@@ -10,20 +10,24 @@ use crate::dataplane::FakeMaps;
 use crate::desired::FrontendState;
 use crate::model::ObjectRef;
 
+/// The SVC4_SERVICES key of an IPv4 frontend's entry.
 fn svc_key(f: &Frontend, scope: Scope, slot: u16) -> Svc4Key {
-    layout::service_key(f, scope, slot)
+    match layout::service_key(f, scope, slot) {
+        layout::ServiceKey::V4(k) => k,
+        layout::ServiceKey::V6(_) => panic!("{f} is not an IPv4 frontend"),
+    }
 }
 
 fn fe(vip: [u8; 4], port: u16) -> Frontend {
     Frontend {
-        vip: Ipv4Addr::from(vip),
+        vip: Ipv4Addr::from(vip).into(),
         port,
         proto: Protocol::Tcp,
     }
 }
 fn be(last: u8) -> BackendAddr {
     BackendAddr {
-        addr: Ipv4Addr::new(10, 244, 1, last),
+        addr: Ipv4Addr::new(10, 244, 1, last).into(),
         port: 8080,
         proto: Protocol::Tcp,
     }
@@ -482,7 +486,7 @@ fn a_full_names_map_does_not_stop_the_datapath() {
 fn the_per_write_check_catches_a_count_written_before_its_slots() {
     let mut maps = maps();
     let f = fe([10, 96, 0, 10], 80);
-    maps.put_revnat(1, &layout::revnat_value(&f)).unwrap();
+    maps.put_revnat_entry(1, &layout::revnat_value(&f)).unwrap();
     assert!(maps.violations.is_empty(), "{:#?}", maps.violations);
     let head = FrontendHead {
         count: 1,
@@ -554,8 +558,10 @@ fn removals_keep_leaves_what_the_desired_state_lacks_in_place() {
 fn with_cidrs(entries: &[(Frontend, Vec<BackendAddr>)], cidrs: &[&str]) -> DesiredState {
     let mut d = desired(entries);
     for (f, _) in entries {
-        d.cluster_ips
-            .insert(f.vip, svc_common::ClusterIpUse::Reject);
+        let std::net::IpAddr::V4(vip) = f.vip else {
+            continue;
+        };
+        d.cluster_ips.insert(vip, svc_common::ClusterIpUse::Reject);
     }
     d.service_cidrs.cidrs = cidrs.iter().map(|c| c.parse().unwrap()).collect();
     d
@@ -736,3 +742,5 @@ fn the_per_write_check_catches_a_cidr_before_its_cluster_ips() {
         ]
     );
 }
+
+mod dual_stack;

@@ -42,7 +42,7 @@ pub fn default_config() -> DatapathConfig {
 pub fn node1_config() -> DatapathConfig {
     DatapathConfig {
         detect_local: DetectLocal::Cidr,
-        pod_cidrs: vec![Ipv4Cidr::new(ip("10.244.0.0"), 16)],
+        pod_cidrs: vec![Ipv4Cidr::new(ip("10.244.0.0"), 16).into()],
         masquerade_addr: Some(ip(NODE_IP)),
         ..Default::default()
     }

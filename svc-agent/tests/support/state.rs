@@ -14,7 +14,7 @@ pub const LB: FrontendKind = FrontendKind::LoadBalancer;
 pub fn backend(s: &str, proto: Protocol) -> BackendAddr {
     let s = sa(s);
     BackendAddr {
-        addr: *s.ip(),
+        addr: (*s.ip()).into(),
         port: s.port(),
         proto,
     }
@@ -48,7 +48,7 @@ pub fn fe(
     edit(&mut state);
     (
         Frontend {
-            vip: *s.ip(),
+            vip: (*s.ip()).into(),
             port: s.port(),
             proto,
         },

@@ -152,7 +152,7 @@ fn every_frontend_kind_with_cluster_policies() {
         assert_eq!(s.port_name, "http");
         assert_eq!(s.affinity_timeout, None);
         // Source ranges only on the LoadBalancer address (not NodePort, not externalIP).
-        let expected: Vec<Ipv4Cidr> = if s.kind == FrontendKind::LoadBalancer {
+        let expected: Vec<IpCidr> = if s.kind == FrontendKind::LoadBalancer {
             vec!["10.0.0.0/8".parse().unwrap()]
         } else {
             vec![]
@@ -193,7 +193,7 @@ fn node_port_addresses_filter_node_ips() {
     let mut n = node();
     n.node_ips.push(ip("192.168.1.10")); // duplicates are ignored
     n.node_port_addresses = vec!["192.168.0.0/16".parse().unwrap()];
-    assert_eq!(n.node_port_ips(), vec![ip("192.168.1.10")]);
+    assert_eq!(n.node_port_ips(), vec![ip::<IpAddr>("192.168.1.10")]);
     let mut svc = lb_service();
     svc.kind = ServiceKind::NodePort;
     let (state, problems) = compute(&cluster(vec![svc.clone()], vec![]), &n);

@@ -4,7 +4,11 @@ use crate::model::{
     EndpointPort, IpMode, LoadBalancerIngress, SessionAffinity, TargetPort, TrafficPolicy,
 };
 
-fn ip(s: &str) -> Ipv4Addr {
+/// An address of the type the place it goes to wants (`Ipv4Addr` or `IpAddr`).
+fn ip<A: std::str::FromStr>(s: &str) -> A
+where
+    A::Err: std::fmt::Debug,
+{
     s.parse().unwrap()
 }
 
@@ -164,6 +168,7 @@ fn kinds(state: &DesiredState) -> Vec<(Frontend, FrontendKind, bool)> {
         .collect()
 }
 
+mod dual_stack;
 mod endpoints;
 mod frontends;
 mod node_traffic;

@@ -93,7 +93,10 @@ fn localhost_node_ports_follow_node_port_addresses() {
     // Loopback only: 127.0.0.1 and no node address.
     let (ports, n) = with(&["127.0.0.0/8"]);
     assert_eq!(ports, vec![fe("127.0.0.1", 30080, tcp)]);
-    assert_eq!(n.localhost_node_port_ip(), Some(Ipv4Addr::LOCALHOST));
+    assert_eq!(
+        n.localhost_node_port_ip(),
+        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    );
     // Both.
     let (ports, _) = with(&["127.0.0.1/32", "10.0.0.0/8"]);
     assert_eq!(
@@ -171,7 +174,7 @@ fn every_load_balancer_ip_of_the_service_is_a_source_on_each_of_them() {
         ip_mode: IpMode::Vip,
     });
     let (state, _) = compute(&lb_cluster(svc), &node());
-    let want: Vec<Ipv4Cidr> = ["192.168.1.0/24", "198.51.100.1/32", "198.51.100.3/32"]
+    let want: Vec<IpCidr> = ["192.168.1.0/24", "198.51.100.1/32", "198.51.100.3/32"]
         .iter()
         .map(|c| c.parse().unwrap())
         .collect();

@@ -62,7 +62,10 @@ fn every_cluster_ip_is_allocated_served_or_not() {
         ])
     );
     assert!(
-        !state.frontends.keys().any(|f| f.vip == ip("172.30.0.43")),
+        !state
+            .frontends
+            .keys()
+            .any(|f| f.vip == ip::<IpAddr>("172.30.0.43")),
         "the SCTP-only Service has no frontend"
     );
 }

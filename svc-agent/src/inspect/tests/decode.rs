@@ -1,5 +1,6 @@
 //! Decoding the maps into the snapshot and its documents; filters; rates.
 use super::*;
+use crate::dataplane::layout;
 
 #[test]
 fn decodes_a_service_entry() {
@@ -21,7 +22,7 @@ fn decodes_a_service_entry() {
 fn decodes_a_reply_entry_with_the_service_address_from_revnat() {
     let [(k, v), _] = flow();
     let rev = revnat([10, 96, 0, 10], 80);
-    let e = decode_ct(&k, &v, 112 * S, Some(&rev));
+    let e = decode_ct(&k, &v, 112 * S, Some(layout::revnat_endpoint(&rev)));
     assert_eq!(e.kind, "reply");
     assert_eq!(
         format!("{} -> {}", e.src, e.dst),
@@ -46,7 +47,7 @@ fn decodes_masqueraded_entries() {
     assert_eq!(fwd.translated_src.unwrap().to_string(), "192.0.2.1:41000");
     assert_eq!(fwd.flags, vec!["replied", "snat"]);
     let rev = revnat([192, 0, 2, 1], 30080);
-    let rep = decode_ct(&rk, &rv, 112 * S, Some(&rev));
+    let rep = decode_ct(&rk, &rv, 112 * S, Some(layout::revnat_endpoint(&rev)));
     assert_eq!(
         format!("{} -> {}", rep.src, rep.dst),
         "10.244.1.12:8080 -> 192.0.2.1:41000"

@@ -17,6 +17,7 @@ use crate::dataplane::layout::{SrcRangeKey, ct_flag_labels, frontend_flag_labels
 
 mod consistency;
 mod decode;
+mod ipv6;
 mod render;
 
 const NS_PER_SEC: u64 = 1_000_000_000;

@@ -1,5 +1,6 @@
 //! Services: fields, defaults, precise rejections.
 use super::*;
+use std::net::IpAddr;
 
 #[test]
 fn protocol_numbers_and_names() {
@@ -114,14 +115,21 @@ fn rejections_have_precise_reasons() {
 }
 
 #[test]
-fn dual_stack_keeps_ipv4_and_headless_needs_no_ports() {
+fn dual_stack_keeps_both_families_in_order_and_headless_needs_no_ports() {
     let mut s = k8s_service(vec![kport("a", 53, "UDP")]);
     let spec = s.spec.as_mut().unwrap();
     spec.cluster_ip = Some("fd00::10".into());
     spec.cluster_ips = Some(vec!["fd00::10".into(), "10.96.0.10".into()]);
     let (svc, w) = Service::from_k8s(&s).unwrap();
     assert!(w.is_empty());
-    assert_eq!(svc.cluster_ips, vec![Ipv4Addr::new(10, 96, 0, 10)]);
+    // Both families, in spec.clusterIPs order (the ipFamilies order).
+    assert_eq!(
+        svc.cluster_ips,
+        vec![
+            "fd00::10".parse::<IpAddr>().unwrap(),
+            IpAddr::from([10, 96, 0, 10])
+        ]
+    );
 
     let mut s = k8s_service(vec![]);
     s.spec.as_mut().unwrap().cluster_ip = Some("None".into());
@@ -222,7 +230,7 @@ fn health_check_node_port_rules() {
 }
 
 #[test]
-fn external_ips_keep_ipv4_warn_on_ipv6_reject_garbage() {
+fn external_ips_keep_both_families_and_reject_garbage() {
     let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
     spec_mut(&mut s).external_ips = Some(vec![
         "203.0.113.7".into(),
@@ -233,12 +241,13 @@ fn external_ips_keep_ipv4_warn_on_ipv6_reject_garbage() {
     let (svc, w) = Service::from_k8s(&s).unwrap();
     assert_eq!(
         svc.external_ips,
-        vec![Ipv4Addr::new(203, 0, 113, 7), Ipv4Addr::new(203, 0, 113, 8)]
+        vec![
+            IpAddr::from([203, 0, 113, 7]),
+            "2001:db8::7".parse::<IpAddr>().unwrap(),
+            IpAddr::from([203, 0, 113, 8])
+        ]
     );
-    assert_eq!(
-        w,
-        vec!["spec.externalIPs[1] \"2001:db8::7\" skipped: IPv6 is not supported by datapath v1"]
-    );
+    assert!(w.is_empty(), "{w:?}");
     spec_mut(&mut s).external_ips = Some(vec!["203.0.113.7".into(), "example.com".into()]);
     assert_eq!(
         err(&s),
@@ -261,7 +270,7 @@ fn load_balancer_ingress_ip_mode_and_hostnames() {
         ],
     );
     let (svc, w) = Service::from_k8s(&s).unwrap();
-    let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
     assert_eq!(
         svc.load_balancer_ingress,
         vec![
@@ -285,14 +294,15 @@ fn load_balancer_ingress_ip_mode_and_hostnames() {
                 hostname: Some("lb.example.com".into()),
                 ip_mode: IpMode::Vip
             },
+            // IPv6 ingress IPs are kept: they get the Service's IPv6 endpoints.
+            LoadBalancerIngress {
+                ip: ip("2001:db8::1"),
+                hostname: None,
+                ip_mode: IpMode::Vip
+            },
         ]
     );
-    assert_eq!(
-        w,
-        vec![
-            "status.loadBalancer.ingress[4].ip \"2001:db8::1\" skipped: IPv6 is not supported by datapath v1"
-        ]
-    );
+    assert_eq!(w, Vec::<String>::new());
     let bad_mode = with_ingress(
         lb_service(),
         vec![ingress(Some("198.51.100.1"), None, Some("Direct"))],
@@ -321,23 +331,20 @@ fn source_ranges_tolerate_whitespace_and_name_bad_entries() {
         "10.0.0.0/8".into(),
     ]);
     let (svc, w) = Service::from_k8s(&s).unwrap();
+    // Both families are kept (each applies to its family's load balancer addresses).
     assert_eq!(
         svc.load_balancer_source_ranges,
         vec![
-            Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8),
-            Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 0), 24),
+            IpCidr::V4(Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8)),
+            IpCidr::V4(Ipv4Cidr::new(Ipv4Addr::new(192, 168, 1, 0), 24)),
+            "2001:db8::/32".parse().unwrap(),
         ]
     );
     assert_eq!(
         svc.load_balancer_source_ranges[1].to_string(),
         "192.168.1.0/24"
     );
-    assert_eq!(
-        w,
-        vec![
-            "spec.loadBalancerSourceRanges[2] \"\\t2001:db8::/32\" skipped: IPv6 is not supported by datapath v1"
-        ]
-    );
+    assert_eq!(w, Vec::<String>::new());
     for bad in [
         "10.0.0.0/33",
         "10.0.0.0",
@@ -356,9 +363,13 @@ fn source_ranges_tolerate_whitespace_and_name_bad_entries() {
     // Only IPv6 ranges: IPv4 addresses stay open, as with kube-proxy; a warning says so.
     spec_mut(&mut s).load_balancer_source_ranges = Some(vec!["fd00::/8".into()]);
     let (svc, w) = Service::from_k8s(&s).unwrap();
-    assert!(svc.load_balancer_source_ranges.is_empty());
-    assert_eq!(w.len(), 2, "{w:?}");
-    assert!(w[1].contains("accept every source"), "{w:?}");
+    assert_eq!(svc.load_balancer_source_ranges.len(), 1);
+    assert_eq!(
+        w,
+        vec![
+            "spec.loadBalancerSourceRanges has no IPv4 range: IPv4 load balancer addresses accept every source (as with kube-proxy)"
+        ]
+    );
     // On a ClusterIP Service: validated, kept, warned about.
     let mut s = k8s_service(vec![kport("a", 80, "TCP")]);
     spec_mut(&mut s).load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
@@ -447,4 +458,44 @@ fn node_ports_any_range_and_allocate_flag() {
         err(&s),
         "spec.ports[0].nodePort 65536 is out of range 1-65535"
     );
+}
+
+/// An IPv6-only Service (`ipFamilies: [IPv6]`): its ClusterIP, IPv6 externalIPs, ingress
+/// IPs and source ranges are kept, and the source-range warning speaks of IPv6.
+#[test]
+fn ipv6_only_services_keep_every_address() {
+    let mut s = lb_service();
+    let spec = spec_mut(&mut s);
+    spec.cluster_ip = Some("fd00:10:96::10".into());
+    spec.cluster_ips = Some(vec!["fd00:10:96::10".into()]);
+    spec.ip_families = Some(vec!["IPv6".into()]);
+    spec.external_ips = Some(vec!["2001:db8:7::7".into()]);
+    spec.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into()]);
+    s.status = Some(corev1::ServiceStatus {
+        load_balancer: Some(corev1::LoadBalancerStatus {
+            ingress: Some(vec![corev1::LoadBalancerIngress {
+                ip: Some("2001:db8:5::1".into()),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    });
+    let (svc, w) = Service::from_k8s(&s).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(svc.cluster_ips, vec![ip("fd00:10:96::10")]);
+    assert_eq!(svc.external_ips, vec![ip("2001:db8:7::7")]);
+    assert_eq!(svc.load_balancer_ingress[0].ip, Some(ip("2001:db8:5::1")));
+    assert_eq!(
+        w,
+        vec![
+            "spec.loadBalancerSourceRanges has no IPv6 range: IPv6 load balancer addresses accept every source (as with kube-proxy)"
+        ]
+    );
+    // A dual-stack Service with ranges of both families: no warning.
+    let spec = spec_mut(&mut s);
+    spec.cluster_ips = Some(vec!["fd00:10:96::10".into(), "10.96.0.10".into()]);
+    spec.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into(), "2001:db8::/64".into()]);
+    let (svc, w) = Service::from_k8s(&s).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(svc.load_balancer_source_ranges.len(), 2);
 }
