@@ -413,6 +413,13 @@ pub enum SrcRangeEntry {
 }
 
 impl SrcRangeEntry {
+    pub fn family(&self) -> Family {
+        match self {
+            SrcRangeEntry::V4(_) => Family::V4,
+            SrcRangeEntry::V6(_) => Family::V6,
+        }
+    }
+
     /// The rev_nat_id the range belongs to.
     pub fn rev_nat_id(&self) -> u32 {
         match self {

@@ -538,24 +538,15 @@ pub fn compute_with_incumbents(
     let mut node_port_ips = node.node_port_ips();
     node_port_ips.extend(node.localhost_node_port_ip());
 
-    // Endpoint sets per proxied Service, port and family, computed once for every kind.
+    // Endpoint sets per proxied Service, port and family, computed once for every kind,
+    // when the first frontend of that family is kept (a family without a frontend costs
+    // nothing: an IPv4-only cluster computes what it did before IPv6).
     let mut port_sets: BTreeMap<(&ObjectRef, usize, Family), PortEndpoints> = BTreeMap::new();
     let proxied: Vec<&Service> = cluster
         .services
         .values()
         .filter(|s| s.is_proxied())
         .collect();
-    for svc in &proxied {
-        let groups = groups_of(cluster, &svc.id);
-        for (i, sp) in svc.ports.iter().enumerate() {
-            for family in Family::ALL {
-                port_sets.insert(
-                    (&svc.id, i, family),
-                    endpoints_for(svc, sp, groups, node, family),
-                );
-            }
-        }
-    }
 
     // Every claim, explicit addresses first, then node ports (the order only matters
     // between claims of one Service; see the conflict rule above).
@@ -673,7 +664,11 @@ pub fn compute_with_incumbents(
                 kind,
                 ..
             } = *claim;
-            let sets = &port_sets[&(&svc.id, index, fe.family())];
+            let sets = port_sets
+                .entry((&svc.id, index, fe.family()))
+                .or_insert_with(|| {
+                    endpoints_for(svc, sp, groups_of(cluster, &svc.id), node, fe.family())
+                });
             let local_policy = if kind.is_external() {
                 svc.external_traffic_policy.is_local()
             } else {

@@ -1061,3 +1061,68 @@ fn a_kept_duplicate_that_is_not_served_says_nothing_of_serving() {
         ["00-copy.yaml#1 Service default/web: spec.clusterIP \"x\" is not an IP address"]
     );
 }
+
+/// A dual-stack Service as the API server stores it (ipFamilies, clusterIPs, one
+/// EndpointSlice per family), read from manifests: one frontend per family, each with its
+/// family's endpoints, NodePorts on the node addresses of each family.
+#[test]
+fn a_dual_stack_service_from_manifests() {
+    let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: NodePort
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv6, IPv4]
+  clusterIP: fd00:10:96::10
+  clusterIPs: [fd00:10:96::10, 10.96.0.10]
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v4, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: [10.244.1.11]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-v6, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv6
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints: [{addresses: ["fd00:10:244:1::11"]}]
+"#;
+    let set = load_str(text, "web.yaml");
+    assert!(set.problems.is_empty(), "{:?}", reasons(&set));
+    let node = desired::NodeContext {
+        node_ips: vec![
+            "192.0.2.1".parse().unwrap(),
+            "fd00:192:0:2::1".parse().unwrap(),
+        ],
+        ..Default::default()
+    };
+    let (state, problems) = desired::compute(&set.cluster, &node);
+    assert!(problems.is_empty(), "{problems:?}");
+    let frontends: Vec<(String, Vec<String>)> = state
+        .frontends
+        .iter()
+        .map(|(f, s)| {
+            (
+                f.to_string(),
+                s.backends.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    let v4 = vec!["10.244.1.11:8080/TCP".to_string()];
+    let v6 = vec!["[fd00:10:244:1::11]:8080/TCP".to_string()];
+    assert_eq!(
+        frontends,
+        vec![
+            ("10.96.0.10:80/TCP".to_string(), v4.clone()),
+            ("192.0.2.1:30080/TCP".to_string(), v4),
+            ("[fd00:10:96::10]:80/TCP".to_string(), v6.clone()),
+            ("[fd00:192:0:2::1]:30080/TCP".to_string(), v6),
+        ]
+    );
+}

@@ -353,17 +353,12 @@ impl Reconciler {
             .map(SrcRangeEntry::V4)
             .chain(store.read_src_ranges6()?.into_iter().map(SrcRangeEntry::V6));
         for key in ranges {
+            // A range in the other family's map than its frontend's is an orphan too.
             match by_rev
                 .get(&key.rev_nat_id())
+                .filter(|f| f.family() == key.family())
                 .and_then(|f| r.frontends.get_mut(f))
-                // A range in the other family's map than its frontend's is an orphan.
-                .filter(|_| {
-                    by_rev.get(&key.rev_nat_id()).map(Frontend::family)
-                        == Some(match key {
-                            SrcRangeEntry::V4(_) => Family::V4,
-                            SrcRangeEntry::V6(_) => Family::V6,
-                        })
-                }) {
+            {
                 Some(installed) => {
                     installed.src_ranges.insert(key);
                 }

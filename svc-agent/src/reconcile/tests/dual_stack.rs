@@ -235,9 +235,20 @@ fn ipv6_source_ranges_go_to_svc6_src_range() {
             .iter()
             .all(|k| k.1.rev_nat_id == head.rev_nat_id)
     );
+    // A range of the IPv6 frontend's rev_nat_id in SVC4_SRC_RANGE is no range of it: the
+    // first sync of a restarted agent deletes it.
+    let layout::SrcRangeEntry::V4(stray) =
+        layout::src_range_key(head.rev_nat_id, &"10.0.0.0/8".parse().unwrap())
+    else {
+        panic!("IPv4")
+    };
+    maps.src_ranges.insert(stray);
     // Adopted with their frontend, and removed with it.
     let mut restarted = Reconciler::adopt(&maps).unwrap();
-    assert!(!restarted.sync(&d, &mut maps).changed());
+    maps.log.clear();
+    restarted.sync(&d, &mut maps);
+    assert_eq!(maps.log, vec!["del range /40"]);
+    assert!(maps.src_ranges.is_empty() && maps.src_ranges6.len() == 2);
     restarted.sync(&DesiredState::default(), &mut maps);
     assert!(maps.src_ranges6.is_empty());
     assert_consistent(&maps);
