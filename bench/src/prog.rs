@@ -235,7 +235,7 @@ fn sampled(n: usize, flows: usize) -> Vec<usize> {
 
 fn frontend(i: usize) -> Frontend {
     Frontend {
-        vip: vip(i),
+        vip: vip(i).into(),
         port: SERVICE_PORT,
         proto: Protocol::Tcp,
     }
@@ -245,14 +245,14 @@ fn frontend(i: usize) -> Frontend {
 fn endpoints(i: usize, per_service: usize, self_backend: bool) -> Vec<BackendAddr> {
     let mut v: Vec<BackendAddr> = (0..per_service)
         .map(|e| BackendAddr {
-            addr: endpoint(i * per_service + e),
+            addr: endpoint(i * per_service + e).into(),
             port: TARGET_PORT,
             proto: Protocol::Tcp,
         })
         .collect();
     if self_backend {
         v[0] = BackendAddr {
-            addr: vip(i),
+            addr: vip(i).into(),
             port: SERVICE_PORT,
             proto: Protocol::Tcp,
         };

@@ -81,8 +81,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 pub use client::{
-    TcpSession, UdpSession, connect_probe, echo_tcp, echo_udp, http_get, request_from,
-    tcp_request, udp_request,
+    TcpSession, UdpSession, connect_probe, echo_tcp, echo_udp, http_get, request_from, tcp_request,
+    udp_request,
 };
 pub use echo::{EchoReply, EchoServers};
 pub use netns::{in_netns, try_in_netns};

@@ -130,7 +130,10 @@ fn reaches(
     let mut seen = BTreeSet::new();
     for _ in 0..MAX_CALLS {
         let (pod, saw) = call().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(want.contains(&pod), "{what}: answered by {pod}, want {want:?}");
+        assert!(
+            want.contains(&pod),
+            "{what}: answered by {pod}, want {want:?}"
+        );
         if let Some(c) = client {
             assert_eq!(saw.ip(), c, "{what}: the client the backend saw");
         }
@@ -206,7 +209,10 @@ fn ipv6_and_dual_stack_services() {
     let v4 = agent.backends(DUAL4, 80, PROTO_TCP).unwrap();
     assert!(v4.iter().all(SocketAddr::is_ipv4), "{v4:?}");
     let node6_nodeport = agent.backends(node6, 30080, PROTO_TCP).unwrap();
-    assert!(node6_nodeport.iter().all(SocketAddr::is_ipv6), "{node6_nodeport:?}");
+    assert!(
+        node6_nodeport.iter().all(SocketAddr::is_ipv6),
+        "{node6_nodeport:?}"
+    );
 
     let client = lab.client_ns().to_string();
     let client6 = IpAddr::V6(lab.pod_ip6("client"));
@@ -215,33 +221,54 @@ fn ipv6_and_dual_stack_services() {
     let dual6 = SocketAddr::new(DUAL6.into(), 80);
     let dual4 = SocketAddr::new(DUAL4.into(), 80);
     let before = agent.verdict_count(Verdict::DnatNew);
-    reaches("pod to the IPv6 ClusterIP, TCP", &both, Some(client6), || {
-        echo_tcp(&client, dual6, TIMEOUT)
-    });
-    reaches("pod to the IPv4 ClusterIP, TCP", &both, Some(client4), || {
-        echo_tcp(&client, dual4, TIMEOUT)
-    });
-    reaches("pod to the IPv6 ClusterIP, UDP", &both, Some(client6), || {
-        echo_udp(&client, SocketAddr::new(DUAL6.into(), 53), TIMEOUT)
-    });
+    reaches(
+        "pod to the IPv6 ClusterIP, TCP",
+        &both,
+        Some(client6),
+        || echo_tcp(&client, dual6, TIMEOUT),
+    );
+    reaches(
+        "pod to the IPv4 ClusterIP, TCP",
+        &both,
+        Some(client4),
+        || echo_tcp(&client, dual4, TIMEOUT),
+    );
+    reaches(
+        "pod to the IPv6 ClusterIP, UDP",
+        &both,
+        Some(client6),
+        || echo_udp(&client, SocketAddr::new(DUAL6.into(), 53), TIMEOUT),
+    );
     assert!(agent.verdict_count(Verdict::DnatNew) >= before + 6);
 
     // From outside: the NodePort on the node's IPv6 address (masqueraded to it), the
     // Local one (the client's address kept), the externalIP.
     let ext = lab.ext_ns().to_string();
     let ext6 = IpAddr::V6(ipv6_twin(svc_lab::EXT_IP));
-    reaches("outside to the IPv6 NodePort", &both, Some(node6.into()), || {
-        echo_tcp(&ext, SocketAddr::new(node6.into(), 30080), TIMEOUT)
-    });
-    reaches("outside to the IPv6 NodePort, UDP", &both, Some(node6.into()), || {
-        echo_udp(&ext, SocketAddr::new(node6.into(), 30053), TIMEOUT)
-    });
-    reaches("outside to the Local IPv6 NodePort", &["p3"], Some(ext6), || {
-        echo_tcp(&ext, SocketAddr::new(node6.into(), 30081), TIMEOUT)
-    });
-    reaches("outside to the IPv6 externalIP", &both, Some(node6.into()), || {
-        echo_tcp(&ext, SocketAddr::new(EXTERNAL6.into(), 80), TIMEOUT)
-    });
+    reaches(
+        "outside to the IPv6 NodePort",
+        &both,
+        Some(node6.into()),
+        || echo_tcp(&ext, SocketAddr::new(node6.into(), 30080), TIMEOUT),
+    );
+    reaches(
+        "outside to the IPv6 NodePort, UDP",
+        &both,
+        Some(node6.into()),
+        || echo_udp(&ext, SocketAddr::new(node6.into(), 30053), TIMEOUT),
+    );
+    reaches(
+        "outside to the Local IPv6 NodePort",
+        &["p3"],
+        Some(ext6),
+        || echo_tcp(&ext, SocketAddr::new(node6.into(), 30081), TIMEOUT),
+    );
+    reaches(
+        "outside to the IPv6 externalIP",
+        &both,
+        Some(node6.into()),
+        || echo_tcp(&ext, SocketAddr::new(EXTERNAL6.into(), 80), TIMEOUT),
+    );
 
     // No endpoints: refused, as kube-proxy's REJECT.
     let rst = agent.verdict_count(Verdict::RejectTcpRst);
@@ -260,7 +287,11 @@ fn ipv6_and_dual_stack_services() {
         let replies = lab.node_requests6(1, to, udp, 16, TIMEOUT);
         let pods: BTreeSet<String> = replies
             .iter()
-            .map(|r| r.as_ref().map(|(p, _)| p.clone()).unwrap_or_else(|e| panic!("node to {to}: {e}")))
+            .map(|r| {
+                r.as_ref()
+                    .map(|(p, _)| p.clone())
+                    .unwrap_or_else(|e| panic!("node to {to}: {e}"))
+            })
             .collect();
         assert!(pods.iter().all(|p| both.contains(&p.as_str())), "{pods:?}");
     }
@@ -268,7 +299,10 @@ fn ipv6_and_dual_stack_services() {
     for r in lab.node_requests6(1, mapped, false, 4, TIMEOUT) {
         let (pod, saw) = r.unwrap_or_else(|e| panic!("node to {mapped}: {e}"));
         assert!(both.contains(&pod.as_str()), "{pod}");
-        assert!(saw.is_ipv4(), "a v4-mapped call reaches an IPv4 backend: {saw}");
+        assert!(
+            saw.is_ipv4(),
+            "a v4-mapped call reaches an IPv4 backend: {saw}"
+        );
     }
     assert!(agent.verdict_count(Verdict::SockTranslate) >= sock + 36);
 

@@ -38,7 +38,7 @@ fn services() -> DesiredState {
 fn config(detect_local: DetectLocal, pod_cidrs: Vec<Ipv4Cidr>) -> DatapathConfig {
     DatapathConfig {
         detect_local,
-        pod_cidrs,
+        pod_cidrs: pod_cidrs.into_iter().map(Into::into).collect(),
         masquerade_addr: Some(ip(NODE_IP)),
         masquerade_ports: (30000, 65535),
         ..Default::default()
@@ -82,7 +82,7 @@ fn several_pod_cidrs_and_a_change_of_them() {
     let mut h = Harness::load("detect-cidrs", &config(DetectLocal::Cidr, cidrs.clone()));
     h.sync(&services());
     assert_eq!(h.maps.read_pod_cidrs().unwrap(), {
-        let mut c = cidrs.clone();
+        let mut c: Vec<svc_agent::addr::IpCidr> = cidrs.iter().copied().map(Into::into).collect();
         c.sort();
         c
     });
@@ -129,8 +129,16 @@ fn several_pod_cidrs_and_a_change_of_them() {
         ),
     ]);
     // The Node's podCIDRs change (NodeCIDR): the second range is no pod range any more.
-    assert!(h.maps.set_pod_cidrs(&[cidr("10.244.0.0/16")]).unwrap());
-    assert!(!h.maps.set_pod_cidrs(&[cidr("10.244.0.0/16")]).unwrap());
+    assert!(
+        h.maps
+            .set_pod_cidrs(&[cidr("10.244.0.0/16").into()])
+            .unwrap()
+    );
+    assert!(
+        !h.maps
+            .set_pod_cidrs(&[cidr("10.244.0.0/16").into()])
+            .unwrap()
+    );
     h.run_table(&[
         to_clusterip(
             "tc: after the change, the second CIDR is outside: masqueraded",
@@ -208,7 +216,9 @@ fn a_cidr_test_ignores_the_interfaces_and_no_test_masquerades_no_clusterip() {
     h.sync(&services());
     let lo = nix::net::if_::if_nametoindex("lo").expect("lo's ifindex");
     h.maps.set_pod_ifaces(&BTreeSet::from([lo])).unwrap();
-    h.maps.set_pod_cidrs(&[cidr("10.244.0.0/16")]).unwrap();
+    h.maps
+        .set_pod_cidrs(&[cidr("10.244.0.0/16").into()])
+        .unwrap();
     // Pods cannot be told apart: ClusterIP traffic is never masqueraded (kube-proxy's
     // no-op detector), whatever the maps hold.
     h.run_table(&[

@@ -158,10 +158,10 @@ impl Model {
                 let backends = s
                     .backends
                     .iter()
-                    .map(|b| SocketAddrV4::new(b.addr, b.port))
+                    .map(|b| SocketAddrV4::new(v4(b.addr), b.port))
                     .collect();
                 (
-                    (SocketAddrV4::new(f.vip, f.port), proto),
+                    (SocketAddrV4::new(v4(f.vip), f.port), proto),
                     Front { backends },
                 )
             })
@@ -1013,4 +1013,12 @@ fn fuzz_long() {
         env_u64("SVC_FUZZ_PACKETS", 1_000_000),
         Duration::from_secs(env_u64("SVC_FUZZ_SECONDS", 900)),
     );
+}
+
+/// The IPv4 address of an IPv4-only model's frontend or backend.
+fn v4(ip: std::net::IpAddr) -> std::net::Ipv4Addr {
+    match ip {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(a) => panic!("{a}: the fuzz model is IPv4"),
+    }
 }

@@ -148,8 +148,12 @@ enum Outcome {
 fn fake_node() -> NodeContext {
     NodeContext {
         node_name: Some("test-node".into()),
-        node_ips: vec![ip(NODE), ip("192.168.1.2"), ip("192.168.99.11")],
-        node_port_addresses: vec![Ipv4Cidr::new(ip(NODE), 32)],
+        node_ips: vec![
+            ip(NODE).into(),
+            ip("192.168.1.2").into(),
+            ip("192.168.99.11").into(),
+        ],
+        node_port_addresses: vec![Ipv4Cidr::new(ip(NODE), 32).into()],
         service_cluster_ip_range: vec![Ipv4Cidr::new(ip("172.30.0.0"), 16)],
         ..Default::default()
     }
@@ -160,7 +164,7 @@ fn fake_node() -> NodeContext {
 fn fake_config() -> DatapathConfig {
     DatapathConfig {
         detect_local: DetectLocal::Cidr,
-        pod_cidrs: vec![Ipv4Cidr::new(ip("10.0.0.0"), 8)],
+        pod_cidrs: vec![Ipv4Cidr::new(ip("10.0.0.0"), 8).into()],
         masquerade_addr: Some(ip(NODE)),
         ..Default::default()
     }
@@ -499,8 +503,8 @@ fn node_ports() {
     // CIDR, which an IPv4 proxier ignores).
     let node = NodeContext {
         node_port_addresses: vec![
-            Ipv4Cidr::new(ip("192.168.0.0"), 24),
-            Ipv4Cidr::new(ip("192.168.1.0"), 24),
+            Ipv4Cidr::new(ip("192.168.0.0"), 24).into(),
+            Ipv4Cidr::new(ip("192.168.1.0"), 24).into(),
         ],
         ..fake_node()
     };

@@ -126,8 +126,8 @@ pub fn node1_services() -> DesiredState {
         // LoadBalancer IP with loadBalancerSourceRanges.
         fe("203.0.113.10:80", TCP, LB, "lb-ranges", &[REMOTE_BE], |s| {
             s.source_ranges = vec![
-                Ipv4Cidr::new(ip("10.0.0.0"), 8),
-                Ipv4Cidr::new(ip("192.0.2.0"), 24),
+                Ipv4Cidr::new(ip("10.0.0.0"), 8).into(),
+                Ipv4Cidr::new(ip("192.0.2.0"), 24).into(),
             ];
         }),
     ]);

@@ -141,7 +141,7 @@ fn load_balancer_ips_as_sources_when_the_node_ip_is_inside_the_ranges() {
     assert!(set.problems.is_empty(), "{:?}", set.problems);
     let node1 = NodeContext {
         node_name: Some("node1".into()),
-        node_ips: vec![ip(NODE_IP)],
+        node_ips: vec![ip(NODE_IP).into()],
         ..Default::default()
     };
     let (state, problems) = desired::compute(&set.cluster, &node1);

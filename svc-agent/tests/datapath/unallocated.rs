@@ -75,7 +75,7 @@ fn desired_state() -> DesiredState {
     // The SCTP port keeps its number (targetPort = port): it is served, by address.
     assert!(set.problems.is_empty(), "{:?}", set.problems);
     let node = NodeContext {
-        node_ips: vec![ip(NODE_IP)],
+        node_ips: vec![ip(NODE_IP).into()],
         ..Default::default()
     };
     let (state, problems) = desired::compute(&set.cluster, &node);
