@@ -331,3 +331,174 @@ fn ipv6_and_dual_stack_services() {
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// kube-proxy's TestNodePorts, its `ipv6` and `ipv6, multiple nodeport-addresses` subtests
+/// (pkg/proxy/nftables/proxier_test.go), row by row, on the dual-stack lab. The mapping of
+/// kube-proxy's addresses, as in kube_proxy_flows.rs for the IPv4 rows:
+///
+/// | kube-proxy | lab |
+/// |---|---|
+/// | testNodeIPv6 2001:db8::1 | node 1's IPv6 address fd00:192:0:2::1 |
+/// | testNodeIPv6Alt 2001:db8:1::2 | fd00:192:168:1::2/128 on node 1's eth0, routed to it by the outside host |
+/// | podIP fd00:10::2 | the client pod's IPv6 address |
+/// | externalClientIP 2600:5200::1 | the outside host's IPv6 address |
+/// | svcIP fd00:172:30::41 | kept |
+/// | epIP1 fd00:10:180::1, epIP2 fd00:10:180::2:1, port 80 | pods p1 and p2 (IPv6), port 80 |
+/// | nodePortAddresses unset: the fake proxier's node IP alone | `--node-port-addresses fd00:192:0:2::1/128` |
+/// | nodePortAddresses `192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64, 2001:db8:1::2/128` | `192.0.2.0/24, 192.168.1.0/24, fd00:192:0:2::/64, fd00:192:168:1::2/128` |
+/// | node source testNodeIPv6 | a process of node 1 (socket programs): the backend sees a node address |
+///
+/// `""` (untouched) is told apart from a refusal by node 1's own listener on port 3001,
+/// which answers as `test-node`.
+#[test]
+fn kube_proxy_test_node_ports_ipv6_rows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = Lab::up().expect("lab");
+    let dir = std::env::temp_dir().join(format!("svl-{}-kp-nodeports6", lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("svc1.yaml"), NODE_PORTS_MANIFESTS).unwrap();
+    let node6 = lab.node(1).ip6;
+    let alt6: Ipv6Addr = "fd00:192:168:1::2".parse().unwrap();
+    let node_ns = lab.node_ns().to_string();
+    let out = lab
+        .exec(
+            &node_ns,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "fd00:192:168:1::2/128",
+                "dev",
+                svc_lab::NODE_EXT_IF,
+                "nodad",
+            ],
+        )
+        .expect("ip addr add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.ext_route("fd00:192:168:1::2/128", 1)
+        .expect("ext route");
+    let _cgroup = lab.node_cgroup(1).expect("node cgroup");
+    let cgroup = _cgroup.display().to_string();
+    let pods: Vec<(String, String)> = ["p1", "p2"]
+        .iter()
+        .map(|p| (p.to_string(), lab.pod_ns(p).to_string()))
+        .collect();
+    let _echo80 = svc_lab::EchoServers::start(&pods, 80).expect("echo :80");
+    let _listener = svc_lab::EchoServers::start(&[("test-node".into(), node_ns.clone())], 3001)
+        .expect("node listener");
+
+    let node6_arg = node6.to_string();
+    let client6 = IpAddr::V6(lab.pod_ip6("client"));
+    let ext6 = IpAddr::V6(ipv6_twin(svc_lab::EXT_IP));
+    let client = lab.client_ns().to_string();
+    let ext = lab.ext_ns().to_string();
+    let both = ["p1", "p2"];
+    let svc = SocketAddr::new("fd00:172:30::41".parse::<IpAddr>().unwrap(), 80);
+    for (subtest, node_port_addresses, allow_alt) in [
+        // The fake proxier's default: the node's own address only.
+        ("ipv6", "fd00:192:0:2::1/128", false),
+        (
+            "ipv6, multiple nodeport-addresses",
+            "192.0.2.0/24,192.168.1.0/24,fd00:192:0:2::/64,fd00:192:168:1::2/128",
+            true,
+        ),
+    ] {
+        let mut args = vec![
+            "--node-ip",
+            node6_arg.as_str(),
+            "--cluster-cidr",
+            svc_lab::CLUSTER_POD_CIDR6,
+            "--node-name",
+            "test-node",
+            "--cgroup",
+            cgroup.as_str(),
+        ];
+        args.extend(["--node-port-addresses", node_port_addresses]);
+        let log = dir.join(format!("agent-{allow_alt}.log"));
+        let agent = LabAgent::start_in(&mut lab, 1, &dir, &log, &args).expect("agent");
+        agent
+            .wait_backends(node6, 3001, PROTO_TCP, 2, Duration::from_secs(20))
+            .unwrap();
+        if allow_alt {
+            agent
+                .wait_backends(alt6, 3001, PROTO_TCP, 2, Duration::from_secs(20))
+                .unwrap();
+        }
+        let row = |name: &str| format!("TestNodePorts/{subtest}/{name}");
+        reaches(&row("pod to cluster IP"), &both, Some(client6), || {
+            echo_tcp(&client, svc, TIMEOUT)
+        });
+        reaches(
+            &row("external to nodePort"),
+            &both,
+            Some(node6.into()),
+            || echo_tcp(&ext, SocketAddr::new(node6.into(), 3001), TIMEOUT),
+        );
+        // "node to nodePort", masq: the backend sees an address of the node (the one its
+        // route towards the pod picks: README, *Masquerade address*).
+        let node_addrs = [IpAddr::V6(node6), IpAddr::V6(lab.node(1).gateway6)];
+        for r in lab.node_requests6(1, SocketAddrV6::new(node6, 3001, 0, 0), false, 16, TIMEOUT) {
+            let (pod, saw) = r.unwrap_or_else(|e| panic!("{}: {e}", row("node to nodePort")));
+            assert!(
+                both.contains(&pod.as_str()),
+                "{}: {pod}",
+                row("node to nodePort")
+            );
+            assert!(
+                node_addrs.contains(&saw.ip()),
+                "{}: {saw}",
+                row("node to nodePort")
+            );
+        }
+        let alt = SocketAddr::new(alt6.into(), 3001);
+        if allow_alt {
+            reaches(
+                &row("external to nodePort on secondary IP"),
+                &both,
+                Some(node6.into()),
+                || echo_tcp(&ext, alt, TIMEOUT),
+            );
+        } else {
+            // Untouched: node 1's own listener answers, and sees the client itself.
+            let (who, saw) = echo_tcp(&ext, alt, TIMEOUT)
+                .unwrap_or_else(|e| panic!("{}: {e}", row("secondary nodeIP ignores NodePorts")));
+            assert_eq!((who.as_str(), saw.ip()), ("test-node", ext6));
+        }
+        // The next configuration's agent adopts the pins once this one has exited.
+        agent.process.stop().expect("stop the agent");
+    }
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// TestNodePorts' Service and EndpointSlice, IPv6, with the lab's endpoints.
+const NODE_PORTS_MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: svc1, namespace: ns1}
+spec:
+  type: NodePort
+  ipFamilies: [IPv6]
+  clusterIP: fd00:172:30::41
+  clusterIPs: ["fd00:172:30::41"]
+  ports:
+    - {name: p80, protocol: TCP, port: 80, targetPort: 80, nodePort: 3001}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc1-1
+  namespace: ns1
+  labels: {kubernetes.io/service-name: svc1}
+addressType: IPv6
+ports:
+  - {name: p80, protocol: TCP, port: 80}
+endpoints:
+  - {addresses: ["fd00:10:244:1::11"]}
+  - {addresses: ["fd00:10:244:1::12"], nodeName: test-node}
+"#;

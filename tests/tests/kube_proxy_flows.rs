@@ -53,7 +53,7 @@
 //! | NodePorts 3001-3003, healthCheckNodePorts | kept |
 //! | podCIDR 10.0.0.0/8 (DetectLocalByCIDR) | `--cluster-cidr 10.244.0.0/16`; NoOpLocalDetector: no `--cluster-cidr` |
 //! | nodePortAddresses `192.168.0.2/32` (the fake's default) | `--node-port-addresses 192.0.2.1/32` |
-//! | TestNodePorts' `192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64` | `--node-port-addresses 192.0.2.0/24 --node-port-addresses 192.168.1.0/24 --node-port-addresses 2001:db8::/64` (the IPv6 CIDR skipped with a warning, as kube-proxy's IPv4 proxier ignores it) |
+//! | TestNodePorts' `192.168.0.0/24, 192.168.1.0/24, 2001:db8::/64` | `--node-port-addresses 192.0.2.0/24 --node-port-addresses 192.168.1.0/24 --node-port-addresses 2001:db8::/64` (the IPv6 CIDR selects IPv6 addresses only, and the node has none in it, as kube-proxy's IPv4 proxier ignores it) |
 //! | TestLoadBalancer's sourceRanges `192.168.0.0/24`, ` 203.0.113.0/25` | `192.0.2.0/24` (the lab's node network: node 1's IP is inside, which allows the LoadBalancer IPs as sources), ` 203.0.113.0/25` kept, leading space included |
 //! | masqueradeAll | `--masquerade-all` |
 //!
@@ -96,9 +96,9 @@
 //!
 //! # Not run here
 //!
-//! - TestNodePorts' `ipv6` and `ipv6, multiple nodeport-addresses` subtests (8 rows): IPv6
-//!   is not supported yet (the agent skips IPv6 addresses with a warning; README, "Supported
-//!   Service features": IPv6 / dual-stack **no**).
+//! - TestNodePorts' `ipv6` and `ipv6, multiple nodeport-addresses` subtests (8 rows): they
+//!   run on the dual-stack single-node lab, with their own address mapping, in
+//!   `tests/tests/ipv6_services.rs` (`kube_proxy_test_node_ports_ipv6_rows`).
 //! - TestClusterIPGeneral's "clusterIP with TCP, UDP, and SCTP on same port (SCTP)" (1 row):
 //!   this kernel has no SCTP sockets. The fixture port of the same tables
 //!   (`svc-agent/tests/datapath/kube_proxy.rs`) runs this exact row through the programs
@@ -106,7 +106,8 @@
 //!   `svc-agent/tests/datapath/sctp.rs` covers SCTP's replies and refusals. The manifests
 //!   here serve that port too.
 //!
-//! 198 rows run: 207 rows executed upstream, less the 8 IPv6 rows and the SCTP row.
+//! 198 rows run here: 207 rows executed upstream, less the 8 IPv6 rows (run in
+//! ipv6_services.rs) and the SCTP row.
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,

@@ -426,10 +426,7 @@ impl Agent {
                 node.zone = facts.zone;
             }
         }
-        for ip in device_addresses(&self.config.devices)
-            .into_iter()
-            .map(IpAddr::V4)
-        {
+        for ip in device_addresses(&self.config.devices) {
             if !node.node_ips.contains(&ip) {
                 node.node_ips.push(ip);
             }

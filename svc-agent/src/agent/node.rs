@@ -3,7 +3,7 @@
 //! addresses in Kubernetes mode.
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -45,18 +45,23 @@ pub fn interfaces() -> BTreeMap<String, u32> {
     }
 }
 
-/// The IPv4 addresses of `devices`, in device order (then the kernel's order): where
-/// NodePorts answer besides --node-ip (filtered by --node-port-addresses). IPv4 only for
-/// now: a device's IPv6 addresses include link-local ones, which need a rule of their own
-/// before NodePorts answer on them; IPv6 NodePorts come from --node-ip and the Node.
-pub fn device_addresses(devices: &[String]) -> Vec<Ipv4Addr> {
+/// The addresses of `devices`, in device order (then the kernel's order): where NodePorts
+/// answer besides --node-ip (filtered by --node-port-addresses). IPv6: global addresses
+/// only; link-local ones (fe80::/10) are left out, as they are the same on every link and
+/// only mean something with their interface, which a NodePort frontend has not got.
+pub fn device_addresses(devices: &[String]) -> Vec<IpAddr> {
     if devices.is_empty() {
         return Vec::new();
     }
-    let all: Vec<(String, Ipv4Addr)> = match nix::ifaddrs::getifaddrs() {
+    let all: Vec<(String, IpAddr)> = match nix::ifaddrs::getifaddrs() {
         Ok(list) => list
             .filter_map(|a| {
-                let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+                let addr = a.address.as_ref()?;
+                let ip = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+                    (Some(v4), _) => IpAddr::V4(v4.ip()),
+                    (None, Some(v6)) if node_port_capable(&v6.ip()) => IpAddr::V6(v6.ip()),
+                    _ => return None,
+                };
                 Some((a.interface_name, ip))
             })
             .collect(),
@@ -74,6 +79,12 @@ pub fn device_addresses(devices: &[String]) -> Vec<Ipv4Addr> {
         }
     }
     out
+}
+
+/// An IPv6 address NodePorts may answer on: not link-local, loopback, unspecified or
+/// multicast.
+fn node_port_capable(ip: &std::net::Ipv6Addr) -> bool {
+    !(ip.is_unicast_link_local() || ip.is_loopback() || ip.is_unspecified() || ip.is_multicast())
 }
 
 /// Waits (for ever, logging every 10 s) for this node's Node object to list its
