@@ -11,11 +11,17 @@
 //! - an IPv6-only Service with externalTrafficPolicy Local: its NodePort from outside keeps
 //!   the client's IPv6 address;
 //! - an IPv6 externalIP from outside;
+//! - an IPv6 LoadBalancer IP with sessionAffinity ClientIP and loadBalancerSourceRanges:
+//!   one backend for every flow of a client inside the ranges, a pod outside them dropped;
+//! - internalTrafficPolicy Local (the local endpoint only); externalTrafficPolicy Local
+//!   without a local endpoint (dropped from outside, a pod reaches the remote endpoint
+//!   unmasqueraded); hairpin (a backend that picks itself is masqueraded);
 //! - an IPv6 Service without endpoints: TCP refused (RST), UDP refused (ICMPv6 port
 //!   unreachable);
 //! - the node's own processes (socket LB, connect6/sendmsg6): to the IPv6 ClusterIP, TCP
 //!   and UDP, and to the IPv4 ClusterIP as a v4-mapped address from an IPv6 socket;
-//! - `svcctl dump` shows the IPv6 frontends, `svcctl trace` translates an IPv6 packet.
+//! - `svcctl dump` shows the IPv6 frontends, `svcctl trace` translates an IPv6 packet;
+//! - kube-proxy's TestNodePorts IPv6 rows (`kube_proxy_test_node_ports_ipv6_rows`).
 use std::{
     collections::BTreeSet,
     io,
@@ -38,6 +44,10 @@ const DUAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xa);
 const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb);
 const EMPTY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xc);
 const EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 1);
+const LB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 2);
+const ITP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xe);
+/// How long a dropped connection is waited for.
+const SHORT: Duration = Duration::from_millis(700);
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
@@ -105,6 +115,84 @@ ports:
   - {name: http, protocol: TCP, port: 8080}
 endpoints:
   - {addresses: ["fd00:10:244:1::13"], nodeName: node1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb6, namespace: default}
+spec:
+  type: LoadBalancer
+  ipFamilies: [IPv6]
+  clusterIP: fd00:10:96::d
+  clusterIPs: ["fd00:10:96::d"]
+  sessionAffinity: ClientIP
+  loadBalancerSourceRanges: ["fd00:192:0:2::100/128"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30082}
+status:
+  loadBalancer:
+    ingress: [{ip: "fd00:10:97::2"}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: lb6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: lb6}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::11"], nodeName: node1}
+  - {addresses: ["fd00:10:244:1::12"], nodeName: node1}
+  - {addresses: ["fd00:10:244:1::13"], nodeName: node1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: itp6, namespace: default}
+spec:
+  ipFamilies: [IPv6]
+  internalTrafficPolicy: Local
+  clusterIP: fd00:10:96::e
+  clusterIPs: ["fd00:10:96::e"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: itp6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: itp6}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::11"], nodeName: node1}
+  - {addresses: ["fd00:10:244:1::12"], nodeName: node2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: remote6, namespace: default}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  ipFamilies: [IPv6]
+  clusterIP: fd00:10:96::f
+  clusterIPs: ["fd00:10:96::f"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30083}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: remote6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: remote6}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::12"], nodeName: node2}
 ---
 apiVersion: v1
 kind: Service
@@ -195,6 +283,8 @@ fn ipv6_and_dual_stack_services() {
     agent.wait_backends(DUAL6, 53, PROTO_UDP, 2, wait).unwrap();
     agent.wait_backends(LOCAL6, 80, PROTO_TCP, 1, wait).unwrap();
     agent.wait_backends(EMPTY6, 80, PROTO_TCP, 0, wait).unwrap();
+    agent.wait_backends(LB6, 80, PROTO_TCP, 3, wait).unwrap();
+    agent.wait_backends(ITP6, 80, PROTO_TCP, 2, wait).unwrap();
 
     // Each family's ClusterIP has its own family's endpoints.
     let mut v6 = agent.backends(DUAL6, 80, PROTO_TCP).unwrap();
@@ -269,6 +359,63 @@ fn ipv6_and_dual_stack_services() {
         Some(node6.into()),
         || echo_tcp(&ext, SocketAddr::new(EXTERNAL6.into(), 80), TIMEOUT),
     );
+
+    // LoadBalancer IP with session affinity and source ranges: from inside the ranges,
+    // every flow of the client to one backend; from a pod outside them, dropped.
+    let lb = SocketAddr::new(LB6.into(), 80);
+    let mut chosen = BTreeSet::new();
+    for _ in 0..8 {
+        let (pod, saw) = echo_tcp(&ext, lb, TIMEOUT).expect("outside to the IPv6 LoadBalancer IP");
+        assert_eq!(saw.ip(), IpAddr::V6(node6), "masqueraded (policy Cluster)");
+        chosen.insert(pod);
+    }
+    assert_eq!(
+        chosen.len(),
+        1,
+        "session affinity: one backend, got {chosen:?}"
+    );
+    let dropped = agent.verdict_count(Verdict::DropSourceRange);
+    let e = echo_tcp(&client, lb, SHORT).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        io::ErrorKind::TimedOut,
+        "outside the source ranges: {e}"
+    );
+    assert!(agent.verdict_count(Verdict::DropSourceRange) > dropped);
+
+    // internalTrafficPolicy Local: the local endpoint only.
+    reaches(
+        "pod to an internalTrafficPolicy Local ClusterIP",
+        &["p1"],
+        Some(client6),
+        || echo_tcp(&client, SocketAddr::new(ITP6.into(), 80), TIMEOUT),
+    );
+    // externalTrafficPolicy Local without a local endpoint: dropped from outside; a pod
+    // reaches the endpoint anyway, unmasqueraded (kube-proxy's short-circuit).
+    let remote = SocketAddr::new(node6.into(), 30083);
+    let e = echo_tcp(&ext, remote, SHORT).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "no local endpoint: {e}");
+    reaches(
+        "pod to a Local NodePort without a local endpoint",
+        &["p2"],
+        Some(client6),
+        || echo_tcp(&client, remote, TIMEOUT),
+    );
+    // Hairpin: a backend that picks itself is masqueraded, so its reply comes back
+    // through the node.
+    let p1 = lab.pod_ns("p1").to_string();
+    let p1_6 = IpAddr::V6(lab.pod_ip6("p1"));
+    let mut hairpinned = false;
+    for _ in 0..MAX_CALLS {
+        let (pod, saw) = echo_tcp(&p1, dual6, TIMEOUT).expect("p1 to its own Service");
+        if pod == "p1" {
+            assert_eq!(saw.ip(), IpAddr::V6(node6), "hairpin masqueraded");
+            hairpinned = true;
+            break;
+        }
+        assert_eq!(saw.ip(), p1_6, "to another backend: not masqueraded");
+    }
+    assert!(hairpinned, "p1 never got itself in {MAX_CALLS} calls");
 
     // No endpoints: refused, as kube-proxy's REJECT.
     let rst = agent.verdict_count(Verdict::RejectTcpRst);
