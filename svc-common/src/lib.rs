@@ -226,6 +226,15 @@ macro_rules! for_each_map {
             /// SVC4_POD_CIDRS for IPv6 pod CIDRs.
             pod_cidrs6: SVC6_POD_CIDRS = lpm<$crate::Ip6, u8>,
                 size $crate::POD_CIDRS6_MAP_SIZE, sized by fixed;
+            /// SVC4_CLUSTERIPS for IPv6 ClusterIPs (key: [`Ip6`]).
+            cluster_ips6: SVC6_CLUSTERIPS = hash<$crate::Ip6, u8>,
+                size $crate::CLUSTERIP6_MAP_SIZE, sized by lb;
+            /// SVC4_SVC_CIDR for IPv6 service CIDRs (key data: [`Ip6`]).
+            service_cidrs6: SVC6_SVC_CIDR = lpm<$crate::Ip6, u8>,
+                size $crate::SVC_CIDR6_MAP_SIZE, sized by fixed;
+            /// SVC4_SVC_RANGE for IPv6: one [`AddrRange6`].
+            unserved_range6: SVC6_SVC_RANGE = array<$crate::AddrRange6>,
+                size $crate::SVC_RANGE6_MAP_SIZE, sized by fixed;
             /// SVC4_SOCK_RNAT for IPv6 sockets (recvmsg6).
             sock_revnat6: SVC6_SOCK_RNAT = lru<$crate::SockRevNat6Key, $crate::SockRevNat6Value>,
                 size $crate::SOCK_REVNAT6_MAP_SIZE, sized by fixed;
@@ -265,6 +274,9 @@ pub const AFFINITY6_MAP_SIZE: u32 = AFFINITY4_MAP_SIZE;
 pub const SRC_RANGE6_MAP_SIZE: u32 = SRC_RANGE4_MAP_SIZE;
 pub const POD_CIDRS6_MAP_SIZE: u32 = POD_CIDRS4_MAP_SIZE;
 pub const SOCK_REVNAT6_MAP_SIZE: u32 = SOCK_REVNAT4_MAP_SIZE;
+pub const CLUSTERIP6_MAP_SIZE: u32 = CLUSTERIP4_MAP_SIZE;
+pub const SVC_CIDR6_MAP_SIZE: u32 = SVC_CIDR4_MAP_SIZE;
+pub const SVC_RANGE6_MAP_SIZE: u32 = 1;
 pub const BACKEND4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
@@ -795,6 +807,45 @@ impl AddrRange4 {
 
 pub const SVC_RANGE4_MAP_SIZE: u32 = 1;
 
+/// SVC6_SVC_RANGE's entry: [`AddrRange4`] for IPv6. Addresses as two host-order 64-bit
+/// halves, `[high, low]`, so the programs compare them without 128-bit arithmetic. `lo >
+/// hi`: empty ([`AddrRange6::EMPTY`]; the zeroed entry holds only ::, which no packet is
+/// addressed to).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct AddrRange6 {
+    pub lo: [u64; 2],
+    pub hi: [u64; 2],
+}
+
+impl AddrRange6 {
+    pub const EMPTY: AddrRange6 = AddrRange6 {
+        lo: [0, 1],
+        hi: [0, 0],
+    };
+
+    /// The halves of an address's 16 bytes.
+    pub const fn halves(octets: [u8; 16]) -> [u64; 2] {
+        let mut hi = 0u64;
+        let mut lo = 0u64;
+        let mut i = 0;
+        while i < 8 {
+            hi = (hi << 8) | octets[i] as u64;
+            lo = (lo << 8) | octets[i + 8] as u64;
+            i += 1;
+        }
+        [hi, lo]
+    }
+
+    /// Whether the address with halves `addr` is inside.
+    #[inline(always)]
+    pub const fn contains(&self, addr: [u64; 2]) -> bool {
+        let above_lo = addr[0] > self.lo[0] || (addr[0] == self.lo[0] && addr[1] >= self.lo[1]);
+        let below_hi = addr[0] < self.hi[0] || (addr[0] == self.hi[0] && addr[1] <= self.hi[1]);
+        above_lo && below_hi
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Socket LB reverse NAT (LRU): {socket cookie, backend} -> the Service address a node
 // process sent to, so a reply datagram's source can be shown as that address (recvmsg4).
@@ -1216,6 +1267,7 @@ mod user {
     // Pod derive), so any bit pattern is valid and none has uninitialised bytes.
     unsafe impl aya::Pod for Svc4Key {}
     unsafe impl aya::Pod for AddrRange4 {}
+    unsafe impl aya::Pod for AddrRange6 {}
     unsafe impl aya::Pod for Svc4Value {}
     unsafe impl aya::Pod for Backend4 {}
     unsafe impl aya::Pod for RevNat4 {}
@@ -1275,7 +1327,35 @@ mod tests {
         assert_eq!(size_of::<SrcRange6>(), 20);
         assert_eq!(size_of::<SockRevNat6Key>(), 32);
         assert_eq!(size_of::<SockRevNat6Value>(), 24);
+        assert_eq!(size_of::<AddrRange6>(), 32);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
+    }
+
+    #[test]
+    fn ipv6_ranges_compare_by_halves() {
+        let a = |s: [u8; 16]| AddrRange6::halves(s);
+        let mut lo = [0u8; 16];
+        lo[0] = 0xfd;
+        lo[15] = 0x10;
+        let mut hi = lo;
+        hi[8] = 0x01;
+        let r = AddrRange6 {
+            lo: a(lo),
+            hi: a(hi),
+        };
+        assert!(r.contains(a(lo)) && r.contains(a(hi)));
+        let mut mid = lo;
+        mid[7] = 0;
+        mid[9] = 0xff;
+        assert!(r.contains(a(mid)));
+        let mut below = lo;
+        below[15] = 0x0f;
+        assert!(!r.contains(a(below)));
+        let mut above = hi;
+        above[15] = 0x11;
+        assert!(!r.contains(a(above)));
+        assert!(!AddrRange6::EMPTY.contains([0, 0]));
+        assert!(!AddrRange6::EMPTY.contains([0, 1]));
     }
 
     #[test]

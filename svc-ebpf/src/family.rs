@@ -6,7 +6,7 @@
 //! before any lookup, so no lookup ever pays for the other family.
 //!
 //! What differs between the families beyond the maps lives here too, each with the reason:
-//! loopback, the unserved-address rules (IPv4 only for now) and first-fragment records
+//! loopback and first-fragment records
 //! (IPv4 only: IPv6 fragments are passed untouched, see parse6.rs).
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key};
 use svc_common::{
@@ -191,11 +191,9 @@ impl Family for Ip6 {
     fn is_loopback(&self) -> bool {
         self[0] == 0 && self[1] == 0 && self[2] == 0 && self[3] == 1u32.to_be()
     }
-    /// Not yet for IPv6 (no SVC6_CLUSTERIPS / SVC6_SVC_CIDR): every such packet passes, as
-    /// every packet did before the IPv4 rules existed. docs/ipv6.md lists it.
     #[inline(always)]
     fn unserved_class(&self) -> Unserved {
-        Unserved::Pass
+        unserved::classify6(self)
     }
     // IPv6 fragments never reach lb.rs (parse6.rs passes every one), so there is nothing
     // to record.
