@@ -50,8 +50,9 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use svc_common::{CT_F_SNAT, CT_KIND_REPLY, CT_KIND_SERVICE, PROTO_TCP, PROTO_UDP, Verdict};
 
 use crate::{
-    clock, csum, lb,
-    maps::{SVC4_CT, SVC4_REVNAT},
+    clock, csum,
+    family::Family,
+    lb,
     parse::{ETH_HLEN, Ipv4Hdr, ptr_at},
     tc,
 };
@@ -67,23 +68,23 @@ const TCP_CSUM_OFF: usize = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct IcmpHdr {
-    kind: u8,
-    code: u8,
-    csum: u16,
+pub(crate) struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub csum: u16,
     /// Unused, the next-hop MTU (fragmentation needed) or the pointer (parameter problem).
-    rest: u32,
+    pub rest: u32,
 }
 
 /// The 8 bytes of the offending packet's TCP/UDP header an ICMP error quotes: the ports,
 /// then UDP's length and checksum (TCP: the sequence number).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct QuotedL4 {
-    sport_be: u16,
-    dport_be: u16,
-    udp_len_be: u16,
-    udp_csum: u16,
+pub(crate) struct QuotedL4 {
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub udp_len_be: u16,
+    pub udp_csum: u16,
 }
 
 /// The ICMP types that quote an offending packet and that we translate. Source quench
@@ -115,15 +116,15 @@ pub fn is_error(start: usize, end: usize) -> bool {
     }
 }
 
-/// The addresses and ports a translated error gets (network order).
-struct Rewrite {
-    outer_saddr: u32,
-    outer_daddr: u32,
-    inner_saddr: u32,
-    inner_daddr: u32,
-    inner_sport: u16,
-    inner_dport: u16,
-    verdict: Verdict,
+/// The addresses and ports a translated error gets (network order); icmp6.rs's too.
+pub(crate) struct Rewrite<A> {
+    pub outer_saddr: A,
+    pub outer_daddr: A,
+    pub inner_saddr: A,
+    pub inner_daddr: A,
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub verdict: Verdict,
 }
 
 /// Offsets in the frame of the ICMP header, the quoted IPv4 header and the quoted L4 bytes.
@@ -191,7 +192,15 @@ fn try_translate(ctx: &TcContext) -> Result<Verdict, Verdict> {
     } else {
         None
     };
-    let rw = related(&outer, &inner, &l4, clock::now()).ok_or(PASS)?;
+    let rw = related(
+        outer.saddr_be,
+        inner.saddr_be,
+        inner.daddr_be,
+        &l4,
+        inner.proto,
+        clock::now(),
+    )
+    .ok_or(PASS)?;
     let at = Offsets {
         icmp: icmp_off,
         inner: inner_off,
@@ -200,25 +209,32 @@ fn try_translate(ctx: &TcContext) -> Result<Verdict, Verdict> {
     apply(ctx, outer, icmp, inner, l4, tcp_csum, &at, &rw)
 }
 
-/// The translation of an error quoting `inner` + `l4`, if the quote is a packet of a live
-/// translated flow (see the module doc for the two directions).
+/// The translation of an error from `outer_saddr` quoting `inner_saddr` -> `inner_daddr`
+/// and `l4`, if the quote is a packet of a live translated flow (see the module doc for
+/// the two directions). Both families: icmp6.rs calls it with IPv6 addresses.
 #[inline(always)]
-fn related(outer: &Ipv4Hdr, inner: &Ipv4Hdr, l4: &QuotedL4, now: u64) -> Option<Rewrite> {
-    let proto = inner.proto;
+pub(crate) fn related<A: Family>(
+    outer_saddr: A,
+    inner_saddr: A,
+    inner_daddr: A,
+    l4: &QuotedL4,
+    proto: u8,
+    now: u64,
+) -> Option<Rewrite<A>> {
     // About a packet that went to a backend: the quote reversed is the reply entry.
     let key = lb::ct_key(
-        inner.daddr_be,
-        inner.saddr_be,
+        inner_daddr,
+        inner_saddr,
         l4.dport_be,
         l4.sport_be,
         proto,
         CT_KIND_REPLY,
     );
     // SAFETY: values are copied out at once.
-    if let Some(rev) = unsafe { SVC4_CT.get(&key) } {
+    if let Some(rev) = unsafe { A::ct().get(&key) } {
         if !lb::expired(rev, proto, now) || lb::service_side_alive(&key, rev, now) {
             // None if the Service is gone: the error is then left as it is, as replies are.
-            let svc = unsafe { SVC4_REVNAT.get(&rev.rev_nat_id) }?;
+            let svc = unsafe { A::revnat().get(&rev.rev_nat_id) }?;
             return Some(Rewrite {
                 outer_saddr: svc.vip_be,
                 outer_daddr: rev.addr_be,
@@ -232,31 +248,23 @@ fn related(outer: &Ipv4Hdr, inner: &Ipv4Hdr, l4: &QuotedL4, now: u64) -> Option<
     }
     // About a reply on its way to the client: the quote reversed is the service entry.
     let key = lb::ct_key(
-        inner.daddr_be,
-        inner.saddr_be,
+        inner_daddr,
+        inner_saddr,
         l4.dport_be,
         l4.sport_be,
         proto,
         CT_KIND_SERVICE,
     );
-    let fwd = unsafe { SVC4_CT.get(&key) }?;
+    let fwd = unsafe { A::ct().get(&key) }?;
     if lb::expired(fwd, proto, now) && !lb::reply_side_alive(&key, fwd, now) {
         return None;
     }
     let snat = fwd.flags & CT_F_SNAT != 0;
     Some(Rewrite {
-        outer_saddr: if snat {
-            fwd.nat_addr_be
-        } else {
-            outer.saddr_be
-        },
+        outer_saddr: if snat { fwd.nat_addr_be } else { outer_saddr },
         outer_daddr: fwd.addr_be,
         inner_saddr: fwd.addr_be,
-        inner_daddr: if snat {
-            fwd.nat_addr_be
-        } else {
-            inner.daddr_be
-        },
+        inner_daddr: if snat { fwd.nat_addr_be } else { inner_daddr },
         inner_sport: fwd.port_be,
         inner_dport: if snat { fwd.nat_port_be } else { l4.dport_be },
         verdict: Verdict::DnatIcmp,
@@ -264,7 +272,7 @@ fn related(outer: &Ipv4Hdr, inner: &Ipv4Hdr, l4: &QuotedL4, now: u64) -> Option<
 }
 
 #[inline(always)]
-fn replace4(csum: u16, from: u32, to: u32) -> u16 {
+pub(crate) fn replace4(csum: u16, from: u32, to: u32) -> u16 {
     // Unchanged values are not fed to the update (see xdp.rs `rewrite`).
     if from == to {
         csum
@@ -274,7 +282,7 @@ fn replace4(csum: u16, from: u32, to: u32) -> u16 {
 }
 
 #[inline(always)]
-fn replace2(csum: u16, from: u16, to: u16) -> u16 {
+pub(crate) fn replace2(csum: u16, from: u16, to: u16) -> u16 {
     if from == to {
         csum
     } else {
@@ -285,7 +293,7 @@ fn replace2(csum: u16, from: u16, to: u16) -> u16 {
 /// The quoted TCP/UDP checksum `c` after the quote's addresses and ports change to `rw`'s
 /// (the addresses are part of the pseudo-header).
 #[inline(always)]
-fn l4_csum(c: u16, inner: &Ipv4Hdr, l4: &QuotedL4, rw: &Rewrite) -> u16 {
+fn l4_csum(c: u16, inner: &Ipv4Hdr, l4: &QuotedL4, rw: &Rewrite<u32>) -> u16 {
     let c = replace4(c, inner.saddr_be, rw.inner_saddr);
     let c = replace4(c, inner.daddr_be, rw.inner_daddr);
     let c = replace2(c, l4.sport_be, rw.inner_sport);
@@ -303,7 +311,7 @@ fn apply(
     mut l4: QuotedL4,
     tcp_csum: Option<u16>,
     at: &Offsets,
-    rw: &Rewrite,
+    rw: &Rewrite<u32>,
 ) -> Result<Verdict, Verdict> {
     let old_sum = csum::sum_words::<_, 10>(&inner) + csum::sum_words::<_, 4>(&l4);
     // Zero means "no UDP checksum" and stays zero; a computed zero is sent as 0xffff
@@ -345,7 +353,7 @@ fn apply(
 }
 
 #[inline(always)]
-fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), Verdict> {
+pub(crate) fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), Verdict> {
     ctx.store(offset, value, 0)
         .map_err(|_| Verdict::DropRewriteFailed)
 }

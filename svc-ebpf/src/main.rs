@@ -13,6 +13,7 @@ mod csum;
 mod family;
 mod frag;
 mod icmp;
+mod icmp6;
 mod lb;
 mod local;
 mod maps;

@@ -13,7 +13,7 @@ use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_UDP, Verdict};
 use crate::{
     clock::Clock,
     family::Family,
-    frag, icmp,
+    frag, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{
@@ -37,6 +37,8 @@ pub fn run(ctx: &TcContext) -> i32 {
         // call chain, as for icmp::translate below).
         if action == REJECT_PENDING {
             (verdict, action) = reject6(ctx);
+        } else if verdict == Verdict::PassOtherProto {
+            (verdict, action) = icmp6::translate(ctx);
         }
         count(verdict);
         return action;

@@ -15,7 +15,7 @@ use crate::{
     clock::Clock,
     csum,
     family::Family,
-    frag, icmp,
+    frag, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
@@ -42,6 +42,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 fn try_run6(ctx: &XdpContext) -> (Verdict, u32) {
     let mut pkt = match parse6::parse6(ctx.data(), ctx.data_end(), ctx.data_end() - ctx.data()) {
         Ok(pkt) => pkt,
+        // ICMPv6 errors are translated by TC (icmp6.rs).
+        Err(Verdict::PassOtherProto) if icmp6::is_error(ctx.data(), ctx.data_end()) => {
+            return (Verdict::XdpPassToTc, XDP_PASS);
+        }
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     // SAFETY: reading a field of the context we were given.

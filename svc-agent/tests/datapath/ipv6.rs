@@ -10,7 +10,10 @@
 //! - what is never touched: neighbour discovery and echo (`pass_other_proto`), an address
 //!   that is no Service's (`pass_not_service`), frames cut short or with a payload length
 //!   beyond the frame (`drop_malformed`);
-//! - the IPv4 Service beside them still translated.
+//! - the IPv4 Service beside them still translated;
+//! - ICMPv6 errors about a translated flow (packet too big, with the whole TCP header
+//!   quoted and with 8 bytes of it; unreachable about a reply) translated back with exact
+//!   bytes, passed to TC by XDP; one about an untranslated flow untouched.
 use std::net::{Ipv6Addr, SocketAddrV6};
 
 use aya::maps::{HashMap, Map, MapData};
@@ -411,4 +414,77 @@ fn ipv6_table() {
     let syn4 = tcp("10.244.1.20:40000", "10.96.0.10:80").flags(SYN).build();
     let r = h.run(Prog::Tc, &syn4);
     assert_eq!(r.delta, vec![(Verdict::DnatNew, 1)], "{:?}", r.delta);
+}
+
+/// An ICMPv6 error from `from` to `to` quoting the IP packet of `frame` (its first
+/// `quote` bytes after the Ethernet header).
+fn icmp6_error(from: &str, to: &str, kind: u8, rest: [u8; 4], frame: &[u8], quote: usize) -> Vec<u8> {
+    Ipv6Builder::icmpv6(ip6(from), ip6(to), kind, 0, rest)
+        .payload(&frame[14..14 + quote])
+        .build()
+}
+
+#[test]
+fn ipv6_icmp_errors_about_translated_flows() {
+    use Output::{Exact, Unchanged};
+    let mut h = ipv6_datapath();
+    let vip = format!("{VIP}:80");
+    let be = format!("{BACKEND}:8080");
+    let router = "fd00:10:244:1::1";
+    // A flow from the client, translated to the backend.
+    let syn_in = syn(client(42000), &vip).build();
+    let syn_out = syn(client(42000), &be).build();
+    h.check(&case(
+        "TC: the flow's SYN, DNAT",
+        Prog::Tc,
+        syn_in.clone(),
+        TC_ACT_OK,
+        Exact(syn_out.clone()),
+        Verdict::DnatNew,
+    ));
+    // Packet too big (MTU 1280) about the translated SYN, from a router behind the node:
+    // the quote back to client -> Service, the source to the Service address.
+    let mtu = 1280u32.to_be_bytes();
+    for (quote, name) in [
+        (60, "TC: packet too big about the flow, the whole TCP header quoted"),
+        (48, "TC: packet too big about the flow, 8 bytes of TCP quoted"),
+    ] {
+        let input = icmp6_error(router, CLIENT, 2, mtu, &syn_out, quote);
+        // (A 48-byte quote ends before the TCP checksum, which is then not updated.)
+        let expected = icmp6_error("fd00:10:96::10", CLIENT, 2, mtu, &syn_in, quote);
+        h.check(&case(name, Prog::Tc, input, TC_ACT_OK, Exact(expected), Verdict::RevNatIcmp));
+    }
+    // Port unreachable about the reply, from a router on the client's side, addressed to
+    // the Service address: to the backend, the quote back to backend -> client.
+    let reply_out = Ipv6Builder::tcp(sa6(&vip), client(42000)).flags(SYN | ACK).build();
+    let reply_in = Ipv6Builder::tcp(sa6(&be), client(42000)).flags(SYN | ACK).build();
+    let input = icmp6_error("fd00:10:244:1::99", "fd00:10:96::10", 1, [0; 4], &reply_out, 60);
+    let expected = icmp6_error("fd00:10:244:1::99", "fd00:10:244:1::11", 1, [0; 4], &reply_in, 60);
+    h.check(&case(
+        "TC: unreachable about the reply, to the backend",
+        Prog::Tc,
+        input.clone(),
+        TC_ACT_OK,
+        Exact(expected),
+        Verdict::DnatIcmp,
+    ));
+    h.check(&case(
+        "XDP: an ICMPv6 error is TC's",
+        Prog::Xdp,
+        input,
+        XDP_PASS,
+        Unchanged,
+        Verdict::XdpPassToTc,
+    ));
+    // Not about a translated flow, and an echo request: untouched.
+    let other = syn(client(42001), "[fd00:10:244:1::30]:80").build();
+    let unrelated = icmp6_error(router, CLIENT, 2, mtu, &other, 60);
+    h.check(&case(
+        "TC: packet too big about an untranslated flow",
+        Prog::Tc,
+        unrelated,
+        TC_ACT_OK,
+        Unchanged,
+        Verdict::PassOtherProto,
+    ));
 }
