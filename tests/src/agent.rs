@@ -182,7 +182,9 @@ impl LabAgent {
         args.extend(["--poll-interval-ms".into(), "100".into()]);
         args.extend(["--bpffs".into(), bpffs.clone().into()]);
         if with_pod_cidr {
+            // Both families: the lab is dual-stack.
             args.extend(["--cluster-cidr".into(), crate::CLUSTER_POD_CIDR.into()]);
+            args.extend(["--cluster-cidr".into(), crate::CLUSTER_POD_CIDR6.into()]);
         }
         args.extend(extra_args.iter().map(OsString::from));
         let process = Self::spawn(lab, node, &args, log)?;

@@ -9,6 +9,9 @@
 //! - a pod (ca) uploads 256 KiB through a ClusterIP: its socket's path MTU drops to 1280 and
 //!   the upload completes (untranslated, the error quotes b1:9000, which no socket of ca's
 //!   knows: the transfer stalls, a PMTU blackhole);
+//! - the same over IPv6 (the Service's IPv6 ClusterIP, b1's IPv6 address): node 2's
+//!   ICMPv6 "packet too big" is translated back by node 1 (svc-ebpf/src/icmp6.rs), and the
+//!   upload completes with a path MTU of 1280;
 //! - an outside host uploads through node 1's NodePort (masqueraded to node 1's address):
 //!   the error comes to node 1, which sends it on to the outside host;
 //! - the other direction: a pod on node 1 (a1, behind a node-side link of MTU 1280)
@@ -28,7 +31,10 @@
 use std::{
     io::{self, BufRead, BufReader, Read, Write},
     mem::size_of,
-    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{
+        IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream,
+        UdpSocket,
+    },
     os::fd::AsRawFd,
     path::PathBuf,
     sync::{
@@ -48,6 +54,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// port nobody listens on, UDP 81 -> the echo server.
 const UPLOAD_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 3, 10);
 const UPLOAD_NODE_PORT: u16 = 30900;
+/// `upload`'s IPv6 ClusterIP (backend b1's IPv6 address, TCP only).
+const UPLOAD_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0x3, 0x10);
 /// ClusterIP of `download` (backend b2 on node 2).
 const DOWNLOAD_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 3, 11);
 const DOWNLOAD_NODE_PORT: u16 = 30902;
@@ -64,7 +72,10 @@ kind: Service
 metadata: {{name: upload, namespace: default}}
 spec:
   type: NodePort
+  ipFamilyPolicy: PreferDualStack
+  ipFamilies: [IPv4, IPv6]
   clusterIP: {UPLOAD_VIP}
+  clusterIPs: ["{UPLOAD_VIP}", "{UPLOAD_VIP6}"]
   ports:
     - {{name: bulk, protocol: TCP, port: 80, targetPort: {BULK_PORT}, nodePort: {UPLOAD_NODE_PORT}}}
     - {{name: closed, protocol: UDP, port: 80, targetPort: 9999, nodePort: {UPLOAD_NODE_PORT}}}
@@ -83,6 +94,18 @@ ports:
   - {{name: echo, protocol: UDP, port: 8080}}
 endpoints:
   - {{addresses: ["10.244.2.11"], conditions: {{ready: true}}, nodeName: node2}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: upload-6
+  namespace: default
+  labels: {{kubernetes.io/service-name: upload}}
+addressType: IPv6
+ports:
+  - {{name: bulk, protocol: TCP, port: {BULK_PORT}}}
+endpoints:
+  - {{addresses: ["fd00:10:244:2::11"], conditions: {{ready: true}}, nodeName: node2}}
 ---
 apiVersion: v1
 kind: Service
@@ -121,13 +144,18 @@ struct BulkServer {
 
 impl BulkServer {
     fn start(ns: &str) -> BulkServer {
+        Self::start_on(ns, SocketAddr::from((Ipv4Addr::UNSPECIFIED, BULK_PORT)))
+    }
+
+    /// On `addr` (0.0.0.0 or [::], an IPv6-only socket since the IPv4 one has the port).
+    fn start_on(ns: &str, addr: SocketAddr) -> BulkServer {
         let stop = Arc::new(AtomicBool::new(false));
         let mtus = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (ns, s, m) = (ns.to_string(), stop.clone(), mtus.clone());
         let thread = std::thread::spawn(move || {
             let listener = netns::enter_netns(&ns)
-                .and_then(|()| TcpListener::bind((Ipv4Addr::UNSPECIFIED, BULK_PORT)))
+                .and_then(|()| bind_only(addr))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l));
             let listener = match listener {
                 Ok(l) => {
@@ -216,16 +244,34 @@ fn serve(conn: TcpStream, mtus: &Mutex<Vec<u32>>) -> io::Result<()> {
     Ok(())
 }
 
-/// The socket's path MTU (IP_MTU; the socket must be connected).
-fn ip_mtu(s: &impl AsRawFd) -> io::Result<u32> {
+/// A listener on `addr`; an IPv6 one takes IPv6 only, beside an IPv4 one on the port.
+fn bind_only(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(16)?;
+    Ok(socket.into())
+}
+
+/// The socket's path MTU (IP_MTU, or IPV6_MTU on an IPv6 socket; it must be connected).
+fn ip_mtu(s: &(impl AsRawFd + PeerAddr)) -> io::Result<u32> {
     let mut mtu: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    let (level, name) = if s.peer()?.is_ipv6() {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    };
     // SAFETY: getsockopt writes at most `len` bytes into `mtu`.
     let rc = unsafe {
         libc::getsockopt(
             s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU,
+            level,
+            name,
             (&mut mtu as *mut libc::c_int).cast(),
             &mut len,
         )
@@ -236,9 +282,21 @@ fn ip_mtu(s: &impl AsRawFd) -> io::Result<u32> {
     Ok(mtu as u32)
 }
 
-fn connect(ns: &str, to: SocketAddrV4) -> Result<TcpStream, String> {
+/// The peer of a connected socket, to tell its family.
+trait PeerAddr {
+    fn peer(&self) -> io::Result<SocketAddr>;
+}
+
+impl PeerAddr for TcpStream {
+    fn peer(&self) -> io::Result<SocketAddr> {
+        self.peer_addr()
+    }
+}
+
+fn connect(ns: &str, to: impl Into<SocketAddr>) -> Result<TcpStream, String> {
+    let to: SocketAddr = to.into();
     let s = in_netns(ns, || {
-        TcpStream::connect_timeout(&SocketAddr::V4(to), Duration::from_secs(3))
+        TcpStream::connect_timeout(&to, Duration::from_secs(3))
     })
     .map_err(|e| format!("connect {to}: {e}"))?;
     s.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
@@ -248,7 +306,7 @@ fn connect(ns: &str, to: SocketAddrV4) -> Result<TcpStream, String> {
 }
 
 /// Uploads [`BYTES`] from `ns` to `to`; the client socket's path MTU afterwards.
-fn upload(ns: &str, to: SocketAddrV4) -> Result<u32, String> {
+fn upload(ns: &str, to: impl Into<SocketAddr>) -> Result<u32, String> {
     let mut s = connect(ns, to)?;
     let before = ip_mtu(&s).map_err(|e| e.to_string())?;
     s.write_all(format!("up {BYTES}\n").as_bytes())
@@ -361,6 +419,7 @@ struct Env {
     agents: Vec<LabAgent>,
     manifests: PathBuf,
     _bulk_b1: BulkServer,
+    _bulk_b1_6: BulkServer,
     bulk_b2: BulkServer,
     // Dropped last: tears the namespaces down after the agents and servers are stopped.
     lab: Lab,
@@ -376,6 +435,10 @@ impl Env {
         lab.set_pod_link_mtu("b1", MTU).expect("b1's link");
         lab.set_pod_link_mtu("a1", MTU).expect("a1's link");
         let bulk_b1 = BulkServer::start(lab.pod_ns("b1"));
+        let bulk_b1_6 = BulkServer::start_on(
+            lab.pod_ns("b1"),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, BULK_PORT)),
+        );
         let bulk_b2 = BulkServer::start(lab.pod_ns("b2"));
         let mut agents = Vec::new();
         for n in [1, 2] {
@@ -387,9 +450,10 @@ impl Env {
         }
         for agent in &agents {
             for (vip, proto) in [
-                (UPLOAD_VIP, PROTO_TCP),
-                (UPLOAD_VIP, PROTO_UDP),
-                (DOWNLOAD_VIP, PROTO_TCP),
+                (IpAddr::V4(UPLOAD_VIP), PROTO_TCP),
+                (IpAddr::V4(UPLOAD_VIP), PROTO_UDP),
+                (IpAddr::V4(DOWNLOAD_VIP), PROTO_TCP),
+                (IpAddr::V6(UPLOAD_VIP6), PROTO_TCP),
             ] {
                 agent
                     .wait_backends(vip, 80, proto, 1, Duration::from_secs(20))
@@ -400,6 +464,7 @@ impl Env {
             agents,
             manifests,
             _bulk_b1: bulk_b1,
+            _bulk_b1_6: bulk_b1_6,
             bulk_b2,
             lab,
         }
@@ -462,6 +527,26 @@ fn icmp_errors_of_translated_flows_reach_their_sockets() {
             }
             Ok(format!(
                 "done in {:?}, path MTU to the Service {mtu}, node 1 translated {n} error(s)",
+                t.elapsed()
+            ))
+        }),
+    );
+
+    // 1b. The same over IPv6: packet too big from node 2 about the DNATed segment.
+    let vip6 = SocketAddr::new(UPLOAD_VIP6.into(), 80);
+    let t = Instant::now();
+    let (r, n) = env.counting(1, Verdict::RevNatIcmp, || upload(lab.pod_ns("ca"), vip6));
+    row(
+        "pod ca -> IPv6 ClusterIP [fd00:10:96::3:10]:80 -> b1 behind a 1280-byte link: 256 KiB upload",
+        r.and_then(|mtu| {
+            if mtu != MTU {
+                return Err(format!("completed, but the path MTU is {mtu}"));
+            }
+            if n == 0 {
+                return Err("completed, but node 1 counted no rev_nat_icmp".into());
+            }
+            Ok(format!(
+                "done in {:?}, path MTU to the Service {mtu}, node 1 translated {n} packet-too-big error(s)",
                 t.elapsed()
             ))
         }),

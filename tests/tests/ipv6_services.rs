@@ -268,8 +268,6 @@ fn ipv6_and_dual_stack_services() {
         &[
             "--node-ip",
             &node6_arg,
-            "--cluster-cidr",
-            svc_lab::CLUSTER_POD_CIDR6,
             "--node-name",
             "node1",
             "--cgroup",
@@ -558,8 +556,6 @@ fn kube_proxy_test_node_ports_ipv6_rows() {
         let mut args = vec![
             "--node-ip",
             node6_arg.as_str(),
-            "--cluster-cidr",
-            svc_lab::CLUSTER_POD_CIDR6,
             "--node-name",
             "test-node",
             "--cgroup",

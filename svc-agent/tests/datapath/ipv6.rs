@@ -418,7 +418,14 @@ fn ipv6_table() {
 
 /// An ICMPv6 error from `from` to `to` quoting the IP packet of `frame` (its first
 /// `quote` bytes after the Ethernet header).
-fn icmp6_error(from: &str, to: &str, kind: u8, rest: [u8; 4], frame: &[u8], quote: usize) -> Vec<u8> {
+fn icmp6_error(
+    from: &str,
+    to: &str,
+    kind: u8,
+    rest: [u8; 4],
+    frame: &[u8],
+    quote: usize,
+) -> Vec<u8> {
     Ipv6Builder::icmpv6(ip6(from), ip6(to), kind, 0, rest)
         .payload(&frame[14..14 + quote])
         .build()
@@ -446,20 +453,51 @@ fn ipv6_icmp_errors_about_translated_flows() {
     // the quote back to client -> Service, the source to the Service address.
     let mtu = 1280u32.to_be_bytes();
     for (quote, name) in [
-        (60, "TC: packet too big about the flow, the whole TCP header quoted"),
-        (48, "TC: packet too big about the flow, 8 bytes of TCP quoted"),
+        (
+            60,
+            "TC: packet too big about the flow, the whole TCP header quoted",
+        ),
+        (
+            48,
+            "TC: packet too big about the flow, 8 bytes of TCP quoted",
+        ),
     ] {
         let input = icmp6_error(router, CLIENT, 2, mtu, &syn_out, quote);
         // (A 48-byte quote ends before the TCP checksum, which is then not updated.)
         let expected = icmp6_error("fd00:10:96::10", CLIENT, 2, mtu, &syn_in, quote);
-        h.check(&case(name, Prog::Tc, input, TC_ACT_OK, Exact(expected), Verdict::RevNatIcmp));
+        h.check(&case(
+            name,
+            Prog::Tc,
+            input,
+            TC_ACT_OK,
+            Exact(expected),
+            Verdict::RevNatIcmp,
+        ));
     }
     // Port unreachable about the reply, from a router on the client's side, addressed to
     // the Service address: to the backend, the quote back to backend -> client.
-    let reply_out = Ipv6Builder::tcp(sa6(&vip), client(42000)).flags(SYN | ACK).build();
-    let reply_in = Ipv6Builder::tcp(sa6(&be), client(42000)).flags(SYN | ACK).build();
-    let input = icmp6_error("fd00:10:244:1::99", "fd00:10:96::10", 1, [0; 4], &reply_out, 60);
-    let expected = icmp6_error("fd00:10:244:1::99", "fd00:10:244:1::11", 1, [0; 4], &reply_in, 60);
+    let reply_out = Ipv6Builder::tcp(sa6(&vip), client(42000))
+        .flags(SYN | ACK)
+        .build();
+    let reply_in = Ipv6Builder::tcp(sa6(&be), client(42000))
+        .flags(SYN | ACK)
+        .build();
+    let input = icmp6_error(
+        "fd00:10:244:1::99",
+        "fd00:10:96::10",
+        1,
+        [0; 4],
+        &reply_out,
+        60,
+    );
+    let expected = icmp6_error(
+        "fd00:10:244:1::99",
+        "fd00:10:244:1::11",
+        1,
+        [0; 4],
+        &reply_in,
+        60,
+    );
     h.check(&case(
         "TC: unreachable about the reply, to the backend",
         Prog::Tc,
