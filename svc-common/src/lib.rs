@@ -235,6 +235,13 @@ macro_rules! for_each_map {
             /// SVC4_SVC_RANGE for IPv6: one [`AddrRange6`].
             unserved_range6: SVC6_SVC_RANGE = array<$crate::AddrRange6>,
                 size $crate::SVC_RANGE6_MAP_SIZE, sized by fixed;
+            /// SVC4_FRAG for IPv6 fragments (fragment headers).
+            frags6: SVC6_FRAG = lru<$crate::Frag6Key, $crate::Frag6Value>,
+                size $crate::FRAG6_MAP_SIZE, sized by fixed;
+            /// Scratch space (one per-CPU [`Frag6Entry`]) where the IPv6 packet path builds
+            /// an SVC6_FRAG entry. Never read outside the programs.
+            frag6_tmp: SVC6_FRAG_TMP = percpu_array<$crate::Frag6Entry>,
+                size 1, sized by fixed;
             /// SVC4_SOCK_RNAT for IPv6 sockets (recvmsg6).
             sock_revnat6: SVC6_SOCK_RNAT = lru<$crate::SockRevNat6Key, $crate::SockRevNat6Value>,
                 size $crate::SOCK_REVNAT6_MAP_SIZE, sized by fixed;
@@ -277,6 +284,7 @@ pub const SOCK_REVNAT6_MAP_SIZE: u32 = SOCK_REVNAT4_MAP_SIZE;
 pub const CLUSTERIP6_MAP_SIZE: u32 = CLUSTERIP4_MAP_SIZE;
 pub const SVC_CIDR6_MAP_SIZE: u32 = SVC_CIDR4_MAP_SIZE;
 pub const SVC_RANGE6_MAP_SIZE: u32 = 1;
+pub const FRAG6_MAP_SIZE: u32 = FRAG4_MAP_SIZE;
 pub const BACKEND4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 pub const REVNAT4_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Two entries per flow (forward and reply). LRU maps evict in per-CPU batches before they
@@ -906,17 +914,43 @@ pub struct Frag4Key {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
-pub struct Frag4Value {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragValue<A> {
     /// bpf_ktime_get_ns() when the first fragment went through (CLOCK_MONOTONIC).
     pub created_ns: u64,
     /// The source and destination the first fragment left with (network order): later
     /// fragments get the same. Unused for FragKind::Drop.
-    pub saddr_be: u32,
-    pub daddr_be: u32,
+    pub saddr_be: A,
+    pub daddr_be: A,
     /// A [`FragKind`].
     pub kind: u8,
     pub _pad: [u8; 7],
+}
+family_pod!(FragValue { u64, A, A, u8, [u8; 7] });
+pub type Frag4Value = FragValue<u32>;
+pub type Frag6Value = FragValue<Ip6>;
+
+/// SVC6_FRAG's key: {source, destination, fragment header identification, upper-layer
+/// protocol}, as the datagram arrives (Frag4Key's, with IPv6's 32-bit identification).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Frag6Key {
+    pub saddr_be: Ip6,
+    pub daddr_be: Ip6,
+    /// The fragment header's identification, network order.
+    pub id_be: u32,
+    /// A [`Protocol`].
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// SVC6_FRAG_TMP's one per-CPU entry: an SVC6_FRAG entry built in map memory rather than
+/// on the stack, which the IPv6 packet path has no room left on (svc-ebpf/src/frag6.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct Frag6Entry {
+    pub key: Frag6Key,
+    pub value: Frag6Value,
 }
 
 words! {
@@ -1268,6 +1302,9 @@ mod user {
     unsafe impl aya::Pod for Svc4Key {}
     unsafe impl aya::Pod for AddrRange4 {}
     unsafe impl aya::Pod for AddrRange6 {}
+    unsafe impl aya::Pod for Frag6Key {}
+    unsafe impl aya::Pod for Frag6Value {}
+    unsafe impl aya::Pod for Frag6Entry {}
     unsafe impl aya::Pod for Svc4Value {}
     unsafe impl aya::Pod for Backend4 {}
     unsafe impl aya::Pod for RevNat4 {}
@@ -1328,6 +1365,9 @@ mod tests {
         assert_eq!(size_of::<SockRevNat6Key>(), 32);
         assert_eq!(size_of::<SockRevNat6Value>(), 24);
         assert_eq!(size_of::<AddrRange6>(), 32);
+        assert_eq!(size_of::<Frag6Key>(), 40);
+        assert_eq!(size_of::<Frag6Value>(), 48);
+        assert_eq!(size_of::<Frag6Entry>(), 88);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
     }
 

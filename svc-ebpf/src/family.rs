@@ -6,17 +6,16 @@
 //! before any lookup, so no lookup ever pays for the other family.
 //!
 //! What differs between the families beyond the maps lives here too, each with the reason:
-//! loopback and first-fragment records
-//! (IPv4 only: IPv6 fragments are passed untouched, see parse6.rs).
+//! loopback and first-fragment records (frag.rs, frag6.rs).
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key};
 use svc_common::{
-    Affinity4Value, AffinityKey, Backend, CtKey, CtValue, Ip6, RevNat, SrcRange, Svc4Value, SvcKey,
-    Verdict,
+    Affinity4Value, AffinityKey, Backend, CtKey, CtValue, FRAG_KIND_DROP, Ip6, RevNat, SrcRange,
+    Svc4Value, SvcKey, Verdict,
 };
 
 use crate::{
     clock::Clock,
-    config, frag,
+    config, frag, frag6,
     lb::Action,
     maps::{
         SVC4_AFFINITY, SVC4_BACKENDS, SVC4_CT, SVC4_POD_CIDRS, SVC4_REVNAT, SVC4_SERVICES,
@@ -195,12 +194,16 @@ impl Family for Ip6 {
     fn unserved_class(&self) -> Unserved {
         unserved::classify6(self)
     }
-    // IPv6 fragments never reach lb.rs (parse6.rs passes every one), so there is nothing
-    // to record.
     #[inline(always)]
-    fn frag_translated(_: &Packet<Ip6>, _: u8, _: Ip6, _: Ip6, _: &Clock) {}
+    fn frag_translated(pkt: &Packet<Ip6>, kind: u8, saddr: Ip6, daddr: Ip6, clock: &Clock) {
+        frag6::record(pkt, kind, saddr, daddr, false, clock);
+    }
     #[inline(always)]
-    fn frag_dropped(_: &Packet<Ip6>, _: &Clock) {}
+    fn frag_dropped(pkt: &Packet<Ip6>, clock: &Clock) {
+        frag6::record(pkt, FRAG_KIND_DROP, [0; 4], [0; 4], false, clock);
+    }
     #[inline(always)]
-    fn frag_done(_: &Packet<Ip6>, _: Verdict, _: &Clock) {}
+    fn frag_done(pkt: &Packet<Ip6>, verdict: Verdict, clock: &Clock) {
+        frag6::done(pkt, verdict, clock);
+    }
 }

@@ -100,7 +100,7 @@ pub fn translated(pkt: &Packet, kind: u8, saddr: u32, daddr: u32) -> Plan {
     }
     Plan {
         op: PLAN_INSERT,
-        key: key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto),
+        key: key(pkt.saddr, pkt.daddr, pkt.ip_id as u16, pkt.proto),
         value: Frag4Value {
             // Stamped by `record`, which alone reads the clock.
             created_ns: 0,
@@ -126,7 +126,7 @@ pub fn untouched(pkt: &Packet) -> Plan {
     }
     Plan {
         op: PLAN_REMOVE,
-        key: key(pkt.saddr, pkt.daddr, pkt.ip_id, pkt.proto),
+        key: key(pkt.saddr, pkt.daddr, pkt.ip_id as u16, pkt.proto),
         ..Plan::NOTHING
     }
 }

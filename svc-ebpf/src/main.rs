@@ -12,6 +12,7 @@ mod config;
 mod csum;
 mod family;
 mod frag;
+mod frag6;
 mod icmp;
 mod icmp6;
 mod lb;

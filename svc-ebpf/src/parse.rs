@@ -95,8 +95,10 @@ pub struct Packet<A = u32> {
     pub l4_off: usize,
     /// The IPv4 header carries options (IHL > 5). IPv6: false (XDP rewrites at `l4_off`).
     pub has_ip_options: bool,
-    /// The IPv4 identification field, network order (keys SVC4_FRAG). IPv6: 0.
-    pub ip_id: u16,
+    /// The IPv4 identification field (keys SVC4_FRAG), or an IPv6 first fragment's
+    /// fragment header identification (keys SVC6_FRAG); network order, IPv4's in the low
+    /// 16 bits.
+    pub ip_id: u32,
     /// The first fragment of a fragmented datagram (MF set, offset 0): its TCP/UDP header
     /// is here, the rest of the datagram follows in fragments without one (frag.rs).
     pub first_fragment: bool,
@@ -172,7 +174,7 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
         tcp_flags,
         l4_off,
         has_ip_options: ihl > 5,
-        ip_id: ip.id_be,
+        ip_id: ip.id_be as u32,
         first_fragment,
         ifindex: 0,
     })

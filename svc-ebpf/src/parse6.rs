@@ -10,10 +10,11 @@
 //!   walked, at most MAX_EXT_HEADERS of them, and so is an atomic fragment header (offset
 //!   0, no more fragments: a whole packet, RFC 6946). More of them, or one that is not
 //!   walked (AH, ESP, mobility, HIP, shim6, experimental): PassIpv6Unparsed, untouched;
-//! - a fragment (a fragment header with an offset or more fragments): PassFragment,
-//!   untouched. IPv6 fragments are not translated yet (docs/ipv6.md): unlike IPv4, an
-//!   IPv6 router never fragments, so only a sender that exceeds the path MTU on its own
-//!   (UDP datagrams above the MTU) makes them;
+//! - a first fragment (offset 0, more fragments) is parsed as a packet, with
+//!   `first_fragment` set and the fragment header's identification in `ip_id`: its L4
+//!   header is there. A later fragment (an offset) is PassFragment, for frag6.rs to give
+//!   the first one's translation. (Unlike IPv4, an IPv6 router never fragments: only a
+//!   sender makes fragments, of UDP datagrams above the path MTU, a large DNS answer);
 //! - ICMPv6 (neighbour discovery, echo, errors) and every other protocol: PassOtherProto,
 //!   never looked up, so neighbour discovery works with no maps at all.
 use svc_common::{Ip6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Verdict};
@@ -118,6 +119,8 @@ pub fn parse6(start: usize, end: usize, frame_len: usize) -> Result<Packet<Ip6>,
     let mut next = ip.nexthdr;
     let mut off = ETH_HLEN + IPV6_HLEN;
     let mut walked = 0;
+    let mut frag_id = 0u32;
+    let mut first_fragment = false;
     while walked < MAX_EXT_HEADERS {
         match next {
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
@@ -131,8 +134,14 @@ pub fn parse6(start: usize, end: usize, frame_len: usize) -> Result<Packet<Ip6>,
                 let h: *mut ExtHdr = ptr_at(start, end, off).ok_or(Verdict::DropMalformed)?;
                 let h = unsafe { *h };
                 let frag = u16::from_be(h.frag_off_be);
-                if frag & (FRAG6_OFFSET_MASK | FRAG6_MF) != 0 {
+                if frag & FRAG6_OFFSET_MASK != 0 {
                     return Err(Verdict::PassFragment);
+                }
+                if frag & FRAG6_MF != 0 {
+                    // SAFETY: bounds checked by ptr_at (the identification follows).
+                    let id: *mut u32 = ptr_at(start, end, off + 4).ok_or(Verdict::DropMalformed)?;
+                    frag_id = unsafe { *id };
+                    first_fragment = true;
                 }
                 next = h.nexthdr;
                 off += 8;
@@ -154,7 +163,7 @@ pub fn parse6(start: usize, end: usize, frame_len: usize) -> Result<Packet<Ip6>,
             Verdict::PassOtherProto
         });
     }
-    let (sport, dport, tcp_flags) = l4_ports(start, end, next, off, ip_end - off, false)?;
+    let (sport, dport, tcp_flags) = l4_ports(start, end, next, off, ip_end - off, first_fragment)?;
     Ok(Packet {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -164,8 +173,8 @@ pub fn parse6(start: usize, end: usize, frame_len: usize) -> Result<Packet<Ip6>,
         tcp_flags,
         l4_off: off,
         has_ip_options: false,
-        ip_id: 0,
-        first_fragment: false,
+        ip_id: frag_id,
+        first_fragment,
         ifindex: 0,
     })
 }

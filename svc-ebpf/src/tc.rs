@@ -13,7 +13,7 @@ use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_UDP, Verdict};
 use crate::{
     clock::Clock,
     family::Family,
-    frag, icmp, icmp6,
+    frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{
@@ -89,11 +89,14 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     apply(ctx, &pkt, action, &clock)
 }
 
-/// The IPv6 path: as `try_run`, with IPv6 parsing. Fragments are passed (parse6.rs).
+/// The IPv6 path: as `try_run`, with IPv6 parsing. ICMPv6 errors are left to `run`
+/// (icmp6.rs).
 #[inline(never)]
 fn try_run6(ctx: &TcContext) -> (Verdict, i32) {
     let mut pkt = match parse6_skb(ctx) {
         Ok(pkt) => pkt,
+        // A fragment after the first: the first one's translation (frag6.rs).
+        Err(Verdict::PassFragment) => return frag6::tc_later(ctx),
         Err(verdict) => return (verdict, action_for(verdict)),
     };
     // SAFETY: reading a field of the skb we were given.

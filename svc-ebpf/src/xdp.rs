@@ -15,7 +15,7 @@ use crate::{
     clock::Clock,
     csum,
     family::Family,
-    frag, icmp, icmp6,
+    frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
     parse::{self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
@@ -32,7 +32,16 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
         None => false,
     };
-    let (verdict, action) = if ipv6 { try_run6(ctx) } else { try_run(ctx) };
+    let (verdict, action) = if ipv6 {
+        match try_run6(ctx) {
+            // A fragment after the first: the first one's translation, in a frame beside
+            // try_run6's (frag6.rs).
+            (Verdict::PassFragment, _) => frag6::xdp_later(ctx),
+            other => other,
+        }
+    } else {
+        try_run(ctx)
+    };
     count(verdict);
     action
 }

@@ -16,6 +16,8 @@
 //! - internalTrafficPolicy Local (the local endpoint only); externalTrafficPolicy Local
 //!   without a local endpoint (dropped from outside, a pod reaches the remote endpoint
 //!   unmasqueraded); hairpin (a backend that picks itself is masqueraded);
+//! - a fragmented UDP datagram each way through the IPv6 ClusterIP (4,000 bytes in,
+//!   6,000 out, MTU 1500): every fragment translated;
 //! - an IPv6 Service without endpoints: TCP refused (RST), UDP refused (ICMPv6 port
 //!   unreachable);
 //! - the node's own processes (socket LB, connect6/sendmsg6): to the IPv6 ClusterIP, TCP
@@ -414,6 +416,40 @@ fn ipv6_and_dual_stack_services() {
         assert_eq!(saw.ip(), p1_6, "to another backend: not masqueraded");
     }
     assert!(hairpinned, "p1 never got itself in {MAX_CALLS} calls");
+
+    // Fragments both ways: a 4,000-byte datagram to the IPv6 ClusterIP and a 6,000-byte
+    // answer (the client's and the backend's kernels fragment them at MTU 1500): every
+    // fragment gets its first fragment's translation.
+    let (dnat_frag, rev_frag) = (
+        agent.verdict_count(Verdict::DnatFragment),
+        agent.verdict_count(Verdict::RevNatFragment),
+    );
+    let request = svc_lab::echo::big_request(4000, 6000);
+    let to = SocketAddr::new(DUAL6.into(), 53);
+    let answer = svc_lab::try_in_netns(&client, || -> io::Result<Vec<u8>> {
+        let s = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.connect(to)?;
+        s.send(&request)?;
+        let mut buf = vec![0u8; 65536];
+        let n = s.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .and_then(|r| r)
+    .expect("a fragmented datagram through the IPv6 ClusterIP");
+    let (line, intact) = svc_lab::echo::check_sized(&answer).expect("a sized answer");
+    assert!(
+        intact && answer.len() == 6000,
+        "{line} ({} bytes)",
+        answer.len()
+    );
+    assert!(
+        line.ends_with("4000 intact"),
+        "the request arrived whole: {line}"
+    );
+    assert!(agent.verdict_count(Verdict::DnatFragment) > dnat_frag);
+    assert!(agent.verdict_count(Verdict::RevNatFragment) > rev_frag);
 
     // No endpoints: refused, as kube-proxy's REJECT.
     let rst = agent.verdict_count(Verdict::RejectTcpRst);

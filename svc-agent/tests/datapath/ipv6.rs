@@ -4,7 +4,9 @@
 //!   verified), the established flow, the reply translated back, the conntrack entries;
 //! - extension headers walked (hop-by-hop, routing, destination options, an atomic
 //!   fragment header) and kept in the output; 8 of them translated, a 9th and AH passed
-//!   (`pass_ipv6_unparsed`); fragments passed (`pass_fragment`);
+//!   (`pass_ipv6_unparsed`); a datagram in fragments (the first translated as a packet, a
+//!   later one given the first one's addresses: `dnat_fragment`), a later fragment whose
+//!   first never came passed (`pass_fragment`);
 //! - a Service without endpoints: TCP RST and ICMPv6 port unreachable from TC (exact
 //!   ICMPv6 bytes), handed to TC by XDP;
 //! - what is never touched: neighbour discovery and echo (`pass_other_proto`), an address
@@ -122,6 +124,20 @@ fn ipv6_datapath() -> Harness {
 
 fn syn(from: SocketAddrV6, to: &str) -> Ipv6Builder {
     Ipv6Builder::tcp(from, sa6(to)).flags(SYN)
+}
+
+/// A fragment of a UDP datagram from `from` to `to` (offset in 8-byte units, more
+/// fragments or not): a first fragment carries the UDP header, a later one the builder's
+/// bytes, which the programs never read.
+fn fragment(from: SocketAddrV6, to: &str, id: u32, offset_units: u16, more: bool) -> Vec<u8> {
+    Ipv6Builder::udp(from, sa6(to))
+        .ext(Ipv6Ext::Fragment {
+            offset_units,
+            more,
+            id,
+        })
+        .payload(&[0xab; 24])
+        .build()
 }
 
 /// `n` destination options headers (8 bytes each) before the L4 header.
@@ -248,22 +264,7 @@ fn cases() -> Vec<Case> {
     let nine = with_dest_opts(syn(client(41040), &vip), 9).build();
     let mut ah = syn(client(41041), &vip).build();
     ah[20] = 51; // next header: AH
-    let first_fragment = Ipv6Builder::udp(client(41042), sa6(&format!("{VIP}:53")))
-        .ext(Ipv6Ext::Fragment {
-            offset_units: 0,
-            more: true,
-            id: 8,
-        })
-        .payload(&[0xab; 24])
-        .build();
-    let later_fragment = Ipv6Builder::udp(client(41042), sa6(&format!("{VIP}:53")))
-        .ext(Ipv6Ext::Fragment {
-            offset_units: 185,
-            more: false,
-            id: 8,
-        })
-        .payload(&[0xab; 24])
-        .build();
+    let orphan_fragment = fragment(client(41042), &format!("{VIP}:53"), 77, 185, false);
     let cut = syn(client(41043), &vip).truncate(14 + 40 + 10).build();
     let mut short_payload = syn(client(41044), &vip).build();
     short_payload[18..20].copy_from_slice(&10u16.to_be_bytes()); // 10 of the TCP header's 20
@@ -283,8 +284,11 @@ fn cases() -> Vec<Case> {
         let untouched = [
             ("9 extension headers", &nine, Verdict::PassIpv6Unparsed),
             ("an AH header", &ah, Verdict::PassIpv6Unparsed),
-            ("a first fragment", &first_fragment, Verdict::PassFragment),
-            ("a later fragment", &later_fragment, Verdict::PassFragment),
+            (
+                "a later fragment whose first never came",
+                &orphan_fragment,
+                Verdict::PassFragment,
+            ),
             ("neighbour solicitation", &ns, Verdict::PassOtherProto),
             (
                 "echo request to the ClusterIP",
@@ -315,6 +319,50 @@ fn cases() -> Vec<Case> {
             drop,
             Unchanged,
             Verdict::DropMalformed,
+        );
+    }
+    // A datagram in fragments, through TC and through XDP: the first is translated as a
+    // packet, the later one gets its addresses.
+    let dns = format!("{VIP}:53");
+    let dns_be = format!("{BACKEND}:5353");
+    for (prog, port, id, ret, first_name, later_name) in [
+        (
+            Tc,
+            41046,
+            8,
+            TC_ACT_OK,
+            "TC: first fragment to the IPv6 ClusterIP, DNAT",
+            "TC: its later fragment, the same addresses",
+        ),
+        (
+            Xdp,
+            41047,
+            9,
+            XDP_PASS,
+            "XDP: first fragment to the IPv6 ClusterIP, DNAT",
+            "XDP: its later fragment, the same addresses",
+        ),
+    ] {
+        let first = fragment(client(port), &dns, id, 0, true);
+        let first_out = fragment(client(port), &dns_be, id, 0, true);
+        push(
+            first_name,
+            prog,
+            first,
+            ret,
+            Exact(first_out),
+            Verdict::DnatNew,
+        );
+        let later = fragment(client(port), &dns, id, 185, false);
+        let mut later_out = later.clone();
+        later_out[38..54].copy_from_slice(&ip6("fd00:10:244:1::11").octets());
+        push(
+            later_name,
+            prog,
+            later,
+            ret,
+            Exact(later_out),
+            Verdict::DnatFragment,
         );
     }
     let reject_syn = syn(client(41050), &format!("{EMPTY}:80")).build();
@@ -399,8 +447,9 @@ fn ipv6_table() {
         .iter()
         .filter(|(k, _)| k.kind == CT_KIND_REPLY)
         .count();
-    // TCP 41000, 41001, 41020, 41021, 41030, 41031; UDP 41010, 41011.
-    assert_eq!((services, replies), (8, 8), "{entries:?}");
+    // TCP 41000, 41001, 41020, 41021, 41030, 41031; UDP 41010, 41011, and the first
+    // fragments' 41046, 41047.
+    assert_eq!((services, replies), (10, 10), "{entries:?}");
     let backend = words(&ip6("fd00:10:244:1::11"));
     assert!(
         entries

@@ -6,9 +6,13 @@ use svc_agent::dataplane::DatapathConfig;
 
 use crate::support::*;
 
-/// A tenth of the kernel's BPF_COMPLEXITY_LIMIT_INSNS (about 19,000 today): an inline
-/// loop over the 128 masquerade port probes instead of bpf_loop costs ~500,000 and fails.
-const BUDGET: u32 = 100_000;
+/// A fifth of the kernel's BPF_COMPLEXITY_LIMIT_INSNS: an inline loop over the 128
+/// masquerade port probes instead of bpf_loop costs ~500,000 and fails. Measured
+/// 2026-12-03: svc_tc_ingress 151,017, svc_xdp 87,180. The IPv6 path doubled them (75,272
+/// and 52,990 before IPv6 fragments; about 19,000 for IPv4 alone): its extension-header
+/// walk is explored once per header, and a first fragment's flag splits the verifier's
+/// states through the whole decision.
+const BUDGET: u32 = 200_000;
 
 #[test]
 fn verifier_cost_is_within_budget() {
