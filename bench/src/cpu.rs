@@ -81,12 +81,15 @@ pub fn lab_cpu(cgroup: &Path) -> io::Result<Duration> {
 }
 
 /// Our programs, by the names the kernel shows (15 characters at most).
-pub const OUR_PROGRAMS: [&str; 5] = [
+pub const OUR_PROGRAMS: [&str; 8] = [
     "svc_tc_ingress",
     "svc_xdp",
     "svc_connect4",
     "svc_sendmsg4",
     "svc_recvmsg4",
+    "svc_connect6",
+    "svc_sendmsg6",
+    "svc_recvmsg6",
 ];
 
 /// Run time and run count of each of our programs loaded now, by program id. The kernel

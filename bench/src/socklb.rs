@@ -59,8 +59,8 @@ pub fn run(
                 let measured = (|| -> anyhow::Result<SockLbRun> {
                     agent.wait_backends(VIP, PORT, PROTO_TCP, 3, Duration::from_secs(20))?;
                     // Every link runs this agent's programs (the pod interfaces are
-                    // switched after the maps are ready): five programs, one per hook
-                    // kind, none of the previous agent's.
+                    // switched after the maps are ready): one program per hook kind,
+                    // none of the previous agent's.
                     ensure!(
                         svc_lab::agent::wait_for(Duration::from_secs(20), || {
                             let links = agent.links();

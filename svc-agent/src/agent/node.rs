@@ -157,10 +157,13 @@ mod tests {
 
     #[test]
     fn loopback_has_an_address_and_an_index() {
+        // 127.0.0.1 once (a device listed twice); ::1 is never a NodePort address.
         assert_eq!(
             device_addresses(&["lo".to_string(), "lo".to_string()]),
-            vec![Ipv4Addr::LOCALHOST]
+            vec![IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]
         );
+        assert!(!node_port_capable(&"fe80::1".parse().unwrap()));
+        assert!(node_port_capable(&"fd00:192:0:2::1".parse().unwrap()));
         assert!(device_addresses(&[]).is_empty());
         assert!(interfaces().contains_key("lo"));
     }
