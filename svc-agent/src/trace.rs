@@ -341,7 +341,7 @@ fn run_entry(
                 Some(
                     Verdict::XdpPassToTc
                         | Verdict::PassNotService
-                        | Verdict::PassNotIpv4
+                        | Verdict::PassNotIp
                         | Verdict::PassOtherProto
                         | Verdict::PassFragment
                 )
@@ -523,7 +523,7 @@ fn explain(v: Verdict, c: &Context<'_>) -> String {
         Verdict::DropMalformed => "headers cut short or invalid: dropped".into(),
         Verdict::PassFragment => "an IPv4 fragment after the first, of a datagram whose first fragment was not translated: passed untouched".into(),
         Verdict::PassOtherProto => "neither TCP nor UDP: passed untouched".into(),
-        Verdict::PassNotIpv4 => "not IPv4: passed untouched".into(),
+        Verdict::PassNotIp => "neither IPv4 nor IPv6: passed untouched".into(),
         other => format!("verdict {}", other.label()),
     }
 }

@@ -1174,8 +1174,9 @@ macro_rules! verdicts {
 }
 
 verdicts! {
-    /// Not IPv4 (ARP, IPv6, VLAN, ...): passed untouched.
-    PassNotIpv4 = 0, "pass_not_ipv4";
+    /// Neither IPv4 nor IPv6 (ARP, VLAN, ...): passed untouched. (Named `pass_not_ipv4`
+    /// before the programs served IPv6.)
+    PassNotIp = 0, "pass_not_ip";
     /// IPv4 but not addressed to a Service and not a reply of a translated flow (nor an
     /// allocated ClusterIP or an address inside a service CIDR, see DropUnallocated).
     PassNotService = 1, "pass_not_service";

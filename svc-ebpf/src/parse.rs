@@ -122,7 +122,7 @@ impl<A> Packet<A> {
 /// Parses Ethernet + IPv4 + TCP/UDP. `frame_len` is the whole frame's length (TC: the
 /// skb's, which may hold more than the linear part [start, end); XDP: end - start). The
 /// error is the verdict for packets that are not candidates for translation:
-/// - not IPv4: PassNotIpv4;
+/// - not IPv4: PassNotIp (the callers send IPv6 to parse6.rs first);
 /// - IPv4 header cut short, version != 4 or IHL < 5, or the TCP/UDP header cut short:
 ///   DropMalformed (no valid packet looks like this; the kernel would drop it too);
 /// - lengths that contradict each other: DropMalformed, before the packet can create a
@@ -144,7 +144,7 @@ pub fn parse(start: usize, end: usize, frame_len: usize) -> Result<Packet, Verdi
     let eth: *mut EthHdr = ptr_at(start, end, 0).ok_or(Verdict::DropMalformed)?;
     // SAFETY: bounds checked by ptr_at.
     if unsafe { (*eth).proto_be } != ETH_P_IP_BE {
-        return Err(Verdict::PassNotIpv4);
+        return Err(Verdict::PassNotIp);
     }
     let ip: *mut Ipv4Hdr = ptr_at(start, end, ETH_HLEN).ok_or(Verdict::DropMalformed)?;
     let ip = unsafe { *ip };

@@ -864,7 +864,7 @@ fn svcctl_trace_agrees_with_real_packets() {
                         .output()
                         .unwrap()
                         .stdout;
-                // Every counter but pass_not_ipv4 and pass_other_proto, which ARP, IPv6
+                // Every counter but pass_not_ip and pass_other_proto, which ARP, IPv6
                 // neighbour discovery and IGMP of the lab's interfaces move on their own
                 // (trace only sends TCP and UDP).
                 let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
@@ -873,7 +873,7 @@ fn svcctl_trace_agrees_with_real_packets() {
                     .unwrap()
                     .iter()
                     .filter(|v| {
-                        v["verdict"] != "pass_not_ipv4" && v["verdict"] != "pass_other_proto"
+                        v["verdict"] != "pass_not_ip" && v["verdict"] != "pass_other_proto"
                     })
                     .map(|v| v.to_string())
                     .collect();

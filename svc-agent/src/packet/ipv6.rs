@@ -1,7 +1,7 @@
 //! Ethernet + IPv6 frames as bytes: TCP, UDP and ICMPv6 (neighbour discovery, echo) with
 //! checksums over the IPv6 pseudo-header (RFC 8200 8.1), behind any chain of extension
-//! headers, for the fixtures that prove what the programs do with IPv6 (today: nothing,
-//! `pass_not_ipv4`) and, later, the IPv6 datapath's own (docs/ipv6.md).
+//! headers, for the fixtures and the benchmark of the programs' IPv6 path
+//! (svc-agent/tests/datapath/ipv6.rs).
 //!
 //! ```
 //! use std::net::SocketAddrV6;

@@ -163,7 +163,7 @@ fn cases() -> Vec<Case> {
             arp_request(CLIENT_MAC, ip("10.244.1.20"), ip("10.244.1.1")),
             TC_ACT_OK,
             Unchanged,
-            Verdict::PassNotIpv4,
+            Verdict::PassNotIp,
         ),
         case(
             "tc: TCP to a non-service address",
@@ -253,7 +253,7 @@ fn cases() -> Vec<Case> {
             arp_request(CLIENT_MAC, ip("192.0.2.100"), ip("192.0.2.1")),
             XDP_PASS,
             Unchanged,
-            Verdict::PassNotIpv4,
+            Verdict::PassNotIp,
         ),
         case(
             "xdp: SYN with IPv4 options to the VIP -> passed to TC unchanged",

@@ -283,7 +283,7 @@ fn json_field_names_are_stable() {
     assert_eq!(v["conntrack"][1]["translated_src"]["addr"], "10.96.0.10");
     assert_eq!(v["conntrack"][1]["translated_dst"], serde_json::Value::Null);
     assert_eq!(v["affinity"], serde_json::json!([]));
-    assert_eq!(v["stats"][0]["verdict"], "pass_not_ipv4");
+    assert_eq!(v["stats"][0]["verdict"], "pass_not_ip");
     assert_eq!(v["backends"][2]["frontends"], 0);
 
     let mut raw = lb_sample();
@@ -505,9 +505,9 @@ fn section_documents_are_the_snapshot_fields_in_json_and_yaml() {
 
 #[test]
 fn rates_are_the_difference_over_the_interval() {
-    let before = totals(&[("pass_not_ipv4", 10), ("dnat_new", 4), ("rev_nat", 9)]);
+    let before = totals(&[("pass_not_ip", 10), ("dnat_new", 4), ("rev_nat", 9)]);
     let after = totals(&[
-        ("pass_not_ipv4", 10),
+        ("pass_not_ip", 10),
         ("dnat_new", 10),
         ("rev_nat", 3),      // went down: the maps were recreated
         ("sock_rev_nat", 1), // not in the first reading
@@ -521,7 +521,7 @@ fn rates_are_the_difference_over_the_interval() {
             .map(|r| (r.verdict, r.packets, r.per_second))
             .collect::<Vec<_>>(),
         [
-            ("pass_not_ipv4", 10, 0.0),
+            ("pass_not_ip", 10, 0.0),
             ("dnat_new", 10, 3.0),
             ("rev_nat", 3, 0.0),
             ("sock_rev_nat", 1, 0.5),

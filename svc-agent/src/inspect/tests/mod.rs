@@ -182,7 +182,7 @@ fn sample() -> RawMaps {
             (2, revnat([10, 96, 0, 11], 80)),
         ],
         conntrack: flow().to_vec(),
-        stats: vec![(Verdict::PassNotIpv4, 3), (Verdict::DnatNew, 1)],
+        stats: vec![(Verdict::PassNotIp, 3), (Verdict::DnatNew, 1)],
         // rev 1 is named; rev 2 has no name entry.
         names: vec![
             (

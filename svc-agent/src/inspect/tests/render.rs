@@ -228,8 +228,8 @@ fn wide_tables_show_ids_flags_scopes_and_timestamps() {
 
 #[test]
 fn rates_table_hides_zero_verdicts_unless_all() {
-    let before = totals(&[("pass_not_ipv4", 0), ("dnat_new", 4), ("rev_nat", 0)]);
-    let after = totals(&[("pass_not_ipv4", 0), ("dnat_new", 10), ("rev_nat", 0)]);
+    let before = totals(&[("pass_not_ip", 0), ("dnat_new", 4), ("rev_nat", 0)]);
+    let after = totals(&[("pass_not_ip", 0), ("dnat_new", 10), ("rev_nat", 0)]);
     let doc = verdict_rates(&before, &after, 2.0);
     assert_eq!(
         render_rates(&doc, false).lines().collect::<Vec<_>>(),
@@ -242,7 +242,7 @@ fn rates_table_hides_zero_verdicts_unless_all() {
     );
     let all = render_rates(&doc, true);
     assert_eq!(all.lines().count(), 5, "{all}");
-    assert!(all.contains("pass_not_ipv4  0        0.0"), "{all}");
+    assert!(all.contains("pass_not_ip  0        0.0"), "{all}");
     let zero = verdict_rates(&before[..1], &after[..1], 1.0);
     assert!(render_rates(&zero, false).contains("(no packets counted yet)"));
 }
