@@ -6,6 +6,15 @@
 //! N growing over the scales (10, 1k, 10k, 100k), each Service's ClusterIP allocated
 //! (SVC4_CLUSTERIPS) inside the service CIDR 10.96.0.0/12 (SVC4_SVC_CIDR), as on a cluster
 //! (a packet no frontend takes pays for kube-proxy nftables' rules: svc-ebpf/src/unserved.rs).
+//! Every Service is dual-stack here: beside its IPv4 frontend it has an IPv6 twin,
+//! `[fd00:96::<i>]:80` with endpoints `fd00:244::<k>`, in the SVC6_* maps, so the scales
+//! apply to both families. The twins exist only in this section's desired state (the other
+//! sections build their own, IPv4, Services). They leave the IPv4 cases' conditions as
+//! they were: the SVC4_* maps hold the same entries with the same max_entries (`lb` also
+//! covers the rev-NAT ids both families share; backend ids are hash keys); what they add
+//! is the SVC6_* entries (the `ipv6` case now looks up in full maps) and install time
+//! (logged, not measured). Their ClusterIPs are in no IPv6 unserved-address map (the agent
+//! writes those for IPv4 only).
 //! With `--baseline-object`, the section runs first on that object (another build's) and
 //! its rows are named `svc_xdp@baseline`, so one run compares two builds. What is
 //! measured, and how each run is
@@ -18,7 +27,7 @@
 //! - **ipv6**: `svc_xdp` on an IPv6 TCP segment to an address that is no Service, `repeat`
 //!   times: every repeat must count `pass_not_service` and leave the frame as it was; the
 //!   IPv6 twin of `non_service` (IPv6 parsing, the frontend and reply lookups in the
-//!   SVC6_* maps).
+//!   SVC6_* maps, which hold the twins).
 //! - **established**: `svc_xdp` on the next packet (ACK) of a known flow. BPF_PROG_TEST_RUN
 //!   runs every repeat on the same buffer, so a rewrite made by the first repeat would be
 //!   what the second one sees. The flows are therefore made with a backend equal to the
@@ -28,15 +37,21 @@
 //!   lookup, rewrite, checksum update) and leaves the frame byte for byte as it was. Every
 //!   repeat must count `dnat_established` and the output must equal the input. The flows go
 //!   to Services spread evenly over all N.
+//! - **established6**: the same over IPv6, to the sampled Services' IPv6 twins (one of
+//!   whose endpoints is the twin's own `[fd00:96::<i>]:80`): every repeat must count
+//!   `dnat_established` and the frame must come out as it went in.
 //! - **new_flow**: every packet must be a new flow, so each call runs once (repeat = 1) on
 //!   a new 5-tuple, to Services spread over all N. The kernel times each call; its timer's
 //!   own cost per call (measured the same way on the empty program, minus the floor) is
 //!   subtracted (`harness_ns`, `net_median_ns`). Every call must count `dnat_new` and the
 //!   destination that comes out must be one of that Service's endpoints. The flows'
 //!   conntrack entries are removed after each run so the map stays the same size.
-//! - **new_flow_hot**: the same, but only to the Services of the established case, whose
-//!   map entries stay in the CPU caches: next to `new_flow` it shows what cold service and
-//!   backend entries cost as the maps grow.
+//! - **new_flow6**: the same over IPv6: SYNs from IPv6 clients (`fd00:c::<k>`, a new
+//!   source address or port per packet) to the IPv6 twins spread over all N; every call
+//!   must count `dnat_new` and reach one of the twin's IPv6 endpoints.
+//! - **new_flow_hot**: as `new_flow`, but only to the Services of the established case,
+//!   whose map entries stay in the CPU caches: next to `new_flow` it shows what cold service
+//!   and backend entries cost as the maps grow.
 //!
 //! The thread is pinned to one CPU for the whole section; each case is `runs` runs (11 by
 //! default) and the median of their per-packet times is reported. The datapath is loaded
@@ -44,7 +59,7 @@
 //! masqueraded flow rewrites its source, which the repeat trick above cannot keep stable).
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -52,25 +67,28 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions};
 use svc_agent::{
+    addr::Family,
     dataplane::{Datapath, DatapathConfig, MapSizes, Maps},
     desired::{
         BackendAddr, CidrSource, DesiredState, Frontend, FrontendKind, FrontendState, Ipv4Cidr,
         ServiceCidrs,
     },
     model::{ObjectRef, Protocol},
-    packet::{ACK, PacketBuilder, SYN, parse_summary},
+    packet::{ACK, ETH_P_IPV6, Ipv6Builder, PacketBuilder, SYN, parse_summary},
     reconcile::Reconciler,
 };
-use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, Ct4Key, Verdict};
+use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, CtKey, Verdict};
 
 use crate::results::{PacketCost, median};
 
 /// The cases of the section besides the floor, in the order they run at each scale.
-pub const CASES: [&str; 5] = [
+pub const CASES: [&str; 7] = [
     "non_service",
     "ipv6",
     "established",
+    "established6",
     "new_flow",
+    "new_flow6",
     "new_flow_hot",
 ];
 
@@ -90,9 +108,9 @@ pub struct ProgOpts {
     pub established_flows: usize,
     /// The CPU the thread is pinned to.
     pub cpu: usize,
-    /// Only these cases (`non_service`, `ipv6`, `established`, `new_flow`, `new_flow_hot`; the
-    /// floor always runs, the new flows' harness cost comes from it); empty: all. For
-    /// profiling one path, e.g. `perf record` of the new flows alone.
+    /// Only these cases (one of [`CASES`]; the floor always runs, the new flows' harness
+    /// cost comes from it); empty: all. For profiling one path, e.g. `perf record` of the
+    /// new flows alone.
     pub cases: Vec<String>,
 }
 
@@ -227,32 +245,72 @@ fn endpoint(k: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + k as u32)
 }
 
+/// The i-th Service's IPv6 twin address: fd00:96::/64 + i.
+fn vip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0)) + i as u128)
+}
+
+/// The k-th IPv6 endpoint address: fd00:244::/64 + k.
+fn endpoint6(k: usize) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0x244, 0, 0, 0, 0, 0, 0)) + k as u128)
+}
+
+/// The i-th Service's address in `family`.
+fn vip_of(family: Family, i: usize) -> IpAddr {
+    match family {
+        Family::V4 => vip(i).into(),
+        Family::V6 => vip6(i).into(),
+    }
+}
+
+/// The k-th endpoint address in `family`.
+fn endpoint_of(family: Family, k: usize) -> IpAddr {
+    match family {
+        Family::V4 => endpoint(k).into(),
+        Family::V6 => endpoint6(k).into(),
+    }
+}
+
+/// The k-th client address of `family`: IPv4 clients are taken from the endpoint range
+/// (the callers pass k past most endpoints, as this bench always has); IPv6 ones from
+/// fd00:c::/64, a prefix of their own.
+fn client_of(family: Family, k: usize) -> IpAddr {
+    match family {
+        Family::V4 => endpoint(k).into(),
+        Family::V6 => {
+            Ipv6Addr::from(u128::from(Ipv6Addr::new(0xfd00, 0xc, 0, 0, 0, 0, 0, 0)) + k as u128)
+                .into()
+        }
+    }
+}
+
 /// The Services whose repeats make up the established case: evenly spread.
 fn sampled(n: usize, flows: usize) -> Vec<usize> {
     let k = flows.clamp(1, n);
     (0..k).map(|j| j * n / k).collect()
 }
 
-fn frontend(i: usize) -> Frontend {
+fn frontend(family: Family, i: usize) -> Frontend {
     Frontend {
-        vip: vip(i).into(),
+        vip: vip_of(family, i),
         port: SERVICE_PORT,
         proto: Protocol::Tcp,
     }
 }
 
-/// The endpoints of Service `i`; a sampled Service's first one is its own address.
-fn endpoints(i: usize, per_service: usize, self_backend: bool) -> Vec<BackendAddr> {
+/// The endpoints of Service `i` in `family`; a sampled Service's first one is its own
+/// address.
+fn endpoints(family: Family, i: usize, per_service: usize, self_backend: bool) -> Vec<BackendAddr> {
     let mut v: Vec<BackendAddr> = (0..per_service)
         .map(|e| BackendAddr {
-            addr: endpoint(i * per_service + e).into(),
+            addr: endpoint_of(family, i * per_service + e),
             port: TARGET_PORT,
             proto: Protocol::Tcp,
         })
         .collect();
     if self_backend {
         v[0] = BackendAddr {
-            addr: vip(i).into(),
+            addr: vip_of(family, i),
             port: SERVICE_PORT,
             proto: Protocol::Tcp,
         };
@@ -261,23 +319,26 @@ fn endpoints(i: usize, per_service: usize, self_backend: bool) -> Vec<BackendAdd
     v
 }
 
+/// N dual-stack Services: each has its IPv4 frontend and its IPv6 twin.
 fn desired(n: usize, per_service: usize, sampled: &BTreeSet<usize>) -> DesiredState {
     let mut state = DesiredState::default();
     for i in 0..n {
-        state.frontends.insert(
-            frontend(i),
-            FrontendState {
-                service: ObjectRef::new("bench", format!("s{i}")),
-                port_name: "http".into(),
-                kind: FrontendKind::ClusterIp,
-                local_policy: false,
-                backends: endpoints(i, per_service, sampled.contains(&i)),
-                local_backends: Vec::new(),
-                terminating: Vec::new(),
-                affinity_timeout: None,
-                source_ranges: Vec::new(),
-            },
-        );
+        for family in Family::ALL {
+            state.frontends.insert(
+                frontend(family, i),
+                FrontendState {
+                    service: ObjectRef::new("bench", format!("s{i}")),
+                    port_name: "http".into(),
+                    kind: FrontendKind::ClusterIp,
+                    local_policy: false,
+                    backends: endpoints(family, i, per_service, sampled.contains(&i)),
+                    local_backends: Vec::new(),
+                    terminating: Vec::new(),
+                    affinity_timeout: None,
+                    source_ranges: Vec::new(),
+                },
+            );
+        }
         state.cluster_ips.insert(vip(i), ClusterIpUse::Reject);
     }
     // As on a cluster: every ClusterIP allocated, inside the service CIDR, so a packet no
@@ -490,9 +551,9 @@ pub fn run(
 
         let wanted = |case: &str| opts.cases.is_empty() || opts.cases.iter().any(|c| c == case);
 
-        // Not a Service; and IPv6 (a TCP segment between two IPv6 addresses): the programs
-        // serve IPv4 Services only for now (docs/ipv6.md), so that is what every IPv6
-        // packet pays for crossing them, and the row IPv6 translation will be measured in.
+        // Not a Service; and its IPv6 twin (a TCP segment to an IPv6 address no Service
+        // has, while SVC6_* hold the Services' IPv6 twins): what IPv6 traffic that is not
+        // to a Service pays for crossing the programs.
         for (case, frame, verdict, what) in [
             (
                 "non_service",
@@ -530,82 +591,67 @@ pub fn run(
             ));
         }
 
-        // Established flows, each pinned to its Service's own address as backend.
-        let mut flows = Vec::new();
-        for &i in sample.iter().filter(|_| wanted("established")) {
-            next_client += 1;
-            let client = SocketAddrV4::new(endpoint(0x0f_0000 + next_client as usize), 40000);
-            let to = SocketAddrV4::new(vip(i), SERVICE_PORT);
-            let syn = PacketBuilder::tcp(client, to).flags(SYN).build();
-            let mut made = false;
-            for _ in 0..400 {
-                let (_, _, o) = test_run(&mut dp, Prog::Xdp, &syn, 1)?;
-                let dst = parse_summary(&o).and_then(|s| s.dst_socket());
-                if dst == Some(to) {
-                    made = true;
-                    break;
-                }
-                // Another endpoint: forget the flow and let the program choose again.
-                if let Some(d) = dst {
-                    remove_flow(&mut maps, client, to, d);
-                }
-            }
-            ensure!(made, "flow to {to} never chose the Service's own address");
-            flows.push(PacketBuilder::tcp(client, to).flags(ACK).seq(2).build());
-        }
-        let per_flow = (opts.repeat / flows.len().max(1) as u32).max(1);
-        let mut runs = Vec::new();
-        for _ in 0..if flows.is_empty() { 0 } else { opts.runs } {
-            let before = count(&maps, Verdict::DnatEstablished)?;
-            let mut total = 0.0;
-            for f in &flows {
-                let (ret, ns, o) = test_run(&mut dp, Prog::Xdp, f, per_flow)?;
-                ensure!(
-                    ret == XDP_PASS && o == *f,
-                    "established packet came out changed (return {ret})"
-                );
-                total += ns * f64::from(per_flow);
-            }
-            let packets = u64::from(per_flow) * flows.len() as u64;
-            let counted = count(&maps, Verdict::DnatEstablished)? - before;
-            ensure!(
-                counted == packets,
-                "established run took another path: {counted} of {packets} counted dnat_established"
-            );
-            runs.push(total / packets as f64);
-        }
-        if !runs.is_empty() {
-            out.push(cost(
-            Case {
-                program: &xdp_name,
-                case: "established",
-                services: n,
-                per_service: per,
-                repeat: per_flow,
-                packets_per_run: u64::from(per_flow) * flows.len() as u64,
-            },
-            runs,
-            None,
-            format!(
-                "{} flows over Services spread across all {n}; every repeat counted dnat_established; frames unchanged",
-                flows.len()
+        // Established flows, each pinned to its Service's own address as backend; then the
+        // same over IPv6, to the sampled Services' IPv6 twins.
+        for (case, family, what) in [
+            (
+                "established",
+                Family::V4,
+                format!("Services spread across all {n}"),
             ),
-        ));
+            (
+                "established6",
+                Family::V6,
+                format!("the IPv6 twins of Services spread across all {n}"),
+            ),
+        ] {
+            if !wanted(case) {
+                continue;
+            }
+            let flows = established_flows(&mut dp, &mut maps, family, &sample, &mut next_client)
+                .with_context(|| format!("{case} at {n} Services"))?;
+            let (per_flow, runs) = established_runs(&mut dp, &maps, opts, &flows)
+                .with_context(|| format!("{case} at {n} Services"))?;
+            out.push(cost(
+                Case {
+                    program: &xdp_name,
+                    case,
+                    services: n,
+                    per_service: per,
+                    repeat: per_flow,
+                    packets_per_run: u64::from(per_flow) * flows.len() as u64,
+                },
+                runs,
+                None,
+                format!(
+                    "{} {} flows over {what}; every repeat counted dnat_established; frames unchanged",
+                    flows.len(),
+                    family.label()
+                ),
+            ));
         }
 
-        // New flows, repeat 1: to Services spread over all n; then only to the sampled
-        // Services, whose entries stay in the CPU caches (the difference is what cold
-        // service and backend entries cost).
+        // New flows, repeat 1: to Services spread over all n (IPv4, then their IPv6
+        // twins); then only to the sampled Services, whose entries stay in the CPU caches
+        // (the difference is what cold service and backend entries cost).
         let spread = |p: usize| (p * n / opts.new_flows_per_run.max(1) + p % 7) % n;
         let hot = |p: usize| sample[p % sample.len()];
-        for (case, dest, what) in [
+        for (case, family, dest, what) in [
             (
                 "new_flow",
+                Family::V4,
                 &spread as &dyn Fn(usize) -> usize,
                 format!("over all {n} Services"),
             ),
             (
+                "new_flow6",
+                Family::V6,
+                &spread as &dyn Fn(usize) -> usize,
+                format!("from IPv6 clients over the IPv6 twins of all {n} Services"),
+            ),
+            (
                 "new_flow_hot",
+                Family::V4,
                 &hot as &dyn Fn(usize) -> usize,
                 format!("to the same {} Services (cache-warm)", sample.len()),
             ),
@@ -613,9 +659,16 @@ pub fn run(
             if !wanted(case) {
                 continue;
             }
-            let runs = new_flow_runs(&mut dp, &mut maps, opts, &mut next_client, dest, &|i| {
-                endpoints(i, per, sample_set.contains(&i))
-            })?;
+            let runs = new_flow_runs(
+                &mut dp,
+                &mut maps,
+                opts,
+                family,
+                &mut next_client,
+                dest,
+                &|i| endpoints(family, i, per, sample_set.contains(&i)),
+            )
+            .with_context(|| format!("{case} at {n} Services"))?;
             out.push(cost(
                 Case {
                     program: &xdp_name,
@@ -647,6 +700,75 @@ pub fn run(
     Ok(out)
 }
 
+/// The established flows of `family`, one per Service of `sample`, each made by the real
+/// program and retried until it chose the Service's own address as backend: the frames of
+/// their next packet (an ACK).
+fn established_flows(
+    dp: &mut Datapath,
+    maps: &mut Maps,
+    family: Family,
+    sample: &[usize],
+    next_client: &mut u32,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut flows = Vec::new();
+    for &i in sample {
+        *next_client += 1;
+        let client = SocketAddr::new(client_of(family, 0x0f_0000 + *next_client as usize), 40000);
+        let to = SocketAddr::new(vip_of(family, i), SERVICE_PORT);
+        let syn = tcp_frame(client, to, SYN);
+        let mut made = false;
+        for _ in 0..400 {
+            let (_, _, o) = test_run(dp, Prog::Xdp, &syn, 1)?;
+            let dst = dst_of(&o);
+            if dst == Some(to) {
+                made = true;
+                break;
+            }
+            // Another endpoint: forget the flow and let the program choose again.
+            if let Some(d) = dst {
+                remove_flow(maps, client, to, d);
+            }
+        }
+        ensure!(made, "flow to {to} never chose the Service's own address");
+        flows.push(tcp_frame(client, to, ACK));
+    }
+    Ok(flows)
+}
+
+/// `opts.runs` runs over `flows`, `opts.repeat` repeats split among them: every repeat
+/// must count `dnat_established` and every frame come out unchanged. Returns the repeat
+/// per flow and ns per packet of each run.
+fn established_runs(
+    dp: &mut Datapath,
+    maps: &Maps,
+    opts: &ProgOpts,
+    flows: &[Vec<u8>],
+) -> anyhow::Result<(u32, Vec<f64>)> {
+    ensure!(!flows.is_empty(), "no established flows");
+    let per_flow = (opts.repeat / flows.len() as u32).max(1);
+    let mut runs = Vec::new();
+    for _ in 0..opts.runs {
+        let before = count(maps, Verdict::DnatEstablished)?;
+        let mut total = 0.0;
+        for f in flows {
+            let (ret, ns, o) = test_run(dp, Prog::Xdp, f, per_flow)?;
+            ensure!(
+                ret == XDP_PASS && o == *f,
+                "established packet came out changed (return {ret})"
+            );
+            total += ns * f64::from(per_flow);
+        }
+        let packets = u64::from(per_flow) * flows.len() as u64;
+        let counted = count(maps, Verdict::DnatEstablished)? - before;
+        ensure!(
+            counted == packets,
+            "established run took another path: {counted} of {packets} counted dnat_established"
+        );
+        runs.push(total / packets as f64);
+    }
+    Ok((per_flow, runs))
+}
+
 /// `opts.runs` runs of `opts.repeat` repeats of `frame` through `svc_xdp`, which must pass
 /// it unchanged, every repeat counting `verdict`: ns per packet of each run.
 fn passed_runs(
@@ -672,13 +794,14 @@ fn passed_runs(
     Ok(runs)
 }
 
-/// `opts.runs` runs of `opts.new_flows_per_run` new flows, flow `p` to Service `dest(p)`,
-/// each checked to reach one of `endpoints(i)`; the flows are removed after each run.
-/// Returns ns per packet of each run.
+/// `opts.runs` runs of `opts.new_flows_per_run` new flows of `family`, flow `p` to Service
+/// `dest(p)`'s address in that family, each checked to reach one of `endpoints(i)`; the
+/// flows are removed after each run. Returns ns per packet of each run.
 fn new_flow_runs(
     dp: &mut Datapath,
     maps: &mut Maps,
     opts: &ProgOpts,
+    family: Family,
     next_client: &mut u32,
     dest: &dyn Fn(usize) -> usize,
     endpoints: &dyn Fn(usize) -> Vec<BackendAddr>,
@@ -691,18 +814,18 @@ fn new_flow_runs(
         for p in 0..opts.new_flows_per_run {
             let i = dest(p);
             *next_client += 1;
-            let client = SocketAddrV4::new(
-                endpoint(0x10_0000 + (*next_client as usize >> 14)),
+            let client = SocketAddr::new(
+                client_of(family, 0x10_0000 + (*next_client as usize >> 14)),
                 1024 + (*next_client & 0x3fff) as u16,
             );
-            let to = SocketAddrV4::new(vip(i), SERVICE_PORT);
-            let syn = PacketBuilder::tcp(client, to).flags(SYN).build();
+            let to = SocketAddr::new(vip_of(family, i), SERVICE_PORT);
+            let syn = tcp_frame(client, to, SYN);
             let (ret, ns, o) = test_run(dp, Prog::Xdp, &syn, 1)?;
-            let dst = parse_summary(&o).and_then(|s| s.dst_socket());
+            let dst = dst_of(&o);
             let ok = dst.is_some_and(|d| {
                 endpoints(i)
                     .iter()
-                    .any(|b| b.addr == *d.ip() && b.port == d.port())
+                    .any(|b| b.addr == d.ip() && b.port == d.port())
             });
             ensure!(ret == XDP_PASS && ok, "new flow to {to} went to {dst:?}");
             total += ns;
@@ -722,27 +845,69 @@ fn new_flow_runs(
     Ok(runs)
 }
 
-/// Deletes both conntrack entries of the flow `client -> service` translated to `backend`.
-fn remove_flow(
-    maps: &mut Maps,
-    client: SocketAddrV4,
-    service: SocketAddrV4,
-    backend: SocketAddrV4,
-) {
-    let key = |s: SocketAddrV4, d: SocketAddrV4, kind| Ct4Key {
-        saddr_be: u32::from(*s.ip()).to_be(),
-        daddr_be: u32::from(*d.ip()).to_be(),
-        sport_be: s.port().to_be(),
-        dport_be: d.port().to_be(),
-        proto: svc_common::PROTO_TCP,
-        kind,
-        _pad: [0; 2],
-    };
-    let _ = maps.ct.remove(&key(client, service, CT_KIND_SERVICE));
-    let _ = maps.ct.remove(&key(backend, client, CT_KIND_REPLY));
+/// A TCP segment from `from` to `to` (one family) with `flags`, as the wire has it.
+fn tcp_frame(from: SocketAddr, to: SocketAddr, flags: u8) -> Vec<u8> {
+    match (from, to) {
+        (SocketAddr::V4(f), SocketAddr::V4(t)) => PacketBuilder::tcp(f, t).flags(flags).build(),
+        (SocketAddr::V6(f), SocketAddr::V6(t)) => Ipv6Builder::tcp(f, t).flags(flags).build(),
+        _ => panic!("a TCP segment from {from} to {to}: two families"),
+    }
 }
 
-fn sa(s: &str) -> SocketAddrV4 {
+/// The destination of a TCP frame that came out of the program. IPv6 is read at fixed
+/// offsets: the frames this section sends have no extension headers, and the program
+/// adds none.
+fn dst_of(frame: &[u8]) -> Option<SocketAddr> {
+    if frame.get(12..14)? != ETH_P_IPV6.to_be_bytes() {
+        return parse_summary(frame)
+            .and_then(|s| s.dst_socket())
+            .map(SocketAddr::V4);
+    }
+    // Ethernet (14 bytes), then the IPv6 header: next header at 6, destination at 24..40;
+    // then the TCP header, destination port at 2.
+    let ip = frame.get(14..54)?;
+    if ip[6] != svc_common::PROTO_TCP {
+        return None;
+    }
+    let addr: [u8; 16] = ip[24..40].try_into().ok()?;
+    let port = u16::from_be_bytes(frame.get(56..58)?.try_into().ok()?);
+    Some(SocketAddr::new(Ipv6Addr::from(addr).into(), port))
+}
+
+/// Deletes both conntrack entries of the flow `client -> service` translated to `backend`
+/// (all three of one family), from SVC4_CT or SVC6_CT.
+fn remove_flow(maps: &mut Maps, client: SocketAddr, service: SocketAddr, backend: SocketAddr) {
+    fn key<A>(saddr_be: A, daddr_be: A, sport: u16, dport: u16, kind: u8) -> CtKey<A> {
+        CtKey {
+            saddr_be,
+            daddr_be,
+            sport_be: sport.to_be(),
+            dport_be: dport.to_be(),
+            proto: svc_common::PROTO_TCP,
+            kind,
+            _pad: [0; 2],
+        }
+    }
+    match (client.ip(), service.ip(), backend.ip()) {
+        (IpAddr::V4(c), IpAddr::V4(s), IpAddr::V4(b)) => {
+            let be = |a: Ipv4Addr| u32::from(a).to_be();
+            let there = key(be(c), be(s), client.port(), service.port(), CT_KIND_SERVICE);
+            let back = key(be(b), be(c), backend.port(), client.port(), CT_KIND_REPLY);
+            let _ = maps.ct.remove(&there);
+            let _ = maps.ct.remove(&back);
+        }
+        (IpAddr::V6(c), IpAddr::V6(s), IpAddr::V6(b)) => {
+            let be = |a: Ipv6Addr| svc_common::ip6_from_octets(a.octets());
+            let there = key(be(c), be(s), client.port(), service.port(), CT_KIND_SERVICE);
+            let back = key(be(b), be(c), backend.port(), client.port(), CT_KIND_REPLY);
+            let _ = maps.ct6.remove(&there);
+            let _ = maps.ct6.remove(&back);
+        }
+        _ => panic!("flow {client} -> {service} -> {backend}: mixed families"),
+    }
+}
+
+fn sa(s: &str) -> std::net::SocketAddrV4 {
     s.parse().expect("a literal socket address")
 }
 
@@ -793,8 +958,39 @@ mod tests {
         let s = sampled(100_000, 100);
         assert_eq!(s.len(), 100);
         assert_eq!((s[0], s[1], s[99]), (0, 1000, 99_000));
-        let e = endpoints(3, 10, true);
+        let e = endpoints(Family::V4, 3, 10, true);
         assert_eq!(e.len(), 10);
         assert!(e.iter().any(|b| b.addr == vip(3) && b.port == SERVICE_PORT));
+        assert_eq!(
+            vip6(100_000),
+            "fd00:96::1:86a0".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            endpoint6(999_999),
+            "fd00:244::f:423f".parse::<Ipv6Addr>().unwrap()
+        );
+        let e6 = endpoints(Family::V6, 3, 10, true);
+        assert!(e6.iter().all(|b| b.addr.is_ipv6()));
+        assert!(
+            e6.iter()
+                .any(|b| b.addr == vip6(3) && b.port == SERVICE_PORT)
+        );
+        let d = desired(4, 2, &BTreeSet::from([1]));
+        assert_eq!(d.frontends.len(), 8);
+        assert!(d.frontends.iter().all(|(f, s)| {
+            s.backends
+                .iter()
+                .all(|b| b.addr.is_ipv6() == f.vip.is_ipv6())
+        }));
+    }
+
+    #[test]
+    fn frames_of_both_families_read_back() {
+        let v4: SocketAddr = "10.96.0.3:80".parse().unwrap();
+        let c4: SocketAddr = "10.143.0.1:40000".parse().unwrap();
+        assert_eq!(dst_of(&tcp_frame(c4, v4, SYN)), Some(v4));
+        let v6: SocketAddr = "[fd00:96::3]:80".parse().unwrap();
+        let c6: SocketAddr = "[fd00:c::1]:40000".parse().unwrap();
+        assert_eq!(dst_of(&tcp_frame(c6, v6, ACK)), Some(v6));
     }
 }

@@ -47,7 +47,7 @@ pub struct Machine {
 pub struct PacketCost {
     /// `svc_bench_pass` (the empty XDP program, the floor), `svc_xdp` or `svc_tc_ingress`.
     pub program: String,
-    /// `floor`, `non_service`, `new_flow` or `established`.
+    /// `floor` or one of [`crate::prog::CASES`] (`non_service`, `established6`, ...).
     pub case: String,
     /// Services in the maps (0 for the floor).
     pub services: usize,

@@ -24,12 +24,16 @@ fn packet_costs_are_measured_and_checked() {
             ("non_service", 10),
             ("ipv6", 10),
             ("established", 10),
+            ("established6", 10),
             ("new_flow", 10),
+            ("new_flow6", 10),
             ("new_flow_hot", 10),
             ("non_service", 200),
             ("ipv6", 200),
             ("established", 200),
+            ("established6", 200),
             ("new_flow", 200),
+            ("new_flow6", 200),
             ("new_flow_hot", 200)
         ]
     );
@@ -75,7 +79,9 @@ fn a_baseline_object_is_measured_under_its_own_names() {
             format!("svc_xdp{BASELINE_SUFFIX} non_service"),
             format!("svc_xdp{BASELINE_SUFFIX} ipv6"),
             format!("svc_xdp{BASELINE_SUFFIX} established"),
+            format!("svc_xdp{BASELINE_SUFFIX} established6"),
             format!("svc_xdp{BASELINE_SUFFIX} new_flow"),
+            format!("svc_xdp{BASELINE_SUFFIX} new_flow6"),
             format!("svc_xdp{BASELINE_SUFFIX} new_flow_hot"),
         ]
     );
@@ -96,10 +102,10 @@ fn only_the_cases_asked_for_run() {
         repeat: 1_000,
         new_flows_per_run: 50,
         established_flows: 5,
-        cases: vec!["new_flow".into(), "ipv6".into()],
+        cases: vec!["new_flow6".into(), "ipv6".into(), "established6".into()],
         ..ProgOpts::full()
     };
     let costs = run(&opts, &Object::ThisBuild, &|l| eprintln!("{l}")).expect("section 1");
     let cases: Vec<&str> = costs.iter().map(|c| c.case.as_str()).collect();
-    assert_eq!(cases, ["floor", "ipv6", "new_flow"]);
+    assert_eq!(cases, ["floor", "ipv6", "established6", "new_flow6"]);
 }

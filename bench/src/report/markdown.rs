@@ -38,8 +38,11 @@ fn case_key(c: &str) -> u8 {
         "non_service" => 1,
         "ipv6" => 2,
         "established" => 3,
-        "new_flow" => 4,
-        _ => 5,
+        "established6" => 4,
+        "new_flow" => 5,
+        "new_flow6" => 6,
+        "new_flow_hot" => 7,
+        _ => 8,
     }
 }
 

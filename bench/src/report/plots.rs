@@ -138,16 +138,22 @@ fn plot_packet(r: &Results, path: &Path) -> anyhow::Result<()> {
     let title = format!("Per-packet cost of {XDP} (BPF_PROG_TEST_RUN)");
     let cases = [
         ("non_service", "non-Service packet", RGBColor(127, 127, 127)),
-        (
-            "ipv6",
-            "IPv6 packet (passed: IPv4-only datapath)",
-            RGBColor(188, 189, 34),
-        ),
+        ("ipv6", "IPv6 packet to no Service", RGBColor(188, 189, 34)),
         ("established", "established flow", EBPF_COLOR),
+        (
+            "established6",
+            "established flow, IPv6",
+            RGBColor(23, 190, 207),
+        ),
         (
             "new_flow",
             "new flow (net of harness)",
             RGBColor(214, 39, 40),
+        ),
+        (
+            "new_flow6",
+            "new flow, IPv6 (net of harness)",
+            RGBColor(148, 103, 189),
         ),
         (
             "new_flow_hot",
