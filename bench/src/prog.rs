@@ -278,12 +278,14 @@ fn desired(n: usize, per_service: usize, sampled: &BTreeSet<usize>) -> DesiredSt
                 source_ranges: Vec::new(),
             },
         );
-        state.cluster_ips.insert(vip(i), ClusterIpUse::Reject);
+        state
+            .cluster_ips
+            .insert(vip(i).into(), ClusterIpUse::Reject);
     }
     // As on a cluster: every ClusterIP allocated, inside the service CIDR, so a packet no
     // frontend takes pays for kube-proxy nftables' rules (unserved.rs) as it would there.
     state.service_cidrs = ServiceCidrs {
-        cidrs: vec![Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)],
+        cidrs: vec![Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12).into()],
         from: CidrSource::Flag,
     };
     state

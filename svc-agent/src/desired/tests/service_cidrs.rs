@@ -5,7 +5,7 @@ use super::*;
 
 const TCP: Protocol = Protocol::Tcp;
 
-fn cidr(s: &str) -> Ipv4Cidr {
+fn cidr(s: &str) -> IpCidr {
     s.parse().unwrap()
 }
 
@@ -144,14 +144,24 @@ fn service_cidr_objects_come_before_the_flag() {
         "172.30.0.0/24,172.31.0.0/24 (ServiceCIDR extra, kubernetes)"
     );
 
-    // An object with IPv6 CIDRs only still exists: the flag is not used, nothing dropped.
+    // An object with IPv6 CIDRs only: the flag's IPv4 CIDRs are not used.
     c.service_cidrs.clear();
-    c.service_cidrs.insert(ObjectRef::new("", "v6"), vec![]);
+    c.service_cidrs
+        .insert(ObjectRef::new("", "v6"), vec![cidr("fd00:10:96::/112")]);
+    let (state, _) = compute(&c, &n);
+    assert_eq!(state.service_cidrs.cidrs, [cidr("fd00:10:96::/112")]);
+    assert_eq!(
+        state.service_cidrs.to_string(),
+        "fd00:10:96::/112 (ServiceCIDR v6)"
+    );
+    // An object without CIDRs still exists: the flag is not used, nothing dropped.
+    c.service_cidrs.clear();
+    c.service_cidrs.insert(ObjectRef::new("", "empty"), vec![]);
     let (state, _) = compute(&c, &n);
     assert!(state.service_cidrs.cidrs.is_empty());
     assert_eq!(
         state.service_cidrs.to_string(),
-        "no IPv4 CIDR (ServiceCIDR v6)"
+        "no CIDR (ServiceCIDR empty)"
     );
 }
 

@@ -94,6 +94,8 @@ fn each_family_goes_to_its_own_maps() {
     assert_eq!(
         v6,
         vec![
+            // The fresh (zeroed) SVC6_SVC_RANGE entry is made empty, as SVC4_SVC_RANGE's.
+            "put range6 empty",
             "put backend6 3",
             "put backend6 4",
             "put revnat6 2",
