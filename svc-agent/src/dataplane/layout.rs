@@ -938,6 +938,45 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_cluster_ips_cidrs_and_range_round_trip() {
+        let ip: Ipv6Addr = "fd00:10:96::a".parse().unwrap();
+        assert_eq!(svc_common::ip6_octets(cluster_ip6_key(ip)), ip.octets());
+        assert_eq!(cluster_ip6_of(cluster_ip6_key(ip)), ip);
+        assert_eq!(ClusterIpKey::of(IpAddr::V6(ip)).ip(), IpAddr::V6(ip));
+        let cidr: IpCidr = "fd00:10:96::7/112".parse().unwrap();
+        let ServiceCidrEntry::V6(key) = ServiceCidrEntry::of(&cidr) else {
+            panic!("IPv6")
+        };
+        // Address bits only, host bits cleared.
+        assert_eq!(key.0, 112);
+        assert_eq!(
+            svc_common::ip6_octets(key.1),
+            "fd00:10:96::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(ServiceCidrEntry::V6(key).cidr(), Some(cidr));
+        assert_eq!(service_cidr6_of(&(129, key.1)), None);
+        // The range: from the CIDR's first address to the ClusterIP past its end.
+        let beyond = cluster_ip6_key("fd00:10:97::1".parse().unwrap());
+        let r = unserved_range6(&[beyond], &[key]);
+        let h = |s: &str| AddrRange6::halves(s.parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!((r.lo, r.hi), (h("fd00:10:96::"), h("fd00:10:97::1")));
+        assert!(range6_covers(&r, "fd00:10:96::ffff".parse().unwrap()));
+        assert!(!range6_covers(&r, "fd00:10:97::2".parse().unwrap()));
+        assert_eq!(unserved_range6(&[], &[]), AddrRange6::EMPTY);
+        // ::/0 and a /128 at the top: the whole space.
+        let all = service_cidr6_key(&Ipv6Cidr::new(Ipv6Addr::UNSPECIFIED, 0));
+        let r = unserved_range6(&[], &[all]);
+        assert_eq!((r.lo, r.hi), ([0, 0], [u64::MAX, u64::MAX]));
+        // Both families at once, each to its own range.
+        let (r4, r6) = unserved_ranges(
+            &[ClusterIpKey::of("10.96.0.1".parse().unwrap())],
+            &[ServiceCidrEntry::V6(key)],
+        );
+        assert_eq!((r4.lo, r4.hi), (0x0a60_0001, 0x0a60_0001));
+        assert_eq!((r6.lo, r6.hi), (h("fd00:10:96::"), h("fd00:10:96::ffff")));
+    }
+
+    #[test]
     fn flag_labels_name_unknown_bits() {
         assert_eq!(
             frontend_flag_labels(SVC_F_EXTERNAL | SVC_F_LOCAL | 0x8000),
