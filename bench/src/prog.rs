@@ -338,13 +338,16 @@ fn desired(n: usize, per_service: usize, sampled: &BTreeSet<usize>) -> DesiredSt
                     source_ranges: Vec::new(),
                 },
             );
+            // Every ClusterIP is an allocated one, of either family (the unserved rules).
+            state
+                .cluster_ips
+                .insert(frontend(family, i).vip, ClusterIpUse::Reject);
         }
-        state.cluster_ips.insert(vip(i), ClusterIpUse::Reject);
     }
     // As on a cluster: every ClusterIP allocated, inside the service CIDR, so a packet no
     // frontend takes pays for kube-proxy nftables' rules (unserved.rs) as it would there.
     state.service_cidrs = ServiceCidrs {
-        cidrs: vec![Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)],
+        cidrs: vec![Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12).into()],
         from: CidrSource::Flag,
     };
     state

@@ -255,8 +255,7 @@ impl fmt::Display for IpCidr {
 /// `Invalid`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CidrError {
-    /// A valid IPv6 CIDR, where only IPv4 is taken (the unserved-address maps have no IPv6
-    /// counterparts yet).
+    /// A valid IPv6 CIDR, where only IPv4 is taken.
     Ipv6,
     /// Not a CIDR at all.
     Invalid,

@@ -13,7 +13,7 @@ use svc_agent::{
         self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
         report::{self, Task},
     },
-    desired::{ExternalIpPolicy, IpCidr, Ipv4Cidr, NodeContext},
+    desired::{ExternalIpPolicy, IpCidr, NodeContext},
     http::StatusAddrs,
     kubernetes,
 };
@@ -226,10 +226,9 @@ struct Args {
     /// has is dropped (a node process gets EPERM), while a packet to a ClusterIP on a port
     /// or protocol no Service has is rejected (TCP RST / ICMP port unreachable; a node
     /// process: ECONNREFUSED) whatever the CIDRs. Without any service CIDR, packets to
-    /// unallocated addresses are passed on to routing. IPv6 CIDRs are skipped with a
-    /// warning (the rules have no IPv6 maps yet: IPv6 ClusterIPs are served, the other
-    /// addresses of an IPv6 service CIDR are left to routing); a CIDR holding one of this node's addresses is not used (it would drop the
-    /// node's own traffic).
+    /// unallocated addresses are passed on to routing. Both families (kube-apiserver's form
+    /// is one CIDR per family); a CIDR holding one of this node's addresses is not used (it
+    /// would drop the node's own traffic).
     #[arg(
         long,
         value_name = "CIDR,...",
@@ -480,27 +479,8 @@ impl Failure {
     }
 }
 
-/// The IPv4 CIDRs of a flag that takes both families, where only IPv4 is used yet; the
-/// IPv6 ones are skipped with a warning naming `flag`.
-fn ipv4_cidrs(flag: &str, cidrs: Vec<RangeCidr>) -> Vec<Ipv4Cidr> {
-    cidrs
-        .into_iter()
-        .filter_map(|c| match c {
-            IpCidr::V4(c) => Some(c),
-            IpCidr::V6(c) => {
-                tracing::warn!(
-                    cidr = %c,
-                    "{flag}: IPv6 CIDR skipped (the unserved-address rules have no IPv6 maps yet)"
-                );
-                None
-            }
-        })
-        .collect()
-}
-
 fn config(args: Args) -> anyhow::Result<Config> {
-    let service_cluster_ip_range =
-        ipv4_cidrs("--service-cluster-ip-range", args.service_cluster_ip_range);
+    let service_cluster_ip_range = args.service_cluster_ip_range;
     let mut node_ips: Vec<IpAddr> = Vec::new();
     for ip in args.node_ips {
         if !node_ips.contains(&ip) {
@@ -654,6 +634,7 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use std::net::Ipv4Addr;
+    use svc_agent::desired::Ipv4Cidr;
 
     #[test]
     fn command_line_is_consistent() {
@@ -876,16 +857,16 @@ mod tests {
             argv.extend_from_slice(extra);
             Cli::try_parse_from(argv).map(|c| config(c.run).unwrap().node.service_cluster_ip_range)
         };
-        let cidr = |s: &str| s.parse::<Ipv4Cidr>().unwrap();
+        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
         assert_eq!(parse(&[]).unwrap(), []);
-        // kube-apiserver's form: one per family, comma-separated; IPv6 skipped.
+        // kube-apiserver's form: one per family, comma-separated.
         assert_eq!(
             parse(&[
                 "--service-cluster-ip-range",
-                "10.96.0.0/12,fd00:10:96::/112"
+                "10.96.0.0/12,fd00:10:96::7/112"
             ])
             .unwrap(),
-            [cidr("10.96.0.0/12")]
+            [cidr("10.96.0.0/12"), cidr("fd00:10:96::/112")]
         );
         assert_eq!(
             parse(&[

@@ -721,11 +721,50 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
         Protocol::Udp => Ipv6Builder::udp(src, req.dst).payload(b"trace").build(),
         Protocol::Sctp => return Err(TraceError::Ipv6Sctp),
     };
+    // For the rule's words: whether a frontend has the port, what SVC6_CLUSTERIPS says of
+    // the address, the longest SVC6_SVC_CIDR prefix holding it.
+    let dst_ip = IpAddr::V6(*req.dst.ip());
+    let served = live.read_services6()?.iter().any(|(k, _)| {
+        layout::frontend_of(k)
+            .is_some_and(|f| f.vip == dst_ip && f.port == req.dst.port() && f.proto == req.protocol)
+    });
+    let dst_key = layout::cluster_ip6_key(*req.dst.ip());
+    let cluster_ip = live
+        .read_cluster_ips6()?
+        .into_iter()
+        .find(|(k, _)| *k == dst_key)
+        .map(|(_, v)| layout::cluster_ip_use(v));
+    let service_cidr = live
+        .read_service_cidrs6()?
+        .iter()
+        .filter_map(layout::service_cidr6_of)
+        .filter(|c| c.contains(*req.dst.ip()))
+        .max_by_key(|c| c.prefix_len);
     let mut scratch = load_scratch(live_dir, live, &config, entry)?;
     let (steps, decided) = run_entry(&mut scratch, entry, &frame)?;
     let verdict = decided.unwrap_or(Verdict::PassNotService);
     let dst = req.dst;
     let rule = match verdict {
+        Verdict::RejectTcpRst | Verdict::RejectIcmp if !served => format!(
+            "{} is an allocated ClusterIP, but no Service has port {}/{} on it: rejected with {}, as kube-proxy's nftables mode (\"Reject traffic to invalid ports of ClusterIPs\")",
+            dst.ip(),
+            dst.port(),
+            req.protocol,
+            if verdict == Verdict::RejectTcpRst {
+                "a TCP RST"
+            } else {
+                "ICMPv6 port unreachable"
+            }
+        ),
+        Verdict::DropUnallocated => format!(
+            "{} is inside service CIDR {} but no Service has it: dropped, as kube-proxy's nftables mode (\"Drop traffic to unallocated ClusterIPs\")",
+            dst.ip(),
+            service_cidr.map_or_else(|| "?".to_string(), |n| n.to_string())
+        ),
+        Verdict::PassNotService if cluster_ip == Some(Some(ClusterIpUse::OtherProxy)) => format!(
+            "{} is a ClusterIP of a Service another proxy owns (service.kubernetes.io/service-proxy-name): passed untouched",
+            dst.ip()
+        ),
         Verdict::PassNotService => format!(
             "{dst} is no IPv6 Service address here, and this is no reply of a translated flow: passed untouched"
         ),

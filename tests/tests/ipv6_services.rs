@@ -20,6 +20,9 @@
 //!   6,000 out, MTU 1500): every fragment translated;
 //! - an IPv6 Service without endpoints: TCP refused (RST), UDP refused (ICMPv6 port
 //!   unreachable);
+//! - addresses no Service takes (`--service-cluster-ip-range fd00:10:96::/112`): a port
+//!   the IPv6 ClusterIP does not have is refused (RST), an unallocated address inside the
+//!   IPv6 service CIDR is dropped;
 //! - the node's own processes (socket LB, connect6/sendmsg6): to the IPv6 ClusterIP, TCP
 //!   and UDP, and to the IPv4 ClusterIP as a v4-mapped address from an IPv6 socket;
 //! - `svcctl dump` shows the IPv6 frontends, `svcctl trace` translates an IPv6 packet;
@@ -50,6 +53,10 @@ const LB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 2);
 const ITP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xe);
 /// How long a dropped connection is waited for.
 const SHORT: Duration = Duration::from_millis(700);
+/// The agent's `--service-cluster-ip-range` (IPv6 only: the IPv4 rows are elsewhere).
+const SERVICE_CIDR6: &str = "fd00:10:96::/112";
+/// Inside SERVICE_CIDR6, no Service's.
+const UNALLOCATED6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0x99);
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
@@ -274,6 +281,8 @@ fn ipv6_and_dual_stack_services() {
             "node1",
             "--cgroup",
             &cgroup,
+            "--service-cluster-ip-range",
+            SERVICE_CIDR6,
         ],
     )
     .expect("agent");
@@ -461,6 +470,27 @@ fn ipv6_and_dual_stack_services() {
     assert!(agent.verdict_count(Verdict::RejectTcpRst) > rst);
     assert!(agent.verdict_count(Verdict::RejectIcmp) > icmp);
 
+    // Addresses no Service takes (kube-proxy nftables' cluster-ips-check chain): a port
+    // the IPv6 ClusterIP does not have is refused (SVC6_CLUSTERIPS); an address inside
+    // the IPv6 service CIDR that no Service has is dropped (SVC6_SVC_CIDR).
+    let rst = agent.verdict_count(Verdict::RejectTcpRst);
+    let e = echo_tcp(&client, SocketAddr::new(DUAL6.into(), 81), TIMEOUT).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused,
+        "a port the IPv6 ClusterIP does not have: {e}"
+    );
+    assert!(agent.verdict_count(Verdict::RejectTcpRst) > rst);
+    let dropped = agent.verdict_count(Verdict::DropUnallocated);
+    let unallocated = SocketAddr::new(UNALLOCATED6.into(), 80);
+    let e = echo_tcp(&client, unallocated, SHORT).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        io::ErrorKind::TimedOut,
+        "an unallocated address in the IPv6 service CIDR: {e}"
+    );
+    assert!(agent.verdict_count(Verdict::DropUnallocated) > dropped);
+
     // The node's own processes, through the socket programs.
     let sock = agent.verdict_count(Verdict::SockTranslate);
     for (udp, port) in [(false, 80), (true, 53)] {
@@ -490,6 +520,10 @@ fn ipv6_and_dual_stack_services() {
     // svcctl shows and traces IPv6.
     let dump = svcctl(&agent, &["dump"]);
     assert!(dump.contains("[fd00:10:96::a]:80"), "{dump}");
+    assert!(
+        dump.contains("fd00:10:96::/112  addresses inside that no Service has are dropped"),
+        "{dump}"
+    );
     assert!(dump.contains("[fd00:10:244:1::11]:8080"), "{dump}");
     let trace = svcctl(
         &agent,
@@ -507,6 +541,27 @@ fn ipv6_and_dual_stack_services() {
     );
     let t: serde_json::Value = serde_json::from_str(&trace).expect("trace JSON");
     assert_eq!(t["verdict"], "dnat_new", "{t}");
+    for (to, verdict) in [
+        ("[fd00:10:96::a]:81", "reject_tcp_rst"),
+        ("[fd00:10:96::99]:80", "drop_unallocated"),
+    ] {
+        let trace = svcctl(
+            &agent,
+            &[
+                "trace",
+                "--from",
+                &format!("[{}]", lab.pod_ip6("client")),
+                "--to",
+                to,
+                "--via",
+                "pod",
+                "-o",
+                "json",
+            ],
+        );
+        let t: serde_json::Value = serde_json::from_str(&trace).expect("trace JSON");
+        assert_eq!(t["verdict"], verdict, "{t}");
+    }
 
     drop(agent);
     drop(lab);

@@ -490,7 +490,7 @@ fn unknown_ports_reject_and_unallocated_addresses_drop() {
     let dump = env.svcctl_dump();
     assert_eq!(
         dump["service_cidrs"],
-        json!({"cidrs": ["172.30.0.0/16"], "cluster_ips": 3, "other_proxy_cluster_ips": 1}),
+        json!({"cidrs": ["172.30.0.0/16"], "cluster_ips": 3, "ipv6_cluster_ips": 0, "other_proxy_cluster_ips": 1}),
         "{dump}"
     );
     let count = |v: &str| {
@@ -539,7 +539,7 @@ fn service_cidr_objects_first_then_the_flag() {
     assert!(
         env.agent
             .log_text()
-            .contains("172.30.0.0/16 (--service-cluster-ip-range)"),
+            .contains("172.30.0.0/16,fd00:30::/108 (--service-cluster-ip-range)"),
         "{}",
         env.agent.log_text()
     );

@@ -872,9 +872,7 @@ fn svcctl_trace_agrees_with_real_packets() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .filter(|v| {
-                        v["verdict"] != "pass_not_ip" && v["verdict"] != "pass_other_proto"
-                    })
+                    .filter(|v| v["verdict"] != "pass_not_ip" && v["verdict"] != "pass_other_proto")
                     .map(|v| v.to_string())
                     .collect();
                 (ct, stats)

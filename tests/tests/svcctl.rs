@@ -192,7 +192,7 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
     // No ServiceCIDR, no --service-cluster-ip-range: the two ClusterIPs are allocated.
     assert_eq!(
         doc["service_cidrs"],
-        serde_json::json!({"cidrs": [], "cluster_ips": 2, "other_proxy_cluster_ips": 0}),
+        serde_json::json!({"cidrs": [], "cluster_ips": 2, "ipv6_cluster_ips": 0, "other_proxy_cluster_ips": 0}),
         "{doc}"
     );
     let services = list(&doc, "services");

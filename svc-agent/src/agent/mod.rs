@@ -641,7 +641,7 @@ fn log_service_cidrs(before: Option<&DesiredState>, now: &DesiredState) {
     if now.service_cidrs.cidrs.is_empty() {
         info!(
             service_cidrs = %now.service_cidrs,
-            "no service CIDR (no ServiceCIDR object with an IPv4 CIDR, no --service-cluster-ip-range): packets to addresses no Service has are passed on; a ClusterIP's ports no Service has are rejected"
+            "no service CIDR (no ServiceCIDR object with a CIDR, no --service-cluster-ip-range): packets to addresses no Service has are passed on; a ClusterIP's ports no Service has are rejected"
         );
     } else {
         info!(

@@ -12,11 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 use svc_common::{
-    AddrRange4, Backend, Backend4, Backend6, BackendState, CT_FLAG_LABELS, ClusterIpUse,
-    DatapathConfig4, FrontendKind, Ip6, NAME_KEY_UNSERVED, NAME_KIND_NONE, NAME_SERVED, Protocol,
-    RevNat, RevNat4, RevNat6, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY, SVC_F_EXTERNAL, SVC_F_LOCAL,
-    SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope, SrcRange4, SrcRange6, Svc4Key, Svc4Value, Svc6Key,
-    SvcKey, SvcName, UnservedReason,
+    AddrRange4, AddrRange6, Backend, Backend4, Backend6, BackendState, CT_FLAG_LABELS,
+    ClusterIpUse, DatapathConfig4, FrontendKind, Ip6, NAME_KEY_UNSERVED, NAME_KIND_NONE,
+    NAME_SERVED, Protocol, RevNat, RevNat4, RevNat6, SRC_RANGE_PREFIX_BASE, SVC_F_AFFINITY,
+    SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_SOURCE_RANGES, SVC_FLAG_LABELS, Scope, SrcRange4, SrcRange6,
+    Svc4Key, Svc4Value, Svc6Key, SvcKey, SvcName, UnservedReason,
 };
 
 use super::config::DetectLocal;
@@ -538,6 +538,78 @@ pub fn service_cidr_of(key: &ServiceCidrKey) -> Option<Ipv4Cidr> {
     Some(Ipv4Cidr::new(ip_from_be(key.1), len))
 }
 
+/// The SVC6_CLUSTERIPS key of an IPv6 ClusterIP.
+pub fn cluster_ip6_key(ip: Ipv6Addr) -> Ip6 {
+    ip6_to_raw(ip)
+}
+
+/// The ClusterIP of a SVC6_CLUSTERIPS key.
+pub fn cluster_ip6_of(key: Ip6) -> Ipv6Addr {
+    ip6_from_raw(key)
+}
+
+/// A SVC6_SVC_CIDR key: (prefix length in address bits, the prefix as an [`Ip6`]).
+pub type ServiceCidr6Key = (u32, Ip6);
+
+pub fn service_cidr6_key(cidr: &Ipv6Cidr) -> ServiceCidr6Key {
+    let cidr = Ipv6Cidr::new(cidr.addr, cidr.prefix_len);
+    (u32::from(cidr.prefix_len), ip6_to_raw(cidr.addr))
+}
+
+/// The CIDR of a SVC6_SVC_CIDR key; None for a prefix length above 128.
+pub fn service_cidr6_of(key: &ServiceCidr6Key) -> Option<Ipv6Cidr> {
+    let len = u8::try_from(key.0).ok().filter(|l| *l <= 128)?;
+    Some(Ipv6Cidr::new(ip6_from_raw(key.1), len))
+}
+
+/// A ClusterIP's key in its family's map (SVC4_CLUSTERIPS or SVC6_CLUSTERIPS). IPv4 keys
+/// order before IPv6 ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClusterIpKey {
+    V4(u32),
+    V6(Ip6),
+}
+
+impl ClusterIpKey {
+    pub fn of(ip: IpAddr) -> ClusterIpKey {
+        match ip {
+            IpAddr::V4(a) => ClusterIpKey::V4(cluster_ip_key(a)),
+            IpAddr::V6(a) => ClusterIpKey::V6(cluster_ip6_key(a)),
+        }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            ClusterIpKey::V4(k) => IpAddr::V4(cluster_ip_of(*k)),
+            ClusterIpKey::V6(k) => IpAddr::V6(cluster_ip6_of(*k)),
+        }
+    }
+}
+
+/// A service CIDR's key in its family's LPM trie (SVC4_SVC_CIDR or SVC6_SVC_CIDR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceCidrEntry {
+    V4(ServiceCidrKey),
+    V6(ServiceCidr6Key),
+}
+
+impl ServiceCidrEntry {
+    pub fn of(cidr: &IpCidr) -> ServiceCidrEntry {
+        match cidr {
+            IpCidr::V4(c) => ServiceCidrEntry::V4(service_cidr_key(c)),
+            IpCidr::V6(c) => ServiceCidrEntry::V6(service_cidr6_key(c)),
+        }
+    }
+
+    /// The CIDR; None for a prefix length the family does not have.
+    pub fn cidr(&self) -> Option<IpCidr> {
+        match self {
+            ServiceCidrEntry::V4(k) => service_cidr_of(k).map(IpCidr::V4),
+            ServiceCidrEntry::V6(k) => service_cidr6_of(k).map(IpCidr::V6),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // SVC4_SVC_RANGE: the address range SVC4_CLUSTERIPS and SVC4_SVC_CIDR cover
 // ---------------------------------------------------------------------------------------
@@ -572,6 +644,70 @@ pub fn unserved_range<'a>(
 /// SVC4_SVC_CIDR.
 pub fn range_covers(range: &AddrRange4, addr: Ipv4Addr) -> bool {
     range.contains(u32::from(addr))
+}
+
+/// The SVC6_SVC_RANGE entry that covers these SVC6_CLUSTERIPS keys and SVC6_SVC_CIDR keys
+/// ([`AddrRange6::EMPTY`] for none), as [`unserved_range`] for IPv4.
+pub fn unserved_range6<'a>(
+    cluster_ips: impl IntoIterator<Item = &'a Ip6>,
+    cidrs: impl IntoIterator<Item = &'a ServiceCidr6Key>,
+) -> AddrRange6 {
+    // As u128 (host order) here, converted to halves once at the end.
+    let mut range: Option<(u128, u128)> = None;
+    let mut add = |lo: u128, hi: u128| {
+        range = Some(match range {
+            None => (lo, hi),
+            Some((l, h)) => (l.min(lo), h.max(hi)),
+        });
+    };
+    for key in cluster_ips {
+        let addr = u128::from(cluster_ip6_of(*key));
+        add(addr, addr);
+    }
+    for cidr in cidrs.into_iter().filter_map(service_cidr6_of) {
+        let host_bits = 128 - u32::from(cidr.prefix_len);
+        let host = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
+        let lo = u128::from(cidr.addr);
+        add(lo, lo | host);
+    }
+    match range {
+        None => AddrRange6::EMPTY,
+        Some((lo, hi)) => AddrRange6 {
+            lo: AddrRange6::halves(lo.to_be_bytes()),
+            hi: AddrRange6::halves(hi.to_be_bytes()),
+        },
+    }
+}
+
+/// The SVC4_SVC_RANGE and SVC6_SVC_RANGE entries that cover these keys of both families.
+pub fn unserved_ranges<'a>(
+    cluster_ips: impl IntoIterator<Item = &'a ClusterIpKey>,
+    cidrs: impl IntoIterator<Item = &'a ServiceCidrEntry>,
+) -> (AddrRange4, AddrRange6) {
+    let (mut ips4, mut ips6) = (Vec::new(), Vec::new());
+    for key in cluster_ips {
+        match key {
+            ClusterIpKey::V4(k) => ips4.push(*k),
+            ClusterIpKey::V6(k) => ips6.push(*k),
+        }
+    }
+    let (mut cidrs4, mut cidrs6) = (Vec::new(), Vec::new());
+    for key in cidrs {
+        match key {
+            ServiceCidrEntry::V4(k) => cidrs4.push(*k),
+            ServiceCidrEntry::V6(k) => cidrs6.push(*k),
+        }
+    }
+    (
+        unserved_range(&ips4, &cidrs4),
+        unserved_range6(&ips6, &cidrs6),
+    )
+}
+
+/// Whether the programs, reading `range`, look up a packet to `addr` in SVC6_CLUSTERIPS and
+/// SVC6_SVC_CIDR.
+pub fn range6_covers(range: &AddrRange6, addr: Ipv6Addr) -> bool {
+    range.contains(AddrRange6::halves(addr.octets()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -799,6 +935,45 @@ mod tests {
         };
         assert_eq!(service_cidr_key(&sloppy).1.to_ne_bytes(), [10, 96, 0, 0]);
         assert_eq!(service_cidr_of(&(33, key.1)), None);
+    }
+
+    #[test]
+    fn ipv6_cluster_ips_cidrs_and_range_round_trip() {
+        let ip: Ipv6Addr = "fd00:10:96::a".parse().unwrap();
+        assert_eq!(svc_common::ip6_octets(cluster_ip6_key(ip)), ip.octets());
+        assert_eq!(cluster_ip6_of(cluster_ip6_key(ip)), ip);
+        assert_eq!(ClusterIpKey::of(IpAddr::V6(ip)).ip(), IpAddr::V6(ip));
+        let cidr: IpCidr = "fd00:10:96::7/112".parse().unwrap();
+        let ServiceCidrEntry::V6(key) = ServiceCidrEntry::of(&cidr) else {
+            panic!("IPv6")
+        };
+        // Address bits only, host bits cleared.
+        assert_eq!(key.0, 112);
+        assert_eq!(
+            svc_common::ip6_octets(key.1),
+            "fd00:10:96::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(ServiceCidrEntry::V6(key).cidr(), Some(cidr));
+        assert_eq!(service_cidr6_of(&(129, key.1)), None);
+        // The range: from the CIDR's first address to the ClusterIP past its end.
+        let beyond = cluster_ip6_key("fd00:10:97::1".parse().unwrap());
+        let r = unserved_range6(&[beyond], &[key]);
+        let h = |s: &str| AddrRange6::halves(s.parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!((r.lo, r.hi), (h("fd00:10:96::"), h("fd00:10:97::1")));
+        assert!(range6_covers(&r, "fd00:10:96::ffff".parse().unwrap()));
+        assert!(!range6_covers(&r, "fd00:10:97::2".parse().unwrap()));
+        assert_eq!(unserved_range6(&[], &[]), AddrRange6::EMPTY);
+        // ::/0 and a /128 at the top: the whole space.
+        let all = service_cidr6_key(&Ipv6Cidr::new(Ipv6Addr::UNSPECIFIED, 0));
+        let r = unserved_range6(&[], &[all]);
+        assert_eq!((r.lo, r.hi), ([0, 0], [u64::MAX, u64::MAX]));
+        // Both families at once, each to its own range.
+        let (r4, r6) = unserved_ranges(
+            &[ClusterIpKey::of("10.96.0.1".parse().unwrap())],
+            &[ServiceCidrEntry::V6(key)],
+        );
+        assert_eq!((r4.lo, r4.hi), (0x0a60_0001, 0x0a60_0001));
+        assert_eq!((r6.lo, r6.hi), (h("fd00:10:96::"), h("fd00:10:96::ffff")));
     }
 
     #[test]

@@ -335,6 +335,9 @@ impl Maps {
             cluster_ips: self.read_cluster_ips().map_err(store)?,
             service_cidrs: self.read_service_cidrs().map_err(store)?,
             unserved_range: self.read_unserved_range().map_err(store)?,
+            cluster_ips6: self.read_cluster_ips6().map_err(store)?,
+            service_cidrs6: self.read_service_cidrs6().map_err(store)?,
+            unserved_range6: self.read_unserved_range6().map_err(store)?,
             services6: self.read_services6().map_err(store)?,
             backends6: self.read_backends6().map_err(store)?,
             revnats6: self.read_revnats6().map_err(store)?,
@@ -353,7 +356,7 @@ impl Maps {
     }
 
     /// Copies the datapath state of `live` into these (fresh) maps: services, backends,
-    /// rev-NAT, source ranges (both families), ClusterIPs, service CIDRs, conntrack, affinity and names;
+    /// rev-NAT, source ranges, ClusterIPs, service CIDRs (all of both families), conntrack, affinity and names;
     /// not the counters. `live` is only read. For svcctl trace, which runs a second program
     /// instance on the copies.
     pub fn copy_state_from(&mut self, live: &Maps) -> Result<(), StoreError> {
@@ -388,6 +391,13 @@ impl Maps {
             self.put_service_cidr(&k)?;
         }
         self.put_unserved_range(&live.read_unserved_range()?)?;
+        for (k, v) in live.read_cluster_ips6()? {
+            self.put_cluster_ip6(k, v)?;
+        }
+        for k in live.read_service_cidrs6()? {
+            self.put_service_cidr6(&k)?;
+        }
+        self.put_unserved_range6(&live.read_unserved_range6()?)?;
         for (k, v) in live.read_names()? {
             self.put_name(k, &v)?;
         }

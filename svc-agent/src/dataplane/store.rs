@@ -12,16 +12,16 @@ use std::os::fd::AsFd as _;
 
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
-    AddrRange4, Affinity4Key, Affinity4Value, Affinity6Key, Backend4, Backend6, Ct4Key, Ct4Value,
-    Ct6Key, Ct6Value, ProblemText, RevNat4, RevNat6, Svc4Key, Svc4Value, Svc6Key, SvcName, Verdict,
-    map_names,
+    AddrRange4, AddrRange6, Affinity4Key, Affinity4Value, Affinity6Key, Backend4, Backend6, Ct4Key,
+    Ct4Value, Ct6Key, Ct6Value, Ip6, ProblemText, RevNat4, RevNat6, Svc4Key, Svc4Value, Svc6Key,
+    SvcName, Verdict, map_names,
 };
 
 use super::{
     Maps, batch,
     layout::{
-        BackendValue, RevNatValue, ServiceCidrKey, ServiceKey, SrcRange6Key, SrcRangeEntry,
-        SrcRangeKey,
+        BackendValue, ClusterIpKey, RevNatValue, ServiceCidr6Key, ServiceCidrEntry, ServiceCidrKey,
+        ServiceKey, SrcRange6Key, SrcRangeEntry, SrcRangeKey,
     },
 };
 use crate::addr::Family;
@@ -258,6 +258,60 @@ pub trait MapStore {
     /// SVC4_SVC_RANGE: the range SVC4_CLUSTERIPS and SVC4_SVC_CIDR cover.
     fn put_unserved_range(&mut self, value: &AddrRange4) -> Result<(), StoreError>;
     fn read_unserved_range(&self) -> Result<AddrRange4, StoreError>;
+    /// SVC6_CLUSTERIPS, SVC6_SVC_CIDR and SVC6_SVC_RANGE, as their IPv4 counterparts above.
+    fn put_cluster_ip6(&mut self, key: Ip6, value: u8) -> Result<(), StoreError>;
+    fn del_cluster_ip6(&mut self, key: Ip6) -> Result<(), StoreError>;
+    fn read_cluster_ips6(&self) -> Result<Vec<(Ip6, u8)>, StoreError>;
+    fn put_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError>;
+    fn del_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError>;
+    fn read_service_cidrs6(&self) -> Result<Vec<ServiceCidr6Key>, StoreError>;
+    fn put_unserved_range6(&mut self, value: &AddrRange6) -> Result<(), StoreError>;
+    fn read_unserved_range6(&self) -> Result<AddrRange6, StoreError>;
+
+    /// Writes a ClusterIP to its family's map.
+    fn put_cluster_ip_entry(&mut self, key: &ClusterIpKey, value: u8) -> Result<(), StoreError> {
+        match key {
+            ClusterIpKey::V4(k) => self.put_cluster_ip(*k, value),
+            ClusterIpKey::V6(k) => self.put_cluster_ip6(*k, value),
+        }
+    }
+    fn del_cluster_ip_entry(&mut self, key: &ClusterIpKey) -> Result<(), StoreError> {
+        match key {
+            ClusterIpKey::V4(k) => self.del_cluster_ip(*k),
+            ClusterIpKey::V6(k) => self.del_cluster_ip6(*k),
+        }
+    }
+    /// Both ClusterIP maps, IPv4 first.
+    fn read_cluster_ip_entries(&self) -> Result<Vec<(ClusterIpKey, u8)>, StoreError> {
+        let v4 = self.read_cluster_ips()?.into_iter();
+        let v6 = self.read_cluster_ips6()?.into_iter();
+        Ok(v4
+            .map(|(k, v)| (ClusterIpKey::V4(k), v))
+            .chain(v6.map(|(k, v)| (ClusterIpKey::V6(k), v)))
+            .collect())
+    }
+    /// Writes a service CIDR to its family's trie.
+    fn put_service_cidr_entry(&mut self, key: &ServiceCidrEntry) -> Result<(), StoreError> {
+        match key {
+            ServiceCidrEntry::V4(k) => self.put_service_cidr(k),
+            ServiceCidrEntry::V6(k) => self.put_service_cidr6(k),
+        }
+    }
+    fn del_service_cidr_entry(&mut self, key: &ServiceCidrEntry) -> Result<(), StoreError> {
+        match key {
+            ServiceCidrEntry::V4(k) => self.del_service_cidr(k),
+            ServiceCidrEntry::V6(k) => self.del_service_cidr6(k),
+        }
+    }
+    /// Both service CIDR tries, IPv4 first.
+    fn read_service_cidr_entries(&self) -> Result<Vec<ServiceCidrEntry>, StoreError> {
+        let v4 = self.read_service_cidrs()?.into_iter();
+        let v6 = self.read_service_cidrs6()?.into_iter();
+        Ok(v4
+            .map(ServiceCidrEntry::V4)
+            .chain(v6.map(ServiceCidrEntry::V6))
+            .collect())
+    }
 }
 
 /// The raw contents of the maps, as read at one moment (each map on its own: a map that
@@ -277,6 +331,9 @@ pub struct RawMaps {
     pub service_cidrs: Vec<ServiceCidrKey>,
     pub unserved_range: AddrRange4,
     /// The IPv6 maps (SVC6_*), as their IPv4 counterparts above.
+    pub cluster_ips6: Vec<(Ip6, u8)>,
+    pub service_cidrs6: Vec<ServiceCidr6Key>,
+    pub unserved_range6: AddrRange6,
     pub services6: Vec<(Svc6Key, Svc4Value)>,
     pub backends6: Vec<(u32, Backend6)>,
     pub revnats6: Vec<(u32, RevNat6)>,
@@ -589,6 +646,48 @@ impl MapStore for Maps {
             .get(&0, 0)
             .map_err(store_err(map_names::SVC4_SVC_RANGE))
     }
+    fn put_cluster_ip6(&mut self, key: Ip6, value: u8) -> Result<(), StoreError> {
+        self.cluster_ips6
+            .insert(key, value, 0)
+            .map_err(store_err(map_names::SVC6_CLUSTERIPS))
+    }
+    fn del_cluster_ip6(&mut self, key: Ip6) -> Result<(), StoreError> {
+        ignore_missing(self.cluster_ips6.remove(&key))
+            .map_err(store_err(map_names::SVC6_CLUSTERIPS))
+    }
+    fn read_cluster_ips6(&self) -> Result<Vec<(Ip6, u8)>, StoreError> {
+        read_all(&self.cluster_ips6, map_names::SVC6_CLUSTERIPS)
+    }
+    fn put_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError> {
+        self.service_cidrs6
+            .insert(&LpmKey::new(key.0, key.1), svc_common::SVC_CIDR_DROP, 0)
+            .map_err(store_err(map_names::SVC6_SVC_CIDR))
+    }
+    fn del_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError> {
+        ignore_missing(self.service_cidrs6.remove(&LpmKey::new(key.0, key.1)))
+            .map_err(store_err(map_names::SVC6_SVC_CIDR))
+    }
+    fn read_service_cidrs6(&self) -> Result<Vec<ServiceCidr6Key>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.service_cidrs6.keys() {
+            match key {
+                Ok(k) => out.push((k.prefix_len(), k.data())),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(map_names::SVC6_SVC_CIDR)(e)),
+            }
+        }
+        Ok(out)
+    }
+    fn put_unserved_range6(&mut self, value: &AddrRange6) -> Result<(), StoreError> {
+        self.unserved_range6
+            .set(0, value, 0)
+            .map_err(store_err(map_names::SVC6_SVC_RANGE))
+    }
+    fn read_unserved_range6(&self) -> Result<AddrRange6, StoreError> {
+        self.unserved_range6
+            .get(&0, 0)
+            .map_err(store_err(map_names::SVC6_SVC_RANGE))
+    }
 }
 
 #[cfg(test)]
@@ -599,12 +698,14 @@ mod fake {
     use std::collections::{BTreeMap, BTreeSet};
 
     use svc_common::{
-        AddrRange4, Backend4, Backend6, ProblemText, RevNat4, RevNat6, SCOPE_LOCAL, Svc4Key,
-        Svc4Value, Svc6Key, SvcName, map_names,
+        AddrRange4, AddrRange6, Backend4, Backend6, Ip6, ProblemText, RevNat4, RevNat6,
+        SCOPE_LOCAL, Svc4Key, Svc4Value, Svc6Key, SvcName, map_names,
     };
 
     use super::{MapStore, RawMaps, StoreError};
-    use crate::dataplane::layout::{self, ServiceCidrKey, SrcRange6Key, SrcRangeKey};
+    use crate::dataplane::layout::{
+        self, ServiceCidr6Key, ServiceCidrKey, SrcRange6Key, SrcRangeKey,
+    };
 
     /// An in-memory MapStore with the kernel's capacity behaviour, for unit tests.
     #[derive(Debug, Default, Clone)]
@@ -625,6 +726,10 @@ mod fake {
         pub backends6: BTreeMap<u32, Backend6>,
         pub revnats6: BTreeMap<u32, RevNat6>,
         pub src_ranges6: BTreeSet<SrcRange6Key>,
+        pub cluster_ips6: BTreeMap<Ip6, u8>,
+        pub service_cidrs6: BTreeSet<ServiceCidr6Key>,
+        /// SVC6_SVC_RANGE's entry (zeroed, as the kernel's array starts).
+        pub unserved_range6: AddrRange6,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -666,6 +771,9 @@ mod fake {
                 backends6: self.backends6.iter().map(|(k, v)| (*k, *v)).collect(),
                 revnats6: self.revnats6.iter().map(|(k, v)| (*k, *v)).collect(),
                 src_ranges6: self.src_ranges6.iter().copied().collect(),
+                cluster_ips6: self.cluster_ips6.iter().map(|(k, v)| (*k, *v)).collect(),
+                service_cidrs6: self.service_cidrs6.iter().copied().collect(),
+                unserved_range6: self.unserved_range6,
                 ..Default::default()
             }
         }
@@ -882,6 +990,54 @@ mod fake {
         fn read_src_ranges6(&self) -> Result<Vec<SrcRange6Key>, StoreError> {
             Ok(self.src_ranges6.iter().copied().collect())
         }
+        fn put_cluster_ip6(&mut self, key: Ip6, value: u8) -> Result<(), StoreError> {
+            self.cluster_ips6.insert(key, value);
+            self.wrote(format!("put clusterip6 {}", layout::cluster_ip6_of(key)));
+            Ok(())
+        }
+        fn del_cluster_ip6(&mut self, key: Ip6) -> Result<(), StoreError> {
+            self.cluster_ips6.remove(&key);
+            self.wrote(format!("del clusterip6 {}", layout::cluster_ip6_of(key)));
+            Ok(())
+        }
+        fn read_cluster_ips6(&self) -> Result<Vec<(Ip6, u8)>, StoreError> {
+            Ok(self.cluster_ips6.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn put_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError> {
+            self.service_cidrs6.insert(*key);
+            self.wrote(format!("put cidr6 {}", cidr6_text(key)));
+            Ok(())
+        }
+        fn del_service_cidr6(&mut self, key: &ServiceCidr6Key) -> Result<(), StoreError> {
+            self.service_cidrs6.remove(key);
+            self.wrote(format!("del cidr6 {}", cidr6_text(key)));
+            Ok(())
+        }
+        fn read_service_cidrs6(&self) -> Result<Vec<ServiceCidr6Key>, StoreError> {
+            Ok(self.service_cidrs6.iter().copied().collect())
+        }
+        fn put_unserved_range6(&mut self, value: &AddrRange6) -> Result<(), StoreError> {
+            self.unserved_range6 = *value;
+            self.wrote(format!("put range6 {}", range6_text(value)));
+            Ok(())
+        }
+        fn read_unserved_range6(&self) -> Result<AddrRange6, StoreError> {
+            Ok(self.unserved_range6)
+        }
+    }
+
+    fn cidr6_text(key: &ServiceCidr6Key) -> String {
+        layout::service_cidr6_of(key).map_or_else(|| format!("{key:?}"), |c| c.to_string())
+    }
+
+    /// `fd00::1-fd00::ffff`, or `empty`.
+    fn range6_text(r: &AddrRange6) -> String {
+        if *r == AddrRange6::EMPTY {
+            return "empty".to_string();
+        }
+        let ip =
+            |h: [u64; 2]| std::net::Ipv6Addr::from((u128::from(h[0]) << 64) | u128::from(h[1]));
+        format!("{}-{}", ip(r.lo), ip(r.hi))
     }
 
     fn cidr_text(key: &ServiceCidrKey) -> String {

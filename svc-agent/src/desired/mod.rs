@@ -43,7 +43,7 @@ use std::cmp::Ordering;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::{
@@ -133,7 +133,7 @@ pub struct NodeContext {
     pub localhost_node_ports: bool,
     /// `--service-cluster-ip-range` (kube-apiserver's flag): the service CIDRs when no
     /// ServiceCIDR object exists.
-    pub service_cluster_ip_range: Vec<Ipv4Cidr>,
+    pub service_cluster_ip_range: Vec<IpCidr>,
 }
 
 /// Which `spec.externalIPs` the node serves: the idea of the DenyServiceExternalIPs
@@ -276,11 +276,10 @@ pub struct DesiredState {
     /// Services that get no frontend at all, with why; sorted by service. Only for display
     /// (the agent names them in a map svcctl reads); the datapath has nothing for them.
     pub unserved: Vec<(ObjectRef, UnservedReason)>,
-    /// Every allocated IPv4 ClusterIP and what a packet to it on a port no frontend has
-    /// gets (see [`compute_with_incumbents`], "Service CIDRs"). IPv4 only: the maps of
-    /// these rules have no IPv6 counterparts yet, so an IPv6 ClusterIP's other ports and
-    /// unallocated IPv6 service addresses are left to routing.
-    pub cluster_ips: BTreeMap<Ipv4Addr, ClusterIpUse>,
+    /// Every allocated ClusterIP (both families; each goes to its family's map) and what a
+    /// packet to it on a port no frontend has gets (see [`compute_with_incumbents`],
+    /// "Service CIDRs").
+    pub cluster_ips: BTreeMap<IpAddr, ClusterIpUse>,
     /// The service CIDRs: a packet no frontend takes, to an address inside them that is
     /// no ClusterIP, is dropped.
     pub service_cidrs: ServiceCidrs,
@@ -510,7 +509,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 /// **Service CIDRs** (note, "No usable endpoints anywhere"; kube-proxy nftables'
 /// `cluster-ips` set and `service-cidrs` rule, proxier.go's `cluster-ips-check` chain):
 /// what a packet no frontend takes gets, when it is no reply of a translated flow.
-/// - [`DesiredState::cluster_ips`]: every IPv4 ClusterIP of every Service in the model,
+/// - [`DesiredState::cluster_ips`]: every ClusterIP (both families) of every Service in the model,
 ///   served or not (a Service whose addresses another Service keeps, or whose every port is
 ///   SCTP, still has its ClusterIP allocated): a packet to it on a port/protocol no
 ///   frontend has is rejected (TCP RST / ICMP port unreachable). Headless and ExternalName
@@ -519,7 +518,7 @@ pub fn compute(cluster: &Cluster, node: &NodeContext) -> (DesiredState, Vec<Comp
 ///   alone, neither rejected nor dropped, because the other proxy may take the packet
 ///   after this datapath (TC ingress runs before netfilter); with a Service of ours on the
 ///   same ClusterIP the other proxy's use wins too.
-/// - [`DesiredState::service_cidrs`]: the IPv4 CIDRs of every ServiceCIDR object
+/// - [`DesiredState::service_cidrs`]: the CIDRs (both families) of every ServiceCIDR object
 ///   (`networking.k8s.io/v1`, read from the API or as manifests); only when none exists,
 ///   `node.service_cluster_ip_range` (`--service-cluster-ip-range`); else none, and
 ///   nothing is dropped. A packet to an address inside them that is no ClusterIP is

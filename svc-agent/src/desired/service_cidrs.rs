@@ -3,11 +3,11 @@
 //! [`compute_with_incumbents`](super::compute_with_incumbents), "Service CIDRs".
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use svc_common::ClusterIpUse;
 
-use super::{ComputeProblem, Ipv4Cidr, NodeContext};
+use super::{ComputeProblem, IpCidr, NodeContext};
 use crate::model::{Cluster, ObjectRef};
 
 /// The service CIDRs the datapath drops unallocated addresses in, and where they come from.
@@ -15,7 +15,8 @@ use crate::model::{Cluster, ObjectRef};
 pub struct ServiceCidrs {
     /// Sorted and deduplicated; the ones that hold an address of this node are left out
     /// (with a problem).
-    pub cidrs: Vec<Ipv4Cidr>,
+    /// IPv4 ones first (each family goes to its own map).
+    pub cidrs: Vec<IpCidr>,
     pub from: CidrSource,
 }
 
@@ -32,15 +33,15 @@ pub enum CidrSource {
 }
 
 impl fmt::Display for ServiceCidrs {
-    /// `10.96.0.0/12 (ServiceCIDR kubernetes)`, `10.96.0.0/12 (--service-cluster-ip-range)`,
-    /// `none`.
+    /// `10.96.0.0/12,fd00:10:96::/112 (ServiceCIDR kubernetes)`, `10.96.0.0/12
+    /// (--service-cluster-ip-range)`, `none`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.cidrs.is_empty() && self.from == CidrSource::None {
             return f.write_str("none");
         }
         let list: Vec<String> = self.cidrs.iter().map(ToString::to_string).collect();
         let list = if list.is_empty() {
-            "no IPv4 CIDR".to_string()
+            "no CIDR".to_string()
         } else {
             list.join(",")
         };
@@ -55,17 +56,16 @@ impl fmt::Display for ServiceCidrs {
 /// The flag whose CIDRs are used when no ServiceCIDR object exists.
 pub const FLAG: &str = "--service-cluster-ip-range";
 
-/// Every IPv4 ClusterIP of the cluster's Services with what a packet to it on a port no
-/// frontend has gets (IPv6 ones are left out: SVC4_CLUSTERIPS has no IPv6 counterpart
-/// yet): [`ClusterIpUse::Reject`], or [`ClusterIpUse::OtherProxy`] when only
+/// Every ClusterIP (both families) of the cluster's Services with what a packet to it on
+/// a port no frontend has gets: [`ClusterIpUse::Reject`], or [`ClusterIpUse::OtherProxy`] when only
 /// Services another proxy owns have it. Headless and ExternalName Services have none. An
 /// address of this node is left out, with a problem.
 pub fn cluster_ips(
     cluster: &Cluster,
     node: &NodeContext,
     problems: &mut Vec<ComputeProblem>,
-) -> BTreeMap<Ipv4Addr, ClusterIpUse> {
-    let mut out: BTreeMap<Ipv4Addr, ClusterIpUse> = BTreeMap::new();
+) -> BTreeMap<IpAddr, ClusterIpUse> {
+    let mut out: BTreeMap<IpAddr, ClusterIpUse> = BTreeMap::new();
     for svc in cluster.services.values() {
         let use_ = if svc.proxy_name_label.is_some() {
             ClusterIpUse::OtherProxy
@@ -73,9 +73,6 @@ pub fn cluster_ips(
             ClusterIpUse::Reject
         };
         for ip in svc.cluster_ips.iter().copied() {
-            let IpAddr::V4(v4) = ip else {
-                continue;
-            };
             if node.node_ips.contains(&ip) {
                 problems.push(ComputeProblem::about(
                     "Service",
@@ -87,7 +84,7 @@ pub fn cluster_ips(
                 continue;
             }
             // Another proxy's Service passes: it may take the packet after us.
-            let entry = out.entry(v4).or_insert(use_);
+            let entry = out.entry(ip).or_insert(use_);
             if use_ == ClusterIpUse::OtherProxy {
                 *entry = use_;
             }
@@ -96,8 +93,8 @@ pub fn cluster_ips(
     out
 }
 
-/// The service CIDRs: those of every ServiceCIDR object when one exists (even with IPv6
-/// CIDRs only), else `node.service_cluster_ip_range`, else none. A CIDR that holds one of
+/// The service CIDRs (both families): those of every ServiceCIDR object when one exists
+/// (even with an empty `spec.cidrs`), else `node.service_cluster_ip_range`, else none. A CIDR that holds one of
 /// this node's addresses is left out with a problem: the datapath sees packets to the node
 /// itself, which kube-proxy's rule (forward and output paths only) never does, so it would
 /// drop the node's own traffic.
@@ -106,7 +103,7 @@ pub fn service_cidrs(
     node: &NodeContext,
     problems: &mut Vec<ComputeProblem>,
 ) -> ServiceCidrs {
-    let mut wanted: Vec<(Ipv4Cidr, &'static str, ObjectRef)> = Vec::new();
+    let mut wanted: Vec<(IpCidr, &'static str, ObjectRef)> = Vec::new();
     let from = if !cluster.service_cidrs.is_empty() {
         for (id, cidrs) in &cluster.service_cidrs {
             wanted.extend(cidrs.iter().map(|c| (*c, "ServiceCIDR", id.clone())));
@@ -131,10 +128,7 @@ pub fn service_cidrs(
     };
     let mut cidrs = Vec::new();
     for (cidr, kind, id) in wanted {
-        let on_node = node.node_ips.iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) if cidr.contains(*v4) => Some(*v4),
-            _ => None,
-        });
+        let on_node = node.node_ips.iter().find(|ip| cidr.contains(**ip));
         match on_node {
             Some(ip) => problems.push(ComputeProblem::about(
                 kind,

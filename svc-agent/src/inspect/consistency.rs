@@ -5,13 +5,16 @@
 //! reconciler's tests assert that none exists after every write. Both families, each
 //! against its own maps (an IPv6 frontend's backends must be in SVC6_BACKENDS, ...); the
 //! messages name the IPv4 maps' `SVC4_*` / `SVC6_*` as the frontend's family says.
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use svc_common::{
     BackendState, CtKind, FrontendKind, SVC_F_EXTERNAL, SVC_F_EXTERNAL_IP, SVC_F_LOADBALANCER,
     SVC_F_LOCAL, SVC_F_NODEPORT, SVC_F_SOURCE_RANGES, Scope,
 };
 
 use super::decode::{FrontendId, SlotState, Tables, decode_ct, id_family, id_name};
-use crate::addr::Family;
+use crate::addr::{Family, IpCidr};
 use crate::dataplane::RawMaps;
 use crate::dataplane::layout::{self, frontend_flag_labels, word_label};
 
@@ -125,30 +128,63 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         )));
     }
 
-    let service_cidrs: Vec<crate::addr::Ipv4Cidr> = t
+    // Both families' service CIDRs and ClusterIPs, each from its family's maps.
+    let service_cidrs: Vec<IpCidr> = t
         .raw
         .service_cidrs
         .iter()
-        .filter_map(layout::service_cidr_of)
+        .filter_map(|k| layout::service_cidr_of(k).map(IpCidr::V4))
+        .chain(
+            t.raw
+                .service_cidrs6
+                .iter()
+                .filter_map(|k| layout::service_cidr6_of(k).map(IpCidr::V6)),
+        )
         .collect();
-    let cluster_ips: std::collections::BTreeSet<u32> =
-        t.raw.cluster_ips.iter().map(|(k, _)| *k).collect();
+    let cluster_ips: BTreeSet<IpAddr> = t
+        .raw
+        .cluster_ips
+        .iter()
+        .map(|(k, _)| IpAddr::V4(layout::cluster_ip_of(*k)))
+        .chain(
+            t.raw
+                .cluster_ips6
+                .iter()
+                .map(|(k, _)| IpAddr::V6(layout::cluster_ip6_of(*k))),
+        )
+        .collect();
     // The programs look a destination up in SVC4_CLUSTERIPS and SVC4_SVC_CIDR only inside
-    // SVC4_SVC_RANGE: an entry outside it is never seen.
-    let range = &t.raw.unserved_range;
-    for key in &cluster_ips {
-        let ip = layout::cluster_ip_of(*key);
-        if !layout::range_covers(range, ip) {
+    // SVC4_SVC_RANGE (IPv6: SVC6_*): an entry outside it is never seen.
+    let covers = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => layout::range_covers(&t.raw.unserved_range, a),
+        IpAddr::V6(a) => layout::range6_covers(&t.raw.unserved_range6, a),
+    };
+    for ip in &cluster_ips {
+        if !covers(*ip) {
             out.push(hazard(format!(
-                "ClusterIP {ip} is outside SVC4_SVC_RANGE (its unknown ports are passed, not rejected)"
+                "ClusterIP {ip} is outside {} (its unknown ports are passed, not rejected)",
+                map_of(Family::of(*ip), "SVC_RANGE")
             )));
         }
     }
     for cidr in &service_cidrs {
-        let last = std::net::Ipv4Addr::from(u32::from(cidr.addr) | !cidr.netmask());
-        if !layout::range_covers(range, cidr.addr) || !layout::range_covers(range, last) {
+        let (first, last) = match cidr {
+            IpCidr::V4(c) => (
+                IpAddr::V4(c.addr),
+                IpAddr::V4(Ipv4Addr::from(u32::from(c.addr) | !c.netmask())),
+            ),
+            IpCidr::V6(c) => {
+                let host = u128::MAX.checked_shr(u32::from(c.prefix_len)).unwrap_or(0);
+                (
+                    IpAddr::V6(c.addr),
+                    IpAddr::V6(Ipv6Addr::from(u128::from(c.addr) | host)),
+                )
+            }
+        };
+        if !covers(first) || !covers(last) {
             out.push(hazard(format!(
-                "service CIDR {cidr} is not inside SVC4_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+                "service CIDR {cidr} is not inside {} (its unallocated addresses are passed, not dropped)",
+                map_of(cidr.family(), "SVC_RANGE")
             )));
         }
     }
@@ -158,15 +194,15 @@ pub(super) fn check(t: &Tables<'_>, now_ns: u64) -> Vec<Finding> {
         slot_problems(t, id, Scope::All, value.count, &mut out);
 
         // A ClusterIP inside a service CIDR is an allocated ClusterIP: the reconciler writes
-        // it before the frontend, so its other ports are rejected, never dropped. (IPv4
-        // only: the service CIDR rules have no IPv6 maps yet.)
-        if let std::net::IpAddr::V4(vip) = id.0
-            && FrontendKind::of_flags(value.flags) == FrontendKind::ClusterIp
-            && !cluster_ips.contains(&layout::cluster_ip_key(vip))
+        // it before the frontend, so its other ports are rejected, never dropped.
+        let vip = id.0;
+        if FrontendKind::of_flags(value.flags) == FrontendKind::ClusterIp
+            && !cluster_ips.contains(&vip)
             && let Some(cidr) = service_cidrs.iter().find(|c| c.contains(vip))
         {
             out.push(hazard(format!(
-                "{name}: ClusterIP {vip} is inside service CIDR {cidr} but not in SVC4_CLUSTERIPS (its other ports are dropped, not rejected)"
+                "{name}: ClusterIP {vip} is inside service CIDR {cidr} but not in {} (its other ports are dropped, not rejected)",
+                map_of(family, "CLUSTERIPS")
             )));
         }
 

@@ -15,7 +15,7 @@ use svc_common::{
 };
 
 use super::schema::*;
-use crate::addr::{Family, HostPort, IpCidr, Ipv4Cidr};
+use crate::addr::{Family, HostPort, IpCidr};
 use crate::dataplane::RawMaps;
 use crate::dataplane::layout::{
     self, BackendValue, FrontendHead, MapAddr, ct_flag_labels, frontend_flag_labels,
@@ -554,20 +554,32 @@ pub fn decode(raw: &RawMaps, now_ns: u64) -> Snapshot {
 
     let mut problems = raw.problems.clone();
     problems.sort_by_key(|(k, _)| *k);
-    let mut cidrs: Vec<Ipv4Cidr> = raw
+    let mut cidrs: Vec<IpCidr> = raw
         .service_cidrs
         .iter()
-        .filter_map(layout::service_cidr_of)
+        .filter_map(|k| layout::service_cidr_of(k).map(IpCidr::V4))
+        .chain(
+            raw.service_cidrs6
+                .iter()
+                .filter_map(|k| layout::service_cidr6_of(k).map(IpCidr::V6)),
+        )
         .collect();
     cidrs.sort();
+    let other_proxy = |v: &u8| layout::cluster_ip_use(*v) == Some(ClusterIpUse::OtherProxy);
     let service_cidrs = ServiceCidrs {
-        cidrs: cidrs.iter().map(Ipv4Cidr::to_string).collect(),
-        cluster_ips: raw.cluster_ips.len(),
+        cidrs: cidrs.iter().map(IpCidr::to_string).collect(),
+        cluster_ips: raw.cluster_ips.len() + raw.cluster_ips6.len(),
+        ipv6_cluster_ips: raw.cluster_ips6.len(),
         other_proxy_cluster_ips: raw
             .cluster_ips
             .iter()
-            .filter(|(_, v)| layout::cluster_ip_use(*v) == Some(ClusterIpUse::OtherProxy))
-            .count(),
+            .filter(|(_, v)| other_proxy(v))
+            .count()
+            + raw
+                .cluster_ips6
+                .iter()
+                .filter(|(_, v)| other_proxy(v))
+                .count(),
     };
     Snapshot {
         version: SCHEMA_VERSION,

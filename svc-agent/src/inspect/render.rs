@@ -270,10 +270,14 @@ pub fn render_service_cidrs(c: &ServiceCidrs) -> String {
         return String::new();
     }
     let mut ips = format!(
-        "{} allocated ClusterIP{}: ports no Service has are rejected",
+        "{} allocated ClusterIP{}",
         c.cluster_ips,
         if c.cluster_ips == 1 { "" } else { "s" }
     );
+    if c.ipv6_cluster_ips > 0 {
+        let _ = write!(ips, " ({} IPv6)", c.ipv6_cluster_ips);
+    }
+    ips.push_str(": ports no Service has are rejected");
     if c.other_proxy_cluster_ips > 0 {
         let _ = write!(
             ips,

@@ -111,18 +111,22 @@ pub struct Unserved {
     pub why: Option<svc_common::UnservedReason>,
 }
 
-/// The addresses no frontend takes (SVC4_SVC_CIDR, SVC4_CLUSTERIPS), as kube-proxy's
-/// nftables mode treats them: `{"cidrs": ["10.96.0.0/12"], "cluster_ips": 12,
+/// The addresses no frontend takes (SVC4_SVC_CIDR, SVC4_CLUSTERIPS and their IPv6
+/// counterparts), as kube-proxy's nftables mode treats them: `{"cidrs": ["10.96.0.0/12",
+/// "fd00:10:96::/112"], "cluster_ips": 12, "ipv6_cluster_ips": 5,
 /// "other_proxy_cluster_ips": 0}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceCidrs {
-    /// The service CIDRs, sorted, as `"10.96.0.0/12"`: a packet to an address inside them
-    /// that no Service has is dropped (`drop_unallocated`). Empty: none is dropped.
+    /// The service CIDRs of both families, sorted (IPv4 first), as `"10.96.0.0/12"` or
+    /// `"fd00:10:96::/112"`: a packet to an address inside them that no Service has is
+    /// dropped (`drop_unallocated`). Empty: none is dropped.
     pub cidrs: Vec<String>,
-    /// Allocated ClusterIPs (every SVC4_CLUSTERIPS entry): a packet to one on a
-    /// port/protocol no Service has is rejected (TCP RST / ICMP port unreachable), unless
-    /// it is one of `other_proxy_cluster_ips`.
+    /// Allocated ClusterIPs (every SVC4_CLUSTERIPS and SVC6_CLUSTERIPS entry): a packet to
+    /// one on a port/protocol no Service has is rejected (TCP RST / ICMP or ICMPv6 port
+    /// unreachable), unless it is one of `other_proxy_cluster_ips`.
     pub cluster_ips: usize,
+    /// Of `cluster_ips`, the IPv6 ones (SVC6_CLUSTERIPS entries).
+    pub ipv6_cluster_ips: usize,
     /// Those only other proxies' Services have (`other-proxy`): left alone.
     pub other_proxy_cluster_ips: usize,
 }

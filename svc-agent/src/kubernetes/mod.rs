@@ -239,7 +239,7 @@ pub struct SliceItem {
 /// A ServiceCIDR converted: its IPv4 CIDRs, or why it is not usable; and the warnings.
 #[derive(Debug, Clone)]
 pub struct ServiceCidrItem {
-    pub cidrs: Option<Vec<model::Ipv4Cidr>>,
+    pub cidrs: Option<Vec<model::IpCidr>>,
     pub problems: Vec<Problem>,
     /// `metadata.uid`, as for [`ServiceItem::uid`].
     pub uid: Option<String>,
@@ -1011,7 +1011,7 @@ impl WatchedCluster {
         &mut self,
         id: ObjectRef,
         item: ServiceCidrItem,
-        last_good: Option<Vec<model::Ipv4Cidr>>,
+        last_good: Option<Vec<model::IpCidr>>,
     ) {
         let ServiceCidrItem {
             cidrs,

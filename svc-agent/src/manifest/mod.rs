@@ -195,7 +195,7 @@ enum Converted {
     Service(model::Service),
     Slice(ObjectRef, Option<model::EndpointGroup>),
     Legacy(ObjectRef, Vec<model::EndpointGroup>),
-    ServiceCidr(Vec<model::Ipv4Cidr>),
+    ServiceCidr(Vec<model::IpCidr>),
 }
 
 /// A usable object of one read of a file.

@@ -636,23 +636,25 @@ fn service_cidrs_are_read_as_cluster_scoped_objects_with_last_good_versions() {
     assert_eq!(
         reasons(&set),
         vec![
-            "cidrs.yaml#1 ServiceCIDR kubernetes: spec.cidrs[1] \"fd00::/108\" skipped: IPv6 service CIDRs are not written yet (their ClusterIPs are served; unallocated addresses are not dropped)",
             "cidrs.yaml#3 ServiceCIDR old: unsupported apiVersion \"networking.k8s.io/v1alpha1\" for ServiceCIDR",
             "cidrs.yaml#4 ServiceCIDR bad: spec.cidrs[0] \"10.1.0.0\" is not a CIDR",
         ]
     );
-    let cidr = |s: &str| s.parse::<model::Ipv4Cidr>().unwrap();
+    let cidr = |s: &str| s.parse::<model::IpCidr>().unwrap();
     assert_eq!(
         set.cluster.service_cidrs,
         BTreeMap::from([
             (ObjectRef::new("", "extra"), vec![cidr("172.30.0.0/16")]),
-            (ObjectRef::new("", "kubernetes"), vec![cidr("10.96.0.0/12")]),
+            (
+                ObjectRef::new("", "kubernetes"),
+                vec![cidr("10.96.0.0/12"), cidr("fd00::/108")]
+            ),
         ])
     );
     let (state, _) = desired::compute(&set.cluster, &desired::NodeContext::default());
     assert_eq!(
         state.service_cidrs.to_string(),
-        "10.96.0.0/12,172.30.0.0/16 (ServiceCIDR extra, kubernetes)"
+        "10.96.0.0/12,172.30.0.0/16,fd00::/108 (ServiceCIDR extra, kubernetes)"
     );
 
     // A ServiceCIDR that was good and turns bad keeps its last good version; one

@@ -1052,20 +1052,20 @@ pub struct Cluster {
     /// list after a slice change copies pointers, not endpoints (at 100k Services the deep
     /// copies were 9 % of the install's CPU and a second copy of every endpoint in memory).
     pub endpoints: BTreeMap<ObjectRef, Vec<Arc<EndpointGroup>>>,
-    /// The IPv4 CIDRs of every `networking.k8s.io/v1` ServiceCIDR object, by object (a
-    /// cluster-scoped name: the namespace is empty). An object with IPv6 CIDRs only is here
-    /// with an empty list: it still counts as a ServiceCIDR object that exists (see
-    /// [`crate::desired::compute_with_incumbents`], "Service CIDRs").
-    pub service_cidrs: BTreeMap<ObjectRef, Vec<Ipv4Cidr>>,
+    /// The CIDRs (both families) of every `networking.k8s.io/v1` ServiceCIDR object, by
+    /// object (a cluster-scoped name: the namespace is empty). An object with an empty
+    /// `spec.cidrs` is here with an empty list: it still counts as a ServiceCIDR object that
+    /// exists (see [`crate::desired::compute_with_incumbents`], "Service CIDRs").
+    pub service_cidrs: BTreeMap<ObjectRef, Vec<IpCidr>>,
 }
 
 /// Converts a `networking.k8s.io/v1` ServiceCIDR: its name (cluster-scoped: an empty
-/// namespace), the IPv4 CIDRs of `spec.cidrs` (IPv6 ones dropped with a warning: the
-/// unserved-address maps have no IPv6 counterparts yet; host bits cleared) and the warnings. kube-proxy takes every
+/// namespace), the CIDRs of `spec.cidrs` (both families; host bits cleared) and the
+/// warnings. kube-proxy takes every
 /// object's `spec.cidrs`, whatever its status conditions say, and so does this.
 pub fn service_cidr_from_k8s(
     object: &networkingv1::ServiceCIDR,
-) -> Result<(ObjectRef, Vec<Ipv4Cidr>, Vec<String>), InvalidObject> {
+) -> Result<(ObjectRef, Vec<IpCidr>, Vec<String>), InvalidObject> {
     let name = object
         .metadata
         .name
@@ -1082,16 +1082,13 @@ pub fn service_cidr_from_k8s(
         .unwrap_or_default();
     for (i, s) in list.iter().enumerate() {
         let field = format!("spec.cidrs[{i}]");
-        match s.parse::<Ipv4Cidr>() {
+        match s.parse::<IpCidr>() {
             Ok(c) => {
                 if !cidrs.contains(&c) {
                     cidrs.push(c);
                 }
             }
-            Err(CidrError::Ipv6) => warnings.push(format!(
-                "{field} {s:?} skipped: IPv6 service CIDRs are not written yet (their ClusterIPs are served; unallocated addresses are not dropped)"
-            )),
-            Err(CidrError::Invalid) => {
+            Err(_) => {
                 return Err(InvalidObject::NotACidr {
                     field,
                     value: s.clone(),

@@ -12,12 +12,15 @@
 //!    rev-NAT entry and deleted with it; then the unserved Services' entries are written
 //!    and every other name entry is deleted.
 //!
-//! Around them, the addresses no frontend takes (`SVC4_CLUSTERIPS`, `SVC4_SVC_CIDR`):
+//! Around them, the addresses no frontend takes (`SVC4_CLUSTERIPS`, `SVC4_SVC_CIDR` and
+//! their IPv6 counterparts, each address in its family's map):
 //! ClusterIPs added or changed go first, before step 1 (a packet to a new Service's other
 //! ports is then rejected, never dropped as unallocated, and the Service's frontends come
 //! after); after step 6, service CIDRs no longer wanted are deleted, new ones written, and
 //! last the ClusterIPs no Service has any more (after their frontends: a packet in
 //! between is rejected rather than dropped). With [`Removals::Keep`] neither is deleted.
+//! Each family's range (`SVC4_SVC_RANGE`, `SVC6_SVC_RANGE`) is widened before the first
+//! of these writes and narrowed after the last, so it always covers every entry.
 //!
 //! A packet therefore never reads a count that points past the slots that exist, nor a slot
 //! whose backend is missing, nor finds a served ClusterIP inside a service CIDR that is not
@@ -32,18 +35,18 @@
 //! address's family (`SVC4_*` or `SVC6_*`), and its backends are always of that family
 //! (the desired state sees to it). Backend ids and rev-NAT ids come from one allocator
 //! each for both families: an id names one thing in either map, and SVC_NAMES, keyed by
-//! rev_nat_id, holds the names of both. The addresses no frontend takes are IPv4 only
-//! (their maps have no IPv6 counterparts yet).
+//! rev_nat_id, holds the names of both.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use svc_common::{
-    AddrRange4, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value, SvcName, map_names,
+    AddrRange4, AddrRange6, BackendState, PROBLEMS_MAP_SIZE, ProblemText, Scope, Svc4Value,
+    SvcName, map_names,
 };
 
 use crate::addr::{BackendAddr, Family, Frontend};
 use crate::alloc::IdAllocator;
 use crate::dataplane::layout::{
-    self, BackendValue, FrontendHead, ServiceCidrKey, ServiceKey, SrcRangeEntry,
+    self, BackendValue, ClusterIpKey, FrontendHead, ServiceCidrEntry, ServiceKey, SrcRangeEntry,
 };
 use crate::dataplane::{MapStore, StoreError};
 use crate::desired::{DesiredState, FrontendState};
@@ -74,10 +77,10 @@ pub struct SyncReport {
     /// SVC_PROBLEMS entries written / deleted.
     pub problems_written: usize,
     pub problems_removed: usize,
-    /// SVC4_CLUSTERIPS entries written / deleted.
+    /// SVC4_CLUSTERIPS and SVC6_CLUSTERIPS entries written / deleted.
     pub cluster_ips_written: usize,
     pub cluster_ips_removed: usize,
-    /// SVC4_SVC_CIDR entries written / deleted.
+    /// SVC4_SVC_CIDR and SVC6_SVC_CIDR entries written / deleted.
     pub cidrs_written: usize,
     pub cidrs_removed: usize,
     /// Writes that failed, with the frontend they belong to (if any). Each is retried on
@@ -179,11 +182,13 @@ pub struct Reconciler {
     names: BTreeMap<u32, SvcName>,
     /// SVC_PROBLEMS as written (adopted from the map at start).
     problems: BTreeMap<u32, ProblemText>,
-    /// SVC4_CLUSTERIPS and SVC4_SVC_CIDR as written (adopted from the maps at start).
-    cluster_ips: BTreeMap<u32, u8>,
-    service_cidrs: BTreeSet<ServiceCidrKey>,
-    /// SVC4_SVC_RANGE as written (adopted from the map at start).
+    /// SVC4_CLUSTERIPS, SVC4_SVC_CIDR and their IPv6 counterparts as written (adopted
+    /// from the maps at start).
+    cluster_ips: BTreeMap<ClusterIpKey, u8>,
+    service_cidrs: BTreeSet<ServiceCidrEntry>,
+    /// SVC4_SVC_RANGE and SVC6_SVC_RANGE as written (adopted from the maps at start).
     unserved_range: AddrRange4,
+    unserved_range6: AddrRange6,
     /// How many installed slots point at each backend id, kept with the mirror's slots, so
     /// a change that frees backends finds the unused ones without walking every slot
     /// (at 100k Services that walk was most of an EndpointSlice change's time).
@@ -265,6 +270,7 @@ impl Reconciler {
             cluster_ips: BTreeMap::new(),
             service_cidrs: BTreeSet::new(),
             unserved_range: AddrRange4::default(),
+            unserved_range6: AddrRange6::default(),
             slot_refs: HashMap::new(),
         };
         let backends = store
@@ -368,9 +374,10 @@ impl Reconciler {
         // Names that belong to nothing are deleted by the first sync's name pass.
         r.names = store.read_names()?.into_iter().collect();
         r.problems = store.read_problems()?.into_iter().collect();
-        r.cluster_ips = store.read_cluster_ips()?.into_iter().collect();
-        r.service_cidrs = store.read_service_cidrs()?.into_iter().collect();
+        r.cluster_ips = store.read_cluster_ip_entries()?.into_iter().collect();
+        r.service_cidrs = store.read_service_cidr_entries()?.into_iter().collect();
         r.unserved_range = store.read_unserved_range()?;
+        r.unserved_range6 = store.read_unserved_range6()?;
         r.slot_refs = r.count_slot_refs();
         Ok(r)
     }
@@ -562,27 +569,27 @@ impl Reconciler {
         self.remove_orphans(store, &mut report);
 
         // 0. ClusterIPs added or changed, before any frontend; first the range the programs
-        //    look them (and the service CIDRs) up in, widened to what the maps hold and will
-        //    hold, so no entry is ever outside it.
-        let wanted_ips: BTreeMap<u32, u8> = desired
+        //    look them (and the service CIDRs) up in, per family, widened to what the maps
+        //    hold and will hold, so no entry is ever outside it.
+        let wanted_ips: BTreeMap<ClusterIpKey, u8> = desired
             .cluster_ips
             .iter()
-            .map(|(ip, use_)| (layout::cluster_ip_key(*ip), layout::cluster_ip_value(*use_)))
+            .map(|(ip, use_)| (ClusterIpKey::of(*ip), layout::cluster_ip_value(*use_)))
             .collect();
-        let wanted_cidrs: BTreeSet<ServiceCidrKey> = desired
+        let wanted_cidrs: BTreeSet<ServiceCidrEntry> = desired
             .service_cidrs
             .cidrs
             .iter()
-            .map(layout::service_cidr_key)
+            .map(ServiceCidrEntry::of)
             .collect();
-        let wide = layout::unserved_range(
+        let wide = layout::unserved_ranges(
             self.cluster_ips.keys().chain(wanted_ips.keys()),
             self.service_cidrs.iter().chain(&wanted_cidrs),
         );
         self.write_unserved_range(wide, store, &mut report);
         for (key, value) in &wanted_ips {
             if self.cluster_ips.get(key) != Some(value) {
-                match store.put_cluster_ip(*key, *value) {
+                match store.put_cluster_ip_entry(key, *value) {
                     Ok(()) => {
                         self.cluster_ips.insert(*key, *value);
                         report.cluster_ips_written += 1;
@@ -695,13 +702,13 @@ impl Reconciler {
         // 7. Service CIDRs (stale ones first: room in a full map), then the ClusterIPs no
         //    Service has any more, then the range narrowed to what is left.
         if removals == Removals::Prune {
-            let stale: Vec<ServiceCidrKey> = self
+            let stale: Vec<ServiceCidrEntry> = self
                 .service_cidrs
                 .difference(&wanted_cidrs)
                 .copied()
                 .collect();
             for key in stale {
-                match store.del_service_cidr(&key) {
+                match store.del_service_cidr_entry(&key) {
                     Ok(()) => {
                         self.service_cidrs.remove(&key);
                         report.cidrs_removed += 1;
@@ -712,7 +719,7 @@ impl Reconciler {
         }
         for key in &wanted_cidrs {
             if !self.service_cidrs.contains(key) {
-                match store.put_service_cidr(key) {
+                match store.put_service_cidr_entry(key) {
                     Ok(()) => {
                         self.service_cidrs.insert(*key);
                         report.cidrs_written += 1;
@@ -722,14 +729,14 @@ impl Reconciler {
             }
         }
         if removals == Removals::Prune {
-            let stale: Vec<u32> = self
+            let stale: Vec<ClusterIpKey> = self
                 .cluster_ips
                 .keys()
                 .filter(|k| !wanted_ips.contains_key(k))
                 .copied()
                 .collect();
             for key in stale {
-                match store.del_cluster_ip(key) {
+                match store.del_cluster_ip_entry(&key) {
                     Ok(()) => {
                         self.cluster_ips.remove(&key);
                         report.cluster_ips_removed += 1;
@@ -738,26 +745,31 @@ impl Reconciler {
                 }
             }
         }
-        let exact = layout::unserved_range(self.cluster_ips.keys(), &self.service_cidrs);
+        let exact = layout::unserved_ranges(self.cluster_ips.keys(), &self.service_cidrs);
         self.write_unserved_range(exact, store, &mut report);
         debug_assert_eq!(self.slot_refs, self.count_slot_refs(), "slot counts");
         report
     }
 
-    /// Writes SVC4_SVC_RANGE if it differs from what it holds; a failed write is reported
-    /// and retried on the next sync.
+    /// Writes SVC4_SVC_RANGE and SVC6_SVC_RANGE where they differ from what they hold; a
+    /// failed write is reported and retried on the next sync.
     fn write_unserved_range(
         &mut self,
-        range: AddrRange4,
+        (range, range6): (AddrRange4, AddrRange6),
         store: &mut impl MapStore,
         report: &mut SyncReport,
     ) {
-        if range == self.unserved_range {
-            return;
+        if range != self.unserved_range {
+            match store.put_unserved_range(&range) {
+                Ok(()) => self.unserved_range = range,
+                Err(e) => report.errors.push((None, e)),
+            }
         }
-        match store.put_unserved_range(&range) {
-            Ok(()) => self.unserved_range = range,
-            Err(e) => report.errors.push((None, e)),
+        if range6 != self.unserved_range6 {
+            match store.put_unserved_range6(&range6) {
+                Ok(()) => self.unserved_range6 = range6,
+                Err(e) => report.errors.push((None, e)),
+            }
         }
     }
 

@@ -558,10 +558,8 @@ fn removals_keep_leaves_what_the_desired_state_lacks_in_place() {
 fn with_cidrs(entries: &[(Frontend, Vec<BackendAddr>)], cidrs: &[&str]) -> DesiredState {
     let mut d = desired(entries);
     for (f, _) in entries {
-        let std::net::IpAddr::V4(vip) = f.vip else {
-            continue;
-        };
-        d.cluster_ips.insert(vip, svc_common::ClusterIpUse::Reject);
+        d.cluster_ips
+            .insert(f.vip, svc_common::ClusterIpUse::Reject);
     }
     d.service_cidrs.cidrs = cidrs.iter().map(|c| c.parse().unwrap()).collect();
     d
@@ -592,7 +590,7 @@ fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
     assert_eq!(
         writes(
             &maps,
-            &["put range", "put clusterip", "put svc slot 0", "put cidr"]
+            &["put range ", "put clusterip", "put svc slot 0", "put cidr"]
         ),
         [
             "put range 10.96.0.0-10.96.255.255",
@@ -651,7 +649,7 @@ fn cluster_ips_and_cidrs_are_written_around_the_frontends() {
     let mut third = with_cidrs(&[(a, vec![be(11)])], &["172.30.0.0/16"]);
     third.cluster_ips.clear();
     third.cluster_ips.insert(
-        Ipv4Addr::new(10, 96, 0, 9),
+        Ipv4Addr::new(10, 96, 0, 9).into(),
         svc_common::ClusterIpUse::OtherProxy,
     );
     let rep = again.sync_with(&third, &mut maps, Removals::Keep);

@@ -154,7 +154,7 @@ fn fake_node() -> NodeContext {
             ip("192.168.99.11").into(),
         ],
         node_port_addresses: vec![Ipv4Cidr::new(ip(NODE), 32).into()],
-        service_cluster_ip_range: vec![Ipv4Cidr::new(ip("172.30.0.0"), 16)],
+        service_cluster_ip_range: vec![Ipv4Cidr::new(ip("172.30.0.0"), 16).into()],
         ..Default::default()
     }
 }

@@ -384,9 +384,10 @@ fn the_range_covers_a_cluster_ip_outside_the_cidrs() {
     use Prog::Tc;
     let mut h = Harness::load("unallocated-range", &node1_fixture_config(false));
     let mut state = desired_state();
-    state
-        .cluster_ips
-        .insert(ip("10.100.0.5"), svc_agent::desired::ClusterIpUse::Reject);
+    state.cluster_ips.insert(
+        ip("10.100.0.5").into(),
+        svc_agent::desired::ClusterIpUse::Reject,
+    );
     h.sync(&state);
     h.run_table(&[
         case(

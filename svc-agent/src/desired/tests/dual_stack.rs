@@ -51,10 +51,10 @@ fn each_family_gets_only_its_own_endpoints() {
         backends(&state, fe("fd00:10:96::10", 80, tcp)),
         vec![be("fd00:10:1::3", 8080, tcp), be("fd00:10:1::4", 8080, tcp)]
     );
-    // The IPv6 ClusterIP is not one of the (IPv4-only) unserved-address entries.
+    // Both ClusterIPs are allocated, each for its family's map.
     assert_eq!(
         state.cluster_ips.keys().copied().collect::<Vec<_>>(),
-        vec![ip::<Ipv4Addr>("10.96.0.10")]
+        vec![ip::<IpAddr>("10.96.0.10"), ip("fd00:10:96::10")]
     );
 }
 
@@ -97,7 +97,10 @@ fn an_ipv6_only_service_is_served() {
         backends(&state, fe("fd00:10:96::20", 80, tcp)),
         vec![be("fd00:10:1::5", 8080, tcp)]
     );
-    assert!(state.cluster_ips.is_empty());
+    assert_eq!(
+        state.cluster_ips,
+        BTreeMap::from([(ip("fd00:10:96::20"), ClusterIpUse::Reject)])
+    );
 }
 
 /// endpoints_for's partial update keeps the families apart too.

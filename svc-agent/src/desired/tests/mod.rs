@@ -1,4 +1,6 @@
 //! The desired-state computation's unit tests; the fixtures are shared here.
+use std::net::Ipv4Addr;
+
 use super::*;
 use crate::model::{
     EndpointPort, IpMode, LoadBalancerIngress, SessionAffinity, TargetPort, TrafficPolicy,

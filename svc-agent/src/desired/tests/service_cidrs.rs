@@ -5,7 +5,7 @@ use super::*;
 
 const TCP: Protocol = Protocol::Tcp;
 
-fn cidr(s: &str) -> Ipv4Cidr {
+fn cidr(s: &str) -> IpCidr {
     s.parse().unwrap()
 }
 
@@ -144,14 +144,24 @@ fn service_cidr_objects_come_before_the_flag() {
         "172.30.0.0/24,172.31.0.0/24 (ServiceCIDR extra, kubernetes)"
     );
 
-    // An object with IPv6 CIDRs only still exists: the flag is not used, nothing dropped.
+    // An object with IPv6 CIDRs only: the flag's IPv4 CIDRs are not used.
     c.service_cidrs.clear();
-    c.service_cidrs.insert(ObjectRef::new("", "v6"), vec![]);
+    c.service_cidrs
+        .insert(ObjectRef::new("", "v6"), vec![cidr("fd00:10:96::/112")]);
+    let (state, _) = compute(&c, &n);
+    assert_eq!(state.service_cidrs.cidrs, [cidr("fd00:10:96::/112")]);
+    assert_eq!(
+        state.service_cidrs.to_string(),
+        "fd00:10:96::/112 (ServiceCIDR v6)"
+    );
+    // An object without CIDRs still exists: the flag is not used, nothing dropped.
+    c.service_cidrs.clear();
+    c.service_cidrs.insert(ObjectRef::new("", "empty"), vec![]);
     let (state, _) = compute(&c, &n);
     assert!(state.service_cidrs.cidrs.is_empty());
     assert_eq!(
         state.service_cidrs.to_string(),
-        "no IPv4 CIDR (ServiceCIDR v6)"
+        "no CIDR (ServiceCIDR empty)"
     );
 }
 
@@ -188,6 +198,90 @@ fn the_nodes_own_addresses_are_never_rejected_or_dropped() {
         texts(&problems).last().map(String::as_str),
         Some(
             "flag --service-cluster-ip-range: service CIDR 192.168.0.0/16 skipped: it holds 192.168.1.10, an address of this node (its own traffic would be dropped)"
+        )
+    );
+}
+
+/// IPv6 takes the same rules: every IPv6 ClusterIP is allocated (other-proxy ones too),
+/// the IPv6 CIDRs of ServiceCIDR objects and of the flag are used, and this node's IPv6
+/// addresses are kept out of both.
+#[test]
+fn ipv6_cluster_ips_and_cidrs_follow_the_same_rules() {
+    let mut c = general();
+    let dual = service(
+        "ns4",
+        "dual",
+        &["172.30.0.50", "fd00:10:96::a"],
+        vec![port("http", 80, TCP)],
+    );
+    let v6 = service("ns4", "v6", &["fd00:10:96::b"], vec![port("http", 80, TCP)]);
+    let mut other = service(
+        "ns4",
+        "other",
+        &["fd00:10:96::c"],
+        vec![port("http", 80, TCP)],
+    );
+    other.proxy_name_label = Some("foo-bar".into());
+    // The node's own IPv6 address as a ClusterIP: left out, with a problem.
+    let odd = service(
+        "ns4",
+        "odd",
+        &["fd00:192:168:1::10"],
+        vec![port("http", 80, TCP)],
+    );
+    for s in [dual, v6, other, odd] {
+        c.services.insert(s.id.clone(), s);
+    }
+    let n = NodeContext {
+        node_ips: vec![ip("192.168.1.10"), ip("fd00:192:168:1::10")],
+        service_cluster_ip_range: vec![cidr("172.30.0.0/16"), cidr("fd00:10:96::/112")],
+        ..node()
+    };
+    let (state, problems) = compute(&c, &n);
+    let v6_ips: Vec<(IpAddr, ClusterIpUse)> = state
+        .cluster_ips
+        .iter()
+        .filter(|(ip, _)| ip.is_ipv6())
+        .map(|(ip, u)| (*ip, *u))
+        .collect();
+    assert_eq!(
+        v6_ips,
+        [
+            (ip("fd00:10:96::a"), ClusterIpUse::Reject),
+            (ip("fd00:10:96::b"), ClusterIpUse::Reject),
+            (ip("fd00:10:96::c"), ClusterIpUse::OtherProxy),
+        ]
+    );
+    assert!(state.cluster_ips.contains_key(&ip("172.30.0.50")));
+    assert_eq!(
+        state.service_cidrs,
+        ServiceCidrs {
+            cidrs: vec![cidr("172.30.0.0/16"), cidr("fd00:10:96::/112")],
+            from: CidrSource::Flag,
+        }
+    );
+    assert_eq!(
+        state.service_cidrs.to_string(),
+        "172.30.0.0/16,fd00:10:96::/112 (--service-cluster-ip-range)"
+    );
+    assert_eq!(
+        texts(&problems),
+        [
+            "Service ns4/odd: ClusterIP fd00:192:168:1::10 is an address of this node: ports no Service has are not rejected on it",
+        ]
+    );
+
+    // A ServiceCIDR object's IPv6 CIDR holding a node address is not used; its IPv4 one is.
+    c.service_cidrs.insert(
+        ObjectRef::new("", "kubernetes"),
+        vec![cidr("172.30.0.0/16"), cidr("fd00:192:168::/48")],
+    );
+    let (state, problems) = compute(&c, &n);
+    assert_eq!(state.service_cidrs.cidrs, [cidr("172.30.0.0/16")]);
+    assert_eq!(
+        texts(&problems).last().map(String::as_str),
+        Some(
+            "ServiceCIDR kubernetes: service CIDR fd00:192:168::/48 skipped: it holds fd00:192:168:1::10, an address of this node (its own traffic would be dropped)"
         )
     );
 }

@@ -273,7 +273,9 @@ fn problems_are_listed_in_the_agents_order() {
 
 #[test]
 fn the_service_cidrs_section_says_what_unallocated_addresses_get() {
-    use crate::dataplane::layout::{cluster_ip_key, service_cidr_key};
+    use crate::dataplane::layout::{
+        cluster_ip_key, cluster_ip6_key, service_cidr_key, service_cidr6_key,
+    };
     let mut raw = sample();
     // Without CIDRs and ClusterIPs: no section at all.
     assert!(!render_services(&decode(&raw, 112 * S)).contains("SERVICE CIDRS"));
@@ -288,6 +290,7 @@ fn the_service_cidrs_section_says_what_unallocated_addresses_get() {
         ServiceCidrs {
             cidrs: vec![],
             cluster_ips: 3,
+            ipv6_cluster_ips: 0,
             other_proxy_cluster_ips: 1,
         }
     );
@@ -316,6 +319,33 @@ fn the_service_cidrs_section_says_what_unallocated_addresses_get() {
     let json = serde_json::to_value(snap.services_document()).unwrap();
     assert_eq!(
         json["service_cidrs"],
-        serde_json::json!({"cidrs": ["10.96.0.0/16", "172.30.0.0/16"], "cluster_ips": 3, "other_proxy_cluster_ips": 1})
+        serde_json::json!({"cidrs": ["10.96.0.0/16", "172.30.0.0/16"], "cluster_ips": 3, "ipv6_cluster_ips": 0, "other_proxy_cluster_ips": 1})
+    );
+
+    // IPv6 ones (SVC6_CLUSTERIPS, SVC6_SVC_CIDR) are counted and listed with them, after
+    // the IPv4 CIDRs.
+    raw.cluster_ips6 = vec![
+        (cluster_ip6_key("fd00:10:96::a".parse().unwrap()), 1),
+        (cluster_ip6_key("fd00:10:96::b".parse().unwrap()), 2),
+    ];
+    raw.service_cidrs6 = vec![service_cidr6_key(&crate::addr::Ipv6Cidr::new(
+        "fd00:10:96::".parse().unwrap(),
+        112,
+    ))];
+    let snap = decode(&raw, 112 * S);
+    let text = render_services(&snap);
+    assert!(
+        text.contains(
+            "SERVICE CIDRS (5 allocated ClusterIPs (2 IPv6): ports no Service has are rejected; 2 of them another proxy's, left alone)\n\
+             10.96.0.0/16  addresses inside that no Service has are dropped\n\
+             172.30.0.0/16  addresses inside that no Service has are dropped\n\
+             fd00:10:96::/112  addresses inside that no Service has are dropped\n"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(snap.services_document()).unwrap();
+    assert_eq!(
+        json["service_cidrs"],
+        serde_json::json!({"cidrs": ["10.96.0.0/16", "172.30.0.0/16", "fd00:10:96::/112"], "cluster_ips": 5, "ipv6_cluster_ips": 2, "other_proxy_cluster_ips": 2})
     );
 }

@@ -16,7 +16,7 @@ fn service_cidr(name: &str, cidrs: &[&str]) -> ServiceCIDR {
 }
 
 #[test]
-fn a_service_cidr_gives_its_ipv4_cidrs_and_warns_of_ipv6() {
+fn a_service_cidr_gives_its_cidrs_of_both_families() {
     let (id, cidrs, warnings) = service_cidr_from_k8s(&service_cidr(
         "kubernetes",
         &["10.96.0.0/12", "fd00:10:96::/112"],
@@ -24,21 +24,22 @@ fn a_service_cidr_gives_its_ipv4_cidrs_and_warns_of_ipv6() {
     .unwrap();
     assert_eq!(id, ObjectRef::new("", "kubernetes"));
     assert_eq!(id.to_string(), "kubernetes", "cluster-scoped: no namespace");
-    assert_eq!(cidrs, ["10.96.0.0/12".parse::<Ipv4Cidr>().unwrap()]);
     assert_eq!(
-        warnings,
+        cidrs,
         [
-            "spec.cidrs[1] \"fd00:10:96::/112\" skipped: IPv6 service CIDRs are not written yet (their ClusterIPs are served; unallocated addresses are not dropped)"
+            "10.96.0.0/12".parse::<IpCidr>().unwrap(),
+            "fd00:10:96::/112".parse().unwrap()
         ]
     );
-    // IPv6 only: the object exists, with no IPv4 CIDR.
-    let (_, cidrs, warnings) = service_cidr_from_k8s(&service_cidr("v6", &["fd00::/108"])).unwrap();
-    assert!(cidrs.is_empty());
-    assert_eq!(warnings.len(), 1);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, cidrs, warnings) =
+        service_cidr_from_k8s(&service_cidr("v6", &["fd00::1:7/108"])).unwrap();
+    assert_eq!(cidrs, ["fd00::/108".parse::<IpCidr>().unwrap()]);
+    assert!(warnings.is_empty());
     // Host bits are cleared, duplicates counted once.
     let (_, cidrs, _) =
         service_cidr_from_k8s(&service_cidr("x", &["10.96.1.1/16", "10.96.0.0/16"])).unwrap();
-    assert_eq!(cidrs, ["10.96.0.0/16".parse::<Ipv4Cidr>().unwrap()]);
+    assert_eq!(cidrs, ["10.96.0.0/16".parse::<IpCidr>().unwrap()]);
 }
 
 #[test]

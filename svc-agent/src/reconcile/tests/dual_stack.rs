@@ -1,6 +1,6 @@
 //! IPv6 frontends on the in-memory maps: each family's entries in its own maps (`*6` for
 //! IPv6), ids from one allocator, removal and adoption as for IPv4.
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use svc_common::{FrontendKind, SCOPE_ALL, Svc6Key};
 
@@ -94,6 +94,8 @@ fn each_family_goes_to_its_own_maps() {
     assert_eq!(
         v6,
         vec![
+            // The fresh (zeroed) SVC6_SVC_RANGE entry is made empty, as SVC4_SVC_RANGE's.
+            "put range6 empty",
             "put backend6 3",
             "put backend6 4",
             "put revnat6 2",
@@ -286,5 +288,182 @@ fn each_family_has_its_own_backend_capacity() {
         maps.services6[&svc6_key(&f6, Scope::All, 0)].count,
         2,
         "scope {SCOPE_ALL}"
+    );
+}
+
+/// SVC6_SVC_RANGE's entry from the first to the last address.
+fn range6(lo: &str, hi: &str) -> svc_common::AddrRange6 {
+    let halves = |s: &str| svc_common::AddrRange6::halves(s.parse::<Ipv6Addr>().unwrap().octets());
+    svc_common::AddrRange6 {
+        lo: halves(lo),
+        hi: halves(hi),
+    }
+}
+
+/// IPv6 ClusterIPs and service CIDRs go to SVC6_CLUSTERIPS and SVC6_SVC_CIDR in the IPv4
+/// order (ClusterIPs before their frontends, CIDRs after them; out in the reverse order),
+/// SVC6_SVC_RANGE widened before the first write and narrowed after the last, checked
+/// write by write; a restarted agent adopts them.
+#[test]
+fn ipv6_cluster_ips_and_cidrs_go_to_their_own_maps() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let (a, b) = (fe6("fd00:10:96::1", 80), fe6("fd00:10:96::2", 80));
+    let first = with_cidrs(
+        &[(a, vec![be6(11)]), (b, vec![be6(12)])],
+        &["fd00:10:96::/112"],
+    );
+    let rep = r.sync(&first, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!((rep.cluster_ips_written, rep.cidrs_written), (2, 1));
+    let unserved = [
+        "put range6 ",
+        "put clusterip",
+        "del clusterip",
+        "put cidr",
+        "del cidr",
+    ];
+    assert_eq!(
+        writes(&maps, &unserved),
+        [
+            "put range6 fd00:10:96::-fd00:10:96::ffff",
+            "put clusterip6 fd00:10:96::1",
+            "put clusterip6 fd00:10:96::2",
+            "put cidr6 fd00:10:96::/112",
+        ]
+    );
+    // The frontends come between the ClusterIPs and the CIDR.
+    let log = &maps.log;
+    let at = |w: &str| log.iter().position(|l| l == w).unwrap();
+    let slot0 = at("put svc6 slot 0 count 1 backend 0");
+    assert!(at("put clusterip6 fd00:10:96::2") < slot0);
+    assert!(slot0 < at("put cidr6 fd00:10:96::/112"));
+    // Nothing in the IPv4 maps; their range is made empty.
+    assert!(maps.cluster_ips.is_empty() && maps.service_cidrs.is_empty());
+    assert_eq!(maps.unserved_range, svc_common::AddrRange4::EMPTY);
+    assert_eq!(
+        maps.cluster_ips6[&layout::cluster_ip6_key("fd00:10:96::1".parse().unwrap())],
+        svc_common::CLUSTERIP_REJECT
+    );
+    assert_eq!(
+        maps.unserved_range6,
+        range6("fd00:10:96::", "fd00:10:96::ffff")
+    );
+    assert_consistent(&maps);
+
+    // b goes, a ClusterIP and a CIDR come elsewhere: the range is widened to cover old
+    // and new first, narrowed to what is left last.
+    maps.log.clear();
+    let c = fe6("fd00:10:97::5", 80);
+    let second = with_cidrs(
+        &[(a, vec![be6(11)]), (c, vec![be6(13)])],
+        &["fd00:10:97::/112"],
+    );
+    let rep = r.sync(&second, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(
+        (
+            rep.cluster_ips_written,
+            rep.cluster_ips_removed,
+            rep.cidrs_written,
+            rep.cidrs_removed
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(
+        writes(&maps, &unserved),
+        [
+            "put range6 fd00:10:96::-fd00:10:97::ffff",
+            "put clusterip6 fd00:10:97::5",
+            "del cidr6 fd00:10:96::/112",
+            "put cidr6 fd00:10:97::/112",
+            "del clusterip6 fd00:10:96::2",
+            "put range6 fd00:10:96::1-fd00:10:97::ffff",
+        ]
+    );
+    assert_consistent(&maps);
+
+    // A restarted agent adopts the three maps and writes nothing.
+    let mut again = Reconciler::adopt(&maps).unwrap();
+    maps.log.clear();
+    assert!(!again.sync(&second, &mut maps).changed());
+    assert!(maps.log.is_empty(), "{:?}", maps.log);
+
+    // A dual-stack set: each family in its own maps and range.
+    let f4 = fe([10, 96, 0, 1], 80);
+    let dual = with_cidrs(
+        &[(f4, vec![be(11)]), (a, vec![be6(11)])],
+        &["10.96.0.0/16", "fd00:10:96::/112"],
+    );
+    let rep = again.sync(&dual, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(maps.cluster_ips.len(), 1);
+    assert_eq!(maps.cluster_ips6.len(), 1);
+    assert_eq!(
+        (maps.service_cidrs.len(), maps.service_cidrs6.len()),
+        (1, 1)
+    );
+    assert_eq!(
+        maps.unserved_range6,
+        range6("fd00:10:96::", "fd00:10:96::ffff")
+    );
+    assert_consistent(&maps);
+
+    // Everything goes: both ranges are empty again, after the entries.
+    maps.log.clear();
+    let rep = again.sync(&DesiredState::default(), &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert!(maps.cluster_ips6.is_empty() && maps.service_cidrs6.is_empty());
+    assert_eq!(maps.unserved_range6, svc_common::AddrRange6::EMPTY);
+    assert_eq!(
+        maps.log.last().map(String::as_str),
+        Some("put range6 empty")
+    );
+    assert!(maps.violations.is_empty(), "{:?}", maps.violations);
+}
+
+/// The packet-hazard check covers the IPv6 maps: an entry outside SVC6_SVC_RANGE, and a
+/// served IPv6 ClusterIP inside a service CIDR but not in SVC6_CLUSTERIPS.
+#[test]
+fn the_per_write_check_covers_the_ipv6_maps() {
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let a = fe6("fd00:10:96::1", 80);
+    r.sync(
+        &with_cidrs(&[(a, vec![be6(11)])], &["fd00:10:96::/112"]),
+        &mut maps,
+    );
+    assert!(maps.violations.is_empty(), "{:?}", maps.violations);
+    let hazards = |m: &FakeMaps| crate::inspect::consistency::packet_hazards(&m.raw());
+    let full = maps.unserved_range6;
+    maps.unserved_range6.hi[1] -= 1;
+    assert_eq!(
+        hazards(&maps),
+        [
+            "service CIDR fd00:10:96::/112 is not inside SVC6_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+        ]
+    );
+    maps.unserved_range6 = svc_common::AddrRange6 {
+        lo: [full.lo[0], full.lo[1] + 2],
+        ..full
+    };
+    assert_eq!(
+        hazards(&maps),
+        [
+            "ClusterIP fd00:10:96::1 is outside SVC6_SVC_RANGE (its unknown ports are passed, not rejected)",
+            "service CIDR fd00:10:96::/112 is not inside SVC6_SVC_RANGE (its unallocated addresses are passed, not dropped)"
+        ]
+    );
+
+    let mut maps = super::maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let mut d = with_cidrs(&[(a, vec![be6(11)])], &["fd00:10:96::/112"]);
+    d.cluster_ips.clear();
+    r.sync(&d, &mut maps);
+    assert_eq!(
+        maps.violations,
+        vec![
+            "after \"put cidr6 fd00:10:96::/112\": [fd00:10:96::1]:80/TCP: ClusterIP fd00:10:96::1 is inside service CIDR fd00:10:96::/112 but not in SVC6_CLUSTERIPS (its other ports are dropped, not rejected)"
+        ]
     );
 }
