@@ -143,8 +143,6 @@ pub async fn wait_for_node_pod_cidrs(source: &KubeSource) -> Vec<IpCidr> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
 
     #[test]
