@@ -34,7 +34,7 @@ use aya_ebpf::{
 };
 use svc_common::{
     FRAG_KIND_DNAT, FRAG_KIND_DROP, FRAG_KIND_REV_NAT, FRAG_TIMEOUT_NS, Frag4Key, Frag4Value,
-    Verdict,
+    FragValue, Verdict,
 };
 
 use crate::{
@@ -165,13 +165,13 @@ pub fn record(plan: &Plan, clock: &Clock) {
     }
 }
 
-/// What a fragment after the first gets.
-enum Later {
+/// What a fragment after the first gets; frag6.rs's too.
+pub(crate) enum Later<A = u32> {
     Pass,
     Drop,
     Rewrite {
-        saddr: u32,
-        daddr: u32,
+        saddr: A,
+        daddr: A,
         verdict: Verdict,
     },
 }
@@ -181,7 +181,14 @@ enum Later {
 fn later(ip: &Ipv4Hdr) -> Later {
     let key = key(ip.saddr_be, ip.daddr_be, ip.id_be, ip.proto);
     // SAFETY: the value is copied out at once.
-    let Some(v) = (unsafe { SVC4_FRAG.get(&key) }).copied() else {
+    later_of((unsafe { SVC4_FRAG.get(&key) }).copied())
+}
+
+/// What a later fragment gets from its datagram's entry `v`, of either family: nothing
+/// without one, or once it is older than FRAG_TIMEOUT_NS.
+#[inline(always)]
+pub(crate) fn later_of<A: Copy>(v: Option<FragValue<A>>) -> Later<A> {
+    let Some(v) = v else {
         return Later::Pass;
     };
     if clock::now().saturating_sub(v.created_ns) > FRAG_TIMEOUT_NS {

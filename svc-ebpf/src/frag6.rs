@@ -20,12 +20,11 @@ use aya_ebpf::{
     },
     programs::{TcContext, XdpContext},
 };
-use svc_common::{
-    FRAG_KIND_DNAT, FRAG_KIND_DROP, FRAG_KIND_REV_NAT, FRAG_TIMEOUT_NS, Frag6Key, Ip6, Verdict,
-};
+use svc_common::{FRAG_KIND_DROP, Frag6Key, Ip6, Verdict};
 
 use crate::{
-    clock::{self, Clock},
+    clock::Clock,
+    frag::{Later, later_of},
     maps::{SVC6_FRAG, SVC6_FRAG_TMP},
     parse::{ETH_HLEN, Packet, ptr_at},
     parse6::{IP6_DADDR_OFF, IP6_SADDR_OFF, IPV6_HLEN, Ipv6Hdr, MAX_EXT_HEADERS},
@@ -77,20 +76,9 @@ pub fn done(pkt: &Packet<Ip6>, verdict: Verdict, clock: &Clock) {
     record(pkt, FRAG_KIND_DROP, [0; 4], [0; 4], !drop, clock);
 }
 
-/// What a fragment after the first gets.
-enum Later {
-    Pass,
-    Drop,
-    Rewrite {
-        saddr: Ip6,
-        daddr: Ip6,
-        verdict: Verdict,
-    },
-}
-
 /// The entry of the later fragment in [start, end), found through its fragment header.
 #[inline(always)]
-fn later(start: usize, end: usize) -> Later {
+fn later(start: usize, end: usize) -> Later<Ip6> {
     let Some(ip) = ptr_at::<Ipv6Hdr>(start, end, ETH_HLEN) else {
         return Later::Pass;
     };
@@ -130,26 +118,7 @@ fn later(start: usize, end: usize) -> Later {
         _pad: [0; 3],
     };
     // SAFETY: the value is copied out at once.
-    let Some(v) = (unsafe { SVC6_FRAG.get(&key) }).copied() else {
-        return Later::Pass;
-    };
-    if clock::now().saturating_sub(v.created_ns) > FRAG_TIMEOUT_NS {
-        return Later::Pass;
-    }
-    match v.kind {
-        FRAG_KIND_DNAT => Later::Rewrite {
-            saddr: v.saddr_be,
-            daddr: v.daddr_be,
-            verdict: Verdict::DnatFragment,
-        },
-        FRAG_KIND_REV_NAT => Later::Rewrite {
-            saddr: v.saddr_be,
-            daddr: v.daddr_be,
-            verdict: Verdict::RevNatFragment,
-        },
-        FRAG_KIND_DROP => Later::Drop,
-        _ => Later::Pass,
-    }
+    later_of((unsafe { SVC6_FRAG.get(&key) }).copied())
 }
 
 /// TC: a fragment after the first (parse6 returned PassFragment). Inlined into the IPv6

@@ -42,6 +42,14 @@ pub fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
     } else {
         icmp_unreachable(ctx, pkt)
     };
+    send_back(ctx, result)
+}
+
+/// The program's verdict and action for an answer built in place (`Ok`: sent back out of
+/// the interface the packet came in on) or a packet that gets none (dropped); both
+/// families'.
+#[inline(always)]
+pub(crate) fn send_back(ctx: &TcContext, result: Result<Verdict, Verdict>) -> (Verdict, i32) {
     match result {
         Ok(verdict) => {
             // SAFETY: reading the ifindex of the skb we were given.

@@ -2,18 +2,14 @@
 //! code 4 (port unreachable), as ip6tables' REJECT does for kube-proxy. Built in place
 //! from the offending packet and sent back out of the interface it came in on, from the
 //! Service address. Both checksums cover the IPv6 pseudo-header (RFC 8200 8.1).
-use aya_ebpf::{
-    bindings::{__sk_buff, TC_ACT_SHOT},
-    helpers::{bpf_redirect, bpf_skb_load_bytes},
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_skb_load_bytes, programs::TcContext};
 use svc_common::{Ip6, PROTO_TCP, Verdict};
 
 use crate::{
     csum,
     parse::{ETH_HLEN, Packet, TCP_RST, TcpHdr, ptr_at},
     parse6::{IPV6_HLEN, Ipv6Hdr},
-    reject::{resize, rst_for, store, swapped_eth},
+    reject::{resize, rst_for, send_back, store, swapped_eth},
 };
 
 const IPPROTO_ICMPV6: u8 = 58;
@@ -44,15 +40,7 @@ pub fn reject(ctx: &TcContext, pkt: &Packet<Ip6>) -> (Verdict, i32) {
     } else {
         icmp_unreachable(ctx, pkt)
     };
-    match result {
-        Ok(verdict) => {
-            // SAFETY: reading the ifindex of the skb we were given.
-            let ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
-            let ret = unsafe { bpf_redirect(ifindex, 0) } as i32;
-            (verdict, ret)
-        }
-        Err(verdict) => (verdict, TC_ACT_SHOT),
-    }
+    send_back(ctx, result)
 }
 
 /// The IPv6 header of the answer: from the Service address back to the client.
