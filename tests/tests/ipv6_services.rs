@@ -5,7 +5,9 @@
 //!   ClusterIPs from a pod: each family's traffic goes to that family's endpoints (the
 //!   IPv6 ClusterIP's backends are the IPv6 EndpointSlice's, and the echo servers see the
 //!   pod's IPv6 address; the IPv4 ClusterIP's the IPv4 ones), both backends used, no
-//!   masquerade from a pod; TCP and UDP;
+//!   masquerade from a pod; TCP and UDP; a named targetPort (`http`), and UDP on the TCP
+//!   port's number as another service port;
+//! - a Service whose only endpoint is serving and terminating: used;
 //! - its NodePort on the node's IPv6 address from the outside host (XDP): masqueraded to
 //!   the node's IPv6 address (externalTrafficPolicy Cluster);
 //! - an IPv6-only Service with externalTrafficPolicy Local: its NodePort from outside keeps
@@ -50,6 +52,7 @@ const LOCAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xb);
 const EMPTY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xc);
 const EXTERNAL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 1);
 const LB6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x97, 0, 0, 0, 0, 2);
+const TERM6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 1, 1);
 const ITP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0xe);
 /// How long a dropped connection is waited for.
 const SHORT: Duration = Duration::from_millis(700);
@@ -70,8 +73,9 @@ spec:
   clusterIPs: ["fd00:10:96::a", "10.96.9.20"]
   externalIPs: ["fd00:10:97::1"]
   ports:
-    - {name: http, protocol: TCP, port: 80, targetPort: 8080, nodePort: 30080}
+    - {name: http, protocol: TCP, port: 80, targetPort: http, nodePort: 30080}
     - {name: echo, protocol: UDP, port: 53, targetPort: 8080, nodePort: 30053}
+    - {name: http-udp, protocol: UDP, port: 80, targetPort: 8080, nodePort: 30084}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -83,6 +87,7 @@ addressType: IPv4
 ports:
   - {name: http, protocol: TCP, port: 8080}
   - {name: echo, protocol: UDP, port: 8080}
+  - {name: http-udp, protocol: UDP, port: 8080}
 endpoints:
   - {addresses: ["10.244.1.11"], nodeName: node1}
   - {addresses: ["10.244.1.12"], nodeName: node1}
@@ -97,6 +102,7 @@ addressType: IPv6
 ports:
   - {name: http, protocol: TCP, port: 8080}
   - {name: echo, protocol: UDP, port: 8080}
+  - {name: http-udp, protocol: UDP, port: 8080}
 endpoints:
   - {addresses: ["fd00:10:244:1::11"], nodeName: node1}
   - {addresses: ["fd00:10:244:1::12"], nodeName: node1}
@@ -202,6 +208,28 @@ ports:
   - {name: http, protocol: TCP, port: 8080}
 endpoints:
   - {addresses: ["fd00:10:244:1::12"], nodeName: node2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: term6, namespace: default}
+spec:
+  ipFamilies: [IPv6]
+  clusterIP: fd00:10:96::1:1
+  clusterIPs: ["fd00:10:96::1:1"]
+  ports:
+    - {name: http, protocol: TCP, port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: term6-1
+  namespace: default
+  labels: {kubernetes.io/service-name: term6}
+addressType: IPv6
+ports:
+  - {name: http, protocol: TCP, port: 8080}
+endpoints:
+  - {addresses: ["fd00:10:244:1::13"], nodeName: node1, conditions: {ready: false, serving: true, terminating: true}}
 ---
 apiVersion: v1
 kind: Service
@@ -337,6 +365,20 @@ fn ipv6_and_dual_stack_services() {
         &both,
         Some(client6),
         || echo_udp(&client, SocketAddr::new(DUAL6.into(), 53), TIMEOUT),
+    );
+    // UDP on the TCP port's number: another service port.
+    reaches(
+        "pod to the IPv6 ClusterIP, UDP on port 80",
+        &both,
+        Some(client6),
+        || echo_udp(&client, SocketAddr::new(DUAL6.into(), 80), TIMEOUT),
+    );
+    // Only serving-terminating endpoints: used, as kube-proxy does.
+    reaches(
+        "pod to a Service whose endpoint is terminating",
+        &["p3"],
+        Some(client6),
+        || echo_tcp(&client, SocketAddr::new(TERM6.into(), 80), TIMEOUT),
     );
     assert!(agent.verdict_count(Verdict::DnatNew) >= before + 6);
 
