@@ -106,8 +106,8 @@ struct Args {
     /// An external interface of the node: traffic arriving from outside. Repeatable (a
     /// node with several NICs). Each gets the XDP program (native mode where the driver
     /// supports it) and the TC ingress program, which answers for Services without
-    /// endpoints; NodePorts answer on each one's IPv4 addresses too (besides --node-ip,
-    /// as --node-port-addresses allows).
+    /// endpoints; NodePorts answer on each one's IPv4 and global IPv6 addresses too
+    /// (besides --node-ip, as --node-port-addresses allows; never on link-local ones).
     #[arg(long = "device", value_name = "IFACE")]
     devices: Vec<String>,
 
