@@ -710,8 +710,10 @@ pub struct Trace6Request {
 }
 
 /// Traces an IPv6 packet through the programs, on a copy of the maps as [`trace`] does: the
-/// programs' own verdict for it, and the frame they leave. It does not yet name the
-/// Service, flow and backend as the IPv4 trace does (docs/ipv6.md).
+/// programs' own verdict for it and the frame they leave, the Service address it matched,
+/// its candidates, the backend and masquerade source the output shows. The rule is worded
+/// from the verdict; unlike the IPv4 trace it does not say why a backend was chosen
+/// (affinity, traffic policy) or why a flow was masqueraded (docs/ipv6.md).
 pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace, TraceError> {
     let config = live.read_config()?;
     let entry = req.entry.unwrap_or(Entry::External);
@@ -740,10 +742,49 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
         .filter_map(layout::service_cidr6_of)
         .filter(|c| c.contains(*req.dst.ip()))
         .max_by_key(|c| c.prefix_len);
+    let snap = inspect::snapshot(live)?;
+    let frontend = snap.services.iter().find(|s| {
+        s.vip == dst_ip && s.port == req.dst.port() && s.protocol == req.protocol.to_string()
+    });
     let mut scratch = load_scratch(live_dir, live, &config, entry)?;
     let (steps, decided) = run_entry(&mut scratch, entry, &frame)?;
     let verdict = decided.unwrap_or(Verdict::PassNotService);
+    let input = info(&frame).expect("a frame trace built itself");
+    let output = steps.last().and_then(|s| s.output.clone());
+    // A translated packet's new destination is its backend; a new source, the masquerade.
+    let translated = matches!(verdict, Verdict::DnatNew | Verdict::DnatEstablished);
+    let backend = output
+        .as_ref()
+        .filter(|_| translated)
+        .map(|o| o.dst.clone());
+    let masquerade = output
+        .as_ref()
+        .filter(|o| translated && o.src != input.src)
+        .map(|o| o.src.clone());
+    let from_pod = entry == Entry::Pod;
+    let candidates = frontend
+        .map(|f| {
+            let local = f.flags_raw & SVC_F_LOCAL != 0;
+            let external = f.flags_raw & SVC_F_EXTERNAL != 0;
+            let set = if local && (!external || !from_pod) {
+                &f.local_backends
+            } else {
+                &f.backends
+            };
+            set.iter()
+                .filter(|b| b.state == BackendState::Active.label())
+                .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     let dst = req.dst;
+    let svc = match frontend {
+        Some(f) => match &f.service {
+            Some(n) => format!("{n} ({} {})", f.kind, req.dst),
+            None => format!("{} {}", f.kind, req.dst),
+        },
+        None => req.dst.to_string(),
+    };
     let rule = match verdict {
         Verdict::RejectTcpRst | Verdict::RejectIcmp if !served => format!(
             "{} is an allocated ClusterIP, but no Service has port {}/{} on it: rejected with {}, as kube-proxy's nftables mode (\"Reject traffic to invalid ports of ClusterIPs\")",
@@ -769,41 +810,58 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
             "{dst} is no IPv6 Service address here, and this is no reply of a translated flow: passed untouched"
         ),
         Verdict::DnatNew => format!(
-            "{dst} is a Service address: a new flow, translated to a backend (the output's destination)"
+            "new flow to {svc}: backend {}{}",
+            backend.as_deref().unwrap_or("?"),
+            masquerade
+                .as_deref()
+                .map(|m| format!("; the source masqueraded to {m}"))
+                .unwrap_or_default()
         ),
-        Verdict::DnatEstablished => {
-            format!("a packet of a known flow to {dst} (conntrack): the flow's backend")
-        }
+        Verdict::DnatEstablished => format!(
+            "a packet of a known flow to {svc} (conntrack): the flow's backend {}",
+            backend.as_deref().unwrap_or("?")
+        ),
         Verdict::RevNat => {
             "a reply of a translated flow (conntrack): source back to the Service address".into()
         }
         Verdict::RejectTcpRst => {
-            format!("{dst} has no endpoints: rejected with a TCP RST, as kube-proxy's REJECT")
+            format!("{svc} has no endpoints: rejected with a TCP RST, as kube-proxy's REJECT")
         }
         Verdict::RejectIcmp => format!(
-            "{dst} has no endpoints: rejected with ICMPv6 port unreachable, as kube-proxy's REJECT"
+            "{svc} has no endpoints: rejected with ICMPv6 port unreachable, as kube-proxy's REJECT"
         ),
         Verdict::DropNoLocalBackend => {
-            format!("{dst}: traffic policy Local and no endpoint on this node: dropped")
+            format!("{svc}: traffic policy Local and no endpoint on this node: dropped")
         }
         Verdict::DropSourceRange => {
-            format!("{dst}: the source is outside loadBalancerSourceRanges: dropped")
+            format!("{svc}: the source is outside loadBalancerSourceRanges: dropped")
         }
         v => format!("verdict {}", v.label()),
     };
     Ok(Trace {
         version: TRACE_SCHEMA_VERSION,
         entry,
-        input: info(&frame).expect("a frame trace built itself"),
-        output: steps.last().and_then(|s| s.output.clone()),
+        input,
+        output,
         steps,
         verdict: verdict.label(),
         action: action_of(verdict),
-        frontend: None,
-        flow: None,
-        backend: None,
-        candidates: Vec::new(),
-        masquerade: None,
+        frontend: frontend.map(|f| FrontendInfo {
+            service: f.service.clone(),
+            address: crate::addr::HostPort(f.vip, f.port).to_string(),
+            protocol: f.protocol.clone(),
+            kind: f.kind,
+            flags: f.flags.clone(),
+        }),
+        flow: match verdict {
+            Verdict::DnatNew => Some("new"),
+            Verdict::DnatEstablished => Some("established"),
+            Verdict::RevNat => Some("reply"),
+            _ => None,
+        },
+        backend,
+        candidates,
+        masquerade,
         rule,
     })
 }

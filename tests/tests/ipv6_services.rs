@@ -583,6 +583,15 @@ fn ipv6_and_dual_stack_services() {
     );
     let t: serde_json::Value = serde_json::from_str(&trace).expect("trace JSON");
     assert_eq!(t["verdict"], "dnat_new", "{t}");
+    assert_eq!(t["flow"], "new", "{t}");
+    assert_eq!(t["frontend"]["address"], "[fd00:10:96::a]:80", "{t}");
+    let backend = t["backend"].as_str().expect("the backend");
+    assert!(
+        ["[fd00:10:244:1::11]:8080", "[fd00:10:244:1::12]:8080"].contains(&backend),
+        "{t}"
+    );
+    assert_eq!(t["candidates"].as_array().map(Vec::len), Some(2), "{t}");
+    assert!(t["rule"].as_str().unwrap().contains("dual"), "{t}");
     for (to, verdict) in [
         ("[fd00:10:96::a]:81", "reject_tcp_rst"),
         ("[fd00:10:96::99]:80", "drop_unallocated"),

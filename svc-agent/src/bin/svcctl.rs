@@ -115,9 +115,9 @@ enum Command {
 #[derive(Debug, Args)]
 struct Trace {
     /// The packet's source: ADDRESS or ADDRESS:PORT (default port 40000); IPv6 as IPV6 or
-    /// [IPV6]:PORT (the trace shows the programs' verdicts and output frame; it does not
-    /// name the Service and backend as for IPv4; it enters through the external interface
-    /// unless --via pod). A pod address
+    /// [IPV6]:PORT (an IPv6 trace does not say why a backend was chosen or why a flow was
+    /// masqueraded, as an IPv4 one does; it enters through the external interface unless
+    /// --via pod). A pod address
     /// (inside the agent's pod CIDRs, when it tells pods by address) enters through a pod
     /// interface; another address through the external one (with --detect-local-mode
     /// InterfaceNamePrefix or BridgeInterface, pass --via pod for a pod). The node's own addresses are refused: node processes go
