@@ -641,27 +641,8 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
                 && !a.expired
                 && frontend.is_some_and(|f| f.rev_nat_id == a.rev_nat_id)
         });
-    let candidates = frontend
-        .map(|f| {
-            let local = f.flags_raw & SVC_F_LOCAL != 0;
-            let external = f.flags_raw & SVC_F_EXTERNAL != 0;
-            let set = if local && (!external || !from_pod) {
-                &f.local_backends
-            } else {
-                &f.backends
-            };
-            set.iter()
-                .filter(|b| b.state == BackendState::Active.label())
-                .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let flow = match verdict {
-        Verdict::DnatNew => Some("new"),
-        Verdict::DnatEstablished => Some("established"),
-        Verdict::RevNat => Some("reply"),
-        _ => None,
-    };
+    let candidates = frontend.map_or_else(Vec::new, |f| candidates(f, from_pod));
+    let flow = flow_of(verdict);
     let ctx = Context {
         req,
         config: &config,
@@ -681,13 +662,7 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         steps,
         verdict: verdict.label(),
         action: action_of(verdict),
-        frontend: frontend.map(|f| FrontendInfo {
-            service: f.service.clone(),
-            address: crate::addr::HostPort(f.vip, f.port).to_string(),
-            protocol: f.protocol.clone(),
-            kind: f.kind,
-            flags: f.flags.clone(),
-        }),
+        frontend: frontend.map(FrontendInfo::of),
         flow,
         backend,
         candidates,
@@ -695,6 +670,44 @@ pub fn trace(live_dir: &Path, live: &Maps, req: &TraceRequest) -> Result<Trace, 
         output,
         rule,
     })
+}
+
+/// The backends a new flow to `f` chooses among (traffic policy Local narrows them, for a
+/// ClusterIP always and for an external address from outside), as `address:port`.
+fn candidates(f: &Service, from_pod: bool) -> Vec<String> {
+    let local = f.flags_raw & SVC_F_LOCAL != 0;
+    let external = f.flags_raw & SVC_F_EXTERNAL != 0;
+    let set = if local && (!external || !from_pod) {
+        &f.local_backends
+    } else {
+        &f.backends
+    };
+    set.iter()
+        .filter(|b| b.state == BackendState::Active.label())
+        .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
+        .collect()
+}
+
+/// The flow a translated packet belongs to: "new", "established" or "reply".
+fn flow_of(verdict: Verdict) -> Option<&'static str> {
+    match verdict {
+        Verdict::DnatNew => Some("new"),
+        Verdict::DnatEstablished => Some("established"),
+        Verdict::RevNat => Some("reply"),
+        _ => None,
+    }
+}
+
+impl FrontendInfo {
+    fn of(f: &Service) -> FrontendInfo {
+        FrontendInfo {
+            service: f.service.clone(),
+            address: crate::addr::HostPort(f.vip, f.port).to_string(),
+            protocol: f.protocol.clone(),
+            kind: f.kind,
+            flags: f.flags.clone(),
+        }
+    }
 }
 
 /// What to trace, over IPv6.
@@ -762,21 +775,7 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
         .filter(|o| translated && o.src != input.src)
         .map(|o| o.src.clone());
     let from_pod = entry == Entry::Pod;
-    let candidates = frontend
-        .map(|f| {
-            let local = f.flags_raw & SVC_F_LOCAL != 0;
-            let external = f.flags_raw & SVC_F_EXTERNAL != 0;
-            let set = if local && (!external || !from_pod) {
-                &f.local_backends
-            } else {
-                &f.backends
-            };
-            set.iter()
-                .filter(|b| b.state == BackendState::Active.label())
-                .map(|b| crate::addr::HostPort(b.addr, b.port).to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let candidates = frontend.map_or_else(Vec::new, |f| candidates(f, from_pod));
     let dst = req.dst;
     let svc = match frontend {
         Some(f) => match &f.service {
@@ -846,19 +845,8 @@ pub fn trace6(live_dir: &Path, live: &Maps, req: &Trace6Request) -> Result<Trace
         steps,
         verdict: verdict.label(),
         action: action_of(verdict),
-        frontend: frontend.map(|f| FrontendInfo {
-            service: f.service.clone(),
-            address: crate::addr::HostPort(f.vip, f.port).to_string(),
-            protocol: f.protocol.clone(),
-            kind: f.kind,
-            flags: f.flags.clone(),
-        }),
-        flow: match verdict {
-            Verdict::DnatNew => Some("new"),
-            Verdict::DnatEstablished => Some("established"),
-            Verdict::RevNat => Some("reply"),
-            _ => None,
-        },
+        frontend: frontend.map(FrontendInfo::of),
+        flow: flow_of(verdict),
         backend,
         candidates,
         masquerade,

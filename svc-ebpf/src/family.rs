@@ -36,7 +36,7 @@ pub trait Family: Copy + 'static {
     const BITS: u32;
     /// Whether the masquerade port search (lb.rs) takes over a dead reply tuple of another
     /// flow at every candidate, or only at the first (the client's own port): IPv6 only
-    /// at the first, for the stack limit (`lb::probe_reply_quick`). An IPv6 flow whose
+    /// at the first, for the stack limit (`lb::probe_reply`). An IPv6 flow whose
     /// own port is taken then skips dead tuples, which the LRU evicts in time.
     const PROBE_DEAD_IN_LOOP: bool;
 

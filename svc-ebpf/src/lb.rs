@@ -470,13 +470,12 @@ impl<A: Family> Flow<'_, A> {
     #[inline(always)]
     fn entry(&self, reply_port: u16) -> CtValue<A> {
         let snat = self.snat(reply_port);
-        let (addr_be, port_be) = (self.pkt.saddr, self.pkt.sport);
         CtValue {
             created_ns: self.now,
             last_seen_ns: self.now,
             backend_id: self.backend_id,
-            addr_be,
-            port_be,
+            addr_be: self.pkt.saddr,
+            port_be: self.pkt.sport,
             rev_nat_id: self.rev_nat_id,
             flags: closing_flags(self.pkt.tcp_flags) | if snat { CT_F_SNAT } else { 0 },
             _pad: 0,
@@ -529,7 +528,7 @@ fn reply_port<A: Family>(flow: &Flow<A>) -> Result<u16, Verdict> {
         _pad: [0; 3],
     };
     if !flow.masquerade || in_range || fixed {
-        search.found = probe_reply(&search);
+        search.found = probe_reply(&search, true);
     }
     if search.found == PROBE_TAKEN && !fixed {
         search_ports(&mut search);
@@ -626,43 +625,27 @@ extern "C" fn search_step<A: Family>(index: u64, ctx: *mut c_void) -> i64 {
     }
     s.port = ((s.min + s.off) as u16).to_be();
     s.key.dport_be = s.port;
-    s.found = if A::PROBE_DEAD_IN_LOOP {
-        probe_reply(s)
-    } else {
-        probe_reply_quick(s)
-    };
+    s.found = probe_reply(s, A::PROBE_DEAD_IN_LOOP);
     if s.found == PROBE_TAKEN { 0 } else { 1 }
 }
 
-/// Who holds the reply tuple `s.key` (a lookup, nothing written): PROBE_*.
+/// Who holds the reply tuple `s.key` (a lookup, nothing written): PROBE_*. `take_dead`:
+/// a dead entry of another flow is reusable too; without it such an entry probes as taken
+/// and the search goes on. IPv6's search loop goes without (family.rs,
+/// `PROBE_DEAD_IN_LOOP`, a constant, so its copy of this code has no dead-entry check):
+/// the check builds a second 40-byte key in the loop's frame, which the verifier's
+/// 512-byte limit for the call chain has no room for.
 #[inline(always)]
-fn probe_reply<A: Family>(s: &PortSearch<A>) -> u8 {
+fn probe_reply<A: Family>(s: &PortSearch<A>, take_dead: bool) -> u8 {
     match unsafe { A::ct().get(&s.key) } {
         None => PROBE_FREE,
         Some(ct)
             if (ct.addr_be.same(&s.client_addr)
                 && ct.port_be == s.client_port
                 && ct.rev_nat_id == s.rev_nat_id)
-                || (expired(ct, s.key.proto, s.now) && !service_side_alive(&s.key, ct, s.now)) =>
-        {
-            PROBE_REUSABLE
-        }
-        Some(_) => PROBE_TAKEN,
-    }
-}
-
-/// `probe_reply` without telling a dead entry of another flow from a live one: such an
-/// entry probes as taken, and the search goes on to the next port. IPv6's search loop uses
-/// it (family.rs, `PROBE_DEAD_IN_LOOP`): the whole check builds a second 40-byte key in the
-/// loop's frame, which the verifier's 512-byte limit for the call chain has no room for.
-#[inline(always)]
-fn probe_reply_quick<A: Family>(s: &PortSearch<A>) -> u8 {
-    match unsafe { A::ct().get(&s.key) } {
-        None => PROBE_FREE,
-        Some(ct)
-            if ct.addr_be.same(&s.client_addr)
-                && ct.port_be == s.client_port
-                && ct.rev_nat_id == s.rev_nat_id =>
+                || (take_dead
+                    && expired(ct, s.key.proto, s.now)
+                    && !service_side_alive(&s.key, ct, s.now)) =>
         {
             PROBE_REUSABLE
         }

@@ -78,6 +78,16 @@ pub fn ptr_at<T>(start: usize, end: usize, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// Whether the frame in [start, end) is IPv6 (its EtherType): which family's path takes it.
+#[inline(always)]
+pub fn is_ipv6(start: usize, end: usize) -> bool {
+    match ptr_at::<EthHdr>(start, end, 0) {
+        // SAFETY: bounds checked by ptr_at.
+        Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
+        None => false,
+    }
+}
+
 /// The parts of a TCP/UDP/SCTP packet the translation needs; `A` is the address family
 /// (family.rs): `u32` for IPv4, `Ip6` for IPv6. Addresses and ports are in network order,
 /// as on the wire.

@@ -166,14 +166,11 @@ enum Sock<A> {
     To { addr: A, port: u16, rev_nat_id: u32 },
 }
 
-/// IPv4 (and v4-mapped) calls: translate and remember the Service for recvmsg4/6.
+/// The program's return value for `sock`; a translation is written into the context by
+/// `to` (with the Service remembered for recvmsg) and counted.
 #[inline(always)]
-fn translate4(ctx: &SockAddrContext, bound: u32) -> i32 {
-    // SAFETY: the context pointer the kernel passed; fields read and written are those a
-    // sock_addr program may access.
-    let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
-    let (vip, vport) = (sa.user_ip4, sa.user_port as u16);
-    match decide(ctx, vip, vport, sa.protocol as u8, bound) {
+fn answer<A>(sock: Sock<A>, to: impl FnOnce(A, u16, u32)) -> i32 {
+    match sock {
         Sock::Allow => ALLOW,
         Sock::Deny(ret) => ret,
         Sock::To {
@@ -181,13 +178,28 @@ fn translate4(ctx: &SockAddrContext, bound: u32) -> i32 {
             port,
             rev_nat_id,
         } => {
-            remember4(ctx, addr, port, vip, vport, rev_nat_id);
-            sa.user_ip4 = addr;
-            sa.user_port = port as u32;
+            to(addr, port, rev_nat_id);
             count(Verdict::SockTranslate);
             ALLOW
         }
     }
+}
+
+/// IPv4 calls.
+#[inline(always)]
+fn translate4(ctx: &SockAddrContext, bound: u32) -> i32 {
+    // SAFETY: the context pointer the kernel passed; fields read and written are those a
+    // sock_addr program may access.
+    let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
+    let (vip, vport) = (sa.user_ip4, sa.user_port as u16);
+    answer(
+        decide(ctx, vip, vport, sa.protocol as u8, bound),
+        |addr, port, id| {
+            remember4(ctx, addr, port, vip, vport, id);
+            sa.user_ip4 = addr;
+            sa.user_port = port as u32;
+        },
+    )
 }
 
 /// IPv6 calls; a v4-mapped destination is an IPv4 call (module docs).
@@ -200,56 +212,25 @@ fn translate6(ctx: &SockAddrContext, bound: Ip6) -> i32 {
     let proto = sa.protocol as u8;
     if let Some(vip4) = v4_mapped(&vip) {
         let bound4 = v4_mapped(&bound).unwrap_or(0);
-        return match decide(ctx, vip4, vport, proto, bound4) {
-            Sock::Allow => ALLOW,
-            Sock::Deny(ret) => ret,
-            Sock::To {
-                addr,
-                port,
-                rev_nat_id,
-            } => {
-                remember4(ctx, addr, port, vip4, vport, rev_nat_id);
-                write_words(
-                    &mut sa.user_ip6,
-                    [V4_MAPPED[0], V4_MAPPED[1], V4_MAPPED[2], addr],
-                );
-                sa.user_port = port as u32;
-                count(Verdict::SockTranslate);
-                ALLOW
-            }
-        };
-    }
-    match decide(ctx, vip, vport, proto, bound) {
-        Sock::Allow => ALLOW,
-        Sock::Deny(ret) => ret,
-        Sock::To {
-            addr,
-            port,
-            rev_nat_id,
-        } => {
-            // SAFETY: the context pointer is the socket-address context this helper takes.
-            let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
-            let rkey = SockRevNat6Key {
-                cookie,
-                backend_be: addr,
-                backend_port_be: port,
-                _pad: [0; 6],
-            };
-            let value = SockRevNatValue {
-                vip_be: vip,
-                rev_nat_id,
-                port_be: vport,
-                _pad: [0; 2],
-            };
-            // As remember4: losing it only changes how a reply's source reads.
-            let _ = SVC6_SOCK_RNAT.insert(&rkey, &value, 0);
-            write_words(&mut sa.user_ip6, addr);
+        return answer(decide(ctx, vip4, vport, proto, bound4), |addr, port, id| {
+            remember4(ctx, addr, port, vip4, vport, id);
+            write_words(
+                &mut sa.user_ip6,
+                [V4_MAPPED[0], V4_MAPPED[1], V4_MAPPED[2], addr],
+            );
             sa.user_port = port as u32;
-            count(Verdict::SockTranslate);
-            ALLOW
-        }
+        });
     }
+    answer(decide(ctx, vip, vport, proto, bound), |addr, port, id| {
+        remember6(ctx, addr, port, vip, vport, id);
+        write_words(&mut sa.user_ip6, addr);
+        sa.user_port = port as u32;
+    })
 }
+
+// A full LRU map evicts rather than fails; losing an entry of SVC4_SOCK_RNAT or
+// SVC6_SOCK_RNAT only affects how an unconnected UDP socket sees a reply's source, never
+// where the datagram goes.
 
 /// Remembers which Service an IPv4 backend was reached through, for recvmsg4/6.
 #[inline(always)]
@@ -268,9 +249,27 @@ fn remember4(ctx: &SockAddrContext, addr: u32, port: u16, vip: u32, vport: u16, 
         port_be: vport,
         _pad: [0; 2],
     };
-    // A full LRU map evicts rather than fails; losing this entry only affects how an
-    // unconnected UDP socket sees a reply's source, never where the datagram goes.
     let _ = SVC4_SOCK_RNAT.insert(&rkey, &value, 0);
+}
+
+/// Remembers which Service an IPv6 backend was reached through, for recvmsg6.
+#[inline(always)]
+fn remember6(ctx: &SockAddrContext, addr: Ip6, port: u16, vip: Ip6, vport: u16, id: u32) {
+    // SAFETY: the context pointer is the socket-address context this helper takes.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
+    let rkey = SockRevNat6Key {
+        cookie,
+        backend_be: addr,
+        backend_port_be: port,
+        _pad: [0; 6],
+    };
+    let value = SockRevNatValue {
+        vip_be: vip,
+        rev_nat_id: id,
+        port_be: vport,
+        _pad: [0; 2],
+    };
+    let _ = SVC6_SOCK_RNAT.insert(&rkey, &value, 0);
 }
 
 /// A Service address becomes one of its backends, or the call fails (see the module docs).

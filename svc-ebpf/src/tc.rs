@@ -16,10 +16,7 @@ use crate::{
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
-    parse::{
-        self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet,
-        ptr_at,
-    },
+    parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
     parse6::{self, IP6_DADDR_OFF, IP6_SADDR_OFF, IPV6_HLEN},
     reject, reject6, sctp,
 };
@@ -31,7 +28,7 @@ const MAX_HEADERS6: u32 = (ETH_HLEN + IPV6_HLEN + 512 + 20) as u32;
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
-    if is_ipv6(ctx) {
+    if parse::is_ipv6(ctx.data(), ctx.data_end()) {
         let (mut verdict, mut action) = try_run6(ctx);
         // The reject's frame beside try_run6's, not on top of it (the 512-byte limit of a
         // call chain, as for icmp::translate below).
@@ -52,15 +49,6 @@ pub fn run(ctx: &TcContext) -> i32 {
     }
     count(verdict);
     action
-}
-
-#[inline(always)]
-fn is_ipv6(ctx: &TcContext) -> bool {
-    match ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) {
-        // SAFETY: bounds checked by ptr_at.
-        Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
-        None => false,
-    }
 }
 
 #[inline(always)]
@@ -106,43 +94,75 @@ fn try_run6(ctx: &TcContext) -> (Verdict, i32) {
     apply(ctx, &pkt, action, &clock)
 }
 
-/// What TC does differently per family: rewriting an address and port, and rejecting.
+/// What TC does differently per family: where the addresses are, how an address and a
+/// port are rewritten (`rewrite`, `rewrite6`), and the reject.
 trait TcFamily: Family {
-    fn rewrite(
+    const SADDR_OFF: usize;
+    const DADDR_OFF: usize;
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite_at(
         ctx: &TcContext,
         pkt: &Packet<Self>,
-        dst: bool,
-        to: Endpoint<Self>,
+        addr_off: usize,
+        old_addr: Self,
+        new_addr: Self,
+        port_off: usize,
+        old_port: u16,
+        new_port: u16,
     ) -> Result<(), i64>;
     fn reject(ctx: &TcContext, pkt: &Packet<Self>) -> (Verdict, i32);
 }
 
+/// Rewrites the destination (`dst`) or the source address and port of `pkt` to `to`.
+#[inline(always)]
+fn set<A: TcFamily>(
+    ctx: &TcContext,
+    pkt: &Packet<A>,
+    dst: bool,
+    to: Endpoint<A>,
+) -> Result<(), i64> {
+    if dst {
+        A::rewrite_at(
+            ctx,
+            pkt,
+            A::DADDR_OFF,
+            pkt.daddr,
+            to.addr,
+            pkt.l4_off + 2,
+            pkt.dport,
+            to.port,
+        )
+    } else {
+        A::rewrite_at(
+            ctx,
+            pkt,
+            A::SADDR_OFF,
+            pkt.saddr,
+            to.addr,
+            pkt.l4_off,
+            pkt.sport,
+            to.port,
+        )
+    }
+}
+
 impl TcFamily for u32 {
+    const SADDR_OFF: usize = IP_SADDR_OFF;
+    const DADDR_OFF: usize = IP_DADDR_OFF;
     #[inline(always)]
-    fn rewrite(ctx: &TcContext, pkt: &Packet, dst: bool, to: Endpoint) -> Result<(), i64> {
-        if dst {
-            rewrite(
-                ctx,
-                pkt,
-                IP_DADDR_OFF,
-                pkt.daddr,
-                to.addr,
-                pkt.l4_off + 2,
-                pkt.dport,
-                to.port,
-            )
-        } else {
-            rewrite(
-                ctx,
-                pkt,
-                IP_SADDR_OFF,
-                pkt.saddr,
-                to.addr,
-                pkt.l4_off,
-                pkt.sport,
-                to.port,
-            )
-        }
+    fn rewrite_at(
+        ctx: &TcContext,
+        pkt: &Packet,
+        addr_off: usize,
+        old_addr: u32,
+        new_addr: u32,
+        port_off: usize,
+        old_port: u16,
+        new_port: u16,
+    ) -> Result<(), i64> {
+        rewrite(
+            ctx, pkt, addr_off, old_addr, new_addr, port_off, old_port, new_port,
+        )
     }
     #[inline(always)]
     fn reject(ctx: &TcContext, pkt: &Packet) -> (Verdict, i32) {
@@ -165,36 +185,22 @@ fn reject6(ctx: &TcContext) -> (Verdict, i32) {
 }
 
 impl TcFamily for Ip6 {
+    const SADDR_OFF: usize = IP6_SADDR_OFF;
+    const DADDR_OFF: usize = IP6_DADDR_OFF;
     #[inline(always)]
-    fn rewrite(
+    fn rewrite_at(
         ctx: &TcContext,
         pkt: &Packet<Ip6>,
-        dst: bool,
-        to: Endpoint<Ip6>,
+        addr_off: usize,
+        old_addr: Ip6,
+        new_addr: Ip6,
+        port_off: usize,
+        old_port: u16,
+        new_port: u16,
     ) -> Result<(), i64> {
-        if dst {
-            rewrite6(
-                ctx,
-                pkt,
-                IP6_DADDR_OFF,
-                pkt.daddr,
-                to.addr,
-                pkt.l4_off + 2,
-                pkt.dport,
-                to.port,
-            )
-        } else {
-            rewrite6(
-                ctx,
-                pkt,
-                IP6_SADDR_OFF,
-                pkt.saddr,
-                to.addr,
-                pkt.l4_off,
-                pkt.sport,
-                to.port,
-            )
-        }
+        rewrite6(
+            ctx, pkt, addr_off, old_addr, new_addr, port_off, old_port, new_port,
+        )
     }
     #[inline(always)]
     fn reject(_: &TcContext, _: &Packet<Ip6>) -> (Verdict, i32) {
@@ -215,10 +221,10 @@ fn apply<A: TcFamily>(
         Action::Forward { dst, src, verdict } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
             A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, clock);
-            A::rewrite(ctx, pkt, true, dst)
+            set(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
-                        A::rewrite(ctx, pkt, false, src)
+                        set(ctx, pkt, false, src)
                     } else {
                         Ok(())
                     }
@@ -228,10 +234,10 @@ fn apply<A: TcFamily>(
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
             A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, clock);
-            A::rewrite(ctx, pkt, false, src)
+            set(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
-                        A::rewrite(ctx, pkt, true, dst)
+                        set(ctx, pkt, true, dst)
                     } else {
                         Ok(())
                     }

@@ -18,7 +18,7 @@ use crate::{
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
-    parse::{self, ETH_HLEN, ETH_P_IPV6_BE, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
+    parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
     parse6::{self, Ipv6Hdr},
     sctp,
 };
@@ -27,12 +27,7 @@ const L4_OFF: usize = ETH_HLEN + 20;
 
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
-    let ipv6 = match ptr_at::<EthHdr>(ctx.data(), ctx.data_end(), 0) {
-        // SAFETY: bounds checked by ptr_at.
-        Some(eth) => (unsafe { (*eth).proto_be }) == ETH_P_IPV6_BE,
-        None => false,
-    };
-    let (verdict, action) = if ipv6 {
+    let (verdict, action) = if parse::is_ipv6(ctx.data(), ctx.data_end()) {
         match try_run6(ctx) {
             // A fragment after the first: the first one's translation, in a frame beside
             // try_run6's (frag6.rs).
