@@ -124,6 +124,7 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidObject
 /// one is resolved per endpoint, and endpoints on another port are left out, see
 /// [`crate::desired`]), and never on a NodePort.
 pub use crate::addr::Protocol;
+pub use crate::lbipam::object::LbRequest;
 
 /// `protocol` defaults to TCP when unset, as in Kubernetes.
 fn parse_protocol(value: Option<&str>, field: &str) -> Result<Protocol, InvalidObject> {
@@ -394,6 +395,8 @@ pub struct Service {
     /// as in kube-proxy: the EndpointSlice controller turns it into the endpoints' hints,
     /// and the dataplane follows the hints ([`crate::desired::compute_with_incumbents`], "Topology").
     pub traffic_distribution: Option<TrafficDistribution>,
+    /// What the Service asks of the LoadBalancer address pools ([`crate::lbipam`]).
+    pub lb_request: LbRequest,
 }
 
 /// Checks an IANA service name as Kubernetes does for a named targetPort: 1-15 lowercase
@@ -591,6 +594,7 @@ impl Service {
         )?;
         let external_ips = parse_external_ips(spec)?;
         let load_balancer_ingress = parse_lb_ingress(svc.status.as_ref())?;
+        let lb_request = LbRequest::from_k8s(svc, &cluster_ips, &mut warnings);
         // The families the Service's load balancer addresses may have (its ClusterIPs say
         // which families it has, its ingress IPs which ones it got).
         let families: BTreeSet<Family> = cluster_ips
@@ -642,6 +646,7 @@ impl Service {
                     .allocate_load_balancer_node_ports
                     .unwrap_or(true),
                 traffic_distribution,
+                lb_request,
             },
             warnings,
         ))

@@ -42,6 +42,7 @@ fn service(ns: &str, name: &str, vips: &[&str], ports: Vec<ServicePort>) -> Serv
         health_check_node_port: None,
         allocate_load_balancer_node_ports: true,
         traffic_distribution: None,
+        lb_request: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! LoadBalancer address pools and the assignment of their addresses to Services (issue 15,
-//! "LB IPAM", as Cilium's and MetalLB's): the pure logic, not wired to the agent yet.
+//! LoadBalancer address pools and the assignment of their addresses to Services ("LB
+//! IPAM", as Cilium's and MetalLB's). This file is the pure logic; [`object`] is the pool
+//! object (the `LoadBalancerIPPool` custom resource) and what a Service asks for.
 //!
 //! A pool holds blocks of addresses, CIDRs (`10.0.10.0/24`, `fd00:10::/120`) or ranges
 //! (`10.0.10.5-10.0.10.9`), optionally a Service label selector, and can be disabled.
@@ -13,7 +14,9 @@
 //!   its users' backs.)
 //! - **Requested addresses** (`spec.loadBalancerIP`, or the annotation listing IPs) must be
 //!   inside an enabled pool that selects the Service and free; otherwise the Service gets
-//!   none of its family and the problem names why.
+//!   none of its family and the problem names why. A Service that holds an address and
+//!   asks for another one of the family moves to it once it can be given (a deliberate
+//!   change); until then it keeps the one it has.
 //! - **Otherwise** the lowest free address of the first enabled pool, by name, that selects
 //!   the Service and has addresses of the family. An IPv4 CIDR of 4 addresses or more leaves
 //!   out its network and broadcast addresses (hosts on the LAN may treat them specially);
@@ -25,6 +28,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub mod object;
 
 use crate::addr::{CidrError, Family, IpCidr};
 use crate::model::ObjectRef;
@@ -145,20 +150,53 @@ impl fmt::Display for Block {
 pub struct Pool {
     pub name: String,
     pub blocks: Vec<Block>,
-    /// Labels a Service must carry (all of them) to get addresses from this pool; empty:
-    /// every Service.
-    pub match_labels: BTreeMap<String, String>,
+    /// Which Services may get addresses from this pool; empty: every Service.
+    pub selector: Selector,
     pub disabled: bool,
+}
+
+/// A label selector (`matchLabels` and `matchExpressions`), as Kubernetes evaluates it:
+/// every term must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub match_labels: BTreeMap<String, String>,
+    pub expressions: Vec<Expression>,
+}
+
+/// One `matchExpressions` term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expression {
+    In(String, BTreeSet<String>),
+    NotIn(String, BTreeSet<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl Selector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.expressions.iter().all(|e| match e {
+                Expression::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
+                // As Kubernetes: a Service without the label is "not in".
+                Expression::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
+                Expression::Exists(k) => labels.contains_key(k),
+                Expression::DoesNotExist(k) => !labels.contains_key(k),
+            })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.expressions.is_empty()
+    }
 }
 
 impl Pool {
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
+        self.selector.matches(labels)
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.blocks.iter().any(|b| b.contains(ip))
     }
 
@@ -248,10 +286,16 @@ pub fn assign(
     let mut used: BTreeSet<IpAddr> = BTreeSet::new();
     let mut out: BTreeMap<ObjectRef, Vec<IpAddr>> = BTreeMap::new();
 
+    // Addresses held by a Service that now asks for another one of the family: held
+    // (nobody else gets them) until the request is granted, kept if it is refused.
+    let mut moving: BTreeMap<(ObjectRef, Family), IpAddr> = BTreeMap::new();
     // 1. What Services hold already stays theirs (first by name on a clash).
     for r in &requests {
         let mut kept = Vec::new();
         for &ip in &r.current {
+            let family = Family::of(ip);
+            let asks_other =
+                r.requested.iter().any(|q| Family::of(*q) == family) && !r.requested.contains(&ip);
             if !r.families.contains(&Family::of(ip))
                 || kept
                     .iter()
@@ -275,7 +319,11 @@ pub fn assign(
                     address: ip,
                 });
             }
-            kept.push(ip);
+            if asks_other {
+                moving.insert((r.service.clone(), family), ip);
+            } else {
+                kept.push(ip);
+            }
         }
         out.insert(r.service.clone(), kept);
     }
@@ -293,6 +341,7 @@ pub fn assign(
                 .copied()
                 .filter(|ip| Family::of(*ip) == family)
                 .collect();
+            let held = moving.get(&(r.service.clone(), family)).copied();
             let picked = if let Some(&ip) = asked.first() {
                 let why = if used.contains(&ip) {
                     Some("another Service holds it")
@@ -311,9 +360,15 @@ pub fn assign(
                             address: ip,
                             why,
                         });
-                        None
+                        // Asking for another address never costs the one it has.
+                        held
                     }
-                    None => Some(ip),
+                    None => {
+                        if let Some(old) = held {
+                            used.remove(&old);
+                        }
+                        Some(ip)
+                    }
                 }
             } else {
                 let free = pools
@@ -398,7 +453,7 @@ mod tests {
         Pool {
             name: name.into(),
             blocks: blocks.iter().map(|b| Block::parse(b).unwrap()).collect(),
-            match_labels: BTreeMap::new(),
+            selector: Selector::default(),
             disabled: false,
         }
     }
@@ -513,7 +568,9 @@ mod tests {
     #[test]
     fn requests_selectors_disabled_pools_and_overlaps() {
         let mut gold = pool("gold", &["10.0.20.0/24"]);
-        gold.match_labels.insert("tier".into(), "gold".into());
+        gold.selector
+            .match_labels
+            .insert("tier".into(), "gold".into());
         let mut off = pool("off", &["10.0.30.0/24"]);
         off.disabled = true;
         let general = pool("general", &["10.0.10.0/24", "10.0.20.128/25"]);
@@ -560,5 +617,52 @@ mod tests {
             address: ip("10.0.10.5"),
             loser: ObjectRef::new("default", "b"),
         }));
+    }
+
+    #[test]
+    fn a_service_asking_for_another_address_moves_only_when_it_can_have_it() {
+        let pools = [pool("p", &["10.0.10.0/24"])];
+        let mut web = req("web", &[Family::V4]);
+        web.current = vec![ip("10.0.10.1")];
+        web.requested = vec![ip("10.0.10.9")];
+        let (out, problems) = assign(&pools, std::slice::from_ref(&web));
+        assert_eq!(
+            (got(&out, "web"), problems.len()),
+            (vec![ip("10.0.10.9")], 0)
+        );
+        // Asked for one outside every pool: it keeps the one it has.
+        web.requested = vec![ip("10.9.9.9")];
+        let (out, problems) = assign(&pools, std::slice::from_ref(&web));
+        assert_eq!(got(&out, "web"), [ip("10.0.10.1")]);
+        assert_eq!(problems.len(), 1);
+        // Its old address is nobody else's meanwhile.
+        let other = req("a-other", &[Family::V4]);
+        web.requested = vec![ip("10.0.10.9")];
+        let mut holder = req("a-holder", &[Family::V4]);
+        holder.current = vec![ip("10.0.10.9")];
+        let (out, _) = assign(&pools, &[web, other, holder]);
+        assert_eq!(
+            got(&out, "web"),
+            [ip("10.0.10.1")],
+            "10.0.10.9 is taken: keeps its own"
+        );
+        assert_eq!(got(&out, "a-other"), [ip("10.0.10.2")]);
+    }
+
+    #[test]
+    fn selectors_follow_kubernetes_rules() {
+        let labels: BTreeMap<String, String> = [("tier".to_string(), "gold".to_string())].into();
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let sel = |e: Expression| Selector {
+            match_labels: BTreeMap::new(),
+            expressions: vec![e],
+        };
+        assert!(sel(Expression::In("tier".into(), set(&["gold", "x"]))).matches(&labels));
+        assert!(!sel(Expression::In("zone".into(), set(&["a"]))).matches(&labels));
+        assert!(sel(Expression::NotIn("zone".into(), set(&["a"]))).matches(&labels));
+        assert!(!sel(Expression::NotIn("tier".into(), set(&["gold"]))).matches(&labels));
+        assert!(sel(Expression::Exists("tier".into())).matches(&labels));
+        assert!(sel(Expression::DoesNotExist("zone".into())).matches(&labels));
+        assert!(Selector::default().matches(&BTreeMap::new()));
     }
 }
