@@ -74,6 +74,7 @@ use kube::{
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{info, warn};
 
+use crate::lbipam::{self, Pool, object::LoadBalancerIPPool};
 use crate::model::{self, Cluster, EndpointGroup, IpCidr, ObjectRef, Problem};
 
 /// The label on EndpointSlices of headless Services (kube-proxy filters on it too).
@@ -236,14 +237,18 @@ pub struct SliceItem {
     pub uid: Option<String>,
 }
 
-/// A ServiceCIDR converted: its IPv4 CIDRs, or why it is not usable; and the warnings.
+/// A cluster-scoped object converted (a ServiceCIDR's CIDRs, a pool): its value, or why it
+/// is not usable; and the warnings.
 #[derive(Debug, Clone)]
-pub struct ServiceCidrItem {
-    pub cidrs: Option<Vec<model::IpCidr>>,
+pub struct ClusterItem<T> {
+    pub value: Option<T>,
     pub problems: Vec<Problem>,
     /// `metadata.uid`, as for [`ServiceItem::uid`].
     pub uid: Option<String>,
 }
+
+pub type ServiceCidrItem = ClusterItem<Vec<model::IpCidr>>;
+pub type PoolItem = ClusterItem<Pool>;
 
 // A Service event is the large one and the most common at a relist: boxing it would add
 // an allocation per Service to save a copy of a few hundred bytes through the channel.
@@ -253,6 +258,7 @@ pub enum ModelEvent {
     Service(Op<ServiceItem>),
     Slice(Op<SliceItem>),
     ServiceCidr(Op<ServiceCidrItem>),
+    LbPool(Op<PoolItem>),
 }
 
 fn object_ref<K: Resource>(o: &K) -> ObjectRef {
@@ -324,20 +330,41 @@ pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
 
 /// The manifest path's conversion of a ServiceCIDR.
 pub fn convert_service_cidr(object: &ServiceCIDR) -> ServiceCidrItem {
+    cluster_item(
+        "ServiceCIDR",
+        object,
+        model::service_cidr_from_k8s(object).map(|(_, cidrs, w)| (cidrs, w)),
+    )
+}
+
+/// The manifest path's conversion of a LoadBalancerIPPool.
+pub fn convert_pool(object: &LoadBalancerIPPool) -> PoolItem {
+    cluster_item(
+        lbipam::object::KIND,
+        object,
+        lbipam::object::to_pool(object),
+    )
+}
+
+fn cluster_item<K: Resource, T>(
+    kind: &str,
+    object: &K,
+    converted: Result<(T, Vec<String>), model::InvalidObject>,
+) -> ClusterItem<T> {
     let id = cluster_ref(object);
-    let uid = object.metadata.uid.clone();
-    match model::service_cidr_from_k8s(object) {
-        Ok((_, cidrs, warnings)) => ServiceCidrItem {
-            cidrs: Some(cidrs),
+    let uid = object.meta().uid.clone();
+    match converted {
+        Ok((value, warnings)) => ClusterItem {
+            value: Some(value),
             problems: warnings
                 .into_iter()
-                .map(|w| problem("ServiceCIDR", &id, w))
+                .map(|w| problem(kind, &id, w))
                 .collect(),
             uid,
         },
-        Err(e) => ServiceCidrItem {
-            cidrs: None,
-            problems: vec![problem("ServiceCIDR", &id, e.to_string())],
+        Err(e) => ClusterItem {
+            value: None,
+            problems: vec![problem(kind, &id, e.to_string())],
             uid,
         },
     }
@@ -480,6 +507,7 @@ pub struct KubeSource {
     services_listed: Arc<AtomicBool>,
     slices_listed: Arc<AtomicBool>,
     cidrs_listed: Arc<AtomicBool>,
+    pools_listed: Arc<AtomicBool>,
     node: Option<NodeWatch>,
     tasks: Vec<JoinHandle<()>>,
     state: Arc<WatchState>,
@@ -504,6 +532,7 @@ impl KubeSource {
         let services_listed = Arc::new(AtomicBool::new(false));
         let slices_listed = Arc::new(AtomicBool::new(false));
         let cidrs_listed = Arc::new(AtomicBool::new(false));
+        let pools_listed = Arc::new(AtomicBool::new(false));
         let tasks = vec![
             watch_model(
                 Api::<Service>::all(client.clone()),
@@ -536,11 +565,25 @@ impl KubeSource {
                 watcher::Config::default(),
                 state.clone(),
                 cidrs_listed.clone(),
-                tx,
+                tx.clone(),
                 Conversion {
                     id: cluster_ref,
                     convert: convert_service_cidr,
                     wrap: ModelEvent::ServiceCidr,
+                },
+                IfNotServed::Empty,
+            ),
+            // Without the CustomResourceDefinition (or RBAC for it): no pools.
+            watch_model(
+                Api::<LoadBalancerIPPool>::all(client.clone()),
+                watcher::Config::default(),
+                state.clone(),
+                pools_listed.clone(),
+                tx,
+                Conversion {
+                    id: cluster_ref,
+                    convert: convert_pool,
+                    wrap: ModelEvent::LbPool,
                 },
                 IfNotServed::Empty,
             ),
@@ -585,6 +628,7 @@ impl KubeSource {
             services_listed,
             slices_listed,
             cidrs_listed,
+            pools_listed,
             node,
             tasks,
             state,
@@ -597,6 +641,7 @@ impl KubeSource {
         self.services_listed.load(Ordering::SeqCst)
             && self.slices_listed.load(Ordering::SeqCst)
             && self.cidrs_listed.load(Ordering::SeqCst)
+            && self.pools_listed.load(Ordering::SeqCst)
             && self
                 .node
                 .as_ref()
@@ -696,14 +741,108 @@ struct ServiceEntry {
     uid: Option<String>,
 }
 
-/// A ServiceCIDR as the model remembers it besides its CIDRs (in the cluster's
-/// `service_cidrs`, when usable). Like a Service, one that was served and whose new
-/// version cannot be used keeps its last good version (the API server makes `spec.cidrs`
-/// immutable, so this is for a buggy writer only).
-#[derive(Debug, Clone, Default)]
-struct ServiceCidrEntry {
-    problems: Vec<Problem>,
-    uid: Option<String>,
+/// The objects of a rare, small, cluster-scoped kind (ServiceCIDRs, pools) as the model
+/// remembers them besides their values (in a map of the [`Cluster`], when usable). Like a
+/// Service, one that was served and whose new version cannot be used keeps its last good
+/// version (the API server makes a ServiceCIDR's `spec.cidrs` immutable, so there this is
+/// for a buggy writer only; a pool is a custom resource the API server barely checks).
+/// Any change recomputes everything.
+#[derive(Debug)]
+struct ClusterKind<T> {
+    /// Every object the API holds: its problems and uid.
+    entries: HashMap<ObjectRef, (Vec<Problem>, Option<String>)>,
+    /// A list in progress.
+    listing: Option<Vec<(ObjectRef, ClusterItem<T>)>>,
+    /// A complete list has been swapped in.
+    listed: bool,
+}
+
+impl<T> Default for ClusterKind<T> {
+    fn default() -> Self {
+        ClusterKind {
+            entries: HashMap::new(),
+            listing: None,
+            listed: false,
+        }
+    }
+}
+
+impl<T: Clone> ClusterKind<T> {
+    /// Applies one event to the entries and to `served` (the cluster's map of the kind);
+    /// true when `served` or the problems may have changed.
+    fn apply(&mut self, op: Op<ClusterItem<T>>, served: &mut BTreeMap<ObjectRef, T>) -> bool {
+        match op {
+            Op::Init => {
+                self.listing = Some(Vec::new());
+                false
+            }
+            Op::InitApply(id, item) => {
+                self.listing.get_or_insert_with(Vec::new).push((id, item));
+                false
+            }
+            Op::InitDone => {
+                let list = self.listing.take().unwrap_or_default();
+                let entries = std::mem::take(&mut self.entries);
+                let mut old = std::mem::take(served);
+                for (id, item) in list {
+                    let last_good = match (&item.value, entries.get(&id)) {
+                        (None, Some((_, uid))) if *uid == item.uid => old.remove(&id),
+                        _ => None,
+                    };
+                    self.put(id, item, last_good, served);
+                }
+                self.listed = true;
+                true
+            }
+            Op::Apply(id, item) => {
+                let last_good = match (&item.value, self.entries.get(&id)) {
+                    (None, Some((_, uid))) if *uid == item.uid => served.get(&id).cloned(),
+                    _ => None,
+                };
+                self.put(id, item, last_good, served);
+                true
+            }
+            Op::Delete(id) => {
+                self.entries.remove(&id);
+                served.remove(&id);
+                true
+            }
+        }
+    }
+
+    fn put(
+        &mut self,
+        id: ObjectRef,
+        item: ClusterItem<T>,
+        last_good: Option<T>,
+        served: &mut BTreeMap<ObjectRef, T>,
+    ) {
+        let ClusterItem {
+            value,
+            problems,
+            uid,
+        } = item;
+        let problems = match (value, last_good) {
+            (Some(v), _) => {
+                served.insert(id.clone(), v);
+                problems
+            }
+            (None, Some(v)) => {
+                served.insert(id.clone(), v);
+                problems.into_iter().map(held).collect()
+            }
+            (None, None) => {
+                served.remove(&id);
+                problems
+            }
+        };
+        self.entries.insert(id, (problems, uid));
+    }
+
+    /// Some object the API holds is not served (and has no last good version).
+    fn withheld(&self, served: &BTreeMap<ObjectRef, T>) -> bool {
+        self.entries.len() > served.len()
+    }
 }
 
 /// What a Problem says of an object that keeps serving its last good version.
@@ -763,15 +902,14 @@ pub struct WatchedCluster {
     slices: HashMap<ObjectRef, SliceEntry>,
     /// Per Service, its slices' groups (None: a slice of another address family).
     groups: BTreeMap<ObjectRef, SliceGroups>,
-    service_cidrs: HashMap<ObjectRef, ServiceCidrEntry>,
+    service_cidrs: ClusterKind<Vec<model::IpCidr>>,
+    lb_pools: ClusterKind<Pool>,
     /// Lists in progress.
     listing_services: Option<Vec<(ObjectRef, ServiceItem)>>,
     listing_slices: Option<Vec<(ObjectRef, SliceItem)>>,
-    listing_cidrs: Option<Vec<(ObjectRef, ServiceCidrItem)>>,
     /// A complete list of each kind has been swapped in.
     services_listed: bool,
     slices_listed: bool,
-    cidrs_listed: bool,
 }
 
 impl WatchedCluster {
@@ -783,7 +921,10 @@ impl WatchedCluster {
     /// in: before that nothing may be computed from the model (it would prune live
     /// Services).
     pub fn listed(&self) -> bool {
-        self.services_listed && self.slices_listed && self.cidrs_listed
+        self.services_listed
+            && self.slices_listed
+            && self.service_cidrs.listed
+            && self.lb_pools.listed
     }
 
     /// True if an object the API holds could not be used and has no last good version
@@ -805,11 +946,11 @@ impl WatchedCluster {
                     .cluster
                     .service_cidrs
                     .keys()
-                    .all(|id| self.service_cidrs.contains_key(id)),
+                    .all(|id| self.service_cidrs.entries.contains_key(id)),
             "the model serves an object the API does not hold"
         );
         self.services.len() > self.cluster.services.len()
-            || self.service_cidrs.len() > self.cluster.service_cidrs.len()
+            || self.service_cidrs.withheld(&self.cluster.service_cidrs)
             || self.slices.values().any(|s| s.service.is_none())
     }
 
@@ -827,8 +968,15 @@ impl WatchedCluster {
             )
             .chain(
                 self.service_cidrs
+                    .entries
                     .iter()
-                    .flat_map(|(id, c)| c.problems.iter().map(move |p| (2, id, p))),
+                    .flat_map(|(id, (problems, _))| problems.iter().map(move |p| (2, id, p))),
+            )
+            .chain(
+                self.lb_pools
+                    .entries
+                    .iter()
+                    .flat_map(|(id, (problems, _))| problems.iter().map(move |p| (3, id, p))),
             )
             .collect();
         out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -839,42 +987,16 @@ impl WatchedCluster {
     pub fn apply(&mut self, event: ModelEvent, r: &mut Refresh) {
         match event {
             // Rare and small: any change recomputes everything.
-            ModelEvent::ServiceCidr(op) => match op {
-                Op::Init => self.listing_cidrs = Some(Vec::new()),
-                Op::InitApply(id, item) => self
-                    .listing_cidrs
-                    .get_or_insert_with(Vec::new)
-                    .push((id, item)),
-                Op::InitDone => {
-                    let list = self.listing_cidrs.take().unwrap_or_default();
-                    let entries = std::mem::take(&mut self.service_cidrs);
-                    let mut served = std::mem::take(&mut self.cluster.service_cidrs);
-                    for (id, item) in list {
-                        let last_good = match (&item.cidrs, entries.get(&id)) {
-                            (None, Some(e)) if e.uid == item.uid => served.remove(&id),
-                            _ => None,
-                        };
-                        self.put_service_cidr(id, item, last_good);
-                    }
-                    self.cidrs_listed = true;
-                    r.services_changed = true;
-                }
-                Op::Apply(id, item) => {
-                    let last_good = match (&item.cidrs, self.service_cidrs.get(&id)) {
-                        (None, Some(e)) if e.uid == item.uid => {
-                            self.cluster.service_cidrs.get(&id).cloned()
-                        }
-                        _ => None,
-                    };
-                    self.put_service_cidr(id, item, last_good);
-                    r.services_changed = true;
-                }
-                Op::Delete(id) => {
-                    self.service_cidrs.remove(&id);
-                    self.cluster.service_cidrs.remove(&id);
-                    r.services_changed = true;
-                }
-            },
+            ModelEvent::ServiceCidr(op) => {
+                r.services_changed |= self
+                    .service_cidrs
+                    .apply(op, &mut self.cluster.service_cidrs)
+            }
+            // Pools decide LoadBalancer addresses (in manifest mode, what the datapath
+            // serves): as rare as ServiceCIDRs, and handled alike.
+            ModelEvent::LbPool(op) => {
+                r.services_changed |= self.lb_pools.apply(op, &mut self.cluster.lb_pools)
+            }
             ModelEvent::Service(op) => match op {
                 Op::Init => self.listing_services = Some(Vec::new()),
                 Op::InitApply(id, item) => self
@@ -1003,37 +1125,6 @@ impl WatchedCluster {
             }
         };
         self.services.insert(id, ServiceEntry { problems, uid });
-    }
-
-    /// Records a ServiceCIDR's new version; with `last_good` (its new version cannot be
-    /// used) that one stays, and the problems say so.
-    fn put_service_cidr(
-        &mut self,
-        id: ObjectRef,
-        item: ServiceCidrItem,
-        last_good: Option<Vec<model::IpCidr>>,
-    ) {
-        let ServiceCidrItem {
-            cidrs,
-            problems,
-            uid,
-        } = item;
-        let problems = match (cidrs, last_good) {
-            (Some(c), _) => {
-                self.cluster.service_cidrs.insert(id.clone(), c);
-                problems
-            }
-            (None, Some(c)) => {
-                self.cluster.service_cidrs.insert(id.clone(), c);
-                problems.into_iter().map(held).collect()
-            }
-            (None, None) => {
-                self.cluster.service_cidrs.remove(&id);
-                problems
-            }
-        };
-        self.service_cidrs
-            .insert(id, ServiceCidrEntry { problems, uid });
     }
 
     /// Records a slice and its group without rebuilding the Service's endpoints; returns

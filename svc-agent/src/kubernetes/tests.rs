@@ -75,7 +75,8 @@ fn example_objects() -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
                 slices.push(Arc::new(*s));
             }
             crate::manifest::K8sObject::Endpoints(_)
-            | crate::manifest::K8sObject::ServiceCidr(_) => {}
+            | crate::manifest::K8sObject::ServiceCidr(_)
+            | crate::manifest::K8sObject::LbPool(_) => {}
         }
     }
     (services, slices)
@@ -137,6 +138,9 @@ fn list_cidrs(m: &mut WatchedCluster, cidrs: &[ServiceCIDR], r: &mut Refresh) {
         );
     }
     m.apply(ModelEvent::ServiceCidr(Op::InitDone), r);
+    // No pools (as without the CustomResourceDefinition).
+    m.apply(ModelEvent::LbPool(Op::Init), r);
+    m.apply(ModelEvent::LbPool(Op::InitDone), r);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!   `ServiceList`) are flattened through their `items`.
 //! - Services (`v1`), EndpointSlices (`discovery.k8s.io/v1`), legacy Endpoints (`v1`) and
 //!   ServiceCIDRs (`networking.k8s.io/v1`, cluster-scoped: the service CIDRs, see
-//!   [`crate::desired`]) are used; every other kind (Deployment, ConfigMap, Namespace...)
+//!   [`crate::desired`]) and LoadBalancerIPPools (`svc-ebpf.dev/v1alpha1`, cluster-scoped:
+//!   the LoadBalancer address pools, see [`crate::lbipam`]) are used; every other kind (Deployment, ConfigMap, Namespace...)
 //!   is ignored silently.
 //! - A malformed document or an invalid object becomes a [`Problem`] and is skipped;
 //!   everything else still loads. Only an unreadable directory is an error (the agent then
@@ -23,7 +24,8 @@
 //! on every change and keeps, between reads, a [`LastGood`]: per file, the objects of its
 //! last reads that were usable. The whole rule lives in [`LastGood::update`]:
 //!
-//! - An object is one Service, EndpointSlice, Endpoints or ServiceCIDR: kind and namespace/name
+//! - An object is one Service, EndpointSlice, Endpoints, ServiceCIDR or LoadBalancerIPPool:
+//!   kind and namespace/name
 //!   ([`ObjectKey`]).
 //! - **A file that does not parse completely** (a YAML or JSON syntax error in any of its
 //!   documents, a document without `kind` or name, an unreadable or non-UTF-8 file) keeps
@@ -60,6 +62,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use k8s_openapi::api::networking::v1 as networkingv1;
 use serde_json::Value;
 
+use crate::lbipam::{self, Pool, object::LoadBalancerIPPool};
 use crate::model::{self, Cluster, ObjectRef, Problem};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +81,7 @@ pub enum K8sObject {
     EndpointSlice(Box<discoveryv1::EndpointSlice>),
     Endpoints(Box<corev1::Endpoints>),
     ServiceCidr(Box<networkingv1::ServiceCIDR>),
+    LbPool(Box<LoadBalancerIPPool>),
 }
 
 impl K8sObject {
@@ -87,6 +91,7 @@ impl K8sObject {
             K8sObject::EndpointSlice(_) => "EndpointSlice",
             K8sObject::Endpoints(_) => "Endpoints",
             K8sObject::ServiceCidr(_) => SERVICE_CIDR_KIND,
+            K8sObject::LbPool(_) => POOL_KIND,
         }
     }
 
@@ -96,6 +101,7 @@ impl K8sObject {
             K8sObject::EndpointSlice(s) => &s.metadata,
             K8sObject::Endpoints(e) => &e.metadata,
             K8sObject::ServiceCidr(c) => &c.metadata,
+            K8sObject::LbPool(p) => &p.metadata,
         }
     }
 
@@ -103,7 +109,7 @@ impl K8sObject {
     fn object_ref(&self) -> Result<ObjectRef, model::InvalidObject> {
         let id = ObjectRef::from_meta(self.metadata())?;
         Ok(match self {
-            K8sObject::ServiceCidr(_) => ObjectRef::new("", id.name),
+            K8sObject::ServiceCidr(_) | K8sObject::LbPool(_) => ObjectRef::new("", id.name),
             _ => id,
         })
     }
@@ -111,6 +117,8 @@ impl K8sObject {
 
 /// The kind of the cluster-scoped ServiceCIDR objects.
 const SERVICE_CIDR_KIND: &str = "ServiceCIDR";
+/// The kind of the cluster-scoped LoadBalancer address pools.
+const POOL_KIND: &str = lbipam::object::KIND;
 
 /// The kinds the dataplane uses, as `&'static str` (the kind of an [`ObjectKey`]).
 fn used_kind(kind: &str) -> Option<&'static str> {
@@ -119,6 +127,7 @@ fn used_kind(kind: &str) -> Option<&'static str> {
         "EndpointSlice" => Some("EndpointSlice"),
         "Endpoints" => Some("Endpoints"),
         SERVICE_CIDR_KIND => Some(SERVICE_CIDR_KIND),
+        POOL_KIND => Some(POOL_KIND),
         _ => None,
     }
 }
@@ -196,6 +205,7 @@ enum Converted {
     Slice(ObjectRef, Option<model::EndpointGroup>),
     Legacy(ObjectRef, Vec<model::EndpointGroup>),
     ServiceCidr(Vec<model::IpCidr>),
+    LbPool(Pool),
 }
 
 /// A usable object of one read of a file.
@@ -274,6 +284,8 @@ fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
             .map(|(svc, groups, w)| (svc.clone(), Converted::Legacy(svc, groups), w)),
         K8sObject::ServiceCidr(c) => model::service_cidr_from_k8s(c)
             .map(|(id, cidrs, w)| (id, Converted::ServiceCidr(cidrs), w)),
+        K8sObject::LbPool(p) => lbipam::object::to_pool(p)
+            .map(|(pool, w)| (ObjectRef::new("", &pool.name), Converted::LbPool(pool), w)),
     };
     match converted {
         Ok((id, value, warnings)) => Part::Good(Box::new(GoodObject {
@@ -502,7 +514,7 @@ fn collect(value: Value, source: &str, items: &mut Items) {
     let kind = kind.to_string();
     // A ServiceCIDR is cluster-scoped: known by its name alone.
     let raw = raw_ref(&value).map(|id| {
-        if kind == SERVICE_CIDR_KIND {
+        if kind == SERVICE_CIDR_KIND || kind == POOL_KIND {
             ObjectRef::new("", id.name)
         } else {
             id
@@ -564,7 +576,10 @@ fn collect(value: Value, source: &str, items: &mut Items) {
         ("networking.k8s.io/v1", SERVICE_CIDR_KIND) => {
             serde_json::from_value(value).map(|c| K8sObject::ServiceCidr(Box::new(c)))
         }
-        (_, "Service" | "EndpointSlice" | "Endpoints" | SERVICE_CIDR_KIND) => {
+        (lbipam::object::API_VERSION, POOL_KIND) => {
+            serde_json::from_value(value).map(|p| K8sObject::LbPool(Box::new(p)))
+        }
+        (_, "Service" | "EndpointSlice" | "Endpoints" | SERVICE_CIDR_KIND | POOL_KIND) => {
             items.push(bad(format!(
                 "unsupported apiVersion {api_version:?} for {kind}"
             )));
@@ -775,6 +790,7 @@ impl LastGood {
         let mut slices = BTreeMap::new();
         let mut legacy = Vec::new();
         let mut service_cidrs = BTreeMap::new();
+        let mut lb_pools = BTreeMap::new();
         for (f, file) in files.iter().enumerate() {
             let wins = |i: usize| winners[&file.objects[i].0.key] == (f, i);
             // The oldest last good version this file serves for lack of a complete read.
@@ -856,6 +872,9 @@ impl LastGood {
                             Converted::Legacy(svc, groups) => {
                                 legacy.push((svc.clone(), groups.clone()))
                             }
+                            Converted::LbPool(pool) => {
+                                lb_pools.insert(o.key.id.clone(), pool.clone());
+                            }
                             Converted::ServiceCidr(cidrs) => {
                                 service_cidrs.insert(o.key.id.clone(), cidrs.clone());
                             }
@@ -873,6 +892,7 @@ impl LastGood {
         // Slices in namespace/name order, as a watch cache would list them.
         let mut cluster = Cluster::assemble(services, slices.into_values(), legacy);
         cluster.service_cidrs = service_cidrs;
+        cluster.lb_pools = lb_pools;
         ManifestSet {
             cluster,
             problems,

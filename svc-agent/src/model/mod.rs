@@ -1062,6 +1062,9 @@ pub struct Cluster {
     /// `spec.cidrs` is here with an empty list: it still counts as a ServiceCIDR object that
     /// exists (see [`crate::desired::compute_with_incumbents`], "Service CIDRs").
     pub service_cidrs: BTreeMap<ObjectRef, Vec<IpCidr>>,
+    /// The LoadBalancer address pools (`LoadBalancerIPPool` objects that could be used), by
+    /// name.
+    pub lb_pools: BTreeMap<ObjectRef, crate::lbipam::Pool>,
 }
 
 /// Converts a `networking.k8s.io/v1` ServiceCIDR: its name (cluster-scoped: an empty
@@ -1139,6 +1142,7 @@ impl Cluster {
             services,
             endpoints,
             service_cidrs: BTreeMap::new(),
+            lb_pools: BTreeMap::new(),
         }
     }
 }

@@ -80,6 +80,7 @@ fn cluster(services: Vec<Service>, endpoints: Vec<(ObjectRef, Vec<EndpointGroup>
             .map(|(svc, groups)| (svc, groups.into_iter().map(std::sync::Arc::new).collect()))
             .collect(),
         service_cidrs: Default::default(),
+        lb_pools: Default::default(),
     }
 }
 
