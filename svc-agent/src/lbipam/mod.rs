@@ -30,6 +30,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub mod object;
+pub mod plan;
 
 use crate::addr::{CidrError, Family, IpCidr};
 use crate::model::ObjectRef;
