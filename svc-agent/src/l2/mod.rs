@@ -27,10 +27,15 @@
 //!   integration test (svc-agent/tests/l2_responder.rs) checks both.
 //! - **The device's MAC** is read (SIOCGIFHWADDR) for every reply and every gratuitous
 //!   round, so `ip link set DEV address ...` takes effect at once. A device that goes
-//!   down or is deleted makes its socket fail (ENETDOWN); the task records the error
-//!   ([`Responder::device_errors`]) and re-opens the device by name with a backoff
+//!   down or is deleted makes its socket fail (the kernel sets ENETDOWN on it and wakes
+//!   it with EPOLLERR, hence the task waits for error readiness too; every 5 s it also
+//!   checks that the name still has the ifindex it is bound to); the task records the
+//!   error ([`Responder::device_errors`]) and re-opens the device by name with a backoff
 //!   (250 ms doubling to 5 s), so a re-created device (new ifindex) is served again, and
 //!   then announces every address of the set again with gratuitous ARP.
+//! - **Network namespace**: the sockets are opened in the namespace of the thread that
+//!   calls [`Responder::start`]; a re-open runs on the runtime's threads, so they must be
+//!   in the same namespace (always so for the agent).
 //! - **Logging**: start, errors (once per distinct error) and re-opens at info/warn;
 //!   per-packet lines at debug only.
 pub mod arp;

@@ -27,6 +27,13 @@ const REOPEN_MIN: Duration = Duration::from_millis(250);
 const REOPEN_MAX: Duration = Duration::from_secs(5);
 /// Frames read per wake-up before the task yields (a flood cannot starve the runtime).
 const READ_BATCH: usize = 64;
+/// How often a task checks that its device's name still has the ifindex it is bound to.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// What a task waits for on its socket. ERROR matters: when the device goes down or is
+/// deleted, the kernel sets the packet socket's error (ENETDOWN) and wakes it with
+/// EPOLLERR alone, which tokio's `readable()` does not report; the next `recvfrom`
+/// returns the error.
+const READINESS: Interest = Interest::READABLE.add(Interest::ERROR);
 
 /// Why a device cannot be served. Every variant names the device.
 #[derive(Debug, thiserror::Error)]
@@ -353,19 +360,19 @@ impl DeviceSocket {
 }
 
 impl DeviceSocket {
-    /// Register with the current runtime's IO driver (readable interest only: frames are
-    /// sent with non-blocking `sendto` directly).
+    /// Register with the current runtime's IO driver (readable and error interest: frames
+    /// are sent with non-blocking `sendto` directly).
     fn register(self, device: &str) -> Result<Registered, L2Error> {
         let ifindex = self.ifindex;
         // SAFETY: the AsyncFd owns the OwnedFd, which stays open, and is the same fd,
         // until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(self.fd, Interest::READABLE) }.map_err(
-            |e| L2Error::Syscall {
+        let fd = unsafe { AsyncFd::register_with_interest(self.fd, READINESS) }.map_err(|e| {
+            L2Error::Syscall {
                 device: device.to_string(),
                 syscall: "epoll_ctl (tokio AsyncFd)",
                 source: e.into(),
-            },
-        )?;
+            }
+        })?;
         Ok(Registered { fd, ifindex })
     }
 }
@@ -389,7 +396,7 @@ struct DeviceTask {
     device: String,
     shared: Arc<Shared>,
     addresses: watch::Receiver<Arc<BTreeSet<Ipv4Addr>>>,
-    /// The set this task last saw: what it answers for.
+    /// The set this task last took: what its gratuitous rounds are computed against.
     announced: BTreeSet<Ipv4Addr>,
     /// Gratuitous rounds left, by address.
     pending: BTreeMap<Ipv4Addr, u32>,
@@ -464,6 +471,8 @@ impl DeviceTask {
         // Anything changed while the socket was being (re-)opened.
         self.take_set(false);
         let mut buf = [0u8; 1600];
+        let mut check = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let round = self.next_round;
             tokio::select! {
@@ -479,7 +488,26 @@ impl DeviceTask {
                         return Exit::Reopen;
                     }
                 }
-                ready = s.fd.readable() => {
+                _ = check.tick() => {
+                    // A backstop for a missed ENETDOWN (say the device was deleted and
+                    // re-created between two wake-ups): the name must still lead to the
+                    // ifindex the socket is bound to.
+                    let now = ioctl(s.fd.get_ref().as_raw_fd(), &self.device, libc::SIOCGIFINDEX, "ioctl SIOCGIFINDEX")
+                        // SAFETY: SIOCGIFINDEX fills ifru_ifindex.
+                        .map(|r| unsafe { r.ifr_ifru.ifru_ifindex });
+                    match now {
+                        Ok(i) if i == s.ifindex => {}
+                        Ok(i) => {
+                            self.shared.record(&self.device, format!("ifindex changed from {} to {i}", s.ifindex));
+                            return Exit::Reopen;
+                        }
+                        Err(e) => {
+                            self.shared.record(&self.device, e.to_string());
+                            return Exit::Reopen;
+                        }
+                    }
+                }
+                ready = s.fd.ready(READINESS) => {
                     let mut guard = match ready {
                         Ok(g) => g,
                         Err(e) => {
@@ -518,7 +546,10 @@ impl DeviceTask {
         let Some(req) = arp::parse_request(frame) else {
             return Ok(());
         };
-        if !self.announced.contains(&req.target_ip) {
+        // The current value, not `announced` (this task's copy, updated when it gets to
+        // the change): a request handled after `set_addresses` returned is judged
+        // against the new set, even if this task has not yet taken the change.
+        if !self.addresses.borrow().contains(&req.target_ip) {
             return Ok(());
         }
         // The MAC is read now, not cached: a MAC changed with `ip link set address` is
