@@ -313,6 +313,25 @@ impl NodeResponder {
             .expect("set_addresses acknowledged");
     }
 
+    /// Wait (at most 6 s) until exactly `n` gratuitous frames were sent, then a little
+    /// more: they are counted as sent, and must have reached the lan host.
+    fn wait_gratuitous(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(6);
+        loop {
+            let s = self.stats();
+            assert!(s.gratuitous <= n, "more gratuitous frames than {n}: {s:?}");
+            if s.gratuitous == n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} gratuitous frames not sent: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     fn stats(&self) -> Stats {
         let (tx, rx) = mpsc::channel();
         self.cmds
@@ -361,11 +380,9 @@ fn answers_only_its_set_and_announces_with_gratuitous_arp() {
         r.set(&[VIP]);
 
         // Gratuitous ARP does not create an entry with arp_accept=0: after the 3 rounds
-        // (400 ms), the lan host still has nothing for VIP.
-        std::thread::sleep(Duration::from_millis(700));
+        // of 2 frames (400 ms), the lan host still has nothing for VIP.
+        r.wait_gratuitous(6);
         assert_eq!(net.neigh(VIP), None, "gratuitous ARP created an entry");
-        let s = r.stats();
-        assert_eq!(s.gratuitous, 6, "3 rounds of 2 frames on one device: {s:?}");
 
         // (a) the announced address is answered with the node's MAC.
         net.poke(VIP);
@@ -418,7 +435,8 @@ fn answers_only_its_set_and_announces_with_gratuitous_arp() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(700));
+        // 2 addresses x 3 rounds x 2 frames.
+        r.wait_gratuitous(before + 12);
         assert_eq!(net.neigh(NEW), None, "gratuitous ARP created an entry");
         let s = r.stats();
         assert_eq!(
@@ -447,8 +465,7 @@ fn follows_a_mac_change_and_a_recreated_device() {
         r.set(&[VIP]);
         // Let the gratuitous rounds end first: they too would update the lan host's
         // INCOMPLETE entry, and what is checked here are the replies.
-        std::thread::sleep(Duration::from_millis(700));
-        assert_eq!(r.stats().gratuitous, 6);
+        r.wait_gratuitous(6);
         net.poke(VIP);
         net.expect_resolved(VIP, NODE_MAC);
         let replies = r.stats().replies;
@@ -470,16 +487,7 @@ fn follows_a_mac_change_and_a_recreated_device() {
         net.link(recreated);
         // Re-opening backs off 250 ms, 500 ms, ...; once open, the task announces the set
         // again (3 more rounds): wait for them (at most 6 s), then check a reply.
-        let deadline = Instant::now() + Duration::from_secs(6);
-        while r.stats().gratuitous < 12 {
-            assert!(
-                Instant::now() < deadline,
-                "not re-opened and re-announced: {:?}",
-                r.stats()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        r.wait_gratuitous(12);
         net.flush();
         net.poke(VIP);
         net.expect_resolved(VIP, recreated);

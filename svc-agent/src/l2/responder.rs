@@ -65,7 +65,7 @@ pub struct DeviceError {
     pub device: String,
     /// What failed (`recvfrom`, `sendto`, or the open's error).
     pub message: String,
-    /// When, as seconds since the responder started.
+    /// When, as the time since the responder started.
     pub after: Duration,
 }
 
@@ -642,4 +642,39 @@ fn send(s: &Registered, frame: &[u8; FRAME_LEN], dst: Mac) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_runtime_is_an_error() {
+        assert!(matches!(
+            Responder::start(&["lo".to_string()]),
+            Err(L2Error::NoRuntime)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_device_listed_twice_is_an_error_naming_it() {
+        let e = Responder::start(&["eth9".to_string(), "eth9".to_string()])
+            .err()
+            .expect("an error");
+        assert!(matches!(&e, L2Error::Duplicate { device } if device == "eth9"));
+        assert_eq!(e.to_string(), "L2 device \"eth9\" is listed twice");
+    }
+
+    #[test]
+    fn device_names() {
+        for bad in ["", "sixteen-chars-xx", "a\0b"] {
+            assert!(
+                matches!(ifreq(bad), Err(L2Error::BadName { ref device }) if device == bad),
+                "{bad:?}"
+            );
+        }
+        let r = ifreq("fifteen-chars-x").expect("15 bytes fit");
+        assert_eq!(r.ifr_name[14], b'x' as libc::c_char);
+        assert_eq!(r.ifr_name[15], 0);
+    }
 }
