@@ -22,6 +22,7 @@ pub mod desired;
 pub mod http;
 pub mod inspect;
 pub mod kubernetes;
+pub mod l2;
 pub mod lbipam;
 pub mod manifest;
 pub mod metrics;
