@@ -7,8 +7,9 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use svc_agent::kubernetes::lease::LeaseTiming;
 use svc_agent::{
-    agent::{Agent, Config, DetectLocalMode, LocalDetection, SourceConfig},
+    agent::{Agent, Config, DetectLocalMode, LbConfig, LocalDetection, SourceConfig},
     dataplane::{
         self, DEFAULT_BPFFS_DIR, DatapathConfig, IfRunning, MapSizes,
         report::{self, Task},
@@ -307,6 +308,40 @@ struct Args {
     /// seems to have changed.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     resync_interval: u64,
+
+    /// LoadBalancer address pools (LoadBalancerIPPool objects, svc-ebpf.dev/v1alpha1) also
+    /// give addresses to type LoadBalancer Services without spec.loadBalancerClass (as
+    /// MetalLB and Cilium do). false: only to Services of class svc-ebpf.dev/lb (when a
+    /// cloud controller serves the class-less ones). Without any pool nothing is given.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    lb_ipam_classless: bool,
+
+    /// Answer ARP on the LAN for the LoadBalancer pool addresses of the Services this node
+    /// is elected for (one node per Service, by a Lease; with externalTrafficPolicy Local
+    /// only nodes with a ready endpoint of it), as MetalLB's L2 mode. IPv4 only. Needs the
+    /// Kubernetes API and --node-name.
+    #[arg(long)]
+    l2_announcements: bool,
+
+    /// The LAN-facing device(s) ARP is answered on (repeat the flag). Default: the
+    /// --device list.
+    #[arg(long = "l2-device", value_name = "NAME")]
+    l2_devices: Vec<String>,
+
+    /// Namespace of the Leases that elect the LoadBalancer status writer and each
+    /// Service's announcer.
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        env = "POD_NAMESPACE",
+        default_value = "kube-system"
+    )]
+    lease_namespace: String,
+
+    /// How long a Lease lasts without renewal: an announcer or writer whose agent died is
+    /// replaced within this plus up to 1 s.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..))]
+    lease_duration_seconds: u64,
 }
 
 const AFTER_HELP: &str = "\
@@ -526,6 +561,11 @@ fn config(args: Args) -> anyhow::Result<Config> {
     )
     .map_err(anyhow::Error::msg)?;
     let (cgroup, sock_lb_pods, host_netns_cookie) = socket_lb(args.socket_lb, args.cgroup);
+    let l2_devices = if args.l2_devices.is_empty() {
+        args.devices.clone()
+    } else {
+        args.l2_devices
+    };
     Ok(Config {
         source,
         bpffs: args.bpffs,
@@ -551,6 +591,17 @@ fn config(args: Args) -> anyhow::Result<Config> {
         },
         poll_interval: Duration::from_millis(args.poll_interval_ms.max(10)),
         resync_interval: Duration::from_secs(args.resync_interval.max(1)),
+        lb: LbConfig {
+            classless: args.lb_ipam_classless,
+            lease_namespace: args.lease_namespace,
+            // Renewed a second before it expires (the duration is at least 2 s).
+            lease_timing: LeaseTiming {
+                duration_secs: args.lease_duration_seconds,
+                grace_secs: 1,
+            },
+            l2_announcements: args.l2_announcements,
+            l2_devices,
+        },
     })
 }
 

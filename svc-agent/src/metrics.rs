@@ -13,6 +13,11 @@
 //! | `svc_agent_watch_errors_total` | counter | Kubernetes watch errors (connection lost, 410 Gone...) |
 //! | `svc_map_entries{map}` / `svc_map_capacity{map}` | gauge | entries and max_entries of every pinned map, read at scrape time |
 //! | `svc_datapath_packets_total{verdict}` | counter | program exits by verdict (the per-CPU SVC_STATS map summed), read at scrape time |
+//! | `svc_lb_pool_addresses{pool,family}` | gauge | addresses of a LoadBalancer pool (an IPv6 pool larger than 2^63 shows 2^63-1) |
+//! | `svc_lb_pool_used_addresses{pool}` | gauge | its addresses Services hold |
+//! | `svc_lb_ipam_writer` | gauge | 1 while this agent holds the IPAM Lease and writes LoadBalancer status (Kubernetes mode) |
+//! | `svc_l2_announced_addresses` | gauge | LoadBalancer addresses this node answers ARP for |
+//! | `svc_l2_arp_replies_total` / `svc_l2_gratuitous_arps_total` | counter | ARP replies and gratuitous ARP frames this node sent |
 //!
 //! The datapath figures are read from the pinned maps when scraped, not from the agent's
 //! memory, so they are right even just after a restart.
@@ -58,6 +63,23 @@ pub struct Metrics {
     pub services: Gauge,
     pub frontends: Gauge,
     pub watch_errors: Counter,
+    lb_pool_addresses: Family<PoolFamilyLabel, Gauge>,
+    lb_pool_used: Family<PoolLabel, Gauge>,
+    lb_ipam_writer: Gauge,
+    l2_announced: Gauge,
+    l2_replies: Counter,
+    l2_gratuitous: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolFamilyLabel {
+    pool: String,
+    family: &'static str,
 }
 
 impl Metrics {
@@ -75,6 +97,12 @@ impl Metrics {
             services: Gauge::default(),
             frontends: Gauge::default(),
             watch_errors: Counter::default(),
+            lb_pool_addresses: Family::default(),
+            lb_pool_used: Family::default(),
+            lb_ipam_writer: Gauge::default(),
+            l2_announced: Gauge::default(),
+            l2_replies: Counter::default(),
+            l2_gratuitous: Counter::default(),
             registry: Registry::default(),
         };
         m.registry.register_with_unit(
@@ -125,6 +153,36 @@ impl Metrics {
             "Kubernetes watch errors",
             m.watch_errors.clone(),
         );
+        m.registry.register(
+            "svc_lb_pool_addresses",
+            "Addresses of a LoadBalancer address pool",
+            m.lb_pool_addresses.clone(),
+        );
+        m.registry.register(
+            "svc_lb_pool_used_addresses",
+            "Addresses of a LoadBalancer address pool that Services hold",
+            m.lb_pool_used.clone(),
+        );
+        m.registry.register(
+            "svc_lb_ipam_writer",
+            "1 while this agent holds the IPAM Lease and writes LoadBalancer status",
+            m.lb_ipam_writer.clone(),
+        );
+        m.registry.register(
+            "svc_l2_announced_addresses",
+            "LoadBalancer addresses this node answers ARP for",
+            m.l2_announced.clone(),
+        );
+        m.registry.register(
+            "svc_l2_arp_replies",
+            "ARP replies sent for LoadBalancer addresses",
+            m.l2_replies.clone(),
+        );
+        m.registry.register(
+            "svc_l2_gratuitous_arps",
+            "Gratuitous ARP frames sent for LoadBalancer addresses",
+            m.l2_gratuitous.clone(),
+        );
         m.registry
             .register_collector(Box::new(DatapathCollector { bpffs }));
         // Every map's error series exists from the start, at 0, so alerts and rate() see
@@ -167,6 +225,56 @@ impl Metrics {
         let seen = self.watch_errors.get();
         if total > seen {
             self.watch_errors.inc_by(total - seen);
+        }
+    }
+
+    /// The LoadBalancer pools' usage, whether this agent writes status, and what it
+    /// announces.
+    pub fn set_lb(
+        &self,
+        pools: &[crate::lbipam::plan::PoolUsage],
+        writer: Option<bool>,
+        l2: Option<&crate::lbipam::plan::L2Report>,
+    ) {
+        // Pools come and go: only the current ones have series.
+        self.lb_pool_addresses.clear();
+        self.lb_pool_used.clear();
+        for p in pools {
+            for (family, size) in [("IPv4", p.size_v4), ("IPv6", p.size_v6)] {
+                if size > 0 {
+                    let label = PoolFamilyLabel {
+                        pool: p.name.clone(),
+                        family,
+                    };
+                    let size = i64::try_from(size).unwrap_or(i64::MAX);
+                    self.lb_pool_addresses.get_or_create(&label).set(size);
+                }
+            }
+            let used = i64::try_from(p.used).unwrap_or(i64::MAX);
+            self.lb_pool_used
+                .get_or_create(&PoolLabel {
+                    pool: p.name.clone(),
+                })
+                .set(used);
+        }
+        self.lb_ipam_writer.set(i64::from(writer == Some(true)));
+        if let Some(l2) = l2 {
+            let here: usize = l2
+                .announcements
+                .iter()
+                .filter(|a| a.here)
+                .map(|a| a.ips.len())
+                .sum();
+            self.l2_announced.set(here as i64);
+            for (counter, total) in [
+                (&self.l2_replies, l2.arp_replies),
+                (&self.l2_gratuitous, l2.gratuitous_arps),
+            ] {
+                let seen = counter.get();
+                if total > seen {
+                    counter.inc_by(total - seen);
+                }
+            }
         }
     }
 

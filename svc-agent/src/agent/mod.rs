@@ -13,6 +13,7 @@
 //! | `source.rs` | the two sources and how their changes are noticed |
 //! | `node.rs` | the node's interfaces and their addresses, accept_local, waiting for the Node's addresses |
 //! | `local.rs` | detect-local: kube-proxy's modes, the datapath test each comes down to, the pod interfaces |
+//! | `lb.rs` | LoadBalancer pools: the plan applied (manifests) or written by the elected agent (Kubernetes), L2 announcements |
 //!
 //! Start-up order matters for traffic that is already flowing through pinned programs and
 //! maps of an earlier agent: the status endpoints come up first (livez answers, healthz says
@@ -20,10 +21,12 @@
 //! object when no --node-ip is given), then the new programs are loaded and swapped into the
 //! pinned links, and the maps are left exactly as they are until the source has a complete
 //! view of the cluster.
+mod lb;
 mod local;
 mod node;
 mod source;
 
+pub use lb::LbConfig;
 pub use local::{DetectLocalMode, LocalDetection};
 
 use std::{
@@ -49,8 +52,9 @@ use crate::{
         BpffsLock, Datapath, DatapathConfig, MapStore, Maps, StoreError, layout, report::chain_text,
     },
     desired::{self, ComputeProblem, DesiredState, Incumbents, NodeContext},
-    http::{ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
+    http::{LbStatus, ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource},
+    lbipam::plan,
     metrics::Metrics,
     model::{ObjectRef, Problem},
     reconcile::{Reconciler, Removals, SyncReport},
@@ -93,6 +97,8 @@ pub struct Config {
     pub status: StatusAddrs,
     pub poll_interval: Duration,
     pub resync_interval: Duration,
+    /// LoadBalancer address pools and L2 announcements.
+    pub lb: LbConfig,
 }
 
 /// What the next reconcile step writes.
@@ -196,6 +202,8 @@ pub struct Agent {
     /// The pod CIDRs SVC4_POD_CIDRS and SVC6_POD_CIDRS hold (followed from the Node in
     /// NodeCIDR mode).
     pod_cidrs: Vec<IpCidr>,
+    /// LoadBalancer pools and announcements.
+    lb: lb::LoadBalancers,
 }
 
 /// Time spent reading the source (building the model) and computing the desired state.
@@ -218,7 +226,15 @@ impl Agent {
         let health = Arc::new(ProxyHealth::new(
             (2 * config.resync_interval).max(Duration::from_secs(60)),
         ));
-        proxy_health::serve(config.status, health.clone(), metrics.clone()).await?;
+        let lb_status = Arc::new(LbStatus::default());
+        proxy_health::serve(
+            config.status,
+            health.clone(),
+            metrics.clone(),
+            lb_status.clone(),
+        )
+        .await?;
+        let mut lb_client = None;
 
         let node_cidr = config.local.mode == DetectLocalMode::NodeCidr;
         let mut pod_cidrs = config.local.cluster_cidrs.clone();
@@ -235,7 +251,7 @@ impl Agent {
                     );
                 }
                 info!(dir = %dir.display(), "serving Services from manifests");
-                Source::manifests(dir.clone())
+                Source::manifests(dir.clone(), config.lb.classless)
             }
             SourceConfig::Kubernetes { kubeconfig } => {
                 let (client, url) = kubernetes::client(kubeconfig.as_deref()).await?;
@@ -249,6 +265,7 @@ impl Agent {
                          object: it needs --node-name (or NODE_NAME)"
                     );
                 }
+                lb_client = Some(client.clone());
                 let source = KubeSource::start(client, config.node.node_name.as_deref());
                 if config.node.node_name.is_none() {
                     warn!(
@@ -260,7 +277,7 @@ impl Agent {
                 if node_cidr {
                     pod_cidrs = wait_for_node_pod_cidrs(&source).await;
                 }
-                Source::kubernetes(source)
+                Source::kubernetes(source, config.lb.classless)
             }
         };
         // Each family's masquerade source: the node's first address of it (kube-proxy's
@@ -309,6 +326,13 @@ impl Agent {
             Incumbents::default()
         });
         info!(node = ?config.node, datapath = ?config.datapath, detect_local = %config.local.mode, "node facts");
+        let lb = lb::LoadBalancers::start(
+            config.lb.clone(),
+            lb_client,
+            config.node.node_name.as_deref(),
+            lb_status,
+            metrics.clone(),
+        )?;
         Ok(Agent {
             config,
             source,
@@ -330,6 +354,7 @@ impl Agent {
             last_node: None,
             pod_ifaces: None,
             pod_cidrs,
+            lb,
         })
     }
 
@@ -345,6 +370,8 @@ impl Agent {
             }
         }
         self.observe();
+        // Leases move on their own: the report and metrics follow every pass.
+        self.lb.publish();
         // Nothing is written before the source gave a complete view (a desired state).
         let nothing = matches!(self.pending, Pending::Nothing) && !self.problems_dirty;
         if nothing || self.desired.is_none() {
@@ -375,7 +402,21 @@ impl Agent {
         let node_changed = self.last_node.as_ref() != Some(&node);
         let polled = Instant::now();
         match self.source.poll(resync_due || node_changed) {
-            Some(view) => {
+            Some(mut view) => {
+                // The pools' plan and this node's announcement targets, before the view
+                // goes to the desired state.
+                let plan = std::mem::take(&mut view.lb_plan);
+                let targets = if view.cluster.lb_pools.is_empty() {
+                    Vec::new()
+                } else {
+                    plan::announce_targets(view.cluster, node.node_name.as_deref())
+                };
+                view.problems.extend(plan.problems.iter().map(|p| Problem {
+                    source: "lbipam".into(),
+                    object: None,
+                    reason: p.to_string(),
+                }));
+                self.lb.observe(plan, targets);
                 self.last_node = Some(node.clone());
                 if !view.withheld && !self.complete_view_seen {
                     self.complete_view_seen = true;

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::{
     kubernetes::{KubeSource, NodeFacts, WatchedCluster},
+    lbipam::plan::{self, Plan},
     manifest::{self, LastGood, ManifestSet},
     model::{Cluster, ObjectRef, Problem},
 };
@@ -48,6 +49,8 @@ pub enum Source {
         /// What the files served at their last good reads (see [`crate::manifest`]).
         last_good: LastGood,
         set: ManifestSet,
+        /// Class-less LoadBalancer Services get pool addresses.
+        classless: bool,
     },
     Kubernetes {
         source: KubeSource,
@@ -55,6 +58,7 @@ pub enum Source {
         last_generation: Option<u64>,
         /// The node facts the last full computation used.
         last_node: Option<NodeFacts>,
+        classless: bool,
     },
 }
 
@@ -75,24 +79,29 @@ pub struct View<'a> {
     /// Something could not be used and has no last good version: what the maps hold
     /// beyond this view may be an earlier agent's, still wanted.
     pub withheld: bool,
+    /// What the LoadBalancer pools make of this view ([`crate::lbipam::plan`]). In manifest
+    /// mode its assignments are already in `cluster` (no API to write status to).
+    pub lb_plan: Plan,
 }
 
 impl Source {
-    pub fn manifests(dir: PathBuf) -> Source {
+    pub fn manifests(dir: PathBuf, classless: bool) -> Source {
         Source::Manifests {
             dir,
             last: None,
             last_good: LastGood::default(),
             set: ManifestSet::default(),
+            classless,
         }
     }
 
-    pub fn kubernetes(source: KubeSource) -> Source {
+    pub fn kubernetes(source: KubeSource, classless: bool) -> Source {
         Source::Kubernetes {
             source,
             cluster: Box::default(),
             last_generation: None,
             last_node: None,
+            classless,
         }
     }
 
@@ -105,6 +114,7 @@ impl Source {
                 last,
                 last_good,
                 set,
+                classless,
             } => {
                 let now = fingerprint(dir);
                 if last.as_ref() == Some(&now) && !force {
@@ -119,11 +129,15 @@ impl Source {
                         return None;
                     }
                 }
+                // No API to write status to: the pools' addresses go into the model.
+                let lb_plan = plan::plan(&set.cluster, *classless);
+                plan::apply_to_model(&mut set.cluster, &lb_plan);
                 Some(View {
                     cluster: &set.cluster,
                     problems: set.problems.clone(),
                     change: Change::All,
                     withheld: set.withheld,
+                    lb_plan,
                 })
             }
             Source::Kubernetes {
@@ -131,6 +145,7 @@ impl Source {
                 cluster,
                 last_generation,
                 last_node,
+                classless,
             } => {
                 let generation = source.generation();
                 if *last_generation == Some(generation) && !force {
@@ -162,6 +177,7 @@ impl Source {
                     problems: cluster.problems(),
                     change,
                     withheld: cluster.withheld(),
+                    lb_plan: plan::plan(cluster.cluster(), *classless),
                 })
             }
         }

@@ -93,6 +93,15 @@ enum Command {
     /// A Service named like a section is selected after the section: `svcctl dump
     /// services stats`.
     Dump(Dump),
+    /// LoadBalancer address pools, assignments and L2 announcements, as the agent sees them.
+    ///
+    /// Asks the running agent (its /loadbalancers endpoint, on --metrics-bind-address):
+    /// each pool with its size per family and how many of its addresses Services hold;
+    /// each LoadBalancer Service the pools serve, its addresses, their pool and whether
+    /// they are in its status yet; the problems (full pools, refused requests, overlaps);
+    /// and, with --l2-announcements, which node answers ARP for each Service's addresses.
+    /// Needs no privilege.
+    Lb(LbArgs),
     /// Verdict counters as totals and per-second rates.
     ///
     /// Reads the counters, waits --interval, reads them again and prints the totals and
@@ -250,6 +259,17 @@ enum Section {
 }
 
 #[derive(Debug, Args)]
+struct LbArgs {
+    /// The agent's metrics address (its --metrics-bind-address): HOST:PORT or
+    /// http://HOST:PORT.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:10249")]
+    agent: String,
+
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
 struct SectionArgs {
     /// Only Services with this name (in every namespace unless -n is given).
     #[arg(value_name = "SERVICE")]
@@ -309,7 +329,7 @@ fn main() -> ExitCode {
             eprintln!("svcctl: {}", report::chain_text(e.as_ref()));
             let task = match cli.command {
                 Command::Trace(_) => Task::Trace,
-                Command::Dump(_) | Command::Stats(_) => Task::Read,
+                Command::Dump(_) | Command::Stats(_) | Command::Lb(_) => Task::Read,
             };
             if let Some(hint) = report::privilege_hint(task, e.chain()) {
                 eprintln!("svcctl: {hint}");
@@ -324,6 +344,51 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Dump(dump) => run_dump(&cli.bpffs, dump),
         Command::Stats(stats) => run_stats(&cli.bpffs, stats),
         Command::Trace(t) => run_trace(&cli.bpffs, t),
+        Command::Lb(lb) => run_lb(lb),
+    }
+}
+
+fn run_lb(args: &LbArgs) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    use std::net::{TcpStream, ToSocketAddrs as _};
+    let hostport = args
+        .agent
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let addr = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| anyhow::anyhow!("--agent {}: not HOST:PORT", args.agent))?;
+    let context = || {
+        format!(
+            "cannot reach the agent at {addr} (svc-agent's --metrics-bind-address; pass it with --agent)"
+        )
+    };
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(context)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /loadbalancers HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .with_context(context)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).with_context(context)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("the agent at {addr} sent no HTTP answer"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "the agent at {addr} answered {} (an agent older than LoadBalancer pools?)",
+        head.lines().next().unwrap_or_default()
+    );
+    let report: svc_agent::lbipam::plan::LbReport = serde_json::from_str(body)
+        .with_context(|| format!("the agent at {addr} sent a report svcctl cannot read"))?;
+    match args.output.format() {
+        Format::Table | Format::Wide => print_text(&svc_agent::inspect::render_lb(&report)),
+        format => print_document(&report, format),
     }
 }
 

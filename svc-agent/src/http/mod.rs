@@ -27,9 +27,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+pub mod lb;
 pub mod proxy_health;
 pub mod service_health;
 
+pub use lb::LbStatus;
 pub use proxy_health::{ProxyHealth, StatusAddrs};
 pub use service_health::ServiceHealthServers;
 

@@ -14,6 +14,7 @@
 //!   waiting for an unreachable API server is not helped by a restart; the pinned datapath
 //!   keeps serving meanwhile).
 //! - `/metrics` (default `127.0.0.1:10249`, `--metrics-bind-address`): see [`crate::metrics`].
+//! - `/loadbalancers` (same port as `/metrics`): see [`super::lb`].
 //!
 //! When both addresses are equal one listener serves all three paths.
 use std::{
@@ -116,6 +117,7 @@ impl ProxyHealth {
 struct AppState {
     health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
+    lb: Arc<super::LbStatus>,
 }
 
 fn json(answer: (StatusCode, String)) -> impl IntoResponse {
@@ -135,6 +137,14 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn livez(State(s): State<AppState>) -> impl IntoResponse {
     json(s.health.answer(false))
+}
+
+async fn loadbalancers(State(s): State<AppState>) -> impl IntoResponse {
+    let report = s.lb.snapshot().await;
+    json((
+        StatusCode::OK,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    ))
 }
 
 async fn metrics_page(State(s): State<AppState>) -> impl IntoResponse {
@@ -170,8 +180,18 @@ pub async fn serve(
     addrs: StatusAddrs,
     health: Arc<ProxyHealth>,
     metrics: Arc<Metrics>,
+    lb: Arc<super::LbStatus>,
 ) -> std::io::Result<Vec<SocketAddr>> {
-    let state = AppState { health, metrics };
+    let state = AppState {
+        health,
+        metrics,
+        lb,
+    };
+    let metrics_routes = || {
+        Router::new()
+            .route("/metrics", get(metrics_page))
+            .route("/loadbalancers", get(loadbalancers))
+    };
     let health_routes = || {
         Router::new()
             .route("/healthz", get(healthz))
@@ -179,15 +199,13 @@ pub async fn serve(
     };
     let mut servers: Vec<(SocketAddr, Router<AppState>)> = Vec::new();
     match (addrs.healthz, addrs.metrics) {
-        (Some(h), Some(m)) if h == m => {
-            servers.push((h, health_routes().route("/metrics", get(metrics_page))))
-        }
+        (Some(h), Some(m)) if h == m => servers.push((h, health_routes().merge(metrics_routes()))),
         (h, m) => {
             if let Some(h) = h {
                 servers.push((h, health_routes()));
             }
             if let Some(m) = m {
-                servers.push((m, Router::new().route("/metrics", get(metrics_page))));
+                servers.push((m, metrics_routes()));
             }
         }
     }
@@ -253,7 +271,9 @@ mod tests {
             healthz: Some(any),
             metrics: Some(any),
         };
-        let bound = rt.block_on(serve(addrs, health.clone(), metrics)).unwrap();
+        let bound = rt
+            .block_on(serve(addrs, health.clone(), metrics, Default::default()))
+            .unwrap();
         assert_eq!(bound.len(), 1, "equal addresses share one listener");
         let addr = bound[0];
 

@@ -9,6 +9,7 @@
 //! | `consistency.rs` | the map states a packet could trip over (also used by the reconciler's tests) |
 //! | `filter.rs` | `-n NAMESPACE [NAME]` |
 //! | `render.rs` | the text tables |
+//! | `lb.rs` | `svcctl lb`: the agent's LoadBalancer report as text |
 //!
 //! # JSON and YAML documents
 //!
@@ -36,11 +37,13 @@
 pub mod consistency;
 mod decode;
 mod filter;
+mod lb;
 mod render;
 pub mod schema;
 
 pub use decode::{decode, decode_ct, verdict_rates};
 pub use filter::Filter;
+pub use lb::render_lb;
 pub use render::*;
 pub use schema::*;
 

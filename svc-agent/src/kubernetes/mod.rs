@@ -47,6 +47,9 @@
 //!   as the fallback); the watch keeps retrying and takes the objects when they come.
 //! - Legacy Endpoints are not watched: the EndpointSlice mirroring controller turns
 //!   hand-made Endpoints into slices, and kube-proxy reads slices only.
+pub mod lb_status;
+pub mod lease;
+
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,

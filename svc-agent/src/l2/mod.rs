@@ -6,6 +6,7 @@
 //!
 //! - [`arp`]: the frames, pure (parse a request, build a reply and the gratuitous ARP).
 //! - [`responder`]: [`Responder`], one AF_PACKET socket and one tokio task per device.
+//! - [`announcer`]: which Services' addresses this node answers for (a Lease per Service).
 //!
 //! Decisions:
 //! - **Userspace, not XDP.** The answers stop the moment the agent dies, which is what
@@ -38,6 +39,7 @@
 //!   in the same namespace (always so for the agent).
 //! - **Logging**: start, errors (once per distinct error) and re-opens at info/warn;
 //!   per-packet lines at debug only.
+pub mod announcer;
 pub mod arp;
 pub mod responder;
 

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Pool, Problem, Request, assign};
 use crate::{
@@ -25,7 +25,7 @@ pub struct StatusWrite {
 }
 
 /// How full a pool is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolUsage {
     pub name: String,
     pub disabled: bool,
@@ -39,7 +39,7 @@ pub struct PoolUsage {
 }
 
 /// One Service the pools serve.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub service: String,
     /// What it gets (in its families' order).
@@ -175,6 +175,50 @@ pub fn apply_to_model(cluster: &mut Cluster, plan: &Plan) -> usize {
         }
     }
     added
+}
+
+/// What the agent serves at `/loadbalancers` and `svcctl lb` shows: the pools, the
+/// assignments, and the L2 announcements, as this agent sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbReport {
+    /// `manifests` (assignments applied to the model here) or `kubernetes` (written into
+    /// the Services' status by the elected agent).
+    pub mode: String,
+    /// Class-less LoadBalancer Services get addresses too.
+    pub classless: bool,
+    /// Kubernetes mode: this agent holds the IPAM Lease (writes status).
+    pub writer: Option<bool>,
+    /// Status writes made and failed by this agent.
+    pub status_writes: u64,
+    pub status_write_failures: u64,
+    pub pools: Vec<PoolUsage>,
+    pub assignments: Vec<Assignment>,
+    pub problems: Vec<String>,
+    /// L2 announcements; `None` when off (`l2_off` says why).
+    pub l2: Option<L2Report>,
+    pub l2_off: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct L2Report {
+    pub node: String,
+    pub devices: Vec<String>,
+    pub announcements: Vec<Announcement>,
+    /// ARP replies and gratuitous ARPs this node sent.
+    pub arp_replies: u64,
+    pub gratuitous_arps: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub service: String,
+    pub ips: Vec<Ipv4Addr>,
+    /// This node may announce them (eTP Local: it has a ready endpoint).
+    pub eligible: bool,
+    /// This node announces them now.
+    pub here: bool,
+    /// Who holds the Service's Lease, as last read (any node).
+    pub holder: Option<String>,
 }
 
 /// An address this node may answer ARP for, and whether it is eligible to.
