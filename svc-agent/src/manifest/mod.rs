@@ -201,7 +201,7 @@ enum Part {
 /// A converted object, before the duplicate check.
 #[derive(Clone, Debug, PartialEq)]
 enum Converted {
-    Service(model::Service),
+    Service(Box<model::Service>),
     Slice(ObjectRef, Option<model::EndpointGroup>),
     Legacy(ObjectRef, Vec<model::EndpointGroup>),
     ServiceCidr(Vec<model::IpCidr>),
@@ -268,9 +268,8 @@ impl FileRead {
 fn convert_object(ParsedObject { source, object }: ParsedObject) -> Part {
     let kind = object.kind();
     let converted = match &object {
-        K8sObject::Service(s) => {
-            model::Service::from_k8s(s).map(|(svc, w)| (svc.id.clone(), Converted::Service(svc), w))
-        }
+        K8sObject::Service(s) => model::Service::from_k8s(s)
+            .map(|(svc, w)| (svc.id.clone(), Converted::Service(Box::new(svc)), w)),
         K8sObject::EndpointSlice(s) => {
             model::endpoint_group_from_slice(s).and_then(|(svc, group, w)| {
                 Ok((
@@ -865,7 +864,7 @@ impl LastGood {
                         }
                         served.insert(o.key.clone(), file.source.clone());
                         match &o.value {
-                            Converted::Service(svc) => services.push(svc.clone()),
+                            Converted::Service(svc) => services.push(model::Service::clone(svc)),
                             Converted::Slice(svc, group) => {
                                 slices.insert(o.key.id.clone(), (svc.clone(), group.clone()));
                             }
