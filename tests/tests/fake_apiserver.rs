@@ -15,10 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::serde::de::DeserializeOwned;
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
@@ -907,5 +912,308 @@ fn service_cidrs_and_a_kind_not_served() {
         server.set_served("ServiceCIDR", true);
         let (status, _) = raw_get(&server, "/apis/networking.k8s.io/v1/servicecidrs", None);
         assert!(status.contains(" 200 "), "{status}");
+    });
+}
+
+/// The next event of a raw `Api::watch` stream, within [`QUICK`].
+async fn next_event<K: Debug>(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> WatchEvent<K> {
+    tokio::time::timeout(QUICK, stream.next())
+        .await
+        .expect("no watch event in time")
+        .expect("the watch ended")
+        .expect("a watch error")
+}
+
+/// The `kube::Error::Api` of a failed call, as (code, reason, message).
+fn api_error<T: Debug>(r: kube::Result<T>) -> (u16, String, String) {
+    match r {
+        Err(kube::Error::Api(s)) => (s.code, s.reason, s.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn ingress_ips(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|i| i.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Service status writes as the LB IPAM writer makes them (`patch_status` with a merge
+/// patch), the status split both ways, a no-op write, and optimistic concurrency.
+#[test]
+fn service_status_subresource() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        server.apply(service("default", "web", 80, json!({})));
+        let api: Api<Service> = Api::namespaced(client(&server), "default");
+        let rv = server.resource_version().to_string();
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), &rv)
+            .await
+            .expect("watch")
+            .boxed();
+
+        // A status write changes the status only: the spec in the same patch is ignored.
+        let patch = json!({
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}},
+            "spec": {"clusterIP": "10.96.99.99"},
+        });
+        let pp = PatchParams::apply("svc-agent-lbipam");
+        let got = api
+            .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch_status");
+        assert_eq!(ingress_ips(&got), ["192.0.2.10"]);
+        assert_eq!(
+            got.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.10")
+        );
+        match next_event(&mut events).await {
+            WatchEvent::Modified(s) => assert_eq!(ingress_ips(&s), ["192.0.2.10"]),
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
+        let path = "/api/v1/namespaces/default/services/web/status";
+        assert_eq!(server.count_requests("PATCH", path), 1);
+        let stored = server.get("Service", None, "web").expect("stored");
+        assert_eq!(stored["spec"]["clusterIP"], "10.96.0.10");
+
+        // The same status again changes nothing: no new resourceVersion, no event.
+        let rv_before = server.resource_version();
+        let again = api
+            .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch_status again");
+        assert_eq!(server.resource_version(), rv_before);
+        assert_eq!(again.resource_version(), got.resource_version());
+        assert_eq!(server.count_requests("PATCH", path), 2);
+
+        // A write to the Service itself keeps the stored status, whatever its body says.
+        let patch = json!({"spec": {"ports": [{"port": 81, "protocol": "TCP"}]}, "status": null});
+        let got = api
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch");
+        assert_eq!(port_of(&got), 81);
+        assert_eq!(ingress_ips(&got), ["192.0.2.10"]);
+        match next_event(&mut events).await {
+            WatchEvent::Modified(s) => assert_eq!((port_of(&s), ingress_ips(&s).len()), (81, 1)),
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
+
+        // Replace (PUT) with a stale resourceVersion: 409 Conflict; with the current one: OK.
+        let mut stale = got.clone();
+        stale.metadata.resource_version = Some(rv.clone());
+        let (code, reason, message) =
+            api_error(api.replace("web", &PostParams::default(), &stale).await);
+        assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+        let mut status_only = got.clone();
+        status_only.status.as_mut().unwrap().load_balancer = Some(Default::default());
+        status_only.spec.as_mut().unwrap().cluster_ip = Some("10.96.1.1".into());
+        let replaced = api
+            .replace_status("web", &PostParams::default(), &status_only)
+            .await
+            .expect("replace_status");
+        assert!(ingress_ips(&replaced).is_empty());
+        assert_eq!(
+            replaced.spec.unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.10")
+        );
+        let (code, reason, _) = api_error(
+            api.replace_status("web", &PostParams::default(), &status_only)
+                .await,
+        );
+        assert_eq!(
+            (code, reason.as_str()),
+            (409, "Conflict"),
+            "stale replace_status"
+        );
+
+        // Server-Side Apply of the status: the field manager owns the ingress list.
+        let apply = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.11"}]}},
+        });
+        let got = api
+            .patch_status("web", &pp, &Patch::Apply(&apply))
+            .await
+            .expect("apply status");
+        assert_eq!(ingress_ips(&got), ["192.0.2.11"]);
+        assert!(
+            server.field_owners("Service", None, "web").contains(&(
+                ".status.loadBalancer.ingress".into(),
+                "svc-agent-lbipam".into(),
+                "Apply".into()
+            )),
+            "{:?}",
+            server.field_owners("Service", None, "web")
+        );
+        // JSON patch is not supported: a 415 Status, not a panic.
+        let (code, _, _) = api_error(
+            api.patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Json::<()>(Default::default()),
+            )
+            .await,
+        );
+        assert_eq!(code, 415);
+    });
+}
+
+/// Create, create again (409 AlreadyExists), delete (watchers see DELETED, a second delete
+/// is a 404), PATCH of a missing object (404) and an apply that creates.
+#[test]
+fn create_conflict_and_delete() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let api: Api<Lease> = Api::namespaced(client(&server), "kube-system");
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        let lease: Lease = serde_json::from_value(json!({
+            "metadata": {"name": "l1", "labels": {"a": "b"}},
+            "spec": {"holderIdentity": "x"},
+        }))
+        .unwrap();
+        let created = api
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create");
+        assert_eq!(created.namespace().as_deref(), Some("kube-system"));
+        assert!(created.uid().is_some() && created.resource_version().is_some());
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(l) if l.name_any() == "l1")
+        );
+        let (code, reason, message) = api_error(api.create(&PostParams::default(), &lease).await);
+        assert_eq!((code, reason.as_str()), (409, "AlreadyExists"), "{message}");
+        assert_eq!(message, "leases.coordination.k8s.io \"l1\" already exists");
+
+        let deleted = api.delete("l1", &Default::default()).await.expect("delete");
+        assert!(deleted.left().is_some_and(|l| l.name_any() == "l1"));
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Deleted(l) if l.name_any() == "l1")
+        );
+        assert!(server.get("Lease", Some("kube-system"), "l1").is_none());
+        let (code, reason, _) = api_error(api.delete("l1", &Default::default()).await);
+        assert_eq!((code, reason.as_str()), (404, "NotFound"));
+        let patch = json!({"spec": {"holderIdentity": "y"}});
+        let (code, _, _) = api_error(
+            api.patch("l1", &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        );
+        assert_eq!(code, 404);
+
+        // An apply creates the missing object; a create then conflicts with it.
+        let apply = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "spec": {"holderIdentity": "y"},
+        });
+        let got = api
+            .patch("l1", &PatchParams::apply("m"), &Patch::Apply(&apply))
+            .await
+            .expect("apply creates");
+        assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("y"));
+        assert!(matches!(
+            next_event(&mut events).await,
+            WatchEvent::Added(_)
+        ));
+        // A new object: a new uid.
+        assert_ne!(got.metadata.uid, created.metadata.uid);
+        assert_eq!(server.list("Lease").len(), 1);
+        // Bad input is a 400 Status: an apply without apiVersion/kind.
+        let (code, reason, _) = api_error(
+            api.patch(
+                "l1",
+                &PatchParams::apply("m"),
+                &Patch::Apply(json!({"spec": {}})),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (400, "BadRequest"));
+    });
+}
+
+/// The LoadBalancerIPPool custom resource through `Api<DynamicObject>`, as the agent will
+/// use it: list, get, watch, create, the status subresource; no strategic merge patch for
+/// a custom resource; not served as in a cluster without the CRD.
+#[test]
+fn lb_ip_pools_as_dynamic_objects() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        server.apply(json!({
+            "apiVersion": "svc-ebpf.dev/v1alpha1",
+            "kind": "LoadBalancerIPPool",
+            "metadata": {"name": "blue"},
+            "spec": {"blocks": [{"cidr": "192.0.2.0/28"}]},
+        }));
+        let gvk = GroupVersionKind::gvk("svc-ebpf.dev", "v1alpha1", "LoadBalancerIPPool");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "loadbalancerippools");
+        let api: Api<DynamicObject> = Api::all_with(client(&server), &ar);
+
+        let list = api.list(&Default::default()).await.expect("list");
+        assert_eq!(list.items.len(), 1);
+        let blue = api.get("blue").await.expect("get");
+        assert_eq!(blue.data["spec"]["blocks"][0]["cidr"], "192.0.2.0/28");
+        assert_eq!(blue.metadata.namespace, None);
+
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(p) if p.name_any() == "blue")
+        );
+        let mut green = DynamicObject::new("green", &ar);
+        green.data =
+            json!({"spec": {"blocks": [{"start": "198.51.100.1", "stop": "198.51.100.9"}]}});
+        api.create(&PostParams::default(), &green)
+            .await
+            .expect("create");
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(p) if p.name_any() == "green")
+        );
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let got = api
+            .patch_status("green", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("patch_status");
+        assert_eq!(got.data["status"]["conditions"][0]["type"], "Ready");
+        assert!(matches!(
+            next_event(&mut events).await,
+            WatchEvent::Modified(_)
+        ));
+        let (code, reason, _) = api_error(
+            api.patch(
+                "green",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {}})),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
+        assert_eq!(server.list("LoadBalancerIPPool").len(), 2);
+
+        server.set_served("LoadBalancerIPPool", false);
+        let (code, _, _) = api_error(api.list(&Default::default()).await);
+        assert_eq!(code, 404);
+        let (code, _, _) = api_error(api.create(&PostParams::default(), &green).await);
+        assert_eq!(code, 404);
+        server.set_served("LoadBalancerIPPool", true);
+        assert_eq!(
+            api.list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .len(),
+            2
+        );
     });
 }
