@@ -1,6 +1,9 @@
 //! kube-rs against `svc_lab::fake_apiserver` over real HTTP: kube-runtime's `watcher` +
 //! `reflector` with `watcher::Config::default()` and `.default_backoff()`, as an agent uses
-//! them, plus a few raw HTTP checks of the protocol. Needs no root and no network namespace.
+//! them, plus a few raw HTTP checks of the protocol; the writes (create, replace, patches,
+//! Server-Side Apply, delete, status subresources) through `kube::Api`, and
+//! kube-lease-manager electing a Lease holder against it. Needs no root and no network
+//! namespace.
 //!
 //! Reconnection after an outage is paced by kube-runtime's default backoff (client-go's:
 //! 0.8 s doubling up to 30 s, each delay plus up to 100 % jitter, reset by any successful
@@ -1216,4 +1219,374 @@ fn lb_ip_pools_as_dynamic_objects() {
             2
         );
     });
+}
+
+/// Lease duration and grace of the election tests (kube-lease-manager's own tests use these).
+const LEASE_SECS: u64 = 2;
+const GRACE_SECS: u64 = 1;
+/// How long after the lease expires another manager may take to take it: kube-lease-manager
+/// forces the release of an expired lease, sleeps 0.1–1 s (random), then takes it.
+const TAKEOVER_SLACK: Duration = Duration::from_millis(1500);
+
+/// One kube-lease-manager in watch mode, as the agent runs it.
+struct Elector {
+    identity: String,
+    state: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Elector {
+    async fn start(server: &FakeApiServer, lease: &str, identity: &str) -> Elector {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client(server), lease)
+            .with_namespace("kube-system")
+            .with_identity(identity)
+            .with_duration(LEASE_SECS)
+            .with_grace(GRACE_SECS)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{identity}: building the lease manager: {e}"));
+        let (state, task) = manager.watch().await;
+        Elector {
+            identity: identity.to_string(),
+            state,
+            task,
+        }
+    }
+
+    fn holds(&self) -> bool {
+        *self.state.borrow()
+    }
+}
+
+fn holder(server: &FakeApiServer, lease: &str) -> Option<String> {
+    let l = server.get("Lease", Some("kube-system"), lease)?;
+    l["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// The field manager that applied the Lease's `.spec.holderIdentity`.
+fn holder_applier(server: &FakeApiServer, lease: &str) -> Option<String> {
+    server
+        .field_owners("Lease", Some("kube-system"), lease)
+        .into_iter()
+        .find(|(field, _, op)| field == ".spec.holderIdentity" && op == "Apply")
+        .map(|(_, manager, _)| manager)
+}
+
+/// Both managers for `LEASE_SECS` + 1 s: never more than one thinks it holds the lease,
+/// and at the end exactly one does, the one the Lease names. Returns its index.
+async fn one_holder(server: &FakeApiServer, lease: &str, e: &[&Elector; 2]) -> usize {
+    wait_until(
+        "one manager to take the lease",
+        QUICK,
+        || e.iter().any(|e| e.holds()),
+        || {
+            format!(
+                "lease: {:?}",
+                server.get("Lease", Some("kube-system"), lease)
+            )
+        },
+    )
+    .await;
+    let until = Instant::now() + Duration::from_secs(LEASE_SECS + 1);
+    while Instant::now() < until {
+        let holding: Vec<&str> = e
+            .iter()
+            .filter(|e| e.holds())
+            .map(|e| e.identity.as_str())
+            .collect();
+        assert!(holding.len() <= 1, "two holders at once: {holding:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let i = e
+        .iter()
+        .position(|e| e.holds())
+        .expect("a holder at the end");
+    assert!(!e[1 - i].holds());
+    assert_eq!(
+        holder(server, lease).as_deref(),
+        Some(e[i].identity.as_str())
+    );
+    i
+}
+
+/// (a) Two managers, one lease: exactly one holds it (they also race to create the Lease:
+/// one gets 409 AlreadyExists). (b) The holder's task is aborted (a crash: no release): the
+/// other takes over once the lease expires. The Lease counts the transitions.
+#[test]
+fn lease_managers_elect_one_and_fail_over_after_a_crash() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let (a, b) = tokio::join!(
+            Elector::start(&server, "lbipam", "node-a"),
+            Elector::start(&server, "lbipam", "node-b")
+        );
+        let creates = server.count_requests(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+        );
+        assert!((1..=2).contains(&creates), "{creates} creates");
+        let e = [a, b];
+        let i = one_holder(&server, "lbipam", &[&e[0], &e[1]]).await;
+        let transitions = |server: &FakeApiServer| {
+            server.get("Lease", Some("kube-system"), "lbipam").unwrap()["spec"]["leaseTransitions"]
+                .as_i64()
+                .unwrap_or(0)
+        };
+        assert_eq!(transitions(&server), 1);
+
+        // Crash of the holder: its task is gone, the Lease still names it until it expires.
+        let crashed = e[i].identity.clone();
+        let crashed_owner = holder_applier(&server, "lbipam").expect("the holder applied it");
+        e[i].task.abort();
+        let aborted = Instant::now();
+        assert_eq!(holder(&server, "lbipam").as_deref(), Some(crashed.as_str()));
+        // When the crashed holder's lease expires: its last renewal plus the duration.
+        let lease: Lease =
+            serde_json::from_value(server.get("Lease", Some("kube-system"), "lbipam").unwrap())
+                .expect("a Lease");
+        let renewed = lease.spec.unwrap().renew_time.expect("renewTime").0;
+        let expiry = std::time::SystemTime::from(renewed) + Duration::from_secs(LEASE_SECS);
+        let other = &e[1 - i];
+        wait_until(
+            "the other manager to take over",
+            Duration::from_secs(LEASE_SECS) + TAKEOVER_SLACK,
+            || other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "lbipam")
+                )
+            },
+        )
+        .await;
+        println!(
+            "{} took over {:?} after {crashed}'s task was aborted (lease {LEASE_SECS} s)",
+            other.identity,
+            aborted.elapsed()
+        );
+        let early = expiry.duration_since(std::time::SystemTime::now());
+        assert!(
+            early.is_err(),
+            "taken over {early:?} before the lease expired"
+        );
+        assert_eq!(
+            holder(&server, "lbipam").as_deref(),
+            Some(other.identity.as_str())
+        );
+        assert_eq!(transitions(&server), 2);
+        // The crashed holder's field ownership went with the other's forced release (nulls
+        // remove the fields and their owners), so its apply met no conflict; the new holder
+        // owns the holder field.
+        let owners = server.field_owners("Lease", Some("kube-system"), "lbipam");
+        let new_owner = holder_applier(&server, "lbipam").expect("the new holder applied it");
+        assert!(
+            !owners.iter().any(|(_, m, _)| *m == crashed_owner),
+            "{crashed_owner} still owns: {owners:?}"
+        );
+        assert_ne!(new_owner, crashed_owner);
+    });
+}
+
+/// (c) A clean release (the holder drops its state channel: the manager releases the lease
+/// and ends) is taken over when the other manager looks again: kube-lease-manager does not
+/// watch the Lease, it sleeps until the expiry it last saw, so within the lease duration
+/// (plus slack). (d) A Server-Side Apply of another holderIdentity by another field
+/// manager is a 409 Conflict naming the field and the owner; forced, it takes the lease and
+/// the holder notices it lost it.
+#[test]
+fn lease_manager_clean_release_and_apply_conflicts() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let (a, b) = tokio::join!(
+            Elector::start(&server, "l2", "node-a"),
+            Elector::start(&server, "l2", "node-b")
+        );
+        let [a, b] = [a, b];
+        let i = one_holder(&server, "l2", &[&a, &b]).await;
+        let (holder_e, other) = if i == 0 { (a, b) } else { (b, a) };
+        let Elector {
+            identity: released,
+            state,
+            task,
+        } = holder_e;
+        drop(state);
+        let dropped = Instant::now();
+        let manager = tokio::time::timeout(QUICK, task)
+            .await
+            .expect("the manager's task ends after its channel is dropped")
+            .expect("task")
+            .expect("a clean release");
+        drop(manager);
+        println!("{released} released the lease in {:?}", dropped.elapsed());
+        wait_until(
+            "the other manager to take the released lease",
+            Duration::from_secs(LEASE_SECS + 1),
+            || other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "l2")
+                )
+            },
+        )
+        .await;
+        println!(
+            "{} took the released lease {:?} after the release",
+            other.identity,
+            dropped.elapsed()
+        );
+        assert_eq!(
+            holder(&server, "l2").as_deref(),
+            Some(other.identity.as_str())
+        );
+
+        // (d) Another field manager applies another holder: a conflict.
+        let api: Api<Lease> = Api::namespaced(client(&server), "kube-system");
+        let intruder = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {"holderIdentity": "intruder"},
+        });
+        let (code, reason, message) = api_error(
+            api.patch(
+                "l2",
+                &PatchParams::apply("intruder"),
+                &Patch::Apply(&intruder),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+        // kube-lease-manager's field manager is "kube-lease-manager-" and a random string
+        // (`with_identity` does not change it).
+        assert!(
+            message.contains(".spec.holderIdentity")
+                && message.contains("conflict with \"kube-lease-manager-"),
+            "{message}"
+        );
+        assert_eq!(
+            holder(&server, "l2").as_deref(),
+            Some(other.identity.as_str())
+        );
+        // The same value is no conflict (shared ownership).
+        let same = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {"holderIdentity": other.identity},
+        });
+        api.patch("l2", &PatchParams::apply("observer"), &Patch::Apply(&same))
+            .await
+            .expect("applying the same holder");
+        // Forced, the apply takes the field: the holder finds out at its next renewal.
+        api.patch(
+            "l2",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intruder),
+        )
+        .await
+        .expect("forced apply");
+        let lost = wait_until(
+            "the holder to see it lost the lease",
+            Duration::from_secs(LEASE_SECS) + Duration::from_millis(500),
+            || !other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "l2")
+                )
+            },
+        )
+        .await;
+        println!("{} saw the forced apply after {lost:?}", other.identity);
+        other.task.abort();
+    });
+}
+
+/// Sends one raw HTTP/1.1 request with a body; returns the status code and the JSON body.
+fn raw_send(
+    server: &FakeApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .expect("reading the raw response");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("response head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, serde_json::from_str(rest).unwrap_or(Value::Null))
+}
+
+/// Bad client input is a 4xx with a `Status` body, never a panic or a hang.
+#[test]
+fn bad_writes_get_a_status() {
+    let server = FakeApiServer::start_local().expect("start fake API server");
+    server.apply(service("default", "web", 80, json!({})));
+    let svc = "/api/v1/namespaces/default/services/web";
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+    let merge = "application/merge-patch+json";
+    for (method, path, content_type, body, want) in [
+        ("PATCH", svc, merge, "{not json", 400),
+        ("PATCH", svc, merge, "[1]", 400),
+        ("PATCH", svc, "application/json-patch+json", "[]", 415),
+        ("PATCH", svc, "application/apply-patch+yaml", "{}", 400), // no fieldManager
+        ("PUT", svc, "application/yaml", "kind: Service", 415),
+        (
+            "PUT",
+            svc,
+            "application/json",
+            r#"{"metadata":{"name":"other"}}"#,
+            400,
+        ),
+        (
+            "POST",
+            leases,
+            "application/json",
+            r#"{"metadata":{}}"#,
+            400,
+        ), // no name
+        ("POST", "/api/v1/services", "application/json", "{}", 405), // no namespace
+        ("POST", svc, "application/json", "{}", 405),
+        ("DELETE", "/api/v1/nodes", "application/json", "", 405),
+        (
+            "PUT",
+            &format!("{leases}/missing"),
+            "application/json",
+            "{}",
+            404,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x",
+            merge,
+            "{}",
+            404,
+        ),
+    ] {
+        let (code, status) = raw_send(&server, method, path, content_type, body);
+        assert_eq!(
+            code, want,
+            "{method} {path} {content_type} {body}: {status}"
+        );
+        assert_eq!(
+            (status["kind"].as_str(), status["code"].as_u64()),
+            (Some("Status"), Some(u64::from(want))),
+            "{status}"
+        );
+    }
+    // Nothing was changed.
+    assert_eq!(server.resource_version(), 1);
 }
