@@ -1,19 +1,25 @@
 //! An in-process fake Kubernetes API server for tests: it speaks the real list/watch HTTP
-//! protocol (JSON only) well enough that kube-rs (`kube::Client`, kube-runtime's `watcher` and
-//! `reflector`) works against it unchanged, over plain HTTP without auth.
+//! protocol and the write verbs (JSON only) well enough that kube-rs (`kube::Client`,
+//! kube-runtime's `watcher` and `reflector`, `kube-lease-manager`) works against it
+//! unchanged, over plain HTTP without auth.
 //!
-//! Served resources:
+//! Served resources (`[...]` optional; `{name}/status` is the status subresource):
 //!
-//! | kind | paths |
-//! |---|---|
-//! | `v1` Service | `/api/v1/services`, `/api/v1/namespaces/{ns}/services[/{name}]` |
-//! | `discovery.k8s.io/v1` EndpointSlice | `/apis/discovery.k8s.io/v1/endpointslices`, `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]` |
-//! | `v1` Node (cluster-scoped) | `/api/v1/nodes[/{name}]` |
-//! | `networking.k8s.io/v1` ServiceCIDR (cluster-scoped) | `/apis/networking.k8s.io/v1/servicecidrs[/{name}]` |
+//! | kind | paths | methods |
+//! |---|---|---|
+//! | `v1` Service | `/api/v1/services`, `/api/v1/namespaces/{ns}/services[/{name}[/status]]` | all |
+//! | `discovery.k8s.io/v1` EndpointSlice | `/apis/discovery.k8s.io/v1/endpointslices`, `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]` | all |
+//! | `v1` Node (cluster-scoped) | `/api/v1/nodes[/{name}[/status]]` | all |
+//! | `networking.k8s.io/v1` ServiceCIDR (cluster-scoped) | `/apis/networking.k8s.io/v1/servicecidrs[/{name}[/status]]` | all |
+//! | `coordination.k8s.io/v1` Lease | `/apis/coordination.k8s.io/v1/leases`, `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]` | all |
+//! | `svc-ebpf.dev/v1alpha1` LoadBalancerIPPool (cluster-scoped custom resource) | `/apis/svc-ebpf.dev/v1alpha1/loadbalancerippools[/{name}[/status]]` | all but strategic merge patch (415, as for any custom resource) |
 //!
-//! Anything else is a 404 with a `Status` body, and so is a kind the test stopped serving
-//! ([`FakeApiServer::set_served`], an API server that does not know it); methods other than
-//! GET are 405.
+//! Methods: GET (list, watch, get) on collections and objects; POST (create) on a collection
+//! (for namespaced kinds, one inside a namespace); PUT (replace), PATCH and DELETE on an
+//! object; GET, PUT and PATCH on a status subresource. Anything else on a served path is a
+//! 405 with a `Status` body. Any other path is a 404 with a `Status` body, and so is every
+//! request for a kind the test stopped serving ([`FakeApiServer::set_served`], an API
+//! server that does not know it, e.g. a cluster without the LoadBalancerIPPool CRD).
 //!
 //! Protocol, as a real API server:
 //! - one global `resourceVersion` counter (like etcd's revision), incremented on every change;
@@ -41,8 +47,57 @@
 //!   `k8s.io/initial-events-end`. The stream ends after `min(timeoutSeconds, 300)` seconds
 //!   (300 when absent). BOOKMARKs are sent on [`FakeApiServer::send_bookmarks`] to watches
 //!   that asked for them with `allowWatchBookmarks=true`.
+//!
+//! Writes over HTTP, as a real API server (each change makes a new resourceVersion and
+//! sends ADDED/MODIFIED/DELETED to the watches; a write that changes nothing, field
+//! ownership included, makes neither, as on a real server; uid and creationTimestamp are
+//! kept across changes; there is no defaulting, validation, generation, finalizer or
+//! admission):
+//! - POST: create. The name is the body's `metadata.name` (`generateName` is not
+//!   supported: 400), the namespace the path's; 409 `AlreadyExists` if it exists. 201 with
+//!   the object.
+//! - PUT: replace; 404 if missing. A `metadata.resourceVersion` in the body (or in a patch)
+//!   is a precondition: 409 `Conflict` when it is not the stored one.
+//! - PATCH: `application/merge-patch+json` is RFC 7386 (null removes a key, lists are
+//!   replaced whole); `application/strategic-merge-patch+json` is read the same way (no
+//!   merge of lists by key; its `$patch`-style directives are a 400);
+//!   `application/apply-patch+yaml` is Server-Side Apply (below; the body must be JSON,
+//!   which is what kube-rs sends); anything else (JSON patch included) is a 415. PATCH of a
+//!   missing object is a 404, except apply, which creates it.
+//! - DELETE: 200 with the object's last state, 404 if missing; DeleteOptions are ignored.
+//! - Bodies: JSON objects only (400 otherwise, 415 for another content type, 413 over
+//!   3 MiB); apiVersion/kind, if given, must be the resource's, name and namespace the
+//!   path's (400). Server-set metadata in a body (resourceVersion, uid,
+//!   creationTimestamp, managedFields) is ignored.
+//! - Status subresource (Service, Node, ServiceCIDR, LoadBalancerIPPool): a PUT or PATCH of
+//!   `.../{name}/status` changes only `.status` (all else in the body is ignored) and a GET
+//!   returns the object; a write to the object itself keeps the stored `.status` (a create
+//!   drops it). [`FakeApiServer::apply`] is not an API write: it stores what it is given.
+//!
+//! Field ownership and Server-Side Apply: each object has an ownership table,
+//! leaf path → set of (manager, operation), emitted as `metadata.managedFields` (FieldsV1,
+//! one entry per manager and operation; no times, no subresource) and readable with
+//! [`FakeApiServer::field_owners`]. Leaves are the non-object values (a list is one leaf,
+//! as for an atomic list); apiVersion, kind, metadata.name/namespace and server-set
+//! metadata are not tracked. The manager is the `fieldManager` query parameter, else the
+//! User-Agent's product name, else "unknown".
+//! - An apply (`fieldManager` required, 400 otherwise) by manager M: its leaves (within the
+//!   write's scope: `.status` only on a status path, all but `.status` otherwise for kinds
+//!   with a status subresource) are merged into the object. Leaves M applied before and no
+//!   longer applies lose M's Apply claim and are removed unless another owner remains.
+//!   Then every leaf owned by a manager other than M that the apply touches (same path,
+//!   or one inside the other) and whose value it changes is a conflict: 409 `Conflict`
+//!   ("Apply failed with 1 conflict: conflict with \"m\": .spec.holderIdentity"), unless
+//!   `force=true`. An applied leaf whose value changed is then owned by (M, Apply) alone;
+//!   one whose value was already that is shared, (M, Apply) joining its owners. Managers
+//!   are told apart by name only: an apply never conflicts with its own manager's updates.
+//! - Any other write by M (POST, PUT, merge or strategic PATCH): every leaf it adds or
+//!   changes is owned by (M, Update) alone; leaves it leaves as they were keep their owners.
+//! - Leaves that disappear (removed by a null, a PUT without them, replaced by an object)
+//!   lose their owners. [`FakeApiServer::apply`] takes no ownership: the leaves it changes
+//!   or removes lose their owners.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::Bound;
@@ -72,14 +127,18 @@ enum Kind {
     EndpointSlice,
     Node,
     ServiceCidr,
+    Lease,
+    LbIpPool,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
         Kind::ServiceCidr,
+        Kind::Lease,
+        Kind::LbIpPool,
     ];
 
     fn name(self) -> &'static str {
@@ -88,6 +147,8 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
             Kind::ServiceCidr => "ServiceCIDR",
+            Kind::Lease => "Lease",
+            Kind::LbIpPool => "LoadBalancerIPPool",
         }
     }
 
@@ -96,6 +157,8 @@ impl Kind {
             Kind::Service | Kind::Node => "v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::ServiceCidr => "networking.k8s.io/v1",
+            Kind::Lease => "coordination.k8s.io/v1",
+            Kind::LbIpPool => "svc-ebpf.dev/v1alpha1",
         }
     }
 
@@ -105,6 +168,8 @@ impl Kind {
             Kind::Service | Kind::Node => "/api/v1",
             Kind::EndpointSlice => "/apis/discovery.k8s.io/v1",
             Kind::ServiceCidr => "/apis/networking.k8s.io/v1",
+            Kind::Lease => "/apis/coordination.k8s.io/v1",
+            Kind::LbIpPool => "/apis/svc-ebpf.dev/v1alpha1",
         }
     }
 
@@ -114,11 +179,41 @@ impl Kind {
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
             Kind::ServiceCidr => "servicecidrs",
+            Kind::Lease => "leases",
+            Kind::LbIpPool => "loadbalancerippools",
         }
     }
 
+    /// "leases.coordination.k8s.io", "services": how the real server names the resource in
+    /// its error messages.
+    fn resource(self) -> String {
+        match self.api_version().split_once('/') {
+            Some((group, _)) => format!("{}.{group}", self.plural()),
+            None => self.plural().to_string(),
+        }
+    }
+
+    fn group(self) -> &'static str {
+        self.api_version().split_once('/').map_or("", |(g, _)| g)
+    }
+
     fn namespaced(self) -> bool {
-        !matches!(self, Kind::Node | Kind::ServiceCidr)
+        !matches!(self, Kind::Node | Kind::ServiceCidr | Kind::LbIpPool)
+    }
+
+    /// Kinds with a `/status` subresource: a write there changes only `.status`, and a write
+    /// to the object itself keeps the stored `.status` (the real API server's split between
+    /// spec writers and status writers).
+    fn has_status(self) -> bool {
+        matches!(
+            self,
+            Kind::Service | Kind::Node | Kind::ServiceCidr | Kind::LbIpPool
+        )
+    }
+
+    /// A custom resource: the real API server refuses strategic merge patches for those.
+    fn is_custom(self) -> bool {
+        matches!(self, Kind::LbIpPool)
     }
 
     /// Accepts "Service", "service", "services" and so on.
@@ -156,10 +251,34 @@ struct Event {
     prev: Option<Value>,
 }
 
+/// (namespace or "", name).
+type Key = (String, String);
+
+/// How a manager came to own a field (metadata.managedFields' `operation`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+enum Op {
+    Apply,
+    Update,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Apply => "Apply",
+            Op::Update => "Update",
+        }
+    }
+}
+
+/// An object's field ownership: leaf path (object keys from the root) → its owners, as
+/// (manager, operation). See the module docs for the model.
+type Owners = BTreeMap<Vec<String>, BTreeSet<(String, Op)>>;
+
 #[derive(Default)]
 struct KindState {
-    /// (namespace or "", name) → object.
-    objects: BTreeMap<(String, String), Value>,
+    objects: BTreeMap<Key, Value>,
+    /// Field ownership of the objects that have any.
+    owners: HashMap<Key, Owners>,
     /// Every event with `rv > floor`, oldest first.
     history: VecDeque<Event>,
     floor: u64,
@@ -213,6 +332,107 @@ impl State {
                 ks.floor = old.rv;
             }
         }
+    }
+}
+
+impl State {
+    /// Stores `object` (normalized, see [`normalize`]) at `key` with `owners`: the uid and
+    /// creationTimestamp of the stored object are kept (new ones for a new object; a
+    /// creationTimestamp in `object` wins), `metadata.managedFields` is rendered from
+    /// `owners`, and, unless nothing changed and `skip_noop`, a new resourceVersion is
+    /// assigned and ADDED or MODIFIED published. Returns the stored object.
+    fn commit(
+        &mut self,
+        kind: Kind,
+        key: Key,
+        mut object: Value,
+        owners: Owners,
+        skip_noop: bool,
+    ) -> Value {
+        let prev = self.kind(kind).objects.get(&key).cloned();
+        let (uid, created) = match &prev {
+            Some(p) => (
+                p["metadata"]["uid"].clone(),
+                p["metadata"]["creationTimestamp"].clone(),
+            ),
+            None => {
+                self.uids += 1;
+                (
+                    Value::from(format!("00000000-0000-4000-8000-{:012x}", self.uids)),
+                    Value::from(rfc3339_now()),
+                )
+            }
+        };
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.insert("uid".into(), uid);
+            if !meta.contains_key("creationTimestamp") {
+                meta.insert("creationTimestamp".into(), created);
+            }
+            let managed = managed_fields(kind, &owners);
+            if managed.is_empty() {
+                meta.remove("managedFields");
+            } else {
+                meta.insert("managedFields".into(), managed.into());
+            }
+        }
+        if skip_noop && let Some(p) = &prev {
+            // As the real API server: a write that changes nothing makes no new
+            // resourceVersion and no event (so a controller reacting to its own no-op writes
+            // does not loop).
+            let mut unchanged = p.clone();
+            if let Some(meta) = unchanged["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+            }
+            if unchanged == object {
+                return p.clone();
+            }
+        }
+        self.rv += 1;
+        let rv = self.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        let ks = self.kind(kind);
+        ks.objects.insert(key.clone(), object.clone());
+        if owners.is_empty() {
+            ks.owners.remove(&key);
+        } else {
+            ks.owners.insert(key, owners);
+        }
+        let ty = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.publish(
+            kind,
+            Event {
+                rv,
+                ty,
+                object: object.clone(),
+                prev,
+            },
+        );
+        object
+    }
+
+    /// Deletes the object: watches get DELETED with its last state and a new
+    /// resourceVersion, which the returned object carries too.
+    fn remove(&mut self, kind: Kind, key: &Key) -> Option<Value> {
+        let ks = self.kind(kind);
+        let mut object = ks.objects.remove(key)?;
+        ks.owners.remove(key);
+        self.rv += 1;
+        let rv = self.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        self.publish(
+            kind,
+            Event {
+                rv,
+                ty: EventType::Deleted,
+                object: object.clone(),
+                prev: None,
+            },
+        );
+        Some(object)
     }
 }
 
@@ -352,11 +572,14 @@ impl FakeApiServer {
         self.shared.lock().rv
     }
 
-    /// Creates or replaces the object. `kind` (Service, EndpointSlice, Node or ServiceCIDR),
-    /// `metadata.name` and, for namespaced kinds, `metadata.namespace` (default "default")
-    /// come from the JSON; `apiVersion` may be omitted. Sets `metadata.resourceVersion`,
-    /// `metadata.uid` and `metadata.creationTimestamp`, sends ADDED or MODIFIED to the
-    /// matching watches and returns the new resourceVersion.
+    /// Creates or replaces the object, `.status` included (a test's hand on the store, not an
+    /// API write). `kind` (Service, EndpointSlice, Node, ServiceCIDR, Lease or
+    /// LoadBalancerIPPool), `metadata.name` and, for namespaced kinds, `metadata.namespace`
+    /// (default "default") come from the JSON; `apiVersion` may be omitted. Sets
+    /// `metadata.resourceVersion`, `metadata.uid` and `metadata.creationTimestamp`, sends ADDED
+    /// or MODIFIED to the matching watches (even when nothing changed) and returns the new
+    /// resourceVersion. It takes no field ownership: the leaves it changes or removes lose
+    /// their owners.
     ///
     /// Panics on an object it cannot store (unknown kind, wrong apiVersion, no name): a bug
     /// in the test.
@@ -411,75 +634,28 @@ impl FakeApiServer {
             String::new()
         };
         let key = (namespace, name);
+        for server_field in ["resourceVersion", "uid", "managedFields"] {
+            meta.remove(server_field);
+        }
 
         let mut st = self.shared.lock();
-        st.rv += 1;
-        let rv = st.rv;
-        let prev = st.kind(kind).objects.get(&key).cloned();
-        let (uid, created) = match &prev {
-            Some(p) => (
-                p["metadata"]["uid"].clone(),
-                p["metadata"]["creationTimestamp"].clone(),
-            ),
-            None => {
-                st.uids += 1;
-                (
-                    Value::from(format!("00000000-0000-4000-8000-{:012x}", st.uids)),
-                    Value::from(rfc3339_now()),
-                )
-            }
-        };
-        meta.insert("resourceVersion".into(), rv.to_string().into());
-        meta.insert("uid".into(), uid);
-        if !meta.contains_key("creationTimestamp") {
-            meta.insert("creationTimestamp".into(), created);
-        }
-        st.kind(kind).objects.insert(key, object.clone());
-        let ty = if prev.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        st.publish(
-            kind,
-            Event {
-                rv,
-                ty,
-                object,
-                prev,
-            },
-        );
-        rv
+        // A write by nobody in particular: the fields it changes or removes lose their
+        // owners, the others keep them.
+        let ks = st.kind(kind);
+        let before = ks.objects.get(&key).map(leaves).unwrap_or_default();
+        let mut owners = ks.owners.get(&key).cloned().unwrap_or_default();
+        let after = leaves(&object);
+        owners.retain(|path, _| after.get(path).is_some_and(|v| before.get(path) == Some(v)));
+        let stored = st.commit(kind, key, object, owners, false);
+        resource_version_of(&stored)
     }
 
     /// Deletes the object (`namespace` None means "default" for namespaced kinds and is
     /// ignored for Nodes): watches get DELETED with its last state and a new resourceVersion.
     /// Returns whether it existed. Panics on an unknown kind.
     pub fn delete(&self, kind: &str, namespace: Option<&str>, name: &str) -> bool {
-        let k = Kind::parse(kind)
-            .unwrap_or_else(|| panic!("fake apiserver: delete: unsupported kind {kind:?}"));
-        let ns = if k.namespaced() {
-            namespace.unwrap_or("default").to_string()
-        } else {
-            String::new()
-        };
-        let mut st = self.shared.lock();
-        let Some(mut object) = st.kind(k).objects.remove(&(ns, name.to_string())) else {
-            return false;
-        };
-        st.rv += 1;
-        let rv = st.rv;
-        object["metadata"]["resourceVersion"] = rv.to_string().into();
-        st.publish(
-            k,
-            Event {
-                rv,
-                ty: EventType::Deleted,
-                object,
-                prev: None,
-            },
-        );
-        true
+        let (k, key) = Self::key(kind, namespace, name);
+        self.shared.lock().remove(k, &key).is_some()
     }
 
     /// `false`: the server "disappears". The listening socket is closed, so a new connection
@@ -555,6 +731,76 @@ impl FakeApiServer {
     /// percent-encoded).
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
+    }
+
+    /// How many requests with this method (e.g. "PATCH") had exactly this path (the query
+    /// aside), e.g. to count the status writes of one Service.
+    pub fn count_requests(&self, method: &str, path: &str) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| {
+                r.split_once(' ').is_some_and(|(m, rest)| {
+                    m == method && rest.split_once('?').map_or(rest, |(p, _)| p) == path
+                })
+            })
+            .count()
+    }
+
+    /// The stored object, as a GET would return it (`namespace` None means "default" for
+    /// namespaced kinds and is ignored for cluster-scoped ones). Panics on an unknown kind.
+    pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let (k, key) = Self::key(kind, namespace, name);
+        self.shared.lock().kind(k).objects.get(&key).cloned()
+    }
+
+    /// Every stored object of the kind, sorted by namespace and name. Panics on an unknown
+    /// kind.
+    pub fn list(&self, kind: &str) -> Vec<Value> {
+        let k = Kind::parse(kind)
+            .unwrap_or_else(|| panic!("fake apiserver: list: unsupported kind {kind:?}"));
+        self.shared
+            .lock()
+            .kind(k)
+            .objects
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The object's field ownership (see the module docs) as `(".spec.holderIdentity",
+    /// manager, "Apply" | "Update")`, sorted; empty for a missing object. Panics on an
+    /// unknown kind.
+    pub fn field_owners(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Vec<(String, String, String)> {
+        let (k, key) = Self::key(kind, namespace, name);
+        let mut st = self.shared.lock();
+        let Some(owners) = st.kind(k).owners.get(&key) else {
+            return Vec::new();
+        };
+        owners
+            .iter()
+            .flat_map(|(path, set)| {
+                set.iter()
+                    .map(|(m, op)| (field_path(path), m.clone(), op.as_str().to_string()))
+            })
+            .collect()
+    }
+
+    fn key(kind: &str, namespace: Option<&str>, name: &str) -> (Kind, Key) {
+        let k = Kind::parse(kind)
+            .unwrap_or_else(|| panic!("fake apiserver: unsupported kind {kind:?}"));
+        let ns = if k.namespaced() {
+            namespace.unwrap_or("default").to_string()
+        } else {
+            String::new()
+        };
+        (k, (ns, name.to_string()))
     }
 
     /// How many watch streams are open right now.
@@ -675,7 +921,7 @@ async fn serve(
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&shared, req)) }
+                        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -691,6 +937,8 @@ struct Route {
     kind: Kind,
     namespace: Option<String>,
     name: Option<String>,
+    /// The `/status` subresource of the object `name`.
+    status: bool,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -704,30 +952,98 @@ fn route(path: &str) -> Option<Route> {
             }
             tail => (None, tail),
         };
-        match tail {
-            [p] if *p == kind.plural() => Some(Route {
-                kind,
-                namespace,
-                name: None,
-            }),
-            // A namespaced object is only addressable inside its namespace.
-            [p, name]
-                if *p == kind.plural()
-                    && !name.is_empty()
-                    && (namespace.is_some() || !kind.namespaced()) =>
-            {
-                Some(Route {
-                    kind,
-                    namespace,
-                    name: Some(name.to_string()),
-                })
+        let (name, status) = match tail {
+            [p] if *p == kind.plural() => (None, false),
+            [p, name] if *p == kind.plural() && !name.is_empty() => (Some(name), false),
+            [p, name, "status"] if *p == kind.plural() && !name.is_empty() && kind.has_status() => {
+                (Some(name), true)
             }
-            _ => None,
+            _ => return None,
+        };
+        // A namespaced object is only addressable inside its namespace.
+        if name.is_some() && kind.namespaced() && namespace.is_none() {
+            return None;
         }
+        Some(Route {
+            kind,
+            namespace,
+            name: name.map(|n| n.to_string()),
+            status,
+        })
     })
 }
 
-fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+/// Largest request body accepted (the real API server's limit is 3 MiB too).
+const MAX_BODY: usize = 3 << 20;
+
+fn not_found_path() -> Response<Body> {
+    status_response(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+        json!({}),
+    )
+}
+
+fn method_not_allowed(method: &Method, what: &str) -> Response<Body> {
+    status_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!(
+            "the server does not allow this method on the requested resource: {method} on {what}"
+        ),
+        json!({}),
+    )
+}
+
+fn bad_request(message: &str) -> Response<Body> {
+    ApiError::bad_request(message).response()
+}
+
+/// A failed write, turned into a `Status` response by [`ApiError::response`].
+#[derive(Debug)]
+struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+    details: Value,
+}
+
+impl ApiError {
+    fn bad_request(message: &str) -> ApiError {
+        ApiError {
+            code: StatusCode::BAD_REQUEST,
+            reason: "BadRequest",
+            message: message.to_string(),
+            details: json!({}),
+        }
+    }
+
+    fn not_found(kind: Kind, name: &str) -> ApiError {
+        ApiError {
+            code: StatusCode::NOT_FOUND,
+            reason: "NotFound",
+            message: format!("{} \"{name}\" not found", kind.resource()),
+            details: json!({"name": name, "group": kind.group(), "kind": kind.plural()}),
+        }
+    }
+
+    /// A 409 (reason "Conflict" or "AlreadyExists") about the object `name`.
+    fn conflict(kind: Kind, name: &str, reason: &'static str, message: String) -> ApiError {
+        ApiError {
+            code: StatusCode::CONFLICT,
+            reason,
+            message,
+            details: json!({"name": name, "group": kind.group(), "kind": kind.plural()}),
+        }
+    }
+
+    fn response(self) -> Response<Body> {
+        status_response(self.code, self.reason, &self.message, self.details)
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let line = match req.uri().query() {
         Some(q) => format!("{} {path}?{q}", req.method()),
@@ -735,41 +1051,584 @@ fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     };
     shared.lock().requests.push(line);
     let query = parse_query(req.uri().query().unwrap_or(""));
-    if req.method() != Method::GET {
-        return status_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            &format!("the fake API server only serves GET, not {}", req.method()),
-            json!({}),
-        );
-    }
     let Some(route) = route(&path).filter(|r| !shared.lock().unserved.contains(&r.kind)) else {
-        return status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-            json!({}),
-        );
+        return not_found_path();
     };
+    let method = req.method().clone();
+    if method == Method::GET {
+        return handle_get(shared, &route, &path, &query);
+    }
+    let what = match (&route.name, route.status) {
+        (None, _) => "a collection",
+        (Some(_), false) => "an object",
+        (Some(_), true) => "a status subresource",
+    };
+    let allowed = match (&route.name, route.status) {
+        // A create needs the namespace in the path for namespaced kinds.
+        (None, _) => {
+            method == Method::POST && (route.namespace.is_some() || !route.kind.namespaced())
+        }
+        (Some(_), false) => matches!(method, Method::PUT | Method::PATCH | Method::DELETE),
+        (Some(_), true) => matches!(method, Method::PUT | Method::PATCH),
+    };
+    if !allowed {
+        return method_not_allowed(&method, what);
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    // The real API server names a manager that gave no fieldManager after the client's
+    // user agent ("kubectl/v1.31 ..." → "kubectl").
+    let manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.clone(),
+        None => req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return status_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!("reading the request body: {e}"),
+                json!({}),
+            );
+        }
+    };
+    if method == Method::DELETE {
+        // DeleteOptions (propagation, preconditions, grace) are ignored: there are no
+        // finalizers, dependents or graceful deletion here.
+        let name = route.name.clone().unwrap_or_default();
+        let key = (route.namespace.clone().unwrap_or_default(), name.clone());
+        return match shared.lock().remove(route.kind, &key) {
+            Some(object) => json_response(StatusCode::OK, &object),
+            None => not_found(route.kind, &name),
+        };
+    }
+    let change = match (&method, content_type.as_str()) {
+        (&Method::PATCH, "application/merge-patch+json") => Change::Merge,
+        (&Method::PATCH, "application/strategic-merge-patch+json") if route.kind.is_custom() => {
+            return status_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources",
+                json!({}),
+            );
+        }
+        (&Method::PATCH, "application/strategic-merge-patch+json") => Change::Strategic,
+        (&Method::PATCH, "application/apply-patch+yaml") => Change::Apply {
+            force: matches!(query.get("force").map(String::as_str), Some("true" | "1")),
+        },
+        (&Method::PATCH, other) => {
+            return status_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "the fake API server supports the patch types application/merge-patch+json, \
+                     application/strategic-merge-patch+json and application/apply-patch+yaml, \
+                     not {other:?}"
+                ),
+                json!({}),
+            );
+        }
+        (_, "application/json" | "") if method == Method::POST => Change::Create,
+        (_, "application/json" | "") => Change::Replace,
+        (_, other) => {
+            return status_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!("the fake API server only reads application/json bodies, not {other:?}"),
+                json!({}),
+            );
+        }
+    };
+    // An apply body is YAML; the fake reads its JSON subset, which is what kube-rs sends.
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad_request("the request body must be a JSON object"),
+        Err(e) => return bad_request(&format!("the request body is not valid JSON: {e}")),
+    };
+    if matches!(change, Change::Apply { .. }) && !query.contains_key("fieldManager") {
+        return bad_request("PATCH with apply requires a fieldManager");
+    }
+    match write(shared, &route, change, body, &manager) {
+        Ok((code, object)) => json_response(code, &object),
+        Err(e) => e.response(),
+    }
+}
+
+fn handle_get(
+    shared: &Arc<Shared>,
+    route: &Route,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
     let q = |k: &str| query.get(k).map(String::as_str);
     let mut filter = match Filter::parse(q("labelSelector"), q("fieldSelector")) {
         Ok(f) => f,
-        Err(msg) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg, json!({})),
+        Err(msg) => return bad_request(&msg),
     };
     filter.namespace = route.namespace.clone();
     let watch = matches!(q("watch"), Some("true" | "1"));
     if let Some(name) = &route.name {
-        if watch {
+        if watch && !route.status {
             filter.name = Some(name.clone());
         } else {
-            return get_one(shared, &route, name);
+            return get_one(shared, route, name);
         }
     }
     if watch {
-        watch_response(shared, &route, &path, filter, &query)
+        watch_response(shared, route, path, filter, query)
     } else {
         list_response(shared, route.kind, &filter, q("limit"), q("continue"))
     }
+}
+
+fn not_found(kind: Kind, name: &str) -> Response<Body> {
+    ApiError::not_found(kind, name).response()
+}
+
+/// What a write does with its body.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Change {
+    /// POST: a new object.
+    Create,
+    /// PUT: the whole object.
+    Replace,
+    /// JSON merge patch (RFC 7386).
+    Merge,
+    /// Strategic merge patch, read as a JSON merge patch.
+    Strategic,
+    /// Server-Side Apply.
+    Apply { force: bool },
+}
+
+/// One write under the lock: validates `body` against the route, computes the new object
+/// (scoped to `.status` or to everything else for kinds with a status subresource), checks
+/// and updates the field ownership, and commits. Returns the status code and the stored
+/// object, or the error response.
+fn write(
+    shared: &Shared,
+    route: &Route,
+    change: Change,
+    mut body: Value,
+    manager: &str,
+) -> Result<(StatusCode, Value), ApiError> {
+    let kind = route.kind;
+    let ns = route.namespace.clone().unwrap_or_default();
+    let name = match &route.name {
+        Some(n) => n.clone(),
+        None => body["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request("metadata.name is required (generateName is not supported)")
+            })?
+            .to_string(),
+    };
+    check_identity(kind, &ns, &name, &body, change)?;
+    if matches!(change, Change::Strategic) {
+        check_no_directives(&body, "")?;
+    }
+    let key = (ns.clone(), name.clone());
+    let conflict = |message: String| ApiError::conflict(kind, &name, "Conflict", message);
+    let modified = || {
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+             please apply your changes to the latest version and try again",
+            kind.resource()
+        )
+    };
+
+    let mut st = shared.lock();
+    let ks = st.kind(kind);
+    let stored = ks.objects.get(&key).cloned();
+    let mut owners = ks.owners.get(&key).cloned().unwrap_or_default();
+    // resourceVersion in the body is a precondition (for PUT, PATCH and apply alike).
+    if let (Some(s), Some(want)) = (&stored, body["metadata"]["resourceVersion"].as_str())
+        && !want.is_empty()
+        && s["metadata"]["resourceVersion"].as_str() != Some(want)
+    {
+        return Err(conflict(modified()));
+    }
+    let mut candidate = match (change, &stored) {
+        (Change::Create, Some(_)) => {
+            return Err(ApiError::conflict(
+                kind,
+                &name,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", kind.resource()),
+            ));
+        }
+        (Change::Create, None) => body.clone(),
+        // An apply creates a missing object (not through the status subresource).
+        (Change::Apply { .. }, None) if !route.status => {
+            let mut fresh = json!({"metadata": {}});
+            merge_patch(&mut fresh, &body);
+            fresh
+        }
+        (_, None) => return Err(ApiError::not_found(kind, &name)),
+        (Change::Replace, Some(_)) => body.clone(),
+        (Change::Merge | Change::Strategic | Change::Apply { .. }, Some(s)) => {
+            let mut o = s.clone();
+            merge_patch(&mut o, &body);
+            o
+        }
+    };
+    strip_nulls(&mut candidate);
+    normalize(kind, &ns, &name, &mut candidate);
+    // The status split: a status write changes only .status, any other write keeps it.
+    if route.status || kind.has_status() {
+        let (mut base, from) = if route.status {
+            (stored.clone().unwrap_or_default(), candidate.clone())
+        } else {
+            (candidate.clone(), stored.clone().unwrap_or_default())
+        };
+        match from.get("status") {
+            Some(status) => base["status"] = status.clone(),
+            None => {
+                if let Some(o) = base.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        candidate = base;
+        normalize(kind, &ns, &name, &mut candidate);
+    }
+    // Which leaves this write may touch.
+    let in_scope = |path: &[String]| {
+        let is_status = path.first().is_some_and(|p| p == "status");
+        if route.status {
+            is_status
+        } else {
+            !(kind.has_status() && is_status)
+        }
+    };
+    let before = stored.as_ref().map(leaves).unwrap_or_default();
+    let me = |op| (manager.to_string(), op);
+    if let Change::Apply { force } = change {
+        strip_nulls(&mut body);
+        let applied: BTreeMap<Vec<String>, Value> = leaves(&body)
+            .into_iter()
+            .filter(|(p, _)| in_scope(p))
+            .collect();
+        // SSA: what this manager applied before and applies no more is removed, unless
+        // someone else owns it too.
+        for (path, set) in owners.iter_mut() {
+            if in_scope(path)
+                && !applied.contains_key(path)
+                && set.remove(&me(Op::Apply))
+                && set.is_empty()
+            {
+                remove_path(&mut candidate, path);
+            }
+        }
+        let after = leaves(&candidate);
+        let mut conflicts: Vec<String> = Vec::new();
+        for (path, set) in &owners {
+            let touched = applied
+                .keys()
+                .any(|l| l.starts_with(path) || path.starts_with(l));
+            if !touched || before.get(path) == after.get(path) {
+                continue;
+            }
+            for (other, _) in set.iter().filter(|(m, _)| m != manager) {
+                conflicts.push(format!("conflict with \"{other}\": {}", field_path(path)));
+            }
+        }
+        conflicts.dedup();
+        if !conflicts.is_empty() && !force {
+            let n = conflicts.len();
+            return Err(conflict(format!(
+                "Apply failed with {n} conflict{}: {}",
+                if n == 1 { "" } else { "s" },
+                conflicts.join("; ")
+            )));
+        }
+        for path in applied.keys() {
+            let set = owners.entry(path.clone()).or_default();
+            if before.get(path) != after.get(path) {
+                // Changed (possibly forced): the applier alone owns it now.
+                set.clear();
+            }
+            set.insert(me(Op::Apply));
+        }
+    } else {
+        let after = leaves(&candidate);
+        for (path, value) in &after {
+            if before.get(path) != Some(value) {
+                owners.insert(path.clone(), BTreeSet::from([me(Op::Update)]));
+            }
+        }
+    }
+    // Gone leaves lose their owners (a null in a patch, a PUT without them, a leaf replaced
+    // by an object).
+    let after = leaves(&candidate);
+    owners.retain(|path, set| after.contains_key(path) && !set.is_empty());
+    let created = stored.is_none();
+    let object = st.commit(kind, key, candidate, owners, true);
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, object))
+}
+
+/// A body's apiVersion and kind (when given; an apply must give them) must be the kind's,
+/// and its name and namespace (when given) the path's.
+fn check_identity(
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    body: &Value,
+    change: Change,
+) -> Result<(), ApiError> {
+    let apply = matches!(change, Change::Apply { .. });
+    for (field, want) in [("apiVersion", kind.api_version()), ("kind", kind.name())] {
+        match body.get(field).and_then(Value::as_str) {
+            Some(v) if v == want => {}
+            None if !apply => {}
+            None => {
+                return Err(ApiError::bad_request(&format!(
+                    "{field} must be set in an apply"
+                )));
+            }
+            Some(v) => {
+                return Err(ApiError::bad_request(&format!(
+                    "{field} {v:?} does not match the resource's {want:?}"
+                )));
+            }
+        }
+    }
+    let meta = &body["metadata"];
+    if !meta.is_null() && !meta.is_object() {
+        return Err(ApiError::bad_request("metadata must be an object"));
+    }
+    if let Some(n) = meta.get("name")
+        && n.as_str() != Some(name)
+    {
+        return Err(ApiError::bad_request(&format!(
+            "the name of the object ({n}) does not match the name on the URL ({name:?})"
+        )));
+    }
+    if kind.namespaced()
+        && let Some(n) = meta.get("namespace")
+        && n.as_str() != Some(ns)
+        && n.as_str() != Some("")
+    {
+        return Err(ApiError::bad_request(&format!(
+            "the namespace of the provided object ({n}) does not match the namespace sent on \
+             the request ({ns:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Strategic merge patch directives (`$patch`, `$retainKeys`, `$setElementOrder/...`,
+/// `$deleteFromPrimitiveList/...`) are not implemented: a 400 rather than a silent wrong
+/// result.
+fn check_no_directives(v: &Value, at: &str) -> Result<(), ApiError> {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                if k.starts_with('$') {
+                    return Err(ApiError::bad_request(&format!(
+                        "the fake API server does not implement the strategic merge patch \
+                         directive {k:?} (at {at:?})"
+                    )));
+                }
+                check_no_directives(c, &format!("{at}.{k}"))?;
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter().try_for_each(|c| check_no_directives(c, at)),
+        _ => Ok(()),
+    }
+}
+
+/// Sets apiVersion, kind, name and namespace from the route and drops the fields only the
+/// server sets (kept or renewed by [`State::commit`]).
+fn normalize(kind: Kind, ns: &str, name: &str, object: &mut Value) {
+    if !object.is_object() {
+        *object = json!({});
+    }
+    object["apiVersion"] = kind.api_version().into();
+    object["kind"] = kind.name().into();
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.insert("name".into(), name.into());
+        if kind.namespaced() {
+            meta.insert("namespace".into(), ns.into());
+        } else {
+            meta.remove("namespace");
+        }
+        for server_field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "selfLink",
+            "generation",
+        ] {
+            meta.remove(server_field);
+        }
+    }
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, null removes a key, anything else
+/// (arrays included) replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// Removes null members of objects, at any depth (a stored object has no nulls, as after
+/// decoding into the real API types).
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, c| !c.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Whether a path is left out of field ownership: identity and server-set metadata.
+fn untracked(path: &[String]) -> bool {
+    match path {
+        [f] => f == "apiVersion" || f == "kind",
+        [m, f, ..] if m == "metadata" => matches!(
+            f.as_str(),
+            "name"
+                | "namespace"
+                | "resourceVersion"
+                | "uid"
+                | "creationTimestamp"
+                | "managedFields"
+                | "selfLink"
+                | "generation"
+        ),
+        _ => false,
+    }
+}
+
+/// The leaves of an object that field ownership tracks: path → value, for every non-null,
+/// non-object value (a list is one leaf: lists are atomic here).
+fn leaves(v: &Value) -> BTreeMap<Vec<String>, Value> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut BTreeMap<Vec<String>, Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    path.push(k.clone());
+                    walk(c, path, out);
+                    path.pop();
+                }
+            }
+            Value::Null => {}
+            other => {
+                if !path.is_empty() && !untracked(path) {
+                    out.insert(path.clone(), other.clone());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+fn remove_path(v: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for p in parents {
+        match cur.get_mut(p.as_str()) {
+            Some(c) => cur = c,
+            None => return,
+        }
+    }
+    if let Some(o) = cur.as_object_mut() {
+        o.remove(last.as_str());
+    }
+}
+
+/// ".spec.holderIdentity".
+fn field_path(path: &[String]) -> String {
+    path.iter().map(|p| format!(".{p}")).collect()
+}
+
+/// `metadata.managedFields` for `owners`: one FieldsV1 entry per (manager, operation).
+fn managed_fields(kind: Kind, owners: &Owners) -> Vec<Value> {
+    let mut by_manager: BTreeMap<(String, Op), Value> = BTreeMap::new();
+    for (path, set) in owners {
+        for owner in set {
+            let mut node = by_manager.entry(owner.clone()).or_insert_with(|| json!({}));
+            for p in path {
+                node = &mut node[format!("f:{p}")];
+                if !node.is_object() {
+                    *node = json!({});
+                }
+            }
+        }
+    }
+    by_manager
+        .into_iter()
+        .map(|((manager, op), fields)| {
+            json!({
+                "manager": manager,
+                "operation": op.as_str(),
+                "apiVersion": kind.api_version(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            })
+        })
+        .collect()
+}
+
+fn resource_version_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn get_one(shared: &Shared, route: &Route, name: &str) -> Response<Body> {
@@ -777,12 +1636,7 @@ fn get_one(shared: &Shared, route: &Route, name: &str) -> Response<Body> {
     let mut st = shared.lock();
     match st.kind(route.kind).objects.get(&(ns, name.to_string())) {
         Some(obj) => json_response(StatusCode::OK, obj),
-        None => status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("{} \"{name}\" not found", route.kind.plural()),
-            json!({"name": name, "kind": route.kind.plural()}),
-        ),
+        None => not_found(route.kind, name),
     }
 }
 
@@ -1327,6 +2181,216 @@ mod tests {
         assert!(route("/api/v1/services/x").is_none());
         assert!(route("/api/v1/configmaps").is_none());
         assert!(route("/apis/discovery.k8s.io/v1beta1/endpointslices").is_none());
+    }
+
+    #[test]
+    fn routes_of_writes() {
+        let r = route("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l").unwrap();
+        assert_eq!(
+            (r.kind, r.namespace.as_deref(), r.name.as_deref(), r.status),
+            (Kind::Lease, Some("kube-system"), Some("l"), false)
+        );
+        let r = route("/apis/svc-ebpf.dev/v1alpha1/loadbalancerippools/p/status").unwrap();
+        assert_eq!(
+            (r.kind, r.namespace, r.name.as_deref(), r.status),
+            (Kind::LbIpPool, None, Some("p"), true)
+        );
+        let r = route("/api/v1/namespaces/a/services/web/status").unwrap();
+        assert_eq!(
+            (r.kind, r.name.as_deref(), r.status),
+            (Kind::Service, Some("web"), true)
+        );
+        assert!(route("/apis/coordination.k8s.io/v1/namespaces/a/leases/l/status").is_none());
+        assert!(route("/apis/coordination.k8s.io/v1/leases/l").is_none());
+        assert!(route("/apis/svc-ebpf.dev/v1alpha1/namespaces/a/loadbalancerippools").is_none());
+        assert!(route("/api/v1/namespaces/a/services/web/scale").is_none());
+    }
+
+    #[test]
+    fn merge_patches() {
+        let mut o = json!({"a": {"b": 1, "c": [1, 2]}, "d": "x"});
+        merge_patch(
+            &mut o,
+            &json!({"a": {"b": null, "c": [3], "e": {"f": 1}}, "d": null}),
+        );
+        assert_eq!(o, json!({"a": {"c": [3], "e": {"f": 1}}}));
+        let l = leaves(&json!({
+            "apiVersion": "v1", "kind": "K",
+            "metadata": {"name": "n", "resourceVersion": "3", "labels": {"a.b/c": "d"}},
+            "spec": {"x": 1, "l": [1], "empty": {}, "nil": null},
+        }));
+        let paths: Vec<String> = l.keys().map(|p| field_path(p)).collect();
+        assert_eq!(paths, [".metadata.labels.a.b/c", ".spec.l", ".spec.x"]);
+    }
+
+    fn lease_route() -> Route {
+        Route {
+            kind: Kind::Lease,
+            namespace: Some("default".into()),
+            name: Some("l".into()),
+            status: false,
+        }
+    }
+
+    fn apply_body(spec: Value) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec})
+    }
+
+    fn code(r: Result<(StatusCode, Value), ApiError>) -> u16 {
+        match r {
+            Ok((c, _)) => c.as_u16(),
+            Err(e) => e.code.as_u16(),
+        }
+    }
+
+    /// The SSA model against kube-lease-manager's sequence of writes.
+    #[test]
+    fn server_side_apply() {
+        let shared = Shared {
+            state: Mutex::new(State::default()),
+        };
+        let r = lease_route();
+        let apply = |m: &str, spec: Value, force: bool| {
+            write(&shared, &r, Change::Apply { force }, apply_body(spec), m)
+        };
+        let strategic =
+            |m: &str, spec: Value| write(&shared, &r, Change::Strategic, json!({"spec": spec}), m);
+        let owners = || {
+            let mut st = shared.lock();
+            let o = st
+                .kind(Kind::Lease)
+                .owners
+                .get(&("default".into(), "l".into()))
+                .cloned();
+            o.unwrap_or_default()
+                .into_iter()
+                .map(|(p, s)| {
+                    (
+                        field_path(&p),
+                        s.into_iter()
+                            .map(|(m, op)| format!("{m}/{}", op.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let stored = || {
+            let mut st = shared.lock();
+            st.kind(Kind::Lease)
+                .objects
+                .get(&("default".into(), "l".into()))
+                .cloned()
+                .unwrap()
+        };
+        // An apply creates; a free lease is taken.
+        assert_eq!(
+            code(apply(
+                "a",
+                json!({"holderIdentity": "a", "leaseDurationSeconds": 2}),
+                false
+            )),
+            201
+        );
+        assert_eq!(
+            owners(),
+            [
+                (".spec.holderIdentity".into(), "a/Apply".into()),
+                (".spec.leaseDurationSeconds".into(), "a/Apply".into())
+            ]
+        );
+        // Another manager changing an owned field: a conflict, nothing changes.
+        let rv = stored()["metadata"]["resourceVersion"].clone();
+        assert_eq!(
+            code(apply(
+                "b",
+                json!({"holderIdentity": "b", "leaseDurationSeconds": 2}),
+                false
+            )),
+            409
+        );
+        assert_eq!(stored()["metadata"]["resourceVersion"], rv);
+        // The same value: no conflict, the ownership is shared.
+        assert_eq!(
+            code(apply("b", json!({"leaseDurationSeconds": 2}), false)),
+            200
+        );
+        assert_eq!(
+            owners()[1],
+            (
+                ".spec.leaseDurationSeconds".into(),
+                "a/Apply,b/Apply".into()
+            )
+        );
+        // An update takes the leaves it changes.
+        assert_eq!(
+            code(strategic(
+                "a",
+                json!({"leaseDurationSeconds": 3, "leaseTransitions": 1})
+            )),
+            200
+        );
+        assert_eq!(
+            owners(),
+            [
+                (".spec.holderIdentity".into(), "a/Apply".into()),
+                (".spec.leaseDurationSeconds".into(), "a/Update".into()),
+                (".spec.leaseTransitions".into(), "a/Update".into()),
+            ]
+        );
+        // No longer applied by a and owned by no one else: removed.
+        assert_eq!(
+            code(apply("a", json!({"leaseDurationSeconds": 3}), false)),
+            200
+        );
+        assert!(
+            stored()["spec"].get("holderIdentity").is_none(),
+            "{}",
+            stored()
+        );
+        // Nulls remove leaves and their owners.
+        assert_eq!(
+            code(strategic(
+                "x",
+                json!({"leaseDurationSeconds": null, "leaseTransitions": null})
+            )),
+            200
+        );
+        assert_eq!(owners(), []);
+        assert_eq!(stored()["spec"], json!({}));
+        // Force takes over.
+        assert_eq!(code(apply("a", json!({"holderIdentity": "a"}), false)), 200);
+        assert_eq!(code(apply("b", json!({"holderIdentity": "b"}), true)), 200);
+        assert_eq!(
+            owners(),
+            [(".spec.holderIdentity".into(), "b/Apply".into())]
+        );
+        assert_eq!(stored()["spec"]["holderIdentity"], "b");
+        // Preconditions and bad input.
+        let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"x": 1}});
+        assert_eq!(code(write(&shared, &r, Change::Merge, stale, "a")), 409);
+        assert_eq!(code(apply("a", json!({"holderIdentity": "a"}), false)), 409);
+        let no_kind = json!({"spec": {}});
+        assert_eq!(
+            code(write(
+                &shared,
+                &r,
+                Change::Apply { force: false },
+                no_kind,
+                "a"
+            )),
+            400
+        );
+        let directive = json!({"spec": {"$patch": "replace"}});
+        assert_eq!(
+            code(write(&shared, &r, Change::Strategic, directive, "a")),
+            400
+        );
+        let wrong_name = json!({"metadata": {"name": "other"}});
+        assert_eq!(
+            code(write(&shared, &r, Change::Replace, wrong_name, "a")),
+            400
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! kube-rs against `svc_lab::fake_apiserver` over real HTTP: kube-runtime's `watcher` +
 //! `reflector` with `watcher::Config::default()` and `.default_backoff()`, as an agent uses
-//! them, plus a few raw HTTP checks of the protocol. Needs no root and no network namespace.
+//! them, plus a few raw HTTP checks of the protocol; the writes (create, replace, patches,
+//! Server-Side Apply, delete, status subresources) through `kube::Api`, and
+//! kube-lease-manager electing a Lease holder against it. Needs no root and no network
+//! namespace.
 //!
 //! Reconnection after an outage is paced by kube-runtime's default backoff (client-go's:
 //! 0.8 s doubling up to 30 s, each delay plus up to 100 % jitter, reset by any successful
@@ -15,10 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::serde::de::DeserializeOwned;
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
@@ -908,4 +916,677 @@ fn service_cidrs_and_a_kind_not_served() {
         let (status, _) = raw_get(&server, "/apis/networking.k8s.io/v1/servicecidrs", None);
         assert!(status.contains(" 200 "), "{status}");
     });
+}
+
+/// The next event of a raw `Api::watch` stream, within [`QUICK`].
+async fn next_event<K: Debug>(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> WatchEvent<K> {
+    tokio::time::timeout(QUICK, stream.next())
+        .await
+        .expect("no watch event in time")
+        .expect("the watch ended")
+        .expect("a watch error")
+}
+
+/// The `kube::Error::Api` of a failed call, as (code, reason, message).
+fn api_error<T: Debug>(r: kube::Result<T>) -> (u16, String, String) {
+    match r {
+        Err(kube::Error::Api(s)) => (s.code, s.reason, s.message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn ingress_ips(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|i| i.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Service status writes as the LB IPAM writer makes them (`patch_status` with a merge
+/// patch), the status split both ways, a no-op write, and optimistic concurrency.
+#[test]
+fn service_status_subresource() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        server.apply(service("default", "web", 80, json!({})));
+        let api: Api<Service> = Api::namespaced(client(&server), "default");
+        let rv = server.resource_version().to_string();
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), &rv)
+            .await
+            .expect("watch")
+            .boxed();
+
+        // A status write changes the status only: the spec in the same patch is ignored.
+        let patch = json!({
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}},
+            "spec": {"clusterIP": "10.96.99.99"},
+        });
+        let pp = PatchParams::apply("svc-agent-lbipam");
+        let got = api
+            .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch_status");
+        assert_eq!(ingress_ips(&got), ["192.0.2.10"]);
+        assert_eq!(
+            got.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.10")
+        );
+        match next_event(&mut events).await {
+            WatchEvent::Modified(s) => assert_eq!(ingress_ips(&s), ["192.0.2.10"]),
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
+        let path = "/api/v1/namespaces/default/services/web/status";
+        assert_eq!(server.count_requests("PATCH", path), 1);
+        let stored = server.get("Service", None, "web").expect("stored");
+        assert_eq!(stored["spec"]["clusterIP"], "10.96.0.10");
+
+        // The same status again changes nothing: no new resourceVersion, no event.
+        let rv_before = server.resource_version();
+        let again = api
+            .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch_status again");
+        assert_eq!(server.resource_version(), rv_before);
+        assert_eq!(again.resource_version(), got.resource_version());
+        assert_eq!(server.count_requests("PATCH", path), 2);
+
+        // A write to the Service itself keeps the stored status, whatever its body says.
+        let patch = json!({"spec": {"ports": [{"port": 81, "protocol": "TCP"}]}, "status": null});
+        let got = api
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch");
+        assert_eq!(port_of(&got), 81);
+        assert_eq!(ingress_ips(&got), ["192.0.2.10"]);
+        match next_event(&mut events).await {
+            WatchEvent::Modified(s) => assert_eq!((port_of(&s), ingress_ips(&s).len()), (81, 1)),
+            other => panic!("expected MODIFIED, got {other:?}"),
+        }
+
+        // Replace (PUT) with a stale resourceVersion: 409 Conflict; with the current one: OK.
+        let mut stale = got.clone();
+        stale.metadata.resource_version = Some(rv.clone());
+        let (code, reason, message) =
+            api_error(api.replace("web", &PostParams::default(), &stale).await);
+        assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+        let mut status_only = got.clone();
+        status_only.status.as_mut().unwrap().load_balancer = Some(Default::default());
+        status_only.spec.as_mut().unwrap().cluster_ip = Some("10.96.1.1".into());
+        let replaced = api
+            .replace_status("web", &PostParams::default(), &status_only)
+            .await
+            .expect("replace_status");
+        assert!(ingress_ips(&replaced).is_empty());
+        assert_eq!(
+            replaced.spec.unwrap().cluster_ip.as_deref(),
+            Some("10.96.0.10")
+        );
+        let (code, reason, _) = api_error(
+            api.replace_status("web", &PostParams::default(), &status_only)
+                .await,
+        );
+        assert_eq!(
+            (code, reason.as_str()),
+            (409, "Conflict"),
+            "stale replace_status"
+        );
+
+        // Server-Side Apply of the status: the field manager owns the ingress list.
+        let apply = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.11"}]}},
+        });
+        let got = api
+            .patch_status("web", &pp, &Patch::Apply(&apply))
+            .await
+            .expect("apply status");
+        assert_eq!(ingress_ips(&got), ["192.0.2.11"]);
+        assert!(
+            server.field_owners("Service", None, "web").contains(&(
+                ".status.loadBalancer.ingress".into(),
+                "svc-agent-lbipam".into(),
+                "Apply".into()
+            )),
+            "{:?}",
+            server.field_owners("Service", None, "web")
+        );
+        // JSON patch is not supported: a 415 Status, not a panic.
+        let (code, _, _) = api_error(
+            api.patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Json::<()>(Default::default()),
+            )
+            .await,
+        );
+        assert_eq!(code, 415);
+    });
+}
+
+/// Create, create again (409 AlreadyExists), delete (watchers see DELETED, a second delete
+/// is a 404), PATCH of a missing object (404) and an apply that creates.
+#[test]
+fn create_conflict_and_delete() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let api: Api<Lease> = Api::namespaced(client(&server), "kube-system");
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        let lease: Lease = serde_json::from_value(json!({
+            "metadata": {"name": "l1", "labels": {"a": "b"}},
+            "spec": {"holderIdentity": "x"},
+        }))
+        .unwrap();
+        let created = api
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create");
+        assert_eq!(created.namespace().as_deref(), Some("kube-system"));
+        assert!(created.uid().is_some() && created.resource_version().is_some());
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(l) if l.name_any() == "l1")
+        );
+        let (code, reason, message) = api_error(api.create(&PostParams::default(), &lease).await);
+        assert_eq!((code, reason.as_str()), (409, "AlreadyExists"), "{message}");
+        assert_eq!(message, "leases.coordination.k8s.io \"l1\" already exists");
+
+        let deleted = api.delete("l1", &Default::default()).await.expect("delete");
+        assert!(deleted.left().is_some_and(|l| l.name_any() == "l1"));
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Deleted(l) if l.name_any() == "l1")
+        );
+        assert!(server.get("Lease", Some("kube-system"), "l1").is_none());
+        let (code, reason, _) = api_error(api.delete("l1", &Default::default()).await);
+        assert_eq!((code, reason.as_str()), (404, "NotFound"));
+        let patch = json!({"spec": {"holderIdentity": "y"}});
+        let (code, _, _) = api_error(
+            api.patch("l1", &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+        );
+        assert_eq!(code, 404);
+
+        // An apply creates the missing object; a create then conflicts with it.
+        let apply = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "spec": {"holderIdentity": "y"},
+        });
+        let got = api
+            .patch("l1", &PatchParams::apply("m"), &Patch::Apply(&apply))
+            .await
+            .expect("apply creates");
+        assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("y"));
+        assert!(matches!(
+            next_event(&mut events).await,
+            WatchEvent::Added(_)
+        ));
+        // A new object: a new uid.
+        assert_ne!(got.metadata.uid, created.metadata.uid);
+        assert_eq!(server.list("Lease").len(), 1);
+        // Bad input is a 400 Status: an apply without apiVersion/kind.
+        let (code, reason, _) = api_error(
+            api.patch(
+                "l1",
+                &PatchParams::apply("m"),
+                &Patch::Apply(json!({"spec": {}})),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (400, "BadRequest"));
+    });
+}
+
+/// The LoadBalancerIPPool custom resource through `Api<DynamicObject>`, as the agent will
+/// use it: list, get, watch, create, the status subresource; no strategic merge patch for
+/// a custom resource; not served as in a cluster without the CRD.
+#[test]
+fn lb_ip_pools_as_dynamic_objects() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        server.apply(json!({
+            "apiVersion": "svc-ebpf.dev/v1alpha1",
+            "kind": "LoadBalancerIPPool",
+            "metadata": {"name": "blue"},
+            "spec": {"blocks": [{"cidr": "192.0.2.0/28"}]},
+        }));
+        let gvk = GroupVersionKind::gvk("svc-ebpf.dev", "v1alpha1", "LoadBalancerIPPool");
+        let ar = ApiResource::from_gvk_with_plural(&gvk, "loadbalancerippools");
+        let api: Api<DynamicObject> = Api::all_with(client(&server), &ar);
+
+        let list = api.list(&Default::default()).await.expect("list");
+        assert_eq!(list.items.len(), 1);
+        let blue = api.get("blue").await.expect("get");
+        assert_eq!(blue.data["spec"]["blocks"][0]["cidr"], "192.0.2.0/28");
+        assert_eq!(blue.metadata.namespace, None);
+
+        let mut events = api
+            .watch(&WatchParams::default().timeout(20), "0")
+            .await
+            .expect("watch")
+            .boxed();
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(p) if p.name_any() == "blue")
+        );
+        let mut green = DynamicObject::new("green", &ar);
+        green.data =
+            json!({"spec": {"blocks": [{"start": "198.51.100.1", "stop": "198.51.100.9"}]}});
+        api.create(&PostParams::default(), &green)
+            .await
+            .expect("create");
+        assert!(
+            matches!(next_event(&mut events).await, WatchEvent::Added(p) if p.name_any() == "green")
+        );
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let got = api
+            .patch_status("green", &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("patch_status");
+        assert_eq!(got.data["status"]["conditions"][0]["type"], "Ready");
+        assert!(matches!(
+            next_event(&mut events).await,
+            WatchEvent::Modified(_)
+        ));
+        let (code, reason, _) = api_error(
+            api.patch(
+                "green",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {}})),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
+        assert_eq!(server.list("LoadBalancerIPPool").len(), 2);
+
+        server.set_served("LoadBalancerIPPool", false);
+        let (code, _, _) = api_error(api.list(&Default::default()).await);
+        assert_eq!(code, 404);
+        let (code, _, _) = api_error(api.create(&PostParams::default(), &green).await);
+        assert_eq!(code, 404);
+        server.set_served("LoadBalancerIPPool", true);
+        assert_eq!(
+            api.list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .len(),
+            2
+        );
+    });
+}
+
+/// Lease duration and grace of the election tests (kube-lease-manager's own tests use these).
+const LEASE_SECS: u64 = 2;
+const GRACE_SECS: u64 = 1;
+/// How long after the lease expires another manager may take to take it: kube-lease-manager
+/// forces the release of an expired lease, sleeps 0.1–1 s (random), then takes it.
+const TAKEOVER_SLACK: Duration = Duration::from_millis(1500);
+
+/// One kube-lease-manager in watch mode, as the agent runs it.
+struct Elector {
+    identity: String,
+    state: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+}
+
+impl Elector {
+    async fn start(server: &FakeApiServer, lease: &str, identity: &str) -> Elector {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client(server), lease)
+            .with_namespace("kube-system")
+            .with_identity(identity)
+            .with_duration(LEASE_SECS)
+            .with_grace(GRACE_SECS)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("{identity}: building the lease manager: {e}"));
+        let (state, task) = manager.watch().await;
+        Elector {
+            identity: identity.to_string(),
+            state,
+            task,
+        }
+    }
+
+    fn holds(&self) -> bool {
+        *self.state.borrow()
+    }
+}
+
+fn holder(server: &FakeApiServer, lease: &str) -> Option<String> {
+    let l = server.get("Lease", Some("kube-system"), lease)?;
+    l["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// The field manager that applied the Lease's `.spec.holderIdentity`.
+fn holder_applier(server: &FakeApiServer, lease: &str) -> Option<String> {
+    server
+        .field_owners("Lease", Some("kube-system"), lease)
+        .into_iter()
+        .find(|(field, _, op)| field == ".spec.holderIdentity" && op == "Apply")
+        .map(|(_, manager, _)| manager)
+}
+
+/// Both managers for `LEASE_SECS` + 1 s: never more than one thinks it holds the lease,
+/// and at the end exactly one does, the one the Lease names. Returns its index.
+async fn one_holder(server: &FakeApiServer, lease: &str, e: &[&Elector; 2]) -> usize {
+    wait_until(
+        "one manager to take the lease",
+        QUICK,
+        || e.iter().any(|e| e.holds()),
+        || {
+            format!(
+                "lease: {:?}",
+                server.get("Lease", Some("kube-system"), lease)
+            )
+        },
+    )
+    .await;
+    let until = Instant::now() + Duration::from_secs(LEASE_SECS + 1);
+    while Instant::now() < until {
+        let holding: Vec<&str> = e
+            .iter()
+            .filter(|e| e.holds())
+            .map(|e| e.identity.as_str())
+            .collect();
+        assert!(holding.len() <= 1, "two holders at once: {holding:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let i = e
+        .iter()
+        .position(|e| e.holds())
+        .expect("a holder at the end");
+    assert!(!e[1 - i].holds());
+    assert_eq!(
+        holder(server, lease).as_deref(),
+        Some(e[i].identity.as_str())
+    );
+    i
+}
+
+/// (a) Two managers, one lease: exactly one holds it (they also race to create the Lease:
+/// one gets 409 AlreadyExists). (b) The holder's task is aborted (a crash: no release): the
+/// other takes over once the lease expires. The Lease counts the transitions.
+#[test]
+fn lease_managers_elect_one_and_fail_over_after_a_crash() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let (a, b) = tokio::join!(
+            Elector::start(&server, "lbipam", "node-a"),
+            Elector::start(&server, "lbipam", "node-b")
+        );
+        let creates = server.count_requests(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+        );
+        assert!((1..=2).contains(&creates), "{creates} creates");
+        let e = [a, b];
+        let i = one_holder(&server, "lbipam", &[&e[0], &e[1]]).await;
+        let transitions = |server: &FakeApiServer| {
+            server.get("Lease", Some("kube-system"), "lbipam").unwrap()["spec"]["leaseTransitions"]
+                .as_i64()
+                .unwrap_or(0)
+        };
+        assert_eq!(transitions(&server), 1);
+
+        // Crash of the holder: its task is gone, the Lease still names it until it expires.
+        let crashed = e[i].identity.clone();
+        let crashed_owner = holder_applier(&server, "lbipam").expect("the holder applied it");
+        e[i].task.abort();
+        let aborted = Instant::now();
+        assert_eq!(holder(&server, "lbipam").as_deref(), Some(crashed.as_str()));
+        // When the crashed holder's lease expires: its last renewal plus the duration.
+        let lease: Lease =
+            serde_json::from_value(server.get("Lease", Some("kube-system"), "lbipam").unwrap())
+                .expect("a Lease");
+        let renewed = lease.spec.unwrap().renew_time.expect("renewTime").0;
+        let expiry = std::time::SystemTime::from(renewed) + Duration::from_secs(LEASE_SECS);
+        let other = &e[1 - i];
+        wait_until(
+            "the other manager to take over",
+            Duration::from_secs(LEASE_SECS) + TAKEOVER_SLACK,
+            || other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "lbipam")
+                )
+            },
+        )
+        .await;
+        println!(
+            "{} took over {:?} after {crashed}'s task was aborted (lease {LEASE_SECS} s)",
+            other.identity,
+            aborted.elapsed()
+        );
+        let early = expiry.duration_since(std::time::SystemTime::now());
+        assert!(
+            early.is_err(),
+            "taken over {early:?} before the lease expired"
+        );
+        assert_eq!(
+            holder(&server, "lbipam").as_deref(),
+            Some(other.identity.as_str())
+        );
+        assert_eq!(transitions(&server), 2);
+        // The crashed holder's field ownership went with the other's forced release (nulls
+        // remove the fields and their owners), so its apply met no conflict; the new holder
+        // owns the holder field.
+        let owners = server.field_owners("Lease", Some("kube-system"), "lbipam");
+        let new_owner = holder_applier(&server, "lbipam").expect("the new holder applied it");
+        assert!(
+            !owners.iter().any(|(_, m, _)| *m == crashed_owner),
+            "{crashed_owner} still owns: {owners:?}"
+        );
+        assert_ne!(new_owner, crashed_owner);
+    });
+}
+
+/// (c) A clean release (the holder drops its state channel: the manager releases the lease
+/// and ends) is taken over when the other manager looks again: kube-lease-manager does not
+/// watch the Lease, it sleeps until the expiry it last saw, so within the lease duration
+/// (plus slack). (d) A Server-Side Apply of another holderIdentity by another field
+/// manager is a 409 Conflict naming the field and the owner; forced, it takes the lease and
+/// the holder notices it lost it.
+#[test]
+fn lease_manager_clean_release_and_apply_conflicts() {
+    run(async {
+        let server = FakeApiServer::start_local().expect("start fake API server");
+        let (a, b) = tokio::join!(
+            Elector::start(&server, "l2", "node-a"),
+            Elector::start(&server, "l2", "node-b")
+        );
+        let [a, b] = [a, b];
+        let i = one_holder(&server, "l2", &[&a, &b]).await;
+        let (holder_e, other) = if i == 0 { (a, b) } else { (b, a) };
+        let Elector {
+            identity: released,
+            state,
+            task,
+        } = holder_e;
+        drop(state);
+        let dropped = Instant::now();
+        let manager = tokio::time::timeout(QUICK, task)
+            .await
+            .expect("the manager's task ends after its channel is dropped")
+            .expect("task")
+            .expect("a clean release");
+        drop(manager);
+        println!("{released} released the lease in {:?}", dropped.elapsed());
+        wait_until(
+            "the other manager to take the released lease",
+            Duration::from_secs(LEASE_SECS + 1),
+            || other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "l2")
+                )
+            },
+        )
+        .await;
+        println!(
+            "{} took the released lease {:?} after the release",
+            other.identity,
+            dropped.elapsed()
+        );
+        assert_eq!(
+            holder(&server, "l2").as_deref(),
+            Some(other.identity.as_str())
+        );
+
+        // (d) Another field manager applies another holder: a conflict.
+        let api: Api<Lease> = Api::namespaced(client(&server), "kube-system");
+        let intruder = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {"holderIdentity": "intruder"},
+        });
+        let (code, reason, message) = api_error(
+            api.patch(
+                "l2",
+                &PatchParams::apply("intruder"),
+                &Patch::Apply(&intruder),
+            )
+            .await,
+        );
+        assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+        // kube-lease-manager's field manager is "kube-lease-manager-" and a random string
+        // (`with_identity` does not change it).
+        assert!(
+            message.contains(".spec.holderIdentity")
+                && message.contains("conflict with \"kube-lease-manager-"),
+            "{message}"
+        );
+        assert_eq!(
+            holder(&server, "l2").as_deref(),
+            Some(other.identity.as_str())
+        );
+        // The same value is no conflict (shared ownership).
+        let same = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {"holderIdentity": other.identity},
+        });
+        api.patch("l2", &PatchParams::apply("observer"), &Patch::Apply(&same))
+            .await
+            .expect("applying the same holder");
+        // Forced, the apply takes the field: the holder finds out at its next renewal.
+        api.patch(
+            "l2",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intruder),
+        )
+        .await
+        .expect("forced apply");
+        let lost = wait_until(
+            "the holder to see it lost the lease",
+            Duration::from_secs(LEASE_SECS) + Duration::from_millis(500),
+            || !other.holds(),
+            || {
+                format!(
+                    "lease: {:?}",
+                    server.get("Lease", Some("kube-system"), "l2")
+                )
+            },
+        )
+        .await;
+        println!("{} saw the forced apply after {lost:?}", other.identity);
+        other.task.abort();
+    });
+}
+
+/// Sends one raw HTTP/1.1 request with a body; returns the status code and the JSON body.
+fn raw_send(
+    server: &FakeApiServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .expect("reading the raw response");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("response head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, serde_json::from_str(rest).unwrap_or(Value::Null))
+}
+
+/// Bad client input is a 4xx with a `Status` body, never a panic or a hang.
+#[test]
+fn bad_writes_get_a_status() {
+    let server = FakeApiServer::start_local().expect("start fake API server");
+    server.apply(service("default", "web", 80, json!({})));
+    let svc = "/api/v1/namespaces/default/services/web";
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+    let merge = "application/merge-patch+json";
+    for (method, path, content_type, body, want) in [
+        ("PATCH", svc, merge, "{not json", 400),
+        ("PATCH", svc, merge, "[1]", 400),
+        ("PATCH", svc, "application/json-patch+json", "[]", 415),
+        ("PATCH", svc, "application/apply-patch+yaml", "{}", 400), // no fieldManager
+        ("PUT", svc, "application/yaml", "kind: Service", 415),
+        (
+            "PUT",
+            svc,
+            "application/json",
+            r#"{"metadata":{"name":"other"}}"#,
+            400,
+        ),
+        (
+            "POST",
+            leases,
+            "application/json",
+            r#"{"metadata":{}}"#,
+            400,
+        ), // no name
+        ("POST", "/api/v1/services", "application/json", "{}", 405), // no namespace
+        ("POST", svc, "application/json", "{}", 405),
+        ("DELETE", "/api/v1/nodes", "application/json", "", 405),
+        (
+            "PUT",
+            &format!("{leases}/missing"),
+            "application/json",
+            "{}",
+            404,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/x",
+            merge,
+            "{}",
+            404,
+        ),
+    ] {
+        let (code, status) = raw_send(&server, method, path, content_type, body);
+        assert_eq!(
+            code, want,
+            "{method} {path} {content_type} {body}: {status}"
+        );
+        assert_eq!(
+            (status["kind"].as_str(), status["code"].as_u64()),
+            (Some("Status"), Some(u64::from(want))),
+            "{status}"
+        );
+    }
+    // Nothing was changed.
+    assert_eq!(server.resource_version(), 1);
 }
