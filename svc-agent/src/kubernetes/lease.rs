@@ -129,6 +129,8 @@ async fn contend(
             b = LeaseManagerBuilder::new(client.clone(), &name)
                 .with_namespace(&namespace)
                 .with_identity(&identity)
+                // Else a random one: name it, for `kubectl get lease -o yaml` readers.
+                .with_field_manager(format!("svc-agent/{identity}"))
                 .with_duration(timing.duration_secs)
                 .with_grace(timing.grace_secs)
                 .build() => b,
