@@ -7,7 +7,9 @@
 //! dropped, or a required one it had to default, shows up as a difference, with its path.
 //!
 //! Then the settings that matter are checked: the ClusterRole is read-only on exactly what
-//! the agent watches; the DaemonSet's pod is host-network and unprivileged, with the
+//! the agent watches, plus the one write it makes (Services' status); a Role in the agent's
+//! namespace grants the Leases; the pool CustomResourceDefinition is the kind the agent
+//! watches; the DaemonSet's pod is host-network and unprivileged, with the
 //! capability set deploy/README.md explains; its probes, ports and volume paths agree with its
 //! own arguments; and every flag in those arguments is one `svc-agent --help` lists.
 use std::{
@@ -19,8 +21,9 @@ use std::{
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{Container, Namespace, PodSpec, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject},
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -29,15 +32,26 @@ use serde_json::Value;
 /// the set means changing it here too, on purpose.
 const CAPABILITIES: &[&str] = &["BPF", "NET_ADMIN", "PERFMON"];
 
+const READ: &[&str] = &["get", "list", "watch"];
+
 /// What the ClusterRole grants: exactly these (API group, resource) pairs, each with exactly
-/// these verbs.
-const RBAC_RESOURCES: &[(&str, &str)] = &[
-    ("", "nodes"),
-    ("", "services"),
-    ("discovery.k8s.io", "endpointslices"),
-    ("networking.k8s.io", "servicecidrs"),
+/// these verbs. The one write: LoadBalancer addresses into Services' status.
+const RBAC_RESOURCES: &[(&str, &str, &[&str])] = &[
+    ("", "nodes", READ),
+    ("", "services", READ),
+    ("", "services/status", &["patch"]),
+    ("discovery.k8s.io", "endpointslices", READ),
+    ("networking.k8s.io", "servicecidrs", READ),
+    ("svc-ebpf.dev", "loadbalancerippools", READ),
 ];
-const RBAC_VERBS: &[&str] = &["get", "list", "watch"];
+
+/// What the Role in the agent's namespace grants: the Leases (kube-lease-manager gets,
+/// creates and patches them; svcctl lb's report lists them).
+const LEASE_RESOURCES: &[(&str, &str, &[&str])] = &[(
+    "coordination.k8s.io",
+    "leases",
+    &["create", "get", "list", "patch"],
+)];
 
 /// Flags whose value is a path inside the container: each must lie on a volume mount.
 const PATH_FLAGS: &[&str] = &["--bpffs", "--cgroup", "--proc-sys-net"];
@@ -54,6 +68,9 @@ enum Object {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    Crd(Box<CustomResourceDefinition>),
     DaemonSet(Box<DaemonSet>),
 }
 
@@ -127,14 +144,26 @@ fn load() -> Vec<Document> {
                     let (o, v) = typed(&source, &json);
                     (Object::ClusterRoleBinding(o), v)
                 }
+                ("rbac.authorization.k8s.io/v1", "Role") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::Role(o), v)
+                }
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::RoleBinding(o), v)
+                }
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::Crd(Box::new(o)), v)
+                }
                 ("apps/v1", "DaemonSet") => {
                     let (o, v) = typed(&source, &json);
                     (Object::DaemonSet(Box::new(o)), v)
                 }
                 _ => panic!(
                     "{source}: apiVersion {api_version:?} kind {kind:?} is not one this test \
-                     knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, \
-                     DaemonSet): add it to load() so its fields are checked too"
+                     knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role, \
+                     RoleBinding, CustomResourceDefinition, DaemonSet): add it to load() so its fields are checked too"
                 ),
             };
             docs.push(Document {
@@ -284,7 +313,7 @@ fn port_of(addr: &str) -> i32 {
 }
 
 #[test]
-fn cluster_role_is_read_only_on_exactly_what_the_agent_watches() {
+fn cluster_role_reads_what_the_agent_watches_and_writes_only_service_status() {
     let docs = load();
     let roles: Vec<(&str, &ClusterRole)> = docs
         .iter()
@@ -303,32 +332,7 @@ fn cluster_role_is_read_only_on_exactly_what_the_agent_watches() {
         role.aggregation_rule.is_none(),
         "{source}: an aggregated ClusterRole grants whatever other roles add"
     );
-    let want_verbs: BTreeSet<&str> = RBAC_VERBS.iter().copied().collect();
-    let mut granted = BTreeSet::new();
-    for (i, rule) in role.rules.iter().flatten().enumerate() {
-        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
-        assert_eq!(verbs, want_verbs, "{source}: rules[{i}] verbs");
-        assert!(
-            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-            "{source}: rules[{i}] has resourceNames or nonResourceURLs"
-        );
-        let groups = rule.api_groups.as_deref().unwrap_or_default();
-        let resources = rule.resources.as_deref().unwrap_or_default();
-        assert!(
-            !groups.is_empty() && !resources.is_empty(),
-            "{source}: rules[{i}] without apiGroups or resources"
-        );
-        for g in groups {
-            for r in resources {
-                granted.insert((g.as_str(), r.as_str()));
-            }
-        }
-    }
-    let want: BTreeSet<(&str, &str)> = RBAC_RESOURCES.iter().copied().collect();
-    assert_eq!(
-        granted, want,
-        "{source}: (apiGroup, resource) pairs granted vs wanted"
-    );
+    assert_grants(source, role.rules.iter().flatten(), RBAC_RESOURCES);
 
     // The binding gives that role to the DaemonSet's ServiceAccount.
     let (ds_source, ds) = daemonset(&docs);
@@ -348,16 +352,15 @@ fn cluster_role_is_read_only_on_exactly_what_the_agent_watches() {
                 && sa.metadata.namespace.as_deref() == Some(ds_ns))),
         "no ServiceAccount {ds_ns}/{sa_name} in deploy/"
     );
+    let is_agent = |s: &Subject| {
+        s.kind == "ServiceAccount" && s.name == sa_name && s.namespace.as_deref() == Some(ds_ns)
+    };
     let bound = docs.iter().any(|d| match &d.object {
         Object::ClusterRoleBinding(b) => {
             b.role_ref.api_group.as_deref() == Some("rbac.authorization.k8s.io")
                 && b.role_ref.kind == "ClusterRole"
                 && Some(b.role_ref.name.as_str()) == role.metadata.name.as_deref()
-                && b.subjects.iter().flatten().any(|s| {
-                    s.kind == "ServiceAccount"
-                        && s.name == sa_name
-                        && s.namespace.as_deref() == Some(ds_ns)
-                })
+                && b.subjects.iter().flatten().any(is_agent)
         }
         _ => false,
     });
@@ -366,6 +369,156 @@ fn cluster_role_is_read_only_on_exactly_what_the_agent_watches() {
         "no ClusterRoleBinding gives ClusterRole {:?} to ServiceAccount {ds_ns}/{sa_name}",
         role.metadata.name
     );
+}
+
+/// The rules grant exactly `want`: each (group, resource) with exactly its verbs.
+fn assert_grants<'a>(
+    source: &str,
+    rules: impl Iterator<Item = &'a PolicyRule>,
+    want: &[(&str, &str, &[&str])],
+) {
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (i, rule) in rules.enumerate() {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "{source}: rules[{i}] has resourceNames or nonResourceURLs"
+        );
+        let groups = rule.api_groups.as_deref().unwrap_or_default();
+        let resources = rule.resources.as_deref().unwrap_or_default();
+        assert!(
+            !groups.is_empty() && !resources.is_empty(),
+            "{source}: rules[{i}] without apiGroups or resources"
+        );
+        for g in groups {
+            for r in resources {
+                granted
+                    .entry((g.clone(), r.clone()))
+                    .or_default()
+                    .extend(rule.verbs.iter().cloned());
+            }
+        }
+    }
+    let want: BTreeMap<(String, String), BTreeSet<String>> = want
+        .iter()
+        .map(|(g, r, verbs)| {
+            (
+                (g.to_string(), r.to_string()),
+                verbs.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        granted, want,
+        "{source}: (apiGroup, resource) → verbs granted vs wanted"
+    );
+}
+
+#[test]
+fn the_lease_role_grants_leases_in_the_agents_namespace_only() {
+    let docs = load();
+    let (_, ds) = daemonset(&docs);
+    let ds_ns = ds
+        .metadata
+        .namespace
+        .as_deref()
+        .expect("DaemonSet namespace");
+    let roles: Vec<(&str, &Role)> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::Role(r) => Some((d.source.as_str(), r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        roles.len(),
+        1,
+        "expected exactly one Role (the Leases) in deploy/"
+    );
+    let (source, role) = roles[0];
+    assert_eq!(
+        role.metadata.namespace.as_deref(),
+        Some(ds_ns),
+        "{source}: namespace"
+    );
+    assert_grants(source, role.rules.iter().flatten(), LEASE_RESOURCES);
+    let sa = pod_spec(ds)
+        .service_account_name
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        docs.iter().any(|d| matches!(&d.object, Object::RoleBinding(b)
+            if b.metadata.namespace.as_deref() == Some(ds_ns)
+                && b.role_ref.kind == "Role"
+                && Some(b.role_ref.name.as_str()) == role.metadata.name.as_deref()
+                && b.subjects.iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == sa))),
+        "no RoleBinding gives the Lease Role to the agent's ServiceAccount"
+    );
+    // The agent puts its Leases in POD_NAMESPACE: the pod's own namespace.
+    let env = agent_container(ds).env.clone().unwrap_or_default();
+    let pod_ns = env
+        .iter()
+        .find(|e| e.name == "POD_NAMESPACE")
+        .expect("POD_NAMESPACE env");
+    let field = pod_ns
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("metadata.namespace"));
+}
+
+#[test]
+fn the_pool_crd_is_the_kind_the_agent_watches() {
+    use svc_agent::lbipam::object::{GROUP, KIND, PLURAL, VERSION};
+    let docs = load();
+    let crds: Vec<&CustomResourceDefinition> = docs
+        .iter()
+        .filter_map(|d| match &d.object {
+            Object::Crd(c) => Some(c.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crds.len(), 1);
+    let crd = crds[0];
+    assert_eq!(
+        crd.metadata.name.as_deref(),
+        Some(format!("{PLURAL}.{GROUP}").as_str())
+    );
+    assert_eq!(crd.spec.group, GROUP);
+    assert_eq!(crd.spec.scope, "Cluster");
+    assert_eq!(crd.spec.names.kind, KIND);
+    assert_eq!(crd.spec.names.plural, PLURAL);
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == VERSION)
+        .expect("the agent's version");
+    assert!(version.served && version.storage);
+    // Every field of the schema's spec is one the agent reads (it refuses unknown ones).
+    let schema = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    let spec = &schema.properties.as_ref().expect("properties")["spec"];
+    let fields: BTreeSet<&str> = spec
+        .properties
+        .as_ref()
+        .expect("spec properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["blocks", "serviceSelector", "disabled"])
+    );
+    // And a pool written to that schema is one the agent takes.
+    let pool: svc_agent::lbipam::object::LoadBalancerIPPool = serde_yaml::from_str(
+        "metadata: {name: lan}\nspec: {blocks: [{cidr: 192.0.2.0/28}, {start: 192.0.2.20, stop: 192.0.2.29}], serviceSelector: {matchExpressions: [{key: a, operator: Exists}]}, disabled: false}",
+    )
+    .unwrap();
+    svc_agent::lbipam::object::to_pool(&pool).expect("a schema-shaped pool converts");
 }
 
 #[test]

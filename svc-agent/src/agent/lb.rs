@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::{
     http::LbStatus,
     kubernetes::{lb_status::StatusWriter, lease::LeaseTiming},
-    l2::{Responder, announcer::Announcer},
+    l2::{L2Error, Responder, announcer::Announcer},
     lbipam::plan::{AnnounceTarget, L2Report, LbReport, Plan},
     metrics::Metrics,
 };
@@ -102,8 +102,17 @@ impl LoadBalancers {
                         None
                     }
                     (true, Some(node)) => {
-                        let responder = Responder::start(&config.l2_devices)
-                            .map_err(|e| anyhow::anyhow!("--l2-announcements: {e}"))?;
+                        let responder = Responder::start(&config.l2_devices).map_err(|e| {
+                            let hint = match &e {
+                                L2Error::Syscall { source, .. }
+                                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                                {
+                                    " (answering ARP takes a packet socket: CAP_NET_RAW)"
+                                }
+                                _ => "",
+                            };
+                            anyhow::anyhow!("--l2-announcements: {e}{hint}")
+                        })?;
                         info!(devices = ?config.l2_devices, namespace = %config.lease_namespace, "L2 announcements: answering ARP for the LoadBalancer addresses this node is elected for");
                         status.set_leases(Api::namespaced(client.clone(), &config.lease_namespace));
                         Some(Announcer::new(
