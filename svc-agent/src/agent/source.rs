@@ -51,6 +51,8 @@ pub enum Source {
         set: ManifestSet,
         /// Class-less LoadBalancer Services get pool addresses.
         classless: bool,
+        /// The addresses the pools gave (no status to keep them in).
+        held: plan::Held,
     },
     Kubernetes {
         source: KubeSource,
@@ -92,6 +94,7 @@ impl Source {
             last_good: LastGood::default(),
             set: ManifestSet::default(),
             classless,
+            held: plan::Held::default(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Source {
                 last_good,
                 set,
                 classless,
+                held,
             } => {
                 let now = fingerprint(dir);
                 if last.as_ref() == Some(&now) && !force {
@@ -129,9 +133,12 @@ impl Source {
                         return None;
                     }
                 }
-                // No API to write status to: the pools' addresses go into the model.
+                // No API to write status to: the pools' addresses go into the model, and
+                // are remembered as a status would keep them.
+                held.restore(&mut set.cluster, *classless);
                 let lb_plan = plan::plan(&set.cluster, *classless);
                 plan::apply_to_model(&mut set.cluster, &lb_plan);
+                held.remember(&lb_plan);
                 Some(View {
                     cluster: &set.cluster,
                     problems: set.problems.clone(),

@@ -76,7 +76,12 @@ pub fn render_lb(r: &LbReport) -> String {
                 .iter()
                 .map(|p| if p.is_empty() { "(none)" } else { p.as_str() })
                 .collect();
-            let status = if a.status == a.ips {
+            let status = if a.ips.is_empty() {
+                "none (see PROBLEMS)".to_string()
+            } else if r.mode == "manifests" {
+                // No status: the agent's model holds them.
+                "served (no status in manifest mode)".to_string()
+            } else if a.status == a.ips {
                 "written".to_string()
             } else if a.status.is_empty() {
                 "pending".to_string()

@@ -221,6 +221,58 @@ pub struct Announcement {
     pub holder: Option<String>,
 }
 
+/// Manifest mode's memory of what the pools gave (the status a controller would have
+/// written): per Service, its addresses. Put back into the model before each plan, so a
+/// pool that is removed, disabled or broken takes no address from a Service (the plan
+/// keeps held addresses, as it keeps a status). Lives as long as the agent: a restarted
+/// agent assigns again, deterministically, from the files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Held(BTreeMap<ObjectRef, Vec<IpAddr>>);
+
+impl Held {
+    /// Adds the held addresses to the LoadBalancer Services (of the pools' class) whose
+    /// model has no address of its own; forgets Services that are gone or no longer ask.
+    pub fn restore(&mut self, cluster: &mut Cluster, classless: bool) {
+        self.0.retain(|id, ips| {
+            let Some(svc) = cluster.services.get_mut(id) else {
+                return false;
+            };
+            if svc.kind != ServiceKind::LoadBalancer || !svc.lb_request.is_ours(classless) {
+                return false;
+            }
+            if svc.load_balancer_ingress.iter().all(|i| i.ip.is_none()) {
+                svc.load_balancer_ingress
+                    .extend(ips.iter().map(|ip| LoadBalancerIngress {
+                        ip: Some(*ip),
+                        hostname: None,
+                        ip_mode: IpMode::Vip,
+                    }));
+            }
+            true
+        });
+    }
+
+    /// Remembers what the plan gave (a plan without pools gives nothing: what is held
+    /// stays held).
+    pub fn remember(&mut self, plan: &Plan) {
+        for a in &plan.assignments {
+            if a.ips.is_empty() {
+                self.0.remove(&parse_ref(&a.service));
+            } else {
+                self.0.insert(parse_ref(&a.service), a.ips.clone());
+            }
+        }
+    }
+}
+
+/// `namespace/name` back to a reference.
+fn parse_ref(s: &str) -> ObjectRef {
+    match s.split_once('/') {
+        Some((ns, name)) => ObjectRef::new(ns, name),
+        None => ObjectRef::new("", s),
+    }
+}
+
 /// An address this node may answer ARP for, and whether it is eligible to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AnnounceTarget {
