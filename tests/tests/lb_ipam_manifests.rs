@@ -5,7 +5,7 @@
 //! (reported); a full pool is reported with the Service that got nothing.
 use std::{
     ffi::OsStr,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
     sync::Mutex,
     time::Duration,
@@ -15,6 +15,7 @@ use svc_common::PROTO_TCP;
 use svc_lab::{
     Lab,
     agent::{LabAgent, wait_for, workspace_bin},
+    echo_tcp, http_get,
     netns::exec_in,
     tcp_request,
 };
@@ -37,6 +38,22 @@ metadata: {name: edge}
 spec:
   blocks: [{start: 203.0.113.1, stop: 203.0.113.1}]
 ";
+
+/// A dual-stack pool and Service: one address of each family, in ipFamilies order.
+fn dual_stack(pods: [Ipv6Addr; 2]) -> String {
+    format!(
+        "apiVersion: svc-ebpf.dev/v1alpha1\nkind: LoadBalancerIPPool\nmetadata: {{name: dual}}\n\
+         spec: {{blocks: [{{cidr: '198.51.100.0/30'}}, {{cidr: 'fd00:198:51:100::/126'}}], serviceSelector: {{matchLabels: {{pool: dual}}}}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: dual, namespace: default, labels: {{pool: dual}}}}\n\
+         spec: {{type: LoadBalancer, ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv6, IPv4], clusterIP: 'fd00:10:96::40', clusterIPs: ['fd00:10:96::40', 10.96.40.20],\n\
+         ports: [{{port: 80, targetPort: 8080, nodePort: 30092}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: dual-6, namespace: default, labels: {{kubernetes.io/service-name: dual}}}}\n\
+         addressType: IPv6\nports: [{{port: 8080}}]\n\
+         endpoints: [{{addresses: ['{}'], conditions: {{ready: true}}}}, {{addresses: ['{}'], conditions: {{ready: true}}}}]\n",
+        pods[0], pods[1]
+    )
+}
 
 fn services(pods: [Ipv4Addr; 2]) -> String {
     let svc = |name: &str, vip: &str, np: u16| {
@@ -91,8 +108,14 @@ fn manifest_pools_give_addresses_the_datapath_serves() {
         services([lab.pod_ip("p1"), lab.pod_ip("p2")]),
     )
     .unwrap();
-    // Manifest mode has no announcer: ext reaches the pool through the node.
+    std::fs::write(
+        manifests.join("dual.yaml"),
+        dual_stack([lab.pod_ip6("p1"), lab.pod_ip6("p2")]),
+    )
+    .unwrap();
+    // Manifest mode has no announcer: ext reaches the pools through the node.
     lab.ext_route("203.0.113.0/24", 1).unwrap();
+    lab.ext_route("fd00:198:51:100::/64", 1).unwrap();
     let agent = LabAgent::start(&mut lab, &manifests, &dir.join("agent.log")).expect("agent");
 
     // web (first by name) gets the pool's only address; zz-late gets nothing, reported.
@@ -117,6 +140,36 @@ fn manifest_pools_give_addresses_the_datapath_serves() {
         "the full pool is reported with the Service that got nothing:\n{lb}"
     );
     assert!(lb.contains("L2 ANNOUNCEMENTS: off"), "{lb}");
+    // IPv6: the dual-stack Service got one address of each family from its pool (the first
+    // of the IPv4 /30 is .1: network and broadcast left out); the IPv6 one answers.
+    assert!(
+        lb.contains("fd00:198:51:100::1,198.51.100.1"),
+        "dual: IPv6 first (ipFamilies order):\n{lb}"
+    );
+    let v6: SocketAddr = "[fd00:198:51:100::1]:80".parse().unwrap();
+    let (pod, _) = echo_tcp(lab.ext_ns(), v6, TIMEOUT).expect("the IPv6 pool address answers");
+    assert!(["p1", "p2"].contains(&pod.as_str()), "{pod}");
+    // The pools' use, as metrics.
+    let (code, metrics) = http_get(
+        lab.node_ns(),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10249),
+        "/metrics",
+        TIMEOUT,
+    )
+    .expect("metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "svc_lb_pool_addresses{pool=\"edge\",family=\"IPv4\"} 1",
+        "svc_lb_pool_used_addresses{pool=\"edge\"} 1",
+        "svc_lb_pool_addresses{pool=\"dual\",family=\"IPv6\"} 3",
+        "svc_lb_pool_used_addresses{pool=\"dual\"} 2",
+        "svc_lb_ipam_writer 0",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
+    }
 
     // A typo in the pool: its last good version keeps serving, the typo is reported.
     std::fs::write(

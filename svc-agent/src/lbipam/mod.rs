@@ -19,8 +19,9 @@
 //!   change); until then it keeps the one it has.
 //! - **Otherwise** the lowest free address of the first enabled pool, by name, that selects
 //!   the Service and has addresses of the family. An IPv4 CIDR of 4 addresses or more leaves
-//!   out its network and broadcast addresses (hosts on the LAN may treat them specially);
-//!   an explicit range is taken as written.
+//!   out its network and broadcast addresses (hosts on the LAN may treat them specially),
+//!   an IPv6 one its first (the Subnet-Router anycast address); an explicit range is taken
+//!   as written.
 //! - **Disabled pools** hand out no new address; their addresses stay with their holders.
 //! - **Overlapping pools** are reported (both named); an address in both belongs to the
 //!   first by name.
@@ -109,10 +110,13 @@ impl Block {
             (1u128 << host_bits) - 1
         };
         let (mut first, mut last) = (base, base + span);
-        // Network and broadcast addresses of an IPv4 CIDR of 4 addresses or more.
+        // Network and broadcast addresses of an IPv4 CIDR of 4 addresses or more; the
+        // Subnet-Router anycast address (the first, RFC 4291 2.6.1) of an IPv6 one.
         if family == Family::V4 && host_bits >= 2 {
             first += 1;
             last -= 1;
+        } else if family == Family::V6 && host_bits >= 2 {
+            first += 1;
         }
         Ok(Block {
             family,
@@ -486,9 +490,15 @@ mod tests {
         let r = Block::parse(" 10.0.10.5 - 10.0.10.9 ").unwrap();
         assert_eq!((r.size(), r.contains(ip("10.0.10.9"))), (5, true));
         let v6 = Block::parse("fd00:10::/120").unwrap();
-        assert_eq!(v6.size(), 256, "IPv6 keeps its first and last");
+        assert_eq!(
+            v6.size(),
+            255,
+            "IPv6 leaves out its Subnet-Router anycast address only"
+        );
+        assert!(!v6.contains(ip("fd00:10::")));
         assert!(v6.contains(ip("fd00:10::ff")) && !v6.contains(ip("10.0.10.5")));
         assert_eq!(Block::parse("::/0").unwrap().size(), u128::MAX);
+        assert_eq!(Block::parse("fd00::1/128").unwrap().size(), 1);
         assert!(matches!(
             Block::parse("10.0.10.9-10.0.10.5"),
             Err(BlockError::Reversed(_))
@@ -519,7 +529,7 @@ mod tests {
         assert_eq!(got(&out, "three"), [ip("10.0.10.2")]);
         assert_eq!(
             got(&out, "two"),
-            [ip("fd00:10::")],
+            [ip("fd00:10::1")],
             "the IPv4 block is full"
         );
         assert_eq!(

@@ -7,7 +7,7 @@
 //! metadata: {name: lan}
 //! spec:
 //!   blocks:                       # CIDRs and ranges, IPv4 and IPv6
-//!     - cidr: 192.0.2.200/29      # an IPv4 CIDR of 4+ addresses leaves out its first and last
+//!     - cidr: 192.0.2.200/29      # an IPv4 CIDR of 4+ leaves out its first and last, IPv6 its first
 //!     - start: 192.0.2.240
 //!       stop: 192.0.2.244
 //!   serviceSelector:              # optional: only Services with these labels
@@ -316,7 +316,7 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(p.name, "lan");
         assert_eq!(p.size(Family::V4), 6 + 5);
-        assert_eq!(p.size(Family::V6), 256);
+        assert_eq!(p.size(Family::V6), 255);
         let labels = |l: &[(&str, &str)]| {
             l.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
