@@ -573,3 +573,50 @@ fn a_node_being_removed_is_not_eligible() {
     ));
     assert!(!node_facts(&n).eligible);
 }
+
+#[test]
+fn pools_follow_events_and_keep_their_last_good_version() {
+    let (services, slices) = example_objects();
+    let mut m = WatchedCluster::default();
+    list(&mut m, &services, &slices);
+    let pool = |blocks: &str, uid: &str| -> LoadBalancerIPPool {
+        let mut p: LoadBalancerIPPool = serde_yaml::from_str(&format!(
+            "metadata: {{name: lan}}\nspec: {{blocks: {blocks}}}"
+        ))
+        .unwrap();
+        p.metadata.uid = Some(uid.into());
+        p
+    };
+    let id = ObjectRef::new("", "lan");
+    let mut r = Refresh::default();
+    let good = pool("[{cidr: 192.0.2.200/30}]", "uid-1");
+    m.apply(
+        ModelEvent::LbPool(Op::Apply(cluster_ref(&good), convert_pool(&good))),
+        &mut r,
+    );
+    assert!(r.services_changed, "a pool change recomputes everything");
+    assert_eq!(m.cluster().lb_pools[&id].size(crate::addr::Family::V4), 2);
+    // A broken edit of the same object: its last good version stays, with the reason.
+    let bad = pool("[{cidr: 192.0.2.200/33}]", "uid-1");
+    m.apply(
+        ModelEvent::LbPool(Op::Apply(cluster_ref(&bad), convert_pool(&bad))),
+        &mut r,
+    );
+    assert_eq!(m.cluster().lb_pools[&id].size(crate::addr::Family::V4), 2);
+    let texts = problem_texts(&m);
+    assert!(
+        texts.iter().any(|t| t.contains("LoadBalancerIPPool lan")
+            && t.contains("still serving the last good version")
+            && t.contains("spec.blocks[0]")),
+        "{texts:?}"
+    );
+    // A new object of that name that was never good serves nothing.
+    let other = pool("[{cidr: nonsense}]", "uid-2");
+    m.apply(
+        ModelEvent::LbPool(Op::Apply(cluster_ref(&other), convert_pool(&other))),
+        &mut r,
+    );
+    assert!(m.cluster().lb_pools.is_empty());
+    m.apply(ModelEvent::LbPool(Op::Delete(id)), &mut r);
+    assert!(problem_texts(&m).is_empty());
+}

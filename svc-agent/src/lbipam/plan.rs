@@ -428,4 +428,42 @@ endpoints: [{addresses: [10.244.2.11], conditions: {ready: true}, nodeName: node
         .cluster;
         assert_eq!(plan(&cluster, true), Plan::default());
     }
+
+    #[test]
+    fn manifest_mode_holds_what_the_pools_gave() {
+        let web = ObjectRef::new("default", "web");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut held = Held::default();
+        let mut cluster = manifest::load_str(YAML, "t.yaml").cluster;
+        held.restore(&mut cluster, true);
+        let p = plan(&cluster, true);
+        apply_to_model(&mut cluster, &p);
+        held.remember(&p);
+        // The pool goes: the next read's model has no pool, the address stays.
+        let mut next = manifest::load_str(
+            &YAML.replace("kind: LoadBalancerIPPool", "kind: SomethingElse"),
+            "t.yaml",
+        )
+        .cluster;
+        held.restore(&mut next, true);
+        let p = plan(&next, true);
+        apply_to_model(&mut next, &p);
+        held.remember(&p);
+        assert_eq!(
+            next.services[&web].load_balancer_ingress[0].ip,
+            Some(ip("192.0.2.200"))
+        );
+        // The Service stops asking (another class): forgotten.
+        let mut other = manifest::load_str(
+            &YAML.replace(
+                "  externalTrafficPolicy: Local",
+                "  loadBalancerClass: example.com/x",
+            ),
+            "t.yaml",
+        )
+        .cluster;
+        held.restore(&mut other, true);
+        assert!(other.services[&web].load_balancer_ingress.is_empty());
+        assert_eq!(held, Held::default());
+    }
 }
