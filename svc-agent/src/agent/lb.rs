@@ -21,7 +21,10 @@ use tracing::{info, warn};
 use crate::{
     http::LbStatus,
     kubernetes::{lb_status::StatusWriter, lease::LeaseTiming},
-    l2::{L2Error, Responder, announcer::Announcer},
+    l2::{
+        L2Error, Responder,
+        announcer::{Announcer, WantedLeases, lease_name, spawn_lease_gc},
+    },
     lbipam::plan::{AnnounceTarget, L2Report, LbReport, Plan},
     metrics::Metrics,
 };
@@ -42,6 +45,9 @@ pub struct LbConfig {
 
 pub struct LoadBalancers {
     config: LbConfig,
+    /// Kubernetes mode: the announcement Leases of the Services announced now, for the
+    /// elected agent's garbage collection of the others.
+    wanted_leases: Option<(WantedLeases, tokio::task::JoinHandle<()>)>,
     writer: Option<StatusWriter>,
     announcer: Option<Announcer>,
     l2_off: Option<String>,
@@ -65,6 +71,7 @@ impl LoadBalancers {
     ) -> anyhow::Result<LoadBalancers> {
         let node = node_name.unwrap_or_default().to_string();
         let mut l2_off = None;
+        let mut wanted_leases = None;
         let (writer, announcer, mode) = match client {
             None => {
                 if config.l2_announcements {
@@ -76,6 +83,7 @@ impl LoadBalancers {
                 (None, None, "manifests")
             }
             Some(client) => {
+                let client_for_gc = client.clone();
                 // Without a node name, the writer still needs an identity that differs
                 // from every other agent's.
                 let identity = node_name.map(str::to_string).unwrap_or_else(|| {
@@ -124,11 +132,20 @@ impl LoadBalancers {
                         ))
                     }
                 };
+                let wanted = WantedLeases::default();
+                let gc = spawn_lease_gc(
+                    client_for_gc,
+                    &config.lease_namespace,
+                    wanted.clone(),
+                    writer.subscribe(),
+                );
+                wanted_leases = Some((wanted, gc));
                 (Some(writer), announcer, "kubernetes")
             }
         };
         let lb = LoadBalancers {
             config,
+            wanted_leases,
             writer,
             announcer,
             l2_off,
@@ -144,6 +161,10 @@ impl LoadBalancers {
 
     /// A new view: its plan, and the addresses this node may announce.
     pub fn observe(&mut self, plan: Plan, targets: Vec<AnnounceTarget>) {
+        if let Some((wanted, _)) = &self.wanted_leases {
+            *wanted.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(targets.iter().map(|t| lease_name(&t.service)).collect());
+        }
         if let Some(w) = &self.writer {
             w.update(plan.writes.clone());
         }
@@ -183,5 +204,13 @@ impl LoadBalancers {
             l2,
             l2_off: self.l2_off.clone(),
         });
+    }
+}
+
+impl Drop for LoadBalancers {
+    fn drop(&mut self) {
+        if let Some((_, gc)) = &self.wanted_leases {
+            gc.abort();
+        }
     }
 }

@@ -77,6 +77,11 @@ impl StatusWriter {
         self.lease.is_held()
     }
 
+    /// Follows whether this agent writes.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.lease.subscribe()
+    }
+
     /// The writes of the latest plan (replaces the previous ones).
     pub fn update(&self, writes: Vec<StatusWrite>) {
         self.plan.send_if_modified(|w| {

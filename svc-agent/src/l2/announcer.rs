@@ -10,6 +10,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use kube::Client;
@@ -211,4 +212,62 @@ fn follow(
             }
         }
     });
+}
+
+/// How often the writer removes the announcement Leases of Services that are gone.
+const LEASE_GC_PERIOD: Duration = Duration::from_secs(30);
+
+/// The Lease names of the Services announced now (by any node), for the garbage collector;
+/// `None` until the agent has had a view of the cluster (nothing is removed before).
+pub type WantedLeases = Arc<Mutex<Option<BTreeSet<String>>>>;
+
+/// Removes the announcement Leases (`svc-l2.*`) of Services no longer announced, while
+/// `writer` says this agent is the elected one (one agent, not every node, lists and
+/// deletes). kube-lease-manager creates a Lease per Service and never deletes one: without
+/// this, every LoadBalancer Service ever announced would leave one behind. A Lease deleted
+/// while a node still holds it (a Service deleted and created again meanwhile) is only
+/// recreated: the holder's renewal fails, it stops answering, and contends again.
+pub fn spawn_lease_gc(
+    client: Client,
+    namespace: &str,
+    wanted: WantedLeases,
+    writer: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client, namespace);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + LEASE_GC_PERIOD,
+            LEASE_GC_PERIOD,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !*writer.borrow() {
+                continue;
+            }
+            let Ok(list) = api.list(&Default::default()).await else {
+                continue;
+            };
+            let stale: Vec<String> = {
+                let wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(wanted) = wanted.as_ref() else {
+                    continue;
+                };
+                list.items
+                    .into_iter()
+                    .filter_map(|l| l.metadata.name)
+                    .filter(|n| n.starts_with(LEASE_PREFIX) && !wanted.contains(n))
+                    .collect()
+            };
+            for name in stale {
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => {
+                        debug!(lease = %name, "removed the Lease of a Service no longer announced")
+                    }
+                    Err(e) => debug!(lease = %name, error = %e, "cannot remove a stale Lease"),
+                }
+            }
+        }
+    })
 }
