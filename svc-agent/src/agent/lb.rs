@@ -138,6 +138,7 @@ impl LoadBalancers {
                     &config.lease_namespace,
                     wanted.clone(),
                     writer.subscribe(),
+                    std::time::Duration::from_secs(5 * config.lease_timing.duration_secs),
                 );
                 wanted_leases = Some((wanted, gc));
                 (Some(writer), announcer, "kubernetes")

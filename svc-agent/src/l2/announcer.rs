@@ -214,14 +214,12 @@ fn follow(
     });
 }
 
-/// How often the writer removes the announcement Leases of Services that are gone.
-const LEASE_GC_PERIOD: Duration = Duration::from_secs(30);
-
 /// The Lease names of the Services announced now (by any node), for the garbage collector;
 /// `None` until the agent has had a view of the cluster (nothing is removed before).
 pub type WantedLeases = Arc<Mutex<Option<BTreeSet<String>>>>;
 
-/// Removes the announcement Leases (`svc-l2.*`) of Services no longer announced, while
+/// Removes the announcement Leases (`svc-l2.*`) of Services no longer announced, every
+/// `period` (the agent: five lease durations, 15 s by default), while
 /// `writer` says this agent is the elected one (one agent, not every node, lists and
 /// deletes). kube-lease-manager creates a Lease per Service and never deletes one: without
 /// this, every LoadBalancer Service ever announced would leave one behind. A Lease deleted
@@ -232,14 +230,12 @@ pub fn spawn_lease_gc(
     namespace: &str,
     wanted: WantedLeases,
     writer: tokio::sync::watch::Receiver<bool>,
+    period: Duration,
 ) -> tokio::task::JoinHandle<()> {
     let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(client, namespace);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + LEASE_GC_PERIOD,
-            LEASE_GC_PERIOD,
-        );
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
