@@ -395,6 +395,49 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
         status_ips(&server, "web3"),
         logs(&agents)
     );
+    // 6. A Service that stops being a LoadBalancer gives its address back (its status is
+    // cleared), and the announcement Lease of a Service gone is removed (by the writer,
+    // every five lease durations: 15 s).
+    let mut cluster_ip = lb_service("web3", VIP, 30082, "Cluster");
+    cluster_ip["spec"]["type"] = json!("ClusterIP");
+    server.apply(cluster_ip);
+    assert!(
+        wait_for(Duration::from_secs(15), || status_ips(&server, "web3")
+            .is_empty()),
+        "web3's status still holds {:?}",
+        status_ips(&server, "web3")
+    );
+    assert!(
+        wait_for(Duration::from_secs(25), || server
+            .get("Lease", Some(LEASE_NS), "svc-l2.default.web")
+            .is_none()),
+        "the deleted Service's announcement Lease is still there\n{}",
+        logs(&agents)
+    );
+
+    // 7. Every agent restarts: the assignment lives in the status, nothing is written again.
+    server.apply(lb_service("web4", VIP2, 30083, "Cluster"));
+    assert!(wait_for(Duration::from_secs(15), || !status_ips(
+        &server, "web4"
+    )
+    .is_empty()));
+    let before = status_ips(&server, "web4");
+    let writes = server.count_requests("PATCH", "/api/v1/namespaces/default/services/web4/status");
+    for a in &mut agents {
+        let _ = a.process.kill();
+    }
+    for a in &mut agents {
+        a.restart(&mut lab).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(status_ips(&server, "web4"), before, "kept across restarts");
+    assert_eq!(
+        server.count_requests("PATCH", "/api/v1/namespaces/default/services/web4/status"),
+        writes,
+        "no write after the restarts\n{}",
+        logs(&agents)
+    );
+
     for a in &mut agents {
         let _ = a.process.stop();
     }
