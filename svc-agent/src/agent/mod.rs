@@ -400,17 +400,29 @@ impl Agent {
         self.follow_node_pod_cidrs();
         // New node facts (an address added to a --device) recompute everything.
         let node_changed = self.last_node.as_ref() != Some(&node);
+        let node_eligible = self
+            .source
+            .kube()
+            .and_then(|k| k.node())
+            .is_none_or(|n| n.eligible);
         let polled = Instant::now();
         match self.source.poll(resync_due || node_changed) {
             Some(mut view) => {
                 // The pools' plan and this node's announcement targets, before the view
                 // goes to the desired state.
                 let plan = std::mem::take(&mut view.lb_plan);
-                let targets = if view.cluster.lb_pools.is_empty() {
+                let mut targets = if view.cluster.lb_pools.is_empty() {
                     Vec::new()
                 } else {
                     plan::announce_targets(view.cluster, node.node_name.as_deref())
                 };
+                // A node being deleted (or marked for it by the cluster autoscaler) draws
+                // no LAN traffic: it stops contending, and another node announces.
+                if !node_eligible {
+                    for t in &mut targets {
+                        t.eligible = false;
+                    }
+                }
                 view.problems.extend(plan.problems.iter().map(|p| Problem {
                     source: "lbipam".into(),
                     object: None,
