@@ -69,6 +69,8 @@ pub struct Metrics {
     l2_announced: Gauge,
     l2_replies: Counter,
     l2_gratuitous: Counter,
+    /// The pools that have series now.
+    lb_pools_known: std::sync::Mutex<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +105,7 @@ impl Metrics {
             l2_announced: Gauge::default(),
             l2_replies: Counter::default(),
             l2_gratuitous: Counter::default(),
+            lb_pools_known: Default::default(),
             registry: Registry::default(),
         };
         m.registry.register_with_unit(
@@ -236,9 +239,25 @@ impl Metrics {
         writer: Option<bool>,
         l2: Option<&crate::lbipam::plan::L2Report>,
     ) {
-        // Pools come and go: only the current ones have series.
-        self.lb_pool_addresses.clear();
-        self.lb_pool_used.clear();
+        // Pools come and go: only the current ones have series (cleared only when the set
+        // changes, so a scrape never sees a pool's series missing).
+        let names: std::collections::BTreeSet<&str> =
+            pools.iter().map(|p| p.name.as_str()).collect();
+        let mut known = self
+            .lb_pools_known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known
+            .iter()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>()
+            != names
+        {
+            self.lb_pool_addresses.clear();
+            self.lb_pool_used.clear();
+            *known = names.iter().map(|n| n.to_string()).collect();
+        }
+        drop(known);
         for p in pools {
             for (family, size) in [("IPv4", p.size_v4), ("IPv6", p.size_v6)] {
                 if size > 0 {
