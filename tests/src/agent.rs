@@ -48,6 +48,22 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Runs `svcctl ARGS` inside node `node`'s namespace (1-based), where `127.0.0.1:10249`
+/// is that node's agent's metrics address (e.g. `["lb", "--agent", "127.0.0.1:10249"]`);
+/// returns stdout then stderr.
+pub fn svcctl_in_node(lab: &Lab, node: usize, args: &[&str]) -> anyhow::Result<String> {
+    let bin = workspace_bin("svcctl")?;
+    let mut argv: Vec<OsString> = vec![bin.into()];
+    argv.extend(args.iter().map(OsString::from));
+    let out = crate::netns::exec_in(lab.node_ns_of(node), &argv)
+        .with_context(|| format!("svcctl {args:?} in node{node}"))?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
 pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

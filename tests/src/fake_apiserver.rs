@@ -572,6 +572,23 @@ impl FakeApiServer {
         self.shared.lock().rv
     }
 
+    /// Whether [`apply`](Self::apply) stores `object`: its `kind` is one this server serves
+    /// and its `apiVersion`, when set, that kind's. Lets a caller load a whole manifest and
+    /// skip the objects a real cluster has but the fake does not (Deployments and so on).
+    pub fn serves(object: &Value) -> bool {
+        let Some(kind) = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::parse)
+        else {
+            return false;
+        };
+        object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_none_or(|v| v == kind.api_version())
+    }
+
     /// Creates or replaces the object, `.status` included (a test's hand on the store, not an
     /// API write). `kind` (Service, EndpointSlice, Node, ServiceCIDR, Lease or
     /// LoadBalancerIPPool), `metadata.name` and, for namespaced kinds, `metadata.namespace`

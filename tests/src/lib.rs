@@ -68,6 +68,7 @@ pub mod agent;
 pub mod client;
 pub mod echo;
 pub mod fake_apiserver;
+pub mod kube;
 pub mod netns;
 
 use std::io;
@@ -1149,6 +1150,26 @@ impl Lab {
             &["route", "replace", cidr, "via", &via, "dev", NODE_EXT_IF],
         )
         .with_context(|| format!("ext route {cidr} via node{via_node}"))
+    }
+
+    /// The MAC address of node `n`'s eth0 (1-based), e.g. to tell which node answers ARP.
+    pub fn node_mac(&self, n: usize) -> anyhow::Result<String> {
+        // `ip netns exec` mounts the namespace's own /sys: this is the node's eth0.
+        let path = format!("/sys/class/net/{NODE_EXT_IF}/address");
+        let out = netns::exec_in(self.node_ns_of(n), &["cat", &path])
+            .with_context(|| format!("reading node{n}'s MAC"))?;
+        anyhow::ensure!(out.status.success(), "cat {path} in node{n} failed");
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// ext's neighbour (ARP) entry for `ip`: the MAC it resolved, if any (`ip neigh show`'s
+    /// `lladdr`; an entry still resolving, or failed, has none).
+    pub fn ext_neighbour(&self, ip: Ipv4Addr) -> Option<String> {
+        let out = netns::exec_in(&self.ext_ns, &["ip", "neigh", "show", &ip.to_string()]).ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_string)
     }
 
     /// Sets the MTU of the node's end of pod `name`'s veth (`lxc-<name>`), leaving the pod's

@@ -17,9 +17,8 @@
 //! Manifest mode: the same pool kind gives the address, which svcctl shows and the
 //! datapath serves (no announcement: there is no Lease API).
 use std::{
-    ffi::OsStr,
-    net::{Ipv4Addr, SocketAddrV4, TcpListener},
-    path::{Path, PathBuf},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -27,11 +26,9 @@ use std::{
 use serde_json::{Value, json};
 use svc_lab::{
     Lab,
-    agent::{AgentSource, LabAgent, wait_for, workspace_bin},
+    agent::{AgentSource, LabAgent, svcctl_in_node, wait_for},
     fake_apiserver::FakeApiServer,
-    in_netns,
-    netns::exec_in,
-    tcp_request,
+    kube, tcp_request,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -41,37 +38,12 @@ const POOL_SECOND: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 201);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 30, 10);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 30, 11);
 const TIMEOUT: Duration = Duration::from_secs(2);
-const LEASE_NS: &str = "kube-system";
 
 struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn kubeconfig(dir: &Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn node_object(name: &str, ip: Ipv4Addr) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}]},
-    })
 }
 
 fn pool() -> Value {
@@ -109,69 +81,20 @@ fn slice(service: &str, pods: &[(Ipv4Addr, &str)]) -> Value {
     })
 }
 
-/// The IPv4 addresses of a Service's status.
 fn status_ips(server: &FakeApiServer, name: &str) -> Vec<String> {
-    server
-        .get("Service", Some("default"), name)
-        .and_then(|s| {
-            s["status"]["loadBalancer"]["ingress"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|i| i["ip"].as_str().map(str::to_string))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
+    kube::status_ips(server, "default", name)
 }
 
 fn lease_holder(server: &FakeApiServer, service: &str) -> Option<String> {
-    let lease = server.get(
-        "Lease",
-        Some(LEASE_NS),
-        &format!("svc-l2.default.{service}"),
-    )?;
-    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
-}
-
-fn mac_of(ns: &str) -> String {
-    let out = exec_in(ns, &["cat", "/sys/class/net/eth0/address"]).unwrap();
-    // `ip netns exec` mounts the namespace's own /sys: this is the node's eth0.
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// ext's neighbour entry for `ip`: its MAC, if it has one.
-fn ext_neigh(lab: &Lab, ip: Ipv4Addr) -> Option<String> {
-    let out = exec_in(lab.ext_ns(), &["ip", "neigh", "show", &ip.to_string()]).ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = text.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "lladdr" {
-            return words.next().map(str::to_string);
-        }
-    }
-    None
+    kube::announcer(server, "default", service)
 }
 
 fn svcctl_lb(lab: &Lab, node: usize) -> String {
-    let bin = workspace_bin("svcctl").unwrap();
-    let out = exec_in(
-        lab.node_ns_of(node),
-        &[
-            bin.as_os_str(),
-            OsStr::new("lb"),
-            OsStr::new("--agent"),
-            OsStr::new("127.0.0.1:10249"),
-        ],
-    )
-    .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    svcctl_in_node(lab, node, &["lb", "--agent", "127.0.0.1:10249"]).unwrap()
 }
 
 fn node_number(name: &str) -> usize {
-    name.trim_start_matches("node").parse().unwrap()
+    kube::node_number(name).unwrap()
 }
 
 #[test]
@@ -182,14 +105,9 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup(dir.clone());
     // The control plane on the outside host: both nodes reach it over the LAN.
-    let server = in_netns(lab.ext_ns(), || {
-        FakeApiServer::start(TcpListener::bind("192.0.2.100:0")?)
-    })
-    .expect("fake API server");
-    let kc = kubeconfig(&dir, &server.url());
-    for n in [1, 2] {
-        server.apply(node_object(&format!("node{n}"), lab.node_ip(n)));
-    }
+    let server = kube::apiserver_on_ext(&lab).expect("fake API server");
+    let kc = kube::kubeconfig(&dir, &server.url()).unwrap();
+    kube::apply_nodes(&server, &lab);
     server.apply(pool());
     let (a1, b1) = (lab.pod_ip("a1"), lab.pod_ip("b1"));
     server.apply(lb_service("web", VIP, 30080, "Cluster"));
@@ -227,9 +145,7 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
     std::thread::sleep(Duration::from_secs(2));
     let writes = server.count_requests("PATCH", "/api/v1/namespaces/default/services/web/status");
     assert_eq!(writes, 1, "one status write, no fight:\n{}", logs(&agents));
-    let ipam_holder = server
-        .get("Lease", Some(LEASE_NS), "svc-agent-lbipam")
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string));
+    let ipam_holder = kube::lease_holder(&server, kube::IPAM_LEASE);
     println!("IPAM Lease holder: {ipam_holder:?}");
     assert!(ipam_holder.is_some());
 
@@ -256,9 +172,9 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
     let holder = lease_holder(&server, "web").unwrap();
     let holder_n = node_number(&holder);
     let other_n = 3 - holder_n;
-    let macs = [mac_of(lab.node_ns_of(1)), mac_of(lab.node_ns_of(2))];
+    let macs = [lab.node_mac(1).unwrap(), lab.node_mac(2).unwrap()];
     assert_eq!(
-        ext_neigh(&lab, POOL_FIRST).as_deref(),
+        lab.ext_neighbour(POOL_FIRST).as_deref(),
         Some(macs[holder_n - 1].as_str()),
         "ext's neighbour entry is the holder's MAC"
     );
@@ -292,7 +208,7 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
         Duration::from_millis(500),
     );
     assert_eq!(
-        ext_neigh(&lab, Ipv4Addr::new(192, 0, 2, 205)),
+        lab.ext_neighbour(Ipv4Addr::new(192, 0, 2, 205)),
         None,
         "an unassigned address gets no ARP answer"
     );
@@ -309,7 +225,7 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
         if tcp_request(lab.ext_ns(), to, "hi", Duration::from_millis(500)).is_err() {
             failed += 1;
         }
-        if ext_neigh(&lab, POOL_FIRST).as_deref() == Some(macs[other_n - 1].as_str()) {
+        if lab.ext_neighbour(POOL_FIRST).as_deref() == Some(macs[other_n - 1].as_str()) {
             moved_after = Some(killed_at.elapsed());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -362,7 +278,8 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
         logs(&agents)
     );
     assert!(
-        wait_for(Duration::from_secs(5), || ext_neigh(&lab, POOL_FIRST)
+        wait_for(Duration::from_secs(5), || lab
+            .ext_neighbour(POOL_FIRST)
             .as_deref()
             == Some(macs[target - 1].as_str())),
         "ext's entry did not follow to {node}"

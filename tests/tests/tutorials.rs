@@ -4,18 +4,25 @@
 //!
 //! The setup duplicates, in small, what xtask/src/run.rs does for `--example` (this crate
 //! cannot depend on xtask): routes on the outside host, the external database's server,
-//! one agent per node with `--node-name`. Keep the two in step when a tutorial changes.
+//! one agent per node with `--node-name`; for loadbalancer, Kubernetes mode: the lab's fake
+//! API server on ext with the manifests and Node objects loaded, agents with
+//! `--l2-announcements`. Keep the two in step when a tutorial changes.
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::Mutex,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use svc_common::PROTO_TCP;
-use svc_lab::{EXT_IP, EchoServers, Lab, agent::LabAgent, tcp_request};
+use svc_lab::{
+    EXT_IP, EchoServers, Lab,
+    agent::{AgentSource, LabAgent, wait_for},
+    fake_apiserver::FakeApiServer,
+    kube, tcp_request,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +44,8 @@ struct Env {
     /// The temp copy of the tutorial's manifests the agents serve.
     manifests: PathBuf,
     servers: Option<EchoServers>,
+    /// Kubernetes mode: the API server the agents watch, the manifests loaded into it.
+    server: Option<FakeApiServer>,
     lab: Lab,
 }
 
@@ -50,13 +59,48 @@ impl Env {
         db: bool,
         synced: (Ipv4Addr, u16, u16),
     ) -> Env {
+        let mut env = Env::new(name);
+        for &(cidr, node) in routes {
+            env.lab
+                .ext_route(cidr, node)
+                .unwrap_or_else(|e| panic!("{name}: ext route {cidr} via node{node}: {e:#}"));
+        }
+        if db {
+            let servers = [("db".to_string(), env.lab.ext_ns().to_string())];
+            env.servers = Some(EchoServers::start(&servers, 9376).expect("db server on ext"));
+        }
+        env.start_agents(None);
+        env.synced(synced);
+        env
+    }
+
+    /// Kubernetes mode: lab, the fake API server on ext with node1 and node2 and the
+    /// tutorial's manifests loaded, one agent per node watching it with L2
+    /// announcements; waits as [`up`](Self::up) does.
+    fn up_kubernetes(name: &'static str, synced: (Ipv4Addr, u16, u16)) -> Env {
+        let mut env = Env::new(name);
+        let server = kube::apiserver_on_ext(&env.lab).expect("fake API server on ext");
+        kube::apply_nodes(&server, &env.lab);
+        let loaded = kube::load_manifests(&server, &env.manifests)
+            .unwrap_or_else(|e| panic!("{name}: loading the manifests: {e:#}"));
+        println!("{name}: loaded {loaded}");
+        let kc = kube::kubeconfig(&env.manifests, &server.url()).expect("kubeconfig");
+        env.server = Some(server);
+        env.start_agents(Some(&kc));
+        env.synced(synced);
+        env
+    }
+
+    /// The two-node lab and the tutorial's `*.yaml` copied to a temp dir.
+    fn new(name: &'static str) -> Env {
         let lab = Lab::up_two_nodes().expect("two-node lab");
         let manifests = std::env::temp_dir().join(format!("svl-{}-{name}", lab.id()));
-        let mut env = Env {
+        let env = Env {
             name,
             agents: Vec::new(),
             manifests,
             servers: None,
+            server: None,
             lab,
         };
         std::fs::create_dir_all(&env.manifests).expect("manifests temp dir");
@@ -71,39 +115,50 @@ impl Env {
             }
         }
         assert!(copied > 0, "no *.yaml in {}", src.display());
-        for &(cidr, node) in routes {
-            env.lab
-                .ext_route(cidr, node)
-                .unwrap_or_else(|e| panic!("{name}: ext route {cidr} via node{node}: {e:#}"));
-        }
-        if db {
-            let servers = [("db".to_string(), env.lab.ext_ns().to_string())];
-            env.servers = Some(EchoServers::start(&servers, 9376).expect("db server on ext"));
-        }
+        env
+    }
+
+    /// One agent per node with `--node-name`: on the manifests, or on the API server of
+    /// `kubeconfig` with `--l2-announcements`.
+    fn start_agents(&mut self, kubeconfig: Option<&Path>) {
         for n in [1, 2] {
-            let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", env.lab.id()));
-            let node = env.lab.node(n).name.clone();
-            let agent = LabAgent::start_in(
-                &mut env.lab,
-                n,
-                &env.manifests,
-                &log,
-                &["--node-name", &node],
-            )
-            .unwrap_or_else(|e| panic!("{name}: starting the agent on {node}: {e:#}"));
-            env.agents.push(agent);
+            let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", self.lab.id()));
+            let node = self.lab.node(n).name.clone();
+            let started = match kubeconfig {
+                None => LabAgent::start_in(
+                    &mut self.lab,
+                    n,
+                    &self.manifests,
+                    &log,
+                    &["--node-name", &node],
+                ),
+                Some(kc) => LabAgent::start_from(
+                    &mut self.lab,
+                    n,
+                    AgentSource::Kubeconfig(kc),
+                    &log,
+                    &["--node-name", &node, "--l2-announcements"],
+                ),
+            };
+            let agent = started
+                .unwrap_or_else(|e| panic!("{}: starting the agent on {node}: {e:#}", self.name));
+            self.agents.push(agent);
         }
-        env.wait_all(synced.0, synced.1, synced.2);
-        // The tutorial's manifests load without a skipped object or a warning.
-        for a in &env.agents {
+    }
+
+    /// Waits until both agents give `vip:port` `count` backends, then checks that the
+    /// tutorial's manifests loaded without a skipped object or a warning.
+    fn synced(&self, (vip, port, count): (Ipv4Addr, u16, u16)) {
+        self.wait_all(vip, port, count);
+        for a in &self.agents {
             let log = a.log_text();
             assert!(
                 !log.contains(" WARN ") && !log.contains(" ERROR "),
-                "{name}: the agent on node{} warned about the manifests:\n{log}",
+                "{}: the agent on node{} warned about the manifests:\n{log}",
+                self.name,
                 a.node
             );
         }
-        env
     }
 
     /// Waits until both agents give `vip:port` exactly `count` backends.
@@ -228,22 +283,81 @@ fn np_svc_is_reached_on_every_node_and_spreads_over_three_replicas() {
 }
 
 #[test]
-fn loadbalancer_answers_on_its_status_ip() {
+fn loadbalancer_gets_a_pool_address_announced_by_arp_that_fails_over() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let env = Env::up(
-        "loadbalancer",
-        &[("203.0.113.50/32", 1)],
-        false,
-        (Ipv4Addr::new(10, 96, 20, 10), 8080, 4),
+    let env = Env::up_kubernetes("loadbalancer", (Ipv4Addr::new(10, 96, 20, 10), 8080, 4));
+    let server = env.server.as_ref().expect("Kubernetes mode");
+    let lb = Ipv4Addr::new(192, 0, 2, 200);
+    let to = SocketAddrV4::new(lb, 8080);
+
+    // The pool's lowest address, written into the status by the elected agent.
+    assert!(
+        wait_for(SYNC, || kube::status_ips(server, "default", "my-service")
+            == [lb.to_string()]),
+        "my-service never got {lb} from pool.yaml: status {:?}",
+        kube::status_ips(server, "default", "my-service")
     );
-    // Outside traffic, policy Cluster: masqueraded to node1, where the route sends it.
+    assert!(kube::lease_holder(server, kube::IPAM_LEASE).is_some());
+    // One node announces it; ext (no route: the address is on its subnet) resolves it by
+    // ARP to that node, and every pod answers, masqueraded to that node (policy Cluster).
+    let announcer = || kube::announcer(server, "default", "my-service");
+    assert!(wait_for(SYNC, || announcer().is_some()), "no announcer");
+    let holder = kube::node_number(&announcer().unwrap()).expect("a lab node");
+    let other = 3 - holder;
+    assert!(
+        wait_for(Duration::from_secs(10), || tcp_request(
+            &env.ext(),
+            to,
+            "tutorial",
+            TIMEOUT
+        )
+        .is_ok()),
+        "ext cannot reach {to}"
+    );
     assert_answered(
-        "my-service via its LoadBalancer IP",
+        "my-service via its pool address",
         &env.ext(),
-        addr([203, 0, 113, 50], 8080),
+        to,
         40,
         &["a1", "a2", "b1", "b2"],
-        env.lab.node_ip(1),
+        env.lab.node_ip(holder),
+    );
+    let macs = [env.lab.node_mac(1).unwrap(), env.lab.node_mac(2).unwrap()];
+    assert_eq!(
+        env.lab.ext_neighbour(lb).as_deref(),
+        Some(macs[holder - 1].as_str()),
+        "ext resolved {lb} to the announcer, node{holder}"
+    );
+
+    // Failover: the announcer's agent dies, the other node answers within seconds.
+    let killed = Instant::now();
+    env.agents[holder - 1]
+        .process
+        .kill()
+        .expect("kill the agent");
+    assert!(
+        wait_for(Duration::from_secs(8), || env
+            .lab
+            .ext_neighbour(lb)
+            .as_deref()
+            == Some(macs[other - 1].as_str())),
+        "ext's entry for {lb} did not move to node{other}"
+    );
+    println!(
+        "failover to node{other} after {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        announcer().as_deref(),
+        Some(format!("node{other}").as_str())
+    );
+    assert_answered(
+        "my-service after the failover",
+        &env.ext(),
+        to,
+        40,
+        &["a1", "a2", "b1", "b2"],
+        env.lab.node_ip(other),
     );
 }
 

@@ -5,19 +5,27 @@
 //! `cargo xtask run --example NAME` runs one of the tutorials in examples/tutorials/ on the
 //! two-node lab instead (see [`Tutorial`]): a copy of its manifests in a temp dir, one
 //! svc-agent per node, a self-check that shows the tutorial's point with real packets,
-//! and the commands to try.
+//! and the commands to try. The agents serve the copy (manifest mode), except for the
+//! loadbalancer tutorial, whose agents elect each other with Leases: they watch the lab's
+//! fake API server, on the outside host, with the copy loaded into it (Kubernetes mode).
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context as _;
 use svc_common::PROTO_TCP;
-use svc_lab::{EchoServers, Lab, agent::LabAgent, tcp_request};
+use svc_lab::{
+    EchoServers, Lab,
+    agent::{AgentSource, LabAgent, svcctl_in_node, wait_for},
+    fake_apiserver::FakeApiServer,
+    kube::{self, Loaded},
+    tcp_request,
+};
 
 use crate::{cargo, setup, workspace_root};
 
@@ -39,7 +47,8 @@ pub struct Opts {
 pub enum Tutorial {
     /// NodePort Service np-svc on port 30000 of every node; scaled from 1 to 3 replicas.
     NpSvc,
-    /// LoadBalancer Service whose external IP (203.0.113.50) comes from its status.
+    /// LoadBalancer Service that gets its address from a pool on the LAN; the node elected
+    /// for it answers ARP, another takes over when its agent dies.
     Loadbalancer,
     /// ClusterIP Service `order` on 8080, reached from a pod.
     Order,
@@ -60,12 +69,18 @@ impl Tutorial {
         }
     }
 
+    /// Whether the agents watch the lab's API server (with the manifests loaded into it)
+    /// instead of the manifest directory: Leases elect the LoadBalancer status writer and
+    /// each Service's announcer, and manifest mode has no Lease API.
+    fn kubernetes_mode(self) -> bool {
+        self == Tutorial::Loadbalancer
+    }
+
     /// Routes the outside host needs: `(cidr, via node)`.
     fn ext_routes(self) -> &'static [(&'static str, usize)] {
         match self {
-            Tutorial::NpSvc | Tutorial::ClientIp | Tutorial::Order => &[],
-            // MetalLB's job: get the LoadBalancer IP's packets to a node.
-            Tutorial::Loadbalancer => &[("203.0.113.50/32", 1)],
+            // The LoadBalancer address is on ext's own subnet: ARP, no route.
+            Tutorial::NpSvc | Tutorial::ClientIp | Tutorial::Order | Tutorial::Loadbalancer => &[],
             // The database answers pods directly (no SNAT for pod sources).
             Tutorial::ExternalDb => &[("10.244.1.0/24", 1), ("10.244.2.0/24", 2)],
         }
@@ -85,7 +100,9 @@ impl Tutorial {
 }
 
 const NP_SVC_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 10, 10);
-const LB_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+/// The loadbalancer tutorial's Service, and the port it serves on its LoadBalancer address.
+const LB_SERVICE: &str = "my-service";
+const LB_PORT: u16 = 8080;
 const ORDER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 30, 10);
 const DB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 40, 10);
 /// Port of the external-db tutorial's database (the echo server on the outside host).
@@ -194,6 +211,8 @@ struct TutorialLab {
     source: PathBuf,
     /// The temp copy svc-agent serves (edits here never touch the repository).
     manifests: PathBuf,
+    /// The API server the agents watch, in Kubernetes mode.
+    cluster: Option<Cluster>,
     agents: Vec<LabAgent>,
     /// Servers outside the pods (external-db's database on the outside host).
     servers: Option<EchoServers>,
@@ -201,8 +220,9 @@ struct TutorialLab {
 }
 
 impl TutorialLab {
-    /// Lab, ext routes, extra servers, a temp copy of `source`'s manifests, one agent per
-    /// node; returns once every agent has programmed the tutorial's first frontend.
+    /// Lab, a temp copy of `source`'s manifests (in Kubernetes mode loaded into the API
+    /// server), ext routes, extra servers, one agent per node; returns once every agent
+    /// has programmed the tutorial's first frontend.
     fn up(tutorial: Tutorial, source: &Path) -> anyhow::Result<TutorialLab> {
         let lab = Lab::up_two_nodes()?;
         let manifests = std::env::temp_dir().join(format!("svl-{}-{}", lab.id(), tutorial.name()));
@@ -211,11 +231,15 @@ impl TutorialLab {
             tutorial,
             source: source.to_path_buf(),
             manifests,
+            cluster: None,
             agents: Vec::new(),
             servers: None,
             lab,
         };
         copy_manifests(source, &env.manifests)?;
+        if tutorial.kubernetes_mode() {
+            env.cluster = Some(Cluster::start(&env.lab, &env.manifests)?);
+        }
         for &(cidr, node) in tutorial.ext_routes() {
             env.lab.ext_route(cidr, node)?;
         }
@@ -224,20 +248,54 @@ impl TutorialLab {
             env.servers = Some(EchoServers::start(&db, DB_PORT).context("database server")?);
         }
         for n in [1, 2] {
-            let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", env.lab.id()));
-            let name = env.lab.node(n).name.clone();
-            let agent = LabAgent::start_in(
-                &mut env.lab,
-                n,
-                &env.manifests,
-                &log,
-                &["--node-name", &name],
-            )?;
-            env.agents.push(agent);
+            env.start_agent(n)?;
         }
         let (vip, port, count) = tutorial.synced();
         env.wait_all(vip, port, count)?;
         Ok(env)
+    }
+
+    /// Starts svc-agent on node `n`: on the manifests, or in Kubernetes mode on the API
+    /// server with L2 announcements.
+    fn start_agent(&mut self, n: usize) -> anyhow::Result<()> {
+        let log = std::env::temp_dir().join(format!("svl-{}-agent{n}.log", self.lab.id()));
+        let name = self.lab.node(n).name.clone();
+        let agent = match &self.cluster {
+            None => LabAgent::start_in(
+                &mut self.lab,
+                n,
+                &self.manifests,
+                &log,
+                &["--node-name", &name],
+            )?,
+            Some(c) => LabAgent::start_from(
+                &mut self.lab,
+                n,
+                AgentSource::Kubeconfig(&c.kubeconfig),
+                &log,
+                &["--node-name", &name, "--l2-announcements"],
+            )?,
+        };
+        self.agents.push(agent);
+        Ok(())
+    }
+
+    /// The agent on node `n`.
+    fn agent(&mut self, n: usize) -> &mut LabAgent {
+        self.agents
+            .iter_mut()
+            .find(|a| a.node == n)
+            .expect("one agent per node")
+    }
+
+    /// Starts the agent on node `n` again, with the same command line, after it died.
+    fn restart_agent(&mut self, n: usize) -> anyhow::Result<()> {
+        let agent = self
+            .agents
+            .iter_mut()
+            .find(|a| a.node == n)
+            .expect("one agent per node");
+        agent.restart(&mut self.lab)
     }
 
     /// Waits until every agent gives `vip:port` `count` backends.
@@ -276,6 +334,64 @@ impl Drop for TutorialLab {
         }
         self.lab.teardown();
         let _ = std::fs::remove_dir_all(&self.manifests);
+    }
+}
+
+/// Kubernetes mode: the lab's fake API server, on the outside host (ext, 192.0.2.100) as a
+/// control plane off the nodes, with the Node objects and the tutorial's manifests.
+struct Cluster {
+    server: FakeApiServer,
+    /// Where the agents find it.
+    kubeconfig: PathBuf,
+    /// The manifests' temp copy, applied to the server.
+    manifests: PathBuf,
+    /// What the first load applied and skipped.
+    loaded: Loaded,
+    /// Each manifest's modification time when it was last applied.
+    applied: BTreeMap<PathBuf, SystemTime>,
+}
+
+impl Cluster {
+    /// Starts the server, registers node1 and node2 with their InternalIP (as the kubelets
+    /// would), and applies every `*.yaml` in `manifests`.
+    fn start(lab: &Lab, manifests: &Path) -> anyhow::Result<Cluster> {
+        let server = kube::apiserver_on_ext(lab)?;
+        kube::apply_nodes(&server, lab);
+        let kubeconfig = kube::kubeconfig(manifests, &server.url())?;
+        let mut cluster = Cluster {
+            server,
+            kubeconfig,
+            manifests: manifests.to_path_buf(),
+            loaded: Loaded::default(),
+            applied: BTreeMap::new(),
+        };
+        for (_, loaded) in cluster.apply_changed()? {
+            cluster.loaded.merge(loaded);
+        }
+        Ok(cluster)
+    }
+
+    /// Applies each `*.yaml` of the manifests dir that is new or changed since it was last
+    /// applied (as `kubectl apply -f FILE` would: an object removed from a file stays);
+    /// returns what each file applied.
+    fn apply_changed(&mut self) -> anyhow::Result<Vec<(PathBuf, Loaded)>> {
+        let mut files: Vec<(PathBuf, SystemTime)> = std::fs::read_dir(&self.manifests)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml"))
+            .filter_map(|p| Some((p.clone(), p.metadata().ok()?.modified().ok()?)))
+            .collect();
+        files.sort();
+        let mut done = Vec::new();
+        for (path, mtime) in files {
+            if self.applied.get(&path) == Some(&mtime) {
+                continue;
+            }
+            // Recorded first: a file that does not load is reported once per change.
+            self.applied.insert(path.clone(), mtime);
+            let loaded = kube::load_manifest(&self.server, &path)?;
+            done.push((path, loaded));
+        }
+        Ok(done)
     }
 }
 
@@ -352,32 +468,34 @@ fn run_tutorial(
 ) -> anyhow::Result<()> {
     let name = tutorial.name();
     println!("tutorial {name}: starting the two-node lab and one svc-agent per node");
-    let env = TutorialLab::up(tutorial, source)?;
+    let mut env = TutorialLab::up(tutorial, source)?;
     println!(
         "lab svl-{id}-*: node1 192.0.2.1 (pods a1 a2, client ca), node2 192.0.2.2 (pods b1 b2, client cb), outside host ext 192.0.2.100\n\
-         svc-agent on each node serves {m} (a copy of {src})\n",
+         {serves}\n",
         id = env.lab.id(),
-        m = env.manifests.display(),
-        src = source.display(),
+        serves = what_agents_serve(&env),
     );
     println!("self-check:");
-    self_check(&env).with_context(|| format!("tutorial {name}: agent logs: {}", env.logs()))?;
+    self_check(&mut env).with_context(|| format!("tutorial {name}: agent logs: {}", env.logs()))?;
     let node1_bpffs = env.lab.node_bpffs_dir(1).display().to_string();
     println!(
         "\n{try_}\
          What node1's maps hold:\n\
          \x20 {svcctl} --bpffs {node1_bpffs} dump\n\
          The tutorial: {readme}\n\
-         svc-agent serves {m}: edit it and both agents apply the change within a second.\n\
+         {edit}\n\
          Agent logs: {logs}\n\n\
          Ctrl-C stops the agents and removes the lab.",
         try_ = try_commands(&env),
         svcctl = bin_dir.join("svcctl").display(),
         readme = source.join("README.md").display(),
-        m = env.manifests.display(),
+        edit = edit_hint(&env),
         logs = env.logs(),
     );
-    wait_stop(duration, stop_rx);
+    match env.cluster.as_mut() {
+        None => wait_stop(duration, stop_rx),
+        Some(cluster) => wait_stop_applying(duration, stop_rx, cluster),
+    }
     println!(
         "\nstopping: agents, echo servers, namespaces, {}",
         env.manifests.display()
@@ -386,8 +504,63 @@ fn run_tutorial(
     Ok(())
 }
 
+/// Where the agents read the cluster from, for the banner.
+fn what_agents_serve(env: &TutorialLab) -> String {
+    let (m, src) = (env.manifests.display(), env.source.display());
+    match &env.cluster {
+        None => format!("svc-agent on each node serves {m} (a copy of {src})"),
+        Some(c) => format!(
+            "API server: the lab's fake one, on ext at {url} (a control plane off the nodes)\n\
+             \x20 loaded from {m} (a copy of {src}): {loaded}\n\
+             \x20 and Node node1 (192.0.2.1), node2 (192.0.2.2), as their kubelets would register them\n\
+             svc-agent on each node watches it: --kubeconfig {kc} --node-name nodeN --l2-announcements",
+            url = c.server.url(),
+            loaded = c.loaded,
+            kc = c.kubeconfig.display(),
+        ),
+    }
+}
+
+/// How to change the tutorial while it runs.
+fn edit_hint(env: &TutorialLab) -> String {
+    let m = env.manifests.display();
+    match env.cluster {
+        None => format!(
+            "svc-agent serves {m}: edit it and both agents apply the change within a second."
+        ),
+        Some(_) => format!(
+            "Edit a file in {m}, or add one: the run applies it to the API server as `kubectl apply -f`\n\
+             would (an object removed from a file stays; the Service's status stays the agents')."
+        ),
+    }
+}
+
+/// [`wait_stop`], applying the manifests that change meanwhile to the API server.
+fn wait_stop_applying(secs: Option<u64>, stop_rx: &mpsc::Receiver<()>, cluster: &mut Cluster) {
+    let deadline = secs.map(|s| Instant::now() + Duration::from_secs(s));
+    loop {
+        let mut wait = Duration::from_millis(500);
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
+        if stop_rx.recv_timeout(wait) != Err(mpsc::RecvTimeoutError::Timeout)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return;
+        }
+        match cluster.apply_changed() {
+            Ok(files) => {
+                for (path, loaded) in files {
+                    println!("applied {}: {loaded}", path.display());
+                }
+            }
+            Err(e) => println!("not applied: {e:#}"),
+        }
+    }
+}
+
 /// Shows the tutorial's point with real packets; fails when it does not hold.
-fn self_check(env: &TutorialLab) -> anyhow::Result<()> {
+fn self_check(env: &mut TutorialLab) -> anyhow::Result<()> {
     let (ext, ca, cb) = (env.ext(), env.ns("ca"), env.ns("cb"));
     let (node1, node2) = (env.lab.node_ip(1), env.lab.node_ip(2));
     match env.tutorial {
@@ -420,10 +593,13 @@ fn self_check(env: &TutorialLab) -> anyhow::Result<()> {
             }
         }
         Tutorial::Loadbalancer => {
-            let s = sample(ext, addr(LB_IP, 8080), 40)?;
-            println!("  40 connections from ext to {LB_IP}:8080 (routed via node1) -> {s}");
-            expect(&s, "my-service", &["a1", "a2", "b1", "b2"], node1)?;
-            let s = sample(ca, addr(Ipv4Addr::new(10, 96, 20, 10), 8080), 8)?;
+            let ip = lb_address(env)?;
+            let announcer = lb_announcer(env, ip)?;
+            lb_reach(env, ip, announcer)?;
+            let now = lb_failover(env, ip, announcer)?;
+            lb_restart(env, announcer, now)?;
+            lb_svcctl(env, now)?;
+            let s = sample(env.ns("ca"), addr(Ipv4Addr::new(10, 96, 20, 10), 8080), 8)?;
             println!("  8 connections from pod ca to the ClusterIP 10.96.20.10:8080 -> {s}");
         }
         Tutorial::Order => {
@@ -474,6 +650,200 @@ fn self_check(env: &TutorialLab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The loadbalancer tutorial, step 1: the Service's status gets an address of the pool,
+/// written by the agent holding the IPAM Lease.
+fn lb_address(env: &TutorialLab) -> anyhow::Result<Ipv4Addr> {
+    let server = &env.cluster.as_ref().expect("Kubernetes mode").server;
+    let status = || kube::status_ips(server, "default", LB_SERVICE);
+    anyhow::ensure!(
+        wait_for(Duration::from_secs(30), || !status().is_empty()),
+        "{LB_SERVICE} got no address from the pool in 30 s"
+    );
+    let ips = status();
+    let ip: Ipv4Addr = ips[0]
+        .parse()
+        .with_context(|| format!("status address {:?}", ips[0]))?;
+    let writer = kube::lease_holder(server, kube::IPAM_LEASE).unwrap_or_else(|| "?".into());
+    let pools: Vec<String> = server
+        .list("LoadBalancerIPPool")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    println!(
+        "  {LB_SERVICE}'s status.loadBalancer.ingress: {} (from LoadBalancerIPPool {}), written by the agent on {writer},\n\
+         \x20   holder of Lease {}/{} (one writer for the whole cluster)",
+        ips.join(", "),
+        pools.join(", "),
+        kube::LEASE_NAMESPACE,
+        kube::IPAM_LEASE,
+    );
+    Ok(ip)
+}
+
+/// Step 2: one node is elected to announce the address (the holder of the Service's
+/// Lease); returns its number.
+fn lb_announcer(env: &TutorialLab, ip: Ipv4Addr) -> anyhow::Result<usize> {
+    let server = &env.cluster.as_ref().expect("Kubernetes mode").server;
+    let holder = || kube::announcer(server, "default", LB_SERVICE);
+    anyhow::ensure!(
+        wait_for(Duration::from_secs(15), || holder().is_some()),
+        "no node took the announcement Lease of {LB_SERVICE} in 15 s"
+    );
+    let name = holder().expect("just seen");
+    let n = kube::node_number(&name).with_context(|| format!("Lease holder {name:?}"))?;
+    println!(
+        "  {name} holds Lease {}/svc-l2.default.{LB_SERVICE}: it answers ARP for {ip} on its eth0 (MAC {})",
+        kube::LEASE_NAMESPACE,
+        env.lab.node_mac(n)?,
+    );
+    Ok(n)
+}
+
+/// Step 3: ext, with no route to the address (it is on ext's own subnet), resolves it by
+/// ARP to the announcer and connects; every pod answers.
+fn lb_reach(env: &TutorialLab, ip: Ipv4Addr, announcer: usize) -> anyhow::Result<()> {
+    let to = addr(ip, LB_PORT);
+    // The agent may answer ARP a moment after it took the Lease.
+    wait_for(Duration::from_secs(10), || {
+        tcp_request(env.ext(), to, "tutorial", TIMEOUT).is_ok()
+    });
+    let s = sample(env.ext(), to, 40)?;
+    println!(
+        "  ext has no route for {ip} (it is in ext's own 192.0.2.0/24): 40 connections from ext to {to} -> {s}"
+    );
+    expect(
+        &s,
+        "my-service on its LoadBalancer address",
+        &["a1", "a2", "b1", "b2"],
+        env.lab.node_ip(announcer),
+    )?;
+    let mac = env.lab.node_mac(announcer)?;
+    let neigh = env.lab.ext_neighbour(ip);
+    anyhow::ensure!(
+        neigh.as_deref() == Some(mac.as_str()),
+        "ext's neighbour entry for {ip} is {neigh:?}, not node{announcer}'s MAC {mac}"
+    );
+    println!(
+        "  ext's neighbour entry: {ip} lladdr {mac}, node{announcer}'s eth0 (policy Cluster: the pods see node{announcer}'s address)"
+    );
+    Ok(())
+}
+
+/// Step 4: the announcer's agent dies; the other node takes the Lease and sends
+/// gratuitous ARP. Measures the time until ext's neighbour entry moves and counts the
+/// connections that fail meanwhile; returns the new announcer.
+fn lb_failover(env: &mut TutorialLab, ip: Ipv4Addr, announcer: usize) -> anyhow::Result<usize> {
+    let other = 3 - announcer;
+    let other_mac = env.lab.node_mac(other)?;
+    let to = addr(ip, LB_PORT);
+    let killed = Instant::now();
+    env.agent(announcer).process.kill()?;
+    let (mut tried, mut failed, mut moved) = (0, 0, None);
+    while moved.is_none() && killed.elapsed() < Duration::from_secs(15) {
+        tried += 1;
+        if tcp_request(env.ext(), to, "tutorial", Duration::from_millis(500)).is_err() {
+            failed += 1;
+        }
+        if env.lab.ext_neighbour(ip).as_deref() == Some(other_mac.as_str()) {
+            moved = Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let moved = moved.with_context(|| {
+        format!("ext's neighbour entry for {ip} did not move to node{other} within 15 s")
+    })?;
+    println!(
+        "  failover: killed node{announcer}'s svc-agent; after {:.1} s ext's neighbour entry for {ip} is node{other}'s MAC\n\
+         \x20   (node{other} took the Lease and sent gratuitous ARP); {failed} of {tried} connections failed meanwhile",
+        moved.as_secs_f64()
+    );
+    let s = sample(env.ext(), to, 40)?;
+    println!("  after the failover: 40 connections from ext to {to} -> {s}");
+    expect(
+        &s,
+        "my-service after the failover",
+        &["a1", "a2", "b1", "b2"],
+        env.lab.node_ip(other),
+    )?;
+    Ok(other)
+}
+
+/// Step 5: the killed agent starts again and programs the Service; the announcement
+/// stays with the node that took it over (its agent keeps renewing the Lease).
+fn lb_restart(env: &mut TutorialLab, killed: usize, announcer: usize) -> anyhow::Result<()> {
+    env.restart_agent(killed)?;
+    let (vip, port, count) = env.tutorial.synced();
+    env.agent(killed)
+        .wait_backends(vip, port, PROTO_TCP, count, Duration::from_secs(20))?;
+    let server = &env.cluster.as_ref().expect("Kubernetes mode").server;
+    let holder = kube::announcer(server, "default", LB_SERVICE).unwrap_or_else(|| "nobody".into());
+    if holder == format!("node{announcer}") {
+        println!(
+            "  node{killed}'s svc-agent restarted; the announcement stays with {holder} (it keeps renewing its Lease)"
+        );
+    } else {
+        println!("  node{killed}'s svc-agent restarted; the announcement is now with {holder}");
+    }
+    Ok(())
+}
+
+/// Step 6: what the announcing node's agent says, `svcctl lb`: pools, assignments,
+/// announcements.
+fn lb_svcctl(env: &TutorialLab, node: usize) -> anyhow::Result<()> {
+    let lb = svcctl_in_node(&env.lab, node, &["lb", "--agent", "127.0.0.1:10249"])?;
+    println!("  svcctl lb on node{node}:");
+    for line in lb.lines() {
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// The loadbalancer tutorial's commands to try.
+fn lb_try_commands(env: &TutorialLab) -> String {
+    let (ext, ca) = (env.ext(), env.ns("ca"));
+    let n1 = env.lab.node_ns_of(1);
+    let m = env.manifests.display();
+    let server = &env.cluster.as_ref().expect("Kubernetes mode").server;
+    let url = server.url();
+    let ip = kube::status_ips(server, "default", LB_SERVICE)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "192.0.2.200".into());
+    let svcctl = svc_lab::agent::workspace_bin("svcctl")
+        .map_or_else(|_| "svcctl".into(), |p| p.display().to_string());
+    let announcer = kube::announcer(server, "default", LB_SERVICE);
+    let agent = announcer
+        .as_deref()
+        .and_then(kube::node_number)
+        .and_then(|n| env.agents.iter().find(|a| a.node == n));
+    let kill = match agent {
+        Some(a) => format!("now node{}: kill {}", a.node, a.process.pid()),
+        None => "kill <pid>".into(),
+    };
+    format!(
+        "Try, from outside the cluster: ext has no route for {ip}, it asks by ARP and the announcing node answers:\n\
+         \x20 ip netns exec {ext} curl -s http://{ip}:8080/\n\
+         \x20 ip -n {ext} neigh show {ip}                       # the announcing node's MAC\n\
+         Pools, addresses and who announces what, as node1's agent sees it:\n\
+         \x20 ip netns exec {n1} {svcctl} lb --agent 127.0.0.1:10249\n\
+         The Service's status and the Leases, from the API server on ext:\n\
+         \x20 ip netns exec {ext} curl -s {url}/api/v1/namespaces/default/services/{LB_SERVICE}/status\n\
+         \x20 ip netns exec {ext} curl -s {url}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases\n\
+         Fail over yourself: kill the announcing node's agent ({kill}), then watch ext's entry\n\
+         move to the other node within a few seconds (nothing restarts the agent you kill):\n\
+         \x20 ip -n {ext} neigh show {ip}\n\
+         Ask for another address of the pool: add to {LB_SERVICE}'s metadata in {m}/my-service.yaml\n\
+         \x20 annotations: {{svc-ebpf.dev/loadbalancer-ips: \"192.0.2.210\"}}\n\
+         The same Service on its NodePort, on either node, and on its ClusterIP from a pod:\n\
+         \x20 ip netns exec {ext} curl -s http://192.0.2.2:32377/\n\
+         \x20 ip netns exec {ca} curl -s http://10.96.20.10:8080/\n",
+    )
+}
+
 /// The commands to try, with this run's namespace names.
 fn try_commands(env: &TutorialLab) -> String {
     let (ext, ca, cb) = (env.ext(), env.ns("ca"), env.ns("cb"));
@@ -491,15 +861,7 @@ fn try_commands(env: &TutorialLab) -> String {
              \x20 cp {src}/scaled/np-svc.yaml {m}/\n",
             src = env.source.display(),
         ),
-        Tutorial::Loadbalancer => format!(
-            "Try, from outside the cluster (ext routes 203.0.113.50 via node1, as MetalLB would announce it):\n\
-             \x20 ip netns exec {ext} curl -s http://203.0.113.50:8080/\n\
-             The same Service on its NodePort, on either node, and on its ClusterIP from a pod:\n\
-             \x20 ip netns exec {ext} curl -s http://192.0.2.2:32377/\n\
-             \x20 ip netns exec {ca} curl -s http://10.96.20.10:8080/\n\
-             Change status.loadBalancer.ingress in {m}/my-service.yaml (and the route:\n\
-             \x20 ip netns exec {ext} ip route replace <new-ip>/32 via 192.0.2.2)\n",
-        ),
+        Tutorial::Loadbalancer => lb_try_commands(env),
         Tutorial::Order => format!(
             "Try, from a pod on either node (by ClusterIP: the name \"order\" needs the cluster DNS):\n\
              \x20 ip netns exec {ca} curl -s http://10.96.30.10:8080/\n\
