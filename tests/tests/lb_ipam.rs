@@ -326,7 +326,7 @@ fn pools_assign_announce_and_fail_over_on_the_lan() {
     );
     assert!(
         wait_for(Duration::from_secs(25), || server
-            .get("Lease", Some(LEASE_NS), "svc-l2.default.web")
+            .get("Lease", Some(kube::LEASE_NAMESPACE), "svc-l2.default.web")
             .is_none()),
         "the deleted Service's announcement Lease is still there\n{}",
         logs(&agents)
