@@ -590,8 +590,12 @@ fn apply_settings(args: &mut Args, m: &ArgMatches, file: kubeproxy_config::Setti
         )
     };
     // clientConnection.kubeconfig only when the command line names no source at all.
-    if unset("kubeconfig") && unset("manifests") && file.kubeconfig.is_some() {
-        args.kubeconfig = file.kubeconfig;
+    if let Some(k) = file.kubeconfig {
+        if unset("kubeconfig") && unset("manifests") {
+            args.kubeconfig = Some(k);
+        } else {
+            info!(file = %k.display(), "config field clientConnection.kubeconfig not used: the command line names the source");
+        }
     }
     if unset("node_name") && file.node_name.is_some() {
         args.node_name = file.node_name;
@@ -683,7 +687,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
             );
         }
         for family in [IpAddr::is_ipv4, IpAddr::is_ipv6] {
-            if let Some(ip) = node_ips.iter().copied().find(|ip| family(ip)) {
+            if let Some(ip) = node_ips.iter().copied().find(family) {
                 node_port_addresses.push(IpCidr::host(ip));
             }
         }
