@@ -11,7 +11,8 @@
 //!
 //! Beside the flow: [`agent`] runs it (the loop), [`http`] serves the agent's health and
 //! metrics endpoints and the Services' healthCheckNodePorts ([`metrics`] is the registry),
-//! and svcctl's views [`inspect`] and [`trace`] read through the dataplane. [`addr`] (the
+//! and svcctl's views [`inspect`] and [`trace`] read through the dataplane; [`kubeproxy_config`]
+//! reads kube-proxy's configuration file for `svc-agent --config`. [`addr`] (the
 //! address types every layer shares) and [`packet`] (a frame builder for tests, trace and
 //! benchmarks) are leaves.
 pub mod addr;
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod http;
 pub mod inspect;
+pub mod kubeproxy_config;
 pub mod kubernetes;
 pub mod l2;
 pub mod lbipam;

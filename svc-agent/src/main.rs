@@ -6,7 +6,9 @@ use std::{
     time::Duration,
 };
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, parser::ValueSource};
+use svc_agent::kubeproxy_config::{self, NoticeKind};
 use svc_agent::kubernetes::lease::LeaseTiming;
 use svc_agent::{
     agent::{Agent, Config, DetectLocalMode, LbConfig, LocalDetection, SourceConfig},
@@ -18,7 +20,7 @@ use svc_agent::{
     http::StatusAddrs,
     kubernetes,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 /// Where manifest mode reads when there is neither --manifests nor a cluster.
 const DEFAULT_MANIFESTS_DIR: &str = "/etc/svc-agent/manifests";
@@ -89,6 +91,37 @@ Example:
 
 #[derive(Debug, clap::Args)]
 struct Args {
+    /// kube-proxy's configuration file (a KubeProxyConfiguration,
+    /// kubeproxy.config.k8s.io/v1alpha1, YAML or JSON: on a kubeadm cluster the
+    /// `config.conf` of the ConfigMap kube-system/kube-proxy), as kube-proxy's --config.
+    /// Its fields that mean what a flag here means set that flag's default: clusterCIDR,
+    /// nodePortAddresses, iptables/nftables.masqueradeAll, iptables.localhostNodePorts,
+    /// bindAddress, healthzBindAddress, metricsBindAddress, detectLocalMode, detectLocal.*,
+    /// hostnameOverride, clientConnection.kubeconfig and the mode's syncPeriod
+    /// (--resync-interval); a flag given on the command line (or by its environment
+    /// variable) wins. Fields svc-agent does not act on (conntrack, ipvs, featureGates...)
+    /// and unknown ones are logged by name with the reason. An unreadable file, a wrong
+    /// apiVersion or kind, a field of the wrong type or an invalid value stops the agent
+    /// before it changes anything.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// kube-proxy's --cleanup: do what `svc-agent cleanup` does (on --bpffs) and exit,
+    /// with its exit status.
+    #[arg(long)]
+    cleanup: bool,
+
+    /// kube-proxy's --bind-address: this node's primary address of its family (like
+    /// --node-ip with that one address, which wins when given). 0.0.0.0 or :: (kube-proxy's
+    /// default): not set.
+    #[arg(long, value_name = "IP")]
+    bind_address: Option<IpAddr>,
+
+    /// kube-proxy's --proxy-mode (iptables, ipvs, nftables): accepted and ignored, logged;
+    /// svc-agent's eBPF dataplane replaces every one of them.
+    #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
+    proxy_mode: Option<String>,
+
     /// Serve the Service / EndpointSlice / Endpoints manifests of this directory instead of
     /// a cluster's (manifest mode).
     #[arg(
@@ -145,7 +178,12 @@ struct Args {
     /// it keep new connections on them (trafficDistribution PreferSameNode; see
     /// --node-zone). In Kubernetes mode the agent also watches this Node for its addresses,
     /// its zone label and /healthz.
-    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "NODE_NAME",
+        visible_alias = "hostname-override"
+    )]
     node_name: Option<String>,
 
     /// This node's addresses, IPv4 and IPv6. Repeatable, or comma-separated (as kubelet's
@@ -172,11 +210,17 @@ struct Args {
     /// a family with no CIDR here answers on every node address of that family.
     #[arg(
         long = "node-port-addresses",
+        visible_alias = "nodeport-addresses",
         value_name = "CIDR",
         value_delimiter = ',',
         value_parser = parse_range_cidr
     )]
     node_port_addresses: Vec<RangeCidr>,
+
+    /// nodePortAddresses `primary` (--config): NodePorts answer on the node's primary
+    /// address of each family too.
+    #[arg(skip)]
+    node_port_primary: bool,
 
     /// Serve a Service's spec.externalIPs only inside these CIDRs (comma-separated), or
     /// not at all (`none`); an externalIP outside is skipped with a problem naming the
@@ -254,7 +298,7 @@ struct Args {
     /// on the node.
     #[arg(
         long = "localhost-nodeports",
-        alias = "iptables-localhost-nodeports",
+        visible_alias = "iptables-localhost-nodeports",
         value_name = "BOOL",
         num_args = 0..=1,
         require_equals = true,
@@ -514,6 +558,103 @@ impl Failure {
     }
 }
 
+/// `--config FILE`: reads kube-proxy's configuration file into `args`
+/// ([`apply_settings`]), logging what it does not act on. An unreadable or invalid file is
+/// an error: the agent does not start on half a configuration.
+fn read_config_file(args: &mut Args, matches: &ArgMatches) -> anyhow::Result<()> {
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+    let (settings, report) =
+        kubeproxy_config::parse(&text).with_context(|| format!("--config {}", path.display()))?;
+    for notice in &report.notices {
+        match notice.kind {
+            NoticeKind::Info => info!("{notice}"),
+            NoticeKind::Unsupported | NoticeKind::Unknown => warn!("{notice}"),
+        }
+    }
+    info!(file = %path.display(), "read kube-proxy's configuration; flags given on the command line override it");
+    apply_settings(args, matches, settings);
+    Ok(())
+}
+
+/// The file's settings, into each flag the command line (or its environment variable)
+/// left at its default.
+fn apply_settings(args: &mut Args, m: &ArgMatches, file: kubeproxy_config::Settings) {
+    let unset = |id: &str| {
+        !matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    // clientConnection.kubeconfig only when the command line names no source at all.
+    if let Some(k) = file.kubeconfig {
+        if unset("kubeconfig") && unset("manifests") {
+            args.kubeconfig = Some(k);
+        } else {
+            info!(file = %k.display(), "config field clientConnection.kubeconfig not used: the command line names the source");
+        }
+    }
+    if unset("node_name") && file.node_name.is_some() {
+        args.node_name = file.node_name;
+    }
+    if unset("bind_address") && file.bind_address.is_some() {
+        args.bind_address = file.bind_address;
+    }
+    if unset("healthz_bind_address") && file.healthz_bind_address.is_some() {
+        args.healthz_bind_address = BindAddr(file.healthz_bind_address);
+    }
+    if unset("metrics_bind_address") && file.metrics_bind_address.is_some() {
+        args.metrics_bind_address = BindAddr(file.metrics_bind_address);
+    }
+    if unset("cluster_cidrs") && !file.cluster_cidrs.is_empty() {
+        args.cluster_cidrs = file.cluster_cidrs;
+    }
+    if unset("node_port_addresses")
+        && let Some(npa) = file.node_port_addresses
+    {
+        args.node_port_addresses = npa.cidrs;
+        args.node_port_primary = npa.primary;
+    }
+    // A switch: the command line can only turn it on.
+    if file.masquerade_all == Some(true) {
+        args.masquerade_all = true;
+    }
+    if unset("localhost_nodeports")
+        && let Some(on) = file.localhost_nodeports
+    {
+        args.localhost_nodeports = on;
+    }
+    if unset("detect_local_mode")
+        && let Some(mode) = file.detect_local_mode
+    {
+        args.detect_local_mode = mode;
+    }
+    if unset("pod_interface_name_prefix") && file.pod_interface_name_prefix.is_some() {
+        args.pod_interface_name_prefix = file.pod_interface_name_prefix;
+    }
+    if unset("pod_bridge_interface") && file.pod_bridge_interface.is_some() {
+        args.pod_bridge_interface = file.pod_bridge_interface;
+    }
+    if unset("resync_interval")
+        && let Some(secs) = file.resync_interval_secs
+    {
+        args.resync_interval = secs;
+    }
+}
+
+/// `--proxy-mode`: kube-proxy's Linux modes (and "", its default).
+fn parse_proxy_mode(s: &str) -> Result<String, String> {
+    match s {
+        "" | "iptables" | "ipvs" | "nftables" => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not one of kube-proxy's Linux proxy modes (iptables, ipvs, nftables)"
+        )),
+    }
+}
+
 fn config(args: Args) -> anyhow::Result<Config> {
     let service_cluster_ip_range = args.service_cluster_ip_range;
     let mut node_ips: Vec<IpAddr> = Vec::new();
@@ -522,11 +663,40 @@ fn config(args: Args) -> anyhow::Result<Config> {
             node_ips.push(ip);
         }
     }
+    if let Some(ip) = args.bind_address.filter(|ip| !ip.is_unspecified()) {
+        if node_ips.is_empty() {
+            node_ips.push(ip);
+        } else if !node_ips.contains(&ip) {
+            info!(%ip, "--bind-address (bindAddress) not used: --node-ip gives this node's addresses");
+        }
+    }
+    if let Some(mode) = args.proxy_mode.as_deref().filter(|m| !m.is_empty()) {
+        info!(
+            "--proxy-mode {mode} ignored: svc-agent's eBPF dataplane replaces kube-proxy's {mode} mode"
+        );
+    }
+    let mut node_port_addresses = args.node_port_addresses;
+    if args.node_port_primary {
+        // The primary addresses are the first of each family; kube-proxy takes them from
+        // the Node object, which is not read yet here.
+        if node_ips.is_empty() {
+            anyhow::bail!(
+                "nodePortAddresses \"primary\" (--config): svc-agent needs this node's \
+                 addresses at start for it; give --node-ip (or bindAddress), or list the \
+                 nodes' CIDRs instead"
+            );
+        }
+        for family in [IpAddr::is_ipv4, IpAddr::is_ipv6] {
+            if let Some(ip) = node_ips.iter().copied().find(family) {
+                node_port_addresses.push(IpCidr::host(ip));
+            }
+        }
+    }
     let node = NodeContext {
         node_name: args.node_name,
         node_ips,
         zone: args.node_zone,
-        node_port_addresses: args.node_port_addresses,
+        node_port_addresses,
         external_ips: args.external_ip_cidrs.map(|a| a.policy).unwrap_or_default(),
         localhost_node_ports: args.localhost_nodeports,
         service_cluster_ip_range,
@@ -613,10 +783,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // The matches too: which flags the command line gave, to let them win over --config.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Some(Command::Cleanup { bpffs, force }) => cleanup(&bpffs, force),
-        None => run(cli.run).map_err(|e| Failure::of(Task::Agent, e)),
+        None if cli.run.cleanup => cleanup(&cli.run.bpffs, false),
+        None => {
+            let mut args = cli.run;
+            read_config_file(&mut args, &matches)
+                .and_then(|()| run(args))
+                .map_err(|e| Failure::of(Task::Agent, e))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -969,6 +1147,173 @@ mod tests {
         .unwrap();
         assert!(node.loopback_node_ports_disabled());
         assert_eq!(node.localhost_node_port_ip(), None);
+    }
+
+    /// `argv` (after `svc-agent --manifests x`) with `file` as --config's content.
+    fn with_file(file: &str, extra: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["svc-agent", "--manifests", "x"];
+        argv.extend_from_slice(extra);
+        let m = Cli::command()
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        let mut args = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?.run;
+        let (settings, _) = kubeproxy_config::parse(file).map_err(|e| e.to_string())?;
+        apply_settings(&mut args, &m, settings);
+        config(args).map_err(|e| e.to_string())
+    }
+
+    const FILE: &str = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clusterCIDR: 10.244.0.0/16,fd00:10:244::/56
+nodePortAddresses: [192.0.2.0/24]
+iptables: {masqueradeAll: true, localhostNodePorts: false, syncPeriod: 30s}
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 0.0.0.0
+hostnameOverride: from-file
+bindAddress: 192.0.2.9
+detectLocalMode: BridgeInterface
+detectLocal: {bridgeInterface: cbr0}
+clientConnection: {kubeconfig: /etc/kube-proxy.conf}
+";
+
+    #[test]
+    fn the_config_file_sets_defaults_and_flags_override_it() {
+        let c = with_file(FILE, &[]).unwrap();
+        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
+        assert_eq!(
+            c.local.cluster_cidrs,
+            [cidr("10.244.0.0/16"), cidr("fd00:10:244::/56")]
+        );
+        assert_eq!(c.local.mode, DetectLocalMode::BridgeInterface);
+        assert_eq!(c.local.extra_pod_patterns(), vec!["cbr0"]);
+        assert_eq!(c.node.node_port_addresses, [cidr("192.0.2.0/24")]);
+        assert!(c.datapath.masquerade_all);
+        assert!(!c.node.localhost_node_ports);
+        assert_eq!(c.resync_interval, Duration::from_secs(30));
+        assert_eq!(c.status.healthz, Some("127.0.0.1:10256".parse().unwrap()));
+        assert_eq!(c.status.metrics, Some("0.0.0.0:10249".parse().unwrap()));
+        assert_eq!(c.node.node_ips, ["192.0.2.9".parse::<IpAddr>().unwrap()]);
+        // --manifests on the command line: the file's kubeconfig does not apply.
+        assert!(matches!(c.source, SourceConfig::Manifests(_)));
+        // NODE_NAME may be set in the test's environment: then it wins, as a flag does.
+        if std::env::var_os("NODE_NAME").is_none() {
+            assert_eq!(c.node.node_name.as_deref(), Some("from-file"));
+        }
+
+        let c = with_file(
+            FILE,
+            &[
+                "--cluster-cidr",
+                "10.0.0.0/8",
+                "--nodeport-addresses",
+                "198.51.100.0/24",
+                "--iptables-localhost-nodeports=true",
+                "--healthz-bind-address",
+                "0.0.0.0:10256",
+                "--metrics-bind-address",
+                "",
+                "--hostname-override",
+                "from-flag",
+                "--node-ip",
+                "198.51.100.1",
+                "--detect-local-mode",
+                "ClusterCIDR",
+                "--resync-interval",
+                "7",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.local.cluster_cidrs, [cidr("10.0.0.0/8")]);
+        assert_eq!(c.local.mode, DetectLocalMode::ClusterCidr);
+        assert_eq!(c.node.node_port_addresses, [cidr("198.51.100.0/24")]);
+        assert!(c.node.localhost_node_ports);
+        assert_eq!(c.status.healthz, Some("0.0.0.0:10256".parse().unwrap()));
+        assert_eq!(c.status.metrics, None);
+        assert_eq!(c.node.node_name.as_deref(), Some("from-flag"));
+        assert_eq!(c.node.node_ips, ["198.51.100.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.resync_interval, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn the_config_files_kubeconfig_applies_without_a_source_flag() {
+        let m = Cli::command().try_get_matches_from(["svc-agent"]).unwrap();
+        let mut args = Cli::from_arg_matches(&m).unwrap().run;
+        let (settings, _) = kubeproxy_config::parse(FILE).unwrap();
+        apply_settings(&mut args, &m, settings);
+        assert_eq!(
+            args.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/etc/kube-proxy.conf"))
+        );
+        let m = Cli::command()
+            .try_get_matches_from(["svc-agent", "--kubeconfig", "/mine"])
+            .unwrap();
+        let mut args = Cli::from_arg_matches(&m).unwrap().run;
+        let (settings, _) = kubeproxy_config::parse(FILE).unwrap();
+        apply_settings(&mut args, &m, settings);
+        assert_eq!(
+            args.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/mine"))
+        );
+    }
+
+    #[test]
+    fn node_port_addresses_primary_needs_the_node_ips() {
+        let file = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+nodePortAddresses: [primary, localhost]
+";
+        let err = with_file(file, &[]).unwrap_err();
+        assert!(
+            err.contains("primary") && err.contains("--node-ip"),
+            "{err}"
+        );
+        let c = with_file(file, &["--node-ip", "192.0.2.1,2001:db8::1,192.0.2.2"]).unwrap();
+        let cidr = |s: &str| s.parse::<IpCidr>().unwrap();
+        assert_eq!(
+            c.node.node_port_addresses,
+            [
+                cidr("127.0.0.0/8"),
+                cidr("::1/128"),
+                cidr("192.0.2.1/32"),
+                cidr("2001:db8::1/128")
+            ]
+        );
+    }
+
+    #[test]
+    fn kube_proxy_flag_names() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["svc-agent", "--manifests", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|c| config(c.run).map_err(|e| e.to_string()))
+        };
+        let c = parse(&["--bind-address", "192.0.2.3", "--proxy-mode", "ipvs"]).unwrap();
+        assert_eq!(c.node.node_ips, ["192.0.2.3".parse::<IpAddr>().unwrap()]);
+        let c = parse(&["--bind-address", "0.0.0.0", "--proxy-mode", ""]).unwrap();
+        assert!(c.node.node_ips.is_empty());
+        let c = parse(&["--bind-address", "192.0.2.3", "--node-ip", "192.0.2.4"]).unwrap();
+        assert_eq!(c.node.node_ips, ["192.0.2.4".parse::<IpAddr>().unwrap()]);
+        assert!(parse(&["--proxy-mode", "userspace"]).is_err());
+        assert!(parse(&["--bind-address", "node1"]).is_err());
+        let cli =
+            Cli::try_parse_from(["svc-agent", "--cleanup", "--bpffs", "/sys/fs/bpf/t"]).unwrap();
+        assert!(cli.command.is_none() && cli.run.cleanup);
+        // Every kube-proxy name is in --help (the DaemonSet test relies on it).
+        let help = Cli::command().render_help().to_string();
+        for flag in [
+            "--config",
+            "--cleanup",
+            "--bind-address",
+            "--proxy-mode",
+            "--hostname-override",
+            "--nodeport-addresses",
+            "--iptables-localhost-nodeports",
+            "--kubeconfig",
+        ] {
+            assert!(help.contains(flag), "{flag} not in --help");
+        }
     }
 
     #[test]

@@ -11,16 +11,19 @@
 //! namespace grants the Leases; the pool CustomResourceDefinition is the kind the agent
 //! watches; the DaemonSet's pod is host-network and unprivileged, with the
 //! capability set deploy/README.md explains; its probes, ports and volume paths agree with its
-//! own arguments; and every flag in those arguments is one `svc-agent --help` lists.
+//! own arguments and its --config file; that file, a ConfigMap mounted where --config points,
+//! is a KubeProxyConfiguration the agent reads with no unknown or ignored field; and every
+//! flag in those arguments is one `svc-agent --help` lists.
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
-    core::v1::{Container, Namespace, PodSpec, ServiceAccount},
+    core::v1::{ConfigMap, Container, Namespace, PodSpec, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject},
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -54,7 +57,7 @@ const LEASE_RESOURCES: &[(&str, &str, &[&str])] = &[(
 )];
 
 /// Flags whose value is a path inside the container: each must lie on a volume mount.
-const PATH_FLAGS: &[&str] = &["--bpffs", "--cgroup", "--proc-sys-net"];
+const PATH_FLAGS: &[&str] = &["--bpffs", "--cgroup", "--proc-sys-net", "--config"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -71,6 +74,7 @@ enum Object {
     Role(Role),
     RoleBinding(RoleBinding),
     Crd(Box<CustomResourceDefinition>),
+    ConfigMap(ConfigMap),
     DaemonSet(Box<DaemonSet>),
 }
 
@@ -156,6 +160,10 @@ fn load() -> Vec<Document> {
                     let (o, v) = typed(&source, &json);
                     (Object::Crd(Box::new(o)), v)
                 }
+                ("v1", "ConfigMap") => {
+                    let (o, v) = typed(&source, &json);
+                    (Object::ConfigMap(o), v)
+                }
                 ("apps/v1", "DaemonSet") => {
                     let (o, v) = typed(&source, &json);
                     (Object::DaemonSet(Box::new(o)), v)
@@ -163,7 +171,7 @@ fn load() -> Vec<Document> {
                 _ => panic!(
                     "{source}: apiVersion {api_version:?} kind {kind:?} is not one this test \
                      knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role, \
-                     RoleBinding, CustomResourceDefinition, DaemonSet): add it to load() so its fields are checked too"
+                     RoleBinding, CustomResourceDefinition, ConfigMap, DaemonSet): add it to load() so its fields are checked too"
                 ),
             };
             docs.push(Document {
@@ -305,11 +313,145 @@ fn arg<'a>(flags: &'a BTreeMap<String, Vec<String>>, flag: &str) -> &'a str {
     }
 }
 
-/// The port of a `host:port` bind address.
-fn port_of(addr: &str) -> i32 {
-    addr.rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("{addr:?} is not host:port"))
+/// The config file the DaemonSet's --config names: its path, the ConfigMap mounted there
+/// and the key it is, and the key's text.
+struct ConfigFile<'a> {
+    path: PathBuf,
+    config_map: &'a str,
+    key: String,
+    text: &'a str,
+}
+
+/// The ConfigMap behind the agent's --config: the volume mounted over the path must be a
+/// ConfigMap of deploy/, with the path's file name as a key (or an item's path).
+fn config_file(docs: &[Document]) -> Option<ConfigFile<'_>> {
+    let (source, ds) = daemonset(docs);
+    let c = agent_container(ds);
+    let flags = parse_args(c);
+    flags.get("--config")?;
+    let path = PathBuf::from(arg(&flags, "--config"));
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| path.starts_with(&m.mount_path))
+        .unwrap_or_else(|| panic!("{source}: --config {} is on no mount", path.display()));
+    let volume = pod_spec(ds)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("{source}: no volume {}", mount.name));
+    let cm_ref = volume.config_map.as_ref().unwrap_or_else(|| {
+        panic!(
+            "{source}: volume {} (where --config lies) is not a configMap",
+            volume.name
+        )
+    });
+    let within = path
+        .strip_prefix(&mount.mount_path)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // Without items every key is a file of its name; with items, only those, at their path.
+    let key = match &cm_ref.items {
+        None => within.clone(),
+        Some(items) => items
+            .iter()
+            .find(|i| i.path == within)
+            .map(|i| i.key.clone())
+            .unwrap_or_else(|| panic!("{source}: no item of volume {} at {within}", volume.name)),
+    };
+    assert!(
+        mount.sub_path.is_none(),
+        "{source}: a subPath mount is not updated when the ConfigMap changes"
+    );
+    let ns = ds.metadata.namespace.as_deref();
+    let cm = docs
+        .iter()
+        .find_map(|d| match &d.object {
+            Object::ConfigMap(cm)
+                if cm.metadata.name.as_deref() == Some(cm_ref.name.as_str())
+                    && cm.metadata.namespace.as_deref() == ns =>
+            {
+                Some(cm)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{source}: no ConfigMap {ns:?}/{} in deploy/", cm_ref.name));
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&key))
+        .unwrap_or_else(|| {
+            panic!(
+                "ConfigMap {}: no key {key} (--config {})",
+                cm_ref.name,
+                path.display()
+            )
+        });
+    Some(ConfigFile {
+        path,
+        config_map: &cm_ref.name,
+        key,
+        text,
+    })
+}
+
+/// The agent's /healthz and /metrics addresses: the flag, else the --config file's, else
+/// the default (kube-proxy's).
+fn status_addresses(docs: &[Document]) -> (SocketAddr, SocketAddr) {
+    let (_, ds) = daemonset(docs);
+    let flags = parse_args(agent_container(ds));
+    let file = config_file(docs).map(|f| {
+        svc_agent::kubeproxy_config::parse(f.text)
+            .unwrap_or_else(|e| panic!("--config {}: {e}", f.path.display()))
+            .0
+    });
+    let flag = |name: &str| {
+        flags.get(name).map(|_| {
+            arg(&flags, name)
+                .parse::<SocketAddr>()
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        })
+    };
+    let healthz = flag("--healthz-bind-address")
+        .or(file.as_ref().and_then(|f| f.healthz_bind_address))
+        .unwrap_or_else(|| "0.0.0.0:10256".parse().unwrap());
+    let metrics = flag("--metrics-bind-address")
+        .or(file.as_ref().and_then(|f| f.metrics_bind_address))
+        .unwrap_or_else(|| "127.0.0.1:10249".parse().unwrap());
+    (healthz, metrics)
+}
+
+#[test]
+fn the_config_map_is_a_kube_proxy_configuration_the_agent_reads_whole() {
+    use svc_agent::kubeproxy_config::{self, NoticeKind};
+    let docs = load();
+    let file = config_file(&docs).expect("the DaemonSet passes --config");
+    let (settings, report) = kubeproxy_config::parse(file.text)
+        .unwrap_or_else(|e| panic!("ConfigMap {} key {}: {e}", file.config_map, file.key));
+    // Every field is one svc-agent acts on: nothing unknown, nothing it would only log.
+    let ignored: Vec<String> = report
+        .notices
+        .iter()
+        .filter(|n| n.kind != NoticeKind::Info)
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        ignored.is_empty(),
+        "ConfigMap {} key {}: {ignored:?}",
+        file.config_map,
+        file.key
+    );
+    assert!(
+        !settings.cluster_cidrs.is_empty(),
+        "ConfigMap {}: no clusterCIDR",
+        file.config_map
+    );
+    // Metrics on the loopback, as kube-proxy's default.
+    let (_, metrics) = status_addresses(&docs);
+    assert!(metrics.ip().is_loopback(), "metrics on {metrics}");
 }
 
 #[test]
@@ -700,8 +842,9 @@ fn probes_ports_and_paths_follow_the_agents_arguments() {
     let c = agent_container(ds);
     let flags = parse_args(c);
 
-    let healthz = port_of(arg(&flags, "--healthz-bind-address"));
-    let metrics = port_of(arg(&flags, "--metrics-bind-address"));
+    let (healthz_addr, metrics_addr) = status_addresses(&docs);
+    let healthz = i32::from(healthz_addr.port());
+    let metrics = i32::from(metrics_addr.port());
     for (what, probe, path) in [
         ("readinessProbe", c.readiness_probe.as_ref(), "/healthz"),
         ("livenessProbe", c.liveness_probe.as_ref(), "/livez"),
@@ -739,18 +882,27 @@ fn probes_ports_and_paths_follow_the_agents_arguments() {
         .template
         .metadata
         .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .unwrap_or_else(|| panic!("{source}: no pod template annotations"));
-    assert_eq!(
-        annotations.get("prometheus.io/scrape").map(String::as_str),
-        Some("true"),
-        "{source}: prometheus.io/scrape"
-    );
-    assert_eq!(
-        annotations.get("prometheus.io/port"),
-        Some(&metrics.to_string()),
-        "{source}: prometheus.io/port must be --metrics-bind-address's"
-    );
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    if metrics_addr.ip().is_loopback() {
+        // A scraper reaches the pod's address, never its loopback.
+        assert_eq!(
+            annotations.get("prometheus.io/scrape").map(String::as_str),
+            None,
+            "{source}: prometheus.io/scrape, with the metrics on {metrics_addr}"
+        );
+    } else {
+        assert_eq!(
+            annotations.get("prometheus.io/scrape").map(String::as_str),
+            Some("true"),
+            "{source}: prometheus.io/scrape"
+        );
+        assert_eq!(
+            annotations.get("prometheus.io/port"),
+            Some(&metrics.to_string()),
+            "{source}: prometheus.io/port must be the metrics port"
+        );
+    }
 
     // Every path the agent is pointed at lies on one of the container's volume mounts.
     let mounts: Vec<&str> = c
