@@ -85,19 +85,7 @@ fn node(ip: Ipv4Addr) -> Value {
 }
 
 fn kubeconfig(dir: &std::path::Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
+    svc_lab::kube::kubeconfig(dir, url).expect("writing the kubeconfig")
 }
 
 /// The pods that answered `n` new TCP connections to `vip:80`.

@@ -562,19 +562,7 @@ fn service_cidr_objects_first_then_the_flag() {
 }
 
 fn kubeconfig(dir: &Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: fake, cluster: {{server: \"{url}\"}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
+    svc_lab::kube::kubeconfig(dir, url).expect("writing the kubeconfig")
 }
 
 /// The manifests' objects, as JSON for the fake API server.
