@@ -46,7 +46,9 @@ Examples:
   svcctl trace --from 192.0.2.100:5555 --to 192.0.2.1:30080 --proto udp   a NodePort from outside
   svcctl trace --from 10.244.1.20 --to 10.96.0.10:80 -o json | jq .backend
   svcctl trace --from 10.244.1.20 --to 10.96.0.99:80     an unallocated address: dropped?
-  svcctl trace --from '[fd00:10:244:1::20]' --to '[fd00:10:96::10]:80'   IPv6: passed untouched, for now
+  svcctl trace --from '[fd00:10:244:1::20]' --to '[fd00:10:96::10]:80'   an IPv6 ClusterIP
+  svcctl lb                       LoadBalancer pools, assignments, who answers ARP (asks the agent)
+  svcctl lb --agent 127.0.0.1:10249 -o json | jq '.pools[] | {name, used}'
   svcctl dump services -o yaml
   svcctl --bpffs /sys/fs/bpf/svc-test dump
   SVC_BPFFS=/sys/fs/bpf/svc-test svcctl dump stats -o json
@@ -55,7 +57,8 @@ Expired conntrack and affinity entries (idle past their timeout; the LRU maps ke
 until reused) are left out unless --show-expired; the headers (JSON: expired_hidden) count
 them.
 
-svcctl only reads: it takes no lock and works while svc-agent runs (or after it stopped).
+svcctl only reads: it takes no lock and works while svc-agent runs (or after it stopped);
+`svcctl lb` is the one command that asks the running agent (its metrics address).
 It needs root (uid 0: the pins are root's); `svcctl trace` also CAP_BPF, CAP_NET_ADMIN and
 CAP_PERFMON (it loads a copy of the programs). Run it in the host's mount namespace: under
 `ip netns exec`, which mounts a fresh /sys, /sys/fs/bpf is empty (or pass --bpffs with a
