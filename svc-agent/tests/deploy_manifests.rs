@@ -88,9 +88,9 @@ struct Document {
     object: Object,
 }
 
-/// Every `*.yaml` (and `*.yml`) in deploy/, sorted by name.
+/// Every `*.yaml` (and `*.yml`) in deploy/base/, sorted by name.
 fn manifest_files() -> Vec<PathBuf> {
-    let dir = deploy_dir();
+    let dir = deploy_dir().join("base");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.expect("reading deploy/").path())
