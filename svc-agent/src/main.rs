@@ -405,7 +405,7 @@ agent exits, even on SIGKILL) before anything else; a second agent on the same d
 exits with `another svc-agent (pid N) holds DIR`. svcctl only reads and takes no lock.
 
 Privileges: root, or uid 0 with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (what
-deploy/svc-agent.yaml grants). A failure for lack of one names what is missing.
+deploy/base/svc-agent.yaml grants). A failure for lack of one names what is missing.
 
 Exit status: 0 stopped by SIGTERM / Ctrl-C; 1 on an error (printed as `error: ...`); 2 on a
 usage error. `svc-agent cleanup --help` for its own.";

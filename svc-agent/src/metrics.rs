@@ -21,9 +21,44 @@
 //!
 //! The datapath figures are read from the pinned maps when scraped, not from the agent's
 //! memory, so they are right even just after a restart.
+//!
+//! ## kube-proxy's names
+//!
+//! Beside ours, the metrics of kube-proxy (`pkg/proxy/metrics`) whose meaning we share, with
+//! kube-proxy's names, types, labels, help texts and buckets, so that dashboards and alerts
+//! written for kube-proxy keep working. A reconcile step (the delta written to the maps) is
+//! kube-proxy's "sync of proxy rules"; a full one (everything compared and rewritten: a
+//! Service, ServiceCIDR, pool or node change, a resync, a retry after a failed write) its
+//! full sync, one that writes only the frontends of Services whose endpoints changed its
+//! partial sync.
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `kubeproxy_sync_proxy_rules_duration_seconds` | histogram | every reconcile step (as `svc_agent_sync_duration_seconds`, with kube-proxy's buckets: 1 ms .. 16 s) |
+//! | `kubeproxy_sync_full_proxy_rules_duration_seconds` | histogram | the full ones |
+//! | `kubeproxy_sync_partial_proxy_rules_duration_seconds` | histogram | the partial ones (also a step that only rewrites the problems svcctl shows) |
+//! | `kubeproxy_sync_proxy_rules_last_timestamp_seconds` | gauge | Unix time the last step finished without a map error (= `svc_agent_last_sync_timestamp_seconds`) |
+//! | `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds` | gauge | Unix time work for a step was last queued (news from the source, a resync, a retry); much later than the last sync means the agent is stuck |
+//! | `kubeproxy_sync_proxy_rules_service_changes_total` | counter | Service objects added, updated or deleted, as the watch delivered them after its first list (Kubernetes mode; ServiceCIDRs, pools and relists are not counted; 0 with --manifests) |
+//! | `kubeproxy_sync_proxy_rules_service_changes_pending` | gauge | those of them taken from the watch and not yet written to the maps (0 after a step without errors) |
+//! | `kubeproxy_sync_proxy_rules_endpoint_changes_total` | counter | EndpointSlices added, updated or deleted, likewise (an update whose slice is unusable and keeps its last good version changes nothing and is not counted) |
+//! | `kubeproxy_sync_proxy_rules_endpoint_changes_pending` | gauge | those of them not yet written to the maps |
+//! | `kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy}` | gauge (as in kube-proxy, despite `_total`) | Service ports with a Local policy, endpoints, and none on this node: `internal` (internalTrafficPolicy, their cluster IPs), `external` (externalTrafficPolicy, their node ports, external and LoadBalancer IPs) |
+//! | `kubeproxy_network_programming_duration_seconds` | histogram | for each EndpointSlice update carrying the `endpoints.kubernetes.io/last-change-trigger-time` annotation (set by the EndpointSlice controller to when the Pod or Service changed), from that time to the end of the step that wrote it without errors. Based on the control plane's clock: skewed by the difference between the clocks. Deletions carry no time (the watch gives the agent only the name), and slices of a (re)list are not counted, as in kube-proxy, which only counts changes after its start |
+//!
+//! Not applicable (no iptables, ipvs or nftables rules here), so not exported:
+//! `kubeproxy_sync_proxy_rules_iptables_total{table}`, `..._iptables_last{table}`,
+//! `..._iptables_restore_failures_total`, `..._iptables_partial_restore_failures_total`,
+//! `kubeproxy_iptables_ct_invalid_dropped_packets_total`,
+//! `kubeproxy_iptables_localhost_nodeports_accepted_packets_total`, the
+//! `kubeproxy_sync_proxy_rules_nftables_*` ones, and the deprecated
+//! `kubeproxy_sync_proxy_rules_latency_microseconds`. Map write failures are
+//! `svc_agent_map_full_errors_total` and `svc_agent_map_write_errors_total` instead.
+//! `kubeproxy_proxy_healthz_total{code}` and `kubeproxy_proxy_livez_total{code}` would apply
+//! but are not exported yet.
 use std::{
     path::PathBuf,
-    sync::atomic::AtomicU64,
+    sync::{Mutex, atomic::AtomicU64},
     time::{Duration, SystemTime},
 };
 
@@ -34,7 +69,7 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::{ConstGauge, Gauge},
-        histogram::{Histogram, exponential_buckets},
+        histogram::{Histogram, exponential_buckets, linear_buckets},
     },
     registry::Registry,
 };
@@ -71,6 +106,172 @@ pub struct Metrics {
     l2_gratuitous: Counter,
     /// The pools that have series now.
     lb_pools_known: std::sync::Mutex<Vec<String>>,
+    kp: KubeProxyMetrics,
+}
+
+/// kube-proxy's metrics (the module doc's second table).
+#[derive(Debug)]
+struct KubeProxyMetrics {
+    sync_duration: Histogram,
+    full_sync_duration: Histogram,
+    partial_sync_duration: Histogram,
+    last_sync: Gauge<f64, AtomicU64>,
+    last_queued: Gauge<f64, AtomicU64>,
+    service_changes: Counter,
+    service_changes_pending: Gauge,
+    endpoint_changes: Counter,
+    endpoint_changes_pending: Gauge,
+    no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
+    network_programming: Histogram,
+    /// The trigger times of the changes not yet written: observed into
+    /// `network_programming` by the next step without errors.
+    pending_trigger_times: Mutex<Vec<SystemTime>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrafficPolicyLabel {
+    traffic_policy: &'static str,
+}
+
+/// Which reconcile step ran (kube-proxy's full or partial sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// Everything compared and rewritten.
+    Full,
+    /// Only some frontends (the Services whose endpoints changed), or only the problems.
+    Partial,
+}
+
+/// What the source took from the API in one pass (Kubernetes mode), for kube-proxy's change
+/// counters and network programming latency.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceChanges {
+    /// Service objects added, updated or deleted (not counting (re)lists).
+    pub services: u64,
+    /// EndpointSlices added, updated or deleted that changed the model.
+    pub endpoints: u64,
+    /// Their `endpoints.kubernetes.io/last-change-trigger-time` annotations.
+    pub trigger_times: Vec<SystemTime>,
+}
+
+/// Service ports with a Local traffic policy, endpoints, and none on this node (kube-proxy's
+/// `sync_proxy_rules_no_local_endpoints_total`), by policy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoLocalEndpoints {
+    pub internal: usize,
+    pub external: usize,
+}
+
+/// Trigger times kept for changes not yet written.
+const MAX_PENDING_TRIGGER_TIMES: usize = 100_000;
+
+/// kube-proxy's network programming latency buckets: 0.25 s, 0.5 s, 1..59 s, 60..115 s by
+/// 5 s, 2..5 min by 30 s.
+fn network_programming_buckets() -> Vec<f64> {
+    linear_buckets(0.25, 0.25, 2)
+        .chain(linear_buckets(1.0, 1.0, 59))
+        .chain(linear_buckets(60.0, 5.0, 12))
+        .chain(linear_buckets(120.0, 30.0, 7))
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl KubeProxyMetrics {
+    fn new() -> KubeProxyMetrics {
+        // kube-proxy's: 1 ms .. ~16 s.
+        let sync = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        KubeProxyMetrics {
+            sync_duration: sync(),
+            full_sync_duration: sync(),
+            partial_sync_duration: sync(),
+            last_sync: Gauge::default(),
+            last_queued: Gauge::default(),
+            service_changes: Counter::default(),
+            service_changes_pending: Gauge::default(),
+            endpoint_changes: Counter::default(),
+            endpoint_changes_pending: Gauge::default(),
+            no_local_endpoints: Family::default(),
+            network_programming: Histogram::new(network_programming_buckets()),
+            pending_trigger_times: Mutex::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        use prometheus_client::registry::Unit;
+        for (name, help, h) in [
+            (
+                "kubeproxy_sync_proxy_rules_duration",
+                "SyncProxyRules latency in seconds",
+                &self.sync_duration,
+            ),
+            (
+                "kubeproxy_sync_full_proxy_rules_duration",
+                "SyncProxyRules latency in seconds for full resyncs",
+                &self.full_sync_duration,
+            ),
+            (
+                "kubeproxy_sync_partial_proxy_rules_duration",
+                "SyncProxyRules latency in seconds for partial resyncs",
+                &self.partial_sync_duration,
+            ),
+            (
+                "kubeproxy_network_programming_duration",
+                "In Cluster Network Programming Latency in seconds",
+                &self.network_programming,
+            ),
+        ] {
+            r.register_with_unit(name, help, Unit::Seconds, h.clone());
+        }
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            self.last_sync.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            self.last_queued.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            self.service_changes.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            self.service_changes_pending.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            self.endpoint_changes.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            self.endpoint_changes_pending.clone(),
+        );
+        // A gauge despite the name, as in kube-proxy.
+        r.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            self.no_local_endpoints.clone(),
+        );
+        // Both series exist from the start, at 0.
+        for traffic_policy in ["internal", "external"] {
+            drop(
+                self.no_local_endpoints
+                    .get_or_create(&TrafficPolicyLabel { traffic_policy }),
+            );
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,8 +307,10 @@ impl Metrics {
             l2_replies: Counter::default(),
             l2_gratuitous: Counter::default(),
             lb_pools_known: Default::default(),
+            kp: KubeProxyMetrics::new(),
             registry: Registry::default(),
         };
+        m.kp.register(&mut m.registry);
         m.registry.register_with_unit(
             "svc_agent_sync_duration",
             "Duration of one reconcile pass",
@@ -200,10 +403,17 @@ impl Metrics {
         m
     }
 
-    /// Records one reconcile pass.
-    pub fn record_sync(&self, took: Duration, errors: &[StoreError]) {
+    /// Records one reconcile step. One without errors wrote every change taken from the
+    /// source: nothing is pending any more, and their network programming latency is known.
+    pub fn record_sync(&self, took: Duration, kind: SyncKind, errors: &[StoreError]) {
         self.syncs.inc();
         self.sync_duration.observe(took.as_secs_f64());
+        self.kp.sync_duration.observe(took.as_secs_f64());
+        match kind {
+            SyncKind::Full => &self.kp.full_sync_duration,
+            SyncKind::Partial => &self.kp.partial_sync_duration,
+        }
+        .observe(took.as_secs_f64());
         for e in errors {
             let (family, map) = match e {
                 StoreError::Full { map } => (&self.map_full_errors, map),
@@ -216,10 +426,67 @@ impl Metrics {
                 .inc();
         }
         if errors.is_empty() {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            self.last_sync.set(now.as_secs_f64());
+            let now = unix_now();
+            self.last_sync.set(now);
+            self.kp.last_sync.set(now);
+            self.changes_programmed();
+        }
+    }
+
+    /// The changes taken from the source, queued for the next step.
+    pub fn changes_taken(&self, changes: &SourceChanges) {
+        self.kp.service_changes.inc_by(changes.services);
+        self.kp.endpoint_changes.inc_by(changes.endpoints);
+        self.kp
+            .service_changes_pending
+            .inc_by(changes.services as i64);
+        self.kp
+            .endpoint_changes_pending
+            .inc_by(changes.endpoints as i64);
+        if !changes.trigger_times.is_empty() {
+            let mut pending = self
+                .kp
+                .pending_trigger_times
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Bounded while writes keep failing: the latencies beyond it go unobserved.
+            let room = MAX_PENDING_TRIGGER_TIMES.saturating_sub(pending.len());
+            pending.extend(changes.trigger_times.iter().take(room));
+        }
+    }
+
+    /// Work for a reconcile step was queued (news, a resync, a retry).
+    pub fn sync_queued(&self) {
+        self.kp.last_queued.set(unix_now());
+    }
+
+    /// Every change taken from the source is in the maps (written by a step without errors,
+    /// or needing no write at all).
+    pub fn changes_programmed(&self) {
+        self.kp.service_changes_pending.set(0);
+        self.kp.endpoint_changes_pending.set(0);
+        let times = std::mem::take(
+            &mut *self
+                .kp
+                .pending_trigger_times
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let now = SystemTime::now();
+        for t in times {
+            // A trigger time ahead of this node's clock (skew) counts as 0.
+            let latency = now.duration_since(t).unwrap_or_default();
+            self.kp.network_programming.observe(latency.as_secs_f64());
+        }
+    }
+
+    /// Service ports with a Local policy, endpoints, and none on this node.
+    pub fn set_no_local_endpoints(&self, n: NoLocalEndpoints) {
+        for (traffic_policy, count) in [("internal", n.internal), ("external", n.external)] {
+            self.kp
+                .no_local_endpoints
+                .get_or_create(&TrafficPolicyLabel { traffic_policy })
+                .set(count as i64);
         }
     }
 
@@ -368,11 +635,12 @@ mod tests {
         let m = Metrics::new(PathBuf::from("/nonexistent"));
         m.record_sync(
             Duration::from_millis(3),
+            SyncKind::Full,
             &[StoreError::Full {
                 map: "SVC4_SERVICES",
             }],
         );
-        m.record_sync(Duration::from_millis(1), &[]);
+        m.record_sync(Duration::from_millis(1), SyncKind::Partial, &[]);
         m.invalid_objects.set(2);
         m.set_watch_errors(3);
         m.set_watch_errors(2);
@@ -391,5 +659,175 @@ mod tests {
         // Nothing pinned: no datapath series, and the scrape still succeeds.
         assert!(!text.contains("svc_map_entries"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The value of the one sample named `series` (name and labels, exactly).
+    fn sample(text: &str, series: &str) -> f64 {
+        let values: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(values.len(), 1, "{series:?} in:\n{text}");
+        values[0]
+    }
+
+    #[test]
+    fn kube_proxy_names_types_and_buckets() {
+        let m = Metrics::new(PathBuf::from("/nonexistent"));
+        let text = m.encode();
+        for (name, kind) in [
+            ("kubeproxy_sync_proxy_rules_duration_seconds", "histogram"),
+            (
+                "kubeproxy_sync_full_proxy_rules_duration_seconds",
+                "histogram",
+            ),
+            (
+                "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+                "histogram",
+            ),
+            (
+                "kubeproxy_network_programming_duration_seconds",
+                "histogram",
+            ),
+            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge"),
+            (
+                "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+                "gauge",
+            ),
+            ("kubeproxy_sync_proxy_rules_service_changes", "counter"),
+            (
+                "kubeproxy_sync_proxy_rules_service_changes_pending",
+                "gauge",
+            ),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes", "counter"),
+            (
+                "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+                "gauge",
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+                "gauge",
+            ),
+        ] {
+            let want = format!("# TYPE {name} {kind}\n");
+            assert!(text.contains(&want), "{want:?} missing in:\n{text}");
+        }
+        // kube-proxy's buckets: 1 ms doubling to 16.384 s; 0.25 s .. 5 min.
+        for series in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}",
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"16.384\"}",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"59.0\"}",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"115.0\"}",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"300.0\"}",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}",
+        ] {
+            assert_eq!(sample(&text, series), 0.0, "{series}");
+        }
+        let buckets = |name: &str| text.matches(&format!("{name}_bucket{{")).count();
+        // 15 and 2 + 59 + 12 + 7, each plus +Inf.
+        assert_eq!(buckets("kubeproxy_sync_proxy_rules_duration_seconds"), 16);
+        assert_eq!(
+            buckets("kubeproxy_network_programming_duration_seconds"),
+            81
+        );
+    }
+
+    #[test]
+    fn kube_proxy_sync_and_change_metrics_follow_the_agent() {
+        let m = Metrics::new(PathBuf::from("/nonexistent"));
+        let before = unix_now();
+        m.sync_queued();
+        m.record_sync(Duration::from_millis(2), SyncKind::Full, &[]);
+        m.record_sync(Duration::from_millis(1), SyncKind::Partial, &[]);
+        m.record_sync(Duration::from_millis(1), SyncKind::Partial, &[]);
+        // Two Service changes and three slice changes, two of them with a trigger time
+        // 2 s ago (one from a clock ahead of this one, which counts as 0).
+        m.changes_taken(&SourceChanges {
+            services: 2,
+            endpoints: 3,
+            trigger_times: vec![
+                SystemTime::now() - Duration::from_secs(2),
+                SystemTime::now() + Duration::from_secs(60),
+            ],
+        });
+        let text = m.encode();
+        for (series, want) in [
+            ("kubeproxy_sync_proxy_rules_duration_seconds_count", 3.0),
+            (
+                "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+                1.0,
+            ),
+            (
+                "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+                2.0,
+            ),
+            ("kubeproxy_sync_proxy_rules_service_changes_total", 2.0),
+            ("kubeproxy_sync_proxy_rules_service_changes_pending", 2.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_total", 3.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_pending", 3.0),
+            ("kubeproxy_network_programming_duration_seconds_count", 0.0),
+        ] {
+            assert_eq!(sample(&text, series), want, "{series}");
+        }
+        for series in [
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+        ] {
+            assert!(sample(&text, series) >= before.floor(), "{series}");
+        }
+        // A failed step leaves them pending; the next good one programs them.
+        m.record_sync(
+            Duration::from_millis(1),
+            SyncKind::Full,
+            &[StoreError::Full {
+                map: "SVC4_SERVICES",
+            }],
+        );
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending"),
+            3.0
+        );
+        m.record_sync(Duration::from_millis(1), SyncKind::Full, &[]);
+        let text = m.encode();
+        for (series, want) in [
+            ("kubeproxy_sync_proxy_rules_service_changes_total", 2.0),
+            ("kubeproxy_sync_proxy_rules_service_changes_pending", 0.0),
+            ("kubeproxy_sync_proxy_rules_endpoint_changes_pending", 0.0),
+            ("kubeproxy_network_programming_duration_seconds_count", 2.0),
+            (
+                "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"}",
+                1.0,
+            ),
+            (
+                "kubeproxy_network_programming_duration_seconds_bucket{le=\"1.0\"}",
+                1.0,
+            ),
+            (
+                "kubeproxy_network_programming_duration_seconds_bucket{le=\"3.0\"}",
+                2.0,
+            ),
+            (
+                "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+                3.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, series), want, "{series}");
+        }
+        m.set_no_local_endpoints(NoLocalEndpoints {
+            internal: 1,
+            external: 4,
+        });
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}"
+            ),
+            4.0
+        );
     }
 }

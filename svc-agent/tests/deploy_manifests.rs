@@ -1,4 +1,8 @@
-//! The manifests in `deploy/` parse, and say what they mean to say.
+//! The manifests in `deploy/` parse, and say what they mean to say: the files of
+//! `deploy/base/` as `kubectl apply -f` takes them (the `files::` tests), and what
+//! `kubectl kustomize` renders from `deploy/base` and from every `deploy/overlays/*` (the
+//! `kustomize::` tests, which need kubectl: `cargo xtask setup` installs Debian's
+//! kubernetes-client). Every check below runs on each.
 //!
 //! Kubernetes drops fields it does not know (kubectl only warns), so a misspelt key in a
 //! manifest (`mountPropogation`, `capabilites`) silently loses a setting. k8s-openapi
@@ -88,17 +92,78 @@ struct Document {
     object: Object,
 }
 
-/// Every `*.yaml` (and `*.yml`) in deploy/, sorted by name.
+/// Every `*.yaml` (and `*.yml`) in deploy/base/ but its kustomization.yaml, sorted by name:
+/// the manifests `kubectl apply -f` takes as they are.
 fn manifest_files() -> Vec<PathBuf> {
-    let dir = deploy_dir();
+    let dir = deploy_dir().join("base");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|e| e.expect("reading deploy/").path())
+        .map(|e| e.expect("reading deploy/base/").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .filter(|p| p.file_stem().is_some_and(|s| s != "kustomization"))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no *.yaml in {}", dir.display());
     files
+}
+
+/// The kustomizations `kubectl kustomize` must render: deploy/base and every overlay, as
+/// paths relative to the repository.
+fn kustomizations() -> Vec<String> {
+    let mut dirs = vec!["deploy/base".to_string()];
+    let overlays = deploy_dir().join("overlays");
+    let mut names: Vec<String> = std::fs::read_dir(&overlays)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", overlays.display()))
+        .map(|e| e.expect("reading deploy/overlays/").path())
+        .filter(|p| p.join("kustomization.yaml").is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no overlay in {}", overlays.display());
+    dirs.extend(names.into_iter().map(|n| format!("deploy/overlays/{n}")));
+    dirs
+}
+
+/// `kubectl kustomize DIR`'s output (DIR relative to the repository). Panics when kubectl
+/// is missing (saying how to get it) or the rendering fails (with kubectl's message).
+fn kustomize(dir: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = match Command::new("kubectl")
+        .args(["kustomize", dir])
+        .current_dir(&root)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "kubectl is not installed (needed to render deploy/'s kustomize layout): run \
+             `cargo xtask setup`, which installs Debian's kubernetes-client"
+        ),
+        Err(e) => panic!("cannot run kubectl kustomize {dir}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kubectl kustomize printed UTF-8")
+}
+
+/// Every kustomization rendered and parsed as [`load`] parses the files (rendered once per
+/// test binary): (the directory, its documents).
+fn rendered() -> &'static [(String, Vec<Document>)] {
+    static RENDERED: std::sync::OnceLock<Vec<(String, Vec<Document>)>> = std::sync::OnceLock::new();
+    RENDERED.get_or_init(|| {
+        kustomizations()
+            .into_iter()
+            .map(|dir| {
+                let mut docs = Vec::new();
+                parse_documents(&format!("kustomize {dir}"), &kustomize(&dir), &mut docs);
+                assert!(!docs.is_empty(), "kubectl kustomize {dir} rendered nothing");
+                (dir, docs)
+            })
+            .collect()
+    })
 }
 
 /// `json` as a `T`, and `T` serialized back to JSON.
@@ -119,70 +184,76 @@ fn load() -> Vec<Document> {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        for (i, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let source = format!("{name}#{}", i + 1);
-            let yaml = serde_yaml::Value::deserialize(de)
-                .unwrap_or_else(|e| panic!("{source}: not YAML: {e}"));
-            // An empty document (a `---` with nothing after it), as kubectl skips it.
-            if yaml.is_null() {
-                continue;
-            }
-            let json = serde_json::to_value(&yaml)
-                .unwrap_or_else(|e| panic!("{source}: not representable as JSON: {e}"));
-            let api_version = json["apiVersion"].as_str().unwrap_or_default().to_string();
-            let kind = json["kind"].as_str().unwrap_or_default().to_string();
-            let (object, round_trip) = match (api_version.as_str(), kind.as_str()) {
-                ("v1", "Namespace") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::Namespace(o), v)
-                }
-                ("v1", "ServiceAccount") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::ServiceAccount(o), v)
-                }
-                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::ClusterRole(o), v)
-                }
-                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::ClusterRoleBinding(o), v)
-                }
-                ("rbac.authorization.k8s.io/v1", "Role") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::Role(o), v)
-                }
-                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::RoleBinding(o), v)
-                }
-                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::Crd(Box::new(o)), v)
-                }
-                ("v1", "ConfigMap") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::ConfigMap(o), v)
-                }
-                ("apps/v1", "DaemonSet") => {
-                    let (o, v) = typed(&source, &json);
-                    (Object::DaemonSet(Box::new(o)), v)
-                }
-                _ => panic!(
-                    "{source}: apiVersion {api_version:?} kind {kind:?} is not one this test \
-                     knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role, \
-                     RoleBinding, CustomResourceDefinition, ConfigMap, DaemonSet): add it to load() so its fields are checked too"
-                ),
-            };
-            docs.push(Document {
-                source,
-                json,
-                round_trip,
-                object,
-            });
-        }
+        parse_documents(&name, &text, &mut docs);
     }
     docs
+}
+
+/// Parses every document of `text` (named `name` in messages) into `docs`, as [`load`]
+/// says.
+fn parse_documents(name: &str, text: &str, docs: &mut Vec<Document>) {
+    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let source = format!("{name}#{}", i + 1);
+        let yaml = serde_yaml::Value::deserialize(de)
+            .unwrap_or_else(|e| panic!("{source}: not YAML: {e}"));
+        // An empty document (a `---` with nothing after it), as kubectl skips it.
+        if yaml.is_null() {
+            continue;
+        }
+        let json = serde_json::to_value(&yaml)
+            .unwrap_or_else(|e| panic!("{source}: not representable as JSON: {e}"));
+        let api_version = json["apiVersion"].as_str().unwrap_or_default().to_string();
+        let kind = json["kind"].as_str().unwrap_or_default().to_string();
+        let (object, round_trip) = match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => {
+                let (o, v) = typed(&source, &json);
+                (Object::Namespace(o), v)
+            }
+            ("v1", "ServiceAccount") => {
+                let (o, v) = typed(&source, &json);
+                (Object::ServiceAccount(o), v)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                let (o, v) = typed(&source, &json);
+                (Object::ClusterRole(o), v)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                let (o, v) = typed(&source, &json);
+                (Object::ClusterRoleBinding(o), v)
+            }
+            ("rbac.authorization.k8s.io/v1", "Role") => {
+                let (o, v) = typed(&source, &json);
+                (Object::Role(o), v)
+            }
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                let (o, v) = typed(&source, &json);
+                (Object::RoleBinding(o), v)
+            }
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                let (o, v) = typed(&source, &json);
+                (Object::Crd(Box::new(o)), v)
+            }
+            ("v1", "ConfigMap") => {
+                let (o, v) = typed(&source, &json);
+                (Object::ConfigMap(o), v)
+            }
+            ("apps/v1", "DaemonSet") => {
+                let (o, v) = typed(&source, &json);
+                (Object::DaemonSet(Box::new(o)), v)
+            }
+            _ => panic!(
+                "{source}: apiVersion {api_version:?} kind {kind:?} is not one this test \
+                     knows (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding, Role, \
+                     RoleBinding, CustomResourceDefinition, ConfigMap, DaemonSet): add it to load() so its fields are checked too"
+            ),
+        };
+        docs.push(Document {
+            source,
+            json,
+            round_trip,
+            object,
+        });
+    }
 }
 
 /// Where `file` and `typed` differ, as `path: what` lines. Objects compare key by key (so
@@ -221,11 +292,9 @@ fn differences(path: &str, file: &Value, typed: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn every_document_round_trips_through_k8s_openapi() {
-    let docs = load();
+fn every_document_round_trips_through_k8s_openapi(docs: &[Document]) {
     let mut problems = Vec::new();
-    for doc in &docs {
+    for doc in docs {
         // No normalisation is needed: k8s-openapi serializes exactly the fields it read
         // (absent optional fields stay absent), IntOrString and Quantity keep the form they
         // were written in (1 stays 1, "100m" stays "100m"), and numbers compare as numbers.
@@ -424,11 +493,9 @@ fn status_addresses(docs: &[Document]) -> (SocketAddr, SocketAddr) {
     (healthz, metrics)
 }
 
-#[test]
-fn the_config_map_is_a_kube_proxy_configuration_the_agent_reads_whole() {
+fn the_config_map_is_a_kube_proxy_configuration_the_agent_reads_whole(docs: &[Document]) {
     use svc_agent::kubeproxy_config::{self, NoticeKind};
-    let docs = load();
-    let file = config_file(&docs).expect("the DaemonSet passes --config");
+    let file = config_file(docs).expect("the DaemonSet passes --config");
     let (settings, report) = kubeproxy_config::parse(file.text)
         .unwrap_or_else(|e| panic!("ConfigMap {} key {}: {e}", file.config_map, file.key));
     // Every field is one svc-agent acts on: nothing unknown, nothing it would only log.
@@ -450,13 +517,11 @@ fn the_config_map_is_a_kube_proxy_configuration_the_agent_reads_whole() {
         file.config_map
     );
     // Metrics on the loopback, as kube-proxy's default.
-    let (_, metrics) = status_addresses(&docs);
+    let (_, metrics) = status_addresses(docs);
     assert!(metrics.ip().is_loopback(), "metrics on {metrics}");
 }
 
-#[test]
-fn cluster_role_reads_what_the_agent_watches_and_writes_only_service_status() {
-    let docs = load();
+fn cluster_role_reads_what_the_agent_watches_and_writes_only_service_status(docs: &[Document]) {
     let roles: Vec<(&str, &ClusterRole)> = docs
         .iter()
         .filter_map(|d| match &d.object {
@@ -477,7 +542,7 @@ fn cluster_role_reads_what_the_agent_watches_and_writes_only_service_status() {
     assert_grants(source, role.rules.iter().flatten(), RBAC_RESOURCES);
 
     // The binding gives that role to the DaemonSet's ServiceAccount.
-    let (ds_source, ds) = daemonset(&docs);
+    let (ds_source, ds) = daemonset(docs);
     let sa_name = pod_spec(ds)
         .service_account_name
         .as_deref()
@@ -555,10 +620,8 @@ fn assert_grants<'a>(
     );
 }
 
-#[test]
-fn the_lease_role_grants_leases_in_the_agents_namespace_only() {
-    let docs = load();
-    let (_, ds) = daemonset(&docs);
+fn the_lease_role_grants_leases_in_the_agents_namespace_only(docs: &[Document]) {
+    let (_, ds) = daemonset(docs);
     let ds_ns = ds
         .metadata
         .namespace
@@ -609,10 +672,8 @@ fn the_lease_role_grants_leases_in_the_agents_namespace_only() {
     assert_eq!(field, Some("metadata.namespace"));
 }
 
-#[test]
-fn the_pool_crd_is_the_kind_the_agent_watches() {
+fn the_pool_crd_is_the_kind_the_agent_watches(docs: &[Document]) {
     use svc_agent::lbipam::object::{GROUP, KIND, PLURAL, VERSION};
-    let docs = load();
     let crds: Vec<&CustomResourceDefinition> = docs
         .iter()
         .filter_map(|d| match &d.object {
@@ -663,10 +724,8 @@ fn the_pool_crd_is_the_kind_the_agent_watches() {
     svc_agent::lbipam::object::to_pool(&pool).expect("a schema-shaped pool converts");
 }
 
-#[test]
-fn daemonset_is_host_network_and_unprivileged_with_the_listed_capabilities() {
-    let docs = load();
-    let (source, ds) = daemonset(&docs);
+fn daemonset_is_host_network_and_unprivileged_with_the_listed_capabilities(docs: &[Document]) {
+    let (source, ds) = daemonset(docs);
     let spec = &ds.spec;
     let pod = pod_spec(ds);
 
@@ -835,14 +894,12 @@ fn daemonset_is_host_network_and_unprivileged_with_the_listed_capabilities() {
     }
 }
 
-#[test]
-fn probes_ports_and_paths_follow_the_agents_arguments() {
-    let docs = load();
-    let (source, ds) = daemonset(&docs);
+fn probes_ports_and_paths_follow_the_agents_arguments(docs: &[Document]) {
+    let (source, ds) = daemonset(docs);
     let c = agent_container(ds);
     let flags = parse_args(c);
 
-    let (healthz_addr, metrics_addr) = status_addresses(&docs);
+    let (healthz_addr, metrics_addr) = status_addresses(docs);
     let healthz = i32::from(healthz_addr.port());
     let metrics = i32::from(metrics_addr.port());
     for (what, probe, path) in [
@@ -921,10 +978,8 @@ fn probes_ports_and_paths_follow_the_agents_arguments() {
     }
 }
 
-#[test]
-fn every_flag_in_the_args_is_one_svc_agent_knows() {
-    let docs = load();
-    let (source, ds) = daemonset(&docs);
+fn every_flag_in_the_args_is_one_svc_agent_knows(docs: &[Document]) {
+    let (source, ds) = daemonset(docs);
     let flags = parse_args(agent_container(ds));
     assert!(
         !flags.is_empty(),
@@ -953,3 +1008,40 @@ fn every_flag_in_the_args_is_one_svc_agent_knows() {
         "{source}: flags svc-agent --help does not list: {unknown:?}\n(it lists {known:?})"
     );
 }
+
+/// Every check, as a test on the files of deploy/base (`files::`) and as a test on what
+/// `kubectl kustomize` renders from deploy/base and from each overlay (`kustomize::`): an
+/// overlay's patches must leave the manifests as right as the base is.
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        mod files {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::load());
+                }
+            )*
+        }
+        mod kustomize {
+            $(
+                #[test]
+                fn $name() {
+                    for (_, docs) in super::rendered() {
+                        super::$name(docs);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+checks!(
+    every_document_round_trips_through_k8s_openapi,
+    the_config_map_is_a_kube_proxy_configuration_the_agent_reads_whole,
+    cluster_role_reads_what_the_agent_watches_and_writes_only_service_status,
+    the_lease_role_grants_leases_in_the_agents_namespace_only,
+    the_pool_crd_is_the_kind_the_agent_watches,
+    daemonset_is_host_network_and_unprivileged_with_the_listed_capabilities,
+    probes_ports_and_paths_follow_the_agents_arguments,
+    every_flag_in_the_args_is_one_svc_agent_knows,
+);

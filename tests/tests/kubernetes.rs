@@ -150,8 +150,13 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"nodeEligible\":true"), "{body}");
 
-    // Changed: the slice loses p3. Deleted: the Service "gone" and its slice.
-    server.apply(slice("echo", &[p1, p2]));
+    // Changed: the slice loses p3 (with the trigger time the EndpointSlice controller
+    // sets, for kube-proxy's network programming latency). Deleted: the Service "gone" and
+    // its slice.
+    let mut changed = slice("echo", &[p1, p2]);
+    changed["metadata"]["annotations"] =
+        json!({"endpoints.kubernetes.io/last-change-trigger-time": "2020-01-01T00:00:00Z"});
+    server.apply(changed);
     agent
         .wait_backends(ECHO_VIP, 80, PROTO_TCP, 2, Duration::from_secs(10))
         .unwrap();
@@ -258,6 +263,13 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
         "svc_agent_last_sync_timestamp_seconds",
         "svc_agent_map_full_errors_total",
         "svc_agent_invalid_objects 0",
+        // kube-proxy's names.
+        "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"}",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+        "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 0",
+        "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
+        "kubeproxy_sync_proxy_rules_service_changes_pending 0",
     ] {
         assert!(metrics.contains(want), "{want:?} missing:\n{metrics}");
     }
@@ -275,6 +287,15 @@ fn agent_follows_the_kubernetes_api_through_outages_and_restarts() {
         "the outages were counted"
     );
     assert!(value("svc_map_entries{map=\"SVC4_SERVICES\"}") >= 4.0);
+    // After the first list: the echo slice changed, gone's slice deleted and re-created;
+    // gone deleted and re-created.
+    assert!(value("kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 3.0);
+    assert!(value("kubeproxy_sync_proxy_rules_service_changes_total") >= 2.0);
+    assert!(value("kubeproxy_sync_full_proxy_rules_duration_seconds_count") >= 1.0);
+    assert!(value("kubeproxy_sync_partial_proxy_rules_duration_seconds_count") >= 1.0);
+    // The annotated change, written years after its trigger time: in the last bucket.
+    assert!(value("kubeproxy_network_programming_duration_seconds_count") >= 1.0);
+    assert!(value("kubeproxy_network_programming_duration_seconds_bucket{le=\"+Inf\"}") >= 1.0);
 
     // A restart while the API server is down: the new agent must not prune (it has no
     // complete list); the pinned programs and maps keep serving; /healthz says 503 and

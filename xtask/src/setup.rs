@@ -5,8 +5,10 @@
 //!   rustup's `nightly` if it has `rust-src`, else `debian-web` (Debian's rustc-web with a
 //!   prebuilt BPF `core` and its library source, linked into rustup);
 //! - `bpf-linker` (built from crates.io against Debian's LLVM 22);
-//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3) and the
-//!   benchmark's (iptables, nftables, nginx, and the DejaVu Sans font of its report's plots);
+//! - the lab tools (iproute2, bpftool, ethtool, nsenter, curl, nc, procps, python3), kubectl
+//!   (Debian's kubernetes-client: the deploy/ test renders the kustomize layout with it) and
+//!   the benchmark's (iptables, nftables, nginx, and the DejaVu Sans font of its report's
+//!   plots);
 //! - bpffs mounted at /sys/fs/bpf.
 //!
 //! Everything is checked first; when nothing is missing it succeeds without root, without
@@ -59,6 +61,8 @@ pub const LAB_PKGS: &[(&str, &str)] = &[
     ("procps", "ps"),
     // The two-node tests' "node itself" client.
     ("python3-minimal", "python3"),
+    // `kubectl kustomize`, which svc-agent/tests/deploy_manifests.rs renders deploy/ with.
+    ("kubernetes-client", "kubectl"),
     // `cargo xtask bench`: kube-proxy's iptables layout (loaded with iptables-legacy-restore),
     // its nftables layout (nft), and the nginx backends.
     ("iptables", "iptables-legacy-restore"),
@@ -70,6 +74,20 @@ pub const LAB_PKGS: &[(&str, &str)] = &[
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     ),
 ];
+
+/// Lab packages whose binary, when another package (or no package) put it on PATH, is as
+/// good: installing the package would then only clash with that one (Google's `kubectl`
+/// package, for one, ships /usr/bin/kubectl too).
+const ANY_PROVIDER_PKGS: &[&str] = &["kubernetes-client"];
+
+/// The binary of `pkg` (one of [`ANY_PROVIDER_PKGS`]) found on PATH.
+fn provided_elsewhere(pkg: &str) -> Option<PathBuf> {
+    if !ANY_PROVIDER_PKGS.contains(&pkg) {
+        return None;
+    }
+    let (_, tool) = LAB_PKGS.iter().find(|(p, _)| *p == pkg)?;
+    find_tool(tool)
+}
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Opts {
@@ -444,8 +462,8 @@ fn manual_instructions() -> String {
          mount -t bpf bpf {BPFFS}\n\
          or, with internet access, the usual aya set-up instead of Debian's rustc-web \
          (elsewhere, use your distribution's packages for the lab tools: iproute2, bpftool, \
-         ethtool, nsenter (util-linux), curl, netcat, procps, python3, iptables, nftables, \
-         nginx, and the DejaVu Sans font at /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf):\n  \
+         ethtool, nsenter (util-linux), curl, netcat, procps, python3, kubectl, iptables, \
+         nftables, nginx, and the DejaVu Sans font at /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf):\n  \
          rustup toolchain install nightly --component rust-src\n  \
          cargo install bpf-linker",
         pkgs = all_pkgs.join(" ")
@@ -480,6 +498,8 @@ pub fn ensure(opts: &Opts) -> Result<()> {
         for p in &wanted_pkgs {
             let state = if status.get(*p).copied().unwrap_or(false) {
                 State::Ok(String::new())
+            } else if let Some(path) = provided_elsewhere(p) {
+                State::Ok(format!("{} from elsewhere, kept", path.display()))
             } else {
                 State::Missing(String::new())
             };

@@ -55,7 +55,7 @@ use crate::{
     http::{LbStatus, ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource},
     lbipam::plan,
-    metrics::Metrics,
+    metrics::{Metrics, NoLocalEndpoints, SyncKind},
     model::{ObjectRef, Problem},
     reconcile::{Reconciler, Removals, SyncReport},
 };
@@ -154,6 +154,7 @@ impl Problems {
 struct Synced {
     report: SyncReport,
     took: Duration,
+    kind: SyncKind,
 }
 
 /// A reconcile step that left writes undone (a full map, a failed write): what it did
@@ -161,6 +162,7 @@ struct Synced {
 struct SyncFailed {
     report: Box<SyncReport>,
     took: Duration,
+    kind: SyncKind,
 }
 
 pub struct Agent {
@@ -375,8 +377,13 @@ impl Agent {
         // Nothing is written before the source gave a complete view (a desired state).
         let nothing = matches!(self.pending, Pending::Nothing) && !self.problems_dirty;
         if nothing || self.desired.is_none() {
+            if nothing && self.desired.is_some() {
+                // The changes taken needed no write: the maps already have them.
+                self.metrics.changes_programmed();
+            }
             return;
         }
+        self.metrics.sync_queued();
         match self.reconcile() {
             Ok(synced) => self.synced(synced),
             Err(failed) => self.error_policy(failed),
@@ -408,6 +415,8 @@ impl Agent {
         let polled = Instant::now();
         match self.source.poll(resync_due || node_changed) {
             Some(mut view) => {
+                self.metrics
+                    .changes_taken(&std::mem::take(&mut view.changes));
                 // The pools' plan and this node's announcement targets, before the view
                 // goes to the desired state.
                 let plan = std::mem::take(&mut view.lb_plan);
@@ -512,6 +521,10 @@ impl Agent {
     /// order.
     fn reconcile(&mut self) -> Result<Synced, SyncFailed> {
         let pending = std::mem::take(&mut self.pending);
+        let kind = match pending {
+            Pending::All => SyncKind::Full,
+            Pending::Frontends(_) | Pending::Nothing => SyncKind::Partial,
+        };
         let started = Instant::now();
         let report = match (pending, &self.desired) {
             (Pending::Nothing, _) | (_, None) => SyncReport::default(),
@@ -541,18 +554,19 @@ impl Agent {
         }
         let took = started.elapsed();
         if report.errors.is_empty() {
-            Ok(Synced { report, took })
+            Ok(Synced { report, took, kind })
         } else {
             Err(SyncFailed {
                 report: Box::new(report),
                 took,
+                kind,
             })
         }
     }
 
     /// A step that wrote everything: healthy, and what it changed logged.
-    fn synced(&mut self, Synced { report, took }: Synced) {
-        self.metrics.record_sync(took, &[]);
+    fn synced(&mut self, Synced { report, took, kind }: Synced) {
+        self.metrics.record_sync(took, kind, &[]);
         self.health.synced();
         self.log_sync(&report, took);
     }
@@ -562,9 +576,9 @@ impl Agent {
     /// with its frontend; the health clock runs from the first failure (/healthz and
     /// /livez fail once it has run too long); and the whole desired state is written again
     /// on the next pass (a frontend whose write failed kept its previous entries).
-    fn error_policy(&mut self, SyncFailed { report, took }: SyncFailed) {
+    fn error_policy(&mut self, SyncFailed { report, took, kind }: SyncFailed) {
         let errors: Vec<StoreError> = report.errors.iter().map(|(_, e)| e.clone()).collect();
-        self.metrics.record_sync(took, &errors);
+        self.metrics.record_sync(took, kind, &errors);
         self.health.sync_failed();
         for (frontend, error) in &report.errors {
             match frontend {
@@ -768,7 +782,35 @@ fn update_desired(
     let conflicts = problems.compute.iter().filter(|p| p.conflict.is_some());
     metrics.address_conflicts.set(conflicts.count() as i64);
     metrics.services.set(view.cluster.services.len() as i64);
+    if let Some(state) = desired.as_ref() {
+        metrics.set_no_local_endpoints(no_local_endpoints(state));
+    }
     (pending, changed)
+}
+
+/// kube-proxy's `sync_proxy_rules_no_local_endpoints_total`: the Service ports (Service,
+/// port name, protocol) with a Local traffic policy, usable endpoints, and none on this node
+/// (the datapath drops what that policy covers). Internal: a cluster IP frontend with
+/// internalTrafficPolicy Local; external: any other frontend with externalTrafficPolicy
+/// Local. A port counts once however many frontends (addresses, families) it has.
+fn no_local_endpoints(state: &DesiredState) -> NoLocalEndpoints {
+    let mut internal = BTreeSet::new();
+    let mut external = BTreeSet::new();
+    for (fe, f) in &state.frontends {
+        if !f.local_policy || f.backends.is_empty() || !f.local_backends.is_empty() {
+            continue;
+        }
+        let port = (&f.service, f.port_name.as_str(), fe.proto);
+        if f.kind == desired::FrontendKind::ClusterIp {
+            internal.insert(port);
+        } else {
+            external.insert(port);
+        }
+    }
+    NoLocalEndpoints {
+        internal: internal.len(),
+        external: external.len(),
+    }
 }
 
 #[cfg(test)]
@@ -788,6 +830,70 @@ mod tests {
             port,
             proto: Protocol::Tcp,
         }
+    }
+
+    /// kube-proxy's no_local_endpoints gauge: Service ports (not frontends) with a Local
+    /// policy, endpoints, and none here, split by the policy that applies.
+    #[test]
+    fn no_local_endpoints_counts_service_ports_by_policy() {
+        let backend = |n: u8| crate::addr::BackendAddr {
+            addr: Ipv4Addr::new(10, 244, 0, n).into(),
+            port: 8080,
+            proto: Protocol::Tcp,
+        };
+        let mut state = DesiredState::default();
+        let mut add = |fe: Frontend, name: &str, kind, local: bool, here: &[u8]| {
+            state.frontends.insert(
+                fe,
+                FrontendState {
+                    service: ObjectRef::new("default", name),
+                    port_name: "http".into(),
+                    kind,
+                    local_policy: local,
+                    backends: vec![backend(1), backend(2)],
+                    local_backends: here.iter().map(|n| backend(*n)).collect(),
+                    ..Default::default()
+                },
+            );
+        };
+        use desired::FrontendKind::{ClusterIp, LoadBalancer, NodePort};
+        // ITP Local, none here: internal.
+        add(frontend([10, 96, 0, 1], 80), "itp", ClusterIp, true, &[]);
+        // ETP Local, none here: one external port however many frontends.
+        add(frontend([10, 96, 0, 2], 80), "etp", ClusterIp, false, &[]);
+        add(frontend([192, 0, 2, 1], 30080), "etp", NodePort, true, &[]);
+        add(frontend([192, 0, 2, 2], 30080), "etp", NodePort, true, &[]);
+        add(
+            frontend([203, 0, 113, 1], 80),
+            "etp",
+            LoadBalancer,
+            true,
+            &[],
+        );
+        // Local with a local endpoint, or Cluster: not counted.
+        add(frontend([10, 96, 0, 3], 80), "fine", ClusterIp, true, &[1]);
+        add(
+            frontend([192, 0, 2, 1], 30081),
+            "fine",
+            NodePort,
+            false,
+            &[],
+        );
+        // Local without any endpoint at all (rejected, not dropped): not counted.
+        let mut empty = FrontendState {
+            service: ObjectRef::new("default", "empty"),
+            local_policy: true,
+            ..Default::default()
+        };
+        empty.kind = ClusterIp;
+        state.frontends.insert(frontend([10, 96, 0, 4], 80), empty);
+        assert_eq!(
+            no_local_endpoints(&state),
+            NoLocalEndpoints {
+                internal: 1,
+                external: 1,
+            }
+        );
     }
 
     /// What a synced desired state names as owners is what a restarted agent reads back.

@@ -84,6 +84,9 @@ pub struct View<'a> {
     /// What the LoadBalancer pools make of this view ([`crate::lbipam::plan`]). In manifest
     /// mode its assignments are already in `cluster` (no API to write status to).
     pub lb_plan: Plan,
+    /// The Service and EndpointSlice changes taken from the API in this pass (none in
+    /// manifest mode).
+    pub changes: crate::metrics::SourceChanges,
 }
 
 impl Source {
@@ -145,6 +148,7 @@ impl Source {
                     change: Change::All,
                     withheld: set.withheld,
                     lb_plan,
+                    changes: Default::default(),
                 })
             }
             Source::Kubernetes {
@@ -159,10 +163,13 @@ impl Source {
                     return None;
                 }
                 // The events of this pass (a relist is swapped in only when complete).
-                let refresh = source.drain_into(cluster);
+                let mut refresh = source.drain_into(cluster);
                 if !cluster.listed() || !source.ready() {
+                    // Before the first complete view, events make the initial state: they
+                    // are not counted as changes.
                     return None;
                 }
+                let changes = std::mem::take(&mut refresh.changes);
                 let first = last_generation.is_none();
                 *last_generation = Some(generation);
                 let node = source.node();
@@ -185,6 +192,7 @@ impl Source {
                     change,
                     withheld: cluster.withheld(),
                     lb_plan: plan::plan(cluster.cluster(), *classless),
+                    changes,
                 })
             }
         }

@@ -120,7 +120,7 @@ fn needs(task: Task) -> &'static str {
         Task::Agent => {
             "svc-agent needs root: uid 0 with CAP_BPF (maps, programs), CAP_NET_ADMIN \
              (networking programs, attaching them) and CAP_PERFMON (without it the verifier \
-             rejects the packet parsing), as deploy/svc-agent.yaml grants them; CAP_SYS_ADMIN \
+             rejects the packet parsing), as deploy/base/svc-agent.yaml grants them; CAP_SYS_ADMIN \
              also counts for CAP_BPF and CAP_PERFMON"
         }
         Task::Cleanup => {

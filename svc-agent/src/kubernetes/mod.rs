@@ -238,6 +238,10 @@ pub struct SliceItem {
     pub problems: Vec<Problem>,
     /// `metadata.uid`, as for [`ServiceItem::uid`].
     pub uid: Option<String>,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotation (when the Pod or
+    /// Service change that led to this version happened), for kube-proxy's network
+    /// programming latency; None when absent or not a timestamp.
+    pub trigger_time: Option<std::time::SystemTime>,
 }
 
 /// A cluster-scoped object converted (a ServiceCIDR's CIDRs, a pool): its value, or why it
@@ -308,10 +312,21 @@ pub fn convert_service(svc: &Service) -> ServiceItem {
     }
 }
 
+/// The annotation the EndpointSlice controller sets to when the change behind a slice's
+/// version happened.
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
 /// The manifest path's conversion of an EndpointSlice.
 pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
     let id = object_ref(slice);
     let uid = slice.metadata.uid.clone();
+    let trigger_time = slice
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(std::time::SystemTime::from);
     match model::endpoint_group_from_slice(slice) {
         Ok((service, group, warnings)) => SliceItem {
             service: Some(service),
@@ -321,12 +336,14 @@ pub fn convert_slice(slice: &EndpointSlice) -> SliceItem {
                 .map(|w| problem("EndpointSlice", &id, w))
                 .collect(),
             uid,
+            trigger_time,
         },
         Err(e) => SliceItem {
             service: None,
             group: None,
             problems: vec![problem("EndpointSlice", &id, e.to_string())],
             uid,
+            trigger_time,
         },
     }
 }
@@ -692,6 +709,9 @@ pub struct Refresh {
     pub endpoints_changed: std::collections::BTreeSet<ObjectRef>,
     /// Only the problems changed (an update kept its object's last good version).
     pub problems_changed: bool,
+    /// Service and EndpointSlice events (not (re)lists) that changed the model, with the
+    /// slices' trigger times: kube-proxy's change counters.
+    pub changes: crate::metrics::SourceChanges,
 }
 
 impl Refresh {
@@ -1026,11 +1046,13 @@ impl WatchedCluster {
                     );
                     self.put_service(id, item, last_good);
                     r.services_changed = true;
+                    r.changes.services += 1;
                 }
                 Op::Delete(id) => {
                     self.services.remove(&id);
                     self.cluster.services.remove(&id);
                     r.services_changed = true;
+                    r.changes.services += 1;
                 }
             },
             ModelEvent::Slice(op) => match op {
@@ -1060,6 +1082,7 @@ impl WatchedCluster {
                                     group,
                                     problems,
                                     uid: item.uid,
+                                    trigger_time: item.trigger_time,
                                 }
                             }
                             _ => item,
@@ -1092,6 +1115,8 @@ impl WatchedCluster {
                     {
                         r.endpoints_changed.insert(svc);
                     }
+                    r.changes.endpoints += 1;
+                    r.changes.trigger_times.extend(item.trigger_time);
                     if let Some(svc) = self.put_slice_quiet(id, item) {
                         self.rebuild_endpoints(&svc);
                     }
@@ -1099,6 +1124,7 @@ impl WatchedCluster {
                 Op::Delete(id) => {
                     if let Some(svc) = self.remove_slice(&id) {
                         r.endpoints_changed.insert(svc);
+                        r.changes.endpoints += 1;
                     }
                 }
             },

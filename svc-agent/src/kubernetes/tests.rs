@@ -303,6 +303,57 @@ fn the_model_follows_events_as_the_manifest_path_builds_it() {
     assert_eq!(*m.cluster(), manifest_model(&services[..1], &slices));
 }
 
+/// kube-proxy's change counters: Service and EndpointSlice events after the list, each
+/// slice update with its trigger time; a list counts nothing.
+#[test]
+fn changes_are_counted_per_event_with_the_slices_trigger_times() {
+    let (services, mut slices) = example_objects();
+    let mut m = WatchedCluster::default();
+    let r = list(&mut m, &services, &slices);
+    assert_eq!(r.changes, crate::metrics::SourceChanges::default());
+
+    let mut web = EndpointSlice::clone(&slices[0]);
+    web.metadata.annotations = Some(
+        [(
+            LAST_CHANGE_TRIGGER_TIME.to_string(),
+            "2026-03-01T10:00:00Z".to_string(),
+        )]
+        .into(),
+    );
+    let r = apply_slice(&mut m, &web);
+    assert_eq!(r.changes.endpoints, 1);
+    assert_eq!(r.changes.services, 0);
+    let t: jiff::Timestamp = "2026-03-01T10:00:00Z".parse().unwrap();
+    assert_eq!(r.changes.trigger_times, [std::time::SystemTime::from(t)]);
+
+    // No annotation, or not a timestamp: counted, with no time.
+    web.metadata.annotations = Some(
+        [(
+            LAST_CHANGE_TRIGGER_TIME.to_string(),
+            "yesterday".to_string(),
+        )]
+        .into(),
+    );
+    let r = apply_slice(&mut m, &web);
+    assert_eq!(r.changes.endpoints, 1);
+    assert!(r.changes.trigger_times.is_empty());
+
+    let r = apply_service(&mut m, &services[0]);
+    assert_eq!(r.changes.services, 1);
+    let gone = slices.remove(0);
+    let mut r = Refresh::default();
+    m.apply(
+        ModelEvent::Slice(Op::Delete(object_ref(gone.as_ref()))),
+        &mut r,
+    );
+    // Deleting a slice that is already gone changes nothing.
+    m.apply(
+        ModelEvent::Slice(Op::Delete(object_ref(gone.as_ref()))),
+        &mut r,
+    );
+    assert_eq!(r.changes.endpoints, 1);
+}
+
 fn apply_service(m: &mut WatchedCluster, svc: &Service) -> Refresh {
     let mut r = Refresh::default();
     m.apply(
