@@ -13,8 +13,8 @@
 //! metrics endpoints and the Services' healthCheckNodePorts ([`metrics`] is the registry),
 //! and svcctl's views [`inspect`] and [`trace`] read through the dataplane; [`kubeproxy_config`]
 //! reads kube-proxy's configuration file for `svc-agent --config`. [`addr`] (the
-//! address types every layer shares) and [`packet`] (a frame builder for tests, trace and
-//! benchmarks) are leaves.
+//! address types every layer shares), [`packet`] (a frame builder for tests, trace and
+//! benchmarks) and [`logfmt`] (how log lines show lists and durations) are leaves.
 pub mod addr;
 pub mod agent;
 pub mod alloc;
@@ -26,6 +26,7 @@ pub mod kubeproxy_config;
 pub mod kubernetes;
 pub mod l2;
 pub mod lbipam;
+pub mod logfmt;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

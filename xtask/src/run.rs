@@ -1,6 +1,9 @@
-//! `cargo xtask run`: the demo. Builds, brings a lab up (network namespaces only), starts
-//! svc-agent on examples/, shows that the ClusterIP answers from all three pods, prints
-//! commands to try, and tears everything down on Ctrl-C (or after --for SECONDS).
+//! `cargo xtask run`: the demo. Builds (a progress line, see [`crate::build`]), brings a
+//! lab up (network namespaces only), starts svc-agent on a temp copy of examples/ (the
+//! repository's files, which the tests read, are never served: an edit the hints suggest
+//! cannot break `cargo xtask test`), shows that the ClusterIP answers from all three pods,
+//! prints commands to try, and tears everything down, the copy included, on Ctrl-C (or
+//! after --for SECONDS, or on an error: [`Demo`]'s Drop).
 //!
 //! `cargo xtask run --example NAME` runs one of the tutorials in examples/tutorials/ on the
 //! two-node lab instead (see [`Tutorial`]): a copy of its manifests in a temp dir, one
@@ -27,7 +30,7 @@ use svc_lab::{
     tcp_request,
 };
 
-use crate::{cargo, setup, workspace_root};
+use crate::{build, setup, target_dir, verbose_env, workspace_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
@@ -39,6 +42,11 @@ pub struct Opts {
     /// node) instead of the single-node demo.
     #[arg(long, value_name = "NAME")]
     pub example: Option<Tutorial>,
+
+    /// Show cargo's whole output while building (also: SVC_XTASK_VERBOSE=1) instead of a
+    /// progress line.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// The tutorials in examples/tutorials/, each a directory of that name (manifests and a
@@ -128,10 +136,14 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         None => None,
     };
     setup::ensure(&setup::Opts::default())?;
-    cargo(&["build", "--package", "svc-agent", "--bins"])?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let bin_dir = target.join("debug");
+    let bin_dir = target_dir().join("debug");
+    let first = !bin_dir.join("svc-agent").exists();
+    build(
+        &["--package", "svc-agent", "--bins"],
+        "svc-agent, svcctl and the eBPF programs",
+        first,
+        opts.verbose || verbose_env(),
+    )?;
     // SAFETY: single-threaded at this point; the lab reads it to find the binaries.
     unsafe { std::env::set_var("SVC_BIN_DIR", &bin_dir) };
 
@@ -145,12 +157,10 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         return run_tutorial(t, &dir, &bin_dir, opts.duration, &stop_rx);
     }
 
-    let mut lab = Lab::up()?;
-    let examples = root.join("examples");
-    let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
-    let agent = LabAgent::start(&mut lab, &examples, &log)?;
+    let demo = Demo::up(&root.join("examples"))?;
+    let (lab, agent, examples) = (&demo.lab, demo.agent(), &demo.manifests);
+    let log = &agent.log;
     let vip = "10.96.0.10".parse()?;
-    agent.wait_backends(vip, 80, PROTO_TCP, 3, Duration::from_secs(20))?;
 
     let mut hits = BTreeMap::new();
     for _ in 0..30 {
@@ -166,7 +176,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let bpffs = agent.bpffs.display().to_string();
     let (client, ext) = (lab.client_ns().to_string(), lab.ext_ns().to_string());
     println!(
-        "\nThe lab is up (namespaces svl-{id}-*), svc-agent serves {examples}.\n\
+        "\nThe lab is up (namespaces svl-{id}-*), svc-agent serves {examples}\n\
+         (a copy of the repository's examples/, removed on exit: edit it freely).\n\
          30 new TCP connections from the client pod to 10.96.0.10:80 were answered by: {hits:?}\n\n\
          Try, from the client pod (TC path):\n\
          \x20 ip netns exec {client} curl -s http://10.96.0.10/          # a pod answers with its name and your address\n\
@@ -178,17 +189,71 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
          \x20 {svcctl} --bpffs {bpffs} dump\n\
          Edit {examples}/*.yaml (e.g. remove an endpoint) and the agent applies it within a second.\n\
          Agent log: {log}\n\n\
-         Ctrl-C stops the agent and removes the lab.",
+         Ctrl-C stops the agent, removes the lab and the copy.",
         id = lab.id(),
         examples = examples.display(),
         svcctl = svcctl.display(),
         log = log.display(),
     );
     wait_stop(opts.duration, &stop_rx);
-    println!("\nstopping: agent, echo servers, namespaces");
-    let _ = agent.process.stop();
-    drop(lab);
+    println!(
+        "\nstopping: agent, echo servers, namespaces; removing {}",
+        demo.manifests.display()
+    );
+    drop(demo);
     Ok(())
+}
+
+/// The single-node demo: the lab, a temp copy of examples/ and svc-agent serving it.
+/// Dropping it (at the end, on Ctrl-C, or on an error) stops the agent, removes the lab
+/// and the copy.
+struct Demo {
+    /// The temp copy svc-agent serves (edits here never touch the repository's
+    /// examples/, which the tests read).
+    manifests: PathBuf,
+    agent: Option<LabAgent>,
+    lab: Lab,
+}
+
+impl Demo {
+    /// Lab, copy of `examples`' manifests, agent; returns once the agent gave
+    /// 10.96.0.10:80 its three backends.
+    fn up(examples: &Path) -> anyhow::Result<Demo> {
+        let lab = Lab::up()?;
+        let manifests = std::env::temp_dir().join(format!("svl-{}-examples", lab.id()));
+        // From here on, an error drops `demo`, which removes everything built so far.
+        let mut demo = Demo {
+            manifests,
+            agent: None,
+            lab,
+        };
+        copy_manifests(examples, &demo.manifests)?;
+        let log = std::env::temp_dir().join(format!("svl-{}-agent.log", demo.lab.id()));
+        let agent = LabAgent::start(&mut demo.lab, &demo.manifests, &log)?;
+        let agent = demo.agent.insert(agent);
+        agent.wait_backends(
+            Ipv4Addr::new(10, 96, 0, 10),
+            80,
+            PROTO_TCP,
+            3,
+            Duration::from_secs(20),
+        )?;
+        Ok(demo)
+    }
+
+    fn agent(&self) -> &LabAgent {
+        self.agent.as_ref().expect("started in Demo::up")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(agent) = &self.agent {
+            let _ = agent.process.stop();
+        }
+        self.lab.teardown();
+        let _ = std::fs::remove_dir_all(&self.manifests);
+    }
 }
 
 /// Until Ctrl-C, or `secs` seconds when given.

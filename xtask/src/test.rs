@@ -9,10 +9,15 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{cargo, setup, workspace_root};
+use crate::{build, setup, target_dir, verbose_env, workspace_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
+    /// Show cargo's whole output while building the binaries (also: SVC_XTASK_VERBOSE=1)
+    /// instead of a progress line.
+    #[arg(short, long)]
+    pub verbose: bool,
+
     /// Extra arguments for the test binaries, e.g. a test name filter.
     #[arg(trailing_var_arg = true)]
     pub filter: Vec<String>,
@@ -49,7 +54,12 @@ impl Totals {
 
 pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::ensure(&setup::Opts::default())?;
-    cargo(&["build", "--workspace", "--exclude", "svc-ebpf", "--bins"])?;
+    build(
+        &["--workspace", "--exclude", "svc-ebpf", "--bins"],
+        "svc-agent, svcctl, the eBPF programs and the lab's binaries",
+        !target_dir().join("debug/svc-agent").exists(),
+        opts.verbose || verbose_env(),
+    )?;
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo_bin)
         .args([

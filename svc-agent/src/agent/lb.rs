@@ -121,7 +121,7 @@ impl LoadBalancers {
                             };
                             anyhow::anyhow!("--l2-announcements: {e}{hint}")
                         })?;
-                        info!(devices = ?config.l2_devices, namespace = %config.lease_namespace, "L2 announcements: answering ARP for the LoadBalancer addresses this node is elected for");
+                        info!(devices = %config.l2_devices.join(", "), namespace = %config.lease_namespace, "L2 announcements: answering ARP for the LoadBalancer addresses this node is elected for");
                         status.set_leases(Api::namespaced(client.clone(), &config.lease_namespace));
                         Some(Announcer::new(
                             client,

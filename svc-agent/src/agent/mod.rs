@@ -55,6 +55,7 @@ use crate::{
     http::{LbStatus, ProxyHealth, ServiceHealthServers, StatusAddrs, proxy_health},
     kubernetes::{self, KubeSource},
     lbipam::plan,
+    logfmt,
     metrics::{Metrics, NoLocalEndpoints, SyncKind},
     model::{ObjectRef, Problem},
     reconcile::{Reconciler, Removals, SyncReport},
@@ -208,6 +209,35 @@ pub struct Agent {
     lb: lb::LoadBalancers,
 }
 
+/// The facts the node is served with, once at start: names, addresses and lists as text
+/// (no Rust debug structs).
+fn log_node_facts(config: &Config) {
+    let (node, dp) = (&config.node, &config.datapath);
+    let masquerade = dp
+        .masquerade_addr
+        .map(IpAddr::from)
+        .into_iter()
+        .chain(dp.masquerade_addr6.map(IpAddr::from));
+    info!(
+        node_name = %node.node_name.as_deref().unwrap_or("(none: no endpoint is local)"),
+        node_ips = %logfmt::comma_list(&node.node_ips, "none"),
+        zone = %node.zone.as_deref().unwrap_or("(none)"),
+        node_port_addresses = %logfmt::comma_list(&node.node_port_addresses, "all"),
+        localhost_node_ports = node.localhost_node_ports,
+        external_ips = %node.external_ips,
+        masquerade = %logfmt::comma_list(masquerade, "none"),
+        masquerade_all = dp.masquerade_all,
+        masquerade_ports = %format_args!("{}-{}", dp.masquerade_ports.0, dp.masquerade_ports.1),
+        detect_local = %config.local.mode,
+        pod_cidrs = %logfmt::comma_list(&dp.pod_cidrs, "none"),
+        service_cluster_ip_range = %logfmt::comma_list(&node.service_cluster_ip_range, "none"),
+        lb_map_size = dp.map_sizes.lb,
+        ct_map_size = dp.map_sizes.ct,
+        socket_lb_pods = dp.sock_lb_pods,
+        "node facts"
+    );
+}
+
 /// Time spent reading the source (building the model) and computing the desired state.
 #[derive(Debug, Default, Clone, Copy)]
 struct PassTimes {
@@ -306,7 +336,7 @@ impl Agent {
                 .attach_tc(dev)
                 .with_context(|| format!("--device {dev}"))?;
             enable_accept_local(&config.proc_sys_net, dev);
-            info!(device = %dev, xdp = ?xdp, tc = ?tc, "XDP and TC ingress on an external interface");
+            info!(device = %dev, xdp = %xdp, tc = %tc, "XDP and TC ingress on an external interface");
         }
         if let Some(cgroup) = &config.cgroup {
             let how = datapath
@@ -317,7 +347,8 @@ impl Agent {
             } else {
                 "the node's processes"
             };
-            info!(cgroup = %cgroup.display(), how = ?how, netns_cookie = config.datapath.host_netns_cookie, "socket load balancing for {whose}");
+            let how = logfmt::comma_list(&how, "none");
+            info!(cgroup = %cgroup.display(), how = %how, netns_cookie = config.datapath.host_netns_cookie, "socket load balancing for {whose}");
         }
         let reconciler = Reconciler::adopt_with_capacity(&maps, config.datapath.map_sizes.lb)
             .context("reading the pinned maps")?;
@@ -327,7 +358,7 @@ impl Agent {
             warn!(error = %e, "cannot read who serves the pinned frontends; address conflicts are decided as on a fresh node");
             Incumbents::default()
         });
-        info!(node = ?config.node, datapath = ?config.datapath, detect_local = %config.local.mode, "node facts");
+        log_node_facts(&config);
         let lb = lb::LoadBalancers::start(
             config.lb.clone(),
             lb_client,
@@ -510,7 +541,7 @@ impl Agent {
         }
         match self.maps.set_pod_cidrs(&facts.pod_cidrs) {
             Ok(_) => {
-                info!(pod_cidrs = ?facts.pod_cidrs, "pod CIDRs from the Node object changed (NodeCIDR)");
+                info!(pod_cidrs = %logfmt::comma_list(&facts.pod_cidrs, "none"), "pod CIDRs from the Node object changed (NodeCIDR)");
                 self.pod_cidrs = facts.pod_cidrs;
             }
             Err(e) => warn!(error = %e, "cannot write the pod CIDRs; will retry"),
@@ -610,9 +641,10 @@ impl Agent {
                 cluster_ips_removed = report.cluster_ips_removed,
                 cidrs_written = report.cidrs_written,
                 cidrs_removed = report.cidrs_removed,
-                source_ms = self.last_pass.source_ms,
-                compute_ms = self.last_pass.compute_ms,
-                took_ms = took.as_secs_f64() * 1e3,
+                source_ms = logfmt::ms(self.last_pass.source_ms),
+                compute_ms = logfmt::ms(self.last_pass.compute_ms),
+                took_ms = logfmt::ms(took.as_secs_f64() * 1e3),
+                services = %logfmt::cut_list(report.services.iter(), logfmt::SERVICES_SHOWN, "none"),
                 "synced"
             );
         } else {
@@ -634,7 +666,7 @@ impl Agent {
             match self.datapath.attach_tc(iface) {
                 Ok(attached) if attached.changed() => {
                     enable_accept_local(&self.config.proc_sys_net, iface);
-                    info!(iface = %iface, how = ?attached, "TC ingress on a pod interface");
+                    info!(iface = %iface, how = %attached, "TC ingress on a pod interface");
                 }
                 Ok(_) => {}
                 Err(e) => {

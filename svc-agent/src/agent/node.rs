@@ -97,7 +97,7 @@ pub async fn wait_for_node_addresses(source: &KubeSource) -> Vec<IpAddr> {
         if let Some(facts) = source.node()
             && !facts.addresses.is_empty()
         {
-            info!(addresses = ?facts.addresses, "node addresses from the Node object");
+            info!(addresses = %crate::logfmt::comma_list(&facts.addresses, "none"), "node addresses from the Node object");
             return facts.addresses;
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
@@ -124,7 +124,7 @@ pub async fn wait_for_node_pod_cidrs(source: &KubeSource) -> Vec<IpCidr> {
         if let Some(facts) = source.node()
             && !facts.pod_cidrs.is_empty()
         {
-            info!(pod_cidrs = ?facts.pod_cidrs, "pod CIDRs from the Node object (NodeCIDR)");
+            info!(pod_cidrs = %crate::logfmt::comma_list(&facts.pod_cidrs, "none"), "pod CIDRs from the Node object (NodeCIDR)");
             return facts.pod_cidrs;
         }
         if last_log.elapsed() >= Duration::from_secs(10) {

@@ -23,6 +23,7 @@ Examples:
   svcctl dump                     services with their backends, then the conntrack table
   svcctl dump -o wide             the same with ids, raw flags, scopes, timestamps, NAT addresses
   svcctl dump -n shop             only the Services of namespace shop (and their flows)
+  svcctl dump -A                  every namespace (as kubectl -A; also what no -n shows)
   svcctl dump -n default echo     only Service default/echo
   svcctl dump services            Services and their backends, the Services not served, and
                                   the service CIDRs (what addresses no Service has get)
@@ -211,7 +212,7 @@ impl OutputArgs {
     subcommand_value_name = "SECTION",
     subcommand_help_heading = "Sections",
     disable_help_subcommand = true,
-    override_usage = "svcctl dump [SECTION] [-n NAMESPACE] [SERVICE] [--show-expired] [-o table|wide|json|yaml]"
+    override_usage = "svcctl dump [SECTION] [-n NAMESPACE | -A] [SERVICE] [--show-expired] [-o table|wide|json|yaml]"
 )]
 struct Dump {
     #[command(flatten)]
@@ -221,6 +222,11 @@ struct Dump {
     /// stats section.
     #[arg(short = 'n', long, value_name = "NAMESPACE", global = true)]
     namespace: Option<String>,
+
+    /// Services of every namespace, as kubectl's -A: what svcctl shows without -n anyway
+    /// (so kubectl habits work).
+    #[arg(short = 'A', long, global = true, conflicts_with = "namespace")]
+    all_namespaces: bool,
 
     /// Only Services with this name (in every namespace unless -n is given). Ignored by the
     /// stats section.
@@ -489,7 +495,8 @@ fn run_dump(bpffs: &Path, dump: &Dump) -> anyhow::Result<()> {
         anyhow::bail!("give SERVICE once, after the section (`svcctl dump SECTION SERVICE`)");
     }
     let filter = inspect::Filter {
-        namespace: dump.namespace.clone(),
+        // -A is every namespace, as no -n (clap refuses both).
+        namespace: dump.namespace.clone().filter(|_| !dump.all_namespaces),
         name: section_service.or_else(|| dump.service.clone()),
         show_expired: dump.show_expired,
     };
@@ -607,4 +614,40 @@ fn run_stats(bpffs: &Path, args: &Stats) -> anyhow::Result<()> {
         before_at = after_at;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(args: &[&str]) -> Result<Dump, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        match cli.command {
+            Command::Dump(d) => Ok(d),
+            other => panic!("not dump: {other:?}"),
+        }
+    }
+
+    /// kubectl's -A / --all-namespaces: every namespace, before or after the section;
+    /// refused with -n; not the --all of --show-expired.
+    #[test]
+    fn dump_takes_all_namespaces_as_kubectl() {
+        for args in [
+            &["svcctl", "dump", "-A"][..],
+            &["svcctl", "dump", "--all-namespaces"],
+            &["svcctl", "dump", "services", "-A"],
+            &["svcctl", "dump", "-A", "conntrack", "echo"],
+        ] {
+            let d = dump(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(d.all_namespaces, "{args:?}");
+            assert!(d.namespace.is_none() && !d.show_expired, "{args:?}");
+        }
+        let e = dump(&["svcctl", "dump", "-A", "-n", "shop"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let d = dump(&["svcctl", "dump", "--all"]).unwrap();
+        assert!(d.show_expired && !d.all_namespaces);
+        let d = dump(&["svcctl", "dump", "-n", "shop"]).unwrap();
+        assert_eq!(d.namespace.as_deref(), Some("shop"));
+        assert!(!d.all_namespaces);
+    }
 }

@@ -42,6 +42,20 @@ pub enum Attached {
     New,
 }
 
+/// For the log: `new`, `already held`, `adopted link 7 (was program 12)`.
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attached::AlreadyHeld => f.write_str("already held"),
+            Attached::Adopted {
+                link_id,
+                old_program_id,
+            } => write!(f, "adopted link {link_id} (was program {old_program_id})"),
+            Attached::New => f.write_str("new"),
+        }
+    }
+}
+
 impl Attached {
     /// True if this call changed what is attached (for logging once).
     pub fn changed(self) -> bool {

@@ -109,7 +109,7 @@ pub(crate) fn spawn<L>(
             .with_graceful_shutdown(stop)
             .await
         {
-            warn!(addr = ?addr, error = %e, "{what} stopped");
+            warn!(addr = %crate::logfmt::comma_list(addr, "unknown"), error = %e, "{what} stopped");
         }
     });
 }
@@ -208,7 +208,7 @@ impl axum::serve::Listener for Bounded {
                     debug!(error = %e, "accept: connection gone before it was accepted");
                 }
                 Err(e) => {
-                    warn!(addr = ?self.inner.local_addr().ok(), error = %e, "accept failed");
+                    warn!(addr = %crate::logfmt::comma_list(self.inner.local_addr().ok(), "unknown"), error = %e, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             }

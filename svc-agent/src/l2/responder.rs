@@ -147,7 +147,7 @@ impl Responder {
                 handle.spawn(task.run(s))
             })
             .collect();
-        info!(devices = ?devices, "L2 announcer: answering ARP");
+        info!(devices = %devices.join(", "), "L2 announcer: answering ARP");
         Ok(Responder {
             devices: devices.to_vec(),
             addresses: tx,

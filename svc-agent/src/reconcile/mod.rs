@@ -86,6 +86,10 @@ pub struct SyncReport {
     /// Writes that failed, with the frontend they belong to (if any). Each is retried on
     /// the next sync.
     pub errors: Vec<(Option<Frontend>, StoreError)>,
+    /// The Services (`namespace/name`) with a frontend whose entries this sync wrote or
+    /// removed, sorted. A removed frontend is named by its SVC_NAMES entry (so also one an
+    /// earlier agent wrote; cut as that map cuts names); one without a name is left out.
+    pub services: BTreeSet<String>,
 }
 
 impl SyncReport {
@@ -105,6 +109,17 @@ impl SyncReport {
             + self.cidrs_written
             + self.cidrs_removed
             > 0
+    }
+
+    /// The map writes and deletes that belong to frontends, for telling whether one
+    /// frontend's sync changed anything.
+    fn frontend_changes(&self) -> usize {
+        self.frontends_written
+            + self.frontends_removed
+            + self.slots_written
+            + self.slots_removed
+            + self.names_written
+            + self.names_removed
     }
 }
 
@@ -886,8 +901,12 @@ impl Reconciler {
         report: &mut SyncReport,
     ) -> Result<(), StoreError> {
         let before = self.slot_ids(frontend);
+        let (changes, ranges) = (report.frontend_changes(), self.src_ranges(frontend));
         let result = self.write_frontend(frontend, state, ready, store, report);
         self.recount_slots(&before, &self.slot_ids(frontend));
+        if report.frontend_changes() != changes || self.src_ranges(frontend) != ranges {
+            report.services.insert(state.service.to_string());
+        }
         result
     }
 
@@ -899,9 +918,26 @@ impl Reconciler {
         report: &mut SyncReport,
     ) -> Result<(), StoreError> {
         let before = self.slot_ids(frontend);
+        let service = self
+            .frontends
+            .get(frontend)
+            .and_then(|i| self.names.get(&i.rev_nat_id))
+            .map(|n| format!("{}/{}", n.namespace(), n.name()));
+        let (changes, ranges) = (report.frontend_changes(), self.src_ranges(frontend));
         let result = self.delete_frontend(frontend, store, report);
         self.recount_slots(&before, &self.slot_ids(frontend));
+        if report.frontend_changes() != changes || self.src_ranges(frontend) != ranges {
+            report.services.extend(service);
+        }
         result
+    }
+
+    /// The source-range entries the mirror holds for `frontend` (usually none: no
+    /// allocation).
+    fn src_ranges(&self, frontend: &Frontend) -> BTreeSet<SrcRangeEntry> {
+        self.frontends
+            .get(frontend)
+            .map_or_else(BTreeSet::new, |i| i.src_ranges.clone())
     }
 
     /// The backend ids the mirror's slots of `frontend` point at (both scopes).

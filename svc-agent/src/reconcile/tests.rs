@@ -742,3 +742,58 @@ fn the_per_write_check_catches_a_cidr_before_its_cluster_ips() {
 }
 
 mod dual_stack;
+
+/// The report names the Services whose frontends a sync wrote or removed, and only those;
+/// a removed frontend is named from the maps (also by an agent that adopted them).
+#[test]
+fn report_names_the_services_changed() {
+    let named = |entries: &[(Frontend, &str, Vec<BackendAddr>)]| {
+        let mut d = DesiredState::default();
+        for (f, name, b) in entries {
+            d.frontends.insert(
+                *f,
+                FrontendState {
+                    service: ObjectRef::new("shop", *name),
+                    backends: b.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    };
+    let (f1, f2, f3) = (
+        fe([10, 96, 0, 1], 80),
+        fe([10, 96, 0, 2], 80),
+        fe([10, 96, 0, 2], 443),
+    );
+    let mut maps = maps();
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let first = named(&[
+        (f1, "cart", vec![be(1)]),
+        (f2, "web", vec![be(2)]),
+        (f3, "web", vec![be(2)]),
+    ]);
+    let rep = r.sync(&first, &mut maps);
+    assert_eq!(
+        rep.services.iter().collect::<Vec<_>>(),
+        ["shop/cart", "shop/web"]
+    );
+    assert!(
+        r.sync(&first, &mut maps).services.is_empty(),
+        "nothing changed"
+    );
+    // web's endpoint changes: only web.
+    let second = named(&[
+        (f1, "cart", vec![be(1)]),
+        (f2, "web", vec![be(3)]),
+        (f3, "web", vec![be(3)]),
+    ]);
+    let rep = r.sync_partial(&second, &[f2, f3], &mut maps);
+    assert_eq!(rep.services.iter().collect::<Vec<_>>(), ["shop/web"]);
+    // cart removed, seen by a new agent that adopted the maps.
+    let mut adopted = Reconciler::adopt(&maps).unwrap();
+    let third = named(&[(f2, "web", vec![be(3)]), (f3, "web", vec![be(3)])]);
+    let rep = adopted.sync(&third, &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(rep.services.iter().collect::<Vec<_>>(), ["shop/cart"]);
+}
