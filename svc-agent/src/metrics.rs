@@ -54,8 +54,8 @@
 //! `kubeproxy_sync_proxy_rules_nftables_*` ones, and the deprecated
 //! `kubeproxy_sync_proxy_rules_latency_microseconds`. Map write failures are
 //! `svc_agent_map_full_errors_total` and `svc_agent_map_write_errors_total` instead.
-//! `kubeproxy_proxy_healthz_total{code}` and `kubeproxy_proxy_livez_total{code}` would apply
-//! but are not exported yet.
+//! `kubeproxy_proxy_healthz_total{code}` and `kubeproxy_proxy_livez_total{code}` count the
+//! answers of `/healthz` and `/livez` by status code, as kube-proxy's.
 use std::{
     path::PathBuf,
     sync::{Mutex, atomic::AtomicU64},
@@ -126,6 +126,14 @@ struct KubeProxyMetrics {
     /// The trigger times of the changes not yet written: observed into
     /// `network_programming` by the next step without errors.
     pending_trigger_times: Mutex<Vec<SystemTime>>,
+    /// `/healthz` and `/livez` answers by status code.
+    healthz: Family<CodeLabel, Counter>,
+    livez: Family<CodeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -199,6 +207,8 @@ impl KubeProxyMetrics {
             no_local_endpoints: Family::default(),
             network_programming: Histogram::new(network_programming_buckets()),
             pending_trigger_times: Mutex::default(),
+            healthz: Family::default(),
+            livez: Family::default(),
         }
     }
 
@@ -237,6 +247,16 @@ impl KubeProxyMetrics {
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
             "The last time a sync of proxy rules was queued",
             self.last_queued.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            self.healthz.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            self.livez.clone(),
         );
         r.register(
             "kubeproxy_sync_proxy_rules_service_changes",
@@ -564,6 +584,20 @@ impl Metrics {
         }
     }
 
+    /// One answer of `/healthz` (`readiness`) or `/livez`, with its status code.
+    pub fn record_health_answer(&self, readiness: bool, code: u16) {
+        let family = if readiness {
+            &self.kp.healthz
+        } else {
+            &self.kp.livez
+        };
+        family
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
     /// The whole exposition, as `/metrics` serves it.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -642,6 +676,10 @@ mod tests {
         );
         m.record_sync(Duration::from_millis(1), SyncKind::Partial, &[]);
         m.invalid_objects.set(2);
+        m.record_health_answer(true, 503);
+        m.record_health_answer(true, 200);
+        m.record_health_answer(true, 200);
+        m.record_health_answer(false, 200);
         m.set_watch_errors(3);
         m.set_watch_errors(2);
         let text = m.encode();
@@ -653,6 +691,9 @@ mod tests {
             "svc_agent_invalid_objects 2",
             "svc_agent_watch_errors_total 3",
             "svc_agent_last_sync_timestamp_seconds ",
+            "kubeproxy_proxy_healthz_total{code=\"200\"} 2",
+            "kubeproxy_proxy_healthz_total{code=\"503\"} 1",
+            "kubeproxy_proxy_livez_total{code=\"200\"} 1",
         ] {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");
         }

@@ -132,11 +132,15 @@ fn json(answer: (StatusCode, String)) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    json(s.health.answer(true))
+    let answer = s.health.answer(true);
+    s.metrics.record_health_answer(true, answer.0.as_u16());
+    json(answer)
 }
 
 async fn livez(State(s): State<AppState>) -> impl IntoResponse {
-    json(s.health.answer(false))
+    let answer = s.health.answer(false);
+    s.metrics.record_health_answer(false, answer.0.as_u16());
+    json(answer)
 }
 
 async fn loadbalancers(State(s): State<AppState>) -> impl IntoResponse {
