@@ -207,20 +207,17 @@ struct Args {
     /// inside these CIDRs (and, for the node's own processes, on 127.0.0.1 if a CIDR
     /// contains it: see --localhost-nodeports). Repeatable; default: on every node address
     /// and 127.0.0.1. Per family, as kube-proxy's proxiers each keep their family's CIDRs:
-    /// a family with no CIDR here answers on every node address of that family.
+    /// a family with no CIDR here answers on every node address of that family. kube-proxy's
+    /// words work too: `all` (0.0.0.0/0 and ::/0), `localhost` (127.0.0.0/8 and ::1/128),
+    /// `primary` (the node's first address of each family; needs --node-ip).
     #[arg(
         long = "node-port-addresses",
         visible_alias = "nodeport-addresses",
-        value_name = "CIDR",
+        value_name = "CIDR|all|localhost|primary",
         value_delimiter = ',',
-        value_parser = parse_range_cidr
+        value_parser = parse_node_port_address
     )]
-    node_port_addresses: Vec<RangeCidr>,
-
-    /// nodePortAddresses `primary` (--config): NodePorts answer on the node's primary
-    /// address of each family too.
-    #[arg(skip)]
-    node_port_primary: bool,
+    node_port_addresses: Vec<NodePortArg>,
 
     /// Serve a Service's spec.externalIPs only inside these CIDRs (comma-separated), or
     /// not at all (`none`); an externalIP outside is skipped with a problem naming the
@@ -433,6 +430,26 @@ fn parse_zone(s: &str) -> Result<String, String> {
 /// (--service-cluster-ip-range, --node-port-addresses, --cluster-cidr).
 type RangeCidr = IpCidr;
 
+/// One `--node-port-addresses` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodePortArg {
+    Cidrs(Vec<IpCidr>),
+    /// The node's primary address of each family.
+    Primary,
+}
+
+fn parse_node_port_address(s: &str) -> Result<NodePortArg, String> {
+    let cidrs = |list: [&str; 2]| NodePortArg::Cidrs(list.map(|c| c.parse().unwrap()).to_vec());
+    match s.trim() {
+        "primary" => Ok(NodePortArg::Primary),
+        "all" => Ok(cidrs(["0.0.0.0/0", "::/0"])),
+        "localhost" => Ok(cidrs(["127.0.0.0/8", "::1/128"])),
+        other => parse_range_cidr(other)
+            .map(|c| NodePortArg::Cidrs(vec![c]))
+            .map_err(|e| format!("{e}, or all, localhost or primary")),
+    }
+}
+
 fn parse_range_cidr(s: &str) -> Result<RangeCidr, String> {
     s.trim()
         .parse::<IpCidr>()
@@ -615,8 +632,12 @@ fn apply_settings(args: &mut Args, m: &ArgMatches, file: kubeproxy_config::Setti
     if unset("node_port_addresses")
         && let Some(npa) = file.node_port_addresses
     {
-        args.node_port_addresses = npa.cidrs;
-        args.node_port_primary = npa.primary;
+        args.node_port_addresses = npa
+            .cidrs
+            .into_iter()
+            .map(|c| NodePortArg::Cidrs(vec![c]))
+            .chain(npa.primary.then_some(NodePortArg::Primary))
+            .collect();
     }
     // A switch: the command line can only turn it on.
     if file.masquerade_all == Some(true) {
@@ -675,15 +696,23 @@ fn config(args: Args) -> anyhow::Result<Config> {
             "--proxy-mode {mode} ignored: svc-agent's eBPF dataplane replaces kube-proxy's {mode} mode"
         );
     }
-    let mut node_port_addresses = args.node_port_addresses;
-    if args.node_port_primary {
+    let primary = args.node_port_addresses.contains(&NodePortArg::Primary);
+    let mut node_port_addresses: Vec<IpCidr> = args
+        .node_port_addresses
+        .into_iter()
+        .flat_map(|a| match a {
+            NodePortArg::Cidrs(c) => c,
+            NodePortArg::Primary => Vec::new(),
+        })
+        .collect();
+    if primary {
         // The primary addresses are the first of each family; kube-proxy takes them from
         // the Node object, which is not read yet here.
         if node_ips.is_empty() {
             anyhow::bail!(
-                "nodePortAddresses \"primary\" (--config): svc-agent needs this node's \
-                 addresses at start for it; give --node-ip (or bindAddress), or list the \
-                 nodes' CIDRs instead"
+                "nodePortAddresses \"primary\": svc-agent needs this node's addresses at \
+                 start for it; give --node-ip (or bindAddress), or list the nodes' CIDRs \
+                 instead"
             );
         }
         for family in [IpAddr::is_ipv4, IpAddr::is_ipv6] {
@@ -1077,6 +1106,35 @@ mod tests {
             [cidr("2001:db8::/64")]
         );
         assert!(parse(&["--node-port-addresses", "192.168.0.0/33"]).is_err());
+        // kube-proxy's words.
+        assert_eq!(
+            parse(&["--nodeport-addresses", "localhost,all"]).unwrap(),
+            [
+                cidr("127.0.0.0/8"),
+                cidr("::1/128"),
+                cidr("0.0.0.0/0"),
+                cidr("::/0")
+            ]
+        );
+        assert_eq!(
+            parse(&[
+                "--node-ip",
+                "192.0.2.1,fd00::1",
+                "--nodeport-addresses",
+                "primary"
+            ])
+            .unwrap(),
+            [cidr("192.0.2.1/32"), cidr("fd00::1/128")]
+        );
+        let no_ips = Cli::try_parse_from([
+            "svc-agent",
+            "--manifests",
+            "x",
+            "--nodeport-addresses",
+            "primary",
+        ])
+        .map(|c| config(c.run).map(|_| ()));
+        assert!(matches!(no_ips, Ok(Err(_))), "primary needs --node-ip");
     }
 
     #[test]
