@@ -83,6 +83,9 @@ pub enum AgentSource<'a> {
     Manifests(&'a Path),
     /// A kubeconfig file (e.g. pointing at a `fake_apiserver::FakeApiServer`).
     Kubeconfig(&'a Path),
+    /// kube-proxy's configuration file (`--config`): the cluster comes from the kubeconfig
+    /// it names, the node's addresses from its Node object.
+    ConfigFile(&'a Path),
 }
 
 /// A running svc-agent in a lab node.
@@ -128,6 +131,8 @@ impl LabAgent {
     /// Starts svc-agent in node `node` reading the cluster from `source`, otherwise as
     /// [`start_in`](Self::start_in); with a kubeconfig there is no `--node-ip`, so the
     /// node's addresses come from its Node object (pass `--node-name` in `extra_args`).
+    /// With a config file, no `--cluster-cidr` either: the file's clusterCIDR is used (a
+    /// flag would override it).
     pub fn start_from(
         lab: &mut Lab,
         node: usize,
@@ -135,7 +140,8 @@ impl LabAgent {
         log: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<LabAgent> {
-        Self::start_impl(lab, node, source, log, extra_args, true)
+        let with_pod_cidr = !matches!(source, AgentSource::ConfigFile(_));
+        Self::start_impl(lab, node, source, log, extra_args, with_pod_cidr)
     }
 
     /// As [`start_in`](Self::start_in) on node 1, but without `--cluster-cidr`: the agent
@@ -188,6 +194,9 @@ impl LabAgent {
             }
             AgentSource::Kubeconfig(file) => {
                 args.extend(["--kubeconfig".into(), file.into()]);
+            }
+            AgentSource::ConfigFile(file) => {
+                args.extend(["--config".into(), file.into()]);
             }
         }
         args.extend(
