@@ -164,7 +164,11 @@ pub fn parse_verdicts(values: &[String]) -> Result<BTreeSet<u32>, String> {
             _ => None,
         };
         if let Some(kind) = kind {
-            out.extend(monitored().filter(|v| Kind::of(*v) == kind).map(|v| v as u32));
+            out.extend(
+                monitored()
+                    .filter(|v| Kind::of(*v) == kind)
+                    .map(|v| v as u32),
+            );
             continue;
         }
         match Verdict::ALL.iter().find(|v| v.label() == word) {

@@ -67,8 +67,7 @@ impl Drop for Env {
 
 fn control(bpffs: &std::path::Path) -> MonitorControl {
     let data = MapData::from_pin(bpffs.join(map_names::SVC_MONITOR)).expect("SVC_MONITOR pin");
-    let map: Array<MapData, MonitorControl> =
-        Map::from_map_data(data).unwrap().try_into().unwrap();
+    let map: Array<MapData, MonitorControl> = Map::from_map_data(data).unwrap().try_into().unwrap();
     map.get(&0, 0).unwrap()
 }
 

@@ -329,7 +329,8 @@ impl Agent {
 
         let (mut datapath, mut maps) = Datapath::load_locked(lock, &config.datapath)?;
         // For svcctl monitor's events (it falls back on the host name).
-        if let Err(e) = maps.set_monitor_node(config.node.node_name.as_deref().unwrap_or_default()) {
+        if let Err(e) = maps.set_monitor_node(config.node.node_name.as_deref().unwrap_or_default())
+        {
             warn!(error = %e, "cannot record the node name for svcctl monitor");
         }
         for dev in &config.devices {

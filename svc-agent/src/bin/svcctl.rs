@@ -200,7 +200,13 @@ struct Monitor {
     duration: Option<Duration>,
 
     /// Output format: lines (table, wide) or one JSON object per line (json).
-    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT", default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
     output: Format,
 }
 
@@ -463,7 +469,9 @@ fn run_monitor(bpffs: &Path, args: &Monitor) -> anyhow::Result<()> {
     let json = match args.output {
         Format::Table | Format::Wide => false,
         Format::Json => true,
-        Format::Yaml => anyhow::bail!("svcctl monitor prints lines or JSON lines (-o json), not YAML"),
+        Format::Yaml => {
+            anyhow::bail!("svcctl monitor prints lines or JSON lines (-o json), not YAML")
+        }
     };
     let filter = monitor::Filter {
         namespace: args.namespace.clone().filter(|_| !args.all_namespaces),
@@ -515,7 +523,9 @@ fn run_monitor(bpffs: &Path, args: &Monitor) -> anyhow::Result<()> {
         String::new()
     };
     eprintln!("svcctl monitor: reporting on {node}{sampled} (Ctrl-C to stop)");
-    let result = monitor_loop(&mut maps, args, &filter, &mut names, &node, json, &switch_on);
+    let result = monitor_loop(
+        &mut maps, args, &filter, &mut names, &node, json, &switch_on,
+    );
     // Off, whatever ended the loop (unless another monitor took over meanwhile).
     let off = maps.monitor_control().and_then(|mut c| {
         if c.owner_pid == me {
@@ -580,7 +590,9 @@ fn monitor_loop(
             };
             drop(item);
             let ids = monitor::lookup_ids(maps, &ev);
-            names.refresh_for(maps, ids).context("reading the Service names")?;
+            names
+                .refresh_for(maps, ids)
+                .context("reading the Service names")?;
             let Some(record) = monitor::resolve(&ev, ids, names, node, offset) else {
                 continue;
             };

@@ -50,8 +50,7 @@ fn names() -> Names {
             port: "http".into(),
         },
     );
-    n.backends
-        .insert(3, "10.244.1.3:8080".parse().unwrap());
+    n.backends.insert(3, "10.244.1.3:8080".parse().unwrap());
     n
 }
 
@@ -108,7 +107,9 @@ fn a_translation_shows_what_changed() {
     );
     let line = render_line(&resolve(&ev, ids(&ev), &names(), "n", NOON).unwrap());
     assert!(
-        line.ends_with("TCP 192.0.2.100:5555 -> 192.0.2.1:30080 => 192.0.2.1:61000 -> 10.244.1.3:8080"),
+        line.ends_with(
+            "TCP 192.0.2.100:5555 -> 192.0.2.1:30080 => 192.0.2.1:61000 -> 10.244.1.3:8080"
+        ),
         "{line}"
     );
     let ev = event(
@@ -211,7 +212,11 @@ fn verdict_words_and_labels() {
     assert!(all.contains(&(Verdict::DropNoLocalBackend as u32)));
     assert!(!all.contains(&(Verdict::PassNotService as u32)));
     let drops = parse_verdicts(&["drop".into()]).unwrap();
-    assert!(drops.iter().all(|v| Verdict::from_raw(*v).unwrap().is_drop()));
+    assert!(
+        drops
+            .iter()
+            .all(|v| Verdict::from_raw(*v).unwrap().is_drop())
+    );
     assert!(drops.contains(&(Verdict::DropUnallocated as u32)));
     let some = parse_verdicts(&["reject,dnat_new".into(), "rev_nat".into()]).unwrap();
     assert_eq!(

@@ -119,7 +119,11 @@ fn events_for_drops_and_translations_only_while_on() {
     );
     let ev = drain(&mut h);
     let verdicts: Vec<&str> = ev.iter().map(|r| r.verdict.as_str()).collect();
-    assert_eq!(verdicts, ["dnat_new", "rev_nat", "dnat_established"], "{ev:?}");
+    assert_eq!(
+        verdicts,
+        ["dnat_new", "rev_nat", "dnat_established"],
+        "{ev:?}"
+    );
     for r in &ev {
         assert_eq!(service(r), Some("remote"), "{r:?}");
         let b = r.backend.as_ref().expect("a backend");
@@ -224,5 +228,8 @@ fn translations_are_sampled_drops_never() {
         assert_eq!(r.ret, TC_ACT_OK);
     }
     let n = drain(&mut h).len();
-    assert!((130..=270).contains(&n), "{n} of 400 translations reported at 1 in 2");
+    assert!(
+        (130..=270).contains(&n),
+        "{n} of 400 translations reported at 1 in 2"
+    );
 }
