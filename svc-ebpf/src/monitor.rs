@@ -124,15 +124,15 @@ fn wanted(verdict: Verdict) -> bool {
     if (control.verdict_mask.wrapping_shr(verdict as u32)) & 1 == 0 {
         return false;
     }
-    if clock::now() > until {
+    // Sampled out before the clock is read: a packet not reported pays a random number,
+    // not a clock read too.
+    let sample = control.sample;
+    // SAFETY: helper call without arguments.
+    if sample > 1 && !verdict.is_drop_or_reject() && unsafe { bpf_get_prandom_u32() } % sample != 0
+    {
         return false;
     }
-    let sample = control.sample;
-    if sample > 1 && !verdict.is_drop_or_reject() {
-        // SAFETY: helper call without arguments.
-        return unsafe { bpf_get_prandom_u32() } % sample == 0;
-    }
-    true
+    clock::now() <= until
 }
 
 /// Reports a parsed packet decided as `verdict`, once the program has rewritten it (or

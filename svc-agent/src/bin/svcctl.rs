@@ -199,7 +199,7 @@ struct Monitor {
     #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
     duration: Option<Duration>,
 
-    /// Output format: lines (table, wide) or one JSON object per line (json).
+    /// Output format.
     #[arg(
         short = 'o',
         long = "output",
@@ -207,7 +207,17 @@ struct Monitor {
         value_name = "FORMAT",
         default_value_t
     )]
-    output: Format,
+    output: MonitorFormat,
+}
+
+/// svcctl monitor's -o.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum MonitorFormat {
+    /// One line per event.
+    #[default]
+    Table,
+    /// One JSON object per event and line.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -466,13 +476,7 @@ fn monitor_node_name(recorded: &str) -> String {
 fn run_monitor(bpffs: &Path, args: &Monitor) -> anyhow::Result<()> {
     use svc_agent::{dataplane::monotonic_ns, monitor};
     use svc_common::MONITOR_LEASE_NS;
-    let json = match args.output {
-        Format::Table | Format::Wide => false,
-        Format::Json => true,
-        Format::Yaml => {
-            anyhow::bail!("svcctl monitor prints lines or JSON lines (-o json), not YAML")
-        }
-    };
+    let json = args.output == MonitorFormat::Json;
     let filter = monitor::Filter {
         namespace: args.namespace.clone().filter(|_| !args.all_namespaces),
         service: args.service.clone(),
@@ -881,6 +885,54 @@ mod tests {
         match cli.command {
             Command::Dump(d) => Ok(d),
             other => panic!("not dump: {other:?}"),
+        }
+    }
+
+    /// svcctl monitor's flags: filters, sampling, stop conditions, JSON lines.
+    #[test]
+    fn monitor_flags() {
+        let cli = Cli::try_parse_from([
+            "svcctl",
+            "monitor",
+            "-n",
+            "shop",
+            "web",
+            "--verdict",
+            "drop,dnat_new",
+            "--verdict",
+            "reject",
+            "--from",
+            "10.244.0.0/16",
+            "--to",
+            "10.96.0.10",
+            "--sample",
+            "100",
+            "--count",
+            "5",
+            "--duration",
+            "1.5",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Monitor(m) = cli.command else {
+            panic!("not monitor");
+        };
+        assert_eq!(m.namespace.as_deref(), Some("shop"));
+        assert_eq!(m.service.as_deref(), Some("web"));
+        assert_eq!(m.verdict, ["drop,dnat_new", "reject"]);
+        assert_eq!(m.from[0].len, 16);
+        assert_eq!(m.to[0].len, 32);
+        assert_eq!((m.sample, m.count), (100, Some(5)));
+        assert_eq!(m.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(m.output, MonitorFormat::Json);
+        for bad in [
+            &["svcctl", "monitor", "--sample", "0"][..],
+            &["svcctl", "monitor", "-o", "yaml"],
+            &["svcctl", "monitor", "--from", "nowhere"],
+            &["svcctl", "monitor", "-A", "-n", "shop"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 
