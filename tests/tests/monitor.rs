@@ -3,7 +3,8 @@
 //! endpoint is on another node: drop_no_local_backend) and the translations of a
 //! connection to the echo ClusterIP (DNAT to a pod, the reply translated back), each with
 //! its Service, both tuples, the backend and the node; and the programs stop reporting
-//! when it exits (SVC_MONITOR off). svcctl runs in the node's network namespace with the
+//! when it exits (SVC_MONITOR off). Then as lines, filtered (--verdict drop, -n, SERVICE)
+//! and stopped by --count. svcctl runs in the node's network namespace with the
 //! root mount namespace (the bpffs pins), as the agent does.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -206,4 +207,70 @@ fn svcctl_monitor_shows_a_drop_and_a_translation() {
     assert_eq!(rnat["before"]["src"], pod_addr.as_str());
     assert_eq!(rnat["after"]["src"], "10.96.0.10:80");
     assert_eq!(rnat["service"]["name"], "echo");
+
+    // Lines, filtered: only drops of default/local-only, stopped by --count.
+    let out = std::env::temp_dir().join(format!("svl-{}-monitor.txt", env.lab.id()));
+    let mut cmd = Command::new(workspace_bin("svcctl").unwrap());
+    cmd.arg("--bpffs")
+        .arg(&bpffs)
+        .args([
+            "monitor",
+            "--verdict",
+            "drop",
+            "-n",
+            "default",
+            "local-only",
+            "--count",
+            "1",
+            "--duration",
+            "15",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    let monitor = env.lab.spawn_in(1, cmd).expect("svcctl monitor");
+    assert!(
+        wait_until(Duration::from_secs(5), || control(&bpffs).until_ns != 0),
+        "svcctl monitor did not switch SVC_MONITOR on"
+    );
+    // A translation first (filtered out), then the drop.
+    let mut tcp = TcpSession::connect(
+        env.lab.client_ns(),
+        SocketAddrV4::new(VIP, 80),
+        Duration::from_secs(3),
+    )
+    .expect("connect to the echo ClusterIP");
+    tcp.exchange("hi").unwrap();
+    std::mem::drop(tcp);
+    let _ = TcpSession::connect(
+        env.lab.client_ns(),
+        SocketAddrV4::new(LOCAL_ONLY_VIP, 80),
+        Duration::from_millis(500),
+    );
+    let status = monitor
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap()
+        .expect("svcctl monitor stops after --count");
+    assert!(status.success(), "svcctl monitor: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let words: Vec<&str> = lines[0].split(' ').collect();
+    // 12:00:01.123 node1 DROP no_local_backend default/local-only:web TCP SRC -> DST
+    assert_eq!(
+        words[1..6],
+        [
+            "node1",
+            "DROP",
+            "no_local_backend",
+            "default/local-only:web",
+            "TCP"
+        ],
+        "{text}"
+    );
+    assert!(words[6].starts_with(&format!("{CLIENT_IP}:")), "{text}");
+    assert_eq!(words[7..], ["->", "10.96.0.20:80"], "{text}");
+    eprintln!("svcctl monitor printed: {text}");
+    assert_eq!(control(&bpffs).until_ns, 0, "SVC_MONITOR left on");
 }
