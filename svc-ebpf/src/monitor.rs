@@ -17,10 +17,11 @@
 //!
 //! Not reported yet: fragments after the first (frag.rs, frag6.rs), ICMP errors translated
 //! back (icmp.rs, icmp6.rs) and the socket programs (sock.rs).
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_skb_load_bytes, bpf_xdp_load_bytes};
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 use svc_common::{Ip6, MonitorEvent, PROTO_TCP, Verdict};
-
-use aya_ebpf::programs::{TcContext, XdpContext};
 
 use crate::{
     clock,
@@ -108,16 +109,21 @@ impl PacketData for XdpContext {
 }
 
 /// Whether a packet with `verdict` is reported now: SVC_MONITOR on and not expired, the
-/// verdict asked for, and (translations) this packet sampled. The first two reads are all
-/// a packet pays while nobody monitors; the clock is read only while a monitor is on (or
-/// was killed without turning it off: then until the next svcctl monitor).
+/// verdict asked for, and (translations) this packet sampled. The lookup and one load are
+/// all a packet pays while nobody monitors; the clock is read only while a monitor is on
+/// (or was killed without turning it off: then until the next svcctl monitor).
 #[inline(always)]
 fn wanted(verdict: Verdict) -> bool {
+    // A pass is never reported: no lookup (a verdict known where the program calls here
+    // takes this branch at compile time).
+    if !verdict.is_monitored() {
+        return false;
+    }
     let Some(control) = SVC_MONITOR.get(0) else {
         return false;
     };
     let until = control.until_ns;
-    if until == 0 || !verdict.is_monitored() {
+    if until == 0 {
         return false;
     }
     // Verdicts are below 32 (STATS_MAP_SIZE): one bit each.
