@@ -73,7 +73,8 @@ struct Args {
     packet_services: Vec<usize>,
 
     /// Only these cases of the per-packet section: non_service, ipv6, established,
-    /// established6, new_flow, new_flow6, new_flow_hot (the floor always runs). For
+    /// established6, established_monitor, established_monitor_sampled, new_flow,
+    /// new_flow6, new_flow_hot (the floor always runs). For
     /// profiling one path, e.g.
     /// `perf record -a -g -- svc-bench --only packet --packet-cases new_flow`.
     #[arg(long, value_name = "CASE,...", value_delimiter = ',')]

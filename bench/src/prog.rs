@@ -82,15 +82,24 @@ use svc_common::{CT_KIND_REPLY, CT_KIND_SERVICE, ClusterIpUse, CtKey, Verdict};
 use crate::results::{PacketCost, median};
 
 /// The cases of the section besides the floor, in the order they run at each scale.
-pub const CASES: [&str; 7] = [
+pub const CASES: [&str; 9] = [
     "non_service",
     "ipv6",
     "established",
     "established6",
+    "established_monitor",
+    "established_monitor_sampled",
     "new_flow",
     "new_flow6",
     "new_flow_hot",
 ];
+
+/// `established_monitor_sampled`'s --sample: translations reported 1 in this many.
+pub const MONITOR_SAMPLE: u32 = 100;
+/// Repeats per BPF_PROG_TEST_RUN call with monitoring on: fewer than SVC_EVENTS holds
+/// (about 9,300 events), drained after every call, so no event is lost and every packet
+/// pays for a written event, never for a full ring.
+const MONITOR_REPEAT_MAX: u32 = 4096;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -634,6 +643,42 @@ pub fn run(
             ));
         }
 
+        // svcctl monitor on: the established case with every packet reported (an event
+        // written to SVC_EVENTS, drained after each call), and with translations sampled 1
+        // in MONITOR_SAMPLE (the check and a random number per packet, an event now and
+        // then). `established` above is the same path with monitoring off. This build's
+        // object only: a baseline object may predate SVC_MONITOR.
+        for (case, one_in) in [
+            ("established_monitor", 1),
+            ("established_monitor_sampled", MONITOR_SAMPLE),
+        ] {
+            if !wanted(case) || !matches!(object, Object::ThisBuild) {
+                continue;
+            }
+            let flows =
+                established_flows(&mut dp, &mut maps, Family::V4, &sample, &mut next_client)
+                    .with_context(|| format!("{case} at {n} Services"))?;
+            let (per_flow, runs, reported) = monitor_runs(&mut dp, &mut maps, opts, &flows, one_in)
+                .with_context(|| format!("{case} at {n} Services"))?;
+            let packets = u64::from(per_flow) * flows.len() as u64;
+            out.push(cost(
+                Case {
+                    program: &xdp_name,
+                    case,
+                    services: n,
+                    per_service: per,
+                    repeat: per_flow,
+                    packets_per_run: packets,
+                },
+                runs,
+                None,
+                format!(
+                    "as established, svcctl monitor on (translations 1 in {one_in}): {reported} events for {} packets; frames unchanged",
+                    packets * opts.runs as u64
+                ),
+            ));
+        }
+
         // New flows, repeat 1: to Services spread over all n (IPv4, then their IPv6
         // twins); then only to the sampled Services, whose entries stay in the CPU caches
         // (the difference is what cold service and backend entries cost).
@@ -770,6 +815,73 @@ fn established_runs(
         runs.push(total / packets as f64);
     }
     Ok((per_flow, runs))
+}
+
+/// Events waiting in SVC_EVENTS, read and counted (bounded by what the ring holds).
+fn drain_events(maps: &mut Maps) -> u64 {
+    let mut n = 0;
+    while n < 1_000_000 && maps.events.next().is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// As [`established_runs`] with svcctl monitor's switch on (every monitored verdict,
+/// translations 1 in `sample`), the ring drained after every call, and off again at the
+/// end. With `sample` 1 every packet must have written its event. Returns the repeat per
+/// flow, ns per packet of each run and the events read.
+fn monitor_runs(
+    dp: &mut Datapath,
+    maps: &mut Maps,
+    opts: &ProgOpts,
+    flows: &[Vec<u8>],
+    sample: u32,
+) -> anyhow::Result<(u32, Vec<f64>, u64)> {
+    use svc_agent::{dataplane::monotonic_ns, monitor};
+    ensure!(!flows.is_empty(), "no established flows");
+    let mut control = maps.monitor_control()?;
+    control.until_ns = monotonic_ns() + 3_600_000_000_000;
+    control.sample = sample;
+    control.verdict_mask =
+        monitor::verdict_mask(&monitor::parse_verdicts(&[]).map_err(anyhow::Error::msg)?);
+    maps.set_monitor_control(&control)?;
+    drain_events(maps);
+    let per_flow = (opts.repeat / flows.len() as u32).clamp(1, MONITOR_REPEAT_MAX);
+    let mut runs = Vec::new();
+    let mut reported = 0;
+    let result = (|| -> anyhow::Result<()> {
+        for _ in 0..opts.runs {
+            let before = count(maps, Verdict::DnatEstablished)?;
+            let mut total = 0.0;
+            let mut events = 0;
+            for f in flows {
+                let (ret, ns, o) = test_run(dp, Prog::Xdp, f, per_flow)?;
+                ensure!(
+                    ret == XDP_PASS && o == *f,
+                    "established packet came out changed (return {ret})"
+                );
+                total += ns * f64::from(per_flow);
+                events += drain_events(maps);
+            }
+            let packets = u64::from(per_flow) * flows.len() as u64;
+            let counted = count(maps, Verdict::DnatEstablished)? - before;
+            ensure!(
+                counted == packets,
+                "monitored run took another path: {counted} of {packets} counted dnat_established"
+            );
+            ensure!(
+                sample > 1 || events == packets,
+                "{events} events for {packets} packets with every packet reported"
+            );
+            reported += events;
+            runs.push(total / packets as f64);
+        }
+        Ok(())
+    })();
+    control.until_ns = 0;
+    maps.set_monitor_control(&control)?;
+    result?;
+    Ok((per_flow, runs, reported))
 }
 
 /// `opts.runs` runs of `opts.repeat` repeats of `frame` through `svc_xdp`, which must pass

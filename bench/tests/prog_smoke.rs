@@ -25,6 +25,8 @@ fn packet_costs_are_measured_and_checked() {
             ("ipv6", 10),
             ("established", 10),
             ("established6", 10),
+            ("established_monitor", 10),
+            ("established_monitor_sampled", 10),
             ("new_flow", 10),
             ("new_flow6", 10),
             ("new_flow_hot", 10),
@@ -32,6 +34,8 @@ fn packet_costs_are_measured_and_checked() {
             ("ipv6", 200),
             ("established", 200),
             ("established6", 200),
+            ("established_monitor", 200),
+            ("established_monitor_sampled", 200),
             ("new_flow", 200),
             ("new_flow6", 200),
             ("new_flow_hot", 200)

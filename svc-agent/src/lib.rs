@@ -30,6 +30,7 @@ pub mod logfmt;
 pub mod manifest;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod packet;
 pub mod reconcile;
 pub mod trace;

@@ -245,12 +245,23 @@ macro_rules! for_each_map {
             /// SVC4_SOCK_RNAT for IPv6 sockets (recvmsg6).
             sock_revnat6: SVC6_SOCK_RNAT = lru<$crate::SockRevNat6Key, $crate::SockRevNat6Value>,
                 size $crate::SOCK_REVNAT6_MAP_SIZE, sized by fixed;
+            /// svcctl monitor's switch: one [`MonitorControl`], written by svcctl monitor
+            /// (on, until when, which verdicts, the sampling) and by the agent (the node's
+            /// name). The programs read it once per packet: while it is off, that one array
+            /// lookup is all monitoring costs.
+            monitor: SVC_MONITOR = array<$crate::MonitorControl>,
+                size 1, sized by fixed;
+            /// svcctl monitor's events: one [`MonitorEvent`] per reported packet, in a BPF
+            /// ring buffer of MONITOR_RING_BYTES (a `ringbuf` has no keys or values; its size
+            /// is in bytes). Written only while SVC_MONITOR is on.
+            events: SVC_EVENTS = ringbuf<>,
+                size $crate::MONITOR_RING_BYTES, sized by fixed;
         }
     };
 }
 
 macro_rules! map_name_consts {
-    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),+>,
+    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),*>,
         size $size:expr, sized by $sizing:ident;)*) => {
         /// The maps' names (also the file names of the pins under the agent's bpffs
         /// directory), from [`for_each_map!`].
@@ -1154,6 +1165,40 @@ macro_rules! verdicts {
             pub const fn label(self) -> &'static str {
                 match self { $(Verdict::$name => $label,)* }
             }
+            /// Whether svcctl monitor can report this verdict: drops, rejects and
+            /// translations, never a pass. A packet XDP passes on untouched (or hands to TC)
+            /// is then reported once, by the program that decides it, and a packet XDP
+            /// translated, which TC sees again as a packet to no Service, is reported
+            /// once, by XDP.
+            pub const fn is_monitored(self) -> bool {
+                !matches!(
+                    self,
+                    Verdict::PassNotIp
+                        | Verdict::PassNotService
+                        | Verdict::PassFragment
+                        | Verdict::PassOtherProto
+                        | Verdict::XdpPassToTc
+                        | Verdict::PassIpv6Unparsed
+                )
+            }
+            /// A drop or a reject (reported always; translations are sampled).
+            pub const fn is_drop_or_reject(self) -> bool {
+                self.is_drop()
+                    || matches!(
+                        self,
+                        Verdict::RejectTcpRst
+                            | Verdict::RejectIcmp
+                            | Verdict::SockReject
+                            | Verdict::SockNoBackend
+                    )
+            }
+            /// The verdict of a number read from a map or an event.
+            pub const fn from_raw(raw: u32) -> Option<Verdict> {
+                match raw {
+                    $($idx => Some(Verdict::$name),)*
+                    _ => None,
+                }
+            }
             /// The program drops the packet (TC_ACT_SHOT / XDP_DROP) for this verdict.
             pub const fn is_drop(self) -> bool {
                 matches!(
@@ -1261,6 +1306,102 @@ verdicts! {
 pub const STATS_MAP_SIZE: u32 = 32;
 
 // ---------------------------------------------------------------------------------------
+// svcctl monitor: a control entry (SVC_MONITOR) and a ring buffer of events (SVC_EVENTS).
+// ---------------------------------------------------------------------------------------
+
+/// SVC_MONITOR's one entry. svcctl monitor sets `until_ns` a few seconds ahead and moves it
+/// forward every second while it runs, and sets it to 0 when it stops: a killed svcctl
+/// leaves a time in the past, so the programs stop reporting within MONITOR_LEASE_NS and
+/// nothing stays on. One svcctl monitor at a time (`owner_pid`): a ring buffer has one
+/// consumer position, and two readers would each get part of the events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MonitorControl {
+    /// CLOCK_MONOTONIC ns (the programs' bpf_ktime_get_coarse_ns) up to which the programs
+    /// report; 0: off (the programs then read no clock).
+    pub until_ns: u64,
+    /// Translations are reported 1 in `sample` (at random, per packet); drops and rejects
+    /// always. 0 or 1: every translation.
+    pub sample: u32,
+    /// Bit `Verdict as u32` set: that verdict is reported (pass verdicts never are, see
+    /// [`Verdict::is_monitored`]).
+    pub verdict_mask: u32,
+    /// The pid of the svcctl monitor that holds the monitor (0: none).
+    pub owner_pid: u32,
+    pub _pad: u32,
+    /// The node's name as the agent knows it (--node-name), NUL-padded; written by the
+    /// agent at start, for the events' `node`. Empty: svcctl uses the host name.
+    pub node_name: [u8; MONITOR_NODE_LEN],
+}
+
+pub const MONITOR_NODE_LEN: usize = 64;
+
+impl Default for MonitorControl {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+impl MonitorControl {
+    pub fn node_name(&self) -> &str {
+        get_str(&self.node_name)
+    }
+    pub fn set_node_name(&mut self, name: &str) {
+        put_str(&mut self.node_name, name);
+    }
+}
+
+/// How long one refresh of `until_ns` keeps the programs reporting.
+pub const MONITOR_LEASE_NS: u64 = 5_000_000_000;
+/// SVC_EVENTS' size: 1 MiB holds about 9,000 events (each takes its size plus an 8-byte
+/// header). When the reader falls that far behind, the programs' reservations fail and
+/// those events are lost (the packets are not affected).
+pub const MONITOR_RING_BYTES: u32 = 1 << 20;
+
+/// Where an event comes from ([`MonitorEvent::hook`]).
+pub const MONITOR_HOOK_TC: u8 = 1;
+pub const MONITOR_HOOK_XDP: u8 = 2;
+pub const MONITOR_HOOK_SOCK: u8 = 3;
+
+/// One reported packet, as the programs decided it. Addresses are 16 bytes for both
+/// families: an IPv4 address in the first 4 bytes (network order), the rest zero. "Before"
+/// is the packet as it arrived, "after" as it left (equal to before for drops and
+/// rejects).
+///
+/// The Service (rev_nat_id) and the backend are not in the event: svcctl looks them up
+/// from the tuple (the flow's conntrack entry, or the destination's frontend). A lookup in
+/// the program needs its key on the stack, and the IPv6 packet path already uses 480 of
+/// the 512 bytes a call chain may have: the verifier refused the program with the lookup
+/// in it ("combined stack size of 3 calls is 624").
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct MonitorEvent {
+    /// bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, coarse) when the packet was decided.
+    pub time_ns: u64,
+    /// A [`Verdict`].
+    pub verdict: u32,
+    /// The interface the packet entered through.
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// The IP protocol number.
+    pub protocol: u8,
+    /// MONITOR_HOOK_*.
+    pub hook: u8,
+    pub _pad: u8,
+    /// Ports, network order.
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub nat_sport_be: u16,
+    pub nat_dport_be: u16,
+    pub _pad2: u32,
+    pub saddr: Ip6,
+    pub daddr: Ip6,
+    pub nat_saddr: Ip6,
+    pub nat_daddr: Ip6,
+}
+
+// ---------------------------------------------------------------------------------------
 // The load-time globals (svc-ebpf/src/config.rs) as the agent set them, in a one-entry
 // array beside the maps, so svcctl can load a second instance of the programs that decides
 // exactly as the live one (svcctl trace).
@@ -1330,6 +1471,7 @@ mod user {
     unsafe impl aya::Pod for SrcRange6 {}
     unsafe impl aya::Pod for SockRevNat6Key {}
     unsafe impl aya::Pod for SockRevNat6Value {}
+    unsafe impl aya::Pod for MonitorControl {}
 }
 
 #[cfg(test)]
@@ -1349,6 +1491,8 @@ mod tests {
         assert_eq!(size_of::<Affinity4Key>(), 8);
         assert_eq!(size_of::<Affinity4Value>(), 16);
         assert_eq!(size_of::<SrcRange4>(), 8);
+        assert_eq!(size_of::<MonitorEvent>(), 96);
+        assert_eq!(size_of::<MonitorControl>(), 24 + MONITOR_NODE_LEN);
         assert_eq!(size_of::<SockRevNat4Key>(), 16);
         assert_eq!(size_of::<SockRevNat4Value>(), 12);
         assert_eq!(size_of::<Frag4Key>(), 12);

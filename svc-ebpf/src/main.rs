@@ -18,6 +18,7 @@ mod icmp6;
 mod lb;
 mod local;
 mod maps;
+mod monitor;
 mod parse;
 mod parse6;
 mod reject;

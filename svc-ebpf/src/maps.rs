@@ -14,18 +14,18 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Declares one `#[map]` static per entry of svc-common's list; the static's name is the
 /// map's name (`#[map]` without a name takes the identifier).
 macro_rules! declare_maps {
-    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),+>,
+    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),*>,
         size $size:expr, sized by $sizing:ident;)*) => {
         $(
             $(#[doc = $doc])*
             #[map]
-            pub static $name: declare_maps!(@type $kind<$($t),+>) =
+            pub static $name: declare_maps!(@type $kind<$($t),*>) =
                 declare_maps!(@new $kind, $size);
         )*
     };
@@ -34,11 +34,14 @@ macro_rules! declare_maps {
     (@type lpm<$k:ty, $v:ty>) => { LpmTrie<$k, $v> };
     (@type array<$v:ty>) => { Array<$v> };
     (@type percpu_array<$v:ty>) => { PerCpuArray<$v> };
+    (@type ringbuf<>) => { RingBuf };
     (@new hash, $size:expr) => { HashMap::pinned($size, BPF_F_NO_PREALLOC) };
     (@new lru, $size:expr) => { LruHashMap::pinned($size, 0) };
     (@new lpm, $size:expr) => { LpmTrie::pinned($size, 0) };
     (@new array, $size:expr) => { Array::pinned($size, 0) };
     (@new percpu_array, $size:expr) => { PerCpuArray::pinned($size, 0) };
+    // $size is the ring's size in bytes.
+    (@new ringbuf, $size:expr) => { RingBuf::pinned($size, 0) };
 }
 
 svc_common::for_each_map!(declare_maps);

@@ -16,6 +16,7 @@ use crate::{
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
+    monitor::{self, EventAddr, HOOK_TC},
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
     parse6::{self, IP6_DADDR_OFF, IP6_SADDR_OFF, IPV6_HLEN},
     reject, reject6, sctp,
@@ -67,7 +68,10 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
         Ok(pkt) => pkt,
         // A fragment after the first: the first one's translation (frag.rs).
         Err(Verdict::PassFragment) => return frag::tc_later(ctx),
-        Err(verdict) => return (verdict, action_for(verdict)),
+        Err(verdict) => {
+            monitor::unparsed(verdict, 4, skb_ifindex(ctx), HOOK_TC);
+            return (verdict, action_for(verdict));
+        }
     };
     // TC ingress: the interface the packet arrived on (detect-local by interface).
     // SAFETY: reading a field of the skb we were given.
@@ -75,6 +79,13 @@ fn try_run(ctx: &TcContext) -> (Verdict, i32) {
     let clock = Clock::new();
     let action = lb::decide(&pkt, &clock);
     apply(ctx, &pkt, action, &clock)
+}
+
+/// The interface a packet entered through (TC ingress).
+#[inline(always)]
+fn skb_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: reading a field of the skb we were given.
+    unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex }
 }
 
 /// The IPv6 path: as `try_run`, with IPv6 parsing. ICMPv6 errors are left to `run`
@@ -85,7 +96,10 @@ fn try_run6(ctx: &TcContext) -> (Verdict, i32) {
         Ok(pkt) => pkt,
         // A fragment after the first: the first one's translation (frag6.rs).
         Err(Verdict::PassFragment) => return frag6::tc_later(ctx),
-        Err(verdict) => return (verdict, action_for(verdict)),
+        Err(verdict) => {
+            monitor::unparsed(verdict, 6, skb_ifindex(ctx), HOOK_TC);
+            return (verdict, action_for(verdict));
+        }
     };
     // SAFETY: reading a field of the skb we were given.
     pkt.ifindex = unsafe { (*(ctx.skb.skb as *const __sk_buff)).ifindex };
@@ -96,7 +110,7 @@ fn try_run6(ctx: &TcContext) -> (Verdict, i32) {
 
 /// What TC does differently per family: where the addresses are, how an address and a
 /// port are rewritten (`rewrite`, `rewrite6`), and the reject.
-trait TcFamily: Family {
+trait TcFamily: Family + EventAddr {
     const SADDR_OFF: usize;
     const DADDR_OFF: usize;
     #[allow(clippy::too_many_arguments)]
@@ -230,6 +244,7 @@ fn apply<A: TcFamily>(
                     }
                 })
                 .map(|()| verdict)
+                .map_err(|_| Verdict::DropRewriteFailed)
         }
         Action::Reply { src, dst } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
@@ -243,20 +258,29 @@ fn apply<A: TcFamily>(
                     }
                 })
                 .map(|()| Verdict::RevNat)
+                .map_err(|_| Verdict::DropRewriteFailed)
         }
         Action::Reject => {
             A::frag_dropped(pkt, clock);
+            monitor::packet(ctx, pkt, monitor::reject_verdict(pkt.proto), HOOK_TC);
             return A::reject(ctx, pkt);
         }
         Action::Done(verdict) => {
             A::frag_done(pkt, verdict, clock);
-            return (verdict, action_for(verdict));
+            Err(verdict)
         }
     };
-    match result {
+    let (verdict, tc_action) = match result {
         Ok(verdict) => (verdict, TC_ACT_OK),
+        // Nothing to translate (Done), or a rewrite helper failed.
+        Err(verdict) if verdict != Verdict::DropRewriteFailed => (verdict, action_for(verdict)),
         Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
-    }
+    };
+    // svcctl monitor (monitor.rs): the packet as it arrived (pkt) and as it leaves (ctx).
+    // One call for every outcome but the reject (reported before the answer replaces the
+    // packet): each call site costs the verifier a walk of the report per path.
+    monitor::packet(ctx, pkt, verdict, HOOK_TC);
+    (verdict, tc_action)
 }
 
 /// Parses the headers in the skb's linear area; if they are not all there (a non-linear

@@ -18,6 +18,7 @@ use crate::{
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
     maps::count,
+    monitor::{self, EventAddr, HOOK_XDP},
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
     parse6::{self, Ipv6Hdr},
     sctp,
@@ -50,7 +51,11 @@ fn try_run6(ctx: &XdpContext) -> (Verdict, u32) {
         Err(Verdict::PassOtherProto) if icmp6::is_error(ctx.data(), ctx.data_end()) => {
             return (Verdict::XdpPassToTc, XDP_PASS);
         }
-        Err(verdict) => return (verdict, action_for(verdict)),
+        Err(verdict) => {
+            // SAFETY: reading a field of the context we were given.
+            monitor::unparsed(verdict, 6, unsafe { (*ctx.ctx).ingress_ifindex }, HOOK_XDP);
+            return (verdict, action_for(verdict));
+        }
     };
     // SAFETY: reading a field of the context we were given.
     pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -79,7 +84,11 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
         Err(Verdict::PassOtherProto) if icmp::is_error(ctx.data(), ctx.data_end()) => {
             return (Verdict::XdpPassToTc, XDP_PASS);
         }
-        Err(verdict) => return (verdict, action_for(verdict)),
+        Err(verdict) => {
+            // SAFETY: reading a field of the context we were given.
+            monitor::unparsed(verdict, 4, unsafe { (*ctx.ctx).ingress_ifindex }, HOOK_XDP);
+            return (verdict, action_for(verdict));
+        }
     };
     // SAFETY: reading a field of the context we were given.
     pkt.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -123,24 +132,33 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
                 })
                 .map(|()| Verdict::RevNat)
         }
-        // TC rejects it; the rest of the datagram is dropped (here as in TC).
+        // TC rejects it (and reports it); the rest of the datagram is dropped (here as in
+        // TC).
         Action::Reject => {
             A::frag_dropped(pkt, &clock);
             return (Verdict::XdpPassToTc, XDP_PASS);
         }
         Action::Done(verdict) => {
             A::frag_done(pkt, verdict, &clock);
+            monitor::packet(ctx, pkt, verdict, HOOK_XDP);
             return (verdict, action_for(verdict));
         }
     };
+    // svcctl monitor (monitor.rs): the packet as it arrived (pkt) and as it leaves (ctx).
     match done {
-        Some(verdict) => (verdict, XDP_PASS),
-        None => (Verdict::DropRewriteFailed, XDP_DROP),
+        Some(verdict) => {
+            monitor::packet(ctx, pkt, verdict, HOOK_XDP);
+            (verdict, XDP_PASS)
+        }
+        None => {
+            monitor::packet(ctx, pkt, Verdict::DropRewriteFailed, HOOK_XDP);
+            (Verdict::DropRewriteFailed, XDP_DROP)
+        }
     }
 }
 
 /// What XDP does differently per family: the rewrite.
-trait XdpFamily: Family {
+trait XdpFamily: Family + EventAddr {
     fn rewrite(ctx: &XdpContext, pkt: &Packet<Self>, dst: bool, to: Endpoint<Self>) -> Option<()>;
 }
 

@@ -39,10 +39,12 @@ fn case_key(c: &str) -> u8 {
         "ipv6" => 2,
         "established" => 3,
         "established6" => 4,
-        "new_flow" => 5,
-        "new_flow6" => 6,
-        "new_flow_hot" => 7,
-        _ => 8,
+        "established_monitor" => 5,
+        "established_monitor_sampled" => 6,
+        "new_flow" => 7,
+        "new_flow6" => 8,
+        "new_flow_hot" => 9,
+        _ => 10,
     }
 }
 

@@ -146,7 +146,7 @@ mod tests {
         );
         let back: Results = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(back.packet.len(), r.packet.len());
-        assert_eq!(back.goals.len(), 19);
+        assert_eq!(back.goals.len(), 21);
 
         let text = std::fs::read_to_string(&md).unwrap();
         assert!(

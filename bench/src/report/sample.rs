@@ -102,6 +102,19 @@ pub(super) fn sample() -> Results {
         ));
         packet.push(pc("svc_xdp@baseline", "new_flow", s, 1, newf + 66.0, newf));
         packet.push(pc("svc_xdp", "established", s, 1_000_000, est, est));
+        if s == 10 {
+            // svcctl monitor on: every packet reported, and 1 in 100.
+            packet.push(pc("svc_xdp", "established_monitor", s, 4096, 150.0, 150.0));
+            let sampled = est + 3.0;
+            packet.push(pc(
+                "svc_xdp",
+                "established_monitor_sampled",
+                s,
+                4096,
+                sampled,
+                sampled,
+            ));
+        }
         packet.push(pc("svc_xdp", "new_flow", s, 1, newf + 66.0, newf));
         packet.push(pc(
             "svc_tc_ingress",

@@ -327,7 +327,12 @@ impl Agent {
         config.datapath.detect_local = config.local.datapath_test();
         config.datapath.pod_cidrs = pod_cidrs.clone();
 
-        let (mut datapath, maps) = Datapath::load_locked(lock, &config.datapath)?;
+        let (mut datapath, mut maps) = Datapath::load_locked(lock, &config.datapath)?;
+        // For svcctl monitor's events (it falls back on the host name).
+        if let Err(e) = maps.set_monitor_node(config.node.node_name.as_deref().unwrap_or_default())
+        {
+            warn!(error = %e, "cannot record the node name for svcctl monitor");
+        }
         for dev in &config.devices {
             let xdp = datapath
                 .attach_xdp(dev)

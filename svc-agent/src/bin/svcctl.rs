@@ -1,5 +1,6 @@
-//! svcctl: reads the maps svc-agent pinned and shows what the datapath sees. It never
-//! writes a map and needs no running agent, only the pins (and root / CAP_BPF).
+//! svcctl: reads the maps svc-agent pinned and shows what the datapath sees. It needs no
+//! running agent, only the pins (and root / CAP_BPF). It writes one map, and only under
+//! `svcctl monitor`: SVC_MONITOR, the switch that has the programs report events.
 //!
 //! Adding a subcommand: a variant of [`Command`] with its own `Args` struct, and one arm
 //! in [`run`] calling its handler; open the maps with [`open_maps`] (the errors that say
@@ -48,6 +49,15 @@ Examples:
   svcctl trace --from 10.244.1.20 --to 10.96.0.10:80 -o json | jq .backend
   svcctl trace --from 10.244.1.20 --to 10.96.0.99:80     an unallocated address: dropped?
   svcctl trace --from '[fd00:10:244:1::20]' --to '[fd00:10:96::10]:80'   an IPv6 ClusterIP
+  svcctl monitor                  every drop, reject and translation, live, until Ctrl-C
+  svcctl monitor --verdict drop   only drops (also: reject, translate, or labels such as
+                                  drop_no_local_backend, dnat_new; comma-separated or repeated)
+  svcctl monitor -n shop web      only Service shop/web
+  svcctl monitor --sample 100     translations 1 in 100 (drops and rejects always)
+  svcctl monitor --from 10.244.1.0/24 --to 10.96.0.10    by source, and by destination
+                                  (as the packet arrived or as it left: a backend matches)
+  svcctl monitor -o json --count 10 | jq -c '{verdict, service, before, after}'
+  svcctl monitor --duration 30 > events.txt   stop by itself after 30 s
   svcctl lb                       LoadBalancer pools, assignments, who answers ARP (asks the agent)
   svcctl lb --agent 127.0.0.1:10249 -o json | jq '.pools[] | {name, used}'
   svcctl dump services -o yaml
@@ -58,8 +68,9 @@ Expired conntrack and affinity entries (idle past their timeout; the LRU maps ke
 until reused) are left out unless --show-expired; the headers (JSON: expired_hidden) count
 them.
 
-svcctl only reads: it takes no lock and works while svc-agent runs (or after it stopped);
-`svcctl lb` is the one command that asks the running agent (its metrics address).
+svcctl only reads (svcctl monitor also switches the programs' events on and off): it takes
+no lock and works while svc-agent runs (or after it stopped); `svcctl lb` is the one
+command that asks the running agent (its metrics address).
 It needs root (uid 0: the pins are root's); `svcctl trace` also CAP_BPF, CAP_NET_ADMIN and
 CAP_PERFMON (it loads a copy of the programs). Run it in the host's mount namespace: under
 `ip netns exec`, which mounts a fresh /sys, /sys/fs/bpf is empty (or pass --bpffs with a
@@ -123,6 +134,90 @@ enum Command {
     /// the RST / ICMP answer), and the rule that decided. A TCP packet of a flow conntrack
     /// knows is traced as its next packet (ACK); else as a SYN.
     Trace(Trace),
+    /// A live stream of what the datapath decides: every drop and reject with its reason,
+    /// and translations (sampled with --sample), each with the Service, the packet as it
+    /// arrived and as it left, the backend and the node.
+    ///
+    /// Switches the programs' reporting on (SVC_MONITOR) for as long as it runs, and off
+    /// when it stops (Ctrl-C, --count, --duration); a killed svcctl monitor stops the
+    /// programs reporting within 5 s by itself. While nobody monitors, the programs pay one
+    /// array lookup per packet. One svcctl monitor per node at a time: a second one is
+    /// refused (the events come through one ring buffer). Pass verdicts (packets left as
+    /// they are) are never reported; fragments after the first, translated ICMP errors and
+    /// the socket programs' calls are not reported yet. When svcctl falls behind by more
+    /// than the ring buffer holds (about 9,000 events), the programs drop events (never
+    /// packets).
+    ///
+    /// Lines: `TIME NODE WHAT DETAIL SERVICE PROTO SRC -> DST [=> [SRC' ->] DST']`, the
+    /// time in UTC. -o json: one object per line (time, time_ns, node, kind, verdict,
+    /// service {namespace, name, port}, rev_nat_id, protocol, family, hook, ifindex,
+    /// before {src, dst}, after {src, dst}, backend {id, addr}).
+    #[command(
+        override_usage = "svcctl monitor [-n NAMESPACE | -A] [SERVICE] [--verdict V,...] [--from CIDR] [--to CIDR] [--sample N] [--count N] [--duration SECONDS] [-o table|json]"
+    )]
+    Monitor(Monitor),
+}
+
+#[derive(Debug, Args)]
+struct Monitor {
+    /// Only events of Services of this namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Every namespace (what no -n shows anyway), as kubectl's -A.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+
+    /// Only events of Services with this name (in every namespace unless -n is given).
+    #[arg(value_name = "SERVICE")]
+    service: Option<String>,
+
+    /// Only these verdicts: `drop`, `reject`, `translate`, or verdict labels (`svcctl
+    /// stats --all` lists them), comma-separated or repeated. Default: all three kinds.
+    #[arg(long, value_name = "VERDICT,...")]
+    verdict: Vec<String>,
+
+    /// Only packets from this address or CIDR (as they arrived); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    from: Vec<svc_agent::monitor::Cidr>,
+
+    /// Only packets to this address or CIDR, as they arrived or as they left (a Service
+    /// address or a backend); repeatable.
+    #[arg(long, value_name = "CIDR")]
+    to: Vec<svc_agent::monitor::Cidr>,
+
+    /// Report translations 1 in N, at random per packet (drops and rejects always). Every
+    /// packet of every flow is a translation: on a busy node, sample.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    sample: u32,
+
+    /// Stop after N events (those the filters let through).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    duration: Option<Duration>,
+
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t
+    )]
+    output: MonitorFormat,
+}
+
+/// svcctl monitor's -o.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum MonitorFormat {
+    /// One line per event.
+    #[default]
+    Table,
+    /// One JSON object per event and line.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -338,7 +433,9 @@ fn main() -> ExitCode {
             eprintln!("svcctl: {}", report::chain_text(e.as_ref()));
             let task = match cli.command {
                 Command::Trace(_) => Task::Trace,
-                Command::Dump(_) | Command::Stats(_) | Command::Lb(_) => Task::Read,
+                Command::Dump(_) | Command::Stats(_) | Command::Lb(_) | Command::Monitor(_) => {
+                    Task::Read
+                }
             };
             if let Some(hint) = report::privilege_hint(task, e.chain()) {
                 eprintln!("svcctl: {hint}");
@@ -354,6 +451,169 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Stats(stats) => run_stats(&cli.bpffs, stats),
         Command::Trace(t) => run_trace(&cli.bpffs, t),
         Command::Lb(lb) => run_lb(lb),
+        Command::Monitor(m) => run_monitor(&cli.bpffs, m),
+    }
+}
+
+/// Set by SIGINT / SIGTERM: svcctl monitor then stops and switches the events off.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The node name events carry: the agent's --node-name (recorded in SVC_MONITOR), else
+/// this host's name.
+fn monitor_node_name(recorded: &str) -> String {
+    if !recorded.is_empty() {
+        return recorded.to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn run_monitor(bpffs: &Path, args: &Monitor) -> anyhow::Result<()> {
+    use svc_agent::{dataplane::monotonic_ns, monitor};
+    use svc_common::MONITOR_LEASE_NS;
+    let json = args.output == MonitorFormat::Json;
+    let filter = monitor::Filter {
+        namespace: args.namespace.clone().filter(|_| !args.all_namespaces),
+        service: args.service.clone(),
+        verdicts: monitor::parse_verdicts(&args.verdict).map_err(anyhow::Error::msg)?,
+        from: args.from.clone(),
+        to: args.to.clone(),
+    };
+    let mut maps = open_maps(bpffs)?;
+    let me = std::process::id();
+    let control = maps.monitor_control()?;
+    if control.owner_pid != 0
+        && control.owner_pid != me
+        && control.until_ns > monotonic_ns()
+        && Path::new(&format!("/proc/{}", control.owner_pid)).exists()
+    {
+        anyhow::bail!(
+            "another svcctl monitor (pid {}) reads this node's events: one at a time (the events come through one ring buffer, which two readers would split)",
+            control.owner_pid
+        );
+    }
+    let node = monitor_node_name(control.node_name());
+    let mut names = monitor::Names::default();
+    names.read(&maps).context("reading the Service names")?;
+    // Events a killed monitor left in the ring are old: not shown.
+    for _ in 0..1_000_000 {
+        if maps.events.next().is_none() {
+            break;
+        }
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
+    }
+    let mask = monitor::verdict_mask(&filter.verdicts);
+    let switch_on = |maps: &mut Maps| -> anyhow::Result<()> {
+        let mut c = maps.monitor_control()?;
+        c.until_ns = monotonic_ns() + MONITOR_LEASE_NS;
+        c.sample = args.sample;
+        c.verdict_mask = mask;
+        c.owner_pid = me;
+        maps.set_monitor_control(&c)?;
+        Ok(())
+    };
+    switch_on(&mut maps)?;
+    let sampled = if args.sample > 1 {
+        format!(", translations 1 in {}", args.sample)
+    } else {
+        String::new()
+    };
+    eprintln!("svcctl monitor: reporting on {node}{sampled} (Ctrl-C to stop)");
+    let result = monitor_loop(
+        &mut maps, args, &filter, &mut names, &node, json, &switch_on,
+    );
+    // Off, whatever ended the loop (unless another monitor took over meanwhile).
+    let off = maps.monitor_control().and_then(|mut c| {
+        if c.owner_pid == me {
+            c.until_ns = 0;
+            c.owner_pid = 0;
+            maps.set_monitor_control(&c)?;
+        }
+        Ok(())
+    });
+    result?;
+    off.context("switching the events off")?;
+    Ok(())
+}
+
+fn monitor_loop(
+    maps: &mut Maps,
+    args: &Monitor,
+    filter: &svc_agent::monitor::Filter,
+    names: &mut svc_agent::monitor::Names,
+    node: &str,
+    json: bool,
+    switch_on: &dyn Fn(&mut Maps) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use svc_agent::monitor;
+    let offset = monitor::clock_offset_ns();
+    let start = Instant::now();
+    let mut refreshed = Instant::now();
+    let mut shown = 0u64;
+    let mut out = io::stdout().lock();
+    loop {
+        if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut wait = Duration::from_millis(250);
+        if let Some(d) = args.duration {
+            let left = d.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(());
+            }
+            wait = wait.min(left);
+        }
+        if refreshed.elapsed() >= Duration::from_secs(1) {
+            switch_on(maps)?;
+            refreshed = Instant::now();
+        }
+        let mut fd = libc::pollfd {
+            fd: maps.events.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd we own. EINTR (a signal) is checked at the top of the loop.
+        unsafe { libc::poll(&mut fd, 1, wait.as_millis() as libc::c_int) };
+        // Bounded: at most what the ring holds arrives between two polls, but a busy node
+        // refills it; come back to the checks above every 4,096 events.
+        for _ in 0..4096 {
+            let Some(item) = maps.events.next() else {
+                break;
+            };
+            let Some(ev) = monitor::decode(&item) else {
+                continue;
+            };
+            drop(item);
+            let ids = monitor::lookup_ids(maps, &ev);
+            names
+                .refresh_for(maps, ids)
+                .context("reading the Service names")?;
+            let Some(record) = monitor::resolve(&ev, ids, names, node, offset) else {
+                continue;
+            };
+            if !filter.matches(&record) {
+                continue;
+            }
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&record)?)?;
+            } else {
+                writeln!(out, "{}", monitor::render_line(&record))?;
+            }
+            out.flush()?;
+            shown += 1;
+            if args.count.is_some_and(|n| shown >= n) {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -625,6 +885,54 @@ mod tests {
         match cli.command {
             Command::Dump(d) => Ok(d),
             other => panic!("not dump: {other:?}"),
+        }
+    }
+
+    /// svcctl monitor's flags: filters, sampling, stop conditions, JSON lines.
+    #[test]
+    fn monitor_flags() {
+        let cli = Cli::try_parse_from([
+            "svcctl",
+            "monitor",
+            "-n",
+            "shop",
+            "web",
+            "--verdict",
+            "drop,dnat_new",
+            "--verdict",
+            "reject",
+            "--from",
+            "10.244.0.0/16",
+            "--to",
+            "10.96.0.10",
+            "--sample",
+            "100",
+            "--count",
+            "5",
+            "--duration",
+            "1.5",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Monitor(m) = cli.command else {
+            panic!("not monitor");
+        };
+        assert_eq!(m.namespace.as_deref(), Some("shop"));
+        assert_eq!(m.service.as_deref(), Some("web"));
+        assert_eq!(m.verdict, ["drop,dnat_new", "reject"]);
+        assert_eq!(m.from[0].len, 16);
+        assert_eq!(m.to[0].len, 32);
+        assert_eq!((m.sample, m.count), (100, Some(5)));
+        assert_eq!(m.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(m.output, MonitorFormat::Json);
+        for bad in [
+            &["svcctl", "monitor", "--sample", "0"][..],
+            &["svcctl", "monitor", "-o", "yaml"],
+            &["svcctl", "monitor", "--from", "nowhere"],
+            &["svcctl", "monitor", "-A", "-n", "shop"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -5,7 +5,7 @@
 //! full each map is ([`map_usage`]).
 use std::{mem::size_of, os::fd::AsFd as _, path::Path};
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf};
 use svc_common::{
     Affinity4Key, Affinity4Value, Affinity6Key, Ct4Key, Ct4Value, Ct6Key, Ct6Value,
     DatapathConfig4, Verdict, map_names,
@@ -43,19 +43,19 @@ pub struct MapSpec {
 }
 
 macro_rules! agent_maps {
-    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),+>,
+    ($($(#[doc = $doc:literal])* $field:ident: $name:ident = $kind:ident<$($t:ty),*>,
         size $size:expr, sized by $sizing:ident;)*) => {
         /// Typed handles on every map.
         pub struct Maps {
-            $($(#[doc = $doc])* pub $field: agent_maps!(@type $kind<$($t),+>),)*
+            $($(#[doc = $doc])* pub $field: agent_maps!(@type $kind<$($t),*>),)*
         }
 
         /// Every map, in svc-common's order.
         pub const MAP_SPECS: &[MapSpec] = &[$(
             MapSpec {
                 name: map_names::$name,
-                key_size: agent_maps!(@key_size $kind<$($t),+>),
-                value_size: agent_maps!(@value_size $kind<$($t),+>),
+                key_size: agent_maps!(@key_size $kind<$($t),*>),
+                value_size: agent_maps!(@value_size $kind<$($t),*>),
                 max_entries: $size,
                 sizing: agent_maps!(@sizing $sizing),
             },
@@ -80,12 +80,17 @@ macro_rules! agent_maps {
     (@type lpm<$k:ty, $v:ty>) => { LpmTrie<MapData, $k, $v> };
     (@type array<$v:ty>) => { Array<MapData, $v> };
     (@type percpu_array<$v:ty>) => { PerCpuArray<MapData, $v> };
+    // Opening it maps the ring's pages (svcctl monitor reads them); the agent never reads.
+    (@type ringbuf<>) => { RingBuf<MapData> };
     (@key_size hash<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     (@key_size lru<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     // An LPM trie key starts with its 32-bit prefix length.
     (@key_size lpm<$k:ty, $v:ty>) => { 4 + size_of::<$k>() as u32 };
     (@key_size array<$v:ty>) => { 4 };
     (@key_size percpu_array<$v:ty>) => { 4 };
+    // A ring buffer has neither keys nor values; its max_entries is its size in bytes.
+    (@key_size ringbuf<>) => { 0 };
+    (@value_size ringbuf<>) => { 0 };
     (@value_size $kind:ident<$k:ty, $v:ty>) => { size_of::<$v>() as u32 };
     (@value_size $kind:ident<$v:ty>) => { size_of::<$v>() as u32 };
     (@sizing lb) => { Sizing::Lb };
@@ -493,6 +498,10 @@ pub fn map_usage(dir: &Path) -> Result<Vec<MapUsage>, DataplaneError> {
             let capacity = data.info().map_err(map_err(spec.name))?.max_entries();
             let entries = if spec.name == map_names::SVC_STATS {
                 u64::from(capacity)
+            } else if spec.name == map_names::SVC_EVENTS {
+                // A ring buffer has no keys to count (and its capacity is bytes): the
+                // events waiting are svcctl monitor's business.
+                0
             } else {
                 count_keys(&data, spec.key_size as usize, capacity).map_err(|e| {
                     DataplaneError::Map {

@@ -17,6 +17,7 @@
 //! | `local.rs` | the detect-local maps: pod CIDRs and pod interfaces, each set as a whole |
 //! | `lock.rs` | [`BpffsLock`]: one agent per pin directory (flock), held for the agent's life |
 //! | `report.rs` | errors for people: the chain said once, the privilege a failure lacks |
+//! | `monitor.rs` | svcctl monitor's switch (SVC_MONITOR); its events come from `Maps::events` |
 //!
 //! [`cleanup`] (here) is `svc-agent cleanup`: under the lock, the links, then the maps, then
 //! the directory.
@@ -30,6 +31,7 @@ mod loader;
 mod local;
 mod lock;
 mod maps;
+mod monitor;
 mod store;
 
 use std::{
@@ -45,6 +47,7 @@ pub use config::{DEFAULT_MASQUERADE_PORTS, DatapathConfig, DetectLocal};
 pub use loader::{Attached, Datapath, EBPF_OBJECT};
 pub use lock::BpffsLock;
 pub use maps::{MAP_SPECS, MapSizes, MapSpec, MapUsage, Maps, Sizing, map_usage};
+pub use monitor::monotonic_ns;
 #[cfg(test)]
 pub use store::FakeMaps;
 pub use store::{MapStore, Parts, RawMaps, StoreError};

@@ -24,6 +24,7 @@
 //! - `detect_local`: several pod CIDRs and a change of them; pods told by interface
 //! - `kube_proxy`: every IPv4 row of kube-proxy's own packet-flow tables
 //!   (`runPacketFlowTests` in pkg/proxy/nftables/proxier_test.go), row by row
+//! - `monitor`: svcctl monitor's events (SVC_EVENTS) for drops and translations, off, sampled
 //! - `unallocated`: a ClusterIP's unknown ports (REJECT) and unallocated addresses of the
 //!   service CIDRs (DROP), kube-proxy nftables' rules; replies and other traffic untouched
 //!
@@ -45,6 +46,7 @@ mod ipv6;
 mod kube_proxy;
 mod malformed;
 mod masquerade;
+mod monitor;
 mod policy;
 mod reject;
 mod sctp;
