@@ -94,7 +94,24 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "tests failed ({status})"
     );
     anyhow::ensure!(totals.passed > 0, "no test ran");
+    if image_wanted() {
+        // The image, built and its binary tested as the DaemonSet runs it: on request
+        // only (see deploy/README.md "Building the image" for the time it takes).
+        crate::image::run(&crate::image::Opts {
+            tag: crate::image::DEFAULT_TAG.into(),
+            from_source: false,
+            refresh_base: false,
+            no_test: false,
+            verbose: opts.verbose,
+        })?;
+    }
     Ok(())
+}
+
+/// `SVC_TEST_IMAGE=1`: `cargo xtask test` also runs `cargo xtask image` (build the image,
+/// test its binary as the DaemonSet runs it) after the suite.
+fn image_wanted() -> bool {
+    std::env::var_os("SVC_TEST_IMAGE").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 #[cfg(test)]
