@@ -267,6 +267,16 @@ fn prebuilt_context() -> anyhow::Result<PathBuf> {
     Ok(context)
 }
 
+/// Where Debian keeps a machine's own CA certificates (update-ca-certificates adds them).
+const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
+
+fn has_local_cas() -> bool {
+    std::fs::read_dir(LOCAL_CAS).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "crt"))
+    })
+}
+
 /// `podman image inspect`'s size of `name`, in bytes.
 fn image_size(name: &str) -> Option<u64> {
     setup::stdout_if_ok(podman().args(["image", "inspect", "--format", "{{.Size}}", name]))
@@ -303,7 +313,13 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         ("prebuilt", prebuilt_context()?)
     };
     let dockerfile = workspace_root().join("deploy/Dockerfile");
-    let args = build_args(&dockerfile, &context, &base, binaries, &opts.tag);
+    let mut args = build_args(&dockerfile, &context, &base, binaries, &opts.tag);
+    if opts.from_source && has_local_cas() {
+        // The machine's own CAs (Debian's place for them), for the builder's RUN steps:
+        // installing ca-certificates there adds them, so cargo trusts what this machine
+        // trusts (here: a TLS-intercepting egress proxy in front of the Rust registry).
+        args.insert(1, format!("--volume={LOCAL_CAS}:{LOCAL_CAS}:ro"));
+    }
     let build_started = Instant::now();
     setup::run(podman().args(&args))?;
     let size = image_size(&opts.tag);
@@ -350,6 +366,35 @@ pub fn test_image(tag: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `builder` stage copies every workspace member: cargo reads all of them to
+    /// resolve the workspace, even for `-p svc-agent` (a member added without its COPY
+    /// breaks the build from source, which only a machine with a registry runs).
+    #[test]
+    fn the_builder_copies_every_workspace_member() {
+        let dockerfile =
+            std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
+        let manifest = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+        let members = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("members = "))
+            .expect("members = [...] in Cargo.toml");
+        let members: Vec<&str> = members
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|m| m.trim().trim_matches('"'))
+            .filter(|m| !m.is_empty())
+            .collect();
+        assert!(members.len() >= 5, "{members:?}");
+        for m in members {
+            assert!(
+                dockerfile
+                    .lines()
+                    .any(|l| l.trim() == format!("COPY {m} {m}")),
+                "deploy/Dockerfile's builder stage lacks `COPY {m} {m}`"
+            );
+        }
+    }
 
     #[test]
     fn the_key_follows_the_inputs() {

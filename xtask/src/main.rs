@@ -35,7 +35,8 @@ enum Cmd {
     /// Try it: a lab node with three echo pods, svc-agent serving a temp copy of examples/,
     /// until Ctrl-C.
     Run(run::Opts),
-    /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially.
+    /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially;
+    /// with SVC_TEST_IMAGE=1 also `cargo xtask image` (build the image, test its binary).
     Test(test::Opts),
     /// Benchmarks next to kube-proxy's iptables and nftables modes: bench/results/.
     Bench(bench::Opts),

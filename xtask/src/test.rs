@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it. Installs what is missing, builds
 //! the binaries the end-to-end tests start (svc-agent, svcctl), then runs every test of the
 //! workspace one at a time (many touch kernel state: maps, namespaces, attached programs),
-//! and ends with one line totalling every test binary's results.
+//! and ends with one line totalling every test binary's results. `SVC_TEST_IMAGE=1`: then
+//! `cargo xtask image` too (not by default: its release build would double a cold CI run;
+//! deploy/README.md "Building the image").
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
