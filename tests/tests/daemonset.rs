@@ -6,10 +6,11 @@
 //! `volumeMounts` with their `readOnly`, the probes' paths and port, and the ConfigMap's
 //! `config.conf`. The agent runs in the lab node's network namespace (the DaemonSet's
 //! `hostNetwork`), in a mount namespace of its own whose root is a read-only tmpfs holding
-//! exactly what a container of the image would see: `/usr` (the image's, or this
+//! what a container of the image gives the agent: `/usr` (the image's, or this
 //! machine's), the binaries at `/usr/local/bin`, `/proc` (with `/proc/sys` read-only, as
-//! in a container), a read-only `/sys`, and every `volumeMounts` entry at its
-//! `mountPath`. It is started by `setpriv` with the added capabilities as its inheritable,
+//! in a container), a read-only `/sys`, `/dev/null`, and every `volumeMounts` entry at its
+//! `mountPath` (the image's `/etc` and `/var` are left out: the agent reads nothing there,
+//! and the test would fail if it needed them). It is started by `setpriv` with the added capabilities as its inheritable,
 //! ambient and bounding sets and nothing else, and no_new_privs.
 //!
 //! What the lab changes, and nothing else:

@@ -214,7 +214,11 @@ fn base_image(refresh: bool) -> anyhow::Result<String> {
         }
     }
     if image_exists(&name) {
-        println!("base image {name}: cached (podman storage; --refresh-base makes it again)");
+        println!(
+            "base image {name}: cached (podman's storage; its root filesystem: {}; \
+             --refresh-base makes both again)",
+            tar.display()
+        );
         return Ok(name);
     }
     if tar.is_file() {
