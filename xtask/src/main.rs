@@ -6,6 +6,7 @@
 //! the BPF toolchain can call [`setup::ensure`] first.
 
 mod bench;
+mod image;
 mod run;
 mod setup;
 mod soak;
@@ -34,10 +35,14 @@ enum Cmd {
     /// Try it: a lab node with three echo pods, svc-agent serving a temp copy of examples/,
     /// until Ctrl-C.
     Run(run::Opts),
-    /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially.
+    /// Run every test (unit, BPF_PROG_TEST_RUN fixtures, end-to-end in the lab), serially;
+    /// with SVC_TEST_IMAGE=1 also `cargo xtask image` (build the image, test its binary).
     Test(test::Opts),
     /// Benchmarks next to kube-proxy's iptables and nftables modes: bench/results/.
     Bench(bench::Opts),
+    /// Build the container image (deploy/Dockerfile) with podman from a Debian base image
+    /// made here, then test its svc-agent as the DaemonSet runs it.
+    Image(image::Opts),
     /// The soak test (traffic through Services whose endpoints churn while the agent is
     /// killed and restarted) for as long as asked; prints what failed or misrouted.
     Soak(soak::Opts),
@@ -49,6 +54,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run(opts) => run::run(&opts),
         Cmd::Test(opts) => test::run(&opts),
         Cmd::Bench(opts) => bench::run(&opts),
+        Cmd::Image(opts) => image::run(&opts),
         Cmd::Soak(opts) => soak::run(&opts),
     }
 }

@@ -221,14 +221,14 @@ fn cmdline(cmd: &Command) -> String {
 }
 
 /// Runs `cmd` with stdin closed, capturing its output; errors name the command.
-fn output(cmd: &mut Command) -> Result<std::process::Output> {
+pub(crate) fn output(cmd: &mut Command) -> Result<std::process::Output> {
     cmd.stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run `{}`", cmdline(cmd)))
 }
 
 /// Runs `cmd` and returns its trimmed stdout if it succeeded, None otherwise.
-fn stdout_if_ok(cmd: &mut Command) -> Option<String> {
+pub(crate) fn stdout_if_ok(cmd: &mut Command) -> Option<String> {
     output(cmd)
         .ok()
         .filter(|o| o.status.success())
@@ -237,7 +237,7 @@ fn stdout_if_ok(cmd: &mut Command) -> Option<String> {
 
 /// Runs `cmd` with inherited stdout/stderr (so long installs show progress) and closed stdin;
 /// fails, naming the command, unless it exits 0.
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let line = cmdline(cmd);
     eprintln!("==> {line}");
     let status = cmd
@@ -284,7 +284,7 @@ fn find_tools(name: &str) -> Vec<PathBuf> {
     found
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     find_tools(name).into_iter().next()
 }
 
@@ -352,7 +352,7 @@ fn probe_bpf_linker() -> Option<(PathBuf, String)> {
 }
 
 /// Package -> installed, for `pkgs`, from one dpkg-query call.
-fn dpkg_installed(pkgs: &[&str]) -> Result<BTreeMap<String, bool>> {
+pub(crate) fn dpkg_installed(pkgs: &[&str]) -> Result<BTreeMap<String, bool>> {
     if pkgs.is_empty() {
         return Ok(BTreeMap::new());
     }

@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it. Installs what is missing, builds
 //! the binaries the end-to-end tests start (svc-agent, svcctl), then runs every test of the
 //! workspace one at a time (many touch kernel state: maps, namespaces, attached programs),
-//! and ends with one line totalling every test binary's results.
+//! and ends with one line totalling every test binary's results. `SVC_TEST_IMAGE=1`: then
+//! `cargo xtask image` too (not by default: its release build would double a cold CI run;
+//! deploy/README.md "Building the image").
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     process::{Command, Stdio},
@@ -94,7 +96,24 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "tests failed ({status})"
     );
     anyhow::ensure!(totals.passed > 0, "no test ran");
+    if image_wanted() {
+        // The image, built and its binary tested as the DaemonSet runs it: on request
+        // only (see deploy/README.md "Building the image" for the time it takes).
+        crate::image::run(&crate::image::Opts {
+            tag: crate::image::DEFAULT_TAG.into(),
+            from_source: false,
+            refresh_base: false,
+            no_test: false,
+            verbose: opts.verbose,
+        })?;
+    }
     Ok(())
+}
+
+/// `SVC_TEST_IMAGE=1`: `cargo xtask test` also runs `cargo xtask image` (build the image,
+/// test its binary as the DaemonSet runs it) after the suite.
+fn image_wanted() -> bool {
+    std::env::var_os("SVC_TEST_IMAGE").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 #[cfg(test)]
