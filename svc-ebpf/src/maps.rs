@@ -14,7 +14,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 
 /// Declares one `#[map]` static per entry of svc-common's list; the static's name is the
@@ -34,11 +34,13 @@ macro_rules! declare_maps {
     (@type lpm<$k:ty, $v:ty>) => { LpmTrie<$k, $v> };
     (@type array<$v:ty>) => { Array<$v> };
     (@type percpu_array<$v:ty>) => { PerCpuArray<$v> };
+    (@type percpu_hash<$k:ty, $v:ty>) => { PerCpuHashMap<$k, $v> };
     (@new hash, $size:expr) => { HashMap::pinned($size, BPF_F_NO_PREALLOC) };
     (@new lru, $size:expr) => { LruHashMap::pinned($size, 0) };
     (@new lpm, $size:expr) => { LpmTrie::pinned($size, 0) };
     (@new array, $size:expr) => { Array::pinned($size, 0) };
     (@new percpu_array, $size:expr) => { PerCpuArray::pinned($size, 0) };
+    (@new percpu_hash, $size:expr) => { PerCpuHashMap::pinned($size, BPF_F_NO_PREALLOC) };
 }
 
 svc_common::for_each_map!(declare_maps);

@@ -13,11 +13,10 @@ use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_TCP, Verdict};
 
 use crate::{
     clock::Clock,
-    csum,
+    counters, csum,
     family::Family,
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
-    maps::count,
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
     parse6::{self, Ipv6Hdr},
     sctp,
@@ -37,7 +36,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
     } else {
         try_run(ctx)
     };
-    count(verdict);
+    // Dropped or translated packets only, the translated ones marked for TC (counters.rs).
+    counters::xdp_run(ctx, verdict, action);
     action
 }
 
@@ -89,18 +89,26 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     translate(ctx, &pkt)
 }
 
-/// Decides and applies the translation of a parsed packet of either family.
+/// Decides and applies the translation of a parsed packet of either family, and counts it
+/// for its Service (counters.rs) when XDP decides its fate (not for a reject, which TC
+/// answers and counts).
 #[inline(always)]
 fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) {
+    let len = (ctx.data_end() - ctx.data()) as u64;
     let clock = Clock::new();
     let action = lb::decide(pkt, &clock);
     // For a first fragment, what the rest of its datagram gets (frag.rs), recorded in
     // each arm where the action's fields are known.
-    let done = match action {
-        Action::Forward { dst, src, verdict } => {
+    let (done, rev_nat_id) = match action {
+        Action::Forward {
+            dst,
+            src,
+            verdict,
+            rev_nat_id,
+        } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
             A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, &clock);
-            A::rewrite(ctx, pkt, true, dst)
+            let done = A::rewrite(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
                         A::rewrite(ctx, pkt, false, src)
@@ -108,12 +116,17 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
                         Some(())
                     }
                 })
-                .map(|()| verdict)
+                .map(|()| verdict);
+            (done, rev_nat_id)
         }
-        Action::Reply { src, dst } => {
+        Action::Reply {
+            src,
+            dst,
+            rev_nat_id,
+        } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
             A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, &clock);
-            A::rewrite(ctx, pkt, false, src)
+            let done = A::rewrite(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
                         A::rewrite(ctx, pkt, true, dst)
@@ -121,22 +134,30 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
                         Some(())
                     }
                 })
-                .map(|()| Verdict::RevNat)
+                .map(|()| Verdict::RevNat);
+            (done, rev_nat_id)
         }
         // TC rejects it; the rest of the datagram is dropped (here as in TC).
-        Action::Reject => {
+        Action::Reject { .. } => {
             A::frag_dropped(pkt, &clock);
             return (Verdict::XdpPassToTc, XDP_PASS);
+        }
+        Action::Drop {
+            verdict,
+            rev_nat_id,
+        } => {
+            A::frag_done(pkt, verdict, &clock);
+            counters::service(rev_nat_id, verdict, len);
+            return (verdict, action_for(verdict));
         }
         Action::Done(verdict) => {
             A::frag_done(pkt, verdict, &clock);
             return (verdict, action_for(verdict));
         }
     };
-    match done {
-        Some(verdict) => (verdict, XDP_PASS),
-        None => (Verdict::DropRewriteFailed, XDP_DROP),
-    }
+    let verdict = done.unwrap_or(Verdict::DropRewriteFailed);
+    counters::service(rev_nat_id, verdict, len);
+    (verdict, action_for(verdict))
 }
 
 /// What XDP does differently per family: the rewrite.

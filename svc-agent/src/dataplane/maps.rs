@@ -5,10 +5,10 @@
 //! full each map is ([`map_usage`]).
 use std::{mem::size_of, os::fd::AsFd as _, path::Path};
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use svc_common::{
     Affinity4Key, Affinity4Value, Affinity6Key, Ct4Key, Ct4Value, Ct6Key, Ct6Value,
-    DatapathConfig4, Verdict, map_names,
+    DatapathConfig4, ServiceStats, Verdict, map_names,
 };
 
 use super::{
@@ -80,12 +80,14 @@ macro_rules! agent_maps {
     (@type lpm<$k:ty, $v:ty>) => { LpmTrie<MapData, $k, $v> };
     (@type array<$v:ty>) => { Array<MapData, $v> };
     (@type percpu_array<$v:ty>) => { PerCpuArray<MapData, $v> };
+    (@type percpu_hash<$k:ty, $v:ty>) => { PerCpuHashMap<MapData, $k, $v> };
     (@key_size hash<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     (@key_size lru<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     // An LPM trie key starts with its 32-bit prefix length.
     (@key_size lpm<$k:ty, $v:ty>) => { 4 + size_of::<$k>() as u32 };
     (@key_size array<$v:ty>) => { 4 };
     (@key_size percpu_array<$v:ty>) => { 4 };
+    (@key_size percpu_hash<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     (@value_size $kind:ident<$k:ty, $v:ty>) => { size_of::<$v>() as u32 };
     (@value_size $kind:ident<$v:ty>) => { size_of::<$v>() as u32 };
     (@sizing lb) => { Sizing::Lb };
@@ -267,6 +269,27 @@ impl Maps {
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The per-Service counters (SVC_SVC_STATS) summed over CPUs, by rev_nat_id, in id
+    /// order. Entries deleted while we read (a Service removed) are left out.
+    pub fn service_stats_totals(&self) -> Result<Vec<(u32, ServiceStats)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.service_stats.iter() {
+            match item {
+                Ok((id, per_cpu)) => {
+                    let mut total = ServiceStats::default();
+                    for v in per_cpu.iter() {
+                        total.add(v);
+                    }
+                    out.push((id, total));
+                }
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(map_names::SVC_SVC_STATS)(e)),
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
     }
 
     /// The configuration the live programs were loaded with (written by the agent).

@@ -41,7 +41,7 @@ mod lb;
 mod render;
 pub mod schema;
 
-pub use decode::{decode, decode_ct, verdict_rates};
+pub use decode::{decode, decode_ct, service_rates, verdict_rates};
 pub use filter::Filter;
 pub use lb::render_lb;
 pub use render::*;
