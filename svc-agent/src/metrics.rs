@@ -818,6 +818,82 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
+    #[test]
+    fn service_series_sum_a_ports_frontends_of_a_kind_and_skip_unnamed_ones() {
+        use svc_common::UnservedReason;
+        let named = |port: &str, kind: FrontendKind| {
+            SvcName::new("shop", "cart", port, kind.raw(), NAME_SERVED)
+        };
+        let names = [
+            (1, named("http", FrontendKind::ClusterIp)),
+            // The IPv6 ClusterIP of the same port, and a NodePort on two node addresses.
+            (2, named("http", FrontendKind::ClusterIp)),
+            (3, named("http", FrontendKind::NodePort)),
+            (4, named("http", FrontendKind::NodePort)),
+            (5, named("", FrontendKind::ClusterIp)),
+            (
+                svc_common::NAME_KEY_UNSERVED,
+                SvcName::new("shop", "dns", "", 255, UnservedReason::Headless.raw()),
+            ),
+        ];
+        let stats = |packets: u64, no_endpoints: u64| {
+            let mut s = ServiceStats {
+                packets,
+                bytes: packets * 100,
+                ..Default::default()
+            };
+            s.drops[ServiceDrop::NoEndpoints.raw() as usize] = no_endpoints;
+            s
+        };
+        // 6 has no name entry (SVC_NAMES full): left out.
+        let counters = [
+            (1, stats(1, 0)),
+            (2, stats(2, 0)),
+            (3, stats(3, 1)),
+            (4, stats(4, 1)),
+            (5, stats(5, 0)),
+            (6, stats(6, 0)),
+        ];
+        let series = service_series(&counters, &names);
+        let key = |port: &str, kind| ("shop".to_string(), "cart".to_string(), port.to_string(), kind);
+        assert_eq!(series.len(), 3, "{series:?}");
+        assert_eq!(series[&key("http", "clusterip")].packets, 3);
+        assert_eq!(series[&key("http", "nodeport")].bytes, 700);
+        assert_eq!(series[&key("", "clusterip")].packets, 5);
+
+        #[derive(Debug)]
+        struct Fixed(BTreeMap<ServiceLabels, ServiceStats>);
+        impl Collector for Fixed {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+                encode_service_stats(&mut encoder, &self.0)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(series)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let labels = "namespace=\"shop\",name=\"cart\",port=\"http\",kind=\"nodeport\"";
+        for (series, value) in [
+            (format!("svc_service_packets_total{{{labels}}}"), 7.0),
+            (format!("svc_service_bytes_total{{{labels}}}"), 700.0),
+            (format!("svc_service_new_flows_total{{{labels}}}"), 0.0),
+            (format!("svc_service_reply_packets_total{{{labels}}}"), 0.0),
+            (format!("svc_service_reply_bytes_total{{{labels}}}"), 0.0),
+            (
+                format!("svc_service_drops_total{{{labels},reason=\"no_endpoints\"}}"),
+                2.0,
+            ),
+            (
+                format!("svc_service_drops_total{{{labels},reason=\"nat_failed\"}}"),
+                0.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, &series), value, "{series}");
+        }
+        assert!(text.contains("# TYPE svc_service_drops counter"), "{text}");
+        assert!(!text.contains("name=\"dns\""), "{text}");
+    }
+
     /// The value of the one sample named `series` (name and labels, exactly).
     fn sample(text: &str, series: &str) -> f64 {
         let values: Vec<f64> = text

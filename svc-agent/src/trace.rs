@@ -386,8 +386,10 @@ fn run(
     let mut out = vec![0u8; 4096];
     // XDP: an xdp_md in and out, to learn how many bytes of metadata (the mark of a packet
     // XDP counted, svc-ebpf/src/counters.rs) precede the frame in the output.
-    let mut ctx_in = XdpMd::default();
-    ctx_in.data_end = frame.len() as u32;
+    let ctx_in = XdpMd {
+        data_end: frame.len() as u32,
+        ..Default::default()
+    };
     let mut ctx_out = XdpMd::default();
     let opts = TestRunOptions {
         data_in: Some(frame),

@@ -192,6 +192,9 @@ pub struct Reconciler {
     /// Counter entries found at adoption that belong to no frontend; deleted on the first
     /// sync.
     orphan_stats: Vec<u32>,
+    /// Adopted frontends without a counter entry (pins from before SVC_SVC_STATS
+    /// existed); created on the first sync.
+    missing_stats: Vec<u32>,
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
     orphan_slots: Vec<ServiceKey>,
     orphan_ranges: Vec<SrcRangeEntry>,
@@ -284,6 +287,7 @@ impl Reconciler {
             revnats: BTreeSet::new(),
             service_stats: BTreeSet::new(),
             orphan_stats: Vec::new(),
+            missing_stats: Vec::new(),
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
             orphan_backends: Vec::new(),
@@ -394,7 +398,7 @@ impl Reconciler {
             }
         }
         // Counters of no frontend are deleted by the first sync; a frontend without one
-        // (pins from before SVC_SVC_STATS existed) gets one when it is next written.
+        // (pins from before SVC_SVC_STATS existed) gets one from it.
         for id in store.read_service_stats_ids()? {
             if by_rev.contains_key(&id) {
                 r.service_stats.insert(id);
@@ -402,6 +406,11 @@ impl Reconciler {
                 r.orphan_stats.push(id);
             }
         }
+        r.missing_stats = by_rev
+            .keys()
+            .filter(|id| !r.service_stats.contains(id))
+            .copied()
+            .collect();
         // Names that belong to nothing are deleted by the first sync's name pass.
         r.names = store.read_names()?.into_iter().collect();
         r.problems = store.read_problems()?.into_iter().collect();
@@ -899,6 +908,15 @@ impl Reconciler {
             if let Err(e) = store.del_service_stats(id) {
                 report.errors.push((None, e));
                 self.orphan_stats.push(id);
+            }
+        }
+        for id in std::mem::take(&mut self.missing_stats) {
+            match store.put_service_stats(id) {
+                Ok(()) => {
+                    self.service_stats.insert(id);
+                }
+                // Retried when the frontend is next written.
+                Err(e) => report.errors.push((None, e)),
             }
         }
         for (family, id) in std::mem::take(&mut self.orphan_backends) {
