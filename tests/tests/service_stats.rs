@@ -261,6 +261,7 @@ fn per_service_counters_count_each_packet_once() {
         serde_json::json!([])
     );
     let table = svcctl(&bpffs, &["stats", "--interval", "0.1", "-A"]);
+    eprintln!("{table}");
     assert!(table.contains("SERVICES ("), "{table}");
     let row = table
         .lines()
