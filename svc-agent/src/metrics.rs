@@ -855,7 +855,14 @@ mod tests {
             (6, stats(6, 0)),
         ];
         let series = service_series(&counters, &names);
-        let key = |port: &str, kind| ("shop".to_string(), "cart".to_string(), port.to_string(), kind);
+        let key = |port: &str, kind| {
+            (
+                "shop".to_string(),
+                "cart".to_string(),
+                port.to_string(),
+                kind,
+            )
+        };
         assert_eq!(series.len(), 3, "{series:?}");
         assert_eq!(series[&key("http", "clusterip")].packets, 3);
         assert_eq!(series[&key("http", "nodeport")].bytes, 700);

@@ -72,11 +72,23 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         ("svc_map_entries", &["map"][..]),
         ("svc_map_capacity", &["map"]),
         ("svc_datapath_packets", &["verdict"]),
-        ("svc_service_packets", &["namespace", "name", "port", "kind"]),
+        (
+            "svc_service_packets",
+            &["namespace", "name", "port", "kind"],
+        ),
         ("svc_service_bytes", &["namespace", "name", "port", "kind"]),
-        ("svc_service_new_flows", &["namespace", "name", "port", "kind"]),
-        ("svc_service_reply_packets", &["namespace", "name", "port", "kind"]),
-        ("svc_service_reply_bytes", &["namespace", "name", "port", "kind"]),
+        (
+            "svc_service_new_flows",
+            &["namespace", "name", "port", "kind"],
+        ),
+        (
+            "svc_service_reply_packets",
+            &["namespace", "name", "port", "kind"],
+        ),
+        (
+            "svc_service_reply_bytes",
+            &["namespace", "name", "port", "kind"],
+        ),
         (
             "svc_service_drops",
             &["namespace", "name", "port", "kind", "reason"],

@@ -1655,11 +1655,18 @@ mod tests {
         // Every per-Service reason is a drop or a reject, and each one has a verdict.
         for v in Verdict::ALL {
             if let Some(r) = ServiceDrop::of_verdict(*v) {
-                assert!(v.is_drop() || v.label().starts_with("reject_"), "{v:?} {r:?}");
+                assert!(
+                    v.is_drop() || v.label().starts_with("reject_"),
+                    "{v:?} {r:?}"
+                );
             }
         }
         for r in ServiceDrop::ALL {
-            assert!(Verdict::ALL.iter().any(|v| ServiceDrop::of_verdict(*v) == Some(*r)));
+            assert!(
+                Verdict::ALL
+                    .iter()
+                    .any(|v| ServiceDrop::of_verdict(*v) == Some(*r))
+            );
         }
     }
 

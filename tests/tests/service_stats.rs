@@ -115,8 +115,7 @@ fn sample(text: &str, series: &str) -> Option<u64> {
 #[test]
 fn per_service_counters_count_each_packet_once() {
     let mut lab = Lab::up().expect("lab up");
-    let manifests =
-        example_manifests(&lab, &["echo-clusterip.yaml", "no-endpoints.yaml"]).unwrap();
+    let manifests = example_manifests(&lab, &["echo-clusterip.yaml", "no-endpoints.yaml"]).unwrap();
     let log = std::env::temp_dir().join(format!("svl-{}-agent.log", lab.id()));
     let agent = LabAgent::start(&mut lab, &manifests, &log).expect("start agent");
     let env = Env {
@@ -155,7 +154,11 @@ fn per_service_counters_count_each_packet_once() {
     }
     let after_udp = stats_json(&bpffs, &[]);
     let udp = frontend(&after_udp, VIP, "UDP");
-    assert_eq!(n(&udp["packets"]) - n(&udp0["packets"]), DATAGRAMS, "{udp:#}");
+    assert_eq!(
+        n(&udp["packets"]) - n(&udp0["packets"]),
+        DATAGRAMS,
+        "{udp:#}"
+    );
     assert_eq!(n(&udp["new_flows"]) - n(&udp0["new_flows"]), 1, "{udp:#}");
     assert_eq!(
         n(&udp["reply_packets"]) - n(&udp0["reply_packets"]),
@@ -279,8 +282,8 @@ fn per_service_counters_count_each_packet_once() {
 
     // /metrics: the same numbers, per Service port.
     let metrics = || {
-        let (code, text) = http_get(env.lab.node_ns(), METRICS, "/metrics", TIMEOUT)
-            .expect("GET /metrics");
+        let (code, text) =
+            http_get(env.lab.node_ns(), METRICS, "/metrics", TIMEOUT).expect("GET /metrics");
         assert_eq!(code, 200, "{text}");
         text
     };
@@ -290,7 +293,10 @@ fn per_service_counters_count_each_packet_once() {
     };
     let udp_now = frontend(&after, VIP, "UDP");
     assert_eq!(
-        sample(&text, &format!("svc_service_packets_total{}", labels("echo", "dns-like"))),
+        sample(
+            &text,
+            &format!("svc_service_packets_total{}", labels("echo", "dns-like"))
+        ),
         Some(n(&udp_now["packets"])),
         "{text}"
     );
@@ -305,7 +311,10 @@ fn per_service_counters_count_each_packet_once() {
     assert_eq!(
         sample(
             &text,
-            &format!("svc_service_reply_packets_total{}", labels("echo", "dns-like"))
+            &format!(
+                "svc_service_reply_packets_total{}",
+                labels("echo", "dns-like")
+            )
         ),
         Some(n(&udp_now["reply_packets"])),
         "{text}"
@@ -320,7 +329,10 @@ fn per_service_counters_count_each_packet_once() {
         Some(REJECTED),
         "{text}"
     );
-    assert_eq!(sample(&text, &drops("echo", "http", "no_endpoints")), Some(0));
+    assert_eq!(
+        sample(&text, &drops("echo", "http", "no_endpoints")),
+        Some(0)
+    );
 
     // A removed Service's counters and series go with its frontends.
     std::fs::remove_file(env.manifests.join("no-endpoints.yaml")).expect("remove manifest");

@@ -358,7 +358,10 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
         .find(|s| s["vip"] == "10.96.0.10" && s["protocol"] == "TCP")
         .unwrap();
     assert!(echo_tcp["new_flows"].as_u64().unwrap() >= 1, "{doc}");
-    assert!(echo_tcp["packets_per_second"].as_f64().unwrap() > 0.0, "{doc}");
+    assert!(
+        echo_tcp["packets_per_second"].as_f64().unwrap() > 0.0,
+        "{doc}"
+    );
     assert_eq!(doc["version"], 3);
     let interval = doc["interval_s"].as_f64().unwrap();
     assert!((1.4..3.0).contains(&interval), "{doc}");

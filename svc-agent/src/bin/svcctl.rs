@@ -269,9 +269,9 @@ enum Section {
     /// Session affinity entries (sessionAffinity: ClientIP): client and service -> the
     /// backend new flows reuse, with idle time and timeout.
     Affinity(SectionArgs),
-    /// Packets per verdict (why the programs returned what they did), summed over CPUs.
-    /// Counters are per verdict, not per Service: -n and SERVICE are ignored. For rates,
-    /// see `svcctl stats`.
+    /// Packets per verdict (why the programs returned what they did), summed over CPUs;
+    /// each packet once. Counters are per verdict, not per Service: -n and SERVICE are
+    /// ignored. For rates and the per-Service counters, see `svcctl stats`.
     Stats(SectionArgs),
 }
 

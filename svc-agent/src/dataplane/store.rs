@@ -13,8 +13,8 @@ use std::os::fd::AsFd as _;
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
     AddrRange4, AddrRange6, Affinity4Key, Affinity4Value, Affinity6Key, Backend4, Backend6, Ct4Key,
-    Ct4Value, Ct6Key, Ct6Value, Ip6, ProblemText, RevNat4, RevNat6, Svc4Key, Svc4Value, Svc6Key,
-    ServiceStats, SvcName, Verdict, map_names,
+    Ct4Value, Ct6Key, Ct6Value, Ip6, ProblemText, RevNat4, RevNat6, ServiceStats, Svc4Key,
+    Svc4Value, Svc6Key, SvcName, Verdict, map_names,
 };
 
 use super::{
@@ -614,8 +614,7 @@ impl MapStore for Maps {
             })?;
         // BPF_NOEXIST (include/uapi/linux/bpf.h): an entry that exists keeps its counts.
         const BPF_NOEXIST: u64 = 1;
-        match self.service_stats.insert(rev_nat_id, zeros, BPF_NOEXIST)
-        {
+        match self.service_stats.insert(rev_nat_id, zeros, BPF_NOEXIST) {
             Err(MapError::SyscallError(aya::sys::SyscallError { io_error, .. }))
                 if io_error.raw_os_error() == Some(libc::EEXIST) =>
             {

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use svc_common::{
-    Affinity4Value, BackendState, ClusterIpUse, CtKey, CtKind, CtValue, Scope, Svc4Value, SvcKey,
-    ServiceDrop, ServiceStats, SvcName, Verdict, ct_timeout_ns,
+    Affinity4Value, BackendState, ClusterIpUse, CtKey, CtKind, CtValue, Scope, ServiceDrop,
+    ServiceStats, Svc4Value, SvcKey, SvcName, Verdict, ct_timeout_ns,
 };
 
 use super::schema::*;

@@ -24,7 +24,7 @@
 //! | `svcctl dump conntrack` | [`ConntrackDocument`]: `{"version", "now_ns", "conntrack"}` |
 //! | `svcctl dump affinity` | [`AffinityDocument`]: `{"version", "now_ns", "affinity"}` |
 //! | `svcctl dump stats` | [`StatsDocument`]: `{"version", "stats"}` |
-//! | `svcctl stats` | [`RatesDocument`]: `{"version", "interval_s", "stats"}`, totals and rates |
+//! | `svcctl stats` | [`RatesDocument`]: `{"version", "interval_s", "stats", "services"}`, totals and rates per verdict and per Service frontend |
 //!
 //! Every field of a section document has the meaning and form of the snapshot field of the
 //! same name (filtered the same way). `svcctl dump [SECTION] -n NAMESPACE [NAME]` keeps the

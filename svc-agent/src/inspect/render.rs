@@ -637,7 +637,12 @@ pub fn render_service_rates(doc: &RatesDocument, wide: bool) -> String {
         })
         .collect();
     let mut header = vec![
-        "SERVICE", "FRONTEND", "PACKETS", "BYTES", "NEW-FLOWS", "REPLIES",
+        "SERVICE",
+        "FRONTEND",
+        "PACKETS",
+        "BYTES",
+        "NEW-FLOWS",
+        "REPLIES",
     ];
     if wide {
         header.push("REPLY-BYTES");

@@ -822,7 +822,11 @@ fn service_counters_follow_the_frontends() {
 
     // Removing a frontend removes its entry.
     restarted.sync(&desired(&[(a, vec![be(11)])]), &mut maps);
-    assert!(!maps.service_stats.contains(&rev_b), "{:?}", maps.service_stats);
+    assert!(
+        !maps.service_stats.contains(&rev_b),
+        "{:?}",
+        maps.service_stats
+    );
     assert_eq!(maps.service_stats.len(), 1);
     // Pins from before the counters existed: an adopted frontend without an entry gets
     // one from the first sync, unchanged as it is.

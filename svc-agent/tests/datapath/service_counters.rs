@@ -79,11 +79,21 @@ fn service_counters_follow_each_packet() {
     // The agent made one zeroed entry per frontend.
     let all = counters(&h);
     assert_eq!(all.len(), 6, "{all:?}");
-    assert!(all.values().all(|s| *s == ServiceStats::default()), "{all:?}");
+    assert!(
+        all.values().all(|s| *s == ServiceStats::default()),
+        "{all:?}"
+    );
 
     let syn = segment("10.244.1.20:40000", "10.96.0.10:80", SYN, 1);
     let len = syn.len() as u64;
-    let (_, changed) = step(&mut h, "new flow", Prog::Tc, &syn, TC_ACT_OK, Verdict::DnatNew);
+    let (_, changed) = step(
+        &mut h,
+        "new flow",
+        Prog::Tc,
+        &syn,
+        TC_ACT_OK,
+        Verdict::DnatNew,
+    );
     let want = stats(|s| {
         s.packets = 1;
         s.bytes = len;
@@ -107,7 +117,14 @@ fn service_counters_follow_each_packet() {
     assert_eq!(changed, vec![(one, want)]);
 
     let reply = synack(services::LOCAL_BE, "10.244.1.20:40000", 7, 2);
-    let (_, changed) = step(&mut h, "reply", Prog::Tc, &reply, TC_ACT_OK, Verdict::RevNat);
+    let (_, changed) = step(
+        &mut h,
+        "reply",
+        Prog::Tc,
+        &reply,
+        TC_ACT_OK,
+        Verdict::RevNat,
+    );
     let want = stats(|s| {
         s.packets = 2;
         s.bytes = 2 * len;

@@ -232,15 +232,16 @@ impl Harness {
                 .tc_program()
                 .expect("tc program")
                 .test_run(opts),
-            Prog::Xdp => self
-                .datapath
-                .xdp_program()
-                .expect("xdp program")
-                .test_run(TestRunOptions {
-                    ctx_in: Some(bytemuck::bytes_of(&ctx_in)),
-                    ctx_out: Some(bytemuck::bytes_of_mut(&mut ctx_out)),
-                    ..opts
-                }),
+            Prog::Xdp => {
+                self.datapath
+                    .xdp_program()
+                    .expect("xdp program")
+                    .test_run(TestRunOptions {
+                        ctx_in: Some(bytemuck::bytes_of(&ctx_in)),
+                        ctx_out: Some(bytemuck::bytes_of_mut(&mut ctx_out)),
+                        ..opts
+                    })
+            }
         }
         .map_err(|e| format!("{e:?}"))?;
         let after = self.maps.verdict_totals().expect("reading SVC_STATS");

@@ -396,11 +396,18 @@ fn service_rates_join_counters_to_frontends_and_render_per_service() {
     assert_eq!(revs, [1, 2], "in the snapshot's order, rev 9 left out");
     let echo = &doc.services[0];
     assert_eq!(
-        (echo.packets_per_second, echo.new_flows_per_second, echo.bytes_per_second),
+        (
+            echo.packets_per_second,
+            echo.new_flows_per_second,
+            echo.bytes_per_second
+        ),
         (3.0, 1.0, 300.0)
     );
     assert_eq!(doc.services[1].dropped, 6);
-    assert_eq!(doc.services[1].dropped_per_second, 3.0, "from nothing before");
+    assert_eq!(
+        doc.services[1].dropped_per_second, 3.0,
+        "from nothing before"
+    );
     let json = serde_json::to_value(&doc).unwrap();
     assert_eq!(json["services"][0]["service"]["name"], "echo");
     assert_eq!(json["services"][1]["service"], serde_json::Value::Null);
@@ -427,7 +434,10 @@ fn service_rates_join_counters_to_frontends_and_render_per_service() {
         header.contains("REPLY-BYTES") && header.ends_with("BYTES/S  REV-NAT-ID"),
         "{wide}"
     );
-    assert!(wide.lines().nth(2).unwrap().ends_with("300.0    1"), "{wide}");
+    assert!(
+        wide.lines().nth(2).unwrap().ends_with("300.0    1"),
+        "{wide}"
+    );
     doc.services.clear();
     assert!(render_service_rates(&doc, false).contains("(no Service frontend selected)"));
 }
