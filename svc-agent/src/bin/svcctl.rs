@@ -686,4 +686,28 @@ mod tests {
         assert_eq!(d.namespace.as_deref(), Some("shop"));
         assert!(!d.all_namespaces);
     }
+
+    fn stats(args: &[&str]) -> Result<Stats, clap::Error> {
+        match Cli::try_parse_from(args)?.command {
+            Command::Stats(s) => Ok(s),
+            other => panic!("not stats: {other:?}"),
+        }
+    }
+
+    /// `svcctl stats` selects the per-Service rows as dump selects Services: -n, -A (not
+    /// with -n), a Service name; --all stays "every verdict".
+    #[test]
+    fn stats_selects_services_as_kubectl() {
+        let s = stats(&["svcctl", "stats", "-n", "shop", "cart", "-o", "json"]).unwrap();
+        assert_eq!(
+            (s.namespace.as_deref(), s.service.as_deref()),
+            (Some("shop"), Some("cart"))
+        );
+        assert_eq!(s.output.format(), Format::Json);
+        let s = stats(&["svcctl", "stats", "-A", "--all", "echo"]).unwrap();
+        assert!(s.all_namespaces && s.all && s.namespace.is_none());
+        assert_eq!(s.service.as_deref(), Some("echo"));
+        let e = stats(&["svcctl", "stats", "-A", "-n", "shop"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }
