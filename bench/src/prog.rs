@@ -391,10 +391,20 @@ fn test_run(
     frame: &[u8],
     repeat: u32,
 ) -> anyhow::Result<(u32, f64, Vec<u8>)> {
-    let mut out = vec![0u8; 256];
+    let mut out = vec![0u8; 4096];
+    // An xdp_md in and out: the output starts with the metadata svc_xdp leaves on a packet
+    // it translated and counted (its mark for TC, svc-ebpf/src/counters.rs); `data` out
+    // says how long it is.
+    let ctx_in = svc_agent::trace::XdpMd {
+        data_end: frame.len() as u32,
+        ..Default::default()
+    };
+    let mut ctx_out = svc_agent::trace::XdpMd::default();
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
+        ctx_in: Some(bytemuck::bytes_of(&ctx_in)),
+        ctx_out: Some(bytemuck::bytes_of_mut(&mut ctx_out)),
         repeat,
         ..TestRunOptions::new()
     };
@@ -404,6 +414,7 @@ fn test_run(
     }
     .context("BPF_PROG_TEST_RUN")?;
     out.truncate(r.data_size_out as usize);
+    out.drain(..(ctx_out.data as usize).min(out.len()));
     Ok((r.return_value, r.duration.as_nanos() as f64, out))
 }
 
@@ -597,7 +608,7 @@ pub fn run(
                 runs,
                 None,
                 format!(
-                    "{what}; every repeat counted {}; frame unchanged",
+                    "{what}; passed untouched ({}, counted by TC, not XDP); frame unchanged",
                     verdict.label()
                 ),
             ));
@@ -885,7 +896,8 @@ fn monitor_runs(
 }
 
 /// `opts.runs` runs of `opts.repeat` repeats of `frame` through `svc_xdp`, which must pass
-/// it unchanged, every repeat counting `verdict`: ns per packet of each run.
+/// it unchanged and count nothing (a packet XDP passes on untouched is TC's to count, see
+/// svc-common's `Verdict`; `verdict` is TC's word for it): ns per packet of each run.
 fn passed_runs(
     dp: &mut Datapath,
     maps: &Maps,
@@ -893,14 +905,18 @@ fn passed_runs(
     frame: &[u8],
     verdict: Verdict,
 ) -> anyhow::Result<Vec<f64>> {
+    let total = |maps: &Maps| -> anyhow::Result<u64> {
+        Ok(maps.verdict_totals()?.iter().map(|(_, n)| n).sum())
+    };
     let mut runs = Vec::new();
     for _ in 0..opts.runs {
-        let before = count(maps, verdict)?;
+        let before = total(maps)?;
         let (ret, ns, frame_out) = test_run(dp, Prog::Xdp, frame, opts.repeat)?;
-        let counted = count(maps, verdict)? - before;
+        let counted = total(maps)? - before;
         ensure!(
-            ret == XDP_PASS && counted == u64::from(opts.repeat) && frame_out == frame,
-            "the run took another path: return {ret}, {counted} of {} counted {}",
+            ret == XDP_PASS && counted == 0 && frame_out == frame,
+            "the run took another path: return {ret}, {counted} of {} counted (none expected: \
+             XDP passes a packet that is {} untouched and TC counts it)",
             opts.repeat,
             verdict.label()
         );

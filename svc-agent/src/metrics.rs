@@ -12,7 +12,12 @@
 //! | `svc_agent_services` / `svc_agent_frontends` | gauge | Services in the model / frontends in the desired state |
 //! | `svc_agent_watch_errors_total` | counter | Kubernetes watch errors (connection lost, 410 Gone...) |
 //! | `svc_map_entries{map}` / `svc_map_capacity{map}` | gauge | entries and max_entries of every pinned map, read at scrape time |
-//! | `svc_datapath_packets_total{verdict}` | counter | program exits by verdict (the per-CPU SVC_STATS map summed), read at scrape time |
+//! | `svc_datapath_packets_total{verdict}` | counter | packets by verdict (the per-CPU SVC_STATS map summed), read at scrape time: each packet once, with the verdict of the program that decided it (XDP's translations and drops, TC's everything else; svc-common's `Verdict`) |
+//! | `svc_service_packets_total{namespace,name,port,kind}` | counter | packets to a Service port translated towards a backend (SVC_SVC_STATS summed over CPUs and over the port's frontends of that kind: both families, every NodePort address), read at scrape time |
+//! | `svc_service_bytes_total{namespace,name,port,kind}` | counter | their bytes (whole frames as they arrived, Ethernet header included) |
+//! | `svc_service_new_flows_total{namespace,name,port,kind}` | counter | new flows given a backend |
+//! | `svc_service_reply_packets_total` / `svc_service_reply_bytes_total{namespace,name,port,kind}` | counter | replies from a backend translated back to the Service address, and their bytes |
+//! | `svc_service_drops_total{namespace,name,port,kind,reason}` | counter | new flows dropped or rejected: `no_endpoints` (rejected with TCP RST / ICMP port unreachable), `no_local_backend`, `source_range`, `no_backend`, `nat_failed`, `ct_failed`, `rewrite_failed` (svc-common's `ServiceDrop`) |
 //! | `svc_lb_pool_addresses{pool,family}` | gauge | addresses of a LoadBalancer pool (an IPv6 pool larger than 2^63 shows 2^63-1) |
 //! | `svc_lb_pool_used_addresses{pool}` | gauge | its addresses Services hold |
 //! | `svc_lb_ipam_writer` | gauge | 1 while this agent holds the IPAM Lease and writes LoadBalancer status (Kubernetes mode) |
@@ -20,7 +25,11 @@
 //! | `svc_l2_arp_replies_total` / `svc_l2_gratuitous_arps_total` | counter | ARP replies and gratuitous ARP frames this node sent |
 //!
 //! The datapath figures are read from the pinned maps when scraped, not from the agent's
-//! memory, so they are right even just after a restart.
+//! memory, so they are right even just after a restart. A Service's series go when its
+//! frontends go (the agent deletes their counter entries); `port` is the Service port's
+//! name (empty for a Service's one unnamed port), `kind` the frontend kind (`clusterip`,
+//! `nodeport`, `externalip`, `loadbalancer`). Frontends without a name entry (SVC_NAMES
+//! full) are not exported per Service.
 //!
 //! ## kube-proxy's names
 //!
@@ -57,6 +66,7 @@
 //! `kubeproxy_proxy_healthz_total{code}` and `kubeproxy_proxy_livez_total{code}` count the
 //! answers of `/healthz` and `/livez` by status code, as kube-proxy's.
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Mutex, atomic::AtomicU64},
     time::{Duration, SystemTime},
@@ -73,10 +83,10 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use svc_common::Verdict;
+use svc_common::{FrontendKind, NAME_SERVED, ServiceDrop, ServiceStats, SvcName, Verdict};
 use tracing::debug;
 
-use crate::dataplane::{self, Maps, StoreError};
+use crate::dataplane::{self, MapStore as _, Maps, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabel {
@@ -656,8 +666,114 @@ impl Collector for DatapathCollector {
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
+        if let Ok(maps) = Maps::open_pinned(&self.bpffs)
+            && let Ok(stats) = maps.service_stats_totals()
+            && let Ok(names) = maps.read_names()
+        {
+            encode_service_stats(&mut encoder, &service_series(&stats, &names))?;
+        }
         Ok(())
     }
+}
+
+/// The labels of one Service port's series: namespace, name, port name, frontend kind.
+type ServiceLabels = (String, String, String, &'static str);
+
+/// The per-Service counters summed per Service port and frontend kind (the port's
+/// frontends of both families and on every NodePort address are one series). Frontends
+/// without a served name entry are left out.
+fn service_series(
+    stats: &[(u32, ServiceStats)],
+    names: &[(u32, SvcName)],
+) -> BTreeMap<ServiceLabels, ServiceStats> {
+    let names: BTreeMap<u32, &SvcName> = names
+        .iter()
+        .filter(|(_, n)| n.status == NAME_SERVED)
+        .map(|(k, n)| (*k, n))
+        .collect();
+    let mut out: BTreeMap<ServiceLabels, ServiceStats> = BTreeMap::new();
+    for (id, s) in stats {
+        let Some(n) = names.get(id) else {
+            continue;
+        };
+        let kind = FrontendKind::from_raw(n.kind).map_or("unknown", FrontendKind::label);
+        let key = (
+            n.namespace().to_string(),
+            n.name().to_string(),
+            n.port_name().to_string(),
+            kind,
+        );
+        out.entry(key).or_default().add(s);
+    }
+    out
+}
+
+fn encode_service_stats(
+    encoder: &mut DescriptorEncoder,
+    series: &BTreeMap<ServiceLabels, ServiceStats>,
+) -> Result<(), std::fmt::Error> {
+    type Pick = fn(&ServiceStats) -> u64;
+    let families: [(&str, &str, Pick); 5] = [
+        (
+            "svc_service_packets",
+            "Packets to a Service port translated towards a backend (each packet once)",
+            |s| s.packets,
+        ),
+        (
+            "svc_service_bytes",
+            "Bytes of those packets (whole frames as they arrived)",
+            |s| s.bytes,
+        ),
+        (
+            "svc_service_new_flows",
+            "New flows to a Service port given a backend",
+            |s| s.new_flows,
+        ),
+        (
+            "svc_service_reply_packets",
+            "Replies from a backend translated back to the Service address",
+            |s| s.reply_packets,
+        ),
+        (
+            "svc_service_reply_bytes",
+            "Bytes of those replies (whole frames as they arrived)",
+            |s| s.reply_bytes,
+        ),
+    ];
+    for (name, help, pick) in families {
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+        for ((ns, svc, port, kind), s) in series {
+            let labels = [
+                ("namespace", ns.as_str()),
+                ("name", svc.as_str()),
+                ("port", port.as_str()),
+                ("kind", *kind),
+            ];
+            ConstCounter::new(pick(s)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let counter = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(
+        "svc_service_drops",
+        "New flows to a Service port dropped or rejected, by reason",
+        None,
+        counter.metric_type(),
+    )?;
+    for ((ns, svc, port, kind), s) in series {
+        for reason in ServiceDrop::ALL {
+            let labels = [
+                ("namespace", ns.as_str()),
+                ("name", svc.as_str()),
+                ("port", port.as_str()),
+                ("kind", *kind),
+                ("reason", reason.label()),
+            ];
+            let n = s.drops[reason.raw() as usize];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -700,6 +816,89 @@ mod tests {
         // Nothing pinned: no datapath series, and the scrape still succeeds.
         assert!(!text.contains("svc_map_entries"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn service_series_sum_a_ports_frontends_of_a_kind_and_skip_unnamed_ones() {
+        use svc_common::UnservedReason;
+        let named = |port: &str, kind: FrontendKind| {
+            SvcName::new("shop", "cart", port, kind.raw(), NAME_SERVED)
+        };
+        let names = [
+            (1, named("http", FrontendKind::ClusterIp)),
+            // The IPv6 ClusterIP of the same port, and a NodePort on two node addresses.
+            (2, named("http", FrontendKind::ClusterIp)),
+            (3, named("http", FrontendKind::NodePort)),
+            (4, named("http", FrontendKind::NodePort)),
+            (5, named("", FrontendKind::ClusterIp)),
+            (
+                svc_common::NAME_KEY_UNSERVED,
+                SvcName::new("shop", "dns", "", 255, UnservedReason::Headless.raw()),
+            ),
+        ];
+        let stats = |packets: u64, no_endpoints: u64| {
+            let mut s = ServiceStats {
+                packets,
+                bytes: packets * 100,
+                ..Default::default()
+            };
+            s.drops[ServiceDrop::NoEndpoints.raw() as usize] = no_endpoints;
+            s
+        };
+        // 6 has no name entry (SVC_NAMES full): left out.
+        let counters = [
+            (1, stats(1, 0)),
+            (2, stats(2, 0)),
+            (3, stats(3, 1)),
+            (4, stats(4, 1)),
+            (5, stats(5, 0)),
+            (6, stats(6, 0)),
+        ];
+        let series = service_series(&counters, &names);
+        let key = |port: &str, kind| {
+            (
+                "shop".to_string(),
+                "cart".to_string(),
+                port.to_string(),
+                kind,
+            )
+        };
+        assert_eq!(series.len(), 3, "{series:?}");
+        assert_eq!(series[&key("http", "clusterip")].packets, 3);
+        assert_eq!(series[&key("http", "nodeport")].bytes, 700);
+        assert_eq!(series[&key("", "clusterip")].packets, 5);
+
+        #[derive(Debug)]
+        struct Fixed(BTreeMap<ServiceLabels, ServiceStats>);
+        impl Collector for Fixed {
+            fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+                encode_service_stats(&mut encoder, &self.0)
+            }
+        }
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(series)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let labels = "namespace=\"shop\",name=\"cart\",port=\"http\",kind=\"nodeport\"";
+        for (series, value) in [
+            (format!("svc_service_packets_total{{{labels}}}"), 7.0),
+            (format!("svc_service_bytes_total{{{labels}}}"), 700.0),
+            (format!("svc_service_new_flows_total{{{labels}}}"), 0.0),
+            (format!("svc_service_reply_packets_total{{{labels}}}"), 0.0),
+            (format!("svc_service_reply_bytes_total{{{labels}}}"), 0.0),
+            (
+                format!("svc_service_drops_total{{{labels},reason=\"no_endpoints\"}}"),
+                2.0,
+            ),
+            (
+                format!("svc_service_drops_total{{{labels},reason=\"nat_failed\"}}"),
+                0.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, &series), value, "{series}");
+        }
+        assert!(text.contains("# TYPE svc_service_drops counter"), "{text}");
+        assert!(!text.contains("name=\"dns\""), "{text}");
     }
 
     /// The value of the one sample named `series` (name and labels, exactly).

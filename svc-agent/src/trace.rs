@@ -328,7 +328,12 @@ fn run_entry(
         Entry::Pod => Some(frame.to_vec()),
         Entry::External => {
             let (ret, out, counted) = run(scratch, true, frame)?;
-            let verdict = counted.first().copied();
+            // XDP counts only what it decides (dropped or translated); a packet it passes
+            // on untouched is TC's to decide and count (svc-common, `Verdict`).
+            let verdict = counted
+                .first()
+                .copied()
+                .or((ret == 2).then_some(Verdict::XdpPassToTc));
             steps.push(Step {
                 program: svc_common::XDP_PROG,
                 hook: "xdp",
@@ -379,6 +384,13 @@ fn run(
 ) -> Result<(u32, Vec<u8>, Vec<Verdict>), TraceError> {
     let before = scratch.maps.verdict_totals()?;
     let mut out = vec![0u8; 4096];
+    // XDP: an xdp_md in and out, to learn how many bytes of metadata (the mark of a packet
+    // XDP counted, svc-ebpf/src/counters.rs) precede the frame in the output.
+    let ctx_in = XdpMd {
+        data_end: frame.len() as u32,
+        ..Default::default()
+    };
+    let mut ctx_out = XdpMd::default();
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
@@ -386,6 +398,11 @@ fn run(
     };
     let (program, result) = if xdp {
         let p = scratch.datapath.xdp_program()?;
+        let opts = TestRunOptions {
+            ctx_in: Some(bytemuck::bytes_of(&ctx_in)),
+            ctx_out: Some(bytemuck::bytes_of_mut(&mut ctx_out)),
+            ..opts
+        };
         (svc_common::XDP_PROG, p.test_run(opts))
     } else {
         let p = scratch.datapath.tc_program()?;
@@ -400,7 +417,21 @@ fn run(
         .map(|((v, _), _)| *v)
         .collect();
     out.truncate(result.data_size_out as usize);
+    out.drain(..(ctx_out.data as usize).min(out.len()));
     Ok((result.return_value, out, counted))
+}
+
+/// The kernel's `struct xdp_md` (include/uapi/linux/bpf.h), the context of an XDP test
+/// run: in the output, `data` is the length of the metadata in front of the frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct XdpMd {
+    pub data: u32,
+    pub data_end: u32,
+    pub data_meta: u32,
+    pub ingress_ifindex: u32,
+    pub rx_queue_index: u32,
+    pub egress_ifindex: u32,
 }
 
 fn action_of(v: Verdict) -> &'static str {

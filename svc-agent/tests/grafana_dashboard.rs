@@ -14,11 +14,15 @@ fn dashboard() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()))
 }
 
-/// Every PromQL expression of the dashboard's panels (rows included).
+/// Every PromQL expression of the dashboard's panels (rows included), and the queries of
+/// its variables (`label_values(metric{...}, label)`).
 fn expressions(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             if let Some(Value::String(e)) = m.get("expr") {
+                out.push(e.clone());
+            }
+            if let Some(Value::String(e)) = m.get("definition") {
                 out.push(e.clone());
             }
             for x in m.values() {
@@ -68,6 +72,27 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
         ("svc_map_entries", &["map"][..]),
         ("svc_map_capacity", &["map"]),
         ("svc_datapath_packets", &["verdict"]),
+        (
+            "svc_service_packets",
+            &["namespace", "name", "port", "kind"],
+        ),
+        ("svc_service_bytes", &["namespace", "name", "port", "kind"]),
+        (
+            "svc_service_new_flows",
+            &["namespace", "name", "port", "kind"],
+        ),
+        (
+            "svc_service_reply_packets",
+            &["namespace", "name", "port", "kind"],
+        ),
+        (
+            "svc_service_reply_bytes",
+            &["namespace", "name", "port", "kind"],
+        ),
+        (
+            "svc_service_drops",
+            &["namespace", "name", "port", "kind", "reason"],
+        ),
         // Families with no sample in a fresh registry: their labels from metrics.rs.
         ("svc_lb_pool_addresses", &["pool", "family"]),
         ("svc_lb_pool_used_addresses", &["pool"]),
@@ -143,10 +168,13 @@ fn the_dashboard_asks_only_for_exported_metrics_and_labels() {
             );
         }
     }
-    // The dashboard covers each part: syncs, the datapath, the maps, pools and ARP.
+    // The dashboard covers each part: syncs, the datapath (verdicts and per Service), the
+    // maps, pools and ARP.
     for f in [
         "kubeproxy_sync_proxy_rules_duration_seconds",
         "svc_datapath_packets",
+        "svc_service_packets",
+        "svc_service_drops",
         "svc_map_entries",
         "svc_lb_pool_used_addresses",
         "svc_l2_announced_addresses",

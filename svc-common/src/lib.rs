@@ -124,7 +124,8 @@ words! {
 ///   characters);
 /// - `kind`: `hash` (not preallocated: the agent writes it and sizes it for the largest
 ///   cluster), `lru` (preallocated LRU hash: the programs insert into it, and inserting
-///   from a program must not allocate), `lpm` (LPM trie), `array`, `percpu_array`;
+///   from a program must not allocate), `lpm` (LPM trie), `array`, `percpu_array`,
+///   `percpu_hash` (per-CPU hash, not preallocated: only the agent inserts);
 /// - `types`: key and value (arrays: value only; their key is the u32 index);
 /// - `DEFAULT_SIZE`: max_entries in the object file; `SIZING`: what the agent sets at
 ///   load time (`lb`: --lb-map-max, `names`: --lb-map-max plus room for the unserved
@@ -256,6 +257,12 @@ macro_rules! for_each_map {
             /// is in bytes). Written only while SVC_MONITOR is on.
             events: SVC_EVENTS = ringbuf<>,
                 size $crate::MONITOR_RING_BYTES, sized by fixed;
+            /// Per-Service counters: rev_nat_id (both families: one id space) -> a
+            /// [`ServiceStats`] per CPU. The agent creates a zeroed entry when it allocates
+            /// a frontend's rev_nat_id and deletes it with the frontend; the programs only
+            /// look entries up and add to them (never insert). Per-CPU, so no atomics.
+            service_stats: SVC_SVC_STATS = percpu_hash<u32, $crate::ServiceStats>,
+                size $crate::SERVICE_STATS_MAP_SIZE, sized by lb;
         }
     };
 }
@@ -321,6 +328,15 @@ pub const NAMES_UNSERVED_MAX: u32 = 16384;
 pub const POD_CIDRS4_MAP_SIZE: u32 = 256;
 /// Pod interfaces of the interface detect-local modes (one per pod on a node with veths).
 pub const POD_IFACES_MAP_SIZE: u32 = 16384;
+/// SVC_SVC_STATS: one entry per rev_nat_id (rev-NAT ids run from 1 to --lb-map-max).
+///
+/// A per-CPU *hash*, not an array indexed by rev_nat_id: an array is preallocated for
+/// every possible id and every possible CPU, [`ServiceStats`] (96 bytes) x 262,144 ids x
+/// 64 CPUs = 1.6 GB, whatever the cluster holds. The hash is not preallocated
+/// (BPF_F_NO_PREALLOC): an entry costs 96 bytes per possible CPU only once the agent
+/// writes it, so 10,000 frontends on 64 CPUs cost about 61 MB and a small cluster next to
+/// nothing; the price is a hash lookup per packet of a Service instead of an array index.
+pub const SERVICE_STATS_MAP_SIZE: u32 = DEFAULT_LB_MAP_MAX;
 /// Problems svcctl can show; the agent writes the first PROBLEMS_MAP_SIZE - 1 and a last
 /// entry that counts the rest.
 pub const PROBLEMS_MAP_SIZE: u32 = 4096;
@@ -1147,8 +1163,25 @@ impl ProblemText {
 
 // ---------------------------------------------------------------------------------------
 // Verdict counters: a per-CPU array indexed by `Verdict as u32`. Every run of the TC and XDP
-// programs ends in exactly one verdict and bumps its counter; the socket programs count
-// only what they do to a Service address (a call to any other address counts nothing).
+// programs ends in exactly one verdict; the socket programs count only what they do to a
+// Service address (a call to any other address counts nothing).
+//
+// Packets, not program runs: a packet arriving on the external interface meets XDP and
+// then, if XDP passes it, TC on the same interface. Each packet is counted once, with the
+// verdict of the program that decided what happened to it (svc-ebpf/src/counters.rs):
+// - XDP counts the packets it drops and the ones it translates (DNAT, reverse NAT, their
+//   later fragments). A translated packet it passes on is marked in the XDP metadata area
+//   (bpf_xdp_adjust_meta, 4 bytes, XDP_COUNTED_MARK), which the kernel hands to TC with
+//   the skb (skb->data_meta), native or generic XDP alike; TC counts nothing for a marked
+//   packet (it would count it again as pass_not_service: it is no longer addressed to a
+//   Service).
+// - XDP counts nothing for the packets it passes untouched (not to a Service, other
+//   protocols, rejects and IPv4 options handed to TC: `xdp_pass_to_tc`, which is
+//   therefore never counted any more): TC decides them and counts its verdict.
+// - If a driver refuses the metadata (bpf_xdp_adjust_meta fails: no headroom for it), XDP
+//   still counts its translation and TC counts the packet again as pass_not_service: the
+//   one case left of a packet counted twice in SVC_STATS. The per-Service counters
+//   (SVC_SVC_STATS) are right even then: TC finds no Service in a translated packet.
 // ---------------------------------------------------------------------------------------
 
 macro_rules! verdicts {
@@ -1253,6 +1286,8 @@ verdicts! {
     /// A rewrite helper failed.
     DropRewriteFailed = 12, "drop_rewrite_failed";
     /// XDP: a packet XDP does not translate itself (reject, IPv4 options) handed to TC.
+    /// No longer counted: TC counts what it decides for that packet (each packet is
+    /// counted once, see above); kept so that the indexes stay.
     XdpPassToTc = 13, "xdp_pass_to_tc";
     /// Traffic policy Local and this node has none of the Service's endpoints.
     DropNoLocalBackend = 14, "drop_no_local_backend";
@@ -1304,6 +1339,108 @@ verdicts! {
 }
 
 pub const STATS_MAP_SIZE: u32 = 32;
+
+/// What XDP writes in the 4 bytes of XDP metadata it adds in front of a packet it counted
+/// and passes on (see the verdict counters above): TC counts nothing for a packet whose
+/// skb carries it. A constant unlikely in another program's metadata, compared whole.
+pub const XDP_COUNTED_MARK: u32 = 0x5356_4331; // "SVC1"
+
+// ---------------------------------------------------------------------------------------
+// Per-Service counters (SVC_SVC_STATS, per-CPU hash): rev_nat_id -> ServiceStats. Counted
+// by TC and XDP where lb.rs's decision names a frontend: translations towards a backend,
+// reverse translations of replies, new flows, and the drops and rejects of new flows to
+// a Service. Not counted per Service: IPv4/IPv6 fragments after the first (their entry in
+// SVC4_FRAG does not record the Service), ICMP errors about translated flows, and the
+// socket programs (a node process's connect()/sendmsg() is translated before any packet
+// exists; its packets pass TC untranslated).
+// ---------------------------------------------------------------------------------------
+
+words! {
+    /// Why a packet to a Service got no backend: the index of its counter in
+    /// [`ServiceStats::drops`]. Each one is a verdict of SVC_STATS (see
+    /// [`ServiceDrop::of_verdict`]), named by the cause.
+    pub enum ServiceDrop: u8 {
+        /// The Service has no endpoints: TCP answered with a RST, UDP (and SCTP) with ICMP
+        /// port unreachable (`reject_tcp_rst`, `reject_icmp`).
+        NoEndpoints = 0 => "no_endpoints",
+        /// Traffic policy Local and none of the endpoints on this node
+        /// (`drop_no_local_backend`).
+        NoLocalBackend = 1 => "no_local_backend",
+        /// A source outside loadBalancerSourceRanges (`drop_source_range`).
+        SourceRange = 2 => "source_range",
+        /// The frontend points at a slot or backend that is not there, a sync in progress
+        /// (`drop_no_backend`).
+        NoBackend = 3 => "no_backend",
+        /// No free source port to masquerade or remap the flow with (`drop_nat_failed`).
+        NatFailed = 4 => "nat_failed",
+        /// The conntrack entry could not be written (`drop_ct_failed`).
+        CtFailed = 5 => "ct_failed",
+        /// A rewrite helper failed, or an SCTP backend on another port
+        /// (`drop_rewrite_failed`).
+        RewriteFailed = 6 => "rewrite_failed",
+    }
+}
+
+/// The number of [`ServiceDrop`] reasons: the length of [`ServiceStats::drops`].
+pub const SERVICE_DROP_REASONS: usize = 7;
+
+impl ServiceDrop {
+    /// The reason a per-Service drop or reject verdict counts under; None for the verdicts
+    /// that are no drop of a Service's packet.
+    pub const fn of_verdict(v: Verdict) -> Option<ServiceDrop> {
+        Some(match v {
+            Verdict::RejectTcpRst | Verdict::RejectIcmp => ServiceDrop::NoEndpoints,
+            Verdict::DropNoLocalBackend => ServiceDrop::NoLocalBackend,
+            Verdict::DropSourceRange => ServiceDrop::SourceRange,
+            Verdict::DropNoBackend => ServiceDrop::NoBackend,
+            Verdict::DropNatFailed => ServiceDrop::NatFailed,
+            Verdict::DropCtFailed => ServiceDrop::CtFailed,
+            Verdict::DropRewriteFailed => ServiceDrop::RewriteFailed,
+            _ => return None,
+        })
+    }
+}
+
+/// SVC_SVC_STATS's value, one per CPU. Packets are counted once each however many programs
+/// see them (see [`Verdict`]); bytes are the frame's length as the program sees it at
+/// ingress, Ethernet header included (skb->len at TC ingress, data_end - data at XDP),
+/// before translation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct ServiceStats {
+    /// Packets to the Service translated towards a backend (`dnat_new`,
+    /// `dnat_established`), and their bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows given a backend (`dnat_new`; a retransmitted first packet of a flow
+    /// conntrack already has counts as established).
+    pub new_flows: u64,
+    /// Replies from a backend translated back to the Service address (`rev_nat`), and
+    /// their bytes.
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// New flows to the Service dropped or rejected, by [`ServiceDrop`].
+    pub drops: [u64; SERVICE_DROP_REASONS],
+}
+
+impl ServiceStats {
+    /// The sum of per-CPU values (wrapping, as the counters do).
+    pub fn add(&mut self, other: &ServiceStats) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+        self.new_flows = self.new_flows.wrapping_add(other.new_flows);
+        self.reply_packets = self.reply_packets.wrapping_add(other.reply_packets);
+        self.reply_bytes = self.reply_bytes.wrapping_add(other.reply_bytes);
+        for (d, o) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *d = d.wrapping_add(*o);
+        }
+    }
+
+    /// Every dropped or rejected packet, all reasons together.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().fold(0u64, |a, d| a.wrapping_add(*d))
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // svcctl monitor: a control entry (SVC_MONITOR) and a ring buffer of events (SVC_EVENTS).
@@ -1472,6 +1609,7 @@ mod user {
     unsafe impl aya::Pod for SockRevNat6Key {}
     unsafe impl aya::Pod for SockRevNat6Value {}
     unsafe impl aya::Pod for MonitorControl {}
+    unsafe impl aya::Pod for ServiceStats {}
 }
 
 #[cfg(test)]
@@ -1514,6 +1652,7 @@ mod tests {
         assert_eq!(size_of::<Frag6Value>(), 48);
         assert_eq!(size_of::<Frag6Entry>(), 88);
         assert_eq!(core::mem::align_of::<SvcName>(), 1);
+        assert_eq!(size_of::<ServiceStats>(), 96);
     }
 
     #[test]
@@ -1649,6 +1788,30 @@ mod tests {
         assert_eq!(ct_timeout_ns(PROTO_UDP, CT_F_REPLIED), CT_UDP_TIMEOUT_NS);
         assert_eq!(ct_timeout_ns(PROTO_SCTP, 0), CT_SCTP_TIMEOUT_NS);
         assert_eq!(ct_timeout_ns(PROTO_SCTP, CT_F_REPLIED), CT_SCTP_TIMEOUT_NS);
+    }
+
+    #[test]
+    fn service_drop_reasons_index_the_drops_array() {
+        assert_eq!(ServiceDrop::ALL.len(), SERVICE_DROP_REASONS);
+        for (i, r) in ServiceDrop::ALL.iter().enumerate() {
+            assert_eq!(r.raw() as usize, i);
+        }
+        // Every per-Service reason is a drop or a reject, and each one has a verdict.
+        for v in Verdict::ALL {
+            if let Some(r) = ServiceDrop::of_verdict(*v) {
+                assert!(
+                    v.is_drop() || v.label().starts_with("reject_"),
+                    "{v:?} {r:?}"
+                );
+            }
+        }
+        for r in ServiceDrop::ALL {
+            assert!(
+                Verdict::ALL
+                    .iter()
+                    .any(|v| ServiceDrop::of_verdict(*v) == Some(*r))
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub trait Family: Copy + 'static {
     fn unserved(&self) -> Action<Self> {
         match self.unserved_class() {
             Unserved::Pass => Action::Done(Verdict::PassNotService),
-            Unserved::Reject => Action::Reject,
+            Unserved::Reject => Action::Reject { rev_nat_id: 0 },
             Unserved::Drop => Action::Done(Verdict::DropUnallocated),
         }
     }

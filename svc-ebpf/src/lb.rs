@@ -55,6 +55,8 @@ impl<A: Family> Endpoint<A> {
     }
 }
 
+/// What to do with a packet. `rev_nat_id`: the Service (frontend) the packet is counted
+/// for in SVC_SVC_STATS (counters.rs), 0 for none.
 pub enum Action<A = u32> {
     /// A packet to a Service: rewrite the destination, and the source if masqueraded or
     /// its port remapped (a reply-tuple clash, see `reply_port`).
@@ -63,6 +65,7 @@ pub enum Action<A = u32> {
         /// [`Endpoint::NONE`] when the source stays.
         src: Endpoint<A>,
         verdict: Verdict,
+        rev_nat_id: u32,
     },
     /// A reply leaving a backend: the source goes back to the Service address, and the
     /// destination back to the original client if the flow's source was translated.
@@ -70,10 +73,14 @@ pub enum Action<A = u32> {
         src: Endpoint<A>,
         /// [`Endpoint::NONE`] when the destination stays.
         dst: Endpoint<A>,
+        rev_nat_id: u32,
     },
-    /// The destination is a Service with no endpoints: answer with RST / ICMP unreachable.
-    Reject,
-    /// Nothing to translate; the verdict says why.
+    /// The destination is a Service with no endpoints (`rev_nat_id`), or a ClusterIP on a
+    /// port no Service has (0): answer with RST / ICMP unreachable.
+    Reject { rev_nat_id: u32 },
+    /// A new flow to a Service that gets no backend: drop it; the verdict says why.
+    Drop { verdict: Verdict, rev_nat_id: u32 },
+    /// Nothing to translate, and no Service's packet; the verdict says why.
     Done(Verdict),
 }
 
@@ -224,6 +231,15 @@ pub struct Frontend<A = u32> {
 }
 
 impl<A> Frontend<A> {
+    /// Drops a new flow to this frontend for `verdict`.
+    #[inline(always)]
+    fn drop(&self, verdict: Verdict) -> Action<A> {
+        Action::Drop {
+            verdict,
+            rev_nat_id: self.rev_nat_id,
+        }
+    }
+
     /// True if any of the SVC_F_* `bits` is set.
     #[inline(always)]
     pub fn has_any(&self, bits: u16) -> bool {
@@ -341,6 +357,7 @@ fn forward<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, now: u64) -> Action<A> {
                         dst,
                         src,
                         verdict: Verdict::DnatEstablished,
+                        rev_nat_id: f.rev_nat_id,
                     };
                 }
             }
@@ -389,15 +406,19 @@ fn new_flow<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, key: &CtKey<A>, now: u6
     };
     let (backend_id, backend_addr, backend_port) = match pick(f, pkt.saddr, source, now) {
         Ok(b) => (b.id, b.addr, b.port),
-        Err(NoPick::SourceRange) => return Action::Done(Verdict::DropSourceRange),
-        Err(NoPick::NoEndpoints) => return Action::Reject,
-        Err(NoPick::NoLocalEndpoint) => return Action::Done(Verdict::DropNoLocalBackend),
-        Err(NoPick::MidUpdate) => return Action::Done(Verdict::DropNoBackend),
+        Err(NoPick::SourceRange) => return f.drop(Verdict::DropSourceRange),
+        Err(NoPick::NoEndpoints) => {
+            return Action::Reject {
+                rev_nat_id: f.rev_nat_id,
+            };
+        }
+        Err(NoPick::NoLocalEndpoint) => return f.drop(Verdict::DropNoLocalBackend),
+        Err(NoPick::MidUpdate) => return f.drop(Verdict::DropNoBackend),
     };
     // SCTP is translated by address only (sctp.rs); the agent never gives an SCTP frontend
     // a backend on another port.
     if sctp::ports_fixed(pkt.proto) && backend_port != pkt.dport {
-        return Action::Done(Verdict::DropRewriteFailed);
+        return f.drop(Verdict::DropRewriteFailed);
     }
     let hairpin = backend_addr.same(&pkt.saddr);
     let masq_addr = A::masq_addr();
@@ -421,7 +442,7 @@ fn new_flow<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, key: &CtKey<A>, now: u6
     };
     let reply_port = match reply_port(&flow) {
         Ok(port) => port,
-        Err(verdict) => return Action::Done(verdict),
+        Err(verdict) => return f.drop(verdict),
     };
     let dst = Endpoint {
         addr: backend_addr,
@@ -439,6 +460,7 @@ fn new_flow<A: Family>(pkt: &Packet<A>, f: &Frontend<A>, key: &CtKey<A>, now: u6
         dst,
         src,
         verdict: Verdict::DnatNew,
+        rev_nat_id: f.rev_nat_id,
     }
 }
 
@@ -916,5 +938,6 @@ fn reply_entry<A: Family>(pkt: &Packet<A>, clock: &Clock) -> Option<Action<A>> {
             port: vport,
         },
         dst,
+        rev_nat_id,
     })
 }

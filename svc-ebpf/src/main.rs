@@ -9,6 +9,7 @@
 
 mod clock;
 mod config;
+mod counters;
 mod csum;
 mod family;
 mod frag;

@@ -14,7 +14,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 
 /// Declares one `#[map]` static per entry of svc-common's list; the static's name is the
@@ -35,6 +35,7 @@ macro_rules! declare_maps {
     (@type array<$v:ty>) => { Array<$v> };
     (@type percpu_array<$v:ty>) => { PerCpuArray<$v> };
     (@type ringbuf<>) => { RingBuf };
+    (@type percpu_hash<$k:ty, $v:ty>) => { PerCpuHashMap<$k, $v> };
     (@new hash, $size:expr) => { HashMap::pinned($size, BPF_F_NO_PREALLOC) };
     (@new lru, $size:expr) => { LruHashMap::pinned($size, 0) };
     (@new lpm, $size:expr) => { LpmTrie::pinned($size, 0) };
@@ -42,6 +43,7 @@ macro_rules! declare_maps {
     (@new percpu_array, $size:expr) => { PerCpuArray::pinned($size, 0) };
     // $size is the ring's size in bytes.
     (@new ringbuf, $size:expr) => { RingBuf::pinned($size, 0) };
+    (@new percpu_hash, $size:expr) => { PerCpuHashMap::pinned($size, BPF_F_NO_PREALLOC) };
 }
 
 svc_common::for_each_map!(declare_maps);

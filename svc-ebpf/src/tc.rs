@@ -12,10 +12,10 @@ use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_UDP, Verdict};
 
 use crate::{
     clock::Clock,
+    counters,
     family::Family,
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
-    maps::count,
     monitor::{self, EventAddr, HOOK_TC},
     parse::{self, ETH_HLEN, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Packet},
     parse6::{self, IP6_DADDR_OFF, IP6_SADDR_OFF, IPV6_HLEN},
@@ -38,7 +38,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         } else if verdict == Verdict::PassOtherProto {
             (verdict, action) = icmp6::translate(ctx);
         }
-        count(verdict);
+        counters::tc_run(ctx, verdict);
         return action;
     }
     let (mut verdict, mut action) = try_run(ctx);
@@ -48,7 +48,7 @@ pub fn run(ctx: &TcContext) -> i32 {
     if verdict == Verdict::PassOtherProto {
         (verdict, action) = icmp::translate(ctx);
     }
-    count(verdict);
+    counters::tc_run(ctx, verdict);
     action
 }
 
@@ -224,6 +224,7 @@ impl TcFamily for Ip6 {
 
 /// Applies what lb.rs decided to the packet, and records for a first fragment what the
 /// rest of its datagram gets (frag.rs), in each arm where the action's fields are known.
+/// Counts the packet for its Service (counters.rs), by the verdict it ends with.
 #[inline(always)]
 fn apply<A: TcFamily>(
     ctx: &TcContext,
@@ -231,11 +232,18 @@ fn apply<A: TcFamily>(
     action: Action<A>,
     clock: &Clock,
 ) -> (Verdict, i32) {
-    let result = match action {
-        Action::Forward { dst, src, verdict } => {
+    // The frame as it arrived (a reject rewrites it into the answer).
+    let len = ctx.len() as u64;
+    let (result, rev_nat_id) = match action {
+        Action::Forward {
+            dst,
+            src,
+            verdict,
+            rev_nat_id,
+        } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
             A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, clock);
-            set(ctx, pkt, true, dst)
+            let result = set(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
                         set(ctx, pkt, false, src)
@@ -244,12 +252,17 @@ fn apply<A: TcFamily>(
                     }
                 })
                 .map(|()| verdict)
-                .map_err(|_| Verdict::DropRewriteFailed)
+                .map_err(|_| Verdict::DropRewriteFailed);
+            (result, rev_nat_id)
         }
-        Action::Reply { src, dst } => {
+        Action::Reply {
+            src,
+            dst,
+            rev_nat_id,
+        } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
             A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, clock);
-            set(ctx, pkt, false, src)
+            let result = set(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
                         set(ctx, pkt, true, dst)
@@ -258,16 +271,28 @@ fn apply<A: TcFamily>(
                     }
                 })
                 .map(|()| Verdict::RevNat)
-                .map_err(|_| Verdict::DropRewriteFailed)
+                .map_err(|_| Verdict::DropRewriteFailed);
+            (result, rev_nat_id)
         }
-        Action::Reject => {
+        Action::Reject { rev_nat_id } => {
             A::frag_dropped(pkt, clock);
             monitor::packet(ctx, pkt, monitor::reject_verdict(pkt.proto), HOOK_TC);
-            return A::reject(ctx, pkt);
+            let (verdict, action) = A::reject(ctx, pkt);
+            counters::service(rev_nat_id, verdict, len);
+            return (verdict, action);
+        }
+        // A drop of a Service's packet: counted for the Service and reported below, as
+        // every outcome but the reject.
+        Action::Drop {
+            verdict,
+            rev_nat_id,
+        } => {
+            A::frag_done(pkt, verdict, clock);
+            (Err(verdict), rev_nat_id)
         }
         Action::Done(verdict) => {
             A::frag_done(pkt, verdict, clock);
-            Err(verdict)
+            (Err(verdict), 0)
         }
     };
     let (verdict, tc_action) = match result {
@@ -276,6 +301,7 @@ fn apply<A: TcFamily>(
         Err(verdict) if verdict != Verdict::DropRewriteFailed => (verdict, action_for(verdict)),
         Err(_) => (Verdict::DropRewriteFailed, TC_ACT_SHOT),
     };
+    counters::service(rev_nat_id, verdict, len);
     // svcctl monitor (monitor.rs): the packet as it arrived (pkt) and as it leaves (ctx).
     // One call for every outcome but the reject (reported before the answer replaces the
     // packet): each call site costs the verifier a walk of the report per path.

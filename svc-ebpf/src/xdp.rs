@@ -13,11 +13,10 @@ use svc_common::{FRAG_KIND_DNAT, FRAG_KIND_REV_NAT, Ip6, PROTO_TCP, Verdict};
 
 use crate::{
     clock::Clock,
-    csum,
+    counters, csum,
     family::Family,
     frag, frag6, icmp, icmp6,
     lb::{self, Action, Endpoint},
-    maps::count,
     monitor::{self, EventAddr, HOOK_XDP},
     parse::{self, ETH_HLEN, Ipv4Hdr, Packet, TcpHdr, UdpHdr, ptr_at},
     parse6::{self, Ipv6Hdr},
@@ -38,7 +37,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
     } else {
         try_run(ctx)
     };
-    count(verdict);
+    // Dropped or translated packets only, the translated ones marked for TC (counters.rs).
+    counters::xdp_run(ctx, verdict, action);
     action
 }
 
@@ -98,18 +98,25 @@ fn try_run(ctx: &XdpContext) -> (Verdict, u32) {
     translate(ctx, &pkt)
 }
 
-/// Decides and applies the translation of a parsed packet of either family.
+/// Decides and applies the translation of a parsed packet of either family, and counts it
+/// for its Service (counters.rs) when XDP decides its fate (not for a reject, which TC
+/// answers and counts).
 #[inline(always)]
 fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) {
     let clock = Clock::new();
     let action = lb::decide(pkt, &clock);
     // For a first fragment, what the rest of its datagram gets (frag.rs), recorded in
     // each arm where the action's fields are known.
-    let done = match action {
-        Action::Forward { dst, src, verdict } => {
+    let (verdict, rev_nat_id) = match action {
+        Action::Forward {
+            dst,
+            src,
+            verdict,
+            rev_nat_id,
+        } => {
             let saddr = if src.is_set() { src.addr } else { pkt.saddr };
             A::frag_translated(pkt, FRAG_KIND_DNAT, saddr, dst.addr, &clock);
-            A::rewrite(ctx, pkt, true, dst)
+            let done = A::rewrite(ctx, pkt, true, dst)
                 .and_then(|()| {
                     if src.is_set() {
                         A::rewrite(ctx, pkt, false, src)
@@ -117,12 +124,17 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
                         Some(())
                     }
                 })
-                .map(|()| verdict)
+                .map_or(Verdict::DropRewriteFailed, |()| verdict);
+            (done, rev_nat_id)
         }
-        Action::Reply { src, dst } => {
+        Action::Reply {
+            src,
+            dst,
+            rev_nat_id,
+        } => {
             let daddr = if dst.is_set() { dst.addr } else { pkt.daddr };
             A::frag_translated(pkt, FRAG_KIND_REV_NAT, src.addr, daddr, &clock);
-            A::rewrite(ctx, pkt, false, src)
+            let done = A::rewrite(ctx, pkt, false, src)
                 .and_then(|()| {
                     if dst.is_set() {
                         A::rewrite(ctx, pkt, true, dst)
@@ -130,13 +142,21 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
                         Some(())
                     }
                 })
-                .map(|()| Verdict::RevNat)
+                .map_or(Verdict::DropRewriteFailed, |()| Verdict::RevNat);
+            (done, rev_nat_id)
         }
-        // TC rejects it (and reports it); the rest of the datagram is dropped (here as in
-        // TC).
-        Action::Reject => {
+        // TC rejects it (and counts and reports it); the rest of the datagram is dropped
+        // (here as in TC).
+        Action::Reject { .. } => {
             A::frag_dropped(pkt, &clock);
             return (Verdict::XdpPassToTc, XDP_PASS);
+        }
+        Action::Drop {
+            verdict,
+            rev_nat_id,
+        } => {
+            A::frag_done(pkt, verdict, &clock);
+            (verdict, rev_nat_id)
         }
         Action::Done(verdict) => {
             A::frag_done(pkt, verdict, &clock);
@@ -144,17 +164,13 @@ fn translate<A: XdpFamily>(ctx: &XdpContext, pkt: &Packet<A>) -> (Verdict, u32) 
             return (verdict, action_for(verdict));
         }
     };
+    // The frame's length, read here rather than kept from the start: XDP rewrites in place
+    // (the length does not change), and a value live across the decision costs the IPv6
+    // path's frame the stack it has no room for (512 bytes per call chain).
+    counters::service(rev_nat_id, verdict, (ctx.data_end() - ctx.data()) as u64);
     // svcctl monitor (monitor.rs): the packet as it arrived (pkt) and as it leaves (ctx).
-    match done {
-        Some(verdict) => {
-            monitor::packet(ctx, pkt, verdict, HOOK_XDP);
-            (verdict, XDP_PASS)
-        }
-        None => {
-            monitor::packet(ctx, pkt, Verdict::DropRewriteFailed, HOOK_XDP);
-            (Verdict::DropRewriteFailed, XDP_DROP)
-        }
-    }
+    monitor::packet(ctx, pkt, verdict, HOOK_XDP);
+    (verdict, action_for(verdict))
 }
 
 /// What XDP does differently per family: the rewrite.

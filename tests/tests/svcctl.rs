@@ -344,7 +344,24 @@ fn svcctl_shows_services_backends_flows_and_rates_of_a_live_dataplane() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: Value = serde_json::from_slice(&out.stdout).expect("stats -o json is JSON");
-    assert_eq!(keys(&doc), ["interval_s", "stats", "version"], "{doc}");
+    assert_eq!(
+        keys(&doc),
+        ["interval_s", "services", "stats", "version"],
+        "{doc}"
+    );
+    // Every frontend's per-Service counters (no -n or SERVICE given): echo's and
+    // nobody-home's TCP and UDP ports; the open connection's to echo's TCP port.
+    let services = list(&doc, "services");
+    assert_eq!(services.len(), 4, "{doc}");
+    let echo_tcp = services
+        .iter()
+        .find(|s| s["vip"] == "10.96.0.10" && s["protocol"] == "TCP")
+        .unwrap();
+    assert!(echo_tcp["new_flows"].as_u64().unwrap() >= 1, "{doc}");
+    assert!(
+        echo_tcp["packets_per_second"].as_f64().unwrap() > 0.0,
+        "{doc}"
+    );
     assert_eq!(doc["version"], 3);
     let interval = doc["interval_s"].as_f64().unwrap();
     assert!((1.4..3.0).contains(&interval), "{doc}");

@@ -34,6 +34,8 @@ Examples:
   svcctl dump stats               packets per verdict, summed over CPUs
   svcctl stats                    totals and per-second rates (two readings 1 s apart)
   svcctl stats --watch --interval 2    refresh every 2 s until Ctrl-C
+  svcctl stats -n shop            per-Service counters of namespace shop only (and the verdicts)
+  svcctl stats -n default echo -o json | jq '.services[] | {vip, packets, new_flows, drops}'
   svcctl dump --json | jq '.services[] | select(.service.name == \"echo\") | .vip'
   svcctl dump --json | jq -r '.unserved[] | [.namespace, .name, .reason] | @tsv'
   svcctl dump --json | jq '.service_cidrs'   {cidrs, cluster_ips, other_proxy_cluster_ips}
@@ -117,11 +119,17 @@ enum Command {
     /// and, with --l2-announcements, which node answers ARP for each Service's addresses.
     /// Needs no privilege.
     Lb(LbArgs),
-    /// Verdict counters as totals and per-second rates.
+    /// Verdict counters and per-Service counters, as totals and per-second rates.
     ///
     /// Reads the counters, waits --interval, reads them again and prints the totals and
-    /// (second - first) / interval for each verdict. Tables list the verdicts that counted
-    /// a packet (--all or -o wide: every verdict); JSON and YAML always list every verdict.
+    /// (second - first) / interval: first per verdict (why the programs returned what
+    /// they did; tables list the verdicts that counted a packet, --all or -o wide every
+    /// verdict; JSON and YAML always list every verdict), then per Service frontend
+    /// (SVC_SVC_STATS): packets and bytes translated to a backend, new flows, replies
+    /// translated back, and new flows dropped or rejected by reason. -n NAMESPACE, -A and
+    /// SERVICE select the Services of the second table (the verdict counters are not per
+    /// Service). Each packet is counted once, also on the external interface where XDP
+    /// and then TC see it; bytes are whole frames, Ethernet header included.
     Stats(Stats),
     /// Where would this packet go, and why? Runs the loaded programs on one crafted packet.
     ///
@@ -356,9 +364,9 @@ enum Section {
     /// Session affinity entries (sessionAffinity: ClientIP): client and service -> the
     /// backend new flows reuse, with idle time and timeout.
     Affinity(SectionArgs),
-    /// Packets per verdict (why the programs returned what they did), summed over CPUs.
-    /// Counters are per verdict, not per Service: -n and SERVICE are ignored. For rates,
-    /// see `svcctl stats`.
+    /// Packets per verdict (why the programs returned what they did), summed over CPUs;
+    /// each packet once. Counters are per verdict, not per Service: -n and SERVICE are
+    /// ignored. For rates and the per-Service counters, see `svcctl stats`.
     Stats(SectionArgs),
 }
 
@@ -400,6 +408,20 @@ struct Stats {
     /// List every verdict in the table, also those at 0 (as -o wide).
     #[arg(long)]
     all: bool,
+
+    /// Only the Services of this namespace in the per-Service table.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Services of every namespace, as kubectl's -A: what svcctl shows without -n anyway
+    /// (so kubectl habits work).
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    all_namespaces: bool,
+
+    /// Only the Services with this name (in every namespace unless -n is given) in the
+    /// per-Service table.
+    #[arg(value_name = "SERVICE")]
+    service: Option<String>,
 
     #[command(flatten)]
     output: OutputArgs,
@@ -839,24 +861,38 @@ fn run_stats(bpffs: &Path, args: &Stats) -> anyhow::Result<()> {
         None if watch && tty => u64::MAX,
         None => 1,
     };
-    let read = || inspect::verdict_totals(&maps).context("reading the verdict counters");
+    let filter = inspect::Filter {
+        namespace: args.namespace.clone(),
+        name: args.service.clone(),
+        show_expired: false,
+    };
+    let read = || {
+        let verdicts = inspect::verdict_totals(&maps).context("reading the verdict counters")?;
+        let services = maps
+            .service_stats_totals()
+            .context("reading the per-Service counters")?;
+        anyhow::Ok((verdicts, services))
+    };
     let mut before = read()?;
     let mut before_at = Instant::now();
     for refresh in 0..refreshes {
         std::thread::sleep((before_at + args.interval).saturating_duration_since(Instant::now()));
         let after = read()?;
         let after_at = Instant::now();
-        let doc = inspect::verdict_rates(
-            &before,
-            &after,
-            after_at.duration_since(before_at).as_secs_f64(),
-        );
+        let interval_s = after_at.duration_since(before_at).as_secs_f64();
+        let mut doc = inspect::verdict_rates(&before.0, &after.0, interval_s);
+        // The frontends and their names as they are now (small maps; no conntrack walk).
+        let mut snap = inspect::snapshot_of(&maps, Parts::NONE).context("reading the maps")?;
+        filter.apply(&mut snap);
+        doc.services = inspect::service_rates(&snap.services, &before.1, &after.1, interval_s);
         let text = match format {
             Format::Json if watch => serde_json::to_string(&doc)? + "\n",
             Format::Yaml if watch => format!("---\n{}", serde_yaml::to_string(&doc)?),
             Format::Json | Format::Yaml => document_text(&doc, format)?,
             Format::Table | Format::Wide => {
-                let table = inspect::render_rates(&doc, args.all || format == Format::Wide);
+                let table = inspect::render_rates(&doc, args.all || format == Format::Wide)
+                    + "\n"
+                    + &inspect::render_service_rates(&doc, format == Format::Wide);
                 if watch && tty {
                     format!(
                         "{CLEAR_SCREEN}Every {}s: svcctl stats (Ctrl-C to stop)\n\n{table}",
@@ -957,5 +993,29 @@ mod tests {
         let d = dump(&["svcctl", "dump", "-n", "shop"]).unwrap();
         assert_eq!(d.namespace.as_deref(), Some("shop"));
         assert!(!d.all_namespaces);
+    }
+
+    fn stats(args: &[&str]) -> Result<Stats, clap::Error> {
+        match Cli::try_parse_from(args)?.command {
+            Command::Stats(s) => Ok(s),
+            other => panic!("not stats: {other:?}"),
+        }
+    }
+
+    /// `svcctl stats` selects the per-Service rows as dump selects Services: -n, -A (not
+    /// with -n), a Service name; --all stays "every verdict".
+    #[test]
+    fn stats_selects_services_as_kubectl() {
+        let s = stats(&["svcctl", "stats", "-n", "shop", "cart", "-o", "json"]).unwrap();
+        assert_eq!(
+            (s.namespace.as_deref(), s.service.as_deref()),
+            (Some("shop"), Some("cart"))
+        );
+        assert_eq!(s.output.format(), Format::Json);
+        let s = stats(&["svcctl", "stats", "-A", "--all", "echo"]).unwrap();
+        assert!(s.all_namespaces && s.all && s.namespace.is_none());
+        assert_eq!(s.service.as_deref(), Some("echo"));
+        let e = stats(&["svcctl", "stats", "-A", "-n", "shop"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

@@ -5,10 +5,12 @@
 //! full each map is ([`map_usage`]).
 use std::{mem::size_of, os::fd::AsFd as _, path::Path};
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
+};
 use svc_common::{
     Affinity4Key, Affinity4Value, Affinity6Key, Ct4Key, Ct4Value, Ct6Key, Ct6Value,
-    DatapathConfig4, Verdict, map_names,
+    DatapathConfig4, ServiceStats, Verdict, map_names,
 };
 
 use super::{
@@ -82,6 +84,7 @@ macro_rules! agent_maps {
     (@type percpu_array<$v:ty>) => { PerCpuArray<MapData, $v> };
     // Opening it maps the ring's pages (svcctl monitor reads them); the agent never reads.
     (@type ringbuf<>) => { RingBuf<MapData> };
+    (@type percpu_hash<$k:ty, $v:ty>) => { PerCpuHashMap<MapData, $k, $v> };
     (@key_size hash<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     (@key_size lru<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     // An LPM trie key starts with its 32-bit prefix length.
@@ -91,6 +94,7 @@ macro_rules! agent_maps {
     // A ring buffer has neither keys nor values; its max_entries is its size in bytes.
     (@key_size ringbuf<>) => { 0 };
     (@value_size ringbuf<>) => { 0 };
+    (@key_size percpu_hash<$k:ty, $v:ty>) => { size_of::<$k>() as u32 };
     (@value_size $kind:ident<$k:ty, $v:ty>) => { size_of::<$v>() as u32 };
     (@value_size $kind:ident<$v:ty>) => { size_of::<$v>() as u32 };
     (@sizing lb) => { Sizing::Lb };
@@ -272,6 +276,27 @@ impl Maps {
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The per-Service counters (SVC_SVC_STATS) summed over CPUs, by rev_nat_id, in id
+    /// order. Entries deleted while we read (a Service removed) are left out.
+    pub fn service_stats_totals(&self) -> Result<Vec<(u32, ServiceStats)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.service_stats.iter() {
+            match item {
+                Ok((id, per_cpu)) => {
+                    let mut total = ServiceStats::default();
+                    for v in per_cpu.iter() {
+                        total.add(v);
+                    }
+                    out.push((id, total));
+                }
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(map_names::SVC_SVC_STATS)(e)),
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
     }
 
     /// The configuration the live programs were loaded with (written by the agent).

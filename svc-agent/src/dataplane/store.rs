@@ -13,8 +13,8 @@ use std::os::fd::AsFd as _;
 use aya::maps::{HashMap, MapData, MapError, lpm_trie::Key as LpmKey};
 use svc_common::{
     AddrRange4, AddrRange6, Affinity4Key, Affinity4Value, Affinity6Key, Backend4, Backend6, Ct4Key,
-    Ct4Value, Ct6Key, Ct6Value, Ip6, ProblemText, RevNat4, RevNat6, Svc4Key, Svc4Value, Svc6Key,
-    SvcName, Verdict, map_names,
+    Ct4Value, Ct6Key, Ct6Value, Ip6, ProblemText, RevNat4, RevNat6, ServiceStats, Svc4Key,
+    Svc4Value, Svc6Key, SvcName, Verdict, map_names,
 };
 
 use super::{
@@ -243,6 +243,13 @@ pub trait MapStore {
     fn put_name(&mut self, key: u32, value: &SvcName) -> Result<(), StoreError>;
     fn del_name(&mut self, key: u32) -> Result<(), StoreError>;
     fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError>;
+    /// SVC_SVC_STATS: a zeroed per-Service counter entry for `rev_nat_id`, created if
+    /// none exists (an existing one keeps its counts: an adopted frontend's, after a
+    /// restart). The programs only add to entries, never create them.
+    fn put_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError>;
+    fn del_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError>;
+    /// The rev_nat_ids SVC_SVC_STATS has entries for.
+    fn read_service_stats_ids(&self) -> Result<Vec<u32>, StoreError>;
     /// SVC_PROBLEMS: svcctl's list of the input's problems (key: index).
     fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError>;
     fn del_problem(&mut self, key: u32) -> Result<(), StoreError>;
@@ -594,6 +601,43 @@ impl MapStore for Maps {
     fn read_names(&self) -> Result<Vec<(u32, SvcName)>, StoreError> {
         read_all(&self.names, map_names::SVC_NAMES)
     }
+    fn put_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError> {
+        const NAME: &str = map_names::SVC_SVC_STATS;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| StoreError::Other {
+            map: NAME,
+            message: format!("{what}: {e}"),
+        })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![ServiceStats::default(); cpus])
+            .map_err(|e| StoreError::Other {
+                map: NAME,
+                message: e.to_string(),
+            })?;
+        // BPF_NOEXIST (include/uapi/linux/bpf.h): an entry that exists keeps its counts.
+        const BPF_NOEXIST: u64 = 1;
+        match self.service_stats.insert(rev_nat_id, zeros, BPF_NOEXIST) {
+            Err(MapError::SyscallError(aya::sys::SyscallError { io_error, .. }))
+                if io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            other => other.map_err(store_err(NAME)),
+        }
+    }
+    fn del_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError> {
+        ignore_missing(self.service_stats.remove(&rev_nat_id))
+            .map_err(store_err(map_names::SVC_SVC_STATS))
+    }
+    fn read_service_stats_ids(&self) -> Result<Vec<u32>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.service_stats.keys() {
+            match key {
+                Ok(k) => out.push(k),
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(store_err(map_names::SVC_SVC_STATS)(e)),
+            }
+        }
+        Ok(out)
+    }
     fn put_problem(&mut self, key: u32, value: &ProblemText) -> Result<(), StoreError> {
         self.problems
             .insert(key, value, 0)
@@ -730,6 +774,10 @@ mod fake {
         pub service_cidrs6: BTreeSet<ServiceCidr6Key>,
         /// SVC6_SVC_RANGE's entry (zeroed, as the kernel's array starts).
         pub unserved_range6: AddrRange6,
+        /// SVC_SVC_STATS's keys (the counts live in the kernel only). Their writes are
+        /// not logged: a counter entry is no packet hazard, and the write-order tests
+        /// compare the datapath's writes.
+        pub service_stats: BTreeSet<u32>,
         /// Capacity of the names map (None: unlimited).
         pub names_capacity: Option<usize>,
         /// Capacity of the services map (None: unlimited).
@@ -865,6 +913,17 @@ mod fake {
             self.names.insert(key, *value);
             self.wrote(format!("put name {key:#x}"));
             Ok(())
+        }
+        fn put_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError> {
+            self.service_stats.insert(rev_nat_id);
+            Ok(())
+        }
+        fn del_service_stats(&mut self, rev_nat_id: u32) -> Result<(), StoreError> {
+            self.service_stats.remove(&rev_nat_id);
+            Ok(())
+        }
+        fn read_service_stats_ids(&self) -> Result<Vec<u32>, StoreError> {
+            Ok(self.service_stats.iter().copied().collect())
         }
         fn del_name(&mut self, key: u32) -> Result<(), StoreError> {
             self.names.remove(&key);

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use svc_common::{
-    Affinity4Value, BackendState, ClusterIpUse, CtKey, CtKind, CtValue, Scope, Svc4Value, SvcKey,
-    SvcName, Verdict, ct_timeout_ns,
+    Affinity4Value, BackendState, ClusterIpUse, CtKey, CtKind, CtValue, Scope, ServiceDrop,
+    ServiceStats, Svc4Value, SvcKey, SvcName, Verdict, ct_timeout_ns,
 };
 
 use super::schema::*;
@@ -608,6 +608,58 @@ pub(super) fn round3(x: f64) -> f64 {
 /// The totals of `after` and the rate of each verdict from `before` to `after`, taken
 /// `interval_s` apart. A verdict missing in `before` counts from 0; a counter that went
 /// down (the maps were recreated) and an interval that is not positive give rate 0.
+/// The per-Service counters of `after` (rev_nat_id -> totals) for the frontends in
+/// `services` (the snapshot's, already filtered), in their order, with the rates since
+/// `before`. A frontend without a counter entry (an agent that has not written it yet)
+/// is left out.
+pub fn service_rates(
+    services: &[Service],
+    before: &[(u32, ServiceStats)],
+    after: &[(u32, ServiceStats)],
+    interval_s: f64,
+) -> Vec<ServiceRate> {
+    let before: BTreeMap<u32, &ServiceStats> = before.iter().map(|(k, v)| (*k, v)).collect();
+    let after: BTreeMap<u32, &ServiceStats> = after.iter().map(|(k, v)| (*k, v)).collect();
+    let rate = |a: u64, b: u64| {
+        if interval_s > 0.0 && interval_s.is_finite() {
+            round3(a.saturating_sub(b) as f64 / interval_s)
+        } else {
+            0.0
+        }
+    };
+    services
+        .iter()
+        .filter_map(|svc| {
+            let a = after.get(&svc.rev_nat_id)?;
+            let zero = ServiceStats::default();
+            let b = before.get(&svc.rev_nat_id).copied().unwrap_or(&zero);
+            Some(ServiceRate {
+                service: svc.service.clone(),
+                kind: svc.kind,
+                vip: svc.vip,
+                port: svc.port,
+                protocol: svc.protocol.clone(),
+                rev_nat_id: svc.rev_nat_id,
+                packets: a.packets,
+                bytes: a.bytes,
+                new_flows: a.new_flows,
+                reply_packets: a.reply_packets,
+                reply_bytes: a.reply_bytes,
+                drops: ServiceDrop::ALL
+                    .iter()
+                    .map(|r| (r.label(), a.drops[r.raw() as usize]))
+                    .collect(),
+                dropped: a.dropped(),
+                packets_per_second: rate(a.packets, b.packets),
+                bytes_per_second: rate(a.bytes, b.bytes),
+                new_flows_per_second: rate(a.new_flows, b.new_flows),
+                reply_packets_per_second: rate(a.reply_packets, b.reply_packets),
+                dropped_per_second: rate(a.dropped(), b.dropped()),
+            })
+        })
+        .collect()
+}
+
 pub fn verdict_rates(
     before: &[VerdictTotal],
     after: &[VerdictTotal],
@@ -636,5 +688,6 @@ pub fn verdict_rates(
         version: SCHEMA_VERSION,
         interval_s: round3(interval_s),
         stats,
+        services: Vec::new(),
     }
 }

@@ -24,7 +24,7 @@
 //! | `svcctl dump conntrack` | [`ConntrackDocument`]: `{"version", "now_ns", "conntrack"}` |
 //! | `svcctl dump affinity` | [`AffinityDocument`]: `{"version", "now_ns", "affinity"}` |
 //! | `svcctl dump stats` | [`StatsDocument`]: `{"version", "stats"}` |
-//! | `svcctl stats` | [`RatesDocument`]: `{"version", "interval_s", "stats"}`, totals and rates |
+//! | `svcctl stats` | [`RatesDocument`]: `{"version", "interval_s", "stats", "services"}`, totals and rates per verdict and per Service frontend |
 //!
 //! Every field of a section document has the meaning and form of the snapshot field of the
 //! same name (filtered the same way). `svcctl dump [SECTION] -n NAMESPACE [NAME]` keeps the
@@ -41,7 +41,7 @@ mod lb;
 mod render;
 pub mod schema;
 
-pub use decode::{decode, decode_ct, verdict_rates};
+pub use decode::{decode, decode_ct, service_rates, verdict_rates};
 pub use filter::Filter;
 pub use lb::render_lb;
 pub use render::*;

@@ -577,3 +577,80 @@ pub fn render_rates(doc: &RatesDocument, all: bool) -> String {
     }
     out
 }
+
+/// `svcctl stats`: the per-Service counters of a rates document, one row per frontend.
+/// `wide`: also reply bytes, the rev-NAT id and the byte rate.
+pub fn render_service_rates(doc: &RatesDocument, wide: bool) -> String {
+    let mut out = format!(
+        "SERVICES (packets to each Service port, counted once per packet; rates over {:.1}s)\n",
+        doc.interval_s
+    );
+    if doc.services.is_empty() {
+        out.push_str("(no Service frontend selected)\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = doc
+        .services
+        .iter()
+        .map(|s| {
+            let name = s
+                .service
+                .as_ref()
+                .map_or_else(|| "<no name>".to_string(), ToString::to_string);
+            let frontend = format!(
+                "{} {}/{}",
+                s.kind,
+                crate::addr::HostPort(s.vip, s.port),
+                s.protocol
+            );
+            let reasons: Vec<String> = s
+                .drops
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect();
+            let mut row = vec![
+                name,
+                frontend,
+                s.packets.to_string(),
+                s.bytes.to_string(),
+                s.new_flows.to_string(),
+                s.reply_packets.to_string(),
+            ];
+            if wide {
+                row.push(s.reply_bytes.to_string());
+            }
+            row.push(s.dropped.to_string());
+            row.push(if reasons.is_empty() {
+                "-".to_string()
+            } else {
+                reasons.join(",")
+            });
+            row.push(format!("{:.1}", s.packets_per_second));
+            row.push(format!("{:.1}", s.new_flows_per_second));
+            row.push(format!("{:.1}", s.dropped_per_second));
+            if wide {
+                row.push(format!("{:.1}", s.bytes_per_second));
+                row.push(s.rev_nat_id.to_string());
+            }
+            row
+        })
+        .collect();
+    let mut header = vec![
+        "SERVICE",
+        "FRONTEND",
+        "PACKETS",
+        "BYTES",
+        "NEW-FLOWS",
+        "REPLIES",
+    ];
+    if wide {
+        header.push("REPLY-BYTES");
+    }
+    header.extend(["DROPPED", "DROP-REASONS", "PKT/S", "FLOWS/S", "DROPS/S"]);
+    if wide {
+        header.extend(["BYTES/S", "REV-NAT-ID"]);
+    }
+    out.push_str(&render_table(&header, &rows));
+    out
+}

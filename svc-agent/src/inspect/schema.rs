@@ -22,6 +22,7 @@
 //! `expired_hidden` (the snapshot: `{"conntrack", "affinity"}`; the conntrack and
 //! affinity documents: a number). The snapshot and the services document gained
 //! `service_cidrs` (the service CIDRs and the number of allocated ClusterIPs).
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -418,11 +419,53 @@ pub struct VerdictRate {
 
 /// `svcctl stats -o json`: one refresh (under `--watch` one compact JSON document per
 /// line, or YAML documents each starting with `---`). Lists every verdict, in index
-/// order, also those at 0.
+/// order, also those at 0, and the per-Service counters of the selected Services.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RatesDocument {
     pub version: u32,
     /// Seconds between the two readings, as measured.
     pub interval_s: f64,
     pub stats: Vec<VerdictRate>,
+    /// One entry per frontend (SVC_SVC_STATS, by rev_nat_id) of the Services `-n` and
+    /// SERVICE select (every frontend without them; frontends without a name entry only
+    /// then), sorted as `services` of the snapshot.
+    pub services: Vec<ServiceRate>,
+}
+
+/// One frontend's per-Service counters (SVC_SVC_STATS summed over CPUs) at the second
+/// reading, and their rates. Each packet is counted once (XDP then TC on the external
+/// interface count it once); bytes are whole frames as they arrived, Ethernet header
+/// included.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceRate {
+    /// The SVC_NAMES entry of rev_nat_id; null: no name entry.
+    pub service: Option<ServiceName>,
+    /// The frontend, as `services` of the snapshot shows it.
+    pub kind: &'static str,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: String,
+    pub rev_nat_id: u32,
+    /// Packets to the Service translated towards a backend, and their bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows given a backend.
+    pub new_flows: u64,
+    /// Replies translated back to the Service address, and their bytes.
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// New flows dropped or rejected, by reason (svc_common::ServiceDrop's labels:
+    /// `no_endpoints` (rejected: TCP RST / ICMP port unreachable), `no_local_backend`,
+    /// `source_range`, `no_backend`, `nat_failed`, `ct_failed`, `rewrite_failed`); every
+    /// reason, also at 0.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// The sum of `drops`.
+    pub dropped: u64,
+    /// (second - first) / interval_s of `packets`, `bytes`, `new_flows`, `reply_packets`
+    /// and `dropped`, 3 decimals; 0 if a counter went down (the entry was recreated).
+    pub packets_per_second: f64,
+    pub bytes_per_second: f64,
+    pub new_flows_per_second: f64,
+    pub reply_packets_per_second: f64,
+    pub dropped_per_second: f64,
 }

@@ -187,6 +187,14 @@ pub struct Reconciler {
     backend_counts: [usize; 2],
     /// The rev-NAT entries written, with the family of the map that holds each.
     revnats: BTreeSet<(Family, u32)>,
+    /// The rev_nat_ids with a per-Service counter entry (SVC_SVC_STATS), one per frontend.
+    service_stats: BTreeSet<u32>,
+    /// Counter entries found at adoption that belong to no frontend; deleted on the first
+    /// sync.
+    orphan_stats: Vec<u32>,
+    /// Adopted frontends without a counter entry (pins from before SVC_SVC_STATS
+    /// existed); created on the first sync.
+    missing_stats: Vec<u32>,
     /// Entries found at adoption that belong to no frontend; deleted on the first sync.
     orphan_slots: Vec<ServiceKey>,
     orphan_ranges: Vec<SrcRangeEntry>,
@@ -277,6 +285,9 @@ impl Reconciler {
             backends: BTreeMap::new(),
             backend_counts: [0; 2],
             revnats: BTreeSet::new(),
+            service_stats: BTreeSet::new(),
+            orphan_stats: Vec::new(),
+            missing_stats: Vec::new(),
             orphan_slots: Vec::new(),
             orphan_ranges: Vec::new(),
             orphan_backends: Vec::new(),
@@ -386,6 +397,20 @@ impl Reconciler {
                 None => r.orphan_ranges.push(key),
             }
         }
+        // Counters of no frontend are deleted by the first sync; a frontend without one
+        // (pins from before SVC_SVC_STATS existed) gets one from it.
+        for id in store.read_service_stats_ids()? {
+            if by_rev.contains_key(&id) {
+                r.service_stats.insert(id);
+            } else {
+                r.orphan_stats.push(id);
+            }
+        }
+        r.missing_stats = by_rev
+            .keys()
+            .filter(|id| !r.service_stats.contains(id))
+            .copied()
+            .collect();
         // Names that belong to nothing are deleted by the first sync's name pass.
         r.names = store.read_names()?.into_iter().collect();
         r.problems = store.read_problems()?.into_iter().collect();
@@ -879,6 +904,21 @@ impl Reconciler {
                 self.orphan_ranges.push(key);
             }
         }
+        for id in std::mem::take(&mut self.orphan_stats) {
+            if let Err(e) = store.del_service_stats(id) {
+                report.errors.push((None, e));
+                self.orphan_stats.push(id);
+            }
+        }
+        for id in std::mem::take(&mut self.missing_stats) {
+            match store.put_service_stats(id) {
+                Ok(()) => {
+                    self.service_stats.insert(id);
+                }
+                // Retried when the frontend is next written.
+                Err(e) => report.errors.push((None, e)),
+            }
+        }
         for (family, id) in std::mem::take(&mut self.orphan_backends) {
             match store.del_backend_entry(id, family) {
                 Ok(()) => report.backends_removed += 1,
@@ -998,6 +1038,16 @@ impl Reconciler {
             store.put_revnat_entry(rev_nat_id, &layout::revnat_value(frontend))?;
             self.revnats.insert((family, rev_nat_id));
         }
+        // The Service's counters before its first packet can be translated (slot 0 is
+        // written below). A failure costs the counters only, never the frontend.
+        if !self.service_stats.contains(&rev_nat_id) {
+            match store.put_service_stats(rev_nat_id) {
+                Ok(()) => {
+                    self.service_stats.insert(rev_nat_id);
+                }
+                Err(e) => report.errors.push((Some(*frontend), e)),
+            }
+        }
         self.sync_name(frontend, rev_nat_id, state, store, report);
         let installed = self.frontends.entry(*frontend).or_default();
         if installed.rev_nat_id != rev_nat_id {
@@ -1114,6 +1164,16 @@ impl Reconciler {
         if rev != 0 && self.revnats.contains(&(family, rev)) {
             store.del_revnat_entry(rev, family)?;
             self.revnats.remove(&(family, rev));
+        }
+        // Its counters go with it (no packet finds the frontend any more); the series of a
+        // removed Service disappear from the metrics.
+        if rev != 0 && self.service_stats.contains(&rev) {
+            match store.del_service_stats(rev) {
+                Ok(()) => {
+                    self.service_stats.remove(&rev);
+                }
+                Err(e) => report.errors.push((Some(*frontend), e)),
+            }
         }
         // The name goes with the frontend; if deleting it fails, the name pass of this
         // sync (or the next) deletes it: nothing wants it any more.

@@ -797,3 +797,42 @@ fn report_names_the_services_changed() {
     assert!(rep.errors.is_empty(), "{rep:?}");
     assert_eq!(rep.services.iter().collect::<Vec<_>>(), ["shop/cart"]);
 }
+
+/// One per-Service counter entry per frontend, by its rev_nat_id: created with the
+/// frontend, deleted with it, kept (counts and all) across a restart, and the entries of
+/// no frontend removed by the first sync after adoption.
+#[test]
+fn service_counters_follow_the_frontends() {
+    let mut maps = maps();
+    let (a, b) = (fe([10, 96, 0, 10], 80), fe([10, 96, 0, 10], 53));
+    let mut r = Reconciler::adopt(&maps).unwrap();
+    let rep = r.sync(&desired(&[(a, vec![be(11)]), (b, vec![])]), &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    let revs: BTreeSet<u32> = maps.revnats.keys().copied().collect();
+    assert_eq!(maps.service_stats, revs);
+    assert_eq!(revs.len(), 2);
+    let rev_b = maps.services[&svc_key(&b, Scope::All, 0)].rev_nat_id;
+
+    // A restart keeps them (adopted, not rewritten); a stray entry goes.
+    maps.service_stats.insert(77);
+    let mut restarted = Reconciler::adopt(&maps).unwrap();
+    let rep = restarted.sync(&desired(&[(a, vec![be(11)]), (b, vec![])]), &mut maps);
+    assert!(rep.errors.is_empty(), "{rep:?}");
+    assert_eq!(maps.service_stats, revs);
+
+    // Removing a frontend removes its entry.
+    restarted.sync(&desired(&[(a, vec![be(11)])]), &mut maps);
+    assert!(
+        !maps.service_stats.contains(&rev_b),
+        "{:?}",
+        maps.service_stats
+    );
+    assert_eq!(maps.service_stats.len(), 1);
+    // Pins from before the counters existed: an adopted frontend without an entry gets
+    // one from the first sync, unchanged as it is.
+    maps.service_stats.clear();
+    let mut upgraded = Reconciler::adopt(&maps).unwrap();
+    upgraded.sync(&desired(&[(a, vec![be(11)])]), &mut maps);
+    assert_eq!(maps.service_stats.len(), 1);
+    assert_consistent(&maps);
+}

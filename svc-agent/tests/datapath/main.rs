@@ -1,7 +1,9 @@
 //! BPF_PROG_TEST_RUN fixtures, as Katran's: the real TC and XDP programs run on tables of
 //! frames built with `svc_agent::packet`, on maps filled by the real reconciler. Each case
 //! names the program, the input frame, the return value, the exact output frame (checksums
-//! verified) and the verdict counter that must go up by exactly one; a table is one
+//! verified) and the verdict counter that must go up by exactly one (none for a packet XDP
+//! passes on untouched: TC counts it; a packet XDP translates must carry the mark that
+//! keeps TC from counting it again); a table is one
 //! #[test] on a datapath of its own, its cases run in order (later ones may depend on the
 //! conntrack state of earlier ones). The harness is tests/support/; the Services and the
 //! two datapaths the tables load are in `services`; one file per concern:
@@ -25,6 +27,8 @@
 //! - `kube_proxy`: every IPv4 row of kube-proxy's own packet-flow tables
 //!   (`runPacketFlowTests` in pkg/proxy/nftables/proxier_test.go), row by row
 //! - `monitor`: svcctl monitor's events (SVC_EVENTS) for drops and translations, off, sampled
+//! - `service_counters`: the per-Service counters (SVC_SVC_STATS) each packet moves, and
+//!   that nothing moves for a packet not to or from a Service
 //! - `unallocated`: a ClusterIP's unknown ports (REJECT) and unallocated addresses of the
 //!   service CIDRs (DROP), kube-proxy nftables' rules; replies and other traffic untouched
 //!
@@ -50,6 +54,7 @@ mod monitor;
 mod policy;
 mod reject;
 mod sctp;
+mod service_counters;
 mod services;
 mod source_ranges;
 mod terminating;

@@ -138,9 +138,27 @@ pub struct Harness {
 
 pub struct RunResult {
     pub ret: u32,
+    /// The output frame (XDP: without the metadata in front of it).
     pub out: Vec<u8>,
     /// Counters that changed, with how much.
     pub delta: Vec<(Verdict, u64)>,
+    /// XDP: the metadata the program left in front of the frame (the mark of a packet XDP
+    /// counted, which TC then does not count again: svc-ebpf/src/counters.rs).
+    pub meta: Vec<u8>,
+}
+
+/// The verdicts of packets XDP passes on untouched: XDP counts nothing for them (TC,
+/// which sees the same packet next, decides it and counts its own verdict).
+pub fn xdp_passes_untouched(verdict: Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::PassNotIp
+            | Verdict::PassNotService
+            | Verdict::PassFragment
+            | Verdict::PassOtherProto
+            | Verdict::XdpPassToTc
+            | Verdict::PassIpv6Unparsed
+    )
 }
 
 impl Harness {
@@ -202,17 +220,28 @@ impl Harness {
             data_out: Some(&mut buf),
             ..TestRunOptions::new()
         };
+        // XDP: an xdp_md in and out, for the length of the metadata in the output.
+        let ctx_in = svc_agent::trace::XdpMd {
+            data_end: input.len() as u32,
+            ..Default::default()
+        };
+        let mut ctx_out = svc_agent::trace::XdpMd::default();
         let result = match prog {
             Prog::Tc => self
                 .datapath
                 .tc_program()
                 .expect("tc program")
                 .test_run(opts),
-            Prog::Xdp => self
-                .datapath
-                .xdp_program()
-                .expect("xdp program")
-                .test_run(opts),
+            Prog::Xdp => {
+                self.datapath
+                    .xdp_program()
+                    .expect("xdp program")
+                    .test_run(TestRunOptions {
+                        ctx_in: Some(bytemuck::bytes_of(&ctx_in)),
+                        ctx_out: Some(bytemuck::bytes_of_mut(&mut ctx_out)),
+                        ..opts
+                    })
+            }
         }
         .map_err(|e| format!("{e:?}"))?;
         let after = self.maps.verdict_totals().expect("reading SVC_STATS");
@@ -223,10 +252,14 @@ impl Harness {
             .map(|((v, b), (_, a))| (*v, a.wrapping_sub(*b)))
             .collect();
         buf.truncate(result.data_size_out as usize);
+        let meta: Vec<u8> = buf
+            .drain(..(ctx_out.data as usize).min(buf.len()))
+            .collect();
         Ok(RunResult {
             ret: result.return_value,
             out: buf,
             delta,
+            meta,
         })
     }
 
@@ -271,11 +304,33 @@ impl Harness {
     ) -> Vec<u8> {
         let r = self.run(prog, input);
         let out = r.out;
+        // Each packet is counted once: XDP counts what it drops or translates (and marks
+        // the translated ones it passes on, so that TC does not count them again); what it
+        // passes on untouched, TC counts.
+        let (expected, mark) = if prog == Prog::Xdp && ret == XDP_PASS {
+            if xdp_passes_untouched(verdict) {
+                (vec![], false)
+            } else {
+                (vec![(verdict, 1)], true)
+            }
+        } else {
+            (vec![(verdict, 1)], false)
+        };
         assert_eq!(
             r.delta,
-            vec![(verdict, 1)],
-            "case {name:?}: verdict counters that changed (expected only {verdict:?} +1); output {}",
+            expected,
+            "case {name:?}: verdict counters that changed (expected only {verdict:?} +1, none \
+             for a packet XDP passes on untouched); output {}",
             summary(&out)
+        );
+        let want_meta = if mark {
+            svc_common::XDP_COUNTED_MARK.to_ne_bytes().to_vec()
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            r.meta, want_meta,
+            "case {name:?}: XDP metadata (the counted mark on a translated packet XDP passes on)"
         );
         assert_eq!(
             r.ret,

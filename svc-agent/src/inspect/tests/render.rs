@@ -349,3 +349,95 @@ fn the_service_cidrs_section_says_what_unallocated_addresses_get() {
         serde_json::json!({"cidrs": ["10.96.0.0/16", "172.30.0.0/16", "fd00:10:96::/112"], "cluster_ips": 5, "ipv6_cluster_ips": 2, "other_proxy_cluster_ips": 2})
     );
 }
+
+fn counted(f: impl FnOnce(&mut svc_common::ServiceStats)) -> svc_common::ServiceStats {
+    let mut s = svc_common::ServiceStats::default();
+    f(&mut s);
+    s
+}
+
+#[test]
+fn service_rates_join_counters_to_frontends_and_render_per_service() {
+    use svc_common::ServiceDrop;
+    let snap = decode(&sample(), 112 * S);
+    // rev 1: default/echo:http (10.96.0.10:80); rev 2: no name entry (10.96.0.11:80);
+    // rev 9: a counter entry of no frontend (left out).
+    let before = [(
+        1,
+        counted(|s| {
+            s.packets = 4;
+            s.bytes = 400;
+            s.new_flows = 1;
+        }),
+    )];
+    let after = [
+        (
+            1,
+            counted(|s| {
+                s.packets = 10;
+                s.bytes = 1000;
+                s.new_flows = 3;
+                s.reply_packets = 8;
+                s.reply_bytes = 640;
+            }),
+        ),
+        (
+            2,
+            counted(|s| {
+                s.drops[ServiceDrop::NoEndpoints.raw() as usize] = 5;
+                s.drops[ServiceDrop::NatFailed.raw() as usize] = 1;
+            }),
+        ),
+        (9, counted(|s| s.packets = 1)),
+    ];
+    let mut doc = verdict_rates(&[], &[], 2.0);
+    doc.services = service_rates(&snap.services, &before, &after, 2.0);
+    let revs: Vec<u32> = doc.services.iter().map(|s| s.rev_nat_id).collect();
+    assert_eq!(revs, [1, 2], "in the snapshot's order, rev 9 left out");
+    let echo = &doc.services[0];
+    assert_eq!(
+        (
+            echo.packets_per_second,
+            echo.new_flows_per_second,
+            echo.bytes_per_second
+        ),
+        (3.0, 1.0, 300.0)
+    );
+    assert_eq!(doc.services[1].dropped, 6);
+    assert_eq!(
+        doc.services[1].dropped_per_second, 3.0,
+        "from nothing before"
+    );
+    let json = serde_json::to_value(&doc).unwrap();
+    assert_eq!(json["services"][0]["service"]["name"], "echo");
+    assert_eq!(json["services"][1]["service"], serde_json::Value::Null);
+    assert_eq!(
+        json["services"][1]["drops"],
+        serde_json::json!({
+            "no_endpoints": 5, "no_local_backend": 0, "source_range": 0, "no_backend": 0,
+            "nat_failed": 1, "ct_failed": 0, "rewrite_failed": 0
+        })
+    );
+    let table = render_service_rates(&doc, false);
+    assert_eq!(
+        table.lines().collect::<Vec<_>>(),
+        [
+            "SERVICES (packets to each Service port, counted once per packet; rates over 2.0s)",
+            "SERVICE            FRONTEND                     PACKETS  BYTES  NEW-FLOWS  REPLIES  DROPPED  DROP-REASONS                 PKT/S  FLOWS/S  DROPS/S",
+            "default/echo:http  clusterip 10.96.0.10:80/TCP  10       1000   3          8        0        -                            3.0    1.0      0.0",
+            "<no name>          clusterip 10.96.0.11:80/TCP  0        0      0          0        6        nat_failed=1,no_endpoints=5  0.0    0.0      3.0",
+        ]
+    );
+    let wide = render_service_rates(&doc, true);
+    let header = wide.lines().nth(1).unwrap();
+    assert!(
+        header.contains("REPLY-BYTES") && header.ends_with("BYTES/S  REV-NAT-ID"),
+        "{wide}"
+    );
+    assert!(
+        wide.lines().nth(2).unwrap().ends_with("300.0    1"),
+        "{wide}"
+    );
+    doc.services.clear();
+    assert!(render_service_rates(&doc, false).contains("(no Service frontend selected)"));
+}
